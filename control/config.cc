@@ -1,0 +1,375 @@
+#include "control/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "control/ipam.h"
+
+namespace dpsw {
+
+namespace {
+
+// Strict view of a YAML mapping: remembers which keys were read and rejects
+// the rest, so a typo is an error, not a silently ignored setting.
+class Map {
+ public:
+  Map(const YAML::Node& n, std::string where, const std::string& origin) : n_(n), where_(std::move(where)), origin_(origin) {
+    if (!n.IsMap()) fail(n, where_, "expected a mapping");
+  }
+  YAML::Node get(const std::string& key) {
+    seen_.insert(key);
+    return n_[key];
+  }
+  std::string key(const std::string& k) const { return where_.empty() ? k : where_ + "." + k; }
+  void finish() const {
+    for (const auto& kv : n_) {
+      std::string k = kv.first.as<std::string>();
+      if (!seen_.count(k)) fail(kv.first, key(k), "unknown key");
+    }
+  }
+  [[noreturn]] void fail(const YAML::Node& at, const std::string& key, const std::string& msg) const {
+    throw ConfigError(origin_ + ":" + std::to_string(at.Mark().line + 1) + ": " + key + ": " + msg);
+  }
+  const std::string& origin() const { return origin_; }
+
+ private:
+  YAML::Node n_;
+  std::string where_;
+  const std::string& origin_;
+  std::set<std::string> seen_;
+};
+
+std::string scalar(Map& m, const YAML::Node& n, const std::string& key) {
+  if (!n.IsScalar()) m.fail(n, key, "expected a single value");
+  return n.Scalar();
+}
+
+uint64_t integer(Map& m, const YAML::Node& n, const std::string& key, uint64_t lo, uint64_t hi) {
+  std::string s = scalar(m, n, key);
+  char* end = nullptr;
+  errno = 0;
+  unsigned long long v = std::strtoull(s.c_str(), &end, 10);
+  if (s.empty() || *end || errno || s[0] == '-' || v < lo || v > hi)
+    m.fail(n, key, "'" + s + "' is not a whole number in " + std::to_string(lo) + ".." + std::to_string(hi));
+  return v;
+}
+
+bool boolean(Map& m, const YAML::Node& n, const std::string& key) {
+  std::string s = scalar(m, n, key);
+  if (s == "true" || s == "yes" || s == "on") return true;
+  if (s == "false" || s == "no" || s == "off") return false;
+  m.fail(n, key, "'" + s + "' is not true or false");
+}
+
+bool valid_name(const std::string& s, size_t max) {
+  if (s.empty() || s.size() > max) return false;
+  return std::all_of(s.begin(), s.end(), [](char c) { return std::isalnum((unsigned char)c) || c == '-' || c == '_' || c == '.'; }) &&
+         std::isalnum((unsigned char)s[0]);
+}
+
+void parse_switch(Map& top, const YAML::Node& n, SwitchConfig& sw) {
+  Map m(n, "switch", top.origin());
+  if (auto v = m.get("name")) {
+    sw.name = scalar(m, v, m.key("name"));
+    if (!valid_name(sw.name, 6) || sw.name.find('.') != std::string::npos)
+      m.fail(v, m.key("name"), "'" + sw.name + "' must be 1-6 letters, digits, '-' or '_' (it prefixes link names)");
+  }
+  if (auto v = m.get("workers")) {
+    if (!v.IsSequence() || v.size() == 0) m.fail(v, m.key("workers"), "expected a non-empty list of core numbers");
+    sw.workers.clear();
+    for (size_t i = 0; i < v.size(); i++) {
+      int c = int(integer(m, v[i], m.key("workers[" + std::to_string(i) + "]"), 0, 1023));
+      if (std::count(sw.workers.begin(), sw.workers.end(), c))
+        m.fail(v[i], m.key("workers"), "core " + std::to_string(c) + " is listed twice");
+      sw.workers.push_back(c);
+    }
+  }
+  if (auto v = m.get("control_socket")) sw.control_socket = scalar(m, v, m.key("control_socket"));
+  if (auto v = m.get("state_dir")) sw.state_dir = scalar(m, v, m.key("state_dir"));
+  if (auto v = m.get("idle_sleep_us")) sw.idle_sleep_us = uint32_t(integer(m, v, m.key("idle_sleep_us"), 0, 1000000));
+  if (auto v = m.get("mac_table")) {
+    Map t(v, m.key("mac_table"), top.origin());
+    if (auto s = t.get("size")) sw.mac_table_size = uint32_t(integer(t, s, t.key("size"), 16, 16u << 20));
+    if (auto s = t.get("aging_s")) sw.mac_aging_s = uint32_t(integer(t, s, t.key("aging_s"), 1, 1000000));
+    t.finish();
+  }
+  if (auto v = m.get("conntrack")) {
+    Map t(v, m.key("conntrack"), top.origin());
+    if (auto s = t.get("size")) sw.conntrack_size = uint32_t(integer(t, s, t.key("size"), 16, 64u << 20));
+    t.finish();
+  }
+  m.finish();
+}
+
+void parse_network(Map& top, const YAML::Node& n, size_t idx, NetworkConfig& net) {
+  Map m(n, "networks[" + std::to_string(idx) + "]", top.origin());
+  net.line = n.Mark().line + 1;
+  auto name = m.get("name");
+  if (!name) m.fail(n, m.key("name"), "required key missing");
+  net.name = scalar(m, name, m.key("name"));
+  if (!valid_name(net.name, 64)) m.fail(name, m.key("name"), "'" + net.name + "' is not a valid network name");
+  if (auto v = m.get("driver")) {
+    std::string d = scalar(m, v, m.key("driver"));
+    if (d == "bridge") net.driver = Driver::kBridge;
+    else if (d == "overlay") net.driver = Driver::kOverlay;
+    else if (d == "macvlan") net.driver = Driver::kMacvlan;
+    else m.fail(v, m.key("driver"), "'" + d + "' is not one of bridge, overlay, macvlan");
+    if (net.driver != Driver::kBridge)
+      m.fail(v, m.key("driver"), "driver '" + d + "' is not supported by this version of dpsw yet (bridge only)");
+  }
+  auto subnet = m.get("subnet");
+  if (!subnet) m.fail(n, m.key("subnet"), "required key missing");
+  std::string s = scalar(m, subnet, m.key("subnet"));
+  auto p = prefix_parse(s);
+  if (!p) m.fail(subnet, m.key("subnet"), "'" + s + "' is not an IPv4 prefix like 172.20.0.0/24");
+  if (p->len > 30) m.fail(subnet, m.key("subnet"), "'" + s + "' is too small (at most /30)");
+  if (p->addr != p->network()) m.fail(subnet, m.key("subnet"), "'" + s + "' has host bits set (did you mean " + prefix_to_string({p->network(), p->len}) + "?)");
+  net.subnet = *p;
+  net.gateway = p->network() + 1;
+  if (auto v = m.get("gateway")) {
+    std::string g = scalar(m, v, m.key("gateway"));
+    auto a = ipv4_parse(g);
+    if (!a) m.fail(v, m.key("gateway"), "'" + g + "' is not an IPv4 address");
+    if (!p->contains(*a) || *a == p->network() || *a == p->broadcast())
+      m.fail(v, m.key("gateway"), g + " is not a host address of subnet " + s);
+    net.gateway = *a;
+  }
+  if (auto v = m.get("ip_range")) {
+    std::string r = scalar(m, v, m.key("ip_range"));
+    auto rp = prefix_parse(r);
+    if (!rp || rp->addr != rp->network()) m.fail(v, m.key("ip_range"), "'" + r + "' is not an IPv4 prefix without host bits");
+    if (rp->len < p->len || !p->contains(rp->addr)) m.fail(v, m.key("ip_range"), r + " is not inside subnet " + s);
+    net.ip_range = *rp;
+  }
+  if (auto v = m.get("internal")) net.internal = boolean(m, v, m.key("internal"));
+  if (auto v = m.get("mtu")) net.mtu = uint32_t(integer(m, v, m.key("mtu"), 576, 3500));
+  m.finish();
+}
+
+void parse_endpoint(Map& top, const YAML::Node& n, size_t idx, EndpointConfig& ep) {
+  Map m(n, "endpoints[" + std::to_string(idx) + "]", top.origin());
+  ep.line = n.Mark().line + 1;
+  auto name = m.get("name");
+  if (!name) m.fail(n, m.key("name"), "required key missing");
+  ep.name = scalar(m, name, m.key("name"));
+  if (!valid_name(ep.name, 63) || ep.name.find('.') != std::string::npos || ep.name.find('_') != std::string::npos)
+    m.fail(name, m.key("name"), "'" + ep.name + "' is not a valid DNS label (letters, digits, '-')");
+  if (auto v = m.get("mode")) {
+    std::string s = scalar(m, v, m.key("mode"));
+    if (s == "bridge") ep.mode = Mode::kBridge;
+    else if (s == "none") ep.mode = Mode::kNone;
+    else if (s == "host") ep.mode = Mode::kHost;
+    else if (s.rfind("container:", 0) == 0 && s.size() > 10) ep.mode = Mode::kContainer, ep.container = s.substr(10);
+    else m.fail(v, m.key("mode"), "'" + s + "' is not one of bridge, none, host, container:NAME");
+  }
+  if (auto v = m.get("networks")) {
+    if (!v.IsSequence()) m.fail(v, m.key("networks"), "expected a list of network names");
+    for (size_t i = 0; i < v.size(); i++) {
+      std::string nn = scalar(m, v[i], m.key("networks[" + std::to_string(i) + "]"));
+      if (std::count(ep.networks.begin(), ep.networks.end(), nn)) m.fail(v[i], m.key("networks"), "network '" + nn + "' is listed twice");
+      ep.networks.push_back(nn);
+    }
+    if (ep.mode != Mode::kBridge && !ep.networks.empty())
+      m.fail(v, m.key("networks"), "an endpoint in mode none, host or container:NAME has no networks of its own");
+  }
+  if (ep.mode == Mode::kBridge && ep.networks.empty()) m.fail(n, m.key("networks"), "a bridge-mode endpoint needs at least one network");
+  if (auto v = m.get("netns")) {
+    ep.netns = scalar(m, v, m.key("netns"));
+    if (ep.netns.empty() || ep.netns[0] != '/') m.fail(v, m.key("netns"), "'" + ep.netns + "' is not an absolute path");
+    if (ep.mode == Mode::kHost || ep.mode == Mode::kContainer) m.fail(v, m.key("netns"), "not allowed with mode host or container:NAME");
+  }
+  if (auto v = m.get("port")) {
+    std::string s = scalar(m, v, m.key("port"));
+    if (s == "afxdp") ep.port = PortKind::kAfxdp;
+    else if (s == "vhost") m.fail(v, m.key("port"), "port kind 'vhost' is not supported by this version of dpsw yet");
+    else m.fail(v, m.key("port"), "'" + s + "' is not one of afxdp, vhost");
+  }
+  if (auto v = m.get("vhost_socket")) m.fail(v, m.key("vhost_socket"), "only valid with port: vhost");
+  if (auto v = m.get("mac")) {
+    std::string s = scalar(m, v, m.key("mac"));
+    auto mac = mac_parse(s);
+    if (!mac) m.fail(v, m.key("mac"), "'" + s + "' is not a MAC address like 02:42:ac:14:00:0a");
+    if (mac_is_multicast(*mac) || *mac == 0) m.fail(v, m.key("mac"), s + " is not a unicast MAC address");
+    if (ep.mode != Mode::kBridge) m.fail(v, m.key("mac"), "only valid with mode bridge");
+    ep.mac = *mac;
+  }
+  if (auto v = m.get("ip")) {
+    std::string s = scalar(m, v, m.key("ip"));
+    auto a = ipv4_parse(s);
+    if (!a) m.fail(v, m.key("ip"), "'" + s + "' is not an IPv4 address");
+    if (ep.mode != Mode::kBridge) m.fail(v, m.key("ip"), "only valid with mode bridge");
+    ep.ip = *a;
+  }
+  if (auto v = m.get("publish")) {
+    if (v.IsSequence() && v.size() == 0) {
+    } else {
+      m.fail(v, m.key("publish"), "published ports need an uplink with NAT, which this version of dpsw does not support yet");
+    }
+  }
+  m.finish();
+}
+
+}  // namespace
+
+const NetworkConfig* Config::network(const std::string& n) const {
+  for (auto& x : networks)
+    if (x.name == n) return &x;
+  return nullptr;
+}
+const EndpointConfig* Config::endpoint(const std::string& n) const {
+  for (auto& x : endpoints)
+    if (x.name == n) return &x;
+  return nullptr;
+}
+
+Config parse_config(const std::string& text, const std::string& origin) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    throw ConfigError(origin + ":" + std::to_string(e.mark.line + 1) + ": not valid YAML: " + e.msg);
+  }
+  Config cfg;
+  cfg.path = origin;
+  if (!root || root.IsNull()) throw ConfigError(origin + ":1: the file is empty");
+  Map top(root, "", origin);
+  if (auto v = top.get("switch")) parse_switch(top, v, cfg.sw);
+  if (auto v = top.get("uplink")) top.fail(v, "uplink", "an uplink is not supported by this version of dpsw yet");
+  if (auto v = top.get("networks")) {
+    if (!v.IsSequence()) top.fail(v, "networks", "expected a list");
+    for (size_t i = 0; i < v.size(); i++) {
+      NetworkConfig net;
+      parse_network(top, v[i], i, net);
+      for (auto& o : cfg.networks) {
+        if (o.name == net.name) top.fail(v[i]["name"], "networks[" + std::to_string(i) + "].name", "network '" + net.name + "' is defined twice (first at line " + std::to_string(o.line) + ")");
+        if (o.subnet.overlaps(net.subnet))
+          top.fail(v[i]["subnet"], "networks[" + std::to_string(i) + "].subnet", prefix_to_string(net.subnet) + " overlaps network '" + o.name + "' (" + prefix_to_string(o.subnet) + ")");
+      }
+      cfg.networks.push_back(net);
+    }
+  }
+  if (auto v = top.get("endpoints")) {
+    if (!v.IsSequence()) top.fail(v, "endpoints", "expected a list");
+    for (size_t i = 0; i < v.size(); i++) {
+      EndpointConfig ep;
+      parse_endpoint(top, v[i], i, ep);
+      std::string at = "endpoints[" + std::to_string(i) + "]";
+      if (cfg.endpoint(ep.name)) top.fail(v[i]["name"], at + ".name", "endpoint '" + ep.name + "' is defined twice");
+      for (size_t j = 0; j < ep.networks.size(); j++)
+        if (!cfg.network(ep.networks[j]))
+          top.fail(v[i]["networks"][j], at + ".networks[" + std::to_string(j) + "]", "unknown network '" + ep.networks[j] + "'");
+      cfg.endpoints.push_back(ep);
+    }
+    // container:NAME references (may point forward in the file).
+    for (size_t i = 0; i < cfg.endpoints.size(); i++) {
+      const auto& ep = cfg.endpoints[i];
+      if (ep.mode != Mode::kContainer) continue;
+      const auto* t = cfg.endpoint(ep.container);
+      std::string at = "endpoints[" + std::to_string(i) + "].mode";
+      if (!t) top.fail(v[i]["mode"], at, "unknown endpoint '" + ep.container + "' in container:" + ep.container);
+      if (t->mode == Mode::kContainer || t->mode == Mode::kHost)
+        top.fail(v[i]["mode"], at, "endpoint '" + ep.container + "' has no namespace of its own to join (mode " + (t->mode == Mode::kHost ? "host" : "container") + ")");
+    }
+  }
+  top.finish();
+  return cfg;
+}
+
+Config load_config(const std::string& path) {
+  std::ifstream f(path);
+  if (!f) throw ConfigError(path + ": cannot read the file");
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return parse_config(ss.str(), path);
+}
+
+std::string host_ifname(const std::string& instance, const std::string& endpoint, const std::string& network) {
+  uint32_t h = 2166136261u;  // FNV-1a
+  for (char c : endpoint + "/" + network) h = (h ^ uint8_t(c)) * 16777619u;
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "%.6s-%08x", instance.c_str(), h);
+  return buf;
+}
+
+Plan make_plan(const Config& cfg) {
+  Plan plan;
+  std::vector<Ipam> ipam;
+  for (auto& n : cfg.networks) ipam.emplace_back(n.subnet, n.gateway, n.ip_range);
+  auto bd_of = [&](const std::string& n) {
+    for (size_t i = 0; i < cfg.networks.size(); i++)
+      if (cfg.networks[i].name == n) return uint16_t(i);
+    return uint16_t(0);
+  };
+  auto where = [&](const EndpointConfig& ep, const std::string& key) {
+    return cfg.path + ":" + std::to_string(ep.line) + ": endpoints[" + std::to_string(&ep - cfg.endpoints.data()) + "]." + key + ": ";
+  };
+  std::set<Mac> macs;
+  // Static addresses first, so dynamic ones never take them (Docker does the same).
+  for (auto& ep : cfg.endpoints) {
+    if (!ep.ip) continue;
+    const NetworkConfig& net = *cfg.network(ep.networks[0]);
+    switch (ipam[bd_of(net.name)].reserve(*ep.ip)) {
+      case Ipam::Reserve::kOk: break;
+      case Ipam::Reserve::kOutsideSubnet:
+        throw ConfigError(where(ep, "ip") + ipv4_to_string(*ep.ip) + " is not in subnet " + prefix_to_string(net.subnet) + " of network '" + net.name + "'");
+      case Ipam::Reserve::kReserved:
+        throw ConfigError(where(ep, "ip") + ipv4_to_string(*ep.ip) + " is the network, broadcast or gateway address of network '" + net.name + "'");
+      case Ipam::Reserve::kInUse:
+        throw ConfigError(where(ep, "ip") + ipv4_to_string(*ep.ip) + " is already used by another endpoint on network '" + net.name + "'");
+    }
+    if (ep.mac && !macs.insert(*ep.mac).second) throw ConfigError(where(ep, "mac") + mac_to_string(*ep.mac) + " is used twice");
+  }
+  for (auto& ep : cfg.endpoints) {
+    PlannedEndpoint pe;
+    pe.name = ep.name;
+    pe.mode = ep.mode;
+    if (ep.mode == Mode::kContainer) {
+      pe.joins = ep.container;
+    } else if (ep.mode != Mode::kHost) {
+      if (ep.netns.empty()) {
+        pe.netns_name = cfg.sw.name + "-" + ep.name;
+        pe.netns_path = "/var/run/netns/" + pe.netns_name;
+        pe.create_netns = true;
+      } else {
+        pe.netns_path = ep.netns;
+      }
+    }
+    for (size_t i = 0; i < ep.networks.size(); i++) {
+      const NetworkConfig& net = *cfg.network(ep.networks[i]);
+      PlannedAttachment a;
+      a.network = net.name;
+      a.bd = bd_of(net.name);
+      a.host_ifname = host_ifname(cfg.sw.name, ep.name, net.name);
+      a.ifname = "eth" + std::to_string(i);
+      if (i == 0 && ep.ip) {
+        a.ip = *ep.ip;
+      } else {
+        auto ip = ipam[a.bd].allocate();
+        if (!ip) throw ConfigError(where(ep, "networks") + "no free address left in network '" + net.name + "' (" + prefix_to_string(net.ip_range ? *net.ip_range : net.subnet) + ")");
+        a.ip = *ip;
+      }
+      a.prefix_len = net.subnet.len;
+      a.gateway = net.gateway;
+      a.mtu = net.mtu;
+      if (i == 0 && ep.mac) {
+        a.mac = *ep.mac;
+      } else {
+        // Docker's scheme: 02:42 followed by the IPv4 address (subnets never
+        // overlap, so this is unique unless a static MAC took it).
+        a.mac = 0x0242ULL << 32 | a.ip;
+        while (macs.count(a.mac)) a.mac += 1ULL << 32;
+      }
+      macs.insert(a.mac);
+      pe.attachments.push_back(a);
+    }
+    plan.endpoints.push_back(std::move(pe));
+  }
+  return plan;
+}
+
+}  // namespace dpsw

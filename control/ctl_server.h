@@ -1,0 +1,32 @@
+// Control socket: a Unix stream socket (mode 0600, root peers only).
+// Protocol v1: the client sends one JSON object on one line, e.g.
+//   {"v":1,"cmd":"show","args":["ports"]}
+// and reads one JSON object back, then the server closes the connection:
+//   {"v":1,"ok":true,"result":...}   or   {"v":1,"ok":false,"error":"..."}
+// Served from the control thread's poll loop; never touches workers directly.
+#pragma once
+
+#include <functional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace dpsw {
+
+constexpr int kCtlProtocolVersion = 1;
+
+class CtlServer {
+ public:
+  using Handler = std::function<nlohmann::json(const nlohmann::json& request)>;
+  CtlServer(std::string path, Handler h);  // throws if the socket cannot be created
+  ~CtlServer();
+  int fd() const { return fd_; }
+  void on_readable();  // accept and serve one client
+
+ private:
+  std::string path_;
+  Handler handler_;
+  int fd_ = -1;
+};
+
+}  // namespace dpsw

@@ -1,0 +1,150 @@
+// dpswctl: command-line client of a running dpsw (control socket protocol v1).
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <boost/program_options.hpp>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace po = boost::program_options;
+using nlohmann::json;
+
+static void table(const std::vector<std::string>& head, const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> w(head.size());
+  for (size_t i = 0; i < head.size(); i++) w[i] = head[i].size();
+  for (auto& r : rows)
+    for (size_t i = 0; i < r.size() && i < w.size(); i++) w[i] = std::max(w[i], r[i].size());
+  auto line = [&](const std::vector<std::string>& r) {
+    for (size_t i = 0; i < r.size(); i++) std::printf("%-*s%s", int(w[i]), r[i].c_str(), i + 1 < r.size() ? "  " : "\n");
+  };
+  line(head);
+  for (auto& r : rows) line(r);
+}
+
+static std::string s(const json& j) { return j.is_string() ? j.get<std::string>() : j.dump(); }
+
+static void print_human(const std::string& what, const json& r) {
+  std::vector<std::vector<std::string>> rows;
+  if (what == "ports") {
+    for (auto& p : r)
+      rows.push_back({s(p["id"]), s(p["name"]), s(p["kind"]), s(p["endpoint"]), s(p["network"]), s(p["mac"]), s(p["ip"]),
+                      s(p["worker"]), s(p["counters"]["rx_packets"]), s(p["counters"]["tx_packets"])});
+    table({"ID", "PORT", "KIND", "ENDPOINT", "NETWORK", "MAC", "IP", "WORKER", "RX", "TX"}, rows);
+  } else if (what == "networks") {
+    for (auto& n : r) {
+      std::string eps;
+      for (auto& e : n["endpoints"]) {
+        if (!eps.empty()) eps += ",";
+        eps += s(e);
+      }
+      rows.push_back({s(n["name"]), s(n["driver"]), s(n["subnet"]), s(n["gateway"]), s(n["mtu"]), eps});
+    }
+    table({"NETWORK", "DRIVER", "SUBNET", "GATEWAY", "MTU", "ENDPOINTS"}, rows);
+  } else if (what == "endpoints") {
+    for (auto& e : r) {
+      if (e["attachments"].empty()) rows.push_back({s(e["name"]), s(e["mode"]), s(e["netns"]), "-", "-", "-", "-"});
+      for (auto& a : e["attachments"])
+        rows.push_back({s(e["name"]), s(e["mode"]), s(e["netns"]), s(a["network"]), s(a["ifname"]), s(a["mac"]), s(a["ip"])});
+    }
+    table({"ENDPOINT", "MODE", "NETNS", "NETWORK", "IF", "MAC", "IP"}, rows);
+  } else if (what == "mac") {
+    for (auto& e : r)
+      rows.push_back({s(e["network"]), s(e["mac"]), s(e["port"]), s(e["endpoint"]), std::to_string(e["age_ms"].get<uint64_t>() / 1000),
+                      e["established"].get<bool>() ? "yes" : "no"});
+    table({"NETWORK", "MAC", "PORT", "ENDPOINT", "AGE(s)", "ESTABLISHED"}, rows);
+  } else if (what == "counters") {
+    for (auto& [name, c] : r["ports"].items()) {
+      std::string drops;
+      for (auto& [reason, n] : c["drops"].items()) {
+        if (!drops.empty()) drops += " ";
+        drops += reason + "=" + s(n);
+      }
+      rows.push_back({name, s(c["endpoint"]), s(c["rx_packets"]), s(c["rx_bytes"]), s(c["tx_packets"]), s(c["tx_bytes"]),
+                      s(c["flood_packets"]), drops.empty() ? "-" : drops});
+    }
+    table({"PORT", "ENDPOINT", "RX_PKTS", "RX_BYTES", "TX_PKTS", "TX_BYTES", "FLOODED", "DROPS"}, rows);
+    std::printf("\n");
+    rows.clear();
+    for (auto& w : r["workers"]) {
+      double busy = w["loops"].get<double>() > 0 ? 100.0 * w["busy_loops"].get<double>() / w["loops"].get<double>() : 0;
+      char b[32];
+      std::snprintf(b, sizeof b, "%.1f%%", busy);
+      rows.push_back({s(w["worker"]), s(w["core"]), s(w["loops"]), b, s(w["learn_skipped"])});
+    }
+    table({"WORKER", "CORE", "LOOPS", "BUSY", "LEARN_SKIPPED"}, rows);
+    std::printf("\nmac table: %s/%s entries; xdp: %s redirected, %s passed (no socket)\n", s(r["mac_table"]["entries"]).c_str(),
+                s(r["mac_table"]["capacity"]).c_str(), s(r["xdp"]["redirected"]).c_str(), s(r["xdp"]["passed_no_socket"]).c_str());
+  } else {
+    std::printf("%s\n", r.dump(2).c_str());
+  }
+}
+
+int main(int argc, char** argv) {
+  std::string sock = "/run/dpsw/dpsw.sock";
+  std::vector<std::string> words;
+  po::options_description desc(
+      "dpswctl - control a running dpsw\n\n"
+      "Usage: dpswctl [--socket PATH] [--json] COMMAND\n\n"
+      "Commands:\n"
+      "  show ports | networks | endpoints | mac [NETWORK] | counters\n"
+      "  version\n\nOptions");
+  desc.add_options()("help,h", "show this help")("socket,s", po::value(&sock), "control socket (default /run/dpsw/dpsw.sock)")(
+      "json", "print the daemon's JSON answer (for scripts)");
+  po::options_description hidden;
+  hidden.add_options()("words", po::value(&words));
+  po::options_description all;
+  all.add(desc).add(hidden);
+  po::positional_options_description pos;
+  pos.add("words", -1);
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(argc, argv).options(all).positional(pos).run(), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    std::fprintf(stderr, "dpswctl: %s\n", e.what());
+    return 2;
+  }
+  if (vm.count("help") || words.empty()) {
+    std::cout << desc << "\n";
+    return words.empty() && !vm.count("help") ? 2 : 0;
+  }
+  json req = {{"v", 1}, {"cmd", words[0]}, {"args", std::vector<std::string>(words.begin() + 1, words.end())}};
+
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, sock.c_str(), sizeof addr.sun_path - 1);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0) {
+    std::fprintf(stderr, "dpswctl: cannot reach dpsw at %s: %s\n", sock.c_str(), std::strerror(errno));
+    return 1;
+  }
+  std::string out = req.dump() + "\n";
+  if (write(fd, out.data(), out.size()) != ssize_t(out.size())) {
+    std::fprintf(stderr, "dpswctl: write: %s\n", std::strerror(errno));
+    return 1;
+  }
+  std::string in;
+  char buf[65536];
+  for (ssize_t n; (n = read(fd, buf, sizeof buf)) > 0;) in.append(buf, size_t(n));
+  close(fd);
+  json resp;
+  try {
+    resp = json::parse(in);
+  } catch (const std::exception&) {
+    std::fprintf(stderr, "dpswctl: malformed answer from dpsw\n");
+    return 1;
+  }
+  if (!resp.value("ok", false)) {
+    std::fprintf(stderr, "dpswctl: %s\n", resp.value("error", std::string("request failed")).c_str());
+    return 1;
+  }
+  if (vm.count("json")) std::printf("%s\n", resp["result"].dump(2).c_str());
+  else if (words[0] == "show" && words.size() > 1) print_human(words[1], resp["result"]);
+  else std::printf("%s\n", resp["result"].dump(2).c_str());
+  return 0;
+}

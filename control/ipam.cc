@@ -1,0 +1,42 @@
+#include "control/ipam.h"
+
+namespace dpsw {
+
+Ipam::Ipam(Ipv4Prefix subnet, uint32_t gateway, std::optional<Ipv4Prefix> range)
+    : subnet_(subnet), gateway_(gateway) {
+  Ipv4Prefix r = range ? *range : subnet;
+  lo_ = r.network();
+  hi_ = r.broadcast();
+  used_.assign(size_t(subnet_.broadcast() - subnet_.network()) + 1, false);
+}
+
+Ipam::Reserve Ipam::reserve(uint32_t a) {
+  if (!subnet_.contains(a)) return Reserve::kOutsideSubnet;
+  if (!usable(a)) return Reserve::kReserved;
+  auto i = a - subnet_.network();
+  if (used_[i]) return Reserve::kInUse;
+  used_[i] = true;
+  return Reserve::kOk;
+}
+
+std::optional<uint32_t> Ipam::allocate() {
+  for (uint64_t a = lo_; a <= hi_; a++) {
+    if (!usable(uint32_t(a)) || used_[a - subnet_.network()]) continue;
+    used_[a - subnet_.network()] = true;
+    return uint32_t(a);
+  }
+  return std::nullopt;
+}
+
+void Ipam::release(uint32_t a) {
+  if (subnet_.contains(a)) used_[a - subnet_.network()] = false;
+}
+
+size_t Ipam::free_count() const {
+  size_t n = 0;
+  for (uint64_t a = lo_; a <= hi_; a++)
+    if (usable(uint32_t(a)) && !used_[a - subnet_.network()]) n++;
+  return n;
+}
+
+}  // namespace dpsw

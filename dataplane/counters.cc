@@ -1,0 +1,19 @@
+#include "dataplane/counters.h"
+
+namespace dpsw {
+
+std::string_view drop_reason_name(Drop d) {
+  switch (d) {
+    case Drop::kRunt: return "runt";
+    case Drop::kOversize: return "oversize";
+    case Drop::kBadSrcMac: return "bad_src_mac";
+    case Drop::kSamePort: return "same_port";
+    case Drop::kNoNetwork: return "no_network";
+    case Drop::kTxFull: return "tx_full";
+    case Drop::kHandoffFull: return "handoff_full";
+    case Drop::kCount: break;
+  }
+  return "?";
+}
+
+}  // namespace dpsw

@@ -1,0 +1,53 @@
+// Per-worker, per-port counters.
+//
+// Each worker owns one WorkerCounters block (cache-line aligned, allocated
+// before the worker starts). Only that worker writes it; the control thread
+// reads it and sums across workers when asked. Fields are std::atomic so the
+// cross-thread read is defined, but the owner only does relaxed load + relaxed
+// store (a plain mov on x86): no locked instruction on the fast path.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <string_view>
+
+#include "dataplane/packet.h"
+
+namespace dpsw {
+
+// Why a frame was dropped. Keep names in sync with drop_reason_name().
+enum class Drop : uint8_t {
+  kRunt,          // shorter than an Ethernet header
+  kOversize,      // longer than the port's network MTU allows
+  kBadSrcMac,     // multicast/broadcast/zero source MAC
+  kSamePort,      // destination is the port it came in on (filtered)
+  kNoNetwork,     // input port is not attached to a network (being removed)
+  kTxFull,        // destination port's tx ring had no room
+  kHandoffFull,   // cross-worker ring to the destination's worker was full
+  kCount
+};
+constexpr size_t kDropReasons = size_t(Drop::kCount);
+std::string_view drop_reason_name(Drop d);
+
+// Single-writer counter: relaxed load/store, never read-modify-write.
+struct Counter {
+  std::atomic<uint64_t> v{0};
+  void add(uint64_t n) { v.store(v.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
+  uint64_t get() const { return v.load(std::memory_order_relaxed); }  // any thread: monotonic snapshot
+};
+
+struct PortCounters {
+  Counter rx_packets, rx_bytes, tx_packets, tx_bytes;
+  Counter flood_packets;  // copies sent because of broadcast/multicast/unknown unicast
+  std::array<Counter, kDropReasons> drops;
+};
+
+struct alignas(64) WorkerCounters {
+  Counter loops;        // poll-loop iterations
+  Counter busy_loops;   // iterations that moved at least one frame
+  Counter learn_skipped;  // MAC learning deferred (bucket busy or table full)
+  std::array<PortCounters, kMaxPorts> ports;
+};
+
+}  // namespace dpsw

@@ -1,0 +1,207 @@
+#include "dataplane/dataplane.h"
+
+#include <pthread.h>
+#include <sched.h>
+#include <unistd.h>
+
+#include <algorithm>
+
+#include "dataplane/clock.h"
+#include "dataplane/stage_eth_input.h"
+#include "dataplane/stage_l2_fwd.h"
+
+namespace dpsw {
+
+Worker::Worker(Dataplane& dp, unsigned id)
+    : dp_(dp), id_(id), wc_(std::make_unique<WorkerCounters>()), tx_(id, &dp.mesh_, wc_.get()) {}
+
+void Worker::process(const Snapshot& s, uint16_t in_port, Packet* pkts, uint16_t n, uint32_t now) {
+  WorkerCounters& wc = *wc_;
+  PortCounters& pc = wc.ports[in_port];
+  uint64_t bytes = 0;
+  for (uint16_t i = 0; i < n; i++) {
+    __builtin_prefetch(pkts[i].data);
+    pkts[i].in_port = in_port;
+    bytes += pkts[i].len;
+  }
+  pc.rx_packets.add(n);
+  pc.rx_bytes.add(bytes);
+
+  const PortEntry* in = s.port(in_port);
+  if (!in || in->bd >= s.bds.size()) {
+    pc.drops[size_t(Drop::kNoNetwork)].add(n);
+    return;
+  }
+
+  bool valid[kBurst];
+  Mac src[kBurst], dst[kBurst];
+  Drop drop[kBurst];
+  for (uint16_t i = 0; i < n; i++) {
+    stage::EthResult r = stage::eth_input(pkts[i], *in);
+    valid[i] = r.next == stage::EthNext::kL2;
+    src[i] = r.src;
+    dst[i] = r.dst;
+    if (!valid[i]) pc.drops[size_t(r.drop)].add(1);
+  }
+
+  stage::FwdNext next[kBurst];
+  uint16_t out[kBurst];
+  stage::l2_fwd(dp_.macs_, in->bd, in_port, now, n, valid, src, dst, next, out, drop, wc);
+
+  const std::vector<uint16_t>& flood = s.bds[in->bd].ports;
+  uint64_t flooded = 0;
+  for (uint16_t i = 0; i < n; i++) {
+    if (!valid[i]) continue;
+    switch (next[i]) {
+      case stage::FwdNext::kUnicast:
+        tx_.enqueue(s, out[i], &pkts[i]);
+        break;
+      case stage::FwdNext::kFlood:
+        for (uint16_t p : flood) {
+          if (p == in_port) continue;
+          tx_.enqueue(s, p, &pkts[i]);
+          flooded++;
+        }
+        break;
+      case stage::FwdNext::kDrop:
+        pc.drops[size_t(drop[i])].add(1);
+        break;
+    }
+  }
+  pc.flood_packets.add(flooded);
+  tx_.flush(s);
+}
+
+unsigned Worker::drain_handoff(const Snapshot& s) {
+  unsigned moved = 0;
+  for (unsigned from = 0; from < dp_.mesh_.workers(); from++) {
+    HandoffRing* r = dp_.mesh_.ring(from, id_);
+    if (!r) continue;
+    size_t k = std::min<size_t>(r->readable(), kBurst);
+    if (!k) continue;
+    Packet pkts[kBurst];
+    for (size_t i = 0; i < k; i++) {
+      HandoffSlot& slot = r->peek(i);
+      pkts[i].data = slot.data;
+      pkts[i].len = slot.len;
+      pkts[i].in_port = slot.dst_port;  // drops are charged to the destination
+      tx_.enqueue(s, slot.dst_port, &pkts[i]);
+    }
+    tx_.flush(s);
+    r->pop(k);
+    moved += unsigned(k);
+  }
+  return moved;
+}
+
+unsigned Worker::poll_once() {
+  // acquire: pairs with publish(); everything in the snapshot is visible.
+  const Snapshot* s = dp_.snap_.load(std::memory_order_acquire);
+  unsigned moved = 0;
+  if (s && id_ < s->rx_ports.size()) {
+    uint32_t now = now_ms();
+    Packet pkts[kBurst];
+    for (uint16_t id : s->rx_ports[id_]) {
+      Port* port = s->ports[id].port;
+      uint16_t n = port->rx_burst(pkts, kBurst);
+      if (n) {
+        process(*s, id, pkts, n, now);
+        port->release(pkts, n);
+        moved += n;
+      }
+      port->maintain();
+    }
+    if (dp_.mesh_.workers() > 1) moved += drain_handoff(*s);
+  }
+  dp_.qsbr_.quiescent(id_);
+  return moved;
+}
+
+void Worker::run() {
+  dp_.qsbr_.online(id_);
+  unsigned idle = 0;
+  while (dp_.running()) {
+    unsigned moved = poll_once();
+    wc_->loops.add(1);
+    if (moved) {
+      wc_->busy_loops.add(1);
+      idle = 0;
+    } else if (dp_.opt_.idle_sleep_us && ++idle > 1024) {
+      usleep(dp_.opt_.idle_sleep_us);  // opt-in: trade wake-up latency for an idle core
+    }
+  }
+  dp_.qsbr_.offline(id_);
+}
+
+Dataplane::Dataplane(Options opt)
+    : opt_(std::move(opt)),
+      macs_(opt_.mac),
+      qsbr_(unsigned(std::max<size_t>(1, opt_.cores.size()))),
+      mesh_(unsigned(std::max<size_t>(1, opt_.cores.size())), opt_.handoff_slots) {
+  if (opt_.cores.empty()) opt_.cores.push_back(-1);
+  for (unsigned i = 0; i < opt_.cores.size(); i++) workers_.push_back(std::make_unique<Worker>(*this, i));
+  publish(std::make_unique<Snapshot>());
+}
+
+Dataplane::~Dataplane() {
+  stop();
+  delete snap_.load(std::memory_order_relaxed);  // relaxed: no workers left
+  qsbr_.reclaim();
+}
+
+void Dataplane::start() {
+  running_.store(true, std::memory_order_relaxed);  // relaxed: thread creation orders it
+  for (unsigned i = 0; i < workers_.size(); i++) {
+    threads_.emplace_back([this, i] { workers_[i]->run(); });
+    if (opt_.cores[i] >= 0) {
+      cpu_set_t set;
+      CPU_ZERO(&set);
+      CPU_SET(opt_.cores[i], &set);
+      pthread_setaffinity_np(threads_.back().native_handle(), sizeof set, &set);
+    }
+    pthread_setname_np(threads_.back().native_handle(), ("dpsw-w" + std::to_string(i)).c_str());
+  }
+}
+
+void Dataplane::stop() {
+  running_.store(false, std::memory_order_relaxed);  // relaxed: join() below synchronises
+  for (auto& t : threads_) t.join();
+  threads_.clear();
+}
+
+void Dataplane::publish(std::unique_ptr<Snapshot> s) {
+  // release: the snapshot's contents are visible to a worker that loads the pointer.
+  const Snapshot* old = snap_.exchange(s.release(), std::memory_order_acq_rel);
+  if (old) qsbr_.retire([old] { delete old; });
+}
+
+void Dataplane::retire_port(std::unique_ptr<Port> p) {
+  Port* raw = p.release();
+  qsbr_.retire([raw] { delete raw; });
+}
+
+void Dataplane::maintain(uint32_t now, uint32_t aging_ms) {
+  qsbr_.reclaim();
+  macs_.age(now, aging_ms);
+}
+
+void Dataplane::synchronize() {
+  if (running()) qsbr_.synchronize();
+  qsbr_.reclaim();
+}
+
+Dataplane::PortTotals Dataplane::port_totals(uint16_t port) const {
+  PortTotals t;
+  for (auto& w : workers_) {
+    const PortCounters& c = w->counters().ports[port];
+    t.rx_packets += c.rx_packets.get();
+    t.rx_bytes += c.rx_bytes.get();
+    t.tx_packets += c.tx_packets.get();
+    t.tx_bytes += c.tx_bytes.get();
+    t.flood_packets += c.flood_packets.get();
+    for (size_t d = 0; d < kDropReasons; d++) t.drops[d] += c.drops[d].get();
+  }
+  return t;
+}
+
+}  // namespace dpsw

@@ -1,0 +1,95 @@
+// The dataplane: worker threads, the published snapshot, the MAC table.
+//
+// Threads: the control thread owns this object and is the only caller of
+// every method except Worker::run(), which each worker thread executes.
+// Control -> workers: publish() swaps the snapshot with one release store;
+// the old one is deleted by QSBR after every worker has passed a quiescent
+// point (once per loop iteration), so workers never lock or stop.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "dataplane/counters.h"
+#include "dataplane/mac_table.h"
+#include "dataplane/qsbr.h"
+#include "dataplane/snapshot.h"
+#include "dataplane/stage_tx.h"
+
+namespace dpsw {
+
+class Dataplane;
+
+class Worker {
+ public:
+  Worker(Dataplane& dp, unsigned id);
+  // One poll-loop iteration; returns frames moved. Public for tests/benches.
+  unsigned poll_once();
+  // Process one received burst from in_port (rx already done). Transmits
+  // (flushes) before returning, so the caller may release the buffers.
+  void process(const Snapshot& s, uint16_t in_port, Packet* pkts, uint16_t n, uint32_t now);
+  void run();  // loop until the dataplane stops
+  WorkerCounters& counters() { return *wc_; }
+  const WorkerCounters& counters() const { return *wc_; }
+
+ private:
+  unsigned drain_handoff(const Snapshot& s);
+
+  Dataplane& dp_;
+  unsigned id_;
+  std::unique_ptr<WorkerCounters> wc_;
+  stage::TxStage tx_;
+};
+
+class Dataplane {
+ public:
+  struct Options {
+    std::vector<int> cores{};        // one worker per entry; -1 = unpinned
+    MacTable::Options mac{};
+    size_t handoff_slots = 256;      // per worker pair (power of two)
+    uint32_t idle_sleep_us = 0;      // 0: pure busy polling
+  };
+  explicit Dataplane(Options opt);
+  ~Dataplane();
+
+  void start();  // spawns pinned worker threads
+  void stop();   // joins them (idempotent)
+  bool running() const { return running_.load(std::memory_order_relaxed); }  // relaxed: a flag polled each loop
+
+  // Publish a new snapshot; the previous one is retired through QSBR.
+  void publish(std::unique_ptr<Snapshot> s);
+  // Delete `p` once no worker can be using it (after the next grace period).
+  void retire_port(std::unique_ptr<Port> p);
+  // Control-thread housekeeping: reclaim retired state, age the MAC table.
+  void maintain(uint32_t now_ms, uint32_t aging_ms);
+  // Block until every worker has passed a quiescent point (control thread only).
+  void synchronize();
+
+  const Snapshot& snapshot() const { return *snap_.load(std::memory_order_acquire); }
+  MacTable& macs() { return macs_; }
+  unsigned workers() const { return unsigned(workers_.size()); }
+  Worker& worker(unsigned i) { return *workers_[i]; }
+
+  // Sum of per-worker counters for one port / all workers (control thread).
+  struct PortTotals {
+    uint64_t rx_packets = 0, rx_bytes = 0, tx_packets = 0, tx_bytes = 0, flood_packets = 0;
+    std::array<uint64_t, kDropReasons> drops{};
+  };
+  PortTotals port_totals(uint16_t port) const;
+
+ private:
+  friend class Worker;
+  Options opt_;
+  MacTable macs_;
+  Qsbr qsbr_;
+  HandoffMesh mesh_;
+  // release on store / acquire on load: a worker that sees the pointer sees the whole snapshot.
+  std::atomic<const Snapshot*> snap_{nullptr};
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::vector<std::thread> threads_;
+  std::atomic<bool> running_{false};
+};
+
+}  // namespace dpsw

@@ -1,0 +1,55 @@
+// In-memory port for unit tests and benchmarks.
+//
+// A test thread injects frames (inject()) and reads transmitted frames
+// (take_tx()); the owning worker calls the Port methods. Each direction is an
+// SPSC ring, so exactly one injector thread and one reader thread may be used.
+// Replay mode (benchmarks) hands out the same preloaded burst on every
+// rx_burst() and only counts transmitted frames.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <vector>
+
+#include "dataplane/port.h"
+#include "dataplane/spsc_ring.h"
+
+namespace dpsw {
+
+class MemPort final : public Port {
+ public:
+  struct Options {
+    size_t ring_size = 1024;  // frames per direction (power of two)
+    bool capture_tx = true;   // keep copies of transmitted frames for take_tx()
+  };
+  MemPort(std::string name, Options opt);
+  explicit MemPort(std::string name) : MemPort(std::move(name), Options{}) {}
+
+  std::string_view kind() const override { return "mem"; }
+  uint16_t rx_burst(Packet* pkts, uint16_t max) override;
+  void release(const Packet* pkts, uint16_t n) override;
+  uint16_t tx_burst(const Packet* const* pkts, uint16_t n) override;
+
+  // Test side. inject() returns false when the rx ring is full.
+  bool inject(const std::vector<uint8_t>& frame);
+  std::vector<std::vector<uint8_t>> take_tx();
+  // Benchmark side: rx_burst() returns these frames forever (no copies).
+  void set_replay(std::vector<std::vector<uint8_t>> frames);
+  uint64_t tx_count() const { return tx_count_.load(std::memory_order_relaxed); }
+
+ private:
+  struct Slot {
+    uint32_t len = 0;
+    std::vector<uint8_t> buf;
+  };
+  Options opt_;
+  SpscRing<Slot> rx_;
+  SpscRing<Slot> tx_;
+  size_t rx_lent_ = 0;  // slots handed out by rx_burst, not yet released
+  std::vector<std::vector<uint8_t>> replay_;
+  size_t replay_pos_ = 0;
+  // relaxed: a statistic read by the benchmark thread after the run.
+  std::atomic<uint64_t> tx_count_{0};
+};
+
+}  // namespace dpsw

@@ -1,0 +1,53 @@
+// The one burst-level port interface every kind of port implements
+// (AF_XDP, in-memory; vhost-user and DPDK ethdev later).
+//
+// Ownership and threading contract
+// --------------------------------
+// * The control thread creates a Port, publishes it in a snapshot, and
+//   destroys it only after it has been removed from the snapshot AND a QSBR
+//   grace period has elapsed (no worker can still be polling it).
+// * Exactly one worker owns a port at a time (Snapshot::owner). Only the owner
+//   calls rx_burst(), release(), tx_burst() and maintain(). Other workers
+//   never touch the port: frames for it travel through a handoff ring to its
+//   owner. Hence no method needs a lock.
+// * rx_burst() lends buffers: the Packets it fills point into port-owned
+//   memory, valid until the owner passes them back with release(). A worker
+//   releases every received burst before the end of its loop iteration.
+// * tx_burst() COPIES the frames into port-owned memory before returning, so
+//   the caller keeps ownership of its Packets (one rx buffer may be flooded
+//   to several ports). It returns how many of the first n were accepted; the
+//   caller counts the rest as drops (Drop::kTxFull).
+// * The fast-path methods never block, allocate, throw or log.
+// * Calls are per burst, never per packet (virtual dispatch is amortised).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "dataplane/packet.h"
+
+namespace dpsw {
+
+class Port {
+ public:
+  explicit Port(std::string name) : name_(std::move(name)) {}
+  virtual ~Port() = default;
+  Port(const Port&) = delete;
+  Port& operator=(const Port&) = delete;
+
+  const std::string& name() const { return name_; }
+  virtual std::string_view kind() const = 0;
+
+  // Fast path, owner worker only (see above).
+  virtual uint16_t rx_burst(Packet* pkts, uint16_t max) = 0;
+  virtual void release(const Packet* pkts, uint16_t n) = 0;
+  virtual uint16_t tx_burst(const Packet* const* pkts, uint16_t n) = 0;
+  // Once per poll-loop iteration: reap tx completions, refill rx, kick.
+  virtual void maintain() {}
+
+ private:
+  std::string name_;
+};
+
+}  // namespace dpsw

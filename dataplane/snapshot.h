@@ -1,0 +1,41 @@
+// Immutable forwarding state shared by workers.
+//
+// The control thread builds a new Snapshot for every change, publishes it
+// with one release store (Dataplane::publish) and retires the old one
+// through QSBR. Workers load the pointer once per loop iteration and never
+// modify what it points to.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "dataplane/packet.h"
+#include "dataplane/port.h"
+
+namespace dpsw {
+
+struct PortEntry {
+  Port* port = nullptr;       // nullptr: id unused
+  uint16_t bd = 0;            // network (bridge domain) the port is attached to
+  uint16_t owner = 0;         // worker that polls and transmits on it
+  uint32_t max_frame = 1514;  // network MTU + Ethernet header
+};
+
+struct BdEntry {
+  std::string name;
+  std::vector<uint16_t> ports;  // flood list: every port of the network
+};
+
+struct Snapshot {
+  uint64_t generation = 0;
+  std::vector<PortEntry> ports;                  // indexed by port id (< kMaxPorts)
+  std::vector<BdEntry> bds;                      // indexed by bd
+  std::vector<std::vector<uint16_t>> rx_ports;  // per worker: ports it polls
+
+  const PortEntry* port(uint16_t id) const {
+    return id < ports.size() && ports[id].port ? &ports[id] : nullptr;
+  }
+};
+
+}  // namespace dpsw

@@ -1,0 +1,31 @@
+// Stage 1: Ethernet input. Validates each received frame and tags it with
+// the network (bridge domain) of its input port.
+// Exits: kL2 (continue to learning/forwarding), kDrop (reason in `drop`).
+#pragma once
+
+#include "dataplane/counters.h"
+#include "dataplane/ether.h"
+#include "dataplane/snapshot.h"
+
+namespace dpsw::stage {
+
+enum class EthNext : uint8_t { kL2, kDrop };
+
+struct EthResult {
+  EthNext next;
+  Drop drop;
+  Mac dst, src;
+};
+
+// Frames > max_frame (MTU + header, +4 for one VLAN tag) are dropped.
+inline EthResult eth_input(Packet& p, const PortEntry& in) {
+  if (p.len < kEthHdrLen) return {EthNext::kDrop, Drop::kRunt, 0, 0};
+  if (p.len > in.max_frame + 4) return {EthNext::kDrop, Drop::kOversize, 0, 0};
+  Mac dst = mac_from_bytes(p.data);
+  Mac src = mac_from_bytes(p.data + 6);
+  if (mac_is_multicast(src) || mac_is_zero(src)) return {EthNext::kDrop, Drop::kBadSrcMac, dst, src};
+  p.bd = in.bd;
+  return {EthNext::kL2, Drop::kCount, dst, src};
+}
+
+}  // namespace dpsw::stage

@@ -1,0 +1,55 @@
+// Stage 2: L2 learning and forwarding decision for a burst from one port.
+// Learns source MACs (never blocking), looks destinations up in bulk.
+// Exits per frame: kUnicast (out_port set), kFlood (broadcast, multicast,
+// unknown unicast: to every other port of the same network), kDrop.
+#pragma once
+
+#include "dataplane/counters.h"
+#include "dataplane/mac_table.h"
+
+namespace dpsw::stage {
+
+enum class FwdNext : uint8_t { kUnicast, kFlood, kDrop };
+
+// src/dst: MACs from eth_input; valid[i] false for frames already dropped.
+// Writes next[i] and out_port[i] for valid frames.
+inline void l2_fwd(MacTable& table, uint16_t bd, uint16_t in_port, uint32_t now, uint16_t n,
+                   const bool* valid, const Mac* src, const Mac* dst, FwdNext* next,
+                   uint16_t* out_port, Drop* drop, WorkerCounters& wc) {
+  // Learn: consecutive frames from one station learn once.
+  Mac last_src = ~0ULL;
+  for (uint16_t i = 0; i < n; i++) {
+    if (!valid[i] || src[i] == last_src) continue;
+    last_src = src[i];
+    auto r = table.learn(bd, src[i], in_port, now);
+    if (r == MacTable::Learn::kBusy || r == MacTable::Learn::kFull) wc.learn_skipped.add(1);
+  }
+  // Lookup known unicast destinations in bulk.
+  uint64_t keys[kBurst];
+  uint16_t idx[kBurst], ports[kBurst];
+  uint16_t m = 0;
+  for (uint16_t i = 0; i < n; i++) {
+    if (!valid[i]) continue;
+    if (mac_is_multicast(dst[i])) {
+      next[i] = FwdNext::kFlood;
+      continue;
+    }
+    keys[m] = MacTable::make_key(bd, dst[i]);
+    idx[m++] = i;
+  }
+  table.lookup_bulk(keys, m, ports);
+  for (uint16_t j = 0; j < m; j++) {
+    uint16_t i = idx[j];
+    if (ports[j] == kInvalidPort) {
+      next[i] = FwdNext::kFlood;
+    } else if (ports[j] == in_port) {
+      next[i] = FwdNext::kDrop;
+      drop[i] = Drop::kSamePort;
+    } else {
+      next[i] = FwdNext::kUnicast;
+      out_port[i] = ports[j];
+    }
+  }
+}
+
+}  // namespace dpsw::stage
