@@ -1,0 +1,248 @@
+"""Integration-test harness: runs a real dpsw on real namespaces.
+
+Every namespace and link carries a random per-run instance prefix, and
+Dpsw.cleanup() (called from __exit__, i.e. also when a test fails) removes
+the process it started (by PID) and anything with that prefix.
+"""
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+BUILD = os.environ.get("DPSW_BUILD", os.path.join(os.path.dirname(__file__), "..", "..", "build"))
+DPSW = os.path.join(BUILD, "control", "dpsw")
+DPSWCTL = os.path.join(BUILD, "control", "dpswctl")
+SKIP = 77
+
+
+class TestFailure(Exception):
+    pass
+
+
+def check(cond, msg):
+    if not cond:
+        raise TestFailure(msg)
+
+
+def require_root():
+    if os.geteuid() != 0:
+        print("SKIP: integration tests need root (namespaces, XDP, AF_XDP)")
+        sys.exit(SKIP)
+
+
+def sh(*cmd, check_rc=True, timeout=60, **kw):
+    r = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout, **kw)
+    if check_rc and r.returncode != 0:
+        raise TestFailure(f"{' '.join(cmd)} failed ({r.returncode}): {r.stdout}{r.stderr}")
+    return r
+
+
+def worker_core():
+    # Leave core 0 to the kernel side (ping, iperf3, the test itself).
+    return 1 if (os.cpu_count() or 1) > 1 else 0
+
+
+class Dpsw:
+    def __init__(self, networks, endpoints, name=None, aging_s=300, workers=None, extra_switch=None):
+        self.name = name or "t" + secrets.token_hex(2)  # 5 chars: fits the 6-char limit
+        self.dir = tempfile.mkdtemp(prefix=f"dpsw-{self.name}-")
+        self.sock = os.path.join(self.dir, "ctl.sock")
+        self.cfg_path = os.path.join(self.dir, "dpsw.yaml")
+        self.log_path = os.path.join(self.dir, "dpsw.log")
+        self.proc = None
+        workers = workers if workers is not None else [worker_core()]
+        lines = ["switch:", f"  name: {self.name}", f"  workers: {json.dumps(workers)}",
+                 f"  control_socket: {self.sock}", f"  state_dir: {self.dir}",
+                 f"  mac_table: {{ size: 4096, aging_s: {aging_s} }}"]
+        for k, v in (extra_switch or {}).items():
+            lines.append(f"  {k}: {v}")
+        lines.append("networks:")
+        for n in networks:
+            lines.append(f"  - name: {n['name']}")
+            for k, v in n.items():
+                if k != "name":
+                    lines.append(f"    {k}: {json.dumps(v) if isinstance(v, (list, bool)) else v}")
+        lines.append("endpoints:")
+        for e in endpoints:
+            lines.append(f"  - name: {e['name']}")
+            for k, v in e.items():
+                if k != "name":
+                    lines.append(f"    {k}: {json.dumps(v) if isinstance(v, list) else v}")
+        self.write_config("\n".join(lines) + "\n")
+
+    def write_config(self, text):
+        with open(self.cfg_path, "w") as f:
+            f.write(text)
+
+    # ---- process ----
+    def start(self, timeout=20):
+        self.log = open(self.log_path, "a")
+        self.proc = subprocess.Popen([DPSW, "--config", self.cfg_path], stdout=self.log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise TestFailure(f"dpsw exited with {self.proc.returncode}:\n{self.read_log()}")
+            if os.path.exists(self.sock):
+                try:
+                    s = socket.socket(socket.AF_UNIX)
+                    s.connect(self.sock)
+                    s.close()
+                    return self
+                except OSError:
+                    pass
+            time.sleep(0.05)
+        raise TestFailure("dpsw did not become ready:\n" + self.read_log())
+
+    def stop(self, sig=signal.SIGTERM, timeout=15):
+        if not self.proc or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise TestFailure("dpsw did not stop within %ds" % timeout)
+
+    def read_log(self):
+        try:
+            with open(self.log_path) as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    # ---- control ----
+    def ctl(self, *args, raw=False):
+        cmd = [DPSWCTL, "--socket", self.sock] + ([] if raw else ["--json"]) + list(args)
+        r = sh(*cmd)
+        return r.stdout if raw else json.loads(r.stdout)
+
+    def counters(self):
+        return self.ctl("show", "counters")
+
+    def port_of(self, endpoint, network):
+        for p in self.ctl("show", "ports"):
+            if p["endpoint"] == endpoint and p["network"] == network:
+                return p
+        raise TestFailure(f"no port for {endpoint} on {network}")
+
+    # ---- namespaces ----
+    def ns(self, endpoint):
+        return f"{self.name}-{endpoint}"
+
+    def run(self, endpoint, *cmd, check_rc=True, timeout=60):
+        return sh("ip", "netns", "exec", self.ns(endpoint), *cmd, check_rc=check_rc, timeout=timeout)
+
+    def popen(self, endpoint, *cmd, **kw):
+        return subprocess.Popen(["ip", "netns", "exec", self.ns(endpoint), *cmd], **kw)
+
+    def leftovers(self):
+        """Namespaces, links and XDP programs that carry this run's prefix."""
+        ns = [l.split()[0] for l in sh("ip", "netns", "list").stdout.splitlines() if l.startswith(self.name + "-")]
+        links = []
+        for l in sh("ip", "-o", "link").stdout.splitlines():
+            name = l.split(": ")[1].split("@")[0]
+            if name.startswith(self.name + "-"):
+                links.append(name + (" (xdp)" if " xdp" in l else ""))
+        return ns, links
+
+    def cleanup(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        ns, links = self.leftovers()
+        for l in links:
+            sh("ip", "link", "del", l.split()[0], check_rc=False)
+        for n in ns:
+            # End processes a test left inside (only ours: they live in our namespace).
+            pids = sh("ip", "netns", "pids", n, check_rc=False).stdout.split()
+            for p in pids:
+                try:
+                    os.kill(int(p), signal.SIGKILL)
+                except OSError:
+                    pass
+            sh("ip", "netns", "del", n, check_rc=False)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if exc[0] is not None and self.proc is not None:
+            print("---- dpsw log ----\n" + self.read_log(), file=sys.stderr)
+        self.cleanup()
+        return False
+
+
+# A byte-exact TCP transfer: the receiver prints the SHA-256 and length of
+# what it got; the sender sends seeded pseudo-random bytes and prints the
+# same for what it sent.
+RECEIVER = r"""
+import hashlib, socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(1); s.settimeout(30)
+print("listening", flush=True)
+c, _ = s.accept(); c.settimeout(30); h = hashlib.sha256(); n = 0
+while True:
+    b = c.recv(1 << 16)
+    if not b: break
+    h.update(b); n += len(b)
+print(n, h.hexdigest(), flush=True)
+"""
+SENDER = r"""
+import hashlib, random, socket, sys, time
+host, port, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+rnd = random.Random(1234); h = hashlib.sha256(); n = 0
+for attempt in range(50):
+    try:
+        c = socket.create_connection((host, port), timeout=5); break
+    except OSError:
+        time.sleep(0.1)
+else:
+    sys.exit("cannot connect")
+while n < size:
+    b = rnd.randbytes(min(1 << 16, size - n)); c.sendall(b); h.update(b); n += len(b)
+c.close()
+print(n, h.hexdigest(), flush=True)
+"""
+
+
+def tcp_transfer(d, src, dst, dst_ip, size=8 << 20, port=5001):
+    rx = d.popen(dst, "python3", "-c", RECEIVER, str(port), stdout=subprocess.PIPE, text=True)
+    try:
+        check(rx.stdout.readline().strip() == "listening", "receiver did not start")
+        sent = d.run(src, "python3", "-c", SENDER, dst_ip, str(port), str(size), timeout=60).stdout.split()
+        got = rx.communicate(timeout=60)[0].split()
+    finally:
+        if rx.poll() is None:
+            rx.kill()
+    check(sent == got, f"TCP transfer corrupted: sent {sent}, received {got}")
+    check(int(got[0]) == size, f"received {got[0]} of {size} bytes")
+    return int(got[0])
+
+
+def ping(d, src, ip, count=3, expect=True):
+    r = d.run(src, "ping", "-c", str(count), "-i", "0.2", "-W", "1", ip, check_rc=False, timeout=30)
+    ok = r.returncode == 0
+    check(ok == expect, f"ping {src} -> {ip}: expected {'success' if expect else 'failure'}\n{r.stdout}{r.stderr}")
+    return r.stdout
+
+
+def scenario_main(scenarios):
+    require_root()
+    if len(sys.argv) != 2 or sys.argv[1] not in scenarios:
+        print("usage: %s {%s}" % (sys.argv[0], "|".join(scenarios)))
+        sys.exit(2)
+    try:
+        scenarios[sys.argv[1]]()
+    except TestFailure as e:
+        print(f"FAIL: {e}")
+        sys.exit(1)
+    print("PASS")

@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""dpsw and dpswctl command lines, bad input, and rollback of a failed setup."""
+import os
+import subprocess
+
+from dpswtest import DPSW, DPSWCTL, Dpsw, check, ping, scenario_main, sh
+
+NETS = [{"name": "front", "subnet": "10.201.1.0/24"}]
+EPS = [{"name": "w1", "networks": ["front"]}, {"name": "w2", "networks": ["front"]}]
+
+
+def bad_config_creates_nothing():
+    with Dpsw(NETS, EPS) as d:
+        good = open(d.cfg_path).read()
+        d.write_config(good.replace("subnet: 10.201.1.0/24", "subnet: 10.201.1.0/33"))
+        for args in (["--config", d.cfg_path], ["--check", "--config", d.cfg_path]):
+            r = sh(DPSW, *args, check_rc=False)
+            check(r.returncode == 2, f"{args}: exit code {r.returncode}")
+            want = f"{d.cfg_path}:"
+            check(want in r.stderr and "networks[0].subnet" in r.stderr and "10.201.1.0/33" in r.stderr, r.stderr)
+        check(d.leftovers() == ([], []), f"a bad config created something: {d.leftovers()}")
+        # --check on a good file validates and creates nothing either.
+        d.write_config(good)
+        r = sh(DPSW, "--check", "--config", d.cfg_path)
+        check("OK (1 networks, 2 endpoints" in r.stdout, r.stdout)
+        check(d.leftovers() == ([], []), "--check created something")
+        # A core this machine does not have.
+        d.write_config(good.replace("workers: [", "workers: [4000, "))
+        r = sh(DPSW, "--check", "--config", d.cfg_path, check_rc=False)
+        check(r.returncode == 2 and "not a whole number" in r.stderr, r.stderr)
+        d.write_config(good.replace("workers: [", "workers: [999, "))
+        r = sh(DPSW, "--check", "--config", d.cfg_path, check_rc=False)
+        check(r.returncode == 2 and "core 999 is not available" in r.stderr, r.stderr)
+
+
+def failed_setup_rolls_back():
+    with Dpsw(NETS, EPS) as d:
+        bogus = os.path.join(d.dir, "not-a-namespace")
+        open(bogus, "w").close()
+        text = open(d.cfg_path).read().replace("  - name: w2\n", f"  - name: w2\n    netns: {bogus}\n")
+        d.write_config(text)
+        r = sh(DPSW, "--config", d.cfg_path, check_rc=False, timeout=30)
+        check(r.returncode == 1 and "everything created so far was removed" in r.stderr, f"rc={r.returncode} {r.stderr}")
+        check(d.leftovers() == ([], []), f"half-applied state left: {d.leftovers()}")
+
+
+def cli_flags():
+    r = sh(DPSW, "--version")
+    check(r.stdout.startswith("dpsw "), r.stdout)
+    r = sh(DPSW, "--help")
+    for flag in ("--config", "--check", "--log-level", "--version"):
+        check(flag in r.stdout, f"--help lacks {flag}")
+    r = sh(DPSW, "--bogus", check_rc=False)
+    check(r.returncode == 2 and "bogus" in r.stderr, r.stderr)
+    r = sh(DPSW, "--config", "/x", "--log-level", "loud", check_rc=False)
+    check(r.returncode == 2 and "'loud' is not one of" in r.stderr, r.stderr)
+    r = sh(DPSW, "--config", "/nonexistent.yaml", check_rc=False)
+    check(r.returncode == 2 and "/nonexistent.yaml: cannot read the file" in r.stderr, r.stderr)
+    r = sh(DPSWCTL, "--socket", "/nonexistent.sock", "show", "ports", check_rc=False)
+    check(r.returncode == 1 and "cannot reach dpsw" in r.stderr, r.stderr)
+
+
+def dpswctl_views():
+    with Dpsw(NETS, EPS) as d:
+        d.start()
+        w2 = d.port_of("w2", "front")
+        ping(d, "w1", w2["ip"], count=2)
+        ports = d.ctl("show", "ports")
+        check(len(ports) == 2 and {p["endpoint"] for p in ports} == {"w1", "w2"}, str(ports))
+        check(all(p["kind"] == "afxdp" and p["counters"]["rx_packets"] > 0 for p in ports), str(ports))
+        nets = d.ctl("show", "networks")
+        check(nets[0]["name"] == "front" and nets[0]["gateway"] == "10.201.1.1" and sorted(nets[0]["endpoints"]) == ["w1", "w2"], str(nets))
+        eps = d.ctl("show", "endpoints")
+        check([e["attachments"][0]["ip"] for e in eps] == ["10.201.1.2/24", "10.201.1.3/24"], str(eps))
+        macs = d.ctl("show", "mac", "front")
+        check(len(macs) == 2 and all(m["network"] == "front" for m in macs), str(macs))
+        c = d.counters()
+        check(c["workers"][0]["loops"] > 0 and c["mac_table"]["entries"] == 2 and c["xdp"]["redirected"] > 0, str(c))
+        # Human-readable tables.
+        for what, head in (("ports", "ENDPOINT"), ("networks", "SUBNET"), ("endpoints", "MODE"), ("mac", "ESTABLISHED"),
+                           ("counters", "DROPS")):
+            out = d.ctl("show", what, raw=True)
+            check(head in out.splitlines()[0], f"show {what}: {out}")
+        # Errors are clear and change nothing.
+        r = sh(DPSWCTL, "--socket", d.sock, "show", "mac", "nosuchnet", check_rc=False)
+        check(r.returncode == 1 and "unknown network 'nosuchnet'" in r.stderr, r.stderr)
+        r = sh(DPSWCTL, "--socket", d.sock, "show", "everything", check_rc=False)
+        check(r.returncode == 1 and "cannot show 'everything'" in r.stderr, r.stderr)
+        # Root only: a non-root client is refused.
+        r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", DPSWCTL, "--socket", d.sock,
+                            "show", "ports"], capture_output=True, text=True)
+        check(r.returncode != 0, f"non-root client was served: {r.stdout}")
+
+
+if __name__ == "__main__":
+    scenario_main({f.__name__: f for f in (bad_config_creates_nothing, failed_setup_rolls_back, cli_flags, dpswctl_views)})

@@ -1,0 +1,162 @@
+#!/usr/bin/env python3
+"""L2 switching between container namespaces over AF_XDP, end to end."""
+import os
+import signal
+import subprocess
+import time
+
+from dpswtest import DPSW, Dpsw, TestFailure, check, ping, scenario_main, sh, tcp_transfer
+
+NETS = [{"name": "a", "subnet": "10.200.1.0/24"}, {"name": "b", "subnet": "10.200.2.0/24"}]
+EPS = [
+    {"name": "c1", "networks": ["a"], "ip": "10.200.1.11"},
+    {"name": "c2", "networks": ["a"], "ip": "10.200.1.12"},
+    {"name": "c3", "networks": ["b"], "ip": "10.200.2.13"},
+    {"name": "c4", "networks": ["b"], "ip": "10.200.2.14"},
+]
+
+
+def ping_and_tcp():
+    with Dpsw(NETS, EPS) as d:
+        d.start()
+        ping(d, "c1", "10.200.1.12")
+        ping(d, "c3", "10.200.2.14")
+        n = tcp_transfer(d, "c1", "c2", "10.200.1.12", size=16 << 20)
+        c = d.counters()["ports"]
+        p1, p2 = d.port_of("c1", "a")["name"], d.port_of("c2", "a")["name"]
+        # 16 MiB in MTU-sized segments: at least ~11k frames each way through the switch.
+        check(c[p1]["rx_packets"] > 11000 and c[p2]["tx_packets"] > 11000, f"counters did not move: {c}")
+        check(c[p1]["rx_bytes"] > n, "rx bytes below the payload size")
+        macs = {e["mac"]: e for e in d.ctl("show", "mac", "a")}
+        check(d.port_of("c1", "a")["mac"] in macs and d.port_of("c2", "a")["mac"] in macs, f"MACs not learned: {macs}")
+
+
+SEND_RAW = r"""
+import socket, sys
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind(("eth0", 0))
+dst = bytes.fromhex(sys.argv[1].replace(":", "")); src = bytes.fromhex(sys.argv[2].replace(":", ""))
+for i in range(int(sys.argv[3])):
+    s.send(dst + src + b"\x88\xb5" + b"DPSW-LEAK-PROBE" + bytes(50))
+"""
+
+
+def isolation():
+    with Dpsw(NETS, EPS) as d:
+        d.start()
+        m1 = d.port_of("c1", "a")["mac"]
+        m3 = d.port_of("c3", "b")["mac"]
+        # c3 and c4 talk so c3's MAC is known in network b.
+        ping(d, "c3", "10.200.2.14", count=1)
+        before = d.counters()["ports"]
+        caps = {}
+        for ep in ("c2", "c3", "c4"):
+            caps[ep] = d.popen(ep, "tcpdump", "-i", "eth0", "-U", "-n", "-e", "-c", "1000", "ether", "proto", "0x88b5",
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(1.0)
+        # From network a: broadcast, c3's MAC (known only in b) and an unknown MAC.
+        for dst in ("ff:ff:ff:ff:ff:ff", m3, "02:99:99:99:99:99"):
+            d.run("c1", "python3", "-c", SEND_RAW, dst, m1, "20")
+        ping(d, "c1", "10.200.2.13", count=2, expect=False)  # other network's address: no path
+        time.sleep(0.5)
+        out = {}
+        for ep, p in caps.items():
+            p.send_signal(signal.SIGINT)
+            out[ep] = p.communicate(timeout=10)[0]
+        after = d.counters()["ports"]
+        leaked = [ep for ep in ("c3", "c4") if "DPSW" in out[ep] or m1 in out[ep]]
+        check(not leaked, f"frames from network a reached {leaked}: {out}")
+        got_c2 = out["c2"].count(m1)
+        check(got_c2 == 60, f"c2 (same network) should see all 60 probes (all flooded), saw {got_c2}:\n{out['c2']}")
+        for ep in ("c3", "c4"):
+            p = d.port_of(ep, "b")["name"]
+            check(after[p]["tx_packets"] == before[p]["tx_packets"],
+                  f"{ep}'s port transmitted {after[p]['tx_packets'] - before[p]['tx_packets']} frames during network a's traffic")
+        p1 = d.port_of("c1", "a")["name"]
+        check(after[p1]["flood_packets"] - before[p1]["flood_packets"] >= 60, "probes were not flooded within network a")
+
+
+def modes():
+    eps = [
+        {"name": "web", "networks": ["a"]},
+        {"name": "side", "mode": "container:web"},
+        {"name": "iso", "mode": "none"},
+        {"name": "hosty", "mode": "host"},
+        {"name": "peer", "networks": ["a"]},
+    ]
+    with Dpsw(NETS[:1], eps) as d:
+        d.start()
+        ns, links = d.leftovers()
+        check(sorted(ns) == sorted([d.ns("web"), d.ns("iso"), d.ns("peer")]), f"namespaces: {ns}")
+        check(len(links) == 2, f"expected 2 host links (web, peer), got {links}")
+        # none: loopback only, and it is up.
+        r = d.run("iso", "ip", "-o", "link").stdout.strip().splitlines()
+        check(len(r) == 1 and ": lo:" in r[0] and "UP" in r[0], f"mode none should have only lo: {r}")
+        d.run("iso", "ping", "-c", "1", "-W", "1", "127.0.0.1")
+        # container:web shares web's namespace and its endpoint.
+        eps_shown = {e["name"]: e for e in d.ctl("show", "endpoints")}
+        check(eps_shown["side"]["mode"] == "container" and eps_shown["side"]["joins"] == "web", str(eps_shown["side"]))
+        check(eps_shown["side"]["attachments"] == [], "container:web must not get interfaces of its own")
+        check(eps_shown["hosty"]["netns"] == "" and eps_shown["hosty"]["attachments"] == [], str(eps_shown["hosty"]))
+        web_ip = eps_shown["web"]["attachments"][0]["ip"].split("/")[0]
+        ping(d, "peer", web_ip)
+
+
+def mac_aging():
+    with Dpsw(NETS[:1], EPS[:2], aging_s=2) as d:
+        d.start()
+        ping(d, "c1", "10.200.1.12", count=1)
+        n = len(d.ctl("show", "mac"))
+        check(n == 2, f"expected 2 learned MACs, got {n}")
+        deadline = time.time() + 8
+        while time.time() < deadline and d.ctl("show", "mac"):
+            time.sleep(0.25)
+        left = d.ctl("show", "mac")
+        check(left == [], f"entries did not age out after 2 s: {left}")
+        # Traffic relearns them.
+        ping(d, "c1", "10.200.1.12", count=1)
+        check(len(d.ctl("show", "mac")) == 2, "not relearned")
+
+
+def clean_shutdown():
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with Dpsw(NETS, EPS) as d:
+            d.start()
+            ns, links = d.leftovers()
+            check(len(ns) == 4 and len(links) == 4, f"setup incomplete: {ns} {links}")
+            check(all("(xdp)" in l for l in links), f"XDP not attached to every port: {links}")
+            rc = d.stop(sig)
+            check(rc == 0, f"exit code {rc} on {sig.name}")
+            ns, links = d.leftovers()
+            check(ns == [] and links == [], f"left behind after {sig.name}: {ns} {links}")
+            check(not os.path.exists(d.sock), "control socket left behind")
+            check(not os.path.exists(os.path.join(d.dir, d.name + ".state")), "state file left behind")
+
+
+def restart_after_kill9():
+    with Dpsw(NETS, EPS) as d:
+        d.start()
+        ping(d, "c1", "10.200.1.12", count=1)
+        d.stop(signal.SIGKILL)
+        ns, links = d.leftovers()
+        check(len(ns) == 4, f"kill -9 should leave state behind (that is the point): {ns}")
+        d.start()  # replaces the stale state
+        ping(d, "c1", "10.200.1.12")
+        n = tcp_transfer(d, "c2", "c1", "10.200.1.11", size=4 << 20)
+        check("removed" in d.read_log(), "restart did not report the stale state it removed")
+        check(d.stop() == 0, "clean stop after restart failed")
+        ns, links = d.leftovers()
+        check(ns == [] and links == [], f"left behind: {ns} {links}")
+
+
+def second_instance_refused():
+    with Dpsw(NETS[:1], EPS[:2]) as d:
+        d.start()
+        r = sh(DPSW, "--config", d.cfg_path,
+               check_rc=False, timeout=20)
+        check(r.returncode != 0 and "another dpsw instance" in r.stderr, f"second instance: rc={r.returncode} {r.stderr}")
+        ping(d, "c1", "10.200.1.12", count=1)  # the first one is untouched
+
+
+if __name__ == "__main__":
+    scenario_main({f.__name__: f for f in (ping_and_tcp, isolation, modes, mac_aging, clean_shutdown,
+                                          restart_after_kill9, second_instance_refused)})

@@ -1,0 +1,206 @@
+#include "control/config.h"
+
+#include <gtest/gtest.h>
+
+#include "control/ipam.h"
+
+namespace dpsw {
+namespace {
+
+const char* kGood = R"(
+switch:
+  name: t1
+  workers: [0]
+  control_socket: /tmp/x.sock
+  mac_table: { size: 1000, aging_s: 30 }
+networks:
+  - name: front
+    subnet: 172.20.0.0/24
+  - name: back
+    driver: bridge
+    subnet: 172.21.0.0/24
+    gateway: 172.21.0.254
+    ip_range: 172.21.0.128/25
+    internal: true
+    mtu: 1400
+endpoints:
+  - name: web
+    networks: [front]
+    ip: 172.20.0.10
+    mac: 02:00:00:00:00:01
+  - name: api
+    networks: [front, back]
+  - name: side
+    mode: container:web
+  - name: lonely
+    mode: none
+  - name: hosty
+    mode: host
+)";
+
+TEST(Config, ParsesEveryDocumentedKey) {
+  Config c = parse_config(kGood, "good.yaml");
+  EXPECT_EQ(c.sw.name, "t1");
+  EXPECT_EQ(c.sw.workers, std::vector<int>{0});
+  EXPECT_EQ(c.sw.mac_table_size, 1000u);
+  EXPECT_EQ(c.sw.mac_aging_s, 30u);
+  ASSERT_EQ(c.networks.size(), 2u);
+  EXPECT_EQ(ipv4_to_string(c.networks[0].gateway), "172.20.0.1");  // default: first address
+  EXPECT_EQ(ipv4_to_string(c.networks[1].gateway), "172.21.0.254");
+  EXPECT_TRUE(c.networks[1].internal);
+  EXPECT_EQ(c.networks[1].mtu, 1400u);
+  ASSERT_EQ(c.endpoints.size(), 5u);
+  EXPECT_EQ(c.endpoints[2].mode, Mode::kContainer);
+  EXPECT_EQ(c.endpoints[2].container, "web");
+  EXPECT_EQ(c.endpoints[3].mode, Mode::kNone);
+  EXPECT_EQ(c.endpoints[4].mode, Mode::kHost);
+}
+
+TEST(Config, DefaultsWhenSwitchIsOmitted) {
+  Config c = parse_config("networks:\n  - name: n\n    subnet: 10.1.0.0/16\n", "d.yaml");
+  EXPECT_EQ(c.sw.name, "dpsw");
+  EXPECT_EQ(c.sw.workers, std::vector<int>{1});
+  EXPECT_EQ(c.sw.control_socket, "/run/dpsw/dpsw.sock");
+  EXPECT_EQ(c.sw.mac_table_size, 65536u);
+  EXPECT_EQ(c.sw.mac_aging_s, 300u);
+  EXPECT_EQ(c.networks[0].mtu, 1500u);
+}
+
+TEST(Config, PlanAllocatesAddressesMacsAndNames) {
+  Config c = parse_config(kGood, "good.yaml");
+  Plan p = make_plan(c);
+  ASSERT_EQ(p.endpoints.size(), 5u);
+  auto& web = p.endpoints[0];
+  EXPECT_EQ(web.netns_name, "t1-web");
+  EXPECT_TRUE(web.create_netns);
+  EXPECT_EQ(ipv4_to_string(web.attachments[0].ip), "172.20.0.10");
+  EXPECT_EQ(mac_to_string(web.attachments[0].mac), "02:00:00:00:00:01");
+  auto& api = p.endpoints[1];
+  ASSERT_EQ(api.attachments.size(), 2u);
+  EXPECT_EQ(ipv4_to_string(api.attachments[0].ip), "172.20.0.2");    // lowest free, gateway skipped
+  EXPECT_EQ(ipv4_to_string(api.attachments[1].ip), "172.21.0.128");  // from ip_range
+  EXPECT_EQ(mac_to_string(api.attachments[0].mac), "02:42:ac:14:00:02");
+  EXPECT_EQ(api.attachments[0].ifname, "eth0");
+  EXPECT_EQ(api.attachments[1].ifname, "eth1");
+  EXPECT_EQ(api.attachments[1].mtu, 1400u);
+  EXPECT_LE(api.attachments[0].host_ifname.size(), 15u);
+  EXPECT_EQ(api.attachments[0].host_ifname.rfind("t1-", 0), 0u);
+  EXPECT_NE(api.attachments[0].host_ifname, api.attachments[1].host_ifname);
+  EXPECT_EQ(p.endpoints[2].joins, "web");
+  EXPECT_TRUE(p.endpoints[2].attachments.empty());
+  EXPECT_TRUE(p.endpoints[3].create_netns);  // none: own namespace, loopback only
+  EXPECT_TRUE(p.endpoints[3].attachments.empty());
+  EXPECT_TRUE(p.endpoints[4].netns_path.empty());  // host: nothing
+}
+
+struct Bad {
+  const char* yaml;
+  const char* error;  // expected message, exactly
+};
+
+class ConfigErrors : public ::testing::TestWithParam<Bad> {};
+
+TEST_P(ConfigErrors, NameFileLineAndKey) {
+  try {
+    Config c = parse_config(GetParam().yaml, "bad.yaml");
+    make_plan(c);
+    FAIL() << "accepted a bad config";
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(std::string(e.what()), GetParam().error);
+  }
+}
+
+const char* kNets = "networks:\n  - name: a\n    subnet: 10.0.0.0/29\n";
+
+INSTANTIATE_TEST_SUITE_P(
+    All, ConfigErrors,
+    ::testing::Values(
+        Bad{"", "bad.yaml:1: the file is empty"},
+        Bad{"switch: [1, 2", "bad.yaml:1: not valid YAML: end of sequence flow not found"},
+        Bad{"swtich: {}\n", "bad.yaml:1: swtich: unknown key"},
+        Bad{"switch:\n  workers: [1]\n  colour: red\n", "bad.yaml:3: switch.colour: unknown key"},
+        Bad{"switch:\n  workers: [one]\n", "bad.yaml:2: switch.workers[0]: 'one' is not a whole number in 0..1023"},
+        Bad{"switch:\n  workers: [1, 1]\n", "bad.yaml:2: switch.workers: core 1 is listed twice"},
+        Bad{"switch:\n  workers: []\n", "bad.yaml:2: switch.workers: expected a non-empty list of core numbers"},
+        Bad{"switch:\n  name: much-too-long\n", "bad.yaml:2: switch.name: 'much-too-long' must be 1-6 letters, digits, '-' or '_' (it prefixes link names)"},
+        Bad{"switch:\n  mac_table: { size: 0 }\n", "bad.yaml:2: switch.mac_table.size: '0' is not a whole number in 16..16777216"},
+        Bad{"networks:\n  - subnet: 10.0.0.0/24\n", "bad.yaml:2: networks[0].name: required key missing"},
+        Bad{"networks:\n  - name: a\n", "bad.yaml:2: networks[0].subnet: required key missing"},
+        Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/33\n", "bad.yaml:3: networks[0].subnet: '10.0.0.0/33' is not an IPv4 prefix like 172.20.0.0/24"},
+        Bad{"networks:\n  - name: a\n    subnet: 10.0.0.5/24\n", "bad.yaml:3: networks[0].subnet: '10.0.0.5/24' has host bits set (did you mean 10.0.0.0/24?)"},
+        Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\n    gateway: 10.0.1.1\n", "bad.yaml:4: networks[0].gateway: 10.0.1.1 is not a host address of subnet 10.0.0.0/24"},
+        Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\n    ip_range: 10.0.1.0/25\n", "bad.yaml:4: networks[0].ip_range: 10.0.1.0/25 is not inside subnet 10.0.0.0/24"},
+        Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\n    driver: token-ring\n", "bad.yaml:4: networks[0].driver: 'token-ring' is not one of bridge, overlay, macvlan"},
+        Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\n    internal: maybe\n", "bad.yaml:4: networks[0].internal: 'maybe' is not true or false"},
+        Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\n  - name: a\n    subnet: 10.1.0.0/24\n", "bad.yaml:4: networks[1].name: network 'a' is defined twice (first at line 2)"},
+        Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/16\n  - name: b\n    subnet: 10.0.5.0/24\n", "bad.yaml:5: networks[1].subnet: 10.0.5.0/24 overlaps network 'a' (10.0.0.0/16)"},
+        Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\nendpoints:\n  - name: e\n    networks: [b]\n", "bad.yaml:6: endpoints[0].networks[0]: unknown network 'b'"},
+        Bad{"endpoints:\n  - name: e\n", "bad.yaml:2: endpoints[0].networks: a bridge-mode endpoint needs at least one network"},
+        Bad{"endpoints:\n  - name: Not_A_Label\n    mode: none\n", "bad.yaml:2: endpoints[0].name: 'Not_A_Label' is not a valid DNS label (letters, digits, '-')"},
+        Bad{"endpoints:\n  - name: e\n    mode: sideways\n", "bad.yaml:3: endpoints[0].mode: 'sideways' is not one of bridge, none, host, container:NAME"},
+        Bad{"endpoints:\n  - name: e\n    mode: container:ghost\n", "bad.yaml:3: endpoints[0].mode: unknown endpoint 'ghost' in container:ghost"},
+        Bad{"endpoints:\n  - name: h\n    mode: host\n  - name: e\n    mode: container:h\n", "bad.yaml:5: endpoints[1].mode: endpoint 'h' has no namespace of its own to join (mode host)"},
+        Bad{"endpoints:\n  - name: e\n    mode: none\n  - name: e\n    mode: none\n", "bad.yaml:4: endpoints[1].name: endpoint 'e' is defined twice"},
+        Bad{"endpoints:\n  - name: e\n    mode: none\n    netns: relative/path\n", "bad.yaml:4: endpoints[0].netns: 'relative/path' is not an absolute path"},
+        Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\nendpoints:\n  - name: e\n    networks: [a]\n    mac: 01:00:5e:00:00:01\n", "bad.yaml:7: endpoints[0].mac: 01:00:5e:00:00:01 is not a unicast MAC address"},
+        Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\nendpoints:\n  - name: e\n    networks: [a]\n    ip: 10.0.0.300\n", "bad.yaml:7: endpoints[0].ip: '10.0.0.300' is not an IPv4 address"},
+        Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\nendpoints:\n  - name: e\n    networks: [a]\n    port: vhost\n", "bad.yaml:7: endpoints[0].port: port kind 'vhost' is not supported by this version of dpsw yet"},
+        // Plan-time errors name the endpoint's line.
+        Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\nendpoints:\n  - name: e\n    networks: [a]\n    ip: 10.1.0.5\n", "bad.yaml:5: endpoints[0].ip: 10.1.0.5 is not in subnet 10.0.0.0/24 of network 'a'"},
+        Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\nendpoints:\n  - name: e\n    networks: [a]\n    ip: 10.0.0.1\n", "bad.yaml:5: endpoints[0].ip: 10.0.0.1 is the network, broadcast or gateway address of network 'a'"},
+        Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\nendpoints:\n  - name: e\n    networks: [a]\n    ip: 10.0.0.9\n  - name: f\n    networks: [a]\n    ip: 10.0.0.9\n", "bad.yaml:8: endpoints[1].ip: 10.0.0.9 is already used by another endpoint on network 'a'"},
+        Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/30\nendpoints:\n  - name: e\n    networks: [a]\n  - name: f\n    networks: [a]\n", "bad.yaml:7: endpoints[1].networks: no free address left in network 'a' (10.0.0.0/30)"}));
+
+TEST(Config, MissingFileIsNamed) {
+  try {
+    load_config("/nonexistent/dpsw.yaml");
+    FAIL();
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(std::string(e.what()), "/nonexistent/dpsw.yaml: cannot read the file");
+  }
+}
+
+TEST(Ipam, AllocatesLowestFreeSkippingReservedAddresses) {
+  Ipam ipam(*prefix_parse("10.0.0.0/29"), *ipv4_parse("10.0.0.1"), std::nullopt);
+  EXPECT_EQ(ipam.free_count(), 5u);  // 8 - network - broadcast - gateway
+  EXPECT_EQ(ipam.reserve(*ipv4_parse("10.0.0.3")), Ipam::Reserve::kOk);
+  EXPECT_EQ(ipv4_to_string(*ipam.allocate()), "10.0.0.2");
+  EXPECT_EQ(ipv4_to_string(*ipam.allocate()), "10.0.0.4");
+  EXPECT_EQ(ipv4_to_string(*ipam.allocate()), "10.0.0.5");
+  EXPECT_EQ(ipv4_to_string(*ipam.allocate()), "10.0.0.6");
+  EXPECT_FALSE(ipam.allocate().has_value());  // exhausted
+  ipam.release(*ipv4_parse("10.0.0.5"));
+  EXPECT_EQ(ipv4_to_string(*ipam.allocate()), "10.0.0.5");
+}
+
+TEST(Ipam, ReserveRejectsBadAddresses) {
+  Ipam ipam(*prefix_parse("10.0.0.0/24"), *ipv4_parse("10.0.0.1"), std::nullopt);
+  EXPECT_EQ(ipam.reserve(*ipv4_parse("10.0.1.5")), Ipam::Reserve::kOutsideSubnet);
+  EXPECT_EQ(ipam.reserve(*ipv4_parse("10.0.0.0")), Ipam::Reserve::kReserved);
+  EXPECT_EQ(ipam.reserve(*ipv4_parse("10.0.0.255")), Ipam::Reserve::kReserved);
+  EXPECT_EQ(ipam.reserve(*ipv4_parse("10.0.0.1")), Ipam::Reserve::kReserved);
+  EXPECT_EQ(ipam.reserve(*ipv4_parse("10.0.0.7")), Ipam::Reserve::kOk);
+  EXPECT_EQ(ipam.reserve(*ipv4_parse("10.0.0.7")), Ipam::Reserve::kInUse);
+}
+
+TEST(Ipam, RangeLimitsAllocation) {
+  Ipam ipam(*prefix_parse("10.0.0.0/24"), *ipv4_parse("10.0.0.1"), prefix_parse("10.0.0.252/30"));
+  EXPECT_EQ(ipv4_to_string(*ipam.allocate()), "10.0.0.252");
+  EXPECT_EQ(ipv4_to_string(*ipam.allocate()), "10.0.0.253");
+  EXPECT_EQ(ipv4_to_string(*ipam.allocate()), "10.0.0.254");
+  EXPECT_FALSE(ipam.allocate().has_value());  // .255 is the broadcast address
+}
+
+TEST(Ipv4, ParsesStrictly) {
+  EXPECT_FALSE(ipv4_parse("1.2.3").has_value());
+  EXPECT_FALSE(ipv4_parse("1.2.3.4.5").has_value());
+  EXPECT_FALSE(ipv4_parse("01.2.3.4").has_value());
+  EXPECT_FALSE(ipv4_parse("1.2.3.4 ").has_value());
+  EXPECT_EQ(ipv4_to_string(*ipv4_parse("198.51.100.10")), "198.51.100.10");
+  EXPECT_EQ(mac_parse("02:42:AC:14:00:0a").value(), 0x0242ac14000aULL);
+  EXPECT_FALSE(mac_parse("02:42:ac:14:00").has_value());
+  EXPECT_FALSE(mac_parse("02-42-ac-14-00-0a").has_value());
+}
+
+}  // namespace
+}  // namespace dpsw
