@@ -40,11 +40,11 @@ MacTable::MacTable(Options opt) : opt_(opt) {
 
 MacTable::~MacTable() = default;
 
-uint32_t MacTable::h1(uint64_t key) const { return uint32_t(mix(key)) & mask_; }
-uint32_t MacTable::h2(uint64_t key) const {
-  uint32_t a = uint32_t(mix(key)) & mask_;
-  uint32_t b = uint32_t(mix(key) >> 32) & mask_;
-  return a == b ? (b ^ 1) & mask_ : b;
+void MacTable::buckets_of(uint64_t key, uint32_t* b1, uint32_t* b2) const {
+  uint64_t h = mix(key);
+  uint32_t a = uint32_t(h) & mask_, b = uint32_t(h >> 32) & mask_;
+  *b1 = a;
+  *b2 = a == b ? (b ^ 1) & mask_ : b;
 }
 
 int MacTable::read_bucket(const Bucket& b, uint64_t key, uint64_t* val) const {
@@ -97,16 +97,17 @@ void MacTable::unlock(Bucket& b) {
 
 uint16_t MacTable::lookup(uint16_t bd, Mac mac) const {
   uint64_t key = make_key(bd, mac), v;
-  if (read_bucket(buckets_[h1(key)], key, &v) == 1) return val_port(v);
-  if (read_bucket(buckets_[h2(key)], key, &v) == 1) return val_port(v);
+  uint32_t b1, b2;
+  buckets_of(key, &b1, &b2);
+  if (read_bucket(buckets_[b1], key, &v) == 1) return val_port(v);
+  if (read_bucket(buckets_[b2], key, &v) == 1) return val_port(v);
   return kInvalidPort;
 }
 
 void MacTable::lookup_bulk(const uint64_t* keys, uint16_t n, uint16_t* ports) const {
   uint32_t b1[kBurst], b2[kBurst];
   for (uint16_t i = 0; i < n; i++) {
-    b1[i] = h1(keys[i]);
-    b2[i] = h2(keys[i]);
+    buckets_of(keys[i], &b1[i], &b2[i]);
     __builtin_prefetch(&buckets_[b1[i]]);
   }
   for (uint16_t i = 0; i < n; i++) {
@@ -123,7 +124,9 @@ void MacTable::lookup_bulk(const uint64_t* keys, uint16_t n, uint16_t* ports) co
 
 MacTable::Learn MacTable::learn(uint16_t bd, Mac mac, uint16_t port, uint32_t now) {
   const uint64_t key = make_key(bd, mac);
-  Bucket* bs[2] = {&buckets_[h1(key)], &buckets_[h2(key)]};
+  uint32_t i1, i2;
+  buckets_of(key, &i1, &i2);
+  Bucket* bs[2] = {&buckets_[i1], &buckets_[i2]};
 
   // Read-only fast path: known station on the same port, nothing to write.
   for (Bucket* b : bs) {

@@ -94,8 +94,8 @@ class MacTable {
   static uint32_t val_ts(uint64_t v) { return uint32_t(v); }
   static bool val_est(uint64_t v) { return v & kEstablished; }
 
-  uint32_t h1(uint64_t key) const;
-  uint32_t h2(uint64_t key) const;
+  // The key's two candidate buckets (always distinct), from one hash.
+  void buckets_of(uint64_t key, uint32_t* b1, uint32_t* b2) const;
   // Seqlock read of one bucket: 1 found, 0 absent, -1 gave up (writer busy).
   int read_bucket(const Bucket& b, uint64_t key, uint64_t* val) const;
   bool try_lock(Bucket& b) const;

@@ -16,11 +16,17 @@ enum class FwdNext : uint8_t { kUnicast, kFlood, kDrop };
 inline void l2_fwd(MacTable& table, uint16_t bd, uint16_t in_port, uint32_t now, uint16_t n,
                    const bool* valid, const Mac* src, const Mac* dst, FwdNext* next,
                    uint16_t* out_port, Drop* drop, WorkerCounters& wc) {
-  // Learn: consecutive frames from one station learn once.
-  Mac last_src = ~0ULL;
+  // Learn each source once per burst (a burst from one port usually holds
+  // a handful of stations; past 8 distinct ones the rest learn next burst).
+  constexpr int kSeen = 8;
+  Mac seen[kSeen];
+  int nseen = 0;
   for (uint16_t i = 0; i < n; i++) {
-    if (!valid[i] || src[i] == last_src) continue;
-    last_src = src[i];
+    if (!valid[i]) continue;
+    bool dup = false;
+    for (int j = 0; j < nseen; j++) dup |= seen[j] == src[i];
+    if (dup) continue;
+    if (nseen < kSeen) seen[nseen++] = src[i];
     auto r = table.learn(bd, src[i], in_port, now);
     if (r == MacTable::Learn::kBusy || r == MacTable::Learn::kFull) wc.learn_skipped.add(1);
   }

@@ -10,7 +10,7 @@ PKGS=(
   libyaml-cpp-dev libnl-3-dev libnl-route-3-dev
   libboost-program-options-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  linux-libc-dev iproute2 iputils-ping iperf3 tcpdump ethtool procps python3
+  linux-libc-dev iproute2 iputils-ping iperf3 sockperf tcpdump ethtool procps python3 util-linux
 )
 
 missing=()
