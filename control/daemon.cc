@@ -325,7 +325,8 @@ json Daemon::show(const std::string& what, const std::vector<std::string>& args)
     for (unsigned w = 0; w < dp_->workers(); w++) {
       auto& c = dp_->worker(w).counters();
       workers.push_back({{"worker", w}, {"core", cfg_.sw.workers[w]}, {"loops", c.loops.get()},
-                         {"busy_loops", c.busy_loops.get()}, {"learn_skipped", c.learn_skipped.get()}});
+                         {"busy_loops", c.busy_loops.get()}, {"busy_cycles", c.busy_cycles.get()},
+                         {"idle_cycles", c.idle_cycles.get()}, {"learn_skipped", c.learn_skipped.get()}});
     }
     auto [redir, passed] = xdp_->stats();
     return {{"ports", ports}, {"workers", workers},

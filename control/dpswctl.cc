@@ -47,9 +47,10 @@ static void print_human(const std::string& what, const json& r) {
     table({"NETWORK", "DRIVER", "SUBNET", "GATEWAY", "MTU", "ENDPOINTS"}, rows);
   } else if (what == "endpoints") {
     for (auto& e : r) {
-      if (e["attachments"].empty()) rows.push_back({s(e["name"]), s(e["mode"]), s(e["netns"]), "-", "-", "-", "-"});
+      std::string ns = e.contains("joins") ? "container:" + s(e["joins"]) : s(e["netns"]).empty() ? "(host)" : s(e["netns"]);
+      if (e["attachments"].empty()) rows.push_back({s(e["name"]), s(e["mode"]), ns, "-", "-", "-", "-"});
       for (auto& a : e["attachments"])
-        rows.push_back({s(e["name"]), s(e["mode"]), s(e["netns"]), s(a["network"]), s(a["ifname"]), s(a["mac"]), s(a["ip"])});
+        rows.push_back({s(e["name"]), s(e["mode"]), ns, s(a["network"]), s(a["ifname"]), s(a["mac"]), s(a["ip"])});
     }
     table({"ENDPOINT", "MODE", "NETNS", "NETWORK", "IF", "MAC", "IP"}, rows);
   } else if (what == "mac") {
@@ -71,12 +72,16 @@ static void print_human(const std::string& what, const json& r) {
     std::printf("\n");
     rows.clear();
     for (auto& w : r["workers"]) {
-      double busy = w["loops"].get<double>() > 0 ? 100.0 * w["busy_loops"].get<double>() / w["loops"].get<double>() : 0;
-      char b[32];
-      std::snprintf(b, sizeof b, "%.1f%%", busy);
-      rows.push_back({s(w["worker"]), s(w["core"]), s(w["loops"]), b, s(w["learn_skipped"])});
+      double bc = w["busy_cycles"].get<double>(), ic = w["idle_cycles"].get<double>();
+      double bl = w["busy_loops"].get<double>();
+      uint64_t rx = 0;
+      for (auto& [name, c] : r["ports"].items()) rx += c["rx_packets"].get<uint64_t>();
+      char busy[32], vec[32];
+      std::snprintf(busy, sizeof busy, "%.1f%%", bc + ic > 0 ? 100.0 * bc / (bc + ic) : 0.0);
+      std::snprintf(vec, sizeof vec, "%.1f", bl > 0 ? double(rx) / bl : 0.0);
+      rows.push_back({s(w["worker"]), s(w["core"]), s(w["loops"]), busy, r["workers"].size() == 1 ? vec : "-", s(w["learn_skipped"])});
     }
-    table({"WORKER", "CORE", "LOOPS", "BUSY", "LEARN_SKIPPED"}, rows);
+    table({"WORKER", "CORE", "LOOPS", "BUSY(cycles)", "PKTS/BUSY_LOOP", "LEARN_SKIPPED"}, rows);
     std::printf("\nmac table: %s/%s entries; xdp: %s redirected, %s passed (no socket)\n", s(r["mac_table"]["entries"]).c_str(),
                 s(r["mac_table"]["capacity"]).c_str(), s(r["xdp"]["redirected"]).c_str(), s(r["xdp"]["passed_no_socket"]).c_str());
   } else {

@@ -46,6 +46,8 @@ struct PortCounters {
 struct alignas(64) WorkerCounters {
   Counter loops;        // poll-loop iterations
   Counter busy_loops;   // iterations that moved at least one frame
+  Counter busy_cycles;  // TSC cycles spent in those iterations
+  Counter idle_cycles;  // TSC cycles spent in empty polls
   Counter learn_skipped;  // MAC learning deferred (bucket busy or table full)
   std::array<PortCounters, kMaxPorts> ports;
 };

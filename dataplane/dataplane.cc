@@ -120,15 +120,23 @@ unsigned Worker::poll_once() {
 void Worker::run() {
   dp_.qsbr_.online(id_);
   unsigned idle = 0;
+  uint64_t t0 = rdtsc();
   while (dp_.running()) {
     unsigned moved = poll_once();
+    uint64_t t1 = rdtsc();
     wc_->loops.add(1);
     if (moved) {
       wc_->busy_loops.add(1);
+      wc_->busy_cycles.add(t1 - t0);
       idle = 0;
-    } else if (dp_.opt_.idle_sleep_us && ++idle > 1024) {
-      usleep(dp_.opt_.idle_sleep_us);  // opt-in: trade wake-up latency for an idle core
+    } else {
+      wc_->idle_cycles.add(t1 - t0);
+      if (dp_.opt_.idle_sleep_us && ++idle > 1024) {
+        usleep(dp_.opt_.idle_sleep_us);  // opt-in: trade wake-up latency for an idle core
+        t1 = rdtsc();                    // sleeping is neither busy nor polling
+      }
     }
+    t0 = t1;
   }
   dp_.qsbr_.offline(id_);
 }
