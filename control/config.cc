@@ -106,12 +106,18 @@ void parse_switch(Map& top, const YAML::Node& n, SwitchConfig& sw) {
   m.finish();
 }
 
+// The required `name` of a list item (network, endpoint).
+std::string required_name(Map& m, const YAML::Node& item, YAML::Node* name_node) {
+  *name_node = m.get("name");
+  if (!*name_node) m.fail(item, m.key("name"), "required key missing");
+  return scalar(m, *name_node, m.key("name"));
+}
+
 void parse_network(Map& top, const YAML::Node& n, size_t idx, NetworkConfig& net) {
   Map m(n, "networks[" + std::to_string(idx) + "]", top.origin());
   net.line = n.Mark().line + 1;
-  auto name = m.get("name");
-  if (!name) m.fail(n, m.key("name"), "required key missing");
-  net.name = scalar(m, name, m.key("name"));
+  YAML::Node name;
+  net.name = required_name(m, n, &name);
   if (!valid_name(net.name, 64)) m.fail(name, m.key("name"), "'" + net.name + "' is not a valid network name");
   if (auto v = m.get("driver")) {
     std::string d = scalar(m, v, m.key("driver"));
@@ -154,9 +160,8 @@ void parse_network(Map& top, const YAML::Node& n, size_t idx, NetworkConfig& net
 void parse_endpoint(Map& top, const YAML::Node& n, size_t idx, EndpointConfig& ep) {
   Map m(n, "endpoints[" + std::to_string(idx) + "]", top.origin());
   ep.line = n.Mark().line + 1;
-  auto name = m.get("name");
-  if (!name) m.fail(n, m.key("name"), "required key missing");
-  ep.name = scalar(m, name, m.key("name"));
+  YAML::Node name;
+  ep.name = required_name(m, n, &name);
   if (!valid_name(ep.name, 63) || ep.name.find('.') != std::string::npos || ep.name.find('_') != std::string::npos)
     m.fail(name, m.key("name"), "'" + ep.name + "' is not a valid DNS label (letters, digits, '-')");
   if (auto v = m.get("mode")) {

@@ -175,12 +175,13 @@ int Daemon::run() {
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
   Fd sfd(signalfd(-1, &set, SFD_CLOEXEC));
-  LOG_INFO("ready: %zu ports, %zu networks, %u workers on cores [%s], control socket %s", ports_.size(), cfg_.networks.size(),
-           dp_->workers(), [&] {
-             std::string s;
-             for (int c : cfg_.sw.workers) s += (s.empty() ? "" : ",") + std::to_string(c);
-             return s;
-           }().c_str(), cfg_.sw.control_socket.c_str());
+  std::string cores;
+  for (int c : cfg_.sw.workers) {
+    if (!cores.empty()) cores += ",";
+    cores += std::to_string(c);
+  }
+  LOG_INFO("ready: %zu ports, %zu networks, %u workers on cores [%s], control socket %s", ports_.size(),
+           cfg_.networks.size(), dp_->workers(), cores.c_str(), cfg_.sw.control_socket.c_str());
   uint32_t last_maint = now_ms();
   for (;;) {
     pollfd fds[2] = {{sfd.fd, POLLIN, 0}, {ctl_->fd(), POLLIN, 0}};

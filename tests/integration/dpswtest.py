@@ -62,18 +62,11 @@ class Dpsw:
                  f"  mac_table: {{ size: 4096, aging_s: {aging_s} }}"]
         for k, v in (extra_switch or {}).items():
             lines.append(f"  {k}: {v}")
-        lines.append("networks:")
-        for n in networks:
-            lines.append(f"  - name: {n['name']}")
-            for k, v in n.items():
-                if k != "name":
-                    lines.append(f"    {k}: {json.dumps(v) if isinstance(v, (list, bool)) else v}")
-        lines.append("endpoints:")
-        for e in endpoints:
-            lines.append(f"  - name: {e['name']}")
-            for k, v in e.items():
-                if k != "name":
-                    lines.append(f"    {k}: {json.dumps(v) if isinstance(v, list) else v}")
+        for key, items in (("networks", networks), ("endpoints", endpoints)):
+            lines.append(f"{key}:")
+            for item in items:
+                lines.append(f"  - name: {item['name']}")
+                lines += [f"    {k}: {json.dumps(v) if isinstance(v, (list, bool)) else v}" for k, v in item.items() if k != "name"]
         self.write_config("\n".join(lines) + "\n")
 
     def write_config(self, text):

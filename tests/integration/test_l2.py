@@ -157,6 +157,20 @@ def second_instance_refused():
         ping(d, "c1", "10.200.1.12", count=1)  # the first one is untouched
 
 
+def two_workers():
+    """Ports spread over two workers: every frame between c1 and c2 crosses
+    the handoff ring. Workers sleep when idle so they can share the 2 cores
+    with the kernel side of the test."""
+    with Dpsw(NETS[:1], EPS[:2], workers=[0, 1], extra_switch={"idle_sleep_us": 50}) as d:
+        d.start()
+        owners = {p["endpoint"]: p["worker"] for p in d.ctl("show", "ports")}
+        check(owners["c1"] != owners["c2"], f"ports should be on different workers: {owners}")
+        ping(d, "c1", "10.200.1.12")
+        tcp_transfer(d, "c1", "c2", "10.200.1.12", size=4 << 20)
+        c = d.counters()
+        check(len(c["workers"]) == 2 and all(w["busy_loops"] > 0 for w in c["workers"]), f"both workers should forward: {c['workers']}")
+
+
 if __name__ == "__main__":
     scenario_main({f.__name__: f for f in (ping_and_tcp, isolation, modes, mac_aging, clean_shutdown,
-                                          restart_after_kill9, second_instance_refused)})
+                                          restart_after_kill9, second_instance_refused, two_workers)})
