@@ -22,7 +22,12 @@ CtlServer::CtlServer(std::string path, Handler h) : path_(std::move(path)), hand
   if (fd_ < 0) throw std::runtime_error("control socket: " + std::string(std::strerror(errno)));
   addr.sun_family = AF_UNIX;
   std::strcpy(addr.sun_path, path_.c_str());
-  unlink(path_.c_str());  // stale socket of a crashed run (the instance lock guarantees it is ours)
+  if (in_use(path_)) {
+    close(fd_);
+    fd_ = -1;
+    throw std::runtime_error("control socket " + path_ + " is in use by another running dpsw (set switch.control_socket)");
+  }
+  unlink(path_.c_str());
   mode_t old = umask(0077);
   int r = bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
   umask(old);
@@ -34,8 +39,20 @@ CtlServer::CtlServer(std::string path, Handler h) : path_(std::move(path)), hand
   chmod(path_.c_str(), 0600);
 }
 
+bool CtlServer::in_use(const std::string& path) {
+  sockaddr_un addr{};
+  if (path.size() >= sizeof addr.sun_path) return false;
+  addr.sun_family = AF_UNIX;
+  std::strcpy(addr.sun_path, path.c_str());
+  int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  bool live = probe >= 0 && connect(probe, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  if (probe >= 0) close(probe);
+  return live;
+}
+
 CtlServer::~CtlServer() {
-  if (fd_ >= 0) close(fd_);
+  if (fd_ < 0) return;  // never bound: the path is not ours
+  close(fd_);
   unlink(path_.c_str());
 }
 

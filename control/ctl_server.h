@@ -21,6 +21,9 @@ class CtlServer {
   CtlServer(std::string path, Handler h);  // throws if the socket cannot be created
   ~CtlServer();
   int fd() const { return fd_; }
+  // A socket someone answers on belongs to a live daemon (perhaps an instance
+  // with another name): never steal it. One nobody answers on is stale.
+  static bool in_use(const std::string& path);
   void on_readable();  // accept and serve one client
 
  private:

@@ -69,6 +69,8 @@ void Daemon::setup() {
   if (int n = journal_->recover()) LOG_WARN("removed %d namespaces/links left by an earlier run of '%s'", n, cfg_.sw.name.c_str());
 
   try {
+    if (CtlServer::in_use(cfg_.sw.control_socket))
+      throw ConfigError(cfg_.path + ": switch.control_socket: " + cfg_.sw.control_socket + " is in use by another running dpsw");
     // Names we are about to create must be free now (stale ones were just removed).
     Rtnl rt;
     for (const auto& ep : plan_.endpoints) {

@@ -92,5 +92,16 @@ def dpswctl_views():
         check(r.returncode != 0, f"non-root client was served: {r.stdout}")
 
 
+def control_socket_in_use():
+    with Dpsw(NETS, EPS[:1]) as a, Dpsw([{"name": "other", "subnet": "10.201.9.0/24"}], [{"name": "x", "networks": ["other"]}]) as b:
+        a.start()
+        b.write_config(open(b.cfg_path).read().replace(b.sock, a.sock))
+        r = sh(DPSW, "--config", b.cfg_path, check_rc=False, timeout=30)
+        check(r.returncode == 2 and "is in use by another running dpsw" in r.stderr, f"rc={r.returncode} {r.stderr}")
+        check(b.leftovers() == ([], []), f"created before refusing: {b.leftovers()}")
+        check(len(a.ctl("show", "ports")) == 1, "the running instance lost its socket")
+
+
 if __name__ == "__main__":
-    scenario_main({f.__name__: f for f in (bad_config_creates_nothing, failed_setup_rolls_back, cli_flags, dpswctl_views)})
+    scenario_main({f.__name__: f for f in (bad_config_creates_nothing, failed_setup_rolls_back, cli_flags, dpswctl_views,
+                                          control_socket_in_use)})

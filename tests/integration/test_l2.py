@@ -21,6 +21,11 @@ def ping_and_tcp():
         d.start()
         ping(d, "c1", "10.200.1.12")
         ping(d, "c3", "10.200.2.14")
+        # What TCP over AF_XDP relies on: the container computes full checksums.
+        k = d.run("c1", "ethtool", "-k", "eth0").stdout
+        check("tx-checksumming: off" in k, "TX checksum offload still on in the container:\n" + k)
+        v6 = d.run("c1", "sysctl", "-n", "net.ipv6.conf.all.disable_ipv6").stdout.strip()
+        check(v6 == "1", "IPv6 should be off in containers on IPv4-only networks (as in Docker)")
         n = tcp_transfer(d, "c1", "c2", "10.200.1.12", size=16 << 20)
         c = d.counters()["ports"]
         p1, p2 = d.port_of("c1", "a")["name"], d.port_of("c2", "a")["name"]
@@ -171,6 +176,25 @@ def two_workers():
         check(len(c["workers"]) == 2 and all(w["busy_loops"] > 0 for w in c["workers"]), f"both workers should forward: {c['workers']}")
 
 
+def adopt_netns():
+    """An endpoint in a namespace that already exists (as a runtime hands it over):
+    dpsw plumbs it and, on exit, removes only what it created there."""
+    with Dpsw(NETS[:1], EPS[:1]) as d:
+        ns = f"{d.name}-adopted"  # our prefix, so cleanup covers it on failure
+        sh("ip", "netns", "add", ns)
+        sh("ip", "netns", "exec", ns, "ip", "link", "add", "keepme", "type", "veth", "peer", "name", "keepme2")
+        d.write_config(open(d.cfg_path).read() + f"  - name: adopted\n    networks: [a]\n    netns: /var/run/netns/{ns}\n")
+        d.start()
+        ip = [p for p in d.ctl("show", "ports") if p["endpoint"] == "adopted"][0]["ip"]
+        ping(d, "c1", ip)
+        check(d.stop() == 0, "stop failed")
+        nss, links = d.leftovers()
+        check(nss == [ns], f"the adopted namespace must survive, ours must go: {nss}")
+        left = sh("ip", "netns", "exec", ns, "ip", "-o", "link").stdout
+        check("keepme" in left and "eth0" not in left, f"adopted namespace should keep its own links only: {left}")
+
+
 if __name__ == "__main__":
     scenario_main({f.__name__: f for f in (ping_and_tcp, isolation, modes, mac_aging, clean_shutdown,
-                                          restart_after_kill9, second_instance_refused, two_workers)})
+                                          restart_after_kill9, second_instance_refused, two_workers,
+                                          adopt_netns)})
