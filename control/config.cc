@@ -81,6 +81,7 @@ void parse_switch(Map& top, const YAML::Node& n, SwitchConfig& sw) {
   }
   if (auto v = m.get("workers")) {
     if (!v.IsSequence() || v.size() == 0) m.fail(v, m.key("workers"), "expected a non-empty list of core numbers");
+    if (v.size() > 64) m.fail(v, m.key("workers"), "at most 64 workers");
     sw.workers.clear();
     for (size_t i = 0; i < v.size(); i++) {
       int c = int(integer(m, v[i], m.key("workers[" + std::to_string(i) + "]"), 0, 1023));
@@ -91,7 +92,12 @@ void parse_switch(Map& top, const YAML::Node& n, SwitchConfig& sw) {
   }
   if (auto v = m.get("control_socket")) sw.control_socket = scalar(m, v, m.key("control_socket"));
   if (auto v = m.get("state_dir")) sw.state_dir = scalar(m, v, m.key("state_dir"));
-  if (auto v = m.get("idle_sleep_us")) sw.idle_sleep_us = uint32_t(integer(m, v, m.key("idle_sleep_us"), 0, 1000000));
+  if (auto v = m.get("idle")) {
+    std::string s = scalar(m, v, m.key("idle"));
+    if (s != "poll" && s != "block") m.fail(v, m.key("idle"), "'" + s + "' is not one of poll, block");
+    sw.idle_block = s == "block";
+  }
+  if (auto v = m.get("idle_after_us")) sw.idle_after_us = uint32_t(integer(m, v, m.key("idle_after_us"), 0, 10000000));
   if (auto v = m.get("mac_table")) {
     Map t(v, m.key("mac_table"), top.origin());
     if (auto s = t.get("size")) sw.mac_table_size = uint32_t(integer(t, s, t.key("size"), 16, 16u << 20));

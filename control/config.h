@@ -33,7 +33,8 @@ struct SwitchConfig {
   uint32_t mac_table_size = 65536;
   uint32_t mac_aging_s = 300;
   uint32_t conntrack_size = 262144;
-  uint32_t idle_sleep_us = 0;         // 0: busy poll (lowest latency)
+  bool idle_block = false;            // idle: poll (default) | block
+  uint32_t idle_after_us = 200;       // with idle: block, block after this long without a frame
 };
 
 struct NetworkConfig {

@@ -88,7 +88,8 @@ void Daemon::setup() {
     dopt.mac.aging_ms = cfg_.sw.mac_aging_s * 1000;
     dopt.mac.confirm_ms = std::min<uint32_t>(1000, dopt.mac.aging_ms / 2);
     dopt.mac.refresh_ms = dopt.mac.confirm_ms;
-    dopt.idle_sleep_us = cfg_.sw.idle_sleep_us;
+    dopt.idle = cfg_.sw.idle_block ? Dataplane::Options::Idle::kBlock : Dataplane::Options::Idle::kPoll;
+    dopt.idle_after_us = cfg_.sw.idle_after_us;
     dp_ = std::make_unique<Dataplane>(dopt);
 
     for (const auto& ep : plan_.endpoints) create_endpoint(ep);
@@ -329,7 +330,8 @@ json Daemon::show(const std::string& what, const std::vector<std::string>& args)
       auto& c = dp_->worker(w).counters();
       workers.push_back({{"worker", w}, {"core", cfg_.sw.workers[w]}, {"loops", c.loops.get()},
                          {"busy_loops", c.busy_loops.get()}, {"busy_cycles", c.busy_cycles.get()},
-                         {"idle_cycles", c.idle_cycles.get()}, {"learn_skipped", c.learn_skipped.get()}});
+                         {"idle_cycles", c.idle_cycles.get()}, {"sleeps", c.sleeps.get()},
+                         {"learn_skipped", c.learn_skipped.get()}});
     }
     auto [redir, passed] = xdp_->stats();
     return {{"ports", ports}, {"workers", workers},

@@ -71,6 +71,7 @@ class AfxdpPort final : public Port {
   void maintain() override;
 
   int fd() const;
+  int wait_fd() const override { return fd(); }
   uint32_t max_frame() const { return opt_.frame_size - 256; }  // minus XDP headroom
 
  private:

@@ -48,6 +48,7 @@ struct alignas(64) WorkerCounters {
   Counter busy_loops;   // iterations that moved at least one frame
   Counter busy_cycles;  // TSC cycles spent in those iterations
   Counter idle_cycles;  // TSC cycles spent in empty polls
+  Counter sleeps;       // times the worker blocked waiting for traffic (idle: block)
   Counter learn_skipped;  // MAC learning deferred (bucket busy or table full)
   std::array<PortCounters, kMaxPorts> ports;
 };

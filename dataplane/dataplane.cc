@@ -2,9 +2,12 @@
 
 #include <pthread.h>
 #include <sched.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 
 #include "dataplane/clock.h"
 #include "dataplane/stage_eth_input.h"
@@ -118,8 +121,11 @@ unsigned Worker::poll_once() {
 }
 
 void Worker::run() {
+  using clock = std::chrono::steady_clock;
+  const bool may_block = dp_.opt_.idle == Dataplane::Options::Idle::kBlock;
+  const auto block_after = std::chrono::microseconds(dp_.opt_.idle_after_us);
   dp_.qsbr_.online(id_);
-  unsigned idle = 0;
+  auto last_frame = clock::now();
   uint64_t t0 = rdtsc();
   while (dp_.running()) {
     unsigned moved = poll_once();
@@ -128,17 +134,33 @@ void Worker::run() {
     if (moved) {
       wc_->busy_loops.add(1);
       wc_->busy_cycles.add(t1 - t0);
-      idle = 0;
+      if (may_block) last_frame = clock::now();
     } else {
       wc_->idle_cycles.add(t1 - t0);
-      if (dp_.opt_.idle_sleep_us && ++idle > 1024) {
-        usleep(dp_.opt_.idle_sleep_us);  // opt-in: trade wake-up latency for an idle core
-        t1 = rdtsc();                    // sleeping is neither busy nor polling
+      if (may_block && clock::now() - last_frame > block_after && block()) {
+        last_frame = clock::now();
+        t1 = rdtsc();  // time blocked is neither busy nor polling
       }
     }
     t0 = t1;
   }
   dp_.qsbr_.offline(id_);
+}
+
+bool Worker::block() {
+  // acquire: pairs with publish(); can_block was computed with the snapshot.
+  const Snapshot* s = dp_.snap_.load(std::memory_order_acquire);
+  if (!s || id_ >= s->can_block.size() || !s->can_block[id_]) return false;
+  if (!dp_.mesh_.prepare_sleep(id_)) return false;  // another worker just handed us frames
+  // Offline while blocked: the control thread's grace periods do not wait
+  // for us, and we hold no snapshot reference across the wait.
+  wc_->sleeps.add(1);
+  dp_.qsbr_.offline(id_);
+  epoll_event ev[8];
+  epoll_wait(dp_.epfd_[id_], ev, 8, dp_.opt_.block_timeout_ms);
+  dp_.qsbr_.online(id_);
+  dp_.mesh_.woke(id_);
+  return true;
 }
 
 Dataplane::Dataplane(Options opt)
@@ -147,7 +169,18 @@ Dataplane::Dataplane(Options opt)
       qsbr_(unsigned(std::max<size_t>(1, opt_.cores.size()))),
       mesh_(unsigned(std::max<size_t>(1, opt_.cores.size())), opt_.handoff_slots) {
   if (opt_.cores.empty()) opt_.cores.push_back(-1);
-  for (unsigned i = 0; i < opt_.cores.size(); i++) workers_.push_back(std::make_unique<Worker>(*this, i));
+  wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  for (unsigned i = 0; i < opt_.cores.size(); i++) {
+    workers_.push_back(std::make_unique<Worker>(*this, i));
+    epfd_.push_back(epoll_create1(EPOLL_CLOEXEC));
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = wake_fd_;
+    epoll_ctl(epfd_.back(), EPOLL_CTL_ADD, wake_fd_, &ev);
+    ev.data.fd = mesh_.bell_fd(i);
+    epoll_ctl(epfd_.back(), EPOLL_CTL_ADD, mesh_.bell_fd(i), &ev);
+  }
+  registered_.resize(workers_.size());
   publish(std::make_unique<Snapshot>());
 }
 
@@ -155,9 +188,39 @@ Dataplane::~Dataplane() {
   stop();
   delete snap_.load(std::memory_order_relaxed);  // relaxed: no workers left
   qsbr_.reclaim();
+  for (int fd : epfd_) close(fd);
+  if (wake_fd_ >= 0) close(wake_fd_);
+}
+
+void Dataplane::sync_wait_sets(Snapshot& s) {
+  s.can_block.assign(workers_.size(), 0);
+  s.rx_ports.resize(workers_.size());
+  for (unsigned w = 0; w < workers_.size(); w++) {
+    std::vector<int> want;
+    bool all = !s.rx_ports[w].empty();
+    for (uint16_t id : s.rx_ports[w]) {
+      int fd = s.ports[id].port ? s.ports[id].port->wait_fd() : -1;
+      if (fd < 0) all = false;
+      else want.push_back(fd);
+    }
+    s.can_block[w] = all;
+    for (int fd : registered_[w])
+      if (std::find(want.begin(), want.end(), fd) == want.end()) epoll_ctl(epfd_[w], EPOLL_CTL_DEL, fd, nullptr);
+    for (int fd : want) {
+      if (std::find(registered_[w].begin(), registered_[w].end(), fd) != registered_[w].end()) continue;
+      epoll_event ev{};
+      ev.events = EPOLLIN;
+      ev.data.fd = fd;
+      epoll_ctl(epfd_[w], EPOLL_CTL_ADD, fd, &ev);
+    }
+    registered_[w] = std::move(want);
+  }
 }
 
 void Dataplane::start() {
+  uint64_t v;
+  if (read(wake_fd_, &v, sizeof v) < 0) {
+  }  // clear a wake-up left by an earlier stop()
   running_.store(true, std::memory_order_relaxed);  // relaxed: thread creation orders it
   for (unsigned i = 0; i < workers_.size(); i++) {
     threads_.emplace_back([this, i] { workers_[i]->run(); });
@@ -173,11 +236,15 @@ void Dataplane::start() {
 
 void Dataplane::stop() {
   running_.store(false, std::memory_order_relaxed);  // relaxed: join() below synchronises
+  uint64_t one = 1;
+  if (wake_fd_ >= 0 && write(wake_fd_, &one, sizeof one) < 0) {
+  }  // wakes workers blocked in epoll; they then see running_ == false
   for (auto& t : threads_) t.join();
   threads_.clear();
 }
 
 void Dataplane::publish(std::unique_ptr<Snapshot> s) {
+  sync_wait_sets(*s);
   // release: the snapshot's contents are visible to a worker that loads the pointer.
   const Snapshot* old = snap_.exchange(s.release(), std::memory_order_acq_rel);
   if (old) qsbr_.retire([old] { delete old; });

@@ -36,6 +36,7 @@ class Worker {
 
  private:
   unsigned drain_handoff(const Snapshot& s);
+  bool block();  // idle: wait for traffic; false if this worker cannot block
 
   Dataplane& dp_;
   unsigned id_;
@@ -49,7 +50,13 @@ class Dataplane {
     std::vector<int> cores{};        // one worker per entry; -1 = unpinned
     MacTable::Options mac{};
     size_t handoff_slots = 256;      // per worker pair (power of two)
-    uint32_t idle_sleep_us = 0;      // 0: pure busy polling
+    // Idle policy. kPoll: spin forever (lowest latency, burns the core).
+    // kBlock: after idle_after_us without a frame, block in epoll on the
+    // ports' wait fds until one has traffic (no CPU while idle; the first
+    // frame after a quiet spell pays one wake-up).
+    enum class Idle { kPoll, kBlock } idle = Idle::kPoll;
+    uint32_t idle_after_us = 200;
+    int block_timeout_ms = 100;      // safety net for a blocked worker (-1: none; tests)
   };
   explicit Dataplane(Options opt);
   ~Dataplane();
@@ -90,6 +97,13 @@ class Dataplane {
   std::vector<std::unique_ptr<Worker>> workers_;
   std::vector<std::thread> threads_;
   std::atomic<bool> running_{false};
+  // Idle blocking: one epoll set per worker, kept in step with the snapshot
+  // by publish() (control thread); wake_fd_ (eventfd) is in every set so
+  // stop() can wake blocked workers. A closed port fd leaves the sets by itself.
+  std::vector<int> epfd_;
+  std::vector<std::vector<int>> registered_;
+  int wake_fd_ = -1;
+  void sync_wait_sets(Snapshot& s);
 };
 
 }  // namespace dpsw

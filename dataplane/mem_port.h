@@ -21,14 +21,17 @@ class MemPort final : public Port {
   struct Options {
     size_t ring_size = 1024;  // frames per direction (power of two)
     bool capture_tx = true;   // keep copies of transmitted frames for take_tx()
+    bool wait_fd = false;     // expose an eventfd that inject() signals (idle blocking tests)
   };
   MemPort(std::string name, Options opt);
   explicit MemPort(std::string name) : MemPort(std::move(name), Options{}) {}
+  ~MemPort() override;
 
   std::string_view kind() const override { return "mem"; }
   uint16_t rx_burst(Packet* pkts, uint16_t max) override;
   void release(const Packet* pkts, uint16_t n) override;
   uint16_t tx_burst(const Packet* const* pkts, uint16_t n) override;
+  int wait_fd() const override { return efd_; }
 
   // Test side. inject() returns false when the rx ring is full.
   bool inject(const std::vector<uint8_t>& frame);
@@ -46,6 +49,7 @@ class MemPort final : public Port {
   SpscRing<Slot> rx_;
   SpscRing<Slot> tx_;
   size_t rx_lent_ = 0;  // slots handed out by rx_burst, not yet released
+  int efd_ = -1;
   std::vector<std::vector<uint8_t>> replay_;
   size_t replay_pos_ = 0;
   // relaxed: a statistic read by the benchmark thread after the run.

@@ -45,6 +45,10 @@ class Port {
   virtual uint16_t tx_burst(const Packet* const* pkts, uint16_t n) = 0;
   // Once per poll-loop iteration: reap tx completions, refill rx, kick.
   virtual void maintain() {}
+  // A file descriptor that polls readable when frames wait in rx, so an idle
+  // worker can block instead of spinning; -1 if the port has none (then its
+  // worker never blocks). Stable for the port's lifetime.
+  virtual int wait_fd() const { return -1; }
 
  private:
   std::string name_;

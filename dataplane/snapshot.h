@@ -32,6 +32,7 @@ struct Snapshot {
   std::vector<PortEntry> ports;                  // indexed by port id (< kMaxPorts)
   std::vector<BdEntry> bds;                      // indexed by bd
   std::vector<std::vector<uint16_t>> rx_ports;  // per worker: ports it polls
+  std::vector<uint8_t> can_block;                // per worker: every rx port has a wait_fd (set by publish)
 
   const PortEntry* port(uint16_t id) const {
     return id < ports.size() && ports[id].port ? &ports[id] : nullptr;

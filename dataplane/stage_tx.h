@@ -4,6 +4,10 @@
 // Exits: transmitted, kTxFull / kHandoffFull drops, kNoNetwork (port gone).
 #pragma once
 
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <atomic>
 #include <cstring>
 #include <memory>
 #include <vector>
@@ -22,19 +26,59 @@ struct HandoffSlot {
 };
 using HandoffRing = SpscRing<HandoffSlot>;
 
-// Rings between workers: ring(from, to), owned by the Dataplane.
+// Rings between workers: ring(from, to), owned by the Dataplane; plus a
+// doorbell per worker so a producer can wake a consumer blocked while idle.
 class HandoffMesh {
  public:
-  HandoffMesh(unsigned workers, size_t slots) : n_(workers) {
+  HandoffMesh(unsigned workers, size_t slots) : n_(workers), bells_(workers) {
     for (unsigned i = 0; i < n_ * n_; i++)
       rings_.push_back(i / n_ == i % n_ ? nullptr : std::make_unique<HandoffRing>(slots));
+    for (auto& b : bells_) b.fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  }
+  ~HandoffMesh() {
+    for (auto& b : bells_) close(b.fd);
   }
   HandoffRing* ring(unsigned from, unsigned to) { return rings_[from * n_ + to].get(); }
   unsigned workers() const { return n_; }
 
+  // Consumer `w` about to block: announce it, then re-check its rings.
+  // seq_cst store/load pair (Dekker): either the producer sees sleeping and
+  // rings, or the consumer sees the producer's frames and does not block.
+  bool prepare_sleep(unsigned w) {
+    bells_[w].sleeping.store(true, std::memory_order_seq_cst);
+    for (unsigned from = 0; from < n_; from++) {
+      HandoffRing* r = ring(from, w);
+      if (r && r->readable()) {
+        bells_[w].sleeping.store(false, std::memory_order_relaxed);  // relaxed: only we act on it now
+        return false;
+      }
+    }
+    return true;
+  }
+  void woke(unsigned w) {
+    bells_[w].sleeping.store(false, std::memory_order_relaxed);  // relaxed: producers tolerate a stale true (one spare ring)
+    uint64_t v;
+    if (read(bells_[w].fd, &v, sizeof v) < 0) {
+    }  // drain; EAGAIN when nobody rang
+  }
+  // Producer, after pushing frames for w.
+  void ring_if_asleep(unsigned w) {
+    if (bells_[w].sleeping.load(std::memory_order_seq_cst)) {  // seq_cst: pairs with prepare_sleep
+      uint64_t one = 1;
+      if (write(bells_[w].fd, &one, sizeof one) < 0) {
+      }
+    }
+  }
+  int bell_fd(unsigned w) const { return bells_[w].fd; }
+
  private:
+  struct alignas(64) Bell {
+    std::atomic<bool> sleeping{false};
+    int fd = -1;
+  };
   unsigned n_;
   std::vector<std::unique_ptr<HandoffRing>> rings_;
+  std::vector<Bell> bells_;
 };
 
 namespace stage {
@@ -73,6 +117,11 @@ class TxStage {
       q.listed = false;
     }
     ntouched_ = 0;
+    if (handed_) {
+      for (unsigned w = 0; w < mesh_->workers(); w++)
+        if (handed_ >> w & 1) mesh_->ring_if_asleep(w);
+      handed_ = 0;
+    }
   }
 
  private:
@@ -106,12 +155,14 @@ class TxStage {
     slot->len = p->len;
     std::memcpy(slot->data, p->data, p->len);
     r->push();
+    if (owner < 64) handed_ |= 1ULL << owner;
   }
 
   unsigned self_;
   HandoffMesh* mesh_;
   WorkerCounters* wc_;
   uint16_t ntouched_ = 0;
+  uint64_t handed_ = 0;  // workers we handed frames to during this burst
   uint16_t touched_[kMaxPorts];
   Queue q_[kMaxPorts];
 };

@@ -166,7 +166,7 @@ def two_workers():
     """Ports spread over two workers: every frame between c1 and c2 crosses
     the handoff ring. Workers sleep when idle so they can share the 2 cores
     with the kernel side of the test."""
-    with Dpsw(NETS[:1], EPS[:2], workers=[0, 1], extra_switch={"idle_sleep_us": 50}) as d:
+    with Dpsw(NETS[:1], EPS[:2], workers=[0, 1], extra_switch={"idle": "block"}) as d:
         d.start()
         owners = {p["endpoint"]: p["worker"] for p in d.ctl("show", "ports")}
         check(owners["c1"] != owners["c2"], f"ports should be on different workers: {owners}")
