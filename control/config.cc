@@ -18,8 +18,9 @@ namespace {
 // the rest, so a typo is an error, not a silently ignored setting.
 class Map {
  public:
-  Map(const YAML::Node& n, std::string where, const std::string& origin) : n_(n), where_(std::move(where)), origin_(origin) {
-    if (!n.IsMap()) fail(n, where_, "expected a mapping");
+  Map(const YAML::Node& n, std::string where, const std::string& origin, bool lines = true)
+      : n_(n), where_(std::move(where)), origin_(origin), lines_(lines) {
+    if (!n.IsMap()) fail(n, where_.empty() ? "item" : where_, "expected a mapping");
   }
   YAML::Node get(const std::string& key) {
     seen_.insert(key);
@@ -33,14 +34,29 @@ class Map {
     }
   }
   [[noreturn]] void fail(const YAML::Node& at, const std::string& key, const std::string& msg) const {
-    throw ConfigError(origin_ + ":" + std::to_string(at.Mark().line + 1) + ": " + key + ": " + msg);
+    throw ConfigError(origin_ + (lines_ ? ":" + std::to_string(at.Mark().line + 1) : std::string()) + ": " + key + ": " + msg);
   }
   const std::string& origin() const { return origin_; }
+  bool lines() const { return lines_; }
+  const std::string& where() const { return where_; }
+  // Remember where each key (and each element of a list value) sits.
+  ItemSource source() const {
+    ItemSource src{origin_, where_, lines_ ? n_.Mark().line + 1 : 0, {}};
+    if (!lines_) return src;
+    for (const auto& kv : n_) {
+      std::string k = kv.first.as<std::string>();
+      src.key_lines[k] = kv.first.Mark().line + 1;
+      if (kv.second.IsSequence())
+        for (size_t i = 0; i < kv.second.size(); i++) src.key_lines[k + "[" + std::to_string(i) + "]"] = kv.second[i].Mark().line + 1;
+    }
+    return src;
+  }
 
  private:
   YAML::Node n_;
   std::string where_;
   const std::string& origin_;
+  bool lines_;
   std::set<std::string> seen_;
 };
 
@@ -119,9 +135,8 @@ std::string required_name(Map& m, const YAML::Node& item, YAML::Node* name_node)
   return scalar(m, *name_node, m.key("name"));
 }
 
-void parse_network(Map& top, const YAML::Node& n, size_t idx, NetworkConfig& net) {
-  Map m(n, "networks[" + std::to_string(idx) + "]", top.origin());
-  net.line = n.Mark().line + 1;
+void parse_network(Map& m, const YAML::Node& n, NetworkConfig& net) {
+  net.src = m.source();
   YAML::Node name;
   net.name = required_name(m, n, &name);
   if (!valid_name(net.name, 64)) m.fail(name, m.key("name"), "'" + net.name + "' is not a valid network name");
@@ -163,9 +178,8 @@ void parse_network(Map& top, const YAML::Node& n, size_t idx, NetworkConfig& net
   m.finish();
 }
 
-void parse_endpoint(Map& top, const YAML::Node& n, size_t idx, EndpointConfig& ep) {
-  Map m(n, "endpoints[" + std::to_string(idx) + "]", top.origin());
-  ep.line = n.Mark().line + 1;
+void parse_endpoint(Map& m, const YAML::Node& n, EndpointConfig& ep) {
+  ep.src = m.source();
   YAML::Node name;
   ep.name = required_name(m, n, &name);
   if (!valid_name(ep.name, 63) || ep.name.find('.') != std::string::npos || ep.name.find('_') != std::string::npos)
@@ -254,39 +268,22 @@ Config parse_config(const std::string& text, const std::string& origin) {
   if (auto v = top.get("networks")) {
     if (!v.IsSequence()) top.fail(v, "networks", "expected a list");
     for (size_t i = 0; i < v.size(); i++) {
+      Map m(v[i], "networks[" + std::to_string(i) + "]", origin);
       NetworkConfig net;
-      parse_network(top, v[i], i, net);
-      for (auto& o : cfg.networks) {
-        if (o.name == net.name) top.fail(v[i]["name"], "networks[" + std::to_string(i) + "].name", "network '" + net.name + "' is defined twice (first at line " + std::to_string(o.line) + ")");
-        if (o.subnet.overlaps(net.subnet))
-          top.fail(v[i]["subnet"], "networks[" + std::to_string(i) + "].subnet", prefix_to_string(net.subnet) + " overlaps network '" + o.name + "' (" + prefix_to_string(o.subnet) + ")");
-      }
+      parse_network(m, v[i], net);
       cfg.networks.push_back(net);
     }
   }
   if (auto v = top.get("endpoints")) {
     if (!v.IsSequence()) top.fail(v, "endpoints", "expected a list");
     for (size_t i = 0; i < v.size(); i++) {
+      Map m(v[i], "endpoints[" + std::to_string(i) + "]", origin);
       EndpointConfig ep;
-      parse_endpoint(top, v[i], i, ep);
-      std::string at = "endpoints[" + std::to_string(i) + "]";
-      if (cfg.endpoint(ep.name)) top.fail(v[i]["name"], at + ".name", "endpoint '" + ep.name + "' is defined twice");
-      for (size_t j = 0; j < ep.networks.size(); j++)
-        if (!cfg.network(ep.networks[j]))
-          top.fail(v[i]["networks"][j], at + ".networks[" + std::to_string(j) + "]", "unknown network '" + ep.networks[j] + "'");
+      parse_endpoint(m, v[i], ep);
       cfg.endpoints.push_back(ep);
     }
-    // container:NAME references (may point forward in the file).
-    for (size_t i = 0; i < cfg.endpoints.size(); i++) {
-      const auto& ep = cfg.endpoints[i];
-      if (ep.mode != Mode::kContainer) continue;
-      const auto* t = cfg.endpoint(ep.container);
-      std::string at = "endpoints[" + std::to_string(i) + "].mode";
-      if (!t) top.fail(v[i]["mode"], at, "unknown endpoint '" + ep.container + "' in container:" + ep.container);
-      if (t->mode == Mode::kContainer || t->mode == Mode::kHost)
-        top.fail(v[i]["mode"], at, "endpoint '" + ep.container + "' has no namespace of its own to join (mode " + (t->mode == Mode::kHost ? "host" : "container") + ")");
-    }
   }
+  check_config(cfg);
   top.finish();
   return cfg;
 }
@@ -307,7 +304,122 @@ std::string host_ifname(const std::string& instance, const std::string& endpoint
   return buf;
 }
 
-Plan make_plan(const Config& cfg) {
+std::string ItemSource::where(const std::string& key) const {
+  auto it = key_lines.find(key);
+  if (it == key_lines.end()) it = key_lines.find(key.substr(0, key.find('[')));
+  int l = it != key_lines.end() ? it->second : line;
+  return origin + (l ? ":" + std::to_string(l) : std::string()) + ": " + (path.empty() ? key : path + "." + key) + ": ";
+}
+
+namespace {
+YAML::Node load_item(const std::string& text, const std::string& origin) {
+  try {
+    return YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    throw ConfigError(origin + ": not valid YAML/JSON: " + e.msg);
+  }
+}
+}  // namespace
+
+NetworkConfig parse_network_item(const std::string& text, const std::string& origin) {
+  YAML::Node n = load_item(text, origin);
+  Map m(n, "", origin, false);
+  NetworkConfig net;
+  parse_network(m, n, net);
+  return net;
+}
+
+EndpointConfig parse_endpoint_item(const std::string& text, const std::string& origin) {
+  YAML::Node n = load_item(text, origin);
+  Map m(n, "", origin, false);
+  EndpointConfig ep;
+  parse_endpoint(m, n, ep);
+  return ep;
+}
+
+void check_config(const Config& cfg) {
+  for (size_t i = 0; i < cfg.networks.size(); i++) {
+    const auto& net = cfg.networks[i];
+    for (size_t j = 0; j < i; j++) {
+      const auto& o = cfg.networks[j];
+      if (o.name == net.name)
+        throw ConfigError(net.src.where("name") + "network '" + net.name + "' is defined twice" +
+                          (o.src.line ? " (first at line " + std::to_string(o.src.line) + ")" : ""));
+      if (o.subnet.overlaps(net.subnet))
+        throw ConfigError(net.src.where("subnet") + prefix_to_string(net.subnet) + " overlaps network '" + o.name + "' (" +
+                          prefix_to_string(o.subnet) + ")");
+    }
+  }
+  for (size_t i = 0; i < cfg.endpoints.size(); i++) {
+    const auto& ep = cfg.endpoints[i];
+    for (size_t j = 0; j < i; j++)
+      if (cfg.endpoints[j].name == ep.name) throw ConfigError(ep.src.where("name") + "endpoint '" + ep.name + "' is defined twice");
+    for (size_t j = 0; j < ep.networks.size(); j++)
+      if (!cfg.network(ep.networks[j]))
+        throw ConfigError(ep.src.where("networks[" + std::to_string(j) + "]") + "unknown network '" + ep.networks[j] + "'");
+    if (ep.mode != Mode::kContainer) continue;
+    const auto* t = cfg.endpoint(ep.container);
+    if (!t) throw ConfigError(ep.src.where("mode") + "unknown endpoint '" + ep.container + "' in container:" + ep.container);
+    if (t->mode == Mode::kContainer || t->mode == Mode::kHost)
+      throw ConfigError(ep.src.where("mode") + "endpoint '" + ep.container + "' has no namespace of its own to join (mode " +
+                        (t->mode == Mode::kHost ? "host" : "container") + ")");
+  }
+}
+
+bool NetworkConfig::same_definition(const NetworkConfig& o) const {
+  return name == o.name && driver == o.driver && subnet.addr == o.subnet.addr && subnet.len == o.subnet.len &&
+         gateway == o.gateway && ip_range.has_value() == o.ip_range.has_value() &&
+         (!ip_range || (ip_range->addr == o.ip_range->addr && ip_range->len == o.ip_range->len)) && internal == o.internal &&
+         mtu == o.mtu;
+}
+
+bool EndpointConfig::same_definition(const EndpointConfig& o) const {
+  return name == o.name && networks == o.networks && mode == o.mode && container == o.container && netns == o.netns &&
+         port == o.port && mac == o.mac && ip == o.ip;
+}
+
+bool ConfigDiff::empty() const {
+  return networks_added.empty() && networks_removed.empty() && networks_changed.empty() && endpoints_added.empty() &&
+         endpoints_removed.empty() && endpoints_changed.empty() && switch_changed.empty();
+}
+
+ConfigDiff diff_configs(const Config& a, const Config& b) {
+  ConfigDiff d;
+  const SwitchConfig &x = a.sw, &y = b.sw;
+  if (x.name != y.name) d.switch_changed.push_back("name");
+  if (x.workers != y.workers) d.switch_changed.push_back("workers");
+  if (x.control_socket != y.control_socket) d.switch_changed.push_back("control_socket");
+  if (x.state_dir != y.state_dir) d.switch_changed.push_back("state_dir");
+  if (x.mac_table_size != y.mac_table_size) d.switch_changed.push_back("mac_table.size");
+  if (x.mac_aging_s != y.mac_aging_s) d.switch_changed.push_back("mac_table.aging_s");
+  if (x.conntrack_size != y.conntrack_size) d.switch_changed.push_back("conntrack.size");
+  if (x.idle_block != y.idle_block) d.switch_changed.push_back("idle");
+  if (x.idle_after_us != y.idle_after_us) d.switch_changed.push_back("idle_after_us");
+  for (const auto& n : a.networks) {
+    const auto* m = b.network(n.name);
+    if (!m) d.networks_removed.push_back(n.name);
+    else if (!n.same_definition(*m)) d.networks_changed.push_back(n.name);
+  }
+  for (const auto& n : b.networks)
+    if (!a.network(n.name)) d.networks_added.push_back(n.name);
+  auto changed_net = [&](const std::string& n) {
+    return std::count(d.networks_changed.begin(), d.networks_changed.end(), n) > 0;
+  };
+  for (const auto& e : a.endpoints) {
+    const auto* f = b.endpoint(e.name);
+    if (!f) {
+      d.endpoints_removed.push_back(e.name);
+      continue;
+    }
+    bool changed = !e.same_definition(*f) || std::any_of(e.networks.begin(), e.networks.end(), changed_net);
+    if (changed) d.endpoints_changed.push_back(e.name);
+  }
+  for (const auto& e : b.endpoints)
+    if (!a.endpoint(e.name)) d.endpoints_added.push_back(e.name);
+  return d;
+}
+
+Plan make_plan(const Config& cfg, const Plan* previous) {
   Plan plan;
   std::vector<Ipam> ipam;
   for (auto& n : cfg.networks) ipam.emplace_back(n.subnet, n.gateway, n.ip_range);
@@ -316,24 +428,38 @@ Plan make_plan(const Config& cfg) {
       if (cfg.networks[i].name == n) return uint16_t(i);
     return uint16_t(0);
   };
-  auto where = [&](const EndpointConfig& ep, const std::string& key) {
-    return cfg.path + ":" + std::to_string(ep.line) + ": endpoints[" + std::to_string(&ep - cfg.endpoints.data()) + "]." + key + ": ";
-  };
   std::set<Mac> macs;
-  // Static addresses first, so dynamic ones never take them (Docker does the same).
+  // Addresses that stay: attachments of the previous plan whose endpoint and
+  // network are still there (the caller replans changed endpoints from scratch
+  // by leaving them out of `previous`).
+  std::map<std::pair<std::string, std::string>, const PlannedAttachment*> kept;
+  if (previous)
+    for (const auto& pe : previous->endpoints) {
+      const EndpointConfig* ep = cfg.endpoint(pe.name);
+      if (!ep) continue;
+      for (const auto& a : pe.attachments) {
+        const NetworkConfig* net = cfg.network(a.network);
+        if (!net || std::find(ep->networks.begin(), ep->networks.end(), a.network) == ep->networks.end()) continue;
+        if (ipam[bd_of(a.network)].reserve(a.ip) != Ipam::Reserve::kOk) continue;
+        kept[{pe.name, a.network}] = &a;
+        macs.insert(a.mac);
+      }
+    }
+  auto is_kept = [&](const EndpointConfig& ep, size_t i) { return kept.count({ep.name, ep.networks[i]}) > 0; };
+  // Static addresses next, so dynamic ones never take them (Docker does the same).
   for (auto& ep : cfg.endpoints) {
-    if (!ep.ip) continue;
+    if (!ep.ip || is_kept(ep, 0)) continue;
     const NetworkConfig& net = *cfg.network(ep.networks[0]);
     switch (ipam[bd_of(net.name)].reserve(*ep.ip)) {
       case Ipam::Reserve::kOk: break;
       case Ipam::Reserve::kOutsideSubnet:
-        throw ConfigError(where(ep, "ip") + ipv4_to_string(*ep.ip) + " is not in subnet " + prefix_to_string(net.subnet) + " of network '" + net.name + "'");
+        throw ConfigError(ep.src.where("ip") + ipv4_to_string(*ep.ip) + " is not in subnet " + prefix_to_string(net.subnet) + " of network '" + net.name + "'");
       case Ipam::Reserve::kReserved:
-        throw ConfigError(where(ep, "ip") + ipv4_to_string(*ep.ip) + " is the network, broadcast or gateway address of network '" + net.name + "'");
+        throw ConfigError(ep.src.where("ip") + ipv4_to_string(*ep.ip) + " is the network, broadcast or gateway address of network '" + net.name + "'");
       case Ipam::Reserve::kInUse:
-        throw ConfigError(where(ep, "ip") + ipv4_to_string(*ep.ip) + " is already used by another endpoint on network '" + net.name + "'");
+        throw ConfigError(ep.src.where("ip") + ipv4_to_string(*ep.ip) + " is already used by another endpoint on network '" + net.name + "'");
     }
-    if (ep.mac && !macs.insert(*ep.mac).second) throw ConfigError(where(ep, "mac") + mac_to_string(*ep.mac) + " is used twice");
+    if (ep.mac && !macs.insert(*ep.mac).second) throw ConfigError(ep.src.where("mac") + mac_to_string(*ep.mac) + " is used twice");
   }
   for (auto& ep : cfg.endpoints) {
     PlannedEndpoint pe;
@@ -357,16 +483,22 @@ Plan make_plan(const Config& cfg) {
       a.bd = bd_of(net.name);
       a.host_ifname = host_ifname(cfg.sw.name, ep.name, net.name);
       a.ifname = "eth" + std::to_string(i);
+      a.prefix_len = net.subnet.len;
+      a.gateway = net.gateway;
+      a.mtu = net.mtu;
+      if (auto k = kept.find({ep.name, net.name}); k != kept.end()) {
+        a.ip = k->second->ip;
+        a.mac = k->second->mac;
+        pe.attachments.push_back(a);
+        continue;
+      }
       if (i == 0 && ep.ip) {
         a.ip = *ep.ip;
       } else {
         auto ip = ipam[a.bd].allocate();
-        if (!ip) throw ConfigError(where(ep, "networks") + "no free address left in network '" + net.name + "' (" + prefix_to_string(net.ip_range ? *net.ip_range : net.subnet) + ")");
+        if (!ip) throw ConfigError(ep.src.where("networks") + "no free address left in network '" + net.name + "' (" + prefix_to_string(net.ip_range ? *net.ip_range : net.subnet) + ")");
         a.ip = *ip;
       }
-      a.prefix_len = net.subnet.len;
-      a.gateway = net.gateway;
-      a.mtu = net.mtu;
       if (i == 0 && ep.mac) {
         a.mac = *ep.mac;
       } else {

@@ -21,6 +21,17 @@ struct ConfigError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// Where a network or endpoint definition came from, for error messages:
+// "demo.yaml:12: networks[1].subnet: ..." for a file, or
+// "dpswctl endpoint add: ip: ..." for a single item sent at run time.
+struct ItemSource {
+  std::string origin;                    // file path, or the command
+  std::string path;                      // "networks[1]" in a file, "" for a single item
+  int line = 0;                          // the item's first line (0: not from a file)
+  std::map<std::string, int> key_lines;  // "subnet" / "networks[0]" -> line
+  std::string where(const std::string& key) const;
+};
+
 enum class Driver { kBridge, kOverlay, kMacvlan };
 enum class Mode { kBridge, kNone, kHost, kContainer };
 enum class PortKind { kAfxdp, kVhost };
@@ -45,7 +56,8 @@ struct NetworkConfig {
   std::optional<Ipv4Prefix> ip_range;
   bool internal = false;
   uint32_t mtu = 1500;
-  int line = 0;
+  ItemSource src;
+  bool same_definition(const NetworkConfig& o) const;
 };
 
 struct EndpointConfig {
@@ -57,7 +69,8 @@ struct EndpointConfig {
   PortKind port = PortKind::kAfxdp;
   std::optional<Mac> mac;
   std::optional<uint32_t> ip;
-  int line = 0;
+  ItemSource src;
+  bool same_definition(const EndpointConfig& o) const;
 };
 
 struct Config {
@@ -73,6 +86,25 @@ struct Config {
 // Parse and validate. `origin` names the source in messages (the file path).
 Config parse_config(const std::string& yaml_text, const std::string& origin);
 Config load_config(const std::string& path);
+
+// One network or endpoint on its own (YAML or JSON text: the same keys as in
+// the file), as dpswctl sends them. Checks the item alone; check_config()
+// checks it against the rest.
+NetworkConfig parse_network_item(const std::string& text, const std::string& origin);
+EndpointConfig parse_endpoint_item(const std::string& text, const std::string& origin);
+
+// Cross-item rules: unique names, non-overlapping subnets, known networks,
+// valid container:NAME references. Throws ConfigError.
+void check_config(const Config& cfg);
+
+// What changed between two configurations (reload applies only this).
+struct ConfigDiff {
+  std::vector<std::string> networks_added, networks_removed, networks_changed;
+  std::vector<std::string> endpoints_added, endpoints_removed, endpoints_changed;
+  std::vector<std::string> switch_changed;  // switch keys that differ (need a restart)
+  bool empty() const;
+};
+ConfigDiff diff_configs(const Config& before, const Config& after);
 
 // ---- The resolved plan: what the control plane will create ----
 
@@ -102,8 +134,10 @@ struct Plan {
   std::vector<PlannedEndpoint> endpoints;
 };
 
-// Allocates addresses (IPAM), MACs and names. Throws ConfigError.
-Plan make_plan(const Config& cfg);
+// Allocates addresses (IPAM), MACs and names. Throws ConfigError. With
+// `previous` (the plan in force), endpoints that keep their definition keep
+// their addresses and MACs, so a change never renumbers untouched containers.
+Plan make_plan(const Config& cfg, const Plan* previous = nullptr);
 
 // Host-side link name: <instance prefix>-<8 hex digits>, at most 15 bytes.
 std::string host_ifname(const std::string& instance, const std::string& endpoint, const std::string& network);

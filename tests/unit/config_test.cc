@@ -145,11 +145,104 @@ INSTANTIATE_TEST_SUITE_P(
         Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\nendpoints:\n  - name: e\n    networks: [a]\n    mac: 01:00:5e:00:00:01\n", "bad.yaml:7: endpoints[0].mac: 01:00:5e:00:00:01 is not a unicast MAC address"},
         Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\nendpoints:\n  - name: e\n    networks: [a]\n    ip: 10.0.0.300\n", "bad.yaml:7: endpoints[0].ip: '10.0.0.300' is not an IPv4 address"},
         Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\nendpoints:\n  - name: e\n    networks: [a]\n    port: vhost\n", "bad.yaml:7: endpoints[0].port: port kind 'vhost' is not supported by this version of dpsw yet"},
-        // Plan-time errors name the endpoint's line.
-        Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\nendpoints:\n  - name: e\n    networks: [a]\n    ip: 10.1.0.5\n", "bad.yaml:5: endpoints[0].ip: 10.1.0.5 is not in subnet 10.0.0.0/24 of network 'a'"},
-        Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\nendpoints:\n  - name: e\n    networks: [a]\n    ip: 10.0.0.1\n", "bad.yaml:5: endpoints[0].ip: 10.0.0.1 is the network, broadcast or gateway address of network 'a'"},
-        Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\nendpoints:\n  - name: e\n    networks: [a]\n    ip: 10.0.0.9\n  - name: f\n    networks: [a]\n    ip: 10.0.0.9\n", "bad.yaml:8: endpoints[1].ip: 10.0.0.9 is already used by another endpoint on network 'a'"},
-        Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/30\nendpoints:\n  - name: e\n    networks: [a]\n  - name: f\n    networks: [a]\n", "bad.yaml:7: endpoints[1].networks: no free address left in network 'a' (10.0.0.0/30)"}));
+        // Plan-time errors name the line of the key at fault.
+        Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\nendpoints:\n  - name: e\n    networks: [a]\n    ip: 10.1.0.5\n", "bad.yaml:7: endpoints[0].ip: 10.1.0.5 is not in subnet 10.0.0.0/24 of network 'a'"},
+        Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\nendpoints:\n  - name: e\n    networks: [a]\n    ip: 10.0.0.1\n", "bad.yaml:7: endpoints[0].ip: 10.0.0.1 is the network, broadcast or gateway address of network 'a'"},
+        Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\nendpoints:\n  - name: e\n    networks: [a]\n    ip: 10.0.0.9\n  - name: f\n    networks: [a]\n    ip: 10.0.0.9\n", "bad.yaml:10: endpoints[1].ip: 10.0.0.9 is already used by another endpoint on network 'a'"},
+        Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/30\nendpoints:\n  - name: e\n    networks: [a]\n  - name: f\n    networks: [a]\n", "bad.yaml:8: endpoints[1].networks: no free address left in network 'a' (10.0.0.0/30)"}));
+
+TEST(ConfigItem, SingleItemsUseTheFileSchemaAndNameTheCommand) {
+  NetworkConfig n = parse_network_item(R"({"name": "x", "subnet": "10.9.0.0/24", "internal": true})", "dpswctl network add");
+  EXPECT_EQ(n.name, "x");
+  EXPECT_TRUE(n.internal);
+  EndpointConfig e = parse_endpoint_item("{name: w, networks: [x], ip: 10.9.0.5}", "dpswctl endpoint add");
+  EXPECT_EQ(e.networks, std::vector<std::string>{"x"});
+  auto err = [](auto fn) {
+    try {
+      fn();
+    } catch (const ConfigError& e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  EXPECT_EQ(err([] { parse_network_item(R"({"name": "x"})", "dpswctl network add"); }),
+            "dpswctl network add: subnet: required key missing");
+  EXPECT_EQ(err([] { parse_network_item(R"({"name": "x", "subnet": "10.9.0.0/24", "colour": 1})", "dpswctl network add"); }),
+            "dpswctl network add: colour: unknown key");
+  EXPECT_EQ(err([] { parse_endpoint_item(R"({"name": "w", "networks": ["x"], "ip": "nope"})", "dpswctl endpoint add"); }),
+            "dpswctl endpoint add: ip: 'nope' is not an IPv4 address");
+  EXPECT_EQ(err([] { parse_endpoint_item("[1, 2]", "dpswctl endpoint add"); }), "dpswctl endpoint add: item: expected a mapping");
+  // Checked against the rest of the configuration.
+  Config c = parse_config(kGood, "good.yaml");
+  c.endpoints.push_back(parse_endpoint_item("{name: w, networks: [nowhere]}", "dpswctl endpoint add"));
+  EXPECT_EQ(err([&] { check_config(c); }), "dpswctl endpoint add: networks[0]: unknown network 'nowhere'");
+  c.endpoints.back() = parse_endpoint_item("{name: web, networks: [front]}", "dpswctl endpoint add");
+  EXPECT_EQ(err([&] { check_config(c); }), "dpswctl endpoint add: name: endpoint 'web' is defined twice");
+  c.endpoints.pop_back();
+  c.networks.push_back(parse_network_item("{name: n2, subnet: 172.20.0.128/25}", "dpswctl network add"));
+  EXPECT_EQ(err([&] { check_config(c); }), "dpswctl network add: subnet: 172.20.0.128/25 overlaps network 'front' (172.20.0.0/24)");
+  c.networks.back() = parse_network_item("{name: n2, subnet: 10.77.0.0/24}", "dpswctl network add");
+  c.endpoints.push_back(parse_endpoint_item("{name: w, networks: [n2], ip: 10.77.0.1}", "dpswctl endpoint add"));
+  EXPECT_EQ(err([&] { make_plan(c); }), "dpswctl endpoint add: ip: 10.77.0.1 is the network, broadcast or gateway address of network 'n2'");
+}
+
+std::string sub(std::string t, const std::string& from, const std::string& to) {
+  auto at = t.find(from);
+  EXPECT_NE(at, std::string::npos) << from;
+  return t.replace(at, from.size(), to);
+}
+
+TEST(ConfigDiffTest, RepresentativePairs) {
+  Config a = parse_config(kGood, "a.yaml");
+  EXPECT_TRUE(diff_configs(a, a).empty());
+
+  // One endpoint added, one removed.
+  Config b = parse_config(sub(kGood, "  - name: lonely\n    mode: none\n", "  - name: fresh\n    networks: [back]\n"), "b.yaml");
+  ConfigDiff d = diff_configs(a, b);
+  EXPECT_EQ(d.endpoints_added, std::vector<std::string>{"fresh"});
+  EXPECT_EQ(d.endpoints_removed, std::vector<std::string>{"lonely"});
+  EXPECT_TRUE(d.endpoints_changed.empty());
+  EXPECT_TRUE(d.networks_changed.empty());
+
+  // A network's MTU changes: the network and every endpoint on it change, others do not.
+  d = diff_configs(a, parse_config(sub(kGood, "mtu: 1400", "mtu: 1300"), "c.yaml"));
+  EXPECT_EQ(d.networks_changed, std::vector<std::string>{"back"});
+  EXPECT_EQ(d.endpoints_changed, std::vector<std::string>{"api"});
+  EXPECT_TRUE(d.endpoints_added.empty() && d.endpoints_removed.empty());
+
+  // An endpoint's own definition changes (static IP).
+  d = diff_configs(a, parse_config(sub(kGood, "ip: 172.20.0.10", "ip: 172.20.0.11"), "d.yaml"));
+  EXPECT_EQ(d.endpoints_changed, std::vector<std::string>{"web"});
+
+  // A network added, and a switch key that needs a restart.
+  std::string t = sub(sub(kGood, "workers: [0]", "workers: [1]"), "endpoints:", "  - name: extra\n    subnet: 10.50.0.0/16\nendpoints:");
+  d = diff_configs(a, parse_config(t, "e.yaml"));
+  EXPECT_EQ(d.networks_added, std::vector<std::string>{"extra"});
+  EXPECT_EQ(d.switch_changed, std::vector<std::string>{"workers"});
+}
+
+TEST(ConfigPlan, UntouchedEndpointsKeepTheirAddresses) {
+  const char* two = "networks:\n  - name: n\n    subnet: 10.0.0.0/24\nendpoints:\n"
+                    "  - name: a\n    networks: [n]\n  - name: b\n    networks: [n]\n  - name: c\n    networks: [n]\n";
+  Config c1 = parse_config(two, "1.yaml");
+  Plan p1 = make_plan(c1);
+  EXPECT_EQ(ipv4_to_string(p1.endpoints[2].attachments[0].ip), "10.0.0.4");
+  // Remove a: from scratch c would be renumbered to .3; with the plan in force it stays .4.
+  Config c2 = c1;
+  c2.endpoints.erase(c2.endpoints.begin());
+  EXPECT_EQ(ipv4_to_string(make_plan(c2).endpoints[1].attachments[0].ip), "10.0.0.3");
+  Plan p2 = make_plan(c2, &p1);
+  EXPECT_EQ(ipv4_to_string(p2.endpoints[0].attachments[0].ip), "10.0.0.3");
+  EXPECT_EQ(ipv4_to_string(p2.endpoints[1].attachments[0].ip), "10.0.0.4");
+  EXPECT_EQ(p2.endpoints[1].attachments[0].mac, p1.endpoints[2].attachments[0].mac);
+  // A newcomer takes the freed address, not one in use.
+  c2.endpoints.push_back(parse_endpoint_item("{name: d, networks: [n]}", "add"));
+  Plan p3 = make_plan(c2, &p2);
+  EXPECT_EQ(ipv4_to_string(p3.endpoints[2].attachments[0].ip), "10.0.0.2");
+  // A static address that an untouched endpoint holds is refused, not stolen.
+  c2.endpoints.back() = parse_endpoint_item("{name: d, networks: [n], ip: 10.0.0.4}", "add");
+  EXPECT_THROW(make_plan(c2, &p2), ConfigError);
+}
 
 TEST(Config, MissingFileIsNamed) {
   try {
