@@ -92,6 +92,7 @@ void Daemon::setup() {
     dopt.idle_after_us = cfg_.sw.idle_after_us;
     dp_ = std::make_unique<Dataplane>(dopt);
 
+    for (const auto& n : cfg_.networks) add_bd(n.name);
     for (const auto& ep : plan_.endpoints) create_endpoint(ep);
     publish_snapshot();
     dp_->start();
@@ -102,74 +103,273 @@ void Daemon::setup() {
   }
 }
 
+uint16_t Daemon::add_bd(const std::string& network) {
+  uint16_t id = 0;
+  while (id < bd_name_.size() && !bd_name_[id].empty()) id++;
+  if (id == bd_name_.size()) bd_name_.emplace_back();
+  bd_name_[id] = network;
+  bd_of_[network] = id;
+  return id;
+}
+
+void Daemon::remove_bd(const std::string& network) {
+  auto it = bd_of_.find(network);
+  if (it == bd_of_.end()) return;
+  uint16_t id = it->second;
+  bd_of_.erase(it);
+  publish_snapshot();  // the network's flood list disappears
+  dp_->synchronize();  // no worker still forwards in it...
+  dp_->macs().flush_bd(id);  // ...so its MAC entries can go, and the id be reused
+  bd_name_[id].clear();
+}
+
 void Daemon::create_endpoint(const PlannedEndpoint& ep) {
-  if (ep.mode == Mode::kHost || ep.mode == Mode::kContainer) return;  // nothing of its own to create
-  if (ep.create_netns) {
-    journal_->record("netns", ep.netns_name);
-    netns::create(ep.netns_name);
-    created_netns_.push_back(ep.netns_name);
+  EndpointRec rec;
+  if (ep.mode == Mode::kHost || ep.mode == Mode::kContainer) {  // nothing of its own to create
+    eps_[ep.name] = std::move(rec);
+    return;
   }
-  Fd ns(netns::open_path(ep.netns_path));
-  Rtnl host;
-  Rtnl inside(ns.fd);
-  inside.set_up("lo");
-  // Like Docker: containers on IPv4-only networks have IPv6 off (no ND/MLD chatter).
-  in_netns(ns.fd, [] { sysctl_write("net/ipv6/conf/all/disable_ipv6", "1"); sysctl_write("net/ipv6/conf/default/disable_ipv6", "1"); });
-
-  for (size_t i = 0; i < ep.attachments.size(); i++) {
-    const PlannedAttachment& a = ep.attachments[i];
-    journal_->record("link", a.host_ifname);
-    host.create_veth(a.host_ifname, journal_->alias_tag() + ep.name + ":" + a.network, a.ifname, ns.fd, a.mac, a.mtu);
-    try {
-      sysctl_write("net/ipv6/conf/" + a.host_ifname + "/disable_ipv6", "1");
-    } catch (const std::exception&) {
+  try {
+    if (ep.create_netns) {
+      journal_->record("netns", ep.netns_name);
+      netns::create(ep.netns_name);
+      rec.created_netns = true;
+      rec.netns_name = ep.netns_name;
     }
-    host.set_up(a.host_ifname);
-    inside.add_address(a.ifname, a.ip, a.prefix_len);
-    // AF_XDP hands frames over as they are; a partial checksum left for
-    // offload would arrive unfinished, so the container computes its own.
-    in_netns(ns.fd, [&] { ethtool_set_tx_csum(a.ifname, false); });
-    inside.set_up(a.ifname);
-    if (i == 0) inside.add_default_route(a.gateway);
+    Fd ns(netns::open_path(ep.netns_path));
+    Rtnl host;
+    Rtnl inside(ns.fd);
+    inside.set_up("lo");
+    // Like Docker: containers on IPv4-only networks have IPv6 off (no ND/MLD chatter).
+    in_netns(ns.fd, [] {
+      sysctl_write("net/ipv6/conf/all/disable_ipv6", "1");
+      sysctl_write("net/ipv6/conf/default/disable_ipv6", "1");
+    });
+    for (size_t i = 0; i < ep.attachments.size(); i++) {
+      const PlannedAttachment& a = ep.attachments[i];
+      journal_->record("link", a.host_ifname);
+      host.create_veth(a.host_ifname, journal_->alias_tag() + ep.name + ":" + a.network, a.ifname, ns.fd, a.mac, a.mtu);
+      rec.links.push_back(a.host_ifname);
+      try {
+        sysctl_write("net/ipv6/conf/" + a.host_ifname + "/disable_ipv6", "1");
+      } catch (const std::exception&) {
+      }
+      host.set_up(a.host_ifname);
+      inside.add_address(a.ifname, a.ip, a.prefix_len);
+      // AF_XDP hands frames over as they are; a partial checksum left for
+      // offload would arrive unfinished, so the container computes its own.
+      in_netns(ns.fd, [&] { ethtool_set_tx_csum(a.ifname, false); });
+      inside.set_up(a.ifname);
+      if (i == 0) inside.add_default_route(a.gateway);
 
-    PortRec pr;
-    pr.id = uint16_t(ports_.size());
-    if (pr.id >= kMaxPorts) throw std::runtime_error("too many ports (max " + std::to_string(kMaxPorts) + ")");
-    pr.endpoint = ep.name;
-    pr.network = a.network;
-    pr.host_ifname = a.host_ifname;
-    pr.ifname = a.ifname;
-    pr.ifindex = host.ifindex(a.host_ifname);
-    pr.bd = a.bd;
-    pr.mac = a.mac;
-    pr.ip = a.ip;
-    pr.mtu = a.mtu;
-    pr.port = std::make_unique<AfxdpPort>(a.host_ifname, AfxdpPort::Options{});
-    xdp_->bind_socket(pr.ifindex, pr.id, pr.port->fd());
-    xdp_->attach(pr.ifindex, a.host_ifname);
-    LOG_INFO("endpoint %s: %s %s/%u on network %s via %s (port %u)", ep.name.c_str(), mac_to_string(a.mac).c_str(),
-             ipv4_to_string(a.ip).c_str(), a.prefix_len, a.network.c_str(), a.host_ifname.c_str(), pr.id);
-    ports_.push_back(std::move(pr));
+      uint16_t id = 0;
+      while (id < ports_.size() && ports_[id].port) id++;
+      if (id >= kMaxPorts) throw std::runtime_error("too many ports (max " + std::to_string(kMaxPorts) + ")");
+      if (id == ports_.size()) ports_.emplace_back();
+      PortRec& pr = ports_[id];
+      pr.endpoint = ep.name;
+      pr.network = a.network;
+      pr.host_ifname = a.host_ifname;
+      pr.ifname = a.ifname;
+      pr.ifindex = host.ifindex(a.host_ifname);
+      pr.bd = bd_of_.at(a.network);
+      pr.mac = a.mac;
+      pr.ip = a.ip;
+      pr.mtu = a.mtu;
+      pr.port = std::make_unique<AfxdpPort>(a.host_ifname, AfxdpPort::Options{});
+      rec.ports.push_back(id);
+      xdp_->bind_socket(pr.ifindex, id, pr.port->fd());
+      xdp_->attach(pr.ifindex, a.host_ifname);
+      LOG_INFO("endpoint %s: %s %s/%u on network %s via %s (port %u)", ep.name.c_str(), mac_to_string(a.mac).c_str(),
+               ipv4_to_string(a.ip).c_str(), a.prefix_len, a.network.c_str(), a.host_ifname.c_str(), id);
+    }
+  } catch (...) {
+    release(rec);  // not yet in any snapshot: no grace period needed
+    throw;
   }
+  eps_[ep.name] = std::move(rec);
+}
+
+void Daemon::release(EndpointRec& rec) {
+  for (uint16_t id : rec.ports) {
+    PortRec& pr = ports_[id];
+    if (dp_) dp_->macs().flush_port(id);
+    if (xdp_) {
+      xdp_->unbind_socket(pr.ifindex, id);
+      xdp_->detach(pr.ifindex);
+    }
+    pr.port.reset();  // closes the socket (and leaves the worker's epoll set)
+    pr = PortRec{};
+  }
+  try {
+    Rtnl rt;
+    for (const auto& l : rec.links) rt.delete_link(l);  // takes the container end with it
+  } catch (const std::exception& e) {
+    LOG_ERR("removing links: %s", e.what());
+  }
+  if (rec.created_netns) netns::remove(rec.netns_name);
+  rec = EndpointRec{};
+}
+
+void Daemon::destroy_endpoint(const std::string& name) {
+  auto it = eps_.find(name);
+  if (it == eps_.end()) return;
+  EndpointRec rec = std::move(it->second);
+  eps_.erase(it);
+  // Out of the snapshot first; then wait until no worker can still be
+  // polling or transmitting on its ports before they are closed.
+  publish_snapshot();
+  dp_->synchronize();
+  release(rec);
 }
 
 void Daemon::publish_snapshot() {
   auto s = std::make_unique<Snapshot>();
   s->generation = ++generation_;
-  s->bds.resize(cfg_.networks.size());
-  for (size_t i = 0; i < cfg_.networks.size(); i++) s->bds[i].name = cfg_.networks[i].name;
+  s->bds.resize(bd_name_.size());
+  for (size_t i = 0; i < bd_name_.size(); i++) s->bds[i].name = bd_name_[i];
   s->rx_ports.resize(dp_->workers());
   s->ports.resize(ports_.size());
-  for (const auto& pr : ports_) {
-    PortEntry& pe = s->ports[pr.id];
-    pe.port = pr.port.get();
-    pe.bd = pr.bd;
-    pe.owner = uint16_t(pr.id % dp_->workers());
-    pe.max_frame = pr.mtu + kEthHdrLen;
-    s->bds[pr.bd].ports.push_back(pr.id);
-    s->rx_ports[pe.owner].push_back(pr.id);
+  for (const auto& [name, rec] : eps_) {
+    for (uint16_t id : rec.ports) {
+      const PortRec& pr = ports_[id];
+      PortEntry& pe = s->ports[id];
+      pe.port = pr.port.get();
+      pe.bd = pr.bd;
+      pe.owner = uint16_t(id % dp_->workers());  // stable: a port never changes worker
+      pe.max_frame = pr.mtu + kEthHdrLen;
+      s->bds[pr.bd].ports.push_back(id);
+      s->rx_ports[pe.owner].push_back(id);
+    }
   }
   dp_->publish(std::move(s));
+}
+
+void Daemon::check_netns_paths(const Plan& plan, const std::vector<std::string>& endpoints) const {
+  for (const auto& ep : plan.endpoints) {
+    if (std::find(endpoints.begin(), endpoints.end(), ep.name) == endpoints.end()) continue;
+    struct stat st;
+    if (!ep.create_netns && !ep.netns_path.empty() && stat(ep.netns_path.c_str(), &st) != 0)
+      throw ConfigError("endpoint '" + ep.name + "': netns " + ep.netns_path + " does not exist");
+    if (ep.create_netns && netns::exists(ep.netns_name))
+      throw ConfigError("endpoint '" + ep.name + "': namespace " + ep.netns_name + " already exists");
+  }
+}
+
+const PlannedEndpoint* Daemon::planned(const std::string& name) const {
+  for (const auto& ep : plan_.endpoints)
+    if (ep.name == name) return &ep;
+  return nullptr;
+}
+
+json Daemon::add_network(const NetworkConfig& n) {
+  Config next = cfg_;
+  next.networks.push_back(n);
+  check_config(next);
+  Plan np = make_plan(next, &plan_);
+  add_bd(n.name);
+  cfg_ = std::move(next);
+  plan_ = std::move(np);
+  publish_snapshot();
+  LOG_INFO("network %s added (%s)", n.name.c_str(), prefix_to_string(n.subnet).c_str());
+  return {{"network", n.name}, {"subnet", prefix_to_string(n.subnet)}, {"gateway", ipv4_to_string(n.gateway)}};
+}
+
+json Daemon::del_network(const std::string& name) {
+  if (!cfg_.network(name)) throw ConfigError("network del: unknown network '" + name + "'");
+  std::string users;
+  for (const auto& e : cfg_.endpoints)
+    if (std::count(e.networks.begin(), e.networks.end(), name)) users += (users.empty() ? "" : ", ") + e.name;
+  if (!users.empty()) throw ConfigError("network del: network '" + name + "' still has endpoints: " + users);
+  remove_bd(name);
+  cfg_.networks.erase(std::find_if(cfg_.networks.begin(), cfg_.networks.end(), [&](auto& n) { return n.name == name; }));
+  LOG_INFO("network %s removed", name.c_str());
+  return {{"network", name}};
+}
+
+json Daemon::add_endpoint(const EndpointConfig& e) {
+  if (e.port != PortKind::kAfxdp) throw ConfigError("endpoint add: only port: afxdp is supported");
+  Config next = cfg_;
+  next.endpoints.push_back(e);
+  check_config(next);
+  Plan np = make_plan(next, &plan_);
+  check_netns_paths(np, {e.name});
+  const PlannedEndpoint& pe = np.endpoints.back();
+  create_endpoint(pe);  // all or nothing
+  cfg_ = std::move(next);
+  plan_ = std::move(np);
+  publish_snapshot();
+  return endpoint_json(plan_.endpoints.back());
+}
+
+json Daemon::del_endpoint(const std::string& name) {
+  if (!cfg_.endpoint(name)) throw ConfigError("endpoint del: unknown endpoint '" + name + "'");
+  for (const auto& e : cfg_.endpoints)
+    if (e.mode == Mode::kContainer && e.container == name)
+      throw ConfigError("endpoint del: endpoint '" + name + "' is joined by '" + e.name + "' (container:" + name + "); remove that first");
+  destroy_endpoint(name);
+  cfg_.endpoints.erase(std::find_if(cfg_.endpoints.begin(), cfg_.endpoints.end(), [&](auto& x) { return x.name == name; }));
+  plan_.endpoints.erase(std::find_if(plan_.endpoints.begin(), plan_.endpoints.end(), [&](auto& x) { return x.name == name; }));
+  LOG_INFO("endpoint %s removed", name.c_str());
+  return {{"endpoint", name}};
+}
+
+json Daemon::reload() {
+  Config next = load_config(cfg_.path);
+  ConfigDiff d = diff_configs(cfg_, next);
+  if (!d.switch_changed.empty()) {
+    std::string keys;
+    for (auto& k : d.switch_changed) keys += (keys.empty() ? "switch." : ", switch.") + k;
+    throw ConfigError(cfg_.path + ": " + keys + " cannot change while dpsw runs (restart it); nothing was changed");
+  }
+  auto in = [](const std::vector<std::string>& v, const std::string& x) { return std::find(v.begin(), v.end(), x) != v.end(); };
+  for (const auto& e : next.endpoints)
+    if (e.port != PortKind::kAfxdp) throw ConfigError(cfg_.path + ": endpoint '" + e.name + "': only port: afxdp is supported");
+  // Plan against what stays: changed endpoints are planned from scratch.
+  Plan keep;
+  for (const auto& ep : plan_.endpoints)
+    if (!in(d.endpoints_changed, ep.name) && !in(d.endpoints_removed, ep.name)) keep.endpoints.push_back(ep);
+  Plan np = make_plan(next, &keep);
+  std::vector<std::string> fresh = d.endpoints_added;
+  fresh.insert(fresh.end(), d.endpoints_changed.begin(), d.endpoints_changed.end());
+  {
+    // Namespaces of endpoints about to be recreated are still there: check only truly new ones.
+    std::vector<std::string> check;
+    for (auto& n : d.endpoints_added) check.push_back(n);
+    check_netns_paths(np, check);
+  }
+  json applied = {{"networks_added", d.networks_added}, {"networks_removed", d.networks_removed},
+                  {"networks_changed", d.networks_changed}, {"endpoints_added", d.endpoints_added},
+                  {"endpoints_removed", d.endpoints_removed}, {"endpoints_changed", d.endpoints_changed}};
+  if (d.empty()) return {{"applied", applied}, {"unchanged", true}};
+
+  // Everything validated: apply. Removals (and the old halves of changes) first.
+  for (const auto& n : d.endpoints_removed) destroy_endpoint(n);
+  for (const auto& n : d.endpoints_changed) destroy_endpoint(n);
+  for (const auto& n : d.networks_removed) remove_bd(n);
+  for (const auto& n : d.networks_changed) remove_bd(n);
+  for (const auto& n : next.networks)
+    if (!bd_of_.count(n.name)) add_bd(n.name);
+  std::string failed;
+  for (const auto& ep : np.endpoints) {
+    if (!in(fresh, ep.name)) continue;
+    try {
+      create_endpoint(ep);
+    } catch (const std::exception& e) {
+      failed += (failed.empty() ? "" : "; ") + ep.name + ": " + e.what();
+    }
+  }
+  // What is in force now is the new config minus endpoints that failed.
+  if (!failed.empty()) {
+    std::erase_if(next.endpoints, [&](auto& e) { return !eps_.count(e.name); });
+    std::erase_if(np.endpoints, [&](auto& e) { return !eps_.count(e.name); });
+  }
+  cfg_ = std::move(next);
+  plan_ = std::move(np);
+  publish_snapshot();
+  LOG_INFO("reload: %s", applied.dump().c_str());
+  if (!failed.empty()) throw std::runtime_error("reload applied, except endpoints that could not be created: " + failed);
+  return {{"applied", applied}, {"unchanged", false}};
 }
 
 int Daemon::run() {
@@ -210,51 +410,72 @@ int Daemon::run() {
 
 void Daemon::teardown() {
   ctl_.reset();
-  if (dp_) dp_->stop();
-  for (auto& pr : ports_) {
-    if (xdp_) {
-      xdp_->unbind_socket(pr.ifindex, pr.id);
-      xdp_->detach(pr.ifindex);
-    }
-    pr.port.reset();
+  if (dp_) dp_->stop();  // workers gone: ports can be released without a grace period
+  size_t nlinks = 0, nns = 0;
+  for (auto& [name, rec] : eps_) {
+    nlinks += rec.links.size();
+    nns += rec.created_netns;
+    release(rec);
   }
+  eps_.clear();
   dp_.reset();
   xdp_.reset();
   if (journal_) {
     try {
       Rtnl rt;
-      for (auto& pr : ports_) rt.delete_link(pr.host_ifname);
       for (const auto& l : rt.links_with_alias_prefix(journal_->alias_tag())) rt.delete_link(l);
     } catch (const std::exception& e) {
       LOG_ERR("teardown: %s", e.what());
     }
-    for (auto& n : created_netns_) netns::remove(n);
     journal_->clear();
     journal_.reset();
-    if (!ports_.empty() || !created_netns_.empty())
-      LOG_INFO("removed %zu links and %zu namespaces", ports_.size(), created_netns_.size());
+    if (nlinks || nns) LOG_INFO("removed %zu links and %zu namespaces", nlinks, nns);
   }
   ports_.clear();
-  created_netns_.clear();
 }
 
 json Daemon::handle(const json& req) {
   std::string cmd = req.value("cmd", "");
   std::vector<std::string> args;
   if (req.contains("args")) args = req["args"].get<std::vector<std::string>>();
+  std::string verb = args.empty() ? "" : args[0];
+  auto spec = [&] {
+    if (!req.contains("spec") || !req["spec"].is_object()) throw ConfigError(cmd + " " + verb + ": needs a spec (the same keys as in the config file)");
+    return req["spec"].dump();
+  };
+  auto name_arg = [&] {
+    if (args.size() != 2) throw ConfigError(cmd + " " + verb + ": needs exactly one name");
+    return args[1];
+  };
   if (cmd == "show") {
-    if (args.empty()) throw std::runtime_error("show needs what to show: ports, networks, endpoints, mac, counters, version");
+    if (args.empty()) throw std::runtime_error("show needs what to show: ports, networks, endpoints, mac, conntrack, counters");
     std::string what = args[0];
     args.erase(args.begin());
     return show(what, args);
   }
+  if (cmd == "network" && verb == "add") return add_network(parse_network_item(spec(), "network add"));
+  if (cmd == "network" && verb == "del") return del_network(name_arg());
+  if (cmd == "endpoint" && verb == "add") return add_endpoint(parse_endpoint_item(spec(), "endpoint add"));
+  if (cmd == "endpoint" && verb == "del") return del_endpoint(name_arg());
+  if (cmd == "network" || cmd == "endpoint") throw std::runtime_error(cmd + ": expected add or del");
+  if (cmd == "reload") return reload();
   if (cmd == "version") return {{"version", DPSW_VERSION}, {"protocol", kCtlProtocolVersion}};
   throw std::runtime_error("unknown command '" + cmd + "'");
 }
 
+json Daemon::endpoint_json(const PlannedEndpoint& ep) const {
+  json atts = json::array();
+  for (const auto& a : ep.attachments)
+    atts.push_back({{"network", a.network}, {"ifname", a.ifname}, {"host_ifname", a.host_ifname},
+                    {"mac", mac_to_string(a.mac)}, {"ip", ipv4_to_string(a.ip) + "/" + std::to_string(a.prefix_len)}});
+  json e = {{"name", ep.name}, {"mode", mode_name(ep.mode)}, {"netns", ep.netns_path}, {"attachments", atts}};
+  if (ep.mode == Mode::kContainer) e["joins"] = ep.joins;
+  return e;
+}
+
 json Daemon::show(const std::string& what, const std::vector<std::string>& args) {
-  auto port_counters = [&](const PortRec& pr) {
-    auto t = dp_->port_totals(pr.id);
+  auto port_counters = [&](uint16_t id) {
+    auto t = dp_->port_totals(id);
     json drops = json::object();
     for (size_t d = 0; d < kDropReasons; d++)
       if (t.drops[d]) drops[std::string(drop_reason_name(Drop(d)))] = t.drops[d];
@@ -264,22 +485,23 @@ json Daemon::show(const std::string& what, const std::vector<std::string>& args)
   if (what == "ports") {
     json out = json::array();
     const Snapshot& s = dp_->snapshot();
-    for (const auto& pr : ports_) {
-      json p = {{"id", pr.id}, {"name", pr.host_ifname}, {"kind", pr.port->kind()}, {"endpoint", pr.endpoint},
+    for (uint16_t id = 0; id < ports_.size(); id++) {
+      const PortRec& pr = ports_[id];
+      if (!pr.port) continue;
+      json p = {{"id", id}, {"name", pr.host_ifname}, {"kind", pr.port->kind()}, {"endpoint", pr.endpoint},
                 {"network", pr.network}, {"ifname", pr.ifname}, {"mac", mac_to_string(pr.mac)},
-                {"ip", ipv4_to_string(pr.ip)}, {"worker", s.port(pr.id) ? s.port(pr.id)->owner : 0}};
-      p["counters"] = port_counters(pr);
+                {"ip", ipv4_to_string(pr.ip)}, {"worker", s.port(id) ? s.port(id)->owner : 0}};
+      p["counters"] = port_counters(id);
       out.push_back(p);
     }
     return out;
   }
   if (what == "networks") {
     json out = json::array();
-    for (size_t i = 0; i < cfg_.networks.size(); i++) {
-      const auto& n = cfg_.networks[i];
+    for (const auto& n : cfg_.networks) {
       json eps = json::array();
-      for (const auto& pr : ports_)
-        if (pr.bd == i) eps.push_back(pr.endpoint);
+      for (const auto& e : cfg_.endpoints)
+        if (std::count(e.networks.begin(), e.networks.end(), n.name)) eps.push_back(e.name);
       out.push_back({{"name", n.name}, {"driver", "bridge"}, {"subnet", prefix_to_string(n.subnet)},
                      {"gateway", ipv4_to_string(n.gateway)}, {"mtu", n.mtu}, {"internal", n.internal}, {"endpoints", eps}});
     }
@@ -287,31 +509,24 @@ json Daemon::show(const std::string& what, const std::vector<std::string>& args)
   }
   if (what == "endpoints") {
     json out = json::array();
-    for (const auto& ep : plan_.endpoints) {
-      json atts = json::array();
-      for (const auto& a : ep.attachments)
-        atts.push_back({{"network", a.network}, {"ifname", a.ifname}, {"host_ifname", a.host_ifname},
-                        {"mac", mac_to_string(a.mac)}, {"ip", ipv4_to_string(a.ip) + "/" + std::to_string(a.prefix_len)}});
-      json e = {{"name", ep.name}, {"mode", mode_name(ep.mode)}, {"netns", ep.netns_path}, {"attachments", atts}};
-      if (ep.mode == Mode::kContainer) e["joins"] = ep.joins;
-      out.push_back(e);
-    }
+    for (const auto& ep : plan_.endpoints) out.push_back(endpoint_json(ep));
     return out;
   }
   if (what == "mac") {
     int bd = -1;
     if (!args.empty()) {
-      for (size_t i = 0; i < cfg_.networks.size(); i++)
-        if (cfg_.networks[i].name == args[0]) bd = int(i);
-      if (bd < 0) throw std::runtime_error("unknown network '" + args[0] + "'");
+      auto it = bd_of_.find(args[0]);
+      if (it == bd_of_.end()) throw std::runtime_error("unknown network '" + args[0] + "'");
+      bd = it->second;
     }
     json out = json::array();
     uint32_t now = now_ms();
     dp_->macs().for_each([&](const MacTable::Entry& e) {
       if (bd >= 0 && e.bd != bd) return;
-      std::string port = e.port < ports_.size() ? ports_[e.port].host_ifname : std::to_string(e.port);
-      std::string ep = e.port < ports_.size() ? ports_[e.port].endpoint : "";
-      out.push_back({{"network", e.bd < cfg_.networks.size() ? cfg_.networks[e.bd].name : "?"},
+      bool known = e.port < ports_.size() && ports_[e.port].port;
+      std::string port = known ? ports_[e.port].host_ifname : std::to_string(e.port);
+      std::string ep = known ? ports_[e.port].endpoint : "";
+      out.push_back({{"network", e.bd < bd_name_.size() ? bd_name_[e.bd] : "?"},
                      {"mac", mac_to_string(e.mac)}, {"port", port}, {"endpoint", ep},
                      {"age_ms", int32_t(now - e.last_seen_ms) < 0 ? 0 : now - e.last_seen_ms},
                      {"established", e.established}});
@@ -320,8 +535,10 @@ json Daemon::show(const std::string& what, const std::vector<std::string>& args)
   }
   if (what == "counters") {
     json ports = json::object();
-    for (const auto& pr : ports_) {
-      ports[pr.host_ifname] = port_counters(pr);
+    for (uint16_t id = 0; id < ports_.size(); id++) {
+      const PortRec& pr = ports_[id];
+      if (!pr.port) continue;
+      ports[pr.host_ifname] = port_counters(id);
       ports[pr.host_ifname]["endpoint"] = pr.endpoint;
       ports[pr.host_ifname]["network"] = pr.network;
     }
@@ -338,7 +555,8 @@ json Daemon::show(const std::string& what, const std::vector<std::string>& args)
             {"mac_table", {{"entries", dp_->macs().count()}, {"capacity", dp_->macs().capacity()}}},
             {"xdp", {{"redirected", redir}, {"passed_no_socket", passed}}}};
   }
-  throw std::runtime_error("cannot show '" + what + "': expected ports, networks, endpoints, mac [NETWORK], counters");
+  if (what == "conntrack") return json::array();  // no network does NAT yet: nothing is tracked
+  throw std::runtime_error("cannot show '" + what + "': expected ports, networks, endpoints, mac [NETWORK], conntrack, counters");
 }
 
 }  // namespace dpsw

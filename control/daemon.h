@@ -1,8 +1,17 @@
 // The dpsw daemon's control thread: turns a Config into namespaces, veths,
-// AF_XDP ports and a dataplane snapshot, serves the control socket, ages the
-// MAC table, and tears everything down on SIGINT/SIGTERM.
+// AF_XDP ports and a dataplane snapshot; changes them while workers forward
+// (add/remove networks and endpoints, reload); serves the control socket;
+// ages the MAC table; tears everything down on SIGINT/SIGTERM.
+//
+// Every change follows one pattern: validate the whole resulting config
+// (check_config + make_plan) before touching anything; create new kernel
+// state and ports; publish one new snapshot; for removals, publish first,
+// wait for a QSBR grace period, then flush MACs and free ports, links and
+// namespaces. Untouched endpoints' ports, MAC entries and addresses never
+// change, so their traffic flows on.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -37,20 +46,41 @@ class Daemon {
 
   nlohmann::json handle(const nlohmann::json& req);  // control socket requests
 
+  // Runtime changes. Each throws (ConfigError or runtime_error) and changes
+  // nothing when the request is bad.
+  nlohmann::json add_network(const NetworkConfig& n);
+  nlohmann::json del_network(const std::string& name);
+  nlohmann::json add_endpoint(const EndpointConfig& e);
+  nlohmann::json del_endpoint(const std::string& name);
+  nlohmann::json reload();
+
  private:
   struct PortRec {
-    uint16_t id;
     std::string endpoint, network, host_ifname, ifname;
     int ifindex = 0;
     uint16_t bd = 0;
     Mac mac = 0;
     uint32_t ip = 0;
     uint32_t mtu = 1500;
-    std::unique_ptr<AfxdpPort> port;
+    std::unique_ptr<AfxdpPort> port;  // nullptr: id free
   };
-  void create_endpoint(const PlannedEndpoint& ep);
+  struct EndpointRec {
+    bool created_netns = false;
+    std::string netns_name;
+    std::vector<uint16_t> ports;
+    std::vector<std::string> links;
+  };
+
+  void create_endpoint(const PlannedEndpoint& ep);  // all or nothing
+  void release(EndpointRec& rec);                     // ports must be out of the snapshot
+  void destroy_endpoint(const std::string& name);     // publish without it, grace period, release
+  uint16_t add_bd(const std::string& network);
+  void remove_bd(const std::string& network);         // after its ports are gone
   void publish_snapshot();
+  void check_netns_paths(const Plan& plan, const std::vector<std::string>& endpoints) const;
   nlohmann::json show(const std::string& what, const std::vector<std::string>& args);
+  nlohmann::json endpoint_json(const PlannedEndpoint& ep) const;
+  const PlannedEndpoint* planned(const std::string& name) const;
 
   Config cfg_;
   Plan plan_;
@@ -59,8 +89,10 @@ class Daemon {
   std::unique_ptr<XdpProgram> xdp_;
   std::unique_ptr<Dataplane> dp_;
   std::unique_ptr<CtlServer> ctl_;
-  std::vector<PortRec> ports_;
-  std::vector<std::string> created_netns_;
+  std::vector<PortRec> ports_;                  // by port id
+  std::map<std::string, uint16_t> bd_of_;       // network -> bridge domain id
+  std::vector<std::string> bd_name_;            // bridge domain id -> network ("" free)
+  std::map<std::string, EndpointRec> eps_;
   uint64_t generation_ = 0;
 };
 

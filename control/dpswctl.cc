@@ -3,6 +3,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/program_options.hpp>
 #include <cstdio>
 #include <cstring>
@@ -84,6 +85,9 @@ static void print_human(const std::string& what, const json& r) {
     table({"WORKER", "CORE", "LOOPS", "BUSY(cycles)", "PKTS/BUSY_LOOP", "LEARN_SKIPPED"}, rows);
     std::printf("\nmac table: %s/%s entries; xdp: %s redirected, %s passed (no socket)\n", s(r["mac_table"]["entries"]).c_str(),
                 s(r["mac_table"]["capacity"]).c_str(), s(r["xdp"]["redirected"]).c_str(), s(r["xdp"]["passed_no_socket"]).c_str());
+  } else if (what == "conntrack") {
+    if (r.empty()) std::printf("no tracked connections (no network uses NAT)\n");
+    else std::printf("%s\n", r.dump(2).c_str());
   } else {
     std::printf("%s\n", r.dump(2).c_str());
   }
@@ -96,20 +100,23 @@ int main(int argc, char** argv) {
       "dpswctl - control a running dpsw\n\n"
       "Usage: dpswctl [--socket PATH] [--json] COMMAND\n\n"
       "Commands:\n"
-      "  show ports | networks | endpoints | mac [NETWORK] | counters\n"
-      "  version\n\nOptions");
+      "  show ports | networks | endpoints | mac [NETWORK] | conntrack | counters\n"
+      "  network add NAME --subnet CIDR [--gateway IP] [--ip-range CIDR] [--mtu N] [--internal] [--driver bridge]\n"
+      "  network del NAME\n"
+      "  endpoint add NAME --network NET [--network NET2 ...] [--ip IP] [--mac MAC] [--mode MODE] [--netns PATH]\n"
+      "  endpoint del NAME\n"
+      "  reload                  re-read the config file and apply only the difference\n"
+      "  version\n"
+      "The --flags of add are the keys of the config file (ip_range may be written --ip-range).\n\nOptions");
   desc.add_options()("help,h", "show this help")("socket,s", po::value(&sock), "control socket (default /run/dpsw/dpsw.sock)")(
       "json", "print the daemon's JSON answer (for scripts)");
-  po::options_description hidden;
-  hidden.add_options()("words", po::value(&words));
-  po::options_description all;
-  all.add(desc).add(hidden);
-  po::positional_options_description pos;
-  pos.add("words", -1);
   po::variables_map vm;
   try {
-    po::store(po::command_line_parser(argc, argv).options(all).positional(pos).run(), vm);
+    // Unknown --flags belong to `add` (config keys): keep them, in order, with the words.
+    auto parsed = po::command_line_parser(argc, argv).options(desc).allow_unregistered().run();
+    po::store(parsed, vm);
     po::notify(vm);
+    words = po::collect_unrecognized(parsed.options, po::include_positional);
   } catch (const po::error& e) {
     std::fprintf(stderr, "dpswctl: %s\n", e.what());
     return 2;
@@ -118,7 +125,45 @@ int main(int argc, char** argv) {
     std::cout << desc << "\n";
     return words.empty() && !vm.count("help") ? 2 : 0;
   }
-  json req = {{"v", 1}, {"cmd", words[0]}, {"args", std::vector<std::string>(words.begin() + 1, words.end())}};
+  json req = {{"v", 1}, {"cmd", words[0]}};
+  std::vector<std::string> args;
+  if ((words[0] == "network" || words[0] == "endpoint") && words.size() >= 2 && words[1] == "add") {
+    // network/endpoint add NAME --key value ...: build the same object as a config file item.
+    if (words.size() < 3 || words[2].rfind("--", 0) == 0) {
+      std::fprintf(stderr, "dpswctl: %s add needs a NAME\n", words[0].c_str());
+      return 2;
+    }
+    json spec = {{"name", words[2]}};
+    for (size_t i = 3; i < words.size(); i++) {
+      std::string k = words[i];
+      if (k.rfind("--", 0) != 0) {
+        std::fprintf(stderr, "dpswctl: unexpected '%s' (flags look like --subnet VALUE)\n", k.c_str());
+        return 2;
+      }
+      k = k.substr(2);
+      std::string v;
+      if (auto eq = k.find('='); eq != std::string::npos) {
+        v = k.substr(eq + 1);
+        k = k.substr(0, eq);
+      } else if (k == "internal") {
+        v = "true";
+      } else if (i + 1 < words.size()) {
+        v = words[++i];
+      } else {
+        std::fprintf(stderr, "dpswctl: --%s needs a value\n", k.c_str());
+        return 2;
+      }
+      std::replace(k.begin(), k.end(), '-', '_');
+      if (k == "network" || k == "networks") spec["networks"].push_back(v);
+      else if (k == "internal") spec[k] = v == "true" || v == "yes" || v == "1";
+      else spec[k] = v;
+    }
+    args = {"add"};
+    req["spec"] = spec;
+  } else {
+    args.assign(words.begin() + 1, words.end());
+  }
+  req["args"] = args;
 
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_un addr{};
@@ -148,8 +193,29 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "dpswctl: %s\n", resp.value("error", std::string("request failed")).c_str());
     return 1;
   }
-  if (vm.count("json")) std::printf("%s\n", resp["result"].dump(2).c_str());
-  else if (words[0] == "show" && words.size() > 1) print_human(words[1], resp["result"]);
-  else std::printf("%s\n", resp["result"].dump(2).c_str());
+  const json& r = resp["result"];
+  if (vm.count("json")) std::printf("%s\n", r.dump(2).c_str());
+  else if (words[0] == "show" && words.size() > 1) print_human(words[1], r);
+  else if (words[0] == "reload") {
+    if (r.value("unchanged", false)) {
+      std::printf("reload: no changes\n");
+    } else {
+      for (auto& [k, v] : r["applied"].items())
+        if (!v.empty()) {
+          std::string names;
+          for (auto& n : v) names += (names.empty() ? "" : ", ") + s(n);
+          std::printf("%-18s %s\n", (k + ":").c_str(), names.c_str());
+        }
+    }
+  } else if ((words[0] == "network" || words[0] == "endpoint") && args[0] == "add") {
+    std::printf("%s %s added\n", words[0].c_str(), words[2].c_str());
+    if (words[0] == "endpoint")
+      for (auto& a : r["attachments"])
+        std::printf("  %s on %s: %s %s\n", s(a["ifname"]).c_str(), s(a["network"]).c_str(), s(a["ip"]).c_str(), s(a["mac"]).c_str());
+  } else if (words[0] == "network" || words[0] == "endpoint") {
+    std::printf("%s %s removed\n", words[0].c_str(), words.size() > 2 ? words[2].c_str() : "");
+  } else {
+    std::printf("%s\n", r.dump(2).c_str());
+  }
   return 0;
 }
