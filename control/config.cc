@@ -174,7 +174,7 @@ void parse_network(Map& m, const YAML::Node& n, NetworkConfig& net) {
     net.ip_range = *rp;
   }
   if (auto v = m.get("internal")) net.internal = boolean(m, v, m.key("internal"));
-  if (auto v = m.get("mtu")) net.mtu = uint32_t(integer(m, v, m.key("mtu"), 576, 3500));
+  if (auto v = m.get("mtu")) net.mtu = uint32_t(integer(m, v, m.key("mtu"), 576, 9000));
   m.finish();
 }
 
@@ -211,10 +211,27 @@ void parse_endpoint(Map& m, const YAML::Node& n, EndpointConfig& ep) {
   if (auto v = m.get("port")) {
     std::string s = scalar(m, v, m.key("port"));
     if (s == "afxdp") ep.port = PortKind::kAfxdp;
-    else if (s == "vhost") m.fail(v, m.key("port"), "port kind 'vhost' is not supported by this version of dpsw yet");
+    else if (s == "vhost") ep.port = PortKind::kVhost;
     else m.fail(v, m.key("port"), "'" + s + "' is not one of afxdp, vhost");
   }
-  if (auto v = m.get("vhost_socket")) m.fail(v, m.key("vhost_socket"), "only valid with port: vhost");
+  if (auto v = m.get("vhost_socket")) {
+    if (ep.port != PortKind::kVhost) m.fail(v, m.key("vhost_socket"), "only valid with port: vhost");
+    ep.vhost_socket = scalar(m, v, m.key("vhost_socket"));
+    if (ep.vhost_socket.empty() || ep.vhost_socket[0] != '/' || ep.vhost_socket.size() > 100)
+      m.fail(v, m.key("vhost_socket"), "'" + ep.vhost_socket + "' is not an absolute path of at most 100 bytes");
+  }
+  if (auto v = m.get("vhost_mode")) {
+    std::string s = scalar(m, v, m.key("vhost_mode"));
+    if (ep.port != PortKind::kVhost) m.fail(v, m.key("vhost_mode"), "only valid with port: vhost");
+    if (s != "server" && s != "client") m.fail(v, m.key("vhost_mode"), "'" + s + "' is not one of server, client");
+    ep.vhost_client = s == "client";
+  }
+  if (ep.port == PortKind::kVhost) {
+    if (ep.vhost_socket.empty()) m.fail(n, m.key("vhost_socket"), "required with port: vhost");
+    if (ep.mode != Mode::kBridge) m.fail(n, m.key("port"), "port: vhost needs mode bridge");
+    if (ep.networks.size() != 1) m.fail(n, m.key("networks"), "a vhost endpoint attaches to exactly one network");
+    if (!ep.netns.empty()) m.fail(n, m.key("netns"), "not valid with port: vhost (the application has no namespace of ours)");
+  }
   if (auto v = m.get("mac")) {
     std::string s = scalar(m, v, m.key("mac"));
     auto mac = mac_parse(s);
@@ -352,11 +369,19 @@ void check_config(const Config& cfg) {
   }
   for (size_t i = 0; i < cfg.endpoints.size(); i++) {
     const auto& ep = cfg.endpoints[i];
-    for (size_t j = 0; j < i; j++)
+    for (size_t j = 0; j < i; j++) {
       if (cfg.endpoints[j].name == ep.name) throw ConfigError(ep.src.where("name") + "endpoint '" + ep.name + "' is defined twice");
-    for (size_t j = 0; j < ep.networks.size(); j++)
-      if (!cfg.network(ep.networks[j]))
-        throw ConfigError(ep.src.where("networks[" + std::to_string(j) + "]") + "unknown network '" + ep.networks[j] + "'");
+      if (!ep.vhost_socket.empty() && cfg.endpoints[j].vhost_socket == ep.vhost_socket)
+        throw ConfigError(ep.src.where("vhost_socket") + ep.vhost_socket + " is already the socket of endpoint '" + cfg.endpoints[j].name + "'");
+    }
+    for (size_t j = 0; j < ep.networks.size(); j++) {
+      const NetworkConfig* net = cfg.network(ep.networks[j]);
+      if (!net) throw ConfigError(ep.src.where("networks[" + std::to_string(j) + "]") + "unknown network '" + ep.networks[j] + "'");
+      if (ep.port == PortKind::kAfxdp && net->mtu > kAfxdpMaxMtu)
+        throw ConfigError(ep.src.where("networks[" + std::to_string(j) + "]") + "network '" + net->name + "' has mtu " +
+                          std::to_string(net->mtu) + "; AF_XDP ports carry at most " + std::to_string(kAfxdpMaxMtu) +
+                          " (use port: vhost for jumbo frames)");
+    }
     if (ep.mode != Mode::kContainer) continue;
     const auto* t = cfg.endpoint(ep.container);
     if (!t) throw ConfigError(ep.src.where("mode") + "unknown endpoint '" + ep.container + "' in container:" + ep.container);
@@ -375,7 +400,7 @@ bool NetworkConfig::same_definition(const NetworkConfig& o) const {
 
 bool EndpointConfig::same_definition(const EndpointConfig& o) const {
   return name == o.name && networks == o.networks && mode == o.mode && container == o.container && netns == o.netns &&
-         port == o.port && mac == o.mac && ip == o.ip;
+         port == o.port && vhost_socket == o.vhost_socket && vhost_client == o.vhost_client && mac == o.mac && ip == o.ip;
 }
 
 bool ConfigDiff::empty() const {
@@ -465,7 +490,10 @@ Plan make_plan(const Config& cfg, const Plan* previous) {
     PlannedEndpoint pe;
     pe.name = ep.name;
     pe.mode = ep.mode;
-    if (ep.mode == Mode::kContainer) {
+    pe.port = ep.port;
+    pe.vhost_socket = ep.vhost_socket;
+    pe.vhost_client = ep.vhost_client;
+    if (ep.mode == Mode::kContainer || ep.port == PortKind::kVhost) {
       pe.joins = ep.container;
     } else if (ep.mode != Mode::kHost) {
       if (ep.netns.empty()) {
@@ -481,8 +509,8 @@ Plan make_plan(const Config& cfg, const Plan* previous) {
       PlannedAttachment a;
       a.network = net.name;
       a.bd = bd_of(net.name);
-      a.host_ifname = host_ifname(cfg.sw.name, ep.name, net.name);
-      a.ifname = "eth" + std::to_string(i);
+      a.host_ifname = ep.port == PortKind::kVhost ? ep.vhost_socket : host_ifname(cfg.sw.name, ep.name, net.name);
+      a.ifname = ep.port == PortKind::kVhost ? "" : "eth" + std::to_string(i);
       a.prefix_len = net.subnet.len;
       a.gateway = net.gateway;
       a.mtu = net.mtu;

@@ -35,6 +35,7 @@ struct ItemSource {
 enum class Driver { kBridge, kOverlay, kMacvlan };
 enum class Mode { kBridge, kNone, kHost, kContainer };
 enum class PortKind { kAfxdp, kVhost };
+constexpr uint32_t kAfxdpMaxMtu = 3500;  // one 4 KiB UMEM frame per packet (no multi-buffer yet)
 
 struct SwitchConfig {
   std::string name = "dpsw";          // instance name: prefix of namespaces and links
@@ -67,6 +68,8 @@ struct EndpointConfig {
   std::string container;              // with Mode::kContainer
   std::string netns;                  // adopt this namespace (path) instead of creating one
   PortKind port = PortKind::kAfxdp;
+  std::string vhost_socket;           // with PortKind::kVhost
+  bool vhost_client = false;          // vhost_mode: client (dpsw connects to the application's socket)
   std::optional<Mac> mac;
   std::optional<uint32_t> ip;
   ItemSource src;
@@ -127,6 +130,9 @@ struct PlannedEndpoint {
   std::string netns_path;    // path to open; empty for host mode
   bool create_netns = false;
   std::string joins;         // Mode::kContainer: endpoint whose namespace this one shares
+  PortKind port = PortKind::kAfxdp;
+  std::string vhost_socket;  // PortKind::kVhost: no namespace, no veth; one attachment
+  bool vhost_client = false;
   std::vector<PlannedAttachment> attachments;
 };
 

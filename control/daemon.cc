@@ -15,6 +15,8 @@
 #include "control/log.h"
 #include "control/netlink.h"
 #include "dataplane/clock.h"
+#include "dataplane/dpdk_env.h"
+#include "dataplane/vhost_port.h"
 
 namespace dpsw {
 
@@ -123,6 +125,39 @@ void Daemon::remove_bd(const std::string& network) {
   bd_name_[id].clear();
 }
 
+uint16_t Daemon::new_port_id() {
+  uint16_t id = 0;
+  while (id < ports_.size() && ports_[id].port) id++;
+  if (id >= kMaxPorts) throw std::runtime_error("too many ports (max " + std::to_string(kMaxPorts) + ")");
+  if (id == ports_.size()) ports_.emplace_back();
+  return id;
+}
+
+void Daemon::create_vhost_endpoint(const PlannedEndpoint& ep, EndpointRec& rec) {
+  const PlannedAttachment& a = ep.attachments.at(0);
+  if (!ep.vhost_client) {
+    // Server mode: the socket path is ours. One nobody answers on is stale.
+    if (CtlServer::in_use(ep.vhost_socket)) throw std::runtime_error("vhost socket " + ep.vhost_socket + " is in use");
+    journal_->record("sock", ep.vhost_socket);
+    unlink(ep.vhost_socket.c_str());
+  }
+  // Workers become EAL threads (mempool caches) once DPDK is up.
+  dp_->set_thread_hook(&DpdkEnv::register_this_thread);
+  uint16_t id = new_port_id();
+  PortRec& pr = ports_[id];
+  pr.port = std::make_unique<VhostPort>("vhost:" + ep.name, VhostPort::Options{ep.vhost_socket, ep.vhost_client, cfg_.sw.name});
+  pr.endpoint = ep.name;
+  pr.network = a.network;
+  pr.host_ifname = ep.vhost_socket;
+  pr.bd = bd_of_.at(a.network);
+  pr.mac = a.mac;
+  pr.ip = a.ip;
+  pr.mtu = a.mtu;
+  rec.ports.push_back(id);
+  LOG_INFO("endpoint %s: vhost-user %s %s on network %s (port %u)", ep.name.c_str(), ep.vhost_client ? "client of" : "server at",
+           ep.vhost_socket.c_str(), a.network.c_str(), id);
+}
+
 void Daemon::create_endpoint(const PlannedEndpoint& ep) {
   EndpointRec rec;
   if (ep.mode == Mode::kHost || ep.mode == Mode::kContainer) {  // nothing of its own to create
@@ -130,6 +165,11 @@ void Daemon::create_endpoint(const PlannedEndpoint& ep) {
     return;
   }
   try {
+    if (ep.port == PortKind::kVhost) {
+      create_vhost_endpoint(ep, rec);
+      eps_[ep.name] = std::move(rec);
+      return;
+    }
     if (ep.create_netns) {
       journal_->record("netns", ep.netns_name);
       netns::create(ep.netns_name);
@@ -162,10 +202,7 @@ void Daemon::create_endpoint(const PlannedEndpoint& ep) {
       inside.set_up(a.ifname);
       if (i == 0) inside.add_default_route(a.gateway);
 
-      uint16_t id = 0;
-      while (id < ports_.size() && ports_[id].port) id++;
-      if (id >= kMaxPorts) throw std::runtime_error("too many ports (max " + std::to_string(kMaxPorts) + ")");
-      if (id == ports_.size()) ports_.emplace_back();
+      uint16_t id = new_port_id();
       PortRec& pr = ports_[id];
       pr.endpoint = ep.name;
       pr.network = a.network;
@@ -176,9 +213,12 @@ void Daemon::create_endpoint(const PlannedEndpoint& ep) {
       pr.mac = a.mac;
       pr.ip = a.ip;
       pr.mtu = a.mtu;
-      pr.port = std::make_unique<AfxdpPort>(a.host_ifname, AfxdpPort::Options{});
+      auto port = std::make_unique<AfxdpPort>(a.host_ifname, AfxdpPort::Options{});
+      int fd = port->fd();
+      pr.port = std::move(port);
       rec.ports.push_back(id);
-      xdp_->bind_socket(pr.ifindex, id, pr.port->fd());
+      pr.xdp = true;
+      xdp_->bind_socket(pr.ifindex, id, fd);
       xdp_->attach(pr.ifindex, a.host_ifname);
       LOG_INFO("endpoint %s: %s %s/%u on network %s via %s (port %u)", ep.name.c_str(), mac_to_string(a.mac).c_str(),
                ipv4_to_string(a.ip).c_str(), a.prefix_len, a.network.c_str(), a.host_ifname.c_str(), id);
@@ -194,11 +234,11 @@ void Daemon::release(EndpointRec& rec) {
   for (uint16_t id : rec.ports) {
     PortRec& pr = ports_[id];
     if (dp_) dp_->macs().flush_port(id);
-    if (xdp_) {
+    if (xdp_ && pr.xdp) {
       xdp_->unbind_socket(pr.ifindex, id);
       xdp_->detach(pr.ifindex);
     }
-    pr.port.reset();  // closes the socket (and leaves the worker's epoll set)
+    pr.port.reset();  // closes the socket / vhost device (and leaves the worker's epoll set)
     pr = PortRec{};
   }
   try {
@@ -288,7 +328,6 @@ json Daemon::del_network(const std::string& name) {
 }
 
 json Daemon::add_endpoint(const EndpointConfig& e) {
-  if (e.port != PortKind::kAfxdp) throw ConfigError("endpoint add: only port: afxdp is supported");
   Config next = cfg_;
   next.endpoints.push_back(e);
   check_config(next);
@@ -323,8 +362,6 @@ json Daemon::reload() {
     throw ConfigError(cfg_.path + ": " + keys + " cannot change while dpsw runs (restart it); nothing was changed");
   }
   auto in = [](const std::vector<std::string>& v, const std::string& x) { return std::find(v.begin(), v.end(), x) != v.end(); };
-  for (const auto& e : next.endpoints)
-    if (e.port != PortKind::kAfxdp) throw ConfigError(cfg_.path + ": endpoint '" + e.name + "': only port: afxdp is supported");
   // Plan against what stays: changed endpoints are planned from scratch.
   Plan keep;
   for (const auto& ep : plan_.endpoints)
@@ -420,6 +457,7 @@ void Daemon::teardown() {
   eps_.clear();
   dp_.reset();
   xdp_.reset();
+  DpdkEnv::shutdown();  // no-op unless a vhost port brought DPDK up
   if (journal_) {
     try {
       Rtnl rt;
@@ -468,8 +506,13 @@ json Daemon::endpoint_json(const PlannedEndpoint& ep) const {
   for (const auto& a : ep.attachments)
     atts.push_back({{"network", a.network}, {"ifname", a.ifname}, {"host_ifname", a.host_ifname},
                     {"mac", mac_to_string(a.mac)}, {"ip", ipv4_to_string(a.ip) + "/" + std::to_string(a.prefix_len)}});
-  json e = {{"name", ep.name}, {"mode", mode_name(ep.mode)}, {"netns", ep.netns_path}, {"attachments", atts}};
+  json e = {{"name", ep.name}, {"mode", mode_name(ep.mode)}, {"netns", ep.netns_path}, {"attachments", atts},
+            {"port", ep.port == PortKind::kVhost ? "vhost" : "afxdp"}};
   if (ep.mode == Mode::kContainer) e["joins"] = ep.joins;
+  if (ep.port == PortKind::kVhost) {
+    e["vhost_socket"] = ep.vhost_socket;
+    e["vhost_mode"] = ep.vhost_client ? "client" : "server";
+  }
   return e;
 }
 
@@ -490,7 +533,8 @@ json Daemon::show(const std::string& what, const std::vector<std::string>& args)
       if (!pr.port) continue;
       json p = {{"id", id}, {"name", pr.host_ifname}, {"kind", pr.port->kind()}, {"endpoint", pr.endpoint},
                 {"network", pr.network}, {"ifname", pr.ifname}, {"mac", mac_to_string(pr.mac)},
-                {"ip", ipv4_to_string(pr.ip)}, {"worker", s.port(id) ? s.port(id)->owner : 0}};
+                {"ip", ipv4_to_string(pr.ip)}, {"worker", s.port(id) ? s.port(id)->owner : 0},
+                {"link", pr.port->link_up() ? "up" : "down"}, {"link_changes", pr.port->link_changes()}};
       p["counters"] = port_counters(id);
       out.push_back(p);
     }
@@ -551,7 +595,12 @@ json Daemon::show(const std::string& what, const std::vector<std::string>& args)
                          {"learn_skipped", c.learn_skipped.get()}});
     }
     auto [redir, passed] = xdp_->stats();
-    return {{"ports", ports}, {"workers", workers},
+    json dpdk = nullptr;
+    if (DpdkEnv::up()) {
+      auto& env = DpdkEnv::get(cfg_.sw.name);
+      dpdk = {{"mbufs_total", env.mbufs_total()}, {"mbufs_available", env.mbufs_available()}};
+    }
+    return {{"ports", ports}, {"workers", workers}, {"dpdk", dpdk},
             {"mac_table", {{"entries", dp_->macs().count()}, {"capacity", dp_->macs().capacity()}}},
             {"xdp", {{"redirected", redir}, {"passed_no_socket", passed}}}};
   }

@@ -22,6 +22,7 @@
 #include "control/journal.h"
 #include "dataplane/afxdp_port.h"
 #include "dataplane/dataplane.h"
+#include "dataplane/port.h"
 
 namespace dpsw {
 
@@ -62,7 +63,8 @@ class Daemon {
     Mac mac = 0;
     uint32_t ip = 0;
     uint32_t mtu = 1500;
-    std::unique_ptr<AfxdpPort> port;  // nullptr: id free
+    std::unique_ptr<Port> port;  // nullptr: id free
+    bool xdp = false;            // AF_XDP: bound in the XDP maps, program attached to ifindex
   };
   struct EndpointRec {
     bool created_netns = false;
@@ -72,6 +74,8 @@ class Daemon {
   };
 
   void create_endpoint(const PlannedEndpoint& ep);  // all or nothing
+  void create_vhost_endpoint(const PlannedEndpoint& ep, EndpointRec& rec);
+  uint16_t new_port_id();
   void release(EndpointRec& rec);                     // ports must be out of the snapshot
   void destroy_endpoint(const std::string& name);     // publish without it, grace period, release
   uint16_t add_bd(const std::string& network);

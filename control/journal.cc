@@ -36,6 +36,7 @@ int Journal::recover() {
   std::string kind, name;
   while (in >> kind >> name) {
     if (kind == "link" && rt.delete_link(name)) removed++;
+    if (kind == "sock" && unlink(name.c_str()) == 0) removed++;  // a vhost-user server socket
     if (kind == "netns" && netns::exists(name)) {
       netns::remove(name);
       removed++;

@@ -126,8 +126,14 @@ void Worker::run() {
   const auto block_after = std::chrono::microseconds(dp_.opt_.idle_after_us);
   dp_.qsbr_.online(id_);
   auto last_frame = clock::now();
+  void (*ran_hook)() = nullptr;
   uint64_t t0 = rdtsc();
   while (dp_.running()) {
+    // acquire: pairs with set_thread_hook(); one load per loop, a call only once.
+    if (auto* hook = dp_.thread_hook_.load(std::memory_order_acquire); hook != ran_hook) {
+      hook();
+      ran_hook = hook;
+    }
     unsigned moved = poll_once();
     uint64_t t1 = rdtsc();
     wc_->loops.add(1);

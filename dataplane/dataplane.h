@@ -73,6 +73,9 @@ class Dataplane {
   void maintain(uint32_t now_ms, uint32_t aging_ms);
   // Block until every worker has passed a quiescent point (control thread only).
   void synchronize();
+  // Have every worker run fn once, on its own thread, at its next loop
+  // iteration (e.g. register with DPDK's EAL once that is up).
+  void set_thread_hook(void (*fn)()) { thread_hook_.store(fn, std::memory_order_release); }  // release: fn's setup is visible
 
   const Snapshot& snapshot() const { return *snap_.load(std::memory_order_acquire); }
   MacTable& macs() { return macs_; }
@@ -97,6 +100,7 @@ class Dataplane {
   std::vector<std::unique_ptr<Worker>> workers_;
   std::vector<std::thread> threads_;
   std::atomic<bool> running_{false};
+  std::atomic<void (*)()> thread_hook_{nullptr};
   // Idle blocking: one epoll set per worker, kept in step with the snapshot
   // by publish() (control thread); wake_fd_ (eventfd) is in every set so
   // stop() can wake blocked workers. A closed port fd leaves the sets by itself.

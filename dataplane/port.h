@@ -50,6 +50,11 @@ class Port {
   // worker never blocks). Stable for the port's lifetime.
   virtual int wait_fd() const { return -1; }
 
+  // Control thread, for `show ports`: is the peer there (a vhost-user
+  // application connected), and how often did that change.
+  virtual bool link_up() const { return true; }
+  virtual uint64_t link_changes() const { return 0; }
+
  private:
   std::string name_;
 };

@@ -56,6 +56,24 @@ TEST(Config, ParsesEveryDocumentedKey) {
   EXPECT_EQ(c.endpoints[4].mode, Mode::kHost);
 }
 
+TEST(Config, VhostEndpoints) {
+  Config c = parse_config(
+      "networks:\n  - name: j\n    subnet: 10.0.0.0/24\n    mtu: 9000\nendpoints:\n"
+      "  - name: vm\n    networks: [j]\n    port: vhost\n    vhost_socket: /run/dpsw/vm.sock\n"
+      "  - name: app\n    networks: [j]\n    port: vhost\n    vhost_socket: /run/app.sock\n    vhost_mode: client\n",
+      "v.yaml");
+  EXPECT_EQ(c.endpoints[0].port, PortKind::kVhost);
+  EXPECT_FALSE(c.endpoints[0].vhost_client);
+  EXPECT_TRUE(c.endpoints[1].vhost_client);
+  Plan p = make_plan(c);
+  EXPECT_TRUE(p.endpoints[0].netns_path.empty());  // no namespace, no veth
+  EXPECT_FALSE(p.endpoints[0].create_netns);
+  EXPECT_EQ(p.endpoints[0].vhost_socket, "/run/dpsw/vm.sock");
+  ASSERT_EQ(p.endpoints[0].attachments.size(), 1u);
+  EXPECT_EQ(p.endpoints[0].attachments[0].mtu, 9000u);
+  EXPECT_EQ(ipv4_to_string(p.endpoints[0].attachments[0].ip), "10.0.0.2");  // reserved for the application
+}
+
 TEST(Config, DefaultsWhenSwitchIsOmitted) {
   Config c = parse_config("networks:\n  - name: n\n    subnet: 10.1.0.0/16\n", "d.yaml");
   EXPECT_EQ(c.sw.name, "dpsw");
@@ -144,7 +162,14 @@ INSTANTIATE_TEST_SUITE_P(
         Bad{"endpoints:\n  - name: e\n    mode: none\n    netns: relative/path\n", "bad.yaml:4: endpoints[0].netns: 'relative/path' is not an absolute path"},
         Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\nendpoints:\n  - name: e\n    networks: [a]\n    mac: 01:00:5e:00:00:01\n", "bad.yaml:7: endpoints[0].mac: 01:00:5e:00:00:01 is not a unicast MAC address"},
         Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\nendpoints:\n  - name: e\n    networks: [a]\n    ip: 10.0.0.300\n", "bad.yaml:7: endpoints[0].ip: '10.0.0.300' is not an IPv4 address"},
-        Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\nendpoints:\n  - name: e\n    networks: [a]\n    port: vhost\n", "bad.yaml:7: endpoints[0].port: port kind 'vhost' is not supported by this version of dpsw yet"},
+        Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\nendpoints:\n  - name: e\n    networks: [a]\n    port: vhost\n", "bad.yaml:5: endpoints[0].vhost_socket: required with port: vhost"},
+        Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\nendpoints:\n  - name: e\n    networks: [a]\n    vhost_socket: /x.sock\n", "bad.yaml:7: endpoints[0].vhost_socket: only valid with port: vhost"},
+        Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\nendpoints:\n  - name: e\n    networks: [a]\n    port: vhost\n    vhost_socket: rel.sock\n", "bad.yaml:8: endpoints[0].vhost_socket: 'rel.sock' is not an absolute path of at most 100 bytes"},
+        Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\nendpoints:\n  - name: e\n    networks: [a]\n    port: vhost\n    vhost_socket: /v.sock\n    vhost_mode: both\n", "bad.yaml:9: endpoints[0].vhost_mode: 'both' is not one of server, client"},
+        Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\n  - name: b\n    subnet: 10.1.0.0/24\nendpoints:\n  - name: e\n    networks: [a, b]\n    port: vhost\n    vhost_socket: /v.sock\n", "bad.yaml:7: endpoints[0].networks: a vhost endpoint attaches to exactly one network"},
+        Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\nendpoints:\n  - name: e\n    networks: [a]\n    port: vhost\n    vhost_socket: /v.sock\n  - name: f\n    networks: [a]\n    port: vhost\n    vhost_socket: /v.sock\n", "bad.yaml:12: endpoints[1].vhost_socket: /v.sock is already the socket of endpoint 'e'"},
+        Bad{"networks:\n  - name: j\n    subnet: 10.0.0.0/24\n    mtu: 9000\nendpoints:\n  - name: e\n    networks: [j]\n", "bad.yaml:7: endpoints[0].networks[0]: network 'j' has mtu 9000; AF_XDP ports carry at most 3500 (use port: vhost for jumbo frames)"},
+        Bad{"networks:\n  - name: j\n    subnet: 10.0.0.0/24\n    mtu: 9001\n", "bad.yaml:4: networks[0].mtu: '9001' is not a whole number in 576..9000"},
         // Plan-time errors name the line of the key at fault.
         Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\nendpoints:\n  - name: e\n    networks: [a]\n    ip: 10.1.0.5\n", "bad.yaml:7: endpoints[0].ip: 10.1.0.5 is not in subnet 10.0.0.0/24 of network 'a'"},
         Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\nendpoints:\n  - name: e\n    networks: [a]\n    ip: 10.0.0.1\n", "bad.yaml:7: endpoints[0].ip: 10.0.0.1 is the network, broadcast or gateway address of network 'a'"},
