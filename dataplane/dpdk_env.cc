@@ -37,8 +37,11 @@ DpdkEnv::DpdkEnv(const std::string& instance) {
   int main_core = 0;
   while (main_core < CPU_SETSIZE && !CPU_ISSET(main_core, &saved)) main_core++;
   std::string prefix = "dpsw-" + instance;
+  // A run killed with -9 leaves its runtime dir; we hold the instance lock, so it is ours.
+  std::error_code ec;
+  std::filesystem::remove_all("/var/run/dpdk/" + prefix, ec);
   std::vector<std::string> args = {"dpsw", "-l", std::to_string(main_core), "--no-huge", "-m", "512", "--no-pci",
-                                   "--no-shconf", "--file-prefix", prefix, "--log-level", "*:warning",
+                                   "--no-shconf", "--no-telemetry", "--file-prefix", prefix, "--log-level", "*:warning",
                                    "--log-level", "pmd.net.vhost:error", "--log-level", "lib.vhost.config:error"};
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());

@@ -5,6 +5,7 @@ Dpsw.cleanup() (called from __exit__, i.e. also when a test fails) removes
 the process it started (by PID) and anything with that prefix.
 """
 import json
+import re
 import os
 import secrets
 import shutil
@@ -148,8 +149,13 @@ class Dpsw:
 
     def cleanup(self):
         if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+            self.proc.terminate()  # let dpsw clean up after itself first
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(f"/var/run/dpdk/dpsw-{self.name}", ignore_errors=True)
         ns, links = self.leftovers()
         for l in links:
             sh("ip", "link", "del", l.split()[0], check_rc=False)
@@ -239,3 +245,42 @@ def scenario_main(scenarios):
         print(f"FAIL: {e}")
         sys.exit(1)
     print("PASS")
+
+
+class Testpmd:
+    """dpdk-testpmd as a virtio-user application: its own process, --in-memory
+    (hugepages, but no files left behind), ended by PID."""
+
+    def __init__(self, sock, mode, mac, server=False, extra=(), fwd_core=0, main_core=1):
+        vdev = f"virtio_user0,path={sock},queues=1,mac={mac}" + (",server=1" if server else "")
+        self.cmd = ["dpdk-testpmd", "-l", f"{fwd_core},{main_core}", "--main-lcore", str(main_core), "--no-pci", "--in-memory",
+                    "--single-file-segments", "--no-telemetry", "-m", "256", "--log-level", "*:error", "--vdev", vdev,
+                    "--", f"--forward-mode={mode}", "--auto-start", "--total-num-mbufs=8192", *extra]
+        self.proc = subprocess.Popen(self.cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.output = ""
+
+    def stop(self, timeout=30):
+        """Press Enter (testpmd stops forwarding, prints its statistics and exits); returns them."""
+        if self.proc.poll() is None:
+            try:
+                self.output = self.proc.communicate("\n", timeout=timeout)[0]
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.output = self.proc.communicate()[0]
+        m = re.search(r"Forward statistics for port 0.*?RX-packets:\s*(\d+).*?TX-packets:\s*(\d+)", self.output, re.S)
+        if not m:
+            raise TestFailure("no statistics from testpmd:\n" + self.output[-2000:])
+        return {"rx": int(m.group(1)), "tx": int(m.group(2))}
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def dpdk_cleanup():
+    # With --in-memory --no-telemetry testpmd creates nothing; an empty default dir is all that may remain.
+    try:
+        os.rmdir("/var/run/dpdk/rte")
+    except OSError:
+        pass

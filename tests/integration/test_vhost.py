@@ -1,0 +1,180 @@
+#!/usr/bin/env python3
+"""vhost-user endpoints with dpdk-testpmd (virtio-user) as the real peer."""
+import os
+import re
+import subprocess
+import time
+
+from dpswtest import Dpsw, Testpmd, TestFailure, check, dpdk_cleanup, ping, scenario_main, sh
+
+MAC_A, MAC_B = "02:00:00:00:aa:01", "02:00:00:00:bb:02"
+
+
+def vhost(name, d, net="a", **kw):
+    e = {"name": name, "networks": [net], "port": "vhost", "vhost_socket": os.path.join(d, f"{name}.sock")}
+    e.update(kw)
+    return e
+
+
+def with_dpsw(nets, eps_of_dir, **kw):
+    """Dpsw whose endpoints may need its temp dir (socket paths)."""
+    d = Dpsw(nets, [], **kw)
+    d_eps = eps_of_dir(d.dir)
+    text = open(d.cfg_path).read().rstrip("\n")
+    text = text.replace("endpoints:", "")
+    lines = ["endpoints:"]
+    for e in d_eps:
+        lines.append(f"  - name: {e['name']}")
+        for k, v in e.items():
+            if k != "name":
+                lines.append(f"    {k}: {v if not isinstance(v, list) else '[' + ', '.join(v) + ']'}")
+    d.write_config(text + "\n" + "\n".join(lines) + "\n")
+    return d
+
+
+def port(d, endpoint):
+    return [p for p in d.ctl("show", "ports") if p["endpoint"] == endpoint][0]
+
+
+def wait_link(d, endpoint, state, timeout=10):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if port(d, endpoint)["link"] == state:
+            return
+        time.sleep(0.1)
+    raise TestFailure(f"{endpoint}: link never went {state}: {port(d, endpoint)}")
+
+
+NETS = [{"name": "a", "subnet": "10.230.0.0/24"}]
+
+
+def ping_icmpecho():
+    with with_dpsw(NETS, lambda dir: [{"name": "c1", "networks": ["a"]}, vhost("vm", dir)]) as d:
+        d.start()
+        app = Testpmd(os.path.join(d.dir, "vm.sock"), "icmpecho", MAC_A)
+        try:
+            wait_link(d, "vm", "up")
+            ip = port(d, "vm")["ip"]
+            ping(d, "c1", ip, count=5)
+            c = port(d, "vm")["counters"]
+            check(c["rx_packets"] >= 5 and c["tx_packets"] >= 5, f"vhost port counters did not move: {c}")
+        finally:
+            app.kill()
+            dpdk_cleanup()
+
+
+def vhost_to_vhost_counts():
+    with with_dpsw(NETS, lambda dir: [vhost("va", dir), vhost("vb", dir)]) as d:
+        d.start()
+        rx = Testpmd(os.path.join(d.dir, "vb.sock"), "rxonly", MAC_B)
+        tx = None
+        try:
+            wait_link(d, "vb", "up")
+            tx = Testpmd(os.path.join(d.dir, "va.sock"), "txonly", MAC_A, extra=[f"--eth-peer=0,{MAC_B}"])
+            wait_link(d, "va", "up")
+            time.sleep(2)
+            sent = tx.stop()["tx"]
+            time.sleep(0.5)  # let dpsw drain what is still in flight
+            got = rx.stop()["rx"]
+            time.sleep(0.2)
+            pa, pb = port(d, "va")["counters"], port(d, "vb")["counters"]
+            print(f"testpmd A sent {sent}; dpsw rx {pa['rx_packets']}, tx to B {pb['tx_packets']} "
+                  f"(drops {pb['drops']}); testpmd B received {got}")
+            check(sent > 1000 and got > 1000, f"too little traffic: sent {sent}, received {got}")
+            # Frames still in A's ring when it exits never reach dpsw: at most one ring (1024).
+            check(sent - 1024 <= pa["rx_packets"] <= sent, f"dpsw received {pa['rx_packets']} of the {sent} frames A sent")
+            check(pb["tx_packets"] == got, f"dpsw transmitted {pb['tx_packets']} to B, B received {got}")
+            dropped = sum(pb["drops"].values())
+            check(pb["tx_packets"] + dropped == pa["rx_packets"],
+                  f"every frame received is sent or counted as dropped: {pb['tx_packets']} + {dropped} != {pa['rx_packets']}")
+        finally:
+            rx.kill()
+            if tx:
+                tx.kill()
+            dpdk_cleanup()
+
+
+def disconnect_reconnect_no_leak():
+    eps = lambda dir: [{"name": "c1", "networks": ["a"]}, {"name": "c2", "networks": ["a"]}, vhost("vm", dir)]
+    with with_dpsw(NETS, eps) as d:
+        d.start()
+        sock = os.path.join(d.dir, "vm.sock")
+        c2 = port(d, "c2")["ip"]
+        ping(d, "c1", c2, count=1)
+        base = d.counters()["dpdk"]["mbufs_available"]
+        flow = d.popen("c1", "ping", "-i", "0.01", "-c", "600", "-W", "1", c2, stdout=subprocess.PIPE, text=True)
+        try:
+            for cycle in range(3):
+                app = Testpmd(sock, "icmpecho", MAC_A)
+                try:
+                    wait_link(d, "vm", "up")
+                    ping(d, "c1", port(d, "vm")["ip"], count=2)
+                finally:
+                    app.stop()
+                wait_link(d, "vm", "down")
+                avail = d.counters()["dpdk"]["mbufs_available"]
+                check(avail == base, f"cycle {cycle}: {base - avail} mbufs leaked")
+            check(port(d, "vm")["link_changes"] >= 6, f"link changes not counted: {port(d, 'vm')}")
+            ping(d, "c1", port(d, "vm")["ip"], count=1, expect=False)  # nobody there now
+            out = flow.communicate(timeout=30)[0]
+            m = re.search(r"(\d+) packets transmitted, (\d+) received", out)
+            check(m and m.group(1) == m.group(2) == "600", f"unrelated flow lost frames while the app came and went: {out[-300:]}")
+        finally:
+            if flow.poll() is None:
+                flow.kill()
+            dpdk_cleanup()
+
+
+def client_mode_survives_dpsw_restart():
+    with with_dpsw(NETS, lambda dir: [{"name": "c1", "networks": ["a"]}, vhost("vm", dir, vhost_mode="client")]) as d:
+        sock = os.path.join(d.dir, "vm.sock")
+        app = Testpmd(sock, "icmpecho", MAC_A, server=True)  # the application serves the socket
+        try:
+            time.sleep(1)
+            d.start()
+            wait_link(d, "vm", "up")
+            ip = port(d, "vm")["ip"]
+            ping(d, "c1", ip)
+            check(d.stop() == 0, "stop failed")
+            check(os.path.exists(sock), "dpsw must not remove a socket the application owns")
+            d.start()  # reconnects to the application, which kept running
+            wait_link(d, "vm", "up")
+            ping(d, "c1", ip)
+            check(app.proc.poll() is None, "the application should have survived dpsw's restart")
+        finally:
+            app.kill()
+            dpdk_cleanup()
+
+
+def jumbo_frames_intact():
+    nets = [{"name": "j", "subnet": "10.231.0.0/24", "mtu": 9000}]
+    with with_dpsw(nets, lambda dir: [vhost("va", dir, net="j"), vhost("vb", dir, net="j")]) as d:
+        d.start()
+        rx = Testpmd(os.path.join(d.dir, "vb.sock"), "rxonly", MAC_B, extra=["--max-pkt-len=9018", "--enable-scatter"])
+        tx = None
+        try:
+            wait_link(d, "vb", "up")
+            tx = Testpmd(os.path.join(d.dir, "va.sock"), "txonly", MAC_A,
+                         extra=[f"--eth-peer=0,{MAC_B}", "--mbuf-size=9216", "--txpkts=9000", "--max-pkt-len=9018"])
+            wait_link(d, "va", "up")
+            time.sleep(2)
+            sent = tx.stop()["tx"]
+            time.sleep(0.5)
+            got = rx.stop()["rx"]
+            pa, pb = port(d, "va")["counters"], port(d, "vb")["counters"]
+            print(f"jumbo: A sent {sent}, dpsw rx {pa['rx_packets']} ({pa['rx_bytes']} B), tx {pb['tx_packets']} "
+                  f"({pb['tx_bytes']} B), B received {got}")
+            check(got > 100 and pb["tx_packets"] == got, f"B received {got}, dpsw sent {pb['tx_packets']}")
+            check(pa["rx_bytes"] == 9000 * pa["rx_packets"], f"frames changed size on the way in: {pa}")
+            check(pb["tx_bytes"] == 9000 * pb["tx_packets"], f"frames changed size on the way out: {pb}")
+            check(not pa["drops"], f"jumbo frames dropped at input: {pa['drops']}")
+        finally:
+            rx.kill()
+            if tx:
+                tx.kill()
+            dpdk_cleanup()
+
+
+if __name__ == "__main__":
+    scenario_main({f.__name__: f for f in (ping_icmpecho, vhost_to_vhost_counts, disconnect_reconnect_no_leak,
+                                          client_mode_survives_dpsw_restart, jumbo_frames_intact)})
