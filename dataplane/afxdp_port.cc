@@ -153,6 +153,7 @@ uint16_t AfxdpPort::rx_burst(Packet* pkts, uint16_t max) {
     pkts[i].data = static_cast<uint8_t*>(xsk_umem__get_data(area_, d->addr));
     pkts[i].len = d->len;
     pkts[i].handle = xsk_umem__extract_addr(d->addr);
+    pkts[i].mbuf = nullptr;
   }
   if (n) xsk_ring_cons__release(&r_->rx, n);
   return uint16_t(n);

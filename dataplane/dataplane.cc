@@ -88,6 +88,7 @@ unsigned Worker::drain_handoff(const Snapshot& s) {
       pkts[i].data = slot.data;
       pkts[i].len = slot.len;
       pkts[i].in_port = slot.dst_port;  // drops are charged to the destination
+      pkts[i].mbuf = nullptr;           // the slot is a copy
       tx_.enqueue(s, slot.dst_port, &pkts[i]);
     }
     tx_.flush(s);

@@ -36,6 +36,7 @@ uint16_t MemPort::rx_burst(Packet* pkts, uint16_t max) {
       pkts[i].data = f.data();
       pkts[i].len = uint32_t(f.size());
       pkts[i].handle = 0;
+      pkts[i].mbuf = nullptr;
     }
     return max;
   }
@@ -51,6 +52,7 @@ uint16_t MemPort::rx_burst(Packet* pkts, uint16_t max) {
     pkts[i].data = s.buf.data();
     pkts[i].len = s.len;
     pkts[i].handle = 0;
+    pkts[i].mbuf = nullptr;
   }
   rx_lent_ += n;
   return n;

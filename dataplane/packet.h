@@ -22,6 +22,10 @@ struct Packet {
   uint16_t in_port = kInvalidPort;
   uint16_t bd = 0;          // bridge domain (network) index, set at input
   uint64_t handle = 0;      // private to the owning port (e.g. UMEM address)
+  // Non-null when the frame sits whole in one DPDK mbuf (vhost-user rx): a
+  // DPDK destination may then transmit that mbuf by reference, no copy.
+  // Every port's rx_burst sets it (nullptr for non-DPDK ports).
+  void* mbuf = nullptr;
 };
 
 }  // namespace dpsw

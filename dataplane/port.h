@@ -15,8 +15,11 @@
 //   releases every received burst before the end of its loop iteration.
 // * tx_burst() COPIES the frames into port-owned memory before returning, so
 //   the caller keeps ownership of its Packets (one rx buffer may be flooded
-//   to several ports). It returns how many of the first n were accepted; the
-//   caller counts the rest as drops (Drop::kTxFull).
+//   to several ports). Exception, still safe for the caller: a DPDK port may
+//   take a reference on Packet::mbuf instead of copying (frames are never
+//   written after rx, and release() only drops the rx reference). It returns
+//   how many of the first n were accepted; the caller counts the rest as
+//   drops (Drop::kTxFull).
 // * The fast-path methods never block, allocate, throw or log.
 // * Calls are per burst, never per packet (virtual dispatch is amortised).
 #pragma once
