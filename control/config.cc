@@ -338,20 +338,23 @@ YAML::Node load_item(const std::string& text, const std::string& origin) {
 }
 }  // namespace
 
-NetworkConfig parse_network_item(const std::string& text, const std::string& origin) {
+namespace {
+template <typename T>
+T parse_item(const std::string& text, const std::string& origin, void (*parse)(Map&, const YAML::Node&, T&)) {
   YAML::Node n = load_item(text, origin);
   Map m(n, "", origin, false);
-  NetworkConfig net;
-  parse_network(m, n, net);
-  return net;
+  T item;
+  parse(m, n, item);
+  return item;
+}
+}  // namespace
+
+NetworkConfig parse_network_item(const std::string& text, const std::string& origin) {
+  return parse_item<NetworkConfig>(text, origin, &parse_network);
 }
 
 EndpointConfig parse_endpoint_item(const std::string& text, const std::string& origin) {
-  YAML::Node n = load_item(text, origin);
-  Map m(n, "", origin, false);
-  EndpointConfig ep;
-  parse_endpoint(m, n, ep);
-  return ep;
+  return parse_item<EndpointConfig>(text, origin, &parse_endpoint);
 }
 
 void check_config(const Config& cfg) {

@@ -62,28 +62,26 @@ struct BlockingRig {
   }
 };
 
-TEST(IdleBlock, BlockedWorkerWakesForItsOwnPorts) {
-  BlockingRig r({0, 0});
+// 20 rounds: wait until every worker sleeps, inject on port 0, expect the frame on port 1.
+void frames_wake_sleepers(std::vector<uint16_t> owners, const char* what) {
+  BlockingRig r(std::move(owners));
   for (int round = 1; round <= 20; round++) {
     r.wait_all_asleep(uint64_t(round));
-    auto f = test::eth_frame(test::kBcast, test::station(1), 0x0800, 60 + round);
+    auto f = test::eth_frame(test::kBcast, test::station(1), 0x0800, size_t(60 + round));
     ASSERT_TRUE(r.ports[0]->inject(f));
     auto got = r.wait_tx(1, 1);
-    ASSERT_EQ(got.size(), 1u) << "round " << round << ": frame not forwarded by a blocked worker";
+    ASSERT_EQ(got.size(), 1u) << "round " << round << ": " << what;
     EXPECT_EQ(got[0], f);
   }
 }
 
+TEST(IdleBlock, BlockedWorkerWakesForItsOwnPorts) {
+  frames_wake_sleepers({0, 0}, "frame not forwarded by a blocked worker");
+}
+
 TEST(IdleBlock, HandoffRingsTheDoorbellOfASleepingWorker) {
-  BlockingRig r({0, 1});  // port 0 on worker 0, port 1 on worker 1: every frame crosses
-  for (int round = 1; round <= 20; round++) {
-    r.wait_all_asleep(uint64_t(round));
-    auto f = test::eth_frame(test::kBcast, test::station(1), 0x0806, 60 + round);
-    ASSERT_TRUE(r.ports[0]->inject(f));
-    auto got = r.wait_tx(1, 1);
-    ASSERT_EQ(got.size(), 1u) << "round " << round << ": handed-off frame stuck at a sleeping worker";
-    EXPECT_EQ(got[0], f);
-  }
+  // Port 0 on worker 0, port 1 on worker 1: every frame crosses.
+  frames_wake_sleepers({0, 1}, "handed-off frame stuck at a sleeping worker");
 }
 
 TEST(IdleBlock, StopWakesBlockedWorkers) {
