@@ -11,6 +11,8 @@ std::string_view drop_reason_name(Drop d) {
     case Drop::kNoNetwork: return "no_network";
     case Drop::kTxFull: return "tx_full";
     case Drop::kHandoffFull: return "handoff_full";
+    case Drop::kNoRoute: return "no_route";
+    case Drop::kBadIp: return "bad_ip";
     case Drop::kCount: break;
   }
   return "?";

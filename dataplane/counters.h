@@ -25,6 +25,8 @@ enum class Drop : uint8_t {
   kNoNetwork,     // input port is not attached to a network (being removed)
   kTxFull,        // destination port's tx ring had no room
   kHandoffFull,   // cross-worker ring to the destination's worker was full
+  kNoRoute,       // sent to dpsw's router MAC, but nothing routes it (yet)
+  kBadIp,         // IPv4 header malformed or truncated
   kCount
 };
 constexpr size_t kDropReasons = size_t(Drop::kCount);

@@ -12,6 +12,7 @@
 #include "dataplane/clock.h"
 #include "dataplane/stage_eth_input.h"
 #include "dataplane/stage_l2_fwd.h"
+#include "dataplane/stage_l3_local.h"
 
 namespace dpsw {
 
@@ -36,25 +37,42 @@ void Worker::process(const Snapshot& s, uint16_t in_port, Packet* pkts, uint16_t
     return;
   }
 
-  bool valid[kBurst];
+  bool valid[kBurst], handled[kBurst];
   Mac src[kBurst], dst[kBurst];
   Drop drop[kBurst];
+  const BdEntry& bd = s.bds[in->bd];
   for (uint16_t i = 0; i < n; i++) {
     stage::EthResult r = stage::eth_input(pkts[i], *in);
     valid[i] = r.next == stage::EthNext::kL2;
+    handled[i] = false;
     src[i] = r.src;
     dst[i] = r.dst;
-    if (!valid[i]) pc.drops[size_t(r.drop)].add(1);
+    if (!valid[i]) {
+      pc.drops[size_t(r.drop)].add(1);
+      continue;
+    }
+    switch (stage::l3_local(pkts[i], bd, dst[i], &drop[i])) {
+      case stage::LocalNext::kNotLocal:
+        break;
+      case stage::LocalNext::kReply:
+        handled[i] = true;
+        tx_.enqueue(s, in_port, &pkts[i]);
+        break;
+      case stage::LocalNext::kDrop:
+        handled[i] = true;
+        pc.drops[size_t(drop[i])].add(1);
+        break;
+    }
   }
 
   stage::FwdNext next[kBurst];
   uint16_t out[kBurst];
-  stage::l2_fwd(dp_.macs_, in->bd, in_port, now, n, valid, src, dst, next, out, drop, wc);
+  stage::l2_fwd(dp_.macs_, in->bd, in_port, now, n, valid, handled, src, dst, next, out, drop, wc);
 
-  const std::vector<uint16_t>& flood = s.bds[in->bd].ports;
+  const std::vector<uint16_t>& flood = bd.ports;
   uint64_t flooded = 0;
   for (uint16_t i = 0; i < n; i++) {
-    if (!valid[i]) continue;
+    if (!valid[i] || handled[i]) continue;
     switch (next[i]) {
       case stage::FwdNext::kUnicast:
         tx_.enqueue(s, out[i], &pkts[i]);

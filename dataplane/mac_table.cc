@@ -133,6 +133,7 @@ MacTable::Learn MacTable::learn(uint16_t bd, Mac mac, uint16_t port, uint32_t no
     uint64_t v;
     int r = read_bucket(*b, key, &v);
     if (r == 1) {
+      if (val_static(v)) return Learn::kKnown;  // configured stations never move
       uint32_t age = age_of(now, val_ts(v));
       if (val_port(v) == port && age < opt_.refresh_ms && (val_est(v) || age < opt_.confirm_ms))
         return Learn::kKnown;
@@ -152,6 +153,10 @@ MacTable::Learn MacTable::learn(uint16_t bd, Mac mac, uint16_t port, uint32_t no
     for (int w = 0; w < kWays; w++) {
       if (b->key[w].load(std::memory_order_relaxed) != key) continue;  // relaxed: under bucket lock
       uint64_t v = b->val[w].load(std::memory_order_relaxed);
+      if (val_static(v)) {
+        result = Learn::kKnown;
+        goto done;
+      }
       bool est = val_est(v) || age_of(now, val_ts(v)) >= opt_.confirm_ms;
       uint32_t ts = est ? now : val_ts(v);  // tentative entries keep their first sighting
       result = val_port(v) == port ? Learn::kRefreshed : Learn::kMoved;
@@ -186,7 +191,7 @@ MacTable::Learn MacTable::learn(uint16_t bd, Mac mac, uint16_t port, uint32_t no
           uint64_t v = b->val[w].load(std::memory_order_relaxed);
           uint32_t age = age_of(now, val_ts(v));
           bool expired = age >= opt_.aging_ms;
-          if (!expired && val_est(v)) continue;  // established and alive: never evicted
+          if (val_static(v) || (!expired && val_est(v))) continue;  // static, or established and alive: never evicted
           if ((expired && !best_expired) || (expired == best_expired && age >= best_age)) {
             eb = b, ew = w, best_age = age, best_expired = expired;
           }
@@ -232,7 +237,35 @@ size_t MacTable::remove_if(Pred pred) {
 }
 
 size_t MacTable::age(uint32_t now, uint32_t aging_ms) {
-  return remove_if([&](uint64_t, uint64_t v) { return age_of(now, val_ts(v)) >= aging_ms; });
+  return remove_if([&](uint64_t, uint64_t v) { return !val_static(v) && age_of(now, val_ts(v)) >= aging_ms; });
+}
+
+bool MacTable::add_static(uint16_t bd, Mac mac, uint16_t port) {
+  const uint64_t key = make_key(bd, mac);
+  uint32_t i1, i2;
+  buckets_of(key, &i1, &i2);
+  Bucket* bs[2] = {&buckets_[i1], &buckets_[i2]};
+  lock(*bs[0]);
+  lock(*bs[1]);
+  const uint64_t val = make_val(port, 0, true) | kStatic;
+  Bucket* eb = nullptr;
+  int ew = -1;
+  for (Bucket* b : bs)
+    for (int w = 0; w < kWays; w++) {
+      uint64_t k = b->key[w].load(std::memory_order_relaxed);  // relaxed: under bucket lock
+      if (k == key) eb = b, ew = w;
+      if (!eb && k == 0) eb = b, ew = w;
+    }
+  bool ok = false;
+  if (eb) {
+    if (eb->key[ew].load(std::memory_order_relaxed) == 0) count_.fetch_add(1, std::memory_order_relaxed);  // relaxed: bound only
+    eb->key[ew].store(key, std::memory_order_relaxed);  // relaxed: under bucket lock
+    eb->val[ew].store(val, std::memory_order_relaxed);
+    ok = true;
+  }
+  unlock(*bs[1]);
+  unlock(*bs[0]);
+  return ok;
 }
 size_t MacTable::flush_port(uint16_t port) {
   return remove_if([&](uint64_t, uint64_t v) { return val_port(v) == port; });
@@ -261,7 +294,7 @@ void MacTable::for_each(const std::function<void(const Entry&)>& fn) const {
     for (int w = 0; w < kWays; w++) {
       if (!keys[w]) continue;
       fn(Entry{uint16_t((keys[w] >> 48) - 1), keys[w] & 0xffffffffffffULL, val_port(vals[w]),
-               val_ts(vals[w]), val_est(vals[w])});
+               val_ts(vals[w]), val_est(vals[w]), val_static(vals[w])});
     }
   }
 }

@@ -46,6 +46,7 @@ class MacTable {
     uint16_t port;
     uint32_t last_seen_ms;
     bool established;
+    bool is_static;
   };
 
   explicit MacTable(Options opt);
@@ -64,7 +65,10 @@ class MacTable {
   Learn learn(uint16_t bd, Mac mac, uint16_t port, uint32_t now_ms);
 
   // ---- control thread (may spin briefly on a bucket) ----
-  size_t age(uint32_t now_ms, uint32_t aging_ms);   // removes entries idle longer than aging_ms
+  // A static entry (a station dpsw knows by configuration): never aged, never
+  // moved or evicted by learning; removed only by flush_port/flush_bd.
+  bool add_static(uint16_t bd, Mac mac, uint16_t port);
+  size_t age(uint32_t now_ms, uint32_t aging_ms);   // removes non-static entries idle longer than aging_ms
   size_t flush_port(uint16_t port);
   size_t flush_bd(uint16_t bd);
   void for_each(const std::function<void(const Entry&)>& fn) const;
@@ -87,6 +91,8 @@ class MacTable {
 
   // value: [63:48] flags | [47:32] port | [31:0] last seen (ms, wrapping)
   static constexpr uint64_t kEstablished = 1ULL << 48;
+  static constexpr uint64_t kStatic = 1ULL << 49;
+  static bool val_static(uint64_t v) { return v & kStatic; }
   static uint64_t make_val(uint16_t port, uint32_t ts, bool est) {
     return (est ? kEstablished : 0) | uint64_t(port) << 32 | ts;
   }

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "dataplane/ether.h"
 #include "dataplane/packet.h"
 #include "dataplane/port.h"
 
@@ -25,6 +26,8 @@ struct PortEntry {
 struct BdEntry {
   std::string name;
   std::vector<uint16_t> ports;  // flood list: every port of the network
+  uint32_t local_ip = 0;        // dpsw's own address here (gateway / uplink address); 0: none
+  Mac router_mac = 0;           // the MAC that answers for local_ip
 };
 
 struct Snapshot {

@@ -3,6 +3,8 @@
 // Exits: kL2 (continue to learning/forwarding), kDrop (reason in `drop`).
 #pragma once
 
+#include <cstring>
+
 #include "dataplane/counters.h"
 #include "dataplane/ether.h"
 #include "dataplane/snapshot.h"

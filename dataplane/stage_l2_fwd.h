@@ -11,10 +11,11 @@ namespace dpsw::stage {
 
 enum class FwdNext : uint8_t { kUnicast, kFlood, kDrop };
 
-// src/dst: MACs from eth_input; valid[i] false for frames already dropped.
-// Writes next[i] and out_port[i] for valid frames.
+// src/dst: MACs from eth_input; valid[i] false for frames already dropped;
+// handled[i] true for frames an earlier stage consumed (learned from, not
+// forwarded). Writes next[i] and out_port[i] for valid, unhandled frames.
 inline void l2_fwd(MacTable& table, uint16_t bd, uint16_t in_port, uint32_t now, uint16_t n,
-                   const bool* valid, const Mac* src, const Mac* dst, FwdNext* next,
+                   const bool* valid, const bool* handled, const Mac* src, const Mac* dst, FwdNext* next,
                    uint16_t* out_port, Drop* drop, WorkerCounters& wc) {
   // Learn each source once per burst (a burst from one port usually holds
   // a handful of stations; past 8 distinct ones the rest learn next burst).
@@ -35,7 +36,7 @@ inline void l2_fwd(MacTable& table, uint16_t bd, uint16_t in_port, uint32_t now,
   uint16_t idx[kBurst], ports[kBurst];
   uint16_t m = 0;
   for (uint16_t i = 0; i < n; i++) {
-    if (!valid[i]) continue;
+    if (!valid[i] || handled[i]) continue;
     if (mac_is_multicast(dst[i])) {
       next[i] = FwdNext::kFlood;
       continue;

@@ -204,3 +204,94 @@ TEST(L2Switch, JumboFramesPassIntactWhenTheNetworkAllowsThem) {
 
 }  // namespace
 }  // namespace dpsw
+
+namespace dpsw {
+namespace {
+
+using test::station;
+
+constexpr uint32_t kGw = 0x0a000001, kHost = 0x0a000005;  // 10.0.0.1, 10.0.0.5
+constexpr Mac kRouter = 0x02dd00000001ULL;
+
+struct L3Rig : Rig {
+  L3Rig() : Rig({0, 0}) {
+    auto s = std::make_unique<Snapshot>(dp->snapshot());
+    s->bds[0].local_ip = kGw;
+    s->bds[0].router_mac = kRouter;
+    dp->publish(std::move(s));
+  }
+};
+
+TEST(L3Local, AnswersArpForTheGatewayAndDoesNotFloodIt) {
+  L3Rig r;
+  r.ports[0]->inject(test::arp_request(station(5), kHost, kGw));
+  r.poll();
+  EXPECT_EQ(r.tx(1).size(), 0u);  // not flooded: we are the target
+  auto out = r.tx(0);
+  ASSERT_EQ(out.size(), 1u);
+  const uint8_t* f = out[0].data();
+  EXPECT_EQ(mac_from_bytes(f), station(5));
+  EXPECT_EQ(mac_from_bytes(f + 6), kRouter);
+  const uint8_t* a = f + 14;
+  EXPECT_EQ(load_be16(a + 6), 2);                     // reply
+  EXPECT_EQ(mac_from_bytes(a + 8), kRouter);          // sender hw
+  EXPECT_EQ(std::vector<uint8_t>(a + 14, a + 18), (std::vector<uint8_t>{10, 0, 0, 1}));
+  EXPECT_EQ(mac_from_bytes(a + 18), station(5));      // target hw
+  EXPECT_EQ(std::vector<uint8_t>(a + 24, a + 28), (std::vector<uint8_t>{10, 0, 0, 5}));
+  EXPECT_EQ(r.dp->macs().lookup(0, station(5)), 0);   // the asker was still learned
+}
+
+TEST(L3Local, ArpForSomeoneElseIsFloodedAsUsual) {
+  L3Rig r;
+  r.ports[0]->inject(test::arp_request(station(5), kHost, 0x0a000009));
+  r.poll();
+  EXPECT_EQ(r.tx(1).size(), 1u);
+  EXPECT_EQ(r.tx(0).size(), 0u);
+}
+
+TEST(L3Local, AnswersEchoWithCorrectChecksumsForOddAndEvenPayloads) {
+  for (size_t payload : {0u, 1u, 56u, 57u, 1400u}) {
+    L3Rig r;
+    auto req = test::icmp_echo(kRouter, station(5), kHost, kGw, payload);
+    r.ports[0]->inject(req);
+    r.poll();
+    auto out = r.tx(0);
+    ASSERT_EQ(out.size(), 1u) << payload;
+    const uint8_t* f = out[0].data();
+    const uint8_t* ip = f + 14;
+    const uint8_t* icmp = ip + 20;
+    EXPECT_EQ(mac_from_bytes(f), station(5));
+    EXPECT_EQ(mac_from_bytes(f + 6), kRouter);
+    EXPECT_EQ(icmp[0], 0) << "type: echo reply";
+    EXPECT_EQ(std::vector<uint8_t>(ip + 12, ip + 16), (std::vector<uint8_t>{10, 0, 0, 1}));
+    EXPECT_EQ(std::vector<uint8_t>(ip + 16, ip + 20), (std::vector<uint8_t>{10, 0, 0, 5}));
+    EXPECT_EQ(test::inet_csum(ip, 20), 0) << "IP checksum, payload " << payload;
+    EXPECT_EQ(test::inet_csum(icmp, 8 + payload), 0) << "ICMP checksum, payload " << payload;
+    EXPECT_EQ(std::vector<uint8_t>(icmp + 4, icmp + 8 + payload),
+              std::vector<uint8_t>(req.begin() + 14 + 20 + 4, req.end()));  // id, seq, data echoed
+    EXPECT_EQ(r.tx(1).size(), 0u);
+  }
+}
+
+TEST(L3Local, RouterMacTrafficThatIsNotForUsIsDroppedAndCounted) {
+  L3Rig r;
+  r.ports[0]->inject(test::icmp_echo(kRouter, station(5), kHost, 0x08080808, 10));  // to be routed: not yet
+  auto bad = test::icmp_echo(kRouter, station(5), kHost, kGw, 10);
+  store_be16(bad.data() + 14 + 2, 5000);  // IP total length beyond the frame
+  r.ports[0]->inject(bad);
+  r.poll();
+  EXPECT_EQ(r.tx(0).size() + r.tx(1).size(), 0u);
+  EXPECT_EQ(r.c(0).drops[size_t(Drop::kNoRoute)], 1u);
+  EXPECT_EQ(r.c(0).drops[size_t(Drop::kBadIp)], 1u);
+}
+
+TEST(L3Local, NetworksWithoutAnAddressForwardPurelyAtL2) {
+  Rig r({0, 0});
+  r.ports[0]->inject(test::arp_request(station(5), kHost, kGw));
+  r.poll();
+  EXPECT_EQ(r.tx(1).size(), 1u);
+  EXPECT_EQ(r.tx(0).size(), 0u);
+}
+
+}  // namespace
+}  // namespace dpsw

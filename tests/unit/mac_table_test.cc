@@ -204,3 +204,27 @@ TEST(MacTable, ConcurrentReadersWithLearnerAndAger) {
 
 }  // namespace
 }  // namespace dpsw
+
+namespace dpsw {
+namespace {
+
+TEST(MacTableStatic, NeverAgedMovedOrEvicted) {
+  MacTable::Options o;
+  o.size = 16;
+  o.aging_ms = 1000;
+  MacTable t(o);
+  ASSERT_TRUE(t.add_static(0, test::station(1), 4));
+  EXPECT_EQ(t.learn(0, test::station(1), 9, 10), MacTable::Learn::kKnown);  // a spoofer cannot move it
+  EXPECT_EQ(t.lookup(0, test::station(1)), 4);
+  EXPECT_EQ(t.age(1000000, 1000), 0u);  // never ages
+  for (uint32_t i = 100; i < 10000; i++) t.learn(0, test::station(i), 2, 1000000 + i);  // flood
+  EXPECT_EQ(t.lookup(0, test::station(1)), 4);
+  size_t statics = 0;
+  t.for_each([&](const MacTable::Entry& e) { statics += e.is_static; });
+  EXPECT_EQ(statics, 1u);
+  EXPECT_EQ(t.flush_port(4), 1u);  // removed with its port
+  EXPECT_EQ(t.lookup(0, test::station(1)), kInvalidPort);
+}
+
+}  // namespace
+}  // namespace dpsw

@@ -1,0 +1,97 @@
+// Stage: dpsw's own L3 identity on a network. Answers ARP requests and ICMP
+// echo requests for the network's local address (a bridge network's gateway,
+// or the uplink address on the uplink segment) by rewriting the frame in
+// place and sending it back out of its input port.
+// Exits: kNotLocal (continue with L2 forwarding), kReply (tx to in_port),
+// kDrop (addressed to the router MAC but nothing local handles it yet:
+// Drop::kNoRoute — routing and NAT arrive with the uplink work).
+//
+// In-place rewrite is safe: the frame is ours until release(), and a frame
+// that is answered is not forwarded anywhere else.
+#pragma once
+
+#include <cstring>
+
+#include "dataplane/counters.h"
+#include "dataplane/ether.h"
+#include "dataplane/snapshot.h"
+
+namespace dpsw::stage {
+
+enum class LocalNext : uint8_t { kNotLocal, kReply, kDrop };
+
+namespace detail {
+inline uint32_t load_be32(const uint8_t* p) { return uint32_t(p[0]) << 24 | uint32_t(p[1]) << 16 | uint32_t(p[2]) << 8 | p[3]; }
+inline void store_be32(uint8_t* p, uint32_t v) {
+  p[0] = uint8_t(v >> 24), p[1] = uint8_t(v >> 16), p[2] = uint8_t(v >> 8), p[3] = uint8_t(v);
+}
+// Internet checksum of a buffer (folded, complemented).
+inline uint16_t csum(const uint8_t* p, size_t n) {
+  uint32_t sum = 0;
+  for (size_t i = 0; i + 1 < n; i += 2) sum += uint32_t(p[i] << 8 | p[i + 1]);
+  if (n & 1) sum += uint32_t(p[n - 1] << 8);
+  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+  return uint16_t(~sum);
+}
+// RFC 1624 incremental update: checksum hc after a 16-bit field m becomes m2.
+inline uint16_t csum_update(uint16_t hc, uint16_t m, uint16_t m2) {
+  uint32_t sum = uint32_t(uint16_t(~hc)) + uint16_t(~m) + m2;
+  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+  return uint16_t(~sum);
+}
+}  // namespace detail
+
+inline LocalNext l3_local(Packet& p, const BdEntry& bd, Mac dst, Drop* drop) {
+  if (!bd.local_ip) return LocalNext::kNotLocal;
+  uint8_t* f = p.data;
+  const uint16_t type = load_be16(f + 12);
+  if (type == kEtherTypeArp) {
+    // Ethernet/IPv4 ARP request for our address: answer it.
+    if (p.len < kEthHdrLen + 28) return LocalNext::kNotLocal;
+    uint8_t* a = f + kEthHdrLen;
+    if (load_be16(a) != 1 || load_be16(a + 2) != kEtherTypeIpv4 || a[4] != 6 || a[5] != 4 || load_be16(a + 6) != 1 ||
+        detail::load_be32(a + 24) != bd.local_ip)
+      return LocalNext::kNotLocal;
+    uint8_t sender_mac[6], sender_ip[4];
+    std::memcpy(sender_mac, a + 8, 6);
+    std::memcpy(sender_ip, a + 14, 4);
+    std::memcpy(f, sender_mac, 6);                // eth dst: the asker
+    mac_to_bytes(bd.router_mac, f + 6);           // eth src: us
+    store_be16(a + 6, 2);                         // op: reply
+    mac_to_bytes(bd.router_mac, a + 8);           // sender hw
+    detail::store_be32(a + 14, bd.local_ip);      // sender ip
+    std::memcpy(a + 18, sender_mac, 6);           // target hw
+    std::memcpy(a + 24, sender_ip, 4);            // target ip
+    return LocalNext::kReply;
+  }
+  if (dst != bd.router_mac) return LocalNext::kNotLocal;
+  // Addressed to us at L2: only ICMP echo to our own address is handled here.
+  *drop = Drop::kNoRoute;
+  if (type != kEtherTypeIpv4 || p.len < kEthHdrLen + 20) return LocalNext::kDrop;
+  uint8_t* ip = f + kEthHdrLen;
+  const uint32_t ihl = uint32_t(ip[0] & 0x0f) * 4;
+  const uint32_t tot = load_be16(ip + 2);
+  if ((ip[0] >> 4) != 4 || ihl < 20 || tot < ihl + 8 || kEthHdrLen + tot > p.len) {
+    *drop = Drop::kBadIp;
+    return LocalNext::kDrop;
+  }
+  if (detail::load_be32(ip + 16) != bd.local_ip || ip[9] != 1 /* ICMP */) return LocalNext::kDrop;
+  uint8_t* icmp = ip + ihl;
+  if (icmp[0] != 8 /* echo request */ || (load_be16(ip + 6) & 0x3fff) != 0 /* fragment */) return LocalNext::kDrop;
+  // Echo reply, in place.
+  std::memcpy(f, f + 6, 6);
+  mac_to_bytes(bd.router_mac, f + 6);
+  uint8_t tmp[4];
+  std::memcpy(tmp, ip + 12, 4);
+  std::memcpy(ip + 12, ip + 16, 4);
+  std::memcpy(ip + 16, tmp, 4);
+  ip[8] = 64;  // fresh TTL
+  ip[10] = ip[11] = 0;
+  store_be16(ip + 10, detail::csum(ip, ihl));
+  uint16_t old = load_be16(icmp);  // type|code
+  icmp[0] = 0;
+  store_be16(icmp + 2, detail::csum_update(load_be16(icmp + 2), old, load_be16(icmp)));
+  return LocalNext::kReply;
+}
+
+}  // namespace dpsw::stage
