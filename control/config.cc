@@ -146,8 +146,8 @@ void parse_network(Map& m, const YAML::Node& n, NetworkConfig& net) {
     else if (d == "overlay") net.driver = Driver::kOverlay;
     else if (d == "macvlan") net.driver = Driver::kMacvlan;
     else m.fail(v, m.key("driver"), "'" + d + "' is not one of bridge, overlay, macvlan");
-    if (net.driver != Driver::kBridge)
-      m.fail(v, m.key("driver"), "driver '" + d + "' is not supported by this version of dpsw yet (bridge only)");
+    if (net.driver == Driver::kOverlay)
+      m.fail(v, m.key("driver"), "driver 'overlay' is not supported by this version of dpsw yet (bridge, macvlan)");
   }
   auto subnet = m.get("subnet");
   if (!subnet) m.fail(n, m.key("subnet"), "required key missing");
@@ -165,6 +165,7 @@ void parse_network(Map& m, const YAML::Node& n, NetworkConfig& net) {
     if (!p->contains(*a) || *a == p->network() || *a == p->broadcast())
       m.fail(v, m.key("gateway"), g + " is not a host address of subnet " + s);
     net.gateway = *a;
+    net.gateway_set = true;
   }
   if (auto v = m.get("ip_range")) {
     std::string r = scalar(m, v, m.key("ip_range"));
@@ -173,7 +174,11 @@ void parse_network(Map& m, const YAML::Node& n, NetworkConfig& net) {
     if (rp->len < p->len || !p->contains(rp->addr)) m.fail(v, m.key("ip_range"), r + " is not inside subnet " + s);
     net.ip_range = *rp;
   }
-  if (auto v = m.get("internal")) net.internal = boolean(m, v, m.key("internal"));
+  if (auto v = m.get("internal")) {
+    net.internal = boolean(m, v, m.key("internal"));
+    if (net.internal && net.driver == Driver::kMacvlan)
+      m.fail(v, m.key("internal"), "a macvlan network sits on the uplink's segment and cannot be internal");
+  }
   if (auto v = m.get("mtu")) net.mtu = uint32_t(integer(m, v, m.key("mtu"), 576, 9000));
   m.finish();
 }
@@ -281,7 +286,40 @@ Config parse_config(const std::string& text, const std::string& origin) {
   if (!root || root.IsNull()) throw ConfigError(origin + ":1: the file is empty");
   Map top(root, "", origin);
   if (auto v = top.get("switch")) parse_switch(top, v, cfg.sw);
-  if (auto v = top.get("uplink")) top.fail(v, "uplink", "an uplink is not supported by this version of dpsw yet");
+  if (auto v = top.get("uplink")) {
+    Map m(v, "uplink", origin);
+    UplinkConfig up;
+    up.src = m.source();
+    auto port = m.get("port");
+    if (!port) m.fail(v, "uplink.port", "required key missing");
+    Map pm(port, "uplink.port", origin);
+    auto kind = pm.get("kind");
+    std::string k = kind ? scalar(pm, kind, "uplink.port.kind") : "afxdp";
+    if (k == "dpdk") pm.fail(kind, "uplink.port.kind", "kind 'dpdk' is not supported by this version of dpsw yet (afxdp)");
+    if (k != "afxdp") pm.fail(kind, "uplink.port.kind", "'" + k + "' is not one of afxdp, dpdk");
+    auto ifn = pm.get("interface");
+    if (!ifn) pm.fail(port, "uplink.port.interface", "required key missing");
+    up.interface = scalar(pm, ifn, "uplink.port.interface");
+    if (up.interface.empty() || up.interface.size() > 15 || up.interface.find('/') != std::string::npos)
+      pm.fail(ifn, "uplink.port.interface", "'" + up.interface + "' is not an interface name");
+    pm.finish();
+    auto addr = m.get("address");
+    if (!addr) m.fail(v, "uplink.address", "required key missing");
+    std::string as = scalar(m, addr, "uplink.address");
+    auto ap = prefix_parse(as);
+    if (!ap || ap->len > 30 || ap->len < 8 || ap->addr == ap->network() || ap->addr == ap->broadcast())
+      m.fail(addr, "uplink.address", "'" + as + "' is not a host address with its prefix, like 198.51.100.10/24");
+    up.address = *ap;
+    if (auto g = m.get("gateway")) {
+      std::string gs = scalar(m, g, "uplink.gateway");
+      auto ga = ipv4_parse(gs);
+      if (!ga || !ap->contains(*ga) || *ga == ap->addr || *ga == ap->network() || *ga == ap->broadcast())
+        m.fail(g, "uplink.gateway", "'" + gs + "' is not another host address of " + prefix_to_string({ap->network(), ap->len}));
+      up.gateway = *ga;
+    }
+    m.finish();
+    cfg.uplink = up;
+  }
   if (auto v = top.get("networks")) {
     if (!v.IsSequence()) top.fail(v, "networks", "expected a list");
     for (size_t i = 0; i < v.size(); i++) {
@@ -300,6 +338,7 @@ Config parse_config(const std::string& text, const std::string& origin) {
       cfg.endpoints.push_back(ep);
     }
   }
+  resolve_defaults(cfg);
   check_config(cfg);
   top.finish();
   return cfg;
@@ -357,9 +396,26 @@ EndpointConfig parse_endpoint_item(const std::string& text, const std::string& o
   return parse_item<EndpointConfig>(text, origin, &parse_endpoint);
 }
 
+void resolve_defaults(Config& cfg) {
+  for (auto& n : cfg.networks)
+    if (n.driver == Driver::kMacvlan && !n.gateway_set && cfg.uplink && cfg.uplink->gateway) n.gateway = cfg.uplink->gateway;
+}
+
 void check_config(const Config& cfg) {
+  const NetworkConfig* macvlan = nullptr;
   for (size_t i = 0; i < cfg.networks.size(); i++) {
     const auto& net = cfg.networks[i];
+    if (net.driver == Driver::kMacvlan) {
+      if (!cfg.uplink) throw ConfigError(net.src.where("driver") + "driver macvlan needs an uplink (its endpoints sit on the uplink's segment)");
+      Ipv4Prefix seg{cfg.uplink->address.network(), cfg.uplink->address.len};
+      if (net.subnet.addr != seg.addr || net.subnet.len != seg.len)
+        throw ConfigError(net.src.where("subnet") + "a macvlan network's subnet must be the uplink's, " + prefix_to_string(seg));
+      if (macvlan) throw ConfigError(net.src.where("driver") + "only one macvlan network per uplink ('" + macvlan->name + "' is one)");
+      macvlan = &net;
+    } else if (cfg.uplink && net.subnet.overlaps(cfg.uplink->address)) {
+      throw ConfigError(net.src.where("subnet") + prefix_to_string(net.subnet) + " overlaps the uplink's subnet " +
+                        prefix_to_string({cfg.uplink->address.network(), cfg.uplink->address.len}));
+    }
     for (size_t j = 0; j < i; j++) {
       const auto& o = cfg.networks[j];
       if (o.name == net.name)
@@ -423,6 +479,12 @@ ConfigDiff diff_configs(const Config& a, const Config& b) {
   if (x.conntrack_size != y.conntrack_size) d.switch_changed.push_back("conntrack.size");
   if (x.idle_block != y.idle_block) d.switch_changed.push_back("idle");
   if (x.idle_after_us != y.idle_after_us) d.switch_changed.push_back("idle_after_us");
+  auto same_uplink = [](const std::optional<UplinkConfig>& u, const std::optional<UplinkConfig>& v) {
+    if (u.has_value() != v.has_value()) return false;
+    return !u || (u->interface == v->interface && u->address.addr == v->address.addr && u->address.len == v->address.len &&
+                  u->gateway == v->gateway);
+  };
+  if (!same_uplink(a.uplink, b.uplink)) d.switch_changed.push_back("uplink");
   for (const auto& n : a.networks) {
     const auto* m = b.network(n.name);
     if (!m) d.networks_removed.push_back(n.name);
@@ -450,7 +512,10 @@ ConfigDiff diff_configs(const Config& a, const Config& b) {
 Plan make_plan(const Config& cfg, const Plan* previous) {
   Plan plan;
   std::vector<Ipam> ipam;
-  for (auto& n : cfg.networks) ipam.emplace_back(n.subnet, n.gateway, n.ip_range);
+  for (auto& n : cfg.networks) {
+    ipam.emplace_back(n.subnet, n.gateway, n.ip_range);
+    if (n.driver == Driver::kMacvlan && cfg.uplink) ipam.back().reserve(cfg.uplink->address.addr);  // the host's own
+  }
   auto bd_of = [&](const std::string& n) {
     for (size_t i = 0; i < cfg.networks.size(); i++)
       if (cfg.networks[i].name == n) return uint16_t(i);

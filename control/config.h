@@ -49,11 +49,21 @@ struct SwitchConfig {
   uint32_t idle_after_us = 200;       // with idle: block, block after this long without a frame
 };
 
+// The host's way out (SPEC §3 `uplink`): an AF_XDP port on an existing
+// interface, the host address on that segment, the next hop.
+struct UplinkConfig {
+  std::string interface;
+  Ipv4Prefix address;     // host address and the segment's prefix
+  uint32_t gateway = 0;   // 0: none
+  ItemSource src;
+};
+
 struct NetworkConfig {
   std::string name;
   Driver driver = Driver::kBridge;
   Ipv4Prefix subnet;
   uint32_t gateway = 0;
+  bool gateway_set = false;  // given explicitly (else derived)
   std::optional<Ipv4Prefix> ip_range;
   bool internal = false;
   uint32_t mtu = 1500;
@@ -79,6 +89,7 @@ struct EndpointConfig {
 struct Config {
   std::string path;
   SwitchConfig sw;
+  std::optional<UplinkConfig> uplink;
   std::vector<NetworkConfig> networks;
   std::vector<EndpointConfig> endpoints;
 
@@ -97,8 +108,10 @@ NetworkConfig parse_network_item(const std::string& text, const std::string& ori
 EndpointConfig parse_endpoint_item(const std::string& text, const std::string& origin);
 
 // Cross-item rules: unique names, non-overlapping subnets, known networks,
-// valid container:NAME references. Throws ConfigError.
+// valid container:NAME references, macvlan against the uplink. Throws ConfigError.
 void check_config(const Config& cfg);
+// Defaults that depend on other items (a macvlan network's gateway is the uplink's).
+void resolve_defaults(Config& cfg);
 
 // What changed between two configurations (reload applies only this).
 struct ConfigDiff {

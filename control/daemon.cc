@@ -1,5 +1,6 @@
 #include "control/daemon.h"
 
+#include <net/if.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -55,6 +56,8 @@ void preflight(const Config& cfg, const Plan& plan, const DaemonOptions& opt) {
     if (!ep.create_netns && !ep.netns_path.empty() && stat(ep.netns_path.c_str(), &st) != 0)
       throw ConfigError(cfg.path + ": endpoint '" + ep.name + "': netns " + ep.netns_path + " does not exist");
   }
+  if (cfg.uplink && !if_nametoindex(cfg.uplink->interface.c_str()))
+    throw ConfigError(cfg.path + ": uplink.port.interface: no interface '" + cfg.uplink->interface + "' on this host");
   if (access(opt.bpf_object.c_str(), R_OK) != 0)
     throw ConfigError("BPF object " + opt.bpf_object + " is not readable (use --bpf-object)");
 }
@@ -94,7 +97,11 @@ void Daemon::setup() {
     dopt.idle_after_us = cfg_.sw.idle_after_us;
     dp_ = std::make_unique<Dataplane>(dopt);
 
-    for (const auto& n : cfg_.networks) add_bd(n.name);
+    uint32_t h = 2166136261u;  // FNV-1a of the instance name: a stable, local, unicast router MAC
+    for (char c : cfg_.sw.name) h = (h ^ uint8_t(c)) * 16777619u;
+    router_mac_ = 0x02dd00000000ULL | h;
+    if (cfg_.uplink) create_uplink();
+    for (const auto& n : cfg_.networks) add_bd(n);
     for (const auto& ep : plan_.endpoints) create_endpoint(ep);
     publish_snapshot();
     dp_->start();
@@ -105,13 +112,43 @@ void Daemon::setup() {
   }
 }
 
-uint16_t Daemon::add_bd(const std::string& network) {
+uint16_t Daemon::add_bd(const NetworkConfig& network) {
+  if (network.driver == Driver::kMacvlan) {  // the uplink's segment itself
+    bd_name_[uplink_bd_] = network.name;
+    bd_of_[network.name] = uplink_bd_;
+    return uplink_bd_;
+  }
   uint16_t id = 0;
   while (id < bd_name_.size() && !bd_name_[id].empty()) id++;
   if (id == bd_name_.size()) bd_name_.emplace_back();
-  bd_name_[id] = network;
-  bd_of_[network] = id;
+  bd_name_[id] = network.name;
+  bd_of_[network.name] = id;
   return id;
+}
+
+void Daemon::create_uplink() {
+  const UplinkConfig& up = *cfg_.uplink;
+  Rtnl rt;
+  uplink_bd_ = add_bd(NetworkConfig{.name = "(uplink)"});
+  uplink_mac_ = rt.link_mac(up.interface);
+  rt.set_up(up.interface);
+  uint16_t id = new_port_id();
+  PortRec& pr = ports_[id];
+  pr.network = "(uplink)";
+  pr.host_ifname = up.interface;
+  pr.ifindex = rt.ifindex(up.interface);
+  pr.bd = uplink_bd_;
+  pr.mac = uplink_mac_;
+  pr.ip = up.address.addr;
+  auto port = std::make_unique<AfxdpPort>(up.interface, AfxdpPort::Options{});
+  int fd = port->fd();
+  pr.port = std::move(port);
+  pr.xdp = true;
+  uplink_port_ = id;
+  xdp_->bind_socket(pr.ifindex, id, fd);
+  xdp_->attach(pr.ifindex, up.interface);
+  LOG_INFO("uplink %s: %s/%u, %s, next hop %s (port %u)", up.interface.c_str(), ipv4_to_string(up.address.addr).c_str(),
+           up.address.len, mac_to_string(uplink_mac_).c_str(), up.gateway ? ipv4_to_string(up.gateway).c_str() : "none", id);
 }
 
 void Daemon::remove_bd(const std::string& network) {
@@ -119,6 +156,11 @@ void Daemon::remove_bd(const std::string& network) {
   if (it == bd_of_.end()) return;
   uint16_t id = it->second;
   bd_of_.erase(it);
+  if (uplink_port_ >= 0 && id == uplink_bd_) {  // a macvlan network: the segment stays with the uplink
+    bd_name_[id] = "(uplink)";
+    publish_snapshot();
+    return;
+  }
   publish_snapshot();  // the network's flood list disappears
   dp_->synchronize();  // no worker still forwards in it...
   dp_->macs().flush_bd(id);  // ...so its MAC entries can go, and the id be reused
@@ -220,6 +262,10 @@ void Daemon::create_endpoint(const PlannedEndpoint& ep) {
       pr.xdp = true;
       xdp_->bind_socket(pr.ifindex, id, fd);
       xdp_->attach(pr.ifindex, a.host_ifname);
+      // macvlan: the station is known by configuration, frames from the uplink
+      // for its MAC go straight to it (no learning, no flooding, no moves).
+      if (const NetworkConfig* net = cfg_.network(a.network); net && net->driver == Driver::kMacvlan)
+        dp_->macs().add_static(pr.bd, a.mac, id);
       LOG_INFO("endpoint %s: %s %s/%u on network %s via %s (port %u)", ep.name.c_str(), mac_to_string(a.mac).c_str(),
                ipv4_to_string(a.ip).c_str(), a.prefix_len, a.network.c_str(), a.host_ifname.c_str(), id);
     }
@@ -266,10 +312,30 @@ void Daemon::destroy_endpoint(const std::string& name) {
 void Daemon::publish_snapshot() {
   auto s = std::make_unique<Snapshot>();
   s->generation = ++generation_;
-  s->bds.resize(bd_name_.size());
-  for (size_t i = 0; i < bd_name_.size(); i++) s->bds[i].name = bd_name_[i];
   s->rx_ports.resize(dp_->workers());
   s->ports.resize(ports_.size());
+  s->bds.resize(bd_name_.size());
+  for (size_t i = 0; i < bd_name_.size(); i++) {
+    BdEntry& b = s->bds[i];
+    b.name = bd_name_[i];
+    if (uplink_port_ >= 0 && i == uplink_bd_) {
+      b.local_ip = cfg_.uplink->address.addr;  // the host, on its own segment
+      b.router_mac = uplink_mac_;
+    } else if (const NetworkConfig* n = cfg_.network(b.name); n && n->driver == Driver::kBridge) {
+      b.local_ip = n->gateway;  // the network's gateway
+      b.router_mac = router_mac_;
+    }
+  }
+  if (uplink_port_ >= 0) {
+    uint16_t id = uint16_t(uplink_port_);
+    PortEntry& pe = s->ports[id];
+    pe.port = ports_[id].port.get();
+    pe.bd = uplink_bd_;
+    pe.owner = uint16_t(id % dp_->workers());
+    pe.max_frame = 1500 + kEthHdrLen;
+    s->bds[uplink_bd_].ports.push_back(id);
+    s->rx_ports[pe.owner].push_back(id);
+  }
   for (const auto& [name, rec] : eps_) {
     for (uint16_t id : rec.ports) {
       const PortRec& pr = ports_[id];
@@ -307,7 +373,7 @@ json Daemon::add_network(const NetworkConfig& n) {
   next.networks.push_back(n);
   check_config(next);
   Plan np = make_plan(next, &plan_);
-  add_bd(n.name);
+  add_bd(n);
   cfg_ = std::move(next);
   plan_ = std::move(np);
   publish_snapshot();
@@ -358,7 +424,7 @@ json Daemon::reload() {
   ConfigDiff d = diff_configs(cfg_, next);
   if (!d.switch_changed.empty()) {
     std::string keys;
-    for (auto& k : d.switch_changed) keys += (keys.empty() ? "switch." : ", switch.") + k;
+    for (auto& k : d.switch_changed) keys += (keys.empty() ? "" : ", ") + (k == "uplink" ? k : "switch." + k);
     throw ConfigError(cfg_.path + ": " + keys + " cannot change while dpsw runs (restart it); nothing was changed");
   }
   auto in = [](const std::vector<std::string>& v, const std::string& x) { return std::find(v.begin(), v.end(), x) != v.end(); };
@@ -386,7 +452,7 @@ json Daemon::reload() {
   for (const auto& n : d.networks_removed) remove_bd(n);
   for (const auto& n : d.networks_changed) remove_bd(n);
   for (const auto& n : next.networks)
-    if (!bd_of_.count(n.name)) add_bd(n.name);
+    if (!bd_of_.count(n.name)) add_bd(n);
   std::string failed;
   for (const auto& ep : np.endpoints) {
     if (!in(fresh, ep.name)) continue;
@@ -455,6 +521,12 @@ void Daemon::teardown() {
     release(rec);
   }
   eps_.clear();
+  if (uplink_port_ >= 0) {  // detach from the uplink; the interface is not ours to delete
+    EndpointRec up;
+    up.ports = {uint16_t(uplink_port_)};
+    release(up);
+    uplink_port_ = -1;
+  }
   dp_.reset();
   xdp_.reset();
   DpdkEnv::shutdown();  // no-op unless a vhost port brought DPDK up
@@ -572,8 +644,8 @@ json Daemon::show(const std::string& what, const std::vector<std::string>& args)
       std::string ep = known ? ports_[e.port].endpoint : "";
       out.push_back({{"network", e.bd < bd_name_.size() ? bd_name_[e.bd] : "?"},
                      {"mac", mac_to_string(e.mac)}, {"port", port}, {"endpoint", ep},
-                     {"age_ms", int32_t(now - e.last_seen_ms) < 0 ? 0 : now - e.last_seen_ms},
-                     {"established", e.established}});
+                     {"age_ms", e.is_static || int32_t(now - e.last_seen_ms) < 0 ? 0 : now - e.last_seen_ms},
+                     {"established", e.established}, {"static", e.is_static}});
     });
     return out;
   }

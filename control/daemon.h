@@ -78,8 +78,9 @@ class Daemon {
   uint16_t new_port_id();
   void release(EndpointRec& rec);                     // ports must be out of the snapshot
   void destroy_endpoint(const std::string& name);     // publish without it, grace period, release
-  uint16_t add_bd(const std::string& network);
+  uint16_t add_bd(const NetworkConfig& network);      // a macvlan network maps onto the uplink's segment
   void remove_bd(const std::string& network);         // after its ports are gone
+  void create_uplink();
   void publish_snapshot();
   void check_netns_paths(const Plan& plan, const std::vector<std::string>& endpoints) const;
   nlohmann::json show(const std::string& what, const std::vector<std::string>& args);
@@ -98,6 +99,10 @@ class Daemon {
   std::vector<std::string> bd_name_;            // bridge domain id -> network ("" free)
   std::map<std::string, EndpointRec> eps_;
   uint64_t generation_ = 0;
+  int uplink_port_ = -1;      // port id of the uplink, -1: none
+  uint16_t uplink_bd_ = 0;    // the uplink segment's bridge domain (macvlan networks live here)
+  Mac uplink_mac_ = 0;        // answers for the uplink address
+  Mac router_mac_ = 0;        // answers for bridge networks' gateways
 };
 
 }  // namespace dpsw

@@ -50,7 +50,9 @@ def worker_core():
 
 
 class Dpsw:
-    def __init__(self, networks, endpoints, name=None, aging_s=300, workers=None, extra_switch=None):
+    OUTSIDE_IP, HOST_IP = "198.51.100.1", "198.51.100.10"  # documentation range (SPEC §5)
+
+    def __init__(self, networks, endpoints, name=None, aging_s=300, workers=None, extra_switch=None, uplink=False):
         self.name = name or "t" + secrets.token_hex(2)  # 5 chars: fits the 6-char limit
         self.dir = tempfile.mkdtemp(prefix=f"dpsw-{self.name}-")
         self.sock = os.path.join(self.dir, "ctl.sock")
@@ -63,6 +65,19 @@ class Dpsw:
                  f"  mac_table: {{ size: 4096, aging_s: {aging_s} }}"]
         for k, v in (extra_switch or {}).items():
             lines.append(f"  {k}: {v}")
+        if uplink:
+            # The "outside world": a namespace of ours behind a veth that dpsw uses as its uplink.
+            self.uplink_if = f"{self.name}-up"
+            out = self.ns("out")
+            sh("ip", "netns", "add", out)
+            sh("ip", "link", "add", self.uplink_if, "type", "veth", "peer", "name", "eth0", "netns", out)
+            sh("ip", "-n", out, "addr", "add", self.OUTSIDE_IP + "/24", "dev", "eth0")
+            sh("ip", "-n", out, "link", "set", "eth0", "up")
+            sh("ip", "-n", out, "link", "set", "lo", "up")
+            sh("ip", "netns", "exec", out, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1")
+            sh("sysctl", "-qw", f"net.ipv6.conf.{self.uplink_if}.disable_ipv6=1")
+            lines += ["uplink:", f"  port: {{ kind: afxdp, interface: {self.uplink_if} }}",
+                      f"  address: {self.HOST_IP}/24", f"  gateway: {self.OUTSIDE_IP}"]
         for key, items in (("networks", networks), ("endpoints", endpoints)):
             lines.append(f"{key}:")
             for item in items:

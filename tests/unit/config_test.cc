@@ -7,6 +7,9 @@
 namespace dpsw {
 namespace {
 
+#define UPLINK "uplink:\n  port: { kind: afxdp, interface: up0 }\n  address: 198.51.100.10/24\n  gateway: 198.51.100.1\n"
+
+
 const char* kGood = R"(
 switch:
   name: t1
@@ -72,6 +75,31 @@ TEST(Config, VhostEndpoints) {
   ASSERT_EQ(p.endpoints[0].attachments.size(), 1u);
   EXPECT_EQ(p.endpoints[0].attachments[0].mtu, 9000u);
   EXPECT_EQ(ipv4_to_string(p.endpoints[0].attachments[0].ip), "10.0.0.2");  // reserved for the application
+}
+
+TEST(Config, UplinkAndMacvlan) {
+  Config c = parse_config(UPLINK "networks:\n  - name: lan\n    driver: macvlan\n    subnet: 198.51.100.0/24\n"
+                                 "endpoints:\n  - name: m1\n    networks: [lan]\n  - name: m2\n    networks: [lan]\n    ip: 198.51.100.10\n",
+                          "u.yaml");
+  ASSERT_TRUE(c.uplink.has_value());
+  EXPECT_EQ(c.uplink->interface, "up0");
+  EXPECT_EQ(ipv4_to_string(c.uplink->address.addr), "198.51.100.10");
+  EXPECT_EQ(c.networks[0].driver, Driver::kMacvlan);
+  EXPECT_EQ(ipv4_to_string(c.networks[0].gateway), "198.51.100.1");  // the uplink's next hop
+  try {
+    make_plan(c);
+    FAIL() << "the host's own address was handed to an endpoint";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("198.51.100.10 is already used"), std::string::npos) << e.what();
+  }
+  c.endpoints.pop_back();
+  Plan p = make_plan(c);
+  EXPECT_EQ(ipv4_to_string(p.endpoints[0].attachments[0].ip), "198.51.100.2");
+  EXPECT_TRUE(p.endpoints[0].create_netns);  // a container like any other, on the uplink's segment
+  // Changing the uplink needs a restart.
+  Config d = c;
+  d.uplink->gateway = *ipv4_parse("198.51.100.2");
+  EXPECT_EQ(diff_configs(c, d).switch_changed, std::vector<std::string>{"uplink"});
 }
 
 TEST(Config, DefaultsWhenSwitchIsOmitted) {
@@ -169,6 +197,15 @@ INSTANTIATE_TEST_SUITE_P(
         Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\n  - name: b\n    subnet: 10.1.0.0/24\nendpoints:\n  - name: e\n    networks: [a, b]\n    port: vhost\n    vhost_socket: /v.sock\n", "bad.yaml:7: endpoints[0].networks: a vhost endpoint attaches to exactly one network"},
         Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\nendpoints:\n  - name: e\n    networks: [a]\n    port: vhost\n    vhost_socket: /v.sock\n  - name: f\n    networks: [a]\n    port: vhost\n    vhost_socket: /v.sock\n", "bad.yaml:12: endpoints[1].vhost_socket: /v.sock is already the socket of endpoint 'e'"},
         Bad{"networks:\n  - name: j\n    subnet: 10.0.0.0/24\n    mtu: 9000\nendpoints:\n  - name: e\n    networks: [j]\n", "bad.yaml:7: endpoints[0].networks[0]: network 'j' has mtu 9000; AF_XDP ports carry at most 3500 (use port: vhost for jumbo frames)"},
+        Bad{"uplink:\n  address: 198.51.100.10/24\n", "bad.yaml:2: uplink.port: required key missing"},
+        Bad{"uplink:\n  port: { kind: afxdp, interface: up0 }\n  address: 198.51.100.0/24\n", "bad.yaml:3: uplink.address: '198.51.100.0/24' is not a host address with its prefix, like 198.51.100.10/24"},
+        Bad{"uplink:\n  port: { kind: afxdp, interface: up0 }\n  address: 198.51.100.10/24\n  gateway: 198.51.101.1\n", "bad.yaml:4: uplink.gateway: '198.51.101.1' is not another host address of 198.51.100.0/24"},
+        Bad{"uplink:\n  port: { kind: dpdk, interface: up0 }\n  address: 198.51.100.10/24\n", "bad.yaml:2: uplink.port.kind: kind 'dpdk' is not supported by this version of dpsw yet (afxdp)"},
+        Bad{"networks:\n  - name: m\n    driver: macvlan\n    subnet: 198.51.100.0/24\n", "bad.yaml:3: networks[0].driver: driver macvlan needs an uplink (its endpoints sit on the uplink's segment)"},
+        Bad{UPLINK "networks:\n  - name: m\n    driver: macvlan\n    subnet: 198.51.100.0/25\n", "bad.yaml:8: networks[0].subnet: a macvlan network's subnet must be the uplink's, 198.51.100.0/24"},
+        Bad{UPLINK "networks:\n  - name: m\n    driver: macvlan\n    subnet: 198.51.100.0/24\n  - name: n\n    driver: macvlan\n    subnet: 198.51.100.0/24\n", "bad.yaml:10: networks[1].driver: only one macvlan network per uplink ('m' is one)"},
+        Bad{UPLINK "networks:\n  - name: b\n    subnet: 198.51.100.128/25\n", "bad.yaml:7: networks[0].subnet: 198.51.100.128/25 overlaps the uplink's subnet 198.51.100.0/24"},
+        Bad{UPLINK "networks:\n  - name: m\n    driver: macvlan\n    subnet: 198.51.100.0/24\n    internal: true\n", "bad.yaml:9: networks[0].internal: a macvlan network sits on the uplink's segment and cannot be internal"},
         Bad{"networks:\n  - name: j\n    subnet: 10.0.0.0/24\n    mtu: 9001\n", "bad.yaml:4: networks[0].mtu: '9001' is not a whole number in 576..9000"},
         // Plan-time errors name the line of the key at fault.
         Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\nendpoints:\n  - name: e\n    networks: [a]\n    ip: 10.1.0.5\n", "bad.yaml:7: endpoints[0].ip: 10.1.0.5 is not in subnet 10.0.0.0/24 of network 'a'"},
