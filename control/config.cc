@@ -123,6 +123,17 @@ void parse_switch(Map& top, const YAML::Node& n, SwitchConfig& sw) {
   if (auto v = m.get("conntrack")) {
     Map t(v, m.key("conntrack"), top.origin());
     if (auto s = t.get("size")) sw.conntrack_size = uint32_t(integer(t, s, t.key("size"), 16, 64u << 20));
+    if (auto to = t.get("timeouts")) {
+      Map tm(to, t.key("timeouts"), top.origin());
+      auto sec = [&](const char* k, uint32_t* out) {
+        if (auto x = tm.get(k)) *out = uint32_t(integer(tm, x, tm.key(k), 1, 864000));
+      };
+      sec("tcp_established", &sw.ct_tcp_established);
+      sec("tcp_transitory", &sw.ct_tcp_transitory);
+      sec("udp", &sw.ct_udp);
+      sec("icmp", &sw.ct_icmp);
+      tm.finish();
+    }
     t.finish();
   }
   m.finish();
@@ -307,8 +318,9 @@ Config parse_config(const std::string& text, const std::string& origin) {
     if (!addr) m.fail(v, "uplink.address", "required key missing");
     std::string as = scalar(m, addr, "uplink.address");
     auto ap = prefix_parse(as);
-    if (!ap || ap->len > 30 || ap->len < 8 || ap->addr == ap->network() || ap->addr == ap->broadcast())
+    if (!ap || ap->len > 30 || ap->addr == ap->network() || ap->addr == ap->broadcast())
       m.fail(addr, "uplink.address", "'" + as + "' is not a host address with its prefix, like 198.51.100.10/24");
+    if (ap->len < 16) m.fail(addr, "uplink.address", "the uplink's segment must be /16 or smaller (got /" + std::to_string(ap->len) + ")");
     up.address = *ap;
     if (auto g = m.get("gateway")) {
       std::string gs = scalar(m, g, "uplink.gateway");
@@ -477,6 +489,9 @@ ConfigDiff diff_configs(const Config& a, const Config& b) {
   if (x.mac_table_size != y.mac_table_size) d.switch_changed.push_back("mac_table.size");
   if (x.mac_aging_s != y.mac_aging_s) d.switch_changed.push_back("mac_table.aging_s");
   if (x.conntrack_size != y.conntrack_size) d.switch_changed.push_back("conntrack.size");
+  if (x.ct_tcp_established != y.ct_tcp_established || x.ct_tcp_transitory != y.ct_tcp_transitory || x.ct_udp != y.ct_udp ||
+      x.ct_icmp != y.ct_icmp)
+    d.switch_changed.push_back("conntrack.timeouts");
   if (x.idle_block != y.idle_block) d.switch_changed.push_back("idle");
   if (x.idle_after_us != y.idle_after_us) d.switch_changed.push_back("idle_after_us");
   auto same_uplink = [](const std::optional<UplinkConfig>& u, const std::optional<UplinkConfig>& v) {

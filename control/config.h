@@ -45,6 +45,8 @@ struct SwitchConfig {
   uint32_t mac_table_size = 65536;
   uint32_t mac_aging_s = 300;
   uint32_t conntrack_size = 262144;
+  // conntrack.timeouts (seconds): established TCP, TCP opening/closing, UDP (after a reply: x4), ICMP
+  uint32_t ct_tcp_established = 3600, ct_tcp_transitory = 60, ct_udp = 30, ct_icmp = 30;
   bool idle_block = false;            // idle: poll (default) | block
   uint32_t idle_after_us = 200;       // with idle: block, block after this long without a frame
 };

@@ -96,6 +96,18 @@ void Daemon::setup() {
     dopt.idle = cfg_.sw.idle_block ? Dataplane::Options::Idle::kBlock : Dataplane::Options::Idle::kPoll;
     dopt.idle_after_us = cfg_.sw.idle_after_us;
     dp_ = std::make_unique<Dataplane>(dopt);
+    if (cfg_.uplink) {
+      ConnTrack::Options ct;
+      ct.size = cfg_.sw.conntrack_size;
+      ct.timeouts.tcp_established = cfg_.sw.ct_tcp_established;
+      ct.timeouts.tcp_new = ct.timeouts.tcp_closing = cfg_.sw.ct_tcp_transitory;
+      ct.timeouts.tcp_closed = std::min<uint32_t>(10, cfg_.sw.ct_tcp_transitory);
+      ct.timeouts.udp = cfg_.sw.ct_udp;
+      ct.timeouts.udp_replied = cfg_.sw.ct_udp * 4;
+      ct.timeouts.icmp = cfg_.sw.ct_icmp;
+      dp_->enable_l3(ct, cfg_.uplink->address.network(), cfg_.uplink->address.len);
+      if (cfg_.uplink->gateway) dp_->arp()->want(cfg_.uplink->gateway);  // resolved by the uplink's worker right away
+    }
 
     uint32_t h = 2166136261u;  // FNV-1a of the instance name: a stable, local, unicast router MAC
     for (char c : cfg_.sw.name) h = (h ^ uint8_t(c)) * 16777619u;
@@ -324,7 +336,19 @@ void Daemon::publish_snapshot() {
     } else if (const NetworkConfig* n = cfg_.network(b.name); n && n->driver == Driver::kBridge) {
       b.local_ip = n->gateway;  // the network's gateway
       b.router_mac = router_mac_;
+      b.nat = !n->internal;
     }
+  }
+  if (uplink_port_ >= 0) {
+    L3Conf& l3 = s->l3;
+    l3.enabled = true;
+    l3.uplink_port = uint16_t(uplink_port_);
+    l3.uplink_bd = uplink_bd_;
+    l3.uplink_ip = cfg_.uplink->address.addr;
+    l3.gateway = cfg_.uplink->gateway;
+    l3.uplink_mac = uplink_mac_;
+    for (const auto& n : cfg_.networks)
+      if (n.driver == Driver::kBridge) l3.isolated.push_back({n.subnet.network(), n.subnet.mask()});
   }
   if (uplink_port_ >= 0) {
     uint16_t id = uint16_t(uplink_port_);
@@ -504,6 +528,7 @@ int Daemon::run() {
     uint32_t now = now_ms();
     if (now - last_maint >= 250) {
       dp_->maintain(now, cfg_.sw.mac_aging_s * 1000);
+      if (ConnTrack* ct = dp_->conntrack()) ct->expire(now, [this](std::function<void()> fn) { dp_->defer(std::move(fn)); });
       last_maint = now;
     }
   }
@@ -672,11 +697,32 @@ json Daemon::show(const std::string& what, const std::vector<std::string>& args)
       auto& env = DpdkEnv::get(cfg_.sw.name);
       dpdk = {{"mbufs_total", env.mbufs_total()}, {"mbufs_available", env.mbufs_available()}};
     }
-    return {{"ports", ports}, {"workers", workers}, {"dpdk", dpdk},
+    json conntrack = nullptr;
+    if (ConnTrack* ct = dp_->conntrack())
+      conntrack = {{"flows", ct->count()}, {"capacity", ct->capacity()}, {"refused_full", ct->full_drops()}};
+    return {{"ports", ports}, {"workers", workers}, {"dpdk", dpdk}, {"conntrack", conntrack},
             {"mac_table", {{"entries", dp_->macs().count()}, {"capacity", dp_->macs().capacity()}}},
             {"xdp", {{"redirected", redir}, {"passed_no_socket", passed}}}};
   }
-  if (what == "conntrack") return json::array();  // no network does NAT yet: nothing is tracked
+  if (what == "conntrack") {
+    json out = json::array();
+    ConnTrack* ct = dp_->conntrack();
+    if (!ct) return out;
+    uint32_t now = now_ms();
+    static const char* tcp_states[] = {"new", "established", "closing", "closed"};
+    ct->for_each([&](const Flow& f) {
+      const FlowKey& o = f.orig;
+      std::string proto = o.proto == 6 ? "tcp" : o.proto == 17 ? "udp" : "icmp";
+      uint8_t st = f.state.load(std::memory_order_relaxed);  // relaxed: display only
+      out.push_back({{"proto", proto},
+                     {"inside", ipv4_to_string(o.sip) + ":" + std::to_string(o.sport)},
+                     {"remote", ipv4_to_string(o.dip) + ":" + std::to_string(o.proto == 1 ? 0 : o.dport)},
+                     {"nat", ipv4_to_string(f.reply.dip) + ":" + std::to_string(f.nat_port)},
+                     {"state", o.proto == 6 ? tcp_states[st & 3] : st ? "replied" : "unreplied"},
+                     {"idle_ms", int32_t(now - f.last_seen.load(std::memory_order_relaxed)) < 0 ? 0 : now - f.last_seen.load(std::memory_order_relaxed)}});
+    });
+    return out;
+  }
   throw std::runtime_error("cannot show '" + what + "': expected ports, networks, endpoints, mac [NETWORK], conntrack, counters");
 }
 

@@ -86,8 +86,14 @@ static void print_human(const std::string& what, const json& r) {
     std::printf("\nmac table: %s/%s entries; xdp: %s redirected, %s passed (no socket)\n", s(r["mac_table"]["entries"]).c_str(),
                 s(r["mac_table"]["capacity"]).c_str(), s(r["xdp"]["redirected"]).c_str(), s(r["xdp"]["passed_no_socket"]).c_str());
   } else if (what == "conntrack") {
-    if (r.empty()) std::printf("no tracked connections (no network uses NAT)\n");
-    else std::printf("%s\n", r.dump(2).c_str());
+    if (r.empty()) {
+      std::printf("no tracked connections\n");
+      return;
+    }
+    for (auto& c : r)
+      rows.push_back({s(c["proto"]), s(c["inside"]), s(c["remote"]), s(c["nat"]), s(c["state"]),
+                      std::to_string(c["idle_ms"].get<uint64_t>() / 1000)});
+    table({"PROTO", "INSIDE", "REMOTE", "NAT", "STATE", "IDLE(s)"}, rows);
   } else {
     std::printf("%s\n", r.dump(2).c_str());
   }

@@ -13,6 +13,12 @@ std::string_view drop_reason_name(Drop d) {
     case Drop::kHandoffFull: return "handoff_full";
     case Drop::kNoRoute: return "no_route";
     case Drop::kBadIp: return "bad_ip";
+    case Drop::kTtl: return "ttl";
+    case Drop::kIsolated: return "isolated";
+    case Drop::kInternal: return "internal";
+    case Drop::kNoFlow: return "no_flow";
+    case Drop::kArpMiss: return "arp_miss";
+    case Drop::kCtFull: return "ct_full";
     case Drop::kCount: break;
   }
   return "?";

@@ -27,6 +27,12 @@ enum class Drop : uint8_t {
   kHandoffFull,   // cross-worker ring to the destination's worker was full
   kNoRoute,       // sent to dpsw's router MAC, but nothing routes it (yet)
   kBadIp,         // IPv4 header malformed or truncated
+  kTtl,           // TTL expired on the way through dpsw
+  kIsolated,      // between two container networks (Docker's inter-network isolation)
+  kInternal,      // from an internal network towards the outside
+  kNoFlow,        // arrived at the uplink address with no connection to belong to
+  kArpMiss,       // next hop on the uplink not resolved yet (ARP sent)
+  kCtFull,        // connection table or NAT ports exhausted: new flow refused
   kCount
 };
 constexpr size_t kDropReasons = size_t(Drop::kCount);

@@ -13,6 +13,7 @@
 #include "dataplane/stage_eth_input.h"
 #include "dataplane/stage_l2_fwd.h"
 #include "dataplane/stage_l3_local.h"
+#include "dataplane/stage_l3_route.h"
 
 namespace dpsw {
 
@@ -51,6 +52,7 @@ void Worker::process(const Snapshot& s, uint16_t in_port, Packet* pkts, uint16_t
       pc.drops[size_t(r.drop)].add(1);
       continue;
     }
+    if (in_port == s.l3.uplink_port && dp_.arp_) arp_learn(pkts[i].data, pkts[i].len, *dp_.arp_);
     switch (stage::l3_local(pkts[i], bd, dst[i], &drop[i])) {
       case stage::LocalNext::kNotLocal:
         break;
@@ -58,6 +60,21 @@ void Worker::process(const Snapshot& s, uint16_t in_port, Packet* pkts, uint16_t
         handled[i] = true;
         tx_.enqueue(s, in_port, &pkts[i]);
         break;
+      case stage::LocalNext::kRoute: {
+        handled[i] = true;
+        uint16_t out_port;
+        if (dp_.ct_) {
+          stage::RouteCtx rc{s, *dp_.ct_, *dp_.arp_, id_, now};
+          if (stage::l3_route(pkts[i], bd, rc, &out_port, &drop[i]) == stage::RouteNext::kOut) {
+            tx_.enqueue(s, out_port, &pkts[i]);
+            break;
+          }
+        } else {
+          drop[i] = Drop::kNoRoute;
+        }
+        pc.drops[size_t(drop[i])].add(1);
+        break;
+      }
       case stage::LocalNext::kDrop:
         handled[i] = true;
         pc.drops[size_t(drop[i])].add(1);
@@ -134,9 +151,30 @@ unsigned Worker::poll_once() {
       port->maintain();
     }
     if (dp_.mesh_.workers() > 1) moved += drain_handoff(*s);
+    if (s->l3.enabled && dp_.arp_ && s->l3.uplink_port < s->ports.size() && s->ports[s->l3.uplink_port].owner == id_ &&
+        now - last_arp_ms_ >= 100) {
+      last_arp_ms_ = now;
+      send_arp_requests(*s, now);
+    }
   }
   dp_.qsbr_.quiescent(id_);
   return moved;
+}
+
+void Worker::send_arp_requests(const Snapshot& s, uint32_t) {
+  Packet pkts[32];
+  unsigned n = 0;
+  dp_.arp_->for_each_wanted([&](uint32_t ip) {
+    if (n == 32) return;
+    arp_request(arp_buf_[n], s.l3.uplink_mac, s.l3.uplink_ip, ip);
+    pkts[n].data = arp_buf_[n];
+    pkts[n].len = 60;
+    pkts[n].in_port = s.l3.uplink_port;
+    pkts[n].mbuf = nullptr;
+    tx_.enqueue(s, s.l3.uplink_port, &pkts[n]);
+    n++;
+  });
+  if (n) tx_.flush(s);
 }
 
 void Worker::run() {
@@ -266,6 +304,12 @@ void Dataplane::stop() {
   }  // wakes workers blocked in epoll; they then see running_ == false
   for (auto& t : threads_) t.join();
   threads_.clear();
+}
+
+void Dataplane::enable_l3(ConnTrack::Options ct, uint32_t segment, uint8_t prefix_len) {
+  ct.workers = unsigned(workers_.size());
+  ct_ = std::make_unique<ConnTrack>(ct);
+  arp_ = std::make_unique<ArpCache>(segment, prefix_len);
 }
 
 void Dataplane::publish(std::unique_ptr<Snapshot> s) {

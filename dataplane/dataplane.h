@@ -12,6 +12,8 @@
 #include <thread>
 #include <vector>
 
+#include "dataplane/arp_cache.h"
+#include "dataplane/conntrack.h"
 #include "dataplane/counters.h"
 #include "dataplane/mac_table.h"
 #include "dataplane/qsbr.h"
@@ -36,12 +38,15 @@ class Worker {
 
  private:
   unsigned drain_handoff(const Snapshot& s);
+  void send_arp_requests(const Snapshot& s, uint32_t now);  // uplink owner: resolve wanted next hops
   bool block();  // idle: wait for traffic; false if this worker cannot block
 
   Dataplane& dp_;
   unsigned id_;
   std::unique_ptr<WorkerCounters> wc_;
   stage::TxStage tx_;
+  uint32_t last_arp_ms_ = 0;
+  uint8_t arp_buf_[32][64];
 };
 
 class Dataplane {
@@ -73,12 +78,18 @@ class Dataplane {
   void maintain(uint32_t now_ms, uint32_t aging_ms);
   // Block until every worker has passed a quiescent point (control thread only).
   void synchronize();
+  // Run fn once no worker can still hold references taken before now (control thread).
+  void defer(std::function<void()> fn) { qsbr_.retire(std::move(fn)); }
   // Have every worker run fn once, on its own thread, at its next loop
   // iteration (e.g. register with DPDK's EAL once that is up).
   void set_thread_hook(void (*fn)()) { thread_hook_.store(fn, std::memory_order_release); }  // release: fn's setup is visible
 
   const Snapshot& snapshot() const { return *snap_.load(std::memory_order_acquire); }
   MacTable& macs() { return macs_; }
+  // Routing/NAT state (control thread, before start()): an uplink segment and the conntrack table.
+  void enable_l3(ConnTrack::Options ct, uint32_t segment, uint8_t prefix_len);
+  ConnTrack* conntrack() { return ct_.get(); }
+  ArpCache* arp() { return arp_.get(); }
   unsigned workers() const { return unsigned(workers_.size()); }
   Worker& worker(unsigned i) { return *workers_[i]; }
 
@@ -93,6 +104,8 @@ class Dataplane {
   friend class Worker;
   Options opt_;
   MacTable macs_;
+  std::unique_ptr<ConnTrack> ct_;
+  std::unique_ptr<ArpCache> arp_;
   Qsbr qsbr_;
   HandoffMesh mesh_;
   // release on store / acquire on load: a worker that sees the pointer sees the whole snapshot.

@@ -28,6 +28,17 @@ struct BdEntry {
   std::vector<uint16_t> ports;  // flood list: every port of the network
   uint32_t local_ip = 0;        // dpsw's own address here (gateway / uplink address); 0: none
   Mac router_mac = 0;           // the MAC that answers for local_ip
+  bool nat = false;             // a bridge network whose traffic may leave through the uplink (not internal)
+};
+
+// Routing between container networks and the uplink (absent without an uplink).
+struct L3Conf {
+  bool enabled = false;
+  uint16_t uplink_port = kInvalidPort;
+  uint16_t uplink_bd = 0;
+  uint32_t uplink_ip = 0, gateway = 0;
+  Mac uplink_mac = 0;
+  std::vector<std::pair<uint32_t, uint32_t>> isolated;  // (network, mask) of every bridge network: never routed between
 };
 
 struct Snapshot {
@@ -36,6 +47,7 @@ struct Snapshot {
   std::vector<BdEntry> bds;                      // indexed by bd
   std::vector<std::vector<uint16_t>> rx_ports;  // per worker: ports it polls
   std::vector<uint8_t> can_block;                // per worker: every rx port has a wait_fd (set by publish)
+  L3Conf l3;
 
   const PortEntry* port(uint16_t id) const {
     return id < ports.size() && ports[id].port ? &ports[id] : nullptr;

@@ -3,8 +3,8 @@
 // or the uplink address on the uplink segment) by rewriting the frame in
 // place and sending it back out of its input port.
 // Exits: kNotLocal (continue with L2 forwarding), kReply (tx to in_port),
-// kDrop (addressed to the router MAC but nothing local handles it yet:
-// Drop::kNoRoute — routing and NAT arrive with the uplink work).
+// kRoute (IPv4 at the router MAC, not an echo to us: stage_l3_route),
+// kDrop (non-IPv4 at the router MAC: no_route; malformed IPv4: bad_ip).
 //
 // In-place rewrite is safe: the frame is ours until release(), and a frame
 // that is answered is not forwarded anywhere else.
@@ -18,7 +18,7 @@
 
 namespace dpsw::stage {
 
-enum class LocalNext : uint8_t { kNotLocal, kReply, kDrop };
+enum class LocalNext : uint8_t { kNotLocal, kReply, kRoute, kDrop };
 
 namespace detail {
 inline uint32_t load_be32(const uint8_t* p) { return uint32_t(p[0]) << 24 | uint32_t(p[1]) << 16 | uint32_t(p[2]) << 8 | p[3]; }
@@ -75,9 +75,9 @@ inline LocalNext l3_local(Packet& p, const BdEntry& bd, Mac dst, Drop* drop) {
     *drop = Drop::kBadIp;
     return LocalNext::kDrop;
   }
-  if (detail::load_be32(ip + 16) != bd.local_ip || ip[9] != 1 /* ICMP */) return LocalNext::kDrop;
+  if (detail::load_be32(ip + 16) != bd.local_ip || ip[9] != 1 /* ICMP */) return LocalNext::kRoute;
   uint8_t* icmp = ip + ihl;
-  if (icmp[0] != 8 /* echo request */ || (load_be16(ip + 6) & 0x3fff) != 0 /* fragment */) return LocalNext::kDrop;
+  if (icmp[0] != 8 /* echo request */ || (load_be16(ip + 6) & 0x3fff) != 0 /* fragment */) return LocalNext::kRoute;
   // Echo reply, in place.
   std::memcpy(f, f + 6, 6);
   mac_to_bytes(bd.router_mac, f + 6);

@@ -75,6 +75,9 @@ class Dpsw:
             sh("ip", "-n", out, "link", "set", "eth0", "up")
             sh("ip", "-n", out, "link", "set", "lo", "up")
             sh("ip", "netns", "exec", out, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1")
+            # Our "outside" is a veth, which leaves TCP/UDP checksums to offload (a real NIC's
+            # segment delivers them complete); AF_XDP on the uplink needs them complete.
+            sh("ip", "netns", "exec", out, "ethtool", "-K", "eth0", "tx", "off")
             sh("sysctl", "-qw", f"net.ipv6.conf.{self.uplink_if}.disable_ipv6=1")
             lines += ["uplink:", f"  port: {{ kind: afxdp, interface: {self.uplink_if} }}",
                       f"  address: {self.HOST_IP}/24", f"  gateway: {self.OUTSIDE_IP}"]
