@@ -264,9 +264,41 @@ void parse_endpoint(Map& m, const YAML::Node& n, EndpointConfig& ep) {
     ep.ip = *a;
   }
   if (auto v = m.get("publish")) {
-    if (v.IsSequence() && v.size() == 0) {
-    } else {
-      m.fail(v, m.key("publish"), "published ports need an uplink with NAT, which this version of dpsw does not support yet");
+    if (!v.IsSequence()) m.fail(v, m.key("publish"), "expected a list like [\"8080:80/tcp\"]");
+    if (ep.mode != Mode::kBridge) m.fail(v, m.key("publish"), "only valid with mode bridge");
+    for (size_t i = 0; i < v.size(); i++) {
+      std::string key = m.key("publish[" + std::to_string(i) + "]");
+      std::string s = scalar(m, v[i], key);
+      auto bad = [&] { m.fail(v[i], key, "'" + s + "' is not HOST[-HOST2]:CONTAINER[-CONTAINER2][/tcp|udp] with ports 1..65535"); };
+      Publish p;
+      std::string body = s;
+      if (auto slash = s.find('/'); slash != std::string::npos) {
+        std::string proto = s.substr(slash + 1);
+        body = s.substr(0, slash);
+        if (proto == "tcp") p.proto = 6;
+        else if (proto == "udp") p.proto = 17;
+        else bad();
+      }
+      auto colon = body.find(':');
+      if (colon == std::string::npos) bad();
+      auto range = [&](const std::string& r, uint16_t* lo, uint16_t* hi) {
+        auto dash = r.find('-');
+        auto num = [&](const std::string& x) {
+          char* end = nullptr;
+          unsigned long n = std::strtoul(x.c_str(), &end, 10);
+          if (x.empty() || *end || n < 1 || n > 65535) bad();
+          return uint16_t(n);
+        };
+        *lo = num(r.substr(0, dash));
+        *hi = dash == std::string::npos ? *lo : num(r.substr(dash + 1));
+        if (*hi < *lo) bad();
+      };
+      uint16_t chi;
+      range(body.substr(0, colon), &p.host_lo, &p.host_hi);
+      range(body.substr(colon + 1), &p.ctr_lo, &chi);
+      if (chi - p.ctr_lo != p.host_hi - p.host_lo)
+        m.fail(v[i], key, "'" + s + "': the host and container ranges must be the same length");
+      ep.publish.push_back(p);
     }
   }
   m.finish();
@@ -453,6 +485,19 @@ void check_config(const Config& cfg) {
                           std::to_string(net->mtu) + "; AF_XDP ports carry at most " + std::to_string(kAfxdpMaxMtu) +
                           " (use port: vhost for jumbo frames)");
     }
+    if (!ep.publish.empty()) {
+      if (!cfg.uplink) throw ConfigError(ep.src.where("publish") + "published ports need an uplink (they live on its address)");
+      const NetworkConfig* net = cfg.network(ep.networks.at(0));
+      if (net->driver != Driver::kBridge || net->internal)
+        throw ConfigError(ep.src.where("publish") + "ports are published from the endpoint's first network, and '" + net->name +
+                          "' is " + (net->internal ? "internal" : "not a bridge network"));
+      for (const auto& p : ep.publish)
+        for (size_t j = 0; j < i; j++)
+          for (const auto& q : cfg.endpoints[j].publish)
+            if (p.proto == q.proto && p.host_lo <= q.host_hi && q.host_lo <= p.host_hi)
+              throw ConfigError(ep.src.where("publish") + publish_to_string(p) + " overlaps " + publish_to_string(q) +
+                                " of endpoint '" + cfg.endpoints[j].name + "'");
+    }
     if (ep.mode != Mode::kContainer) continue;
     const auto* t = cfg.endpoint(ep.container);
     if (!t) throw ConfigError(ep.src.where("mode") + "unknown endpoint '" + ep.container + "' in container:" + ep.container);
@@ -471,7 +516,13 @@ bool NetworkConfig::same_definition(const NetworkConfig& o) const {
 
 bool EndpointConfig::same_definition(const EndpointConfig& o) const {
   return name == o.name && networks == o.networks && mode == o.mode && container == o.container && netns == o.netns &&
-         port == o.port && vhost_socket == o.vhost_socket && vhost_client == o.vhost_client && mac == o.mac && ip == o.ip;
+         port == o.port && vhost_socket == o.vhost_socket && vhost_client == o.vhost_client && mac == o.mac && ip == o.ip &&
+         publish == o.publish;
+}
+
+std::string publish_to_string(const Publish& p) {
+  auto r = [](uint16_t lo, uint16_t hi) { return lo == hi ? std::to_string(lo) : std::to_string(lo) + "-" + std::to_string(hi); };
+  return r(p.host_lo, p.host_hi) + ":" + r(p.ctr_lo, uint16_t(p.ctr_lo + (p.host_hi - p.host_lo))) + (p.proto == 6 ? "/tcp" : "/udp");
 }
 
 bool ConfigDiff::empty() const {

@@ -73,6 +73,14 @@ struct NetworkConfig {
   bool same_definition(const NetworkConfig& o) const;
 };
 
+// publish: ["8080:80/tcp"], ["9000-9099:9000-9099/tcp"] (host ports on the uplink address)
+struct Publish {
+  uint8_t proto = 6;  // 6 tcp, 17 udp
+  uint16_t host_lo = 0, host_hi = 0, ctr_lo = 0;
+  bool operator==(const Publish&) const = default;
+};
+std::string publish_to_string(const Publish& p);
+
 struct EndpointConfig {
   std::string name;
   std::vector<std::string> networks;
@@ -84,6 +92,7 @@ struct EndpointConfig {
   bool vhost_client = false;          // vhost_mode: client (dpsw connects to the application's socket)
   std::optional<Mac> mac;
   std::optional<uint32_t> ip;
+  std::vector<Publish> publish;
   ItemSource src;
   bool same_definition(const EndpointConfig& o) const;
 };

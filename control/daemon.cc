@@ -349,6 +349,19 @@ void Daemon::publish_snapshot() {
     l3.uplink_mac = uplink_mac_;
     for (const auto& n : cfg_.networks)
       if (n.driver == Driver::kBridge) l3.isolated.push_back({n.subnet.network(), n.subnet.mask()});
+    // Published ports: a direct [port] -> rule index per protocol, constant cost for any range.
+    for (const auto& e : cfg_.endpoints) {
+      if (e.publish.empty() || !eps_.count(e.name) || eps_.at(e.name).ports.empty()) continue;
+      uint16_t id = eps_.at(e.name).ports[0];  // the first network's port
+      const PortRec& pr = ports_[id];
+      const NetworkConfig* net = cfg_.network(pr.network);
+      for (const auto& p : e.publish) {
+        l3.pub.push_back(PubRule{p.host_lo, p.ctr_lo, pr.ip, id, pr.bd, pr.mac, router_mac_, net ? net->gateway : 0});
+        auto& idx = p.proto == 6 ? l3.pub_tcp : l3.pub_udp;
+        if (idx.empty()) idx.assign(65536, 0);
+        for (uint32_t port = p.host_lo; port <= p.host_hi; port++) idx[port] = uint16_t(l3.pub.size());
+      }
+    }
   }
   if (uplink_port_ >= 0) {
     uint16_t id = uint16_t(uplink_port_);
@@ -606,6 +619,11 @@ json Daemon::endpoint_json(const PlannedEndpoint& ep) const {
   json e = {{"name", ep.name}, {"mode", mode_name(ep.mode)}, {"netns", ep.netns_path}, {"attachments", atts},
             {"port", ep.port == PortKind::kVhost ? "vhost" : "afxdp"}};
   if (ep.mode == Mode::kContainer) e["joins"] = ep.joins;
+  if (const EndpointConfig* ec = cfg_.endpoint(ep.name); ec && !ec->publish.empty()) {
+    json pub = json::array();
+    for (const auto& p : ec->publish) pub.push_back(publish_to_string(p));
+    e["publish"] = pub;
+  }
   if (ep.port == PortKind::kVhost) {
     e["vhost_socket"] = ep.vhost_socket;
     e["vhost_mode"] = ep.vhost_client ? "client" : "server";

@@ -154,22 +154,29 @@ void ConnTrack::free_port(unsigned, uint8_t proto, uint16_t port) {
   ports_[size_t(proto_slot(proto))][port >> 6].fetch_and(~(1ULL << (port & 63)), std::memory_order_relaxed);  // relaxed: see alloc_port
 }
 
-ConnTrack::Create ConnTrack::create(unsigned w, const FlowKey& orig, uint32_t nat_ip, uint16_t int_port, uint16_t bd,
-                                    Mac int_mac, uint32_t now, Flow** out) {
+ConnTrack::Create ConnTrack::create(unsigned w, const FlowKey& orig, uint32_t xsrc_ip, uint16_t xsrc_port, uint32_t xdst_ip,
+                                    uint16_t xdst_port, const FlowOut& fwd, const FlowOut& back, uint16_t bd, uint32_t now,
+                                    Flow** out) {
   SpscRing<uint32_t>& ring = *free_[w];
   if (!ring.readable()) {
     full_.fetch_add(1, std::memory_order_relaxed);  // relaxed: statistic
     return Create::kFull;
   }
-  uint16_t port = alloc_port(w, orig.proto);
-  if (!port) return Create::kNoPort;
+  uint16_t port = 0;
+  if (!xsrc_port) {
+    port = alloc_port(w, orig.proto);
+    if (!port) return Create::kNoPort;
+    xsrc_port = port;
+  }
   uint32_t idx = ring.peek(0);  // taken (popped) only once the flow is indexed
   Flow& f = flows_[idx];
   f.orig = orig;
-  f.reply = FlowKey{orig.dip, nat_ip, orig.dport, port, orig.proto};
-  if (orig.proto == 1) f.reply = FlowKey{orig.dip, nat_ip, 0, port, 1};  // ICMP echo: the id is ours now
-  f.int_mac = int_mac;
-  f.int_port = int_port;
+  f.xsrc_ip = xsrc_ip, f.xsrc_port = xsrc_port, f.xdst_ip = xdst_ip, f.xdst_port = xdst_port;
+  // The reply travels from the rewritten destination to the rewritten source.
+  // ICMP echo: the id rides in sport on requests and in dport on replies.
+  f.reply = orig.proto == 1 ? FlowKey{xdst_ip, xsrc_ip, 0, xsrc_port, 1} : FlowKey{xdst_ip, xsrc_ip, xdst_port, xsrc_port, orig.proto};
+  f.out[0] = fwd;
+  f.out[1] = back;
   f.bd = bd;
   f.nat_port = port;
   f.worker = uint8_t(w);
@@ -179,7 +186,7 @@ ConnTrack::Create ConnTrack::create(unsigned w, const FlowKey& orig, uint32_t na
   if (!insert(f.orig, uint64_t(idx) << 1) || !insert(f.reply, uint64_t(idx) << 1 | 1)) {
     remove(f.orig, uint64_t(idx) << 1);
     f.live.store(0, std::memory_order_relaxed);
-    free_port(w, orig.proto, port);
+    if (port) free_port(w, orig.proto, port);
     return Create::kBusy;  // idx stays at the head of the ring for the next try
   }
   ring.pop(1);
@@ -234,7 +241,7 @@ size_t ConnTrack::expire(uint32_t now, const std::function<void(std::function<vo
     uint16_t port = f.nat_port;
     // After the grace period no worker holds a pointer to it: recycle.
     retire([this, i, w, proto, port] {
-      free_port(w, proto, port);
+      if (port) free_port(w, proto, port);
       SpscRing<uint32_t>& ring = *free_[w];
       if (uint32_t* slot = ring.producer_slot()) {
         *slot = i;

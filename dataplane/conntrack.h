@@ -38,13 +38,24 @@ struct FlowKey {
 
 enum class TcpState : uint8_t { kNew = 0, kEstablished = 1, kClosing = 2, kClosed = 3 };
 
+// Where one direction of a flow goes after its rewrite.
+struct FlowOut {
+  uint16_t port = 0;  // output port id
+  Mac dst_mac = 0;    // 0: resolve the new destination through the uplink's ARP cache
+  Mac src_mac = 0;    // dpsw's MAC on that side
+};
+
+// A flow rewrites its original direction's source to (xsrc_ip, xsrc_port) and
+// destination to (xdst_ip, xdst_port); replies get the inverse. SNAT changes
+// only the source, DNAT only the destination, hairpin both.
 struct alignas(64) Flow {
-  FlowKey orig;           // container -> remote (before SNAT)
-  FlowKey reply;          // remote -> uplink address (before un-SNAT)
-  Mac int_mac = 0;        // the container's MAC
-  uint16_t int_port = 0;  // the container's port id
-  uint16_t bd = 0;        // the container's network
-  uint16_t nat_port = 0;
+  FlowKey orig;           // as first seen (before any rewrite)
+  FlowKey reply;          // the answer, as it arrives (= the rewritten tuple, reversed)
+  uint32_t xsrc_ip = 0, xdst_ip = 0;
+  uint16_t xsrc_port = 0, xdst_port = 0;
+  FlowOut out[2];         // [0] original direction, [1] replies
+  uint16_t bd = 0;        // the container network the flow started in or goes to (for show)
+  uint16_t nat_port = 0;  // allocated source port (0: none)
   uint8_t worker = 0;     // whose port slice nat_port came from
   std::atomic<uint8_t> state{0};        // TcpState; UDP: 1 once a reply was seen
   std::atomic<uint32_t> last_seen{0};   // ms, refreshed at most once a second
@@ -70,9 +81,11 @@ class ConnTrack {
   // Flow for a tuple seen on the wire; *reply tells which direction matched.
   Flow* find(const FlowKey& k, bool* reply) const;
   enum class Create { kOk, kFull, kNoPort, kBusy };
-  // Worker `w` owns the container's port. On kOk *out is indexed and live.
-  Create create(unsigned w, const FlowKey& orig, uint32_t nat_ip, uint16_t int_port, uint16_t bd, Mac int_mac, uint32_t now,
-                Flow** out);
+  // Worker `w` is the one that sees the original direction (owns its input
+  // port). A zero xsrc_port means "allocate a NAT port" (masquerade). On kOk
+  // *out is indexed and live.
+  Create create(unsigned w, const FlowKey& orig, uint32_t xsrc_ip, uint16_t xsrc_port, uint32_t xdst_ip, uint16_t xdst_port,
+                const FlowOut& fwd, const FlowOut& back, uint16_t bd, uint32_t now, Flow** out);
   static void seen(Flow& f, uint32_t now);                 // refresh last_seen (rate-limited)
   static void tcp_flags(Flow& f, uint8_t flags, bool reply);  // advance the TCP state
 

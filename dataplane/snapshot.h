@@ -31,6 +31,17 @@ struct BdEntry {
   bool nat = false;             // a bridge network whose traffic may leave through the uplink (not internal)
 };
 
+// A published port range (`publish: ["8080-8089:80-89/tcp"]`) of one endpoint.
+struct PubRule {
+  uint16_t host_lo = 0, ctr_lo = 0;  // first host port, first container port
+  uint32_t ip = 0;                    // the container's address
+  uint16_t port = 0;                  // its port id
+  uint16_t bd = 0;                    // its network
+  Mac mac = 0;                        // its MAC
+  Mac router_mac = 0;                 // dpsw's MAC on that network
+  uint32_t gateway = 0;               // that network's gateway (hairpin source)
+};
+
 // Routing between container networks and the uplink (absent without an uplink).
 struct L3Conf {
   bool enabled = false;
@@ -39,6 +50,8 @@ struct L3Conf {
   uint32_t uplink_ip = 0, gateway = 0;
   Mac uplink_mac = 0;
   std::vector<std::pair<uint32_t, uint32_t>> isolated;  // (network, mask) of every bridge network: never routed between
+  std::vector<PubRule> pub;
+  std::vector<uint16_t> pub_tcp, pub_udp;  // 65536 entries each (or empty): 1 + index into pub, 0 = none
 };
 
 struct Snapshot {

@@ -44,29 +44,37 @@ inline bool l4_ports(uint8_t proto, const uint8_t* l4, uint32_t l4len, uint16_t*
   return false;
 }
 
-// Rewrite one address (src: off 12, dst: off 16) and one port/id, fixing checksums.
-inline void rewrite(uint8_t* ip, uint32_t ihl, uint8_t proto, bool src, uint32_t new_ip, uint16_t new_port) {
-  uint8_t* l4 = ip + ihl;
+// Rewrite the source (off 12) or destination (off 16) address, fixing the IP
+// checksum and the TCP/UDP pseudo-header checksum.
+inline void rewrite_ip(uint8_t* ip, uint32_t ihl, uint8_t proto, bool src, uint32_t new_ip) {
   uint8_t* a = ip + (src ? 12 : 16);
   uint32_t old_ip = csum::load32(a);
+  if (old_ip == new_ip) return;
   csum::store32(a, new_ip);
   csum::store16(ip + 10, csum::update32(csum::load16(ip + 10), old_ip, new_ip));
   if (proto == 6 || proto == 17) {
-    uint8_t* port = l4 + (src ? 0 : 2);
-    uint16_t old_port = csum::load16(port);
-    csum::store16(port, new_port);
-    uint8_t* ck = l4 + (proto == 6 ? 16 : 6);
+    uint8_t* ck = ip + ihl + (proto == 6 ? 16 : 6);
     uint16_t c = csum::load16(ck);
     if (proto == 17 && c == 0) return;  // UDP without checksum stays without
     c = csum::update32(c, old_ip, new_ip);
-    c = csum::update16(c, old_port, new_port);
-    if (proto == 17 && c == 0) c = 0xffff;
-    csum::store16(ck, c);
-  } else if (proto == 1) {  // echo id; ICMP has no pseudo-header
-    uint16_t old_id = csum::load16(l4 + 4);
-    csum::store16(l4 + 4, new_port);
-    csum::store16(l4 + 2, csum::update16(csum::load16(l4 + 2), old_id, new_port));
+    csum::store16(ck, proto == 17 && c == 0 ? 0xffff : c);
   }
+}
+// Rewrite the source or destination port (TCP/UDP), or the echo id (ICMP, `src` ignored).
+inline void rewrite_port(uint8_t* l4, uint8_t proto, bool src, uint16_t new_port) {
+  uint8_t* at = proto == 1 ? l4 + 4 : l4 + (src ? 0 : 2);
+  uint16_t old = csum::load16(at);
+  if (old == new_port) return;
+  csum::store16(at, new_port);
+  uint8_t* ck = l4 + (proto == 6 ? 16 : proto == 17 ? 6 : 2);
+  uint16_t c = csum::load16(ck);
+  if (proto == 17 && c == 0) return;
+  c = csum::update16(c, old, new_port);
+  csum::store16(ck, proto == 17 && c == 0 ? 0xffff : c);
+}
+inline void rewrite(uint8_t* ip, uint32_t ihl, uint8_t proto, bool src, uint32_t new_ip, uint16_t new_port) {
+  rewrite_ip(ip, ihl, proto, src, new_ip);
+  rewrite_port(ip + ihl, proto, src, new_port);
 }
 
 inline bool ttl_down(uint8_t* ip) {
@@ -77,6 +85,51 @@ inline bool ttl_down(uint8_t* ip) {
   return true;
 }
 }  // namespace route_detail
+
+// Send one packet of a flow on its way: rewrite for its direction, choose MACs, port.
+inline RouteNext forward(Packet& p, uint8_t* ip, uint32_t ihl, uint8_t proto, Flow& fl, bool reply, RouteCtx& c,
+                         uint16_t* out_port, Drop* drop) {
+  using namespace route_detail;
+  const FlowOut& out = fl.out[reply];
+  const uint32_t ndip = reply ? fl.orig.sip : fl.xdst_ip;
+  Mac dmac = out.dst_mac;
+  if (!dmac) {  // towards the uplink: the next hop's MAC
+    uint32_t nh = c.arp.on_segment(ndip) ? ndip : c.s.l3.gateway;
+    dmac = nh ? c.arp.lookup(nh) : 0;
+    if (!dmac) {
+      if (nh) c.arp.want(nh);
+      *drop = nh ? Drop::kArpMiss : Drop::kNoRoute;
+      return RouteNext::kDrop;
+    }
+  }
+  if (!ttl_down(ip)) return *drop = Drop::kTtl, RouteNext::kDrop;
+  uint8_t* l4 = ip + ihl;
+  if (!reply) {
+    rewrite_ip(ip, ihl, proto, true, fl.xsrc_ip);
+    rewrite_ip(ip, ihl, proto, false, fl.xdst_ip);
+    rewrite_port(l4, proto, true, fl.xsrc_port);  // ICMP: the echo id
+    if (proto != 1) rewrite_port(l4, proto, false, fl.xdst_port);
+  } else {
+    rewrite_ip(ip, ihl, proto, true, fl.orig.dip);
+    rewrite_ip(ip, ihl, proto, false, fl.orig.sip);
+    if (proto != 1) rewrite_port(l4, proto, true, fl.orig.dport);
+    rewrite_port(l4, proto, false, fl.orig.sport);  // ICMP: the echo id back
+  }
+  if (proto == 6) ConnTrack::tcp_flags(fl, l4[13], reply);
+  else if (reply && !fl.state.load(std::memory_order_relaxed)) fl.state.store(1, std::memory_order_relaxed);  // relaxed: "replied", an ageing hint
+  ConnTrack::seen(fl, c.now);
+  mac_to_bytes(dmac, p.data);
+  mac_to_bytes(out.src_mac, p.data + 6);
+  *out_port = out.port;
+  return RouteNext::kOut;
+}
+
+inline const PubRule* published(const L3Conf& l3, uint8_t proto, uint16_t port) {
+  const std::vector<uint16_t>& idx = proto == 6 ? l3.pub_tcp : l3.pub_udp;
+  if (proto != 6 && proto != 17) return nullptr;
+  uint16_t i = idx.empty() ? 0 : idx[port];
+  return i ? &l3.pub[i - 1] : nullptr;
+}
 
 inline RouteNext l3_route(Packet& p, const BdEntry& bd, RouteCtx& c, uint16_t* out_port, Drop* drop) {
   using namespace route_detail;
@@ -93,63 +146,47 @@ inline RouteNext l3_route(Packet& p, const BdEntry& bd, RouteCtx& c, uint16_t* o
   }
   const uint8_t proto = ip[9];
   const uint32_t sip = csum::load32(ip + 12), dip = csum::load32(ip + 16);
-  uint8_t* l4 = ip + ihl;
   uint16_t sport, dport;
   const bool first_fragment = (csum::load16(ip + 6) & 0x1fff) == 0;
-  if (!first_fragment || !l4_ports(proto, l4, tot - ihl, &sport, &dport)) return RouteNext::kDrop;  // no_route
+  if (!first_fragment || !l4_ports(proto, ip + ihl, tot - ihl, &sport, &dport)) return RouteNext::kDrop;  // no_route
+  const bool from_uplink = p.in_port == l3.uplink_port;
+  if (from_uplink && dip != l3.uplink_ip) return RouteNext::kDrop;
 
-  if (p.in_port == l3.uplink_port) {
-    // From outside, to the host address: only replies of our flows (published ports come later).
-    if (dip != l3.uplink_ip) return RouteNext::kDrop;
-    bool reply = false;
-    Flow* fl = c.ct.find(FlowKey{sip, dip, sport, dport, proto}, &reply);
-    if (!fl || !reply) {
-      *drop = Drop::kNoFlow;
-      return RouteNext::kDrop;
-    }
-    if (!ttl_down(ip)) return *drop = Drop::kTtl, RouteNext::kDrop;
-    rewrite(ip, ihl, proto, false, fl->orig.sip, proto == 1 ? fl->orig.sport : fl->orig.sport);
-    if (proto == 6) ConnTrack::tcp_flags(*fl, l4[13], true);
-    else if (!fl->state.load(std::memory_order_relaxed)) fl->state.store(1, std::memory_order_relaxed);  // relaxed: "replied", an ageing hint
-    ConnTrack::seen(*fl, c.now);
-    mac_to_bytes(fl->int_mac, f);
-    mac_to_bytes(fl->bd < c.s.bds.size() ? c.s.bds[fl->bd].router_mac : l3.uplink_mac, f + 6);
-    *out_port = fl->int_port;
-    return RouteNext::kOut;
-  }
-
-  // From a container network.
-  if (dip == bd.local_ip) return RouteNext::kDrop;  // to the gateway itself, not an echo: nothing serves it
-  for (auto [net, mask] : l3.isolated)
-    if ((dip & mask) == net) return *drop = Drop::kIsolated, RouteNext::kDrop;
-  if (!bd.nat) return *drop = Drop::kInternal, RouteNext::kDrop;
-  if (dip == l3.uplink_ip) return RouteNext::kDrop;  // hairpin to published ports: not yet
+  const FlowKey key{sip, dip, sport, dport, proto};
   bool reply = false;
-  FlowKey key{sip, dip, sport, dport, proto};
-  Flow* fl = c.ct.find(key, &reply);
-  if (fl && reply) return RouteNext::kDrop;  // a reply tuple from inside cannot happen: refuse
-  if (!fl) {
-    switch (c.ct.create(c.worker, key, l3.uplink_ip, p.in_port, p.bd, mac_from_bytes(f + 6), c.now, &fl)) {
-      case ConnTrack::Create::kOk: break;
-      default: return *drop = Drop::kCtFull, RouteNext::kDrop;
-    }
+  // (Hairpin replies are addressed to the gateway: look flows up first.)
+  if (Flow* fl = c.ct.find(key, &reply)) return forward(p, ip, ihl, proto, *fl, reply, c, out_port, drop);
+
+  // A new flow.
+  if (!from_uplink && dip == bd.local_ip) return RouteNext::kDrop;  // to the gateway itself, not an echo: nothing serves it
+  Flow* fl = nullptr;
+  ConnTrack::Create r;
+  const PubRule* rule = dip == l3.uplink_ip ? published(l3, proto, dport) : nullptr;
+  const Mac router = bd.router_mac;
+  if (from_uplink) {
+    // Published port (DNAT): the container sees the real client address.
+    if (!rule) return *drop = Drop::kNoFlow, RouteNext::kDrop;
+    uint16_t cport = uint16_t(rule->ctr_lo + (dport - rule->host_lo));
+    r = c.ct.create(c.worker, key, sip, sport, rule->ip, cport, FlowOut{rule->port, rule->mac, rule->router_mac},
+                    FlowOut{l3.uplink_port, 0, l3.uplink_mac}, rule->bd, c.now, &fl);
+  } else if (!bd.nat) {
+    return *drop = Drop::kInternal, RouteNext::kDrop;
+  } else if (dip == l3.uplink_ip) {
+    // Hairpin: a container reaches a published port through the host address;
+    // masquerade to the target network's gateway so the reply comes back through us.
+    if (!rule) return RouteNext::kDrop;
+    uint16_t cport = uint16_t(rule->ctr_lo + (dport - rule->host_lo));
+    r = c.ct.create(c.worker, key, rule->gateway, 0, rule->ip, cport, FlowOut{rule->port, rule->mac, rule->router_mac},
+                    FlowOut{p.in_port, mac_from_bytes(f + 6), router}, rule->bd, c.now, &fl);
+  } else {
+    for (auto [net, mask] : l3.isolated)
+      if ((dip & mask) == net) return *drop = Drop::kIsolated, RouteNext::kDrop;
+    // Masquerade behind the host address.
+    r = c.ct.create(c.worker, key, l3.uplink_ip, 0, dip, dport, FlowOut{l3.uplink_port, 0, l3.uplink_mac},
+                    FlowOut{p.in_port, mac_from_bytes(f + 6), router}, p.bd, c.now, &fl);
   }
-  // Next hop on the uplink's segment.
-  uint32_t nh = c.arp.on_segment(dip) ? dip : l3.gateway;
-  Mac nh_mac = nh ? c.arp.lookup(nh) : 0;
-  if (!nh_mac) {
-    if (nh) c.arp.want(nh);
-    *drop = nh ? Drop::kArpMiss : Drop::kNoRoute;
-    return RouteNext::kDrop;
-  }
-  if (!ttl_down(ip)) return *drop = Drop::kTtl, RouteNext::kDrop;
-  rewrite(ip, ihl, proto, true, l3.uplink_ip, fl->nat_port);
-  if (proto == 6) ConnTrack::tcp_flags(*fl, l4[13], false);
-  ConnTrack::seen(*fl, c.now);
-  mac_to_bytes(nh_mac, f);
-  mac_to_bytes(l3.uplink_mac, f + 6);
-  *out_port = l3.uplink_port;
-  return RouteNext::kOut;
+  if (r != ConnTrack::Create::kOk) return *drop = Drop::kCtFull, RouteNext::kDrop;
+  return forward(p, ip, ihl, proto, *fl, false, c, out_port, drop);
 }
 
 }  // namespace dpsw::stage

@@ -97,5 +97,65 @@ def conntrack_expiry():
         check(c["capacity"] == 64 and c["flows"] == 1, str(c))
 
 
+PEER_RECEIVER = r"""
+import hashlib, socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(1); s.settimeout(20)
+print("listening", flush=True)
+c, peer = s.accept(); c.settimeout(20); h = hashlib.sha256(); n = 0
+while True:
+    b = c.recv(1 << 16)
+    if not b: break
+    h.update(b); n += len(b)
+print(peer[0], n, h.hexdigest(), flush=True)
+"""
+
+
+def tcp_via(d, client, target_ep, host, port, listen_port, size=1 << 20):
+    """TCP from `client` to host:port, served in `target_ep` on listen_port; returns the peer address it saw."""
+    from dpswtest import SENDER
+    srv = d.popen(target_ep, "python3", "-c", PEER_RECEIVER, str(listen_port), stdout=subprocess.PIPE, text=True)
+    try:
+        check(srv.stdout.readline().strip() == "listening", "server did not start")
+        sent = d.run(client, "python3", "-c", SENDER, host, str(port), str(size), timeout=60).stdout.split()
+        peer, n, digest = srv.communicate(timeout=30)[0].split()
+    finally:
+        if srv.poll() is None:
+            srv.kill()
+    check([n, digest] == sent, f"TCP through {host}:{port} corrupted: sent {sent}, got {n} {digest}")
+    return peer
+
+
+def published_ports_and_hairpin():
+    nets = [{"name": "a", "subnet": "10.241.1.0/24"}, {"name": "b", "subnet": "10.241.2.0/24"}]
+    eps = [{"name": "web", "networks": ["a"], "publish": ["8080:80/tcp", "5353:53/udp", "9000-9009:9100-9109/tcp"]},
+           {"name": "c2", "networks": ["a"]}, {"name": "c3", "networks": ["b"]}]
+    with Dpsw(nets, eps, uplink=True) as d:
+        d.start()
+        # From outside: the container sees the real client address.
+        peer = tcp_via(d, "out", "web", HOST, 8080, 80)
+        check(peer == OUT, f"published TCP: the container saw {peer}, not the client {OUT}")
+        srv = d.popen("web", "python3", "-c", UDP_ECHO, "53", stdout=subprocess.PIPE, text=True)
+        check(srv.stdout.readline().strip() == "listening", "udp server")
+        got = d.run("out", "python3", "-c", UDP_CLIENT, HOST, "5353").stdout.strip()
+        peer = srv.communicate(timeout=10)[0].strip()
+        check(got == "eborp-pdu-wspd" and peer == OUT, f"published UDP: answer {got!r}, peer {peer}")
+        peer = tcp_via(d, "out", "web", HOST, 9005, 9105)  # inside a published range
+        check(peer == OUT, f"range: peer {peer}")
+        # Hairpin: containers reach a published port through the host address.
+        peer = tcp_via(d, "c2", "web", HOST, 8080, 80)
+        check(peer == "10.241.1.1", f"hairpin from the same network should come from the gateway, got {peer}")
+        peer = tcp_via(d, "c3", "web", HOST, 8080, 80)
+        check(peer == "10.241.1.1", f"hairpin from another network: peer {peer}")
+        # An unpublished port is refused and counted.
+        before = d.counters()["ports"][d.uplink_if]["drops"].get("no_flow", 0)
+        d.run("out", "python3", "-c", "import socket; s=socket.socket(); s.settimeout(1)\ntry: s.connect(('%s', 8081))\nexcept OSError: pass" % HOST,
+              check_rc=False)
+        check(d.counters()["ports"][d.uplink_if]["drops"].get("no_flow", 0) > before, "unpublished port not refused")
+        pubs = {e["name"]: e.get("publish") for e in d.ctl("show", "endpoints")}
+        check(pubs["web"] == ["8080:80/tcp", "5353:53/udp", "9000-9009:9100-9109/tcp"], str(pubs))
+
+
 if __name__ == "__main__":
-    scenario_main({f.__name__: f for f in (outbound_icmp_udp_tcp, isolation_and_internal, conntrack_expiry)})
+    scenario_main({f.__name__: f for f in (outbound_icmp_udp_tcp, isolation_and_internal, conntrack_expiry,
+                                          published_ports_and_hairpin)})

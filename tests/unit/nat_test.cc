@@ -81,6 +81,11 @@ TEST(NatRewrite, IcmpEchoIdAndTtl) {
   EXPECT_FALSE(stage::route_detail::ttl_down(f.data() + 14));  // would expire here
 }
 
+// Masquerade flow for `orig` behind nat_ip (what the route stage creates for a container).
+ConnTrack::Create snat(ConnTrack& ct, unsigned w, const FlowKey& orig, uint32_t nat_ip, Flow** f, uint32_t now = 0) {
+  return ct.create(w, orig, nat_ip, 0, orig.dip, orig.dport, FlowOut{}, FlowOut{}, 0, now, f);
+}
+
 ConnTrack::Options small(uint32_t size, unsigned workers = 1, uint16_t lo = 1024, uint16_t hi = 65535) {
   ConnTrack::Options o;
   o.size = size;
@@ -97,7 +102,7 @@ TEST(ConnTrack, BothDirectionsFindTheSameFlow) {
   ConnTrack ct(small(64));
   FlowKey orig{0x0a000002, 0xc6336401, 40000, 80, 6};
   Flow* f = nullptr;
-  ASSERT_EQ(ct.create(0, orig, 0xc633640a, 3, 1, 0x024200000002ULL, 0, &f), ConnTrack::Create::kOk);
+  ASSERT_EQ(snat(ct, 0, orig, 0xc633640a, &f), ConnTrack::Create::kOk);
   bool reply = true;
   EXPECT_EQ(ct.find(orig, &reply), f);
   EXPECT_FALSE(reply);
@@ -108,10 +113,25 @@ TEST(ConnTrack, BothDirectionsFindTheSameFlow) {
   EXPECT_EQ(ct.count(), 1u);
 }
 
+TEST(ConnTrack, DnatKeepsTheClientAddressAndFindsReplies) {
+  ConnTrack ct(small(8));
+  FlowKey in{0xc6336401, 0xc633640a, 51000, 8080, 6};  // client -> host:8080
+  Flow* f = nullptr;
+  ASSERT_EQ(ct.create(0, in, in.sip, in.sport, 0x0a000002, 80, FlowOut{3, 0x0242, 0x02dd}, FlowOut{1, 0, 0x0200}, 2, 0, &f),
+            ConnTrack::Create::kOk);
+  EXPECT_EQ(f->nat_port, 0);  // nothing allocated: the source stays the client's
+  bool reply;
+  FlowKey back{0x0a000002, 0xc6336401, 80, 51000, 6};  // container:80 -> client
+  EXPECT_EQ(ct.find(back, &reply), f);
+  EXPECT_TRUE(reply);
+  EXPECT_EQ(f->out[0].port, 3);
+  EXPECT_EQ(f->out[1].port, 1);
+}
+
 TEST(ConnTrack, TcpStateMachineMovesForwardOnly) {
   ConnTrack ct(small(8));
   Flow* f = nullptr;
-  ASSERT_EQ(ct.create(0, FlowKey{1, 2, 3, 4, 6}, 9, 0, 0, 0, 0, &f), ConnTrack::Create::kOk);
+  ASSERT_EQ(snat(ct, 0, FlowKey{1, 2, 3, 4, 6}, 9, &f), ConnTrack::Create::kOk);
   EXPECT_EQ(f->state.load(), uint8_t(TcpState::kNew));
   ConnTrack::tcp_flags(*f, 0x02, false);  // SYN
   EXPECT_EQ(f->state.load(), uint8_t(TcpState::kNew));
@@ -130,11 +150,11 @@ TEST(ConnTrack, FullTableRefusesNewFlowsKeepsOldOnes) {
   std::vector<Flow*> flows;
   for (uint16_t i = 0; i < 16; i++) {
     Flow* f = nullptr;
-    ASSERT_EQ(ct.create(0, FlowKey{1, 2, uint16_t(1000 + i), 53, 17}, 9, 0, 0, 0, 0, &f), ConnTrack::Create::kOk);
+    ASSERT_EQ(snat(ct, 0, FlowKey{1, 2, uint16_t(1000 + i), 53, 17}, 9, &f), ConnTrack::Create::kOk);
     flows.push_back(f);
   }
   Flow* f = nullptr;
-  EXPECT_EQ(ct.create(0, FlowKey{1, 2, 999, 53, 17}, 9, 0, 0, 0, 0, &f), ConnTrack::Create::kFull);
+  EXPECT_EQ(snat(ct, 0, FlowKey{1, 2, 999, 53, 17}, 9, &f), ConnTrack::Create::kFull);
   EXPECT_EQ(ct.full_drops(), 1u);
   bool reply;
   for (uint16_t i = 0; i < 16; i++) EXPECT_EQ(ct.find(FlowKey{1, 2, uint16_t(1000 + i), 53, 17}, &reply), flows[i]);
@@ -146,21 +166,21 @@ TEST(ConnTrack, PortsAreUniqueAndExhaustionIsReported) {
   for (unsigned w = 0; w < 2; w++)
     for (uint16_t i = 0; i < 5; i++) {
       Flow* f = nullptr;
-      ASSERT_EQ(ct.create(w, FlowKey{1, 2, uint16_t(100 * w + i), 7, 6}, 9, 0, 0, 0, 0, &f), ConnTrack::Create::kOk);
+      ASSERT_EQ(snat(ct, w, FlowKey{1, 2, uint16_t(100 * w + i), 7, 6}, 9, &f), ConnTrack::Create::kOk);
       EXPECT_TRUE(seen.insert(f->nat_port).second) << "port " << f->nat_port << " given twice";
       EXPECT_GE(f->nat_port, 2000);
       EXPECT_LE(f->nat_port, 2009);
     }
   Flow* f = nullptr;
-  EXPECT_EQ(ct.create(0, FlowKey{1, 2, 50, 7, 6}, 9, 0, 0, 0, 0, &f), ConnTrack::Create::kNoPort);
+  EXPECT_EQ(snat(ct, 0, FlowKey{1, 2, 50, 7, 6}, 9, &f), ConnTrack::Create::kNoPort);
   // Another protocol has its own ports.
-  EXPECT_EQ(ct.create(0, FlowKey{1, 2, 50, 7, 17}, 9, 0, 0, 0, 0, &f), ConnTrack::Create::kOk);
+  EXPECT_EQ(snat(ct, 0, FlowKey{1, 2, 50, 7, 17}, 9, &f), ConnTrack::Create::kOk);
 }
 
 TEST(ConnTrack, ExpiredFlowsAreRecycledOnlyAfterTheGracePeriod) {
   ConnTrack ct(small(1, 1, 3000, 3000));  // one flow, one port
   Flow* f = nullptr;
-  ASSERT_EQ(ct.create(0, FlowKey{1, 2, 3, 0, 1}, 9, 0, 0, 0, 0, &f), ConnTrack::Create::kOk);
+  ASSERT_EQ(snat(ct, 0, FlowKey{1, 2, 3, 0, 1}, 9, &f), ConnTrack::Create::kOk);
   std::vector<std::function<void()>> deferred;
   auto retire = [&](std::function<void()> fn) { deferred.push_back(std::move(fn)); };
   EXPECT_EQ(ct.expire(1000, retire), 0u);  // icmp: 2 s
@@ -168,9 +188,9 @@ TEST(ConnTrack, ExpiredFlowsAreRecycledOnlyAfterTheGracePeriod) {
   bool reply;
   EXPECT_EQ(ct.find(FlowKey{1, 2, 3, 0, 1}, &reply), nullptr);
   // Until the grace period ends, neither the slot nor the port is reused.
-  EXPECT_EQ(ct.create(0, FlowKey{1, 2, 4, 0, 1}, 9, 0, 0, 0, 0, &f), ConnTrack::Create::kFull);
+  EXPECT_EQ(snat(ct, 0, FlowKey{1, 2, 4, 0, 1}, 9, &f), ConnTrack::Create::kFull);
   for (auto& fn : deferred) fn();
-  EXPECT_EQ(ct.create(0, FlowKey{1, 2, 4, 0, 1}, 9, 0, 0, 0, 0, &f), ConnTrack::Create::kOk);
+  EXPECT_EQ(snat(ct, 0, FlowKey{1, 2, 4, 0, 1}, 9, &f), ConnTrack::Create::kOk);
   EXPECT_EQ(f->nat_port, 3000);
 }
 
