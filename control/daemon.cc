@@ -541,7 +541,18 @@ int Daemon::run() {
     uint32_t now = now_ms();
     if (now - last_maint >= 250) {
       dp_->maintain(now, cfg_.sw.mac_aging_s * 1000);
-      if (ConnTrack* ct = dp_->conntrack()) ct->expire(now, [this](std::function<void()> fn) { dp_->defer(std::move(fn)); });
+      if (ConnTrack* ct = dp_->conntrack()) {
+        ct->expire(now, [this](std::function<void()> fn) { dp_->defer(std::move(fn)); });
+        // Rate-limited: at most one line every 10 s while new flows are being refused.
+        static uint64_t reported = 0;
+        static uint32_t last_log = 0;
+        if (uint64_t full = ct->full_drops(); full != reported && now - last_log >= 10000) {
+          LOG_WARN("conntrack full (%zu flows): %llu new flows refused so far; existing flows keep working (conntrack.size)",
+                   ct->capacity(), (unsigned long long)full);
+          reported = full;
+          last_log = now;
+        }
+      }
       last_maint = now;
     }
   }

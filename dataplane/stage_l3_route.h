@@ -124,6 +124,66 @@ inline RouteNext forward(Packet& p, uint8_t* ip, uint32_t ihl, uint8_t proto, Fl
   return RouteNext::kOut;
 }
 
+// ICMP error (destination unreachable, time exceeded, parameter problem)
+// about a packet of one of our flows: restore the quoted packet to what the
+// endpoint sent, send the error to that endpoint. The quoted packet, reversed,
+// is exactly a response tuple, so one lookup finds flow and direction.
+inline RouteNext icmp_error(Packet& p, uint8_t* ip, uint32_t ihl, uint32_t tot, RouteCtx& c, uint16_t* out_port, Drop* drop) {
+  using namespace route_detail;
+  uint8_t* icmp = ip + ihl;
+  uint8_t* in = icmp + 8;  // the quoted IP header
+  if (tot < ihl + 8 + 20 + 8 || (in[0] >> 4) != 4) return *drop = Drop::kBadIp, RouteNext::kDrop;
+  const uint32_t iihl = uint32_t(in[0] & 0x0f) * 4;
+  const uint32_t avail = tot - ihl - 8;  // quoted bytes present
+  if (iihl < 20 || avail < iihl + 8) return *drop = Drop::kBadIp, RouteNext::kDrop;
+  const uint8_t iproto = in[9];
+  uint8_t* il4 = in + iihl;
+  FlowKey r{csum::load32(in + 16), csum::load32(in + 12), 0, 0, iproto};
+  if (iproto == 6 || iproto == 17) r.sport = csum::load16(il4 + 2), r.dport = csum::load16(il4);
+  else if (iproto == 1 && il4[0] == 8) r.dport = csum::load16(il4 + 4);  // quoted echo request: its reply carries the id
+  else return *drop = Drop::kNoFlow, RouteNext::kDrop;
+  bool reply = false;
+  Flow* fl = c.ct.find(r, &reply);
+  if (!fl) return *drop = Drop::kNoFlow, RouteNext::kDrop;
+  // The quoted packet travelled in the other direction than a response would.
+  // reply: it was an original-direction packet -> restore orig, error goes the reply way.
+  // !reply: it was a reply-direction packet  -> restore (xdst -> xsrc), error goes the original way.
+  const uint32_t qsrc = reply ? fl->orig.sip : fl->xdst_ip, qdst = reply ? fl->orig.dip : fl->xsrc_ip;
+  const uint16_t qsport = reply ? fl->orig.sport : fl->xdst_port, qdport = reply ? fl->orig.dport : fl->xsrc_port;
+  const FlowOut& out = fl->out[reply];
+  if (!out.dst_mac) return *drop = Drop::kNoRoute, RouteNext::kDrop;  // errors towards the uplink: not translated (yet)
+  if (!ttl_down(ip)) return *drop = Drop::kTtl, RouteNext::kDrop;
+  // Quoted header: addresses (its checksum recomputed below), then ports/id with their checksums if quoted.
+  const uint32_t osrc = csum::load32(in + 12), odst = csum::load32(in + 16);
+  const uint16_t osport = csum::load16(il4), odport = csum::load16(il4 + 2);
+  const uint32_t ck_off = iproto == 6 ? 16 : iproto == 17 ? 6 : 0;
+  if (ck_off && avail >= iihl + ck_off + 2 && !(iproto == 17 && csum::load16(il4 + ck_off) == 0)) {
+    uint16_t ck = csum::load16(il4 + ck_off);
+    ck = csum::update32(csum::update32(ck, osrc, qsrc), odst, qdst);
+    ck = csum::update16(csum::update16(ck, osport, qsport), odport, qdport);
+    csum::store16(il4 + ck_off, ck);
+  }
+  csum::store32(in + 12, qsrc);
+  csum::store32(in + 16, qdst);
+  in[10] = in[11] = 0;
+  csum::store16(in + 10, csum::of(in, iihl));
+  if (iproto == 1) {
+    csum::store16(il4 + 4, qsport);  // the endpoint's own echo id (its checksum may lie beyond the quote; ICMP sum below covers all)
+  } else {
+    csum::store16(il4, qsport);
+    csum::store16(il4 + 2, qdport);
+  }
+  // Outer destination: the endpoint.
+  rewrite_ip(ip, ihl, 1, false, reply ? fl->orig.sip : fl->xdst_ip);
+  // The ICMP checksum covers the whole (changed) quote: recompute it.
+  icmp[2] = icmp[3] = 0;
+  csum::store16(icmp + 2, csum::of(icmp, tot - ihl));
+  mac_to_bytes(out.dst_mac, p.data);
+  mac_to_bytes(out.src_mac, p.data + 6);
+  *out_port = out.port;
+  return RouteNext::kOut;
+}
+
 inline const PubRule* published(const L3Conf& l3, uint8_t proto, uint16_t port) {
   const std::vector<uint16_t>& idx = proto == 6 ? l3.pub_tcp : l3.pub_udp;
   if (proto != 6 && proto != 17) return nullptr;
@@ -148,9 +208,13 @@ inline RouteNext l3_route(Packet& p, const BdEntry& bd, RouteCtx& c, uint16_t* o
   const uint32_t sip = csum::load32(ip + 12), dip = csum::load32(ip + 16);
   uint16_t sport, dport;
   const bool first_fragment = (csum::load16(ip + 6) & 0x1fff) == 0;
-  if (!first_fragment || !l4_ports(proto, ip + ihl, tot - ihl, &sport, &dport)) return RouteNext::kDrop;  // no_route
   const bool from_uplink = p.in_port == l3.uplink_port;
   if (from_uplink && dip != l3.uplink_ip) return RouteNext::kDrop;
+  if (proto == 1 && first_fragment && tot - ihl >= 8) {
+    uint8_t type = ip[ihl];
+    if (type == 3 || type == 11 || type == 12) return icmp_error(p, ip, ihl, tot, c, out_port, drop);
+  }
+  if (!first_fragment || !l4_ports(proto, ip + ihl, tot - ihl, &sport, &dport)) return RouteNext::kDrop;  // no_route
 
   const FlowKey key{sip, dip, sport, dport, proto};
   bool reply = false;

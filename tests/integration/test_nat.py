@@ -156,6 +156,30 @@ def published_ports_and_hairpin():
         check(pubs["web"] == ["8080:80/tcp", "5353:53/udp", "9000-9009:9100-9109/tcp"], str(pubs))
 
 
+REFUSED = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)
+s.connect((sys.argv[1], int(sys.argv[2])))
+for i in range(3):
+    s.send(b"anyone?")
+    try:
+        s.recv(100); print("answered")
+    except ConnectionRefusedError:
+        print("refused"); break
+    except socket.timeout:
+        print("timeout")
+"""
+
+
+def icmp_errors_translated():
+    with Dpsw([{"name": "a", "subnet": "10.241.1.0/24"}], [{"name": "c1", "networks": ["a"]}], uplink=True) as d:
+        d.start()
+        # Nobody listens on the outside's UDP port 9: its kernel answers "port unreachable" to the
+        # host address; dpsw must hand it to c1's own flow, which the kernel then turns into ECONNREFUSED.
+        out = d.run("c1", "python3", "-c", REFUSED, OUT, "9").stdout.split()
+        check(out and out[-1] == "refused", f"the ICMP error did not reach the container's socket: {out}")
+
+
 if __name__ == "__main__":
     scenario_main({f.__name__: f for f in (outbound_icmp_udp_tcp, isolation_and_internal, conntrack_expiry,
-                                          published_ports_and_hairpin)})
+                                          published_ports_and_hairpin, icmp_errors_translated)})

@@ -196,3 +196,53 @@ TEST(ConnTrack, ExpiredFlowsAreRecycledOnlyAfterTheGracePeriod) {
 
 }  // namespace
 }  // namespace dpsw
+
+namespace dpsw {
+namespace {
+
+TEST(NatIcmpError, FragmentationNeededReachesTheContainersOwnFlow) {
+  ConnTrack ct(small(8));
+  const uint32_t c = 0x0a000002, r = 0xc6336401, host = 0xc633640a;
+  Flow* f = nullptr;
+  ASSERT_EQ(ct.create(0, FlowKey{c, r, 5000, 53, 17}, host, 0, r, 53, FlowOut{7, 0, 0x02aa}, FlowOut{3, 0x024200000002ULL, 0x02dd00000001ULL},
+                      0, 0, &f),
+            ConnTrack::Create::kOk);
+  // The packet as it left through the uplink: host:nat -> r:53, UDP, 1400 bytes.
+  auto sent = l4_frame(17, host, r, f->nat_port, 53, 1372);
+  // A router answers "fragmentation needed" (type 3 code 4), quoting IP header + 8 bytes.
+  std::vector<uint8_t> e(14 + 20 + 8 + 28, 0);
+  store_be16(e.data() + 12, kEtherTypeIpv4);
+  uint8_t* ip = e.data() + 14;
+  ip[0] = 0x45, csum::store16(ip + 2, 20 + 8 + 28), ip[8] = 64, ip[9] = 1;
+  csum::store32(ip + 12, r), csum::store32(ip + 16, host);
+  csum::store16(ip + 10, csum::of(ip, 20));
+  uint8_t* icmp = ip + 20;
+  icmp[0] = 3, icmp[1] = 4, csum::store16(icmp + 6, 1280);  // next-hop MTU
+  std::copy(sent.begin() + 14, sent.begin() + 14 + 28, icmp + 8);
+  csum::store16(icmp + 2, csum::of(icmp, 8 + 28));
+
+  Snapshot s;
+  s.l3.enabled = true;
+  ArpCache arp(0xc6336400, 24);
+  stage::RouteCtx rc{s, ct, arp, 0, 0};
+  Packet p;
+  p.data = e.data();
+  p.len = uint32_t(e.size());
+  uint16_t out = 0;
+  Drop drop = Drop::kCount;
+  ASSERT_EQ(stage::icmp_error(p, ip, 20, 20 + 8 + 28, rc, &out, &drop), stage::RouteNext::kOut) << int(drop);
+  EXPECT_EQ(out, 3);
+  EXPECT_EQ(mac_from_bytes(e.data()), 0x024200000002ULL);
+  EXPECT_EQ(csum::load32(ip + 16), c) << "outer destination: the container";
+  EXPECT_EQ(csum::of(ip, 20), 0) << "outer IP checksum";
+  EXPECT_EQ(csum::of(icmp, 8 + 28), 0) << "ICMP checksum";
+  const uint8_t* in = icmp + 8;
+  EXPECT_EQ(csum::load32(in + 12), c) << "quoted source: what the container sent";
+  EXPECT_EQ(csum::load16(in + 20), 5000);
+  EXPECT_EQ(csum::load32(in + 16), r);
+  EXPECT_EQ(csum::of(in, 20), 0) << "quoted IP checksum";
+  EXPECT_EQ(csum::load16(icmp + 6), 1280) << "the MTU the container must learn";
+}
+
+}  // namespace
+}  // namespace dpsw
