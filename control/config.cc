@@ -191,6 +191,10 @@ void parse_network(Map& m, const YAML::Node& n, NetworkConfig& net) {
       m.fail(v, m.key("internal"), "a macvlan network sits on the uplink's segment and cannot be internal");
   }
   if (auto v = m.get("mtu")) net.mtu = uint32_t(integer(m, v, m.key("mtu"), 576, 9000));
+  if (auto v = m.get("allow")) {
+    if (!v.IsSequence()) m.fail(v, m.key("allow"), "expected a list of network names");
+    for (size_t i = 0; i < v.size(); i++) net.allow.push_back(scalar(m, v[i], m.key("allow[" + std::to_string(i) + "]")));
+  }
   m.finish();
 }
 
@@ -456,6 +460,14 @@ void check_config(const Config& cfg) {
         throw ConfigError(net.src.where("subnet") + "a macvlan network's subnet must be the uplink's, " + prefix_to_string(seg));
       if (macvlan) throw ConfigError(net.src.where("driver") + "only one macvlan network per uplink ('" + macvlan->name + "' is one)");
       macvlan = &net;
+    }
+    for (size_t j = 0; j < net.allow.size(); j++) {
+      const NetworkConfig* o = cfg.network(net.allow[j]);
+      if (!o) throw ConfigError(net.src.where("allow[" + std::to_string(j) + "]") + "unknown network '" + net.allow[j] + "'");
+      if (o == &net || o->driver != Driver::kBridge || net.driver != Driver::kBridge)
+        throw ConfigError(net.src.where("allow[" + std::to_string(j) + "]") + "routing is allowed only between two different bridge networks");
+    }
+    if (net.driver == Driver::kMacvlan) {
     } else if (cfg.uplink && net.subnet.overlaps(cfg.uplink->address)) {
       throw ConfigError(net.src.where("subnet") + prefix_to_string(net.subnet) + " overlaps the uplink's subnet " +
                         prefix_to_string({cfg.uplink->address.network(), cfg.uplink->address.len}));
@@ -511,7 +523,7 @@ bool NetworkConfig::same_definition(const NetworkConfig& o) const {
   return name == o.name && driver == o.driver && subnet.addr == o.subnet.addr && subnet.len == o.subnet.len &&
          gateway == o.gateway && ip_range.has_value() == o.ip_range.has_value() &&
          (!ip_range || (ip_range->addr == o.ip_range->addr && ip_range->len == o.ip_range->len)) && internal == o.internal &&
-         mtu == o.mtu;
+         mtu == o.mtu && allow == o.allow;
 }
 
 bool EndpointConfig::same_definition(const EndpointConfig& o) const {

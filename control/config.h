@@ -69,6 +69,7 @@ struct NetworkConfig {
   std::optional<Ipv4Prefix> ip_range;
   bool internal = false;
   uint32_t mtu = 1500;
+  std::vector<std::string> allow;  // bridge networks this one routes to and from (default: isolated)
   ItemSource src;
   bool same_definition(const NetworkConfig& o) const;
 };

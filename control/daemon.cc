@@ -347,8 +347,24 @@ void Daemon::publish_snapshot() {
     l3.uplink_ip = cfg_.uplink->address.addr;
     l3.gateway = cfg_.uplink->gateway;
     l3.uplink_mac = uplink_mac_;
-    for (const auto& n : cfg_.networks)
-      if (n.driver == Driver::kBridge) l3.isolated.push_back({n.subnet.network(), n.subnet.mask()});
+    const size_t nbd = bd_name_.size();
+    l3.allowed.assign(nbd * nbd, 0);
+    for (const auto& n : cfg_.networks) {
+      if (n.driver != Driver::kBridge || !bd_of_.count(n.name)) continue;
+      l3.isolated.push_back({n.subnet.network(), n.subnet.mask()});
+      l3.isolated_bd.push_back(bd_of_.at(n.name));
+      for (const auto& o : n.allow)  // symmetric
+        if (bd_of_.count(o)) {
+          l3.allowed[size_t(bd_of_.at(n.name)) * nbd + bd_of_.at(o)] = 1;
+          l3.allowed[size_t(bd_of_.at(o)) * nbd + bd_of_.at(n.name)] = 1;
+        }
+    }
+    for (uint16_t id = 0; id < ports_.size(); id++) {
+      const PortRec& pr = ports_[id];
+      const NetworkConfig* n = pr.port ? cfg_.network(pr.network) : nullptr;
+      if (n && n->driver == Driver::kBridge) l3.neighbors.push_back({pr.ip, id, pr.bd, pr.mac});
+    }
+    std::sort(l3.neighbors.begin(), l3.neighbors.end(), [](auto& a, auto& b) { return a.ip < b.ip; });
     // Published ports: a direct [port] -> rule index per protocol, constant cost for any range.
     for (const auto& e : cfg_.endpoints) {
       if (e.publish.empty() || !eps_.count(e.name) || eps_.at(e.name).ports.empty()) continue;

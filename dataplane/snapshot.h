@@ -49,7 +49,15 @@ struct L3Conf {
   uint16_t uplink_bd = 0;
   uint32_t uplink_ip = 0, gateway = 0;
   Mac uplink_mac = 0;
-  std::vector<std::pair<uint32_t, uint32_t>> isolated;  // (network, mask) of every bridge network: never routed between
+  std::vector<std::pair<uint32_t, uint32_t>> isolated;  // (network, mask) of every bridge network: never routed between...
+  std::vector<uint16_t> isolated_bd;                     // ...the bridge domain of each...
+  std::vector<uint8_t> allowed;                          // ...unless allowed[src_bd * bds + dst_bd] (`allow:`)
+  struct Neighbor {
+    uint32_t ip;
+    uint16_t port, bd;
+    Mac mac;
+  };
+  std::vector<Neighbor> neighbors;  // every bridge endpoint, sorted by ip: where routed traffic goes
   std::vector<PubRule> pub;
   std::vector<uint16_t> pub_tcp, pub_udp;  // 65536 entries each (or empty): 1 + index into pub, 0 = none
 };

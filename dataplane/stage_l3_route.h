@@ -9,6 +9,8 @@
 // and port; ICMP echo id). TTL is decremented.
 #pragma once
 
+#include <algorithm>
+
 #include "dataplane/arp_cache.h"
 #include "dataplane/checksum.h"
 #include "dataplane/conntrack.h"
@@ -243,8 +245,23 @@ inline RouteNext l3_route(Packet& p, const BdEntry& bd, RouteCtx& c, uint16_t* o
     r = c.ct.create(c.worker, key, rule->gateway, 0, rule->ip, cport, FlowOut{rule->port, rule->mac, rule->router_mac},
                     FlowOut{p.in_port, mac_from_bytes(f + 6), router}, rule->bd, c.now, &fl);
   } else {
-    for (auto [net, mask] : l3.isolated)
-      if ((dip & mask) == net) return *drop = Drop::kIsolated, RouteNext::kDrop;
+    for (size_t i = 0; i < l3.isolated.size(); i++) {
+      auto [net, mask] = l3.isolated[i];
+      if ((dip & mask) != net) continue;
+      const uint16_t dbd = l3.isolated_bd[i];
+      const size_t nbd = c.s.bds.size();
+      if (size_t(p.bd) * nbd + dbd >= l3.allowed.size() || !l3.allowed[size_t(p.bd) * nbd + dbd])
+        return *drop = Drop::kIsolated, RouteNext::kDrop;
+      // Routed between two networks that allow it: straight to the endpoint, no NAT.
+      auto it = std::lower_bound(l3.neighbors.begin(), l3.neighbors.end(), dip,
+                                 [](const L3Conf::Neighbor& n, uint32_t ip) { return n.ip < ip; });
+      if (it == l3.neighbors.end() || it->ip != dip || it->bd != dbd) return RouteNext::kDrop;  // nobody there: no_route
+      if (!ttl_down(ip)) return *drop = Drop::kTtl, RouteNext::kDrop;
+      mac_to_bytes(it->mac, f);
+      mac_to_bytes(c.s.bds[dbd].router_mac, f + 6);
+      *out_port = it->port;
+      return RouteNext::kOut;
+    }
     // Masquerade behind the host address.
     r = c.ct.create(c.worker, key, l3.uplink_ip, 0, dip, dport, FlowOut{l3.uplink_port, 0, l3.uplink_mac},
                     FlowOut{p.in_port, mac_from_bytes(f + 6), router}, p.bd, c.now, &fl);

@@ -180,6 +180,27 @@ def icmp_errors_translated():
         check(out and out[-1] == "refused", f"the ICMP error did not reach the container's socket: {out}")
 
 
+def routing_between_allowed_networks():
+    nets = [{"name": "a", "subnet": "10.241.1.0/24", "allow": ["b"]}, {"name": "b", "subnet": "10.241.2.0/24"},
+            {"name": "c", "subnet": "10.241.3.0/24"}]
+    eps = [{"name": "c1", "networks": ["a"]}, {"name": "c2", "networks": ["b"]}, {"name": "c3", "networks": ["c"]}]
+    with Dpsw(nets, eps, uplink=True) as d:
+        d.start()
+        c1, c2, c3 = (d.port_of(e, n)["ip"] for e, n in (("c1", "a"), ("c2", "b"), ("c3", "c")))
+        ping(d, "c1", c2)  # a allows b: routed, both ways
+        ping(d, "c2", c1)
+        # No NAT on the way: c2 sees c1's own address.
+        cap = d.popen("c2", "tcpdump", "-i", "eth0", "-n", "-c", "1", "icmp[icmptype] == icmp-echo",
+                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        time.sleep(0.8)
+        ping(d, "c1", c2, count=1)
+        check(f"IP {c1} > {c2}" in cap.communicate(timeout=10)[0], "routed traffic should keep its source address")
+        ping(d, "c1", c3, count=1, expect=False)  # c is not allowed: isolated
+        ping(d, "c3", c2, count=1, expect=False)
+        check(d.port_of("c1", "a")["counters"]["drops"].get("isolated", 0) >= 1, "isolation not counted")
+
+
 if __name__ == "__main__":
     scenario_main({f.__name__: f for f in (outbound_icmp_udp_tcp, isolation_and_internal, conntrack_expiry,
-                                          published_ports_and_hairpin, icmp_errors_translated)})
+                                          published_ports_and_hairpin, icmp_errors_translated,
+                                          routing_between_allowed_networks)})

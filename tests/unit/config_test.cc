@@ -206,6 +206,8 @@ INSTANTIATE_TEST_SUITE_P(
         Bad{UPLINK "networks:\n  - name: m\n    driver: macvlan\n    subnet: 198.51.100.0/24\n  - name: n\n    driver: macvlan\n    subnet: 198.51.100.0/24\n", "bad.yaml:10: networks[1].driver: only one macvlan network per uplink ('m' is one)"},
         Bad{UPLINK "networks:\n  - name: b\n    subnet: 198.51.100.128/25\n", "bad.yaml:7: networks[0].subnet: 198.51.100.128/25 overlaps the uplink's subnet 198.51.100.0/24"},
         Bad{UPLINK "networks:\n  - name: m\n    driver: macvlan\n    subnet: 198.51.100.0/24\n    internal: true\n", "bad.yaml:9: networks[0].internal: a macvlan network sits on the uplink's segment and cannot be internal"},
+        Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\n    allow: [zz]\n", "bad.yaml:4: networks[0].allow[0]: unknown network 'zz'"},
+        Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\n    allow: [a]\n", "bad.yaml:4: networks[0].allow[0]: routing is allowed only between two different bridge networks"},
         Bad{"networks:\n  - name: j\n    subnet: 10.0.0.0/24\n    mtu: 9001\n", "bad.yaml:4: networks[0].mtu: '9001' is not a whole number in 576..9000"},
         // Plan-time errors name the line of the key at fault.
         Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\nendpoints:\n  - name: e\n    networks: [a]\n    ip: 10.1.0.5\n", "bad.yaml:7: endpoints[0].ip: 10.1.0.5 is not in subnet 10.0.0.0/24 of network 'a'"},
