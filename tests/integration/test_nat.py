@@ -200,7 +200,23 @@ def routing_between_allowed_networks():
         check(d.port_of("c1", "a")["counters"]["drops"].get("isolated", 0) >= 1, "isolation not counted")
 
 
+def nat_across_two_workers():
+    """The container's port and the uplink on different workers: each direction
+    of every flow is handled by another thread (shared conntrack, handoff)."""
+    eps = [{"name": "c1", "networks": ["a"]}, {"name": "web", "networks": ["a"], "publish": ["8080:80/tcp"]}]
+    with Dpsw([{"name": "a", "subnet": "10.241.1.0/24"}], eps, uplink=True, workers=[0, 1],
+              extra_switch={"idle": "block"}) as d:
+        d.start()
+        owners = {p["endpoint"] or "uplink": p["worker"] for p in d.ctl("show", "ports")}
+        check(owners["c1"] != owners["uplink"] or owners["web"] != owners["uplink"], f"want a cross-worker path: {owners}")
+        ping(d, "c1", OUT)
+        tcp_transfer(d, "c1", "out", OUT, size=4 << 20)
+        check(tcp_via(d, "out", "web", HOST, 8080, 80) == OUT, "published port across workers")
+        workers = d.counters()["workers"]
+        check(all(w["busy_loops"] > 0 for w in workers), f"both workers should have forwarded: {workers}")
+
+
 if __name__ == "__main__":
     scenario_main({f.__name__: f for f in (outbound_icmp_udp_tcp, isolation_and_internal, conntrack_expiry,
                                           published_ports_and_hairpin, icmp_errors_translated,
-                                          routing_between_allowed_networks)})
+                                          routing_between_allowed_networks, nat_across_two_workers)})
