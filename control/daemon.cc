@@ -759,10 +759,11 @@ json Daemon::show(const std::string& what, const std::vector<std::string>& args)
       const FlowKey& o = f.orig;
       std::string proto = o.proto == 6 ? "tcp" : o.proto == 17 ? "udp" : "icmp";
       uint8_t st = f.state.load(std::memory_order_relaxed);  // relaxed: display only
+      auto ep = [&](uint32_t ip, uint16_t port) { return ipv4_to_string(ip) + ":" + std::to_string(o.proto == 1 ? 0 : port); };
       out.push_back({{"proto", proto},
-                     {"inside", ipv4_to_string(o.sip) + ":" + std::to_string(o.sport)},
-                     {"remote", ipv4_to_string(o.dip) + ":" + std::to_string(o.proto == 1 ? 0 : o.dport)},
-                     {"nat", ipv4_to_string(f.reply.dip) + ":" + std::to_string(f.nat_port)},
+                     {"original", ep(o.sip, o.sport) + " > " + ep(o.dip, o.dport)},
+                     {"translated", ep(f.xsrc_ip, f.xsrc_port) + " > " + ep(f.xdst_ip, f.xdst_port)},
+                     {"nat_port", f.nat_port},
                      {"state", o.proto == 6 ? tcp_states[st & 3] : st ? "replied" : "unreplied"},
                      {"idle_ms", int32_t(now - f.last_seen.load(std::memory_order_relaxed)) < 0 ? 0 : now - f.last_seen.load(std::memory_order_relaxed)}});
     });

@@ -91,9 +91,9 @@ static void print_human(const std::string& what, const json& r) {
       return;
     }
     for (auto& c : r)
-      rows.push_back({s(c["proto"]), s(c["inside"]), s(c["remote"]), s(c["nat"]), s(c["state"]),
+      rows.push_back({s(c["proto"]), s(c["original"]), s(c["translated"]), s(c["state"]),
                       std::to_string(c["idle_ms"].get<uint64_t>() / 1000)});
-    table({"PROTO", "INSIDE", "REMOTE", "NAT", "STATE", "IDLE(s)"}, rows);
+    table({"PROTO", "ORIGINAL (src > dst)", "TRANSLATED (src > dst)", "STATE", "IDLE(s)"}, rows);
   } else {
     std::printf("%s\n", r.dump(2).c_str());
   }

@@ -21,7 +21,22 @@ NAME=$(awk '/^switch:/{s=1;next} s&&/^[^ ]/{s=0} s&&$1=="name:"{print $2}' "$CON
 SOCK=$(awk '/^switch:/{s=1;next} s&&/^[^ ]/{s=0} s&&$1=="control_socket:"{print $2}' "$CONFIG"); SOCK=${SOCK:-/run/dpsw/dpsw.sock}
 LOG=$(mktemp /tmp/dpsw-demo.XXXXXX.log)
 
-"$DPSW" --check --config "$CONFIG" || exit 2
+# The outside world of the demo: a namespace of ours behind a veth that dpsw
+# uses as its uplink (documentation addresses; never the machine's own links).
+UPLINK=$(awk '/^uplink:/{u=1} u&&/interface:/{gsub(/[{},]/," "); for(i=1;i<=NF;i++) if($i=="interface:") print $(i+1); exit}' "$CONFIG")
+OUTSIDE="$NAME-out"
+if [[ -n $UPLINK ]]; then
+  ip netns del "$OUTSIDE" 2>/dev/null; ip link del "$UPLINK" 2>/dev/null
+  ip netns add "$OUTSIDE"
+  ip link add "$UPLINK" type veth peer name eth0 netns "$OUTSIDE"
+  ip -n "$OUTSIDE" addr add 198.51.100.1/24 dev eth0
+  ip -n "$OUTSIDE" link set eth0 up
+  ip -n "$OUTSIDE" link set lo up
+  ip netns exec "$OUTSIDE" ethtool -K eth0 tx off >/dev/null 2>&1  # full checksums, as a real segment delivers
+fi
+remove_outside() { [[ -n $UPLINK ]] && { ip link del "$UPLINK" 2>/dev/null; ip netns del "$OUTSIDE" 2>/dev/null; }; return 0; }
+
+"$DPSW" --check --config "$CONFIG" || { remove_outside; exit 2; }
 "$DPSW" --config "$CONFIG" >"$LOG" 2>&1 &
 PID=$!
 stopped=0
@@ -31,6 +46,7 @@ stop() {
   echo; echo "== stopping dpsw (pid $PID)"
   kill -TERM "$PID" 2>/dev/null; wait "$PID"; rc=$?
   tail -n 2 "$LOG"
+  remove_outside
   left=$(ip netns list | awk -v p="$NAME-" 'index($1,p)==1{print $1}'; ip -o link | awk -F': ' -v p="$NAME-" 'index($2,p)==1{print $2}')
   if [[ -z $left ]]; then echo "== clean: no namespace, link or XDP program of '$NAME' is left (exit code $rc)"
   else echo "== LEFT BEHIND: $left"; rc=1; fi
@@ -61,6 +77,17 @@ SRV=$!
 sleep 0.5
 in_ns web iperf3 -c "$API_F" -p 5201 -t 3 | grep -E "sender|receiver"
 wait "$SRV"
+if [[ -n $UPLINK ]]; then
+  say "NAT: web -> the outside world (198.51.100.1); the outside sees only the host address"
+  in_ns web ping -c 2 -i 0.3 -W 1 198.51.100.1 | tail -2
+  say "published port: outside -> 198.51.100.10:8080 -> web:80; web sees the real client"
+  in_ns web iperf3 -s -1 -p 80 2>&1 | grep -m1 "Accepted connection" &
+  SRV=$!
+  sleep 0.5
+  ip netns exec "$OUTSIDE" iperf3 -c 198.51.100.10 -p 8080 -t 2 | grep -E "receiver"
+  wait "$SRV"
+  echo; "$CTL" -s "$SOCK" show conntrack
+fi
 say "sidecar (container:web) shares web's namespace; batch (none) has only loopback"
 in_ns batch ip -br link
 say "counters and learned MACs"
