@@ -5,21 +5,11 @@
 #include <algorithm>
 #include <bit>
 
+#include "dataplane/hash.h"
+
 namespace dpsw {
 
 namespace {
-inline uint64_t mix(uint64_t x) {
-  x ^= x >> 33;
-  x *= 0xff51afd7ed558ccdULL;
-  x ^= x >> 33;
-  x *= 0xc4ceb9fe1a85ec53ULL;
-  x ^= x >> 33;
-  return x;
-}
-inline uint32_t age_of(uint32_t now, uint32_t ts) {
-  int32_t d = int32_t(now - ts);
-  return d < 0 ? 0 : uint32_t(d);
-}
 constexpr int kReadRetries = 8;
 constexpr int kWriteRetries = 64;  // inserting may not be skipped: spin a little, then give up (counted)
 }  // namespace
@@ -52,7 +42,7 @@ ConnTrack::~ConnTrack() = default;
 uint64_t ConnTrack::sig_of(const FlowKey& k) {
   uint64_t a = uint64_t(k.sip) << 32 | k.dip;
   uint64_t b = uint64_t(k.sport) << 32 | uint64_t(k.dport) << 16 | k.proto;
-  return mix(a ^ mix(b)) | 1;
+  return mix64(a ^ mix64(b)) | 1;
 }
 
 Flow* ConnTrack::find(const FlowKey& k, bool* reply) const {

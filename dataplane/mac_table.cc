@@ -7,24 +7,10 @@
 
 #include "dataplane/packet.h"
 
+#include "dataplane/hash.h"
+
 namespace dpsw {
 
-namespace {
-inline uint64_t mix(uint64_t x) {  // murmur3 fmix64
-  x ^= x >> 33;
-  x *= 0xff51afd7ed558ccdULL;
-  x ^= x >> 33;
-  x *= 0xc4ceb9fe1a85ec53ULL;
-  x ^= x >> 33;
-  return x;
-}
-// Age of a timestamp; clocks read by different threads may be a hair apart,
-// so a timestamp slightly in the future counts as age 0, not as 49 days.
-inline uint32_t age_of(uint32_t now, uint32_t ts) {
-  int32_t d = int32_t(now - ts);
-  return d < 0 ? 0 : uint32_t(d);
-}
-}  // namespace
 
 MacTable::MacTable(Options opt) : opt_(opt) {
   size_t want = std::max<size_t>(2, (size_t(opt.size) + kWays - 1) / kWays * 5 / 4);  // ~80% max load
@@ -41,7 +27,7 @@ MacTable::MacTable(Options opt) : opt_(opt) {
 MacTable::~MacTable() = default;
 
 void MacTable::buckets_of(uint64_t key, uint32_t* b1, uint32_t* b2) const {
-  uint64_t h = mix(key);
+  uint64_t h = mix64(key);
   uint32_t a = uint32_t(h) & mask_, b = uint32_t(h >> 32) & mask_;
   *b1 = a;
   *b2 = a == b ? (b ^ 1) & mask_ : b;

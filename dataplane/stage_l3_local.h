@@ -12,6 +12,7 @@
 
 #include <cstring>
 
+#include "dataplane/checksum.h"
 #include "dataplane/counters.h"
 #include "dataplane/ether.h"
 #include "dataplane/snapshot.h"
@@ -20,26 +21,6 @@ namespace dpsw::stage {
 
 enum class LocalNext : uint8_t { kNotLocal, kReply, kRoute, kDrop };
 
-namespace detail {
-inline uint32_t load_be32(const uint8_t* p) { return uint32_t(p[0]) << 24 | uint32_t(p[1]) << 16 | uint32_t(p[2]) << 8 | p[3]; }
-inline void store_be32(uint8_t* p, uint32_t v) {
-  p[0] = uint8_t(v >> 24), p[1] = uint8_t(v >> 16), p[2] = uint8_t(v >> 8), p[3] = uint8_t(v);
-}
-// Internet checksum of a buffer (folded, complemented).
-inline uint16_t csum(const uint8_t* p, size_t n) {
-  uint32_t sum = 0;
-  for (size_t i = 0; i + 1 < n; i += 2) sum += uint32_t(p[i] << 8 | p[i + 1]);
-  if (n & 1) sum += uint32_t(p[n - 1] << 8);
-  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
-  return uint16_t(~sum);
-}
-// RFC 1624 incremental update: checksum hc after a 16-bit field m becomes m2.
-inline uint16_t csum_update(uint16_t hc, uint16_t m, uint16_t m2) {
-  uint32_t sum = uint32_t(uint16_t(~hc)) + uint16_t(~m) + m2;
-  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
-  return uint16_t(~sum);
-}
-}  // namespace detail
 
 inline LocalNext l3_local(Packet& p, const BdEntry& bd, Mac dst, Drop* drop) {
   if (!bd.local_ip) return LocalNext::kNotLocal;
@@ -50,7 +31,7 @@ inline LocalNext l3_local(Packet& p, const BdEntry& bd, Mac dst, Drop* drop) {
     if (p.len < kEthHdrLen + 28) return LocalNext::kNotLocal;
     uint8_t* a = f + kEthHdrLen;
     if (load_be16(a) != 1 || load_be16(a + 2) != kEtherTypeIpv4 || a[4] != 6 || a[5] != 4 || load_be16(a + 6) != 1 ||
-        detail::load_be32(a + 24) != bd.local_ip)
+        csum::load32(a + 24) != bd.local_ip)
       return LocalNext::kNotLocal;
     uint8_t sender_mac[6], sender_ip[4];
     std::memcpy(sender_mac, a + 8, 6);
@@ -59,7 +40,7 @@ inline LocalNext l3_local(Packet& p, const BdEntry& bd, Mac dst, Drop* drop) {
     mac_to_bytes(bd.router_mac, f + 6);           // eth src: us
     store_be16(a + 6, 2);                         // op: reply
     mac_to_bytes(bd.router_mac, a + 8);           // sender hw
-    detail::store_be32(a + 14, bd.local_ip);      // sender ip
+    csum::store32(a + 14, bd.local_ip);      // sender ip
     std::memcpy(a + 18, sender_mac, 6);           // target hw
     std::memcpy(a + 24, sender_ip, 4);            // target ip
     return LocalNext::kReply;
@@ -75,7 +56,7 @@ inline LocalNext l3_local(Packet& p, const BdEntry& bd, Mac dst, Drop* drop) {
     *drop = Drop::kBadIp;
     return LocalNext::kDrop;
   }
-  if (detail::load_be32(ip + 16) != bd.local_ip || ip[9] != 1 /* ICMP */) return LocalNext::kRoute;
+  if (csum::load32(ip + 16) != bd.local_ip || ip[9] != 1 /* ICMP */) return LocalNext::kRoute;
   uint8_t* icmp = ip + ihl;
   if (icmp[0] != 8 /* echo request */ || (load_be16(ip + 6) & 0x3fff) != 0 /* fragment */) return LocalNext::kRoute;
   // Echo reply, in place.
@@ -87,10 +68,10 @@ inline LocalNext l3_local(Packet& p, const BdEntry& bd, Mac dst, Drop* drop) {
   std::memcpy(ip + 16, tmp, 4);
   ip[8] = 64;  // fresh TTL
   ip[10] = ip[11] = 0;
-  store_be16(ip + 10, detail::csum(ip, ihl));
+  store_be16(ip + 10, csum::of(ip, ihl));
   uint16_t old = load_be16(icmp);  // type|code
   icmp[0] = 0;
-  store_be16(icmp + 2, detail::csum_update(load_be16(icmp + 2), old, load_be16(icmp)));
+  store_be16(icmp + 2, csum::update16(load_be16(icmp + 2), old, load_be16(icmp)));
   return LocalNext::kReply;
 }
 

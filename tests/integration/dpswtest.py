@@ -198,20 +198,20 @@ class Dpsw:
         return False
 
 
-# A byte-exact TCP transfer: the receiver prints the SHA-256 and length of
-# what it got; the sender sends seeded pseudo-random bytes and prints the
-# same for what it sent.
+# A byte-exact TCP transfer: the receiver prints the peer's address and the
+# length and SHA-256 of what it got; the sender sends seeded pseudo-random
+# bytes and prints length and SHA-256 of what it sent.
 RECEIVER = r"""
 import hashlib, socket, sys
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(1); s.settimeout(30)
 print("listening", flush=True)
-c, _ = s.accept(); c.settimeout(30); h = hashlib.sha256(); n = 0
+c, peer = s.accept(); c.settimeout(30); h = hashlib.sha256(); n = 0
 while True:
     b = c.recv(1 << 16)
     if not b: break
     h.update(b); n += len(b)
-print(n, h.hexdigest(), flush=True)
+print(peer[0], n, h.hexdigest(), flush=True)
 """
 SENDER = r"""
 import hashlib, random, socket, sys, time
@@ -231,18 +231,20 @@ print(n, h.hexdigest(), flush=True)
 """
 
 
-def tcp_transfer(d, src, dst, dst_ip, size=8 << 20, port=5001):
-    rx = d.popen(dst, "python3", "-c", RECEIVER, str(port), stdout=subprocess.PIPE, text=True)
+def tcp_transfer(d, src, dst, dst_ip, size=8 << 20, port=5001, listen_port=None):
+    """Byte-exact TCP from src to dst_ip:port, received in namespace dst on
+    listen_port (default: port). Returns the address the receiver saw."""
+    rx = d.popen(dst, "python3", "-c", RECEIVER, str(listen_port or port), stdout=subprocess.PIPE, text=True)
     try:
         check(rx.stdout.readline().strip() == "listening", "receiver did not start")
         sent = d.run(src, "python3", "-c", SENDER, dst_ip, str(port), str(size), timeout=60).stdout.split()
-        got = rx.communicate(timeout=60)[0].split()
+        peer, *got = rx.communicate(timeout=60)[0].split()
     finally:
         if rx.poll() is None:
             rx.kill()
-    check(sent == got, f"TCP transfer corrupted: sent {sent}, received {got}")
+    check(sent == got, f"TCP transfer to {dst_ip}:{port} corrupted: sent {sent}, received {got}")
     check(int(got[0]) == size, f"received {got[0]} of {size} bytes")
-    return int(got[0])
+    return peer
 
 
 def ping(d, src, ip, count=3, expect=True):

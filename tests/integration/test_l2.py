@@ -26,7 +26,8 @@ def ping_and_tcp():
         check("tx-checksumming: off" in k, "TX checksum offload still on in the container:\n" + k)
         v6 = d.run("c1", "sysctl", "-n", "net.ipv6.conf.all.disable_ipv6").stdout.strip()
         check(v6 == "1", "IPv6 should be off in containers on IPv4-only networks (as in Docker)")
-        n = tcp_transfer(d, "c1", "c2", "10.200.1.12", size=16 << 20)
+        n = 16 << 20
+        tcp_transfer(d, "c1", "c2", "10.200.1.12", size=n)
         c = d.counters()["ports"]
         p1, p2 = d.port_of("c1", "a")["name"], d.port_of("c2", "a")["name"]
         # 16 MiB in MTU-sized segments: at least ~11k frames each way through the switch.
@@ -146,7 +147,7 @@ def restart_after_kill9():
         check(len(ns) == 4, f"kill -9 should leave state behind (that is the point): {ns}")
         d.start()  # replaces the stale state
         ping(d, "c1", "10.200.1.12")
-        n = tcp_transfer(d, "c2", "c1", "10.200.1.11", size=4 << 20)
+        tcp_transfer(d, "c2", "c1", "10.200.1.11", size=4 << 20)
         check("removed" in d.read_log(), "restart did not report the stale state it removed")
         check(d.stop() == 0, "clean stop after restart failed")
         ns, links = d.leftovers()

@@ -97,33 +97,9 @@ def conntrack_expiry():
         check(c["capacity"] == 64 and c["flows"] == 1, str(c))
 
 
-PEER_RECEIVER = r"""
-import hashlib, socket, sys
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(1); s.settimeout(20)
-print("listening", flush=True)
-c, peer = s.accept(); c.settimeout(20); h = hashlib.sha256(); n = 0
-while True:
-    b = c.recv(1 << 16)
-    if not b: break
-    h.update(b); n += len(b)
-print(peer[0], n, h.hexdigest(), flush=True)
-"""
-
-
 def tcp_via(d, client, target_ep, host, port, listen_port, size=1 << 20):
     """TCP from `client` to host:port, served in `target_ep` on listen_port; returns the peer address it saw."""
-    from dpswtest import SENDER
-    srv = d.popen(target_ep, "python3", "-c", PEER_RECEIVER, str(listen_port), stdout=subprocess.PIPE, text=True)
-    try:
-        check(srv.stdout.readline().strip() == "listening", "server did not start")
-        sent = d.run(client, "python3", "-c", SENDER, host, str(port), str(size), timeout=60).stdout.split()
-        peer, n, digest = srv.communicate(timeout=30)[0].split()
-    finally:
-        if srv.poll() is None:
-            srv.kill()
-    check([n, digest] == sent, f"TCP through {host}:{port} corrupted: sent {sent}, got {n} {digest}")
-    return peer
+    return tcp_transfer(d, client, target_ep, host, size=size, port=port, listen_port=listen_port)
 
 
 def published_ports_and_hairpin():
