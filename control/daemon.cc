@@ -560,13 +560,11 @@ int Daemon::run() {
       if (ConnTrack* ct = dp_->conntrack()) {
         ct->expire(now, [this](std::function<void()> fn) { dp_->defer(std::move(fn)); });
         // Rate-limited: at most one line every 10 s while new flows are being refused.
-        static uint64_t reported = 0;
-        static uint32_t last_log = 0;
-        if (uint64_t full = ct->full_drops(); full != reported && now - last_log >= 10000) {
+        if (uint64_t full = ct->full_drops(); full != ct_full_reported_ && now - ct_full_logged_ms_ >= 10000) {
           LOG_WARN("conntrack full (%zu flows): %llu new flows refused so far; existing flows keep working (conntrack.size)",
                    ct->capacity(), (unsigned long long)full);
-          reported = full;
-          last_log = now;
+          ct_full_reported_ = full;
+          ct_full_logged_ms_ = now;
         }
       }
       last_maint = now;

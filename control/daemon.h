@@ -103,6 +103,8 @@ class Daemon {
   uint16_t uplink_bd_ = 0;    // the uplink segment's bridge domain (macvlan networks live here)
   Mac uplink_mac_ = 0;        // answers for the uplink address
   Mac router_mac_ = 0;        // answers for bridge networks' gateways
+  uint64_t ct_full_reported_ = 0;  // conntrack refusals already logged
+  uint32_t ct_full_logged_ms_ = 0;
 };
 
 }  // namespace dpsw

@@ -75,7 +75,6 @@ class MacTable {
 
   size_t count() const { return count_.load(std::memory_order_relaxed); }  // relaxed: statistic
   size_t capacity() const { return opt_.size; }
-  size_t slots() const { return (mask_ + 1) * kWays; }
 
  private:
   static constexpr int kWays = 7;

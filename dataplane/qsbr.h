@@ -37,7 +37,6 @@ class Qsbr {
   // Deferred deletion: fn runs once a grace period started now has passed.
   void retire(std::function<void()> fn);
   void reclaim();                   // run what is safe to run now
-  size_t pending() const { return retired_.size(); }
 
  private:
   struct alignas(64) ThreadState {

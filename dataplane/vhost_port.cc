@@ -21,6 +21,8 @@ constexpr uint16_t kRingSize = 1024;
 VhostPort::VhostPort(std::string name, Options opt)
     : Port(std::move(name)), opt_(std::move(opt)), bounce_(new uint8_t[size_t(kBurst) * kMaxFrame]) {
   DpdkEnv& env = DpdkEnv::get(opt_.instance);
+  pool_ = env.pool();
+  room_ = env.mbuf_data_room();
   vdev_ = "net_vhost_" + opt_.instance + "_" + std::to_string(g_vdev_seq.fetch_add(1, std::memory_order_relaxed));
   std::string args = "iface=" + opt_.socket + ",queues=1,client=" + (opt_.client ? "1" : "0");
   auto fail = [&](const std::string& what, int err) {
@@ -36,7 +38,7 @@ VhostPort::VhostPort(std::string name, Options opt)
   int r = rte_eth_dev_callback_register(port_id_, RTE_ETH_EVENT_INTR_LSC,
                                         reinterpret_cast<rte_eth_dev_cb_fn>(&VhostPort::on_event), this);
   if (r == 0) r = rte_eth_dev_configure(port_id_, 1, 1, &conf);
-  if (r == 0) r = rte_eth_rx_queue_setup(port_id_, 0, kRingSize, SOCKET_ID_ANY, nullptr, env.pool());
+  if (r == 0) r = rte_eth_rx_queue_setup(port_id_, 0, kRingSize, SOCKET_ID_ANY, nullptr, pool_);
   if (r == 0) r = rte_eth_tx_queue_setup(port_id_, 0, kRingSize, SOCKET_ID_ANY, nullptr);
   if (r == 0) r = rte_eth_dev_start(port_id_);
   if (r != 0) {
@@ -100,11 +102,10 @@ void VhostPort::release(const Packet* pkts, uint16_t n) {
 }
 
 uint16_t VhostPort::tx_chained(const Packet* p, rte_mbuf** head) {
-  rte_mempool* pool = DpdkEnv::get(opt_.instance).pool();
-  const uint32_t room = rte_pktmbuf_data_room_size(pool) - RTE_PKTMBUF_HEADROOM;
+  const uint32_t room = room_;
   uint32_t nseg = (p->len + room - 1) / room;
   rte_mbuf* seg[8];
-  if (nseg > 8 || rte_pktmbuf_alloc_bulk(pool, seg, nseg) != 0) return 0;
+  if (nseg > 8 || rte_pktmbuf_alloc_bulk(pool_, seg, nseg) != 0) return 0;
   uint32_t off = 0;
   for (uint32_t s = 0; s < nseg; s++) {
     uint32_t chunk = std::min(room, p->len - off);
@@ -120,8 +121,7 @@ uint16_t VhostPort::tx_chained(const Packet* p, rte_mbuf** head) {
 }
 
 uint16_t VhostPort::tx_burst(const Packet* const* pkts, uint16_t n) {
-  rte_mempool* pool = DpdkEnv::get(opt_.instance).pool();
-  const uint32_t room = rte_pktmbuf_data_room_size(pool) - RTE_PKTMBUF_HEADROOM;
+  const uint32_t room = room_;
   rte_mbuf* m[TxQueueMax];
   n = std::min<uint16_t>(n, TxQueueMax);
   uint16_t built = 0;
@@ -139,7 +139,7 @@ uint16_t VhostPort::tx_burst(const Packet* const* pkts, uint16_t n) {
     }
     built = n;
   } else if (all_small) {
-    if (rte_pktmbuf_alloc_bulk(pool, m, n) != 0) return 0;  // pool empty: counted as tx_full by the caller
+    if (rte_pktmbuf_alloc_bulk(pool_, m, n) != 0) return 0;  // pool empty: counted as tx_full by the caller
     for (uint16_t i = 0; i < n; i++) {
       std::memcpy(rte_pktmbuf_mtod(m[i], uint8_t*), pkts[i]->data, pkts[i]->len);
       m[i]->data_len = uint16_t(pkts[i]->len);

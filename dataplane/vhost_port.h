@@ -23,6 +23,7 @@
 #include "dataplane/port.h"
 
 struct rte_mbuf;
+struct rte_mempool;
 
 namespace dpsw {
 
@@ -45,14 +46,14 @@ class VhostPort final : public Port {
   bool link_up() const override { return link_up_.load(std::memory_order_relaxed); }
   uint64_t link_changes() const override { return link_changes_.load(std::memory_order_relaxed); }
 
-  const std::string& socket() const { return opt_.socket; }
-
  private:
   static int on_event(uint16_t port_id, int event, void* arg, void* ret);
   uint16_t tx_chained(const Packet* p, rte_mbuf** head);
   static constexpr uint16_t TxQueueMax = 64;  // TxStage::kPerPort
 
   Options opt_;
+  rte_mempool* pool_ = nullptr;  // the shared mbuf pool (DpdkEnv), fixed for the port's life
+  uint32_t room_ = 0;            // data bytes per mbuf
   std::string vdev_;
   uint16_t port_id_ = 0;
   bool started_ = false;
