@@ -19,6 +19,11 @@ std::string_view drop_reason_name(Drop d) {
     case Drop::kNoFlow: return "no_flow";
     case Drop::kArpMiss: return "arp_miss";
     case Drop::kCtFull: return "ct_full";
+    case Drop::kVxlanBad: return "vxlan_bad";
+    case Drop::kVxlanVni: return "vxlan_vni";
+    case Drop::kVxlanPeer: return "vxlan_peer";
+    case Drop::kTooBig: return "too_big";
+    case Drop::kSplitHorizon: return "split_horizon";
     case Drop::kCount: break;
   }
   return "?";

@@ -33,6 +33,11 @@ enum class Drop : uint8_t {
   kNoFlow,        // arrived at the uplink address with no connection to belong to
   kArpMiss,       // next hop on the uplink not resolved yet (ARP sent)
   kCtFull,        // connection table or NAT ports exhausted: new flow refused
+  kVxlanBad,      // VXLAN to us, malformed: outer IPv4 header, truncated, fragmented, I flag clear
+  kVxlanVni,      // VXLAN with a VNI no overlay network uses
+  kVxlanPeer,     // VXLAN from an address that is not a peer of the VNI's network
+  kTooBig,        // encapsulated, the frame would exceed the underlay MTU (IPv4 with DF: ICMP sent back)
+  kSplitHorizon,  // from one tunnel towards another (peers form a full mesh: never relayed)
   kCount
 };
 constexpr size_t kDropReasons = size_t(Drop::kCount);

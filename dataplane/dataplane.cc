@@ -14,15 +14,17 @@
 #include "dataplane/stage_l2_fwd.h"
 #include "dataplane/stage_l3_local.h"
 #include "dataplane/stage_l3_route.h"
+#include "dataplane/stage_vxlan_input.h"
+#include "dataplane/stage_vxlan_output.h"
 
 namespace dpsw {
 
 Worker::Worker(Dataplane& dp, unsigned id)
-    : dp_(dp), id_(id), wc_(std::make_unique<WorkerCounters>()), tx_(id, &dp.mesh_, wc_.get()) {}
+    : dp_(dp), id_(id), wc_(std::make_unique<WorkerCounters>()), tx_(id, &dp.mesh_, wc_.get()),
+      scratch_(std::make_unique<ScratchBuf[]>(kScratch)) {}
 
 void Worker::process(const Snapshot& s, uint16_t in_port, Packet* pkts, uint16_t n, uint32_t now) {
-  WorkerCounters& wc = *wc_;
-  PortCounters& pc = wc.ports[in_port];
+  PortCounters& pc = wc_->ports[in_port];
   uint64_t bytes = 0;
   for (uint16_t i = 0; i < n; i++) {
     __builtin_prefetch(pkts[i].data);
@@ -31,7 +33,106 @@ void Worker::process(const Snapshot& s, uint16_t in_port, Packet* pkts, uint16_t
   }
   pc.rx_packets.add(n);
   pc.rx_bytes.add(bytes);
+  if (in_port == s.l3.uplink_port && !s.tunnels.empty()) {
+    process_uplink(s, in_port, pkts, n, now);
+  } else {
+    forward(s, in_port, pkts, n, now);
+  }
+  tx_.flush(s);
+  nscratch_ = 0;  // every encapsulated frame has been sent
+}
 
+// The uplink of a host with overlay networks: VXLAN to us is decapsulated
+// and forwarded as received on its tunnel port, one run per tunnel.
+void Worker::process_uplink(const Snapshot& s, uint16_t in_port, Packet* pkts, uint16_t n, uint32_t now) {
+  PortCounters& pc = wc_->ports[in_port];
+  // Both arrays live until the caller's flush: the tx stage holds pointers into them.
+  Packet rest[kBurst], inner[kBurst];
+  uint16_t tport[kBurst];
+  uint16_t nrest = 0, ninner = 0;
+  for (uint16_t i = 0; i < n; i++) {
+    Drop d = Drop::kCount;
+    switch (stage::vxlan_input(pkts[i], s, &inner[ninner], &tport[ninner], &d)) {
+      case stage::VxlanInNext::kNotVxlan:
+        rest[nrest++] = pkts[i];
+        break;
+      case stage::VxlanInNext::kTunnel:
+        ninner++;
+        break;
+      case stage::VxlanInNext::kDrop:
+        pc.drops[size_t(d)].add(1);
+        break;
+    }
+  }
+  if (nrest) forward(s, in_port, rest, nrest, now);
+  // Group by tunnel (a burst usually comes from one or two peers), in order.
+  for (uint16_t start = 0; start < ninner;) {
+    const uint16_t t = tport[start];
+    uint16_t end = start + 1;
+    for (uint16_t j = end; j < ninner; j++) {
+      if (tport[j] != t) continue;
+      std::swap(inner[j], inner[end]);
+      std::swap(tport[j], tport[end]);
+      end++;
+    }
+    PortCounters& tc = wc_->ports[t];
+    uint64_t bytes = 0;
+    for (uint16_t j = start; j < end; j++) bytes += inner[j].len;
+    tc.rx_packets.add(end - start);
+    tc.rx_bytes.add(bytes);
+    forward(s, t, inner + start, uint16_t(end - start), now);
+    start = end;
+  }
+}
+
+void Worker::output(const Snapshot& s, uint16_t dst, Packet& p) {
+  const PortEntry& pe = s.ports[dst];
+  if (!pe.vtep) {
+    tx_.enqueue(s, dst, &p);
+    return;
+  }
+  // A tunnel: encapsulate into one of our buffers, send that to the uplink.
+  if (nscratch_ == kScratch) {
+    tx_.flush(s);  // sends (copies) every queued frame: the buffers are free again
+    nscratch_ = 0;
+  }
+  PortCounters& tc = wc_->ports[dst];
+  Packet& o = scratch_pkts_[nscratch_];
+  Drop d = Drop::kCount;
+  if (!dp_.arp_) {  // tunnels exist only with an uplink
+    tc.drops[size_t(Drop::kNoRoute)].add(1);
+    return;
+  }
+  switch (stage::vxlan_output(p, pe, s, *dp_.arp_, ip_id_++, scratch_[nscratch_].data, sizeof(ScratchBuf), &o, &d)) {
+    case stage::VxlanOutNext::kOut:
+      nscratch_++;
+      tc.tx_packets.add(1);
+      tc.tx_bytes.add(p.len);
+      tx_.enqueue(s, s.l3.uplink_port, &o);
+      return;
+    case stage::VxlanOutNext::kTooBig:
+      tc.drops[size_t(d)].add(1);
+      if (p.in_port < s.ports.size() && !s.ports[p.in_port].vtep) {
+        const uint32_t inner_mtu = s.ports[s.l3.uplink_port].max_frame - kEthHdrLen - kVxlanOverhead;
+        if (uint32_t len = stage::frag_needed(p, inner_mtu, scratch_[nscratch_].data)) {
+          o.data = scratch_[nscratch_].data;
+          o.len = len;
+          o.in_port = dst;
+          o.mbuf = nullptr;
+          nscratch_++;
+          tx_.enqueue(s, p.in_port, &o);
+        }
+      }
+      return;
+    case stage::VxlanOutNext::kDrop:
+      tc.drops[size_t(d)].add(1);
+      return;
+  }
+}
+
+void Worker::forward(const Snapshot& s, uint16_t in_port, Packet* pkts, uint16_t n, uint32_t now) {
+  WorkerCounters& wc = *wc_;
+  PortCounters& pc = wc.ports[in_port];
   const PortEntry* in = s.port(in_port);
   if (!in || in->bd >= s.bds.size()) {
     pc.drops[size_t(Drop::kNoNetwork)].add(n);
@@ -86,18 +187,24 @@ void Worker::process(const Snapshot& s, uint16_t in_port, Packet* pkts, uint16_t
   uint16_t out[kBurst];
   stage::l2_fwd(dp_.macs_, in->bd, in_port, now, n, valid, handled, src, dst, next, out, drop, wc);
 
+  // Split horizon: what came from a tunnel never goes back into one.
+  const bool from_tunnel = in->vtep != 0;
   const std::vector<uint16_t>& flood = bd.ports;
   uint64_t flooded = 0;
   for (uint16_t i = 0; i < n; i++) {
     if (!valid[i] || handled[i]) continue;
     switch (next[i]) {
       case stage::FwdNext::kUnicast:
-        tx_.enqueue(s, out[i], &pkts[i]);
+        if (from_tunnel && s.ports[out[i]].vtep) {
+          pc.drops[size_t(Drop::kSplitHorizon)].add(1);
+          break;
+        }
+        output(s, out[i], pkts[i]);
         break;
       case stage::FwdNext::kFlood:
         for (uint16_t p : flood) {
-          if (p == in_port) continue;
-          tx_.enqueue(s, p, &pkts[i]);
+          if (p == in_port || (from_tunnel && s.ports[p].vtep)) continue;
+          output(s, p, pkts[i]);
           flooded++;
         }
         break;
@@ -107,7 +214,6 @@ void Worker::process(const Snapshot& s, uint16_t in_port, Packet* pkts, uint16_t
     }
   }
   pc.flood_packets.add(flooded);
-  tx_.flush(s);
 }
 
 unsigned Worker::drain_handoff(const Snapshot& s) {

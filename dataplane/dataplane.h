@@ -37,6 +37,10 @@ class Worker {
   const WorkerCounters& counters() const { return *wc_; }
 
  private:
+  // Stages after rx accounting; frames queued in tx_ until process() flushes.
+  void forward(const Snapshot& s, uint16_t in_port, Packet* pkts, uint16_t n, uint32_t now);
+  void process_uplink(const Snapshot& s, uint16_t in_port, Packet* pkts, uint16_t n, uint32_t now);
+  void output(const Snapshot& s, uint16_t dst, Packet& p);  // tx, or VXLAN encap for a tunnel port
   unsigned drain_handoff(const Snapshot& s);
   void send_arp_requests(const Snapshot& s, uint32_t now);  // uplink owner: resolve wanted next hops
   bool block();  // idle: wait for traffic; false if this worker cannot block
@@ -47,6 +51,16 @@ class Worker {
   stage::TxStage tx_;
   uint32_t last_arp_ms_ = 0;
   uint8_t arp_buf_[32][64];
+  // Encapsulated frames (and ICMP replies) built during one burst, sent at
+  // flush; when all are in use the tx stage is flushed early.
+  static constexpr unsigned kScratch = 128;
+  struct ScratchBuf {
+    alignas(64) uint8_t data[4096];
+  };
+  std::unique_ptr<ScratchBuf[]> scratch_;
+  Packet scratch_pkts_[kScratch];
+  unsigned nscratch_ = 0;
+  uint16_t ip_id_ = 0;  // outer IPv4 identification
 };
 
 class Dataplane {

@@ -21,6 +21,18 @@ struct PortEntry {
   uint16_t bd = 0;            // network (bridge domain) the port is attached to
   uint16_t owner = 0;         // worker that polls and transmits on it
   uint32_t max_frame = 1514;  // network MTU + Ethernet header
+  // A VXLAN tunnel port (overlay network): port == nullptr, frames to it are
+  // encapsulated to `vtep` with `vni` and sent out of the uplink; frames
+  // decapsulated from `vtep` with `vni` enter the pipeline as received on it.
+  uint32_t vtep = 0;  // remote VTEP address; 0: not a tunnel
+  uint32_t vni = 0;
+};
+
+// Where a decapsulated frame enters: (vni << 32 | remote VTEP) -> tunnel port.
+struct TunnelKey {
+  uint64_t key;
+  uint16_t port;
+  static uint64_t make(uint32_t vni, uint32_t vtep) { return uint64_t(vni) << 32 | vtep; }
 };
 
 struct BdEntry {
@@ -69,9 +81,11 @@ struct Snapshot {
   std::vector<std::vector<uint16_t>> rx_ports;  // per worker: ports it polls
   std::vector<uint8_t> can_block;                // per worker: every rx port has a wait_fd (set by publish)
   L3Conf l3;
+  std::vector<TunnelKey> tunnels;                // sorted by key; empty without overlay networks
 
+  // A port in use: a real one or a tunnel.
   const PortEntry* port(uint16_t id) const {
-    return id < ports.size() && ports[id].port ? &ports[id] : nullptr;
+    return id < ports.size() && (ports[id].port || ports[id].vtep) ? &ports[id] : nullptr;
   }
 };
 

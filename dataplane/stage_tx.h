@@ -92,7 +92,7 @@ class TxStage {
   // Queue p for dst. Flushes that port early if its queue is full.
   void enqueue(const Snapshot& s, uint16_t dst, const Packet* p) {
     const PortEntry* pe = s.port(dst);
-    if (!pe) {
+    if (!pe || !pe->port) {  // gone (or a tunnel: the worker encapsulates before this stage)
       wc_->ports[p->in_port].drops[size_t(Drop::kNoNetwork)].add(1);
       return;
     }
@@ -134,7 +134,7 @@ class TxStage {
   void send(const Snapshot& s, uint16_t dst) {
     Queue& q = q_[dst];
     const PortEntry* pe = s.port(dst);
-    uint16_t sent = pe ? pe->port->tx_burst(q.pkts, q.n) : 0;
+    uint16_t sent = pe && pe->port ? pe->port->tx_burst(q.pkts, q.n) : 0;
     PortCounters& pc = wc_->ports[dst];
     uint64_t bytes = 0;
     for (uint16_t i = 0; i < sent; i++) bytes += q.pkts[i]->len;
