@@ -157,8 +157,6 @@ void parse_network(Map& m, const YAML::Node& n, NetworkConfig& net) {
     else if (d == "overlay") net.driver = Driver::kOverlay;
     else if (d == "macvlan") net.driver = Driver::kMacvlan;
     else m.fail(v, m.key("driver"), "'" + d + "' is not one of bridge, overlay, macvlan");
-    if (net.driver == Driver::kOverlay)
-      m.fail(v, m.key("driver"), "driver 'overlay' is not supported by this version of dpsw yet (bridge, macvlan)");
   }
   auto subnet = m.get("subnet");
   if (!subnet) m.fail(n, m.key("subnet"), "required key missing");
@@ -190,7 +188,28 @@ void parse_network(Map& m, const YAML::Node& n, NetworkConfig& net) {
     if (net.internal && net.driver == Driver::kMacvlan)
       m.fail(v, m.key("internal"), "a macvlan network sits on the uplink's segment and cannot be internal");
   }
-  if (auto v = m.get("mtu")) net.mtu = uint32_t(integer(m, v, m.key("mtu"), 576, 9000));
+  if (auto v = m.get("mtu")) net.mtu = uint32_t(integer(m, v, m.key("mtu"), 576, 9000)), net.mtu_set = true;
+  const bool overlay = net.driver == Driver::kOverlay;
+  if (auto v = m.get("vni")) {
+    if (!overlay) m.fail(v, m.key("vni"), "only valid with driver: overlay");
+    net.vni = uint32_t(integer(m, v, m.key("vni"), 1, 16777215));
+  } else if (overlay) {
+    m.fail(n, m.key("vni"), "required key missing (driver overlay: the VXLAN network identifier, 1-16777215)");
+  }
+  if (auto v = m.get("peers")) {
+    if (!overlay) m.fail(v, m.key("peers"), "only valid with driver: overlay");
+    if (!v.IsSequence()) m.fail(v, m.key("peers"), "expected a list of IPv4 addresses (remote VTEPs)");
+    for (size_t i = 0; i < v.size(); i++) {
+      const std::string k = m.key("peers[" + std::to_string(i) + "]");
+      std::string a = scalar(m, v[i], k);
+      auto ip = ipv4_parse(a);
+      if (!ip || *ip == 0 || (*ip >> 28) >= 14 || (*ip >> 24) == 127)
+        m.fail(v[i], k, "'" + a + "' is not a unicast IPv4 address");
+      if (std::count(net.peers.begin(), net.peers.end(), *ip)) m.fail(v[i], k, a + " is listed twice");
+      net.peers.push_back(*ip);
+    }
+  }
+
   if (auto v = m.get("allow")) {
     if (!v.IsSequence()) m.fail(v, m.key("allow"), "expected a list of network names");
     for (size_t i = 0; i < v.size(); i++) net.allow.push_back(scalar(m, v[i], m.key("allow[" + std::to_string(i) + "]")));
@@ -444,9 +463,21 @@ EndpointConfig parse_endpoint_item(const std::string& text, const std::string& o
   return parse_item<EndpointConfig>(text, origin, &parse_endpoint);
 }
 
+const char* driver_name(Driver d) {
+  switch (d) {
+    case Driver::kBridge: return "bridge";
+    case Driver::kOverlay: return "overlay";
+    case Driver::kMacvlan: return "macvlan";
+  }
+  return "?";
+}
+
 void resolve_defaults(Config& cfg) {
-  for (auto& n : cfg.networks)
+  for (auto& n : cfg.networks) {
     if (n.driver == Driver::kMacvlan && !n.gateway_set && cfg.uplink && cfg.uplink->gateway) n.gateway = cfg.uplink->gateway;
+    // VXLAN adds 50 bytes that the underlay must carry.
+    if (n.driver == Driver::kOverlay && !n.mtu_set && cfg.uplink) n.mtu = std::max<uint32_t>(576, cfg.uplink->mtu - 50);
+  }
 }
 
 void check_config(const Config& cfg) {
@@ -460,6 +491,23 @@ void check_config(const Config& cfg) {
         throw ConfigError(net.src.where("subnet") + "a macvlan network's subnet must be the uplink's, " + prefix_to_string(seg));
       if (macvlan) throw ConfigError(net.src.where("driver") + "only one macvlan network per uplink ('" + macvlan->name + "' is one)");
       macvlan = &net;
+    }
+    if (net.driver == Driver::kOverlay) {
+      if (!cfg.uplink)
+        throw ConfigError(net.src.where("driver") + "driver overlay needs an uplink (its address is the local VXLAN tunnel endpoint)");
+      for (size_t j = 0; j < net.peers.size(); j++)
+        if (net.peers[j] == cfg.uplink->address.addr)
+          throw ConfigError(net.src.where("peers[" + std::to_string(j) + "]") + ipv4_to_string(net.peers[j]) +
+                            " is this host's own uplink address (list the other hosts)");
+      if (!cfg.uplink->gateway)
+        for (size_t j = 0; j < net.peers.size(); j++)
+          if (!cfg.uplink->address.contains(net.peers[j]))
+            throw ConfigError(net.src.where("peers[" + std::to_string(j) + "]") + ipv4_to_string(net.peers[j]) +
+                              " is not on the uplink's segment and the uplink has no gateway to reach it");
+      for (size_t j = 0; j < i; j++)
+        if (cfg.networks[j].driver == Driver::kOverlay && cfg.networks[j].vni == net.vni)
+          throw ConfigError(net.src.where("vni") + "VNI " + std::to_string(net.vni) + " is already used by network '" +
+                            cfg.networks[j].name + "'");
     }
     for (size_t j = 0; j < net.allow.size(); j++) {
       const NetworkConfig* o = cfg.network(net.allow[j]);
@@ -523,7 +571,7 @@ bool NetworkConfig::same_definition(const NetworkConfig& o) const {
   return name == o.name && driver == o.driver && subnet.addr == o.subnet.addr && subnet.len == o.subnet.len &&
          gateway == o.gateway && ip_range.has_value() == o.ip_range.has_value() &&
          (!ip_range || (ip_range->addr == o.ip_range->addr && ip_range->len == o.ip_range->len)) && internal == o.internal &&
-         mtu == o.mtu && allow == o.allow;
+         mtu == o.mtu && allow == o.allow && vni == o.vni;
 }
 
 bool EndpointConfig::same_definition(const EndpointConfig& o) const {
@@ -539,7 +587,7 @@ std::string publish_to_string(const Publish& p) {
 
 bool ConfigDiff::empty() const {
   return networks_added.empty() && networks_removed.empty() && networks_changed.empty() && endpoints_added.empty() &&
-         endpoints_removed.empty() && endpoints_changed.empty() && switch_changed.empty();
+         endpoints_removed.empty() && endpoints_changed.empty() && switch_changed.empty() && peers_changed.empty();
 }
 
 ConfigDiff diff_configs(const Config& a, const Config& b) {
@@ -567,6 +615,7 @@ ConfigDiff diff_configs(const Config& a, const Config& b) {
     const auto* m = b.network(n.name);
     if (!m) d.networks_removed.push_back(n.name);
     else if (!n.same_definition(*m)) d.networks_changed.push_back(n.name);
+    else if (n.peers != m->peers) d.peers_changed.push_back(n.name);
   }
   for (const auto& n : b.networks)
     if (!a.network(n.name)) d.networks_added.push_back(n.name);
@@ -660,6 +709,7 @@ Plan make_plan(const Config& cfg, const Plan* previous) {
       a.prefix_len = net.subnet.len;
       a.gateway = net.gateway;
       a.mtu = net.mtu;
+      a.driver = net.driver;
       if (auto k = kept.find({ep.name, net.name}); k != kept.end()) {
         a.ip = k->second->ip;
         a.mac = k->second->mac;

@@ -33,6 +33,7 @@ struct ItemSource {
 };
 
 enum class Driver { kBridge, kOverlay, kMacvlan };
+const char* driver_name(Driver d);
 enum class Mode { kBridge, kNone, kHost, kContainer };
 enum class PortKind { kAfxdp, kVhost };
 constexpr uint32_t kAfxdpMaxMtu = 3500;  // one 4 KiB UMEM frame per packet (no multi-buffer yet)
@@ -57,6 +58,7 @@ struct UplinkConfig {
   std::string interface;
   Ipv4Prefix address;     // host address and the segment's prefix
   uint32_t gateway = 0;   // 0: none
+  uint32_t mtu = 1500;    // the interface's MTU, read at start (not a config key)
   ItemSource src;
 };
 
@@ -69,7 +71,10 @@ struct NetworkConfig {
   std::optional<Ipv4Prefix> ip_range;
   bool internal = false;
   uint32_t mtu = 1500;
+  bool mtu_set = false;      // given explicitly (an overlay's default follows the uplink)
   std::vector<std::string> allow;  // bridge networks this one routes to and from (default: isolated)
+  uint32_t vni = 0;                // overlay: VXLAN network identifier (1..16777215)
+  std::vector<uint32_t> peers;     // overlay: remote VTEP addresses (order kept; not part of same_definition)
   ItemSource src;
   bool same_definition(const NetworkConfig& o) const;
 };
@@ -122,7 +127,8 @@ EndpointConfig parse_endpoint_item(const std::string& text, const std::string& o
 // Cross-item rules: unique names, non-overlapping subnets, known networks,
 // valid container:NAME references, macvlan against the uplink. Throws ConfigError.
 void check_config(const Config& cfg);
-// Defaults that depend on other items (a macvlan network's gateway is the uplink's).
+// Defaults that depend on other items (a macvlan network's gateway is the
+// uplink's; an overlay network's MTU is the uplink's MTU - 50).
 void resolve_defaults(Config& cfg);
 
 // What changed between two configurations (reload applies only this).
@@ -130,6 +136,7 @@ struct ConfigDiff {
   std::vector<std::string> networks_added, networks_removed, networks_changed;
   std::vector<std::string> endpoints_added, endpoints_removed, endpoints_changed;
   std::vector<std::string> switch_changed;  // switch keys that differ (need a restart)
+  std::vector<std::string> peers_changed;   // overlay networks whose peer list alone changed (applied in place)
   bool empty() const;
 };
 ConfigDiff diff_configs(const Config& before, const Config& after);
@@ -138,6 +145,7 @@ ConfigDiff diff_configs(const Config& before, const Config& after);
 
 struct PlannedAttachment {   // one veth of one endpoint on one network
   std::string network;
+  Driver driver = Driver::kBridge;
   uint16_t bd = 0;           // index of the network
   std::string host_ifname;   // host end, driven by AF_XDP
   std::string ifname;        // container end: eth0, eth1, ...

@@ -62,6 +62,13 @@ void preflight(const Config& cfg, const Plan& plan, const DaemonOptions& opt) {
     throw ConfigError("BPF object " + opt.bpf_object + " is not readable (use --bpf-object)");
 }
 
+void read_uplink_mtu(Config& cfg) {
+  if (!cfg.uplink || !if_nametoindex(cfg.uplink->interface.c_str())) return;
+  Rtnl rt;
+  cfg.uplink->mtu = rt.link_mtu(cfg.uplink->interface);
+  resolve_defaults(cfg);
+}
+
 Daemon::Daemon(Config cfg, Plan plan, DaemonOptions opt) : cfg_(std::move(cfg)), plan_(std::move(plan)), opt_(std::move(opt)) {}
 
 Daemon::~Daemon() { teardown(); }
@@ -114,6 +121,7 @@ void Daemon::setup() {
     router_mac_ = 0x02dd00000000ULL | h;
     if (cfg_.uplink) create_uplink();
     for (const auto& n : cfg_.networks) add_bd(n);
+    sync_tunnels();
     for (const auto& ep : plan_.endpoints) create_endpoint(ep);
     publish_snapshot();
     dp_->start();
@@ -173,15 +181,64 @@ void Daemon::remove_bd(const std::string& network) {
     publish_snapshot();
     return;
   }
+  for (auto& pr : ports_)
+    if (pr.vtep && pr.bd == id) pr.retiring = true;  // its tunnels go with it
   publish_snapshot();  // the network's flood list disappears
   dp_->synchronize();  // no worker still forwards in it...
+  for (auto& pr : ports_)
+    if (pr.vtep && pr.bd == id) pr = PortRec{};
   dp_->macs().flush_bd(id);  // ...so its MAC entries can go, and the id be reused
   bd_name_[id].clear();
 }
 
+void Daemon::sync_tunnels() {
+  std::vector<uint16_t> stale;
+  for (uint16_t id = 0; id < ports_.size(); id++) {
+    const PortRec& pr = ports_[id];
+    if (!pr.vtep) continue;
+    const NetworkConfig* n = cfg_.network(pr.network);
+    bool keep = n && n->driver == Driver::kOverlay && n->vni == pr.vni && bd_of_.count(n->name) && bd_of_.at(n->name) == pr.bd &&
+                std::count(n->peers.begin(), n->peers.end(), pr.vtep);
+    if (!keep) stale.push_back(id);
+  }
+  retire_tunnels(stale);
+  for (const auto& n : cfg_.networks) {
+    if (n.driver != Driver::kOverlay || !bd_of_.count(n.name)) continue;
+    for (uint32_t peer : n.peers) {
+      bool have = std::any_of(ports_.begin(), ports_.end(), [&](const PortRec& p) { return p.vtep == peer && p.network == n.name; });
+      if (have) continue;
+      uint16_t id = new_port_id();
+      PortRec& pr = ports_[id];
+      pr.network = n.name;
+      pr.host_ifname = "vxlan:" + std::to_string(n.vni) + ":" + ipv4_to_string(peer);
+      pr.bd = bd_of_.at(n.name);
+      pr.ip = peer;
+      pr.mtu = n.mtu;
+      pr.vtep = peer;
+      pr.vni = n.vni;
+      // Resolve the next hop now, so the first frames do not wait for ARP.
+      const uint32_t nh = cfg_.uplink->address.contains(peer) ? peer : cfg_.uplink->gateway;
+      if (nh) dp_->arp()->want(nh);
+      LOG_INFO("network %s: VXLAN tunnel to %s, VNI %u (port %u)", n.name.c_str(), ipv4_to_string(peer).c_str(), n.vni, id);
+    }
+  }
+}
+
+void Daemon::retire_tunnels(const std::vector<uint16_t>& ids) {
+  if (ids.empty()) return;
+  for (uint16_t id : ids) ports_[id].retiring = true;
+  publish_snapshot();  // out of every flood list and the VNI index...
+  dp_->synchronize();  // ...and no worker still holds a frame for them
+  for (uint16_t id : ids) {
+    dp_->macs().flush_port(id);  // remote MACs learned behind that peer
+    LOG_INFO("network %s: VXLAN tunnel to %s removed", ports_[id].network.c_str(), ipv4_to_string(ports_[id].vtep).c_str());
+    ports_[id] = PortRec{};
+  }
+}
+
 uint16_t Daemon::new_port_id() {
   uint16_t id = 0;
-  while (id < ports_.size() && ports_[id].port) id++;
+  while (id < ports_.size() && ports_[id].used()) id++;
   if (id >= kMaxPorts) throw std::runtime_error("too many ports (max " + std::to_string(kMaxPorts) + ")");
   if (id == ports_.size()) ports_.emplace_back();
   return id;
@@ -239,6 +296,7 @@ void Daemon::create_endpoint(const PlannedEndpoint& ep) {
       sysctl_write("net/ipv6/conf/all/disable_ipv6", "1");
       sysctl_write("net/ipv6/conf/default/disable_ipv6", "1");
     });
+    bool routed = false;
     for (size_t i = 0; i < ep.attachments.size(); i++) {
       const PlannedAttachment& a = ep.attachments[i];
       journal_->record("link", a.host_ifname);
@@ -254,7 +312,13 @@ void Daemon::create_endpoint(const PlannedEndpoint& ep) {
       // offload would arrive unfinished, so the container computes its own.
       in_netns(ns.fd, [&] { ethtool_set_tx_csum(a.ifname, false); });
       inside.set_up(a.ifname);
-      if (i == 0) inside.add_default_route(a.gateway);
+      // The default route: through the first network that routes (an
+      // overlay is pure L2 across hosts, like Docker's, which leaves the
+      // way out to another network: docker_gwbridge there, a bridge here).
+      if (!routed && a.driver != Driver::kOverlay) {
+        inside.add_default_route(a.gateway);
+        routed = true;
+      }
 
       uint16_t id = new_port_id();
       PortRec& pr = ports_[id];
@@ -276,7 +340,7 @@ void Daemon::create_endpoint(const PlannedEndpoint& ep) {
       xdp_->attach(pr.ifindex, a.host_ifname);
       // macvlan: the station is known by configuration, frames from the uplink
       // for its MAC go straight to it (no learning, no flooding, no moves).
-      if (const NetworkConfig* net = cfg_.network(a.network); net && net->driver == Driver::kMacvlan)
+      if (a.driver == Driver::kMacvlan)
         dp_->macs().add_static(pr.bd, a.mac, id);
       LOG_INFO("endpoint %s: %s %s/%u on network %s via %s (port %u)", ep.name.c_str(), mac_to_string(a.mac).c_str(),
                ipv4_to_string(a.ip).c_str(), a.prefix_len, a.network.c_str(), a.host_ifname.c_str(), id);
@@ -385,7 +449,7 @@ void Daemon::publish_snapshot() {
     pe.port = ports_[id].port.get();
     pe.bd = uplink_bd_;
     pe.owner = uint16_t(id % dp_->workers());
-    pe.max_frame = 1500 + kEthHdrLen;
+    pe.max_frame = cfg_.uplink->mtu + kEthHdrLen;
     s->bds[uplink_bd_].ports.push_back(id);
     s->rx_ports[pe.owner].push_back(id);
   }
@@ -401,6 +465,19 @@ void Daemon::publish_snapshot() {
       s->rx_ports[pe.owner].push_back(id);
     }
   }
+  for (uint16_t id = 0; id < ports_.size(); id++) {
+    const PortRec& pr = ports_[id];
+    if (!pr.vtep || pr.retiring || pr.bd >= s->bds.size()) continue;
+    PortEntry& pe = s->ports[id];
+    pe.bd = pr.bd;
+    pe.max_frame = pr.mtu + kEthHdrLen;
+    pe.vtep = pr.vtep;
+    pe.vni = pr.vni;
+    pe.owner = uplink_port_ >= 0 ? s->ports[uplink_port_].owner : 0;  // never polled; encapsulated by whoever forwards to it
+    s->bds[pr.bd].ports.push_back(id);
+    s->tunnels.push_back({TunnelKey::make(pr.vni, pr.vtep), id});
+  }
+  std::sort(s->tunnels.begin(), s->tunnels.end(), [](const TunnelKey& a, const TunnelKey& b) { return a.key < b.key; });
   dp_->publish(std::move(s));
 }
 
@@ -424,11 +501,13 @@ const PlannedEndpoint* Daemon::planned(const std::string& name) const {
 json Daemon::add_network(const NetworkConfig& n) {
   Config next = cfg_;
   next.networks.push_back(n);
+  resolve_defaults(next);  // an overlay's MTU follows the uplink's
   check_config(next);
   Plan np = make_plan(next, &plan_);
-  add_bd(n);
+  add_bd(next.networks.back());
   cfg_ = std::move(next);
   plan_ = std::move(np);
+  sync_tunnels();
   publish_snapshot();
   LOG_INFO("network %s added (%s)", n.name.c_str(), prefix_to_string(n.subnet).c_str());
   return {{"network", n.name}, {"subnet", prefix_to_string(n.subnet)}, {"gateway", ipv4_to_string(n.gateway)}};
@@ -474,6 +553,10 @@ json Daemon::del_endpoint(const std::string& name) {
 
 json Daemon::reload() {
   Config next = load_config(cfg_.path);
+  if (next.uplink && cfg_.uplink) {
+    next.uplink->mtu = cfg_.uplink->mtu;
+    resolve_defaults(next);
+  }
   ConfigDiff d = diff_configs(cfg_, next);
   if (!d.switch_changed.empty()) {
     std::string keys;
@@ -495,7 +578,7 @@ json Daemon::reload() {
     check_netns_paths(np, check);
   }
   json applied = {{"networks_added", d.networks_added}, {"networks_removed", d.networks_removed},
-                  {"networks_changed", d.networks_changed}, {"endpoints_added", d.endpoints_added},
+                  {"networks_changed", d.networks_changed}, {"peers_changed", d.peers_changed}, {"endpoints_added", d.endpoints_added},
                   {"endpoints_removed", d.endpoints_removed}, {"endpoints_changed", d.endpoints_changed}};
   if (d.empty()) return {{"applied", applied}, {"unchanged", true}};
 
@@ -522,6 +605,7 @@ json Daemon::reload() {
   }
   cfg_ = std::move(next);
   plan_ = std::move(np);
+  sync_tunnels();  // peers added and removed; tunnels of changed networks recreated
   publish_snapshot();
   LOG_INFO("reload: %s", applied.dump().c_str());
   if (!failed.empty()) throw std::runtime_error("reload applied, except endpoints that could not be created: " + failed);
@@ -670,11 +754,20 @@ json Daemon::show(const std::string& what, const std::vector<std::string>& args)
     const Snapshot& s = dp_->snapshot();
     for (uint16_t id = 0; id < ports_.size(); id++) {
       const PortRec& pr = ports_[id];
-      if (!pr.port) continue;
-      json p = {{"id", id}, {"name", pr.host_ifname}, {"kind", pr.port->kind()}, {"endpoint", pr.endpoint},
-                {"network", pr.network}, {"ifname", pr.ifname}, {"mac", mac_to_string(pr.mac)},
-                {"ip", ipv4_to_string(pr.ip)}, {"worker", s.port(id) ? s.port(id)->owner : 0},
-                {"link", pr.port->link_up() ? "up" : "down"}, {"link_changes", pr.port->link_changes()}};
+      if (!pr.used()) continue;
+      json p;
+      if (pr.vtep) {  // a VXLAN tunnel: "up" once its next hop is resolved
+        const uint32_t nh = cfg_.uplink->address.contains(pr.vtep) ? pr.vtep : cfg_.uplink->gateway;
+        const Mac m = nh ? dp_->arp()->lookup(nh) : 0;
+        p = {{"id", id}, {"name", pr.host_ifname}, {"kind", "vxlan"}, {"endpoint", ""}, {"network", pr.network},
+             {"ifname", ""}, {"mac", m ? mac_to_string(m) : "unresolved"}, {"ip", ipv4_to_string(pr.vtep)},
+             {"vni", pr.vni}, {"worker", "-"}, {"link", m ? "up" : "down"}, {"link_changes", 0}};
+      } else {
+        p = {{"id", id}, {"name", pr.host_ifname}, {"kind", pr.port->kind()}, {"endpoint", pr.endpoint},
+             {"network", pr.network}, {"ifname", pr.ifname}, {"mac", mac_to_string(pr.mac)},
+             {"ip", ipv4_to_string(pr.ip)}, {"worker", s.port(id) ? s.port(id)->owner : 0},
+             {"link", pr.port->link_up() ? "up" : "down"}, {"link_changes", pr.port->link_changes()}};
+      }
       p["counters"] = port_counters(id);
       out.push_back(p);
     }
@@ -686,8 +779,15 @@ json Daemon::show(const std::string& what, const std::vector<std::string>& args)
       json eps = json::array();
       for (const auto& e : cfg_.endpoints)
         if (std::count(e.networks.begin(), e.networks.end(), n.name)) eps.push_back(e.name);
-      out.push_back({{"name", n.name}, {"driver", "bridge"}, {"subnet", prefix_to_string(n.subnet)},
-                     {"gateway", ipv4_to_string(n.gateway)}, {"mtu", n.mtu}, {"internal", n.internal}, {"endpoints", eps}});
+      json j = {{"name", n.name}, {"driver", driver_name(n.driver)}, {"subnet", prefix_to_string(n.subnet)},
+                {"gateway", ipv4_to_string(n.gateway)}, {"mtu", n.mtu}, {"internal", n.internal}, {"endpoints", eps}};
+      if (n.driver == Driver::kOverlay) {
+        json peers = json::array();
+        for (uint32_t p : n.peers) peers.push_back(ipv4_to_string(p));
+        j["vni"] = n.vni;
+        j["peers"] = peers;
+      }
+      out.push_back(j);
     }
     return out;
   }
@@ -707,7 +807,7 @@ json Daemon::show(const std::string& what, const std::vector<std::string>& args)
     uint32_t now = now_ms();
     dp_->macs().for_each([&](const MacTable::Entry& e) {
       if (bd >= 0 && e.bd != bd) return;
-      bool known = e.port < ports_.size() && ports_[e.port].port;
+      bool known = e.port < ports_.size() && ports_[e.port].used();
       std::string port = known ? ports_[e.port].host_ifname : std::to_string(e.port);
       std::string ep = known ? ports_[e.port].endpoint : "";
       out.push_back({{"network", e.bd < bd_name_.size() ? bd_name_[e.bd] : "?"},
@@ -721,7 +821,7 @@ json Daemon::show(const std::string& what, const std::vector<std::string>& args)
     json ports = json::object();
     for (uint16_t id = 0; id < ports_.size(); id++) {
       const PortRec& pr = ports_[id];
-      if (!pr.port) continue;
+      if (!pr.used()) continue;
       ports[pr.host_ifname] = port_counters(id);
       ports[pr.host_ifname]["endpoint"] = pr.endpoint;
       ports[pr.host_ifname]["network"] = pr.network;

@@ -35,6 +35,10 @@ struct DaemonOptions {
 // Checks that depend on this machine (cores, namespaces to adopt, BPF
 // object), without changing anything. Throws ConfigError.
 void preflight(const Config& cfg, const Plan& plan, const DaemonOptions& opt);
+// Reads the uplink interface's MTU into cfg.uplink->mtu and re-resolves the
+// defaults that follow it (overlay networks' MTU). No-op without an uplink
+// or when the interface is missing (preflight() reports that).
+void read_uplink_mtu(Config& cfg);
 
 class Daemon {
  public:
@@ -63,8 +67,11 @@ class Daemon {
     Mac mac = 0;
     uint32_t ip = 0;
     uint32_t mtu = 1500;
-    std::unique_ptr<Port> port;  // nullptr: id free
+    std::unique_ptr<Port> port;  // nullptr: id free (unless a tunnel)
     bool xdp = false;            // AF_XDP: bound in the XDP maps, program attached to ifindex
+    uint32_t vtep = 0, vni = 0;  // a VXLAN tunnel port (no Port object): remote VTEP, VNI
+    bool retiring = false;       // a tunnel on its way out: no longer published
+    bool used() const { return port || vtep; }
   };
   struct EndpointRec {
     bool created_netns = false;
@@ -81,6 +88,11 @@ class Daemon {
   uint16_t add_bd(const NetworkConfig& network);      // a macvlan network maps onto the uplink's segment
   void remove_bd(const std::string& network);         // after its ports are gone
   void create_uplink();
+  // Tunnel ports follow the overlay networks' peer lists in cfg_: creates the
+  // missing ones, retires the others (publish, grace period, MAC flush). The
+  // caller publishes the result.
+  void sync_tunnels();
+  void retire_tunnels(const std::vector<uint16_t>& ids);
   void publish_snapshot();
   void check_netns_paths(const Plan& plan, const std::vector<std::string>& endpoints) const;
   nlohmann::json show(const std::string& what, const std::vector<std::string>& args);

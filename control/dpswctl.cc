@@ -43,9 +43,16 @@ static void print_human(const std::string& what, const json& r) {
         if (!eps.empty()) eps += ",";
         eps += s(e);
       }
-      rows.push_back({s(n["name"]), s(n["driver"]), s(n["subnet"]), s(n["gateway"]), s(n["mtu"]), eps});
+      std::string extra = "-";
+      if (n.contains("vni")) {
+        extra = "vni " + s(n["vni"]) + " peers ";
+        std::string ps;
+        for (auto& p : n["peers"]) ps += (ps.empty() ? "" : ",") + s(p);
+        extra += ps.empty() ? "(none)" : ps;
+      }
+      rows.push_back({s(n["name"]), s(n["driver"]), s(n["subnet"]), s(n["gateway"]), s(n["mtu"]), eps.empty() ? "-" : eps, extra});
     }
-    table({"NETWORK", "DRIVER", "SUBNET", "GATEWAY", "MTU", "ENDPOINTS"}, rows);
+    table({"NETWORK", "DRIVER", "SUBNET", "GATEWAY", "MTU", "ENDPOINTS", "OVERLAY"}, rows);
   } else if (what == "endpoints") {
     for (auto& e : r) {
       std::string ns = e.contains("joins") ? "container:" + s(e["joins"]) : s(e["netns"]).empty() ? "(host)" : s(e["netns"]);
@@ -107,7 +114,8 @@ int main(int argc, char** argv) {
       "Usage: dpswctl [--socket PATH] [--json] COMMAND\n\n"
       "Commands:\n"
       "  show ports | networks | endpoints | mac [NETWORK] | conntrack | counters\n"
-      "  network add NAME --subnet CIDR [--gateway IP] [--ip-range CIDR] [--mtu N] [--internal] [--driver bridge]\n"
+      "  network add NAME --subnet CIDR [--gateway IP] [--ip-range CIDR] [--mtu N] [--internal] [--driver bridge|macvlan|overlay]\n"
+      "              [--vni N --peer IP [--peer IP ...]]   (overlay)\n"
       "  network del NAME\n"
       "  endpoint add NAME --network NET [--network NET2 ...] [--ip IP] [--mac MAC] [--mode MODE] [--netns PATH]\n"
       "  endpoint del NAME\n"
@@ -161,6 +169,14 @@ int main(int argc, char** argv) {
       }
       std::replace(k.begin(), k.end(), '-', '_');
       if (k == "network" || k == "networks") spec["networks"].push_back(v);
+      else if (k == "peer" || k == "peers") {
+        if (!spec.contains("peers")) spec["peers"] = json::array();
+        for (size_t a = 0, b; a <= v.size(); a = b + 1) {
+          b = v.find(',', a);
+          if (b == std::string::npos) b = v.size();
+          if (b > a) spec["peers"].push_back(v.substr(a, b - a));
+        }
+      }
       else if (k == "internal") spec[k] = v == "true" || v == "yes" || v == "1";
       else spec[k] = v;
     }

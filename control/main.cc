@@ -1,9 +1,13 @@
 // dpsw: the switch daemon.
+#include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <unistd.h>
 
 #include <boost/program_options.hpp>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 
 #include "control/config.h"
@@ -22,15 +26,19 @@ static std::string default_bpf_object() {
 int main(int argc, char** argv) {
   po::options_description desc(
       "dpsw " DPSW_VERSION " - userspace poll-mode switch for container networks\n\n"
-      "Usage: dpsw --config FILE [--check] [--log-level LEVEL]\n\nOptions");
-  std::string config_path, level = "info", bpf_object = default_bpf_object();
+      "Usage: dpsw --config FILE [--check] [--log-level LEVEL] [--netns NAME|PATH]\n\nOptions");
+  std::string config_path, level = "info", bpf_object = default_bpf_object(), netns_arg;
   desc.add_options()
       ("help,h", "show this help and exit")
       ("version", "print the version and exit")
       ("config,c", po::value(&config_path), "configuration file (YAML, see config/demo.yaml)")
       ("check", "validate the configuration (and this machine's cores/namespaces) and exit; creates nothing")
       ("log-level", po::value(&level), "error | warn | info | debug (default: info)")
-      ("bpf-object", po::value(&bpf_object), "XDP object to load (default: the one built with dpsw)");
+      ("bpf-object", po::value(&bpf_object), "XDP object to load (default: the one built with dpsw)")
+      ("netns", po::value(&netns_arg),
+       "run in this network namespace (a name in /var/run/netns or a path): the uplink and the host ends of "
+       "container links live there; container namespaces are still named in /var/run/netns. Lets several "
+       "dpsw \"hosts\" share one machine");
   po::variables_map vm;
   try {
     po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
@@ -58,11 +66,24 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+  if (!netns_arg.empty()) {
+    // Before anything else (and before any thread): every thread inherits it.
+    std::string path = netns_arg.find('/') == std::string::npos ? "/var/run/netns/" + netns_arg : netns_arg;
+    int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || setns(fd, CLONE_NEWNET) != 0) {
+      std::fprintf(stderr, "dpsw: --netns: cannot enter network namespace %s: %s\n", path.c_str(), strerror(errno));
+      return 2;
+    }
+    close(fd);
+  }
+
   Config cfg;
   Plan plan;
   DaemonOptions opt{bpf_object};
   try {
     cfg = load_config(config_path);
+    read_uplink_mtu(cfg);  // an overlay network's MTU follows it
+    check_config(cfg);
     plan = make_plan(cfg);
     preflight(cfg, plan, opt);
   } catch (const ConfigError& e) {

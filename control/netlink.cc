@@ -149,6 +149,12 @@ Mac Rtnl::link_mac(const std::string& name) {
   return mac_from_bytes(static_cast<const uint8_t*>(nl_addr_get_binary_addr(a)));
 }
 
+uint32_t Rtnl::link_mtu(const std::string& name) {
+  LinkPtr l;
+  if (int e = rtnl_link_get_kernel(sk_, 0, name.c_str(), &l.p); e < 0) fail_nl("find link " + name, e);
+  return rtnl_link_get_mtu(l.p);
+}
+
 void Rtnl::create_veth(const std::string& name, const std::string& alias, const std::string& peer_name, int peer_ns_fd,
                        Mac peer_mac, uint32_t mtu) {
   rtnl_link* link = rtnl_link_veth_alloc();

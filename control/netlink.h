@@ -39,6 +39,7 @@ class Rtnl {
 
   int ifindex(const std::string& name);  // 0 when absent
   Mac link_mac(const std::string& name);  // throws when absent
+  uint32_t link_mtu(const std::string& name);  // throws when absent
   // veth pair: `name` here, `peer` inside the namespace peer_ns_fd.
   void create_veth(const std::string& name, const std::string& alias, const std::string& peer, int peer_ns_fd,
                    Mac peer_mac, uint32_t mtu);

@@ -52,20 +52,29 @@ def worker_core():
 class Dpsw:
     OUTSIDE_IP, HOST_IP = "198.51.100.1", "198.51.100.10"  # documentation range (SPEC §5)
 
-    def __init__(self, networks, endpoints, name=None, aging_s=300, workers=None, extra_switch=None, uplink=False):
+    def __init__(self, networks, endpoints, name=None, aging_s=300, workers=None, extra_switch=None, uplink=False, netns=None):
+        """uplink: True = an outside namespace of our own behind a new veth; or a dict
+        {interface, address, gateway?} naming an existing interface (e.g. an underlay
+        link). netns: run dpsw in this network namespace (dpsw --netns)."""
         self.name = name or "t" + secrets.token_hex(2)  # 5 chars: fits the 6-char limit
         self.dir = tempfile.mkdtemp(prefix=f"dpsw-{self.name}-")
         self.sock = os.path.join(self.dir, "ctl.sock")
         self.cfg_path = os.path.join(self.dir, "dpsw.yaml")
         self.log_path = os.path.join(self.dir, "dpsw.log")
         self.proc = None
+        self.netns = netns
         workers = workers if workers is not None else [worker_core()]
         lines = ["switch:", f"  name: {self.name}", f"  workers: {json.dumps(workers)}",
                  f"  control_socket: {self.sock}", f"  state_dir: {self.dir}",
                  f"  mac_table: {{ size: 4096, aging_s: {aging_s} }}"]
         for k, v in (extra_switch or {}).items():
             lines.append(f"  {k}: {v}")
-        if uplink:
+        if isinstance(uplink, dict):
+            self.uplink_if = uplink["interface"]
+            lines += ["uplink:", f"  port: {{ kind: afxdp, interface: {self.uplink_if} }}", f"  address: {uplink['address']}"]
+            if uplink.get("gateway"):
+                lines.append(f"  gateway: {uplink['gateway']}")
+        elif uplink:
             # The "outside world": a namespace of ours behind a veth that dpsw uses as its uplink.
             self.uplink_if = f"{self.name}-up"
             out = self.ns("out")
@@ -95,7 +104,8 @@ class Dpsw:
     # ---- process ----
     def start(self, timeout=20):
         self.log = open(self.log_path, "a")
-        self.proc = subprocess.Popen([DPSW, "--config", self.cfg_path], stdout=self.log, stderr=subprocess.STDOUT,
+        cmd = [DPSW, "--config", self.cfg_path] + (["--netns", self.netns] if self.netns else [])
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL)
         deadline = time.time() + timeout
         while time.time() < deadline:
@@ -234,11 +244,17 @@ print(n, h.hexdigest(), flush=True)
 def tcp_transfer(d, src, dst, dst_ip, size=8 << 20, port=5001, listen_port=None):
     """Byte-exact TCP from src to dst_ip:port, received in namespace dst on
     listen_port (default: port). Returns the address the receiver saw."""
-    rx = d.popen(dst, "python3", "-c", RECEIVER, str(listen_port or port), stdout=subprocess.PIPE, text=True)
+    return tcp_transfer_ns(d.ns(src), d.ns(dst), dst_ip, size, port, listen_port)
+
+
+def tcp_transfer_ns(src_ns, dst_ns, dst_ip, size=8 << 20, port=5001, listen_port=None):
+    """tcp_transfer between two namespaces by name (e.g. containers of two dpsw hosts)."""
+    rx = subprocess.Popen(["ip", "netns", "exec", dst_ns, "python3", "-c", RECEIVER, str(listen_port or port)],
+                          stdout=subprocess.PIPE, text=True)
     try:
         check(rx.stdout.readline().strip() == "listening", "receiver did not start")
-        sent = d.run(src, "python3", "-c", SENDER, dst_ip, str(port), str(size), timeout=60).stdout.split()
-        peer, *got = rx.communicate(timeout=60)[0].split()
+        sent = sh("ip", "netns", "exec", src_ns, "python3", "-c", SENDER, dst_ip, str(port), str(size), timeout=90).stdout.split()
+        peer, *got = rx.communicate(timeout=90)[0].split()
     finally:
         if rx.poll() is None:
             rx.kill()

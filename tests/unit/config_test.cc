@@ -102,6 +102,38 @@ TEST(Config, UplinkAndMacvlan) {
   EXPECT_EQ(diff_configs(c, d).switch_changed, std::vector<std::string>{"uplink"});
 }
 
+TEST(Config, OverlayNetworks) {
+  Config c = parse_config(UPLINK "networks:\n  - name: ov1\n    driver: overlay\n    vni: 4096\n    subnet: 10.10.0.0/24\n"
+                                 "    ip_range: 10.10.0.128/25\n    peers: [198.51.100.11, 203.0.113.7]\n"
+                                 "  - name: ov2\n    driver: overlay\n    vni: 4097\n    subnet: 10.11.0.0/24\n    mtu: 1400\n"
+                                 "endpoints:\n  - name: a\n    networks: [ov1]\n",
+                          "o.yaml");
+  const NetworkConfig& n = c.networks[0];
+  EXPECT_EQ(n.driver, Driver::kOverlay);
+  EXPECT_EQ(n.vni, 4096u);
+  EXPECT_EQ(n.peers, (std::vector<uint32_t>{*ipv4_parse("198.51.100.11"), *ipv4_parse("203.0.113.7")}));
+  EXPECT_EQ(n.mtu, 1450u) << "uplink MTU - 50";
+  EXPECT_EQ(c.networks[1].mtu, 1400u) << "explicit";
+  EXPECT_TRUE(c.networks[1].peers.empty());
+  c.uplink->mtu = 3000;  // what the daemon reads from the interface
+  resolve_defaults(c);
+  EXPECT_EQ(c.networks[0].mtu, 2950u);
+  EXPECT_EQ(c.networks[1].mtu, 1400u);
+  Plan p = make_plan(c);
+  EXPECT_EQ(ipv4_to_string(p.endpoints[0].attachments[0].ip), "10.10.0.128") << "ip_range splits a subnet between hosts";
+  EXPECT_EQ(p.endpoints[0].attachments[0].mtu, 2950u);
+  // A peer list change alone is applied in place; a VNI change recreates the network.
+  Config d = c;
+  d.networks[0].peers.pop_back();
+  auto diff = diff_configs(c, d);
+  EXPECT_EQ(diff.peers_changed, std::vector<std::string>{"ov1"});
+  EXPECT_TRUE(diff.networks_changed.empty());
+  EXPECT_TRUE(diff.endpoints_changed.empty());
+  EXPECT_FALSE(diff.empty());
+  d.networks[0].vni = 5;
+  EXPECT_EQ(diff_configs(c, d).networks_changed, std::vector<std::string>{"ov1"});
+}
+
 TEST(Config, DefaultsWhenSwitchIsOmitted) {
   Config c = parse_config("networks:\n  - name: n\n    subnet: 10.1.0.0/16\n", "d.yaml");
   EXPECT_EQ(c.sw.name, "dpsw");
@@ -206,6 +238,15 @@ INSTANTIATE_TEST_SUITE_P(
         Bad{UPLINK "networks:\n  - name: m\n    driver: macvlan\n    subnet: 198.51.100.0/24\n  - name: n\n    driver: macvlan\n    subnet: 198.51.100.0/24\n", "bad.yaml:10: networks[1].driver: only one macvlan network per uplink ('m' is one)"},
         Bad{UPLINK "networks:\n  - name: b\n    subnet: 198.51.100.128/25\n", "bad.yaml:7: networks[0].subnet: 198.51.100.128/25 overlaps the uplink's subnet 198.51.100.0/24"},
         Bad{UPLINK "networks:\n  - name: m\n    driver: macvlan\n    subnet: 198.51.100.0/24\n    internal: true\n", "bad.yaml:9: networks[0].internal: a macvlan network sits on the uplink's segment and cannot be internal"},
+        Bad{"networks:\n  - name: o\n    driver: overlay\n    vni: 5\n    subnet: 10.0.0.0/24\n", "bad.yaml:3: networks[0].driver: driver overlay needs an uplink (its address is the local VXLAN tunnel endpoint)"},
+        Bad{UPLINK "networks:\n  - name: o\n    driver: overlay\n    subnet: 10.0.0.0/24\n", "bad.yaml:6: networks[0].vni: required key missing (driver overlay: the VXLAN network identifier, 1-16777215)"},
+        Bad{UPLINK "networks:\n  - name: o\n    driver: overlay\n    vni: 16777216\n    subnet: 10.0.0.0/24\n", "bad.yaml:8: networks[0].vni: '16777216' is not a whole number in 1..16777215"},
+        Bad{UPLINK "networks:\n  - name: o\n    vni: 7\n    subnet: 10.0.0.0/24\n", "bad.yaml:7: networks[0].vni: only valid with driver: overlay"},
+        Bad{UPLINK "networks:\n  - name: o\n    peers: [198.51.100.11]\n    subnet: 10.0.0.0/24\n", "bad.yaml:7: networks[0].peers: only valid with driver: overlay"},
+        Bad{UPLINK "networks:\n  - name: o\n    driver: overlay\n    vni: 7\n    subnet: 10.0.0.0/24\n    peers: [198.51.100.11, 224.0.0.1]\n", "bad.yaml:10: networks[0].peers[1]: '224.0.0.1' is not a unicast IPv4 address"},
+        Bad{UPLINK "networks:\n  - name: o\n    driver: overlay\n    vni: 7\n    subnet: 10.0.0.0/24\n    peers: [198.51.100.11, 198.51.100.11]\n", "bad.yaml:10: networks[0].peers[1]: 198.51.100.11 is listed twice"},
+        Bad{UPLINK "networks:\n  - name: o\n    driver: overlay\n    vni: 7\n    subnet: 10.0.0.0/24\n    peers: [198.51.100.10]\n", "bad.yaml:10: networks[0].peers[0]: 198.51.100.10 is this host's own uplink address (list the other hosts)"},
+        Bad{UPLINK "networks:\n  - name: o\n    driver: overlay\n    vni: 7\n    subnet: 10.0.0.0/24\n  - name: p\n    driver: overlay\n    vni: 7\n    subnet: 10.1.0.0/24\n", "bad.yaml:12: networks[1].vni: VNI 7 is already used by network 'o'"},
         Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\n    allow: [zz]\n", "bad.yaml:4: networks[0].allow[0]: unknown network 'zz'"},
         Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\n    allow: [a]\n", "bad.yaml:4: networks[0].allow[0]: routing is allowed only between two different bridge networks"},
         Bad{"networks:\n  - name: j\n    subnet: 10.0.0.0/24\n    mtu: 9001\n", "bad.yaml:4: networks[0].mtu: '9001' is not a whole number in 576..9000"},

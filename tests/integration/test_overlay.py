@@ -1,0 +1,223 @@
+#!/usr/bin/env python3
+"""Overlay (VXLAN) networks across "hosts": namespaces of ours joined by an
+underlay segment (198.51.100.0/24, a kernel bridge in its own namespace).
+A dpsw host runs `dpsw --netns HOST` with the host's underlay link as its
+uplink; a kernel host is built the way one builds VXLAN by hand (vxlan
+device + bridge + a container namespace behind it)."""
+import secrets
+import subprocess
+import time
+
+from dpswtest import Dpsw, check, ping, scenario_main, sh, tcp_transfer_ns
+
+UNDERLAY = "198.51.100.{}"
+
+
+class Fabric:
+    """The underlay and its hosts; removes every namespace it made (also on failure)."""
+
+    def __init__(self):
+        self.p = "v" + secrets.token_hex(2)
+        self.ul = f"{self.p}-ul"
+        self.namespaces = []
+        self._ns(self.ul)
+        sh("ip", "-n", self.ul, "link", "add", "br0", "type", "bridge")
+        sh("ip", "-n", self.ul, "link", "set", "br0", "up")
+
+    def _ns(self, name):
+        sh("ip", "netns", "add", name)
+        self.namespaces.append(name)
+        sh("ip", "-n", name, "link", "set", "lo", "up")
+        sh("ip", "netns", "exec", name, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1")
+        sh("ip", "netns", "exec", name, "sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1")
+        return name
+
+    def host(self, tag):
+        """A host namespace with `up0` on the underlay (no address: dpsw owns it)."""
+        ns = self._ns(f"{self.p}-{tag}")
+        sh("ip", "-n", self.ul, "link", "add", f"ul-{tag}", "type", "veth", "peer", "name", "up0", "netns", ns)
+        sh("ip", "-n", self.ul, "link", "set", f"ul-{tag}", "master", "br0", "up")
+        sh("ip", "-n", ns, "link", "set", "up0", "up")
+        return ns
+
+    def dpsw_host(self, tag, octet, networks, endpoints, core, **kw):
+        ns = self.host(tag)
+        return Dpsw(networks, endpoints, name=f"{self.p[1:]}{tag}", workers=[core], netns=ns,
+                    uplink={"interface": "up0", "address": UNDERLAY.format(octet) + "/24"},
+                    extra_switch={"idle": "block"}, **kw)
+
+    def kernel_host(self, tag, octet, vni, peers, ctr_ip, mtu=1450):
+        """Linux vxlan + bridge, with a container namespace `<p>-<tag>c` behind it."""
+        ns = self.host(tag)
+        sh("ip", "-n", ns, "addr", "add", UNDERLAY.format(octet) + "/24", "dev", "up0")
+        # The dpsw side takes frames through AF_XDP, which needs complete checksums.
+        sh("ip", "netns", "exec", ns, "ethtool", "-K", "up0", "tx", "off")
+        sh("ip", "-n", ns, "link", "add", "vx0", "type", "vxlan", "id", str(vni), "dstport", "4789",
+           "local", UNDERLAY.format(octet), "dev", "up0")
+        for p in peers:  # head-end replication, as dpsw does
+            sh("bridge", "-n", ns, "fdb", "append", "00:00:00:00:00:00", "dev", "vx0", "dst", p)
+        sh("ip", "-n", ns, "link", "add", "br0", "type", "bridge")
+        sh("ip", "-n", ns, "link", "set", "vx0", "master", "br0", "up")
+        ctr = self._ns(f"{self.p}-{tag}c")
+        sh("ip", "-n", ns, "link", "add", "c0", "type", "veth", "peer", "name", "eth0", "netns", ctr)
+        sh("ip", "-n", ns, "link", "set", "c0", "master", "br0", "up")
+        sh("ip", "-n", ns, "link", "set", "br0", "up")
+        sh("ip", "-n", ctr, "addr", "add", ctr_ip + "/24", "dev", "eth0")
+        sh("ip", "-n", ctr, "link", "set", "eth0", "mtu", str(mtu), "up")
+        return ns, ctr
+
+    def capture(self, tag, count, filt="udp port 4789"):
+        """tcpdump -v on the underlay side of a host's link (decodes VXLAN)."""
+        return subprocess.Popen(["ip", "netns", "exec", self.ul, "tcpdump", "-l", "-nn", "-v", "-c", str(count), "-i", f"ul-{tag}", filt],
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+    def cleanup(self):
+        for ns in reversed(self.namespaces):
+            for pid in sh("ip", "netns", "pids", ns, check_rc=False).stdout.split():
+                try:
+                    subprocess.run(["kill", "-9", pid], check=False)
+                except OSError:
+                    pass
+            sh("ip", "netns", "del", ns, check_rc=False)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.cleanup()
+        return False
+
+
+def attachment(d, ep, net):
+    for e in d.ctl("show", "endpoints"):
+        if e["name"] == ep:
+            for a in e["attachments"]:
+                if a["network"] == net:
+                    return a
+    raise AssertionError(f"no attachment {ep}/{net}")
+
+
+def mac_entries(d, net):
+    return {e["mac"]: e["port"] for e in d.ctl("show", "mac", net)}
+
+
+def wait_for(cond, timeout, what):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if cond():
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def counters_of(d, port):
+    return d.counters()["ports"][port]
+
+
+def tcpdump_in(ns, count, filt, timeout=8):
+    return subprocess.Popen(["timeout", str(timeout), "ip", "netns", "exec", ns, "tcpdump", "-l", "-nn", "-c", str(count), "-i", "eth0", filt],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+
+def dpsw_to_dpsw():
+    A, B = UNDERLAY.format(11), UNDERLAY.format(12)
+    ov = lambda peer: [
+        {"name": "ov1", "driver": "overlay", "vni": 42, "subnet": "10.10.0.0/24", "peers": [peer]},
+        # An MTU the underlay cannot carry: dpsw answers with fragmentation-needed.
+        {"name": "ov2", "driver": "overlay", "vni": 43, "subnet": "10.20.0.0/24", "mtu": 1500, "peers": [peer]}]
+    with Fabric() as f, \
+            f.dpsw_host("a", 11, ov(B), [{"name": "a1", "networks": ["ov1"], "ip": "10.10.0.11"},
+                                         {"name": "a2", "networks": ["ov2"], "ip": "10.20.0.11"}], core=1, aging_s=3) as da, \
+            f.dpsw_host("b", 12, ov(A), [{"name": "b1", "networks": ["ov1"], "ip": "10.10.0.21"},
+                                         {"name": "b2", "networks": ["ov2"], "ip": "10.20.0.21"}], core=0) as db:
+        da.start()
+        db.start()
+        nets = {n["name"]: n for n in da.ctl("show", "networks")}
+        check(nets["ov1"]["driver"] == "overlay" and nets["ov1"]["vni"] == 42 and nets["ov1"]["peers"] == [B],
+              f"show networks: {nets['ov1']}")
+        check(nets["ov1"]["mtu"] == 1450, f"overlay MTU should default to uplink MTU - 50: {nets['ov1']}")
+        mtu = da.run("a1", "cat", "/sys/class/net/eth0/mtu").stdout.strip()
+        check(mtu == "1450", f"a1's eth0 has MTU {mtu}, expected 1450")
+
+        # ARP through the tunnel, then ping both ways; capture on the underlay decoded as VXLAN.
+        cap = f.capture("a", 4)
+        ping(da, "a1", "10.10.0.21", count=3)
+        ping(db, "b1", "10.10.0.11", count=2)
+        out = cap.communicate(timeout=20)[0]
+        check("VXLAN" in out and "vni 42" in out, f"underlay capture is not VXLAN with VNI 42:\n{out}")
+        b1 = attachment(db, "b1", "ov1")
+        neigh = da.run("a1", "ip", "neigh", "show", "10.10.0.21").stdout
+        check(b1["mac"] in neigh, f"a1 resolved 10.10.0.21 to the wrong MAC: {neigh} (b1 is {b1['mac']})")
+        macs = mac_entries(da, "ov1")
+        check(macs.get(b1["mac"]) == f"vxlan:42:{B}", f"b1's MAC not learned on the tunnel to {B}: {macs}")
+
+        # Byte-exact TCP both ways.
+        tcp_transfer_ns(da.ns("a1"), db.ns("b1"), "10.10.0.21", size=4 << 20)
+        tcp_transfer_ns(db.ns("b1"), da.ns("a1"), "10.10.0.11", size=4 << 20, port=5002)
+
+        # VNI isolation: a broadcast on ov1 (ARP for an absent address) reaches b1, never b2.
+        c1, c2 = tcpdump_in(db.ns("b1"), 1, "arp"), tcpdump_in(db.ns("b2"), 1, "arp")
+        time.sleep(1)
+        da.run("a1", "ping", "-c", "2", "-W", "1", "10.10.0.99", check_rc=False)
+        o1, o2 = c1.communicate(timeout=15)[0], c2.communicate(timeout=15)[0]
+        check("10.10.0.99" in o1, f"b1 did not see a1's ARP broadcast: {o1!r}")
+        check(o2.strip() == "", f"b2 (VNI 43) saw VNI 42 traffic: {o2!r}")
+
+        # Too big for the underlay: ICMP fragmentation-needed (mtu 1450) back to the sender; PMTU then works.
+        r = da.run("a2", "ping", "-M", "do", "-s", "1472", "-c", "1", "-W", "2", "10.20.0.21", check_rc=False)
+        check("mtu = 1450" in r.stdout, f"expected 'Frag needed ... mtu = 1450':\n{r.stdout}{r.stderr}")
+        drops = counters_of(da, f"vxlan:43:{B}")["drops"]
+        check(drops.get("too_big", 0) >= 1, f"too_big not counted: {drops}")
+        ping(da, "a2", "10.20.0.21", count=2)
+        tcp_transfer_ns(da.ns("a2"), db.ns("b2"), "10.20.0.21", size=2 << 20, port=5003)  # TCP follows the PMTU
+
+        # Remote MACs age out (aging_s: 3 on host a).
+        wait_for(lambda: b1["mac"] not in mac_entries(da, "ov1"), 15, "b1's MAC to age out on host a")
+
+        # Peers change at runtime (reload): removing B cuts ov1, adding it back restores it.
+        cfg = open(da.cfg_path).read()
+        da.write_config(cfg.replace(f'peers: ["{B}"]', "peers: []", 1))
+        res = da.ctl("reload")
+        check(res["applied"]["peers_changed"] == ["ov1"] and not res["applied"]["endpoints_changed"], f"reload: {res}")
+        check(not any(p["kind"] == "vxlan" and p["network"] == "ov1" for p in da.ctl("show", "ports")), "tunnel not removed")
+        ping(da, "a1", "10.10.0.21", count=2, expect=False)
+        da.write_config(cfg)
+        da.ctl("reload")
+        ping(da, "a1", "10.10.0.21", count=2)
+
+
+def dpsw_to_kernel():
+    A, C = UNDERLAY.format(11), UNDERLAY.format(13)
+    with Fabric() as f, \
+            f.dpsw_host("a", 11, [{"name": "ov1", "driver": "overlay", "vni": 42, "subnet": "10.10.0.0/24", "peers": [C]}],
+                        [{"name": "a1", "networks": ["ov1"], "ip": "10.10.0.11"}], core=1) as da:
+        host, ctr = f.kernel_host("c", 13, 42, [A], "10.10.0.31")
+        da.start()
+        cap = f.capture("c", 4)
+        ping(da, "a1", "10.10.0.31", count=3)  # ARP resolved through the tunnel, both ways
+        r = sh("ip", "netns", "exec", ctr, "ping", "-c", "2", "-i", "0.2", "-W", "1", "10.10.0.11", check_rc=False)
+        check(r.returncode == 0, f"kernel container -> dpsw container failed:\n{r.stdout}")
+        out = cap.communicate(timeout=20)[0]
+        check("VXLAN" in out and "vni 42" in out, f"underlay capture is not VXLAN with VNI 42:\n{out}")
+        a1 = attachment(da, "a1", "ov1")
+        fdb = sh("bridge", "-n", host, "fdb", "show", "dev", "vx0").stdout
+        check(any(a1["mac"] in l and f"dst {A}" in l for l in fdb.splitlines()),
+              f"the kernel did not learn a1's MAC behind {A}:\n{fdb}")
+        kmac = sh("ip", "-n", ctr, "-br", "link", "show", "eth0").stdout.split()[2]
+        macs = mac_entries(da, "ov1")
+        check(macs.get(kmac) == f"vxlan:42:{C}", f"the kernel container's MAC {kmac} not learned behind {C}: {macs}")
+        tcp_transfer_ns(da.ns("a1"), ctr, "10.10.0.31", size=4 << 20)
+        tcp_transfer_ns(ctr, da.ns("a1"), "10.10.0.11", size=4 << 20, port=5002)
+        # A VNI the kernel host does not use: counted and dropped by dpsw.
+        sh("ip", "-n", host, "link", "add", "vx1", "type", "vxlan", "id", "77", "dstport", "4789", "local", C, "dev", "up0")
+        sh("bridge", "-n", host, "fdb", "append", "00:00:00:00:00:00", "dev", "vx1", "dst", A)
+        sh("ip", "-n", host, "addr", "add", "10.77.0.1/24", "dev", "vx1")
+        sh("ip", "-n", host, "link", "set", "vx1", "up")
+        sh("ip", "netns", "exec", host, "ping", "-c", "2", "-i", "0.2", "-W", "1", "10.77.0.2", check_rc=False)
+        up = next(p for p in da.ctl("show", "ports") if p["network"] == "(uplink)")
+        drops = up["counters"]["drops"]
+        check(drops.get("vxlan_vni", 0) >= 1, f"unknown VNI not counted on the uplink: {drops}")
+
+
+if __name__ == "__main__":
+    scenario_main({"dpsw_to_dpsw": dpsw_to_dpsw, "dpsw_to_kernel": dpsw_to_kernel})
