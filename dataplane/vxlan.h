@@ -1,5 +1,5 @@
-// VXLAN (RFC 7348) encapsulation and decapsulation over IPv4/UDP 4789 —
-// groundwork for overlay networks (issue 5). Pure functions on buffers:
+// VXLAN (RFC 7348) encapsulation and decapsulation over IPv4/UDP 4789, used
+// by the overlay stages (stage_vxlan_*.h). Pure functions on buffers:
 // no allocation, no state.
 //
 // Encap: outer Ethernet + IPv4 (TTL and DF as given, header checksum) + UDP
