@@ -46,7 +46,7 @@ void Worker::process(const Snapshot& s, uint16_t in_port, Packet* pkts, uint16_t
 // and forwarded as received on its tunnel port, one run per tunnel.
 void Worker::process_uplink(const Snapshot& s, uint16_t in_port, Packet* pkts, uint16_t n, uint32_t now) {
   PortCounters& pc = wc_->ports[in_port];
-  // Both arrays live until the caller's flush: the tx stage holds pointers into them.
+  // The tx stage holds pointers into these arrays: flushed before they go out of scope (below).
   Packet rest[kBurst], inner[kBurst];
   uint16_t tport[kBurst];
   uint16_t nrest = 0, ninner = 0;
@@ -83,6 +83,7 @@ void Worker::process_uplink(const Snapshot& s, uint16_t in_port, Packet* pkts, u
     forward(s, t, inner + start, uint16_t(end - start), now);
     start = end;
   }
+  tx_.flush(s);
 }
 
 void Worker::output(const Snapshot& s, uint16_t dst, Packet& p) {

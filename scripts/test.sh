@@ -61,6 +61,9 @@ run_build build -Dbuildtype=release --
 if [[ -z ${DPSW_QUICK:-} ]]; then
   # Sanitizer builds cover the core library and unit tests (the daemon links
   # system libraries that are not instrumented).
+  # detect_stack_use_after_return: the tx stage keeps pointers to Packet
+  # arrays until flush; one that outlives its array is caught here.
+  ASAN_OPTIONS=detect_stack_use_after_return=1:halt_on_error=1:abort_on_error=1:print_summary=1 \
   run_build build-asan -Dbuildtype=debug -Db_sanitize=address,undefined -Db_lundef=false -Ddaemon=false -Dbenchmarks=false -- --suite unit
   run_build build-tsan -Dbuildtype=debug -Db_sanitize=thread -Ddaemon=false -Dbenchmarks=false -- --suite unit
 fi
