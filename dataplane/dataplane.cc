@@ -86,13 +86,14 @@ void Worker::process_uplink(const Snapshot& s, uint16_t in_port, Packet* pkts, u
   tx_.flush(s);
 }
 
-void Worker::output(const Snapshot& s, uint16_t dst, Packet& p) {
+inline void Worker::output(const Snapshot& s, uint16_t dst, Packet& p) {
+  if (__builtin_expect(s.ports[dst].vtep != 0, 0)) encap(s, dst, p);
+  else tx_.enqueue(s, dst, &p);
+}
+
+// A tunnel: encapsulate into one of our buffers, send that to the uplink.
+void Worker::encap(const Snapshot& s, uint16_t dst, Packet& p) {
   const PortEntry& pe = s.ports[dst];
-  if (!pe.vtep) {
-    tx_.enqueue(s, dst, &p);
-    return;
-  }
-  // A tunnel: encapsulate into one of our buffers, send that to the uplink.
   if (nscratch_ == kScratch) {
     tx_.flush(s);  // sends (copies) every queued frame: the buffers are free again
     nscratch_ = 0;
@@ -203,6 +204,14 @@ void Worker::forward(const Snapshot& s, uint16_t in_port, Packet* pkts, uint16_t
         output(s, out[i], pkts[i]);
         break;
       case stage::FwdNext::kFlood:
+        if (!bd.has_tunnels) {
+          for (uint16_t p : flood) {
+            if (p == in_port) continue;
+            tx_.enqueue(s, p, &pkts[i]);
+            flooded++;
+          }
+          break;
+        }
         for (uint16_t p : flood) {
           if (p == in_port || (from_tunnel && s.ports[p].vtep)) continue;
           output(s, p, pkts[i]);
@@ -421,6 +430,8 @@ void Dataplane::enable_l3(ConnTrack::Options ct, uint32_t segment, uint8_t prefi
 
 void Dataplane::publish(std::unique_ptr<Snapshot> s) {
   sync_wait_sets(*s);
+  for (auto& b : s->bds)
+    b.has_tunnels = std::any_of(b.ports.begin(), b.ports.end(), [&](uint16_t id) { return id < s->ports.size() && s->ports[id].vtep; });
   // release: the snapshot's contents are visible to a worker that loads the pointer.
   const Snapshot* old = snap_.exchange(s.release(), std::memory_order_acq_rel);
   if (old) qsbr_.retire([old] { delete old; });

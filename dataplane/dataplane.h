@@ -40,7 +40,8 @@ class Worker {
   // Stages after rx accounting; frames queued in tx_ until process() flushes.
   void forward(const Snapshot& s, uint16_t in_port, Packet* pkts, uint16_t n, uint32_t now);
   void process_uplink(const Snapshot& s, uint16_t in_port, Packet* pkts, uint16_t n, uint32_t now);
-  void output(const Snapshot& s, uint16_t dst, Packet& p);  // tx, or VXLAN encap for a tunnel port
+  void output(const Snapshot& s, uint16_t dst, Packet& p);  // tx, or encap() for a tunnel port
+  [[gnu::noinline]] void encap(const Snapshot& s, uint16_t dst, Packet& p);
   unsigned drain_handoff(const Snapshot& s);
   void send_arp_requests(const Snapshot& s, uint32_t now);  // uplink owner: resolve wanted next hops
   bool block();  // idle: wait for traffic; false if this worker cannot block

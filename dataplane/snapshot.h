@@ -41,6 +41,7 @@ struct BdEntry {
   uint32_t local_ip = 0;        // dpsw's own address here (gateway / uplink address); 0: none
   Mac router_mac = 0;           // the MAC that answers for local_ip
   bool nat = false;             // a bridge network whose traffic may leave through the uplink (not internal)
+  bool has_tunnels = false;     // the flood list holds tunnel ports (set by Dataplane::publish)
 };
 
 // A published port range (`publish: ["8080-8089:80-89/tcp"]`) of one endpoint.
