@@ -217,6 +217,14 @@ def dpsw_to_kernel():
         up = next(p for p in da.ctl("show", "ports") if p["network"] == "(uplink)")
         drops = up["counters"]["drops"]
         check(drops.get("vxlan_vni", 0) >= 1, f"unknown VNI not counted on the uplink: {drops}")
+        # An overlay network added and removed at run time, with dpswctl's flags.
+        da.ctl("network", "add", "ov9", "--driver", "overlay", "--vni", "99", "--subnet", "10.99.0.0/24", "--peer", C)
+        net = next(n for n in da.ctl("show", "networks") if n["name"] == "ov9")
+        check(net["vni"] == 99 and net["peers"] == [C] and net["mtu"] == 1450, f"network add overlay: {net}")
+        check(any(p["name"] == f"vxlan:99:{C}" for p in da.ctl("show", "ports")), "no tunnel for the added network")
+        da.ctl("network", "del", "ov9")
+        check(not any(p["name"] == f"vxlan:99:{C}" for p in da.ctl("show", "ports")), "tunnel left after network del")
+        ping(da, "a1", "10.10.0.31", count=2)  # the other overlay never noticed
 
 
 if __name__ == "__main__":
