@@ -476,7 +476,9 @@ void resolve_defaults(Config& cfg) {
   for (auto& n : cfg.networks) {
     if (n.driver == Driver::kMacvlan && !n.gateway_set && cfg.uplink && cfg.uplink->gateway) n.gateway = cfg.uplink->gateway;
     // VXLAN adds 50 bytes that the underlay must carry.
-    if (n.driver == Driver::kOverlay && !n.mtu_set && cfg.uplink) n.mtu = std::max<uint32_t>(576, cfg.uplink->mtu - 50);
+    // (The uplink is an AF_XDP port too: it carries at most kAfxdpMaxMtu whatever the interface says.)
+    if (n.driver == Driver::kOverlay && !n.mtu_set && cfg.uplink)
+      n.mtu = std::max<uint32_t>(576, std::min(cfg.uplink->mtu, kAfxdpMaxMtu) - 50);
   }
 }
 

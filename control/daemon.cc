@@ -217,11 +217,14 @@ void Daemon::sync_tunnels() {
       pr.vtep = peer;
       pr.vni = n.vni;
       // Resolve the next hop now, so the first frames do not wait for ARP.
-      const uint32_t nh = cfg_.uplink->address.contains(peer) ? peer : cfg_.uplink->gateway;
-      if (nh) dp_->arp()->want(nh);
+      if (uint32_t nh = tunnel_next_hop(peer)) dp_->arp()->want(nh);
       LOG_INFO("network %s: VXLAN tunnel to %s, VNI %u (port %u)", n.name.c_str(), ipv4_to_string(peer).c_str(), n.vni, id);
     }
   }
+}
+
+uint32_t Daemon::tunnel_next_hop(uint32_t vtep) const {
+  return cfg_.uplink->address.contains(vtep) ? vtep : cfg_.uplink->gateway;  // as stage_vxlan_output chooses
 }
 
 void Daemon::retire_tunnels(const std::vector<uint16_t>& ids) {
@@ -449,7 +452,7 @@ void Daemon::publish_snapshot() {
     pe.port = ports_[id].port.get();
     pe.bd = uplink_bd_;
     pe.owner = uint16_t(id % dp_->workers());
-    pe.max_frame = cfg_.uplink->mtu + kEthHdrLen;
+    pe.max_frame = std::min(cfg_.uplink->mtu, kAfxdpMaxMtu) + kEthHdrLen;
     s->bds[uplink_bd_].ports.push_back(id);
     s->rx_ports[pe.owner].push_back(id);
   }
@@ -757,7 +760,7 @@ json Daemon::show(const std::string& what, const std::vector<std::string>& args)
       if (!pr.used()) continue;
       json p;
       if (pr.vtep) {  // a VXLAN tunnel: "up" once its next hop is resolved
-        const uint32_t nh = cfg_.uplink->address.contains(pr.vtep) ? pr.vtep : cfg_.uplink->gateway;
+        const uint32_t nh = tunnel_next_hop(pr.vtep);
         const Mac m = nh ? dp_->arp()->lookup(nh) : 0;
         p = {{"id", id}, {"name", pr.host_ifname}, {"kind", "vxlan"}, {"endpoint", ""}, {"network", pr.network},
              {"ifname", ""}, {"mac", m ? mac_to_string(m) : "unresolved"}, {"ip", ipv4_to_string(pr.vtep)},

@@ -93,6 +93,7 @@ class Daemon {
   // caller publishes the result.
   void sync_tunnels();
   void retire_tunnels(const std::vector<uint16_t>& ids);
+  uint32_t tunnel_next_hop(uint32_t vtep) const;  // the peer, or the uplink gateway when off-segment (0: none)
   void publish_snapshot();
   void check_netns_paths(const Plan& plan, const std::vector<std::string>& endpoints) const;
   nlohmann::json show(const std::string& what, const std::vector<std::string>& args);
