@@ -37,7 +37,8 @@ class Worker {
   const WorkerCounters& counters() const { return *wc_; }
 
  private:
-  // Stages after rx accounting; frames queued in tx_ until process() flushes.
+  // Stages after rx accounting. forward() leaves frames queued in tx_ for its
+  // caller to flush; process_uplink() flushes itself (its Packet arrays are local).
   void forward(const Snapshot& s, uint16_t in_port, Packet* pkts, uint16_t n, uint32_t now);
   void process_uplink(const Snapshot& s, uint16_t in_port, Packet* pkts, uint16_t n, uint32_t now);
   void output(const Snapshot& s, uint16_t dst, Packet& p);  // tx, or encap() for a tunnel port
