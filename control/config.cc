@@ -82,6 +82,14 @@ bool boolean(Map& m, const YAML::Node& n, const std::string& key) {
   m.fail(n, key, "'" + s + "' is not true or false");
 }
 
+// fast_path: auto | off (the in-kernel tier, or AF_XDP for every frame).
+bool fast_path(Map& m, const YAML::Node& n) {
+  const std::string key = m.key("fast_path");
+  std::string s = scalar(m, n, key);
+  if (s != "auto" && s != "off") m.fail(n, key, "'" + s + "' is not one of auto, off");
+  return s == "auto";
+}
+
 bool valid_name(const std::string& s, size_t max) {
   if (s.empty() || s.size() > max) return false;
   return std::all_of(s.begin(), s.end(), [](char c) { return std::isalnum((unsigned char)c) || c == '-' || c == '_' || c == '.'; }) &&
@@ -113,6 +121,7 @@ void parse_switch(Map& top, const YAML::Node& n, SwitchConfig& sw) {
     if (s != "poll" && s != "block") m.fail(v, m.key("idle"), "'" + s + "' is not one of poll, block");
     sw.idle_block = s == "block";
   }
+  if (auto v = m.get("fast_path")) sw.fast_path = fast_path(m, v);
   if (auto v = m.get("idle_after_us")) sw.idle_after_us = uint32_t(integer(m, v, m.key("idle_after_us"), 0, 10000000));
   if (auto v = m.get("mac_table")) {
     Map t(v, m.key("mac_table"), top.origin());
@@ -210,6 +219,7 @@ void parse_network(Map& m, const YAML::Node& n, NetworkConfig& net) {
     }
   }
 
+  if (auto v = m.get("fast_path")) net.fast_path = fast_path(m, v);
   if (auto v = m.get("allow")) {
     if (!v.IsSequence()) m.fail(v, m.key("allow"), "expected a list of network names");
     for (size_t i = 0; i < v.size(); i++) net.allow.push_back(scalar(m, v[i], m.key("allow[" + std::to_string(i) + "]")));
@@ -270,6 +280,10 @@ void parse_endpoint(Map& m, const YAML::Node& n, EndpointConfig& ep) {
     if (ep.mode != Mode::kBridge) m.fail(n, m.key("port"), "port: vhost needs mode bridge");
     if (ep.networks.size() != 1) m.fail(n, m.key("networks"), "a vhost endpoint attaches to exactly one network");
     if (!ep.netns.empty()) m.fail(n, m.key("netns"), "not valid with port: vhost (the application has no namespace of ours)");
+  }
+  if (auto v = m.get("fast_path")) {
+    ep.fast_path = fast_path(m, v);
+    if (ep.mode == Mode::kHost || ep.mode == Mode::kContainer) m.fail(v, m.key("fast_path"), "not valid with mode host or container:NAME (no port of its own)");
   }
   if (auto v = m.get("mac")) {
     std::string s = scalar(m, v, m.key("mac"));
@@ -573,13 +587,13 @@ bool NetworkConfig::same_definition(const NetworkConfig& o) const {
   return name == o.name && driver == o.driver && subnet.addr == o.subnet.addr && subnet.len == o.subnet.len &&
          gateway == o.gateway && ip_range.has_value() == o.ip_range.has_value() &&
          (!ip_range || (ip_range->addr == o.ip_range->addr && ip_range->len == o.ip_range->len)) && internal == o.internal &&
-         mtu == o.mtu && allow == o.allow && vni == o.vni;
+         mtu == o.mtu && allow == o.allow && vni == o.vni && fast_path == o.fast_path;
 }
 
 bool EndpointConfig::same_definition(const EndpointConfig& o) const {
   return name == o.name && networks == o.networks && mode == o.mode && container == o.container && netns == o.netns &&
          port == o.port && vhost_socket == o.vhost_socket && vhost_client == o.vhost_client && mac == o.mac && ip == o.ip &&
-         publish == o.publish;
+         publish == o.publish && fast_path == o.fast_path;
 }
 
 std::string publish_to_string(const Publish& p) {
@@ -607,6 +621,7 @@ ConfigDiff diff_configs(const Config& a, const Config& b) {
     d.switch_changed.push_back("conntrack.timeouts");
   if (x.idle_block != y.idle_block) d.switch_changed.push_back("idle");
   if (x.idle_after_us != y.idle_after_us) d.switch_changed.push_back("idle_after_us");
+  if (x.fast_path != y.fast_path) d.switch_changed.push_back("fast_path");
   auto same_uplink = [](const std::optional<UplinkConfig>& u, const std::optional<UplinkConfig>& v) {
     if (u.has_value() != v.has_value()) return false;
     return !u || (u->interface == v->interface && u->address.addr == v->address.addr && u->address.len == v->address.len &&
@@ -712,6 +727,7 @@ Plan make_plan(const Config& cfg, const Plan* previous) {
       a.gateway = net.gateway;
       a.mtu = net.mtu;
       a.driver = net.driver;
+      a.fast = ep.port == PortKind::kAfxdp && cfg.sw.fast_path && net.fast_path && ep.fast_path;
       if (auto k = kept.find({ep.name, net.name}); k != kept.end()) {
         a.ip = k->second->ip;
         a.mac = k->second->mac;

@@ -50,6 +50,7 @@ struct SwitchConfig {
   uint32_t ct_tcp_established = 3600, ct_tcp_transitory = 60, ct_udp = 30, ct_icmp = 30;
   bool idle_block = false;            // idle: poll (default) | block
   uint32_t idle_after_us = 200;       // with idle: block, block after this long without a frame
+  bool fast_path = true;              // fast_path: auto (default) | off, for every network (see fast_tier.h)
 };
 
 // The host's way out (SPEC §3 `uplink`): an AF_XDP port on an existing
@@ -75,6 +76,7 @@ struct NetworkConfig {
   std::vector<std::string> allow;  // bridge networks this one routes to and from (default: isolated)
   uint32_t vni = 0;                // overlay: VXLAN network identifier (1..16777215)
   std::vector<uint32_t> peers;     // overlay: remote VTEP addresses (order kept; not part of same_definition)
+  bool fast_path = true;           // fast_path: auto | off (in-kernel tier for its AF_XDP endpoints)
   ItemSource src;
   bool same_definition(const NetworkConfig& o) const;
 };
@@ -99,6 +101,7 @@ struct EndpointConfig {
   std::optional<Mac> mac;
   std::optional<uint32_t> ip;
   std::vector<Publish> publish;
+  bool fast_path = true;              // fast_path: auto | off
   ItemSource src;
   bool same_definition(const EndpointConfig& o) const;
 };
@@ -154,6 +157,9 @@ struct PlannedAttachment {   // one veth of one endpoint on one network
   uint8_t prefix_len = 0;
   uint32_t gateway = 0;
   uint32_t mtu = 1500;
+  // Served by the in-kernel fast tier (an AF_XDP endpoint with fast_path
+  // auto on the switch, its network and itself); else by AF_XDP alone.
+  bool fast = false;
 };
 
 struct PlannedEndpoint {

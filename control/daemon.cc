@@ -17,6 +17,7 @@
 #include "control/netlink.h"
 #include "dataplane/clock.h"
 #include "dataplane/dpdk_env.h"
+#include "dataplane/fast_port.h"
 #include "dataplane/vhost_port.h"
 
 namespace dpsw {
@@ -60,6 +61,11 @@ void preflight(const Config& cfg, const Plan& plan, const DaemonOptions& opt) {
     throw ConfigError(cfg.path + ": uplink.port.interface: no interface '" + cfg.uplink->interface + "' on this host");
   if (access(opt.bpf_object.c_str(), R_OK) != 0)
     throw ConfigError("BPF object " + opt.bpf_object + " is not readable (use --bpf-object)");
+  bool fast = false;
+  for (const auto& ep : plan.endpoints)
+    for (const auto& a : ep.attachments) fast |= a.fast;
+  if (fast && access(opt.fast_object.c_str(), R_OK) != 0)
+    throw ConfigError("BPF object " + opt.fast_object + " (the fast tier) is not readable; it is looked for next to --bpf-object");
 }
 
 void read_uplink_mtu(Config& cfg) {
@@ -169,6 +175,67 @@ void Daemon::create_uplink() {
   xdp_->attach(pr.ifindex, up.interface);
   LOG_INFO("uplink %s: %s/%u, %s, next hop %s (port %u)", up.interface.c_str(), ipv4_to_string(up.address.addr).c_str(),
            up.address.len, mac_to_string(uplink_mac_).c_str(), up.gateway ? ipv4_to_string(up.gateway).c_str() : "none", id);
+}
+
+void Daemon::ensure_fast_tier() {
+  if (fast_) return;
+  auto ft = std::make_unique<FastTier>(opt_.fast_object);
+  std::vector<Punt> punts(dp_->workers());
+  auto undo = [&] {
+    for (auto& p : punts) release(p.rec);
+  };
+  try {
+    Rtnl rt;
+    for (unsigned w = 0; w < punts.size(); w++) {
+      // A punt veth pair per worker: `near` (the fast tier redirects punted
+      // frames out of it, and delivers what dpsw sends back) <-> `far` (the
+      // worker's AF_XDP punt port).
+      Punt& pu = punts[w];
+      const std::string tag = cfg_.sw.name.substr(0, 6) + "-punt", near = tag + std::to_string(w), far = tag + "x" + std::to_string(w);
+      journal_->record("link", near);
+      rt.create_veth(near, journal_->alias_tag() + "(punt " + std::to_string(w) + ")", far, -1, 0x02dd00000001ULL + w, kAfxdpMaxMtu);
+      pu.rec.links.push_back(near);
+      for (const auto& l : {near, far}) sysctl_write("net/ipv6/conf/" + l + "/disable_ipv6", "1");
+      // dpsw reads frames as they are: the kernel must finish checksums (and,
+      // since XDP on `far` turns TSO off on `near`, segment GSO frames) and
+      // write the port tag into the frame rather than into metadata.
+      ethtool_set_tx_csum(near, false);
+      ethtool_set_tx_vlan(near, false);
+      rt.set_up(far);
+      rt.set_up(near);
+      pu.port = new_port_id();
+      PortRec& pr = ports_[pu.port];
+      pr.network = "(fast tier)";
+      pr.host_ifname = far;
+      pr.ifindex = rt.ifindex(far);
+      pr.mtu = kAfxdpMaxMtu;
+      pr.punt = true;
+      auto port = std::make_unique<AfxdpPort>(far, AfxdpPort::Options{});
+      int fd = port->fd();
+      pr.port = std::move(port);
+      pu.rec.ports.push_back(pu.port);
+      pr.xdp = true;
+      xdp_->bind_socket(pr.ifindex, pu.port, fd);
+      xdp_->attach(pr.ifindex, far);
+      pu.near_ifindex = rt.ifindex(near);
+      ft->attach_punt(pu.near_ifindex, near);
+      LOG_INFO("fast tier: worker %u punts through %s <-> %s (port %u)", w, near.c_str(), far.c_str(), pu.port);
+    }
+  } catch (...) {
+    undo();
+    throw;
+  }
+  fast_ = std::move(ft);
+  punts_ = std::move(punts);
+}
+
+void Daemon::sync_fast_macs() {
+  if (!fast_) return;
+  std::map<std::pair<uint16_t, Mac>, uint16_t> learned;
+  dp_->macs().for_each([&](const MacTable::Entry& e) {
+    if (e.port < ports_.size() && ports_[e.port].fast && ports_[e.port].bd == e.bd) learned[{e.bd, e.mac}] = e.port;
+  });
+  fast_->sync_learned(learned);
 }
 
 void Daemon::remove_bd(const std::string& network) {
@@ -313,7 +380,10 @@ void Daemon::create_endpoint(const PlannedEndpoint& ep) {
       inside.add_address(a.ifname, a.ip, a.prefix_len);
       // AF_XDP hands frames over as they are; a partial checksum left for
       // offload would arrive unfinished, so the container computes its own.
-      in_netns(ns.fd, [&] { ethtool_set_tx_csum(a.ifname, false); });
+      // The fast tier keeps the container's offloads (checksum, TSO): the
+      // kernel completes what it punts to dpsw.
+      if (a.fast) ensure_fast_tier();
+      else in_netns(ns.fd, [&] { ethtool_set_tx_csum(a.ifname, false); });
       inside.set_up(a.ifname);
       // The default route: through the first network that routes (an
       // overlay is pure L2 across hosts, like Docker's, which leaves the
@@ -334,19 +404,33 @@ void Daemon::create_endpoint(const PlannedEndpoint& ep) {
       pr.mac = a.mac;
       pr.ip = a.ip;
       pr.mtu = a.mtu;
-      auto port = std::make_unique<AfxdpPort>(a.host_ifname, AfxdpPort::Options{});
-      int fd = port->fd();
-      pr.port = std::move(port);
       rec.ports.push_back(id);
-      pr.xdp = true;
-      xdp_->bind_socket(pr.ifindex, id, fd);
-      xdp_->attach(pr.ifindex, a.host_ifname);
+      if (a.fast) {
+        // No XDP here (it would turn the container's TSO off): the TC program
+        // forwards between containers and punts the rest to the punt port.
+        const Punt& pu = punts_[id % dp_->workers()];  // the worker that would own the port
+        pr.port = std::make_unique<FastPort>(a.host_ifname, ports_[pu.port].port.get(), id);
+        pr.fast = true;
+        fast_->add_port(pr.ifindex, a.host_ifname, id, pr.bd, pu.near_ifindex);
+        fast_->add_mac(pr.bd, a.mac, id, true);
+      } else {
+        auto port = std::make_unique<AfxdpPort>(a.host_ifname, AfxdpPort::Options{});
+        int fd = port->fd();
+        pr.port = std::move(port);
+        pr.xdp = true;
+        xdp_->bind_socket(pr.ifindex, id, fd);
+        xdp_->attach(pr.ifindex, a.host_ifname);
+      }
       // macvlan: the station is known by configuration, frames from the uplink
       // for its MAC go straight to it (no learning, no flooding, no moves).
-      if (a.driver == Driver::kMacvlan)
+      // Likewise a fast-tier endpoint: the kernel tier knows it by
+      // configuration (and carries its traffic, which dpsw then never sees
+      // to learn from), so both tiers agree on where it is.
+      if (a.driver == Driver::kMacvlan || a.fast)
         dp_->macs().add_static(pr.bd, a.mac, id);
-      LOG_INFO("endpoint %s: %s %s/%u on network %s via %s (port %u)", ep.name.c_str(), mac_to_string(a.mac).c_str(),
-               ipv4_to_string(a.ip).c_str(), a.prefix_len, a.network.c_str(), a.host_ifname.c_str(), id);
+      LOG_INFO("endpoint %s: %s %s/%u on network %s via %s (port %u%s)", ep.name.c_str(), mac_to_string(a.mac).c_str(),
+               ipv4_to_string(a.ip).c_str(), a.prefix_len, a.network.c_str(), a.host_ifname.c_str(), id,
+               a.fast ? ", fast tier" : "");
     }
   } catch (...) {
     release(rec);  // not yet in any snapshot: no grace period needed
@@ -359,6 +443,7 @@ void Daemon::release(EndpointRec& rec) {
   for (uint16_t id : rec.ports) {
     PortRec& pr = ports_[id];
     if (dp_) dp_->macs().flush_port(id);
+    if (fast_ && pr.fast) fast_->remove_port(id);
     if (xdp_ && pr.xdp) {
       xdp_->unbind_socket(pr.ifindex, id);
       xdp_->detach(pr.ifindex);
@@ -381,7 +466,10 @@ void Daemon::destroy_endpoint(const std::string& name) {
   if (it == eps_.end()) return;
   EndpointRec rec = std::move(it->second);
   eps_.erase(it);
-  // Out of the snapshot first; then wait until no worker can still be
+  // Out of the fast tier first: no frame is redirected to it any more.
+  for (uint16_t id : rec.ports)
+    if (fast_ && ports_[id].fast) fast_->remove_port(id);
+  // Out of the snapshot next; then wait until no worker can still be
   // polling or transmitting on its ports before they are closed.
   publish_snapshot();
   dp_->synchronize();
@@ -456,6 +544,15 @@ void Daemon::publish_snapshot() {
     s->bds[uplink_bd_].ports.push_back(id);
     s->rx_ports[pe.owner].push_back(id);
   }
+  for (uint16_t w = 0; w < punts_.size(); w++) {  // in no network: frames enter as their tag's port
+    PortEntry& pe = s->ports[punts_[w].port];
+    pe.port = ports_[punts_[w].port].port.get();
+    pe.bd = kInvalidPort;
+    pe.owner = w;
+    pe.max_frame = kAfxdpMaxMtu + kEthHdrLen + 4;
+    pe.punt = true;
+    s->rx_ports[w].push_back(punts_[w].port);
+  }
   for (const auto& [name, rec] : eps_) {
     for (uint16_t id : rec.ports) {
       const PortRec& pr = ports_[id];
@@ -465,6 +562,10 @@ void Daemon::publish_snapshot() {
       pe.owner = uint16_t(id % dp_->workers());  // stable: a port never changes worker
       pe.max_frame = pr.mtu + kEthHdrLen;
       s->bds[pr.bd].ports.push_back(id);
+      if (pr.fast) {  // received and sent through its worker's punt port (id % workers, as above)
+        pe.fast = true;
+        continue;
+      }
       s->rx_ports[pe.owner].push_back(id);
     }
   }
@@ -644,6 +745,7 @@ int Daemon::run() {
     uint32_t now = now_ms();
     if (now - last_maint >= 250) {
       dp_->maintain(now, cfg_.sw.mac_aging_s * 1000);
+      sync_fast_macs();
       if (ConnTrack* ct = dp_->conntrack()) {
         ct->expire(now, [this](std::function<void()> fn) { dp_->defer(std::move(fn)); });
         // Rate-limited: at most one line every 10 s while new flows are being refused.
@@ -677,6 +779,9 @@ void Daemon::teardown() {
     release(up);
     uplink_port_ = -1;
   }
+  for (auto& p : punts_) release(p.rec);  // after every FastPort that sends through them
+  punts_.clear();
+  fast_.reset();
   dp_.reset();
   xdp_.reset();
   DpdkEnv::shutdown();  // no-op unless a vhost port brought DPDK up
@@ -749,8 +854,19 @@ json Daemon::show(const std::string& what, const std::vector<std::string>& args)
     json drops = json::object();
     for (size_t d = 0; d < kDropReasons; d++)
       if (t.drops[d]) drops[std::string(drop_reason_name(Drop(d)))] = t.drops[d];
-    return json{{"rx_packets", t.rx_packets}, {"rx_bytes", t.rx_bytes}, {"tx_packets", t.tx_packets},
-                {"tx_bytes", t.tx_bytes}, {"flood_packets", t.flood_packets}, {"drops", drops}};
+    json fast = nullptr;
+    if (fast_ && ports_[id].fast) {  // the frames the kernel tier forwarded itself count too
+      const FastTier::PortStats f = fast_->stats(id);
+      t.rx_packets += f.rx_packets;
+      t.rx_bytes += f.rx_bytes;
+      t.tx_packets += f.tx_packets;
+      t.tx_bytes += f.tx_bytes;
+      fast = {{"rx_packets", f.rx_packets}, {"rx_bytes", f.rx_bytes}, {"tx_packets", f.tx_packets}, {"tx_bytes", f.tx_bytes}};
+    }
+    json j{{"rx_packets", t.rx_packets}, {"rx_bytes", t.rx_bytes}, {"tx_packets", t.tx_packets},
+           {"tx_bytes", t.tx_bytes}, {"flood_packets", t.flood_packets}, {"drops", drops}};
+    if (!fast.is_null()) j["fast_tier"] = fast;  // ...of which in the kernel
+    return j;
   };
   if (what == "ports") {
     json out = json::array();
@@ -766,7 +882,7 @@ json Daemon::show(const std::string& what, const std::vector<std::string>& args)
              {"ifname", ""}, {"mac", m ? mac_to_string(m) : "unresolved"}, {"ip", ipv4_to_string(pr.vtep)},
              {"vni", pr.vni}, {"worker", "-"}, {"link", m ? "up" : "down"}, {"link_changes", 0}};
       } else {
-        p = {{"id", id}, {"name", pr.host_ifname}, {"kind", pr.port->kind()}, {"endpoint", pr.endpoint},
+        p = {{"id", id}, {"name", pr.host_ifname}, {"kind", pr.punt ? "punt" : pr.port->kind()}, {"endpoint", pr.endpoint},
              {"network", pr.network}, {"ifname", pr.ifname}, {"mac", mac_to_string(pr.mac)},
              {"ip", ipv4_to_string(pr.ip)}, {"worker", s.port(id) ? s.port(id)->owner : 0},
              {"link", pr.port->link_up() ? "up" : "down"}, {"link_changes", pr.port->link_changes()}};
@@ -816,8 +932,25 @@ json Daemon::show(const std::string& what, const std::vector<std::string>& args)
       out.push_back({{"network", e.bd < bd_name_.size() ? bd_name_[e.bd] : "?"},
                      {"mac", mac_to_string(e.mac)}, {"port", port}, {"endpoint", ep},
                      {"age_ms", e.is_static || int32_t(now - e.last_seen_ms) < 0 ? 0 : now - e.last_seen_ms},
-                     {"established", e.established}, {"static", e.is_static}});
+                     {"established", e.established}, {"static", e.is_static},
+                     {"fast_tier", fast_ && fast_->has_mac(e.bd, e.mac)}});  // the kernel tier forwards on it too (`show fast`)
     });
+    return out;
+  }
+  if (what == "fast") {  // the in-kernel tier, read back from its BPF maps
+    json out = {{"enabled", fast_ != nullptr}, {"ports", json::array()}, {"fdb", json::array()}, {"punt_ports", json::array()}};
+    if (!fast_) return out;
+    auto net = [&](uint16_t b) { return b < bd_name_.size() ? bd_name_[b] : std::string("?"); };
+    auto name = [&](uint16_t p) { return p < ports_.size() && ports_[p].used() ? ports_[p].host_ifname : std::to_string(p); };
+    for (const auto& kp : fast_->dump_ports())
+      out["ports"].push_back({{"ifindex", kp.ifindex}, {"port", kp.port}, {"name", name(kp.port)}, {"network", net(kp.bd)},
+                              {"endpoint", kp.port < ports_.size() ? ports_[kp.port].endpoint : ""}, {"punt_ifindex", kp.punt}});
+    for (const auto& [key, port] : fast_->dump_fdb())
+      out["fdb"].push_back({{"network", net(key.first)}, {"mac", mac_to_string(key.second)}, {"port", name(port)},
+                            {"endpoint", port < ports_.size() ? ports_[port].endpoint : ""}, {"planned", fast_->is_planned(key.first, key.second)}});
+    for (unsigned w = 0; w < punts_.size(); w++) out["punt_ports"].push_back({{"worker", w}, {"name", ports_[punts_[w].port].host_ifname}, {"port", punts_[w].port}});
+    const FastTier::Events ev = fast_->events();
+    out["events"] = {{"punted", ev.punted}, {"dropped_no_port", ev.no_port}, {"punt_bad_tag", ev.punt_bad_tag}, {"punt_no_peer", ev.punt_no_peer}};
     return out;
   }
   if (what == "counters") {
@@ -846,9 +979,15 @@ json Daemon::show(const std::string& what, const std::vector<std::string>& args)
     json conntrack = nullptr;
     if (ConnTrack* ct = dp_->conntrack())
       conntrack = {{"flows", ct->count()}, {"capacity", ct->capacity()}, {"refused_full", ct->full_drops()}};
+    json fast = nullptr;
+    if (fast_) {
+      const FastTier::Events ev = fast_->events();
+      fast = {{"fdb_entries", fast_->fdb_size()}, {"punted", ev.punted}, {"dropped_no_port", ev.no_port},
+              {"punt_bad_tag", ev.punt_bad_tag}, {"punt_no_peer", ev.punt_no_peer}};
+    }
     return {{"ports", ports}, {"workers", workers}, {"dpdk", dpdk}, {"conntrack", conntrack},
             {"mac_table", {{"entries", dp_->macs().count()}, {"capacity", dp_->macs().capacity()}}},
-            {"xdp", {{"redirected", redir}, {"passed_no_socket", passed}}}};
+            {"xdp", {{"redirected", redir}, {"passed_no_socket", passed}}}, {"fast_tier", fast}};
   }
   if (what == "conntrack") {
     json out = json::array();
@@ -870,7 +1009,7 @@ json Daemon::show(const std::string& what, const std::vector<std::string>& args)
     });
     return out;
   }
-  throw std::runtime_error("cannot show '" + what + "': expected ports, networks, endpoints, mac [NETWORK], conntrack, counters");
+  throw std::runtime_error("cannot show '" + what + "': expected ports, networks, endpoints, mac [NETWORK], fast, conntrack, counters");
 }
 
 }  // namespace dpsw

@@ -22,6 +22,7 @@
 #include "control/journal.h"
 #include "dataplane/afxdp_port.h"
 #include "dataplane/dataplane.h"
+#include "dataplane/fast_tier.h"
 #include "dataplane/port.h"
 
 namespace dpsw {
@@ -29,7 +30,8 @@ namespace dpsw {
 class CtlServer;
 
 struct DaemonOptions {
-  std::string bpf_object;
+  std::string bpf_object;   // XDP: bpf/xsk_redirect.bpf.o
+  std::string fast_object;  // TC: bpf/fast_l2.bpf.o (the fast tier; loaded when an endpoint uses it)
 };
 
 // Checks that depend on this machine (cores, namespaces to adopt, BPF
@@ -71,6 +73,8 @@ class Daemon {
     bool xdp = false;            // AF_XDP: bound in the XDP maps, program attached to ifindex
     uint32_t vtep = 0, vni = 0;  // a VXLAN tunnel port (no Port object): remote VTEP, VNI
     bool retiring = false;       // a tunnel on its way out: no longer published
+    bool fast = false;           // a fast-tier endpoint (FastPort): TC program on ifindex, no XDP
+    bool punt = false;           // the fast tier's punt port
     bool used() const { return port || vtep; }
   };
   struct EndpointRec {
@@ -88,6 +92,11 @@ class Daemon {
   uint16_t add_bd(const NetworkConfig& network);      // a macvlan network maps onto the uplink's segment
   void remove_bd(const std::string& network);         // after its ports are gone
   void create_uplink();
+  // The fast tier (object, a punt veth pair and port per worker): made when
+  // the first endpoint needs it, kept until teardown.
+  void ensure_fast_tier();
+  // Fast-tier MACs learned by the MAC table (maintenance tick).
+  void sync_fast_macs();
   // Tunnel ports follow the overlay networks' peer lists in cfg_: creates the
   // missing ones, retires the others (publish, grace period, MAC flush). The
   // caller publishes the result.
@@ -105,6 +114,13 @@ class Daemon {
   DaemonOptions opt_;
   std::unique_ptr<Journal> journal_;
   std::unique_ptr<XdpProgram> xdp_;
+  std::unique_ptr<FastTier> fast_;
+  struct Punt {
+    EndpointRec rec;       // its port and veth pair
+    uint16_t port = 0;     // port id of the AF_XDP side
+    int near_ifindex = 0;  // where the fast tier sends what it punts
+  };
+  std::vector<Punt> punts_;  // the fast tier's punt ports: one per worker (index), owned by it
   std::unique_ptr<Dataplane> dp_;
   std::unique_ptr<CtlServer> ctl_;
   std::vector<PortRec> ports_;                  // by port id

@@ -64,8 +64,20 @@ static void print_human(const std::string& what, const json& r) {
   } else if (what == "mac") {
     for (auto& e : r)
       rows.push_back({s(e["network"]), s(e["mac"]), s(e["port"]), s(e["endpoint"]), std::to_string(e["age_ms"].get<uint64_t>() / 1000),
-                      e["established"].get<bool>() ? "yes" : "no"});
-    table({"NETWORK", "MAC", "PORT", "ENDPOINT", "AGE(s)", "ESTABLISHED"}, rows);
+                      e["established"].get<bool>() ? "yes" : "no", e.value("fast_tier", false) ? "yes" : "no"});
+    table({"NETWORK", "MAC", "PORT", "ENDPOINT", "AGE(s)", "ESTABLISHED", "FAST_TIER"}, rows);
+  } else if (what == "fast") {
+    if (!r["enabled"].get<bool>()) {
+      std::printf("fast tier: not in use (no endpoint has fast_path: auto)\n");
+      return;
+    }
+    for (auto& e : r["fdb"])
+      rows.push_back({s(e["network"]), s(e["mac"]), s(e["port"]), s(e["endpoint"]), e["planned"].get<bool>() ? "endpoint" : "learned"});
+    table({"NETWORK", "MAC", "PORT", "ENDPOINT", "SOURCE"}, rows);
+    auto& ev = r["events"];
+    std::printf("\n%zu fast-tier ports, %zu punt ports; punted %s, dropped (no port) %s, punt tag errors %s/%s\n", r["ports"].size(),
+                r["punt_ports"].size(), s(ev["punted"]).c_str(), s(ev["dropped_no_port"]).c_str(), s(ev["punt_bad_tag"]).c_str(),
+                s(ev["punt_no_peer"]).c_str());
   } else if (what == "counters") {
     for (auto& [name, c] : r["ports"].items()) {
       std::string drops;
@@ -113,7 +125,7 @@ int main(int argc, char** argv) {
       "dpswctl - control a running dpsw\n\n"
       "Usage: dpswctl [--socket PATH] [--json] COMMAND\n\n"
       "Commands:\n"
-      "  show ports | networks | endpoints | mac [NETWORK] | conntrack | counters\n"
+      "  show ports | networks | endpoints | mac [NETWORK] | fast | conntrack | counters\n"
       "  network add NAME --subnet CIDR [--gateway IP] [--ip-range CIDR] [--mtu N] [--internal] [--driver bridge|macvlan|overlay]\n"
       "              [--vni N --peer IP [--peer IP ...]]   (overlay)\n"
       "  network del NAME\n"

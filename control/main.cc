@@ -79,7 +79,9 @@ int main(int argc, char** argv) {
 
   Config cfg;
   Plan plan;
-  DaemonOptions opt{bpf_object};
+  // The fast tier's object sits next to the XDP one (both built into bpf/, installed together).
+  const size_t slash = bpf_object.rfind('/');
+  DaemonOptions opt{bpf_object, (slash == std::string::npos ? std::string() : bpf_object.substr(0, slash + 1)) + "fast_l2.bpf.o"};
   try {
     cfg = load_config(config_path);
     read_uplink_mtu(cfg);  // an overlay network's MTU follows it

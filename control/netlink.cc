@@ -235,12 +235,14 @@ std::vector<std::string> Rtnl::links_with_alias_prefix(const std::string& prefix
   return out;
 }
 
-void ethtool_set_tx_csum(const std::string& ifname, bool on) {
+namespace {
+// One SIOCETHTOOL request (ethtool_value) on ifname; returns v.data after the call.
+uint32_t ethtool_value_ioctl(const std::string& ifname, uint32_t cmd, uint32_t data, const std::string& what) {
   int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (fd < 0) fail_errno("socket");
   ethtool_value v{};
-  v.cmd = ETHTOOL_STXCSUM;
-  v.data = on ? 1 : 0;
+  v.cmd = cmd;
+  v.data = data;
   ifreq ifr{};
   std::strncpy(ifr.ifr_name, ifname.c_str(), IFNAMSIZ - 1);
   ifr.ifr_data = reinterpret_cast<char*>(&v);
@@ -249,8 +251,20 @@ void ethtool_set_tx_csum(const std::string& ifname, bool on) {
   close(fd);
   if (r < 0) {
     errno = e;
-    fail_errno("ethtool tx checksum " + ifname);
+    fail_errno("ethtool " + what + " " + ifname);
   }
+  return v.data;
+}
+}  // namespace
+
+void ethtool_set_tx_csum(const std::string& ifname, bool on) {
+  ethtool_value_ioctl(ifname, ETHTOOL_STXCSUM, on ? 1 : 0, "tx checksum");
+}
+
+void ethtool_set_tx_vlan(const std::string& ifname, bool on) {
+  uint32_t flags = ethtool_value_ioctl(ifname, ETHTOOL_GFLAGS, 0, "flags");
+  flags = on ? flags | ETH_FLAG_TXVLAN : flags & ~uint32_t(ETH_FLAG_TXVLAN);
+  ethtool_value_ioctl(ifname, ETHTOOL_SFLAGS, flags, "tx vlan offload");
 }
 
 void sysctl_write(const std::string& path, const std::string& value) {

@@ -56,6 +56,7 @@ class Rtnl {
 
 // Offloads (SIOCETHTOOL) and sysctls of the namespace the thread is in.
 void ethtool_set_tx_csum(const std::string& ifname, bool on);
+void ethtool_set_tx_vlan(const std::string& ifname, bool on);  // 802.1Q tag insertion offload (txvlan)
 void sysctl_write(const std::string& path, const std::string& value);  // relative to /proc/sys
 
 }  // namespace dpsw

@@ -177,7 +177,7 @@ void AfxdpPort::reap_completions() {
   }
 }
 
-uint16_t AfxdpPort::tx_burst(const Packet* const* pkts, uint16_t n) {
+uint16_t AfxdpPort::tx(const Packet* const* pkts, uint16_t n, int tci) {
   if (free_.size() < n) reap_completions();
   uint32_t want = std::min<uint32_t>(n, uint32_t(free_.size()));
   uint32_t idx;
@@ -187,8 +187,17 @@ uint16_t AfxdpPort::tx_burst(const Packet* const* pkts, uint16_t n) {
     uint64_t addr = free_.back();
     free_.pop_back();
     // Frames never exceed the network MTU, which config keeps below cap.
+    uint8_t* dst = static_cast<uint8_t*>(xsk_umem__get_data(area_, addr));
     uint32_t len = std::min(pkts[i]->len, cap);
-    std::memcpy(xsk_umem__get_data(area_, addr), pkts[i]->data, len);
+    if (tci < 0 || len < 12) {
+      std::memcpy(dst, pkts[i]->data, len);
+    } else {
+      len = std::min(len + 4, cap);
+      std::memcpy(dst, pkts[i]->data, 12);
+      const uint8_t tag[4] = {0x81, 0x00, uint8_t(tci >> 8), uint8_t(tci)};
+      std::memcpy(dst + 12, tag, 4);
+      std::memcpy(dst + 16, pkts[i]->data + 12, len - 16);
+    }
     xdp_desc* d = xsk_ring_prod__tx_desc(&r_->tx, idx + i);
     d->addr = addr;
     d->len = len;

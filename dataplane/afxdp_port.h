@@ -67,7 +67,8 @@ class AfxdpPort final : public Port {
   std::string_view kind() const override { return "afxdp"; }
   uint16_t rx_burst(Packet* pkts, uint16_t max) override;
   void release(const Packet* pkts, uint16_t n) override;
-  uint16_t tx_burst(const Packet* const* pkts, uint16_t n) override;
+  uint16_t tx_burst(const Packet* const* pkts, uint16_t n) override { return tx(pkts, n, -1); }
+  uint16_t tx_burst_vlan(const Packet* const* pkts, uint16_t n, uint16_t tci) override { return tx(pkts, n, tci); }
   void maintain() override;
 
   int fd() const;
@@ -76,6 +77,7 @@ class AfxdpPort final : public Port {
 
  private:
   void reap_completions();
+  uint16_t tx(const Packet* const* pkts, uint16_t n, int tci);  // tci < 0: untagged
   struct Rings;
   Options opt_;
   uint8_t* area_ = nullptr;

@@ -24,6 +24,7 @@ std::string_view drop_reason_name(Drop d) {
     case Drop::kVxlanPeer: return "vxlan_peer";
     case Drop::kTooBig: return "too_big";
     case Drop::kSplitHorizon: return "split_horizon";
+    case Drop::kPuntTag: return "punt_tag";
     case Drop::kCount: break;
   }
   return "?";

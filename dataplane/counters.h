@@ -38,6 +38,7 @@ enum class Drop : uint8_t {
   kVxlanPeer,     // VXLAN from an address that is not a peer of the VNI's network
   kTooBig,        // encapsulated, the frame would exceed the underlay MTU (IPv4 with DF: ICMP sent back)
   kSplitHorizon,  // from one tunnel towards another (peers form a full mesh: never relayed)
+  kPuntTag,       // on the punt port: no 802.1Q tag naming a fast-tier port (see fast_port.h)
   kCount
 };
 constexpr size_t kDropReasons = size_t(Drop::kCount);

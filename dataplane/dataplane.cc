@@ -35,6 +35,8 @@ void Worker::process(const Snapshot& s, uint16_t in_port, Packet* pkts, uint16_t
   pc.rx_bytes.add(bytes);
   if (in_port == s.l3.uplink_port && !s.tunnels.empty()) {
     process_uplink(s, in_port, pkts, n, now);
+  } else if (s.ports[in_port].punt) {
+    process_punt(s, in_port, pkts, n, now);
   } else {
     forward(s, in_port, pkts, n, now);
   }
@@ -65,25 +67,62 @@ void Worker::process_uplink(const Snapshot& s, uint16_t in_port, Packet* pkts, u
     }
   }
   if (nrest) forward(s, in_port, rest, nrest, now);
-  // Group by tunnel (a burst usually comes from one or two peers), in order.
-  for (uint16_t start = 0; start < ninner;) {
-    const uint16_t t = tport[start];
-    uint16_t end = start + 1;
-    for (uint16_t j = end; j < ninner; j++) {
-      if (tport[j] != t) continue;
-      std::swap(inner[j], inner[end]);
-      std::swap(tport[j], tport[end]);
-      end++;
+  forward_by_port(s, inner, tport, ninner, now);  // flushes `rest` and `inner` before they go
+}
+
+void Worker::forward_by_port(const Snapshot& s, const Packet* pkts, const uint16_t* ports, uint16_t n, uint32_t now) {
+  // One run per port, in order of first appearance, each port's frames in
+  // arrival order (a burst usually holds one or two ports).
+  // The runs lie one after another in `run`: the tx stage points into every
+  // one of them until the flush below.
+  Packet run[kBurst];
+  bool taken[kBurst] = {};
+  uint16_t k = 0;
+  for (uint16_t start = 0; start < n; start++) {
+    if (taken[start]) continue;
+    const uint16_t t = ports[start], first = k;
+    uint64_t bytes = 0;
+    for (uint16_t j = start; j < n; j++) {
+      if (taken[j] || ports[j] != t) continue;
+      taken[j] = true;
+      run[k] = pkts[j];
+      run[k].in_port = t;
+      bytes += run[k++].len;
     }
     PortCounters& tc = wc_->ports[t];
-    uint64_t bytes = 0;
-    for (uint16_t j = start; j < end; j++) bytes += inner[j].len;
-    tc.rx_packets.add(end - start);
+    tc.rx_packets.add(k - first);
     tc.rx_bytes.add(bytes);
-    forward(s, t, inner + start, uint16_t(end - start), now);
-    start = end;
+    forward(s, t, run + first, uint16_t(k - first), now);
   }
   tx_.flush(s);
+}
+
+// Frames the fast tier punted: [dst, src, 0x8100, VID = port + 1, ...]. The
+// tag goes (the MAC addresses move 4 bytes up, in the port's own buffer) and
+// each frame runs through the pipeline as received on its fast-tier port.
+void Worker::process_punt(const Snapshot& s, uint16_t in_port, Packet* pkts, uint16_t n, uint32_t now) {
+  PortCounters& pc = wc_->ports[in_port];
+  // A copy: the caller releases `pkts` as received. The tx stage holds
+  // pointers into this array: flushed before it goes out of scope (below).
+  Packet fp[kBurst];
+  uint16_t port[kBurst];
+  uint16_t k = 0;
+  for (uint16_t i = 0; i < n; i++) {
+    Packet p = pkts[i];
+    const uint16_t id = p.len >= kEthHdrLen + 4 && p.data[12] == 0x81 && p.data[13] == 0x00
+                            ? uint16_t(((p.data[14] & 0x0f) << 8 | p.data[15]) - 1)
+                            : kInvalidPort;
+    if (id >= s.ports.size() || !s.ports[id].fast || !s.ports[id].port) {
+      pc.drops[size_t(Drop::kPuntTag)].add(1);
+      continue;
+    }
+    std::memmove(p.data + 4, p.data, 12);
+    p.data += 4;
+    p.len -= 4;
+    port[k] = id;
+    fp[k++] = p;
+  }
+  forward_by_port(s, fp, port, k, now);  // flushes before `fp` goes
 }
 
 inline void Worker::output(const Snapshot& s, uint16_t dst, Packet& p) {

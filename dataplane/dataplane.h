@@ -41,6 +41,12 @@ class Worker {
   // caller to flush; process_uplink() flushes itself (its Packet arrays are local).
   void forward(const Snapshot& s, uint16_t in_port, Packet* pkts, uint16_t n, uint32_t now);
   void process_uplink(const Snapshot& s, uint16_t in_port, Packet* pkts, uint16_t n, uint32_t now);
+  // The fast tier's punt port: frames tagged with the fast-tier port they came
+  // from (fast_port.h). Flushes itself, like process_uplink().
+  void process_punt(const Snapshot& s, uint16_t in_port, Packet* pkts, uint16_t n, uint32_t now);
+  // Frames each received on ports[i]: counted as rx there and forwarded, one
+  // run per port, order kept per port. Flushes itself.
+  void forward_by_port(const Snapshot& s, const Packet* pkts, const uint16_t* ports, uint16_t n, uint32_t now);
   void output(const Snapshot& s, uint16_t dst, Packet& p);  // tx, or encap() for a tunnel port
   [[gnu::noinline]] void encap(const Snapshot& s, uint16_t dst, Packet& p);
   unsigned drain_handoff(const Snapshot& s);

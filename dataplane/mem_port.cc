@@ -65,14 +65,18 @@ void MemPort::release(const Packet*, uint16_t n) {
   rx_lent_ -= n;
 }
 
-uint16_t MemPort::tx_burst(const Packet* const* pkts, uint16_t n) {
+uint16_t MemPort::tx(const Packet* const* pkts, uint16_t n, int tci) {
   uint16_t i = 0;
   if (!opt_.capture_tx) i = n;
   for (; i < n; i++) {
     Slot* s = tx_.producer_slot();
     if (!s) break;
     s->buf.assign(pkts[i]->data, pkts[i]->data + pkts[i]->len);
-    s->len = pkts[i]->len;
+    if (tci >= 0 && s->buf.size() >= 12) {
+      const uint8_t tag[4] = {0x81, 0x00, uint8_t(tci >> 8), uint8_t(tci)};
+      s->buf.insert(s->buf.begin() + 12, tag, tag + 4);
+    }
+    s->len = uint32_t(s->buf.size());
     tx_.push();
   }
   tx_count_.store(tx_count_.load(std::memory_order_relaxed) + i, std::memory_order_relaxed);

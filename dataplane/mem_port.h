@@ -30,7 +30,8 @@ class MemPort final : public Port {
   std::string_view kind() const override { return "mem"; }
   uint16_t rx_burst(Packet* pkts, uint16_t max) override;
   void release(const Packet* pkts, uint16_t n) override;
-  uint16_t tx_burst(const Packet* const* pkts, uint16_t n) override;
+  uint16_t tx_burst(const Packet* const* pkts, uint16_t n) override { return tx(pkts, n, -1); }
+  uint16_t tx_burst_vlan(const Packet* const* pkts, uint16_t n, uint16_t tci) override { return tx(pkts, n, tci); }
   int wait_fd() const override { return efd_; }
 
   // Test side. inject() returns false when the rx ring is full.
@@ -41,6 +42,7 @@ class MemPort final : public Port {
   uint64_t tx_count() const { return tx_count_.load(std::memory_order_relaxed); }
 
  private:
+  uint16_t tx(const Packet* const* pkts, uint16_t n, int tci);  // tci < 0: untagged
   struct Slot {
     uint32_t len = 0;
     std::vector<uint8_t> buf;

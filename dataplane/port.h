@@ -46,6 +46,10 @@ class Port {
   virtual uint16_t rx_burst(Packet* pkts, uint16_t max) = 0;
   virtual void release(const Packet* pkts, uint16_t n) = 0;
   virtual uint16_t tx_burst(const Packet* const* pkts, uint16_t n) = 0;
+  // tx_burst() with an 802.1Q tag (TPID 0x8100, `tci`) inserted after the
+  // MAC addresses of every frame: how the fast tier's punt port addresses
+  // its endpoints (fast_port.h). Ports that cannot accept none.
+  virtual uint16_t tx_burst_vlan(const Packet* const*, uint16_t, uint16_t /*tci*/) { return 0; }
   // Once per poll-loop iteration: reap tx completions, refill rx, kick.
   virtual void maintain() {}
   // A file descriptor that polls readable when frames wait in rx, so an idle

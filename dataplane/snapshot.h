@@ -26,6 +26,10 @@ struct PortEntry {
   // decapsulated from `vtep` with `vni` enter the pipeline as received on it.
   uint32_t vtep = 0;  // remote VTEP address; 0: not a tunnel
   uint32_t vni = 0;
+  // A fast-tier endpoint (fast_port.h): its frames arrive on a punt port,
+  // tagged with its id; `owner` is that punt port's owner.
+  bool fast = false;
+  bool punt = false;  // a punt port of the fast tier: in no network, frames enter as their tag's port
 };
 
 // Where a decapsulated frame enters: (vni << 32 | remote VTEP) -> tunnel port.

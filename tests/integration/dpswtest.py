@@ -20,6 +20,10 @@ BUILD = os.environ.get("DPSW_BUILD", os.path.join(os.path.dirname(__file__), "..
 DPSW = os.path.join(BUILD, "control", "dpsw")
 DPSWCTL = os.path.join(BUILD, "control", "dpswctl")
 SKIP = 77
+# Meson runs every scenario twice: with the in-kernel fast tier (dpsw's
+# default, DPSW_FAST_PATH unset or "auto") and with it off (every frame
+# through AF_XDP). Dpsw() writes `switch.fast_path` accordingly.
+FAST = os.environ.get("DPSW_FAST_PATH", "auto") != "off"
 
 
 class TestFailure(Exception):
@@ -67,7 +71,9 @@ class Dpsw:
         lines = ["switch:", f"  name: {self.name}", f"  workers: {json.dumps(workers)}",
                  f"  control_socket: {self.sock}", f"  state_dir: {self.dir}",
                  f"  mac_table: {{ size: 4096, aging_s: {aging_s} }}"]
-        for k, v in (extra_switch or {}).items():
+        extra_switch = dict(extra_switch or {})
+        extra_switch.setdefault("fast_path", "auto" if FAST else "off")
+        for k, v in extra_switch.items():
             lines.append(f"  {k}: {v}")
         if isinstance(uplink, dict):
             self.uplink_if = uplink["interface"]
@@ -174,6 +180,15 @@ class Dpsw:
             if name.startswith(self.name + "-"):
                 links.append(name + (" (xdp)" if " xdp" in l else ""))
         return ns, links
+
+    def endpoint_links(self):
+        """leftovers() without the fast tier's punt veths (one pair per worker)."""
+        ns, links = self.leftovers()
+        return ns, [l for l in links if not re.search(r"-puntx?\d+\b", l)]
+
+    def ports(self):
+        """`show ports` without the fast tier's punt ports."""
+        return [p for p in self.ctl("show", "ports") if p["kind"] != "punt"]
 
     def cleanup(self):
         if self.proc and self.proc.poll() is None:

@@ -184,7 +184,7 @@ def nat_across_two_workers():
     with Dpsw([{"name": "a", "subnet": "10.241.1.0/24"}], eps, uplink=True, workers=[0, 1],
               extra_switch={"idle": "block"}) as d:
         d.start()
-        owners = {p["endpoint"] or "uplink": p["worker"] for p in d.ctl("show", "ports")}
+        owners = {p["endpoint"] or "uplink": p["worker"] for p in d.ports()}
         check(owners["c1"] != owners["uplink"] or owners["web"] != owners["uplink"], f"want a cross-worker path: {owners}")
         ping(d, "c1", OUT)
         tcp_transfer(d, "c1", "out", OUT, size=4 << 20)

@@ -51,7 +51,7 @@ def verbs():
         check(not any(e["name"] in ("x", "y") for e in d.ctl("show", "endpoints")), "endpoints not removed")
         check(d.ctl("network", "del", "b", raw=True).strip() == "network b removed", "network del output")
         check([n["name"] for n in d.ctl("show", "networks")] == ["a"], "network not removed")
-        ns, links = d.leftovers()
+        ns, links = d.endpoint_links()
         check(sorted(ns) == sorted([d.ns("c1"), d.ns("c2")]) and len(links) == 2, f"removal left {ns} {links}")
         check(d.ctl("reload", raw=True).strip() == "reload: no changes", "reload of an unchanged file")
         ping(d, "c1", "10.210.1.12")

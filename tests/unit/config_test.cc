@@ -250,11 +250,48 @@ INSTANTIATE_TEST_SUITE_P(
         Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\n    allow: [zz]\n", "bad.yaml:4: networks[0].allow[0]: unknown network 'zz'"},
         Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\n    allow: [a]\n", "bad.yaml:4: networks[0].allow[0]: routing is allowed only between two different bridge networks"},
         Bad{"networks:\n  - name: j\n    subnet: 10.0.0.0/24\n    mtu: 9001\n", "bad.yaml:4: networks[0].mtu: '9001' is not a whole number in 576..9000"},
+        Bad{"switch:\n  fast_path: on\n", "bad.yaml:2: switch.fast_path: 'on' is not one of auto, off"},
+        Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\n    fast_path: yes\n", "bad.yaml:4: networks[0].fast_path: 'yes' is not one of auto, off"},
+        Bad{"endpoints:\n  - name: h\n    mode: host\n    fast_path: off\n", "bad.yaml:4: endpoints[0].fast_path: not valid with mode host or container:NAME (no port of its own)"},
         // Plan-time errors name the line of the key at fault.
         Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\nendpoints:\n  - name: e\n    networks: [a]\n    ip: 10.1.0.5\n", "bad.yaml:7: endpoints[0].ip: 10.1.0.5 is not in subnet 10.0.0.0/24 of network 'a'"},
         Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\nendpoints:\n  - name: e\n    networks: [a]\n    ip: 10.0.0.1\n", "bad.yaml:7: endpoints[0].ip: 10.0.0.1 is the network, broadcast or gateway address of network 'a'"},
         Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\nendpoints:\n  - name: e\n    networks: [a]\n    ip: 10.0.0.9\n  - name: f\n    networks: [a]\n    ip: 10.0.0.9\n", "bad.yaml:10: endpoints[1].ip: 10.0.0.9 is already used by another endpoint on network 'a'"},
         Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/30\nendpoints:\n  - name: e\n    networks: [a]\n  - name: f\n    networks: [a]\n", "bad.yaml:8: endpoints[1].networks: no free address left in network 'a' (10.0.0.0/30)"}));
+
+TEST(Config, FastPathIsChosenBySwitchNetworkAndEndpoint) {
+  const char* y = R"(
+networks:
+  - name: a
+    subnet: 10.0.0.0/24
+  - name: slow
+    subnet: 10.1.0.0/24
+    fast_path: off
+endpoints:
+  - name: e
+    networks: [a, slow]
+  - name: f
+    networks: [a]
+    fast_path: off
+  - name: v
+    networks: [a]
+    port: vhost
+    vhost_socket: /v.sock
+)";
+  Config c = parse_config(y, "t.yaml");
+  Plan p = make_plan(c);
+  EXPECT_TRUE(p.endpoints[0].attachments[0].fast);    // default: auto everywhere
+  EXPECT_FALSE(p.endpoints[0].attachments[1].fast);   // network off
+  EXPECT_FALSE(p.endpoints[1].attachments[0].fast);   // endpoint off
+  EXPECT_FALSE(p.endpoints[2].attachments[0].fast);   // vhost: not an AF_XDP endpoint
+  Config off = parse_config(std::string("switch:\n  fast_path: off\n") + y, "t.yaml");
+  EXPECT_FALSE(make_plan(off).endpoints[0].attachments[0].fast);
+  ConfigDiff d = diff_configs(c, off);
+  EXPECT_EQ(d.switch_changed, std::vector<std::string>{"fast_path"});
+  Config net_off = c;
+  net_off.networks[0].fast_path = false;
+  EXPECT_EQ(diff_configs(c, net_off).networks_changed, std::vector<std::string>{"a"});
+}
 
 TEST(ConfigItem, SingleItemsUseTheFileSchemaAndNameTheCommand) {
   NetworkConfig n = parse_network_item(R"({"name": "x", "subnet": "10.9.0.0/24", "internal": true})", "dpswctl network add");

@@ -1,0 +1,161 @@
+// SPDX-License-Identifier: GPL-2.0
+// dpsw fast tier: L2 forwarding between local container endpoints inside the
+// kernel, at TC (skb) level so GSO/TSO frames cross whole.
+//
+// dpsw_fast_ingress runs on the ingress of every fast-tier endpoint's host
+// veth (frames the container sends). A unicast frame whose (network, dst MAC)
+// is in dpsw_fast_fdb goes straight into the destination container with
+// bpf_redirect_peer(). Everything else is punted to the poll-mode dataplane:
+// the ingress port id is pushed as an 802.1Q tag (VID = port + 1) and the
+// frame redirected out of a punt veth (one per dpsw worker: the one of the
+// worker that owns the port), whose far end dpsw drives with AF_XDP.
+//
+// dpsw_fast_punt_rx runs on the ingress of the punt veth's near end: frames
+// dpsw transmits to a fast-tier endpoint arrive tagged with the destination
+// port (the kernel has moved the tag to skb metadata); the tag is popped and
+// the frame redirected into that endpoint's container.
+//
+// The userspace switch stays the authority: it fills every map (MACs come
+// from the plan and from its MAC table) and sums the per-CPU counters into
+// its own. Isolation is in the key: an fdb lookup carries the ingress port's
+// network, exactly as the userspace MAC table does.
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#define DPSW_MAX_PORTS 1024
+
+struct fast_port {
+  __u16 port;   // dpsw port id
+  __u16 bd;     // network (bridge domain)
+  __u32 punt;   // ifindex of the punt veth (near end) of the worker that owns the port
+};
+
+struct fdb_key {
+  __u16 bd;
+  __u8 mac[6];
+};
+
+struct fdb_val {
+  __u32 ifindex;  // destination host veth (its peer is the container's interface)
+  __u16 port;
+  __u16 pad;
+};
+
+// Per port: frames the fast tier forwarded itself (rx: from the port's
+// container, tx: into it). Frames it punted are counted by dpsw.
+struct fast_stats {
+  __u64 rx_packets, rx_bytes, tx_packets, tx_bytes;
+};
+
+// Host veth ifindex -> its port.
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, DPSW_MAX_PORTS);
+  __type(key, __u32);
+  __type(value, struct fast_port);
+} dpsw_fast_ports SEC(".maps");
+
+// Port id -> host veth ifindex (0: not a fast-tier port): where frames dpsw
+// transmits through the punt veth go.
+struct {
+  __uint(type, BPF_MAP_TYPE_ARRAY);
+  __uint(max_entries, DPSW_MAX_PORTS);
+  __type(key, __u32);
+  __type(value, __u32);
+} dpsw_fast_peer SEC(".maps");
+
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, 65536);
+  __type(key, struct fdb_key);
+  __type(value, struct fdb_val);
+} dpsw_fast_fdb SEC(".maps");
+
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, DPSW_MAX_PORTS);
+  __type(key, __u32);
+  __type(value, struct fast_stats);
+} dpsw_fast_stats SEC(".maps");
+
+// Events that are not a port's: see enum below.
+enum { EV_PUNTED, EV_NO_PORT, EV_PUNT_BAD_TAG, EV_PUNT_NO_PEER, EV_COUNT };
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, EV_COUNT);
+  __type(key, __u32);
+  __type(value, __u64);
+} dpsw_fast_events SEC(".maps");
+
+static __always_inline void event(__u32 which) {
+  __u64 *c = bpf_map_lookup_elem(&dpsw_fast_events, &which);
+  if (c) *c += 1;
+}
+
+SEC("tc")
+int dpsw_fast_ingress(struct __sk_buff *skb) {
+  __u32 ifindex = skb->ifindex;
+  struct fast_port *in = bpf_map_lookup_elem(&dpsw_fast_ports, &ifindex);
+  if (!in) {  // not (or no longer) a fast-tier port: never leak to the host stack
+    event(EV_NO_PORT);
+    return TC_ACT_SHOT;
+  }
+  void *data = (void *)(long)skb->data;
+  void *data_end = (void *)(long)skb->data_end;
+  struct ethhdr *eth = data;
+  // Only plain unicast is decided here; tagged frames, broadcast, multicast
+  // and unknown destinations are dpsw's.
+  if ((void *)(eth + 1) <= data_end && !skb->vlan_present && !(eth->h_dest[0] & 1) &&
+      eth->h_proto != bpf_htons(ETH_P_8021Q) && eth->h_proto != bpf_htons(ETH_P_8021AD)) {
+    struct fdb_key k = {.bd = in->bd};
+    __builtin_memcpy(k.mac, eth->h_dest, 6);
+    struct fdb_val *out = bpf_map_lookup_elem(&dpsw_fast_fdb, &k);
+    if (out && out->ifindex != ifindex) {
+      __u32 ip = in->port, op = out->port;
+      __u64 segs = skb->gso_segs ? skb->gso_segs : 1;  // frames, as dpsw counts them
+      struct fast_stats *si = bpf_map_lookup_elem(&dpsw_fast_stats, &ip);
+      struct fast_stats *so = bpf_map_lookup_elem(&dpsw_fast_stats, &op);
+      if (si) {
+        si->rx_packets += segs;
+        si->rx_bytes += skb->len;
+      }
+      if (so) {
+        so->tx_packets += segs;
+        so->tx_bytes += skb->len;
+      }
+      return bpf_redirect_peer(out->ifindex, 0);
+    }
+  }
+  __u32 punt = in->punt;
+  if (bpf_skb_vlan_push(skb, bpf_htons(ETH_P_8021Q), in->port + 1)) {
+    event(EV_NO_PORT);
+    return TC_ACT_SHOT;
+  }
+  event(EV_PUNTED);
+  return bpf_redirect(punt, 0);
+}
+
+SEC("tc")
+int dpsw_fast_punt_rx(struct __sk_buff *skb) {
+  if (!skb->vlan_present || skb->vlan_proto != bpf_htons(ETH_P_8021Q)) {
+    event(EV_PUNT_BAD_TAG);
+    return TC_ACT_SHOT;
+  }
+  __u32 port = (skb->vlan_tci & 0x0fff) - 1;
+  __u32 *ifindex = bpf_map_lookup_elem(&dpsw_fast_peer, &port);
+  if (!ifindex || !*ifindex) {
+    event(EV_PUNT_NO_PEER);
+    return TC_ACT_SHOT;
+  }
+  __u32 target = *ifindex;
+  if (bpf_skb_vlan_pop(skb)) {
+    event(EV_PUNT_BAD_TAG);
+    return TC_ACT_SHOT;
+  }
+  return bpf_redirect_peer(target, 0);
+}
+
+char _license[] SEC("license") = "GPL";

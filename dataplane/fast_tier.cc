@@ -1,0 +1,238 @@
+#include "dataplane/fast_tier.h"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <stdexcept>
+
+namespace dpsw {
+
+namespace {
+std::runtime_error bpf_error(const std::string& what, int err) {
+  return std::runtime_error(what + ": " + std::strerror(err < 0 ? -err : err));
+}
+
+// Layouts shared with bpf/fast_l2.bpf.c.
+struct FastPortVal {
+  uint16_t port, bd;
+  uint32_t punt;
+};
+struct FdbKey {
+  uint16_t bd;
+  uint8_t mac[6];
+};
+struct FdbVal {
+  uint32_t ifindex;
+  uint16_t port, pad;
+};
+struct StatsVal {
+  uint64_t rx_packets, rx_bytes, tx_packets, tx_bytes;
+};
+static_assert(sizeof(FdbKey) == 8 && sizeof(FdbVal) == 8 && sizeof(StatsVal) == 32);
+
+FdbKey fdb_key(uint16_t bd, Mac mac) {
+  FdbKey k{};
+  k.bd = bd;
+  mac_to_bytes(mac, k.mac);
+  return k;
+}
+
+bpf_tc_hook ingress_hook(int ifindex) {
+  bpf_tc_hook h{};
+  h.sz = sizeof h;
+  h.ifindex = ifindex;
+  h.attach_point = BPF_TC_INGRESS;
+  return h;
+}
+}  // namespace
+
+FastTier::FastTier(const std::string& path) {
+  obj_ = bpf_object__open_file(path.c_str(), nullptr);
+  if (!obj_ || libbpf_get_error(obj_)) {
+    obj_ = nullptr;
+    throw std::runtime_error("cannot open BPF object " + path);
+  }
+  if (int e = bpf_object__load(obj_)) {
+    bpf_object__close(obj_);
+    obj_ = nullptr;
+    throw bpf_error("cannot load BPF object " + path, e);
+  }
+  auto prog = [&](const char* name) {
+    bpf_program* p = bpf_object__find_program_by_name(obj_, name);
+    return p ? bpf_program__fd(p) : -1;
+  };
+  ingress_fd_ = prog("dpsw_fast_ingress");
+  punt_fd_ = prog("dpsw_fast_punt_rx");
+  ports_map_ = bpf_object__find_map_fd_by_name(obj_, "dpsw_fast_ports");
+  peer_map_ = bpf_object__find_map_fd_by_name(obj_, "dpsw_fast_peer");
+  fdb_map_ = bpf_object__find_map_fd_by_name(obj_, "dpsw_fast_fdb");
+  stats_map_ = bpf_object__find_map_fd_by_name(obj_, "dpsw_fast_stats");
+  events_map_ = bpf_object__find_map_fd_by_name(obj_, "dpsw_fast_events");
+  if (std::min({ingress_fd_, punt_fd_, ports_map_, peer_map_, fdb_map_, stats_map_, events_map_}) < 0) {
+    bpf_object__close(obj_);
+    obj_ = nullptr;
+    throw std::runtime_error(path + ": missing the fast tier's programs or maps");
+  }
+}
+
+FastTier::~FastTier() {
+  for (int ifindex : std::set<int>(attached_)) detach(ifindex);
+  if (obj_) bpf_object__close(obj_);
+}
+
+void FastTier::attach(int ifindex, int prog_fd, const std::string& ifname) {
+  bpf_tc_hook h = ingress_hook(ifindex);
+  int e = bpf_tc_hook_create(&h);  // the clsact qdisc
+  if (e && e != -EEXIST) throw bpf_error("cannot add a clsact qdisc to " + ifname, e);
+  attached_.insert(ifindex);
+  bpf_tc_opts o{};
+  o.sz = sizeof o;
+  o.handle = 1;
+  o.priority = 1;
+  o.prog_fd = prog_fd;
+  o.flags = BPF_TC_F_REPLACE;
+  if ((e = bpf_tc_attach(&h, &o))) throw bpf_error("cannot attach the fast tier's TC program to " + ifname, e);
+}
+
+void FastTier::detach(int ifindex) {
+  if (!attached_.erase(ifindex)) return;
+  bpf_tc_hook h = ingress_hook(ifindex);
+  h.attach_point = bpf_tc_attach_point(BPF_TC_INGRESS | BPF_TC_EGRESS);  // removes the clsact qdisc
+  bpf_tc_hook_destroy(&h);  // the link may be gone already: nothing to undo then
+}
+
+void FastTier::attach_punt(int ifindex, const std::string& ifname) { attach(ifindex, punt_fd_, ifname); }
+
+void FastTier::add_port(int ifindex, const std::string& ifname, uint16_t port, uint16_t bd, int punt_ifindex) {
+  const uint32_t key = uint32_t(ifindex), id = port, zero_if = 0;
+  const FastPortVal pv{port, bd, uint32_t(punt_ifindex)};
+  // A reused id starts from zero (stats are per id).
+  const int ncpu = std::max(libbpf_num_possible_cpus(), 1);
+  std::vector<StatsVal> zero(size_t(ncpu), StatsVal{});
+  if (int e = bpf_map_update_elem(stats_map_, &id, zero.data(), 0)) throw bpf_error("fast tier: stats map", e);
+  if (int e = bpf_map_update_elem(ports_map_, &key, &pv, 0)) throw bpf_error("fast tier: ports map", e);
+  if (int e = bpf_map_update_elem(peer_map_, &id, &key, 0)) {
+    bpf_map_delete_elem(ports_map_, &key);
+    throw bpf_error("fast tier: peer map", e);
+  }
+  ports_[port] = PortInfo{ifindex, bd};
+  try {
+    attach(ifindex, ingress_fd_, ifname);
+  } catch (...) {
+    bpf_map_update_elem(peer_map_, &id, &zero_if, 0);
+    bpf_map_delete_elem(ports_map_, &key);
+    ports_.erase(port);
+    detach(ifindex);
+    throw;
+  }
+}
+
+void FastTier::remove_port(uint16_t port) {
+  auto it = ports_.find(port);
+  if (it == ports_.end()) return;
+  // Nothing may redirect to it any more: its MACs first, then the port itself.
+  for (auto f = fdb_.begin(); f != fdb_.end();) {
+    if (f->second.port == port) {
+      FdbKey k = fdb_key(f->first.first, f->first.second);
+      bpf_map_delete_elem(fdb_map_, &k);
+      f = fdb_.erase(f);
+    } else {
+      ++f;
+    }
+  }
+  const uint32_t id = port, zero = 0, key = uint32_t(it->second.ifindex);
+  bpf_map_update_elem(peer_map_, &id, &zero, 0);
+  bpf_map_delete_elem(ports_map_, &key);
+  detach(it->second.ifindex);
+  ports_.erase(it);
+}
+
+void FastTier::put_fdb(uint16_t bd, Mac mac, uint16_t port, bool planned) {
+  auto p = ports_.find(port);
+  if (p == ports_.end() || p->second.bd != bd) return;  // not a fast-tier port of that network
+  FdbKey k = fdb_key(bd, mac);
+  FdbVal v{uint32_t(p->second.ifindex), port, 0};
+  if (int e = bpf_map_update_elem(fdb_map_, &k, &v, 0)) throw bpf_error("fast tier: fdb map", e);
+  fdb_[{bd, mac}] = FdbEntry{port, planned};
+}
+
+void FastTier::del_fdb(uint16_t bd, Mac mac) {
+  FdbKey k = fdb_key(bd, mac);
+  bpf_map_delete_elem(fdb_map_, &k);
+  fdb_.erase({bd, mac});
+}
+
+void FastTier::add_mac(uint16_t bd, Mac mac, uint16_t port, bool planned) { put_fdb(bd, mac, port, planned); }
+
+void FastTier::sync_learned(const std::map<std::pair<uint16_t, Mac>, uint16_t>& learned) {
+  for (auto it = fdb_.begin(); it != fdb_.end();) {
+    auto next = std::next(it);
+    if (!it->second.planned) {
+      auto l = learned.find(it->first);
+      if (l == learned.end() || l->second != it->second.port) del_fdb(it->first.first, it->first.second);
+    }
+    it = next;
+  }
+  for (const auto& [key, port] : learned) {
+    auto f = fdb_.find(key);
+    if (f != fdb_.end()) continue;  // present (a planned MAC always wins)
+    try {
+      put_fdb(key.first, key.second, port, false);
+    } catch (const std::exception&) {  // map full: the frames are punted, still delivered
+    }
+  }
+}
+
+std::vector<std::pair<std::pair<uint16_t, Mac>, uint16_t>> FastTier::dump_fdb() const {
+  std::vector<std::pair<std::pair<uint16_t, Mac>, uint16_t>> out;
+  FdbKey k{}, next{};
+  const FdbKey* cur = nullptr;
+  while (bpf_map_get_next_key(fdb_map_, cur, &next) == 0) {
+    FdbVal v{};
+    if (bpf_map_lookup_elem(fdb_map_, &next, &v) == 0) out.push_back({{next.bd, mac_from_bytes(next.mac)}, v.port});
+    k = next;
+    cur = &k;
+  }
+  return out;
+}
+
+std::vector<FastTier::KernelPort> FastTier::dump_ports() const {
+  std::vector<KernelPort> out;
+  uint32_t k = 0, next = 0;
+  const uint32_t* cur = nullptr;
+  while (bpf_map_get_next_key(ports_map_, cur, &next) == 0) {
+    FastPortVal v{};
+    if (bpf_map_lookup_elem(ports_map_, &next, &v) == 0) out.push_back({int(next), v.port, v.bd, int(v.punt)});
+    k = next;
+    cur = &k;
+  }
+  return out;
+}
+
+FastTier::PortStats FastTier::stats(uint16_t port) const {
+  PortStats t;
+  const uint32_t id = port;
+  std::vector<StatsVal> v(size_t(std::max(libbpf_num_possible_cpus(), 1)));
+  if (bpf_map_lookup_elem(stats_map_, &id, v.data()) == 0)
+    for (const StatsVal& s : v) {
+      t.rx_packets += s.rx_packets;
+      t.rx_bytes += s.rx_bytes;
+      t.tx_packets += s.tx_packets;
+      t.tx_bytes += s.tx_bytes;
+    }
+  return t;
+}
+
+FastTier::Events FastTier::events() const {
+  uint64_t out[4] = {0, 0, 0, 0};
+  std::vector<uint64_t> v(size_t(std::max(libbpf_num_possible_cpus(), 1)));
+  for (uint32_t k = 0; k < 4; k++)
+    if (bpf_map_lookup_elem(events_map_, &k, v.data()) == 0)
+      for (uint64_t x : v) out[k] += x;
+  return Events{out[0], out[1], out[2], out[3]};
+}
+
+}  // namespace dpsw

@@ -1,0 +1,103 @@
+// The in-kernel fast tier's control side: loads bpf/fast_l2.bpf.o, attaches
+// its TC programs and keeps its maps in step with dpsw's own tables.
+//
+// Where frames go (see bpf/fast_l2.bpf.c and dataplane/fast_port.h):
+//   container -> host veth ingress (TC) -> known (network, dst MAC) of another
+//   fast-tier endpoint: bpf_redirect_peer into that container, GSO intact;
+//   anything else: tagged with the port id, out of the punt veth -> AF_XDP
+//   punt port -> dpsw's pipeline. dpsw -> FastPort -> punt port (tagged) ->
+//   punt veth ingress (TC) -> tag popped, bpf_redirect_peer into the container.
+//
+// Ordering rules the daemon follows: a port's maps are filled before its TC
+// program is attached (no frame of it is ever passed to the host stack), and
+// its map entries are removed before the port leaves the snapshot, so the
+// fast tier never redirects to an endpoint that is going away.
+//
+// Control thread only. No pins: the programs live as long as the links they
+// are attached to or this object, whichever goes first.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "dataplane/ether.h"
+
+struct bpf_object;
+
+namespace dpsw {
+
+class FastTier {
+ public:
+  // Loads the object; throws std::runtime_error naming the file on failure.
+  explicit FastTier(const std::string& object_path);
+  ~FastTier();  // detaches every program it attached
+  FastTier(const FastTier&) = delete;
+  FastTier& operator=(const FastTier&) = delete;
+
+  // A punt veth's near end: frames dpsw sends to fast-tier ports arrive here.
+  void attach_punt(int ifindex, const std::string& ifname);
+  // A fast-tier endpoint's host veth: registers it (frames the tier cannot
+  // decide go out of punt veth `punt_ifindex`), then attaches the program.
+  void add_port(int ifindex, const std::string& ifname, uint16_t port, uint16_t bd, int punt_ifindex);
+  // Removes the port's map entries (its MACs included) and detaches.
+  void remove_port(uint16_t port);
+  bool has_port(uint16_t port) const { return ports_.count(port) != 0; }
+
+  // (network, MAC) behind a fast-tier port. `planned`: the endpoint's own MAC
+  // (kept until remove_port); otherwise learned, replaced by sync_learned().
+  void add_mac(uint16_t bd, Mac mac, uint16_t port, bool planned);
+  // The MACs dpsw's MAC table holds behind fast-tier ports, (bd, mac) -> port:
+  // installs new ones, moves changed ones, removes the rest (planned stay).
+  void sync_learned(const std::map<std::pair<uint16_t, Mac>, uint16_t>& learned);
+  size_t fdb_size() const { return fdb_.size(); }
+  bool has_mac(uint16_t bd, Mac mac) const { return fdb_.count({bd, mac}) != 0; }
+  bool is_planned(uint16_t bd, Mac mac) const {
+    auto it = fdb_.find({bd, mac});
+    return it != fdb_.end() && it->second.planned;
+  }
+  // The ports map as the kernel holds it (tests, `show fast`).
+  struct KernelPort {
+    int ifindex;
+    uint16_t port, bd;
+    int punt;
+  };
+  std::vector<KernelPort> dump_ports() const;
+  // Every (bd, MAC) -> port entry as the kernel map holds it (tests, `show mac`).
+  std::vector<std::pair<std::pair<uint16_t, Mac>, uint16_t>> dump_fdb() const;
+
+  struct PortStats {
+    uint64_t rx_packets = 0, rx_bytes = 0, tx_packets = 0, tx_bytes = 0;
+  };
+  PortStats stats(uint16_t port) const;  // summed over CPUs
+  struct Events {
+    uint64_t punted = 0, no_port = 0, punt_bad_tag = 0, punt_no_peer = 0;
+  };
+  Events events() const;
+
+ private:
+  struct PortInfo {
+    int ifindex;
+    uint16_t bd;
+  };
+  struct FdbEntry {
+    uint16_t port;
+    bool planned;
+  };
+  void attach(int ifindex, int prog_fd, const std::string& ifname);
+  void detach(int ifindex);
+  void put_fdb(uint16_t bd, Mac mac, uint16_t port, bool planned);
+  void del_fdb(uint16_t bd, Mac mac);
+
+  bpf_object* obj_ = nullptr;
+  int ingress_fd_ = -1, punt_fd_ = -1;
+  int ports_map_ = -1, peer_map_ = -1, fdb_map_ = -1, stats_map_ = -1, events_map_ = -1;
+  std::map<uint16_t, PortInfo> ports_;
+  std::map<std::pair<uint16_t, Mac>, FdbEntry> fdb_;  // what the kernel map holds
+  std::set<int> attached_;                            // ifindexes with our clsact hook
+};
+
+}  // namespace dpsw

@@ -1,0 +1,151 @@
+// The poll-mode side of the fast tier: frames the kernel tier punts arrive on
+// one port tagged with their fast-tier port (VID = port + 1); dpsw strips the
+// tag, runs them as received on that port, and sends to fast-tier ports
+// through the same punt port with their tag. Over in-memory ports.
+#include <gtest/gtest.h>
+
+#include "dataplane/dataplane.h"
+#include "dataplane/fast_port.h"
+#include "dataplane/mem_port.h"
+#include "frames.h"
+
+namespace dpsw {
+namespace {
+
+using test::eth_frame;
+using test::kBcast;
+using test::station;
+
+std::vector<uint8_t> tagged(std::vector<uint8_t> f, uint16_t vid) {
+  const uint8_t tag[4] = {0x81, 0x00, uint8_t(vid >> 8), uint8_t(vid)};
+  f.insert(f.begin() + 12, tag, tag + 4);
+  return f;
+}
+
+// Port 0: the punt port (a MemPort). Ports 1, 2: fast-tier endpoints of
+// network 0; port 3: an ordinary port of network 0; port 4: a fast-tier
+// endpoint of network 1.
+struct PuntRig {
+  std::unique_ptr<Dataplane> dp;
+  std::unique_ptr<MemPort> punt, plain;
+  std::vector<std::unique_ptr<FastPort>> fast;
+
+  PuntRig() {
+    Dataplane::Options o;
+    o.cores.assign(1, -1);
+    o.mac.size = 1024;
+    dp = std::make_unique<Dataplane>(o);
+    punt = std::make_unique<MemPort>("punt");
+    plain = std::make_unique<MemPort>("plain");
+    auto s = std::make_unique<Snapshot>();
+    s->bds.resize(2);
+    s->rx_ports.resize(1);
+    s->ports.resize(5);
+    s->ports[0] = PortEntry{.port = punt.get(), .bd = kInvalidPort, .max_frame = 1518, .punt = true};
+    s->rx_ports[0] = {0, 3};
+    for (uint16_t id : {1, 2, 4}) {
+      fast.push_back(std::make_unique<FastPort>("f" + std::to_string(id), punt.get(), id));
+      s->ports[id] = PortEntry{.port = fast.back().get(), .bd = uint16_t(id == 4 ? 1 : 0), .fast = true};
+      s->bds[s->ports[id].bd].ports.push_back(id);
+    }
+    s->ports[3] = PortEntry{.port = plain.get(), .bd = 0};
+    s->bds[0].ports.push_back(3);
+    dp->publish(std::move(s));
+  }
+  void poll() {
+    while (dp->worker(0).poll_once()) {
+    }
+  }
+  Dataplane::PortTotals c(uint16_t p) { return dp->port_totals(p); }
+};
+
+TEST(Punt, BroadcastFromFastPortFloodsTaggedToFastPortsAndPlainToOthers) {
+  PuntRig r;
+  auto f = eth_frame(kBcast, station(1));
+  ASSERT_TRUE(r.punt->inject(tagged(f, punt_vid(1))));
+  r.poll();
+  auto out = r.punt->take_tx();
+  ASSERT_EQ(out.size(), 1u);                 // to port 2 only: not back to 1, not to 4 (network 1)
+  EXPECT_EQ(out[0], tagged(f, punt_vid(2)));  // the original bytes, tagged for port 2
+  auto p = r.plain->take_tx();
+  ASSERT_EQ(p.size(), 1u);
+  EXPECT_EQ(p[0], f);  // untagged on an ordinary port
+  EXPECT_EQ(r.c(1).rx_packets, 1u);
+  EXPECT_EQ(r.c(1).rx_bytes, f.size());
+  EXPECT_EQ(r.c(2).tx_packets, 1u);
+  EXPECT_EQ(r.c(4).tx_packets, 0u);
+  EXPECT_EQ(r.c(0).rx_packets, 1u);  // the punt port counts what it carried
+}
+
+TEST(Punt, LearnsBehindTheFastPortAndSendsUnicastBack) {
+  PuntRig r;
+  r.punt->inject(tagged(eth_frame(kBcast, station(1)), punt_vid(1)));
+  r.poll();
+  r.punt->take_tx();
+  r.plain->take_tx();
+  EXPECT_EQ(r.dp->macs().lookup(0, station(1)), 1);
+  auto f = eth_frame(station(1), station(3), 0x0800, 1000);
+  r.plain->inject(f);
+  r.poll();
+  auto out = r.punt->take_tx();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0], tagged(f, punt_vid(1)));
+  EXPECT_EQ(r.c(1).tx_packets, 1u);
+  EXPECT_EQ(r.c(1).tx_bytes, f.size());
+}
+
+TEST(Punt, MixedBurstKeepsEachPortsFramesInOrder) {
+  PuntRig r;
+  // Known destination: the plain port's station.
+  r.plain->inject(eth_frame(kBcast, station(3)));
+  r.poll();
+  r.punt->take_tx();
+  for (int i = 0; i < 20; i++) {
+    auto f = eth_frame(station(3), station(i % 2 ? 1 : 2), 0x0800, 64, uint8_t(i));
+    r.punt->inject(tagged(f, punt_vid(i % 2 ? 1 : 2)));
+  }
+  r.poll();
+  auto p = r.plain->take_tx();
+  ASSERT_EQ(p.size(), 20u);
+  std::vector<int> from1, from2;
+  for (auto& f : p) (f[11] == 1 ? from1 : from2).push_back(f[15]);
+  EXPECT_EQ(from1.size(), 10u);
+  EXPECT_EQ(from2.size(), 10u);
+  EXPECT_EQ(r.c(1).rx_packets, 10u);
+  EXPECT_EQ(r.c(2).rx_packets, 10u);
+  // Per source, fills (byte 15 = 15*7 + fill) increase in injection order.
+  EXPECT_TRUE(std::is_sorted(from1.begin(), from1.end()));
+  EXPECT_TRUE(std::is_sorted(from2.begin(), from2.end()));
+}
+
+TEST(Punt, FramesWithoutAFastPortTagAreDroppedAndCounted) {
+  PuntRig r;
+  auto f = eth_frame(kBcast, station(1));
+  r.punt->inject(f);                            // untagged
+  r.punt->inject(tagged(f, punt_vid(3)));       // the plain port's VID: not a fast-tier port
+  r.punt->inject(tagged(f, punt_vid(900)));     // no such port
+  r.punt->inject(std::vector<uint8_t>(15, 0));  // runt
+  r.poll();
+  EXPECT_EQ(r.punt->take_tx().size(), 0u);
+  EXPECT_EQ(r.plain->take_tx().size(), 0u);
+  EXPECT_EQ(r.c(0).drops[size_t(Drop::kPuntTag)], 4u);
+  EXPECT_EQ(r.c(3).rx_packets, 0u);
+}
+
+TEST(Punt, NetworksStayIsolated) {
+  PuntRig r;
+  // Port 4 (network 1) sends to port 1's MAC after port 1 was learned in network 0.
+  r.punt->inject(tagged(eth_frame(kBcast, station(1)), punt_vid(1)));
+  r.poll();
+  r.punt->take_tx();
+  r.plain->take_tx();
+  r.punt->inject(tagged(eth_frame(station(1), station(4)), punt_vid(4)));
+  r.poll();
+  // Unknown in network 1 (port 4 is alone there): flooded to nobody.
+  EXPECT_EQ(r.punt->take_tx().size(), 0u);
+  EXPECT_EQ(r.plain->take_tx().size(), 0u);
+  EXPECT_EQ(r.c(1).tx_packets, 0u);
+}
+
+}  // namespace
+}  // namespace dpsw
