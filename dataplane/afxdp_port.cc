@@ -1,5 +1,7 @@
 #include "dataplane/afxdp_port.h"
 
+#include "dataplane/bpf_object.h"
+
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <linux/if_link.h>
@@ -17,24 +19,13 @@
 namespace dpsw {
 
 namespace {
-std::runtime_error sys_error(const std::string& what, int err) {
-  return std::runtime_error(what + ": " + std::strerror(err < 0 ? -err : err));
-}
+std::runtime_error sys_error(const std::string& what, int err) { return bpf_error(what, err); }
 }  // namespace
 
 // ---------------------------------------------------------------- XdpProgram
 
 XdpProgram::XdpProgram(const std::string& path) {
-  obj_ = bpf_object__open_file(path.c_str(), nullptr);
-  if (!obj_ || libbpf_get_error(obj_)) {
-    obj_ = nullptr;
-    throw std::runtime_error("cannot open BPF object " + path);
-  }
-  if (int e = bpf_object__load(obj_)) {
-    bpf_object__close(obj_);
-    obj_ = nullptr;
-    throw sys_error("cannot load BPF object " + path, e);
-  }
+  obj_ = load_bpf_object(path);
   bpf_program* prog = bpf_object__find_program_by_name(obj_, "dpsw_xsk_redirect");
   prog_fd_ = prog ? bpf_program__fd(prog) : -1;
   xsks_fd_ = bpf_object__find_map_fd_by_name(obj_, "dpsw_xsks");

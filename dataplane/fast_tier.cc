@@ -1,5 +1,7 @@
 #include "dataplane/fast_tier.h"
 
+#include "dataplane/bpf_object.h"
+
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
@@ -11,10 +13,6 @@
 namespace dpsw {
 
 namespace {
-std::runtime_error bpf_error(const std::string& what, int err) {
-  return std::runtime_error(what + ": " + std::strerror(err < 0 ? -err : err));
-}
-
 // Layouts shared with bpf/fast_l2.bpf.c.
 struct FastPortVal {
   uint16_t port, bd;
@@ -50,16 +48,7 @@ bpf_tc_hook ingress_hook(int ifindex) {
 }  // namespace
 
 FastTier::FastTier(const std::string& path) {
-  obj_ = bpf_object__open_file(path.c_str(), nullptr);
-  if (!obj_ || libbpf_get_error(obj_)) {
-    obj_ = nullptr;
-    throw std::runtime_error("cannot open BPF object " + path);
-  }
-  if (int e = bpf_object__load(obj_)) {
-    bpf_object__close(obj_);
-    obj_ = nullptr;
-    throw bpf_error("cannot load BPF object " + path, e);
-  }
+  obj_ = load_bpf_object(path);
   auto prog = [&](const char* name) {
     bpf_program* p = bpf_object__find_program_by_name(obj_, name);
     return p ? bpf_program__fd(p) : -1;
