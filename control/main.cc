@@ -34,7 +34,8 @@ int main(int argc, char** argv) {
       ("config,c", po::value(&config_path), "configuration file (YAML, see config/demo.yaml)")
       ("check", "validate the configuration (and this machine's cores/namespaces) and exit; creates nothing")
       ("log-level", po::value(&level), "error | warn | info | debug (default: info)")
-      ("bpf-object", po::value(&bpf_object), "XDP object to load (default: the one built with dpsw)")
+      ("bpf-object", po::value(&bpf_object),
+       "XDP object to load (default: the one built with dpsw); the fast tier's fast_l2.bpf.o is taken from the same directory")
       ("netns", po::value(&netns_arg),
        "run in this network namespace (a name in /var/run/netns or a path): the uplink and the host ends of "
        "container links live there; container namespaces are still named in /var/run/netns. Lets several "

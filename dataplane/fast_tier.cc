@@ -139,7 +139,7 @@ void FastTier::remove_port(uint16_t port) {
   ports_.erase(it);
 }
 
-void FastTier::put_fdb(uint16_t bd, Mac mac, uint16_t port, bool planned) {
+void FastTier::add_mac(uint16_t bd, Mac mac, uint16_t port, bool planned) {
   auto p = ports_.find(port);
   if (p == ports_.end() || p->second.bd != bd) return;  // not a fast-tier port of that network
   FdbKey k = fdb_key(bd, mac);
@@ -154,8 +154,6 @@ void FastTier::del_fdb(uint16_t bd, Mac mac) {
   fdb_.erase({bd, mac});
 }
 
-void FastTier::add_mac(uint16_t bd, Mac mac, uint16_t port, bool planned) { put_fdb(bd, mac, port, planned); }
-
 void FastTier::sync_learned(const std::map<std::pair<uint16_t, Mac>, uint16_t>& learned) {
   for (auto it = fdb_.begin(); it != fdb_.end();) {
     auto next = std::next(it);
@@ -169,7 +167,7 @@ void FastTier::sync_learned(const std::map<std::pair<uint16_t, Mac>, uint16_t>& 
     auto f = fdb_.find(key);
     if (f != fdb_.end()) continue;  // present (a planned MAC always wins)
     try {
-      put_fdb(key.first, key.second, port, false);
+      add_mac(key.first, key.second, port, false);
     } catch (const std::exception&) {  // map full: the frames are punted, still delivered
     }
   }

@@ -49,6 +49,8 @@ class FastTier {
 
   // (network, MAC) behind a fast-tier port. `planned`: the endpoint's own MAC
   // (kept until remove_port); otherwise learned, replaced by sync_learned().
+  // Ignored unless `port` is a fast-tier port of network `bd`; throws when
+  // the kernel map refuses it (full).
   void add_mac(uint16_t bd, Mac mac, uint16_t port, bool planned);
   // The MACs dpsw's MAC table holds behind fast-tier ports, (bd, mac) -> port:
   // installs new ones, moves changed ones, removes the rest (planned stay).
@@ -89,7 +91,6 @@ class FastTier {
   };
   void attach(int ifindex, int prog_fd, const std::string& ifname);
   void detach(int ifindex);
-  void put_fdb(uint16_t bd, Mac mac, uint16_t port, bool planned);
   void del_fdb(uint16_t bd, Mac mac);
 
   bpf_object* obj_ = nullptr;
