@@ -849,6 +849,11 @@ json Daemon::endpoint_json(const PlannedEndpoint& ep) const {
 }
 
 json Daemon::show(const std::string& what, const std::vector<std::string>& args) {
+  auto fast_events = [&] {
+    const FastTier::Events ev = fast_->events();
+    return json{{"punted", ev.punted}, {"dropped_no_port", ev.no_port}, {"punt_bad_tag", ev.punt_bad_tag},
+                {"punt_no_peer", ev.punt_no_peer}};
+  };
   auto port_counters = [&](uint16_t id) {
     auto t = dp_->port_totals(id);
     json drops = json::object();
@@ -949,8 +954,7 @@ json Daemon::show(const std::string& what, const std::vector<std::string>& args)
       out["fdb"].push_back({{"network", net(key.first)}, {"mac", mac_to_string(key.second)}, {"port", name(port)},
                             {"endpoint", port < ports_.size() ? ports_[port].endpoint : ""}, {"planned", fast_->is_planned(key.first, key.second)}});
     for (unsigned w = 0; w < punts_.size(); w++) out["punt_ports"].push_back({{"worker", w}, {"name", ports_[punts_[w].port].host_ifname}, {"port", punts_[w].port}});
-    const FastTier::Events ev = fast_->events();
-    out["events"] = {{"punted", ev.punted}, {"dropped_no_port", ev.no_port}, {"punt_bad_tag", ev.punt_bad_tag}, {"punt_no_peer", ev.punt_no_peer}};
+    out["events"] = fast_events();
     return out;
   }
   if (what == "counters") {
@@ -981,9 +985,8 @@ json Daemon::show(const std::string& what, const std::vector<std::string>& args)
       conntrack = {{"flows", ct->count()}, {"capacity", ct->capacity()}, {"refused_full", ct->full_drops()}};
     json fast = nullptr;
     if (fast_) {
-      const FastTier::Events ev = fast_->events();
-      fast = {{"fdb_entries", fast_->fdb_size()}, {"punted", ev.punted}, {"dropped_no_port", ev.no_port},
-              {"punt_bad_tag", ev.punt_bad_tag}, {"punt_no_peer", ev.punt_no_peer}};
+      fast = fast_events();
+      fast["fdb_entries"] = fast_->fdb_size();
     }
     return {{"ports", ports}, {"workers", workers}, {"dpdk", dpdk}, {"conntrack", conntrack},
             {"mac_table", {{"entries", dp_->macs().count()}, {"capacity", dp_->macs().capacity()}}},

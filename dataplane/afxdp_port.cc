@@ -18,9 +18,6 @@
 
 namespace dpsw {
 
-namespace {
-std::runtime_error sys_error(const std::string& what, int err) { return bpf_error(what, err); }
-}  // namespace
 
 // ---------------------------------------------------------------- XdpProgram
 
@@ -49,7 +46,7 @@ void XdpProgram::attach(int ifindex, const std::string& ifname) {
   bpf_xdp_detach(ifindex, XDP_FLAGS_SKB_MODE, nullptr);
   int e = bpf_xdp_attach(ifindex, prog_fd_, XDP_FLAGS_DRV_MODE, nullptr);
   if (e == -EOPNOTSUPP) e = bpf_xdp_attach(ifindex, prog_fd_, XDP_FLAGS_SKB_MODE, nullptr);
-  if (e) throw sys_error("cannot attach XDP program to " + ifname, e);
+  if (e) throw bpf_error("cannot attach XDP program to " + ifname, e);
   attached_.push_back(ifindex);
 }
 
@@ -62,8 +59,8 @@ void XdpProgram::detach(int ifindex) {
 
 void XdpProgram::bind_socket(int ifindex, uint32_t slot, int xsk_fd) {
   uint32_t key = uint32_t(ifindex);
-  if (int e = bpf_map_update_elem(xsks_fd_, &slot, &xsk_fd, 0)) throw sys_error("xskmap update", e);
-  if (int e = bpf_map_update_elem(ports_fd_, &key, &slot, 0)) throw sys_error("port map update", e);
+  if (int e = bpf_map_update_elem(xsks_fd_, &slot, &xsk_fd, 0)) throw bpf_error("xskmap update", e);
+  if (int e = bpf_map_update_elem(ports_fd_, &key, &slot, 0)) throw bpf_error("port map update", e);
 }
 
 void XdpProgram::unbind_socket(int ifindex, uint32_t slot) {
@@ -94,7 +91,7 @@ AfxdpPort::AfxdpPort(const std::string& ifname, Options opt)
     : Port(ifname), opt_(opt), r_(std::make_unique<Rings>()) {
   area_len_ = size_t(opt_.frames) * opt_.frame_size;
   void* a = mmap(nullptr, area_len_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
-  if (a == MAP_FAILED) throw sys_error(ifname + ": UMEM mmap", errno);
+  if (a == MAP_FAILED) throw bpf_error(ifname + ": UMEM mmap", errno);
   area_ = static_cast<uint8_t*>(a);
 
   xsk_umem_config ucfg{};
@@ -104,7 +101,7 @@ AfxdpPort::AfxdpPort(const std::string& ifname, Options opt)
   ucfg.frame_headroom = 0;
   if (int e = xsk_umem__create(&umem_, area_, area_len_, &r_->fq, &r_->cq, &ucfg)) {
     munmap(area_, area_len_);
-    throw sys_error(ifname + ": xsk_umem__create", e);
+    throw bpf_error(ifname + ": xsk_umem__create", e);
   }
   xsk_socket_config scfg{};
   scfg.rx_size = opt_.ring_size;
@@ -114,7 +111,7 @@ AfxdpPort::AfxdpPort(const std::string& ifname, Options opt)
   if (int e = xsk_socket__create(&xsk_, ifname.c_str(), opt_.queue, umem_, &r_->rx, &r_->tx, &scfg)) {
     xsk_umem__delete(umem_);
     munmap(area_, area_len_);
-    throw sys_error(ifname + ": AF_XDP socket (queue " + std::to_string(opt_.queue) + ")", e);
+    throw bpf_error(ifname + ": AF_XDP socket (queue " + std::to_string(opt_.queue) + ")", e);
   }
   free_.reserve(opt_.frames);
   for (uint32_t i = 0; i < opt_.frames; i++) free_.push_back(uint64_t(i) * opt_.frame_size);

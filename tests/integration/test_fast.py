@@ -117,6 +117,10 @@ def entries_follow_endpoints():
     with Dpsw(NETS, EPS[:2]) as d:
         d.start()
         d.ctl("endpoint", "add", "x", "--network", "a", "--ip", "10.220.1.50")
+        d.ctl("endpoint", "add", "y", "--network", "a", "--fast-path", "off")  # the choice per endpoint, at run time
+        kinds = {p["endpoint"]: p["kind"] for p in d.ports()}
+        check(kinds["x"] == "fast" and kinds["y"] == "afxdp", f"fast_path per endpoint not applied: {kinds}")
+        ping(d, "c1", d.port_of("y", "a")["ip"].split("/")[0], count=1)  # fast tier <-> AF_XDP port, through dpsw
         px = d.port_of("x", "a")
         extra = "02:77:00:00:00:01"  # a second station behind x (a nested bridge, a VM)
         d.run("x", "python3", "-c", SEND_RAW, "ff:ff:ff:ff:ff:ff", extra, "3")
