@@ -96,6 +96,19 @@ bool valid_name(const std::string& s, size_t max) {
          std::isalnum((unsigned char)s[0]);
 }
 
+// A list of distinct core numbers (`workers`, `fast_path_steering.cores`).
+std::vector<int> cores(Map& m, const YAML::Node& v, const std::string& key, bool non_empty) {
+  if (!v.IsSequence() || (non_empty && v.size() == 0))
+    m.fail(v, key, non_empty ? "expected a non-empty list of core numbers" : "expected a list of core numbers");
+  std::vector<int> out;
+  for (size_t i = 0; i < v.size(); i++) {
+    int c = int(integer(m, v[i], key + "[" + std::to_string(i) + "]", 0, 1023));
+    if (std::count(out.begin(), out.end(), c)) m.fail(v[i], key, "core " + std::to_string(c) + " is listed twice");
+    out.push_back(c);
+  }
+  return out;
+}
+
 void parse_switch(Map& top, const YAML::Node& n, SwitchConfig& sw) {
   Map m(n, "switch", top.origin());
   if (auto v = m.get("name")) {
@@ -104,24 +117,23 @@ void parse_switch(Map& top, const YAML::Node& n, SwitchConfig& sw) {
       m.fail(v, m.key("name"), "'" + sw.name + "' must be 1-6 letters, digits, '-' or '_' (it prefixes link names)");
   }
   if (auto v = m.get("workers")) {
-    if (!v.IsSequence() || v.size() == 0) m.fail(v, m.key("workers"), "expected a non-empty list of core numbers");
-    if (v.size() > 64) m.fail(v, m.key("workers"), "at most 64 workers");
-    sw.workers.clear();
-    for (size_t i = 0; i < v.size(); i++) {
-      int c = int(integer(m, v[i], m.key("workers[" + std::to_string(i) + "]"), 0, 1023));
-      if (std::count(sw.workers.begin(), sw.workers.end(), c))
-        m.fail(v[i], m.key("workers"), "core " + std::to_string(c) + " is listed twice");
-      sw.workers.push_back(c);
-    }
+    if (v.IsSequence() && v.size() > 64) m.fail(v, m.key("workers"), "at most 64 workers");
+    sw.workers = cores(m, v, m.key("workers"), true);
   }
   if (auto v = m.get("control_socket")) sw.control_socket = scalar(m, v, m.key("control_socket"));
   if (auto v = m.get("state_dir")) sw.state_dir = scalar(m, v, m.key("state_dir"));
   if (auto v = m.get("idle")) {
     std::string s = scalar(m, v, m.key("idle"));
-    if (s != "poll" && s != "block") m.fail(v, m.key("idle"), "'" + s + "' is not one of poll, block");
-    sw.idle_block = s == "block";
+    if (s != "poll" && s != "block" && s != "auto") m.fail(v, m.key("idle"), "'" + s + "' is not one of auto, poll, block");
+    if (s != "auto") sw.idle_block = s == "block";
   }
   if (auto v = m.get("fast_path")) sw.fast_path = fast_path(m, v);
+  if (auto v = m.get("fast_path_steering")) {
+    Map t(v, m.key("fast_path_steering"), top.origin());
+    if (auto c = t.get("cores")) sw.steer_cores = cores(t, c, t.key("cores"), false);
+    if (auto p = t.get("above_pps")) sw.steer_above_pps = uint32_t(integer(t, p, t.key("above_pps"), 1000, 100000000));
+    t.finish();
+  }
   if (auto v = m.get("idle_after_us")) sw.idle_after_us = uint32_t(integer(m, v, m.key("idle_after_us"), 0, 10000000));
   if (auto v = m.get("mac_table")) {
     Map t(v, m.key("mac_table"), top.origin());
@@ -622,6 +634,7 @@ ConfigDiff diff_configs(const Config& a, const Config& b) {
   if (x.idle_block != y.idle_block) d.switch_changed.push_back("idle");
   if (x.idle_after_us != y.idle_after_us) d.switch_changed.push_back("idle_after_us");
   if (x.fast_path != y.fast_path) d.switch_changed.push_back("fast_path");
+  if (x.steer_cores != y.steer_cores || x.steer_above_pps != y.steer_above_pps) d.switch_changed.push_back("fast_path_steering");
   auto same_uplink = [](const std::optional<UplinkConfig>& u, const std::optional<UplinkConfig>& v) {
     if (u.has_value() != v.has_value()) return false;
     return !u || (u->interface == v->interface && u->address.addr == v->address.addr && u->address.len == v->address.len &&

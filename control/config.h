@@ -48,9 +48,18 @@ struct SwitchConfig {
   uint32_t conntrack_size = 262144;
   // conntrack.timeouts (seconds): established TCP, TCP opening/closing, UDP (after a reply: x4), ICMP
   uint32_t ct_tcp_established = 3600, ct_tcp_transitory = 60, ct_udp = 30, ct_icmp = 30;
-  bool idle_block = false;            // idle: poll (default) | block
+  // idle: poll | block; unset (auto, the default): block when the fast tier
+  // is on (workers then see only punted frames), poll with fast_path: off.
+  std::optional<bool> idle_block;
+  bool blocks() const { return idle_block.value_or(fast_path); }
   uint32_t idle_after_us = 200;       // with idle: block, block after this long without a frame
   bool fast_path = true;              // fast_path: auto (default) | off, for every network (see fast_tier.h)
+  // fast_path_steering: where the fast tier moves a flooding sender's receive
+  // work (bpf/fast_l2.bpf.c). cores unset: the workers' cores when they block
+  // when idle (they are dpsw's and otherwise asleep), none when they poll.
+  std::optional<std::vector<int>> steer_cores;
+  uint32_t steer_above_pps = 50000;   // per sending endpoint and CPU
+  std::vector<int> steering_cores() const { return steer_cores.value_or(blocks() ? workers : std::vector<int>{}); }
 };
 
 // The host's way out (SPEC §3 `uplink`): an AF_XDP port on an existing

@@ -106,7 +106,7 @@ void Daemon::setup() {
     dopt.mac.aging_ms = cfg_.sw.mac_aging_s * 1000;
     dopt.mac.confirm_ms = std::min<uint32_t>(1000, dopt.mac.aging_ms / 2);
     dopt.mac.refresh_ms = dopt.mac.confirm_ms;
-    dopt.idle = cfg_.sw.idle_block ? Dataplane::Options::Idle::kBlock : Dataplane::Options::Idle::kPoll;
+    dopt.idle = cfg_.sw.blocks() ? Dataplane::Options::Idle::kBlock : Dataplane::Options::Idle::kPoll;
     dopt.idle_after_us = cfg_.sw.idle_after_us;
     dp_ = std::make_unique<Dataplane>(dopt);
     if (cfg_.uplink) {
@@ -221,6 +221,12 @@ void Daemon::ensure_fast_tier() {
       ft->attach_punt(pu.near_ifindex, near);
       LOG_INFO("fast tier: worker %u punts through %s <-> %s (port %u)", w, near.c_str(), far.c_str(), pu.port);
     }
+    // Steering's other half: the RPS mask of the punt veths' near ends is
+    // where a flooding sender's frames are delivered (bpf/fast_l2.bpf.c).
+    const std::vector<int> steer = cfg_.sw.steering_cores();
+    if (!steer.empty())
+      for (const auto& p : punts) set_rps_cpus(p.rec.links.front(), steer);
+    ft->set_steering(steer.empty() ? 0 : std::max<uint32_t>(1, cfg_.sw.steer_above_pps / 1000));
   } catch (...) {
     undo();
     throw;
@@ -852,7 +858,7 @@ json Daemon::show(const std::string& what, const std::vector<std::string>& args)
   auto fast_events = [&] {
     const FastTier::Events ev = fast_->events();
     return json{{"punted", ev.punted}, {"dropped_no_port", ev.no_port}, {"punt_bad_tag", ev.punt_bad_tag},
-                {"punt_no_peer", ev.punt_no_peer}};
+                {"punt_no_peer", ev.punt_no_peer}, {"steered", ev.steered}};
   };
   auto port_counters = [&](uint16_t id) {
     auto t = dp_->port_totals(id);
@@ -953,7 +959,10 @@ json Daemon::show(const std::string& what, const std::vector<std::string>& args)
     for (const auto& [key, port] : fast_->dump_fdb())
       out["fdb"].push_back({{"network", net(key.first)}, {"mac", mac_to_string(key.second)}, {"port", name(port)},
                             {"endpoint", port < ports_.size() ? ports_[port].endpoint : ""}, {"planned", fast_->is_planned(key.first, key.second)}});
-    for (unsigned w = 0; w < punts_.size(); w++) out["punt_ports"].push_back({{"worker", w}, {"name", ports_[punts_[w].port].host_ifname}, {"port", punts_[w].port}});
+    for (unsigned w = 0; w < punts_.size(); w++)
+      out["punt_ports"].push_back({{"worker", w}, {"name", ports_[punts_[w].port].host_ifname}, {"near", punts_[w].rec.links.front()},
+                                   {"port", punts_[w].port}});
+    out["steering"] = {{"cores", cfg_.sw.steering_cores()}, {"above_pps", cfg_.sw.steer_above_pps}};
     out["events"] = fast_events();
     return out;
   }

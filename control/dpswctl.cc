@@ -78,6 +78,13 @@ static void print_human(const std::string& what, const json& r) {
     std::printf("\n%zu fast-tier ports, %zu punt ports; punted %s, dropped (no port) %s, punt tag errors %s/%s\n", r["ports"].size(),
                 r["punt_ports"].size(), s(ev["punted"]).c_str(), s(ev["dropped_no_port"]).c_str(), s(ev["punt_bad_tag"]).c_str(),
                 s(ev["punt_no_peer"]).c_str());
+    std::string cores;
+    for (auto& c : r["steering"]["cores"]) cores += (cores.empty() ? "" : ",") + s(c);
+    if (cores.empty())
+      std::printf("steering: off (a flooding sender's frames are delivered on its own core)\n");
+    else
+      std::printf("steering: to cores %s above %s frames/s per sender and CPU; steered %s\n", cores.c_str(),
+                  s(r["steering"]["above_pps"]).c_str(), s(ev["steered"]).c_str());
   } else if (what == "counters") {
     for (auto& [name, c] : r["ports"].items()) {
       std::string drops;

@@ -1,6 +1,7 @@
 #include "control/netlink.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <linux/ethtool.h>
 #include <linux/sockios.h>
@@ -265,6 +266,33 @@ void ethtool_set_tx_vlan(const std::string& ifname, bool on) {
   uint32_t flags = ethtool_value_ioctl(ifname, ETHTOOL_GFLAGS, 0, "flags");
   flags = on ? flags | ETH_FLAG_TXVLAN : flags & ~uint32_t(ETH_FLAG_TXVLAN);
   ethtool_value_ioctl(ifname, ETHTOOL_SFLAGS, flags, "tx vlan offload");
+}
+
+void set_rps_cpus(const std::string& ifname, const std::vector<int>& cores) {
+  // The sysfs format: 32-bit hex groups, most significant first, comma-separated.
+  int top = 0;
+  for (int c : cores) top = std::max(top, c);
+  std::vector<uint32_t> words(size_t(top / 32 + 1), 0);
+  for (int c : cores) words[size_t(c / 32)] |= 1u << (c % 32);
+  std::string mask;
+  for (size_t i = words.size(); i-- > 0;) {
+    char buf[16];
+    snprintf(buf, sizeof buf, "%s%08x", mask.empty() ? "" : ",", words[i]);
+    mask += buf;
+  }
+  const std::string dir = "/sys/class/net/" + ifname + "/queues/";
+  DIR* d = opendir(dir.c_str());
+  if (!d) throw NetlinkError("cannot list the receive queues of " + ifname + ": " + strerror(errno));
+  std::vector<std::string> queues;
+  while (dirent* e = readdir(d))
+    if (strncmp(e->d_name, "rx-", 3) == 0) queues.push_back(e->d_name);
+  closedir(d);
+  for (const auto& q : queues) {
+    std::ofstream f(dir + q + "/rps_cpus");
+    f << mask;
+    f.close();
+    if (!f) throw NetlinkError("cannot set RPS cores " + mask + " on " + ifname + " " + q + " (is a core beyond this machine's?)");
+  }
 }
 
 void sysctl_write(const std::string& path, const std::string& value) {

@@ -57,6 +57,9 @@ class Rtnl {
 // Offloads (SIOCETHTOOL) and sysctls of the namespace the thread is in.
 void ethtool_set_tx_csum(const std::string& ifname, bool on);
 void ethtool_set_tx_vlan(const std::string& ifname, bool on);  // 802.1Q tag insertion offload (txvlan)
+// Receive Packet Steering: the cores that process what `ifname` receives
+// (every rx queue's rps_cpus in sysfs).
+void set_rps_cpus(const std::string& ifname, const std::vector<int>& cores);
 void sysctl_write(const std::string& path, const std::string& value);  // relative to /proc/sys
 
 }  // namespace dpsw

@@ -29,6 +29,9 @@ struct FdbVal {
 struct StatsVal {
   uint64_t rx_packets, rx_bytes, tx_packets, tx_bytes;
 };
+struct ConfVal {
+  uint32_t steer_per_ms, pad;
+};
 static_assert(sizeof(FdbKey) == 8 && sizeof(FdbVal) == 8 && sizeof(StatsVal) == 32);
 
 FdbKey fdb_key(uint16_t bd, Mac mac) {
@@ -60,7 +63,8 @@ FastTier::FastTier(const std::string& path) {
   fdb_map_ = bpf_object__find_map_fd_by_name(obj_, "dpsw_fast_fdb");
   stats_map_ = bpf_object__find_map_fd_by_name(obj_, "dpsw_fast_stats");
   events_map_ = bpf_object__find_map_fd_by_name(obj_, "dpsw_fast_events");
-  if (std::min({ingress_fd_, punt_fd_, ports_map_, peer_map_, fdb_map_, stats_map_, events_map_}) < 0) {
+  conf_map_ = bpf_object__find_map_fd_by_name(obj_, "dpsw_fast_conf");
+  if (std::min({ingress_fd_, punt_fd_, ports_map_, peer_map_, fdb_map_, stats_map_, events_map_, conf_map_}) < 0) {
     bpf_object__close(obj_);
     obj_ = nullptr;
     throw std::runtime_error(path + ": missing the fast tier's programs or maps");
@@ -214,12 +218,18 @@ FastTier::PortStats FastTier::stats(uint16_t port) const {
 }
 
 FastTier::Events FastTier::events() const {
-  uint64_t out[4] = {0, 0, 0, 0};
+  uint64_t out[5] = {0, 0, 0, 0, 0};
   std::vector<uint64_t> v(size_t(std::max(libbpf_num_possible_cpus(), 1)));
-  for (uint32_t k = 0; k < 4; k++)
+  for (uint32_t k = 0; k < 5; k++)
     if (bpf_map_lookup_elem(events_map_, &k, v.data()) == 0)
       for (uint64_t x : v) out[k] += x;
-  return Events{out[0], out[1], out[2], out[3]};
+  return Events{out[0], out[1], out[2], out[3], out[4]};
+}
+
+void FastTier::set_steering(uint32_t per_ms) {
+  const uint32_t zero = 0;
+  const ConfVal c{per_ms, 0};
+  if (int e = bpf_map_update_elem(conf_map_, &zero, &c, 0)) throw bpf_error("fast tier: conf map", e);
 }
 
 }  // namespace dpsw

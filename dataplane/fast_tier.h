@@ -77,8 +77,15 @@ class FastTier {
   PortStats stats(uint16_t port) const;  // summed over CPUs
   struct Events {
     uint64_t punted = 0, no_port = 0, punt_bad_tag = 0, punt_no_peer = 0;
+    uint64_t steered = 0;  // known unicast sent to another core through a punt veth's ingress
   };
   Events events() const;
+
+  // Steering (bpf/fast_l2.bpf.c): a port sending more than `per_ms` non-GSO
+  // frames in a millisecond on one CPU has its known unicast delivered
+  // through its punt veth's near end, whose RPS mask (the daemon's to set)
+  // moves the receive work to another core; 0 turns steering off.
+  void set_steering(uint32_t per_ms);
 
  private:
   struct PortInfo {
@@ -95,7 +102,7 @@ class FastTier {
 
   bpf_object* obj_ = nullptr;
   int ingress_fd_ = -1, punt_fd_ = -1;
-  int ports_map_ = -1, peer_map_ = -1, fdb_map_ = -1, stats_map_ = -1, events_map_ = -1;
+  int ports_map_ = -1, peer_map_ = -1, fdb_map_ = -1, stats_map_ = -1, events_map_ = -1, conf_map_ = -1;
   std::map<uint16_t, PortInfo> ports_;
   std::map<std::pair<uint16_t, Mac>, FdbEntry> fdb_;  // what the kernel map holds
   std::set<int> attached_;                            // ifindexes with our clsact hook

@@ -4,11 +4,13 @@ to the poll-mode dataplane, isolation in its map keys, exact counters, and
 map entries that follow endpoints. Runs with the fast tier on only (the rest
 of the suite runs both ways)."""
 import json
+import os
+import re
 import signal
 import subprocess
 import time
 
-from dpswtest import Dpsw, check, ping, scenario_main, sh
+from dpswtest import BUILD, Dpsw, check, ping, scenario_main, sh, tcp_transfer, worker_core
 
 NETS = [{"name": "a", "subnet": "10.220.1.0/24"}, {"name": "b", "subnet": "10.220.2.0/24"}]
 EPS = [
@@ -155,6 +157,55 @@ def entries_follow_endpoints():
         check(len(f["fdb"]) == 2, f"only c1's and c2's MACs should remain: {f['fdb']}")
 
 
+def flood(d, src, dst, dst_ip, rate, seconds=1.0):
+    """dpsw-pktgen from src to dst at `rate` frames/s: (sent, delivered to dst's eth0)."""
+    rx = lambda: int(d.run(dst, "cat", "/sys/class/net/eth0/statistics/rx_packets").stdout)
+    mac = lambda ep: d.run(ep, "cat", "/sys/class/net/eth0/address").stdout.strip()
+    before = rx()
+    out = d.run(src, os.path.join(BUILD, "bench", "dpsw-pktgen"), "--dst-mac", mac(dst), "--src-mac", mac(src),
+                "--src-ip", d.port_of(src, "a")["ip"].split("/")[0], "--dst-ip", dst_ip, "--size", "64",
+                "--rate", str(rate), "--duration", str(seconds)).stdout
+    time.sleep(0.3)  # let the last frames drain
+    return int(re.search(r"sent (\d+)", out).group(1)), rx() - before
+
+
+def rps_mask(d, near):
+    return int(open(f"/sys/class/net/{near}/queues/rx-0/rps_cpus").read().strip().replace(",", ""), 16)
+
+
+def steering_spreads_floods_only():
+    """A container flooding small UDP frames has them delivered on the
+    steering core (the punt veth's RPS mask), all of them, none through dpsw's
+    worker; light traffic (ping) and TCP keep the direct path. With
+    `fast_path_steering: { cores: [] }` nothing is steered."""
+    with Dpsw(NETS, EPS[:2]) as d:
+        d.start()
+        f = d.ctl("show", "fast")
+        check(f["steering"]["cores"] == [worker_core()], f"default steering cores should be the worker's: {f['steering']}")
+        near = f["punt_ports"][0]["near"]
+        check(rps_mask(d, near) == 1 << worker_core(), f"RPS mask of {near} is {rps_mask(d, near):x}")
+        ping(d, "c1", "10.220.1.12", count=2)
+        steered = lambda: d.ctl("show", "fast")["events"]["steered"]
+        s0 = steered()
+        d.run("c1", "ping", "-c", "50", "-i", "0.01", "-q", "10.220.1.12")
+        tcp_transfer(d, "c1", "c2", "10.220.1.12")
+        check(steered() == s0, f"light traffic or TCP was steered ({steered() - s0} frames)")
+        punted0 = punt_rx(d)
+        sent, got = flood(d, "c1", "c2", "10.220.1.12", 150000)
+        check(sent > 50000, f"the generator sent only {sent} frames")
+        check(sent <= got <= sent + 4, f"{sent} frames sent, {got} delivered")
+        check(steered() - s0 >= sent // 2, f"only {steered() - s0} of {sent} flooded frames were steered")
+        check(punt_rx(d) - punted0 <= 4, f"steered frames went through dpsw's worker ({punt_rx(d) - punted0})")
+    with Dpsw(NETS, EPS[:2], extra_switch={"fast_path_steering": "{ cores: [] }"}) as d:
+        d.start()
+        f = d.ctl("show", "fast")
+        check(f["steering"]["cores"] == [] and rps_mask(d, f["punt_ports"][0]["near"]) == 0, f"steering not off: {f['steering']}")
+        ping(d, "c1", "10.220.1.12", count=2)
+        sent, got = flood(d, "c1", "c2", "10.220.1.12", 150000)
+        check(sent <= got <= sent + 4, f"{sent} frames sent, {got} delivered")
+        check(d.ctl("show", "fast")["events"]["steered"] == 0, "frames steered with steering off")
+
+
 if __name__ == "__main__":
     scenario_main({f.__name__: f for f in (unknown_and_broadcast_reach_userspace, known_unicast_in_kernel_counted_exactly,
-                                          entries_follow_endpoints)})
+                                          entries_follow_endpoints, steering_spreads_floods_only)})

@@ -252,6 +252,12 @@ INSTANTIATE_TEST_SUITE_P(
         Bad{"networks:\n  - name: j\n    subnet: 10.0.0.0/24\n    mtu: 9001\n", "bad.yaml:4: networks[0].mtu: '9001' is not a whole number in 576..9000"},
         Bad{"switch:\n  fast_path: on\n", "bad.yaml:2: switch.fast_path: 'on' is not one of auto, off"},
         Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\n    fast_path: yes\n", "bad.yaml:4: networks[0].fast_path: 'yes' is not one of auto, off"},
+        Bad{"switch:\n  idle: sleep\n", "bad.yaml:2: switch.idle: 'sleep' is not one of auto, poll, block"},
+        Bad{"switch:\n  fast_path_steering: { cores: [1, 1] }\n", "bad.yaml:2: switch.fast_path_steering.cores: core 1 is listed twice"},
+        Bad{"switch:\n  fast_path_steering: { cores: 1 }\n", "bad.yaml:2: switch.fast_path_steering.cores: expected a list of core numbers"},
+        Bad{"switch:\n  fast_path_steering: { above_pps: 10 }\n", "bad.yaml:2: switch.fast_path_steering.above_pps: '10' is not a whole number in 1000..100000000"},
+        Bad{"switch:\n  fast_path_steering: { core: [1] }\n", "bad.yaml:2: switch.fast_path_steering.core: unknown key"},
+        Bad{"switch:\n  workers: []\n", "bad.yaml:2: switch.workers: expected a non-empty list of core numbers"},
         Bad{"endpoints:\n  - name: h\n    mode: host\n    fast_path: off\n", "bad.yaml:4: endpoints[0].fast_path: not valid with mode host or container:NAME (no port of its own)"},
         // Plan-time errors name the line of the key at fault.
         Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\nendpoints:\n  - name: e\n    networks: [a]\n    ip: 10.1.0.5\n", "bad.yaml:7: endpoints[0].ip: 10.1.0.5 is not in subnet 10.0.0.0/24 of network 'a'"},
@@ -291,6 +297,26 @@ endpoints:
   Config net_off = c;
   net_off.networks[0].fast_path = false;
   EXPECT_EQ(diff_configs(c, net_off).networks_changed, std::vector<std::string>{"a"});
+}
+
+TEST(Config, IdleAndSteeringDefaultsFollowTheFastTier) {
+  Config c = parse_config("switch:\n  workers: [1, 3]\n", "t.yaml");
+  EXPECT_TRUE(c.sw.blocks());  // the fast tier on: workers only see punted frames
+  EXPECT_EQ(c.sw.steering_cores(), (std::vector<int>{1, 3}));
+  EXPECT_EQ(c.sw.steer_above_pps, 50000u);
+  Config off = parse_config("switch:\n  fast_path: off\n", "t.yaml");
+  EXPECT_FALSE(off.sw.blocks());  // every frame through the workers: poll
+  EXPECT_TRUE(off.sw.steering_cores().empty());
+  Config poll = parse_config("switch:\n  idle: poll\n", "t.yaml");
+  EXPECT_FALSE(poll.sw.blocks());
+  EXPECT_TRUE(poll.sw.steering_cores().empty());  // never onto a busy-polled core by default
+  Config set = parse_config("switch:\n  idle: poll\n  fast_path_steering: { cores: [0], above_pps: 20000 }\n", "t.yaml");
+  EXPECT_EQ(set.sw.steering_cores(), std::vector<int>{0});
+  EXPECT_EQ(set.sw.steer_above_pps, 20000u);
+  Config none = parse_config("switch:\n  fast_path_steering: { cores: [] }\n", "t.yaml");
+  EXPECT_TRUE(none.sw.steering_cores().empty());
+  EXPECT_EQ(diff_configs(c, set).switch_changed, (std::vector<std::string>{"workers", "idle", "fast_path_steering"}));
+  EXPECT_TRUE(parse_config("switch:\n  idle: auto\n", "t.yaml").sw.blocks());
 }
 
 TEST(ConfigItem, SingleItemsUseTheFileSchemaAndNameTheCommand) {
