@@ -46,12 +46,16 @@ const char* mode_name(Mode m) {
 void preflight(const Config& cfg, const Plan& plan, const DaemonOptions& opt) {
   cpu_set_t allowed;
   sched_getaffinity(0, sizeof allowed, &allowed);
-  for (size_t i = 0; i < cfg.sw.workers.size(); i++) {
-    int c = cfg.sw.workers[i];
-    if (c >= CPU_SETSIZE || !CPU_ISSET(c, &allowed))
-      throw ConfigError(cfg.path + ": switch.workers[" + std::to_string(i) + "]: core " + std::to_string(c) +
-                        " is not available on this machine (" + std::to_string(CPU_COUNT(&allowed)) + " usable cores)");
-  }
+  auto check_cores = [&](const std::vector<int>& cores, const std::string& key) {
+    for (size_t i = 0; i < cores.size(); i++) {
+      int c = cores[i];
+      if (c >= CPU_SETSIZE || !CPU_ISSET(c, &allowed))
+        throw ConfigError(cfg.path + ": switch." + key + "[" + std::to_string(i) + "]: core " + std::to_string(c) +
+                          " is not available on this machine (" + std::to_string(CPU_COUNT(&allowed)) + " usable cores)");
+    }
+  };
+  check_cores(cfg.sw.workers, "workers");
+  if (cfg.sw.steer_cores) check_cores(*cfg.sw.steer_cores, "fast_path_steering.cores");
   for (const auto& ep : plan.endpoints) {
     struct stat st;
     if (!ep.create_netns && !ep.netns_path.empty() && stat(ep.netns_path.c_str(), &st) != 0)

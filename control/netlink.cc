@@ -280,19 +280,36 @@ void set_rps_cpus(const std::string& ifname, const std::vector<int>& cores) {
     snprintf(buf, sizeof buf, "%s%08x", mask.empty() ? "" : ",", words[i]);
     mask += buf;
   }
-  const std::string dir = "/sys/class/net/" + ifname + "/queues/";
-  DIR* d = opendir(dir.c_str());
-  if (!d) throw NetlinkError("cannot list the receive queues of " + ifname + ": " + strerror(errno));
-  std::vector<std::string> queues;
-  while (dirent* e = readdir(d))
-    if (strncmp(e->d_name, "rx-", 3) == 0) queues.push_back(e->d_name);
-  closedir(d);
-  for (const auto& q : queues) {
-    std::ofstream f(dir + q + "/rps_cpus");
-    f << mask;
-    f.close();
-    if (!f) throw NetlinkError("cannot set RPS cores " + mask + " on " + ifname + " " + q + " (is a core beyond this machine's?)");
-  }
+  // /sys/class/net shows the network namespace sysfs was mounted in, not the
+  // caller's (dpsw --netns): a thread of its own (it starts in the caller's
+  // network namespace) mounts a fresh sysfs in a private mount namespace,
+  // which goes away with the thread. MS_SLAVE first: nothing propagates out.
+  std::string err;
+  std::thread t([&] {
+    try {
+      if (unshare(CLONE_NEWNS) != 0) fail_errno("unshare(CLONE_NEWNS)");
+      if (mount(nullptr, "/", nullptr, MS_REC | MS_SLAVE, nullptr) != 0) fail_errno("mount --make-rslave /");
+      // EBUSY: the sysfs on /sys is already this namespace's (the same one cannot be stacked).
+      if (mount("sysfs", "/sys", "sysfs", 0, nullptr) != 0 && errno != EBUSY) fail_errno("mount sysfs");
+      const std::string dir = "/sys/class/net/" + ifname + "/queues/";
+      DIR* d = opendir(dir.c_str());
+      if (!d) throw NetlinkError("cannot list the receive queues of " + ifname + ": " + strerror(errno));
+      std::vector<std::string> queues;
+      while (dirent* e = readdir(d))
+        if (strncmp(e->d_name, "rx-", 3) == 0) queues.push_back(e->d_name);
+      closedir(d);
+      for (const auto& q : queues) {
+        std::ofstream f(dir + q + "/rps_cpus");
+        f << mask;
+        f.close();
+        if (!f) throw NetlinkError("cannot set RPS cores " + mask + " on " + ifname + " " + q);
+      }
+    } catch (const std::exception& e) {
+      err = e.what();
+    }
+  });
+  t.join();
+  if (!err.empty()) throw NetlinkError(err);
 }
 
 void sysctl_write(const std::string& path, const std::string& value) {

@@ -31,6 +31,9 @@ def bad_config_creates_nothing():
         d.write_config(good.replace("workers: [", "workers: [999, "))
         r = sh(DPSW, "--check", "--config", d.cfg_path, check_rc=False)
         check(r.returncode == 2 and "core 999 is not available" in r.stderr, r.stderr)
+        d.write_config(good.replace("switch:\n", "switch:\n  fast_path_steering: { cores: [998] }\n"))
+        r = sh(DPSW, "--check", "--config", d.cfg_path, check_rc=False)
+        check(r.returncode == 2 and "switch.fast_path_steering.cores[0]: core 998 is not available" in r.stderr, r.stderr)
 
 
 def failed_setup_rolls_back():
