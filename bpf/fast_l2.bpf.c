@@ -17,8 +17,8 @@
 //
 // Steering: redirect_peer delivers in the sender's softirq, so one container
 // flooding small frames keeps the whole receive path on the sending core (as
-// the bridge does). While a port sends more non-GSO frames per millisecond on
-// one CPU than dpsw_fast_conf.steer_per_ms, its known unicast takes a detour
+// the bridge does). While a port sends more non-GSO, non-TCP frames per
+// millisecond on one CPU than dpsw_fast_conf.steer_per_ms, those take a detour
 // instead: tagged with the destination port and redirected to the INGRESS of
 // its punt veth's near end, whose RPS mask (set by dpsw: the steering cores)
 // moves the rest of the work - dpsw_fast_punt_rx, the destination's stack - to
@@ -109,7 +109,7 @@ struct {
   __type(value, struct fast_conf);
 } dpsw_fast_conf SEC(".maps");
 
-// Per (port, CPU): the current 1 ms window's count of steerable frames, and
+// Per (port, CPU): the current ~1 ms window's count of steerable frames, and
 // whether this window steers (decided from the previous one).
 struct fast_rate {
   __u64 window;  // bpf_ktime_get_ns() >> 20 (~1 ms) of the current window

@@ -81,8 +81,8 @@ class FastTier {
   };
   Events events() const;
 
-  // Steering (bpf/fast_l2.bpf.c): a port sending more than `per_ms` non-GSO
-  // frames in a millisecond on one CPU has its known unicast delivered
+  // Steering (bpf/fast_l2.bpf.c): a port sending more than `per_ms` non-GSO,
+  // non-TCP frames in a millisecond on one CPU has them delivered
   // through its punt veth's near end, whose RPS mask (the daemon's to set)
   // moves the receive work to another core; 0 turns steering off.
   void set_steering(uint32_t per_ms);
