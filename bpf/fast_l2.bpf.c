@@ -97,10 +97,13 @@ struct {
   __type(value, struct fast_stats);
 } dpsw_fast_stats SEC(".maps");
 
-// Set by dpsw: steering threshold in frames per ms per (port, CPU); 0 = never.
+// Set by dpsw: steering threshold in frames per ms per (port, CPU), 0 =
+// never; dpsw's router MAC, never a container's source.
 struct fast_conf {
   __u32 steer_per_ms;
   __u32 pad;
+  __u8 router_mac[6];
+  __u16 pad2;
 };
 struct {
   __uint(type, BPF_MAP_TYPE_ARRAY);
@@ -124,7 +127,7 @@ struct {
 } dpsw_fast_rate SEC(".maps");
 
 // Events that are not a port's: see enum below.
-enum { EV_PUNTED, EV_NO_PORT, EV_PUNT_BAD_TAG, EV_PUNT_NO_PEER, EV_STEERED, EV_COUNT };
+enum { EV_PUNTED, EV_NO_PORT, EV_PUNT_BAD_TAG, EV_PUNT_NO_PEER, EV_STEERED, EV_BAD_SRC, EV_COUNT };
 struct {
   __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
   __uint(max_entries, EV_COUNT);
@@ -150,10 +153,8 @@ static __always_inline int is_tcp(struct ethhdr *eth, void *data_end) {
 }
 
 // True when this frame of port `port` should be steered (see top).
-static __always_inline int steer(__u32 port) {
-  __u32 zero = 0;
-  struct fast_conf *c = bpf_map_lookup_elem(&dpsw_fast_conf, &zero);
-  if (!c || !c->steer_per_ms) return 0;
+static __always_inline int steer(struct fast_conf *c, __u32 port) {
+  if (!c->steer_per_ms) return 0;
   struct fast_rate *r = bpf_map_lookup_elem(&dpsw_fast_rate, &port);
   if (!r) return 0;
   __u64 now = bpf_ktime_get_ns() >> 20;
@@ -177,6 +178,26 @@ int dpsw_fast_ingress(struct __sk_buff *skb) {
   void *data = (void *)(long)skb->data;
   void *data_end = (void *)(long)skb->data_end;
   struct ethhdr *eth = data;
+  if ((void *)(eth + 1) > data_end) {
+    event(EV_NO_PORT);
+    return TC_ACT_SHOT;
+  }
+  __u32 zero = 0;
+  struct fast_conf *conf = bpf_map_lookup_elem(&dpsw_fast_conf, &zero);
+  if (!conf) {
+    event(EV_NO_PORT);
+    return TC_ACT_SHOT;
+  }
+  // A multicast or zero source, or dpsw's own router MAC, is never a
+  // container's: dropped, as the userspace tier drops them.
+  if ((eth->h_source[0] & 1) || !(eth->h_source[0] | eth->h_source[1] | eth->h_source[2] | eth->h_source[3] |
+                                   eth->h_source[4] | eth->h_source[5]) ||
+      ((eth->h_source[0] ^ conf->router_mac[0]) | (eth->h_source[1] ^ conf->router_mac[1]) |
+       (eth->h_source[2] ^ conf->router_mac[2]) | (eth->h_source[3] ^ conf->router_mac[3]) |
+       (eth->h_source[4] ^ conf->router_mac[4]) | (eth->h_source[5] ^ conf->router_mac[5])) == 0) {
+    event(EV_BAD_SRC);
+    return TC_ACT_SHOT;
+  }
   // Only plain unicast is decided here; tagged frames, broadcast, multicast
   // and unknown destinations are dpsw's.
   if ((void *)(eth + 1) <= data_end && !skb->vlan_present && !(eth->h_dest[0] & 1) &&
@@ -197,7 +218,7 @@ int dpsw_fast_ingress(struct __sk_buff *skb) {
         so->tx_packets += segs;
         so->tx_bytes += skb->len;
       }
-      if (skb->gso_segs <= 1 && !is_tcp(eth, data_end) && steer(ip)) {
+      if (skb->gso_segs <= 1 && !is_tcp(eth, data_end) && steer(conf, ip)) {
         if (bpf_skb_vlan_push(skb, bpf_htons(ETH_P_8021Q), op + 1) == 0) {
           event(EV_STEERED);
           return bpf_redirect(in->punt, BPF_F_INGRESS);

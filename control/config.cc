@@ -7,8 +7,11 @@
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <unordered_map>
+#include <unordered_set>
 
 #include "control/ipam.h"
+#include "dataplane/packet.h"
 
 namespace dpsw {
 
@@ -21,6 +24,15 @@ class Map {
   Map(const YAML::Node& n, std::string where, const std::string& origin, bool lines = true)
       : n_(n), where_(std::move(where)), origin_(origin), lines_(lines) {
     if (!n.IsMap()) fail(n, where_.empty() ? "item" : where_, "expected a mapping");
+    // yaml-cpp keeps both copies of a repeated key and n[key] returns the
+    // first: a second value would be silently ignored.
+    std::unordered_map<std::string, int> first;
+    for (const auto& kv : n_) {
+      if (!kv.first.IsScalar()) fail(kv.first, key("?"), "keys must be plain names");
+      auto [it, fresh] = first.emplace(kv.first.Scalar(), kv.first.Mark().line + 1);
+      if (!fresh)
+        fail(kv.first, key(kv.first.Scalar()), "given twice" + (lines_ ? " (first at line " + std::to_string(it->second) + ")" : std::string()));
+    }
   }
   YAML::Node get(const std::string& key) {
     seen_.insert(key);
@@ -220,13 +232,14 @@ void parse_network(Map& m, const YAML::Node& n, NetworkConfig& net) {
   if (auto v = m.get("peers")) {
     if (!overlay) m.fail(v, m.key("peers"), "only valid with driver: overlay");
     if (!v.IsSequence()) m.fail(v, m.key("peers"), "expected a list of IPv4 addresses (remote VTEPs)");
+    std::unordered_set<uint32_t> seen_peers;
     for (size_t i = 0; i < v.size(); i++) {
       const std::string k = m.key("peers[" + std::to_string(i) + "]");
       std::string a = scalar(m, v[i], k);
       auto ip = ipv4_parse(a);
       if (!ip || *ip == 0 || (*ip >> 28) >= 14 || (*ip >> 24) == 127)
         m.fail(v[i], k, "'" + a + "' is not a unicast IPv4 address");
-      if (std::count(net.peers.begin(), net.peers.end(), *ip)) m.fail(v[i], k, a + " is listed twice");
+      if (!seen_peers.insert(*ip).second) m.fail(v[i], k, a + " is listed twice");
       net.peers.push_back(*ip);
     }
   }
@@ -255,9 +268,10 @@ void parse_endpoint(Map& m, const YAML::Node& n, EndpointConfig& ep) {
   }
   if (auto v = m.get("networks")) {
     if (!v.IsSequence()) m.fail(v, m.key("networks"), "expected a list of network names");
+    std::unordered_set<std::string> seen_nets;
     for (size_t i = 0; i < v.size(); i++) {
       std::string nn = scalar(m, v[i], m.key("networks[" + std::to_string(i) + "]"));
-      if (std::count(ep.networks.begin(), ep.networks.end(), nn)) m.fail(v[i], m.key("networks"), "network '" + nn + "' is listed twice");
+      if (!seen_nets.insert(nn).second) m.fail(v[i], m.key("networks"), "network '" + nn + "' is listed twice");
       ep.networks.push_back(nn);
     }
     if (ep.mode != Mode::kBridge && !ep.networks.empty())
@@ -367,6 +381,9 @@ const EndpointConfig* Config::endpoint(const std::string& n) const {
 }
 
 Config parse_config(const std::string& text, const std::string& origin) {
+  if (text.size() > kMaxConfigBytes)
+    throw ConfigError(origin + ": the file is " + std::to_string(text.size()) + " bytes; dpsw reads at most " +
+                      std::to_string(kMaxConfigBytes) + " (" + std::to_string(kMaxConfigBytes >> 20) + " MiB)");
   YAML::Node root;
   try {
     root = YAML::Load(text);
@@ -438,11 +455,18 @@ Config parse_config(const std::string& text, const std::string& origin) {
 }
 
 Config load_config(const std::string& path) {
-  std::ifstream f(path);
+  std::ifstream f(path, std::ios::binary);
   if (!f) throw ConfigError(path + ": cannot read the file");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return parse_config(ss.str(), path);
+  // Read at most one byte past the limit: a huge file is refused unread.
+  std::string text(kMaxConfigBytes + 1, '\0');
+  f.read(text.data(), std::streamsize(text.size()));
+  text.resize(size_t(f.gcount()));
+  if (text.size() > kMaxConfigBytes) {
+    f.seekg(0, std::ios::end);
+    throw ConfigError(path + ": the file is " + std::to_string(static_cast<long long>(f.tellg())) + " bytes; dpsw reads at most " +
+                      std::to_string(kMaxConfigBytes) + " (" + std::to_string(kMaxConfigBytes >> 20) + " MiB)");
+  }
+  return parse_config(text, path);
 }
 
 std::string host_ifname(const std::string& instance, const std::string& endpoint, const std::string& network) {
@@ -508,8 +532,51 @@ void resolve_defaults(Config& cfg) {
   }
 }
 
+namespace {
+// Interval overlap among many items in O(n log n): sorted by start, each
+// interval is compared with the furthest-reaching one before it. `report`
+// gets the pair (later in file order first).
+struct Span {
+  uint64_t lo, hi;
+  size_t order;  // file order of the item (for which one the error names)
+  size_t item;   // caller's index
+};
+template <typename Report>
+void find_overlap(std::vector<Span> v, Report report) {
+  std::sort(v.begin(), v.end(), [](const Span& a, const Span& b) { return a.lo != b.lo ? a.lo < b.lo : a.order < b.order; });
+  const Span* reach = nullptr;
+  const Span* found[2] = {nullptr, nullptr};
+  for (const auto& x : v) {
+    if (reach && x.lo <= reach->hi) {
+      const Span* later = x.order > reach->order ? &x : reach;
+      const Span* earlier = later == &x ? reach : &x;
+      if (!found[0] || later->order < found[0]->order) found[0] = later, found[1] = earlier;
+    }
+    if (!reach || x.hi > reach->hi) reach = &x;
+  }
+  if (found[0]) report(found[0]->item, found[1]->item);
+}
+}  // namespace
+
 void check_config(const Config& cfg) {
+  // Every check here is linear (or n log n) in the size of the file: a
+  // config of thousands of items is checked in well under a second.
+  std::unordered_map<std::string, size_t> net_index;
   const NetworkConfig* macvlan = nullptr;
+  std::unordered_map<uint32_t, size_t> vnis;
+  for (size_t i = 0; i < cfg.networks.size(); i++) {
+    const auto& net = cfg.networks[i];
+    if (auto [it, fresh] = net_index.emplace(net.name, i); !fresh) {
+      const auto& o = cfg.networks[it->second];
+      throw ConfigError(net.src.where("name") + "network '" + net.name + "' is defined twice" +
+                        (o.src.line ? " (first at line " + std::to_string(o.src.line) + ")" : ""));
+    }
+  }
+  auto network = [&](const std::string& n) -> const NetworkConfig* {
+    auto it = net_index.find(n);
+    return it == net_index.end() ? nullptr : &cfg.networks[it->second];
+  };
+  std::vector<Span> subnets;
   for (size_t i = 0; i < cfg.networks.size(); i++) {
     const auto& net = cfg.networks[i];
     if (net.driver == Driver::kMacvlan) {
@@ -532,13 +599,12 @@ void check_config(const Config& cfg) {
           if (!cfg.uplink->address.contains(net.peers[j]))
             throw ConfigError(net.src.where("peers[" + std::to_string(j) + "]") + ipv4_to_string(net.peers[j]) +
                               " is not on the uplink's segment and the uplink has no gateway to reach it");
-      for (size_t j = 0; j < i; j++)
-        if (cfg.networks[j].driver == Driver::kOverlay && cfg.networks[j].vni == net.vni)
-          throw ConfigError(net.src.where("vni") + "VNI " + std::to_string(net.vni) + " is already used by network '" +
-                            cfg.networks[j].name + "'");
+      if (auto [it, fresh] = vnis.emplace(net.vni, i); !fresh)
+        throw ConfigError(net.src.where("vni") + "VNI " + std::to_string(net.vni) + " is already used by network '" +
+                          cfg.networks[it->second].name + "'");
     }
     for (size_t j = 0; j < net.allow.size(); j++) {
-      const NetworkConfig* o = cfg.network(net.allow[j]);
+      const NetworkConfig* o = network(net.allow[j]);
       if (!o) throw ConfigError(net.src.where("allow[" + std::to_string(j) + "]") + "unknown network '" + net.allow[j] + "'");
       if (o == &net || o->driver != Driver::kBridge || net.driver != Driver::kBridge)
         throw ConfigError(net.src.where("allow[" + std::to_string(j) + "]") + "routing is allowed only between two different bridge networks");
@@ -548,25 +614,33 @@ void check_config(const Config& cfg) {
       throw ConfigError(net.src.where("subnet") + prefix_to_string(net.subnet) + " overlaps the uplink's subnet " +
                         prefix_to_string({cfg.uplink->address.network(), cfg.uplink->address.len}));
     }
-    for (size_t j = 0; j < i; j++) {
-      const auto& o = cfg.networks[j];
-      if (o.name == net.name)
-        throw ConfigError(net.src.where("name") + "network '" + net.name + "' is defined twice" +
-                          (o.src.line ? " (first at line " + std::to_string(o.src.line) + ")" : ""));
-      if (o.subnet.overlaps(net.subnet))
-        throw ConfigError(net.src.where("subnet") + prefix_to_string(net.subnet) + " overlaps network '" + o.name + "' (" +
-                          prefix_to_string(o.subnet) + ")");
-    }
+    subnets.push_back({net.subnet.network(), net.subnet.broadcast(), i, i});
   }
+  find_overlap(subnets, [&](size_t later, size_t earlier) {
+    const auto &net = cfg.networks[later], &o = cfg.networks[earlier];
+    throw ConfigError(net.src.where("subnet") + prefix_to_string(net.subnet) + " overlaps network '" + o.name + "' (" +
+                      prefix_to_string(o.subnet) + ")");
+  });
+
+  std::unordered_map<std::string, size_t> ep_index, sockets;
+  std::vector<Span> published[2];  // tcp, udp: host port ranges
+  std::vector<std::pair<size_t, size_t>> pub_of;  // Span.item -> (endpoint, publish index)
+  size_t ports = cfg.uplink ? 1 : 0;  // ports dpsw will drive (the fast tier's punt ports come on top: one per worker)
+  for (const auto& net : cfg.networks) ports += net.peers.size();
+  ports += cfg.sw.workers.size();
   for (size_t i = 0; i < cfg.endpoints.size(); i++) {
     const auto& ep = cfg.endpoints[i];
-    for (size_t j = 0; j < i; j++) {
-      if (cfg.endpoints[j].name == ep.name) throw ConfigError(ep.src.where("name") + "endpoint '" + ep.name + "' is defined twice");
-      if (!ep.vhost_socket.empty() && cfg.endpoints[j].vhost_socket == ep.vhost_socket)
-        throw ConfigError(ep.src.where("vhost_socket") + ep.vhost_socket + " is already the socket of endpoint '" + cfg.endpoints[j].name + "'");
-    }
+    if (!ep_index.emplace(ep.name, i).second) throw ConfigError(ep.src.where("name") + "endpoint '" + ep.name + "' is defined twice");
+    if (!ep.vhost_socket.empty())
+      if (auto [it, fresh] = sockets.emplace(ep.vhost_socket, i); !fresh)
+        throw ConfigError(ep.src.where("vhost_socket") + ep.vhost_socket + " is already the socket of endpoint '" +
+                          cfg.endpoints[it->second].name + "'");
+    ports += ep.networks.size();
+    if (ports > kMaxPorts)
+      throw ConfigError(ep.src.where("networks") + "too many ports: with this endpoint dpsw would drive more than " +
+                        std::to_string(kMaxPorts) + " (endpoint attachments, tunnels, the uplink and one punt port per worker)");
     for (size_t j = 0; j < ep.networks.size(); j++) {
-      const NetworkConfig* net = cfg.network(ep.networks[j]);
+      const NetworkConfig* net = network(ep.networks[j]);
       if (!net) throw ConfigError(ep.src.where("networks[" + std::to_string(j) + "]") + "unknown network '" + ep.networks[j] + "'");
       if (ep.port == PortKind::kAfxdp && net->mtu > kAfxdpMaxMtu)
         throw ConfigError(ep.src.where("networks[" + std::to_string(j) + "]") + "network '" + net->name + "' has mtu " +
@@ -575,20 +649,31 @@ void check_config(const Config& cfg) {
     }
     if (!ep.publish.empty()) {
       if (!cfg.uplink) throw ConfigError(ep.src.where("publish") + "published ports need an uplink (they live on its address)");
-      const NetworkConfig* net = cfg.network(ep.networks.at(0));
+      const NetworkConfig* net = network(ep.networks.at(0));
       if (net->driver != Driver::kBridge || net->internal)
         throw ConfigError(ep.src.where("publish") + "ports are published from the endpoint's first network, and '" + net->name +
                           "' is " + (net->internal ? "internal" : "not a bridge network"));
-      for (const auto& p : ep.publish)
-        for (size_t j = 0; j < i; j++)
-          for (const auto& q : cfg.endpoints[j].publish)
-            if (p.proto == q.proto && p.host_lo <= q.host_hi && q.host_lo <= p.host_hi)
-              throw ConfigError(ep.src.where("publish") + publish_to_string(p) + " overlaps " + publish_to_string(q) +
-                                " of endpoint '" + cfg.endpoints[j].name + "'");
+      for (size_t k = 0; k < ep.publish.size(); k++) {
+        const Publish& p = ep.publish[k];
+        published[p.proto == 6 ? 0 : 1].push_back({p.host_lo, p.host_hi, pub_of.size(), pub_of.size()});
+        pub_of.push_back({i, k});
+      }
     }
+  }
+  for (auto& spans : published)
+    find_overlap(spans, [&](size_t later, size_t earlier) {
+      const auto [ei, pi] = pub_of[later];
+      const auto [fj, qj] = pub_of[earlier];
+      const EndpointConfig &ep = cfg.endpoints[ei], &other = cfg.endpoints[fj];
+      throw ConfigError(ep.src.where("publish[" + std::to_string(pi) + "]") + publish_to_string(ep.publish[pi]) + " overlaps " +
+                        publish_to_string(other.publish[qj]) +
+                        (fj == ei ? " (listed earlier for the same endpoint)" : " of endpoint '" + other.name + "'"));
+    });
+  for (const auto& ep : cfg.endpoints) {
     if (ep.mode != Mode::kContainer) continue;
-    const auto* t = cfg.endpoint(ep.container);
-    if (!t) throw ConfigError(ep.src.where("mode") + "unknown endpoint '" + ep.container + "' in container:" + ep.container);
+    auto it = ep_index.find(ep.container);
+    if (it == ep_index.end()) throw ConfigError(ep.src.where("mode") + "unknown endpoint '" + ep.container + "' in container:" + ep.container);
+    const auto* t = &cfg.endpoints[it->second];
     if (t->mode == Mode::kContainer || t->mode == Mode::kHost)
       throw ConfigError(ep.src.where("mode") + "endpoint '" + ep.container + "' has no namespace of its own to join (mode " +
                         (t->mode == Mode::kHost ? "host" : "container") + ")");
@@ -597,15 +682,19 @@ void check_config(const Config& cfg) {
 
 bool NetworkConfig::same_definition(const NetworkConfig& o) const {
   return name == o.name && driver == o.driver && subnet.addr == o.subnet.addr && subnet.len == o.subnet.len &&
-         gateway == o.gateway && ip_range.has_value() == o.ip_range.has_value() &&
+         gateway == o.gateway && vni == o.vni && fast_path == o.fast_path;
+}
+
+bool NetworkConfig::same_settings(const NetworkConfig& o) const {
+  return ip_range.has_value() == o.ip_range.has_value() &&
          (!ip_range || (ip_range->addr == o.ip_range->addr && ip_range->len == o.ip_range->len)) && internal == o.internal &&
-         mtu == o.mtu && allow == o.allow && vni == o.vni && fast_path == o.fast_path;
+         mtu == o.mtu && allow == o.allow;
 }
 
 bool EndpointConfig::same_definition(const EndpointConfig& o) const {
   return name == o.name && networks == o.networks && mode == o.mode && container == o.container && netns == o.netns &&
          port == o.port && vhost_socket == o.vhost_socket && vhost_client == o.vhost_client && mac == o.mac && ip == o.ip &&
-         publish == o.publish && fast_path == o.fast_path;
+         fast_path == o.fast_path;
 }
 
 std::string publish_to_string(const Publish& p) {
@@ -614,8 +703,9 @@ std::string publish_to_string(const Publish& p) {
 }
 
 bool ConfigDiff::empty() const {
-  return networks_added.empty() && networks_removed.empty() && networks_changed.empty() && endpoints_added.empty() &&
-         endpoints_removed.empty() && endpoints_changed.empty() && switch_changed.empty() && peers_changed.empty();
+  return networks_added.empty() && networks_removed.empty() && networks_changed.empty() && networks_updated.empty() &&
+         endpoints_added.empty() && endpoints_removed.empty() && endpoints_changed.empty() && endpoints_updated.empty() &&
+         switch_changed.empty() && peers_changed.empty();
 }
 
 ConfigDiff diff_configs(const Config& a, const Config& b) {
@@ -641,65 +731,93 @@ ConfigDiff diff_configs(const Config& a, const Config& b) {
                   u->gateway == v->gateway);
   };
   if (!same_uplink(a.uplink, b.uplink)) d.switch_changed.push_back("uplink");
+  auto index = [](const auto& items) {
+    std::unordered_map<std::string, const std::remove_cvref_t<decltype(items[0])>*> m;
+    for (const auto& x : items) m.emplace(x.name, &x);
+    return m;
+  };
+  const auto a_nets = index(a.networks), b_nets = index(b.networks);
+  const auto a_eps = index(a.endpoints), b_eps = index(b.endpoints);
+  std::unordered_set<std::string> changed_nets;
   for (const auto& n : a.networks) {
-    const auto* m = b.network(n.name);
-    if (!m) d.networks_removed.push_back(n.name);
-    else if (!n.same_definition(*m)) d.networks_changed.push_back(n.name);
-    else if (n.peers != m->peers) d.peers_changed.push_back(n.name);
+    auto m = b_nets.find(n.name);
+    if (m == b_nets.end()) {
+      d.networks_removed.push_back(n.name);
+    } else if (!n.same_definition(*m->second)) {
+      d.networks_changed.push_back(n.name);
+      changed_nets.insert(n.name);
+    } else {
+      if (!n.same_settings(*m->second)) d.networks_updated.push_back(n.name);
+      if (n.peers != m->second->peers) d.peers_changed.push_back(n.name);
+    }
   }
   for (const auto& n : b.networks)
-    if (!a.network(n.name)) d.networks_added.push_back(n.name);
-  auto changed_net = [&](const std::string& n) {
-    return std::count(d.networks_changed.begin(), d.networks_changed.end(), n) > 0;
-  };
+    if (!a_nets.count(n.name)) d.networks_added.push_back(n.name);
   for (const auto& e : a.endpoints) {
-    const auto* f = b.endpoint(e.name);
-    if (!f) {
+    auto f = b_eps.find(e.name);
+    if (f == b_eps.end()) {
       d.endpoints_removed.push_back(e.name);
       continue;
     }
-    bool changed = !e.same_definition(*f) || std::any_of(e.networks.begin(), e.networks.end(), changed_net);
+    bool changed = !e.same_definition(*f->second) ||
+                   std::any_of(e.networks.begin(), e.networks.end(), [&](const std::string& n) { return changed_nets.count(n) > 0; });
     if (changed) d.endpoints_changed.push_back(e.name);
+    else if (e.publish != f->second->publish) d.endpoints_updated.push_back(e.name);
   }
   for (const auto& e : b.endpoints)
-    if (!a.endpoint(e.name)) d.endpoints_added.push_back(e.name);
+    if (!a_eps.count(e.name)) d.endpoints_added.push_back(e.name);
   return d;
+}
+
+Mac router_mac(const std::string& instance) {
+  uint32_t h = 2166136261u;  // FNV-1a of the instance name: stable, local, unicast
+  for (char c : instance) h = (h ^ uint8_t(c)) * 16777619u;
+  return kDpswMacPrefix | h;
 }
 
 Plan make_plan(const Config& cfg, const Plan* previous) {
   Plan plan;
   std::vector<Ipam> ipam;
+  std::unordered_map<std::string, uint16_t> bd_index;
   for (auto& n : cfg.networks) {
+    bd_index.emplace(n.name, uint16_t(ipam.size()));
     ipam.emplace_back(n.subnet, n.gateway, n.ip_range);
     if (n.driver == Driver::kMacvlan && cfg.uplink) ipam.back().reserve(cfg.uplink->address.addr);  // the host's own
   }
-  auto bd_of = [&](const std::string& n) {
-    for (size_t i = 0; i < cfg.networks.size(); i++)
-      if (cfg.networks[i].name == n) return uint16_t(i);
-    return uint16_t(0);
-  };
-  std::set<Mac> macs;
+  auto bd_of = [&](const std::string& n) { return bd_index.at(n); };
+  std::unordered_map<std::string, const EndpointConfig*> ep_index;
+  for (auto& ep : cfg.endpoints) ep_index.emplace(ep.name, &ep);
+  // Every MAC in the plan is unique (switch-wide, as the fast tier's and the
+  // MAC table's static entries need): the owner of each, for messages.
+  std::unordered_map<Mac, std::string> macs;
   // Addresses that stay: attachments of the previous plan whose endpoint and
   // network are still there (the caller replans changed endpoints from scratch
   // by leaving them out of `previous`).
   std::map<std::pair<std::string, std::string>, const PlannedAttachment*> kept;
   if (previous)
     for (const auto& pe : previous->endpoints) {
-      const EndpointConfig* ep = cfg.endpoint(pe.name);
-      if (!ep) continue;
+      auto e = ep_index.find(pe.name);
+      if (e == ep_index.end()) continue;
+      const EndpointConfig* ep = e->second;
       for (const auto& a : pe.attachments) {
-        const NetworkConfig* net = cfg.network(a.network);
-        if (!net || std::find(ep->networks.begin(), ep->networks.end(), a.network) == ep->networks.end()) continue;
+        if (!bd_index.count(a.network) || std::find(ep->networks.begin(), ep->networks.end(), a.network) == ep->networks.end()) continue;
         if (ipam[bd_of(a.network)].reserve(a.ip) != Ipam::Reserve::kOk) continue;
         kept[{pe.name, a.network}] = &a;
-        macs.insert(a.mac);
+        macs.emplace(a.mac, pe.name);
       }
     }
   auto is_kept = [&](const EndpointConfig& ep, size_t i) { return kept.count({ep.name, ep.networks[i]}) > 0; };
-  // Static addresses next, so dynamic ones never take them (Docker does the same).
+  // Static addresses and MACs next, so dynamic ones never take them (Docker does the same).
   for (auto& ep : cfg.endpoints) {
-    if (!ep.ip || is_kept(ep, 0)) continue;
-    const NetworkConfig& net = *cfg.network(ep.networks[0]);
+    if (ep.networks.empty() || is_kept(ep, 0)) continue;
+    if (ep.mac) {
+      if ((*ep.mac & kDpswMacMask) == kDpswMacPrefix)
+        throw ConfigError(ep.src.where("mac") + mac_to_string(*ep.mac) + " is in 02:dd:00:00:00:00/16, which dpsw keeps for its own MACs");
+      if (auto [it, fresh] = macs.emplace(*ep.mac, ep.name); !fresh)
+        throw ConfigError(ep.src.where("mac") + mac_to_string(*ep.mac) + " is already the MAC of endpoint '" + it->second + "'");
+    }
+    if (!ep.ip) continue;
+    const NetworkConfig& net = cfg.networks[bd_of(ep.networks[0])];
     switch (ipam[bd_of(net.name)].reserve(*ep.ip)) {
       case Ipam::Reserve::kOk: break;
       case Ipam::Reserve::kOutsideSubnet:
@@ -709,7 +827,6 @@ Plan make_plan(const Config& cfg, const Plan* previous) {
       case Ipam::Reserve::kInUse:
         throw ConfigError(ep.src.where("ip") + ipv4_to_string(*ep.ip) + " is already used by another endpoint on network '" + net.name + "'");
     }
-    if (ep.mac && !macs.insert(*ep.mac).second) throw ConfigError(ep.src.where("mac") + mac_to_string(*ep.mac) + " is used twice");
   }
   for (auto& ep : cfg.endpoints) {
     PlannedEndpoint pe;
@@ -730,7 +847,7 @@ Plan make_plan(const Config& cfg, const Plan* previous) {
       }
     }
     for (size_t i = 0; i < ep.networks.size(); i++) {
-      const NetworkConfig& net = *cfg.network(ep.networks[i]);
+      const NetworkConfig& net = cfg.networks[bd_of(ep.networks[i])];
       PlannedAttachment a;
       a.network = net.name;
       a.bd = bd_of(net.name);
@@ -755,14 +872,13 @@ Plan make_plan(const Config& cfg, const Plan* previous) {
         a.ip = *ip;
       }
       if (i == 0 && ep.mac) {
-        a.mac = *ep.mac;
+        a.mac = *ep.mac;  // reserved above
       } else {
         // Docker's scheme: 02:42 followed by the IPv4 address (subnets never
         // overlap, so this is unique unless a static MAC took it).
         a.mac = 0x0242ULL << 32 | a.ip;
-        while (macs.count(a.mac)) a.mac += 1ULL << 32;
+        while (!macs.emplace(a.mac, ep.name).second) a.mac += 1ULL << 32;
       }
-      macs.insert(a.mac);
       pe.attachments.push_back(a);
     }
     plan.endpoints.push_back(std::move(pe));

@@ -87,7 +87,11 @@ struct NetworkConfig {
   std::vector<uint32_t> peers;     // overlay: remote VTEP addresses (order kept; not part of same_definition)
   bool fast_path = true;           // fast_path: auto | off (in-kernel tier for its AF_XDP endpoints)
   ItemSource src;
+  // Same network (reload keeps it and its endpoints): driver, subnet,
+  // gateway, VNI, fast_path. Settings applied in place: ip_range, internal,
+  // mtu, allow (and peers, compared on their own).
   bool same_definition(const NetworkConfig& o) const;
+  bool same_settings(const NetworkConfig& o) const;
 };
 
 // publish: ["8080:80/tcp"], ["9000-9099:9000-9099/tcp"] (host ports on the uplink address)
@@ -112,7 +116,7 @@ struct EndpointConfig {
   std::vector<Publish> publish;
   bool fast_path = true;              // fast_path: auto | off
   ItemSource src;
-  bool same_definition(const EndpointConfig& o) const;
+  bool same_definition(const EndpointConfig& o) const;  // all but publish (applied in place)
 };
 
 struct Config {
@@ -125,6 +129,9 @@ struct Config {
   const NetworkConfig* network(const std::string& n) const;
   const EndpointConfig* endpoint(const std::string& n) const;
 };
+
+// A configuration (file or dpswctl item) larger than this is refused before parsing.
+constexpr size_t kMaxConfigBytes = 4u << 20;
 
 // Parse and validate. `origin` names the source in messages (the file path).
 Config parse_config(const std::string& yaml_text, const std::string& origin);
@@ -144,9 +151,13 @@ void check_config(const Config& cfg);
 void resolve_defaults(Config& cfg);
 
 // What changed between two configurations (reload applies only this).
+// "changed" items are recreated (an endpoint keeps its namespace: only its
+// interfaces are made anew); "updated" ones change in place.
 struct ConfigDiff {
   std::vector<std::string> networks_added, networks_removed, networks_changed;
+  std::vector<std::string> networks_updated;  // ip_range, internal, mtu, allow
   std::vector<std::string> endpoints_added, endpoints_removed, endpoints_changed;
+  std::vector<std::string> endpoints_updated;  // publish
   std::vector<std::string> switch_changed;  // switch keys that differ (need a restart)
   std::vector<std::string> peers_changed;   // overlay networks whose peer list alone changed (applied in place)
   bool empty() const;
@@ -192,6 +203,11 @@ struct Plan {
 // `previous` (the plan in force), endpoints that keep their definition keep
 // their addresses and MACs, so a change never renumbers untouched containers.
 Plan make_plan(const Config& cfg, const Plan* previous = nullptr);
+
+// dpsw's own MACs (the router MAC of bridge networks, the punt veths) are
+// 02:dd:xx:xx:xx:xx; no endpoint may use one.
+constexpr Mac kDpswMacPrefix = 0x02dd00000000ULL, kDpswMacMask = 0xffff00000000ULL;
+Mac router_mac(const std::string& instance);  // answers for bridge networks' gateways
 
 // Host-side link name: <instance prefix>-<8 hex digits>, at most 15 bytes.
 std::string host_ifname(const std::string& instance, const std::string& endpoint, const std::string& network);

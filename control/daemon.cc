@@ -94,14 +94,7 @@ void Daemon::setup() {
     if (CtlServer::in_use(cfg_.sw.control_socket))
       throw ConfigError(cfg_.path + ": switch.control_socket: " + cfg_.sw.control_socket + " is in use by another running dpsw");
     // Names we are about to create must be free now (stale ones were just removed).
-    Rtnl rt;
-    for (const auto& ep : plan_.endpoints) {
-      if (ep.create_netns && netns::exists(ep.netns_name))
-        throw ConfigError(cfg_.path + ": endpoint '" + ep.name + "': namespace " + ep.netns_name + " already exists and was not created by this instance");
-      for (const auto& a : ep.attachments)
-        if (rt.ifindex(a.host_ifname))
-          throw ConfigError(cfg_.path + ": endpoint '" + ep.name + "': link " + a.host_ifname + " already exists");
-    }
+    for (const auto& ep : plan_.endpoints) check_can_create(ep, "");
 
     xdp_ = std::make_unique<XdpProgram>(opt_.bpf_object);
     Dataplane::Options dopt;
@@ -126,10 +119,9 @@ void Daemon::setup() {
       if (cfg_.uplink->gateway) dp_->arp()->want(cfg_.uplink->gateway);  // resolved by the uplink's worker right away
     }
 
-    uint32_t h = 2166136261u;  // FNV-1a of the instance name: a stable, local, unicast router MAC
-    for (char c : cfg_.sw.name) h = (h ^ uint8_t(c)) * 16777619u;
-    router_mac_ = 0x02dd00000000ULL | h;
+    router_mac_ = router_mac(cfg_.sw.name);
     if (cfg_.uplink) create_uplink();
+    check_macs(plan_);
     for (const auto& n : cfg_.networks) add_bd(n);
     sync_tunnels();
     for (const auto& ep : plan_.endpoints) create_endpoint(ep);
@@ -230,7 +222,7 @@ void Daemon::ensure_fast_tier() {
     const std::vector<int> steer = cfg_.sw.steering_cores();
     if (!steer.empty())
       for (const auto& p : punts) set_rps_cpus(p.rec.links.front(), steer);
-    ft->set_steering(steer.empty() ? 0 : std::max<uint32_t>(1, cfg_.sw.steer_above_pps / 1000));
+    ft->set_conf(steer.empty() ? 0 : std::max<uint32_t>(1, cfg_.sw.steer_above_pps / 1000), router_mac_);
   } catch (...) {
     undo();
     throw;
@@ -345,11 +337,13 @@ void Daemon::create_vhost_endpoint(const PlannedEndpoint& ep, EndpointRec& rec) 
   pr.ip = a.ip;
   pr.mtu = a.mtu;
   rec.ports.push_back(id);
+  if (!dp_->macs().add_static(pr.bd, a.mac, id))  // the application's MAC, as configured (see create_endpoint)
+    throw std::runtime_error("endpoint " + ep.name + ": no room for its MAC " + mac_to_string(a.mac) + " in the MAC table (mac_table.size)");
   LOG_INFO("endpoint %s: vhost-user %s %s on network %s (port %u)", ep.name.c_str(), ep.vhost_client ? "client of" : "server at",
            ep.vhost_socket.c_str(), a.network.c_str(), id);
 }
 
-void Daemon::create_endpoint(const PlannedEndpoint& ep) {
+void Daemon::create_endpoint(const PlannedEndpoint& ep, bool reuse_netns) {
   EndpointRec rec;
   if (ep.mode == Mode::kHost || ep.mode == Mode::kContainer) {  // nothing of its own to create
     eps_[ep.name] = std::move(rec);
@@ -362,23 +356,39 @@ void Daemon::create_endpoint(const PlannedEndpoint& ep) {
       return;
     }
     if (ep.create_netns) {
-      journal_->record("netns", ep.netns_name);
-      netns::create(ep.netns_name);
+      if (!reuse_netns) {
+        journal_->record("netns", ep.netns_name);
+        netns::create(ep.netns_name);
+      }
       rec.created_netns = true;
       rec.netns_name = ep.netns_name;
+    } else {
+      rec.netns_path = ep.netns_path;
     }
     Fd ns(netns::open_path(ep.netns_path));
+    // The fast tier delivers with bpf_redirect_peer, which needs the
+    // container end in another namespace than the host end: an endpoint in
+    // dpsw's own namespace (adopting the host's) is served by AF_XDP.
+    struct stat mine, theirs;
+    const bool own_netns = fstat(ns.fd, &theirs) == 0 && stat("/proc/self/ns/net", &mine) == 0 && mine.st_ino == theirs.st_ino &&
+                           mine.st_dev == theirs.st_dev;
     Rtnl host;
     Rtnl inside(ns.fd);
     inside.set_up("lo");
-    // Like Docker: containers on IPv4-only networks have IPv6 off (no ND/MLD chatter).
-    in_netns(ns.fd, [] {
-      sysctl_write("net/ipv6/conf/all/disable_ipv6", "1");
-      sysctl_write("net/ipv6/conf/default/disable_ipv6", "1");
+    // Like Docker: containers on IPv4-only networks have IPv6 off (no ND/MLD
+    // chatter). In a namespace dpsw adopted, what it changes is put back
+    // when the endpoint goes (the namespace may be the host's own).
+    in_netns(ns.fd, [&] {
+      for (const char* k : {"net/ipv6/conf/all/disable_ipv6", "net/ipv6/conf/default/disable_ipv6"}) {
+        if (!rec.created_netns) rec.sysctls.emplace_back(k, sysctl_read(k));
+        sysctl_write(k, "1");
+      }
     });
     bool routed = false;
     for (size_t i = 0; i < ep.attachments.size(); i++) {
       const PlannedAttachment& a = ep.attachments[i];
+      const bool fast = a.fast && !own_netns;
+      if (a.fast && own_netns) LOG_INFO("endpoint %s: in dpsw's own namespace: served by AF_XDP, not the fast tier", ep.name.c_str());
       journal_->record("link", a.host_ifname);
       host.create_veth(a.host_ifname, journal_->alias_tag() + ep.name + ":" + a.network, a.ifname, ns.fd, a.mac, a.mtu);
       rec.links.push_back(a.host_ifname);
@@ -392,7 +402,7 @@ void Daemon::create_endpoint(const PlannedEndpoint& ep) {
       // offload would arrive unfinished, so the container computes its own.
       // The fast tier keeps the container's offloads (checksum, TSO): the
       // kernel completes what it punts to dpsw.
-      if (a.fast) ensure_fast_tier();
+      if (fast) ensure_fast_tier();
       else in_netns(ns.fd, [&] { ethtool_set_tx_csum(a.ifname, false); });
       inside.set_up(a.ifname);
       // The default route: through the first network that routes (an
@@ -415,7 +425,7 @@ void Daemon::create_endpoint(const PlannedEndpoint& ep) {
       pr.ip = a.ip;
       pr.mtu = a.mtu;
       rec.ports.push_back(id);
-      if (a.fast) {
+      if (fast) {
         // No XDP here (it would turn the container's TSO off): the TC program
         // forwards between containers and punts the rest to the punt port.
         const Punt& pu = punts_[id % dp_->workers()];  // the worker that would own the port
@@ -431,16 +441,17 @@ void Daemon::create_endpoint(const PlannedEndpoint& ep) {
         xdp_->bind_socket(pr.ifindex, id, fd);
         xdp_->attach(pr.ifindex, a.host_ifname);
       }
-      // macvlan: the station is known by configuration, frames from the uplink
-      // for its MAC go straight to it (no learning, no flooding, no moves).
-      // Likewise a fast-tier endpoint: the kernel tier knows it by
-      // configuration (and carries its traffic, which dpsw then never sees
-      // to learn from), so both tiers agree on where it is.
-      if (a.driver == Driver::kMacvlan || a.fast)
-        dp_->macs().add_static(pr.bd, a.mac, id);
+      // Every endpoint's MAC is known by configuration: a static entry, never
+      // learned elsewhere, moved or aged (another port sending from it cannot
+      // take its traffic). macvlan: frames from the uplink for it go straight
+      // to it; fast tier: both tiers agree on where it is (the kernel tier
+      // carries its traffic, which dpsw then never sees to learn from).
+      if (!dp_->macs().add_static(pr.bd, a.mac, id))
+        throw std::runtime_error("endpoint " + ep.name + ": no room for its MAC " + mac_to_string(a.mac) +
+                                 " in the MAC table (mac_table.size)");
       LOG_INFO("endpoint %s: %s %s/%u on network %s via %s (port %u%s)", ep.name.c_str(), mac_to_string(a.mac).c_str(),
                ipv4_to_string(a.ip).c_str(), a.prefix_len, a.network.c_str(), a.host_ifname.c_str(), id,
-               a.fast ? ", fast tier" : "");
+               fast ? ", fast tier" : "");
     }
   } catch (...) {
     release(rec);  // not yet in any snapshot: no grace period needed
@@ -449,7 +460,7 @@ void Daemon::create_endpoint(const PlannedEndpoint& ep) {
   eps_[ep.name] = std::move(rec);
 }
 
-void Daemon::release(EndpointRec& rec) {
+void Daemon::release(EndpointRec& rec, bool keep_netns) {
   for (uint16_t id : rec.ports) {
     PortRec& pr = ports_[id];
     if (dp_) dp_->macs().flush_port(id);
@@ -467,13 +478,23 @@ void Daemon::release(EndpointRec& rec) {
   } catch (const std::exception& e) {
     LOG_ERR("removing links: %s", e.what());
   }
-  if (rec.created_netns) netns::remove(rec.netns_name);
+  if (rec.created_netns && !keep_netns) netns::remove(rec.netns_name);
+  if (!rec.sysctls.empty()) {
+    try {
+      Fd ns(netns::open_path(rec.netns_path));
+      in_netns(ns.fd, [&] {
+        for (auto it = rec.sysctls.rbegin(); it != rec.sysctls.rend(); ++it) sysctl_write(it->first, it->second);
+      });
+    } catch (const std::exception& e) {
+      LOG_ERR("restoring sysctls in %s: %s", rec.netns_path.c_str(), e.what());
+    }
+  }
   rec = EndpointRec{};
 }
 
-void Daemon::destroy_endpoint(const std::string& name) {
+std::string Daemon::destroy_endpoint(const std::string& name, bool keep_netns) {
   auto it = eps_.find(name);
-  if (it == eps_.end()) return;
+  if (it == eps_.end()) return "";
   EndpointRec rec = std::move(it->second);
   eps_.erase(it);
   // Out of the fast tier first: no frame is redirected to it any more.
@@ -483,7 +504,9 @@ void Daemon::destroy_endpoint(const std::string& name) {
   // polling or transmitting on its ports before they are closed.
   publish_snapshot();
   dp_->synchronize();
-  release(rec);
+  std::string kept = keep_netns && rec.created_netns ? rec.netns_name : "";
+  release(rec, keep_netns);
+  return kept;
 }
 
 void Daemon::publish_snapshot() {
@@ -595,15 +618,51 @@ void Daemon::publish_snapshot() {
   dp_->publish(std::move(s));
 }
 
-void Daemon::check_netns_paths(const Plan& plan, const std::vector<std::string>& endpoints) const {
-  for (const auto& ep : plan.endpoints) {
-    if (std::find(endpoints.begin(), endpoints.end(), ep.name) == endpoints.end()) continue;
-    struct stat st;
-    if (!ep.create_netns && !ep.netns_path.empty() && stat(ep.netns_path.c_str(), &st) != 0)
-      throw ConfigError("endpoint '" + ep.name + "': netns " + ep.netns_path + " does not exist");
-    if (ep.create_netns && netns::exists(ep.netns_name))
-      throw ConfigError("endpoint '" + ep.name + "': namespace " + ep.netns_name + " already exists");
+void Daemon::check_can_create(const PlannedEndpoint& ep, const std::string& replacing) const {
+  const std::string where = cfg_.path + ": endpoint '" + ep.name + "': ";
+  struct stat st;
+  if (!ep.create_netns && !ep.netns_path.empty() && stat(ep.netns_path.c_str(), &st) != 0)
+    throw ConfigError(where + "netns " + ep.netns_path + " does not exist");
+  if (ep.create_netns && ep.netns_name != replacing && netns::exists(ep.netns_name))
+    throw ConfigError(where + "namespace " + ep.netns_name + " already exists and was not created by this instance");
+  if (ep.port == PortKind::kVhost) return;
+  Rtnl rt;
+  auto it = eps_.find(ep.name);
+  for (const auto& a : ep.attachments) {
+    bool ours = it != eps_.end() && std::count(it->second.links.begin(), it->second.links.end(), a.host_ifname);
+    if (!ours && rt.ifindex(a.host_ifname)) throw ConfigError(where + "link " + a.host_ifname + " already exists");
   }
+}
+
+void Daemon::check_macs(const Plan& plan) const {
+  if (!uplink_mac_) return;
+  for (const auto& ep : plan.endpoints)
+    for (const auto& a : ep.attachments)
+      if (a.mac == uplink_mac_)
+        throw ConfigError(cfg_.path + ": endpoint '" + ep.name + "': mac " + mac_to_string(a.mac) + " is the uplink's own MAC");
+}
+
+void Daemon::apply_mtu(const std::string& network) {
+  for (const auto& ep : plan_.endpoints) {
+    auto rec = eps_.find(ep.name);
+    if (rec == eps_.end()) continue;
+    for (size_t i = 0; i < ep.attachments.size() && i < rec->second.ports.size(); i++) {
+      const PlannedAttachment& a = ep.attachments[i];
+      PortRec& pr = ports_[rec->second.ports[i]];
+      if (a.network != network || pr.mtu == a.mtu) continue;
+      pr.mtu = a.mtu;
+      if (ep.port == PortKind::kVhost) continue;  // the application sets its own
+      Rtnl host;
+      host.set_up(a.host_ifname, a.mtu);
+      Fd ns(netns::open_path(ep.netns_path));
+      Rtnl inside(ns.fd);
+      inside.set_up(a.ifname, a.mtu);
+    }
+  }
+  if (const NetworkConfig* n = cfg_.network(network))
+    for (auto& pr : ports_)
+      if (pr.vtep && pr.network == network) pr.mtu = n->mtu;
+  LOG_INFO("network %s: MTU applied in place", network.c_str());
 }
 
 const PlannedEndpoint* Daemon::planned(const std::string& name) const {
@@ -633,8 +692,14 @@ json Daemon::del_network(const std::string& name) {
   for (const auto& e : cfg_.endpoints)
     if (std::count(e.networks.begin(), e.networks.end(), name)) users += (users.empty() ? "" : ", ") + e.name;
   if (!users.empty()) throw ConfigError("network del: network '" + name + "' still has endpoints: " + users);
+  for (const auto& n : cfg_.networks)
+    if (std::count(n.allow.begin(), n.allow.end(), name))
+      throw ConfigError("network del: network '" + name + "' is in the allow list of network '" + n.name + "'; remove it there first");
+  Config next = cfg_;
+  next.networks.erase(std::find_if(next.networks.begin(), next.networks.end(), [&](auto& n) { return n.name == name; }));
+  check_config(next);  // the result must be a valid configuration
   remove_bd(name);
-  cfg_.networks.erase(std::find_if(cfg_.networks.begin(), cfg_.networks.end(), [&](auto& n) { return n.name == name; }));
+  cfg_ = std::move(next);
   LOG_INFO("network %s removed", name.c_str());
   return {{"network", name}};
 }
@@ -644,8 +709,9 @@ json Daemon::add_endpoint(const EndpointConfig& e) {
   next.endpoints.push_back(e);
   check_config(next);
   Plan np = make_plan(next, &plan_);
-  check_netns_paths(np, {e.name});
+  check_macs(np);
   const PlannedEndpoint& pe = np.endpoints.back();
+  check_can_create(pe, "");
   create_endpoint(pe);  // all or nothing
   cfg_ = std::move(next);
   plan_ = std::move(np);
@@ -683,22 +749,33 @@ json Daemon::reload() {
   for (const auto& ep : plan_.endpoints)
     if (!in(d.endpoints_changed, ep.name) && !in(d.endpoints_removed, ep.name)) keep.endpoints.push_back(ep);
   Plan np = make_plan(next, &keep);
+  check_macs(np);
   std::vector<std::string> fresh = d.endpoints_added;
   fresh.insert(fresh.end(), d.endpoints_changed.begin(), d.endpoints_changed.end());
-  {
-    // Namespaces of endpoints about to be recreated are still there: check only truly new ones.
-    std::vector<std::string> check;
-    for (auto& n : d.endpoints_added) check.push_back(n);
-    check_netns_paths(np, check);
+  // Validate everything against this machine before changing anything: a
+  // rejected reload changes nothing. A changed endpoint keeps the namespace
+  // dpsw made for it (processes inside keep their network namespace; only
+  // its interfaces are made anew).
+  std::map<std::string, std::string> reuse;  // endpoint -> its namespace, kept across the change
+  for (const auto& ep : np.endpoints) {
+    if (!in(fresh, ep.name)) continue;
+    auto old = eps_.find(ep.name);
+    std::string current = old != eps_.end() && old->second.created_netns ? old->second.netns_name : "";
+    if (!current.empty() && ep.create_netns && ep.netns_name == current) reuse[ep.name] = current;
+    check_can_create(ep, current);
   }
   json applied = {{"networks_added", d.networks_added}, {"networks_removed", d.networks_removed},
-                  {"networks_changed", d.networks_changed}, {"peers_changed", d.peers_changed}, {"endpoints_added", d.endpoints_added},
-                  {"endpoints_removed", d.endpoints_removed}, {"endpoints_changed", d.endpoints_changed}};
+                  {"networks_changed", d.networks_changed}, {"networks_updated", d.networks_updated},
+                  {"peers_changed", d.peers_changed}, {"endpoints_added", d.endpoints_added},
+                  {"endpoints_removed", d.endpoints_removed}, {"endpoints_changed", d.endpoints_changed},
+                  {"endpoints_updated", d.endpoints_updated}};
   if (d.empty()) return {{"applied", applied}, {"unchanged", true}};
 
   // Everything validated: apply. Removals (and the old halves of changes) first.
   for (const auto& n : d.endpoints_removed) destroy_endpoint(n);
-  for (const auto& n : d.endpoints_changed) destroy_endpoint(n);
+  std::vector<std::string> kept_ns;
+  for (const auto& n : d.endpoints_changed)
+    if (std::string ns = destroy_endpoint(n, reuse.count(n) > 0); !ns.empty()) kept_ns.push_back(ns);
   for (const auto& n : d.networks_removed) remove_bd(n);
   for (const auto& n : d.networks_changed) remove_bd(n);
   for (const auto& n : next.networks)
@@ -707,11 +784,13 @@ json Daemon::reload() {
   for (const auto& ep : np.endpoints) {
     if (!in(fresh, ep.name)) continue;
     try {
-      create_endpoint(ep);
+      create_endpoint(ep, reuse.count(ep.name) > 0);
     } catch (const std::exception& e) {
       failed += (failed.empty() ? "" : "; ") + ep.name + ": " + e.what();
     }
   }
+  for (const auto& ns : kept_ns)  // a namespace kept for an endpoint that could not be made again
+    if (std::none_of(eps_.begin(), eps_.end(), [&](const auto& e) { return e.second.netns_name == ns; })) netns::remove(ns);
   // What is in force now is the new config minus endpoints that failed.
   if (!failed.empty()) {
     std::erase_if(next.endpoints, [&](auto& e) { return !eps_.count(e.name); });
@@ -719,8 +798,9 @@ json Daemon::reload() {
   }
   cfg_ = std::move(next);
   plan_ = std::move(np);
+  for (const auto& n : d.networks_updated) apply_mtu(n);  // allow, internal and ip_range need only the new snapshot/plan
   sync_tunnels();  // peers added and removed; tunnels of changed networks recreated
-  publish_snapshot();
+  publish_snapshot();  // published ports, allow, internal: in place
   LOG_INFO("reload: %s", applied.dump().c_str());
   if (!failed.empty()) throw std::runtime_error("reload applied, except endpoints that could not be created: " + failed);
   return {{"applied", applied}, {"unchanged", false}};
@@ -862,7 +942,7 @@ json Daemon::show(const std::string& what, const std::vector<std::string>& args)
   auto fast_events = [&] {
     const FastTier::Events ev = fast_->events();
     return json{{"punted", ev.punted}, {"dropped_no_port", ev.no_port}, {"punt_bad_tag", ev.punt_bad_tag},
-                {"punt_no_peer", ev.punt_no_peer}, {"steered", ev.steered}};
+                {"punt_no_peer", ev.punt_no_peer}, {"steered", ev.steered}, {"dropped_bad_src_mac", ev.bad_src}};
   };
   auto port_counters = [&](uint16_t id) {
     auto t = dp_->port_totals(id);

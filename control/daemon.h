@@ -80,15 +80,27 @@ class Daemon {
   struct EndpointRec {
     bool created_netns = false;
     std::string netns_name;
+    std::string netns_path;  // an adopted namespace: where to restore `sysctls`
+    std::vector<std::pair<std::string, std::string>> sysctls;  // adopted: values dpsw changed, as they were
     std::vector<uint16_t> ports;
     std::vector<std::string> links;
   };
 
-  void create_endpoint(const PlannedEndpoint& ep);  // all or nothing
+  // All or nothing. reuse_netns: the namespace dpsw created for this endpoint
+  // is still there (a reload recreating its interfaces): keep it.
+  void create_endpoint(const PlannedEndpoint& ep, bool reuse_netns = false);
   void create_vhost_endpoint(const PlannedEndpoint& ep, EndpointRec& rec);
   uint16_t new_port_id();
-  void release(EndpointRec& rec);                     // ports must be out of the snapshot
-  void destroy_endpoint(const std::string& name);     // publish without it, grace period, release
+  void release(EndpointRec& rec, bool keep_netns = false);  // ports must be out of the snapshot
+  // Publish without it, grace period, release. keep_netns: leave the
+  // namespace dpsw created for it (returned, "" if none) for create_endpoint.
+  std::string destroy_endpoint(const std::string& name, bool keep_netns = false);
+  // Checks an endpoint's planned definition against this machine before
+  // anything changes: namespaces to adopt exist, names to create are free
+  // (`replacing`: the endpoint's current namespace, about to be reused).
+  void check_can_create(const PlannedEndpoint& ep, const std::string& replacing) const;
+  void check_macs(const Plan& plan) const;           // none is dpsw's uplink MAC
+  void apply_mtu(const std::string& network);        // in place: plan_ and cfg_ hold the new MTU
   uint16_t add_bd(const NetworkConfig& network);      // a macvlan network maps onto the uplink's segment
   void remove_bd(const std::string& network);         // after its ports are gone
   void create_uplink();
@@ -104,7 +116,6 @@ class Daemon {
   void retire_tunnels(const std::vector<uint16_t>& ids);
   uint32_t tunnel_next_hop(uint32_t vtep) const;  // the peer, or the uplink gateway when off-segment (0: none)
   void publish_snapshot();
-  void check_netns_paths(const Plan& plan, const std::vector<std::string>& endpoints) const;
   nlohmann::json show(const std::string& what, const std::vector<std::string>& args);
   nlohmann::json endpoint_json(const PlannedEndpoint& ep) const;
   const PlannedEndpoint* planned(const std::string& name) const;

@@ -1,5 +1,7 @@
 #include "control/ipam.h"
 
+#include <algorithm>
+
 namespace dpsw {
 
 Ipam::Ipam(Ipv4Prefix subnet, uint32_t gateway, std::optional<Ipv4Prefix> range)
@@ -20,16 +22,21 @@ Ipam::Reserve Ipam::reserve(uint32_t a) {
 }
 
 std::optional<uint32_t> Ipam::allocate() {
-  for (uint64_t a = lo_; a <= hi_; a++) {
+  // Everything below next_ is taken: n allocations cost O(n), not O(n^2).
+  for (uint64_t a = std::max<uint64_t>(lo_, next_); a <= hi_; a++) {
     if (!usable(uint32_t(a)) || used_[a - subnet_.network()]) continue;
     used_[a - subnet_.network()] = true;
+    next_ = a + 1;
     return uint32_t(a);
   }
+  next_ = uint64_t(hi_) + 1;
   return std::nullopt;
 }
 
 void Ipam::release(uint32_t a) {
-  if (subnet_.contains(a)) used_[a - subnet_.network()] = false;
+  if (!subnet_.contains(a)) return;
+  used_[a - subnet_.network()] = false;
+  next_ = std::min<uint64_t>(next_, a);
 }
 
 size_t Ipam::free_count() const {

@@ -27,6 +27,7 @@ class Ipam {
   uint32_t gateway_;
   uint32_t lo_, hi_;            // allocation range, inclusive
   std::vector<bool> used_;      // over the whole subnet
+  uint64_t next_ = 0;           // no free address in the range below this
 };
 
 }  // namespace dpsw

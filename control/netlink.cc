@@ -162,7 +162,6 @@ void Rtnl::create_veth(const std::string& name, const std::string& alias, const 
   if (!link) throw NetlinkError("rtnl_link_veth_alloc failed");
   rtnl_link* peer = rtnl_link_veth_get_peer(link);
   rtnl_link_set_name(link, name.c_str());
-  rtnl_link_set_ifalias(link, alias.c_str());
   rtnl_link_set_mtu(link, mtu);
   rtnl_link_set_name(peer, peer_name.c_str());
   rtnl_link_set_mtu(peer, mtu);
@@ -175,6 +174,18 @@ void Rtnl::create_veth(const std::string& name, const std::string& alias, const 
   rtnl_link_put(peer);
   rtnl_link_veth_release(link);
   if (e < 0) fail_nl("create veth " + name + " <-> " + peer_name, e);
+  // The kernel ignores IFLA_IFALIAS when it creates a link: set it on the
+  // new link (and on its peer when that stays here too).
+  set_alias(name, alias);
+  if (peer_ns_fd < 0) set_alias(peer_name, alias);
+}
+
+void Rtnl::set_alias(const std::string& name, const std::string& alias) {
+  LinkPtr cur, change;
+  if (int e = rtnl_link_get_kernel(sk_, 0, name.c_str(), &cur.p); e < 0) fail_nl("find link " + name, e);
+  change.p = rtnl_link_alloc();
+  rtnl_link_set_ifalias(change.p, alias.c_str());
+  if (int e = rtnl_link_change(sk_, cur.p, change.p, 0); e < 0) fail_nl("set alias of " + name, e);
 }
 
 void Rtnl::set_up(const std::string& name, uint32_t mtu) {
@@ -310,6 +321,13 @@ void set_rps_cpus(const std::string& ifname, const std::vector<int>& cores) {
   });
   t.join();
   if (!err.empty()) throw NetlinkError(err);
+}
+
+std::string sysctl_read(const std::string& path) {
+  std::ifstream f("/proc/sys/" + path);
+  std::string v;
+  if (!(f >> v)) throw NetlinkError("cannot read sysctl " + path);
+  return v;
 }
 
 void sysctl_write(const std::string& path, const std::string& value) {

@@ -44,6 +44,7 @@ class Rtnl {
   void create_veth(const std::string& name, const std::string& alias, const std::string& peer, int peer_ns_fd,
                    Mac peer_mac, uint32_t mtu);
   void set_up(const std::string& name, uint32_t mtu = 0);
+  void set_alias(const std::string& name, const std::string& alias);
   void add_address(const std::string& name, uint32_t ip, uint8_t prefix_len);
   void add_default_route(uint32_t gateway);
   bool delete_link(const std::string& name);  // false when it did not exist
@@ -61,5 +62,6 @@ void ethtool_set_tx_vlan(const std::string& ifname, bool on);  // 802.1Q tag ins
 // (every rx queue's rps_cpus in sysfs).
 void set_rps_cpus(const std::string& ifname, const std::vector<int>& cores);
 void sysctl_write(const std::string& path, const std::string& value);  // relative to /proc/sys
+std::string sysctl_read(const std::string& path);
 
 }  // namespace dpsw

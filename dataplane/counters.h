@@ -20,7 +20,7 @@ namespace dpsw {
 enum class Drop : uint8_t {
   kRunt,          // shorter than an Ethernet header
   kOversize,      // longer than the port's network MTU allows
-  kBadSrcMac,     // multicast/broadcast/zero source MAC
+  kBadSrcMac,     // multicast/broadcast/zero source MAC, or dpsw's own
   kSamePort,      // destination is the port it came in on (filtered)
   kNoNetwork,     // input port is not attached to a network (being removed)
   kTxFull,        // destination port's tx ring had no room

@@ -185,7 +185,7 @@ void Worker::forward(const Snapshot& s, uint16_t in_port, Packet* pkts, uint16_t
   Drop drop[kBurst];
   const BdEntry& bd = s.bds[in->bd];
   for (uint16_t i = 0; i < n; i++) {
-    stage::EthResult r = stage::eth_input(pkts[i], *in);
+    stage::EthResult r = stage::eth_input(pkts[i], *in, bd.router_mac);
     valid[i] = r.next == stage::EthNext::kL2;
     handled[i] = false;
     src[i] = r.src;

@@ -31,8 +31,10 @@ struct StatsVal {
 };
 struct ConfVal {
   uint32_t steer_per_ms, pad;
+  uint8_t router_mac[6];
+  uint16_t pad2;
 };
-static_assert(sizeof(FdbKey) == 8 && sizeof(FdbVal) == 8 && sizeof(StatsVal) == 32);
+static_assert(sizeof(FdbKey) == 8 && sizeof(FdbVal) == 8 && sizeof(StatsVal) == 32 && sizeof(ConfVal) == 16);
 
 FdbKey fdb_key(uint16_t bd, Mac mac) {
   FdbKey k{};
@@ -218,17 +220,19 @@ FastTier::PortStats FastTier::stats(uint16_t port) const {
 }
 
 FastTier::Events FastTier::events() const {
-  uint64_t out[5] = {0, 0, 0, 0, 0};
+  constexpr uint32_t kEvents = 6;  // EV_COUNT in bpf/fast_l2.bpf.c, in the same order as Events
+  uint64_t out[kEvents] = {};
   std::vector<uint64_t> v(size_t(std::max(libbpf_num_possible_cpus(), 1)));
-  for (uint32_t k = 0; k < 5; k++)
+  for (uint32_t k = 0; k < kEvents; k++)
     if (bpf_map_lookup_elem(events_map_, &k, v.data()) == 0)
       for (uint64_t x : v) out[k] += x;
-  return Events{out[0], out[1], out[2], out[3], out[4]};
+  return Events{out[0], out[1], out[2], out[3], out[4], out[5]};
 }
 
-void FastTier::set_steering(uint32_t per_ms) {
+void FastTier::set_conf(uint32_t steer_per_ms, Mac router_mac) {
   const uint32_t zero = 0;
-  const ConfVal c{per_ms, 0};
+  ConfVal c{steer_per_ms, 0, {}, 0};
+  mac_to_bytes(router_mac, c.router_mac);
   if (int e = bpf_map_update_elem(conf_map_, &zero, &c, 0)) throw bpf_error("fast tier: conf map", e);
 }
 

@@ -78,6 +78,7 @@ class FastTier {
   struct Events {
     uint64_t punted = 0, no_port = 0, punt_bad_tag = 0, punt_no_peer = 0;
     uint64_t steered = 0;  // known unicast sent to another core through a punt veth's ingress
+    uint64_t bad_src = 0;  // dropped: multicast or zero source MAC (never a station's)
   };
   Events events() const;
 
@@ -85,7 +86,8 @@ class FastTier {
   // non-TCP frames in a millisecond on one CPU has them delivered
   // through its punt veth's near end, whose RPS mask (the daemon's to set)
   // moves the receive work to another core; 0 turns steering off.
-  void set_steering(uint32_t per_ms);
+  // router_mac: dpsw's own, dropped as a container's source.
+  void set_conf(uint32_t steer_per_ms, Mac router_mac);
 
  private:
   struct PortInfo {

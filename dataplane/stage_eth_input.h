@@ -19,13 +19,16 @@ struct EthResult {
   Mac dst, src;
 };
 
-// Frames > max_frame (MTU + header, +4 for one VLAN tag) are dropped.
-inline EthResult eth_input(Packet& p, const PortEntry& in) {
+// Frames > max_frame (MTU + header, +4 for one VLAN tag) are dropped, and so
+// are frames whose source could never be a station's: multicast, zero, or
+// dpsw's own MAC on that network (`own`): learning it would send every
+// other endpoint's gateway traffic to the sender.
+inline EthResult eth_input(Packet& p, const PortEntry& in, Mac own) {
   if (p.len < kEthHdrLen) return {EthNext::kDrop, Drop::kRunt, 0, 0};
   if (p.len > in.max_frame + 4) return {EthNext::kDrop, Drop::kOversize, 0, 0};
   Mac dst = mac_from_bytes(p.data);
   Mac src = mac_from_bytes(p.data + 6);
-  if (mac_is_multicast(src) || mac_is_zero(src)) return {EthNext::kDrop, Drop::kBadSrcMac, dst, src};
+  if (mac_is_multicast(src) || mac_is_zero(src) || src == own) return {EthNext::kDrop, Drop::kBadSrcMac, dst, src};
   p.bd = in.bd;
   return {EthNext::kL2, Drop::kCount, dst, src};
 }

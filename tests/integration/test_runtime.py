@@ -107,8 +107,8 @@ def reload_applies_only_the_difference():
         d.write_config(text)
         r = d.ctl("reload")
         a = r["applied"]
-        check(a["endpoints_added"] == ["c4"] and a["endpoints_removed"] == ["c3"] and a["networks_changed"] == ["b"]
-              and a["endpoints_changed"] == [], f"reload diff: {a}")
+        check(a["endpoints_added"] == ["c4"] and a["endpoints_removed"] == ["c3"] and a["networks_updated"] == ["b"]
+              and a["networks_changed"] == [] and a["endpoints_changed"] == [], f"reload diff: {a}")
         now = {p["endpoint"]: p for p in d.ctl("show", "ports")}
         for e in ("c1", "c2"):
             same = {k: keep[e][k] for k in ("id", "name", "mac", "ip")} == {k: now[e][k] for k in ("id", "name", "mac", "ip")}

@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <cstdio>
+
 #include "control/ipam.h"
 
 namespace dpsw {
@@ -259,6 +262,20 @@ INSTANTIATE_TEST_SUITE_P(
         Bad{"switch:\n  fast_path_steering: { core: [1] }\n", "bad.yaml:2: switch.fast_path_steering.core: unknown key"},
         Bad{"switch:\n  workers: []\n", "bad.yaml:2: switch.workers: expected a non-empty list of core numbers"},
         Bad{"endpoints:\n  - name: h\n    mode: host\n    fast_path: off\n", "bad.yaml:4: endpoints[0].fast_path: not valid with mode host or container:NAME (no port of its own)"},
+        // Repeated keys are errors, at any depth (yaml-cpp would keep the first silently).
+        Bad{"switch:\n  name: a\n  name: b\n", "bad.yaml:3: switch.name: given twice (first at line 2)"},
+        Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\n    subnet: 10.9.0.0/24\n", "bad.yaml:4: networks[0].subnet: given twice (first at line 3)"},
+        Bad{"switch: {}\nswitch: {}\n", "bad.yaml:2: switch: given twice (first at line 1)"},
+        // One host port published twice by one endpoint.
+        Bad{UPLINK "networks:\n  - name: a\n    subnet: 10.0.0.0/24\nendpoints:\n  - name: e\n    networks: [a]\n    publish: [\"8080:80/tcp\", \"8080:81/tcp\"]\n",
+            "bad.yaml:11: endpoints[0].publish[1]: 8080:81/tcp overlaps 8080:80/tcp (listed earlier for the same endpoint)"},
+        Bad{UPLINK "networks:\n  - name: a\n    subnet: 10.0.0.0/24\nendpoints:\n  - name: e\n    networks: [a]\n    publish: [\"9000-9010:9000-9010/udp\"]\n  - name: f\n    networks: [a]\n    publish: [\"9005:53/udp\"]\n",
+            "bad.yaml:14: endpoints[1].publish[0]: 9005:53/udp overlaps 9000-9010:9000-9010/udp of endpoint 'e'"},
+        // Duplicate MACs: static ones (with or without a static address), and dpsw's own range.
+        Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\nendpoints:\n  - name: e\n    networks: [a]\n    mac: 02:00:00:00:00:01\n  - name: f\n    networks: [a]\n    mac: 02:00:00:00:00:01\n",
+            "bad.yaml:10: endpoints[1].mac: 02:00:00:00:00:01 is already the MAC of endpoint 'e'"},
+        Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\nendpoints:\n  - name: e\n    networks: [a]\n    mac: 02:dd:12:34:56:78\n",
+            "bad.yaml:7: endpoints[0].mac: 02:dd:12:34:56:78 is in 02:dd:00:00:00:00/16, which dpsw keeps for its own MACs"},
         // Plan-time errors name the line of the key at fault.
         Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\nendpoints:\n  - name: e\n    networks: [a]\n    ip: 10.1.0.5\n", "bad.yaml:7: endpoints[0].ip: 10.1.0.5 is not in subnet 10.0.0.0/24 of network 'a'"},
         Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\nendpoints:\n  - name: e\n    networks: [a]\n    ip: 10.0.0.1\n", "bad.yaml:7: endpoints[0].ip: 10.0.0.1 is the network, broadcast or gateway address of network 'a'"},
@@ -372,11 +389,23 @@ TEST(ConfigDiffTest, RepresentativePairs) {
   EXPECT_TRUE(d.endpoints_changed.empty());
   EXPECT_TRUE(d.networks_changed.empty());
 
-  // A network's MTU changes: the network and every endpoint on it change, others do not.
+  // A network's MTU changes: applied in place, no endpoint is recreated.
   d = diff_configs(a, parse_config(sub(kGood, "mtu: 1400", "mtu: 1300"), "c.yaml"));
+  EXPECT_EQ(d.networks_updated, std::vector<std::string>{"back"});
+  EXPECT_TRUE(d.networks_changed.empty() && d.endpoints_changed.empty());
+  EXPECT_TRUE(d.endpoints_added.empty() && d.endpoints_removed.empty());
+
+  // Its gateway changes: the network and every endpoint on it are recreated, others are not.
+  d = diff_configs(a, parse_config(sub(kGood, "gateway: 172.21.0.254", "gateway: 172.21.0.253"), "c2.yaml"));
   EXPECT_EQ(d.networks_changed, std::vector<std::string>{"back"});
   EXPECT_EQ(d.endpoints_changed, std::vector<std::string>{"api"});
-  EXPECT_TRUE(d.endpoints_added.empty() && d.endpoints_removed.empty());
+
+  // allow and internal are applied in place too; published ports change no endpoint's interfaces.
+  d = diff_configs(a, parse_config(sub(sub(kGood, "internal: true", "internal: false\n    allow: [front]"), "mac: 02:00:00:00:00:01",
+                                       "mac: 02:00:00:00:00:01\n    publish: [\"8080:80/tcp\"]") + UPLINK, "c3.yaml"));
+  EXPECT_EQ(d.networks_updated, std::vector<std::string>{"back"});
+  EXPECT_EQ(d.endpoints_updated, std::vector<std::string>{"web"});
+  EXPECT_TRUE(d.networks_changed.empty() && d.endpoints_changed.empty());
 
   // An endpoint's own definition changes (static IP).
   d = diff_configs(a, parse_config(sub(kGood, "ip: 172.20.0.10", "ip: 172.20.0.11"), "d.yaml"));
@@ -410,6 +439,83 @@ TEST(ConfigPlan, UntouchedEndpointsKeepTheirAddresses) {
   // A static address that an untouched endpoint holds is refused, not stolen.
   c2.endpoints.back() = parse_endpoint_item("{name: d, networks: [n], ip: 10.0.0.4}", "add");
   EXPECT_THROW(make_plan(c2, &p2), ConfigError);
+}
+
+TEST(ConfigPlan, GeneratedMacsAvoidStaticOnes) {
+  // e's generated MAC would be 02:42 + its address (10.0.0.2); f claims exactly that statically.
+  const char* y = "networks:\n  - name: n\n    subnet: 10.0.0.0/24\nendpoints:\n"
+                  "  - name: e\n    networks: [n]\n  - name: f\n    networks: [n]\n    mac: 02:42:0a:00:00:02\n";
+  Plan p = make_plan(parse_config(y, "m.yaml"));
+  EXPECT_EQ(mac_to_string(p.endpoints[1].attachments[0].mac), "02:42:0a:00:00:02");
+  EXPECT_NE(p.endpoints[0].attachments[0].mac, p.endpoints[1].attachments[0].mac);
+  // At run time: an endpoint added with a MAC that a running endpoint holds is refused.
+  Config c = parse_config("networks:\n  - name: n\n    subnet: 10.0.0.0/24\nendpoints:\n  - name: e\n    networks: [n]\n", "r.yaml");
+  Plan p1 = make_plan(c);
+  c.endpoints.push_back(parse_endpoint_item("{name: x, networks: [n], mac: " + mac_to_string(p1.endpoints[0].attachments[0].mac) + "}", "endpoint add"));
+  try {
+    make_plan(c, &p1);
+    FAIL() << "accepted a duplicate MAC";
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(std::string(e.what()), "endpoint add: mac: 02:42:0a:00:00:02 is already the MAC of endpoint 'e'");
+  }
+}
+
+TEST(Config, HugeInputIsRefusedBeforeParsing) {
+  std::string big = "# " + std::string(kMaxConfigBytes, 'x') + "\n";
+  try {
+    parse_config(big, "big.yaml");
+    FAIL();
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(std::string(e.what()), "big.yaml: the file is " + std::to_string(big.size()) + " bytes; dpsw reads at most 4194304 (4 MiB)");
+  }
+}
+
+// Validation and planning grow linearly with the file (they were quadratic:
+// a 10 MB file took minutes). Compares two sizes measured in the same run,
+// 8x apart: linear work takes ~8x as long, quadratic 64x. Endpoints with
+// ports are capped by kMaxPorts, so the bulk are networks and endpoints
+// without ports of their own (mode none, container:NAME).
+TEST(Config, CheckingGrowsLinearly) {
+  auto make = [](int n) {
+    std::string y = "networks:\n";
+    for (int i = 0; i < n; i++)
+      y += "  - name: n" + std::to_string(i) + "\n    subnet: 10." + std::to_string(i >> 8) + "." + std::to_string(i & 255) + ".0/24\n";
+    y += "endpoints:\n";
+    for (int i = 0; i < 300; i++) {
+      char mac[32];
+      std::snprintf(mac, sizeof mac, "02:00:00:00:%02x:%02x", i >> 8, i & 255);
+      y += "  - name: p" + std::to_string(i) + "\n    networks: [n" + std::to_string(i) + "]\n    mac: " + mac + "\n";
+    }
+    for (int i = 0; i < n; i++)
+      y += "  - name: e" + std::to_string(i) + "\n    mode: none\n  - name: c" + std::to_string(i) + "\n    mode: container:e" +
+           std::to_string(i) + "\n";
+    return y;
+  };
+  auto seconds = [&](int n) {
+    std::string y = make(n);
+    double best = 1e9;
+    for (int r = 0; r < 2; r++) {
+      auto t0 = std::chrono::steady_clock::now();
+      Config c = parse_config(y, "big.yaml");
+      Plan p = make_plan(c);
+      EXPECT_EQ(p.endpoints.size(), size_t(300 + 2 * n));
+      best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    return best;
+  };
+  double small = seconds(500), large = seconds(4000);
+  EXPECT_LT(large / small, 24.0) << "n=500: " << small << " s, n=4000: " << large << " s";
+}
+
+TEST(Config, TooManyPortsIsAConfigError) {
+  std::string y = "networks:\n  - name: n\n    subnet: 10.0.0.0/8\nendpoints:\n";
+  for (int i = 0; i < 1100; i++) y += "  - name: e" + std::to_string(i) + "\n    networks: [n]\n";
+  try {
+    parse_config(y, "many.yaml");
+    FAIL();
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("endpoints[1023].networks: too many ports"), std::string::npos) << e.what();
+  }
 }
 
 TEST(Config, MissingFileIsNamed) {

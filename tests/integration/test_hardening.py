@@ -1,0 +1,283 @@
+#!/usr/bin/env python3
+"""Hardening (issue 18): what one container, one bad file or one change must
+not do to the switch or to the other containers."""
+import json
+import os
+import signal
+import subprocess
+import time
+
+from dpswtest import DPSW, DPSWCTL, FAST, Dpsw, check, ping, scenario_main, sh, tcp_transfer_ns
+
+NETS = [{"name": "a", "subnet": "10.220.1.0/24"}, {"name": "b", "subnet": "10.220.2.0/24"}]
+EPS = [
+    {"name": "c1", "networks": ["a"], "ip": "10.220.1.11"},
+    {"name": "c2", "networks": ["a"], "ip": "10.220.1.12"},
+    {"name": "c3", "networks": ["a"], "ip": "10.220.1.13"},
+]
+
+# Sends COUNT frames DST <- SRC with the probe ethertype out of eth0.
+SEND_RAW = r"""
+import socket, sys
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind(("eth0", 0))
+dst = bytes.fromhex(sys.argv[1].replace(":", "")); src = bytes.fromhex(sys.argv[2].replace(":", ""))
+for i in range(int(sys.argv[3])):
+    s.send(dst + src + b"\x88\xb5" + b"DPSW-SPOOF-PROBE" + bytes(50))
+"""
+# Counts probe frames arriving on eth0 for SECONDS; prints "ready", then the source MACs seen.
+RECV_RAW = r"""
+import socket, sys, time
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x88b5)); s.bind(("eth0", 0)); s.settimeout(0.1)
+print("ready", flush=True)
+end = time.time() + float(sys.argv[1]); seen = []
+while time.time() < end:
+    try:
+        f = s.recv(2048)
+    except socket.timeout:
+        continue
+    if b"DPSW-SPOOF-PROBE" in f:
+        seen.append(f[6:12].hex(":"))
+print(" ".join(seen) or "-", flush=True)
+"""
+
+
+def ctl_fail(d, *args):
+    r = sh(DPSWCTL, "--socket", d.sock, *args, check_rc=False)
+    check(r.returncode != 0, f"dpswctl {' '.join(args)} should have failed: {r.stdout}")
+    return r.stderr.strip()
+
+
+def mac_of(d, ep):
+    return d.port_of(ep, "a")["mac"]
+
+
+def router_mac(d, ep, gateway):
+    ping(d, ep, gateway, count=1)
+    out = d.run(ep, "ip", "neigh", "show", gateway).stdout.split()
+    check("lladdr" in out, f"no neighbour entry for the gateway: {out}")
+    return out[out.index("lladdr") + 1]
+
+
+def own_and_foreign_macs_not_learned():
+    """A container sending from dpsw's router MAC, from another endpoint's MAC,
+    or from multicast/zero MACs takes nobody's traffic (item 3)."""
+    with Dpsw(NETS[:1], EPS) as d:
+        d.start()
+        rmac = router_mac(d, "c2", "10.220.1.1")
+        m2, m3 = mac_of(d, "c2"), mac_of(d, "c3")
+        rx = d.popen("c3", "python3", "-c", RECV_RAW, "3", stdout=subprocess.PIPE, text=True)
+        check(rx.stdout.readline().strip() == "ready", "receiver did not start")
+        before = d.counters()["ports"][d.port_of("c1", "a")["name"]]["drops"].get("bad_src_mac", 0)
+        for dst, src in (("ff:ff:ff:ff:ff:ff", rmac), (m3, rmac), ("ff:ff:ff:ff:ff:ff", m2), (m3, m2),
+                         (m3, "01:00:5e:00:00:01"), (m3, "00:00:00:00:00:00"), ("ff:ff:ff:ff:ff:ff", "00:00:00:00:00:00")):
+            d.run("c1", "python3", "-c", SEND_RAW, dst, src, "20")
+        seen = rx.communicate(timeout=20)[0].split()
+        bad = [m for m in seen if m in (rmac, "01:00:5e:00:00:01", "00:00:00:00:00:00")]
+        check(not bad, f"frames with a router, multicast or zero source MAC were delivered: {bad[:5]} ({len(bad)})")
+        macs = {m["mac"]: m for m in d.ctl("show", "mac")}
+        check(rmac not in macs, f"dpsw's router MAC was learned from a container: {macs.get(rmac)}")
+        check(macs[m2]["endpoint"] == "c2" and macs[m2]["static"], f"c2's MAC moved: {macs[m2]}")
+        check(not any(m.startswith("01:") or m == "00:00:00:00:00:00" for m in macs), f"bad MACs learned: {list(macs)}")
+        if FAST:
+            fdb = {e["mac"]: e for e in d.ctl("show", "fast")["fdb"]}
+            check(rmac not in fdb and fdb[m2]["endpoint"] == "c2", f"fast tier fdb: {fdb}")
+            ev = d.ctl("show", "fast")["events"]
+            # The kernel tier drops all five bad kinds (20 frames each) before they reach dpsw.
+            check(ev["dropped_bad_src_mac"] >= 100, f"the kernel tier did not drop bad sources: {ev}")
+        else:
+            after = d.counters()["ports"][d.port_of("c1", "a")["name"]]["drops"].get("bad_src_mac", 0)
+            check(after - before >= 100, f"bad_src_mac drops on c1's port: {before} -> {after}")
+        # Everyone else's traffic still goes where it should.
+        ping(d, "c3", "10.220.1.1")
+        ping(d, "c3", "10.220.1.12")
+        check(router_mac(d, "c3", "10.220.1.1") == rmac, "the gateway's MAC changed")
+
+
+def duplicate_mac_refused():
+    """A new endpoint may not take a running endpoint's MAC (item 4)."""
+    with Dpsw(NETS[:1], EPS[:2]) as d:
+        d.start()
+        m1 = mac_of(d, "c1")
+        err = ctl_fail(d, "endpoint", "add", "x", "--network", "a", "--mac", m1)
+        check(f"{m1} is already the MAC of endpoint 'c1'" in err, err)
+        err = ctl_fail(d, "endpoint", "add", "x", "--network", "a", "--mac", "02:dd:00:00:00:07")
+        check("dpsw keeps for its own MACs" in err, err)
+        base = open(d.cfg_path).read()
+        d.write_config(base + f"  - name: y\n    networks: [a]\n    mac: {m1}\n")
+        check("already the MAC of endpoint" in ctl_fail(d, "reload"), "reload with a duplicate MAC")
+        d.write_config(base)
+        check([e["name"] for e in d.ctl("show", "endpoints")] == ["c1", "c2"], "a refused endpoint was created")
+        macs = {m["mac"]: m for m in d.ctl("show", "mac")}
+        check(macs[m1]["endpoint"] == "c1", f"c1's MAC entry: {macs.get(m1)}")
+        ping(d, "c2", "10.220.1.11")
+
+
+def link_state(d, ep, ifname="eth0"):
+    return json.loads(d.run(ep, "ip", "-j", "link", "show", ifname).stdout)[0]
+
+
+def reload_keeps_running_containers():
+    """Reloads that publish a port, allow a network, change an unrelated
+    endpoint or a network's MTU touch no interface; one that changes the
+    container's own address makes its interface anew inside the same
+    namespace. A process started in the container keeps its network (item 8)."""
+    nets = [dict(NETS[0]), dict(NETS[1])]
+    eps = EPS[:2] + [{"name": "c4", "networks": ["b"], "ip": "10.220.2.14"}]
+    with Dpsw(nets, eps, uplink=True) as d:
+        d.start()
+        proc = d.popen("c1", "sleep", "300")
+        try:
+            time.sleep(0.3)
+            pns = f"/proc/{proc.pid}/ns/net"
+            inode = os.stat(pns).st_ino
+            check(inode == os.stat(f"/var/run/netns/{d.ns('c1')}").st_ino, "the process is not in c1's namespace")
+            idx = link_state(d, "c1")["ifindex"]
+            base = open(d.cfg_path).read()
+
+            def reload(text, want):
+                d.write_config(text)
+                a = d.ctl("reload")["applied"]
+                for k, v in want.items():
+                    check(a[k] == v, f"reload: {k} = {a[k]}, expected {v} ({a})")
+                check(os.stat(pns).st_ino == inode, "the process's namespace changed")
+                r = sh("nsenter", f"--net={pns}", "ping", "-c", "2", "-i", "0.2", "-W", "1", "10.220.1.12", check_rc=False)
+                check(r.returncode == 0, f"the process lost its network after {a}: {r.stdout}")
+
+            # 1. Publish a port.
+            text = base.replace('  - name: c1\n    networks: ["a"]\n', '  - name: c1\n    networks: ["a"]\n    publish: ["8080:80/tcp"]\n')
+            check(text != base, "config layout changed")
+            reload(text, {"endpoints_updated": ["c1"], "endpoints_changed": []})
+            check(link_state(d, "c1")["ifindex"] == idx, "publishing a port recreated c1's interface")
+            peer = tcp_transfer_ns(d.ns("out"), d.ns("c1"), Dpsw.HOST_IP, size=1 << 20, port=8080, listen_port=80)
+            check(peer == Dpsw.OUTSIDE_IP, f"published port: the container saw {peer}")
+            # 2. Allow routing a <-> b.
+            ping(d, "c1", "10.220.2.14", expect=False)
+            text = text.replace("  - name: a\n    subnet: 10.220.1.0/24\n", '  - name: a\n    subnet: 10.220.1.0/24\n    allow: ["b"]\n')
+            reload(text, {"networks_updated": ["a"], "networks_changed": [], "endpoints_changed": []})
+            ping(d, "c1", "10.220.2.14")
+            # 3. An unrelated endpoint changes; a network's MTU changes in place.
+            text = text.replace("ip: 10.220.2.14", "ip: 10.220.2.15")
+            text = text.replace("  - name: a\n    subnet: 10.220.1.0/24\n", "  - name: a\n    subnet: 10.220.1.0/24\n    mtu: 1400\n")
+            reload(text, {"endpoints_changed": ["c4"], "networks_updated": ["a"]})
+            st = link_state(d, "c1")
+            check(st["ifindex"] == idx and st["mtu"] == 1400, f"MTU not applied in place: {st}")
+            ping(d, "c1", "10.220.2.15")
+            # 4. c1's own address changes: a new interface in the same namespace.
+            text = text.replace("ip: 10.220.1.11", "ip: 10.220.1.21")
+            d.write_config(text)
+            a = d.ctl("reload")["applied"]
+            check(a["endpoints_changed"] == ["c1"], f"reload: {a}")
+            check(os.stat(pns).st_ino == inode and os.stat(f"/var/run/netns/{d.ns('c1')}").st_ino == inode,
+                  "c1's namespace was replaced")
+            addrs = sh("nsenter", f"--net={pns}", "ip", "-o", "-4", "addr", "show", "eth0").stdout
+            check("10.220.1.21/24" in addrs, f"new address not in the process's namespace: {addrs}")
+            sh("nsenter", f"--net={pns}", "ping", "-c", "2", "-i", "0.2", "-W", "1", "10.220.1.12")
+            peer = tcp_transfer_ns(d.ns("out"), d.ns("c1"), Dpsw.HOST_IP, size=1 << 20, port=8080, listen_port=80)
+            check(peer == Dpsw.OUTSIDE_IP, f"published port after the change: {peer}")
+        finally:
+            proc.kill()
+            proc.wait()
+
+
+def rejected_reload_changes_nothing():
+    """A reload whose new definition cannot be created is refused before
+    anything is destroyed (item 9); `network del` of a network another one
+    allows is refused (item 10)."""
+    nets = [dict(NETS[0], allow=["b"]), dict(NETS[1])]
+    with Dpsw(nets, EPS[:2]) as d:
+        d.start()
+        ping(d, "c1", "10.220.1.12", count=1)
+        inode = os.stat(f"/var/run/netns/{d.ns('c1')}").st_ino
+        idx = link_state(d, "c1")["ifindex"]
+        base = open(d.cfg_path).read()
+        d.write_config(base.replace('  - name: c1\n    networks: ["a"]\n', '  - name: c1\n    networks: ["a"]\n    netns: /nonexistent/ns\n'))
+        err = ctl_fail(d, "reload")
+        check("netns /nonexistent/ns does not exist" in err, err)
+        check(os.stat(f"/var/run/netns/{d.ns('c1')}").st_ino == inode and link_state(d, "c1")["ifindex"] == idx,
+              "a rejected reload touched c1")
+        d.write_config(base)
+        ping(d, "c2", "10.220.1.11")
+        err = ctl_fail(d, "network", "del", "b")
+        check("is in the allow list of network 'a'" in err, err)
+        # Nothing dangles: later changes still work.
+        d.ctl("network", "add", "n", "--subnet", "10.220.9.0/24")
+        d.ctl("endpoint", "add", "x", "--network", "n")
+        check(d.ctl("reload")["applied"]["endpoints_removed"] == ["x"], "reload after the refused delete")
+        check([n["name"] for n in d.ctl("show", "networks")] == ["a", "b"], "networks after reload")
+
+
+def adopted_namespace_restored():
+    """dpsw adopting the namespace it runs in (a real host's /proc/1/ns/net)
+    puts back the sysctls it changed there when it stops (item 12)."""
+    with Dpsw(NETS[:1], EPS[:1]) as d:
+        host = d.ns("host")  # our prefix: cleanup covers it
+        sh("ip", "netns", "add", host)
+        sh("ip", "-n", host, "link", "set", "lo", "up")
+        before = sh("ip", "netns", "exec", host, "sysctl", "-n", "net.ipv6.conf.all.disable_ipv6",
+                    "net.ipv6.conf.default.disable_ipv6").stdout.split()
+        check(before == ["0", "0"], f"a new namespace should have IPv6 on: {before}")
+        d.netns = host
+        d.write_config(open(d.cfg_path).read() + f"  - name: self\n    networks: [a]\n    netns: /var/run/netns/{host}\n")
+        d.start()
+        ip = d.port_of("self", "a")["ip"]
+        r = sh("ip", "netns", "exec", d.ns("c1"), "ping", "-c", "2", "-i", "0.2", "-W", "1", ip, check_rc=False)
+        check(r.returncode == 0, f"adopted endpoint unreachable: {r.stdout}")
+        check(d.stop() == 0, "stop failed")
+        after = sh("ip", "netns", "exec", host, "sysctl", "-n", "net.ipv6.conf.all.disable_ipv6",
+                   "net.ipv6.conf.default.disable_ipv6").stdout.split()
+        check(after == before, f"sysctls not restored in the adopted namespace: {before} -> {after}")
+
+
+def stale_links_found_by_alias():
+    """Every link dpsw creates carries the alias dpsw:<instance>:...; a
+    restart after kill -9 finds stale links by it even without the journal
+    (item 13)."""
+    with Dpsw(NETS[:1], EPS[:2]) as d:
+        d.start()
+        ns, links = d.leftovers()
+        for l in links:
+            out = sh("ip", "-d", "link", "show", l.split()[0]).stdout
+            check(f"alias dpsw:{d.name}:" in out, f"link {l} has no dpsw alias:\n{out}")
+        d.stop(signal.SIGKILL)
+        # Lose the journal; remove the namespaces by hand (that takes their veths).
+        os.unlink(os.path.join(d.dir, f"{d.name}.state"))
+        for n in ns:
+            sh("ip", "netns", "del", n)
+        deadline = time.time() + 5  # the kernel frees a namespace (and its veths) asynchronously
+        while time.time() < deadline and len(d.leftovers()[1]) > (2 if FAST else 0):
+            time.sleep(0.1)
+        left = d.leftovers()[1]
+        check(len(left) == (2 if FAST else 0), f"expected the punt veth pair to remain: {left}")
+        d.start()
+        check(f"removed {len(left) // 2}" in d.read_log() or not left, "stale links were not removed by their alias:\n" + d.read_log())
+        ping(d, "c1", "10.220.1.12")
+
+
+def huge_and_repeated_configs_refused():
+    """A 10 MB file is refused at once with a clear error; a key given twice
+    is an error, not silently the first value (items 7 and 15)."""
+    d = Dpsw(NETS[:1], EPS[:1])
+    try:
+        big = os.path.join(d.dir, "big.yaml")
+        with open(big, "w") as f:
+            f.write("networks:\n  - name: a\n    subnet: 10.0.0.0/8\nendpoints:\n")
+            i = 0
+            while f.tell() < 10 << 20:
+                f.write(f"  - name: e{i}\n    networks: [a]\n")
+                i += 1
+        r = sh(DPSW, "--config", big, "--check", check_rc=False, timeout=60)
+        check(r.returncode == 2 and "bytes; dpsw reads at most 4194304 (4 MiB)" in r.stderr, f"rc={r.returncode} {r.stderr}")
+        dup = os.path.join(d.dir, "dup.yaml")
+        with open(dup, "w") as f:
+            f.write(open(d.cfg_path).read().replace("  - name: a\n", "  - name: a\n    subnet: 10.9.9.0/24\n", 1))
+        r = sh(DPSW, "--config", dup, "--check", check_rc=False)
+        check(r.returncode == 2 and "networks[0].subnet: given twice (first at line" in r.stderr, f"rc={r.returncode} {r.stderr}")
+    finally:
+        d.cleanup()
+
+
+if __name__ == "__main__":
+    scenario_main({f.__name__: f for f in (own_and_foreign_macs_not_learned, duplicate_mac_refused,
+                                          reload_keeps_running_containers, rejected_reload_changes_nothing,
+                                          adopted_namespace_restored, stale_links_found_by_alias,
+                                          huge_and_repeated_configs_refused)})
