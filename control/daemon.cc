@@ -175,7 +175,7 @@ void Daemon::create_uplink() {
 
 void Daemon::ensure_fast_tier() {
   if (fast_) return;
-  auto ft = std::make_unique<FastTier>(opt_.fast_object);
+  auto ft = std::make_unique<FastTier>(opt_.fast_object, cfg_.sw.mac_table_size + kMaxPorts);
   std::vector<Punt> punts(dp_->workers());
   auto undo = [&] {
     for (auto& p : punts) release(p.rec);
@@ -234,10 +234,18 @@ void Daemon::ensure_fast_tier() {
 void Daemon::sync_fast_macs() {
   if (!fast_) return;
   std::map<std::pair<uint16_t, Mac>, uint16_t> learned;
+  // Established entries only: a flood of random source MACs churns tentative
+  // entries in the MAC table and never reaches the kernel map.
   dp_->macs().for_each([&](const MacTable::Entry& e) {
-    if (e.port < ports_.size() && ports_[e.port].fast && ports_[e.port].bd == e.bd) learned[{e.bd, e.mac}] = e.port;
+    if (e.established && !e.is_static && e.port < ports_.size() && ports_[e.port].fast && ports_[e.port].bd == e.bd)
+      learned[{e.bd, e.mac}] = e.port;
   });
   fast_->sync_learned(learned);
+  if (uint64_t r = fast_->fdb_refused(); r != fast_refused_reported_) {
+    LOG_WARN("fast tier: fdb map full (%u entries): %llu learned MACs left to the punted path", fast_->fdb_capacity(),
+             (unsigned long long)r);
+    fast_refused_reported_ = r;
+  }
 }
 
 void Daemon::remove_bd(const std::string& network) {
@@ -594,6 +602,9 @@ void Daemon::publish_snapshot() {
       pe.bd = pr.bd;
       pe.owner = uint16_t(id % dp_->workers());  // stable: a port never changes worker
       pe.max_frame = pr.mtu + kEthHdrLen;
+      pe.endpoint = true;
+      const NetworkConfig* net = cfg_.network(pr.network);
+      pe.learn = !(net && net->driver == Driver::kMacvlan);
       s->bds[pr.bd].ports.push_back(id);
       if (pr.fast) {  // received and sent through its worker's punt port (id % workers, as above)
         pe.fast = true;
@@ -1080,6 +1091,8 @@ json Daemon::show(const std::string& what, const std::vector<std::string>& args)
     if (fast_) {
       fast = fast_events();
       fast["fdb_entries"] = fast_->fdb_size();
+      fast["fdb_capacity"] = fast_->fdb_capacity();
+      fast["fdb_refused"] = fast_->fdb_refused();
     }
     return {{"ports", ports}, {"workers", workers}, {"dpdk", dpdk}, {"conntrack", conntrack},
             {"mac_table", {{"entries", dp_->macs().count()}, {"capacity", dp_->macs().capacity()}}},

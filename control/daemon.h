@@ -144,6 +144,7 @@ class Daemon {
   Mac uplink_mac_ = 0;        // answers for the uplink address
   Mac router_mac_ = 0;        // answers for bridge networks' gateways
   uint64_t ct_full_reported_ = 0;  // conntrack refusals already logged
+  uint64_t fast_refused_reported_ = 0;  // fast-tier fdb refusals already logged
   uint32_t ct_full_logged_ms_ = 0;
 };
 

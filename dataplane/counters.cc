@@ -25,6 +25,7 @@ std::string_view drop_reason_name(Drop d) {
     case Drop::kTooBig: return "too_big";
     case Drop::kSplitHorizon: return "split_horizon";
     case Drop::kPuntTag: return "punt_tag";
+    case Drop::kArpSpoof: return "arp_spoof";
     case Drop::kCount: break;
   }
   return "?";

@@ -39,6 +39,7 @@ enum class Drop : uint8_t {
   kTooBig,        // encapsulated, the frame would exceed the underlay MTU (IPv4 with DF: ICMP sent back)
   kSplitHorizon,  // from one tunnel towards another (peers form a full mesh: never relayed)
   kPuntTag,       // on the punt port: no 802.1Q tag naming a fast-tier port (see fast_port.h)
+  kArpSpoof,      // an endpoint announced dpsw's own address in ARP
   kCount
 };
 constexpr size_t kDropReasons = size_t(Drop::kCount);

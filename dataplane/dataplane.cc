@@ -185,7 +185,7 @@ void Worker::forward(const Snapshot& s, uint16_t in_port, Packet* pkts, uint16_t
   Drop drop[kBurst];
   const BdEntry& bd = s.bds[in->bd];
   for (uint16_t i = 0; i < n; i++) {
-    stage::EthResult r = stage::eth_input(pkts[i], *in, bd.router_mac);
+    stage::EthResult r = stage::eth_input(pkts[i], *in, bd);
     valid[i] = r.next == stage::EthNext::kL2;
     handled[i] = false;
     src[i] = r.src;
@@ -226,7 +226,7 @@ void Worker::forward(const Snapshot& s, uint16_t in_port, Packet* pkts, uint16_t
 
   stage::FwdNext next[kBurst];
   uint16_t out[kBurst];
-  stage::l2_fwd(dp_.macs_, in->bd, in_port, now, n, valid, handled, src, dst, next, out, drop, wc);
+  stage::l2_fwd(dp_.macs_, in->bd, in_port, in->learn, now, n, valid, handled, src, dst, next, out, drop, wc);
 
   // Split horizon: what came from a tunnel never goes back into one.
   const bool from_tunnel = in->vtep != 0;

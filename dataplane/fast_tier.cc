@@ -52,8 +52,12 @@ bpf_tc_hook ingress_hook(int ifindex) {
 }
 }  // namespace
 
-FastTier::FastTier(const std::string& path) {
-  obj_ = load_bpf_object(path);
+FastTier::FastTier(const std::string& path, uint32_t fdb_entries) : fdb_capacity_(fdb_entries) {
+  obj_ = load_bpf_object(path, [&](bpf_object* o) {
+    bpf_map* fdb = bpf_object__find_map_by_name(o, "dpsw_fast_fdb");
+    if (!fdb) throw std::runtime_error(path + ": no map dpsw_fast_fdb");
+    if (int e = bpf_map__set_max_entries(fdb, fdb_entries)) throw bpf_error("fast tier: sizing the fdb map", e);
+  });
   auto prog = [&](const char* name) {
     bpf_program* p = bpf_object__find_program_by_name(obj_, name);
     return p ? bpf_program__fd(p) : -1;
@@ -175,6 +179,7 @@ void FastTier::sync_learned(const std::map<std::pair<uint16_t, Mac>, uint16_t>& 
     try {
       add_mac(key.first, key.second, port, false);
     } catch (const std::exception&) {  // map full: the frames are punted, still delivered
+      refused_++;
     }
   }
 }

@@ -33,7 +33,10 @@ namespace dpsw {
 class FastTier {
  public:
   // Loads the object; throws std::runtime_error naming the file on failure.
-  explicit FastTier(const std::string& object_path);
+  // fdb_entries: the kernel fdb map's size. The daemon makes it the MAC
+  // table's size (every learned MAC) plus room for every port's own MAC, so
+  // learning can never crowd out an endpoint.
+  FastTier(const std::string& object_path, uint32_t fdb_entries);
   ~FastTier();  // detaches every program it attached
   FastTier(const FastTier&) = delete;
   FastTier& operator=(const FastTier&) = delete;
@@ -56,6 +59,8 @@ class FastTier {
   // installs new ones, moves changed ones, removes the rest (planned stay).
   void sync_learned(const std::map<std::pair<uint16_t, Mac>, uint16_t>& learned);
   size_t fdb_size() const { return fdb_.size(); }
+  uint32_t fdb_capacity() const { return fdb_capacity_; }
+  uint64_t fdb_refused() const { return refused_; }  // learned MACs the full map refused (their frames are punted)
   bool has_mac(uint16_t bd, Mac mac) const { return fdb_.count({bd, mac}) != 0; }
   bool is_planned(uint16_t bd, Mac mac) const {
     auto it = fdb_.find({bd, mac});
@@ -105,6 +110,8 @@ class FastTier {
   bpf_object* obj_ = nullptr;
   int ingress_fd_ = -1, punt_fd_ = -1;
   int ports_map_ = -1, peer_map_ = -1, fdb_map_ = -1, stats_map_ = -1, events_map_ = -1, conf_map_ = -1;
+  uint32_t fdb_capacity_ = 0;
+  uint64_t refused_ = 0;
   std::map<uint16_t, PortInfo> ports_;
   std::map<std::pair<uint16_t, Mac>, FdbEntry> fdb_;  // what the kernel map holds
   std::set<int> attached_;                            // ifindexes with our clsact hook

@@ -7,6 +7,7 @@
 
 #include "dataplane/packet.h"
 
+#include "dataplane/clock.h"
 #include "dataplane/hash.h"
 
 namespace dpsw {
@@ -242,6 +243,25 @@ bool MacTable::add_static(uint16_t bd, Mac mac, uint16_t port) {
       if (k == key) eb = b, ew = w;
       if (!eb && k == 0) eb = b, ew = w;
     }
+  // No free slot: a configured station outranks anything learned, so the
+  // two buckets cannot be filled ahead of it (e.g. by frames whose source
+  // MACs were chosen to hash there). Evict a tentative entry first, else
+  // the least recently seen learned one; it is relearned elsewhere (until
+  // then its frames are flooded). Only 14 static entries refuse it.
+  if (!eb) {
+    uint32_t best = 0;
+    bool best_tentative = false;
+    const uint32_t now = now_ms();
+    for (Bucket* b : bs)
+      for (int w = 0; w < kWays; w++) {
+        uint64_t v = b->val[w].load(std::memory_order_relaxed);  // relaxed: under bucket lock
+        if (val_static(v)) continue;
+        bool tentative = !val_est(v);
+        uint32_t age = age_of(now, val_ts(v));
+        if (!eb || (tentative && !best_tentative) || (tentative == best_tentative && age >= best))
+          eb = b, ew = w, best = age, best_tentative = tentative;
+      }
+  }
   bool ok = false;
   if (eb) {
     if (eb->key[ew].load(std::memory_order_relaxed) == 0) count_.fetch_add(1, std::memory_order_relaxed);  // relaxed: bound only

@@ -30,6 +30,8 @@ struct PortEntry {
   // tagged with its id; `owner` is that punt port's owner.
   bool fast = false;
   bool punt = false;  // a punt port of the fast tier: in no network, frames enter as their tag's port
+  bool endpoint = false;  // an endpoint's port: may not announce dpsw's own address (eth_input)
+  bool learn = true;      // false: its frames teach the MAC table nothing (macvlan: the kernel's does not learn either)
 };
 
 // Where a decapsulated frame enters: (vni << 32 | remote VTEP) -> tunnel port.

@@ -14,7 +14,8 @@ enum class FwdNext : uint8_t { kUnicast, kFlood, kDrop };
 // src/dst: MACs from eth_input; valid[i] false for frames already dropped;
 // handled[i] true for frames an earlier stage consumed (learned from, not
 // forwarded). Writes next[i] and out_port[i] for valid, unhandled frames.
-inline void l2_fwd(MacTable& table, uint16_t bd, uint16_t in_port, uint32_t now, uint16_t n,
+// learn false: the port's stations are known by configuration (macvlan).
+inline void l2_fwd(MacTable& table, uint16_t bd, uint16_t in_port, bool learn, uint32_t now, uint16_t n,
                    const bool* valid, const bool* handled, const Mac* src, const Mac* dst, FwdNext* next,
                    uint16_t* out_port, Drop* drop, WorkerCounters& wc) {
   // Learn each source once per burst (a burst from one port usually holds
@@ -22,7 +23,7 @@ inline void l2_fwd(MacTable& table, uint16_t bd, uint16_t in_port, uint32_t now,
   constexpr int kSeen = 8;
   Mac seen[kSeen];
   int nseen = 0;
-  for (uint16_t i = 0; i < n; i++) {
+  for (uint16_t i = 0; i < n && learn; i++) {
     if (!valid[i]) continue;
     bool dup = false;
     for (int j = 0; j < nseen; j++) dup |= seen[j] == src[i];

@@ -126,6 +126,9 @@ def entries_follow_endpoints():
         px = d.port_of("x", "a")
         extra = "02:77:00:00:00:01"  # a second station behind x (a nested bridge, a VM)
         d.run("x", "python3", "-c", SEND_RAW, "ff:ff:ff:ff:ff:ff", extra, "3")
+        time.sleep(1.5)  # a MAC seen once is tentative: never pushed to the kernel tier...
+        check(not any(e["mac"] == extra for e in d.ctl("show", "fast")["fdb"]), "a tentative MAC was installed in the kernel fdb")
+        d.run("x", "python3", "-c", SEND_RAW, "ff:ff:ff:ff:ff:ff", extra, "3")  # ...seen again later, it is confirmed
         deadline = time.time() + 5
         fdb = []
         while time.time() < deadline:
@@ -155,6 +158,40 @@ def entries_follow_endpoints():
         keys = {":".join(f"{b:02x}" for b in e["formatted"]["key"]["mac"]) for e in dump}
         check(keys == {d.port_of("c1", "a")["mac"], d.port_of("c2", "a")["mac"]}, f"bpftool shows {dump}")
         check(len(f["fdb"]) == 2, f"only c1's and c2's MACs should remain: {f['fdb']}")
+
+
+# Sends COUNT broadcast frames from random source MACs (a MAC flood).
+SEND_RANDOM_SOURCES = r"""
+import os, socket, sys
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind(("eth0", 0))
+for i in range(int(sys.argv[1])):
+    src = bytes([0x06]) + os.urandom(5)
+    s.send(b"\xff" * 6 + src + b"\x88\xb5" + bytes(50))
+"""
+
+
+def mac_flood_cannot_fill_the_kernel_fdb():
+    """One container flooding random source MACs (each seen once: tentative)
+    never reaches the kernel tier's fdb map, which is sized from the MAC
+    table plus room for every port's own MAC: endpoints can still be added
+    (issue 19, item 5)."""
+    with Dpsw(NETS[:1], EPS[:2]) as d:  # mac_table.size 4096 (dpswtest)
+        d.start()
+        d.run("c1", "python3", "-c", SEND_RANDOM_SOURCES, "30000", timeout=120)
+        time.sleep(0.6)  # two maintenance ticks
+        c = d.counters()["fast_tier"]
+        check(c["fdb_capacity"] == 4096 + 1024, f"fdb map size: {c}")
+        check(c["fdb_entries"] == 2 and c["fdb_refused"] == 0, f"flooded MACs reached the kernel fdb: {c}")
+        check(d.counters()["mac_table"]["entries"] <= 4096, "MAC table over its bound")
+        for i in range(3):
+            d.ctl("endpoint", "add", f"n{i}", "--network", "a")
+        ping(d, "n2", "10.220.1.11")
+        check(len(bpf_fdb_of(d)) == 5, f"kernel fdb: {bpf_fdb_of(d)}")
+
+
+def bpf_fdb_of(d):
+    """Our instance's fdb as the kernel holds it (dpsw's own view: `show fast`)."""
+    return d.ctl("show", "fast")["fdb"]
 
 
 def flood(d, src, dst, dst_ip, rate, seconds=1.0):
@@ -208,4 +245,5 @@ def steering_spreads_floods_only():
 
 if __name__ == "__main__":
     scenario_main({f.__name__: f for f in (unknown_and_broadcast_reach_userspace, known_unicast_in_kernel_counted_exactly,
-                                          entries_follow_endpoints, steering_spreads_floods_only)})
+                                          entries_follow_endpoints, steering_spreads_floods_only,
+                                          mac_flood_cannot_fill_the_kernel_fdb)})

@@ -253,6 +253,55 @@ def stale_links_found_by_alias():
         ping(d, "c1", "10.220.1.12")
 
 
+# A gratuitous ARP (request) announcing IP from the sender's own MAC, out of eth0.
+SEND_GARP = r"""
+import socket, sys
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind(("eth0", 0))
+mac = s.getsockname()[4]; ip = socket.inet_aton(sys.argv[1])
+arp = b"\x00\x01\x08\x00\x06\x04\x00\x01" + mac + ip + bytes(6) + ip
+for i in range(5):
+    s.send(b"\xff" * 6 + mac + b"\x08\x06" + arp + bytes(18))
+"""
+
+
+def macvlan_endpoint_cannot_take_others_traffic():
+    """A macvlan endpoint sending from the outside gateway's MAC or the
+    uplink's own MAC, or announcing the host address, takes nobody's
+    traffic: nothing is learned from macvlan ports, dpsw's own MAC is never
+    a source, and endpoints may not announce dpsw's addresses (issue 19,
+    items 1 and 8)."""
+    nets = [{"name": "lan", "driver": "macvlan", "subnet": "198.51.100.0/24"}]
+    eps = [{"name": "m1", "networks": ["lan"], "ip": "198.51.100.20"}, {"name": "m2", "networks": ["lan"], "ip": "198.51.100.21"}]
+    with Dpsw(nets, eps, uplink=True) as d:
+        d.start()
+        ping(d, "m2", Dpsw.OUTSIDE_IP, count=1)
+        gw_mac = json.loads(sh("ip", "-n", d.ns("out"), "-j", "link", "show", "eth0").stdout)[0]["address"]
+        up_mac = open(f"/sys/class/net/{d.uplink_if}/address").read().strip()
+        m2_mac = mac_of_net(d, "m2", "lan")
+        for src in (gw_mac, up_mac):
+            d.run("m1", "python3", "-c", SEND_RAW, "ff:ff:ff:ff:ff:ff", src, "20")
+            d.run("m1", "python3", "-c", SEND_RAW, m2_mac, src, "20")
+        d.run("m1", "python3", "-c", SEND_GARP, Dpsw.HOST_IP)
+        time.sleep(0.6)  # past a maintenance tick: whatever was learned is in the kernel tier too
+        macs = {m["mac"]: m for m in d.ctl("show", "mac", "lan")}
+        check(macs.get(gw_mac, {}).get("endpoint", "") == "", f"the gateway's MAC was learned behind an endpoint: {macs.get(gw_mac)}")
+        check(up_mac not in macs, f"the uplink's MAC was learned: {macs.get(up_mac)}")
+        if FAST:
+            fdb = {e["mac"] for e in d.ctl("show", "fast")["fdb"]}
+            check(gw_mac not in fdb and up_mac not in fdb, f"kernel fdb: {fdb}")
+        drops = d.port_of("m1", "lan")["counters"]["drops"]
+        check(drops.get("arp_spoof", 0) >= 5, f"the gratuitous ARP for the host address was not refused: {drops}")
+        neigh = sh("ip", "-n", d.ns("out"), "neigh", "show", Dpsw.HOST_IP).stdout
+        check(up_mac in neigh, f"the outside lost the host address: {neigh}")
+        ping(d, "m2", Dpsw.OUTSIDE_IP)
+        ping(d, "m2", Dpsw.HOST_IP)
+        ping(d, "out", Dpsw.HOST_IP)
+
+
+def mac_of_net(d, ep, net):
+    return d.port_of(ep, net)["mac"]
+
+
 def huge_and_repeated_configs_refused():
     """A 10 MB file is refused at once with a clear error; a key given twice
     is an error, not silently the first value (items 7 and 15)."""
@@ -280,4 +329,4 @@ if __name__ == "__main__":
     scenario_main({f.__name__: f for f in (own_and_foreign_macs_not_learned, duplicate_mac_refused,
                                           reload_keeps_running_containers, rejected_reload_changes_nothing,
                                           adopted_namespace_restored, stale_links_found_by_alias,
-                                          huge_and_repeated_configs_refused)})
+                                          huge_and_repeated_configs_refused, macvlan_endpoint_cannot_take_others_traffic)})

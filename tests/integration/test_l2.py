@@ -126,6 +126,8 @@ def mac_aging():
 
         for round_ in ("learned", "relearned"):
             d.run("c1", "python3", "-c", SEND_RAW, "ff:ff:ff:ff:ff:ff", extra, "2")
+            time.sleep(1.2)  # seen again a second later: confirmed (only then in the kernel tier)
+            d.run("c1", "python3", "-c", SEND_RAW, "ff:ff:ff:ff:ff:ff", extra, "2")
             deadline = time.time() + 3
             while time.time() < deadline and not all(where()):
                 time.sleep(0.1)

@@ -6,6 +6,7 @@
 #include <random>
 #include <thread>
 
+#include "dataplane/hash.h"
 #include "dataplane/packet.h"
 #include "frames.h"
 
@@ -224,6 +225,34 @@ TEST(MacTableStatic, NeverAgedMovedOrEvicted) {
   EXPECT_EQ(statics, 1u);
   EXPECT_EQ(t.flush_port(4), 1u);  // removed with its port
   EXPECT_EQ(t.lookup(0, test::station(1)), kInvalidPort);
+}
+
+// Source MACs chosen to hash into a configured station's two buckets fill
+// them before the station is added (issue 19: "a few precomputed frames"):
+// the static entry still goes in, evicting a learned one.
+TEST(MacTableStatic, PrecomputedFloodCannotKeepAStationOut) {
+  MacTable t(opts(1000));  // 256 buckets (see MacTable::MacTable)
+  const uint64_t mask = 255;
+  const Mac victim = test::station(7);
+  auto buckets = [&](Mac m) {
+    uint64_t h = mix64(MacTable::make_key(0, m));
+    uint64_t a = h & mask, b = (h >> 32) & mask;
+    if (a == b) b = (b ^ 1) & mask;
+    return std::pair{std::min(a, b), std::max(a, b)};
+  };
+  const auto target = buckets(victim);
+  int placed = 0;
+  for (Mac m = 0x060000000000ULL; placed < 14; m++)
+    if (buckets(m) == target && m != victim) {
+      ASSERT_EQ(t.learn(0, m, 3, 0), MacTable::Learn::kInserted);
+      ASSERT_EQ(t.learn(0, m, 3, 2000), MacTable::Learn::kRefreshed);  // established
+      placed++;
+    }
+  ASSERT_EQ(t.learn(0, victim, 5, 2000), MacTable::Learn::kFull);  // both buckets hold 14 established entries
+  ASSERT_TRUE(t.add_static(0, victim, 5));
+  EXPECT_EQ(t.lookup(0, victim), 5);
+  EXPECT_EQ(t.learn(0, victim, 3, 3000), MacTable::Learn::kKnown);  // and nobody moves it
+  EXPECT_EQ(t.lookup(0, victim), 5);
 }
 
 }  // namespace
