@@ -590,10 +590,15 @@ void check_config(const Config& cfg) {
     if (net.driver == Driver::kOverlay) {
       if (!cfg.uplink)
         throw ConfigError(net.src.where("driver") + "driver overlay needs an uplink (its address is the local VXLAN tunnel endpoint)");
-      for (size_t j = 0; j < net.peers.size(); j++)
+      for (size_t j = 0; j < net.peers.size(); j++) {
         if (net.peers[j] == cfg.uplink->address.addr)
           throw ConfigError(net.src.where("peers[" + std::to_string(j) + "]") + ipv4_to_string(net.peers[j]) +
                             " is this host's own uplink address (list the other hosts)");
+        if (net.peers[j] == cfg.uplink->address.network() || net.peers[j] == cfg.uplink->address.broadcast())
+          throw ConfigError(net.src.where("peers[" + std::to_string(j) + "]") + ipv4_to_string(net.peers[j]) + " is the " +
+                            (net.peers[j] == cfg.uplink->address.network() ? "network" : "broadcast") + " address of the uplink's segment " +
+                            prefix_to_string({cfg.uplink->address.network(), cfg.uplink->address.len}));
+      }
       if (!cfg.uplink->gateway)
         for (size_t j = 0; j < net.peers.size(); j++)
           if (!cfg.uplink->address.contains(net.peers[j]))

@@ -227,5 +227,37 @@ def dpsw_to_kernel():
         ping(da, "a1", "10.10.0.31", count=2)  # the other overlay never noticed
 
 
+SEND_RAW = r"""
+import socket, sys
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind(("eth0", 0))
+dst = bytes.fromhex(sys.argv[1].replace(":", "")); src = bytes.fromhex(sys.argv[2].replace(":", ""))
+for i in range(int(sys.argv[3])):
+    s.send(dst + src + b"\x88\xb5" + bytes(50))
+"""
+
+
+def remote_cannot_claim_local_macs():
+    """Frames decapsulated from a peer whose source is a local endpoint's MAC
+    (anyone on the underlay can send them) never move that MAC into the
+    tunnel: every configured endpoint MAC is static (issue 19, item 3)."""
+    A, C = UNDERLAY.format(11), UNDERLAY.format(13)
+    with Fabric() as f, \
+            f.dpsw_host("a", 11, [{"name": "ov1", "driver": "overlay", "vni": 42, "subnet": "10.10.0.0/24", "peers": [C]}],
+                        [{"name": "a1", "networks": ["ov1"], "ip": "10.10.0.11"},
+                         {"name": "a2", "networks": ["ov1"], "ip": "10.10.0.12"}], core=1) as da:
+        host, ctr = f.kernel_host("c", 13, 42, [A], "10.10.0.31")
+        da.start()
+        ping(da, "a1", "10.10.0.31", count=1)
+        a1 = attachment(da, "a1", "ov1")
+        for dst in ("ff:ff:ff:ff:ff:ff", attachment(da, "a2", "ov1")["mac"]):
+            sh("ip", "netns", "exec", ctr, "python3", "-c", SEND_RAW, dst, a1["mac"], "20")
+        time.sleep(0.3)
+        macs = mac_entries(da, "ov1")
+        check(macs.get(a1["mac"]) == a1["host_ifname"], f"a1's MAC moved: {macs}")
+        ping(da, "a2", "10.10.0.11")
+        ping(da, "a1", "10.10.0.31", count=1)
+
+
 if __name__ == "__main__":
-    scenario_main({"dpsw_to_dpsw": dpsw_to_dpsw, "dpsw_to_kernel": dpsw_to_kernel})
+    scenario_main({"dpsw_to_dpsw": dpsw_to_dpsw, "dpsw_to_kernel": dpsw_to_kernel,
+                   "remote_cannot_claim_local_macs": remote_cannot_claim_local_macs})

@@ -262,6 +262,10 @@ INSTANTIATE_TEST_SUITE_P(
         Bad{"switch:\n  fast_path_steering: { core: [1] }\n", "bad.yaml:2: switch.fast_path_steering.core: unknown key"},
         Bad{"switch:\n  workers: []\n", "bad.yaml:2: switch.workers: expected a non-empty list of core numbers"},
         Bad{"endpoints:\n  - name: h\n    mode: host\n    fast_path: off\n", "bad.yaml:4: endpoints[0].fast_path: not valid with mode host or container:NAME (no port of its own)"},
+        Bad{UPLINK "networks:\n  - name: o\n    driver: overlay\n    vni: 7\n    subnet: 10.0.0.0/24\n    peers: [198.51.100.255]\n",
+            "bad.yaml:10: networks[0].peers[0]: 198.51.100.255 is the broadcast address of the uplink's segment 198.51.100.0/24"},
+        Bad{UPLINK "networks:\n  - name: o\n    driver: overlay\n    vni: 7\n    subnet: 10.0.0.0/24\n    peers: [198.51.100.0]\n",
+            "bad.yaml:10: networks[0].peers[0]: 198.51.100.0 is the network address of the uplink's segment 198.51.100.0/24"},
         // Repeated keys are errors, at any depth (yaml-cpp would keep the first silently).
         Bad{"switch:\n  name: a\n  name: b\n", "bad.yaml:3: switch.name: given twice (first at line 2)"},
         Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\n    subnet: 10.9.0.0/24\n", "bad.yaml:4: networks[0].subnet: given twice (first at line 3)"},
