@@ -26,6 +26,7 @@ std::string_view drop_reason_name(Drop d) {
     case Drop::kSplitHorizon: return "split_horizon";
     case Drop::kPuntTag: return "punt_tag";
     case Drop::kArpSpoof: return "arp_spoof";
+    case Drop::kVxlanFragment: return "vxlan_fragment";
     case Drop::kCount: break;
   }
   return "?";

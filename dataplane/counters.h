@@ -40,6 +40,7 @@ enum class Drop : uint8_t {
   kSplitHorizon,  // from one tunnel towards another (peers form a full mesh: never relayed)
   kPuntTag,       // on the punt port: no 802.1Q tag naming a fast-tier port (see fast_port.h)
   kArpSpoof,      // an endpoint announced dpsw's own address in ARP
+  kVxlanFragment, // an outer-fragmented VXLAN packet (first fragment; not reassembled)
   kCount
 };
 constexpr size_t kDropReasons = size_t(Drop::kCount);

@@ -4,7 +4,7 @@
 // re-enters the pipeline as a frame received on the tunnel port of its
 // (VNI, outer source address); every other frame continues unchanged.
 // Exits: kNotVxlan (ordinary uplink traffic), kTunnel (inner frame and tunnel
-// port set), kDrop (vxlan_bad, vxlan_vni, vxlan_peer).
+// port set), kDrop (vxlan_bad, vxlan_fragment, vxlan_vni, vxlan_peer).
 //
 // The inner Packet points into the outer frame's buffer (no copy); it is
 // valid as long as the outer frame, i.e. until the uplink's release().
@@ -47,7 +47,10 @@ inline VxlanInNext vxlan_input(const Packet& p, const Snapshot& s, Packet* inner
       break;
     case VxlanDecap::kNotVxlan:
       return VxlanInNext::kNotVxlan;
-    default:  // truncated, bad outer IPv4, fragment, I flag clear
+    case VxlanDecap::kFragment:  // a peer fragmented the outer packet: not reassembled (README "Overlay networks")
+      *drop = Drop::kVxlanFragment;
+      return VxlanInNext::kDrop;
+    default:  // truncated, bad outer IPv4, I flag clear
       *drop = Drop::kVxlanBad;
       return VxlanInNext::kDrop;
   }
