@@ -983,7 +983,7 @@ json Daemon::show(const std::string& what, const std::vector<std::string>& args)
       json p;
       if (pr.vtep) {  // a VXLAN tunnel: "up" once its next hop is resolved
         const uint32_t nh = tunnel_next_hop(pr.vtep);
-        const Mac m = nh ? dp_->arp()->lookup(nh) : 0;
+        const Mac m = nh ? dp_->arp()->peek(nh) : 0;
         p = {{"id", id}, {"name", pr.host_ifname}, {"kind", "vxlan"}, {"endpoint", ""}, {"network", pr.network},
              {"ifname", ""}, {"mac", m ? mac_to_string(m) : "unresolved"}, {"ip", ipv4_to_string(pr.vtep)},
              {"vni", pr.vni}, {"worker", "-"}, {"link", m ? "up" : "down"}, {"link_changes", 0}};

@@ -316,9 +316,10 @@ unsigned Worker::poll_once() {
   return moved;
 }
 
-void Worker::send_arp_requests(const Snapshot& s, uint32_t) {
+void Worker::send_arp_requests(const Snapshot& s, uint32_t now) {
   Packet pkts[32];
   unsigned n = 0;
+  dp_.arp_->tick(now);
   dp_.arp_->for_each_wanted([&](uint32_t ip) {
     if (n == 32) return;
     arp_request(arp_buf_[n], s.l3.uplink_mac, s.l3.uplink_ip, ip);

@@ -4,6 +4,7 @@ underlay segment (198.51.100.0/24, a kernel bridge in its own namespace).
 A dpsw host runs `dpsw --netns HOST` with the host's underlay link as its
 uplink; a kernel host is built the way one builds VXLAN by hand (vxlan
 device + bridge + a container namespace behind it)."""
+import json
 import secrets
 import subprocess
 import time
@@ -258,6 +259,41 @@ def remote_cannot_claim_local_macs():
         ping(da, "a1", "10.10.0.31", count=1)
 
 
+def peer_mac_change_followed():
+    """dpsw re-validates its uplink neighbours: a peer whose underlay MAC
+    changed is reached again within seconds (the kernel's neighbour states
+    take ~5 s), and a peer that stops answering takes its tunnel's link down
+    (issue 19, item 6)."""
+    A, C = UNDERLAY.format(11), UNDERLAY.format(13)
+    with Fabric() as f, \
+            f.dpsw_host("a", 11, [{"name": "ov1", "driver": "overlay", "vni": 42, "subnet": "10.10.0.0/24", "peers": [C]}],
+                        [{"name": "a1", "networks": ["ov1"], "ip": "10.10.0.11"}], core=1) as da:
+        host, ctr = f.kernel_host("c", 13, 42, [A], "10.10.0.31")
+        da.start()
+        ping(da, "a1", "10.10.0.31", count=2)
+        # The kernel host never asks for dpsw's address again (a permanent
+        # entry), so only dpsw's own re-validation can find its new MAC.
+        a_mac = json.loads(sh("ip", "-n", f"{f.p}-a", "-j", "link", "show", "up0").stdout)[0]["address"]
+        sh("ip", "-n", host, "neigh", "replace", A, "lladdr", a_mac, "nud", "permanent", "dev", "up0")
+        sh("ip", "-n", host, "link", "set", "up0", "address", "02:00:00:00:0c:13")
+        t0 = time.time()
+        while time.time() - t0 < 15:
+            if da.run("a1", "ping", "-c", "1", "-W", "1", "10.10.0.31", check_rc=False).returncode == 0:
+                break
+        took = time.time() - t0
+        check(took < 12, f"the peer's new MAC was not followed ({took:.1f} s)")
+        print(f"reached the peer again {took:.1f} s after its MAC changed")
+        tunnel = f"vxlan:42:{C}"
+        state = lambda: next(p for p in da.ctl("show", "ports") if p["name"] == tunnel)
+        check(state()["link"] == "up" and state()["mac"] == "02:00:00:00:0c:13", f"tunnel: {state()}")
+        sh("ip", "-n", host, "link", "set", "up0", "down")
+        t0 = time.time()
+        while time.time() - t0 < 15 and state()["link"] == "up":
+            da.run("a1", "ping", "-c", "1", "-W", "1", "10.10.0.31", check_rc=False)
+        check(state()["link"] == "down", f"the tunnel to a silent peer stays up: {state()}")
+
+
 if __name__ == "__main__":
     scenario_main({"dpsw_to_dpsw": dpsw_to_dpsw, "dpsw_to_kernel": dpsw_to_kernel,
-                   "remote_cannot_claim_local_macs": remote_cannot_claim_local_macs})
+                   "remote_cannot_claim_local_macs": remote_cannot_claim_local_macs,
+                   "peer_mac_change_followed": peer_mac_change_followed})
