@@ -10,44 +10,45 @@
 #include <stdexcept>
 
 #include "control/log.h"
+#include "control/socket_path.h"
 
 namespace dpsw {
 
 CtlServer::CtlServer(std::string path, Handler h) : path_(std::move(path)), handler_(std::move(h)) {
-  sockaddr_un addr{};
-  if (path_.size() >= sizeof addr.sun_path) throw std::runtime_error("control socket path too long: " + path_);
   auto slash = path_.rfind('/');
   if (slash != std::string::npos && slash > 0) mkdir(path_.substr(0, slash).c_str(), 0755);
-  fd_ = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (fd_ < 0) throw std::runtime_error("control socket: " + std::string(std::strerror(errno)));
-  addr.sun_family = AF_UNIX;
-  std::strcpy(addr.sun_path, path_.c_str());
-  if (in_use(path_)) {
-    close(fd_);
-    fd_ = -1;
-    throw std::runtime_error("control socket " + path_ + " is in use by another running dpsw (set switch.control_socket)");
+  switch (check_socket_path(path_, "control socket")) {  // throws unless absent or a socket
+    case SocketPathState::kLive:
+      throw std::runtime_error("control socket " + path_ + " is in use by another running dpsw (set switch.control_socket)");
+    case SocketPathState::kStale:
+      unlink(path_.c_str());
+      break;
+    case SocketPathState::kAbsent:
+      break;
   }
-  unlink(path_.c_str());
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path_.c_str(), path_.size());  // length checked above
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) throw std::runtime_error("control socket: " + std::string(std::strerror(errno)));
   mode_t old = umask(0077);
-  int r = bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  int r = bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
   umask(old);
-  if (r < 0 || listen(fd_, 16) < 0) {
+  if (r < 0 || listen(fd, 16) < 0) {
     int e = errno;
-    close(fd_);
+    close(fd);
     throw std::runtime_error("control socket " + path_ + ": " + std::strerror(e));
   }
+  fd_ = fd;  // bound: the path is ours from here on
   chmod(path_.c_str(), 0600);
 }
 
 bool CtlServer::in_use(const std::string& path) {
-  sockaddr_un addr{};
-  if (path.size() >= sizeof addr.sun_path) return false;
-  addr.sun_family = AF_UNIX;
-  std::strcpy(addr.sun_path, path.c_str());
-  int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  bool live = probe >= 0 && connect(probe, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
-  if (probe >= 0) close(probe);
-  return live;
+  try {
+    return check_socket_path(path, "socket") == SocketPathState::kLive;
+  } catch (const std::exception&) {
+    return false;  // not a socket at all: nobody answers on it
+  }
 }
 
 CtlServer::~CtlServer() {

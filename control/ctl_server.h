@@ -18,7 +18,9 @@ constexpr int kCtlProtocolVersion = 1;
 class CtlServer {
  public:
   using Handler = std::function<nlohmann::json(const nlohmann::json& request)>;
-  CtlServer(std::string path, Handler h);  // throws if the socket cannot be created
+  // Throws std::runtime_error if the socket cannot be created, if the path is
+  // taken by a live socket or is not a socket at all (check_socket_path()).
+  CtlServer(std::string path, Handler h);
   ~CtlServer();
   int fd() const { return fd_; }
   // A socket someone answers on belongs to a live daemon (perhaps an instance

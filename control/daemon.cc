@@ -15,6 +15,7 @@
 #include "control/ctl_server.h"
 #include "control/log.h"
 #include "control/netlink.h"
+#include "control/socket_path.h"
 #include "dataplane/clock.h"
 #include "dataplane/dpdk_env.h"
 #include "dataplane/fast_port.h"
@@ -43,7 +44,17 @@ const char* mode_name(Mode m) {
 }
 }  // namespace
 
+// Only an absent path or a socket may be there (a live one is refused by setup(): `dpsw --check` of a running config passes).
+static SocketPathState control_socket_state(const Config& cfg) {
+  try {
+    return check_socket_path(cfg.sw.control_socket, "switch.control_socket");
+  } catch (const std::runtime_error& e) {
+    throw ConfigError(cfg.path + ": " + e.what());
+  }
+}
+
 void preflight(const Config& cfg, const Plan& plan, const DaemonOptions& opt) {
+  control_socket_state(cfg);
   cpu_set_t allowed;
   sched_getaffinity(0, sizeof allowed, &allowed);
   auto check_cores = [&](const std::vector<int>& cores, const std::string& key) {
@@ -91,7 +102,7 @@ void Daemon::setup() {
   if (int n = journal_->recover()) LOG_WARN("removed %d namespaces/links left by an earlier run of '%s'", n, cfg_.sw.name.c_str());
 
   try {
-    if (CtlServer::in_use(cfg_.sw.control_socket))
+    if (control_socket_state(cfg_) == SocketPathState::kLive)
       throw ConfigError(cfg_.path + ": switch.control_socket: " + cfg_.sw.control_socket + " is in use by another running dpsw");
     // Names we are about to create must be free now (stale ones were just removed).
     Rtnl rt;
