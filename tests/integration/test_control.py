@@ -1,17 +1,149 @@
 #!/usr/bin/env python3
-"""The control socket and dpswctl against broken input (issue 18): a
-control_socket path that is not a socket is refused, dpswctl reports every
-failure with a message."""
+"""The control socket and dpswctl against hostile or broken input (issue 18):
+no request ends dpsw or holds up its control loop, a control_socket path that
+is not a socket is refused, dpswctl reports every failure with a message."""
+import json
 import os
+import signal
 import socket
 import subprocess
 import threading
 import time
 
-from dpswtest import DPSW, DPSWCTL, Dpsw, check, scenario_main, sh
+from dpswtest import DPSW, DPSWCTL, Dpsw, TestFailure, check, ping, scenario_main, sh
 
 NETS = [{"name": "front", "subnet": "10.201.7.0/24"}]
 EPS = [{"name": "w1", "networks": ["front"]}, {"name": "w2", "networks": ["front"]}]
+
+
+def raw(sock, data, shut=False, timeout=20):
+    """One exchange over the control socket with bytes of our choosing; returns the answer, decoded strictly."""
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(timeout)
+    s.connect(sock)
+    try:
+        s.sendall(data)
+        if shut:
+            s.shutdown(socket.SHUT_WR)
+        out = b""
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            out += b
+    finally:
+        s.close()
+    check(out.endswith(b"\n") and out.count(b"\n") == 1, f"answer is not one line: {out[:300]!r}")
+    return json.loads(out.decode("utf-8"))  # strict: the answer must be valid UTF-8
+
+
+def expect_error(resp, needle):
+    check(resp.get("ok") is False and needle in resp.get("error", ""), f"expected an error with '{needle}': {resp}")
+
+
+def alive(d, what):
+    check(d.proc.poll() is None, f"dpsw exited ({d.proc.returncode}) after {what}:\n{d.read_log()[-3000:]}")
+    ns = sh("ip", "netns", "list").stdout
+    check(d.ns("w1") in ns and d.ns("w2") in ns, f"namespaces gone after {what}: {ns}")
+
+
+def hostile_requests_keep_dpsw_alive():
+    with Dpsw(NETS, EPS) as d:
+        d.start()
+        w2 = d.port_of("w2", "front")["ip"]
+        ping(d, "w1", w2, count=2)
+        # Invalid UTF-8, in a string and outside one: the parser's error quotes the bytes.
+        expect_error(raw(d.sock, b'{"v":1,"cmd":"show","args":["po\xffrts"]}\n'), "not valid JSON")
+        alive(d, "an invalid UTF-8 byte in a string")
+        expect_error(raw(d.sock, b'{"v":1,\xe9"cmd":"show"}\n'), "not valid JSON")
+        expect_error(raw(d.sock, b'\xc3\x28\n'), "not valid JSON")
+        alive(d, "invalid UTF-8 outside strings")
+        # The realistic trigger: reload of a config saved with one Latin-1 character; the error quotes it.
+        good = open(d.cfg_path, "rb").read()
+        with open(d.cfg_path, "wb") as f:
+            f.write(good.replace(b"  - name: w2\n", b"  - name: w2\n    caf\xe9: 1\n"))
+        r = subprocess.run([DPSWCTL, "--socket", d.sock, "reload"], capture_output=True, timeout=60)
+        check(r.returncode == 1 and b"caf\xef\xbf\xbd" in r.stderr, f"reload of a Latin-1 config: rc={r.returncode} {r.stderr!r}")
+        alive(d, "reload of a Latin-1 config")
+        with open(d.cfg_path, "wb") as f:
+            f.write(good)
+        # 100,000 levels of nesting (a spec of objects, ~600 KB, crashed the serialisation of `spec`; arrays, ~200 KB),
+        # a 2 MiB line, NUL bytes, a truncated request at EOF.
+        deep = 100000
+        expect_error(raw(d.sock, b'{"v":1,"cmd":"endpoint","args":["add"],"spec":' + b'{"a":' * deep + b"1" + b"}" * deep + b"}\n"),
+                     "nested too deeply (more than 64 levels")
+        expect_error(raw(d.sock, b'{"v":1,"cmd":"network","args":["add"],"spec":' + b"[" * deep + b"]" * deep + b"}\n"),
+                     "nested too deeply (more than 64 levels")
+        expect_error(raw(d.sock, b"[" * deep + b"\n"), "nested too deeply")
+        alive(d, "a request nested 100,000 deep")
+        expect_error(raw(d.sock, b"x" * (2 << 20) + b"\n"), "request too large (2097152 bytes, limit 1048576)")
+        expect_error(raw(d.sock, b'{"v":1,"cmd":"sh\x00ow"}\n'), "not valid JSON")
+        expect_error(raw(d.sock, b'{"v":1,"cmd":"show","args":["po', shut=True), "not valid JSON")
+        expect_error(raw(d.sock, b'{"v":1,"cmd":7}\n'), '"cmd" must be a string')
+        expect_error(raw(d.sock, b'{"v":1,"cmd":"show","args":[1]}\n'), '"args" must be a list of strings')
+        alive(d, "huge, NUL and truncated requests")
+        # Still forwarding and still answering; a clean shutdown leaves nothing.
+        ping(d, "w1", w2, count=2)
+        check(len(d.ports()) == 2, "ports changed")
+        check(raw(d.sock, b'{"v":1,"cmd":"show","args":["endpoints"]}\n')["ok"], "a normal request failed")
+        check(d.stop() == 0, "dpsw did not exit cleanly")
+        check(d.leftovers() == ([], []), f"leftovers: {d.leftovers()}")
+
+
+def dribble(sock, stop, result):
+    """A slow client: one byte of a valid request every 0.8 s; records what it got back."""
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(sock)
+    s.settimeout(60)
+    try:
+        for b in b'{"v":1,"cmd":"show","args":["ports"]}\n':
+            if stop.is_set():
+                break
+            s.send(bytes([b]))
+            time.sleep(0.8)
+    except OSError:
+        pass  # cut off by the server
+    try:
+        result.append(s.recv(65536))
+    except OSError as e:
+        result.append(repr(e).encode())
+    s.close()
+
+
+def slow_client_blocks_nobody():
+    with Dpsw(NETS, EPS) as d:
+        d.start()
+        stop, got = threading.Event(), []
+        t = threading.Thread(target=dribble, args=(d.sock, stop, got))
+        t.start()
+        try:
+            time.sleep(0.5)
+            # Meanwhile, others are answered (well within their timeout: the old server held them for ~30 s).
+            for _ in range(3):
+                try:
+                    r = sh(DPSWCTL, "--socket", d.sock, "--timeout", "3", "show", "ports", check_rc=False, timeout=20)
+                except subprocess.TimeoutExpired:
+                    raise TestFailure("show ports got no answer within 20 s while a client dribbles")
+                check(r.returncode == 0 and "ENDPOINT" in r.stdout, f"show ports while a client dribbles: {r.returncode} {r.stderr}")
+            t.join(20)
+            check(not t.is_alive(), "the slow client was never cut off")
+            check(got and b"request timed out" in got[0], f"the slow client got: {got}")
+        finally:
+            stop.set()
+            t.join()
+        # Ageing and signals are not held up either: SIGTERM during a dribble shuts down at once and cleanly.
+        stop, got = threading.Event(), []
+        t = threading.Thread(target=dribble, args=(d.sock, stop, got))
+        t.start()
+        try:
+            time.sleep(2)
+            t0 = time.time()
+            check(d.stop(signal.SIGTERM, timeout=5) == 0, "dpsw did not exit cleanly")
+            check(time.time() - t0 < 5, "SIGTERM waited for the slow client")
+        finally:
+            stop.set()
+            t.join()
+        check(d.leftovers() == ([], []), f"leftovers after SIGTERM: {d.leftovers()}")
 
 
 def control_socket_not_a_socket():
@@ -121,4 +253,5 @@ def dpswctl_errors():
 
 
 if __name__ == "__main__":
-    scenario_main({f.__name__: f for f in (control_socket_not_a_socket, dpswctl_errors)})
+    scenario_main({f.__name__: f for f in (hostile_requests_keep_dpsw_alive, slow_client_blocks_nobody,
+                                          control_socket_not_a_socket, dpswctl_errors)})
