@@ -264,6 +264,8 @@ void CtlServer::expire(int64_t now) {
   for (auto& [fd, c] : clients_) {
     if (c.fd < 0 || c.deadline_ms > now) continue;
     if (c.state != Client::State::kWriting) {
+      read_client(c);  // its line may have come while a long request (reload) held the loop
+      if (c.fd < 0 || c.state == Client::State::kWriting) continue;
       LOG_DEBUG("control socket: a client sent no complete request within %d ms; closed", limits_.deadline_ms);
       const std::string msg = error_reply("request timed out: no complete line within " + std::to_string(limits_.deadline_ms) + " ms");
       (void)!send(c.fd, msg.data(), msg.size(), MSG_DONTWAIT | MSG_NOSIGNAL);  // best effort

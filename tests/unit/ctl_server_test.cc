@@ -48,6 +48,10 @@ json handler(const json& req) {
   if (cmd == "latin1") return {{"path", "/tmp/caf\xe9"}};
   if (cmd == "big") return std::string(1 << 20, 'x');  // more than a socket buffer holds
   if (cmd == "throw_int") throw 42;
+  if (cmd == "sleep") {  // a long request, like a reload
+    std::this_thread::sleep_for(std::chrono::milliseconds(req.value("ms", 0)));
+    return "slept";
+  }
   throw std::runtime_error("unknown command '" + cmd + "'");
 }
 
@@ -292,6 +296,22 @@ TEST(CtlServer, SlowClientsBlockNobody) {
     send_all(fd, R"({"v":1,"cmd":"big"})" "\n");
     close(fd);
   }
+  expect_echo_works(s.sock);
+}
+
+TEST(CtlServer, LongRequestDoesNotExpireClientsThatSentMeanwhile) {
+  CtlServer::Limits l;
+  l.deadline_ms = 1000;
+  Server s(l);
+  int waiting = connect_to(s.sock);  // accepted before the long request
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  std::thread slow([&] { EXPECT_TRUE(json::parse(talk(s.sock, R"({"v":1,"cmd":"sleep","ms":2000})" "\n"))["ok"].get<bool>()); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the handler runs; the deadline passes during it
+  ASSERT_TRUE(send_all(waiting, R"({"v":1,"cmd":"echo","args":["late"]})" "\n"));
+  json j = json::parse(read_all(waiting));
+  close(waiting);
+  slow.join();
+  EXPECT_TRUE(j["ok"].get<bool>()) << j;
   expect_echo_works(s.sock);
 }
 
