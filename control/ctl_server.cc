@@ -164,6 +164,7 @@ void CtlServer::poll_once(int timeout_ms) {
 }
 
 void CtlServer::accept_clients() {
+  std::erase_if(clients_, [](const auto& kv) { return kv.second.fd < 0; });  // closed ones do not count
   for (int i = 0; i < 64; i++) {  // bounded: a flood of connections cannot hold the loop
     int fd = accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (fd < 0) return;
