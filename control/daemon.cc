@@ -15,6 +15,7 @@
 #include "control/ctl_server.h"
 #include "control/log.h"
 #include "control/netlink.h"
+#include "control/socket_path.h"
 #include "dataplane/clock.h"
 #include "dataplane/dpdk_env.h"
 #include "dataplane/fast_port.h"
@@ -43,7 +44,17 @@ const char* mode_name(Mode m) {
 }
 }  // namespace
 
+// Only an absent path or a socket may be there (a live one is refused by setup(): `dpsw --check` of a running config passes).
+static SocketPathState control_socket_state(const Config& cfg) {
+  try {
+    return check_socket_path(cfg.sw.control_socket, "switch.control_socket");
+  } catch (const std::runtime_error& e) {
+    throw ConfigError(cfg.path + ": " + e.what());
+  }
+}
+
 void preflight(const Config& cfg, const Plan& plan, const DaemonOptions& opt) {
+  control_socket_state(cfg);
   cpu_set_t allowed;
   sched_getaffinity(0, sizeof allowed, &allowed);
   auto check_cores = [&](const std::vector<int>& cores, const std::string& key) {
@@ -91,7 +102,7 @@ void Daemon::setup() {
   if (int n = journal_->recover()) LOG_WARN("removed %d namespaces/links left by an earlier run of '%s'", n, cfg_.sw.name.c_str());
 
   try {
-    if (CtlServer::in_use(cfg_.sw.control_socket))
+    if (control_socket_state(cfg_) == SocketPathState::kLive)
       throw ConfigError(cfg_.path + ": switch.control_socket: " + cfg_.sw.control_socket + " is in use by another running dpsw");
     // Names we are about to create must be free now (stale ones were just removed).
     for (const auto& ep : plan_.endpoints) check_can_create(ep, "");
@@ -831,9 +842,12 @@ int Daemon::run() {
   LOG_INFO("ready: %zu ports, %zu networks, %u workers on cores [%s], control socket %s", ports_.size(),
            cfg_.networks.size(), dp_->workers(), cores.c_str(), cfg_.sw.control_socket.c_str());
   uint32_t last_maint = now_ms();
+  std::vector<pollfd> fds;
   for (;;) {
-    pollfd fds[2] = {{sfd.fd, POLLIN, 0}, {ctl_->fd(), POLLIN, 0}};
-    int r = poll(fds, 2, 200);
+    fds.assign({{sfd.fd, POLLIN, 0}});
+    ctl_->fill_pollfds(fds);  // control clients never block this loop: ageing and signals keep their pace
+    const int ctl_wait = ctl_->next_timeout_ms();
+    int r = poll(fds.data(), fds.size(), ctl_wait >= 0 ? std::min(ctl_wait, 200) : 200);
     if (r < 0 && errno != EINTR) break;
     if (fds[0].revents & POLLIN) {
       signalfd_siginfo si;
@@ -842,7 +856,7 @@ int Daemon::run() {
         break;
       }
     }
-    if (fds[1].revents & POLLIN) ctl_->on_readable();
+    ctl_->on_events(fds.data() + 1, r > 0 ? fds.size() - 1 : 0);
     uint32_t now = now_ms();
     if (now - last_maint >= 250) {
       dp_->maintain(now, cfg_.sw.mac_aging_s * 1000);
@@ -901,9 +915,14 @@ void Daemon::teardown() {
 }
 
 json Daemon::handle(const json& req) {
-  std::string cmd = req.value("cmd", "");
-  std::vector<std::string> args;
-  if (req.contains("args")) args = req["args"].get<std::vector<std::string>>();
+  // The request was parsed from the client's line (bounded in size and depth by CtlServer): check its shape first.
+  if (!req.contains("cmd") || !req["cmd"].is_string()) throw std::runtime_error("request: \"cmd\" must be a string (e.g. \"show\")");
+  const json no_args = json::array();
+  const json& jargs = req.contains("args") ? req["args"] : no_args;
+  if (!jargs.is_array() || !std::all_of(jargs.begin(), jargs.end(), [](const json& a) { return a.is_string(); }))
+    throw std::runtime_error("request: \"args\" must be a list of strings");
+  std::string cmd = req["cmd"].get<std::string>();
+  std::vector<std::string> args = jargs.get<std::vector<std::string>>();
   std::string verb = args.empty() ? "" : args[0];
   auto spec = [&] {
     if (!req.contains("spec") || !req["spec"].is_object()) throw ConfigError(cmd + " " + verb + ": needs a spec (the same keys as in the config file)");

@@ -1,9 +1,14 @@
 // dpswctl: command-line client of a running dpsw (control socket protocol v1).
+#include <poll.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cmath>
 #include <boost/program_options.hpp>
 #include <cstdio>
 #include <cstring>
@@ -125,12 +130,63 @@ static void print_human(const std::string& what, const json& r) {
   }
 }
 
+static bool valid_utf8(const std::string& s) {
+  for (size_t i = 0; i < s.size();) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
+    if (len == 0 || i + len > s.size()) return false;
+    uint32_t cp = len == 1 ? c : c & (0x7f >> len);
+    for (size_t k = 1; k < len; k++) {
+      const unsigned char cc = static_cast<unsigned char>(s[i + k]);
+      if ((cc & 0xc0) != 0x80) return false;
+      cp = (cp << 6) | (cc & 0x3f);
+    }
+    static const uint32_t kMin[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < kMin[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return false;  // overlong, too big, surrogate
+    i += len;
+  }
+  return true;
+}
+
+static double now_s() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return double(ts.tv_sec) + ts.tv_nsec / 1e9;
+}
+
+// Waits for `events` on fd until `deadline` (monotonic seconds). False on expiry.
+static bool wait_for(int fd, short events, double deadline) {
+  for (;;) {
+    const double left = deadline - now_s();
+    if (left <= 0) return false;
+    pollfd p{fd, events, 0};
+    const int r = poll(&p, 1, int(std::ceil(std::min(left, 1e6) * 1000)));
+    if (r > 0) return true;
+    if (r < 0 && errno != EINTR) return true;  // let the read/write report the error
+  }
+}
+
+static int run(int argc, char** argv);
+
 int main(int argc, char** argv) {
+  signal(SIGPIPE, SIG_IGN);  // a daemon that closes early is an error we report, not a silent death
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "dpswctl: %s\n", e.what());
+  } catch (...) {
+    std::fprintf(stderr, "dpswctl: unexpected error\n");
+  }
+  return 1;
+}
+
+static int run(int argc, char** argv) {
   std::string sock = "/run/dpsw/dpsw.sock";
+  double timeout_s = 30;
   std::vector<std::string> words;
   po::options_description desc(
       "dpswctl - control a running dpsw\n\n"
-      "Usage: dpswctl [--socket PATH] [--json] COMMAND\n\n"
+      "Usage: dpswctl [--socket PATH] [--json] [--timeout S] COMMAND\n\n"
       "Commands:\n"
       "  show ports | networks | endpoints | mac [NETWORK] | fast | conntrack | counters\n"
       "  network add NAME --subnet CIDR [--gateway IP] [--ip-range CIDR] [--mtu N] [--internal] [--driver bridge|macvlan|overlay]\n"
@@ -144,7 +200,8 @@ int main(int argc, char** argv) {
       "  version\n"
       "The --flags of add are the keys of the config file (ip_range may be written --ip-range).\n\nOptions");
   desc.add_options()("help,h", "show this help")("socket,s", po::value(&sock), "control socket (default /run/dpsw/dpsw.sock)")(
-      "json", "print the daemon's JSON answer (for scripts)");
+      "json", "print the daemon's JSON answer (for scripts)")(
+      "timeout", po::value(&timeout_s), "seconds to wait for the daemon's answer (default 30; reload can take a while)");
   po::variables_map vm;
   try {
     // Unknown --flags belong to `add` (config keys): keep them, in order, with the words.
@@ -156,6 +213,18 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "dpswctl: %s\n", e.what());
     return 2;
   }
+  if (!(timeout_s > 0 && timeout_s <= 1e6)) {
+    std::fprintf(stderr, "dpswctl: --timeout: expected seconds > 0\n");
+    return 2;
+  }
+  // What goes into the JSON request must be UTF-8 (--socket may be any path).
+  for (const auto& w : words)
+    if (!valid_utf8(w)) {
+      int i = 1;
+      while (i < argc && w != argv[i]) i++;
+      std::fprintf(stderr, "dpswctl: argument %d is not valid UTF-8\n", i);
+      return 2;
+    }
   if (vm.count("help") || words.empty()) {
     std::cout << desc << "\n";
     return words.empty() && !vm.count("help") ? 2 : 0;
@@ -176,6 +245,7 @@ int main(int argc, char** argv) {
         return 2;
       }
       k = k.substr(2);
+      const std::string flag = k.substr(0, k.find('='));
       std::string v;
       if (auto eq = k.find('='); eq != std::string::npos) {
         v = k.substr(eq + 1);
@@ -189,6 +259,18 @@ int main(int argc, char** argv) {
         return 2;
       }
       std::replace(k.begin(), k.end(), '-', '_');
+      if (k == "name") {  // the spec's name is the positional NAME
+        if (v != words[2]) {
+          std::fprintf(stderr, "dpswctl: --name '%s' differs from the NAME argument '%s' (give the name once, as NAME)\n",
+                       v.c_str(), words[2].c_str());
+          return 2;
+        }
+        continue;
+      }
+      if (spec.contains(k) && k != "networks" && k != "peers") {
+        std::fprintf(stderr, "dpswctl: --%s given twice\n", flag.c_str());
+        return 2;
+      }
       if (k == "network" || k == "networks") spec["networks"].push_back(v);
       else if (k == "peer" || k == "peers") {
         if (!spec.contains("peers")) spec["peers"] = json::array();
@@ -208,23 +290,66 @@ int main(int argc, char** argv) {
   }
   req["args"] = args;
 
+  const std::string out = req.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";  // arguments were checked above
+  const double deadline = now_s() + timeout_s;
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::strncpy(addr.sun_path, sock.c_str(), sizeof addr.sun_path - 1);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0) {
-    std::fprintf(stderr, "dpswctl: cannot reach dpsw at %s: %s\n", sock.c_str(), std::strerror(errno));
+  if (fd < 0) {
+    std::fprintf(stderr, "dpswctl: socket: %s\n", std::strerror(errno));
     return 1;
   }
-  std::string out = req.dump() + "\n";
-  if (write(fd, out.data(), out.size()) != ssize_t(out.size())) {
-    std::fprintf(stderr, "dpswctl: write: %s\n", std::strerror(errno));
+  sockaddr_un addr{};
+  if (sock.size() >= sizeof addr.sun_path) {
+    std::fprintf(stderr, "dpswctl: --socket: path too long (%zu bytes, limit %zu)\n", sock.size(), sizeof addr.sun_path - 1);
+    return 2;
+  }
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, sock.c_str(), sock.size());
+  // connect() waits while the daemon's backlog is full: bound that by the timeout too.
+  timeval tv{time_t(timeout_s), suseconds_t((timeout_s - std::floor(timeout_s)) * 1e6)};
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0) {
+    std::fprintf(stderr, "dpswctl: cannot reach dpsw at %s: %s\n", sock.c_str(),
+                 errno == EAGAIN || errno == EINPROGRESS ? "timed out (the daemon accepts no connections)" : std::strerror(errno));
     return 1;
+  }
+  auto timed_out = [&] {
+    std::fprintf(stderr, "dpswctl: no answer from dpsw at %s within %g s (--timeout)\n", sock.c_str(), timeout_s);
+    close(fd);
+    return 1;
+  };
+  for (size_t off = 0; off < out.size();) {
+    if (!wait_for(fd, POLLOUT, deadline)) return timed_out();
+    ssize_t n = send(fd, out.data() + off, out.size() - off, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+    if (n < 0) {
+      std::fprintf(stderr, "dpswctl: sending the request to dpsw at %s failed: %s%s\n", sock.c_str(), std::strerror(errno),
+                   errno == EPIPE || errno == ECONNRESET ? " (the daemon closed the connection)" : "");
+      close(fd);
+      return 1;
+    }
+    off += size_t(n);
   }
   std::string in;
   char buf[65536];
-  for (ssize_t n; (n = read(fd, buf, sizeof buf)) > 0;) in.append(buf, size_t(n));
+  for (;;) {
+    if (!wait_for(fd, POLLIN, deadline)) return timed_out();
+    ssize_t n = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+    if (n < 0) {
+      if (!in.empty()) break;  // the answer came; the reset is the daemon closing
+      std::fprintf(stderr, "dpswctl: reading the answer from dpsw at %s failed: %s%s\n", sock.c_str(), std::strerror(errno),
+                   errno == ECONNRESET ? " (the daemon closed the connection)" : "");
+      close(fd);
+      return 1;
+    }
+    if (n == 0) break;
+    in.append(buf, size_t(n));
+  }
   close(fd);
+  if (in.empty()) {
+    std::fprintf(stderr, "dpswctl: dpsw at %s closed the connection without answering\n", sock.c_str());
+    return 1;
+  }
   json resp;
   try {
     resp = json::parse(in);
