@@ -636,6 +636,8 @@ void check_config(const Config& cfg) {
   for (size_t i = 0; i < cfg.endpoints.size(); i++) {
     const auto& ep = cfg.endpoints[i];
     if (!ep_index.emplace(ep.name, i).second) throw ConfigError(ep.src.where("name") + "endpoint '" + ep.name + "' is defined twice");
+    if (!ep.vhost_socket.empty() && ep.vhost_socket == cfg.sw.control_socket)
+      throw ConfigError(ep.src.where("vhost_socket") + ep.vhost_socket + " is the control socket (switch.control_socket)");
     if (!ep.vhost_socket.empty())
       if (auto [it, fresh] = sockets.emplace(ep.vhost_socket, i); !fresh)
         throw ConfigError(ep.src.where("vhost_socket") + ep.vhost_socket + " is already the socket of endpoint '" +

@@ -71,6 +71,13 @@ void preflight(const Config& cfg, const Plan& plan, const DaemonOptions& opt) {
     struct stat st;
     if (!ep.create_netns && !ep.netns_path.empty() && stat(ep.netns_path.c_str(), &st) != 0)
       throw ConfigError(cfg.path + ": endpoint '" + ep.name + "': netns " + ep.netns_path + " does not exist");
+    if (ep.port == PortKind::kVhost && !ep.vhost_client) {  // server mode: dpsw creates the socket (the same rule as the control socket's)
+      try {
+        check_socket_path(ep.vhost_socket, "endpoint '" + ep.name + "': vhost_socket", false);
+      } catch (const std::runtime_error& e) {
+        throw ConfigError(cfg.path + ": " + e.what());
+      }
+    }
   }
   if (cfg.uplink && !if_nametoindex(cfg.uplink->interface.c_str()))
     throw ConfigError(cfg.path + ": uplink.port.interface: no interface '" + cfg.uplink->interface + "' on this host");
@@ -338,16 +345,22 @@ uint16_t Daemon::new_port_id() {
 void Daemon::create_vhost_endpoint(const PlannedEndpoint& ep, EndpointRec& rec) {
   const PlannedAttachment& a = ep.attachments.at(0);
   if (!ep.vhost_client) {
-    // Server mode: the socket path is ours. One nobody answers on is stale.
-    if (CtlServer::in_use(ep.vhost_socket)) throw std::runtime_error("vhost socket " + ep.vhost_socket + " is in use");
+    // Server mode: the socket path is ours to create. Only an absent path or
+    // a stale socket (nobody answers) may be there; never a file, never a
+    // live socket (another application's, or another instance's).
+    switch (check_socket_path(ep.vhost_socket, "endpoint '" + ep.name + "': vhost_socket")) {
+      case SocketPathState::kLive: throw std::runtime_error("endpoint '" + ep.name + "': vhost_socket " + ep.vhost_socket + " is in use");
+      case SocketPathState::kStale: unlink(ep.vhost_socket.c_str()); break;
+      default: break;
+    }
     journal_->record("sock", ep.vhost_socket);
-    unlink(ep.vhost_socket.c_str());
   }
   // Workers become EAL threads (mempool caches) once DPDK is up.
   dp_->set_thread_hook(&DpdkEnv::register_this_thread);
   uint16_t id = new_port_id();
   PortRec& pr = ports_[id];
   pr.port = std::make_unique<VhostPort>("vhost:" + ep.name, VhostPort::Options{ep.vhost_socket, ep.vhost_client, cfg_.sw.name});
+  if (!ep.vhost_client) journal_->record_socket(ep.vhost_socket);  // which socket file is ours (a restart removes only that one)
   pr.endpoint = ep.name;
   pr.network = a.network;
   pr.host_ifname = ep.vhost_socket;

@@ -12,6 +12,17 @@
 
 namespace dpsw {
 
+namespace {
+// "dev:ino:ctime" of a socket file ("" if none): inode numbers are reused
+// at once after an unlink, the change time (ns) tells a new file apart.
+std::string socket_identity(const std::string& path) {
+  struct stat st;
+  if (lstat(path.c_str(), &st) != 0 || !S_ISSOCK(st.st_mode)) return "";
+  return std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino) + ":" + std::to_string(st.st_ctim.tv_sec) + "." +
+         std::to_string(st.st_ctim.tv_nsec);
+}
+}  // namespace
+
 Journal::Journal(std::string dir, std::string instance)
     : dir_(std::move(dir)), instance_(std::move(instance)), path_(dir_ + "/" + instance_ + ".state") {
   mkdir(dir_.c_str(), 0755);
@@ -36,7 +47,14 @@ int Journal::recover() {
   std::string kind, name;
   while (in >> kind >> name) {
     if (kind == "link" && rt.delete_link(name)) removed++;
-    if (kind == "sock" && unlink(name.c_str()) == 0) removed++;  // a vhost-user server socket
+    // A vhost-user server socket is removed only while it is still the
+    // file dpsw created (same identity): an application may serve that path now.
+    if (kind == "sockid") {
+      auto colon = name.find(':', name.find(':', name.find(':') + 1) + 1);  // after "dev:ino:ctime"
+      if (colon == std::string::npos) continue;
+      const std::string path = name.substr(colon + 1);
+      if (socket_identity(path) == name.substr(0, colon) && unlink(path.c_str()) == 0) removed++;
+    }
     if (kind == "netns" && netns::exists(name)) {
       netns::remove(name);
       removed++;
@@ -53,6 +71,10 @@ void Journal::record(const std::string& kind, const std::string& name) {
   if (!f_) return;
   fprintf(f_, "%s %s\n", kind.c_str(), name.c_str());
   fflush(f_);
+}
+
+void Journal::record_socket(const std::string& path) {
+  if (std::string id = socket_identity(path); !id.empty()) record("sockid", id + ":" + path);
 }
 
 void Journal::clear() {

@@ -11,7 +11,7 @@
 
 namespace dpsw {
 
-SocketPathState check_socket_path(const std::string& path, const std::string& key) {
+SocketPathState check_socket_path(const std::string& path, const std::string& key, bool probe_it) {
   sockaddr_un addr{};
   if (path.empty() || path.size() >= sizeof addr.sun_path)
     throw std::runtime_error(key + ": '" + path + "' is not usable as a Unix socket path (1.." +
@@ -23,6 +23,7 @@ SocketPathState check_socket_path(const std::string& path, const std::string& ke
   }
   if (!S_ISSOCK(st.st_mode))
     throw std::runtime_error(key + ": " + path + " exists and is not a socket; refusing to replace it");
+  if (!probe_it) return SocketPathState::kSocket;
   addr.sun_family = AF_UNIX;
   std::memcpy(addr.sun_path, path.c_str(), path.size());
   // Non-blocking: a live server whose backlog is full answers EAGAIN instead of stalling us.

@@ -11,6 +11,7 @@ enum class SocketPathState {
   kAbsent,  // nothing there
   kStale,   // a socket nobody answers on: safe to remove
   kLive,    // a socket someone answers on (or whose backlog is full)
+  kSocket,  // a socket, not probed (probe = false)
 };
 
 // lstat()s `path`. Throws std::runtime_error naming `key` and the path when it
@@ -18,6 +19,8 @@ enum class SocketPathState {
 // fifo...), when it cannot be inspected, or when it is too long for a Unix
 // socket address, e.g. "switch.control_socket: /x/y exists and is not a
 // socket; refusing to replace it".
-SocketPathState check_socket_path(const std::string& path, const std::string& key);
+// probe = false: do not connect to find out whether a socket is live (a
+// vhost-user server takes any connection for an application's).
+SocketPathState check_socket_path(const std::string& path, const std::string& key, bool probe = true);
 
 }  // namespace dpsw

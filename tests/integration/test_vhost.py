@@ -5,7 +5,9 @@ import re
 import subprocess
 import time
 
-from dpswtest import Dpsw, Testpmd, TestFailure, check, dpdk_cleanup, ping, scenario_main, sh
+import signal
+
+from dpswtest import DPSW, Dpsw, Testpmd, TestFailure, check, dpdk_cleanup, ping, scenario_main, sh
 
 MAC_A, MAC_B = "02:00:00:00:aa:01", "02:00:00:00:bb:02"
 
@@ -146,6 +148,48 @@ def client_mode_survives_dpsw_restart():
             dpdk_cleanup()
 
 
+def socket_paths_are_never_clobbered():
+    """A vhost_socket that is a file is refused (by --check too) and left
+    intact; one equal to the control socket is a config error; after kill -9,
+    an endpoint switched to client mode keeps the application's own socket
+    at the path dpsw once served (issue 19, items 7 and 13)."""
+    with with_dpsw(NETS, lambda dir: [{"name": "c1", "networks": ["a"]}, vhost("vm", dir)]) as d:
+        sock = os.path.join(d.dir, "vm.sock")
+        base = open(d.cfg_path).read()
+        with open(sock, "w") as f:
+            f.write("precious\n")
+        r = sh(DPSW, "--config", d.cfg_path, "--check", check_rc=False)
+        check(r.returncode == 2 and "vhost_socket: " + sock + " exists and is not a socket" in r.stderr, f"--check: {r.stderr}")
+        try:
+            d.start()
+            raise TestFailure("dpsw started over a regular file at vhost_socket")
+        except TestFailure as e:
+            check("exists and is not a socket" in str(e), str(e))
+        check(open(sock).read() == "precious\n", "the file at vhost_socket was changed")
+        os.unlink(sock)
+        d.write_config(base.replace("vhost_socket: " + sock, "vhost_socket: " + d.sock))
+        r = sh(DPSW, "--config", d.cfg_path, "--check", check_rc=False)
+        check(r.returncode == 2 and "is the control socket (switch.control_socket)" in r.stderr, f"--check: {r.stderr}")
+        # Server mode, then kill -9; the endpoint becomes a client and the application serves the path.
+        d.write_config(base)
+        d.start()
+        wait_link(d, "vm", "down")
+        d.stop(signal.SIGKILL)
+        d.write_config(base.replace("vhost_socket: " + sock, "vhost_socket: " + sock + "\n    vhost_mode: client"))
+        os.unlink(sock)  # the stale server socket: the application replaces it with its own
+        app = Testpmd(sock, "icmpecho", MAC_A, server=True)
+        try:
+            time.sleep(1)
+            check(os.path.exists(sock), "the application did not create its socket")
+            d.start()
+            check(os.path.exists(sock), "the restart removed the application's socket")
+            wait_link(d, "vm", "up")
+            ping(d, "c1", port(d, "vm")["ip"])
+        finally:
+            app.kill()
+            dpdk_cleanup()
+
+
 def jumbo_frames_intact():
     nets = [{"name": "j", "subnet": "10.231.0.0/24", "mtu": 9000}]
     with with_dpsw(nets, lambda dir: [vhost("va", dir, net="j"), vhost("vb", dir, net="j")]) as d:
@@ -177,4 +221,5 @@ def jumbo_frames_intact():
 
 if __name__ == "__main__":
     scenario_main({f.__name__: f for f in (ping_icmpecho, vhost_to_vhost_counts, disconnect_reconnect_no_leak,
-                                          client_mode_survives_dpsw_restart, jumbo_frames_intact)})
+                                          client_mode_survives_dpsw_restart, jumbo_frames_intact,
+                                          socket_paths_are_never_clobbered)})

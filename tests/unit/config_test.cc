@@ -266,6 +266,8 @@ INSTANTIATE_TEST_SUITE_P(
             "bad.yaml:10: networks[0].peers[0]: 198.51.100.255 is the broadcast address of the uplink's segment 198.51.100.0/24"},
         Bad{UPLINK "networks:\n  - name: o\n    driver: overlay\n    vni: 7\n    subnet: 10.0.0.0/24\n    peers: [198.51.100.0]\n",
             "bad.yaml:10: networks[0].peers[0]: 198.51.100.0 is the network address of the uplink's segment 198.51.100.0/24"},
+        Bad{"switch:\n  control_socket: /run/x.sock\nnetworks:\n  - name: a\n    subnet: 10.0.0.0/24\nendpoints:\n  - name: e\n    networks: [a]\n    port: vhost\n    vhost_socket: /run/x.sock\n",
+            "bad.yaml:10: endpoints[0].vhost_socket: /run/x.sock is the control socket (switch.control_socket)"},
         // Repeated keys are errors, at any depth (yaml-cpp would keep the first silently).
         Bad{"switch:\n  name: a\n  name: b\n", "bad.yaml:3: switch.name: given twice (first at line 2)"},
         Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\n    subnet: 10.9.0.0/24\n", "bad.yaml:4: networks[0].subnet: given twice (first at line 3)"},
