@@ -84,13 +84,15 @@ uint16_t VhostPort::rx_burst(Packet* pkts, uint16_t max) {
       continue;
     }
     pkts[i].mbuf = nullptr;
-    // Mergeable jumbo frame: make it contiguous for the pipeline.
+    // Mergeable jumbo frame: make it contiguous for the pipeline. One larger
+    // than any frame dpsw carries keeps its true length (counted as such and
+    // dropped as oversize by eth_input, which reads only its header).
     uint8_t* dst = bounce_.get() + size_t(i) * kMaxFrame;
     uint32_t len = std::min<uint32_t>(m->pkt_len, kMaxFrame);
     const void* p = rte_pktmbuf_read(m, 0, len, dst);
     if (p != dst) std::memcpy(dst, p, len);
     pkts[i].data = dst;
-    pkts[i].len = len;
+    pkts[i].len = m->pkt_len;
   }
   return n;
 }

@@ -219,7 +219,31 @@ def jumbo_frames_intact():
             dpdk_cleanup()
 
 
+def oversize_counted_at_its_length():
+    """A frame larger than any dpsw carries (9,300 bytes) is counted at its
+    real length and dropped as oversize, not truncated and passed on
+    (issue 19, item 14)."""
+    nets = [{"name": "j", "subnet": "10.231.0.0/24", "mtu": 9000}]
+    with with_dpsw(nets, lambda dir: [vhost("va", dir, net="j"), vhost("vb", dir, net="j")]) as d:
+        d.start()
+        tx = None
+        try:
+            tx = Testpmd(os.path.join(d.dir, "va.sock"), "txonly", MAC_A,
+                         extra=[f"--eth-peer=0,{MAC_B}", "--mbuf-size=9600", "--txpkts=9300", "--max-pkt-len=9318"])
+            wait_link(d, "va", "up")
+            time.sleep(1.5)
+            tx.stop()
+            pa, pb = port(d, "va")["counters"], port(d, "vb")["counters"]
+            check(pa["rx_packets"] > 10 and pa["rx_bytes"] == 9300 * pa["rx_packets"], f"rx counted a truncated length: {pa}")
+            check(pa["drops"].get("oversize", 0) == pa["rx_packets"], f"oversize frames not dropped as such: {pa['drops']}")
+            check(pb["tx_packets"] == 0, f"oversize frames went out: {pb}")
+        finally:
+            if tx:
+                tx.kill()
+            dpdk_cleanup()
+
+
 if __name__ == "__main__":
     scenario_main({f.__name__: f for f in (ping_icmpecho, vhost_to_vhost_counts, disconnect_reconnect_no_leak,
                                           client_mode_survives_dpsw_restart, jumbo_frames_intact,
-                                          socket_paths_are_never_clobbered)})
+                                          socket_paths_are_never_clobbered, oversize_counted_at_its_length)})
