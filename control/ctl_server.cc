@@ -29,6 +29,7 @@ CtlServer::CtlServer(std::string path, Handler h, Limits limits)
       unlink(path_.c_str());
       break;
     case SocketPathState::kAbsent:
+    case SocketPathState::kSocket:  // (only when not probed)
       break;
   }
   sockaddr_un addr{};

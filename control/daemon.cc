@@ -13,6 +13,7 @@
 #include <set>
 
 #include "control/ctl_server.h"
+#include "control/vhost_relay.h"
 #include "control/log.h"
 #include "control/netlink.h"
 #include "control/socket_path.h"
@@ -359,7 +360,17 @@ void Daemon::create_vhost_endpoint(const PlannedEndpoint& ep, EndpointRec& rec) 
   dp_->set_thread_hook(&DpdkEnv::register_this_thread);
   uint16_t id = new_port_id();
   PortRec& pr = ports_[id];
-  pr.port = std::make_unique<VhostPort>("vhost:" + ep.name, VhostPort::Options{ep.vhost_socket, ep.vhost_client, cfg_.sw.name});
+  rec.ports.push_back(id);  // from here on release() undoes what exists
+  // The backend (DPDK's net_vhost PMD) listens on a private socket; the
+  // relay owns the application's socket (control/vhost_relay.h: no
+  // application can stall the backend or take another's port).
+  const std::string backend = cfg_.sw.state_dir + "/" + cfg_.sw.name + "-" + ep.name + ".vhost.sock";
+  struct stat st;
+  if (lstat(backend.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) unlink(backend.c_str());  // ours, from an earlier run
+  pr.port = std::make_unique<VhostPort>("vhost:" + ep.name, VhostPort::Options{backend, false, cfg_.sw.name});
+  if (!relay_) relay_ = std::make_unique<VhostRelay>();
+  relay_->add(ep.name, ep.vhost_socket, backend, ep.vhost_client);
+  pr.relay = true;
   if (!ep.vhost_client) journal_->record_socket(ep.vhost_socket);  // which socket file is ours (a restart removes only that one)
   pr.endpoint = ep.name;
   pr.network = a.network;
@@ -368,7 +379,6 @@ void Daemon::create_vhost_endpoint(const PlannedEndpoint& ep, EndpointRec& rec) 
   pr.mac = a.mac;
   pr.ip = a.ip;
   pr.mtu = a.mtu;
-  rec.ports.push_back(id);
   if (!dp_->macs().add_static(pr.bd, a.mac, id))  // the application's MAC, as configured (see create_endpoint)
     throw std::runtime_error("endpoint " + ep.name + ": no room for its MAC " + mac_to_string(a.mac) + " in the MAC table (mac_table.size)");
   LOG_INFO("endpoint %s: vhost-user %s %s on network %s (port %u)", ep.name.c_str(), ep.vhost_client ? "client of" : "server at",
@@ -501,6 +511,7 @@ void Daemon::release(EndpointRec& rec, bool keep_netns) {
       xdp_->unbind_socket(pr.ifindex, id);
       xdp_->detach(pr.ifindex);
     }
+    if (relay_ && pr.relay) relay_->remove(pr.endpoint);  // the application is disconnected first
     pr.port.reset();  // closes the socket / vhost device (and leaves the worker's epoll set)
     pr = PortRec{};
   }
@@ -909,6 +920,7 @@ void Daemon::teardown() {
   }
   for (auto& p : punts_) release(p.rec);  // after every FastPort that sends through them
   punts_.clear();
+  relay_.reset();
   fast_.reset();
   dp_.reset();
   xdp_.reset();

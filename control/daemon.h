@@ -28,6 +28,7 @@
 namespace dpsw {
 
 class CtlServer;
+class VhostRelay;
 
 struct DaemonOptions {
   std::string bpf_object;   // XDP: bpf/xsk_redirect.bpf.o
@@ -75,6 +76,7 @@ class Daemon {
     bool retiring = false;       // a tunnel on its way out: no longer published
     bool fast = false;           // a fast-tier endpoint (FastPort): TC program on ifindex, no XDP
     bool punt = false;           // the fast tier's punt port
+    bool relay = false;          // a vhost-user port: the relay serves its application's socket (under `endpoint`)
     bool used() const { return port || vtep; }
   };
   struct EndpointRec {
@@ -134,6 +136,7 @@ class Daemon {
   std::vector<Punt> punts_;  // the fast tier's punt ports: one per worker (index), owned by it
   std::unique_ptr<Dataplane> dp_;
   std::unique_ptr<CtlServer> ctl_;
+  std::unique_ptr<VhostRelay> relay_;  // made with the first vhost-user endpoint
   std::vector<PortRec> ports_;                  // by port id
   std::map<std::string, uint16_t> bd_of_;       // network -> bridge domain id
   std::vector<std::string> bd_name_;            // bridge domain id -> network ("" free)

@@ -219,6 +219,52 @@ def jumbo_frames_intact():
             dpdk_cleanup()
 
 
+def stalled_or_second_client_harms_nobody():
+    """A client that sends a message header and then nothing, or a second
+    application on a socket in use, stalls nothing and takes nothing: other
+    endpoints connect and forward, dpswctl and SIGTERM answer at once, the
+    staller is disconnected and logged (issue 19, items 2 and 10)."""
+    import socket as so
+    with with_dpsw(NETS, lambda dir: [{"name": "c1", "networks": ["a"]}, vhost("va", dir), vhost("vb", dir)]) as d:
+        d.start()
+        va, vb = os.path.join(d.dir, "va.sock"), os.path.join(d.dir, "vb.sock")
+        stall = so.socket(so.AF_UNIX)
+        stall.connect(va)
+        stall.sendall((1).to_bytes(4, "little") + (1).to_bytes(4, "little") + (8).to_bytes(4, "little"))  # header, no payload
+        app = Testpmd(vb, "icmpecho", MAC_B)
+        try:
+            wait_link(d, "vb", "up")
+            ping(d, "c1", port(d, "vb")["ip"])
+            # A second application on vb's socket is turned away; the first keeps the port.
+            second = so.socket(so.AF_UNIX)
+            second.settimeout(3)
+            second.connect(vb)
+            check(second.recv(64) == b"", "a second connection on a server socket in use was kept")
+            second.close()
+            check(port(d, "vb")["link"] == "up", "the first application lost the port")
+            ping(d, "c1", port(d, "vb")["ip"])
+            # The staller is disconnected within the relay's bound, and logged.
+            stall.settimeout(5)
+            check(stall.recv(64) == b"", "the stalled client was not disconnected")
+            check("left a message unfinished" in d.read_log(), "the stalled socket was not logged")
+            check("refused a second connection" in d.read_log(), "the refused connection was not logged")
+            # A stalled client holds up neither endpoint removal nor shutdown.
+            stall = so.socket(so.AF_UNIX)
+            stall.connect(va)
+            stall.sendall(b"\x01\x00\x00\x00")
+            t0 = time.time()
+            d.ctl("endpoint", "del", "va")
+            d.ctl("show", "ports")
+            check(time.time() - t0 < 5, f"endpoint del with a stalled client took {time.time() - t0:.1f} s")
+            check(not os.path.exists(va), "va's socket left behind")
+            t0 = time.time()
+            check(d.stop() == 0 and time.time() - t0 < 10, "SIGTERM with a vhost client attached")
+        finally:
+            stall.close()
+            app.kill()
+            dpdk_cleanup()
+
+
 def oversize_counted_at_its_length():
     """A frame larger than any dpsw carries (9,300 bytes) is counted at its
     real length and dropped as oversize, not truncated and passed on
@@ -246,4 +292,5 @@ def oversize_counted_at_its_length():
 if __name__ == "__main__":
     scenario_main({f.__name__: f for f in (ping_icmpecho, vhost_to_vhost_counts, disconnect_reconnect_no_leak,
                                           client_mode_survives_dpsw_restart, jumbo_frames_intact,
-                                          socket_paths_are_never_clobbered, oversize_counted_at_its_length)})
+                                          socket_paths_are_never_clobbered, oversize_counted_at_its_length,
+                                          stalled_or_second_client_harms_nobody)})
