@@ -256,6 +256,18 @@ print(n, h.hexdigest(), flush=True)
 """
 
 
+# Sends COUNT frames DST <- SRC (MACs) with the probe ethertype 0x88b5 and
+# MARKER (default DPSW-PROBE) out of eth0: `python3 -c SEND_RAW DST SRC COUNT [MARKER]`.
+SEND_RAW = r"""
+import socket, sys
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind(("eth0", 0))
+dst = bytes.fromhex(sys.argv[1].replace(":", "")); src = bytes.fromhex(sys.argv[2].replace(":", ""))
+marker = (sys.argv[4] if len(sys.argv) > 4 else "DPSW-PROBE").encode()
+for i in range(int(sys.argv[3])):
+    s.send(dst + src + b"\x88\xb5" + marker + bytes(50))
+"""
+
+
 def tcp_transfer(d, src, dst, dst_ip, size=8 << 20, port=5001, listen_port=None):
     """Byte-exact TCP from src to dst_ip:port, received in namespace dst on
     listen_port (default: port). Returns the address the receiver saw."""

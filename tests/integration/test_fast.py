@@ -10,7 +10,7 @@ import signal
 import subprocess
 import time
 
-from dpswtest import BUILD, Dpsw, check, ping, scenario_main, sh, tcp_transfer, worker_core
+from dpswtest import SEND_RAW, BUILD, Dpsw, check, ping, scenario_main, sh, tcp_transfer, worker_core
 
 NETS = [{"name": "a", "subnet": "10.220.1.0/24"}, {"name": "b", "subnet": "10.220.2.0/24"}]
 EPS = [
@@ -18,14 +18,6 @@ EPS = [
     {"name": "c2", "networks": ["a"], "ip": "10.220.1.12"},
     {"name": "c3", "networks": ["b"], "ip": "10.220.2.13"},
 ]
-
-SEND_RAW = r"""
-import socket, sys
-s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind(("eth0", 0))
-dst = bytes.fromhex(sys.argv[1].replace(":", "")); src = bytes.fromhex(sys.argv[2].replace(":", ""))
-for i in range(int(sys.argv[3])):
-    s.send(dst + src + b"\x88\xb5" + b"DPSW-FAST-PROBE" + bytes(50))
-"""
 
 SEND_UDP = r"""
 import socket, sys
@@ -65,7 +57,7 @@ def unknown_and_broadcast_reach_userspace():
         caps = {ep: capture(d, ep) for ep in ("c2", "c3")}
         time.sleep(1.0)
         for dst in ("02:99:99:99:99:99", "ff:ff:ff:ff:ff:ff"):
-            d.run("c1", "python3", "-c", SEND_RAW, dst, m1, "20")
+            d.run("c1", "python3", "-c", SEND_RAW, dst, m1, "20", "DPSW-FAST-PROBE")
         out = finish(caps)
         after = d.counters()["ports"]
         check(out["c2"].count(m1) == 40, f"c2 should see the 40 probes (flooded by dpsw), saw:\n{out['c2']}")
@@ -103,7 +95,7 @@ def known_unicast_in_kernel_counted_exactly():
         check([e["network"] for e in fdb if e["mac"] == m1] == ["a"], f"c1's MAC should be in network a only: {fdb}")
         caps = {"c1": capture(d, "c1"), "c2": capture(d, "c2")}
         time.sleep(1.0)
-        d.run("c3", "python3", "-c", SEND_RAW, m1, m3, "20")
+        d.run("c3", "python3", "-c", SEND_RAW, m1, m3, "20", "DPSW-FAST-PROBE")
         out = finish(caps)
         check(m3 not in out["c1"] and m3 not in out["c2"], f"a frame crossed from network b into a: {out}")
 
@@ -125,10 +117,10 @@ def entries_follow_endpoints():
         ping(d, "c1", d.port_of("y", "a")["ip"].split("/")[0], count=1)  # fast tier <-> AF_XDP port, through dpsw
         px = d.port_of("x", "a")
         extra = "02:77:00:00:00:01"  # a second station behind x (a nested bridge, a VM)
-        d.run("x", "python3", "-c", SEND_RAW, "ff:ff:ff:ff:ff:ff", extra, "3")
+        d.run("x", "python3", "-c", SEND_RAW, "ff:ff:ff:ff:ff:ff", extra, "3", "DPSW-FAST-PROBE")
         time.sleep(1.5)  # a MAC seen once is tentative: never pushed to the kernel tier...
         check(not any(e["mac"] == extra for e in d.ctl("show", "fast")["fdb"]), "a tentative MAC was installed in the kernel fdb")
-        d.run("x", "python3", "-c", SEND_RAW, "ff:ff:ff:ff:ff:ff", extra, "3")  # ...seen again later, it is confirmed
+        d.run("x", "python3", "-c", SEND_RAW, "ff:ff:ff:ff:ff:ff", extra, "3", "DPSW-FAST-PROBE")  # ...seen again later, it is confirmed
         deadline = time.time() + 5
         fdb = []
         while time.time() < deadline:

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import time
 
-from dpswtest import DPSW, DPSWCTL, FAST, Dpsw, check, ping, scenario_main, sh, tcp_transfer_ns
+from dpswtest import SEND_RAW, DPSW, DPSWCTL, FAST, Dpsw, check, ping, scenario_main, sh, tcp_transfer_ns
 
 NETS = [{"name": "a", "subnet": "10.220.1.0/24"}, {"name": "b", "subnet": "10.220.2.0/24"}]
 EPS = [
@@ -16,14 +16,6 @@ EPS = [
     {"name": "c3", "networks": ["a"], "ip": "10.220.1.13"},
 ]
 
-# Sends COUNT frames DST <- SRC with the probe ethertype out of eth0.
-SEND_RAW = r"""
-import socket, sys
-s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind(("eth0", 0))
-dst = bytes.fromhex(sys.argv[1].replace(":", "")); src = bytes.fromhex(sys.argv[2].replace(":", ""))
-for i in range(int(sys.argv[3])):
-    s.send(dst + src + b"\x88\xb5" + b"DPSW-SPOOF-PROBE" + bytes(50))
-"""
 # Counts probe frames arriving on eth0 for SECONDS; prints "ready", then the source MACs seen.
 RECV_RAW = r"""
 import socket, sys, time
@@ -70,7 +62,7 @@ def own_and_foreign_macs_not_learned():
         before = d.counters()["ports"][d.port_of("c1", "a")["name"]]["drops"].get("bad_src_mac", 0)
         for dst, src in (("ff:ff:ff:ff:ff:ff", rmac), (m3, rmac), ("ff:ff:ff:ff:ff:ff", m2), (m3, m2),
                          (m3, "01:00:5e:00:00:01"), (m3, "00:00:00:00:00:00"), ("ff:ff:ff:ff:ff:ff", "00:00:00:00:00:00")):
-            d.run("c1", "python3", "-c", SEND_RAW, dst, src, "20")
+            d.run("c1", "python3", "-c", SEND_RAW, dst, src, "20", "DPSW-SPOOF-PROBE")
         seen = rx.communicate(timeout=20)[0].split()
         bad = [m for m in seen if m in (rmac, "01:00:5e:00:00:01", "00:00:00:00:00:00")]
         check(not bad, f"frames with a router, multicast or zero source MAC were delivered: {bad[:5]} ({len(bad)})")
@@ -279,8 +271,8 @@ def macvlan_endpoint_cannot_take_others_traffic():
         up_mac = open(f"/sys/class/net/{d.uplink_if}/address").read().strip()
         m2_mac = mac_of_net(d, "m2", "lan")
         for src in (gw_mac, up_mac):
-            d.run("m1", "python3", "-c", SEND_RAW, "ff:ff:ff:ff:ff:ff", src, "20")
-            d.run("m1", "python3", "-c", SEND_RAW, m2_mac, src, "20")
+            d.run("m1", "python3", "-c", SEND_RAW, "ff:ff:ff:ff:ff:ff", src, "20", "DPSW-SPOOF-PROBE")
+            d.run("m1", "python3", "-c", SEND_RAW, m2_mac, src, "20", "DPSW-SPOOF-PROBE")
         d.run("m1", "python3", "-c", SEND_GARP, Dpsw.HOST_IP)
         time.sleep(0.6)  # past a maintenance tick: whatever was learned is in the kernel tier too
         macs = {m["mac"]: m for m in d.ctl("show", "mac", "lan")}

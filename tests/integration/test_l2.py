@@ -5,7 +5,7 @@ import signal
 import subprocess
 import time
 
-from dpswtest import DPSW, FAST, Dpsw, TestFailure, check, ping, scenario_main, sh, tcp_transfer
+from dpswtest import SEND_RAW, DPSW, FAST, Dpsw, TestFailure, check, ping, scenario_main, sh, tcp_transfer
 
 NETS = [{"name": "a", "subnet": "10.200.1.0/24"}, {"name": "b", "subnet": "10.200.2.0/24"}]
 EPS = [
@@ -39,14 +39,6 @@ def ping_and_tcp():
         check(d.port_of("c1", "a")["mac"] in macs and d.port_of("c2", "a")["mac"] in macs, f"MACs not learned: {macs}")
 
 
-SEND_RAW = r"""
-import socket, sys
-s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind(("eth0", 0))
-dst = bytes.fromhex(sys.argv[1].replace(":", "")); src = bytes.fromhex(sys.argv[2].replace(":", ""))
-for i in range(int(sys.argv[3])):
-    s.send(dst + src + b"\x88\xb5" + b"DPSW-LEAK-PROBE" + bytes(50))
-"""
-
 
 def isolation():
     with Dpsw(NETS, EPS) as d:
@@ -63,7 +55,7 @@ def isolation():
         time.sleep(1.0)
         # From network a: broadcast, c3's MAC (known only in b) and an unknown MAC.
         for dst in ("ff:ff:ff:ff:ff:ff", m3, "02:99:99:99:99:99"):
-            d.run("c1", "python3", "-c", SEND_RAW, dst, m1, "20")
+            d.run("c1", "python3", "-c", SEND_RAW, dst, m1, "20", "DPSW-LEAK-PROBE")
         ping(d, "c1", "10.200.2.13", count=2, expect=False)  # other network's address: no path
         time.sleep(0.5)
         out = {}
@@ -125,9 +117,9 @@ def mac_aging():
                     [e for e in d.ctl("show", "fast")["fdb"] if e["mac"] == extra] if FAST else [{"endpoint": "c1"}])
 
         for round_ in ("learned", "relearned"):
-            d.run("c1", "python3", "-c", SEND_RAW, "ff:ff:ff:ff:ff:ff", extra, "2")
+            d.run("c1", "python3", "-c", SEND_RAW, "ff:ff:ff:ff:ff:ff", extra, "2", "DPSW-LEAK-PROBE")
             time.sleep(1.2)  # seen again a second later: confirmed (only then in the kernel tier)
-            d.run("c1", "python3", "-c", SEND_RAW, "ff:ff:ff:ff:ff:ff", extra, "2")
+            d.run("c1", "python3", "-c", SEND_RAW, "ff:ff:ff:ff:ff:ff", extra, "2", "DPSW-LEAK-PROBE")
             deadline = time.time() + 3
             while time.time() < deadline and not all(where()):
                 time.sleep(0.1)

@@ -9,7 +9,7 @@ import secrets
 import subprocess
 import time
 
-from dpswtest import Dpsw, check, ping, scenario_main, sh, tcp_transfer_ns
+from dpswtest import SEND_RAW, Dpsw, check, ping, scenario_main, sh, tcp_transfer_ns
 
 UNDERLAY = "198.51.100.{}"
 
@@ -227,14 +227,6 @@ def dpsw_to_kernel():
         check(not any(p["name"] == f"vxlan:99:{C}" for p in da.ctl("show", "ports")), "tunnel left after network del")
         ping(da, "a1", "10.10.0.31", count=2)  # the other overlay never noticed
 
-
-SEND_RAW = r"""
-import socket, sys
-s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind(("eth0", 0))
-dst = bytes.fromhex(sys.argv[1].replace(":", "")); src = bytes.fromhex(sys.argv[2].replace(":", ""))
-for i in range(int(sys.argv[3])):
-    s.send(dst + src + b"\x88\xb5" + bytes(50))
-"""
 
 
 def remote_cannot_claim_local_macs():
