@@ -190,11 +190,11 @@ static int run(int argc, char** argv) {
       "Commands:\n"
       "  show ports | networks | endpoints | mac [NETWORK] | fast | conntrack | counters\n"
       "  network add NAME --subnet CIDR [--gateway IP] [--ip-range CIDR] [--mtu N] [--internal] [--driver bridge|macvlan|overlay]\n"
-      "              [--fast-path auto|off]\n"
+      "              [--fast-path auto|off] [--allow NET [--allow NET2 ...]]\n"
       "              [--vni N --peer IP [--peer IP ...]]   (overlay)\n"
       "  network del NAME\n"
       "  endpoint add NAME --network NET [--network NET2 ...] [--ip IP] [--mac MAC] [--mode MODE] [--netns PATH]\n"
-      "               [--fast-path auto|off]\n"
+      "               [--fast-path auto|off] [--publish 8080:80/tcp [--publish ...]]\n"
       "  endpoint del NAME\n"
       "  reload                  re-read the config file and apply only the difference\n"
       "  version\n"
@@ -267,20 +267,28 @@ static int run(int argc, char** argv) {
         }
         continue;
       }
-      if (spec.contains(k) && k != "networks" && k != "peers") {
-        std::fprintf(stderr, "dpswctl: --%s given twice\n", flag.c_str());
-        return 2;
-      }
-      if (k == "network" || k == "networks") spec["networks"].push_back(v);
-      else if (k == "peer" || k == "peers") {
-        if (!spec.contains("peers")) spec["peers"] = json::array();
+      // Keys that are lists in the config file: the flag may repeat, and a
+      // value may hold several items separated by commas (--peer A,B).
+      static const std::pair<const char*, const char*> kLists[] = {
+          {"network", "networks"}, {"networks", "networks"}, {"peer", "peers"}, {"peers", "peers"},
+          {"allow", "allow"}, {"publish", "publish"}};
+      const char* list = nullptr;
+      for (const auto& [flag_name, key] : kLists)
+        if (k == flag_name) list = key;
+      if (list) {
+        if (!spec.contains(list)) spec[list] = json::array();
         for (size_t a = 0, b; a <= v.size(); a = b + 1) {
           b = v.find(',', a);
           if (b == std::string::npos) b = v.size();
-          if (b > a) spec["peers"].push_back(v.substr(a, b - a));
+          if (b > a) spec[list].push_back(v.substr(a, b - a));
         }
+        continue;
       }
-      else if (k == "internal") spec[k] = v == "true" || v == "yes" || v == "1";
+      if (spec.contains(k)) {
+        std::fprintf(stderr, "dpswctl: --%s given twice\n", flag.c_str());
+        return 2;
+      }
+      if (k == "internal") spec[k] = v == "true" || v == "yes" || v == "1";
       else spec[k] = v;
     }
     args = {"add"};

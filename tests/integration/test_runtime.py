@@ -5,7 +5,7 @@ import re
 import subprocess
 import time
 
-from dpswtest import DPSWCTL, Dpsw, TestFailure, check, ping, scenario_main, sh
+from dpswtest import DPSWCTL, Dpsw, TestFailure, check, ping, scenario_main, sh, tcp_transfer_ns
 
 NETS = [{"name": "a", "subnet": "10.210.1.0/24"}, {"name": "b", "subnet": "10.210.2.0/24"}]
 EPS = [{"name": "c1", "networks": ["a"], "ip": "10.210.1.11"}, {"name": "c2", "networks": ["a"], "ip": "10.210.1.12"}]
@@ -157,6 +157,21 @@ def zero_loss_during_churn():
               f"churn left namespaces: {d.leftovers()}")
 
 
+def list_flags():
+    """Flags whose config keys are lists (--allow, --publish, --network,
+    --peer) repeat or take commas, and reach the daemon as lists (issue 14:
+    --allow and --publish were always rejected, "expected a list")."""
+    with Dpsw(NETS[:1], EPS, uplink=True) as d:
+        d.start()
+        d.ctl("network", "add", "n", "--subnet", "10.210.9.0/24", "--allow", "a")
+        r = d.ctl("endpoint", "add", "x", "--network", "n", "--publish", "8080:80/tcp", "--publish", "5353:53/udp")
+        ip = r["attachments"][0]["ip"].split("/")[0]
+        check(r["publish"] == ["8080:80/tcp", "5353:53/udp"], f"publish: {r}")
+        ping(d, "c1", ip)  # routed: n allows a
+        peer = tcp_transfer_ns(d.ns("out"), d.ns("x"), Dpsw.HOST_IP, size=1 << 20, port=8080, listen_port=80)
+        check(peer == Dpsw.OUTSIDE_IP, f"published port: the container saw {peer}")
+
+
 def adopt_proc_netns_at_runtime():
     with Dpsw(NETS[:1], EPS) as d:
         d.start()
@@ -180,4 +195,4 @@ def adopt_proc_netns_at_runtime():
 
 if __name__ == "__main__":
     scenario_main({f.__name__: f for f in (verbs, rejected_changes_change_nothing, reload_applies_only_the_difference,
-                                          zero_loss_during_churn, adopt_proc_netns_at_runtime)})
+                                          zero_loss_during_churn, adopt_proc_netns_at_runtime, list_flags)})
