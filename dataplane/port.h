@@ -1,5 +1,5 @@
 // The one burst-level port interface every kind of port implements
-// (AF_XDP, in-memory; vhost-user and DPDK ethdev later).
+// (AF_XDP, vhost-user, the fast tier's FastPort, in-memory; DPDK ethdev later).
 //
 // Ownership and threading contract
 // --------------------------------

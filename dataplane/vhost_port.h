@@ -8,11 +8,12 @@
 // Buffers: rx_burst() lends the PMD's mbufs (the PMD copied the frame out of
 // the application's ring); a frame that spans several mbufs (jumbo, with
 // mergeable buffers) is linearised into a per-port bounce area. tx_burst()
+// sends a burst of received mbufs by reference (vhost↔vhost: zero copy in
+// dpsw, the PMD copies in and out of the applications' rings), otherwise
 // copies into mbufs from the shared pool (one bulk get per burst; chained
-// mbufs for frames above one mbuf's room) and the PMD copies them into the
-// application's ring and frees them. So a vhost↔vhost frame is copied 3
-// times, vhost↔AF_XDP 3 times (plus the kernel's). Nothing is malloc'ed per
-// packet. Threading: see port.h; the link-state callback runs on DPDK's
+// mbufs for frames above one mbuf's room). Nothing is malloc'ed per packet.
+// The socket here is the PMD's private one: applications talk to
+// control/vhost_relay.h. Threading: see port.h; the link-state callback runs on DPDK's
 // interrupt thread and only touches the two atomics.
 #pragma once
 
