@@ -234,7 +234,7 @@ inline RouteNext l3_route(Packet& p, const BdEntry& bd, RouteCtx& c, uint16_t* o
     if (!rule) return *drop = Drop::kNoFlow, RouteNext::kDrop;
     uint16_t cport = uint16_t(rule->ctr_lo + (dport - rule->host_lo));
     r = c.ct.create(c.worker, key, sip, sport, rule->ip, cport, FlowOut{rule->port, rule->mac, rule->router_mac},
-                    FlowOut{l3.uplink_port, 0, l3.uplink_mac}, rule->bd, c.now, &fl);
+                    FlowOut{l3.uplink_port, 0, l3.uplink_mac}, rule->bd, c.now, &fl, ConnTrack::Origin::kInbound);
   } else if (!bd.nat) {
     return *drop = Drop::kInternal, RouteNext::kDrop;
   } else if (dip == l3.uplink_ip) {

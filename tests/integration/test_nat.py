@@ -53,7 +53,7 @@ def outbound_icmp_udp_tcp():
         protos = {f["proto"] for f in flows}
         check({"icmp", "udp", "tcp"} <= protos, f"conntrack should list all three: {flows}")
         check(all(f["translated"].startswith(HOST + ":") for f in flows), f"masquerade should translate to the host address: {flows}")
-        check(any(f["proto"] == "tcp" and f["state"] in ("closing", "closed") for f in flows), f"TCP close not tracked: {flows}")
+        check(any(f["proto"] == "tcp" and f["state"] in ("closing", "close") for f in flows), f"TCP close not tracked: {flows}")
         # Unsolicited traffic to the host address belongs to no flow: refused and counted.
         before = d.counters()["ports"][d.uplink_if]["drops"].get("no_flow", 0)
         d.run("out", "python3", "-c", UDP_CLIENT, HOST, "9999", check_rc=False)
