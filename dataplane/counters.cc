@@ -25,6 +25,10 @@ std::string_view drop_reason_name(Drop d) {
     case Drop::kTooBig: return "too_big";
     case Drop::kSplitHorizon: return "split_horizon";
     case Drop::kPuntTag: return "punt_tag";
+    case Drop::kBadCsum: return "bad_csum";
+    case Drop::kMartian: return "martian";
+    case Drop::kFragNoFlow: return "frag_no_flow";
+    case Drop::kNatClash: return "nat_clash";
     case Drop::kCount: break;
   }
   return "?";

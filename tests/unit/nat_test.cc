@@ -473,3 +473,214 @@ TEST(NatPipeline, SynFloodFromOutsideDoesNotLockContainersOut) {
 
 }  // namespace
 }  // namespace dpsw
+
+namespace dpsw {
+namespace {
+
+// An IPv4 datagram (header + L4 bytes as given) in one Ethernet frame.
+std::vector<uint8_t> ip_frame(Mac dst, Mac src, uint8_t proto, uint32_t sip, uint32_t dip, const std::vector<uint8_t>& l4, uint16_t id = 0x4d2) {
+  std::vector<uint8_t> f(14 + 20 + l4.size(), 0);
+  mac_to_bytes(dst, f.data());
+  mac_to_bytes(src, f.data() + 6);
+  store_be16(f.data() + 12, kEtherTypeIpv4);
+  uint8_t* ip = f.data() + 14;
+  ip[0] = 0x45, csum::store16(ip + 2, uint16_t(20 + l4.size())), csum::store16(ip + 4, id), ip[8] = 64, ip[9] = proto;
+  csum::store32(ip + 12, sip), csum::store32(ip + 16, dip);
+  csum::store16(ip + 10, csum::of(ip, 20));
+  std::copy(l4.begin(), l4.end(), ip + 20);
+  return f;
+}
+
+// Split a one-frame datagram into fragments of at most `mtu` IP bytes (what Linux sends).
+std::vector<std::vector<uint8_t>> fragment(const std::vector<uint8_t>& whole, size_t mtu = 1500) {
+  const uint8_t* ip = whole.data() + 14;
+  const size_t data = whole.size() - 34, chunk = (mtu - 20) / 8 * 8;
+  std::vector<std::vector<uint8_t>> out;
+  for (size_t off = 0; off < data; off += chunk) {
+    const size_t n = std::min(chunk, data - off);
+    std::vector<uint8_t> f(whole.begin(), whole.begin() + 34);
+    f.insert(f.end(), whole.begin() + 34 + long(off), whole.begin() + 34 + long(off + n));
+    uint8_t* fip = f.data() + 14;
+    csum::store16(fip + 2, uint16_t(20 + n));
+    csum::store16(fip + 6, uint16_t((off / 8) | (off + n < data ? 0x2000 : 0)));
+    fip[10] = fip[11] = 0;
+    csum::store16(fip + 10, csum::of(fip, 20));
+    out.push_back(std::move(f));
+  }
+  (void)ip;
+  return out;
+}
+
+// Reassemble fragments (in order) into the datagram's L4 bytes; checks every IP header on the way.
+std::vector<uint8_t> reassemble(const std::vector<std::vector<uint8_t>>& frags, uint16_t id, uint32_t sip, uint32_t dip) {
+  std::vector<uint8_t> l4;
+  for (size_t i = 0; i < frags.size(); i++) {
+    const uint8_t* ip = frags[i].data() + 14;
+    EXPECT_EQ(csum::of(ip, 20), 0) << "IP header checksum of fragment " << i;
+    EXPECT_EQ(csum::load16(ip + 4), id) << "IP id kept";
+    EXPECT_EQ(csum::load32(ip + 12), sip) << i;
+    EXPECT_EQ(csum::load32(ip + 16), dip) << i;
+    EXPECT_EQ(size_t(csum::load16(ip + 6) & 0x1fff) * 8, l4.size()) << "offset kept, in order";
+    EXPECT_EQ((csum::load16(ip + 6) & 0x2000) != 0, i + 1 < frags.size()) << "MF kept";
+    l4.insert(l4.end(), ip + 20, ip + csum::load16(ip + 2));
+  }
+  return l4;
+}
+
+uint16_t l4_sum(uint8_t proto, uint32_t sip, uint32_t dip, const std::vector<uint8_t>& l4) {
+  uint32_t ps = proto == 1 ? 0 : (sip >> 16) + (sip & 0xffff) + (dip >> 16) + (dip & 0xffff) + proto + uint32_t(l4.size());
+  return csum::of(l4.data(), l4.size(), ps);
+}
+
+std::vector<uint8_t> udp_l4(uint32_t sip, uint32_t dip, uint16_t sport, uint16_t dport, size_t payload) {
+  std::vector<uint8_t> l4(8 + payload);
+  csum::store16(l4.data(), sport), csum::store16(l4.data() + 2, dport), csum::store16(l4.data() + 4, uint16_t(l4.size()));
+  for (size_t i = 0; i < payload; i++) l4[8 + i] = uint8_t(i * 7 + 3);
+  csum::store16(l4.data() + 6, l4_sum(17, sip, dip, l4));
+  return l4;
+}
+
+std::vector<uint8_t> echo_l4(uint8_t type, uint16_t id, size_t payload) {
+  std::vector<uint8_t> l4(8 + payload);
+  l4[0] = type, csum::store16(l4.data() + 4, id), csum::store16(l4.data() + 6, 1);
+  for (size_t i = 0; i < payload; i++) l4[8 + i] = uint8_t(i * 13 + 1);
+  csum::store16(l4.data() + 2, csum::of(l4.data(), l4.size()));
+  return l4;
+}
+
+TEST(NatFragments, IcmpEcho3000OutAndBack) {
+  NatRig r;
+  auto frags = fragment(ip_frame(kRouterMac, kC1Mac, 1, kC1, kOut, echo_l4(8, 0x77, 3000), 0x1111));
+  ASSERT_EQ(frags.size(), 3u);
+  for (auto& f : frags) r.c1->inject(f);
+  r.poll();
+  auto out = r.up->take_tx();
+  ASSERT_EQ(out.size(), 3u) << "every fragment masqueraded";
+  auto l4 = reassemble(out, 0x1111, kHostIp, kOut);
+  ASSERT_EQ(l4.size(), 3008u);
+  EXPECT_EQ(csum::of(l4.data(), l4.size()), 0) << "ICMP checksum over the reassembled datagram";
+  const uint16_t nat_id = csum::load16(l4.data() + 4);
+  for (auto& f : out) EXPECT_EQ(f[14 + 8], 63) << "TTL decremented";
+  // The outside answers, fragmented too.
+  auto back = fragment(ip_frame(kUpMac, kOutMac, 1, kOut, kHostIp, echo_l4(0, nat_id, 3000), 0x2222));
+  for (auto& f : back) r.up->inject(f);
+  r.poll();
+  auto in = r.c1->take_tx();
+  ASSERT_EQ(in.size(), 3u) << "every fragment of the reply reaches the container";
+  auto rl4 = reassemble(in, 0x2222, kOut, kC1);
+  EXPECT_EQ(csum::of(rl4.data(), rl4.size()), 0);
+  EXPECT_EQ(csum::load16(rl4.data() + 4), 0x77) << "the container's own echo id";
+  EXPECT_EQ(mac_from_bytes(in[2].data()), kC1Mac);
+}
+
+TEST(NatFragments, UdpDatagram3000OutAndBackAndToAPublishedPort) {
+  NatRig r;
+  for (auto& f : fragment(ip_frame(kRouterMac, kC1Mac, 17, kC1, kOut, udp_l4(kC1, kOut, 40000, 7007, 3000), 0x3333))) r.c1->inject(f);
+  r.poll();
+  auto out = r.up->take_tx();
+  ASSERT_EQ(out.size(), 3u);
+  auto l4 = reassemble(out, 0x3333, kHostIp, kOut);
+  EXPECT_EQ(l4_sum(17, kHostIp, kOut, l4), 0) << "UDP checksum (first fragment, incremental) over the whole datagram";
+  const uint16_t nat_port = csum::load16(l4.data());
+  EXPECT_NE(nat_port, 0);
+  for (auto& f : fragment(ip_frame(kUpMac, kOutMac, 17, kOut, kHostIp, udp_l4(kOut, kHostIp, 7007, nat_port, 3000), 0x4444))) r.up->inject(f);
+  r.poll();
+  auto in = r.c1->take_tx();
+  ASSERT_EQ(in.size(), 3u);
+  auto rl4 = reassemble(in, 0x4444, kOut, kC1);
+  EXPECT_EQ(l4_sum(17, kOut, kC1, rl4), 0);
+  EXPECT_EQ(csum::load16(rl4.data() + 2), 40000);
+  // From outside to a published UDP port (5353 -> c1:53).
+  for (auto& f : fragment(ip_frame(kUpMac, kOutMac, 17, kOut, kHostIp, udp_l4(kOut, kHostIp, 5555, 5353, 3000), 0x5555))) r.up->inject(f);
+  r.poll();
+  in = r.c1->take_tx();
+  ASSERT_EQ(in.size(), 3u);
+  rl4 = reassemble(in, 0x5555, kOut, kC1);
+  EXPECT_EQ(l4_sum(17, kOut, kC1, rl4), 0);
+  EXPECT_EQ(csum::load16(rl4.data() + 2), 53);
+}
+
+TEST(NatFragments, AFragmentWithoutItsFirstIsDroppedAndCounted) {
+  NatRig r;
+  auto frags = fragment(ip_frame(kRouterMac, kC1Mac, 17, kC1, kOut, udp_l4(kC1, kOut, 40000, 7007, 3000), 0x6666));
+  r.c1->inject(frags[1]);
+  r.c1->inject(frags[2]);
+  r.poll();
+  EXPECT_EQ(r.up->take_tx().size(), 0u);
+  EXPECT_EQ(r.drops(NatRig::kC1Port, Drop::kFragNoFlow), 2u);
+}
+
+TEST(NatOtherProtocols, GreIsMasqueradedByAddressAndItsReplyComesBack) {
+  NatRig r;
+  std::vector<uint8_t> gre = {0x00, 0x00, 0x08, 0x00, 0x45, 0x00, 0x00, 0x14, 1, 2, 3, 4};  // GRE header + the start of an inner packet
+  r.c1->inject(ip_frame(kRouterMac, kC1Mac, 47, kC1, kOut, gre, 0x7777));
+  r.poll();
+  auto out = r.up->take_tx();
+  ASSERT_EQ(out.size(), 1u);
+  const uint8_t* ip = out[0].data() + 14;
+  EXPECT_EQ(csum::load32(ip + 12), kHostIp);
+  EXPECT_EQ(csum::of(ip, 20), 0);
+  EXPECT_EQ(std::vector<uint8_t>(ip + 20, ip + 20 + gre.size()), gre) << "the GRE packet itself untouched";
+  EXPECT_EQ(mac_from_bytes(out[0].data()), kOutMac);
+  r.up->inject(ip_frame(kUpMac, kOutMac, 47, kOut, kHostIp, gre, 0x8888));
+  r.poll();
+  auto in = r.c1->take_tx();
+  ASSERT_EQ(in.size(), 1u);
+  EXPECT_EQ(csum::load32(in[0].data() + 14 + 16), kC1);
+  EXPECT_EQ(csum::of(in[0].data() + 14, 20), 0);
+  bool reply;
+  const Flow* f = r.ct().find(FlowKey{kC1, kOut, 0, 0, 47}, &reply);
+  ASSERT_NE(f, nullptr);
+  EXPECT_EQ(f->state.load(), 1) << "replied";
+  // Another inside host towards the same remote with the same protocol: refused while this flow lives.
+  Flow* g = nullptr;
+  EXPECT_EQ(r.ct().create(0, FlowKey{0x0a000003, kOut, 0, 0, 47}, kHostIp, 0, kOut, 0, FlowOut{}, FlowOut{}, 0, 0, &g),
+            ConnTrack::Create::kClash);
+  // Unsolicited GRE from outside: no flow, no published port.
+  r.up->inject(ip_frame(kUpMac, kOutMac, 47, 0xc6336407, kHostIp, gre));
+  r.poll();
+  EXPECT_EQ(r.c1->take_tx().size(), 0u);
+  EXPECT_EQ(r.drops(NatRig::kUpPort, Drop::kNoFlow), 1u);
+}
+
+TEST(NatL3Checks, EchoToTheGatewayWithABadChecksumIsNotAnswered) {
+  NatRig r;
+  auto good = test::icmp_echo(kRouterMac, kC1Mac, kC1, kGw, 56);
+  auto bad_ip = good, bad_icmp = good;
+  bad_ip[14 + 10] ^= 0x40;
+  bad_icmp[14 + 20 + 2] ^= 0x01;
+  r.c1->inject(bad_ip);
+  r.c1->inject(bad_icmp);
+  r.poll();
+  EXPECT_EQ(r.c1->take_tx().size(), 0u);
+  EXPECT_EQ(r.drops(NatRig::kC1Port, Drop::kBadCsum), 2u);
+  r.c1->inject(good);
+  r.poll();
+  EXPECT_EQ(r.c1->take_tx().size(), 1u) << "a good one is answered";
+  // Routed packets with a bad IP header checksum are not forwarded either.
+  auto routed = test::icmp_echo(kRouterMac, kC1Mac, kC1, kOut, 56);
+  routed[14 + 10] ^= 0x01;
+  r.c1->inject(routed);
+  r.poll();
+  EXPECT_EQ(r.up->take_tx().size(), 0u);
+  EXPECT_EQ(r.drops(NatRig::kC1Port, Drop::kBadCsum), 3u);
+}
+
+TEST(NatL3Checks, MartianDestinationsAndSourcesAreNotMasqueraded) {
+  NatRig r;
+  for (uint32_t dst : {0x7f000001u, 0x00000000u, 0x01020304u & 0x00ffffffu, 0xe0000005u, 0xf0000001u, 0xffffffffu})
+    r.c1->inject(test::icmp_echo(kRouterMac, kC1Mac, kC1, dst, 8));
+  r.c1->inject(test::icmp_echo(kRouterMac, kC1Mac, 0x7f000001, kOut, 8));  // martian source from a container
+  r.up->inject(test::icmp_echo(kUpMac, kOutMac, 0x7f000001, kHostIp, 8));  // and from outside
+  r.poll();
+  EXPECT_EQ(r.up->take_tx().size() + r.c1->take_tx().size(), 0u);
+  EXPECT_EQ(r.drops(NatRig::kC1Port, Drop::kMartian), 7u);
+  EXPECT_EQ(r.drops(NatRig::kUpPort, Drop::kMartian), 1u);
+  EXPECT_EQ(r.ct().count(), 0u);
+  r.c1->inject(test::icmp_echo(kRouterMac, kC1Mac, kC1, kOut, 8));
+  r.poll();
+  EXPECT_EQ(r.up->take_tx().size(), 1u) << "a real destination still goes out";
+}
+
+}  // namespace
+}  // namespace dpsw
