@@ -129,8 +129,9 @@ void Daemon::setup() {
       ConnTrack::Options ct;
       ct.size = cfg_.sw.conntrack_size;
       ct.timeouts.tcp_established = cfg_.sw.ct_tcp_established;
-      ct.timeouts.tcp_new = ct.timeouts.tcp_closing = cfg_.sw.ct_tcp_transitory;
-      ct.timeouts.tcp_closed = std::min<uint32_t>(10, cfg_.sw.ct_tcp_transitory);
+      // tcp_syn_sent / tcp_syn_recv / other: ConnTrack::Timeouts' defaults (no config keys yet).
+      ct.timeouts.tcp_closing = cfg_.sw.ct_tcp_transitory;
+      ct.timeouts.tcp_close = std::min<uint32_t>(10, cfg_.sw.ct_tcp_transitory);
       ct.timeouts.udp = cfg_.sw.ct_udp;
       ct.timeouts.udp_replied = cfg_.sw.ct_udp * 4;
       ct.timeouts.icmp = cfg_.sw.ct_icmp;
@@ -1130,7 +1131,8 @@ json Daemon::show(const std::string& what, const std::vector<std::string>& args)
     }
     json conntrack = nullptr;
     if (ConnTrack* ct = dp_->conntrack())
-      conntrack = {{"flows", ct->count()}, {"capacity", ct->capacity()}, {"refused_full", ct->full_drops()}};
+      conntrack = {{"flows", ct->count()}, {"capacity", ct->capacity()}, {"refused_full", ct->full_drops()},
+                   {"early_drop", ct->early_drops()}};
     json fast = nullptr;
     if (fast_) {
       fast = fast_events();
@@ -1147,17 +1149,16 @@ json Daemon::show(const std::string& what, const std::vector<std::string>& args)
     ConnTrack* ct = dp_->conntrack();
     if (!ct) return out;
     uint32_t now = now_ms();
-    static const char* tcp_states[] = {"new", "established", "closing", "closed"};
     ct->for_each([&](const Flow& f) {
       const FlowKey& o = f.orig;
-      std::string proto = o.proto == 6 ? "tcp" : o.proto == 17 ? "udp" : "icmp";
+      std::string proto = o.proto == 6 ? "tcp" : o.proto == 17 ? "udp" : o.proto == 1 ? "icmp" : o.proto == 47 ? "gre" : std::to_string(o.proto);
       uint8_t st = f.state.load(std::memory_order_relaxed);  // relaxed: display only
       auto ep = [&](uint32_t ip, uint16_t port) { return ipv4_to_string(ip) + ":" + std::to_string(o.proto == 1 ? 0 : port); };
       out.push_back({{"proto", proto},
                      {"original", ep(o.sip, o.sport) + " > " + ep(o.dip, o.dport)},
                      {"translated", ep(f.xsrc_ip, f.xsrc_port) + " > " + ep(f.xdst_ip, f.xdst_port)},
                      {"nat_port", f.nat_port},
-                     {"state", o.proto == 6 ? tcp_states[st & 3] : st ? "replied" : "unreplied"},
+                     {"state", o.proto == 6 ? tcp_state_name(st) : st ? "replied" : "unreplied"},
                      {"idle_ms", int32_t(now - f.last_seen.load(std::memory_order_relaxed)) < 0 ? 0 : now - f.last_seen.load(std::memory_order_relaxed)}});
     });
     return out;

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <bit>
 
+#include "dataplane/frag_table.h"
 #include "dataplane/hash.h"
 
 namespace dpsw {
@@ -25,16 +26,23 @@ ConnTrack::ConnTrack(Options opt) : opt_(opt) {
     }
   flows_.reset(new Flow[opt_.size]);
   for (unsigned w = 0; w < opt_.workers; w++) free_.push_back(std::make_unique<SpscRing<uint32_t>>(std::bit_ceil(size_t(opt_.size))));
+  for (unsigned w = 0; w < opt_.workers; w++) free_count_.push_back(std::make_unique<FreeCount>());
   for (uint32_t i = 0; i < opt_.size; i++) {
     auto& r = *free_[i % opt_.workers];
     *r.producer_slot() = i;
     r.push();
+    free_count_[i % opt_.workers]->pushed.fetch_add(1, std::memory_order_relaxed);  // relaxed: not shared yet
   }
   for (int p = 0; p < 3; p++) {
     ports_.emplace_back(new std::atomic<uint64_t>[1024]);
     for (int i = 0; i < 1024; i++) ports_.back()[i].store(0, std::memory_order_relaxed);
   }
   cursor_.assign(size_t(opt_.workers) * 3, 0);
+  for (unsigned w = 0; w < opt_.workers; w++) frags_.push_back(std::make_unique<FragTable>());
+  for (unsigned w = 0; w < opt_.workers; w++) pending_.push_back(std::make_unique<Pending>());
+  // Early drop starts when a worker's free flows fall to this many; flows
+  // from the uplink may not take them (see Origin).
+  reserve_ = std::clamp<size_t>(opt_.size / opt_.workers / 32, 1, 64);
 }
 
 ConnTrack::~ConnTrack() = default;
@@ -66,7 +74,7 @@ Flow* ConnTrack::find(const FlowKey& k, bool* reply) const {
       Flow& f = flows_[uint32_t(found >> 1)];
       bool r = found & 1;
       // The flow's tuples are written before it is indexed and never change while live.
-      if (f.live.load(std::memory_order_acquire) && (r ? f.reply : f.orig) == k) {  // acquire: see the tuples
+      if (f.live.load(std::memory_order_acquire) == kFlowLive && (r ? f.reply : f.orig) == k) {  // acquire: see the tuples
         *reply = r;
         return &f;
       }
@@ -78,7 +86,13 @@ Flow* ConnTrack::find(const FlowKey& k, bool* reply) const {
 
 bool ConnTrack::insert(const FlowKey& k, uint64_t val) {
   const uint64_t sig = sig_of(k);
-  const uint32_t b[2] = {uint32_t(sig >> 1) & mask_, uint32_t(sig >> 33) & mask_};
+  uint32_t b[2] = {uint32_t(sig >> 1) & mask_, uint32_t(sig >> 33) & mask_};
+  // Two choices: the emptier bucket first (a hint read without the lock), so
+  // neither fills up long before the table does.
+  int used[2] = {0, 0};
+  for (int i = 0; i < 2; i++)
+    for (int w = 0; w < kWays; w++) used[i] += buckets_[b[i]].sig[w].load(std::memory_order_relaxed) != 0;  // relaxed: a hint
+  if (used[1] < used[0]) std::swap(b[0], b[1]);
   for (int attempt = 0; attempt < kWriteRetries; attempt++) {
     for (uint32_t bi : b) {
       Bucket& bk = buckets_[bi];
@@ -121,6 +135,73 @@ void ConnTrack::remove(const FlowKey& k, uint64_t val) {
   }
 }
 
+bool ConnTrack::try_remove(const FlowKey& k, uint64_t val, int attempts) {
+  const uint64_t sig = sig_of(k);
+  const uint32_t b[2] = {uint32_t(sig >> 1) & mask_, uint32_t(sig >> 33) & mask_};
+  bool all = true;
+  for (uint32_t bi : b) {
+    Bucket& bk = buckets_[bi];
+    uint32_t s = 0;
+    bool locked = false;
+    for (int a = 0; a < attempts && !locked; a++) {  // workers: bounded (a writer holds a bucket for nanoseconds)
+      s = bk.seq.load(std::memory_order_relaxed);  // relaxed: the CAS decides
+      locked = !(s & 1) && bk.seq.compare_exchange_strong(s, s + 1, std::memory_order_acquire, std::memory_order_relaxed);
+      if (!locked) _mm_pause();
+    }
+    if (!locked) {
+      all = false;
+      continue;
+    }
+    std::atomic_thread_fence(std::memory_order_release);  // readers seeing a slot store also see seq odd
+    for (int w = 0; w < kWays; w++)
+      if (bk.sig[w].load(std::memory_order_relaxed) == sig && bk.val[w].load(std::memory_order_relaxed) == val) {  // relaxed: under bucket lock
+        bk.sig[w].store(0, std::memory_order_relaxed);
+        bk.val[w].store(0, std::memory_order_relaxed);
+      }
+    bk.seq.store(s + 2, std::memory_order_release);  // release: slot stores visible before seq is even
+  }
+  return all;
+}
+
+// A worker short of free flows: evict one non-assured flow found in the
+// buckets from the new tuple's on (bounded). Prefers flows this worker
+// created (their index comes back to its own ring), then the longest idle.
+bool ConnTrack::early_drop(unsigned w, const FlowKey& k, uint32_t now) {
+  const uint32_t b0 = uint32_t(sig_of(k) >> 1) & mask_;
+  uint32_t best = UINT32_MAX;
+  uint64_t best_score = 0;
+  for (unsigned i = 0; i < opt_.early_drop_buckets; i++) {
+    const Bucket& bk = buckets_[(b0 + i) & mask_];
+    for (int wy = 0; wy < kWays; wy++) {
+      // relaxed: only a hint, read without the bucket's seqlock; the CAS on `live` below decides.
+      // An index seen here is not recycled before this worker's next quiescent point (QSBR).
+      if (!bk.sig[wy].load(std::memory_order_relaxed)) continue;
+      const uint32_t idx = uint32_t(bk.val[wy].load(std::memory_order_relaxed) >> 1);
+      if (idx >= opt_.size) continue;
+      const Flow& f = flows_[idx];
+      if (f.live.load(std::memory_order_acquire) != kFlowLive) continue;  // acquire: the tuple and fields below are set
+      const uint8_t st = f.state.load(std::memory_order_relaxed);          // relaxed: a snapshot is enough for a choice
+      if (assured(f.orig.proto, st)) continue;  // established / replied: kept (closing TCP is not "assured" here)
+      const uint64_t score = (uint64_t(f.worker == w) << 40) + age_of(now, f.last_seen.load(std::memory_order_relaxed)) + 1;
+      if (score > best_score) best_score = score, best = idx;
+    }
+  }
+  if (best == UINT32_MAX) return false;
+  Flow& f = flows_[best];
+  uint8_t expect = kFlowLive;
+  // acq_rel: claim it exactly once against the control thread's expire() and other workers; lookups stop matching now.
+  if (!f.live.compare_exchange_strong(expect, kFlowDeadIndexed, std::memory_order_acq_rel, std::memory_order_relaxed)) return false;
+  const bool gone = try_remove(f.orig, uint64_t(best) << 1, kWriteRetries) & try_remove(f.reply, uint64_t(best) << 1 | 1, kWriteRetries);
+  // release: the control thread that sees "unindexed" skips the buckets (it only recycles). A CAS, not a
+  // store: the control thread may have reaped the flow meanwhile (it saw kFlowDeadIndexed and unindexed it too).
+  if (gone) f.live.compare_exchange_strong(expect = kFlowDeadIndexed, kFlowDeadUnindexed, std::memory_order_release,
+                                           std::memory_order_relaxed);
+  live_.fetch_sub(1, std::memory_order_relaxed);   // relaxed: statistic
+  early_.fetch_add(1, std::memory_order_relaxed);  // relaxed: statistic
+  pending_[f.worker]->fetch_add(1, std::memory_order_relaxed);  // relaxed: a rate limit (see create())
+  return true;
+}
+
 int ConnTrack::proto_slot(uint8_t proto) const { return proto == 6 ? 0 : proto == 17 ? 1 : 2; }
 
 uint16_t ConnTrack::alloc_port(unsigned w, uint8_t proto) {
@@ -146,14 +227,34 @@ void ConnTrack::free_port(unsigned, uint8_t proto, uint16_t port) {
 
 ConnTrack::Create ConnTrack::create(unsigned w, const FlowKey& orig, uint32_t xsrc_ip, uint16_t xsrc_port, uint32_t xdst_ip,
                                     uint16_t xdst_port, const FlowOut& fwd, const FlowOut& back, uint16_t bd, uint32_t now,
-                                    Flow** out) {
+                                    Flow** out, Origin origin) {
   SpscRing<uint32_t>& ring = *free_[w];
-  if (!ring.readable()) {
+  FreeCount& fc = *free_count_[w];
+  // Free flows of this worker (the ring's readable() may under-report: it reloads only when empty).
+  const size_t avail = size_t(fc.pushed.load(std::memory_order_relaxed) - fc.popped);  // relaxed: the ring below is the truth
+  if (avail <= reserve_) [[unlikely]] {
+    // Short of room: make some (the victim's index comes back after a grace period),
+    // then use the reserve, unless this is the last flow or the uplink asks. The
+    // uplink's flows evict only while less than a reserve's worth is on its way back:
+    // a flood from outside churns a few of its own flows per tick, not the whole table.
+    if (origin == Origin::kInside || pending_[w]->load(std::memory_order_relaxed) < reserve_)  // relaxed: a rate limit
+      early_drop(w, orig, now);
+    if (!avail || origin == Origin::kInbound) {
+      full_.fetch_add(1, std::memory_order_relaxed);  // relaxed: statistic
+      return Create::kFull;
+    }
+  }
+  if (!ring.readable()) [[unlikely]] {
     full_.fetch_add(1, std::memory_order_relaxed);  // relaxed: statistic
     return Create::kFull;
   }
+  // The reply travels from the rewritten destination to the rewritten source.
+  // ICMP echo: the id rides in sport on requests and in dport on replies.
+  // Other protocols: address only, and one endpoint per (protocol, remote) at a time.
+  bool dummy;
+  if (!has_ports(orig.proto) && find(FlowKey{xdst_ip, xsrc_ip, 0, 0, orig.proto}, &dummy)) return Create::kClash;
   uint16_t port = 0;
-  if (!xsrc_port) {
+  if (!xsrc_port && has_ports(orig.proto)) {
     port = alloc_port(w, orig.proto);
     if (!port) return Create::kNoPort;
     xsrc_port = port;
@@ -162,8 +263,6 @@ ConnTrack::Create ConnTrack::create(unsigned w, const FlowKey& orig, uint32_t xs
   Flow& f = flows_[idx];
   f.orig = orig;
   f.xsrc_ip = xsrc_ip, f.xsrc_port = xsrc_port, f.xdst_ip = xdst_ip, f.xdst_port = xdst_port;
-  // The reply travels from the rewritten destination to the rewritten source.
-  // ICMP echo: the id rides in sport on requests and in dport on replies.
   f.reply = orig.proto == 1 ? FlowKey{xdst_ip, xsrc_ip, 0, xsrc_port, 1} : FlowKey{xdst_ip, xsrc_ip, xdst_port, xsrc_port, orig.proto};
   f.out[0] = fwd;
   f.out[1] = back;
@@ -172,14 +271,21 @@ ConnTrack::Create ConnTrack::create(unsigned w, const FlowKey& orig, uint32_t xs
   f.worker = uint8_t(w);
   f.state.store(0, std::memory_order_relaxed);
   f.last_seen.store(now, std::memory_order_relaxed);
-  f.live.store(1, std::memory_order_release);  // release: tuples above are visible to a reader that sees live
+  f.live.store(kFlowLive, std::memory_order_release);  // release: tuples above are visible to a reader that sees live
   if (!insert(f.orig, uint64_t(idx) << 1) || !insert(f.reply, uint64_t(idx) << 1 | 1)) {
-    remove(f.orig, uint64_t(idx) << 1);
-    f.live.store(0, std::memory_order_relaxed);
+    if (!try_remove(f.orig, uint64_t(idx) << 1, kWriteRetries)) {
+      // Still indexed: the control thread unindexes and recycles it (and its port) like an evicted flow.
+      f.live.store(kFlowAbandoned, std::memory_order_release);  // release: pairs with expire()'s acquire
+      ring.pop(1);
+      fc.popped++;
+      return Create::kBusy;
+    }
+    f.live.store(kFlowFree, std::memory_order_relaxed);  // relaxed: readers also verify the tuple
     if (port) free_port(w, orig.proto, port);
     return Create::kBusy;  // idx stays at the head of the ring for the next try
   }
   ring.pop(1);
+  fc.popped++;
   live_.fetch_add(1, std::memory_order_relaxed);  // relaxed: statistic
   *out = &f;
   return Create::kOk;
@@ -190,16 +296,28 @@ void ConnTrack::seen(Flow& f, uint32_t now) {
   if (age_of(now, f.last_seen.load(std::memory_order_relaxed)) >= 1000) f.last_seen.store(now, std::memory_order_relaxed);
 }
 
+namespace {
+// The TCP state after a segment with `flags` in one direction (never lower than cur).
+uint8_t tcp_next(uint8_t cur, uint8_t flags, bool reply) {
+  constexpr uint8_t kFin = 0x01, kSyn = 0x02, kRst = 0x04, kAck = 0x10;
+  if (flags & kRst) return uint8_t(TcpState::kClose);
+  if (flags & kFin) return std::max(cur, uint8_t(TcpState::kClosing));
+  if ((flags & (kSyn | kAck)) == kSyn) return reply ? cur : std::max(cur, uint8_t(TcpState::kSynSent));
+  if (flags & kSyn)  // SYN+ACK: the answer to the original SYN
+    return reply && cur <= uint8_t(TcpState::kSynSent) ? uint8_t(TcpState::kSynRecv) : cur;
+  if (!reply && (flags & kAck) && cur == uint8_t(TcpState::kSynRecv)) return uint8_t(TcpState::kEstablished);  // handshake done
+  if (reply && cur == uint8_t(TcpState::kNone)) return uint8_t(TcpState::kEstablished);  // picked up mid-stream, both ways alive
+  return cur;
+}
+}  // namespace
+
 void ConnTrack::tcp_flags(Flow& f, uint8_t flags, bool reply) {
-  uint8_t want;
-  if (flags & 0x04) want = uint8_t(TcpState::kClosed);                      // RST
-  else if (flags & 0x01) want = uint8_t(TcpState::kClosing);                // FIN
-  else if (reply && (flags & 0x12) == 0x12) want = uint8_t(TcpState::kEstablished);  // SYN+ACK answered
-  else if (!(flags & 0x02)) want = uint8_t(TcpState::kEstablished);         // data/ACK after the handshake
-  else return;
   uint8_t cur = f.state.load(std::memory_order_relaxed);
-  // relaxed: states only move forward; the max wins between the two directions' workers.
-  while (cur < want && !f.state.compare_exchange_weak(cur, want, std::memory_order_relaxed)) {
+  // relaxed: states only move up; the higher wins between the two directions' workers.
+  // Bounded: the only competitor is the other direction's worker.
+  for (int i = 0; i < 4; i++) {
+    const uint8_t want = tcp_next(cur, flags, reply);
+    if (want <= cur || f.state.compare_exchange_weak(cur, want, std::memory_order_relaxed)) return;
   }
 }
 
@@ -208,44 +326,73 @@ uint32_t ConnTrack::timeout_ms(const Flow& f) const {
   uint8_t st = f.state.load(std::memory_order_relaxed);  // relaxed: ageing is approximate by nature
   switch (f.orig.proto) {
     case 6:
-      return 1000 * (st == 0 ? t.tcp_new : st == 1 ? t.tcp_established : st == 2 ? t.tcp_closing : t.tcp_closed);
+      switch (TcpState(st)) {
+        case TcpState::kNone:
+        case TcpState::kSynSent: return 1000 * t.tcp_syn_sent;
+        case TcpState::kSynRecv: return 1000 * t.tcp_syn_recv;
+        case TcpState::kEstablished: return 1000 * t.tcp_established;
+        case TcpState::kClosing: return 1000 * t.tcp_closing;
+        default: return 1000 * t.tcp_close;
+      }
     case 17:
       return 1000 * (st ? t.udp_replied : t.udp);
-    default:
+    case 1:
       return 1000 * t.icmp;
+    default:
+      return 1000 * (st ? t.other_replied : t.other);
   }
+}
+
+void ConnTrack::recycle(uint32_t i, bool evicted, const std::function<void(std::function<void()>)>& retire) {
+  const Flow& f = flows_[i];
+  unsigned w = f.worker;
+  uint8_t proto = f.orig.proto;
+  uint16_t port = f.nat_port;
+  // After the grace period no worker holds a pointer to it: recycle.
+  retire([this, i, w, proto, port, evicted] {
+    if (evicted) pending_[w]->fetch_sub(1, std::memory_order_relaxed);  // relaxed: a rate limit
+    if (port) free_port(w, proto, port);
+    SpscRing<uint32_t>& ring = *free_[w];
+    if (uint32_t* slot = ring.producer_slot()) {
+      *slot = i;
+      ring.push();
+      std::atomic<uint64_t>& pushed = free_count_[w]->pushed;
+      pushed.store(pushed.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);  // relaxed: single writer, a count
+    }
+  });
 }
 
 size_t ConnTrack::expire(uint32_t now, const std::function<void(std::function<void()>)>& retire) {
   size_t n = 0;
   for (uint32_t i = 0; i < opt_.size; i++) {
     Flow& f = flows_[i];
-    if (!f.live.load(std::memory_order_acquire)) continue;  // acquire: pairs with create()'s release
-    if (age_of(now, f.last_seen.load(std::memory_order_relaxed)) < timeout_ms(f)) continue;
-    remove(f.orig, uint64_t(i) << 1);
-    remove(f.reply, uint64_t(i) << 1 | 1);
-    f.live.store(0, std::memory_order_relaxed);  // relaxed: readers also verify the tuple
-    live_.fetch_sub(1, std::memory_order_relaxed);
-    unsigned w = f.worker;
-    uint8_t proto = f.orig.proto;
-    uint16_t port = f.nat_port;
-    // After the grace period no worker holds a pointer to it: recycle.
-    retire([this, i, w, proto, port] {
-      if (port) free_port(w, proto, port);
-      SpscRing<uint32_t>& ring = *free_[w];
-      if (uint32_t* slot = ring.producer_slot()) {
-        *slot = i;
-        ring.push();
+    uint8_t lv = f.live.load(std::memory_order_acquire);  // acquire: pairs with create()'s / early_drop()'s release
+    if (lv == kFlowFree) continue;
+    bool evicted = lv == kFlowDeadUnindexed || lv == kFlowDeadIndexed;
+    if (lv == kFlowLive) {
+      if (age_of(now, f.last_seen.load(std::memory_order_relaxed)) < timeout_ms(f)) continue;
+      // acq_rel: a worker's early drop may claim it at the same moment; one of us wins.
+      if (f.live.compare_exchange_strong(lv, kFlowDeadIndexed, std::memory_order_acq_rel, std::memory_order_acquire)) {
+        lv = kFlowDeadIndexed;
+        live_.fetch_sub(1, std::memory_order_relaxed);  // relaxed: statistic
+        n++;
+      } else {
+        evicted = lv != kFlowAbandoned;  // a worker's early drop won: recycled below like any evicted flow
       }
-    });
-    n++;
+    }
+    if (lv == kFlowDeadIndexed || lv == kFlowAbandoned) {
+      remove(f.orig, uint64_t(i) << 1);
+      remove(f.reply, uint64_t(i) << 1 | 1);
+    }
+    f.live.store(kFlowFree, std::memory_order_relaxed);  // relaxed: readers also verify the tuple
+    recycle(i, evicted, retire);
   }
   return n;
 }
 
 void ConnTrack::for_each(const std::function<void(const Flow&)>& fn) const {
   for (uint32_t i = 0; i < opt_.size; i++)
-    if (flows_[i].live.load(std::memory_order_acquire)) fn(flows_[i]);
+    if (flows_[i].live.load(std::memory_order_acquire) == kFlowLive) fn(flows_[i]);  // acquire: see the tuples
 }
 
 }  // namespace dpsw

@@ -15,7 +15,19 @@
 // * The control thread expires flows (per-protocol/per-state timeouts),
 //   unindexes them, and recycles index and port only after a QSBR grace
 //   period (the caller passes retire()).
-// A full table drops the new flow (counted); existing flows keep working.
+// * Early drop (nf_conntrack's early_drop): when a worker's free flows fall
+//   to a small reserve, create() first evicts one non-assured flow (TCP not
+//   yet established or already closing, UDP/ICMP/other not replied) found in
+//   a bounded window of buckets next to the new tuple's. The worker claims
+//   the victim with one CAS on `live` (1 -> dead), which is what makes
+//   lookups stop matching it, unindexes it with bounded retries, and leaves
+//   the recycling of index and port to the control thread's next expire()
+//   (after a grace period, like every other flow). Workers never spin
+//   without bound. Flows started from the uplink (published ports) may not
+//   take the reserve's last entries: a flood from outside cannot take the
+//   containers' last free flows.
+// A table with neither free flows nor a victim drops the new flow (counted);
+// existing flows keep working.
 #pragma once
 
 #include <atomic>
@@ -29,6 +41,8 @@
 
 namespace dpsw {
 
+class FragTable;
+
 struct FlowKey {
   uint32_t sip = 0, dip = 0;
   uint16_t sport = 0, dport = 0;  // ICMP echo: the id on the side the host chose, 0 on the other
@@ -36,7 +50,22 @@ struct FlowKey {
   bool operator==(const FlowKey&) const = default;
 };
 
-enum class TcpState : uint8_t { kNew = 0, kEstablished = 1, kClosing = 2, kClosed = 3 };
+// Ordered: a flow's state only moves up (two workers may update it, one per
+// direction; the CAS keeps the higher). Like netfilter's, simplified:
+// kNone: created by a segment that is not a SYN (picked up mid-stream), no
+// reply seen yet; kSynSent: the original SYN seen; kSynRecv: the reply's
+// SYN+ACK seen; kEstablished: the original direction's ACK after that (or, for a
+// picked-up flow, any reply); kClosing: a FIN seen (FIN_WAIT/CLOSE_WAIT/
+// LAST_ACK/TIME_WAIT folded); kClose: a RST seen.
+enum class TcpState : uint8_t { kNone = 0, kSynSent = 1, kSynRecv = 2, kEstablished = 3, kClosing = 4, kClose = 5 };
+constexpr int kTcpStates = 6;
+inline const char* tcp_state_name(uint8_t st) {
+  static const char* const names[kTcpStates] = {"none", "syn_sent", "syn_recv", "established", "closing", "close"};
+  return st < kTcpStates ? names[st] : "?";
+}
+// Flows of these protocols rewrite ports (ICMP: the echo id); any other IP
+// protocol is masqueraded by address only (ports 0 in its keys).
+inline bool has_ports(uint8_t proto) { return proto == 6 || proto == 17 || proto == 1; }
 
 // Where one direction of a flow goes after its rewrite.
 struct FlowOut {
@@ -57,22 +86,44 @@ struct alignas(64) Flow {
   uint16_t bd = 0;        // the container network the flow started in or goes to (for show)
   uint16_t nat_port = 0;  // allocated source port (0: none)
   uint8_t worker = 0;     // whose port slice nat_port came from
-  std::atomic<uint8_t> state{0};        // TcpState; UDP: 1 once a reply was seen
+  std::atomic<uint8_t> state{0};        // TcpState; others: 1 once a reply was seen
   std::atomic<uint32_t> last_seen{0};   // ms, refreshed at most once a second
-  std::atomic<uint8_t> live{0};         // indexed (1) or free (0)
+  std::atomic<uint8_t> live{0};         // Live: lookups match only kFlowLive
 };
+
+// Flow::live. A flow leaves kFlowLive exactly once, by a CAS (expiry or early drop).
+enum Live : uint8_t {
+  kFlowFree = 0,
+  kFlowLive = 1,
+  kFlowDeadUnindexed = 2,  // evicted by a worker, unindexed: the control thread recycles it
+  kFlowDeadIndexed = 3,    // evicted by a worker that could not unindex it: the control thread unindexes, recycles
+  kFlowAbandoned = 4,      // a create() that could not index it fully nor undo that: the control thread unindexes, recycles
+};
+
+// Whether a flow is worth keeping over a new one (netfilter's "assured"):
+// TCP established; UDP, ICMP, other: a reply seen.
+inline bool assured(uint8_t proto, uint8_t state) {
+  return proto == 6 ? state == uint8_t(TcpState::kEstablished) : state != 0;
+}
 
 class ConnTrack {
  public:
   struct Timeouts {  // seconds
-    uint32_t tcp_new = 60, tcp_established = 3600, tcp_closing = 60, tcp_closed = 10;
+    // Handshake: netfilter's (SYN_SENT 120 s, SYN_RECV 60 s); a flow picked up
+    // mid-stream (kNone) waits like SYN_SENT. Early drop reclaims them sooner
+    // when the table is short of room.
+    uint32_t tcp_syn_sent = 120, tcp_syn_recv = 60;
+    uint32_t tcp_established = 3600, tcp_closing = 60, tcp_close = 10;
     uint32_t udp = 30, udp_replied = 120, icmp = 30;
+    uint32_t other = 30, other_replied = 180;  // other IP protocols (GRE, ...): netfilter's GRE values
   };
   struct Options {
     uint32_t size = 262144;
     unsigned workers = 1;
     uint16_t port_lo = 1024, port_hi = 65535;
     Timeouts timeouts{};
+    // Early drop: buckets scanned for a victim, starting at the new tuple's.
+    unsigned early_drop_buckets = 8;
   };
   explicit ConnTrack(Options opt);
   ~ConnTrack();
@@ -80,12 +131,18 @@ class ConnTrack {
   // ---- workers ----
   // Flow for a tuple seen on the wire; *reply tells which direction matched.
   Flow* find(const FlowKey& k, bool* reply) const;
-  enum class Create { kOk, kFull, kNoPort, kBusy };
+  enum class Create { kOk, kFull, kNoPort, kBusy, kClash };
+  // Who asks for the flow: kInbound (from the uplink: published ports) may
+  // not take the last reserve() free flows of its worker.
+  enum class Origin : uint8_t { kInside, kInbound };
   // Worker `w` is the one that sees the original direction (owns its input
-  // port). A zero xsrc_port means "allocate a NAT port" (masquerade). On kOk
-  // *out is indexed and live.
+  // port). A zero xsrc_port means "allocate a NAT port" (masquerade; TCP,
+  // UDP, ICMP; other protocols keep port 0). On kOk *out is indexed and live.
+  // kClash: the reply tuple is another flow's (another protocol's masquerade
+  // of another endpoint towards the same remote address).
   Create create(unsigned w, const FlowKey& orig, uint32_t xsrc_ip, uint16_t xsrc_port, uint32_t xdst_ip, uint16_t xdst_port,
-                const FlowOut& fwd, const FlowOut& back, uint16_t bd, uint32_t now, Flow** out);
+                const FlowOut& fwd, const FlowOut& back, uint16_t bd, uint32_t now, Flow** out,
+                Origin origin = Origin::kInside);
   static void seen(Flow& f, uint32_t now);                 // refresh last_seen (rate-limited)
   static void tcp_flags(Flow& f, uint8_t flags, bool reply);  // advance the TCP state
 
@@ -96,6 +153,10 @@ class ConnTrack {
   size_t count() const { return live_.load(std::memory_order_relaxed); }  // relaxed: statistic
   size_t capacity() const { return opt_.size; }
   uint64_t full_drops() const { return full_.load(std::memory_order_relaxed); }  // relaxed: statistic
+  uint64_t early_drops() const { return early_.load(std::memory_order_relaxed); }  // relaxed: statistic
+  size_t reserve() const { return reserve_; }  // per worker, see Origin
+  FragTable& frags(unsigned w) { return *frags_[w]; }  // worker w's own (frag_table.h)
+  uint32_t timeout_ms(const Flow& f) const;
 
  private:
   static constexpr int kWays = 7;
@@ -108,8 +169,10 @@ class ConnTrack {
   };
   static uint64_t sig_of(const FlowKey& k);
   bool insert(const FlowKey& k, uint64_t val);
-  void remove(const FlowKey& k, uint64_t val);
-  uint32_t timeout_ms(const Flow& f) const;
+  void remove(const FlowKey& k, uint64_t val);                   // control thread: waits for the buckets
+  bool try_remove(const FlowKey& k, uint64_t val, int attempts);  // workers: bounded
+  bool early_drop(unsigned w, const FlowKey& k, uint32_t now);   // evict one non-assured flow near k
+  void recycle(uint32_t i, bool evicted, const std::function<void(std::function<void()>)>& retire);
   uint16_t alloc_port(unsigned w, uint8_t proto);
   void free_port(unsigned w, uint8_t proto, uint16_t port);
   int proto_slot(uint8_t proto) const;
@@ -119,11 +182,27 @@ class ConnTrack {
   std::unique_ptr<Bucket[]> buckets_;
   std::unique_ptr<Flow[]> flows_;
   std::vector<std::unique_ptr<SpscRing<uint32_t>>> free_;  // per worker: free flow indexes
+  struct alignas(64) FreeCount {
+    std::atomic<uint64_t> pushed{0};  // written by the control thread (the ring's producer)
+    uint64_t popped = 0;              // worker-private (the ring's consumer)
+  };
+  std::vector<std::unique_ptr<FreeCount>> free_count_;  // per worker: how full its free ring is
   // Per protocol (TCP, UDP, ICMP) a bitmap over the port space; worker w owns [lo_w, hi_w).
   std::vector<std::unique_ptr<std::atomic<uint64_t>[]>> ports_;
   std::vector<uint32_t> cursor_;  // per worker × proto, worker-private
+  std::vector<std::unique_ptr<FragTable>> frags_;  // per worker
+  struct alignas(64) Pending {
+    std::atomic<size_t> n{0};
+    size_t load(std::memory_order o) const { return n.load(o); }
+    void fetch_add(size_t v, std::memory_order o) { n.fetch_add(v, o); }
+    void fetch_sub(size_t v, std::memory_order o) { n.fetch_sub(v, o); }
+  };
+  // Per worker: its flows evicted by early drop, not yet back in its free ring (any worker adds, control subtracts).
+  std::vector<std::unique_ptr<Pending>> pending_;
+  size_t reserve_ = 1;
   std::atomic<size_t> live_{0};
   std::atomic<uint64_t> full_{0};
+  std::atomic<uint64_t> early_{0};
 };
 
 }  // namespace dpsw

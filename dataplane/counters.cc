@@ -27,6 +27,10 @@ std::string_view drop_reason_name(Drop d) {
     case Drop::kPuntTag: return "punt_tag";
     case Drop::kArpSpoof: return "arp_spoof";
     case Drop::kVxlanFragment: return "vxlan_fragment";
+    case Drop::kBadCsum: return "bad_csum";
+    case Drop::kMartian: return "martian";
+    case Drop::kFragNoFlow: return "frag_no_flow";
+    case Drop::kNatClash: return "nat_clash";
     case Drop::kCount: break;
   }
   return "?";

@@ -41,6 +41,10 @@ enum class Drop : uint8_t {
   kPuntTag,       // on the punt port: no 802.1Q tag naming a fast-tier port (see fast_port.h)
   kArpSpoof,      // an endpoint announced dpsw's own address in ARP
   kVxlanFragment, // an outer-fragmented VXLAN packet (first fragment; not reassembled)
+  kBadCsum,       // to be routed or answered by dpsw: IPv4 header checksum (or an echo's ICMP checksum) wrong
+  kMartian,       // to be routed: source or destination in 0/8, 127/8, 224/4 (multicast), 240/4 (incl. broadcast)
+  kFragNoFlow,    // an IPv4 fragment after the first whose datagram's first fragment matched no flow (or came later)
+  kNatClash,      // another protocol (GRE, ...) masqueraded by address only: another endpoint holds (protocol, remote)
   kCount
 };
 constexpr size_t kDropReasons = size_t(Drop::kCount);

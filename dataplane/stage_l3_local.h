@@ -4,7 +4,9 @@
 // place and sending it back out of its input port.
 // Exits: kNotLocal (continue with L2 forwarding), kReply (tx to in_port),
 // kRoute (IPv4 at the router MAC, not an echo to us: stage_l3_route),
-// kDrop (non-IPv4 at the router MAC: no_route; malformed IPv4: bad_ip).
+// kDrop (non-IPv4 at the router MAC: no_route; malformed IPv4: bad_ip; an
+// echo to us with a wrong IP header or ICMP checksum: bad_csum; from a
+// martian source: martian; as Linux).
 //
 // In-place rewrite is safe: the frame is ours until release(), and a frame
 // that is answered is not forwarded anywhere else.
@@ -20,6 +22,14 @@
 namespace dpsw::stage {
 
 enum class LocalNext : uint8_t { kNotLocal, kReply, kRoute, kDrop };
+
+// Martian addresses (never routed, never answered, as in Linux): 0.0.0.0/8,
+// 127.0.0.0/8, 224.0.0.0/4 (multicast: never unicast-routed here), 240.0.0.0/4
+// (with 255.255.255.255).
+inline bool martian(uint32_t a) {
+  const uint32_t o = a >> 24;
+  return o == 0 || o == 127 || o >= 224;
+}
 
 
 inline LocalNext l3_local(Packet& p, const BdEntry& bd, Mac dst, Drop* drop) {
@@ -59,6 +69,14 @@ inline LocalNext l3_local(Packet& p, const BdEntry& bd, Mac dst, Drop* drop) {
   if (csum::load32(ip + 16) != bd.local_ip || ip[9] != 1 /* ICMP */) return LocalNext::kRoute;
   uint8_t* icmp = ip + ihl;
   if (icmp[0] != 8 /* echo request */ || (load_be16(ip + 6) & 0x3fff) != 0 /* fragment */) return LocalNext::kRoute;
+  if (csum::of(ip, ihl) != 0 || csum::of(icmp, tot - ihl) != 0) {  // not answered: Linux drops it too
+    *drop = Drop::kBadCsum;
+    return LocalNext::kDrop;
+  }
+  if (martian(csum::load32(ip + 12))) {  // an answer would go to a martian
+    *drop = Drop::kMartian;
+    return LocalNext::kDrop;
+  }
   // Echo reply, in place.
   std::memcpy(f, f + 6, 6);
   mac_to_bytes(bd.router_mac, f + 6);

@@ -7,6 +7,14 @@
 // Exits: kOut (out_port set, frame rewritten in place), kDrop (reason).
 // Checksums are updated incrementally (IPv4 header; TCP/UDP pseudo-header
 // and port; ICMP echo id). TTL is decremented.
+// Checked first, as Linux does: the IPv4 header checksum (bad_csum) and
+// martian addresses (martian: 0/8, 127/8, 224/4, 240/4 as source or
+// destination; never masqueraded onto the uplink).
+// Fragments: a first fragment is matched like any packet (it has the L4
+// header) and remembered in the worker's FragTable; later fragments follow
+// it with an address-only rewrite (frag_table.h). Protocols other than TCP,
+// UDP and ICMP are masqueraded by address only (ports 0 in their keys; one
+// endpoint per (protocol, remote address) at a time: nat_clash).
 #pragma once
 
 #include <algorithm>
@@ -15,7 +23,9 @@
 #include "dataplane/checksum.h"
 #include "dataplane/conntrack.h"
 #include "dataplane/counters.h"
+#include "dataplane/frag_table.h"
 #include "dataplane/snapshot.h"
+#include "dataplane/stage_l3_local.h"  // martian()
 
 namespace dpsw::stage {
 
@@ -89,8 +99,10 @@ inline bool ttl_down(uint8_t* ip) {
 }  // namespace route_detail
 
 // Send one packet of a flow on its way: rewrite for its direction, choose MACs, port.
+// l4: the packet carries the L4 header (false: a fragment after the first,
+// only the IP header is rewritten; the first fragment fixed the L4 checksum).
 inline RouteNext forward(Packet& p, uint8_t* ip, uint32_t ihl, uint8_t proto, Flow& fl, bool reply, RouteCtx& c,
-                         uint16_t* out_port, Drop* drop) {
+                         uint16_t* out_port, Drop* drop, bool l4 = true) {
   using namespace route_detail;
   const FlowOut& out = fl.out[reply];
   const uint32_t ndip = reply ? fl.orig.sip : fl.xdst_ip;
@@ -105,20 +117,30 @@ inline RouteNext forward(Packet& p, uint8_t* ip, uint32_t ihl, uint8_t proto, Fl
     }
   }
   if (!ttl_down(ip)) return *drop = Drop::kTtl, RouteNext::kDrop;
-  uint8_t* l4 = ip + ihl;
+  uint8_t* l4h = ip + ihl;
+  const uint8_t csum_proto = l4 ? proto : 0;  // 0: the IP header checksum only
+  const bool ports = l4 && has_ports(proto);
   if (!reply) {
-    rewrite_ip(ip, ihl, proto, true, fl.xsrc_ip);
-    rewrite_ip(ip, ihl, proto, false, fl.xdst_ip);
-    rewrite_port(l4, proto, true, fl.xsrc_port);  // ICMP: the echo id
-    if (proto != 1) rewrite_port(l4, proto, false, fl.xdst_port);
+    rewrite_ip(ip, ihl, csum_proto, true, fl.xsrc_ip);
+    rewrite_ip(ip, ihl, csum_proto, false, fl.xdst_ip);
+    if (ports) {
+      rewrite_port(l4h, proto, true, fl.xsrc_port);  // ICMP: the echo id
+      if (proto != 1) rewrite_port(l4h, proto, false, fl.xdst_port);
+    }
   } else {
-    rewrite_ip(ip, ihl, proto, true, fl.orig.dip);
-    rewrite_ip(ip, ihl, proto, false, fl.orig.sip);
-    if (proto != 1) rewrite_port(l4, proto, true, fl.orig.dport);
-    rewrite_port(l4, proto, false, fl.orig.sport);  // ICMP: the echo id back
+    rewrite_ip(ip, ihl, csum_proto, true, fl.orig.dip);
+    rewrite_ip(ip, ihl, csum_proto, false, fl.orig.sip);
+    if (ports) {
+      if (proto != 1) rewrite_port(l4h, proto, true, fl.orig.dport);
+      rewrite_port(l4h, proto, false, fl.orig.sport);  // ICMP: the echo id back
+    }
   }
-  if (proto == 6) ConnTrack::tcp_flags(fl, l4[13], reply);
-  else if (reply && !fl.state.load(std::memory_order_relaxed)) fl.state.store(1, std::memory_order_relaxed);  // relaxed: "replied", an ageing hint
+  if (!l4) {
+  } else if (proto == 6) {
+    ConnTrack::tcp_flags(fl, l4h[13], reply);
+  } else if (reply && !fl.state.load(std::memory_order_relaxed)) {
+    fl.state.store(1, std::memory_order_relaxed);  // relaxed: "replied", an ageing hint
+  }
   ConnTrack::seen(fl, c.now);
   mac_to_bytes(dmac, p.data);
   mac_to_bytes(out.src_mac, p.data + 6);
@@ -143,7 +165,8 @@ inline RouteNext icmp_error(Packet& p, uint8_t* ip, uint32_t ihl, uint32_t tot, 
   FlowKey r{csum::load32(in + 16), csum::load32(in + 12), 0, 0, iproto};
   if (iproto == 6 || iproto == 17) r.sport = csum::load16(il4 + 2), r.dport = csum::load16(il4);
   else if (iproto == 1 && il4[0] == 8) r.dport = csum::load16(il4 + 4);  // quoted echo request: its reply carries the id
-  else return *drop = Drop::kNoFlow, RouteNext::kDrop;
+  else if (iproto == 1) return *drop = Drop::kNoFlow, RouteNext::kDrop;
+  // else: a protocol masqueraded by address only, ports 0
   bool reply = false;
   Flow* fl = c.ct.find(r, &reply);
   if (!fl) return *drop = Drop::kNoFlow, RouteNext::kDrop;
@@ -171,7 +194,7 @@ inline RouteNext icmp_error(Packet& p, uint8_t* ip, uint32_t ihl, uint32_t tot, 
   csum::store16(in + 10, csum::of(in, iihl));
   if (iproto == 1) {
     csum::store16(il4 + 4, qsport);  // the endpoint's own echo id (its checksum may lie beyond the quote; ICMP sum below covers all)
-  } else {
+  } else if (iproto == 6 || iproto == 17) {
     csum::store16(il4, qsport);
     csum::store16(il4 + 2, qdport);
   }
@@ -208,20 +231,37 @@ inline RouteNext l3_route(Packet& p, const BdEntry& bd, RouteCtx& c, uint16_t* o
   }
   const uint8_t proto = ip[9];
   const uint32_t sip = csum::load32(ip + 12), dip = csum::load32(ip + 16);
-  uint16_t sport, dport;
-  const bool first_fragment = (csum::load16(ip + 6) & 0x1fff) == 0;
+  if (csum::of(ip, ihl) != 0) return *drop = Drop::kBadCsum, RouteNext::kDrop;
+  if (martian(sip) || martian(dip)) return *drop = Drop::kMartian, RouteNext::kDrop;
+  uint16_t sport = 0, dport = 0;
+  const uint16_t frag = csum::load16(ip + 6);
+  const bool first_fragment = (frag & 0x1fff) == 0;
+  const bool fragmented = (frag & 0x3fff) != 0;  // MF or an offset
   const bool from_uplink = p.in_port == l3.uplink_port;
   if (from_uplink && dip != l3.uplink_ip) return RouteNext::kDrop;
   if (proto == 1 && first_fragment && tot - ihl >= 8) {
     uint8_t type = ip[ihl];
     if (type == 3 || type == 11 || type == 12) return icmp_error(p, ip, ihl, tot, c, out_port, drop);
   }
-  if (!first_fragment || !l4_ports(proto, ip + ihl, tot - ihl, &sport, &dport)) return RouteNext::kDrop;  // no_route
+  bool reply = false;
+  if (!has_ports(proto)) {
+    // Address only: every fragment carries the whole key.
+  } else if (!first_fragment) {
+    // A later fragment: the flow its first fragment was matched to, looked up again by key.
+    const FlowKey* k = c.ct.frags(c.worker).lookup(sip, dip, csum::load16(ip + 4), proto, c.now);
+    Flow* fl = k ? c.ct.find(*k, &reply) : nullptr;
+    if (!fl) return *drop = Drop::kFragNoFlow, RouteNext::kDrop;
+    return forward(p, ip, ihl, proto, *fl, reply, c, out_port, drop, false);
+  } else if (!l4_ports(proto, ip + ihl, tot - ihl, &sport, &dport)) {
+    return RouteNext::kDrop;  // no_route
+  }
 
   const FlowKey key{sip, dip, sport, dport, proto};
-  bool reply = false;
   // (Hairpin replies are addressed to the gateway: look flows up first.)
-  if (Flow* fl = c.ct.find(key, &reply)) return forward(p, ip, ihl, proto, *fl, reply, c, out_port, drop);
+  if (Flow* fl = c.ct.find(key, &reply)) {
+    if (fragmented && has_ports(proto)) c.ct.frags(c.worker).remember(sip, dip, csum::load16(ip + 4), proto, key, c.now);
+    return forward(p, ip, ihl, proto, *fl, reply, c, out_port, drop);
+  }
 
   // A new flow.
   if (!from_uplink && dip == bd.local_ip) return RouteNext::kDrop;  // to the gateway itself, not an echo: nothing serves it
@@ -234,7 +274,7 @@ inline RouteNext l3_route(Packet& p, const BdEntry& bd, RouteCtx& c, uint16_t* o
     if (!rule) return *drop = Drop::kNoFlow, RouteNext::kDrop;
     uint16_t cport = uint16_t(rule->ctr_lo + (dport - rule->host_lo));
     r = c.ct.create(c.worker, key, sip, sport, rule->ip, cport, FlowOut{rule->port, rule->mac, rule->router_mac},
-                    FlowOut{l3.uplink_port, 0, l3.uplink_mac}, rule->bd, c.now, &fl);
+                    FlowOut{l3.uplink_port, 0, l3.uplink_mac}, rule->bd, c.now, &fl, ConnTrack::Origin::kInbound);
   } else if (!bd.nat) {
     return *drop = Drop::kInternal, RouteNext::kDrop;
   } else if (dip == l3.uplink_ip) {
@@ -266,7 +306,8 @@ inline RouteNext l3_route(Packet& p, const BdEntry& bd, RouteCtx& c, uint16_t* o
     r = c.ct.create(c.worker, key, l3.uplink_ip, 0, dip, dport, FlowOut{l3.uplink_port, 0, l3.uplink_mac},
                     FlowOut{p.in_port, mac_from_bytes(f + 6), router}, p.bd, c.now, &fl);
   }
-  if (r != ConnTrack::Create::kOk) return *drop = Drop::kCtFull, RouteNext::kDrop;
+  if (r != ConnTrack::Create::kOk) return *drop = r == ConnTrack::Create::kClash ? Drop::kNatClash : Drop::kCtFull, RouteNext::kDrop;
+  if (fragmented && has_ports(proto)) c.ct.frags(c.worker).remember(sip, dip, csum::load16(ip + 4), proto, key, c.now);
   return forward(p, ip, ihl, proto, *fl, false, c, out_port, drop);
 }
 

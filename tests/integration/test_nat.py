@@ -53,7 +53,7 @@ def outbound_icmp_udp_tcp():
         protos = {f["proto"] for f in flows}
         check({"icmp", "udp", "tcp"} <= protos, f"conntrack should list all three: {flows}")
         check(all(f["translated"].startswith(HOST + ":") for f in flows), f"masquerade should translate to the host address: {flows}")
-        check(any(f["proto"] == "tcp" and f["state"] in ("closing", "closed") for f in flows), f"TCP close not tracked: {flows}")
+        check(any(f["proto"] == "tcp" and f["state"] in ("closing", "close") for f in flows), f"TCP close not tracked: {flows}")
         # Unsolicited traffic to the host address belongs to no flow: refused and counted.
         before = d.counters()["ports"][d.uplink_if]["drops"].get("no_flow", 0)
         d.run("out", "python3", "-c", UDP_CLIENT, HOST, "9999", check_rc=False)
@@ -193,7 +193,159 @@ def nat_across_two_workers():
         check(all(w["busy_loops"] > 0 for w in workers), f"both workers should have forwarded: {workers}")
 
 
+# Raw SYNs with spoofed sources from the outside's subnet (no hping3/scapy needed).
+SYN_FLOOD = r"""
+import random, socket, struct, sys
+dst, dport, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+def csum(b):
+    if len(b) % 2: b += b"\0"
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b)); s = (s >> 16) + (s & 0xffff); s += s >> 16
+    return ~s & 0xffff
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+rnd = random.Random(18); d = socket.inet_aton(dst)
+for i in range(n):
+    src = socket.inet_aton("198.51.100.%d" % rnd.choice([x for x in range(2, 255) if x != 10]))
+    sport = rnd.randrange(1024, 65535)
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, rnd.getrandbits(32), 0, 5 << 4, 0x02, 64240, 0, 0)
+    tcp = tcp[:16] + struct.pack("!H", csum(src + d + struct.pack("!BBH", 0, 6, len(tcp)) + tcp)) + tcp[18:]
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, i & 0xffff, 0, 64, 6, 0, src, d)
+    s.sendto(ip + tcp, (dst, 0))
+print("sent", n, flush=True)
+"""
+TIMED_CONNECT = r"""
+import socket, sys, time
+t0 = time.monotonic()
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+t = time.monotonic() - t0
+c.sendall(b"hello"); c.close()
+print("%.3f" % t, flush=True)
+"""
+ACCEPT_ONE = r"""
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(64); s.settimeout(30)
+print("listening", flush=True)
+c, peer = s.accept(); c.settimeout(10); print(peer[0], c.recv(100).decode(), flush=True)
+"""
+
+
+def syn_flood_then_connect():
+    """Issue 18 #5: 3,000 SYNs from outside against a published port fill a 1,024-flow table;
+    a container's new connection still succeeds at once (early drop, the containers' reserve)."""
+    eps = [{"name": "c1", "networks": ["a"]}, {"name": "web", "networks": ["a"], "publish": ["8080:80/tcp"]}]
+    with Dpsw([{"name": "a", "subnet": "10.241.1.0/24"}], eps, uplink=True,
+              extra_switch={"conntrack": "{ size: 1024 }"}) as d:
+        d.start()
+        lst = d.popen("web", "python3", "-c", "import socket,time; s=socket.socket(); s.bind(('0.0.0.0', 80)); s.listen(4096); time.sleep(60)")
+        ping(d, "c1", OUT, count=1)  # the container's gateway ARP and the uplink's next hop are warm, as in real life
+        try:
+            out = d.run("out", "python3", "-c", SYN_FLOOD, HOST, "8080", "3000").stdout
+            check("sent 3000" in out, out)
+            time.sleep(0.3)  # dpsw has taken the flood in
+            c = d.counters()["conntrack"]
+            check(c["capacity"] == 1024 and c["refused_full"] > 0, f"the flood should have filled the table: {c}")
+            srv = d.popen("out", "python3", "-c", ACCEPT_ONE, "5001", stdout=subprocess.PIPE, text=True)
+            check(srv.stdout.readline().strip() == "listening", "server")
+            r = d.run("c1", "python3", "-c", TIMED_CONNECT, OUT, "5001", check_rc=False)
+            check(r.returncode == 0, f"the container could not connect after the flood: {r.stderr.strip().splitlines()[-1:]}")
+            took = float(r.stdout.strip())
+            got = srv.communicate(timeout=10)[0].split()
+            check(got == [HOST, "hello"], f"the server got {got}")
+            check(took < 1.0, f"the container's connection took {took:.3f} s: its first SYN was not admitted")
+            c = d.counters()["conntrack"]
+            check(c.get("early_drop", 0) > 0, f"early drops should be counted: {c}")
+            flows = d.ctl("show", "conntrack")
+            flood = [f for f in flows if f["proto"] == "tcp" and f["original"].endswith(f"> {HOST}:8080")]
+            states = {f["state"] for f in flood}
+            check(flood and states <= {"syn_sent", "syn_recv", "close"} and states & {"syn_sent", "syn_recv"},
+                  f"the flood's flows should be half-open, not established: {sorted(states)} ({len(flood)} flows)")
+            mine = [f for f in flows if f["original"].endswith(f"> {OUT}:5001")]
+            check(mine and mine[0]["state"] in ("established", "closing", "close"), f"the container's flow: {mine}")
+            print(f"connect took {took:.3f} s; flood flows {len(flood)} {sorted(states)}; counters {d.counters()['conntrack']}")
+        finally:
+            lst.kill()
+            lst.wait()
+
+
+BIG_UDP_ECHO = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", int(sys.argv[1]))); s.settimeout(20)
+print("listening", flush=True)
+data, peer = s.recvfrom(65535); s.sendto(data[::-1], peer)
+print(peer[0], len(data), flush=True)
+"""
+BIG_UDP_CLIENT = r"""
+import socket, sys
+msg = bytes((i * 7 + 3) & 0xff for i in range(3000))
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2)
+for i in range(5):
+    s.sendto(msg, (sys.argv[1], int(sys.argv[2])))
+    try:
+        got = s.recvfrom(65535)[0]; print("ok" if got == msg[::-1] else "bad %d" % len(got)); break
+    except socket.timeout:
+        print("timeout")
+"""
+GRE_ECHO = r"""
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 47); s.settimeout(20)
+print("listening", flush=True)
+while True:
+    pkt, peer = s.recvfrom(65535)
+    if pkt[20:24] == b"\x00\x00\x88\xb5":  # our probes (ethertype 0x88b5: local experimental)
+        s.sendto(b"\x00\x00\x88\xb5" + pkt[24:][::-1], (peer[0], 0)); print(peer[0], flush=True); break
+"""
+GRE_CLIENT = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 47); s.settimeout(2)
+body = b"dpsw-gre-probe"
+for i in range(5):
+    s.sendto(b"\x00\x00\x88\xb5" + body, (sys.argv[1], 0))
+    try:
+        while True:
+            pkt, peer = s.recvfrom(65535)
+            if pkt[20:24] == b"\x00\x00\x88\xb5" and peer[0] == sys.argv[1]:
+                print("ok" if pkt[24:] == body[::-1] else "bad"); sys.exit(0)
+    except socket.timeout:
+        print("timeout")
+"""
+
+
+def fragments_and_gre():
+    """Issue 18 #14: fragmented datagrams and other IP protocols through NAT, both ways."""
+    eps = [{"name": "c1", "networks": ["a"]}, {"name": "web", "networks": ["a"], "publish": ["5353:53/udp"]}]
+    with Dpsw([{"name": "a", "subnet": "10.241.1.0/24"}], eps, uplink=True) as d:
+        d.start()
+        # ping -s 3000: three fragments each way.
+        r = d.run("c1", "ping", "-c", "3", "-i", "0.2", "-W", "2", "-s", "3000", OUT, check_rc=False, timeout=30)
+        check(r.returncode == 0 and "3 received" in r.stdout, f"ping -s 3000 through NAT:\n{r.stdout}{r.stderr}")
+        # A 3000-byte UDP datagram from outside to a published port, and its 3000-byte answer.
+        srv = d.popen("web", "python3", "-c", BIG_UDP_ECHO, "53", stdout=subprocess.PIPE, text=True)
+        check(srv.stdout.readline().strip() == "listening", "udp server")
+        got = d.run("out", "python3", "-c", BIG_UDP_CLIENT, HOST, "5353").stdout.split()
+        peer = srv.communicate(timeout=10)[0].split()
+        check(got and got[-1] == "ok" and peer == [OUT, "3000"], f"published UDP, 3000 bytes: client {got}, server {peer}")
+        # Masqueraded out: 3000 bytes from the container and back.
+        srv = d.popen("out", "python3", "-c", BIG_UDP_ECHO, "7007", stdout=subprocess.PIPE, text=True)
+        check(srv.stdout.readline().strip() == "listening", "udp server")
+        got = d.run("c1", "python3", "-c", BIG_UDP_CLIENT, OUT, "7007").stdout.split()
+        peer = srv.communicate(timeout=10)[0].split()
+        check(got and got[-1] == "ok" and peer == [HOST, "3000"], f"masqueraded UDP, 3000 bytes: client {got}, server {peer}")
+        # GRE (IP protocol 47): out behind the host address, and the answer back.
+        srv = d.popen("out", "python3", "-c", GRE_ECHO, stdout=subprocess.PIPE, text=True)
+        check(srv.stdout.readline().strip() == "listening", "gre server")
+        got = d.run("c1", "python3", "-c", GRE_CLIENT, OUT).stdout.split()
+        peer = srv.communicate(timeout=10)[0].strip()
+        check(peer == HOST, f"GRE should arrive from the host address, came from {peer!r}")
+        check(got and got[-1] == "ok", f"GRE answer: {got}")
+        flows = d.ctl("show", "conntrack")
+        gre = [f for f in flows if f["proto"] == "gre"]
+        check(gre and gre[0]["translated"].startswith(HOST + ":") and gre[0]["state"] == "replied", f"GRE flow: {gre}")
+        drops = d.counters()["ports"][d.uplink_if]["drops"]
+        check(drops.get("frag_no_flow", 0) == 0, f"no fragment should have been lost: {drops}")
+
+
 if __name__ == "__main__":
     scenario_main({f.__name__: f for f in (outbound_icmp_udp_tcp, isolation_and_internal, conntrack_expiry,
                                           published_ports_and_hairpin, icmp_errors_translated,
-                                          routing_between_allowed_networks, nat_across_two_workers)})
+                                          routing_between_allowed_networks, nat_across_two_workers,
+                                          syn_flood_then_connect, fragments_and_gre)})

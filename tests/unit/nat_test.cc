@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <functional>
+#include <random>
 #include <set>
 #include <vector>
 
@@ -94,7 +95,8 @@ ConnTrack::Options small(uint32_t size, unsigned workers = 1, uint16_t lo = 1024
   o.port_hi = hi;
   o.timeouts.icmp = 2;
   o.timeouts.udp = 2;
-  o.timeouts.tcp_new = 5;
+  o.timeouts.tcp_syn_sent = 5;
+  o.timeouts.tcp_syn_recv = 3;
   return o;
 }
 
@@ -128,36 +130,132 @@ TEST(ConnTrack, DnatKeepsTheClientAddressAndFindsReplies) {
   EXPECT_EQ(f->out[1].port, 1);
 }
 
-TEST(ConnTrack, TcpStateMachineMovesForwardOnly) {
+TEST(ConnTrack, TcpHandshakeEstablishesOnlyWhenComplete) {
   ConnTrack ct(small(8));
   Flow* f = nullptr;
   ASSERT_EQ(snat(ct, 0, FlowKey{1, 2, 3, 4, 6}, 9, &f), ConnTrack::Create::kOk);
-  EXPECT_EQ(f->state.load(), uint8_t(TcpState::kNew));
+  auto st = [&] { return TcpState(f->state.load()); };
+  EXPECT_EQ(st(), TcpState::kNone);
   ConnTrack::tcp_flags(*f, 0x02, false);  // SYN
-  EXPECT_EQ(f->state.load(), uint8_t(TcpState::kNew));
+  EXPECT_EQ(st(), TcpState::kSynSent);
+  EXPECT_EQ(ct.timeout_ms(*f), 5000u) << "SYN_SENT: the short timeout";
+  ConnTrack::tcp_flags(*f, 0x02, false);  // retransmitted SYN
+  ConnTrack::tcp_flags(*f, 0x10, false);  // an ACK before any SYN+ACK does not establish
+  EXPECT_EQ(st(), TcpState::kSynSent);
   ConnTrack::tcp_flags(*f, 0x12, true);  // SYN+ACK
-  EXPECT_EQ(f->state.load(), uint8_t(TcpState::kEstablished));
+  EXPECT_EQ(st(), TcpState::kSynRecv);
+  EXPECT_EQ(ct.timeout_ms(*f), 3000u);
+  ConnTrack::tcp_flags(*f, 0x12, true);  // retransmitted SYN+ACK
+  EXPECT_EQ(st(), TcpState::kSynRecv);
+  ConnTrack::tcp_flags(*f, 0x10, false);  // the third ACK
+  EXPECT_EQ(st(), TcpState::kEstablished);
+  EXPECT_EQ(ct.timeout_ms(*f), 3600u * 1000);
+  ConnTrack::tcp_flags(*f, 0x02, false);  // a stray SYN does not go back
+  EXPECT_EQ(st(), TcpState::kEstablished);
   ConnTrack::tcp_flags(*f, 0x11, false);  // FIN+ACK
-  EXPECT_EQ(f->state.load(), uint8_t(TcpState::kClosing));
+  EXPECT_EQ(st(), TcpState::kClosing);
   ConnTrack::tcp_flags(*f, 0x10, true);  // a late ACK does not reopen it
-  EXPECT_EQ(f->state.load(), uint8_t(TcpState::kClosing));
+  EXPECT_EQ(st(), TcpState::kClosing);
   ConnTrack::tcp_flags(*f, 0x04, true);  // RST
-  EXPECT_EQ(f->state.load(), uint8_t(TcpState::kClosed));
+  EXPECT_EQ(st(), TcpState::kClose);
+  EXPECT_EQ(ct.timeout_ms(*f), 10u * 1000);
+  EXPECT_STREQ(tcp_state_name(uint8_t(TcpState::kSynRecv)), "syn_recv");
 }
 
-TEST(ConnTrack, FullTableRefusesNewFlowsKeepsOldOnes) {
+TEST(ConnTrack, RstEndsAHandshakeAndAPickedUpFlowEstablishesOnAReply) {
+  ConnTrack ct(small(8));
+  Flow* f = nullptr;
+  ASSERT_EQ(snat(ct, 0, FlowKey{1, 2, 3, 4, 6}, 9, &f), ConnTrack::Create::kOk);
+  ConnTrack::tcp_flags(*f, 0x02, false);  // SYN
+  ConnTrack::tcp_flags(*f, 0x14, true);   // RST+ACK: port closed
+  EXPECT_EQ(TcpState(f->state.load()), TcpState::kClose);
+  Flow* g = nullptr;
+  ASSERT_EQ(snat(ct, 0, FlowKey{1, 2, 5, 4, 6}, 9, &g), ConnTrack::Create::kOk);
+  ConnTrack::tcp_flags(*g, 0x10, false);  // mid-stream ACK (e.g. after a restart): not assured yet
+  EXPECT_EQ(TcpState(g->state.load()), TcpState::kNone);
+  EXPECT_FALSE(assured(6, g->state.load()));
+  ConnTrack::tcp_flags(*g, 0x10, true);  // the other side answers
+  EXPECT_EQ(TcpState(g->state.load()), TcpState::kEstablished);
+  EXPECT_TRUE(assured(6, g->state.load()));
+}
+
+TEST(ConnTrack, UnansweredSynExpiresAfterTheShortTimeout) {
+  ConnTrack ct(small(8));  // tcp_syn_sent: 5 s, tcp_syn_recv: 3 s
+  Flow* f = nullptr;
+  ASSERT_EQ(snat(ct, 0, FlowKey{1, 2, 3, 4, 6}, 9, &f, 1000), ConnTrack::Create::kOk);
+  ConnTrack::tcp_flags(*f, 0x02, false);
+  Flow* g = nullptr;
+  ASSERT_EQ(snat(ct, 0, FlowKey{1, 2, 7, 4, 6}, 9, &g, 1000), ConnTrack::Create::kOk);
+  ConnTrack::tcp_flags(*g, 0x02, false);
+  ConnTrack::tcp_flags(*g, 0x12, true);
+  std::vector<std::function<void()>> deferred;
+  auto retire = [&](std::function<void()> fn) { deferred.push_back(std::move(fn)); };
+  EXPECT_EQ(ct.expire(3500, retire), 0u);
+  EXPECT_EQ(ct.expire(4100, retire), 1u) << "SYN_RECV after 3 s";
+  EXPECT_EQ(ct.expire(5500, retire), 0u);
+  EXPECT_EQ(ct.expire(6100, retire), 1u) << "SYN_SENT after 5 s";
+  EXPECT_EQ(ct.count(), 0u);
+}
+
+TEST(ConnTrack, FullTableRefusesNewFlowsKeepsAssuredOnes) {
   ConnTrack ct(small(16));
   std::vector<Flow*> flows;
   for (uint16_t i = 0; i < 16; i++) {
     Flow* f = nullptr;
-    ASSERT_EQ(snat(ct, 0, FlowKey{1, 2, uint16_t(1000 + i), 53, 17}, 9, &f), ConnTrack::Create::kOk);
+    ASSERT_EQ(snat(ct, 0, FlowKey{1, 2, uint16_t(1000 + i), 53, 17}, 9, &f), ConnTrack::Create::kOk) << i;
+    f->state.store(1);  // replied: assured, never evicted
     flows.push_back(f);
   }
   Flow* f = nullptr;
   EXPECT_EQ(snat(ct, 0, FlowKey{1, 2, 999, 53, 17}, 9, &f), ConnTrack::Create::kFull);
   EXPECT_EQ(ct.full_drops(), 1u);
+  EXPECT_EQ(ct.early_drops(), 0u);
   bool reply;
   for (uint16_t i = 0; i < 16; i++) EXPECT_EQ(ct.find(FlowKey{1, 2, uint16_t(1000 + i), 53, 17}, &reply), flows[i]);
+}
+
+TEST(ConnTrack, EarlyDropEvictsAnUnassuredFlowAndRecyclesItAfterTheGracePeriod) {
+  ConnTrack::Options o = small(64);
+  o.early_drop_buckets = 32;  // the whole table (32 buckets): the one victim is found wherever it is
+  ConnTrack ct(o);  // reserve: 2
+  ASSERT_EQ(ct.reserve(), 2u);
+  std::vector<Flow*> flows;
+  for (uint16_t i = 0; i < 62; i++) {
+    Flow* f = nullptr;
+    ASSERT_EQ(snat(ct, 0, FlowKey{1, 2, uint16_t(1000 + i), 80, 6}, 9, &f), ConnTrack::Create::kOk);
+    ConnTrack::tcp_flags(*f, 0x02, false);
+    if (i) {  // all but the first: established
+      ConnTrack::tcp_flags(*f, 0x12, true);
+      ConnTrack::tcp_flags(*f, 0x10, false);
+    }
+    flows.push_back(f);
+  }
+  // Inbound: at the reserve, refused; the one SYN_SENT flow makes room.
+  Flow* f = nullptr;
+  EXPECT_EQ(ct.create(0, FlowKey{7, 9, 5555, 8080, 6}, 7, 5555, 3, 80, FlowOut{}, FlowOut{}, 0, 0, &f, ConnTrack::Origin::kInbound),
+            ConnTrack::Create::kFull);
+  EXPECT_EQ(ct.early_drops(), 1u);
+  EXPECT_EQ(ct.full_drops(), 1u);
+  bool reply;
+  EXPECT_EQ(ct.find(FlowKey{1, 2, 1000, 80, 6}, &reply), nullptr) << "the victim: unindexed, lookups miss it";
+  EXPECT_EQ(ct.count(), 61u);
+  // A container's flow may take the reserve (nothing left to evict: all established).
+  auto establish = [](Flow* x) {
+    for (auto [flags, reply] : {std::pair{0x02, false}, {0x12, true}, {0x10, false}}) ConnTrack::tcp_flags(*x, uint8_t(flags), reply);
+  };
+  ASSERT_EQ(snat(ct, 0, FlowKey{1, 2, 3000, 80, 6}, 9, &f), ConnTrack::Create::kOk);
+  establish(f);
+  ASSERT_EQ(snat(ct, 0, FlowKey{1, 2, 3001, 80, 6}, 9, &f), ConnTrack::Create::kOk);
+  establish(f);
+  EXPECT_EQ(snat(ct, 0, FlowKey{1, 2, 3002, 80, 6}, 9, &f), ConnTrack::Create::kFull) << "no index before the recycle";
+  // The control thread recycles the victim only after a grace period.
+  std::vector<std::function<void()>> deferred;
+  EXPECT_EQ(ct.expire(1000, [&](std::function<void()> fn) { deferred.push_back(std::move(fn)); }), 0u);
+  EXPECT_EQ(snat(ct, 0, FlowKey{1, 2, 3002, 80, 6}, 9, &f), ConnTrack::Create::kFull);
+  ASSERT_EQ(deferred.size(), 1u);
+  for (auto& fn : deferred) fn();
+  EXPECT_EQ(snat(ct, 0, FlowKey{1, 2, 3002, 80, 6}, 9, &f), ConnTrack::Create::kOk);
+  for (size_t i = 1; i < flows.size(); i++) EXPECT_NE(ct.find(flows[i]->orig, &reply), nullptr) << "established flows stay";
 }
 
 TEST(ConnTrack, PortsAreUniqueAndExhaustionIsReported) {
@@ -242,6 +340,346 @@ TEST(NatIcmpError, FragmentationNeededReachesTheContainersOwnFlow) {
   EXPECT_EQ(csum::load32(in + 16), r);
   EXPECT_EQ(csum::of(in, 20), 0) << "quoted IP checksum";
   EXPECT_EQ(csum::load16(icmp + 6), 1280) << "the MTU the container must learn";
+}
+
+}  // namespace
+}  // namespace dpsw
+
+// ---- The whole pipeline over in-memory ports: a container network and the uplink ----
+#include "dataplane/clock.h"
+#include "dataplane/dataplane.h"
+#include "dataplane/mem_port.h"
+
+namespace dpsw {
+namespace {
+
+constexpr uint32_t kGw = 0x0a000001, kC1 = 0x0a000002;         // 10.0.0.1 (gateway), 10.0.0.2 (container)
+constexpr uint32_t kHostIp = 0xc633640a, kOut = 0xc6336401;    // 198.51.100.10 (uplink), .1 (outside, next hop)
+constexpr Mac kRouterMac = 0x02dd00000001ULL, kUpMac = 0x02dd00000002ULL;
+constexpr Mac kC1Mac = 0x020000000002ULL, kOutMac = 0x020000000099ULL;
+
+// Ethernet + IPv4 + TCP with flags, valid checksums.
+std::vector<uint8_t> tcp_seg(Mac dst, Mac src, uint32_t sip, uint32_t dip, uint16_t sport, uint16_t dport, uint8_t flags) {
+  auto f = l4_frame(6, sip, dip, sport, dport, 0);
+  mac_to_bytes(dst, f.data());
+  mac_to_bytes(src, f.data() + 6);
+  uint8_t* l4 = f.data() + 34;
+  uint16_t old = csum::load16(l4 + 12);
+  l4[13] = flags;
+  csum::store16(l4 + 16, csum::update16(csum::load16(l4 + 16), old, csum::load16(l4 + 12)));
+  return f;
+}
+
+struct NatRig {
+  std::unique_ptr<Dataplane> dp;
+  std::unique_ptr<MemPort> c1, up;
+  enum : uint16_t { kC1Port = 0, kUpPort = 1 };
+
+  explicit NatRig(ConnTrack::Options ct = small(1024)) {
+    Dataplane::Options o;
+    o.cores.assign(1, -1);
+    o.mac.size = 1024;
+    dp = std::make_unique<Dataplane>(o);
+    dp->enable_l3(ct, 0xc6336400, 24);
+    MemPort::Options mo;
+    mo.ring_size = 4096;
+    c1 = std::make_unique<MemPort>("c1", mo);
+    up = std::make_unique<MemPort>("up", mo);
+    auto s = std::make_unique<Snapshot>();
+    s->bds.resize(2);
+    s->rx_ports.resize(1);
+    for (auto [port, bd] : {std::pair{c1.get(), 0}, {up.get(), 1}}) {
+      PortEntry pe;
+      pe.port = port;
+      pe.bd = uint16_t(bd);
+      s->bds[size_t(bd)].ports.push_back(uint16_t(s->ports.size()));
+      s->rx_ports[0].push_back(uint16_t(s->ports.size()));
+      s->ports.push_back(pe);
+    }
+    s->bds[0].local_ip = kGw, s->bds[0].router_mac = kRouterMac, s->bds[0].nat = true;
+    s->bds[1].local_ip = kHostIp, s->bds[1].router_mac = kUpMac;
+    L3Conf& l3 = s->l3;
+    l3.enabled = true;
+    l3.uplink_port = kUpPort, l3.uplink_bd = 1, l3.uplink_ip = kHostIp, l3.gateway = kOut, l3.uplink_mac = kUpMac;
+    l3.isolated = {{0x0a000000, 0xffffff00}};
+    l3.isolated_bd = {0};
+    l3.allowed = {1, 0, 0, 0};
+    l3.neighbors = {{kC1, kC1Port, 0, kC1Mac}};
+    // 8080/tcp -> c1:80, 5353/udp -> c1:53
+    l3.pub = {PubRule{8080, 80, kC1, kC1Port, 0, kC1Mac, kRouterMac, kGw}, PubRule{5353, 53, kC1, kC1Port, 0, kC1Mac, kRouterMac, kGw}};
+    l3.pub_tcp.assign(65536, 0), l3.pub_udp.assign(65536, 0);
+    l3.pub_tcp[8080] = 1, l3.pub_udp[5353] = 2;
+    dp->publish(std::move(s));
+    dp->arp()->learn(kOut, kOutMac);
+  }
+  void poll() {
+    while (dp->worker(0).poll_once()) {
+    }
+  }
+  ConnTrack& ct() { return *dp->conntrack(); }
+  uint64_t drops(uint16_t port, Drop d) { return dp->port_totals(port).drops[size_t(d)]; }
+  // The control thread's tick: expire, and (no worker threads here) the grace period is over at once.
+  size_t tick() {
+    return ct().expire(now_ms(), [](std::function<void()> fn) { fn(); });
+  }
+};
+
+TEST(NatPipeline, SynFloodFromOutsideDoesNotLockContainersOut) {
+  NatRig r;  // 1,024 flows
+  std::mt19937 rnd(7);
+  size_t delivered = 0;
+  for (int i = 0; i < 3000; i++) {
+    const uint32_t src = 0xc6336400 | (2 + rnd() % 250);
+    ASSERT_TRUE(r.up->inject(tcp_seg(kUpMac, kOutMac, src, kHostIp, uint16_t(1024 + rnd() % 60000), 8080, 0x02)));
+    if (i % 256 == 255) r.poll(), delivered += r.c1->take_tx().size();
+  }
+  r.poll();
+  delivered += r.c1->take_tx().size();
+  EXPECT_GE(delivered, 1024u - r.ct().reserve() - 8) << "the table filled with the flood first";
+  EXPECT_LT(delivered, 3000u);
+  EXPECT_GT(r.ct().full_drops(), 0u);
+  EXPECT_GT(r.ct().early_drops(), 0u);
+  EXPECT_GE(r.drops(NatRig::kUpPort, Drop::kCtFull), r.ct().full_drops());  // (and the odd insert that found both buckets full)
+  size_t syn_sent = 0, other = 0;
+  r.ct().for_each([&](const Flow& f) { (TcpState(f.state.load()) == TcpState::kSynSent ? syn_sent : other)++; });
+  EXPECT_GT(syn_sent, 0u);
+  EXPECT_EQ(other, 0u) << "nothing in the flood is established";
+  // The container's first SYN is admitted at once (no retransmission needed), and its flow works.
+  r.c1->inject(tcp_seg(kRouterMac, kC1Mac, kC1, kOut, 40000, 80, 0x02));
+  r.poll();
+  auto out = r.up->take_tx();
+  ASSERT_EQ(out.size(), 1u) << "the container's SYN was not forwarded";
+  const uint8_t* ip = out[0].data() + 14;
+  EXPECT_EQ(csum::load32(ip + 12), kHostIp);
+  const uint16_t nat_port = csum::load16(ip + 20);
+  r.up->inject(tcp_seg(kUpMac, kOutMac, kOut, kHostIp, 80, nat_port, 0x12));
+  r.poll();
+  ASSERT_EQ(r.c1->take_tx().size(), 1u) << "SYN+ACK back to the container";
+  r.c1->inject(tcp_seg(kRouterMac, kC1Mac, kC1, kOut, 40000, 80, 0x10));
+  r.poll();
+  ASSERT_EQ(r.up->take_tx().size(), 1u);
+  bool reply;
+  const Flow* f = r.ct().find(FlowKey{kC1, kOut, 40000, 80, 6}, &reply);
+  ASSERT_NE(f, nullptr);
+  EXPECT_EQ(TcpState(f->state.load()), TcpState::kEstablished);
+  // The control thread's next tick recycles the evicted flows: room again for the outside too.
+  const size_t before = r.ct().count();
+  r.tick();
+  r.up->inject(tcp_seg(kUpMac, kOutMac, 0xc6336405, kHostIp, 999, 8080, 0x02));
+  r.poll();
+  EXPECT_EQ(r.c1->take_tx().size(), 1u);
+  EXPECT_EQ(r.ct().count(), before + 1);
+}
+
+}  // namespace
+}  // namespace dpsw
+
+namespace dpsw {
+namespace {
+
+// An IPv4 datagram (header + L4 bytes as given) in one Ethernet frame.
+std::vector<uint8_t> ip_frame(Mac dst, Mac src, uint8_t proto, uint32_t sip, uint32_t dip, const std::vector<uint8_t>& l4, uint16_t id = 0x4d2) {
+  std::vector<uint8_t> f(14 + 20 + l4.size(), 0);
+  mac_to_bytes(dst, f.data());
+  mac_to_bytes(src, f.data() + 6);
+  store_be16(f.data() + 12, kEtherTypeIpv4);
+  uint8_t* ip = f.data() + 14;
+  ip[0] = 0x45, csum::store16(ip + 2, uint16_t(20 + l4.size())), csum::store16(ip + 4, id), ip[8] = 64, ip[9] = proto;
+  csum::store32(ip + 12, sip), csum::store32(ip + 16, dip);
+  csum::store16(ip + 10, csum::of(ip, 20));
+  std::copy(l4.begin(), l4.end(), ip + 20);
+  return f;
+}
+
+// Split a one-frame datagram into fragments of at most `mtu` IP bytes (what Linux sends).
+std::vector<std::vector<uint8_t>> fragment(const std::vector<uint8_t>& whole, size_t mtu = 1500) {
+  const uint8_t* ip = whole.data() + 14;
+  const size_t data = whole.size() - 34, chunk = (mtu - 20) / 8 * 8;
+  std::vector<std::vector<uint8_t>> out;
+  for (size_t off = 0; off < data; off += chunk) {
+    const size_t n = std::min(chunk, data - off);
+    std::vector<uint8_t> f(whole.begin(), whole.begin() + 34);
+    f.insert(f.end(), whole.begin() + 34 + long(off), whole.begin() + 34 + long(off + n));
+    uint8_t* fip = f.data() + 14;
+    csum::store16(fip + 2, uint16_t(20 + n));
+    csum::store16(fip + 6, uint16_t((off / 8) | (off + n < data ? 0x2000 : 0)));
+    fip[10] = fip[11] = 0;
+    csum::store16(fip + 10, csum::of(fip, 20));
+    out.push_back(std::move(f));
+  }
+  (void)ip;
+  return out;
+}
+
+// Reassemble fragments (in order) into the datagram's L4 bytes; checks every IP header on the way.
+std::vector<uint8_t> reassemble(const std::vector<std::vector<uint8_t>>& frags, uint16_t id, uint32_t sip, uint32_t dip) {
+  std::vector<uint8_t> l4;
+  for (size_t i = 0; i < frags.size(); i++) {
+    const uint8_t* ip = frags[i].data() + 14;
+    EXPECT_EQ(csum::of(ip, 20), 0) << "IP header checksum of fragment " << i;
+    EXPECT_EQ(csum::load16(ip + 4), id) << "IP id kept";
+    EXPECT_EQ(csum::load32(ip + 12), sip) << i;
+    EXPECT_EQ(csum::load32(ip + 16), dip) << i;
+    EXPECT_EQ(size_t(csum::load16(ip + 6) & 0x1fff) * 8, l4.size()) << "offset kept, in order";
+    EXPECT_EQ((csum::load16(ip + 6) & 0x2000) != 0, i + 1 < frags.size()) << "MF kept";
+    l4.insert(l4.end(), ip + 20, ip + csum::load16(ip + 2));
+  }
+  return l4;
+}
+
+uint16_t l4_sum(uint8_t proto, uint32_t sip, uint32_t dip, const std::vector<uint8_t>& l4) {
+  uint32_t ps = proto == 1 ? 0 : (sip >> 16) + (sip & 0xffff) + (dip >> 16) + (dip & 0xffff) + proto + uint32_t(l4.size());
+  return csum::of(l4.data(), l4.size(), ps);
+}
+
+std::vector<uint8_t> udp_l4(uint32_t sip, uint32_t dip, uint16_t sport, uint16_t dport, size_t payload) {
+  std::vector<uint8_t> l4(8 + payload);
+  csum::store16(l4.data(), sport), csum::store16(l4.data() + 2, dport), csum::store16(l4.data() + 4, uint16_t(l4.size()));
+  for (size_t i = 0; i < payload; i++) l4[8 + i] = uint8_t(i * 7 + 3);
+  csum::store16(l4.data() + 6, l4_sum(17, sip, dip, l4));
+  return l4;
+}
+
+std::vector<uint8_t> echo_l4(uint8_t type, uint16_t id, size_t payload) {
+  std::vector<uint8_t> l4(8 + payload);
+  l4[0] = type, csum::store16(l4.data() + 4, id), csum::store16(l4.data() + 6, 1);
+  for (size_t i = 0; i < payload; i++) l4[8 + i] = uint8_t(i * 13 + 1);
+  csum::store16(l4.data() + 2, csum::of(l4.data(), l4.size()));
+  return l4;
+}
+
+TEST(NatFragments, IcmpEcho3000OutAndBack) {
+  NatRig r;
+  auto frags = fragment(ip_frame(kRouterMac, kC1Mac, 1, kC1, kOut, echo_l4(8, 0x77, 3000), 0x1111));
+  ASSERT_EQ(frags.size(), 3u);
+  for (auto& f : frags) r.c1->inject(f);
+  r.poll();
+  auto out = r.up->take_tx();
+  ASSERT_EQ(out.size(), 3u) << "every fragment masqueraded";
+  auto l4 = reassemble(out, 0x1111, kHostIp, kOut);
+  ASSERT_EQ(l4.size(), 3008u);
+  EXPECT_EQ(csum::of(l4.data(), l4.size()), 0) << "ICMP checksum over the reassembled datagram";
+  const uint16_t nat_id = csum::load16(l4.data() + 4);
+  for (auto& f : out) EXPECT_EQ(f[14 + 8], 63) << "TTL decremented";
+  // The outside answers, fragmented too.
+  auto back = fragment(ip_frame(kUpMac, kOutMac, 1, kOut, kHostIp, echo_l4(0, nat_id, 3000), 0x2222));
+  for (auto& f : back) r.up->inject(f);
+  r.poll();
+  auto in = r.c1->take_tx();
+  ASSERT_EQ(in.size(), 3u) << "every fragment of the reply reaches the container";
+  auto rl4 = reassemble(in, 0x2222, kOut, kC1);
+  EXPECT_EQ(csum::of(rl4.data(), rl4.size()), 0);
+  EXPECT_EQ(csum::load16(rl4.data() + 4), 0x77) << "the container's own echo id";
+  EXPECT_EQ(mac_from_bytes(in[2].data()), kC1Mac);
+}
+
+TEST(NatFragments, UdpDatagram3000OutAndBackAndToAPublishedPort) {
+  NatRig r;
+  for (auto& f : fragment(ip_frame(kRouterMac, kC1Mac, 17, kC1, kOut, udp_l4(kC1, kOut, 40000, 7007, 3000), 0x3333))) r.c1->inject(f);
+  r.poll();
+  auto out = r.up->take_tx();
+  ASSERT_EQ(out.size(), 3u);
+  auto l4 = reassemble(out, 0x3333, kHostIp, kOut);
+  EXPECT_EQ(l4_sum(17, kHostIp, kOut, l4), 0) << "UDP checksum (first fragment, incremental) over the whole datagram";
+  const uint16_t nat_port = csum::load16(l4.data());
+  EXPECT_NE(nat_port, 0);
+  for (auto& f : fragment(ip_frame(kUpMac, kOutMac, 17, kOut, kHostIp, udp_l4(kOut, kHostIp, 7007, nat_port, 3000), 0x4444))) r.up->inject(f);
+  r.poll();
+  auto in = r.c1->take_tx();
+  ASSERT_EQ(in.size(), 3u);
+  auto rl4 = reassemble(in, 0x4444, kOut, kC1);
+  EXPECT_EQ(l4_sum(17, kOut, kC1, rl4), 0);
+  EXPECT_EQ(csum::load16(rl4.data() + 2), 40000);
+  // From outside to a published UDP port (5353 -> c1:53).
+  for (auto& f : fragment(ip_frame(kUpMac, kOutMac, 17, kOut, kHostIp, udp_l4(kOut, kHostIp, 5555, 5353, 3000), 0x5555))) r.up->inject(f);
+  r.poll();
+  in = r.c1->take_tx();
+  ASSERT_EQ(in.size(), 3u);
+  rl4 = reassemble(in, 0x5555, kOut, kC1);
+  EXPECT_EQ(l4_sum(17, kOut, kC1, rl4), 0);
+  EXPECT_EQ(csum::load16(rl4.data() + 2), 53);
+}
+
+TEST(NatFragments, AFragmentWithoutItsFirstIsDroppedAndCounted) {
+  NatRig r;
+  auto frags = fragment(ip_frame(kRouterMac, kC1Mac, 17, kC1, kOut, udp_l4(kC1, kOut, 40000, 7007, 3000), 0x6666));
+  r.c1->inject(frags[1]);
+  r.c1->inject(frags[2]);
+  r.poll();
+  EXPECT_EQ(r.up->take_tx().size(), 0u);
+  EXPECT_EQ(r.drops(NatRig::kC1Port, Drop::kFragNoFlow), 2u);
+}
+
+TEST(NatOtherProtocols, GreIsMasqueradedByAddressAndItsReplyComesBack) {
+  NatRig r;
+  std::vector<uint8_t> gre = {0x00, 0x00, 0x08, 0x00, 0x45, 0x00, 0x00, 0x14, 1, 2, 3, 4};  // GRE header + the start of an inner packet
+  r.c1->inject(ip_frame(kRouterMac, kC1Mac, 47, kC1, kOut, gre, 0x7777));
+  r.poll();
+  auto out = r.up->take_tx();
+  ASSERT_EQ(out.size(), 1u);
+  const uint8_t* ip = out[0].data() + 14;
+  EXPECT_EQ(csum::load32(ip + 12), kHostIp);
+  EXPECT_EQ(csum::of(ip, 20), 0);
+  EXPECT_EQ(std::vector<uint8_t>(ip + 20, ip + 20 + gre.size()), gre) << "the GRE packet itself untouched";
+  EXPECT_EQ(mac_from_bytes(out[0].data()), kOutMac);
+  r.up->inject(ip_frame(kUpMac, kOutMac, 47, kOut, kHostIp, gre, 0x8888));
+  r.poll();
+  auto in = r.c1->take_tx();
+  ASSERT_EQ(in.size(), 1u);
+  EXPECT_EQ(csum::load32(in[0].data() + 14 + 16), kC1);
+  EXPECT_EQ(csum::of(in[0].data() + 14, 20), 0);
+  bool reply;
+  const Flow* f = r.ct().find(FlowKey{kC1, kOut, 0, 0, 47}, &reply);
+  ASSERT_NE(f, nullptr);
+  EXPECT_EQ(f->state.load(), 1) << "replied";
+  // Another inside host towards the same remote with the same protocol: refused while this flow lives.
+  Flow* g = nullptr;
+  EXPECT_EQ(r.ct().create(0, FlowKey{0x0a000003, kOut, 0, 0, 47}, kHostIp, 0, kOut, 0, FlowOut{}, FlowOut{}, 0, 0, &g),
+            ConnTrack::Create::kClash);
+  // Unsolicited GRE from outside: no flow, no published port.
+  r.up->inject(ip_frame(kUpMac, kOutMac, 47, 0xc6336407, kHostIp, gre));
+  r.poll();
+  EXPECT_EQ(r.c1->take_tx().size(), 0u);
+  EXPECT_EQ(r.drops(NatRig::kUpPort, Drop::kNoFlow), 1u);
+}
+
+TEST(NatL3Checks, EchoToTheGatewayWithABadChecksumIsNotAnswered) {
+  NatRig r;
+  auto good = test::icmp_echo(kRouterMac, kC1Mac, kC1, kGw, 56);
+  auto bad_ip = good, bad_icmp = good;
+  bad_ip[14 + 10] ^= 0x40;
+  bad_icmp[14 + 20 + 2] ^= 0x01;
+  r.c1->inject(bad_ip);
+  r.c1->inject(bad_icmp);
+  r.poll();
+  EXPECT_EQ(r.c1->take_tx().size(), 0u);
+  EXPECT_EQ(r.drops(NatRig::kC1Port, Drop::kBadCsum), 2u);
+  r.c1->inject(good);
+  r.poll();
+  EXPECT_EQ(r.c1->take_tx().size(), 1u) << "a good one is answered";
+  // Routed packets with a bad IP header checksum are not forwarded either.
+  auto routed = test::icmp_echo(kRouterMac, kC1Mac, kC1, kOut, 56);
+  routed[14 + 10] ^= 0x01;
+  r.c1->inject(routed);
+  r.poll();
+  EXPECT_EQ(r.up->take_tx().size(), 0u);
+  EXPECT_EQ(r.drops(NatRig::kC1Port, Drop::kBadCsum), 3u);
+}
+
+TEST(NatL3Checks, MartianDestinationsAndSourcesAreNotMasqueraded) {
+  NatRig r;
+  for (uint32_t dst : {0x7f000001u, 0x00000000u, 0x01020304u & 0x00ffffffu, 0xe0000005u, 0xf0000001u, 0xffffffffu})
+    r.c1->inject(test::icmp_echo(kRouterMac, kC1Mac, kC1, dst, 8));
+  r.c1->inject(test::icmp_echo(kRouterMac, kC1Mac, 0x7f000001, kOut, 8));  // martian source from a container
+  r.up->inject(test::icmp_echo(kUpMac, kOutMac, 0x7f000001, kHostIp, 8));  // and from outside
+  r.poll();
+  EXPECT_EQ(r.up->take_tx().size() + r.c1->take_tx().size(), 0u);
+  EXPECT_EQ(r.drops(NatRig::kC1Port, Drop::kMartian), 7u);
+  EXPECT_EQ(r.drops(NatRig::kUpPort, Drop::kMartian), 1u);
+  EXPECT_EQ(r.ct().count(), 0u);
+  r.c1->inject(test::icmp_echo(kRouterMac, kC1Mac, kC1, kOut, 8));
+  r.poll();
+  EXPECT_EQ(r.up->take_tx().size(), 1u) << "a real destination still goes out";
 }
 
 }  // namespace
