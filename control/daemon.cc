@@ -569,6 +569,8 @@ void Daemon::publish_snapshot() {
       b.local_ip = n->gateway;  // the network's gateway
       b.router_mac = router_mac_;
       b.nat = !n->internal;
+      b.subnet = n->subnet.network();
+      b.mask = n->subnet.mask();
     }
   }
   if (uplink_port_ >= 0) {

@@ -31,6 +31,9 @@ std::string_view drop_reason_name(Drop d) {
     case Drop::kMartian: return "martian";
     case Drop::kFragNoFlow: return "frag_no_flow";
     case Drop::kNatClash: return "nat_clash";
+    case Drop::kWrongIngress: return "wrong_ingress";
+    case Drop::kSpoofedSrc: return "spoofed_src";
+    case Drop::kFromMacvlan: return "from_macvlan";
     case Drop::kCount: break;
   }
   return "?";

@@ -45,6 +45,9 @@ enum class Drop : uint8_t {
   kMartian,       // to be routed: source or destination in 0/8, 127/8, 224/4 (multicast), 240/4 (incl. broadcast)
   kFragNoFlow,    // an IPv4 fragment after the first whose datagram's first fragment matched no flow (or came later)
   kNatClash,      // another protocol (GRE, ...) masqueraded by address only: another endpoint holds (protocol, remote)
+  kWrongIngress,  // a flow's tuple from a port the flow does not come from (another network reusing it)
+  kSpoofedSrc,    // to be routed from a container: source address not on its network
+  kFromMacvlan,   // to be routed from a macvlan endpoint: dpsw serves it published ports on the host address only
   kCount
 };
 constexpr size_t kDropReasons = size_t(Drop::kCount);

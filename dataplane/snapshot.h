@@ -46,6 +46,7 @@ struct BdEntry {
   std::vector<uint16_t> ports;  // flood list: every port of the network
   uint32_t local_ip = 0;        // dpsw's own address here (gateway / uplink address); 0: none
   Mac router_mac = 0;           // the MAC that answers for local_ip
+  uint32_t subnet = 0, mask = 0;  // a bridge network's subnet: the only sources it may route from (mask 0: not checked)
   bool nat = false;             // a bridge network whose traffic may leave through the uplink (not internal)
   bool has_tunnels = false;     // the flood list holds tunnel ports (set by Dataplane::publish)
 };

@@ -104,6 +104,10 @@ inline bool ttl_down(uint8_t* ip) {
 inline RouteNext forward(Packet& p, uint8_t* ip, uint32_t ihl, uint8_t proto, Flow& fl, bool reply, RouteCtx& c,
                          uint16_t* out_port, Drop* drop, bool l4 = true) {
   using namespace route_detail;
+  // A flow's packets come from where its other direction goes: a packet
+  // with a flow's tuple from any other port (another network's container
+  // reusing the tuple, or sending the reply tuple) is not that flow's.
+  if (p.in_port != fl.out[!reply].port) return *drop = Drop::kWrongIngress, RouteNext::kDrop;
   const FlowOut& out = fl.out[reply];
   const uint32_t ndip = reply ? fl.orig.sip : fl.xdst_ip;
   Mac dmac = out.dst_mac;
@@ -170,6 +174,7 @@ inline RouteNext icmp_error(Packet& p, uint8_t* ip, uint32_t ihl, uint32_t tot, 
   bool reply = false;
   Flow* fl = c.ct.find(r, &reply);
   if (!fl) return *drop = Drop::kNoFlow, RouteNext::kDrop;
+  if (p.in_port != fl->out[!reply].port) return *drop = Drop::kWrongIngress, RouteNext::kDrop;  // as in forward()
   // The quoted packet travelled in the other direction than a response would.
   // reply: it was an original-direction packet -> restore orig, error goes the reply way.
   // !reply: it was a reply-direction packet  -> restore (xdst -> xsrc), error goes the original way.
@@ -239,6 +244,12 @@ inline RouteNext l3_route(Packet& p, const BdEntry& bd, RouteCtx& c, uint16_t* o
   const bool fragmented = (frag & 0x3fff) != 0;  // MF or an offset
   const bool from_uplink = p.in_port == l3.uplink_port;
   if (from_uplink && dip != l3.uplink_ip) return RouteNext::kDrop;
+  // A container routes only from an address of its own network (checked
+  // before any flow is looked up: no other network's tuple can be reused).
+  if (!from_uplink && bd.mask && (sip & bd.mask) != bd.subnet) return *drop = Drop::kSpoofedSrc, RouteNext::kDrop;
+  // A macvlan endpoint sits on the uplink's segment: dpsw serves it what it
+  // serves that segment (published ports on the host address), nothing else.
+  const bool from_macvlan = !from_uplink && p.bd == l3.uplink_bd;
   if (proto == 1 && first_fragment && tot - ihl >= 8) {
     uint8_t type = ip[ihl];
     if (type == 3 || type == 11 || type == 12) return icmp_error(p, ip, ihl, tot, c, out_port, drop);
@@ -264,17 +275,20 @@ inline RouteNext l3_route(Packet& p, const BdEntry& bd, RouteCtx& c, uint16_t* o
   }
 
   // A new flow.
-  if (!from_uplink && dip == bd.local_ip) return RouteNext::kDrop;  // to the gateway itself, not an echo: nothing serves it
   Flow* fl = nullptr;
   ConnTrack::Create r;
   const PubRule* rule = dip == l3.uplink_ip ? published(l3, proto, dport) : nullptr;
   const Mac router = bd.router_mac;
-  if (from_uplink) {
-    // Published port (DNAT): the container sees the real client address.
-    if (!rule) return *drop = Drop::kNoFlow, RouteNext::kDrop;
+  if (from_uplink || from_macvlan) {
+    // Published port (DNAT): the container sees the real client address
+    // (an outside host's, or a macvlan endpoint's on the same segment).
+    if (!rule) return *drop = from_macvlan ? Drop::kFromMacvlan : Drop::kNoFlow, RouteNext::kDrop;
     uint16_t cport = uint16_t(rule->ctr_lo + (dport - rule->host_lo));
-    r = c.ct.create(c.worker, key, sip, sport, rule->ip, cport, FlowOut{rule->port, rule->mac, rule->router_mac},
-                    FlowOut{l3.uplink_port, 0, l3.uplink_mac}, rule->bd, c.now, &fl, ConnTrack::Origin::kInbound);
+    const FlowOut back = from_uplink ? FlowOut{l3.uplink_port, 0, l3.uplink_mac} : FlowOut{p.in_port, mac_from_bytes(f + 6), l3.uplink_mac};
+    r = c.ct.create(c.worker, key, sip, sport, rule->ip, cport, FlowOut{rule->port, rule->mac, rule->router_mac}, back, rule->bd,
+                    c.now, &fl, ConnTrack::Origin::kInbound);
+  } else if (dip == bd.local_ip) {
+    return RouteNext::kDrop;  // to the gateway itself, not an echo: nothing serves it (no_route)
   } else if (!bd.nat) {
     return *drop = Drop::kInternal, RouteNext::kDrop;
   } else if (dip == l3.uplink_ip) {

@@ -290,6 +290,80 @@ def macvlan_endpoint_cannot_take_others_traffic():
         ping(d, "out", Dpsw.HOST_IP)
 
 
+# One UDP datagram SRC_IP:SPORT -> DST_IP:DPORT to DST_MAC, built by hand (any source address).
+SEND_UDP_RAW = r"""
+import socket, struct, sys
+dst_mac, sip, sport, dip, dport = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+def csum(b):
+    if len(b) % 2: b += b"\0"
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b)); s = (s >> 16) + (s & 0xffff); s += s >> 16
+    return ~s & 0xffff
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind(("eth0", 0))
+payload = b"DPSW-FLOW-REUSE"
+udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+ps = socket.inet_aton(sip) + socket.inet_aton(dip) + struct.pack("!BBH", 0, 17, len(udp))
+udp = udp[:6] + struct.pack("!H", csum(ps + udp)) + udp[8:]
+ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0, socket.inet_aton(sip), socket.inet_aton(dip))
+ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
+s.send(bytes.fromhex(dst_mac.replace(":", "")) + s.getsockname()[4] + b"\x08\x00" + ip + udp)
+"""
+# Counts UDP datagrams on PORT for SECONDS; prints "ready" then "<count> <last sender>".
+UDP_COUNT = r"""
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", int(sys.argv[1]))); s.settimeout(0.2)
+print("ready", flush=True); n = 0; who = "-"; end = time.time() + float(sys.argv[2])
+while time.time() < end:
+    try:
+        _, a = s.recvfrom(2048); n += 1; who = a[0]
+    except socket.timeout:
+        pass
+print(n, who, flush=True)
+"""
+
+
+def flows_bound_to_their_network():
+    """A container on an internal network cannot use another container's
+    flow: neither its tuple (to get out) nor the reply tuple (to inject into
+    it); a container routes only from its own network's addresses (issue 19,
+    item 4). A macvlan endpoint reaches published ports on the host address
+    and nothing else dpsw routes (issue 19, item 14)."""
+    nets = [{"name": "a", "subnet": "10.220.1.0/24"}, {"name": "i", "subnet": "10.220.2.0/24", "internal": True},
+            {"name": "lan", "driver": "macvlan", "subnet": "198.51.100.0/24"}]
+    eps = [{"name": "c1", "networks": ["a"], "ip": "10.220.1.11", "publish": ["8080:80/tcp"]},
+           {"name": "c2", "networks": ["i"], "ip": "10.220.2.12"},
+           {"name": "m1", "networks": ["lan"], "ip": "198.51.100.20"}]
+    with Dpsw(nets, eps, uplink=True) as d:
+        d.start()
+        out = d.ns("out")
+        rmac = router_mac(d, "c2", "10.220.2.1")
+        rx = subprocess.Popen(["ip", "netns", "exec", out, "python3", "-c", UDP_COUNT, "53", "4"], stdout=subprocess.PIPE, text=True)
+        check(rx.stdout.readline().strip() == "ready", "receiver did not start")
+        d.run("c1", "python3", "-c", "import socket; s=socket.socket(2,2); s.bind(('0.0.0.0',5000)); s.sendto(b'x',('%s',53))" % Dpsw.OUTSIDE_IP)
+        time.sleep(0.3)
+        d.run("c2", "python3", "-c", SEND_UDP_RAW, rmac, "10.220.1.11", "5000", Dpsw.OUTSIDE_IP, "53")
+        d.run("c2", "python3", "-c", SEND_UDP_RAW, rmac, "10.220.2.12", "5000", Dpsw.OUTSIDE_IP, "53")  # its own address: internal
+        n, who = rx.communicate(timeout=20)[0].split()
+        check(n == "1" and who == Dpsw.HOST_IP, f"the outside got {n} datagrams (expected c1's only)")
+        flows = [f for f in d.ctl("show", "conntrack") if f["original"].startswith("10.220.1.11:5000")]
+        check(len(flows) == 1, f"c1's flow: {flows}")
+        nat_port = flows[0]["nat_port"]
+        # The reply tuple from the internal network: c1 receives nothing.
+        got = d.popen("c1", "python3", "-c", UDP_COUNT, "5000", "2", stdout=subprocess.PIPE, text=True)
+        check(got.stdout.readline().strip() == "ready", "receiver did not start")
+        d.run("c2", "python3", "-c", SEND_UDP_RAW, rmac, Dpsw.OUTSIDE_IP, "53", Dpsw.HOST_IP, str(nat_port))
+        n, _ = got.communicate(timeout=20)[0].split()
+        check(n == "0", f"a datagram injected from the internal network reached c1 ({n})")
+        drops = d.port_of("c2", "i")["counters"]["drops"]
+        check(drops.get("spoofed_src", 0) >= 2 and drops.get("internal", 0) >= 1, f"c2's drops: {drops}")
+        # A macvlan endpoint: published ports on the host address, with its own address seen.
+        peer = tcp_transfer_ns(d.ns("m1"), d.ns("c1"), Dpsw.HOST_IP, size=1 << 20, port=8080, listen_port=80)
+        check(peer == "198.51.100.20", f"c1 saw {peer} (expected the macvlan endpoint's own address)")
+        d.run("m1", "python3", "-c", "import socket; socket.socket(2,2).sendto(b'x',('%s',9999))" % Dpsw.HOST_IP)
+        time.sleep(0.3)
+        drops = d.port_of("m1", "lan")["counters"]["drops"]
+        check(drops.get("from_macvlan", 0) >= 1, f"m1's drops: {drops}")
+
+
 def mac_of_net(d, ep, net):
     return d.port_of(ep, net)["mac"]
 
@@ -321,4 +395,5 @@ if __name__ == "__main__":
     scenario_main({f.__name__: f for f in (own_and_foreign_macs_not_learned, duplicate_mac_refused,
                                           reload_keeps_running_containers, rejected_reload_changes_nothing,
                                           adopted_namespace_restored, stale_links_found_by_alias,
-                                          huge_and_repeated_configs_refused, macvlan_endpoint_cannot_take_others_traffic)})
+                                          huge_and_repeated_configs_refused, macvlan_endpoint_cannot_take_others_traffic,
+                                          flows_bound_to_their_network)})

@@ -328,6 +328,10 @@ TEST(NatIcmpError, FragmentationNeededReachesTheContainersOwnFlow) {
   p.len = uint32_t(e.size());
   uint16_t out = 0;
   Drop drop = Drop::kCount;
+  p.in_port = 3;  // from the container's side: not where errors about its outgoing packets come from
+  ASSERT_EQ(stage::icmp_error(p, ip, 20, 20 + 8 + 28, rc, &out, &drop), stage::RouteNext::kDrop);
+  EXPECT_EQ(drop, Drop::kWrongIngress);
+  p.in_port = 7;  // the uplink
   ASSERT_EQ(stage::icmp_error(p, ip, 20, 20 + 8 + 28, rc, &out, &drop), stage::RouteNext::kOut) << int(drop);
   EXPECT_EQ(out, 3);
   EXPECT_EQ(mac_from_bytes(e.data()), 0x024200000002ULL);
@@ -664,6 +668,61 @@ TEST(NatL3Checks, EchoToTheGatewayWithABadChecksumIsNotAnswered) {
   r.poll();
   EXPECT_EQ(r.up->take_tx().size(), 0u);
   EXPECT_EQ(r.drops(NatRig::kC1Port, Drop::kBadCsum), 3u);
+}
+
+// Issue 19: a container on an internal network reused another container's
+// flow tuple to get out, and injected into a container on another network
+// by sending the reply tuple. Flows are bound to the ports they come from,
+// and a container routes only from its own network's addresses.
+TEST(NatL3Checks, AFlowIsUsedOnlyFromWhereItComes) {
+  NatRig r;
+  MemPort::Options mo;
+  MemPort other("c9", mo);  // a container on an internal network (bd 2)
+  {
+    auto s = std::make_unique<Snapshot>(r.dp->snapshot());
+    s->bds.resize(3);
+    PortEntry pe;
+    pe.port = &other;
+    pe.bd = 2;
+    s->bds[2].ports.push_back(2);
+    s->bds[2].local_ip = 0x0a000101, s->bds[2].router_mac = kRouterMac;  // 10.0.1.1, internal (nat false)
+    s->rx_ports[0].push_back(2);
+    s->ports.push_back(pe);
+    r.dp->publish(std::move(s));
+  }
+  auto udp = [](Mac dst, Mac src, uint32_t sip, uint32_t dip, uint16_t sport, uint16_t dport) {
+    auto f = l4_frame(17, sip, dip, sport, dport, 16);
+    mac_to_bytes(dst, f.data());
+    mac_to_bytes(src, f.data() + 6);
+    return f;
+  };
+  r.c1->inject(udp(kRouterMac, kC1Mac, kC1, kOut, 5000, 53));
+  r.poll();
+  auto out = r.up->take_tx();
+  ASSERT_EQ(out.size(), 1u);
+  const uint16_t nat_port = load16(out[0].data() + 34);
+  // The same tuple from the internal network: not c1's flow, does not leave.
+  other.inject(udp(kRouterMac, 0x020000000009ULL, kC1, kOut, 5000, 53));
+  // The reply tuple from the internal network: not delivered to c1.
+  other.inject(udp(kRouterMac, 0x020000000009ULL, kOut, kHostIp, 53, nat_port));
+  r.poll();
+  EXPECT_EQ(r.up->take_tx().size(), 0u);
+  EXPECT_EQ(r.c1->take_tx().size(), 0u);
+  EXPECT_EQ(r.drops(2, Drop::kWrongIngress), 2u);
+  // The real reply still comes back.
+  r.up->inject(udp(kUpMac, kOutMac, kOut, kHostIp, 53, nat_port));
+  r.poll();
+  EXPECT_EQ(r.c1->take_tx().size(), 1u);
+  // With its network's subnet known, a container routes only from its own addresses.
+  {
+    auto s = std::make_unique<Snapshot>(r.dp->snapshot());
+    s->bds[0].subnet = 0x0a000000, s->bds[0].mask = 0xffffff00;
+    r.dp->publish(std::move(s));
+  }
+  r.c1->inject(udp(kRouterMac, kC1Mac, 0x0a090909, kOut, 5001, 53));
+  r.poll();
+  EXPECT_EQ(r.up->take_tx().size(), 0u);
+  EXPECT_EQ(r.drops(NatRig::kC1Port, Drop::kSpoofedSrc), 1u);
 }
 
 TEST(NatL3Checks, MartianDestinationsAndSourcesAreNotMasqueraded) {
