@@ -199,9 +199,10 @@ int dpsw_fast_ingress(struct __sk_buff *skb) {
     return TC_ACT_SHOT;
   }
   // Only plain unicast is decided here; tagged frames, broadcast, multicast
-  // and unknown destinations are dpsw's.
+  // and unknown destinations are dpsw's, and so is ARP (rare; dpsw refuses an
+  // endpoint's ARP that announces dpsw's own address, unicast ones too).
   if ((void *)(eth + 1) <= data_end && !skb->vlan_present && !(eth->h_dest[0] & 1) &&
-      eth->h_proto != bpf_htons(ETH_P_8021Q) && eth->h_proto != bpf_htons(ETH_P_8021AD)) {
+      eth->h_proto != bpf_htons(ETH_P_8021Q) && eth->h_proto != bpf_htons(ETH_P_8021AD) && eth->h_proto != bpf_htons(ETH_P_ARP)) {
     struct fdb_key k = {.bd = in->bd};
     __builtin_memcpy(k.mac, eth->h_dest, 6);
     struct fdb_val *out = bpf_map_lookup_elem(&dpsw_fast_fdb, &k);

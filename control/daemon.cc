@@ -355,7 +355,6 @@ void Daemon::create_vhost_endpoint(const PlannedEndpoint& ep, EndpointRec& rec) 
       case SocketPathState::kStale: unlink(ep.vhost_socket.c_str()); break;
       default: break;
     }
-    journal_->record("sock", ep.vhost_socket);
   }
   // Workers become EAL threads (mempool caches) once DPDK is up.
   dp_->set_thread_hook(&DpdkEnv::register_this_thread);
@@ -674,7 +673,20 @@ void Daemon::check_can_create(const PlannedEndpoint& ep, const std::string& repl
     throw ConfigError(where + "netns " + ep.netns_path + " does not exist");
   if (ep.create_netns && ep.netns_name != replacing && netns::exists(ep.netns_name))
     throw ConfigError(where + "namespace " + ep.netns_name + " already exists and was not created by this instance");
-  if (ep.port == PortKind::kVhost) return;
+  if (ep.port == PortKind::kVhost) {
+    // Server mode: the path must be absent or a socket (dpsw's own while the
+    // endpoint exists); whether it is live is found out when it is made.
+    auto it = eps_.find(ep.name);
+    const PlannedEndpoint* cur = it != eps_.end() ? planned(ep.name) : nullptr;
+    if (!ep.vhost_client && !(cur && cur->port == PortKind::kVhost && !cur->vhost_client && cur->vhost_socket == ep.vhost_socket)) {
+      try {
+        check_socket_path(ep.vhost_socket, "vhost_socket", false);
+      } catch (const std::runtime_error& e) {
+        throw ConfigError(where + e.what());
+      }
+    }
+    return;
+  }
   Rtnl rt;
   auto it = eps_.find(ep.name);
   for (const auto& a : ep.attachments) {
@@ -847,11 +859,24 @@ json Daemon::reload() {
   }
   cfg_ = std::move(next);
   plan_ = std::move(np);
-  for (const auto& n : d.networks_updated) apply_mtu(n);  // allow, internal and ip_range need only the new snapshot/plan
-  sync_tunnels();  // peers added and removed; tunnels of changed networks recreated
+  // From here on the new config is in force: whatever fails below is
+  // reported, and the snapshot is published regardless (nothing created by
+  // this reload may be left out of it).
+  for (const auto& n : d.networks_updated) {  // allow, internal and ip_range need only the new snapshot/plan
+    try {
+      apply_mtu(n);
+    } catch (const std::exception& e) {
+      failed += (failed.empty() ? "" : "; ") + std::string("network ") + n + " MTU: " + e.what();
+    }
+  }
+  try {
+    sync_tunnels();  // peers added and removed; tunnels of changed networks recreated
+  } catch (const std::exception& e) {
+    failed += (failed.empty() ? "" : "; ") + std::string("tunnels: ") + e.what();
+  }
   publish_snapshot();  // published ports, allow, internal: in place
   LOG_INFO("reload: %s", applied.dump().c_str());
-  if (!failed.empty()) throw std::runtime_error("reload applied, except endpoints that could not be created: " + failed);
+  if (!failed.empty()) throw std::runtime_error("reload applied, except: " + failed);
   return {{"applied", applied}, {"unchanged", false}};
 }
 

@@ -114,6 +114,8 @@ struct VhostRelay::Endpoint {
   std::vector<int> out_fds;
   int64_t out_since = 0;
   int64_t next_connect = 0;  // client mode: when to try the application's socket again
+  int64_t next_accept = 0;   // server mode: accept paused until then (accept failed, e.g. out of descriptors)
+  int64_t refused_logged = 0;
   Stats stats;
 
   ~Endpoint() {
@@ -219,6 +221,7 @@ struct VhostRelay::Endpoint {
         }
       }
       out_fds.insert(out_fds.end(), fds.begin(), fds.end());
+      if (out.empty()) out_since = now_ms();
       out.insert(out.end(), buf, buf + n);
       if (out.size() > kMaxQueued) return drop("it does not read what the backend sends");
       flush_out();
@@ -229,16 +232,13 @@ struct VhostRelay::Endpoint {
     while (!out.empty() && app_fd >= 0) {
       ssize_t s = send_with_fds(app_fd, out.data(), out.size(), out_fds);
       if (s < 0) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-          if (!out_since) out_since = now_ms();
-          return;
-        }
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return;
         end_session();  // the application left
         return;
       }
       close_all(out_fds);  // sent with the first byte
       out.erase(out.begin(), out.begin() + s);
-      out_since = out.empty() ? 0 : now_ms();
+      if (out.empty()) out_since = 0;  // else the clock keeps running: everything within kStallMs, not a byte at a time
     }
   }
 };
@@ -343,7 +343,7 @@ void VhostRelay::run() {
           e.next_connect = now + 1000;
           if (fd >= 0) e.start_session(fd);
         }
-        if (e.listen_fd >= 0) fds.push_back({e.listen_fd, POLLIN, 0}), who.push_back({&e, 0});
+        if (e.listen_fd >= 0 && now >= e.next_accept) fds.push_back({e.listen_fd, POLLIN, 0}), who.push_back({&e, 0});
         if (e.app_fd >= 0) fds.push_back({e.app_fd, short(POLLIN | (e.out.empty() ? 0 : POLLOUT)), 0}), who.push_back({&e, 1});
         if (e.be_fd >= 0) fds.push_back({e.be_fd, POLLIN, 0}), who.push_back({&e, 2});
       }
@@ -368,11 +368,17 @@ void VhostRelay::run() {
       switch (who[i].second) {
         case 0: {
           int c = accept4(e->listen_fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
-          if (c < 0) break;
+          if (c < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != ECONNABORTED) e->next_accept = now_ms() + 100;  // no busy loop
+            break;
+          }
           if (e->app_fd >= 0) {  // one application per socket
             e->stats.refused++;
-            LOG_WARN("vhost-user %s (%s): refused a second connection while an application is attached", e->name.c_str(),
-                     e->app_path.c_str());
+            if (now_ms() - e->refused_logged >= 1000) {  // at most one line a second
+              e->refused_logged = now_ms();
+              LOG_WARN("vhost-user %s (%s): refused a second connection while an application is attached (%llu so far)",
+                       e->name.c_str(), e->app_path.c_str(), (unsigned long long)e->stats.refused);
+            }
             close(c);
           } else {
             e->start_session(c);

@@ -83,7 +83,7 @@ class FastTier {
   struct Events {
     uint64_t punted = 0, no_port = 0, punt_bad_tag = 0, punt_no_peer = 0;
     uint64_t steered = 0;  // known unicast sent to another core through a punt veth's ingress
-    uint64_t bad_src = 0;  // dropped: multicast or zero source MAC (never a station's)
+    uint64_t bad_src = 0;  // dropped: multicast, zero or dpsw's router MAC as source (never a container's)
   };
   Events events() const;
 

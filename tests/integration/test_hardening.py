@@ -33,6 +33,17 @@ print(" ".join(seen) or "-", flush=True)
 """
 
 
+# Three ARP replies to DST_MAC: "IP is at SRC_MAC", for TARGET_IP.
+SEND_ARP_REPLY = r"""
+import socket, sys
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind(("eth0", 0))
+dst, src = (bytes.fromhex(m.replace(":", "")) for m in sys.argv[1:3])
+arp = b"\x00\x01\x08\x00\x06\x04\x00\x02" + src + socket.inet_aton(sys.argv[3]) + dst + socket.inet_aton(sys.argv[4])
+for i in range(3):
+    s.send(dst + src + b"\x08\x06" + arp + bytes(18))
+"""
+
+
 def ctl_fail(d, *args):
     r = sh(DPSWCTL, "--socket", d.sock, *args, check_rc=False)
     check(r.returncode != 0, f"dpswctl {' '.join(args)} should have failed: {r.stdout}")
@@ -79,6 +90,13 @@ def own_and_foreign_macs_not_learned():
         else:
             after = d.counters()["ports"][d.port_of("c1", "a")["name"]]["drops"].get("bad_src_mac", 0)
             check(after - before >= 100, f"bad_src_mac drops on c1's port: {before} -> {after}")
+        # A unicast ARP reply telling c3 that the gateway is at c1 (in the
+        # kernel tier too: ARP is always handed to dpsw).
+        c1_mac = mac_of(d, "c1")
+        d.run("c1", "python3", "-c", SEND_ARP_REPLY, m3, c1_mac, "10.220.1.1", "10.220.1.13")
+        time.sleep(0.3)
+        drops = d.port_of("c1", "a")["counters"]["drops"]
+        check(drops.get("arp_spoof", 0) >= 3, f"a unicast ARP reply for the gateway's address was not refused: {drops}")
         # Everyone else's traffic still goes where it should.
         ping(d, "c3", "10.220.1.1")
         ping(d, "c3", "10.220.1.12")

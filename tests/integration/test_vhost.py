@@ -7,7 +7,7 @@ import time
 
 import signal
 
-from dpswtest import DPSW, Dpsw, Testpmd, TestFailure, check, dpdk_cleanup, ping, scenario_main, sh
+from dpswtest import DPSW, DPSWCTL, Dpsw, Testpmd, TestFailure, check, dpdk_cleanup, ping, scenario_main, sh
 
 MAC_A, MAC_B = "02:00:00:00:aa:01", "02:00:00:00:bb:02"
 
@@ -174,6 +174,15 @@ def socket_paths_are_never_clobbered():
         d.write_config(base)
         d.start()
         wait_link(d, "vm", "down")
+        # A reload that moves the socket onto a file is refused before anything changes.
+        other = os.path.join(d.dir, "other.txt")
+        with open(other, "w") as f:
+            f.write("keep\n")
+        d.write_config(base.replace("vhost_socket: " + sock, "vhost_socket: " + other))
+        r = sh(DPSWCTL, "--socket", d.sock, "reload", check_rc=False)
+        check(r.returncode != 0 and "exists and is not a socket" in r.stderr, f"reload onto a file: {r.stderr}")
+        check(open(other).read() == "keep\n" and os.path.exists(sock) and port(d, "vm")["name"] == sock, "the rejected reload changed something")
+        d.write_config(base)
         d.stop(signal.SIGKILL)
         d.write_config(base.replace("vhost_socket: " + sock, "vhost_socket: " + sock + "\n    vhost_mode: client"))
         os.unlink(sock)  # the stale server socket: the application replaces it with its own

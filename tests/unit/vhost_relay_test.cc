@@ -134,7 +134,12 @@ TEST(VhostRelay, WholeMessagesAndTheirDescriptorsCrossBothWays) {
   ASSERT_EQ(write(be, reply.data(), reply.size()), ssize_t(reply.size()));
   EXPECT_EQ(recv_exact(app, reply.size()), reply);
   EXPECT_EQ(relay.stats("a").messages, 1u);
-  for (int fd : {app, be, backend, pipefd[0], pipefd[1], got_fd}) close(fd);
+  // The relay kept no copy of the descriptor: with ours closed, the pipe ends.
+  close(pipefd[1]);
+  close(got_fd);
+  char c;
+  EXPECT_EQ(read(pipefd[0], &c, 1), 0) << "a copy of the write end is still open somewhere";
+  for (int fd : {app, be, backend, pipefd[0]}) close(fd);
 }
 
 TEST(VhostRelay, AStalledClientIsDroppedAndStallsNobody) {
@@ -212,6 +217,28 @@ TEST(VhostRelay, ClientModeConnectsAndReconnects) {
   for (int fd : {backend, appl, be, app2, be2}) close(fd);
 }
 
+TEST(VhostRelay, AnApplicationThatDoesNotReadIsDropped) {
+  Dir d;
+  int backend = listen_at(d / "be.sock");
+  VhostRelay relay;
+  relay.add("a", d / "app.sock", d / "be.sock", false);
+  int app = connect_to(d / "app.sock");
+  int be = accept_within(backend, 2000);
+  ASSERT_GE(be, 0);
+  // The backend sends more than the application's socket buffer holds; the application never reads.
+  std::string chunk(64 * 1024, 'z');
+  for (int i = 0; i < 32; i++)
+    if (send(be, chunk.data(), chunk.size(), MSG_DONTWAIT) < 0) break;
+  auto t0 = std::chrono::steady_clock::now();
+  bool ended = false;
+  char buf[4096];
+  while (!ended && std::chrono::steady_clock::now() - t0 < std::chrono::milliseconds(VhostRelay::kStallMs + 3000)) {
+    if (readable(be, 100)) ended = recv(be, buf, sizeof buf, MSG_DONTWAIT) == 0;
+  }
+  EXPECT_TRUE(ended) << "the session of an application that does not read was kept";
+  for (int fd : {backend, app, be}) close(fd);
+}
+
 TEST(VhostRelay, OversizedMessagesDropTheClient) {
   Dir d;
   int backend = listen_at(d / "be.sock");
@@ -219,11 +246,14 @@ TEST(VhostRelay, OversizedMessagesDropTheClient) {
   relay.add("a", d / "app.sock", d / "be.sock", false);
   int app = connect_to(d / "app.sock");
   int be = accept_within(backend, 2000);
+  ASSERT_GE(be, 0);
   std::string h = header(1, VhostRelay::kMaxPayload + 1);
   ASSERT_EQ(write(app, h.data(), h.size()), 12);
   ASSERT_TRUE(readable(app, 2000));
   char buf[4];
   EXPECT_EQ(read(app, buf, sizeof buf), 0);
+  ASSERT_TRUE(readable(be, 2000));
+  EXPECT_EQ(read(be, buf, sizeof buf), 0) << "the backend saw a byte of it";
   for (int fd : {backend, app, be}) close(fd);
 }
 
