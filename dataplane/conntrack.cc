@@ -86,13 +86,7 @@ Flow* ConnTrack::find(const FlowKey& k, bool* reply) const {
 
 bool ConnTrack::insert(const FlowKey& k, uint64_t val) {
   const uint64_t sig = sig_of(k);
-  uint32_t b[2] = {uint32_t(sig >> 1) & mask_, uint32_t(sig >> 33) & mask_};
-  // Two choices: the emptier bucket first (a hint read without the lock), so
-  // neither fills up long before the table does.
-  int used[2] = {0, 0};
-  for (int i = 0; i < 2; i++)
-    for (int w = 0; w < kWays; w++) used[i] += buckets_[b[i]].sig[w].load(std::memory_order_relaxed) != 0;  // relaxed: a hint
-  if (used[1] < used[0]) std::swap(b[0], b[1]);
+  const uint32_t b[2] = {uint32_t(sig >> 1) & mask_, uint32_t(sig >> 33) & mask_};
   for (int attempt = 0; attempt < kWriteRetries; attempt++) {
     for (uint32_t bi : b) {
       Bucket& bk = buckets_[bi];
