@@ -86,13 +86,7 @@ Flow* ConnTrack::find(const FlowKey& k, bool* reply) const {
 
 bool ConnTrack::insert(const FlowKey& k, uint64_t val) {
   const uint64_t sig = sig_of(k);
-  uint32_t b[2] = {uint32_t(sig >> 1) & mask_, uint32_t(sig >> 33) & mask_};
-  // Two choices: the emptier bucket first (a hint read without the lock), so
-  // neither fills up long before the table does.
-  int used[2] = {0, 0};
-  for (int i = 0; i < 2; i++)
-    for (int w = 0; w < kWays; w++) used[i] += buckets_[b[i]].sig[w].load(std::memory_order_relaxed) != 0;  // relaxed: a hint
-  if (used[1] < used[0]) std::swap(b[0], b[1]);
+  const uint32_t b[2] = {uint32_t(sig >> 1) & mask_, uint32_t(sig >> 33) & mask_};
   for (int attempt = 0; attempt < kWriteRetries; attempt++) {
     for (uint32_t bi : b) {
       Bucket& bk = buckets_[bi];
@@ -271,22 +265,27 @@ ConnTrack::Create ConnTrack::create(unsigned w, const FlowKey& orig, uint32_t xs
   f.worker = uint8_t(w);
   f.state.store(0, std::memory_order_relaxed);
   f.last_seen.store(now, std::memory_order_relaxed);
+  live_.fetch_add(1, std::memory_order_relaxed);  // relaxed: statistic (before `live`: an early drop elsewhere subtracts)
   f.live.store(kFlowLive, std::memory_order_release);  // release: tuples above are visible to a reader that sees live
-  if (!insert(f.orig, uint64_t(idx) << 1) || !insert(f.reply, uint64_t(idx) << 1 | 1)) {
-    if (!try_remove(f.orig, uint64_t(idx) << 1, kWriteRetries)) {
-      // Still indexed: the control thread unindexes and recycles it (and its port) like an evicted flow.
-      f.live.store(kFlowAbandoned, std::memory_order_release);  // release: pairs with expire()'s acquire
-      ring.pop(1);
-      fc.popped++;
-      return Create::kBusy;
+  if (!insert(f.orig, uint64_t(idx) << 1) || !insert(f.reply, uint64_t(idx) << 1 | 1)) [[unlikely]] {
+    const bool unindexed = try_remove(f.orig, uint64_t(idx) << 1, kWriteRetries);
+    uint8_t expect = kFlowLive;
+    // acq_rel: another worker's early drop may have claimed the half-made flow meanwhile: then it is
+    // the control thread's to recycle (index and port), like one that is still indexed (abandoned).
+    if (f.live.compare_exchange_strong(expect, unindexed ? kFlowFree : kFlowAbandoned, std::memory_order_acq_rel,
+                                       std::memory_order_relaxed)) {
+      live_.fetch_sub(1, std::memory_order_relaxed);  // relaxed: statistic
+      if (unindexed) {
+        if (port) free_port(w, orig.proto, port);
+        return Create::kBusy;  // idx stays at the head of the ring for the next try
+      }
     }
-    f.live.store(kFlowFree, std::memory_order_relaxed);  // relaxed: readers also verify the tuple
-    if (port) free_port(w, orig.proto, port);
-    return Create::kBusy;  // idx stays at the head of the ring for the next try
+    ring.pop(1);
+    fc.popped++;
+    return Create::kBusy;
   }
   ring.pop(1);
   fc.popped++;
-  live_.fetch_add(1, std::memory_order_relaxed);  // relaxed: statistic
   *out = &f;
   return Create::kOk;
 }
