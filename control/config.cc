@@ -163,6 +163,9 @@ void parse_switch(Map& top, const YAML::Node& n, SwitchConfig& sw) {
       };
       sec("tcp_established", &sw.ct_tcp_established);
       sec("tcp_transitory", &sw.ct_tcp_transitory);
+      sec("tcp_syn_sent", &sw.ct_tcp_syn_sent);
+      sec("tcp_syn_recv", &sw.ct_tcp_syn_recv);
+      sec("other", &sw.ct_other);
       sec("udp", &sw.ct_udp);
       sec("icmp", &sw.ct_icmp);
       tm.finish();
@@ -726,7 +729,8 @@ ConfigDiff diff_configs(const Config& a, const Config& b) {
   if (x.mac_aging_s != y.mac_aging_s) d.switch_changed.push_back("mac_table.aging_s");
   if (x.conntrack_size != y.conntrack_size) d.switch_changed.push_back("conntrack.size");
   if (x.ct_tcp_established != y.ct_tcp_established || x.ct_tcp_transitory != y.ct_tcp_transitory || x.ct_udp != y.ct_udp ||
-      x.ct_icmp != y.ct_icmp)
+      x.ct_icmp != y.ct_icmp || x.ct_tcp_syn_sent != y.ct_tcp_syn_sent || x.ct_tcp_syn_recv != y.ct_tcp_syn_recv ||
+      x.ct_other != y.ct_other)
     d.switch_changed.push_back("conntrack.timeouts");
   if (x.idle_block != y.idle_block) d.switch_changed.push_back("idle");
   if (x.idle_after_us != y.idle_after_us) d.switch_changed.push_back("idle_after_us");

@@ -48,6 +48,8 @@ struct SwitchConfig {
   uint32_t conntrack_size = 262144;
   // conntrack.timeouts (seconds): established TCP, TCP opening/closing, UDP (after a reply: x4), ICMP
   uint32_t ct_tcp_established = 3600, ct_tcp_transitory = 60, ct_udp = 30, ct_icmp = 30;
+  // The handshake (netfilter's SYN_SENT / SYN_RECV) and protocols other than TCP/UDP/ICMP (after a reply: x6).
+  uint32_t ct_tcp_syn_sent = 120, ct_tcp_syn_recv = 60, ct_other = 30;
   // idle: poll | block; unset (auto, the default): block when the fast tier
   // is on (workers then see only punted frames), poll with fast_path: off.
   std::optional<bool> idle_block;

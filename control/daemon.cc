@@ -129,7 +129,10 @@ void Daemon::setup() {
       ConnTrack::Options ct;
       ct.size = cfg_.sw.conntrack_size;
       ct.timeouts.tcp_established = cfg_.sw.ct_tcp_established;
-      // tcp_syn_sent / tcp_syn_recv / other: ConnTrack::Timeouts' defaults (no config keys yet).
+      ct.timeouts.tcp_syn_sent = cfg_.sw.ct_tcp_syn_sent;
+      ct.timeouts.tcp_syn_recv = cfg_.sw.ct_tcp_syn_recv;
+      ct.timeouts.other = cfg_.sw.ct_other;
+      ct.timeouts.other_replied = cfg_.sw.ct_other * 6;
       ct.timeouts.tcp_closing = cfg_.sw.ct_tcp_transitory;
       ct.timeouts.tcp_close = std::min<uint32_t>(10, cfg_.sw.ct_tcp_transitory);
       ct.timeouts.udp = cfg_.sw.ct_udp;

@@ -265,25 +265,22 @@ ConnTrack::Create ConnTrack::create(unsigned w, const FlowKey& orig, uint32_t xs
   f.worker = uint8_t(w);
   f.state.store(0, std::memory_order_relaxed);
   f.last_seen.store(now, std::memory_order_relaxed);
-  live_.fetch_add(1, std::memory_order_relaxed);  // relaxed: statistic (before `live`: an early drop elsewhere subtracts)
-  f.live.store(kFlowLive, std::memory_order_release);  // release: tuples above are visible to a reader that sees live
+  // Indexed first, live last: until then no lookup matches it and no other
+  // worker's early drop (nor expiry) can claim it, so a half-made flow is
+  // only ever this worker's.
   if (!insert(f.orig, uint64_t(idx) << 1) || !insert(f.reply, uint64_t(idx) << 1 | 1)) [[unlikely]] {
-    const bool unindexed = try_remove(f.orig, uint64_t(idx) << 1, kWriteRetries);
-    uint8_t expect = kFlowLive;
-    // acq_rel: another worker's early drop may have claimed the half-made flow meanwhile: then it is
-    // the control thread's to recycle (index and port), like one that is still indexed (abandoned).
-    if (f.live.compare_exchange_strong(expect, unindexed ? kFlowFree : kFlowAbandoned, std::memory_order_acq_rel,
-                                       std::memory_order_relaxed)) {
-      live_.fetch_sub(1, std::memory_order_relaxed);  // relaxed: statistic
-      if (unindexed) {
-        if (port) free_port(w, orig.proto, port);
-        return Create::kBusy;  // idx stays at the head of the ring for the next try
-      }
+    if (try_remove(f.orig, uint64_t(idx) << 1, kWriteRetries)) {
+      if (port) free_port(w, orig.proto, port);
+      return Create::kBusy;  // never published: idx stays at the head of the ring for the next try
     }
+    // release: the tuples are visible to the control thread, which unindexes and recycles it (index and port).
+    f.live.store(kFlowAbandoned, std::memory_order_release);
     ring.pop(1);
     fc.popped++;
     return Create::kBusy;
   }
+  live_.fetch_add(1, std::memory_order_relaxed);  // relaxed: statistic (before `live`: an early drop elsewhere subtracts)
+  f.live.store(kFlowLive, std::memory_order_release);  // release: tuples above are visible to a reader that sees live
   ring.pop(1);
   fc.popped++;
   *out = &f;

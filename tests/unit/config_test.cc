@@ -524,6 +524,15 @@ TEST(Config, TooManyPortsIsAConfigError) {
   }
 }
 
+TEST(Config, ConntrackTimeouts) {
+  Config c = parse_config("switch:\n  conntrack:\n    timeouts: { tcp_syn_sent: 20, tcp_syn_recv: 10, other: 45 }\n", "t.yaml");
+  EXPECT_EQ(c.sw.ct_tcp_syn_sent, 20u);
+  EXPECT_EQ(c.sw.ct_tcp_syn_recv, 10u);
+  EXPECT_EQ(c.sw.ct_other, 45u);
+  EXPECT_EQ(c.sw.ct_tcp_established, 3600u);
+  EXPECT_EQ(diff_configs(parse_config("switch: {}\n", "a.yaml"), c).switch_changed, std::vector<std::string>{"conntrack.timeouts"});
+}
+
 TEST(Config, MissingFileIsNamed) {
   try {
     load_config("/nonexistent/dpsw.yaml");
