@@ -49,13 +49,6 @@ CtlServer::CtlServer(std::string path, Handler h, Limits limits)
   chmod(path_.c_str(), 0600);
 }
 
-bool CtlServer::in_use(const std::string& path) {
-  try {
-    return check_socket_path(path, "socket") == SocketPathState::kLive;
-  } catch (const std::exception&) {
-    return false;  // not a socket at all: nobody answers on it
-  }
-}
 
 CtlServer::~CtlServer() {
   for (auto& [fd, c] : clients_) close(fd);

@@ -45,10 +45,6 @@ class CtlServer {
   CtlServer& operator=(const CtlServer&) = delete;
 
   int fd() const { return fd_; }
-  // A socket someone answers on belongs to a live daemon (perhaps an instance
-  // with another name): never steal it. One nobody answers on is stale.
-  static bool in_use(const std::string& path);
-
   // Poll-loop integration: append the listening socket and every client with
   // the events it waits for; after poll(), pass the same entries back.
   void fill_pollfds(std::vector<pollfd>& fds) const;
