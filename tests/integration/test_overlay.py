@@ -4,6 +4,7 @@ underlay segment (198.51.100.0/24, a kernel bridge in its own namespace).
 A dpsw host runs `dpsw --netns HOST` with the host's underlay link as its
 uplink; a kernel host is built the way one builds VXLAN by hand (vxlan
 device + bridge + a container namespace behind it)."""
+import contextlib
 import json
 import secrets
 import subprocess
@@ -187,13 +188,23 @@ def dpsw_to_dpsw():
         ping(da, "a1", "10.10.0.21", count=2)
 
 
-def dpsw_to_kernel():
+@contextlib.contextmanager
+def dpsw_and_kernel(endpoints):
+    """Host a (dpsw, 198.51.100.11) and host c (kernel vxlan, .13, container
+    10.10.0.31) on overlay ov1, VNI 42; yields (fabric, dpsw, c's host
+    namespace, c's container namespace), dpsw started."""
     A, C = UNDERLAY.format(11), UNDERLAY.format(13)
     with Fabric() as f, \
             f.dpsw_host("a", 11, [{"name": "ov1", "driver": "overlay", "vni": 42, "subnet": "10.10.0.0/24", "peers": [C]}],
-                        [{"name": "a1", "networks": ["ov1"], "ip": "10.10.0.11"}], core=1) as da:
+                        endpoints, core=1) as da:
         host, ctr = f.kernel_host("c", 13, 42, [A], "10.10.0.31")
         da.start()
+        yield f, da, host, ctr
+
+
+def dpsw_to_kernel():
+    A, C = UNDERLAY.format(11), UNDERLAY.format(13)
+    with dpsw_and_kernel([{"name": "a1", "networks": ["ov1"], "ip": "10.10.0.11"}]) as (f, da, host, ctr):
         cap = f.capture("c", 4)
         ping(da, "a1", "10.10.0.31", count=3)  # ARP resolved through the tunnel, both ways
         r = sh("ip", "netns", "exec", ctr, "ping", "-c", "2", "-i", "0.2", "-W", "1", "10.10.0.11", check_rc=False)
@@ -233,13 +244,8 @@ def remote_cannot_claim_local_macs():
     """Frames decapsulated from a peer whose source is a local endpoint's MAC
     (anyone on the underlay can send them) never move that MAC into the
     tunnel: every configured endpoint MAC is static (issue 19, item 3)."""
-    A, C = UNDERLAY.format(11), UNDERLAY.format(13)
-    with Fabric() as f, \
-            f.dpsw_host("a", 11, [{"name": "ov1", "driver": "overlay", "vni": 42, "subnet": "10.10.0.0/24", "peers": [C]}],
-                        [{"name": "a1", "networks": ["ov1"], "ip": "10.10.0.11"},
-                         {"name": "a2", "networks": ["ov1"], "ip": "10.10.0.12"}], core=1) as da:
-        host, ctr = f.kernel_host("c", 13, 42, [A], "10.10.0.31")
-        da.start()
+    with dpsw_and_kernel([{"name": "a1", "networks": ["ov1"], "ip": "10.10.0.11"},
+                          {"name": "a2", "networks": ["ov1"], "ip": "10.10.0.12"}]) as (f, da, host, ctr):
         ping(da, "a1", "10.10.0.31", count=1)
         a1 = attachment(da, "a1", "ov1")
         for dst in ("ff:ff:ff:ff:ff:ff", attachment(da, "a2", "ov1")["mac"]):
@@ -257,11 +263,7 @@ def peer_mac_change_followed():
     take ~5 s), and a peer that stops answering takes its tunnel's link down
     (issue 19, item 6)."""
     A, C = UNDERLAY.format(11), UNDERLAY.format(13)
-    with Fabric() as f, \
-            f.dpsw_host("a", 11, [{"name": "ov1", "driver": "overlay", "vni": 42, "subnet": "10.10.0.0/24", "peers": [C]}],
-                        [{"name": "a1", "networks": ["ov1"], "ip": "10.10.0.11"}], core=1) as da:
-        host, ctr = f.kernel_host("c", 13, 42, [A], "10.10.0.31")
-        da.start()
+    with dpsw_and_kernel([{"name": "a1", "networks": ["ov1"], "ip": "10.10.0.11"}]) as (f, da, host, ctr):
         ping(da, "a1", "10.10.0.31", count=2)
         # The kernel host never asks for dpsw's address again (a permanent
         # entry), so only dpsw's own re-validation can find its new MAC.

@@ -106,15 +106,26 @@ struct Dir {
   std::string operator/(const std::string& f) const { return (p / f).string(); }
 };
 
-TEST(VhostRelay, WholeMessagesAndTheirDescriptorsCrossBothWays) {
+// A server-mode endpoint "a" with its fake backend and one application attached.
+struct VhostRelayAttached : ::testing::Test {
   Dir d;
   int backend = listen_at(d / "be.sock");
   VhostRelay relay;
-  relay.add("a", d / "app.sock", d / "be.sock", false);
-  int app = connect_to(d / "app.sock");
-  ASSERT_GE(app, 0);
-  int be = accept_within(backend, 2000);
-  ASSERT_GE(be, 0);
+  int app = -1, be = -1;
+  void SetUp() override {
+    relay.add("a", d / "app.sock", d / "be.sock", false);
+    app = connect_to(d / "app.sock");
+    ASSERT_GE(app, 0);
+    be = accept_within(backend, 2000);
+    ASSERT_GE(be, 0);
+  }
+  ~VhostRelayAttached() override {
+    for (int fd : {app, be, backend})
+      if (fd >= 0) close(fd);
+  }
+};
+
+TEST_F(VhostRelayAttached, WholeMessagesAndTheirDescriptorsCrossBothWays) {
   int pipefd[2];
   ASSERT_EQ(pipe(pipefd), 0);
   // A message in two writes, the descriptor with the first: it arrives whole, with it.
@@ -139,7 +150,7 @@ TEST(VhostRelay, WholeMessagesAndTheirDescriptorsCrossBothWays) {
   close(got_fd);
   char c;
   EXPECT_EQ(read(pipefd[0], &c, 1), 0) << "a copy of the write end is still open somewhere";
-  for (int fd : {app, be, backend, pipefd[0]}) close(fd);
+  close(pipefd[0]);
 }
 
 TEST(VhostRelay, AStalledClientIsDroppedAndStallsNobody) {
@@ -176,23 +187,16 @@ TEST(VhostRelay, AStalledClientIsDroppedAndStallsNobody) {
   for (int fd : {ba, bb, stall, sa, app, sb, again}) close(fd);
 }
 
-TEST(VhostRelay, ASecondApplicationIsRefused) {
-  Dir d;
-  int backend = listen_at(d / "be.sock");
-  VhostRelay relay;
-  relay.add("a", d / "app.sock", d / "be.sock", false);
-  int first = connect_to(d / "app.sock");
-  int be = accept_within(backend, 2000);
-  ASSERT_GE(be, 0);
+TEST_F(VhostRelayAttached, ASecondApplicationIsRefused) {
   int second = connect_to(d / "app.sock");
   ASSERT_TRUE(readable(second, 2000));
   char buf[4];
   EXPECT_EQ(read(second, buf, sizeof buf), 0);  // closed at once
   EXPECT_EQ(relay.stats("a").refused, 1u);
   std::string msg = header(3, 0);  // the first still goes through
-  ASSERT_EQ(write(first, msg.data(), msg.size()), 12);
+  ASSERT_EQ(write(app, msg.data(), msg.size()), 12);
   EXPECT_EQ(recv_exact(be, 12), msg);
-  for (int fd : {backend, first, be, second}) close(fd);
+  close(second);
 }
 
 TEST(VhostRelay, ClientModeConnectsAndReconnects) {
@@ -217,14 +221,7 @@ TEST(VhostRelay, ClientModeConnectsAndReconnects) {
   for (int fd : {backend, appl, be, app2, be2}) close(fd);
 }
 
-TEST(VhostRelay, AnApplicationThatDoesNotReadIsDropped) {
-  Dir d;
-  int backend = listen_at(d / "be.sock");
-  VhostRelay relay;
-  relay.add("a", d / "app.sock", d / "be.sock", false);
-  int app = connect_to(d / "app.sock");
-  int be = accept_within(backend, 2000);
-  ASSERT_GE(be, 0);
+TEST_F(VhostRelayAttached, AnApplicationThatDoesNotReadIsDropped) {
   // The backend sends more than the application's socket buffer holds; the application never reads.
   std::string chunk(64 * 1024, 'z');
   for (int i = 0; i < 32; i++)
@@ -236,17 +233,9 @@ TEST(VhostRelay, AnApplicationThatDoesNotReadIsDropped) {
     if (readable(be, 100)) ended = recv(be, buf, sizeof buf, MSG_DONTWAIT) == 0;
   }
   EXPECT_TRUE(ended) << "the session of an application that does not read was kept";
-  for (int fd : {backend, app, be}) close(fd);
 }
 
-TEST(VhostRelay, OversizedMessagesDropTheClient) {
-  Dir d;
-  int backend = listen_at(d / "be.sock");
-  VhostRelay relay;
-  relay.add("a", d / "app.sock", d / "be.sock", false);
-  int app = connect_to(d / "app.sock");
-  int be = accept_within(backend, 2000);
-  ASSERT_GE(be, 0);
+TEST_F(VhostRelayAttached, OversizedMessagesDropTheClient) {
   std::string h = header(1, VhostRelay::kMaxPayload + 1);
   ASSERT_EQ(write(app, h.data(), h.size()), 12);
   ASSERT_TRUE(readable(app, 2000));
@@ -254,7 +243,6 @@ TEST(VhostRelay, OversizedMessagesDropTheClient) {
   EXPECT_EQ(read(app, buf, sizeof buf), 0);
   ASSERT_TRUE(readable(be, 2000));
   EXPECT_EQ(read(be, buf, sizeof buf), 0) << "the backend saw a byte of it";
-  for (int fd : {backend, app, be}) close(fd);
 }
 
 }  // namespace
