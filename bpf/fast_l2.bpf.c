@@ -28,6 +28,14 @@
 // takes the direct path: its segments are GSO-sized and moving its ACKs to
 // another core costs more than it spreads (measured: 4 streams fell by half).
 //
+// Fair punting: every worker's punt veth feeds one AF_XDP ring, so a
+// container flooding frames the tier must punt could fill it and crowd out
+// every other port's punted frames (ARP, routed and published traffic). The
+// worker watches its ring (dataplane/punt_share.h); while it is congested it
+// sets a per-port share (frames per ~1 ms window) in dpsw_fast_punt_share,
+// and a port's punted frames beyond it are dropped here, counted per port
+// (punt_share_drops) - before they reach the ring the others need.
+//
 // The userspace switch stays the authority: it fills every map (MACs come
 // from the plan and from its MAC table) and sums the per-CPU counters into
 // its own. Isolation is in the key: an fdb lookup carries the ingress port's
@@ -41,37 +49,14 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
-#define DPSW_MAX_PORTS 1024
-
-struct fast_port {
-  __u16 port;   // dpsw port id
-  __u16 bd;     // network (bridge domain)
-  __u32 punt;   // ifindex of the punt veth (near end) of the worker that owns the port
-};
-
-struct fdb_key {
-  __u16 bd;
-  __u8 mac[6];
-};
-
-struct fdb_val {
-  __u32 ifindex;  // destination host veth (its peer is the container's interface)
-  __u16 port;
-  __u16 pad;
-};
-
-// Per port: frames the fast tier forwarded itself (rx: from the port's
-// container, tx: into it). Frames it punted are counted by dpsw.
-struct fast_stats {
-  __u64 rx_packets, rx_bytes, tx_packets, tx_bytes;
-};
+#include "dpsw_abi.h"
 
 // Host veth ifindex -> its port.
 struct {
   __uint(type, BPF_MAP_TYPE_HASH);
   __uint(max_entries, DPSW_MAX_PORTS);
   __type(key, __u32);
-  __type(value, struct fast_port);
+  __type(value, struct dpsw_fast_port);
 } dpsw_fast_ports SEC(".maps");
 
 // Port id -> host veth ifindex (0: not a fast-tier port): where frames dpsw
@@ -85,31 +70,23 @@ struct {
 
 struct {
   __uint(type, BPF_MAP_TYPE_HASH);
-  __uint(max_entries, 65536);
-  __type(key, struct fdb_key);
-  __type(value, struct fdb_val);
+  __uint(max_entries, DPSW_FAST_FDB_DEFAULT);  // resized by dpsw before loading
+  __type(key, struct dpsw_fdb_key);
+  __type(value, struct dpsw_fdb_val);
 } dpsw_fast_fdb SEC(".maps");
 
 struct {
   __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
   __uint(max_entries, DPSW_MAX_PORTS);
   __type(key, __u32);
-  __type(value, struct fast_stats);
+  __type(value, struct dpsw_fast_stats);
 } dpsw_fast_stats SEC(".maps");
 
-// Set by dpsw: steering threshold in frames per ms per (port, CPU), 0 =
-// never; dpsw's router MAC, never a container's source.
-struct fast_conf {
-  __u32 steer_per_ms;
-  __u32 pad;
-  __u8 router_mac[6];
-  __u16 pad2;
-};
 struct {
   __uint(type, BPF_MAP_TYPE_ARRAY);
   __uint(max_entries, 1);
   __type(key, __u32);
-  __type(value, struct fast_conf);
+  __type(value, struct dpsw_fast_conf);
 } dpsw_fast_conf SEC(".maps");
 
 // Per (port, CPU): the current ~1 ms window's count of steerable frames, and
@@ -126,11 +103,26 @@ struct {
   __type(value, struct fast_rate);
 } dpsw_fast_rate SEC(".maps");
 
-// Events that are not a port's: see enum below.
-enum { EV_PUNTED, EV_NO_PORT, EV_PUNT_BAD_TAG, EV_PUNT_NO_PEER, EV_STEERED, EV_BAD_SRC, EV_COUNT };
+// Fair punting (see top): per worker, the share its punt port grants each
+// port while congested; written by that worker through a memory mapping.
+struct {
+  __uint(type, BPF_MAP_TYPE_ARRAY);
+  __uint(map_flags, BPF_F_MMAPABLE);
+  __uint(max_entries, DPSW_MAX_WORKERS);
+  __type(key, __u32);
+  __type(value, struct dpsw_punt_share);
+} dpsw_fast_punt_share SEC(".maps");
+
+struct {
+  __uint(type, BPF_MAP_TYPE_ARRAY);
+  __uint(max_entries, DPSW_MAX_PORTS);
+  __type(key, __u32);
+  __type(value, struct dpsw_punt_rate);
+} dpsw_fast_punt_rate SEC(".maps");
+
 struct {
   __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-  __uint(max_entries, EV_COUNT);
+  __uint(max_entries, DPSW_EV_COUNT);
   __type(key, __u32);
   __type(value, __u64);
 } dpsw_fast_events SEC(".maps");
@@ -138,6 +130,25 @@ struct {
 static __always_inline void event(__u32 which) {
   __u64 *c = bpf_map_lookup_elem(&dpsw_fast_events, &which);
   if (c) *c += 1;
+}
+
+// True when this punted frame of `in` is over its port's share of a
+// congested punt port (and is to be dropped).
+static __always_inline int over_share(struct dpsw_fast_port *in) {
+  __u32 w = in->worker, port = in->port;
+  struct dpsw_punt_share *sh = bpf_map_lookup_elem(&dpsw_fast_punt_share, &w);
+  if (!sh) return 0;
+  __u32 limit = *(volatile __u32 *)&sh->per_ms;  // written by dpsw's worker at any time
+  if (!limit) return 0;
+  struct dpsw_punt_rate *r = bpf_map_lookup_elem(&dpsw_fast_punt_rate, &port);
+  if (!r) return 0;
+  __u64 now = bpf_ktime_get_ns() >> 20;
+  if (r->window != now) {  // a racy reset (another CPU may add meanwhile): the count is approximate
+    r->window = now;
+    r->count = 0;
+  }
+  __sync_fetch_and_add(&r->count, 1);
+  return r->count > limit;
 }
 
 static __always_inline int is_tcp(struct ethhdr *eth, void *data_end) {
@@ -153,7 +164,7 @@ static __always_inline int is_tcp(struct ethhdr *eth, void *data_end) {
 }
 
 // True when this frame of port `port` should be steered (see top).
-static __always_inline int steer(struct fast_conf *c, __u32 port) {
+static __always_inline int steer(struct dpsw_fast_conf *c, __u32 port) {
   if (!c->steer_per_ms) return 0;
   struct fast_rate *r = bpf_map_lookup_elem(&dpsw_fast_rate, &port);
   if (!r) return 0;
@@ -170,22 +181,22 @@ static __always_inline int steer(struct fast_conf *c, __u32 port) {
 SEC("tc")
 int dpsw_fast_ingress(struct __sk_buff *skb) {
   __u32 ifindex = skb->ifindex;
-  struct fast_port *in = bpf_map_lookup_elem(&dpsw_fast_ports, &ifindex);
+  struct dpsw_fast_port *in = bpf_map_lookup_elem(&dpsw_fast_ports, &ifindex);
   if (!in) {  // not (or no longer) a fast-tier port: never leak to the host stack
-    event(EV_NO_PORT);
+    event(DPSW_EV_NO_PORT);
     return TC_ACT_SHOT;
   }
   void *data = (void *)(long)skb->data;
   void *data_end = (void *)(long)skb->data_end;
   struct ethhdr *eth = data;
   if ((void *)(eth + 1) > data_end) {
-    event(EV_NO_PORT);
+    event(DPSW_EV_NO_PORT);
     return TC_ACT_SHOT;
   }
   __u32 zero = 0;
-  struct fast_conf *conf = bpf_map_lookup_elem(&dpsw_fast_conf, &zero);
+  struct dpsw_fast_conf *conf = bpf_map_lookup_elem(&dpsw_fast_conf, &zero);
   if (!conf) {
-    event(EV_NO_PORT);
+    event(DPSW_EV_NO_PORT);
     return TC_ACT_SHOT;
   }
   // A multicast or zero source, or dpsw's own router MAC, is never a
@@ -195,7 +206,7 @@ int dpsw_fast_ingress(struct __sk_buff *skb) {
       ((eth->h_source[0] ^ conf->router_mac[0]) | (eth->h_source[1] ^ conf->router_mac[1]) |
        (eth->h_source[2] ^ conf->router_mac[2]) | (eth->h_source[3] ^ conf->router_mac[3]) |
        (eth->h_source[4] ^ conf->router_mac[4]) | (eth->h_source[5] ^ conf->router_mac[5])) == 0) {
-    event(EV_BAD_SRC);
+    event(DPSW_EV_BAD_SRC);
     return TC_ACT_SHOT;
   }
   // Only plain unicast is decided here; tagged frames, broadcast, multicast
@@ -203,14 +214,14 @@ int dpsw_fast_ingress(struct __sk_buff *skb) {
   // endpoint's ARP that announces dpsw's own address, unicast ones too).
   if ((void *)(eth + 1) <= data_end && !skb->vlan_present && !(eth->h_dest[0] & 1) &&
       eth->h_proto != bpf_htons(ETH_P_8021Q) && eth->h_proto != bpf_htons(ETH_P_8021AD) && eth->h_proto != bpf_htons(ETH_P_ARP)) {
-    struct fdb_key k = {.bd = in->bd};
+    struct dpsw_fdb_key k = {.bd = in->bd};
     __builtin_memcpy(k.mac, eth->h_dest, 6);
-    struct fdb_val *out = bpf_map_lookup_elem(&dpsw_fast_fdb, &k);
+    struct dpsw_fdb_val *out = bpf_map_lookup_elem(&dpsw_fast_fdb, &k);
     if (out && out->ifindex != ifindex) {
       __u32 ip = in->port, op = out->port;
       __u64 segs = skb->gso_segs ? skb->gso_segs : 1;  // frames, as dpsw counts them
-      struct fast_stats *si = bpf_map_lookup_elem(&dpsw_fast_stats, &ip);
-      struct fast_stats *so = bpf_map_lookup_elem(&dpsw_fast_stats, &op);
+      struct dpsw_fast_stats *si = bpf_map_lookup_elem(&dpsw_fast_stats, &ip);
+      struct dpsw_fast_stats *so = bpf_map_lookup_elem(&dpsw_fast_stats, &op);
       if (si) {
         si->rx_packets += segs;
         si->rx_bytes += skb->len;
@@ -220,38 +231,45 @@ int dpsw_fast_ingress(struct __sk_buff *skb) {
         so->tx_bytes += skb->len;
       }
       if (skb->gso_segs <= 1 && !is_tcp(eth, data_end) && steer(conf, ip)) {
-        if (bpf_skb_vlan_push(skb, bpf_htons(ETH_P_8021Q), op + 1) == 0) {
-          event(EV_STEERED);
+        if (bpf_skb_vlan_push(skb, bpf_htons(ETH_P_8021Q), DPSW_PUNT_VID(op)) == 0) {
+          event(DPSW_EV_STEERED);
           return bpf_redirect(in->punt, BPF_F_INGRESS);
         }
       }
       return bpf_redirect_peer(out->ifindex, 0);
     }
   }
-  __u32 punt = in->punt;
-  if (bpf_skb_vlan_push(skb, bpf_htons(ETH_P_8021Q), in->port + 1)) {
-    event(EV_NO_PORT);
+  if (over_share(in)) {
+    __u32 ip = in->port;
+    struct dpsw_fast_stats *si = bpf_map_lookup_elem(&dpsw_fast_stats, &ip);
+    if (si) si->punt_share_drops += 1;
+    event(DPSW_EV_PUNT_SHARE);
     return TC_ACT_SHOT;
   }
-  event(EV_PUNTED);
+  __u32 punt = in->punt;
+  if (bpf_skb_vlan_push(skb, bpf_htons(ETH_P_8021Q), DPSW_PUNT_VID(in->port))) {
+    event(DPSW_EV_NO_PORT);
+    return TC_ACT_SHOT;
+  }
+  event(DPSW_EV_PUNTED);
   return bpf_redirect(punt, 0);
 }
 
 SEC("tc")
 int dpsw_fast_punt_rx(struct __sk_buff *skb) {
   if (!skb->vlan_present || skb->vlan_proto != bpf_htons(ETH_P_8021Q)) {
-    event(EV_PUNT_BAD_TAG);
+    event(DPSW_EV_PUNT_BAD_TAG);
     return TC_ACT_SHOT;
   }
-  __u32 port = (skb->vlan_tci & 0x0fff) - 1;
+  __u32 port = DPSW_PUNT_PORT(skb->vlan_tci & 0x0fff);
   __u32 *ifindex = bpf_map_lookup_elem(&dpsw_fast_peer, &port);
   if (!ifindex || !*ifindex) {
-    event(EV_PUNT_NO_PEER);
+    event(DPSW_EV_PUNT_NO_PEER);
     return TC_ACT_SHOT;
   }
   __u32 target = *ifindex;
   if (bpf_skb_vlan_pop(skb)) {
-    event(EV_PUNT_BAD_TAG);
+    event(DPSW_EV_PUNT_BAD_TAG);
     return TC_ACT_SHOT;
   }
   return bpf_redirect_peer(target, 0);

@@ -6,7 +6,7 @@
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 
-#define DPSW_MAX_PORTS 1024
+#include "dpsw_abi.h"
 
 struct {
   __uint(type, BPF_MAP_TYPE_XSKMAP);
@@ -22,10 +22,10 @@ struct {
   __type(value, __u32);  // slot in dpsw_xsks
 } dpsw_ports SEC(".maps");
 
-// 0: redirected to a socket, 1: no socket for this interface (passed).
+// enum dpsw_xdp_stat: redirected to a socket / no socket for this interface (passed).
 struct {
   __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-  __uint(max_entries, 2);
+  __uint(max_entries, DPSW_XDP_STATS);
   __type(key, __u32);
   __type(value, __u64);
 } dpsw_xdp_stats SEC(".maps");
@@ -40,10 +40,10 @@ int dpsw_xsk_redirect(struct xdp_md *ctx) {
   __u32 ifindex = ctx->ingress_ifindex;
   __u32 *slot = bpf_map_lookup_elem(&dpsw_ports, &ifindex);
   if (!slot) {
-    count(1);
+    count(DPSW_XDP_NO_SOCKET);
     return XDP_PASS;
   }
-  count(0);
+  count(DPSW_XDP_REDIRECTED);
   return bpf_redirect_map(&dpsw_xsks, *slot, XDP_PASS);
 }
 

@@ -476,7 +476,7 @@ void Daemon::create_endpoint(const PlannedEndpoint& ep, bool reuse_netns) {
         const Punt& pu = punts_[id % dp_->workers()];  // the worker that would own the port
         pr.port = std::make_unique<FastPort>(a.host_ifname, ports_[pu.port].port.get(), id);
         pr.fast = true;
-        fast_->add_port(pr.ifindex, a.host_ifname, id, pr.bd, pu.near_ifindex);
+        fast_->add_port(pr.ifindex, a.host_ifname, id, pr.bd, pu.near_ifindex, id % dp_->workers());
         fast_->add_mac(pr.bd, a.mac, id, true);
       } else {
         auto port = std::make_unique<AfxdpPort>(a.host_ifname, AfxdpPort::Options{});
@@ -632,6 +632,7 @@ void Daemon::publish_snapshot() {
     pe.owner = w;
     pe.max_frame = kAfxdpMaxMtu + kEthHdrLen + 4;
     pe.punt = true;
+    pe.punt_share = fast_->punt_share(w);
     s->rx_ports[w].push_back(punts_[w].port);
   }
   for (const auto& [name, rec] : eps_) {
@@ -1028,7 +1029,8 @@ json Daemon::show(const std::string& what, const std::vector<std::string>& args)
   auto fast_events = [&] {
     const FastTier::Events ev = fast_->events();
     return json{{"punted", ev.punted}, {"dropped_no_port", ev.no_port}, {"punt_bad_tag", ev.punt_bad_tag},
-                {"punt_no_peer", ev.punt_no_peer}, {"steered", ev.steered}, {"dropped_bad_src_mac", ev.bad_src}};
+                {"punt_no_peer", ev.punt_no_peer}, {"steered", ev.steered}, {"dropped_bad_src_mac", ev.bad_src},
+                {"dropped_punt_share", ev.punt_share}};
   };
   auto port_counters = [&](uint16_t id) {
     auto t = dp_->port_totals(id);
@@ -1042,6 +1044,8 @@ json Daemon::show(const std::string& what, const std::vector<std::string>& args)
       t.rx_bytes += f.rx_bytes;
       t.tx_packets += f.tx_packets;
       t.tx_bytes += f.tx_bytes;
+      t.drops[size_t(Drop::kPuntShare)] += f.punt_share_drops;
+      if (f.punt_share_drops) drops[std::string(drop_reason_name(Drop::kPuntShare))] = t.drops[size_t(Drop::kPuntShare)];
       fast = {{"rx_packets", f.rx_packets}, {"rx_bytes", f.rx_bytes}, {"tx_packets", f.tx_packets}, {"tx_bytes", f.tx_bytes}};
     }
     json j{{"rx_packets", t.rx_packets}, {"rx_bytes", t.rx_bytes}, {"tx_packets", t.tx_packets},
@@ -1131,7 +1135,7 @@ json Daemon::show(const std::string& what, const std::vector<std::string>& args)
                             {"endpoint", port < ports_.size() ? ports_[port].endpoint : ""}, {"planned", fast_->is_planned(key.first, key.second)}});
     for (unsigned w = 0; w < punts_.size(); w++)
       out["punt_ports"].push_back({{"worker", w}, {"name", ports_[punts_[w].port].host_ifname}, {"near", punts_[w].rec.links.front()},
-                                   {"port", punts_[w].port}});
+                                   {"port", punts_[w].port}, {"share_per_ms", read_punt_share(fast_->punt_share(w))}});
     out["steering"] = {{"cores", cfg_.sw.steering_cores()}, {"above_pps", cfg_.sw.steer_above_pps}};
     out["events"] = fast_events();
     return out;

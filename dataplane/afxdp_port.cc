@@ -1,6 +1,7 @@
 #include "dataplane/afxdp_port.h"
 
 #include "dataplane/bpf_object.h"
+#include "bpf/dpsw_abi.h"
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
@@ -72,12 +73,12 @@ void XdpProgram::unbind_socket(int ifindex, uint32_t slot) {
 std::pair<uint64_t, uint64_t> XdpProgram::stats() const {
   int ncpu = libbpf_num_possible_cpus();
   std::vector<uint64_t> v(size_t(std::max(ncpu, 1)));
-  uint64_t out[2] = {0, 0};
-  for (uint32_t k = 0; k < 2; k++) {
+  uint64_t out[DPSW_XDP_STATS] = {};
+  for (uint32_t k = 0; k < DPSW_XDP_STATS; k++) {
     if (bpf_map_lookup_elem(stats_fd_, &k, v.data()) == 0)
       for (uint64_t x : v) out[k] += x;
   }
-  return {out[0], out[1]};
+  return {out[DPSW_XDP_REDIRECTED], out[DPSW_XDP_NO_SOCKET]};
 }
 
 // ----------------------------------------------------------------- AfxdpPort
@@ -132,6 +133,18 @@ AfxdpPort::~AfxdpPort() {
 }
 
 int AfxdpPort::fd() const { return xsk_socket__fd(xsk_); }
+
+uint32_t AfxdpPort::rx_backlog() const {
+  // acquire: pairs with the kernel's release of the producer index (as libxdp's own peek).
+  return __atomic_load_n(r_->rx.producer, __ATOMIC_ACQUIRE) - r_->rx.cached_cons;
+}
+
+uint64_t AfxdpPort::rx_dropped() const {
+  xdp_statistics st{};
+  socklen_t len = sizeof st;
+  if (getsockopt(fd(), SOL_XDP, XDP_STATISTICS, &st, &len) != 0) return 0;
+  return st.rx_dropped + st.rx_ring_full + st.rx_fill_ring_empty_descs;
+}
 
 uint16_t AfxdpPort::rx_burst(Packet* pkts, uint16_t max) {
   uint32_t idx;

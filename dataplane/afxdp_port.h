@@ -70,6 +70,9 @@ class AfxdpPort final : public Port {
   uint16_t tx_burst(const Packet* const* pkts, uint16_t n) override { return tx(pkts, n, -1); }
   uint16_t tx_burst_vlan(const Packet* const* pkts, uint16_t n, uint16_t tci) override { return tx(pkts, n, tci); }
   void maintain() override;
+  uint32_t rx_backlog() const override;
+  uint64_t rx_dropped() const override;
+  uint32_t rx_capacity() const override { return opt_.ring_size; }
 
   int fd() const;
   int wait_fd() const override { return fd(); }

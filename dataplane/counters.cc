@@ -34,6 +34,7 @@ std::string_view drop_reason_name(Drop d) {
     case Drop::kWrongIngress: return "wrong_ingress";
     case Drop::kSpoofedSrc: return "spoofed_src";
     case Drop::kFromMacvlan: return "from_macvlan";
+    case Drop::kPuntShare: return "punt_share";
     case Drop::kCount: break;
   }
   return "?";

@@ -48,6 +48,7 @@ enum class Drop : uint8_t {
   kWrongIngress,  // a flow's tuple from a port the flow does not come from (another network reusing it)
   kSpoofedSrc,    // to be routed from a container: source address not on its network
   kFromMacvlan,   // to be routed from a macvlan endpoint: dpsw serves it published ports on the host address only
+  kPuntShare,     // fast tier: punted while the punt port was congested, beyond the port's fair share (punt_share.h)
   kCount
 };
 constexpr size_t kDropReasons = size_t(Drop::kCount);

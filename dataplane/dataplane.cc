@@ -10,6 +10,7 @@
 #include <chrono>
 
 #include "dataplane/clock.h"
+#include "dataplane/fast_port.h"
 #include "dataplane/stage_eth_input.h"
 #include "dataplane/stage_l2_fwd.h"
 #include "dataplane/stage_l3_local.h"
@@ -110,7 +111,7 @@ void Worker::process_punt(const Snapshot& s, uint16_t in_port, Packet* pkts, uin
   for (uint16_t i = 0; i < n; i++) {
     Packet p = pkts[i];
     const uint16_t id = p.len >= kEthHdrLen + 4 && p.data[12] == 0x81 && p.data[13] == 0x00
-                            ? uint16_t(((p.data[14] & 0x0f) << 8 | p.data[15]) - 1)
+                            ? punt_port(uint16_t((p.data[14] & 0x0f) << 8 | p.data[15]))
                             : kInvalidPort;
     if (id >= s.ports.size() || !s.ports[id].fast || !s.ports[id].port) {
       pc.drops[size_t(Drop::kPuntTag)].add(1);
@@ -119,6 +120,7 @@ void Worker::process_punt(const Snapshot& s, uint16_t in_port, Packet* pkts, uin
     std::memmove(p.data + 4, p.data, 12);
     p.data += 4;
     p.len -= 4;
+    punt_share_.frame(id);
     port[k] = id;
     fp[k++] = p;
   }
@@ -296,13 +298,15 @@ unsigned Worker::poll_once() {
     uint32_t now = now_ms();
     Packet pkts[kBurst];
     for (uint16_t id : s->rx_ports[id_]) {
-      Port* port = s->ports[id].port;
+      const PortEntry& pe = s->ports[id];
+      Port* port = pe.port;
       uint16_t n = port->rx_burst(pkts, kBurst);
       if (n) {
         process(*s, id, pkts, n, now);
         port->release(pkts, n);
         moved += n;
       }
+      if (pe.punt_share) punt_fairness(pe, n, now);
       port->maintain();
     }
     if (dp_.mesh_.workers() > 1) moved += drain_handoff(*s);
@@ -314,6 +318,19 @@ unsigned Worker::poll_once() {
   }
   dp_.qsbr_.quiescent(id_);
   return moved;
+}
+
+void Worker::punt_fairness(const PortEntry& pe, uint16_t received, uint32_t now) {
+  if (received == kBurst) punt_share_.backlog(pe.port->rx_backlog());  // a shorter burst emptied the ring
+  const uint32_t ms = now - punt_ms_;
+  if (ms < PuntShare::kIntervalMs) return;
+  punt_ms_ = now;
+  if (punt_share_.saw_backlog()) punt_dropped_ = pe.port->rx_dropped();  // a syscall: only when it may have moved
+  const uint32_t share = punt_share_.decide(ms, pe.port->rx_capacity(), punt_dropped_);
+  if (share != punt_published_) {
+    publish_punt_share(pe.punt_share, share);
+    punt_published_ = share;
+  }
 }
 
 void Worker::send_arp_requests(const Snapshot& s, uint32_t now) {

@@ -16,6 +16,7 @@
 #include "dataplane/conntrack.h"
 #include "dataplane/counters.h"
 #include "dataplane/mac_table.h"
+#include "dataplane/punt_share.h"
 #include "dataplane/qsbr.h"
 #include "dataplane/snapshot.h"
 #include "dataplane/stage_tx.h"
@@ -52,6 +53,8 @@ class Worker {
   unsigned drain_handoff(const Snapshot& s);
   void send_arp_requests(const Snapshot& s, uint32_t now);  // uplink owner: resolve wanted next hops
   bool block();  // idle: wait for traffic; false if this worker cannot block
+  // After polling a punt port: track its congestion, publish the share.
+  void punt_fairness(const PortEntry& pe, uint16_t received, uint32_t now);
 
   Dataplane& dp_;
   unsigned id_;
@@ -69,6 +72,9 @@ class Worker {
   Packet scratch_pkts_[kScratch];
   unsigned nscratch_ = 0;
   uint16_t ip_id_ = 0;  // outer IPv4 identification
+  PuntShare punt_share_;  // the punt port this worker polls (at most one)
+  uint32_t punt_ms_ = 0, punt_published_ = 0;
+  uint64_t punt_dropped_ = 0;
 };
 
 class Dataplane {

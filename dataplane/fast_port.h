@@ -15,13 +15,16 @@
 // FastPort (the control thread frees them first).
 #pragma once
 
+#include "bpf/dpsw_abi.h"
 #include "dataplane/port.h"
 
 namespace dpsw {
 
 // VID of a port's frames on the punt port (0 and 4095 are reserved by 802.1Q).
-constexpr uint16_t punt_vid(uint16_t port) { return uint16_t(port + 1); }
-static_assert(kMaxPorts + 1 < 4095, "port ids must fit an 802.1Q VID");
+constexpr uint16_t punt_vid(uint16_t port) { return uint16_t(DPSW_PUNT_VID(port)); }
+constexpr uint16_t punt_port(uint16_t vid) { return uint16_t(DPSW_PUNT_PORT(vid)); }
+static_assert(kMaxPorts == DPSW_MAX_PORTS, "bpf/dpsw_abi.h and packet.h disagree on the port limit");
+static_assert(punt_vid(kMaxPorts - 1) < 4095 && punt_vid(0) > 0, "port ids must fit an 802.1Q VID");
 
 class FastPort final : public Port {
  public:

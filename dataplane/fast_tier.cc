@@ -1,6 +1,9 @@
 #include "dataplane/fast_tier.h"
 
 #include "dataplane/bpf_object.h"
+#include "bpf/dpsw_abi.h"
+
+#include <sys/mman.h>
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
@@ -13,28 +16,12 @@
 namespace dpsw {
 
 namespace {
-// Layouts shared with bpf/fast_l2.bpf.c.
-struct FastPortVal {
-  uint16_t port, bd;
-  uint32_t punt;
-};
-struct FdbKey {
-  uint16_t bd;
-  uint8_t mac[6];
-};
-struct FdbVal {
-  uint32_t ifindex;
-  uint16_t port, pad;
-};
-struct StatsVal {
-  uint64_t rx_packets, rx_bytes, tx_packets, tx_bytes;
-};
-struct ConfVal {
-  uint32_t steer_per_ms, pad;
-  uint8_t router_mac[6];
-  uint16_t pad2;
-};
-static_assert(sizeof(FdbKey) == 8 && sizeof(FdbVal) == 8 && sizeof(StatsVal) == 32 && sizeof(ConfVal) == 16);
+// Layouts: bpf/dpsw_abi.h, shared with bpf/fast_l2.bpf.c.
+using FastPortVal = dpsw_fast_port;
+using FdbKey = dpsw_fdb_key;
+using FdbVal = dpsw_fdb_val;
+using StatsVal = dpsw_fast_stats;
+using ConfVal = dpsw_fast_conf;
 
 FdbKey fdb_key(uint16_t bd, Mac mac) {
   FdbKey k{};
@@ -70,15 +57,27 @@ FastTier::FastTier(const std::string& path, uint32_t fdb_entries) : fdb_capacity
   stats_map_ = bpf_object__find_map_fd_by_name(obj_, "dpsw_fast_stats");
   events_map_ = bpf_object__find_map_fd_by_name(obj_, "dpsw_fast_events");
   conf_map_ = bpf_object__find_map_fd_by_name(obj_, "dpsw_fast_conf");
-  if (std::min({ingress_fd_, punt_fd_, ports_map_, peer_map_, fdb_map_, stats_map_, events_map_, conf_map_}) < 0) {
+  const int share_map = bpf_object__find_map_fd_by_name(obj_, "dpsw_fast_punt_share");
+  if (std::min({ingress_fd_, punt_fd_, ports_map_, peer_map_, fdb_map_, stats_map_, events_map_, conf_map_, share_map}) < 0) {
     bpf_object__close(obj_);
     obj_ = nullptr;
     throw std::runtime_error(path + ": missing the fast tier's programs or maps");
   }
+  // Each worker writes its punt share straight into the map (no syscall).
+  share_len_ = (sizeof(dpsw_punt_share) * DPSW_MAX_WORKERS + 4095) & ~size_t(4095);
+  void* m = mmap(nullptr, share_len_, PROT_READ | PROT_WRITE, MAP_SHARED, share_map, 0);
+  if (m == MAP_FAILED) {
+    const int e = errno;
+    bpf_object__close(obj_);
+    obj_ = nullptr;
+    throw bpf_error("fast tier: mapping dpsw_fast_punt_share", -e);
+  }
+  share_ = static_cast<dpsw_punt_share*>(m);
 }
 
 FastTier::~FastTier() {
   for (int ifindex : std::set<int>(attached_)) detach(ifindex);
+  if (share_) munmap(share_, share_len_);
   if (obj_) bpf_object__close(obj_);
 }
 
@@ -105,9 +104,9 @@ void FastTier::detach(int ifindex) {
 
 void FastTier::attach_punt(int ifindex, const std::string& ifname) { attach(ifindex, punt_fd_, ifname); }
 
-void FastTier::add_port(int ifindex, const std::string& ifname, uint16_t port, uint16_t bd, int punt_ifindex) {
+void FastTier::add_port(int ifindex, const std::string& ifname, uint16_t port, uint16_t bd, int punt_ifindex, unsigned worker) {
   const uint32_t key = uint32_t(ifindex), id = port, zero_if = 0;
-  const FastPortVal pv{port, bd, uint32_t(punt_ifindex)};
+  const FastPortVal pv{port, bd, uint32_t(punt_ifindex), uint32_t(worker), 0};
   // A reused id starts from zero (stats are per id).
   const int ncpu = std::max(libbpf_num_possible_cpus(), 1);
   std::vector<StatsVal> zero(size_t(ncpu), StatsVal{});
@@ -220,18 +219,26 @@ FastTier::PortStats FastTier::stats(uint16_t port) const {
       t.rx_bytes += s.rx_bytes;
       t.tx_packets += s.tx_packets;
       t.tx_bytes += s.tx_bytes;
+      t.punt_share_drops += s.punt_share_drops;
     }
   return t;
 }
 
 FastTier::Events FastTier::events() const {
-  constexpr uint32_t kEvents = 6;  // EV_COUNT in bpf/fast_l2.bpf.c, in the same order as Events
-  uint64_t out[kEvents] = {};
+  uint64_t out[DPSW_EV_COUNT] = {};
   std::vector<uint64_t> v(size_t(std::max(libbpf_num_possible_cpus(), 1)));
-  for (uint32_t k = 0; k < kEvents; k++)
+  for (uint32_t k = 0; k < DPSW_EV_COUNT; k++)
     if (bpf_map_lookup_elem(events_map_, &k, v.data()) == 0)
       for (uint64_t x : v) out[k] += x;
-  return Events{out[0], out[1], out[2], out[3], out[4], out[5]};
+  Events e;
+  e.punted = out[DPSW_EV_PUNTED];
+  e.no_port = out[DPSW_EV_NO_PORT];
+  e.punt_bad_tag = out[DPSW_EV_PUNT_BAD_TAG];
+  e.punt_no_peer = out[DPSW_EV_PUNT_NO_PEER];
+  e.steered = out[DPSW_EV_STEERED];
+  e.bad_src = out[DPSW_EV_BAD_SRC];
+  e.punt_share = out[DPSW_EV_PUNT_SHARE];
+  return e;
 }
 
 void FastTier::set_conf(uint32_t steer_per_ms, Mac router_mac) {
@@ -241,4 +248,8 @@ void FastTier::set_conf(uint32_t steer_per_ms, Mac router_mac) {
   if (int e = bpf_map_update_elem(conf_map_, &zero, &c, 0)) throw bpf_error("fast tier: conf map", e);
 }
 
+}  // namespace dpsw
+
+namespace dpsw {
+uint32_t* FastTier::punt_share(unsigned worker) { return worker < DPSW_MAX_WORKERS ? &share_[worker].per_ms : nullptr; }
 }  // namespace dpsw

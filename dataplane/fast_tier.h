@@ -27,6 +27,7 @@
 #include "dataplane/ether.h"
 
 struct bpf_object;
+struct dpsw_punt_share;
 
 namespace dpsw {
 
@@ -45,7 +46,8 @@ class FastTier {
   void attach_punt(int ifindex, const std::string& ifname);
   // A fast-tier endpoint's host veth: registers it (frames the tier cannot
   // decide go out of punt veth `punt_ifindex`), then attaches the program.
-  void add_port(int ifindex, const std::string& ifname, uint16_t port, uint16_t bd, int punt_ifindex);
+  // `worker` owns the punt veth (its share applies to the port's punted frames).
+  void add_port(int ifindex, const std::string& ifname, uint16_t port, uint16_t bd, int punt_ifindex, unsigned worker);
   // Removes the port's map entries (its MACs included) and detaches.
   void remove_port(uint16_t port);
   bool has_port(uint16_t port) const { return ports_.count(port) != 0; }
@@ -78,12 +80,14 @@ class FastTier {
 
   struct PortStats {
     uint64_t rx_packets = 0, rx_bytes = 0, tx_packets = 0, tx_bytes = 0;
+    uint64_t punt_share_drops = 0;  // punted frames over the port's share of a congested punt port
   };
   PortStats stats(uint16_t port) const;  // summed over CPUs
   struct Events {
     uint64_t punted = 0, no_port = 0, punt_bad_tag = 0, punt_no_peer = 0;
     uint64_t steered = 0;  // known unicast sent to another core through a punt veth's ingress
     uint64_t bad_src = 0;  // dropped: multicast, zero or dpsw's router MAC as source (never a container's)
+    uint64_t punt_share = 0;  // dropped: over the port's share of a congested punt port
   };
   Events events() const;
 
@@ -93,6 +97,11 @@ class FastTier {
   // moves the receive work to another core; 0 turns steering off.
   // router_mac: dpsw's own, dropped as a container's source.
   void set_conf(uint32_t steer_per_ms, Mac router_mac);
+
+  // Fair punting: worker w's slot in the memory-mapped dpsw_fast_punt_share
+  // map, which that worker (and only it) writes (dataplane/punt_share.h).
+  // Valid as long as this object.
+  uint32_t* punt_share(unsigned worker);
 
  private:
   struct PortInfo {
@@ -111,6 +120,8 @@ class FastTier {
   int ingress_fd_ = -1, punt_fd_ = -1;
   int ports_map_ = -1, peer_map_ = -1, fdb_map_ = -1, stats_map_ = -1, events_map_ = -1, conf_map_ = -1;
   uint32_t fdb_capacity_ = 0;
+  struct dpsw_punt_share* share_ = nullptr;  // mmap of dpsw_fast_punt_share
+  size_t share_len_ = 0;
   uint64_t refused_ = 0;
   std::map<uint16_t, PortInfo> ports_;
   std::map<std::pair<uint16_t, Mac>, FdbEntry> fdb_;  // what the kernel map holds

@@ -28,6 +28,8 @@ bool MemPort::inject(const std::vector<uint8_t>& frame) {
   return true;
 }
 
+uint32_t MemPort::rx_backlog() const { return replay_.empty() ? uint32_t(rx_.readable() - rx_lent_) : 0; }
+
 uint16_t MemPort::rx_burst(Packet* pkts, uint16_t max) {
   if (!replay_.empty()) {
     for (uint16_t i = 0; i < max; i++) {

@@ -33,6 +33,8 @@ class MemPort final : public Port {
   uint16_t tx_burst(const Packet* const* pkts, uint16_t n) override { return tx(pkts, n, -1); }
   uint16_t tx_burst_vlan(const Packet* const* pkts, uint16_t n, uint16_t tci) override { return tx(pkts, n, tci); }
   int wait_fd() const override { return efd_; }
+  uint32_t rx_backlog() const override;
+  uint32_t rx_capacity() const override { return uint32_t(opt_.ring_size); }
 
   // Test side. inject() returns false when the rx ring is full.
   bool inject(const std::vector<uint8_t>& frame);
@@ -48,7 +50,7 @@ class MemPort final : public Port {
     std::vector<uint8_t> buf;
   };
   Options opt_;
-  SpscRing<Slot> rx_;
+  mutable SpscRing<Slot> rx_;  // mutable: rx_backlog() refreshes the consumer's cached head
   SpscRing<Slot> tx_;
   size_t rx_lent_ = 0;  // slots handed out by rx_burst, not yet released
   int efd_ = -1;

@@ -52,6 +52,13 @@ class Port {
   virtual uint16_t tx_burst_vlan(const Packet* const*, uint16_t, uint16_t /*tci*/) { return 0; }
   // Once per poll-loop iteration: reap tx completions, refill rx, kick.
   virtual void maintain() {}
+  // Owner worker, at most once per burst: frames waiting in rx right now
+  // (0 if the port cannot tell), and frames the port's rx has lost so far
+  // because nobody read them in time (a syscall for AF_XDP: call it rarely).
+  // How a worker notices it is falling behind (dataplane/punt_share.h).
+  virtual uint32_t rx_backlog() const { return 0; }
+  virtual uint32_t rx_capacity() const { return 0; }  // frames the rx ring holds
+  virtual uint64_t rx_dropped() const { return 0; }
   // A file descriptor that polls readable when frames wait in rx, so an idle
   // worker can block instead of spinning; -1 if the port has none (then its
   // worker never blocks). Stable for the port's lifetime.

@@ -30,6 +30,9 @@ struct PortEntry {
   // tagged with its id; `owner` is that punt port's owner.
   bool fast = false;
   bool punt = false;  // a punt port of the fast tier: in no network, frames enter as their tag's port
+  // A punt port: where its owner publishes the per-port punt share for the
+  // TC program (FastTier::punt_share, punt_share.h); nullptr: none.
+  uint32_t* punt_share = nullptr;
   bool endpoint = false;  // an endpoint's port: may not announce dpsw's own address (eth_input)
   bool learn = true;      // false: its frames teach the MAC table nothing (macvlan: the kernel's does not learn either)
 };

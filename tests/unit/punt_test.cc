@@ -7,6 +7,10 @@
 #include "dataplane/dataplane.h"
 #include "dataplane/fast_port.h"
 #include "dataplane/mem_port.h"
+#include "dataplane/punt_share.h"
+
+#include <chrono>
+#include <thread>
 #include "frames.h"
 
 namespace dpsw {
@@ -30,7 +34,7 @@ struct PuntRig {
   std::unique_ptr<MemPort> punt, plain;
   std::vector<std::unique_ptr<FastPort>> fast;
 
-  PuntRig() {
+  explicit PuntRig(uint32_t* share = nullptr) {
     Dataplane::Options o;
     o.cores.assign(1, -1);
     o.mac.size = 1024;
@@ -41,7 +45,7 @@ struct PuntRig {
     s->bds.resize(2);
     s->rx_ports.resize(1);
     s->ports.resize(5);
-    s->ports[0] = PortEntry{.port = punt.get(), .bd = kInvalidPort, .max_frame = 1518, .punt = true};
+    s->ports[0] = PortEntry{.port = punt.get(), .bd = kInvalidPort, .max_frame = 1518, .punt = true, .punt_share = share};
     s->rx_ports[0] = {0, 3};
     for (uint16_t id : {1, 2, 4}) {
       fast.push_back(std::make_unique<FastPort>("f" + std::to_string(id), punt.get(), id));
@@ -145,6 +149,72 @@ TEST(Punt, NetworksStayIsolated) {
   EXPECT_EQ(r.punt->take_tx().size(), 0u);
   EXPECT_EQ(r.plain->take_tx().size(), 0u);
   EXPECT_EQ(r.c(1).tx_packets, 0u);
+}
+
+// Fair punting (issue 19, item 11): the share a worker publishes for the TC
+// program, from what it sees of its punt port.
+TEST(PuntShare, NoLimitWhileTheRingKeepsUp) {
+  PuntShare ps;
+  for (int i = 0; i < 5000; i++) ps.frame(1);
+  ps.backlog(1000);  // below half the ring
+  EXPECT_EQ(ps.decide(10, 2048, 0), 0u);
+  EXPECT_EQ(ps.decide(10, 2048, 0), 0u);
+}
+
+TEST(PuntShare, CongestionSplitsWhatTheWorkerDrainedAmongActivePorts) {
+  PuntShare ps;
+  for (int i = 0; i < 5000; i++) ps.frame(1);  // the flooder
+  for (int i = 0; i < 10; i++) ps.frame(2);    // the victim
+  ps.backlog(1100);
+  EXPECT_EQ(ps.decide(10, 2048, 0), 250u);  // 5010 frames in 10 ms, 2 ports
+  ps.backlog(1500);                          // still congested: less
+  EXPECT_EQ(ps.decide(10, 2048, 0), 188u);
+  for (int i = 0; i < 1880; i++) ps.frame(1);  // at its share, ring fine: probe upwards
+  EXPECT_EQ(ps.decide(10, 2048, 0), 188u + 188u / 8 + 1);
+}
+
+TEST(PuntShare, RingDropsCountAsCongestionAndTheShareHasAFloor) {
+  PuntShare ps;
+  ps.frame(1);
+  EXPECT_EQ(ps.decide(10, 2048, 0), 0u);
+  EXPECT_EQ(ps.decide(10, 2048, 5), PuntShare::kMinShare);  // frames lost, hardly any drained: the floor
+  for (int i = 0; i < 50; i++) {
+    ps.backlog(2048);
+    EXPECT_GE(ps.decide(10, 2048, 5), PuntShare::kMinShare);
+  }
+}
+
+TEST(PuntShare, LimitLiftedAfterACalmSecond) {
+  PuntShare ps;
+  for (int i = 0; i < 3000; i++) ps.frame(1);
+  ps.backlog(2000);
+  const uint32_t share = ps.decide(10, 2048, 0);
+  ASSERT_GT(share, 0u);
+  for (uint32_t i = 1; i < PuntShare::kCalmIntervals; i++) {
+    ps.frame(2);  // light traffic, nobody near the share
+    EXPECT_EQ(ps.decide(10, 2048, 0), share);
+  }
+  EXPECT_EQ(ps.decide(10, 2048, 0), 0u);
+}
+
+TEST(Punt, WorkerPublishesAShareWhileItsPuntPortIsBackedUp) {
+  uint32_t share = 0;
+  PuntRig r(&share);
+  auto f = tagged(eth_frame(kBcast, station(1)), punt_vid(1));
+  for (int i = 0; i < 900; i++) ASSERT_TRUE(r.punt->inject(f));  // ring of 1024: far more than half waits
+  r.dp->worker(0).poll_once();  // one burst; notes the backlog
+  std::this_thread::sleep_for(std::chrono::milliseconds(PuntShare::kIntervalMs + 2));
+  r.dp->worker(0).poll_once();
+  EXPECT_GE(read_punt_share(&share), PuntShare::kMinShare);
+  r.poll();  // drain; then a calm second lifts the limit
+  r.punt->take_tx();
+  r.plain->take_tx();
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(PuntShare::kIntervalMs * (PuntShare::kCalmIntervals + 30));
+  while (read_punt_share(&share) && std::chrono::steady_clock::now() < until) {
+    r.dp->worker(0).poll_once();
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  EXPECT_EQ(read_punt_share(&share), 0u);
 }
 
 }  // namespace

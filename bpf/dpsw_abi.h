@@ -1,0 +1,97 @@
+/* SPDX-License-Identifier: GPL-2.0 OR Apache-2.0 */
+/* The one interface between dpsw's BPF programs (bpf/NAME.bpf.c) and its C++
+ * side (dataplane/fast_tier.cc, dataplane/afxdp_port.cc, fast_port.h): map
+ * sizes, every map's key and value layout, the punt tag, the event slots.
+ * Both sides include this file, so a change made on one side only cannot
+ * build (C++ adds static_asserts against its own constants).
+ *
+ * Plain C with <linux/types.h> types: valid for clang -target bpf and C++. */
+#ifndef DPSW_BPF_ABI_H
+#define DPSW_BPF_ABI_H
+
+#include <linux/types.h>
+
+/* Port ids are dense indices below this (dataplane/packet.h kMaxPorts). */
+#define DPSW_MAX_PORTS 1024
+/* Workers (config: switch.workers, at most 64): one punt veth each. */
+#define DPSW_MAX_WORKERS 64
+
+/* A frame punted by the fast tier, or sent by dpsw to a fast-tier port,
+ * carries an 802.1Q tag naming the port: VID = port id + 1 (VID 0 means
+ * "priority only" in 802.1Q, so ids start at 1). */
+#define DPSW_PUNT_VID(port) ((port) + 1)
+#define DPSW_PUNT_PORT(vid) ((vid) - 1)
+
+/* ---- bpf/xsk_redirect.bpf.c ---- */
+/* dpsw_xdp_stats slots. */
+enum dpsw_xdp_stat { DPSW_XDP_REDIRECTED, DPSW_XDP_NO_SOCKET, DPSW_XDP_STATS };
+
+/* ---- bpf/fast_l2.bpf.c ---- */
+/* dpsw_fast_ports: host veth ifindex -> its port. */
+struct dpsw_fast_port {
+  __u16 port;   /* dpsw port id */
+  __u16 bd;     /* network (bridge domain) */
+  __u32 punt;   /* ifindex of the punt veth (near end) of the worker that owns the port */
+  __u32 worker; /* that worker: its slot in dpsw_fast_punt_share */
+  __u32 pad;
+};
+
+/* dpsw_fast_fdb: (network, MAC) -> where it lives. The map's size is set by
+ * dpsw at load time (mac_table.size + DPSW_MAX_PORTS); this is the default. */
+#define DPSW_FAST_FDB_DEFAULT 65536
+struct dpsw_fdb_key {
+  __u16 bd;
+  __u8 mac[6];
+};
+struct dpsw_fdb_val {
+  __u32 ifindex; /* destination host veth (its peer is the container's interface) */
+  __u16 port;
+  __u16 pad;
+};
+
+/* dpsw_fast_stats, per port and CPU: frames the fast tier forwarded itself
+ * (rx: from the port's container, tx: into it) and punted frames it dropped
+ * because the port was over its share (see dpsw_fast_punt_share). Frames it
+ * punted are counted by dpsw. */
+struct dpsw_fast_stats {
+  __u64 rx_packets, rx_bytes, tx_packets, tx_bytes;
+  __u64 punt_share_drops;
+};
+
+/* dpsw_fast_conf[0], set by dpsw. */
+struct dpsw_fast_conf {
+  __u32 steer_per_ms; /* steering threshold, frames per ms per (port, CPU); 0 = never */
+  __u32 pad;
+  __u8 router_mac[6]; /* dpsw's router MAC: never a container's source */
+  __u16 pad2;
+};
+
+/* dpsw_fast_punt_share[worker], memory-mapped by dpsw and written by that
+ * worker (dataplane/punt_share.h): while its punt port is congested, how
+ * many frames each port may punt to it per window (~1 ms, ktime >> 20);
+ * 0 = no limit. */
+struct dpsw_punt_share {
+  __u32 per_ms;
+  __u32 pad;
+};
+
+/* dpsw_fast_punt_rate[port]: the port's punted frames in the current window
+ * (all CPUs together; updated with atomic adds, reset racily: approximate). */
+struct dpsw_punt_rate {
+  __u64 window;
+  __u64 count;
+};
+
+/* dpsw_fast_events slots: events that are not a port's. */
+enum dpsw_fast_event {
+  DPSW_EV_PUNTED,        /* handed to dpsw through a punt veth */
+  DPSW_EV_NO_PORT,       /* dropped: not (or no longer) a fast-tier port, or no room to tag */
+  DPSW_EV_PUNT_BAD_TAG,  /* from dpsw without a valid port tag */
+  DPSW_EV_PUNT_NO_PEER,  /* from dpsw to a port that is not a fast-tier port */
+  DPSW_EV_STEERED,       /* known unicast sent to another core through a punt veth's ingress */
+  DPSW_EV_BAD_SRC,       /* dropped: multicast, zero or dpsw's router MAC as source */
+  DPSW_EV_PUNT_SHARE,    /* dropped: the port was over its share of a congested punt port */
+  DPSW_EV_COUNT
+};
+
+#endif
