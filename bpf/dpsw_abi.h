@@ -33,7 +33,7 @@ struct dpsw_fast_port {
   __u16 bd;     /* network (bridge domain) */
   __u32 punt;   /* ifindex of the punt veth (near end) of the worker that owns the port */
   __u32 worker; /* that worker: its slot in dpsw_fast_punt_share */
-  __u32 pad;
+  __u32 mtu;    /* the network's MTU: longer non-GSO frames are dropped (oversize) */
 };
 
 /* dpsw_fast_fdb: (network, MAC) -> where it lives. The map's size is set by
@@ -56,6 +56,7 @@ struct dpsw_fdb_val {
 struct dpsw_fast_stats {
   __u64 rx_packets, rx_bytes, tx_packets, tx_bytes;
   __u64 punt_share_drops;
+  __u64 oversize; /* dropped: a non-GSO frame longer than the network's MTU allows */
 };
 
 /* dpsw_fast_conf[0], set by dpsw. */

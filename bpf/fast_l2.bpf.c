@@ -209,6 +209,16 @@ int dpsw_fast_ingress(struct __sk_buff *skb) {
     event(DPSW_EV_BAD_SRC);
     return TC_ACT_SHOT;
   }
+  // Longer than the network allows (the host end's MTU is higher, so the
+  // container's own MTU is the only other limit): dropped and counted, as the
+  // userspace tier does. GSO frames are checked segment by segment where
+  // they are segmented.
+  if (skb->gso_segs <= 1 && skb->len > in->mtu + ETH_HLEN) {
+    __u32 ip = in->port;
+    struct dpsw_fast_stats *si = bpf_map_lookup_elem(&dpsw_fast_stats, &ip);
+    if (si) si->oversize += 1;
+    return TC_ACT_SHOT;
+  }
   // Only plain unicast is decided here; tagged frames, broadcast, multicast
   // and unknown destinations are dpsw's, and so is ARP (rare; dpsw refuses an
   // endpoint's ARP that announces dpsw's own address, unicast ones too).

@@ -36,7 +36,8 @@ enum class Driver { kBridge, kOverlay, kMacvlan };
 const char* driver_name(Driver d);
 enum class Mode { kBridge, kNone, kHost, kContainer };
 enum class PortKind { kAfxdp, kVhost };
-constexpr uint32_t kAfxdpMaxMtu = 3500;  // one 4 KiB UMEM frame per packet (no multi-buffer yet)
+constexpr uint32_t kAfxdpMaxMtu = 3500;
+constexpr uint32_t kFastHostMtu = 65535;  // a fast-tier endpoint's host veth (no XDP on it): the TC program checks the network's  // one 4 KiB UMEM frame per packet (no multi-buffer yet)
 
 struct SwitchConfig {
   std::string name = "dpsw";          // instance name: prefix of namespaces and links

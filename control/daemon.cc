@@ -435,7 +435,11 @@ void Daemon::create_endpoint(const PlannedEndpoint& ep, bool reuse_netns) {
       const bool fast = a.fast && !own_netns;
       if (a.fast && own_netns) LOG_INFO("endpoint %s: in dpsw's own namespace: served by AF_XDP, not the fast tier", ep.name.c_str());
       journal_->record("link", a.host_ifname);
-      host.create_veth(a.host_ifname, journal_->alias_tag() + ep.name + ":" + a.network, a.ifname, ns.fd, a.mac, a.mtu);
+      // The host end takes any frame the container sends (up to what its
+      // port can carry): one longer than the network allows reaches dpsw and
+      // is dropped as `oversize` there, counted, not lost unseen in the kernel.
+      host.create_veth(a.host_ifname, journal_->alias_tag() + ep.name + ":" + a.network, a.ifname, ns.fd, a.mac, a.mtu,
+                       fast ? kFastHostMtu : kAfxdpMaxMtu);
       rec.links.push_back(a.host_ifname);
       try {
         sysctl_write("net/ipv6/conf/" + a.host_ifname + "/disable_ipv6", "1");
@@ -476,7 +480,7 @@ void Daemon::create_endpoint(const PlannedEndpoint& ep, bool reuse_netns) {
         const Punt& pu = punts_[id % dp_->workers()];  // the worker that would own the port
         pr.port = std::make_unique<FastPort>(a.host_ifname, ports_[pu.port].port.get(), id);
         pr.fast = true;
-        fast_->add_port(pr.ifindex, a.host_ifname, id, pr.bd, pu.near_ifindex, id % dp_->workers());
+        fast_->add_port(pr.ifindex, a.host_ifname, id, pr.bd, pu.near_ifindex, id % dp_->workers(), a.mtu);
         fast_->add_mac(pr.bd, a.mac, id, true);
       } else {
         auto port = std::make_unique<AfxdpPort>(a.host_ifname, AfxdpPort::Options{});
@@ -717,8 +721,7 @@ void Daemon::apply_mtu(const std::string& network) {
       if (a.network != network || pr.mtu == a.mtu) continue;
       pr.mtu = a.mtu;
       if (ep.port == PortKind::kVhost) continue;  // the application sets its own
-      Rtnl host;
-      host.set_up(a.host_ifname, a.mtu);
+      if (fast_ && pr.fast) fast_->set_mtu(rec->second.ports[i], a.mtu);  // the host end keeps its higher MTU
       Fd ns(netns::open_path(ep.netns_path));
       Rtnl inside(ns.fd);
       inside.set_up(a.ifname, a.mtu);
@@ -1044,8 +1047,8 @@ json Daemon::show(const std::string& what, const std::vector<std::string>& args)
       t.rx_bytes += f.rx_bytes;
       t.tx_packets += f.tx_packets;
       t.tx_bytes += f.tx_bytes;
-      t.drops[size_t(Drop::kPuntShare)] += f.punt_share_drops;
-      if (f.punt_share_drops) drops[std::string(drop_reason_name(Drop::kPuntShare))] = t.drops[size_t(Drop::kPuntShare)];
+      for (auto [d, n] : {std::pair{Drop::kPuntShare, f.punt_share_drops}, std::pair{Drop::kOversize, f.oversize}})
+        if (n) drops[std::string(drop_reason_name(d))] = t.drops[size_t(d)] += n;  // dropped by the kernel tier
       fast = {{"rx_packets", f.rx_packets}, {"rx_bytes", f.rx_bytes}, {"tx_packets", f.tx_packets}, {"tx_bytes", f.tx_bytes}};
     }
     json j{{"rx_packets", t.rx_packets}, {"rx_bytes", t.rx_bytes}, {"tx_packets", t.tx_packets},

@@ -157,12 +157,12 @@ uint32_t Rtnl::link_mtu(const std::string& name) {
 }
 
 void Rtnl::create_veth(const std::string& name, const std::string& alias, const std::string& peer_name, int peer_ns_fd,
-                       Mac peer_mac, uint32_t mtu) {
+                       Mac peer_mac, uint32_t mtu, uint32_t host_mtu) {
   rtnl_link* link = rtnl_link_veth_alloc();
   if (!link) throw NetlinkError("rtnl_link_veth_alloc failed");
   rtnl_link* peer = rtnl_link_veth_get_peer(link);
   rtnl_link_set_name(link, name.c_str());
-  rtnl_link_set_mtu(link, mtu);
+  rtnl_link_set_mtu(link, host_mtu ? host_mtu : mtu);
   rtnl_link_set_name(peer, peer_name.c_str());
   rtnl_link_set_mtu(peer, mtu);
   uint8_t mb[6];

@@ -42,7 +42,7 @@ class Rtnl {
   uint32_t link_mtu(const std::string& name);  // throws when absent
   // veth pair: `name` here, `peer` inside the namespace peer_ns_fd.
   void create_veth(const std::string& name, const std::string& alias, const std::string& peer, int peer_ns_fd,
-                   Mac peer_mac, uint32_t mtu);
+                   Mac peer_mac, uint32_t mtu, uint32_t host_mtu = 0);  // host_mtu: `name`'s, 0 = mtu
   void set_up(const std::string& name, uint32_t mtu = 0);
   void set_alias(const std::string& name, const std::string& alias);
   void add_address(const std::string& name, uint32_t ip, uint8_t prefix_len);

@@ -104,9 +104,10 @@ void FastTier::detach(int ifindex) {
 
 void FastTier::attach_punt(int ifindex, const std::string& ifname) { attach(ifindex, punt_fd_, ifname); }
 
-void FastTier::add_port(int ifindex, const std::string& ifname, uint16_t port, uint16_t bd, int punt_ifindex, unsigned worker) {
+void FastTier::add_port(int ifindex, const std::string& ifname, uint16_t port, uint16_t bd, int punt_ifindex, unsigned worker,
+                        uint32_t mtu) {
   const uint32_t key = uint32_t(ifindex), id = port, zero_if = 0;
-  const FastPortVal pv{port, bd, uint32_t(punt_ifindex), uint32_t(worker), 0};
+  const FastPortVal pv{port, bd, uint32_t(punt_ifindex), uint32_t(worker), mtu};
   // A reused id starts from zero (stats are per id).
   const int ncpu = std::max(libbpf_num_possible_cpus(), 1);
   std::vector<StatsVal> zero(size_t(ncpu), StatsVal{});
@@ -126,6 +127,16 @@ void FastTier::add_port(int ifindex, const std::string& ifname, uint16_t port, u
     detach(ifindex);
     throw;
   }
+}
+
+void FastTier::set_mtu(uint16_t port, uint32_t mtu) {
+  auto it = ports_.find(port);
+  if (it == ports_.end()) return;
+  const uint32_t key = uint32_t(it->second.ifindex);
+  FastPortVal pv{};
+  if (int e = bpf_map_lookup_elem(ports_map_, &key, &pv)) throw bpf_error("fast tier: ports map", e);
+  pv.mtu = mtu;
+  if (int e = bpf_map_update_elem(ports_map_, &key, &pv, BPF_EXIST)) throw bpf_error("fast tier: ports map", e);
 }
 
 void FastTier::remove_port(uint16_t port) {
@@ -220,6 +231,7 @@ FastTier::PortStats FastTier::stats(uint16_t port) const {
       t.tx_packets += s.tx_packets;
       t.tx_bytes += s.tx_bytes;
       t.punt_share_drops += s.punt_share_drops;
+      t.oversize += s.oversize;
     }
   return t;
 }

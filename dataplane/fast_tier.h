@@ -46,8 +46,11 @@ class FastTier {
   void attach_punt(int ifindex, const std::string& ifname);
   // A fast-tier endpoint's host veth: registers it (frames the tier cannot
   // decide go out of punt veth `punt_ifindex`), then attaches the program.
-  // `worker` owns the punt veth (its share applies to the port's punted frames).
-  void add_port(int ifindex, const std::string& ifname, uint16_t port, uint16_t bd, int punt_ifindex, unsigned worker);
+  // `worker` owns the punt veth (its share applies to the port's punted
+  // frames); `mtu`: the network's (longer frames are dropped as oversize).
+  void add_port(int ifindex, const std::string& ifname, uint16_t port, uint16_t bd, int punt_ifindex, unsigned worker,
+                uint32_t mtu);
+  void set_mtu(uint16_t port, uint32_t mtu);  // the network's MTU changed
   // Removes the port's map entries (its MACs included) and detaches.
   void remove_port(uint16_t port);
   bool has_port(uint16_t port) const { return ports_.count(port) != 0; }
@@ -81,6 +84,7 @@ class FastTier {
   struct PortStats {
     uint64_t rx_packets = 0, rx_bytes = 0, tx_packets = 0, tx_bytes = 0;
     uint64_t punt_share_drops = 0;  // punted frames over the port's share of a congested punt port
+    uint64_t oversize = 0;          // frames longer than the network's MTU allows
   };
   PortStats stats(uint16_t port) const;  // summed over CPUs
   struct Events {

@@ -445,7 +445,7 @@ def punted_traffic_shared_fairly():
         c2 = next(p for p in c.values() if p["endpoint"] == "c2")
         print(f"flood: {flood} frames sent, {c1['rx_packets']} reached dpsw, {c1['drops']}; victim: {got}/{sent} pings answered")
         check(got >= sent * 95 // 100, f"the flood starved the other network: {got} of {sent} pings answered")
-        check(c1["rx_packets"] >= 20000, f"the flooder got almost nothing through: {c1}")
+        check(c1["rx_packets"] >= 10000, f"the flooder got almost nothing through: {c1}")
         check(not c2["drops"], f"the victim's frames were dropped: {c2['drops']}")
         if FAST:
             check(c1["drops"].get("punt_share", 0) > 0, f"no frame of the flooder counted as over its share: {c1['drops']}")
@@ -455,9 +455,28 @@ def punted_traffic_shared_fairly():
                 time.sleep(0.2)
             check(d.ctl("show", "fast")["punt_ports"][0]["share_per_ms"] == 0, "the punt share stayed on after the flood")
 
+def oversize_counted_from_containers():
+    """A container that raises its own MTU above its network's and sends a
+    longer frame: dpsw sees it and counts it as `oversize` (both tiers), and
+    nothing reaches the other container (issue 19, item 14)."""
+    with Dpsw(NETS[:1], EPS[:2]) as d:
+        d.start()
+        ping(d, "c1", "10.220.1.12", count=1)
+        rx = lambda: int(d.run("c2", "cat", "/sys/class/net/eth0/statistics/rx_packets").stdout)
+        before = rx()
+        d.run("c1", "ip", "link", "set", "eth0", "mtu", "3000")
+        d.run("c1", "ping", "-c", "3", "-i", "0.2", "-W", "1", "-M", "do", "-s", "2000", "10.220.1.12", check_rc=False)
+        c = d.counters()["ports"]
+        c1 = next(p for p in c.values() if p["endpoint"] == "c1")
+        check(c1["drops"].get("oversize", 0) == 3, f"3 oversize frames expected on c1's port: {c1}")
+        check(rx() == before, f"oversize frames reached c2 ({rx() - before})")
+        ping(d, "c1", "10.220.1.12", count=1)  # normal frames still pass
+
+
 if __name__ == "__main__":
     scenario_main({f.__name__: f for f in (own_and_foreign_macs_not_learned, duplicate_mac_refused,
                                           reload_keeps_running_containers, rejected_reload_changes_nothing,
                                           adopted_namespace_restored, stale_links_found_by_alias,
                                           huge_and_repeated_configs_refused, macvlan_endpoint_cannot_take_others_traffic,
-                                          flows_bound_to_their_network, punted_traffic_shared_fairly)})
+                                          flows_bound_to_their_network, punted_traffic_shared_fairly,
+                                          oversize_counted_from_containers)})
