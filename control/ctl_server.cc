@@ -107,7 +107,11 @@ std::string CtlServer::serve_line(std::string_view line) {
     if (!req.is_object()) return error_reply("request is not a JSON object");
     if (req.contains("v") && !(req["v"].is_number_integer() && req["v"].get<int64_t>() == kCtlProtocolVersion))
       return error_reply("unsupported protocol version (this daemon speaks v" + std::to_string(kCtlProtocolVersion) + ")");
-    json resp = {{"v", kCtlProtocolVersion}, {"ok", true}, {"result", handler_(req)}};
+    CtlReply r = handler_(req);
+    json resp = {{"v", kCtlProtocolVersion}, {"ok", true}, {"result", std::move(r.result)}};
+    if (r.extra.is_object())
+      for (auto& [k, v] : r.extra.items())
+        if (!resp.contains(k)) resp[k] = std::move(v);
     return resp.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
   } catch (const std::exception& e) {
     return error_reply(e.what());

@@ -3,6 +3,8 @@
 //   {"v":1,"cmd":"show","args":["ports"]}
 // and reads one JSON object back, then the server closes the connection:
 //   {"v":1,"ok":true,"result":...}   or   {"v":1,"ok":false,"error":"..."}
+// A reply may carry more members beside "result" (CtlReply::extra: `show`
+// adds "view", how to print the result); clients ignore what they do not know.
 // Served from the control thread's poll loop; never touches workers directly.
 // Never blocks and never throws on a client's input: every socket is
 // non-blocking, each client has a deadline, requests are bounded in size and
@@ -19,6 +21,7 @@
 #include <map>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -26,6 +29,13 @@
 namespace dpsw {
 
 constexpr int kCtlProtocolVersion = 1;
+
+// What a handler answers: the result, and members of the reply beside it.
+struct CtlReply {
+  CtlReply(nlohmann::json r = nullptr) : result(std::move(r)) {}  // implicit: a handler may return just its result
+  nlohmann::json result;
+  nlohmann::json extra = nlohmann::json::object();  // never overrides "v", "ok" or "result"
+};
 
 class CtlServer {
  public:
@@ -35,7 +45,7 @@ class CtlServer {
     int deadline_ms = 5000;        // to send a full line; again to read the reply
     size_t max_clients = 64;       // connections served at once; more are refused
   };
-  using Handler = std::function<nlohmann::json(const nlohmann::json& request)>;
+  using Handler = std::function<CtlReply(const nlohmann::json& request)>;
   // Throws std::runtime_error if the socket cannot be created, if the path is
   // taken by a live socket or is not a socket at all (check_socket_path()).
   CtlServer(std::string path, Handler h, Limits limits);

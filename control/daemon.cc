@@ -10,10 +10,12 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <functional>
 #include <set>
 
 #include "control/ctl_server.h"
 #include "control/vhost_relay.h"
+#include "control/view.h"
 #include "control/log.h"
 #include "control/netlink.h"
 #include "control/socket_path.h"
@@ -974,7 +976,7 @@ void Daemon::teardown() {
   ports_.clear();
 }
 
-json Daemon::handle(const json& req) {
+CtlReply Daemon::handle(const json& req) {
   // The request was parsed from the client's line (bounded in size and depth by CtlServer): check its shape first.
   if (!req.contains("cmd") || !req["cmd"].is_string()) throw std::runtime_error("request: \"cmd\" must be a string (e.g. \"show\")");
   const json no_args = json::array();
@@ -993,9 +995,8 @@ json Daemon::handle(const json& req) {
     return args[1];
   };
   if (cmd == "show") {
-    if (args.empty()) throw std::runtime_error("show needs what to show: ports, networks, endpoints, mac, conntrack, counters");
-    std::string what = args[0];
-    args.erase(args.begin());
+    std::string what = args.empty() ? "views" : args[0];  // `show` alone lists the views
+    if (!args.empty()) args.erase(args.begin());
     return show(what, args);
   }
   if (cmd == "network" && verb == "add") return add_network(parse_network_item(spec(), "network add"));
@@ -1004,7 +1005,7 @@ json Daemon::handle(const json& req) {
   if (cmd == "endpoint" && verb == "del") return del_endpoint(name_arg());
   if (cmd == "network" || cmd == "endpoint") throw std::runtime_error(cmd + ": expected add or del");
   if (cmd == "reload") return reload();
-  if (cmd == "version") return {{"version", DPSW_VERSION}, {"protocol", kCtlProtocolVersion}};
+  if (cmd == "version") return json{{"version", DPSW_VERSION}, {"protocol", kCtlProtocolVersion}};
   throw std::runtime_error("unknown command '" + cmd + "'");
 }
 
@@ -1028,7 +1029,11 @@ json Daemon::endpoint_json(const PlannedEndpoint& ep) const {
   return e;
 }
 
-json Daemon::show(const std::string& what, const std::vector<std::string>& args) {
+// Every view of `show` is declared here, once: the rows of its answer (the
+// reply's "result", which scripts read) and how a person reads them (the
+// reply's "view", see view.h). dpswctl prints any view from that description.
+CtlReply Daemon::show(const std::string& what, const std::vector<std::string>& args) {
+  using view::col, view::line, view::pick, view::table;
   auto fast_events = [&] {
     const FastTier::Events ev = fast_->events();
     return json{{"punted", ev.punted}, {"dropped_no_port", ev.no_port}, {"punt_bad_tag", ev.punt_bad_tag},
@@ -1056,7 +1061,18 @@ json Daemon::show(const std::string& what, const std::vector<std::string>& args)
     if (!fast.is_null()) j["fast_tier"] = fast;  // ...of which in the kernel
     return j;
   };
-  if (what == "ports") {
+  struct Shown {
+    view::View view;
+    size_t max_args;            // arguments it takes (view.args says which)
+    std::function<json()> rows;  // the result
+  };
+  std::vector<Shown> views;
+
+  views.push_back({{"ports", "", "every port: endpoint, network, addresses, owning worker, packets",
+                    {table("", {col("ID", "id"), col("PORT", "name"), col("KIND", "kind"), col("ENDPOINT", "endpoint"),
+                                col("NETWORK", "network"), col("MAC", "mac"), col("IP", "ip"), col("WORKER", "worker"),
+                                col("RX", "counters.rx_packets"), col("TX", "counters.tx_packets")})}},
+                   0, [&] {
     json out = json::array();
     const Snapshot& s = dp_->snapshot();
     for (uint16_t id = 0; id < ports_.size(); id++) {
@@ -1079,8 +1095,13 @@ json Daemon::show(const std::string& what, const std::vector<std::string>& args)
       out.push_back(p);
     }
     return out;
-  }
-  if (what == "networks") {
+  }});
+
+  views.push_back({{"networks", "", "networks: subnet, gateway, MTU, endpoints, overlay VNI and peers",
+                    {table("", {col("NETWORK", "name"), col("DRIVER", "driver"), col("SUBNET", "subnet"),
+                                col("GATEWAY", "gateway"), col("MTU", "mtu"), col("ENDPOINTS", "endpoints"),
+                                pick("OVERLAY", {{"peers", "vni {vni} peers {peers}"}, {"vni", "vni {vni} peers (none)"}})})}},
+                   0, [&] {
     json out = json::array();
     for (const auto& n : cfg_.networks) {
       json eps = json::array();
@@ -1097,13 +1118,25 @@ json Daemon::show(const std::string& what, const std::vector<std::string>& args)
       out.push_back(j);
     }
     return out;
-  }
-  if (what == "endpoints") {
+  }});
+
+  views.push_back({{"endpoints", "", "endpoints and their interface on each network",
+                    {table("", {col("ENDPOINT", "name"), col("MODE", "mode"),
+                                pick("NETNS", {{"joins", "container:{joins}"}, {"netns", "{netns}"}, {"", "(host)"}}),
+                                col("NETWORK", "attachments.network"), col("IF", "attachments.ifname"),
+                                col("MAC", "attachments.mac"), col("IP", "attachments.ip")})
+                         .for_each("attachments")}},
+                   0, [&] {
     json out = json::array();
     for (const auto& ep : plan_.endpoints) out.push_back(endpoint_json(ep));
     return out;
-  }
-  if (what == "mac") {
+  }});
+
+  views.push_back({{"mac", "[NETWORK]", "the MAC table (of one network)",
+                    {table("", {col("NETWORK", "network"), col("MAC", "mac"), col("PORT", "port"), col("ENDPOINT", "endpoint"),
+                                col("AGE(s)", "age_ms", "ms_as_s"), col("ESTABLISHED", "established"),
+                                col("FAST_TIER", "fast_tier")})}},
+                   1, [&] {
     int bd = -1;
     if (!args.empty()) {
       auto it = bd_of_.find(args[0]);
@@ -1124,8 +1157,25 @@ json Daemon::show(const std::string& what, const std::vector<std::string>& args)
                      {"fast_tier", fast_ && fast_->has_mac(e.bd, e.mac)}});  // the kernel tier forwards on it too (`show fast`)
     });
     return out;
-  }
-  if (what == "fast") {  // the in-kernel tier, read back from its BPF maps
+  }});
+
+  views.push_back({{"fast", "", "the in-kernel fast tier, read back from its BPF maps",
+                    {line("fast tier: not in use (no endpoint has fast_path: auto)").only_if("!enabled"),
+                     table("fdb", {col("NETWORK", "network"), col("MAC", "mac"), col("PORT", "port"), col("ENDPOINT", "endpoint"),
+                                   pick("SOURCE", {{"planned", "endpoint"}, {"", "learned"}})})
+                         .only_if("enabled"),
+                     line("{ports:count} fast-tier ports, {punt_ports:count} punt ports; punted {events.punted}, "
+                          "dropped (no port) {events.dropped_no_port}, punt tag errors {events.punt_bad_tag}/{events.punt_no_peer}, "
+                          "bad source MAC {events.dropped_bad_src_mac}, over a port's punt share {events.dropped_punt_share}")
+                         .only_if("enabled"),
+                     table("punt_ports", {col("WORKER", "worker"), col("PUNT PORT", "name"), col("NEAR END", "near"),
+                                          col("SHARE(frames/ms/port)", "share_per_ms")})
+                         .only_if("enabled"),
+                     line("steering: off (a flooding sender's frames are delivered on its own core)").only_if("enabled !steering.cores"),
+                     line("steering: to cores {steering.cores} above {steering.above_pps} frames/s per sender and CPU; "
+                          "steered {events.steered}")
+                         .only_if("enabled steering.cores")}},
+                   0, [&] {
     json out = {{"enabled", fast_ != nullptr}, {"ports", json::array()}, {"fdb", json::array()}, {"punt_ports", json::array()}};
     if (!fast_) return out;
     auto net = [&](uint16_t b) { return b < bd_name_.size() ? bd_name_[b] : std::string("?"); };
@@ -1142,23 +1192,71 @@ json Daemon::show(const std::string& what, const std::vector<std::string>& args)
     out["steering"] = {{"cores", cfg_.sw.steering_cores()}, {"above_pps", cfg_.sw.steer_above_pps}};
     out["events"] = fast_events();
     return out;
-  }
-  if (what == "counters") {
+  }});
+
+  views.push_back({{"conntrack", "", "tracked connections and their translation",
+                    {table("", {col("PROTO", "proto"), col("ORIGINAL (src > dst)", "original"),
+                                col("TRANSLATED (src > dst)", "translated"), col("STATE", "state"),
+                                col("IDLE(s)", "idle_ms", "ms_as_s")})
+                         .or_else("no tracked connections")}},
+                   0, [&] {
+    json out = json::array();
+    ConnTrack* ct = dp_->conntrack();
+    if (!ct) return out;
+    uint32_t now = now_ms();
+    ct->for_each([&](const Flow& f) {
+      const FlowKey& o = f.orig;
+      std::string proto = o.proto == 6 ? "tcp" : o.proto == 17 ? "udp" : o.proto == 1 ? "icmp" : o.proto == 47 ? "gre" : std::to_string(o.proto);
+      uint8_t st = f.state.load(std::memory_order_relaxed);  // relaxed: display only
+      auto ep = [&](uint32_t ip, uint16_t port) { return ipv4_to_string(ip) + ":" + std::to_string(o.proto == 1 ? 0 : port); };
+      out.push_back({{"proto", proto},
+                     {"original", ep(o.sip, o.sport) + " > " + ep(o.dip, o.dport)},
+                     {"translated", ep(f.xsrc_ip, f.xsrc_port) + " > " + ep(f.xdst_ip, f.xdst_port)},
+                     {"nat_port", f.nat_port},
+                     {"state", o.proto == 6 ? tcp_state_name(st) : st ? "replied" : "unreplied"},
+                     {"idle_ms", int32_t(now - f.last_seen.load(std::memory_order_relaxed)) < 0 ? 0 : now - f.last_seen.load(std::memory_order_relaxed)}});
+    });
+    return out;
+  }});
+
+  views.push_back({{"counters", "", "packets and drops by port, worker load, table occupancy",
+                    {table("ports", {col("PORT", "@key"), col("ENDPOINT", "endpoint"), col("RX_PKTS", "rx_packets"),
+                                     col("RX_BYTES", "rx_bytes"), col("TX_PKTS", "tx_packets"), col("TX_BYTES", "tx_bytes"),
+                                     col("FLOODED", "flood_packets"), col("DROPS", "drops")}),
+                     table("workers", {col("WORKER", "worker"), col("CORE", "core"), col("LOOPS", "loops"),
+                                       col("BUSY(cycles)", "busy_percent", "percent"),
+                                       col("PKTS/BUSY_LOOP", "pkts_per_busy_loop", "ratio"), col("LEARN_SKIPPED", "learn_skipped")}),
+                     line("mac table: {mac_table.entries}/{mac_table.capacity} entries; "
+                          "xdp: {xdp.redirected} redirected, {xdp.passed_no_socket} passed (no socket)"),
+                     line("conntrack: {conntrack.flows}/{conntrack.capacity} flows; refused (table full) {conntrack.refused_full}, "
+                          "early drops {conntrack.early_drop}")
+                         .only_if("conntrack"),
+                     line("fast tier fdb: {fast_tier.fdb_entries}/{fast_tier.fdb_capacity} entries, {fast_tier.fdb_refused} refused")
+                         .only_if("fast_tier"),
+                     line("dpdk mbufs: {dpdk.mbufs_available}/{dpdk.mbufs_total} available").only_if("dpdk")}},
+                   0, [&] {
     json ports = json::object();
+    uint64_t rx = 0;
     for (uint16_t id = 0; id < ports_.size(); id++) {
       const PortRec& pr = ports_[id];
       if (!pr.used()) continue;
       ports[pr.host_ifname] = port_counters(id);
       ports[pr.host_ifname]["endpoint"] = pr.endpoint;
       ports[pr.host_ifname]["network"] = pr.network;
+      rx += ports[pr.host_ifname]["rx_packets"].get<uint64_t>();
     }
     json workers = json::array();
     for (unsigned w = 0; w < dp_->workers(); w++) {
       auto& c = dp_->worker(w).counters();
-      workers.push_back({{"worker", w}, {"core", cfg_.sw.workers[w]}, {"loops", c.loops.get()},
-                         {"busy_loops", c.busy_loops.get()}, {"busy_cycles", c.busy_cycles.get()},
-                         {"idle_cycles", c.idle_cycles.get()}, {"sleeps", c.sleeps.get()},
-                         {"learn_skipped", c.learn_skipped.get()}});
+      const uint64_t busy_loops = c.busy_loops.get(), busy = c.busy_cycles.get(), idle = c.idle_cycles.get();
+      json j = {{"worker", w}, {"core", cfg_.sw.workers[w]}, {"loops", c.loops.get()},
+                {"busy_loops", busy_loops}, {"busy_cycles", busy},
+                {"idle_cycles", idle}, {"sleeps", c.sleeps.get()},
+                {"learn_skipped", c.learn_skipped.get()}};
+      j["busy_percent"] = busy + idle > 0 ? 100.0 * double(busy) / (double(busy) + double(idle)) : 0.0;  // the real load
+      if (dp_->workers() == 1)  // average burst (ports are not per worker: only with one worker)
+        j["pkts_per_busy_loop"] = busy_loops > 0 ? double(rx) / double(busy_loops) : 0.0;
+      workers.push_back(j);
     }
     auto [redir, passed] = xdp_->stats();
     json dpdk = nullptr;
@@ -1177,30 +1275,30 @@ json Daemon::show(const std::string& what, const std::vector<std::string>& args)
       fast["fdb_capacity"] = fast_->fdb_capacity();
       fast["fdb_refused"] = fast_->fdb_refused();
     }
-    return {{"ports", ports}, {"workers", workers}, {"dpdk", dpdk}, {"conntrack", conntrack},
-            {"mac_table", {{"entries", dp_->macs().count()}, {"capacity", dp_->macs().capacity()}}},
-            {"xdp", {{"redirected", redir}, {"passed_no_socket", passed}}}, {"fast_tier", fast}};
-  }
-  if (what == "conntrack") {
+    return json{{"ports", ports}, {"workers", workers}, {"dpdk", dpdk}, {"conntrack", conntrack},
+                {"mac_table", {{"entries", dp_->macs().count()}, {"capacity", dp_->macs().capacity()}}},
+                {"xdp", {{"redirected", redir}, {"passed_no_socket", passed}}}, {"fast_tier", fast}};
+  }});
+
+  views.push_back({{"views", "", "this list (`show` alone)", {table("", {col("VIEW", "name"), col("ARGS", "args"), col("ABOUT", "about")})}},
+                   0, [&] {
     json out = json::array();
-    ConnTrack* ct = dp_->conntrack();
-    if (!ct) return out;
-    uint32_t now = now_ms();
-    ct->for_each([&](const Flow& f) {
-      const FlowKey& o = f.orig;
-      std::string proto = o.proto == 6 ? "tcp" : o.proto == 17 ? "udp" : o.proto == 1 ? "icmp" : o.proto == 47 ? "gre" : std::to_string(o.proto);
-      uint8_t st = f.state.load(std::memory_order_relaxed);  // relaxed: display only
-      auto ep = [&](uint32_t ip, uint16_t port) { return ipv4_to_string(ip) + ":" + std::to_string(o.proto == 1 ? 0 : port); };
-      out.push_back({{"proto", proto},
-                     {"original", ep(o.sip, o.sport) + " > " + ep(o.dip, o.dport)},
-                     {"translated", ep(f.xsrc_ip, f.xsrc_port) + " > " + ep(f.xdst_ip, f.xdst_port)},
-                     {"nat_port", f.nat_port},
-                     {"state", o.proto == 6 ? tcp_state_name(st) : st ? "replied" : "unreplied"},
-                     {"idle_ms", int32_t(now - f.last_seen.load(std::memory_order_relaxed)) < 0 ? 0 : now - f.last_seen.load(std::memory_order_relaxed)}});
-    });
+    for (const auto& v : views) out.push_back({{"name", v.view.name}, {"args", v.view.args}, {"about", v.view.about}});
     return out;
+  }});
+
+  auto it = std::find_if(views.begin(), views.end(), [&](const Shown& v) { return v.view.name == what; });
+  if (it == views.end()) {
+    std::string names;
+    for (const auto& v : views) names += (names.empty() ? "" : ", ") + v.view.name + (v.view.args.empty() ? "" : " " + v.view.args);
+    throw std::runtime_error("cannot show '" + what + "': expected " + names);
   }
-  throw std::runtime_error("cannot show '" + what + "': expected ports, networks, endpoints, mac [NETWORK], fast, conntrack, counters");
+  if (args.size() > it->max_args)
+    throw std::runtime_error("show " + what + ": unexpected '" + args[it->max_args] + "' (usage: show " + what +
+                             (it->view.args.empty() ? "" : " " + it->view.args) + ")");
+  CtlReply r(it->rows());
+  r.extra["view"] = it->view.describe();
+  return r;
 }
 
 }  // namespace dpsw

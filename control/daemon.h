@@ -28,6 +28,7 @@
 namespace dpsw {
 
 class CtlServer;
+struct CtlReply;
 class VhostRelay;
 
 struct DaemonOptions {
@@ -52,7 +53,7 @@ class Daemon {
   int run();     // control loop until SIGINT/SIGTERM; returns exit code
   void teardown();
 
-  nlohmann::json handle(const nlohmann::json& req);  // control socket requests
+  CtlReply handle(const nlohmann::json& req);  // control socket requests
 
   // Runtime changes. Each throws (ConfigError or runtime_error) and changes
   // nothing when the request is bad.
@@ -118,7 +119,7 @@ class Daemon {
   void retire_tunnels(const std::vector<uint16_t>& ids);
   uint32_t tunnel_next_hop(uint32_t vtep) const;  // the peer, or the uplink gateway when off-segment (0: none)
   void publish_snapshot();
-  nlohmann::json show(const std::string& what, const std::vector<std::string>& args);
+  CtlReply show(const std::string& what, const std::vector<std::string>& args);  // the views of `show`, declared once
   nlohmann::json endpoint_json(const PlannedEndpoint& ep) const;
   const PlannedEndpoint* planned(const std::string& name) const;
 

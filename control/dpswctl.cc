@@ -17,118 +17,12 @@
 #include <string>
 #include <vector>
 
+#include "control/view.h"
+
 namespace po = boost::program_options;
 using nlohmann::json;
 
-static void table(const std::vector<std::string>& head, const std::vector<std::vector<std::string>>& rows) {
-  std::vector<size_t> w(head.size());
-  for (size_t i = 0; i < head.size(); i++) w[i] = head[i].size();
-  for (auto& r : rows)
-    for (size_t i = 0; i < r.size() && i < w.size(); i++) w[i] = std::max(w[i], r[i].size());
-  auto line = [&](const std::vector<std::string>& r) {
-    for (size_t i = 0; i < r.size(); i++) std::printf("%-*s%s", int(w[i]), r[i].c_str(), i + 1 < r.size() ? "  " : "\n");
-  };
-  line(head);
-  for (auto& r : rows) line(r);
-}
-
 static std::string s(const json& j) { return j.is_string() ? j.get<std::string>() : j.dump(); }
-
-static void print_human(const std::string& what, const json& r) {
-  std::vector<std::vector<std::string>> rows;
-  if (what == "ports") {
-    for (auto& p : r)
-      rows.push_back({s(p["id"]), s(p["name"]), s(p["kind"]), s(p["endpoint"]), s(p["network"]), s(p["mac"]), s(p["ip"]),
-                      s(p["worker"]), s(p["counters"]["rx_packets"]), s(p["counters"]["tx_packets"])});
-    table({"ID", "PORT", "KIND", "ENDPOINT", "NETWORK", "MAC", "IP", "WORKER", "RX", "TX"}, rows);
-  } else if (what == "networks") {
-    for (auto& n : r) {
-      std::string eps;
-      for (auto& e : n["endpoints"]) {
-        if (!eps.empty()) eps += ",";
-        eps += s(e);
-      }
-      std::string extra = "-";
-      if (n.contains("vni")) {
-        extra = "vni " + s(n["vni"]) + " peers ";
-        std::string ps;
-        for (auto& p : n["peers"]) ps += (ps.empty() ? "" : ",") + s(p);
-        extra += ps.empty() ? "(none)" : ps;
-      }
-      rows.push_back({s(n["name"]), s(n["driver"]), s(n["subnet"]), s(n["gateway"]), s(n["mtu"]), eps.empty() ? "-" : eps, extra});
-    }
-    table({"NETWORK", "DRIVER", "SUBNET", "GATEWAY", "MTU", "ENDPOINTS", "OVERLAY"}, rows);
-  } else if (what == "endpoints") {
-    for (auto& e : r) {
-      std::string ns = e.contains("joins") ? "container:" + s(e["joins"]) : s(e["netns"]).empty() ? "(host)" : s(e["netns"]);
-      if (e["attachments"].empty()) rows.push_back({s(e["name"]), s(e["mode"]), ns, "-", "-", "-", "-"});
-      for (auto& a : e["attachments"])
-        rows.push_back({s(e["name"]), s(e["mode"]), ns, s(a["network"]), s(a["ifname"]), s(a["mac"]), s(a["ip"])});
-    }
-    table({"ENDPOINT", "MODE", "NETNS", "NETWORK", "IF", "MAC", "IP"}, rows);
-  } else if (what == "mac") {
-    for (auto& e : r)
-      rows.push_back({s(e["network"]), s(e["mac"]), s(e["port"]), s(e["endpoint"]), std::to_string(e["age_ms"].get<uint64_t>() / 1000),
-                      e["established"].get<bool>() ? "yes" : "no", e.value("fast_tier", false) ? "yes" : "no"});
-    table({"NETWORK", "MAC", "PORT", "ENDPOINT", "AGE(s)", "ESTABLISHED", "FAST_TIER"}, rows);
-  } else if (what == "fast") {
-    if (!r["enabled"].get<bool>()) {
-      std::printf("fast tier: not in use (no endpoint has fast_path: auto)\n");
-      return;
-    }
-    for (auto& e : r["fdb"])
-      rows.push_back({s(e["network"]), s(e["mac"]), s(e["port"]), s(e["endpoint"]), e["planned"].get<bool>() ? "endpoint" : "learned"});
-    table({"NETWORK", "MAC", "PORT", "ENDPOINT", "SOURCE"}, rows);
-    auto& ev = r["events"];
-    std::printf("\n%zu fast-tier ports, %zu punt ports; punted %s, dropped (no port) %s, punt tag errors %s/%s\n", r["ports"].size(),
-                r["punt_ports"].size(), s(ev["punted"]).c_str(), s(ev["dropped_no_port"]).c_str(), s(ev["punt_bad_tag"]).c_str(),
-                s(ev["punt_no_peer"]).c_str());
-    std::string cores;
-    for (auto& c : r["steering"]["cores"]) cores += (cores.empty() ? "" : ",") + s(c);
-    if (cores.empty())
-      std::printf("steering: off (a flooding sender's frames are delivered on its own core)\n");
-    else
-      std::printf("steering: to cores %s above %s frames/s per sender and CPU; steered %s\n", cores.c_str(),
-                  s(r["steering"]["above_pps"]).c_str(), s(ev["steered"]).c_str());
-  } else if (what == "counters") {
-    for (auto& [name, c] : r["ports"].items()) {
-      std::string drops;
-      for (auto& [reason, n] : c["drops"].items()) {
-        if (!drops.empty()) drops += " ";
-        drops += reason + "=" + s(n);
-      }
-      rows.push_back({name, s(c["endpoint"]), s(c["rx_packets"]), s(c["rx_bytes"]), s(c["tx_packets"]), s(c["tx_bytes"]),
-                      s(c["flood_packets"]), drops.empty() ? "-" : drops});
-    }
-    table({"PORT", "ENDPOINT", "RX_PKTS", "RX_BYTES", "TX_PKTS", "TX_BYTES", "FLOODED", "DROPS"}, rows);
-    std::printf("\n");
-    rows.clear();
-    for (auto& w : r["workers"]) {
-      double bc = w["busy_cycles"].get<double>(), ic = w["idle_cycles"].get<double>();
-      double bl = w["busy_loops"].get<double>();
-      uint64_t rx = 0;
-      for (auto& [name, c] : r["ports"].items()) rx += c["rx_packets"].get<uint64_t>();
-      char busy[32], vec[32];
-      std::snprintf(busy, sizeof busy, "%.1f%%", bc + ic > 0 ? 100.0 * bc / (bc + ic) : 0.0);
-      std::snprintf(vec, sizeof vec, "%.1f", bl > 0 ? double(rx) / bl : 0.0);
-      rows.push_back({s(w["worker"]), s(w["core"]), s(w["loops"]), busy, r["workers"].size() == 1 ? vec : "-", s(w["learn_skipped"])});
-    }
-    table({"WORKER", "CORE", "LOOPS", "BUSY(cycles)", "PKTS/BUSY_LOOP", "LEARN_SKIPPED"}, rows);
-    std::printf("\nmac table: %s/%s entries; xdp: %s redirected, %s passed (no socket)\n", s(r["mac_table"]["entries"]).c_str(),
-                s(r["mac_table"]["capacity"]).c_str(), s(r["xdp"]["redirected"]).c_str(), s(r["xdp"]["passed_no_socket"]).c_str());
-  } else if (what == "conntrack") {
-    if (r.empty()) {
-      std::printf("no tracked connections\n");
-      return;
-    }
-    for (auto& c : r)
-      rows.push_back({s(c["proto"]), s(c["original"]), s(c["translated"]), s(c["state"]),
-                      std::to_string(c["idle_ms"].get<uint64_t>() / 1000)});
-    table({"PROTO", "ORIGINAL (src > dst)", "TRANSLATED (src > dst)", "STATE", "IDLE(s)"}, rows);
-  } else {
-    std::printf("%s\n", r.dump(2).c_str());
-  }
-}
 
 static bool valid_utf8(const std::string& s) {
   for (size_t i = 0; i < s.size();) {
@@ -188,7 +82,7 @@ static int run(int argc, char** argv) {
       "dpswctl - control a running dpsw\n\n"
       "Usage: dpswctl [--socket PATH] [--json] [--timeout S] COMMAND\n\n"
       "Commands:\n"
-      "  show ports | networks | endpoints | mac [NETWORK] | fast | conntrack | counters\n"
+      "  show [VIEW [ARGS]]      the daemon's state (ports, counters, ...); `show` alone lists the views\n"
       "  network add NAME --subnet CIDR [--gateway IP] [--ip-range CIDR] [--mtu N] [--internal] [--driver bridge|macvlan|overlay]\n"
       "              [--fast-path auto|off] [--allow NET [--allow NET2 ...]]\n"
       "              [--vni N --peer IP [--peer IP ...]]   (overlay)\n"
@@ -371,7 +265,7 @@ static int run(int argc, char** argv) {
   }
   const json& r = resp["result"];
   if (vm.count("json")) std::printf("%s\n", r.dump(2).c_str());
-  else if (words[0] == "show" && words.size() > 1) print_human(words[1], r);
+  else if (words[0] == "show") std::fputs(dpsw::view::render(resp.contains("view") ? resp["view"] : json(), r).c_str(), stdout);
   else if (words[0] == "reload") {
     if (r.value("unchanged", false)) {
       std::printf("reload: no changes\n");

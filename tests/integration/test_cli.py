@@ -85,11 +85,18 @@ def dpswctl_views():
                            ("counters", "DROPS"), ("fast", "SOURCE" if FAST else "not in use")):
             out = d.ctl("show", what, raw=True)
             check(head in out.splitlines()[0], f"show {what}: {out}")
+            check(not any(l != l.rstrip() or "null" in l for l in out.splitlines()), f"show {what}: {out}")
+        # Views are declared by the daemon: `show` alone lists them all, and dpswctl prints each from its reply.
+        out = d.ctl("show", raw=True)
+        check(out.startswith("VIEW") and all(f"\n{v} " in out for v in ("ports", "counters", "conntrack", "mac")), out)
+        check("mac        [NETWORK]" in out, out)
         # Errors are clear and change nothing.
         r = sh(DPSWCTL, "--socket", d.sock, "show", "mac", "nosuchnet", check_rc=False)
         check(r.returncode == 1 and "unknown network 'nosuchnet'" in r.stderr, r.stderr)
         r = sh(DPSWCTL, "--socket", d.sock, "show", "everything", check_rc=False)
-        check(r.returncode == 1 and "cannot show 'everything'" in r.stderr, r.stderr)
+        check(r.returncode == 1 and "cannot show 'everything'" in r.stderr and "mac [NETWORK], fast" in r.stderr, r.stderr)
+        r = sh(DPSWCTL, "--socket", d.sock, "show", "ports", "extra", check_rc=False)
+        check(r.returncode == 1 and "show ports: unexpected 'extra'" in r.stderr, r.stderr)
         # Root only: a non-root client is refused.
         r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", DPSWCTL, "--socket", d.sock,
                             "show", "ports"], capture_output=True, text=True)

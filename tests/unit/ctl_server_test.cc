@@ -55,6 +55,14 @@ json handler(const json& req) {
   throw std::runtime_error("unknown command '" + cmd + "'");
 }
 
+// A reply with members beside "result", as `show` adds "view"; they never override the envelope.
+CtlReply serve(const json& req) {
+  if (req.value("cmd", "") != "extra") return handler(req);
+  CtlReply r(json::array({1, 2}));
+  r.extra = {{"view", {{"name", "x"}}}, {"ok", false}, {"result", "not this"}, {"v", 2}};
+  return r;
+}
+
 // A CtlServer served by its own thread, like the daemon's control loop.
 struct Server {
   TempDir dir;
@@ -62,7 +70,7 @@ struct Server {
   CtlServer srv;
   std::atomic<bool> stop{false};  // relaxed: only ends the loop, publishes nothing
   std::thread th;
-  explicit Server(CtlServer::Limits l = {}) : srv(sock, handler, l) {
+  explicit Server(CtlServer::Limits l = {}) : srv(sock, serve, l) {
     th = std::thread([this] {
       while (!stop.load(std::memory_order_relaxed)) srv.poll_once(20);
     });
@@ -205,6 +213,12 @@ TEST(CtlServer, ErrorsQuotingInvalidUtf8AreReplaced) {
   expect_error_reply(talk(s.sock, R"({"v":"1","cmd":"echo"})" "\n"), "v as a string");
   expect_error_reply(talk(s.sock, "[1,2]\n"), "not an object");
   expect_echo_works(s.sock);
+}
+
+TEST(CtlServer, ReplyMembersBesideResult) {
+  Server s;
+  const json j = json::parse(talk(s.sock, R"({"v":1,"cmd":"extra"})" "\n"));
+  EXPECT_EQ(j, json({{"v", 1}, {"ok", true}, {"result", {1, 2}}, {"view", {{"name", "x"}}}}));
 }
 
 TEST(CtlServer, DeepNesting) {
