@@ -11,7 +11,7 @@ PKGS=(
   libboost-program-options-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   linux-libc-dev iproute2 iputils-ping iperf3 sockperf tcpdump ethtool procps python3 util-linux
-  python3-matplotlib iptables
+  python3-matplotlib python3-yaml iptables
 )
 
 missing=()

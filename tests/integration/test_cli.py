@@ -2,8 +2,13 @@
 """dpsw and dpswctl command lines, bad input, and rollback of a failed setup."""
 import os
 import subprocess
+import sys
 
-from dpswtest import DPSW, DPSWCTL, FAST, Dpsw, check, ping, scenario_main, sh
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # tests/: the lab package
+from lab.env import DPSW, DPSWCTL  # noqa: E402
+from lab.proc import sh  # noqa: E402
+from lab.testing import FAST, Dpsw, check, scenario_main  # noqa: E402
+from lab.traffic import ping  # noqa: E402
 
 NETS = [{"name": "front", "subnet": "10.201.1.0/24"}]
 EPS = [{"name": "w1", "networks": ["front"]}, {"name": "w2", "networks": ["front"]}]
@@ -11,8 +16,9 @@ EPS = [{"name": "w1", "networks": ["front"]}, {"name": "w2", "networks": ["front
 
 def bad_config_creates_nothing():
     with Dpsw(NETS, EPS) as d:
-        good = open(d.cfg_path).read()
-        d.write_config(good.replace("subnet: 10.201.1.0/24", "subnet: 10.201.1.0/33"))
+        bad = d.copy_config()
+        bad["networks"][0]["subnet"] = "10.201.1.0/33"
+        d.write_config(bad)
         for args in (["--config", d.cfg_path], ["--check", "--config", d.cfg_path]):
             r = sh(DPSW, *args, check_rc=False)
             check(r.returncode == 2, f"{args}: exit code {r.returncode}")
@@ -20,18 +26,20 @@ def bad_config_creates_nothing():
             check(want in r.stderr and "networks[0].subnet" in r.stderr and "10.201.1.0/33" in r.stderr, r.stderr)
         check(d.leftovers() == ([], []), f"a bad config created something: {d.leftovers()}")
         # --check on a good file validates and creates nothing either.
-        d.write_config(good)
+        d.write_config()
         r = sh(DPSW, "--check", "--config", d.cfg_path)
         check("OK (1 networks, 2 endpoints" in r.stdout, r.stdout)
         check(d.leftovers() == ([], []), "--check created something")
         # A core this machine does not have.
-        d.write_config(good.replace("workers: [", "workers: [4000, "))
-        r = sh(DPSW, "--check", "--config", d.cfg_path, check_rc=False)
-        check(r.returncode == 2 and "not a whole number" in r.stderr, r.stderr)
-        d.write_config(good.replace("workers: [", "workers: [999, "))
-        r = sh(DPSW, "--check", "--config", d.cfg_path, check_rc=False)
-        check(r.returncode == 2 and "core 999 is not available" in r.stderr, r.stderr)
-        d.write_config(good.replace("switch:\n", "switch:\n  fast_path_steering: { cores: [998] }\n"))
+        for core, want in ((4000, "not a whole number"), (999, "core 999 is not available")):
+            bad = d.copy_config()
+            bad["switch"]["workers"] = [core] + bad["switch"]["workers"]
+            d.write_config(bad)
+            r = sh(DPSW, "--check", "--config", d.cfg_path, check_rc=False)
+            check(r.returncode == 2 and want in r.stderr, r.stderr)
+        bad = d.copy_config()
+        bad["switch"]["fast_path_steering"] = {"cores": [998]}
+        d.write_config(bad)
         r = sh(DPSW, "--check", "--config", d.cfg_path, check_rc=False)
         check(r.returncode == 2 and "switch.fast_path_steering.cores[0]: core 998 is not available" in r.stderr, r.stderr)
 
@@ -40,8 +48,8 @@ def failed_setup_rolls_back():
     with Dpsw(NETS, EPS) as d:
         bogus = os.path.join(d.dir, "not-a-namespace")
         open(bogus, "w").close()
-        text = open(d.cfg_path).read().replace("  - name: w2\n", f"  - name: w2\n    netns: {bogus}\n")
-        d.write_config(text)
+        d.endpoint("w2")["netns"] = bogus
+        d.write_config()
         r = sh(DPSW, "--config", d.cfg_path, check_rc=False, timeout=30)
         check(r.returncode == 1 and "everything created so far was removed" in r.stderr, f"rc={r.returncode} {r.stderr}")
         check(d.leftovers() == ([], []), f"half-applied state left: {d.leftovers()}")

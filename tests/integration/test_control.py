@@ -7,10 +7,16 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 
-from dpswtest import DPSW, DPSWCTL, Dpsw, TestFailure, check, ping, scenario_main, sh
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # tests/: the lab package
+from lab.dpsw import render_config  # noqa: E402
+from lab.env import DPSW, DPSWCTL  # noqa: E402
+from lab.proc import sh  # noqa: E402
+from lab.testing import Dpsw, TestFailure, check, scenario_main  # noqa: E402
+from lab.traffic import ping  # noqa: E402
 
 NETS = [{"name": "front", "subnet": "10.201.7.0/24"}]
 EPS = [{"name": "w1", "networks": ["front"]}, {"name": "w2", "networks": ["front"]}]
@@ -148,9 +154,10 @@ def slow_client_blocks_nobody():
 
 def control_socket_not_a_socket():
     with Dpsw(NETS, EPS) as d:
-        good = open(d.cfg_path).read()
         for target in (d.cfg_path, d.dir):  # the config file itself; a directory
-            text = good.replace(f"control_socket: {d.sock}", f"control_socket: {target}")
+            bad = d.copy_config()
+            bad["switch"]["control_socket"] = target
+            text = render_config(bad)
             d.write_config(text)
             for args in (["--check", "--config", d.cfg_path], ["--config", d.cfg_path]):
                 r = sh(DPSW, *args, check_rc=False, timeout=30)
@@ -160,7 +167,7 @@ def control_socket_not_a_socket():
                 check(os.path.isdir(d.dir), "the directory was removed")
             check(d.leftovers() == ([], []), f"created before refusing: {d.leftovers()}")
         # A stale socket (nobody listening) is replaced; --check of a running config passes.
-        d.write_config(good)
+        d.write_config()
         stale = socket.socket(socket.AF_UNIX)
         stale.bind(d.sock)
         stale.close()

@@ -5,12 +5,16 @@ map entries that follow endpoints. Runs with the fast tier on only (the rest
 of the suite runs both ways)."""
 import json
 import os
-import re
 import signal
 import subprocess
+import sys
 import time
 
-from dpswtest import SEND_RAW, BUILD, Dpsw, check, ping, scenario_main, sh, tcp_transfer, worker_core
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # tests/: the lab package
+from lab.env import worker_core  # noqa: E402
+from lab.proc import sh  # noqa: E402
+from lab.testing import Dpsw, check, scenario_main  # noqa: E402
+from lab.traffic import SEND_RAW, mac_of, ping, pktgen, rx_packets, tcp_transfer  # noqa: E402
 
 NETS = [{"name": "a", "subnet": "10.220.1.0/24"}, {"name": "b", "subnet": "10.220.2.0/24"}]
 EPS = [
@@ -167,7 +171,7 @@ def mac_flood_cannot_fill_the_kernel_fdb():
     never reaches the kernel tier's fdb map, which is sized from the MAC
     table plus room for every port's own MAC: endpoints can still be added
     (issue 19, item 5)."""
-    with Dpsw(NETS[:1], EPS[:2]) as d:  # mac_table.size 4096 (dpswtest)
+    with Dpsw(NETS[:1], EPS[:2]) as d:  # mac_table.size 4096 (lab.testing)
         d.start()
         d.run("c1", "python3", "-c", SEND_RANDOM_SOURCES, "30000", timeout=120)
         time.sleep(0.6)  # two maintenance ticks
@@ -188,14 +192,11 @@ def bpf_fdb_of(d):
 
 def flood(d, src, dst, dst_ip, rate, seconds=1.0):
     """dpsw-pktgen from src to dst at `rate` frames/s: (sent, delivered to dst's eth0)."""
-    rx = lambda: int(d.run(dst, "cat", "/sys/class/net/eth0/statistics/rx_packets").stdout)
-    mac = lambda ep: d.run(ep, "cat", "/sys/class/net/eth0/address").stdout.strip()
-    before = rx()
-    out = d.run(src, os.path.join(BUILD, "bench", "dpsw-pktgen"), "--dst-mac", mac(dst), "--src-mac", mac(src),
-                "--src-ip", d.port_of(src, "a")["ip"].split("/")[0], "--dst-ip", dst_ip, "--size", "64",
-                "--rate", str(rate), "--duration", str(seconds)).stdout
+    before = rx_packets(d.ns(dst))
+    sent = pktgen(d.ns(src), mac_of(d.ns(dst)), mac_of(d.ns(src)), d.port_of(src, "a")["ip"].split("/")[0], dst_ip, 64, seconds,
+                  rate=rate)
     time.sleep(0.3)  # let the last frames drain
-    return int(re.search(r"sent (\d+)", out).group(1)), rx() - before
+    return sent, rx_packets(d.ns(dst)) - before
 
 
 def rps_mask(d, near):
@@ -225,7 +226,7 @@ def steering_spreads_floods_only():
         check(sent <= got <= sent + 4, f"{sent} frames sent, {got} delivered")
         check(steered() - s0 >= sent // 2, f"only {steered() - s0} of {sent} flooded frames were steered")
         check(punt_rx(d) - punted0 <= 4, f"steered frames went through dpsw's worker ({punt_rx(d) - punted0})")
-    with Dpsw(NETS, EPS[:2], extra_switch={"fast_path_steering": "{ cores: [] }"}) as d:
+    with Dpsw(NETS, EPS[:2], extra_switch={"fast_path_steering": {"cores": []}}) as d:
         d.start()
         f = d.ctl("show", "fast")
         check(f["steering"]["cores"] == [] and rps_mask(d, f["punt_ports"][0]["near"]) == 0, f"steering not off: {f['steering']}")

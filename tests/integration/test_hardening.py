@@ -4,12 +4,16 @@ not do to the switch or to the other containers."""
 import json
 import os
 import re
-import sys
 import signal
 import subprocess
+import sys
 import time
 
-from dpswtest import BUILD, SEND_RAW, DPSW, DPSWCTL, FAST, Dpsw, check, ping, scenario_main, sh, tcp_transfer_ns, worker_core
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # tests/: the lab package
+from lab.env import DPSW, DPSWCTL, PKTGEN, worker_core  # noqa: E402
+from lab.proc import sh  # noqa: E402
+from lab.testing import FAST, Dpsw, check, scenario_main  # noqa: E402
+from lab.traffic import SEND_RAW, ping, tcp_transfer_ns  # noqa: E402
 
 NETS = [{"name": "a", "subnet": "10.220.1.0/24"}, {"name": "b", "subnet": "10.220.2.0/24"}]
 EPS = [
@@ -114,10 +118,11 @@ def duplicate_mac_refused():
         check(f"{m1} is already the MAC of endpoint 'c1'" in err, err)
         err = ctl_fail(d, "endpoint", "add", "x", "--network", "a", "--mac", "02:dd:00:00:00:07")
         check("dpsw keeps for its own MACs" in err, err)
-        base = open(d.cfg_path).read()
-        d.write_config(base + f"  - name: y\n    networks: [a]\n    mac: {m1}\n")
+        dup = d.copy_config()
+        dup["endpoints"].append({"name": "y", "networks": ["a"], "mac": m1})
+        d.write_config(dup)
         check("already the MAC of endpoint" in ctl_fail(d, "reload"), "reload with a duplicate MAC")
-        d.write_config(base)
+        d.write_config()
         check([e["name"] for e in d.ctl("show", "endpoints")] == ["c1", "c2"], "a refused endpoint was created")
         macs = {m["mac"]: m for m in d.ctl("show", "mac")}
         check(macs[m1]["endpoint"] == "c1", f"c1's MAC entry: {macs.get(m1)}")
@@ -144,10 +149,10 @@ def reload_keeps_running_containers():
             inode = os.stat(pns).st_ino
             check(inode == os.stat(f"/var/run/netns/{d.ns('c1')}").st_ino, "the process is not in c1's namespace")
             idx = link_state(d, "c1")["ifindex"]
-            base = open(d.cfg_path).read()
+            cfg = d.copy_config()
 
-            def reload(text, want):
-                d.write_config(text)
+            def reload(cfg, want):
+                d.write_config(cfg)
                 a = d.ctl("reload")["applied"]
                 for k, v in want.items():
                     check(a[k] == v, f"reload: {k} = {a[k]}, expected {v} ({a})")
@@ -156,27 +161,26 @@ def reload_keeps_running_containers():
                 check(r.returncode == 0, f"the process lost its network after {a}: {r.stdout}")
 
             # 1. Publish a port.
-            text = base.replace('  - name: c1\n    networks: ["a"]\n', '  - name: c1\n    networks: ["a"]\n    publish: ["8080:80/tcp"]\n')
-            check(text != base, "config layout changed")
-            reload(text, {"endpoints_updated": ["c1"], "endpoints_changed": []})
+            d.endpoint("c1", cfg)["publish"] = ["8080:80/tcp"]
+            reload(cfg, {"endpoints_updated": ["c1"], "endpoints_changed": []})
             check(link_state(d, "c1")["ifindex"] == idx, "publishing a port recreated c1's interface")
             peer = tcp_transfer_ns(d.ns("out"), d.ns("c1"), Dpsw.HOST_IP, size=1 << 20, port=8080, listen_port=80)
             check(peer == Dpsw.OUTSIDE_IP, f"published port: the container saw {peer}")
             # 2. Allow routing a <-> b.
             ping(d, "c1", "10.220.2.14", expect=False)
-            text = text.replace("  - name: a\n    subnet: 10.220.1.0/24\n", '  - name: a\n    subnet: 10.220.1.0/24\n    allow: ["b"]\n')
-            reload(text, {"networks_updated": ["a"], "networks_changed": [], "endpoints_changed": []})
+            d.network("a", cfg)["allow"] = ["b"]
+            reload(cfg, {"networks_updated": ["a"], "networks_changed": [], "endpoints_changed": []})
             ping(d, "c1", "10.220.2.14")
             # 3. An unrelated endpoint changes; a network's MTU changes in place.
-            text = text.replace("ip: 10.220.2.14", "ip: 10.220.2.15")
-            text = text.replace("  - name: a\n    subnet: 10.220.1.0/24\n", "  - name: a\n    subnet: 10.220.1.0/24\n    mtu: 1400\n")
-            reload(text, {"endpoints_changed": ["c4"], "networks_updated": ["a"]})
+            d.endpoint("c4", cfg)["ip"] = "10.220.2.15"
+            d.network("a", cfg)["mtu"] = 1400
+            reload(cfg, {"endpoints_changed": ["c4"], "networks_updated": ["a"]})
             st = link_state(d, "c1")
             check(st["ifindex"] == idx and st["mtu"] == 1400, f"MTU not applied in place: {st}")
             ping(d, "c1", "10.220.2.15")
             # 4. c1's own address changes: a new interface in the same namespace.
-            text = text.replace("ip: 10.220.1.11", "ip: 10.220.1.21")
-            d.write_config(text)
+            d.endpoint("c1", cfg)["ip"] = "10.220.1.21"
+            d.write_config(cfg)
             a = d.ctl("reload")["applied"]
             check(a["endpoints_changed"] == ["c1"], f"reload: {a}")
             check(os.stat(pns).st_ino == inode and os.stat(f"/var/run/netns/{d.ns('c1')}").st_ino == inode,
@@ -201,13 +205,14 @@ def rejected_reload_changes_nothing():
         ping(d, "c1", "10.220.1.12", count=1)
         inode = os.stat(f"/var/run/netns/{d.ns('c1')}").st_ino
         idx = link_state(d, "c1")["ifindex"]
-        base = open(d.cfg_path).read()
-        d.write_config(base.replace('  - name: c1\n    networks: ["a"]\n', '  - name: c1\n    networks: ["a"]\n    netns: /nonexistent/ns\n'))
+        bad = d.copy_config()
+        d.endpoint("c1", bad)["netns"] = "/nonexistent/ns"
+        d.write_config(bad)
         err = ctl_fail(d, "reload")
         check("netns /nonexistent/ns does not exist" in err, err)
         check(os.stat(f"/var/run/netns/{d.ns('c1')}").st_ino == inode and link_state(d, "c1")["ifindex"] == idx,
               "a rejected reload touched c1")
-        d.write_config(base)
+        d.write_config()
         ping(d, "c2", "10.220.1.11")
         err = ctl_fail(d, "network", "del", "b")
         check("is in the allow list of network 'a'" in err, err)
@@ -229,7 +234,8 @@ def adopted_namespace_restored():
                     "net.ipv6.conf.default.disable_ipv6").stdout.split()
         check(before == ["0", "0"], f"a new namespace should have IPv6 on: {before}")
         d.netns = host
-        d.write_config(open(d.cfg_path).read() + f"  - name: self\n    networks: [a]\n    netns: /var/run/netns/{host}\n")
+        d.config["endpoints"].append({"name": "self", "networks": ["a"], "netns": f"/var/run/netns/{host}"})
+        d.write_config()
         d.start()
         ip = d.port_of("self", "a")["ip"]
         r = sh("ip", "netns", "exec", d.ns("c1"), "ping", "-c", "2", "-i", "0.2", "-W", "1", ip, check_rc=False)
@@ -427,7 +433,7 @@ def punted_traffic_shared_fairly():
         # Another process holds dpsw's worker core (we started it; ended by PID below).
         hog = subprocess.Popen(["taskset", "-c", str(worker_core()), sys.executable, "-c", "while True: pass"])
         try:
-            gen = d.popen("c1", "taskset", "-c", "0", os.path.join(BUILD, "bench", "dpsw-pktgen"), "--dst-mac", "02:00:00:00:99:99",
+            gen = d.popen("c1", "taskset", "-c", "0", PKTGEN, "--dst-mac", "02:00:00:00:99:99",
                           "--src-mac", mac, "--src-ip", "10.220.1.11", "--dst-ip", "10.220.1.99", "--size", "64", "--duration", "5",
                           stdout=subprocess.PIPE, text=True)
             time.sleep(1)

@@ -3,9 +3,14 @@
 import os
 import signal
 import subprocess
+import sys
 import time
 
-from dpswtest import SEND_RAW, DPSW, FAST, Dpsw, TestFailure, check, ping, scenario_main, sh, tcp_transfer
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # tests/: the lab package
+from lab.env import DPSW  # noqa: E402
+from lab.proc import sh  # noqa: E402
+from lab.testing import FAST, Dpsw, check, scenario_main  # noqa: E402
+from lab.traffic import SEND_RAW, ping, tcp_transfer  # noqa: E402
 
 NETS = [{"name": "a", "subnet": "10.200.1.0/24"}, {"name": "b", "subnet": "10.200.2.0/24"}]
 EPS = [
@@ -202,7 +207,8 @@ def adopt_netns():
         ns = f"{d.name}-adopted"  # our prefix, so cleanup covers it on failure
         sh("ip", "netns", "add", ns)
         sh("ip", "netns", "exec", ns, "ip", "link", "add", "keepme", "type", "veth", "peer", "name", "keepme2")
-        d.write_config(open(d.cfg_path).read() + f"  - name: adopted\n    networks: [a]\n    netns: /var/run/netns/{ns}\n")
+        d.config["endpoints"].append({"name": "adopted", "networks": ["a"], "netns": f"/var/run/netns/{ns}"})
+        d.write_config()
         d.start()
         ip = [p for p in d.ctl("show", "ports") if p["endpoint"] == "adopted"][0]["ip"]
         ping(d, "c1", ip)

@@ -1,10 +1,14 @@
 #!/usr/bin/env python3
 """Outbound masquerade through the uplink, connection tracking, isolation.
 The outside world is a namespace of ours (198.51.100.0/24)."""
+import os
 import subprocess
+import sys
 import time
 
-from dpswtest import Dpsw, check, ping, scenario_main, sh, tcp_transfer
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # tests/: the lab package
+from lab.testing import Dpsw, check, scenario_main  # noqa: E402
+from lab.traffic import ping, tcp_transfer  # noqa: E402
 
 OUT, HOST = Dpsw.OUTSIDE_IP, Dpsw.HOST_IP
 
@@ -83,7 +87,7 @@ def isolation_and_internal():
 
 def conntrack_expiry():
     with Dpsw([{"name": "a", "subnet": "10.241.1.0/24"}], [{"name": "c1", "networks": ["a"]}], uplink=True,
-              extra_switch={"conntrack": "{ size: 64, timeouts: { icmp: 2, udp: 2 } }"}) as d:
+              extra_switch={"conntrack": {"size": 64, "timeouts": {"icmp": 2, "udp": 2}}}) as d:
         d.start()
         ping(d, "c1", OUT, count=1)
         check(len(d.ctl("show", "conntrack")) == 1, "flow not tracked")
@@ -234,7 +238,7 @@ def syn_flood_then_connect():
     a container's new connection still succeeds at once (early drop, the containers' reserve)."""
     eps = [{"name": "c1", "networks": ["a"]}, {"name": "web", "networks": ["a"], "publish": ["8080:80/tcp"]}]
     with Dpsw([{"name": "a", "subnet": "10.241.1.0/24"}], eps, uplink=True,
-              extra_switch={"conntrack": "{ size: 1024 }"}) as d:
+              extra_switch={"conntrack": {"size": 1024}}) as d:
         d.start()
         lst = d.popen("web", "python3", "-c", "import socket,time; s=socket.socket(); s.bind(('0.0.0.0', 80)); s.listen(4096); time.sleep(60)")
         ping(d, "c1", OUT, count=1)  # the container's gateway ARP and the uplink's next hop are warm, as in real life

@@ -6,88 +6,16 @@ uplink; a kernel host is built the way one builds VXLAN by hand (vxlan
 device + bridge + a container namespace behind it)."""
 import contextlib
 import json
-import secrets
+import os
 import subprocess
+import sys
 import time
 
-from dpswtest import SEND_RAW, Dpsw, check, ping, scenario_main, sh, tcp_transfer_ns
-
-UNDERLAY = "198.51.100.{}"
-
-
-class Fabric:
-    """The underlay and its hosts; removes every namespace it made (also on failure)."""
-
-    def __init__(self):
-        self.p = "v" + secrets.token_hex(2)
-        self.ul = f"{self.p}-ul"
-        self.namespaces = []
-        self._ns(self.ul)
-        sh("ip", "-n", self.ul, "link", "add", "br0", "type", "bridge")
-        sh("ip", "-n", self.ul, "link", "set", "br0", "up")
-
-    def _ns(self, name):
-        sh("ip", "netns", "add", name)
-        self.namespaces.append(name)
-        sh("ip", "-n", name, "link", "set", "lo", "up")
-        sh("ip", "netns", "exec", name, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1")
-        sh("ip", "netns", "exec", name, "sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1")
-        return name
-
-    def host(self, tag):
-        """A host namespace with `up0` on the underlay (no address: dpsw owns it)."""
-        ns = self._ns(f"{self.p}-{tag}")
-        sh("ip", "-n", self.ul, "link", "add", f"ul-{tag}", "type", "veth", "peer", "name", "up0", "netns", ns)
-        sh("ip", "-n", self.ul, "link", "set", f"ul-{tag}", "master", "br0", "up")
-        sh("ip", "-n", ns, "link", "set", "up0", "up")
-        return ns
-
-    def dpsw_host(self, tag, octet, networks, endpoints, core, **kw):
-        ns = self.host(tag)
-        return Dpsw(networks, endpoints, name=f"{self.p[1:]}{tag}", workers=[core], netns=ns,
-                    uplink={"interface": "up0", "address": UNDERLAY.format(octet) + "/24"},
-                    extra_switch={"idle": "block"}, **kw)
-
-    def kernel_host(self, tag, octet, vni, peers, ctr_ip, mtu=1450):
-        """Linux vxlan + bridge, with a container namespace `<p>-<tag>c` behind it."""
-        ns = self.host(tag)
-        sh("ip", "-n", ns, "addr", "add", UNDERLAY.format(octet) + "/24", "dev", "up0")
-        # The dpsw side takes frames through AF_XDP, which needs complete checksums.
-        sh("ip", "netns", "exec", ns, "ethtool", "-K", "up0", "tx", "off")
-        sh("ip", "-n", ns, "link", "add", "vx0", "type", "vxlan", "id", str(vni), "dstport", "4789",
-           "local", UNDERLAY.format(octet), "dev", "up0")
-        for p in peers:  # head-end replication, as dpsw does
-            sh("bridge", "-n", ns, "fdb", "append", "00:00:00:00:00:00", "dev", "vx0", "dst", p)
-        sh("ip", "-n", ns, "link", "add", "br0", "type", "bridge")
-        sh("ip", "-n", ns, "link", "set", "vx0", "master", "br0", "up")
-        ctr = self._ns(f"{self.p}-{tag}c")
-        sh("ip", "-n", ns, "link", "add", "c0", "type", "veth", "peer", "name", "eth0", "netns", ctr)
-        sh("ip", "-n", ns, "link", "set", "c0", "master", "br0", "up")
-        sh("ip", "-n", ns, "link", "set", "br0", "up")
-        sh("ip", "-n", ctr, "addr", "add", ctr_ip + "/24", "dev", "eth0")
-        sh("ip", "-n", ctr, "link", "set", "eth0", "mtu", str(mtu), "up")
-        return ns, ctr
-
-    def capture(self, tag, count, filt="udp port 4789"):
-        """tcpdump -v on the underlay side of a host's link (decodes VXLAN)."""
-        return subprocess.Popen(["ip", "netns", "exec", self.ul, "tcpdump", "-l", "-nn", "-v", "-c", str(count), "-i", f"ul-{tag}", filt],
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-
-    def cleanup(self):
-        for ns in reversed(self.namespaces):
-            for pid in sh("ip", "netns", "pids", ns, check_rc=False).stdout.split():
-                try:
-                    subprocess.run(["kill", "-9", pid], check=False)
-                except OSError:
-                    pass
-            sh("ip", "netns", "del", ns, check_rc=False)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.cleanup()
-        return False
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # tests/: the lab package
+from lab.proc import sh  # noqa: E402
+from lab.testing import Dpsw, check, scenario_main  # noqa: E402
+from lab.topo import UNDERLAY, Fabric  # noqa: E402
+from lab.traffic import SEND_RAW, ping, tcp_transfer_ns  # noqa: E402
 
 
 def attachment(d, ep, net):
@@ -127,7 +55,7 @@ def dpsw_to_dpsw():
         {"name": "ov1", "driver": "overlay", "vni": 42, "subnet": "10.10.0.0/24", "peers": [peer]},
         # An MTU the underlay cannot carry: dpsw answers with fragmentation-needed.
         {"name": "ov2", "driver": "overlay", "vni": 43, "subnet": "10.20.0.0/24", "mtu": 1500, "peers": [peer]}]
-    with Fabric() as f, \
+    with Fabric(Dpsw) as f, \
             f.dpsw_host("a", 11, ov(B), [{"name": "a1", "networks": ["ov1"], "ip": "10.10.0.11"},
                                          {"name": "a2", "networks": ["ov2"], "ip": "10.20.0.11"}], core=1, aging_s=3) as da, \
             f.dpsw_host("b", 12, ov(A), [{"name": "b1", "networks": ["ov1"], "ip": "10.10.0.21"},
@@ -177,13 +105,14 @@ def dpsw_to_dpsw():
         wait_for(lambda: b1["mac"] not in mac_entries(da, "ov1"), 15, "b1's MAC to age out on host a")
 
         # Peers change at runtime (reload): removing B cuts ov1, adding it back restores it.
-        cfg = open(da.cfg_path).read()
-        da.write_config(cfg.replace(f'peers: ["{B}"]', "peers: []", 1))
+        cut = da.copy_config()
+        da.network("ov1", cut)["peers"] = []
+        da.write_config(cut)
         res = da.ctl("reload")
         check(res["applied"]["peers_changed"] == ["ov1"] and not res["applied"]["endpoints_changed"], f"reload: {res}")
         check(not any(p["kind"] == "vxlan" and p["network"] == "ov1" for p in da.ctl("show", "ports")), "tunnel not removed")
         ping(da, "a1", "10.10.0.21", count=2, expect=False)
-        da.write_config(cfg)
+        da.write_config()
         da.ctl("reload")
         ping(da, "a1", "10.10.0.21", count=2)
 
@@ -194,7 +123,7 @@ def dpsw_and_kernel(endpoints):
     10.10.0.31) on overlay ov1, VNI 42; yields (fabric, dpsw, c's host
     namespace, c's container namespace), dpsw started."""
     A, C = UNDERLAY.format(11), UNDERLAY.format(13)
-    with Fabric() as f, \
+    with Fabric(Dpsw) as f, \
             f.dpsw_host("a", 11, [{"name": "ov1", "driver": "overlay", "vni": 42, "subnet": "10.10.0.0/24", "peers": [C]}],
                         endpoints, core=1) as da:
         host, ctr = f.kernel_host("c", 13, 42, [A], "10.10.0.31")

@@ -3,9 +3,14 @@
 import os
 import re
 import subprocess
+import sys
 import time
 
-from dpswtest import DPSWCTL, Dpsw, TestFailure, check, ping, scenario_main, sh, tcp_transfer_ns
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # tests/: the lab package
+from lab.env import DPSWCTL  # noqa: E402
+from lab.proc import sh  # noqa: E402
+from lab.testing import Dpsw, check, scenario_main  # noqa: E402
+from lab.traffic import ping, tcp_transfer_ns  # noqa: E402
 
 NETS = [{"name": "a", "subnet": "10.210.1.0/24"}, {"name": "b", "subnet": "10.210.2.0/24"}]
 EPS = [{"name": "c1", "networks": ["a"], "ip": "10.210.1.11"}, {"name": "c2", "networks": ["a"], "ip": "10.210.1.12"}]
@@ -83,12 +88,17 @@ def rejected_changes_change_nothing():
             err = ctl_fail(d, *args)
             check(want in err, f"dpswctl {' '.join(args)}: expected '{want}' in: {err}")
         # A reload of a broken file, and of a switch change, are refused whole.
-        good = open(d.cfg_path).read()
-        d.write_config(good.replace("subnet: 10.210.2.0/24", "subnet: 10.210.2.0/99") + "  - name: extra\n    networks: [a]\n")
+        bad = d.copy_config()
+        d.network("b", bad)["subnet"] = "10.210.2.0/99"
+        bad["endpoints"].append({"name": "extra", "networks": ["a"]})
+        d.write_config(bad)
         check("10.210.2.0/99" in ctl_fail(d, "reload"), "reload of a bad file")
-        d.write_config(good.replace("aging_s: 300", "aging_s: 30").replace("  - name: c2\n", "  - name: c9\n"))
+        bad = d.copy_config()
+        bad["switch"]["mac_table"]["aging_s"] = 30
+        d.endpoint("c2", bad)["name"] = "c9"
+        d.write_config(bad)
         check("switch.mac_table.aging_s cannot change while dpsw runs" in ctl_fail(d, "reload"), "reload of a switch change")
-        d.write_config(good)
+        d.write_config()
         after = state(d)
         check(before == after, f"a rejected change changed state:\nbefore {before}\nafter  {after}")
         ping(d, "c1", "10.210.1.12", count=1)
@@ -100,11 +110,11 @@ def reload_applies_only_the_difference():
         ping(d, "c1", "10.210.1.12", count=1)
         keep = {p["endpoint"]: p for p in d.ctl("show", "ports") if p["endpoint"] in ("c1", "c2")}
         inodes = {e: ns_inode(d, e) for e in ("c1", "c2")}
-        text = open(d.cfg_path).read()
-        text = text.replace("  - name: c3\n    networks: [\"b\"]\n", "")
-        text = text.replace("  - name: b\n    subnet: 10.210.2.0/24\n", "  - name: b\n    subnet: 10.210.2.0/24\n    mtu: 1300\n")
-        text += "  - name: c4\n    networks: [a, b]\n"
-        d.write_config(text)
+        cfg = d.copy_config()
+        cfg["endpoints"].remove(d.endpoint("c3", cfg))
+        d.network("b", cfg)["mtu"] = 1300
+        cfg["endpoints"].append({"name": "c4", "networks": ["a", "b"]})
+        d.write_config(cfg)
         r = d.ctl("reload")
         a = r["applied"]
         check(a["endpoints_added"] == ["c4"] and a["endpoints_removed"] == ["c3"] and a["networks_updated"] == ["b"]
@@ -126,7 +136,6 @@ def zero_loss_during_churn():
     with Dpsw(NETS[:1], EPS) as d:
         d.start()
         ping(d, "c1", "10.210.1.12", count=1)
-        base = open(d.cfg_path).read()
         count = 1000
         flow = d.popen("c1", "ping", "-i", "0.01", "-c", str(count), "-W", "1", "10.210.1.12",
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -141,9 +150,11 @@ def zero_loss_during_churn():
             d.ctl("endpoint", "del", f"x{i}")
             d.ctl("endpoint", "del", f"y{i}")
             d.ctl("network", "del", f"n{i}")
-            d.write_config(base + f"  - name: r{i}\n    networks: [a]\n")
+            more = d.copy_config()
+            more["endpoints"].append({"name": f"r{i}", "networks": ["a"]})
+            d.write_config(more)
             d.ctl("reload")
-            d.write_config(base)
+            d.write_config()
             d.ctl("reload")
             changes += 8
         out = flow.communicate(timeout=30)[0]

@@ -2,11 +2,16 @@
 """The uplink, dpsw's own addresses (gateways, the host address), and macvlan
 endpoints directly on the uplink's segment. The outside world is a namespace
 of ours (198.51.100.0/24, documentation range)."""
+import os
 import signal
 import subprocess
+import sys
 import time
 
-from dpswtest import Dpsw, check, ping, scenario_main, sh
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # tests/: the lab package
+from lab.proc import sh  # noqa: E402
+from lab.testing import Dpsw, check, scenario_main  # noqa: E402
+from lab.traffic import ping  # noqa: E402
 
 OUT, HOST = Dpsw.OUTSIDE_IP, Dpsw.HOST_IP
 

@@ -2,12 +2,16 @@
 """vhost-user endpoints with dpdk-testpmd (virtio-user) as the real peer."""
 import os
 import re
+import signal
 import subprocess
+import sys
 import time
 
-import signal
-
-from dpswtest import DPSW, DPSWCTL, Dpsw, Testpmd, TestFailure, check, dpdk_cleanup, ping, scenario_main, sh
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # tests/: the lab package
+from lab.env import DPSW, DPSWCTL  # noqa: E402
+from lab.proc import sh  # noqa: E402
+from lab.testing import Dpsw, TestFailure, check, scenario_main  # noqa: E402
+from lab.traffic import Testpmd, dpdk_cleanup, ping  # noqa: E402
 
 MAC_A, MAC_B = "02:00:00:00:aa:01", "02:00:00:00:bb:02"
 
@@ -16,22 +20,6 @@ def vhost(name, d, net="a", **kw):
     e = {"name": name, "networks": [net], "port": "vhost", "vhost_socket": os.path.join(d, f"{name}.sock")}
     e.update(kw)
     return e
-
-
-def with_dpsw(nets, eps_of_dir, **kw):
-    """Dpsw whose endpoints may need its temp dir (socket paths)."""
-    d = Dpsw(nets, [], **kw)
-    d_eps = eps_of_dir(d.dir)
-    text = open(d.cfg_path).read().rstrip("\n")
-    text = text.replace("endpoints:", "")
-    lines = ["endpoints:"]
-    for e in d_eps:
-        lines.append(f"  - name: {e['name']}")
-        for k, v in e.items():
-            if k != "name":
-                lines.append(f"    {k}: {v if not isinstance(v, list) else '[' + ', '.join(v) + ']'}")
-    d.write_config(text + "\n" + "\n".join(lines) + "\n")
-    return d
 
 
 def port(d, endpoint):
@@ -51,7 +39,7 @@ NETS = [{"name": "a", "subnet": "10.230.0.0/24"}]
 
 
 def ping_icmpecho():
-    with with_dpsw(NETS, lambda dir: [{"name": "c1", "networks": ["a"]}, vhost("vm", dir)]) as d:
+    with Dpsw(NETS, lambda dir: [{"name": "c1", "networks": ["a"]}, vhost("vm", dir)]) as d:
         d.start()
         app = Testpmd(os.path.join(d.dir, "vm.sock"), "icmpecho", MAC_A)
         try:
@@ -66,7 +54,7 @@ def ping_icmpecho():
 
 
 def vhost_to_vhost_counts():
-    with with_dpsw(NETS, lambda dir: [vhost("va", dir), vhost("vb", dir)]) as d:
+    with Dpsw(NETS, lambda dir: [vhost("va", dir), vhost("vb", dir)]) as d:
         d.start()
         rx = Testpmd(os.path.join(d.dir, "vb.sock"), "rxonly", MAC_B)
         tx = None
@@ -98,7 +86,7 @@ def vhost_to_vhost_counts():
 
 def disconnect_reconnect_no_leak():
     eps = lambda dir: [{"name": "c1", "networks": ["a"]}, {"name": "c2", "networks": ["a"]}, vhost("vm", dir)]
-    with with_dpsw(NETS, eps) as d:
+    with Dpsw(NETS, eps) as d:
         d.start()
         sock = os.path.join(d.dir, "vm.sock")
         c2 = port(d, "c2")["ip"]
@@ -128,7 +116,7 @@ def disconnect_reconnect_no_leak():
 
 
 def client_mode_survives_dpsw_restart():
-    with with_dpsw(NETS, lambda dir: [{"name": "c1", "networks": ["a"]}, vhost("vm", dir, vhost_mode="client")]) as d:
+    with Dpsw(NETS, lambda dir: [{"name": "c1", "networks": ["a"]}, vhost("vm", dir, vhost_mode="client")]) as d:
         sock = os.path.join(d.dir, "vm.sock")
         app = Testpmd(sock, "icmpecho", MAC_A, server=True)  # the application serves the socket
         try:
@@ -153,9 +141,14 @@ def socket_paths_are_never_clobbered():
     intact; one equal to the control socket is a config error; after kill -9,
     an endpoint switched to client mode keeps the application's own socket
     at the path dpsw once served (issue 19, items 7 and 13)."""
-    with with_dpsw(NETS, lambda dir: [{"name": "c1", "networks": ["a"]}, vhost("vm", dir)]) as d:
+    with Dpsw(NETS, lambda dir: [{"name": "c1", "networks": ["a"]}, vhost("vm", dir)]) as d:
         sock = os.path.join(d.dir, "vm.sock")
-        base = open(d.cfg_path).read()
+
+        def vm_with(**change):
+            cfg = d.copy_config()
+            d.endpoint("vm", cfg).update(change)
+            return cfg
+
         with open(sock, "w") as f:
             f.write("precious\n")
         r = sh(DPSW, "--config", d.cfg_path, "--check", check_rc=False)
@@ -167,24 +160,24 @@ def socket_paths_are_never_clobbered():
             check("exists and is not a socket" in str(e), str(e))
         check(open(sock).read() == "precious\n", "the file at vhost_socket was changed")
         os.unlink(sock)
-        d.write_config(base.replace("vhost_socket: " + sock, "vhost_socket: " + d.sock))
+        d.write_config(vm_with(vhost_socket=d.sock))
         r = sh(DPSW, "--config", d.cfg_path, "--check", check_rc=False)
         check(r.returncode == 2 and "is the control socket (switch.control_socket)" in r.stderr, f"--check: {r.stderr}")
         # Server mode, then kill -9; the endpoint becomes a client and the application serves the path.
-        d.write_config(base)
+        d.write_config()
         d.start()
         wait_link(d, "vm", "down")
         # A reload that moves the socket onto a file is refused before anything changes.
         other = os.path.join(d.dir, "other.txt")
         with open(other, "w") as f:
             f.write("keep\n")
-        d.write_config(base.replace("vhost_socket: " + sock, "vhost_socket: " + other))
+        d.write_config(vm_with(vhost_socket=other))
         r = sh(DPSWCTL, "--socket", d.sock, "reload", check_rc=False)
         check(r.returncode != 0 and "exists and is not a socket" in r.stderr, f"reload onto a file: {r.stderr}")
         check(open(other).read() == "keep\n" and os.path.exists(sock) and port(d, "vm")["name"] == sock, "the rejected reload changed something")
-        d.write_config(base)
+        d.write_config()
         d.stop(signal.SIGKILL)
-        d.write_config(base.replace("vhost_socket: " + sock, "vhost_socket: " + sock + "\n    vhost_mode: client"))
+        d.write_config(vm_with(vhost_mode="client"))
         os.unlink(sock)  # the stale server socket: the application replaces it with its own
         app = Testpmd(sock, "icmpecho", MAC_A, server=True)
         try:
@@ -201,7 +194,7 @@ def socket_paths_are_never_clobbered():
 
 def jumbo_frames_intact():
     nets = [{"name": "j", "subnet": "10.231.0.0/24", "mtu": 9000}]
-    with with_dpsw(nets, lambda dir: [vhost("va", dir, net="j"), vhost("vb", dir, net="j")]) as d:
+    with Dpsw(nets, lambda dir: [vhost("va", dir, net="j"), vhost("vb", dir, net="j")]) as d:
         d.start()
         rx = Testpmd(os.path.join(d.dir, "vb.sock"), "rxonly", MAC_B, extra=["--max-pkt-len=9018", "--enable-scatter"])
         tx = None
@@ -234,7 +227,7 @@ def stalled_or_second_client_harms_nobody():
     endpoints connect and forward, dpswctl and SIGTERM answer at once, the
     staller is disconnected and logged (issue 19, items 2 and 10)."""
     import socket as so
-    with with_dpsw(NETS, lambda dir: [{"name": "c1", "networks": ["a"]}, vhost("va", dir), vhost("vb", dir)]) as d:
+    with Dpsw(NETS, lambda dir: [{"name": "c1", "networks": ["a"]}, vhost("va", dir), vhost("vb", dir)]) as d:
         d.start()
         va, vb = os.path.join(d.dir, "va.sock"), os.path.join(d.dir, "vb.sock")
         stall = so.socket(so.AF_UNIX)
@@ -279,7 +272,7 @@ def oversize_counted_at_its_length():
     real length and dropped as oversize, not truncated and passed on
     (issue 19, item 14)."""
     nets = [{"name": "j", "subnet": "10.231.0.0/24", "mtu": 9000}]
-    with with_dpsw(nets, lambda dir: [vhost("va", dir, net="j"), vhost("vb", dir, net="j")]) as d:
+    with Dpsw(nets, lambda dir: [vhost("va", dir, net="j"), vhost("vb", dir, net="j")]) as d:
         d.start()
         tx = None
         try:

@@ -1,0 +1,385 @@
+"""bench/run's scenarios: the variants it compares, the scenarios it
+measures, the numbers each yields (report rows), and the measurements.
+bench/run parses arguments, calls Bench.run() and reports.
+
+settings (bench/run's parsed arguments): duration (s), sizes (list of
+ints), scenarios (list), only (list of variants), gen_core, switch_core,
+overlay_rx_core.
+"""
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+
+from . import topo
+from .dpsw import Dpsw
+from .proc import LabError, end_spawned, nsx, spawn
+from .topo import HOST_IP, OUTSIDE_IP, PAIR_IPS, PAIR_SUBNET, UNDERLAY
+from .traffic import (CpuMeter, dpdk_cleanup, iperf3, ping_ns, rx_packets, sockperf_rtt, testpmd_cmd, udp_delivered,
+                      virtio_user)
+
+# Switches compared, in report order; "generator" (a bare veth pair) is always measured first.
+VARIANTS = ["kernel", "dpsw", "dpsw-poll", "dpsw-afxdp", "testpmd"]
+SCENARIOS = ["udp", "tcp", "rtt", "idle", "nat", "overlay", "vhost"]
+ENDPOINT_MACS = ("02:00:00:00:00:01", "02:00:00:00:00:02")
+
+
+def rows(scenarios, sizes):
+    """(label, result key, field, unit, better) for every number in the report."""
+    out = [(f"UDP {s} B", f"udp{s}", "mpps", "Mpps", "higher") for s in sizes] if "udp" in scenarios else []
+    if "tcp" in scenarios:
+        out += [("TCP 1 stream", "tcp1", "gbps", "Gb/s", "higher"), ("TCP 4 streams", "tcp4", "gbps", "Gb/s", "higher")]
+    if "rtt" in scenarios:
+        out += [("RTT p50", "rtt", "p50_us", "us", "lower"), ("RTT p99", "rtt", "p99_us", "us", "lower"),
+                ("RTT p99.9", "rtt", "p999_us", "us", "lower")]
+    if "idle" in scenarios:
+        out += [("idle", "idle", "cores_busy", "cores", "lower")]
+    if "nat" in scenarios:
+        out += [("NAT UDP 64 B", "natudp64", "mpps", "Mpps", "higher"), ("NAT TCP out", "nattcp", "gbps", "Gb/s", "higher"),
+                ("published TCP in", "dnattcp", "gbps", "Gb/s", "higher")]
+    if "overlay" in scenarios:
+        out += [("overlay UDP 64 B", "ovudp64", "mpps", "Mpps", "higher"), ("overlay TCP", "ovtcp", "gbps", "Gb/s", "higher")]
+    if "vhost" in scenarios:
+        out += [(f"vhost loop {s} B", f"vhost{s}", "mpps", "Mpps", "higher") for s in sizes]
+        out += [(f"vhost>AF_XDP {s} B", f"v2x{s}", "mpps", "Mpps", "higher") for s in sizes]
+    return out
+
+
+def measured_by(variant, key):
+    """Whether `variant` yields result `key` (what --smoke insists on)."""
+    if key in ("natudp64", "nattcp", "dnattcp", "ovudp64", "ovtcp"):
+        return variant in ("kernel", "dpsw")
+    if key.startswith("vhost"):
+        return variant in ("dpsw", "testpmd")
+    if key.startswith("v2x"):
+        return variant == "dpsw"
+    return True
+
+
+def _started(d):
+    """d.start(), or d cleaned up and the error raised."""
+    try:
+        return d.start()
+    except BaseException:
+        d.cleanup()
+        raise
+
+
+class DpswPair:
+    """dpsw on one network (PAIR_SUBNET) with containers s and r (AF_XDP,
+    the default); or two vhost endpoints x and y on vhost_socks; or
+    (extra_vhost) vhost endpoint `app` (socket .vsock) and container r.
+    idle: None = dpsw's default (auto), or "poll" / "block"."""
+    ips = PAIR_IPS
+
+    def __init__(self, prefix, switch_core, idle=None, vhost_socks=None, extra_vhost=False, fast=True):
+        tag = "p" if idle == "poll" and fast and not (vhost_socks or extra_vhost) else "v" if vhost_socks else "x" if extra_vhost else "d" if fast else "a"
+        vh = lambda n, sock: {"name": n, "networks": ["net"], "port": "vhost", "vhost_socket": sock}
+        ct = lambda n, ip: {"name": n, "networks": ["net"], "ip": ip}
+        if vhost_socks:
+            eps = [vh("x", vhost_socks[0]), vh("y", vhost_socks[1])]
+        elif extra_vhost:
+            eps = lambda dir: [vh("app", os.path.join(dir, "app.sock")), ct("r", self.ips[1])]
+        else:
+            eps = [ct("s", self.ips[0]), ct("r", self.ips[1])]
+        switch = {"workers": [switch_core]}
+        if idle:
+            switch["idle"] = idle
+        switch["fast_path"] = "auto" if fast else "off"
+        self.d = _started(Dpsw([{"name": "net", "subnet": PAIR_SUBNET}], eps, name=prefix + tag, switch=switch))
+        self.s, self.r = self.d.ns("s"), self.d.ns("r")
+        self.vsock = os.path.join(self.d.dir, "app.sock")
+
+    def teardown(self):
+        self.d.cleanup()  # SIGTERM: dpsw removes its namespaces and links
+
+
+class TestpmdPair(topo.Topology):
+    """Containers s and r whose veths dpdk-testpmd io-forwards over AF_XDP:
+    the raw I/O ceiling, no switching logic."""
+    ips = PAIR_IPS
+
+    def __init__(self, prefix, gen_core, switch_core):
+        super().__init__(prefix)
+        self.s, self.r = f"{prefix}ts", f"{prefix}tr"
+        self.proc = None
+        with self.building():
+            for i, (ns, ip) in enumerate(zip((self.s, self.r), self.ips)):
+                self.container(ns, f"{prefix}t{i}", ip, csum_off=True)  # AF_XDP needs full checksums (docs/ARCHITECTURE.md)
+            cmd = testpmd_cmd((gen_core, switch_core), gen_core, [f"net_af_xdp{i},iface={l}" for i, l in enumerate(self.links)],
+                              ["--forward-mode=io", "--auto-start", "--nb-cores=1"], file_prefix=prefix)
+            # stdin kept open: testpmd exits on EOF
+            self.proc = spawn(*cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(3)
+            if self.proc.poll() is not None:
+                raise LabError("dpdk-testpmd exited at start")
+
+    def teardown(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        shutil.rmtree(f"/var/run/dpdk/{self.prefix}", ignore_errors=True)  # --no-huge: only its runtime dir
+        super().teardown()
+
+
+class DpswNat:
+    """dpsw with container s (PAIR_IPS[0], publishing 8080 -> 80/tcp) and its
+    uplink at HOST_IP towards the outside namespace r (OUTSIDE_IP)."""
+
+    def __init__(self, prefix, switch_core):
+        ep = {"name": "s", "networks": ["net"], "ip": PAIR_IPS[0], "publish": ["8080:80/tcp"]}
+        self.d = _started(Dpsw([{"name": "net", "subnet": PAIR_SUBNET}], [ep], name=prefix + "n",
+                               switch={"workers": [switch_core]}, uplink=True))
+        self.s, self.r = self.d.ns("s"), self.d.ns("out")
+
+    def teardown(self):
+        self.d.cleanup()
+
+
+class DpswOverlay(topo.Topology):
+    """topo.KernelOverlay's hosts and containers, each host running its own
+    dpsw (--netns HOST, idle: block) with the underlay link as its uplink;
+    on switch_core (sender's host) and rx_core (receiver's)."""
+    ips = PAIR_IPS
+
+    def __init__(self, prefix, switch_core, rx_core):
+        super().__init__(prefix)
+        self.ha, self.hb = f"{prefix}doa", f"{prefix}dob"
+        self.dpsws = []
+        a, b = UNDERLAY.format(11), UNDERLAY.format(12)
+        with self.building():
+            topo.underlay(self, self.ha, self.hb)
+            for h, me, peer, ep, ip, core in ((self.ha, a, b, "s", self.ips[0], switch_core),
+                                              (self.hb, b, a, "r", self.ips[1], rx_core)):
+                net = {"name": "ov", "driver": "overlay", "vni": 42, "subnet": PAIR_SUBNET, "peers": [peer]}
+                d = Dpsw([net], [{"name": ep, "networks": ["ov"], "ip": ip}], name=f"{prefix}{ep}",
+                         switch={"workers": [core], "idle": "block"}, uplink={"interface": "up0", "address": me + "/24"}, netns=h)
+                self.dpsws.append(d)
+                d.start()
+            self.s, self.r = self.dpsws[0].ns("s"), self.dpsws[1].ns("r")
+
+    def teardown(self):
+        for d in self.dpsws:
+            d.cleanup()
+        self.dpsws = []
+        super().teardown()
+
+
+class Bench:
+    """One run of the benchmarks; everything it makes is named with .prefix."""
+
+    def __init__(self, settings):
+        self.cfg = settings
+        self.prefix = topo.new_prefix("b")
+
+    def make(self, variant):
+        c, p = self.cfg, self.prefix
+        if variant == "generator":
+            return topo.BarePair(p)
+        if variant == "kernel":
+            return topo.KernelBridge(p)
+        if variant == "testpmd":
+            return TestpmdPair(p, c.gen_core, c.switch_core)
+        return DpswPair(p, c.switch_core, idle="poll" if variant == "dpsw-poll" else None, fast=variant != "dpsw-afxdp")
+
+    def run(self, results):
+        """Every variant in settings.only through every scenario asked for, into results["runs"]."""
+        for name in ["generator"] + [v for v in VARIANTS if v in self.cfg.only]:
+            print(f"== {name}", flush=True)
+            t = self.make(name)
+            try:
+                results["runs"][name] = self.run_variant(name, t)
+            finally:
+                t.teardown()
+        if "nat" in self.cfg.scenarios:
+            self.run_nat(results)
+        if "overlay" in self.cfg.scenarios:
+            self.run_overlay(results)
+        if "vhost" in self.cfg.scenarios:
+            self.run_vhost(results)
+
+    def cleanup(self):
+        """Ends every process started (by PID) and removes the namespaces that
+        carry the prefix (a safety net: each topology removes its own, links too)."""
+        end_spawned()
+        topo.remove_prefixed(self.prefix, links=False)
+        dpdk_cleanup()  # left empty by --in-memory testpmd
+
+    # ---- container to container ----
+    def udp(self, t, size):
+        return udp_delivered(t.s, t.r, t.ips[0], t.ips[1], size, self.cfg.duration, self.cfg.gen_core)
+
+    def tcp(self, t, streams):
+        return iperf3(t.r, t.s, t.ips[1], self.cfg.duration, streams=streams)
+
+    def rtt(self, t):
+        # Both ends on the generator's core in every variant: the same placement
+        # for all, so the switch's own cost is compared (on a VM, a wake-up across
+        # cores alone costs ~10-15 us each way and would dominate).
+        return sockperf_rtt(t.r, t.s, t.ips[1], self.cfg.duration, self.cfg.gen_core)
+
+    def idle(self, t):
+        time.sleep(1)  # let a blocking worker go to sleep
+        with CpuMeter() as cpu:
+            time.sleep(max(1.0, self.cfg.duration / 2))
+        return {"cores_busy": cpu.cores}
+
+    def run_variant(self, name, t):
+        ping_ns(t.s, t.ips[1])  # ARP, MAC learning
+        r = {}
+        scen = self.cfg.scenarios
+        for size in self.cfg.sizes if "udp" in scen else []:
+            r[f"udp{size}"] = x = self.udp(t, size)
+            print(f"   UDP {size:5d} B: {x['mpps']:.3f} Mpps delivered (offered {x['offered_mpps']:.3f}), {x['cores_busy']:.2f} cores busy", flush=True)
+        if name == "generator":  # the direct veth pair: no switch at all (the issue's reference row)
+            if "tcp" in scen:
+                r["tcp1"] = x = self.tcp(t, 1)
+                print(f"   TCP x1: {x['gbps'] if x['gbps'] is None else round(x['gbps'], 2)} Gb/s, {x['cores_busy']:.2f} cores busy", flush=True)
+            return r
+        if "tcp" in scen:
+            for streams in (1, 4):
+                r[f"tcp{streams}"] = x = self.tcp(t, streams)
+                print(f"   TCP x{streams}: {x['gbps'] if x['gbps'] is None else round(x['gbps'], 2)} Gb/s, {x['cores_busy']:.2f} cores busy", flush=True)
+        if "rtt" in scen:
+            r["rtt"] = x = self.rtt(t)
+            print(f"   RTT: p50 {x['p50_us']} us, p99 {x['p99_us']} us, p99.9 {x['p999_us']} us", flush=True)
+        if "idle" in scen:
+            r["idle"] = x = self.idle(t)
+            print(f"   idle: {x['cores_busy']:.2f} cores busy", flush=True)
+        return r
+
+    # ---- NAT ----
+    def run_nat(self, results):
+        c = self.cfg
+        for kind, make in (("kernel", lambda: topo.KernelNat(self.prefix)), ("dpsw", lambda: DpswNat(self.prefix, c.switch_core))):
+            if kind not in c.only:
+                continue
+            print(f"== NAT through {kind}", flush=True)
+            t = make()
+            r = results["runs"].setdefault(kind, {})
+            try:
+                ping_ns(t.s, OUTSIDE_IP)  # gateway ARP, uplink ARP
+                gw_mac = re.search(r"lladdr (\S+)", nsx(t.s, "ip", "neigh", "show", topo.PAIR_GATEWAY).stdout).group(1)
+                x = udp_delivered(t.s, t.r, PAIR_IPS[0], OUTSIDE_IP, 64, c.duration, c.gen_core, dst_mac=gw_mac)
+                r["natudp64"] = {"mpps": x["mpps"], "cores_busy": x["cores_busy"]}
+                print(f"   UDP 64 B out: {r['natudp64']['mpps']:.3f} Mpps, {x['cores_busy']:.2f} cores busy", flush=True)
+                for key, server_ns, client_ns, target, port, listen in (("nattcp", t.r, t.s, OUTSIDE_IP, 5299, None),
+                                                                         ("dnattcp", t.s, t.r, HOST_IP, 8080, 80)):
+                    r[key] = x = iperf3(server_ns, client_ns, target, c.duration, port=port, listen_port=listen)
+                    g = x["gbps"]
+                    print(f"   {'TCP out' if key == 'nattcp' else 'TCP in (published)'}: {g if g is None else round(g, 2)} Gb/s", flush=True)
+            finally:
+                t.teardown()
+
+    # ---- overlay ----
+    def run_overlay(self, results):
+        c = self.cfg
+        for kind, make in (("kernel", lambda: topo.KernelOverlay(self.prefix)),
+                           ("dpsw", lambda: DpswOverlay(self.prefix, c.switch_core, c.overlay_rx_core))):
+            if kind not in c.only:
+                continue
+            print(f"== overlay (VXLAN between two hosts) through {kind}", flush=True)
+            t = make()
+            r = results["runs"].setdefault(kind, {})
+            try:
+                ping_ns(t.s, t.ips[1])  # ARP through the tunnel, learning
+                x = self.udp(t, 64)
+                r["ovudp64"] = x
+                print(f"   UDP 64 B: {x['mpps']:.3f} Mpps delivered (offered {x['offered_mpps']:.3f}), {x['cores_busy']:.2f} cores busy", flush=True)
+                r["ovtcp"] = x = self.tcp(t, 1)
+                print(f"   TCP x1: {x['gbps'] if x['gbps'] is None else round(x['gbps'], 2)} Gb/s, {x['cores_busy']:.2f} cores busy", flush=True)
+            finally:
+                t.teardown()
+
+    # ---- vhost-user ----
+    def vhost_endpoint(self, socks, size):
+        """The endpoint process: one testpmd, two virtio-user ports, frames looping
+        port0 -> switch -> port1 -> port0 ... (mac forwarding keeps MACs stable so
+        a learning switch sees no moves). Returns frames/s it received."""
+        c = self.cfg
+        cmd = testpmd_cmd((c.switch_core, c.gen_core), c.switch_core, [virtio_user(i, s, m) for i, (s, m) in enumerate(zip(socks, ENDPOINT_MACS))],
+                          ["-i", "--nb-cores=1", "--total-num-mbufs=16384"])
+        p = spawn(*cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        p.stdin.write(f"set fwd mac\nset eth-peer 0 {ENDPOINT_MACS[1]}\nset eth-peer 1 {ENDPOINT_MACS[0]}\nset txpkts {size}\n")
+        p.stdin.flush()
+        time.sleep(1)
+        with CpuMeter() as cpu:
+            p.stdin.write("start tx_first 32\n")
+            p.stdin.flush()
+            t0 = time.time()
+            time.sleep(c.duration)
+            p.stdin.write("stop\n")
+            p.stdin.flush()
+            t1 = time.time()
+        out = p.communicate("quit\n", timeout=30)[0]
+        m = re.search(r"Accumulated forward statistics.*?RX-packets:\s*(\d+)", out, re.S)
+        return {"mpps": int(m.group(1)) / (t1 - t0) / 1e6 if m else None, "cores_busy": cpu.cores}
+
+    def vhost_switch(self, kind, socks):
+        """Starts the switch between two vhost-user sockets; returns a stop function."""
+        c = self.cfg
+        if kind == "testpmd":
+            runtime = self.prefix + "v"
+            cmd = testpmd_cmd((c.gen_core, c.switch_core), c.gen_core, [f"net_vhost{i},iface={s},queues=1" for i, s in enumerate(socks)],
+                              ["--forward-mode=io", "--auto-start", "--nb-cores=1"], file_prefix=runtime)
+            p = spawn(*cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+            def stop():
+                p.stdin.close()
+                p.wait(15)
+                shutil.rmtree(f"/var/run/dpdk/{runtime}", ignore_errors=True)
+        else:
+            stop = DpswPair(self.prefix, c.switch_core, idle="poll", vhost_socks=socks).teardown
+        for _ in range(100):
+            if all(os.path.exists(x) for x in socks):
+                break
+            time.sleep(0.05)
+        return stop
+
+    def vhost_to_afxdp(self, size):
+        c = self.cfg
+        d = DpswPair(self.prefix, c.switch_core, idle="poll", extra_vhost=True)
+        try:
+            dmac = nsx(d.r, "cat", "/sys/class/net/eth0/address").stdout.strip()
+            cmd = testpmd_cmd((c.switch_core, c.gen_core), c.switch_core, [virtio_user(0, d.vsock, ENDPOINT_MACS[0])],
+                              ["--forward-mode=txonly", f"--eth-peer=0,{dmac}", f"--txpkts={size}", "--auto-start"])
+            p = spawn(*cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(1.5)
+            before = rx_packets(d.r)
+            with CpuMeter() as cpu:
+                time.sleep(c.duration)
+            got = rx_packets(d.r) - before
+            p.stdin.close()
+            p.wait(15)
+            return {"mpps": got / c.duration / 1e6, "cores_busy": cpu.cores}
+        finally:
+            d.teardown()
+
+    def run_vhost(self, results):
+        c = self.cfg
+        for kind in ("dpsw", "testpmd"):
+            if kind not in c.only:
+                continue
+            print(f"== vhost loop through {kind}", flush=True)
+            r = results["runs"].setdefault(kind, {})
+            for size in c.sizes:
+                tmp = tempfile.mkdtemp(prefix="dpsw-bench-vh-")
+                socks = [os.path.join(tmp, "x.sock"), os.path.join(tmp, "y.sock")]
+                stop = self.vhost_switch(kind, socks)
+                try:
+                    r[f"vhost{size}"] = x = self.vhost_endpoint(socks, size)
+                finally:
+                    stop()
+                    shutil.rmtree(tmp, ignore_errors=True)
+                print(f"   {size:5d} B: {x['mpps'] if x['mpps'] is None else round(x['mpps'], 3)} Mpps, {x['cores_busy']:.2f} cores busy", flush=True)
+        if "dpsw" in c.only:
+            print("== vhost -> AF_XDP container through dpsw", flush=True)
+            r = results["runs"].setdefault("dpsw", {})
+            for size in c.sizes:
+                r[f"v2x{size}"] = x = self.vhost_to_afxdp(size)
+                print(f"   {size:5d} B: {x['mpps']:.3f} Mpps, {x['cores_busy']:.2f} cores busy", flush=True)

@@ -1,0 +1,241 @@
+"""Traffic drivers: ping, byte-exact TCP, raw frames, iperf3, dpsw-pktgen,
+sockperf, dpdk-testpmd; and what they are measured with (interface
+counters, busy cores). Every driver runs inside namespaces it is given."""
+import json
+import os
+import re
+import subprocess
+import time
+
+from .env import PKTGEN
+from .proc import LabError, nsx, spawn
+
+
+def _need(cond, msg):
+    if not cond:
+        raise LabError(msg)
+
+
+# ---- ping ----
+def ping_ns(ns, ip, count=3, expect=None, timeout=30, who=None):
+    """ping -c COUNT -i 0.2 -W 1 IP from namespace ns; returns its output.
+    expect True/False: raises LabError unless the ping succeeds/fails."""
+    r = nsx(ns, "ping", "-c", str(count), "-i", "0.2", "-W", "1", ip, check_rc=False, timeout=timeout)
+    if expect is not None:
+        _need((r.returncode == 0) == expect,
+              f"ping {who or ns} -> {ip}: expected {'success' if expect else 'failure'}\n{r.stdout}{r.stderr}")
+    return r.stdout
+
+
+def ping(d, src, ip, count=3, expect=True):
+    """ping_ns from endpoint src of dpsw d (or from its namespace "out")."""
+    return ping_ns(d.ns(src), ip, count, expect, who=src)
+
+
+# ---- byte-exact TCP ----
+# The receiver prints the peer's address and the length and SHA-256 of what
+# it got; the sender sends seeded pseudo-random bytes and prints length and
+# SHA-256 of what it sent.
+RECEIVER = r"""
+import hashlib, socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(1); s.settimeout(30)
+print("listening", flush=True)
+c, peer = s.accept(); c.settimeout(30); h = hashlib.sha256(); n = 0
+while True:
+    b = c.recv(1 << 16)
+    if not b: break
+    h.update(b); n += len(b)
+print(peer[0], n, h.hexdigest(), flush=True)
+"""
+SENDER = r"""
+import hashlib, random, socket, sys, time
+host, port, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+rnd = random.Random(1234); h = hashlib.sha256(); n = 0
+for attempt in range(50):
+    try:
+        c = socket.create_connection((host, port), timeout=5); break
+    except OSError:
+        time.sleep(0.1)
+else:
+    sys.exit("cannot connect")
+while n < size:
+    b = rnd.randbytes(min(1 << 16, size - n)); c.sendall(b); h.update(b); n += len(b)
+c.close()
+print(n, h.hexdigest(), flush=True)
+"""
+
+
+def tcp_transfer(d, src, dst, dst_ip, size=8 << 20, port=5001, listen_port=None):
+    """Byte-exact TCP from endpoint src to dst_ip:port, received in endpoint dst
+    on listen_port (default: port). Returns the address the receiver saw."""
+    return tcp_transfer_ns(d.ns(src), d.ns(dst), dst_ip, size, port, listen_port)
+
+
+def tcp_transfer_ns(src_ns, dst_ns, dst_ip, size=8 << 20, port=5001, listen_port=None):
+    """tcp_transfer between two namespaces by name (e.g. containers of two dpsw hosts)."""
+    rx = subprocess.Popen(["ip", "netns", "exec", dst_ns, "python3", "-c", RECEIVER, str(listen_port or port)],
+                          stdout=subprocess.PIPE, text=True)
+    try:
+        _need(rx.stdout.readline().strip() == "listening", "receiver did not start")
+        sent = nsx(src_ns, "python3", "-c", SENDER, dst_ip, str(port), str(size), timeout=90).stdout.split()
+        peer, *got = rx.communicate(timeout=90)[0].split()
+    finally:
+        if rx.poll() is None:
+            rx.kill()
+    _need(sent == got, f"TCP transfer to {dst_ip}:{port} corrupted: sent {sent}, received {got}")
+    _need(int(got[0]) == size, f"received {got[0]} of {size} bytes")
+    return peer
+
+
+# ---- raw frames ----
+# Sends COUNT frames DST <- SRC (MACs) with the probe ethertype 0x88b5 and
+# MARKER (default DPSW-PROBE) out of eth0: `python3 -c SEND_RAW DST SRC COUNT [MARKER]`.
+SEND_RAW = r"""
+import socket, sys
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind(("eth0", 0))
+dst = bytes.fromhex(sys.argv[1].replace(":", "")); src = bytes.fromhex(sys.argv[2].replace(":", ""))
+marker = (sys.argv[4] if len(sys.argv) > 4 else "DPSW-PROBE").encode()
+for i in range(int(sys.argv[3])):
+    s.send(dst + src + b"\x88\xb5" + marker + bytes(50))
+"""
+
+
+# ---- what is measured ----
+def rx_packets(ns, ifname="eth0"):
+    return int(nsx(ns, "cat", f"/sys/class/net/{ifname}/statistics/rx_packets").stdout)
+
+
+def mac_of(ns, ifname="eth0"):
+    return nsx(ns, "cat", f"/sys/class/net/{ifname}/address").stdout.strip()
+
+
+class CpuMeter:
+    """Cores busy (summed over all CPUs) between start and stop, from /proc/stat."""
+
+    @staticmethod
+    def read():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:9]]
+        return sum(v) - v[3] - v[4], sum(v)
+
+    def __enter__(self):
+        self.b0, self.t0 = self.read()
+        return self
+
+    def __exit__(self, *a):
+        b1, t1 = self.read()
+        self.cores = (b1 - self.b0) / max(1, (t1 - self.t0) / os.cpu_count())
+
+
+# ---- generators and load ----
+def pktgen(ns, dst_mac, src_mac, src_ip, dst_ip, size, duration, rate=None, core=None):
+    """dpsw-pktgen (UDP over AF_PACKET) out of ns's eth0, pinned to core if
+    given, at `rate` frames/s (default: as fast as it can); returns frames sent."""
+    pin = ["taskset", "-c", str(core)] if core is not None else []
+    out = nsx(ns, *pin, PKTGEN, "--dst-mac", dst_mac, "--src-mac", src_mac, "--src-ip", src_ip, "--dst-ip", dst_ip,
+              "--size", str(size), *(["--rate", str(rate)] if rate else []), "--duration", str(duration),
+              timeout=duration + 30).stdout
+    return int(re.search(r"sent (\d+)", out).group(1))
+
+
+def udp_delivered(src_ns, dst_ns, src_ip, dst_ip, size, duration, core, dst_mac=None, rx_ns=None):
+    """pktgen from src_ns to dst_ip (frames to dst_mac, default dst_ns's eth0);
+    counts what reaches rx_ns's eth0 (default dst_ns): {"mpps" delivered,
+    "offered_mpps", "cores_busy"}."""
+    smac = mac_of(src_ns)
+    dmac = dst_mac or mac_of(dst_ns)
+    before = rx_packets(rx_ns or dst_ns)
+    with CpuMeter() as cpu:
+        sent = pktgen(src_ns, dmac, smac, src_ip, dst_ip, size, duration, core=core)
+        time.sleep(0.2)  # let the last frames drain
+    got = rx_packets(rx_ns or dst_ns) - before
+    return {"mpps": got / duration / 1e6, "offered_mpps": sent / duration / 1e6, "cores_busy": cpu.cores}
+
+
+def iperf3(server_ns, client_ns, target, duration, port=5299, listen_port=None, streams=None):
+    """iperf3 from client_ns to target:port (the server in server_ns listens on
+    listen_port, default port; one test, then it exits): {"gbps" received, or
+    None if iperf3 gave no result, "cores_busy"}."""
+    srv = spawn("ip", "netns", "exec", server_ns, "iperf3", "-s", "-1", "-p", str(listen_port or port),
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    with CpuMeter() as cpu:
+        out = nsx(client_ns, "iperf3", "-c", target, "-p", str(port), *(["-P", str(streams)] if streams else []),
+                  "-t", str(duration), "-J", timeout=duration + 30, check_rc=False).stdout
+    srv.wait(10)
+    try:
+        gbps = json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e9
+    except (ValueError, KeyError):
+        gbps = None
+    return {"gbps": gbps, "cores_busy": cpu.cores}
+
+
+def sockperf_rtt(server_ns, client_ns, ip, duration, core, mps=2000):
+    """sockperf ping-pong at mps messages/s, both ends pinned to core (the same
+    placement for every variant): {"p50_us", "p99_us", "p999_us", "cores_busy"}."""
+    pin = ["taskset", "-c", str(core)]
+    srv = spawn("ip", "netns", "exec", server_ns, *pin, "sockperf", "server", "-i", ip, "-p", "11111",
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    with CpuMeter() as cpu:
+        out = nsx(client_ns, *pin, "sockperf", "ping-pong", "-i", ip, "-p", "11111", "-t", str(max(1, int(duration))),
+                  "--mps", str(mps), timeout=duration + 30, check_rc=False).stdout
+    srv.terminate()
+    srv.wait(10)
+    pct = {float(m.group(1)): float(m.group(2)) for m in re.finditer(r"percentile\s+([\d.]+)\s+=\s+([\d.]+)", out)}
+    return {"p50_us": pct.get(50.0), "p99_us": pct.get(99.0), "p999_us": pct.get(99.9), "cores_busy": cpu.cores}
+
+
+# ---- dpdk-testpmd ----
+def testpmd_cmd(lcores, main_lcore, vdevs, args, file_prefix=None):
+    """A dpdk-testpmd command line: EAL on lcores (main_lcore one of them), no
+    PCI, one --vdev per entry of vdevs, then testpmd's args. file_prefix None:
+    --in-memory (hugepages, no files left behind); else --no-huge with its
+    runtime directory /var/run/dpdk/FILE_PREFIX (the caller removes it)."""
+    mem = ["--no-huge", "-m", "1024", "--file-prefix", file_prefix] if file_prefix else \
+        ["--in-memory", "--single-file-segments", "-m", "256"]
+    return ["dpdk-testpmd", "-l", ",".join(str(c) for c in lcores), "--main-lcore", str(main_lcore), "--no-pci", *mem,
+            "--no-telemetry", "--log-level", "*:error", *[a for v in vdevs for a in ("--vdev", v)], "--", *args]
+
+
+def virtio_user(i, sock, mac, server=False):
+    """The --vdev of a virtio-user port on vhost-user socket sock."""
+    return f"virtio_user{i},path={sock},queues=1,mac={mac}" + (",server=1" if server else "")
+
+
+class Testpmd:
+    """dpdk-testpmd as a virtio-user application: its own process, --in-memory
+    (hugepages, but no files left behind), ended by PID."""
+
+    def __init__(self, sock, mode, mac, server=False, extra=(), fwd_core=0, main_core=1):
+        self.cmd = testpmd_cmd((fwd_core, main_core), main_core, [virtio_user(0, sock, mac, server)],
+                               [f"--forward-mode={mode}", "--auto-start", "--total-num-mbufs=8192", *extra])
+        self.proc = subprocess.Popen(self.cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.output = ""
+
+    def stop(self, timeout=30):
+        """Press Enter (testpmd stops forwarding, prints its statistics and exits); returns them."""
+        if self.proc.poll() is None:
+            try:
+                self.output = self.proc.communicate("\n", timeout=timeout)[0]
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.output = self.proc.communicate()[0]
+        m = re.search(r"Forward statistics for port 0.*?RX-packets:\s*(\d+).*?TX-packets:\s*(\d+)", self.output, re.S)
+        if not m:
+            raise LabError("no statistics from testpmd:\n" + self.output[-2000:])
+        return {"rx": int(m.group(1)), "tx": int(m.group(2))}
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def dpdk_cleanup():
+    """With --in-memory --no-telemetry testpmd creates nothing; an empty default dir is all that may remain."""
+    try:
+        os.rmdir("/var/run/dpdk/rte")
+    except OSError:
+        pass
