@@ -22,7 +22,9 @@
 //   not congested, and a port reached its share: share += share / 8 + 1
 //     (probe for the capacity the worker has now);
 //   not congested and nobody near the share for kCalmIntervals: share = 0,
-//     no limit (light traffic never pays for fairness).
+//     no limit (light traffic never pays for fairness). An idle worker
+//     blocks in epoll and decides only when it wakes (at the latest after
+//     its block timeout): the time it slept counts as calm.
 // The share never falls below kMinShare, so a port always gets some through.
 //
 // Threading: a Worker owns one PuntShare (for the one punt port it polls);
@@ -81,7 +83,7 @@ class PuntShare {
       if (top * 8 >= uint64_t(share_) * ms * 7) {  // someone is at the share: probe upwards
         calm_ = 0;
         share_ += share_ / 8 + 1;
-      } else if (++calm_ >= kCalmIntervals) {
+      } else if ((calm_ += std::max<uint32_t>(1, ms / kIntervalMs)) >= kCalmIntervals) {  // a worker that slept counts its sleep
         share_ = 0;
         calm_ = 0;
         return 0;

@@ -197,6 +197,15 @@ TEST(PuntShare, LimitLiftedAfterACalmSecond) {
   EXPECT_EQ(ps.decide(10, 2048, 0), 0u);
 }
 
+TEST(PuntShare, TimeAsleepCountsAsCalm) {
+  PuntShare ps;
+  for (int i = 0; i < 3000; i++) ps.frame(1);
+  ps.backlog(2000);
+  ASSERT_GT(ps.decide(10, 2048, 0), 0u);
+  EXPECT_GT(ps.decide(100, 2048, 0), 0u);  // woke after 100 ms: ten calm intervals
+  EXPECT_EQ(ps.decide(PuntShare::kIntervalMs * PuntShare::kCalmIntervals, 2048, 0), 0u);
+}
+
 TEST(Punt, WorkerPublishesAShareWhileItsPuntPortIsBackedUp) {
   uint32_t share = 0;
   PuntRig r(&share);
