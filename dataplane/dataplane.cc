@@ -274,15 +274,15 @@ unsigned Worker::drain_handoff(const Snapshot& s) {
     if (!k) continue;
     Packet pkts[kBurst];
     for (size_t i = 0; i < k; i++) {
-      HandoffSlot& slot = r->peek(i);
-      pkts[i].data = slot.data;
-      pkts[i].len = slot.len;
-      pkts[i].in_port = slot.dst_port;  // drops are charged to the destination
-      pkts[i].mbuf = nullptr;           // the slot is a copy
-      tx_.enqueue(s, slot.dst_port, &pkts[i]);
+      const HandoffDesc& d = r->peek(i);
+      pkts[i].data = dp_.mesh_.data(from, d);  // the producer's buffer, ours until popped
+      pkts[i].len = d.len;
+      pkts[i].in_port = d.dst_port;  // drops are charged to the destination
+      pkts[i].mbuf = nullptr;        // the buffer is a copy
+      tx_.enqueue(s, d.dst_port, &pkts[i]);
     }
     tx_.flush(s);
-    r->pop(k);
+    r->pop(k);  // the producer takes the buffers back from here
     moved += unsigned(k);
   }
   return moved;
@@ -386,7 +386,7 @@ Dataplane::Dataplane(Options opt)
     : opt_(std::move(opt)),
       macs_(opt_.mac),
       qsbr_(unsigned(std::max<size_t>(1, opt_.cores.size()))),
-      mesh_(unsigned(std::max<size_t>(1, opt_.cores.size())), opt_.handoff_slots) {
+      mesh_(unsigned(std::max<size_t>(1, opt_.cores.size())), opt_.handoff_slots, opt_.handoff_budget) {
   if (opt_.cores.empty()) opt_.cores.push_back(-1);
   wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   for (unsigned i = 0; i < opt_.cores.size(); i++) {

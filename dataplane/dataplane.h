@@ -76,7 +76,8 @@ class Dataplane {
   struct Options {
     std::vector<int> cores{};        // one worker per entry; -1 = unpinned
     MacTable::Options mac{};
-    size_t handoff_slots = 256;      // per worker pair (power of two)
+    size_t handoff_slots = 256;      // at most, per worker pair (power of two; HandoffMesh)
+    size_t handoff_budget = HandoffMesh::kDefaultBudget;  // bytes for all handoff rings and buffers
     // Idle policy. kPoll: spin forever (lowest latency, burns the core).
     // kBlock: after idle_after_us without a frame, block in epoll on the
     // ports' wait fds until one has traffic (no CPU while idle; the first
