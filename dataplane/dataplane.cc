@@ -226,7 +226,7 @@ void Worker::forward(const Snapshot& s, uint16_t in_port, Packet* pkts, uint16_t
 
   stage::FwdNext next[kBurst];
   uint16_t out[kBurst];
-  stage::l2_fwd(dp_.macs_, in->bd, in_port, in->learn, now, n, valid, handled, src, dst, next, out, drop, wc);
+  stage::l2_fwd(dp_.macs_, in->bd, in_port, in->learn, now, n, valid, handled, src, dst, next, out, drop, wc, id_);
 
   // Split horizon: what came from a tunnel never goes back into one.
   const bool from_tunnel = in->vtep != 0;
@@ -382,9 +382,16 @@ bool Worker::block() {
   return true;
 }
 
+namespace {
+MacTable::Options with_workers(MacTable::Options o, unsigned workers) {
+  o.workers = workers;  // one count slot per worker (learn() gets the worker's id)
+  return o;
+}
+}  // namespace
+
 Dataplane::Dataplane(Options opt)
     : opt_(std::move(opt)),
-      macs_(opt_.mac),
+      macs_(with_workers(opt_.mac, unsigned(std::max<size_t>(1, opt_.cores.size())))),
       qsbr_(unsigned(std::max<size_t>(1, opt_.cores.size()))),
       mesh_(unsigned(std::max<size_t>(1, opt_.cores.size())), opt_.handoff_slots, opt_.handoff_budget) {
   if (opt_.cores.empty()) opt_.cores.push_back(-1);
