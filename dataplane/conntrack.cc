@@ -13,6 +13,12 @@ namespace dpsw {
 namespace {
 constexpr int kReadRetries = 8;
 constexpr int kWriteRetries = 64;  // inserting may not be skipped: spin a little, then give up (counted)
+
+// A count with one writer: a plain load + store, no locked instruction.
+template <typename T>
+void bump(std::atomic<T>& v, T d) {
+  v.store(v.load(std::memory_order_relaxed) + d, std::memory_order_relaxed);  // relaxed: single writer, a count
+}
 }  // namespace
 
 ConnTrack::ConnTrack(Options opt) : opt_(opt) {
@@ -38,6 +44,7 @@ ConnTrack::ConnTrack(Options opt) : opt_(opt) {
     for (int i = 0; i < 1024; i++) ports_.back()[i].store(0, std::memory_order_relaxed);
   }
   cursor_.assign(size_t(opt_.workers) * 3, 0);
+  stats_.reset(new Stats[opt_.workers + 1]);
   for (unsigned w = 0; w < opt_.workers; w++) frags_.push_back(std::make_unique<FragTable>());
   for (unsigned w = 0; w < opt_.workers; w++) pending_.push_back(std::make_unique<Pending>());
   // Early drop starts when a worker's free flows fall to this many; flows
@@ -190,8 +197,8 @@ bool ConnTrack::early_drop(unsigned w, const FlowKey& k, uint32_t now) {
   // store: the control thread may have reaped the flow meanwhile (it saw kFlowDeadIndexed and unindexed it too).
   if (gone) f.live.compare_exchange_strong(expect = kFlowDeadIndexed, kFlowDeadUnindexed, std::memory_order_release,
                                            std::memory_order_relaxed);
-  live_.fetch_sub(1, std::memory_order_relaxed);   // relaxed: statistic
-  early_.fetch_add(1, std::memory_order_relaxed);  // relaxed: statistic
+  bump(stats_[w].live, int64_t(-1));  // our own slot, though the flow may be another worker's
+  bump(stats_[w].early, uint64_t(1));
   pending_[f.worker]->fetch_add(1, std::memory_order_relaxed);  // relaxed: a rate limit (see create())
   return true;
 }
@@ -219,6 +226,24 @@ void ConnTrack::free_port(unsigned, uint8_t proto, uint16_t port) {
   ports_[size_t(proto_slot(proto))][port >> 6].fetch_and(~(1ULL << (port & 63)), std::memory_order_relaxed);  // relaxed: see alloc_port
 }
 
+size_t ConnTrack::count() const {
+  int64_t n = 0;
+  for (unsigned i = 0; i <= opt_.workers; i++) n += stats_[i].live.load(std::memory_order_relaxed);  // relaxed: a statistic
+  return n > 0 ? size_t(n) : 0;  // slots read at slightly different moments may briefly undercount
+}
+
+uint64_t ConnTrack::full_drops() const {
+  uint64_t n = 0;
+  for (unsigned i = 0; i < opt_.workers; i++) n += stats_[i].full.load(std::memory_order_relaxed);  // relaxed: a statistic
+  return n;
+}
+
+uint64_t ConnTrack::early_drops() const {
+  uint64_t n = 0;
+  for (unsigned i = 0; i < opt_.workers; i++) n += stats_[i].early.load(std::memory_order_relaxed);  // relaxed: a statistic
+  return n;
+}
+
 ConnTrack::Create ConnTrack::create(unsigned w, const FlowKey& orig, uint32_t xsrc_ip, uint16_t xsrc_port, uint32_t xdst_ip,
                                     uint16_t xdst_port, const FlowOut& fwd, const FlowOut& back, uint16_t bd, uint32_t now,
                                     Flow** out, Origin origin) {
@@ -234,12 +259,12 @@ ConnTrack::Create ConnTrack::create(unsigned w, const FlowKey& orig, uint32_t xs
     if (origin == Origin::kInside || pending_[w]->load(std::memory_order_relaxed) < reserve_)  // relaxed: a rate limit
       early_drop(w, orig, now);
     if (!avail || origin == Origin::kInbound) {
-      full_.fetch_add(1, std::memory_order_relaxed);  // relaxed: statistic
+      bump(stats_[w].full, uint64_t(1));
       return Create::kFull;
     }
   }
   if (!ring.readable()) [[unlikely]] {
-    full_.fetch_add(1, std::memory_order_relaxed);  // relaxed: statistic
+    bump(stats_[w].full, uint64_t(1));
     return Create::kFull;
   }
   // The reply travels from the rewritten destination to the rewritten source.
@@ -279,7 +304,7 @@ ConnTrack::Create ConnTrack::create(unsigned w, const FlowKey& orig, uint32_t xs
     fc.popped++;
     return Create::kBusy;
   }
-  live_.fetch_add(1, std::memory_order_relaxed);  // relaxed: statistic (before `live`: an early drop elsewhere subtracts)
+  bump(stats_[w].live, int64_t(1));  // before `live`: an early drop elsewhere may subtract as soon as it is live
   f.live.store(kFlowLive, std::memory_order_release);  // release: tuples above are visible to a reader that sees live
   ring.pop(1);
   fc.popped++;
@@ -370,7 +395,7 @@ size_t ConnTrack::expire(uint32_t now, const std::function<void(std::function<vo
       // acq_rel: a worker's early drop may claim it at the same moment; one of us wins.
       if (f.live.compare_exchange_strong(lv, kFlowDeadIndexed, std::memory_order_acq_rel, std::memory_order_acquire)) {
         lv = kFlowDeadIndexed;
-        live_.fetch_sub(1, std::memory_order_relaxed);  // relaxed: statistic
+        bump(stats_[opt_.workers].live, int64_t(-1));  // the control thread's slot
         n++;
       } else {
         evicted = lv != kFlowAbandoned;  // a worker's early drop won: recycled below like any evicted flow

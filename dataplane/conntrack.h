@@ -12,6 +12,10 @@
 //   worker's free ring (SPSC, refilled by the control thread); its NAT port
 //   from that worker's slice of the port space (bitmap; the worker sets
 //   bits, the control thread clears them), so workers never collide.
+// * Counts and statistics (live flows, refusals, early drops) are kept per
+//   writer thread, a cache line each (no read-modify-write on a line every
+//   worker writes, which a flood would make every packet pay), and summed
+//   when read.
 // * The control thread expires flows (per-protocol/per-state timeouts),
 //   unindexes them, and recycles index and port only after a QSBR grace
 //   period (the caller passes retire()).
@@ -150,10 +154,13 @@ class ConnTrack {
   // Unindex expired flows; for each, retire(fn) must run fn after a grace period.
   size_t expire(uint32_t now, const std::function<void(std::function<void()>)>& retire);
   void for_each(const std::function<void(const Flow&)>& fn) const;
-  size_t count() const { return live_.load(std::memory_order_relaxed); }  // relaxed: statistic
+  size_t count() const;  // live flows: every writer's slot summed (a statistic)
+  // One writer's share of count() (worker id, or Options::workers for the
+  // control thread); negative when it took more flows out than it made.
+  int64_t count_slot(unsigned writer) const { return stats_[writer].live.load(std::memory_order_relaxed); }  // relaxed: a statistic
   size_t capacity() const { return opt_.size; }
-  uint64_t full_drops() const { return full_.load(std::memory_order_relaxed); }  // relaxed: statistic
-  uint64_t early_drops() const { return early_.load(std::memory_order_relaxed); }  // relaxed: statistic
+  uint64_t full_drops() const;   // new flows refused, all workers
+  uint64_t early_drops() const;  // flows evicted by early drop, all workers
   size_t reserve() const { return reserve_; }  // per worker, see Origin
   FragTable& frags(unsigned w) { return *frags_[w]; }  // worker w's own (frag_table.h)
   uint32_t timeout_ms(const Flow& f) const;
@@ -200,9 +207,17 @@ class ConnTrack {
   // Per worker: its flows evicted by early drop, not yet back in its free ring (any worker adds, control subtracts).
   std::vector<std::unique_ptr<Pending>> pending_;
   size_t reserve_ = 1;
-  std::atomic<size_t> live_{0};
-  std::atomic<uint64_t> full_{0};
-  std::atomic<uint64_t> early_{0};
+  // Counts, one cache line per writer thread, each written only by its thread
+  // with relaxed load + store; readers sum them (relaxed: statistics).
+  // [0, workers): the workers (create() adds to live; early drop takes any
+  // worker's flow out of live, so a worker's live may go negative);
+  // [workers]: the control thread (expire() takes flows out of live).
+  struct alignas(64) Stats {
+    std::atomic<int64_t> live{0};    // flows it made live minus flows it took out of live
+    std::atomic<uint64_t> full{0};   // new flows it refused for lack of room
+    std::atomic<uint64_t> early{0};  // flows its early drop evicted
+  };
+  std::unique_ptr<Stats[]> stats_;
 };
 
 }  // namespace dpsw

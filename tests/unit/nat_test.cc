@@ -275,6 +275,39 @@ TEST(ConnTrack, PortsAreUniqueAndExhaustionIsReported) {
   EXPECT_EQ(snat(ct, 0, FlowKey{1, 2, 50, 7, 17}, 9, &f), ConnTrack::Create::kOk);
 }
 
+// Issue 14: the flow count is kept per writer thread (each worker, and the
+// control thread for expiry), no counter line every worker writes; the sum
+// stays right when one worker's early drop takes another's flow.
+TEST(ConnTrack, FlowCountIsPerWriterAndSumsRight) {
+  ConnTrack::Options o = small(64, 2);  // 32 flows per worker, reserve 1
+  o.early_drop_buckets = 32;            // the whole table
+  ConnTrack ct(o);
+  ASSERT_EQ(ct.reserve(), 1u);
+  auto establish = [](Flow* x) {
+    for (auto [flags, reply] : {std::pair{0x02, false}, {0x12, true}, {0x10, false}}) ConnTrack::tcp_flags(*x, uint8_t(flags), reply);
+  };
+  Flow* f = nullptr;
+  ASSERT_EQ(snat(ct, 0, FlowKey{1, 2, 1000, 80, 6}, 9, &f), ConnTrack::Create::kOk);  // worker 0's, half-open
+  ConnTrack::tcp_flags(*f, 0x02, false);
+  for (uint16_t i = 0; i < 31; i++) {  // worker 1 down to its reserve, all established
+    ASSERT_EQ(snat(ct, 1, FlowKey{1, 2, uint16_t(2000 + i), 80, 6}, 9, &f), ConnTrack::Create::kOk);
+    establish(f);
+  }
+  EXPECT_EQ(ct.count(), 32u);
+  EXPECT_EQ(ct.count_slot(0), 1);
+  EXPECT_EQ(ct.count_slot(1), 31);
+  // Worker 1's next flow evicts worker 0's half-open one: worker 1's slot counts both.
+  ASSERT_EQ(snat(ct, 1, FlowKey{1, 2, 3000, 80, 6}, 9, &f), ConnTrack::Create::kOk);
+  EXPECT_EQ(ct.early_drops(), 1u);
+  EXPECT_EQ(ct.count_slot(0), 1);
+  EXPECT_EQ(ct.count_slot(1), 31 + 1 - 1);
+  EXPECT_EQ(ct.count(), 32u);
+  // Expiry is the control thread's: its own slot goes negative.
+  EXPECT_EQ(ct.expire(4000 * 1000, [](std::function<void()> fn) { fn(); }), 32u);
+  EXPECT_EQ(ct.count_slot(2), -32);
+  EXPECT_EQ(ct.count(), 0u);
+}
+
 TEST(ConnTrack, ExpiredFlowsAreRecycledOnlyAfterTheGracePeriod) {
   ConnTrack ct(small(1, 1, 3000, 3000));  // one flow, one port
   Flow* f = nullptr;
