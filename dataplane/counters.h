@@ -25,7 +25,7 @@ enum class Drop : uint8_t {
   kSamePort,      // destination is the port it came in on (filtered)
   kNoNetwork,     // input port is not attached to a network (being removed)
   kTxFull,        // destination port's tx ring had no room
-  kHandoffFull,   // cross-worker ring to the destination's worker was full
+  kHandoffFull,   // cross-worker ring to the destination's worker full, or all our handoff buffers in flight
   kNoRoute,       // sent to dpsw's router MAC, but nothing routes it (yet)
   kBadIp,         // IPv4 header malformed or truncated
   kTtl,           // TTL expired on the way through dpsw

@@ -128,8 +128,10 @@ class MacTable {
   // empty slot only while the sum, read relaxed, is below opt_.size. Workers
   // learning at the same moment may each read the sum before the others'
   // increments land, so the table can exceed size by the inserts in flight:
-  // one per other worker (each holds at most one at a time), i.e. fewer than
-  // `workers` entries; the hash table has ~25% spare slots for that.
+  // at most one per other worker, i.e. fewer than `workers` entries (a
+  // worker's increment is visible before its next insert: on x86 that
+  // insert's bucket CAS drains the store buffer). The hash table has ~25%
+  // spare slots for that.
   SlotCount count_;
 };
 
