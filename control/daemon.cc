@@ -285,19 +285,26 @@ void Daemon::remove_bd(const std::string& network) {
   }
   for (auto& pr : ports_)
     if (pr.vtep && pr.bd == id) pr.retiring = true;  // its tunnels go with it
+  bd_name_[id] = "(removed)";  // no network's any more, and not reused until the work below is done
   publish_snapshot();  // the network's flood list disappears
-  dp_->synchronize();  // no worker still forwards in it...
-  for (auto& pr : ports_)
-    if (pr.vtep && pr.bd == id) pr = PortRec{};
-  dp_->macs().flush_bd(id);  // ...so its MAC entries can go, and the id be reused
-  bd_name_[id].clear();
+  dp_->macs().flush_bd(id);  // its MAC entries go now (`show mac`)...
+  // ...and once no worker still forwards in it (a grace period; the reply
+  // does not wait for it: the next maintenance tick runs this), nothing can
+  // be learned into it any more: what was relearned meanwhile goes, its
+  // tunnels' records and its id are free.
+  dp_->defer([this, id] {
+    for (auto& pr : ports_)
+      if (pr.vtep && pr.retiring && pr.bd == id) pr = PortRec{};
+    dp_->macs().flush_bd(id);
+    bd_name_[id].clear();
+  });
 }
 
 void Daemon::sync_tunnels() {
   std::vector<uint16_t> stale;
   for (uint16_t id = 0; id < ports_.size(); id++) {
     const PortRec& pr = ports_[id];
-    if (!pr.vtep) continue;
+    if (!pr.vtep || pr.retiring) continue;  // retiring: already on its way out
     const NetworkConfig* n = cfg_.network(pr.network);
     bool keep = n && n->driver == Driver::kOverlay && n->vni == pr.vni && bd_of_.count(n->name) && bd_of_.at(n->name) == pr.bd &&
                 std::count(n->peers.begin(), n->peers.end(), pr.vtep);
@@ -307,7 +314,8 @@ void Daemon::sync_tunnels() {
   for (const auto& n : cfg_.networks) {
     if (n.driver != Driver::kOverlay || !bd_of_.count(n.name)) continue;
     for (uint32_t peer : n.peers) {
-      bool have = std::any_of(ports_.begin(), ports_.end(), [&](const PortRec& p) { return p.vtep == peer && p.network == n.name; });
+      bool have = std::any_of(ports_.begin(), ports_.end(),
+                              [&](const PortRec& p) { return p.vtep == peer && p.network == n.name && !p.retiring; });
       if (have) continue;
       uint16_t id = new_port_id();
       PortRec& pr = ports_[id];
@@ -332,13 +340,21 @@ uint32_t Daemon::tunnel_next_hop(uint32_t vtep) const {
 void Daemon::retire_tunnels(const std::vector<uint16_t>& ids) {
   if (ids.empty()) return;
   for (uint16_t id : ids) ports_[id].retiring = true;
-  publish_snapshot();  // out of every flood list and the VNI index...
-  dp_->synchronize();  // ...and no worker still holds a frame for them
+  publish_snapshot();  // out of every flood list and the VNI index
   for (uint16_t id : ids) {
-    dp_->macs().flush_port(id);  // remote MACs learned behind that peer
+    dp_->macs().flush_port(id);  // remote MACs learned behind that peer: their frames flood from now on
     LOG_INFO("network %s: VXLAN tunnel to %s removed", ports_[id].network.c_str(), ipv4_to_string(ports_[id].vtep).c_str());
-    ports_[id] = PortRec{};
   }
+  // Once no worker still holds a frame for them (a grace period; the caller
+  // does not wait for it: the next maintenance tick runs this): MACs a worker
+  // relearned behind them meanwhile go, and their ids are free (a retiring
+  // record is never reused before).
+  dp_->defer([this, ids] {
+    for (uint16_t id : ids) {
+      dp_->macs().flush_port(id);
+      ports_[id] = PortRec{};
+    }
+  });
 }
 
 uint16_t Daemon::new_port_id() {
@@ -553,7 +569,11 @@ std::string Daemon::destroy_endpoint(const std::string& name, bool keep_netns) {
   for (uint16_t id : rec.ports)
     if (fast_ && ports_[id].fast) fast_->remove_port(id);
   // Out of the snapshot next; then wait until no worker can still be
-  // polling or transmitting on its ports before they are closed.
+  // polling or transmitting on its ports before they are closed. This one
+  // waits (synchronize() sleeps, it does not spin; workers blocked while
+  // idle are offline and do not delay it) rather than defer(): the reply
+  // says the endpoint is gone, so its links, namespace and names must be
+  // (a reload recreates a changed endpoint under the same names right after).
   publish_snapshot();
   dp_->synchronize();
   std::string kept = keep_netns && rec.created_netns ? rec.netns_name : "";
@@ -941,7 +961,10 @@ int Daemon::run() {
 
 void Daemon::teardown() {
   ctl_.reset();
-  if (dp_) dp_->stop();  // workers gone: ports can be released without a grace period
+  if (dp_) {
+    dp_->stop();  // workers gone: ports can be released without a grace period
+    dp_->synchronize();  // runs what defer() still holds (it touches ports_ and the MAC table), while they are whole
+  }
   size_t nlinks = 0, nns = 0;
   for (auto& [name, rec] : eps_) {
     nlinks += rec.links.size();
@@ -1077,7 +1100,7 @@ CtlReply Daemon::show(const std::string& what, const std::vector<std::string>& a
     const Snapshot& s = dp_->snapshot();
     for (uint16_t id = 0; id < ports_.size(); id++) {
       const PortRec& pr = ports_[id];
-      if (!pr.used()) continue;
+      if (!pr.used() || pr.retiring) continue;  // retiring: a removed tunnel awaiting its grace period
       json p;
       if (pr.vtep) {  // a VXLAN tunnel: "up" once its next hop is resolved
         const uint32_t nh = tunnel_next_hop(pr.vtep);
@@ -1239,7 +1262,7 @@ CtlReply Daemon::show(const std::string& what, const std::vector<std::string>& a
     uint64_t rx = 0;
     for (uint16_t id = 0; id < ports_.size(); id++) {
       const PortRec& pr = ports_[id];
-      if (!pr.used()) continue;
+      if (!pr.used() || pr.retiring) continue;
       ports[pr.host_ifname] = port_counters(id);
       ports[pr.host_ifname]["endpoint"] = pr.endpoint;
       ports[pr.host_ifname]["network"] = pr.network;

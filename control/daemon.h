@@ -74,7 +74,7 @@ class Daemon {
     std::unique_ptr<Port> port;  // nullptr: id free (unless a tunnel)
     bool xdp = false;            // AF_XDP: bound in the XDP maps, program attached to ifindex
     uint32_t vtep = 0, vni = 0;  // a VXLAN tunnel port (no Port object): remote VTEP, VNI
-    bool retiring = false;       // a tunnel on its way out: no longer published
+    bool retiring = false;       // a tunnel on its way out: no longer published, not shown; freed after a grace period
     bool fast = false;           // a fast-tier endpoint (FastPort): TC program on ifindex, no XDP
     bool punt = false;           // the fast tier's punt port
     bool relay = false;          // a vhost-user port: the relay serves its application's socket (under `endpoint`)
@@ -105,7 +105,7 @@ class Daemon {
   void check_macs(const Plan& plan) const;           // none is dpsw's uplink MAC
   void apply_mtu(const std::string& network);        // in place: plan_ and cfg_ hold the new MTU
   uint16_t add_bd(const NetworkConfig& network);      // a macvlan network maps onto the uplink's segment
-  void remove_bd(const std::string& network);         // after its ports are gone
+  void remove_bd(const std::string& network);         // after its ports are gone; id and MACs freed after a grace period (deferred)
   void create_uplink();
   // The fast tier (object, a punt veth pair and port per worker): made when
   // the first endpoint needs it, kept until teardown.
@@ -113,8 +113,8 @@ class Daemon {
   // Fast-tier MACs learned by the MAC table (maintenance tick).
   void sync_fast_macs();
   // Tunnel ports follow the overlay networks' peer lists in cfg_: creates the
-  // missing ones, retires the others (publish, grace period, MAC flush). The
-  // caller publishes the result.
+  // missing ones, retires the others (publish, MAC flush; after a grace
+  // period, deferred: MAC flush again, id freed). The caller publishes the result.
   void sync_tunnels();
   void retire_tunnels(const std::vector<uint16_t>& ids);
   uint32_t tunnel_next_hop(uint32_t vtep) const;  // the peer, or the uplink gateway when off-segment (0: none)

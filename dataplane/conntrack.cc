@@ -13,6 +13,12 @@ namespace dpsw {
 namespace {
 constexpr int kReadRetries = 8;
 constexpr int kWriteRetries = 64;  // inserting may not be skipped: spin a little, then give up (counted)
+
+// A count with one writer: a plain load + store, no locked instruction.
+template <typename T>
+void bump(std::atomic<T>& v, T d) {
+  v.store(v.load(std::memory_order_relaxed) + d, std::memory_order_relaxed);  // relaxed: single writer, a count
+}
 }  // namespace
 
 ConnTrack::ConnTrack(Options opt) : opt_(opt) {
@@ -37,7 +43,16 @@ ConnTrack::ConnTrack(Options opt) : opt_(opt) {
     ports_.emplace_back(new std::atomic<uint64_t>[1024]);
     for (int i = 0; i < 1024; i++) ports_.back()[i].store(0, std::memory_order_relaxed);
   }
-  cursor_.assign(size_t(opt_.workers) * 3, 0);
+  span_ = (uint32_t(opt_.port_hi) - opt_.port_lo + 1) / opt_.workers;
+  slices_.reset(new PortSlices[opt_.workers]);
+  freed_.reset(new PortsFreed[opt_.workers]);
+  for (unsigned w = 0; w < opt_.workers; w++)
+    for (int p = 0; p < 3; p++) {
+      slices_[w].taken[p].store(0, std::memory_order_relaxed);  // relaxed: not shared yet
+      slices_[w].probes[p].store(0, std::memory_order_relaxed);
+      freed_[w].n[p].store(0, std::memory_order_relaxed);
+    }
+  stats_.reset(new Stats[opt_.workers + 1]);
   for (unsigned w = 0; w < opt_.workers; w++) frags_.push_back(std::make_unique<FragTable>());
   for (unsigned w = 0; w < opt_.workers; w++) pending_.push_back(std::make_unique<Pending>());
   // Early drop starts when a worker's free flows fall to this many; flows
@@ -190,33 +205,97 @@ bool ConnTrack::early_drop(unsigned w, const FlowKey& k, uint32_t now) {
   // store: the control thread may have reaped the flow meanwhile (it saw kFlowDeadIndexed and unindexed it too).
   if (gone) f.live.compare_exchange_strong(expect = kFlowDeadIndexed, kFlowDeadUnindexed, std::memory_order_release,
                                            std::memory_order_relaxed);
-  live_.fetch_sub(1, std::memory_order_relaxed);   // relaxed: statistic
-  early_.fetch_add(1, std::memory_order_relaxed);  // relaxed: statistic
+  bump(stats_[w].live, int64_t(-1));  // our own slot, though the flow may be another worker's
+  bump(stats_[w].early, uint64_t(1));
   pending_[f.worker]->fetch_add(1, std::memory_order_relaxed);  // relaxed: a rate limit (see create())
   return true;
 }
 
 int ConnTrack::proto_slot(uint8_t proto) const { return proto == 6 ? 0 : proto == 17 ? 1 : 2; }
 
+// Worker w: a free port of its slice, or 0. A full slice is refused from its
+// free count, without touching the bitmap; otherwise the search goes 64
+// ports at a time from where the last one ended (ports are reused as late
+// as possible), wrapping once: at most span/64 + 2 words.
 uint16_t ConnTrack::alloc_port(unsigned w, uint8_t proto) {
-  const uint32_t span = (uint32_t(opt_.port_hi) - opt_.port_lo + 1) / opt_.workers;
-  const uint32_t lo = opt_.port_lo + w * span;
-  auto& bits = ports_[size_t(proto_slot(proto))];
-  uint32_t& cur = cursor_[w * 3 + unsigned(proto_slot(proto))];
-  for (uint32_t i = 0; i < span; i++) {
-    uint32_t port = lo + (cur + i) % span;
-    uint64_t bit = 1ULL << (port & 63);
-    // relaxed: only this worker sets bits in its slice; the control thread clears them after a grace period.
-    if (bits[port >> 6].load(std::memory_order_relaxed) & bit) continue;
-    bits[port >> 6].fetch_or(bit, std::memory_order_relaxed);
-    cur = (cur + i + 1) % span;  // next search starts after: ports are reused as late as possible
-    return uint16_t(port);
+  const int p = proto_slot(proto);
+  PortSlices& sl = slices_[w];
+  const uint64_t taken = sl.taken[p].load(std::memory_order_relaxed);  // relaxed: our own count
+  // acquire: pairs with free_port()'s release, so the bits it cleared are visible to the search.
+  const uint64_t freed = freed_[w].n[p].load(std::memory_order_acquire);
+  if (taken - freed >= span_) return 0;
+  std::atomic<uint64_t>* bits = ports_[size_t(p)].get();
+  const uint32_t lo = opt_.port_lo + w * span_, end = lo + span_, first = lo + sl.cursor[p];
+  uint64_t probes = 0;
+  uint16_t got = 0;
+  for (int pass = 0; pass < 2 && !got; pass++) {
+    uint32_t pos = pass ? lo : first;
+    const uint32_t stop = pass ? first : end;  // [first, end), then [lo, first)
+    while (pos < stop) {
+      const uint32_t base = pos & ~63u;
+      uint64_t want = ~0ULL << (pos - base);
+      if (stop - base < 64) want &= (1ULL << (stop - base)) - 1;
+      probes++;
+      // relaxed: only this worker sets bits in its slice; the control thread clears them after a grace period.
+      const uint64_t free_bits = ~bits[pos >> 6].load(std::memory_order_relaxed) & want;
+      if (free_bits) {
+        got = uint16_t(base + unsigned(std::countr_zero(free_bits)));
+        break;
+      }
+      pos = base + 64;
+    }
   }
-  return 0;
+  bump(sl.probes[p], probes);
+  if (!got) return 0;  // only if a cleared bit is not visible yet
+  bits[got >> 6].fetch_or(1ULL << (got & 63), std::memory_order_relaxed);  // relaxed: see the load above
+  bump(sl.taken[p], uint64_t(1));
+  sl.cursor[p] = got + 1 - lo == span_ ? 0 : got + 1 - lo;  // next search starts after it
+  return got;
 }
 
-void ConnTrack::free_port(unsigned, uint8_t proto, uint16_t port) {
-  ports_[size_t(proto_slot(proto))][port >> 6].fetch_and(~(1ULL << (port & 63)), std::memory_order_relaxed);  // relaxed: see alloc_port
+void ConnTrack::unalloc_port(unsigned w, uint8_t proto, uint16_t port) {
+  const int p = proto_slot(proto);
+  ports_[size_t(p)][port >> 6].fetch_and(~(1ULL << (port & 63)), std::memory_order_relaxed);  // relaxed: our own bit
+  bump(slices_[w].taken[p], uint64_t(-1));  // wraps back: a count we just raised
+}
+
+void ConnTrack::free_port(unsigned w, uint8_t proto, uint16_t port) {
+  const int p = proto_slot(proto);
+  ports_[size_t(p)][port >> 6].fetch_and(~(1ULL << (port & 63)), std::memory_order_relaxed);  // relaxed: ordered by the release below
+  std::atomic<uint64_t>& n = freed_[w].n[p];
+  // release: the bit cleared above is visible to the worker that sees the count; single writer (control thread).
+  n.store(n.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+}
+
+size_t ConnTrack::free_ports(unsigned w, uint8_t proto) const {
+  const int p = proto_slot(proto);
+  const uint64_t used = slices_[w].taken[p].load(std::memory_order_relaxed) -  // relaxed: a statistic
+                        freed_[w].n[p].load(std::memory_order_relaxed);
+  return used >= span_ ? 0 : size_t(span_ - used);
+}
+
+uint64_t ConnTrack::port_probes(unsigned w) const {
+  uint64_t n = 0;
+  for (int p = 0; p < 3; p++) n += slices_[w].probes[p].load(std::memory_order_relaxed);  // relaxed: a statistic
+  return n;
+}
+
+size_t ConnTrack::count() const {
+  int64_t n = 0;
+  for (unsigned i = 0; i <= opt_.workers; i++) n += stats_[i].live.load(std::memory_order_relaxed);  // relaxed: a statistic
+  return n > 0 ? size_t(n) : 0;  // slots read at slightly different moments may briefly undercount
+}
+
+uint64_t ConnTrack::full_drops() const {
+  uint64_t n = 0;
+  for (unsigned i = 0; i < opt_.workers; i++) n += stats_[i].full.load(std::memory_order_relaxed);  // relaxed: a statistic
+  return n;
+}
+
+uint64_t ConnTrack::early_drops() const {
+  uint64_t n = 0;
+  for (unsigned i = 0; i < opt_.workers; i++) n += stats_[i].early.load(std::memory_order_relaxed);  // relaxed: a statistic
+  return n;
 }
 
 ConnTrack::Create ConnTrack::create(unsigned w, const FlowKey& orig, uint32_t xsrc_ip, uint16_t xsrc_port, uint32_t xdst_ip,
@@ -234,12 +313,12 @@ ConnTrack::Create ConnTrack::create(unsigned w, const FlowKey& orig, uint32_t xs
     if (origin == Origin::kInside || pending_[w]->load(std::memory_order_relaxed) < reserve_)  // relaxed: a rate limit
       early_drop(w, orig, now);
     if (!avail || origin == Origin::kInbound) {
-      full_.fetch_add(1, std::memory_order_relaxed);  // relaxed: statistic
+      bump(stats_[w].full, uint64_t(1));
       return Create::kFull;
     }
   }
   if (!ring.readable()) [[unlikely]] {
-    full_.fetch_add(1, std::memory_order_relaxed);  // relaxed: statistic
+    bump(stats_[w].full, uint64_t(1));
     return Create::kFull;
   }
   // The reply travels from the rewritten destination to the rewritten source.
@@ -270,7 +349,7 @@ ConnTrack::Create ConnTrack::create(unsigned w, const FlowKey& orig, uint32_t xs
   // only ever this worker's.
   if (!insert(f.orig, uint64_t(idx) << 1) || !insert(f.reply, uint64_t(idx) << 1 | 1)) [[unlikely]] {
     if (try_remove(f.orig, uint64_t(idx) << 1, kWriteRetries)) {
-      if (port) free_port(w, orig.proto, port);
+      if (port) unalloc_port(w, orig.proto, port);
       return Create::kBusy;  // never published: idx stays at the head of the ring for the next try
     }
     // release: the tuples are visible to the control thread, which unindexes and recycles it (index and port).
@@ -279,7 +358,7 @@ ConnTrack::Create ConnTrack::create(unsigned w, const FlowKey& orig, uint32_t xs
     fc.popped++;
     return Create::kBusy;
   }
-  live_.fetch_add(1, std::memory_order_relaxed);  // relaxed: statistic (before `live`: an early drop elsewhere subtracts)
+  bump(stats_[w].live, int64_t(1));  // before `live`: an early drop elsewhere may subtract as soon as it is live
   f.live.store(kFlowLive, std::memory_order_release);  // release: tuples above are visible to a reader that sees live
   ring.pop(1);
   fc.popped++;
@@ -370,7 +449,7 @@ size_t ConnTrack::expire(uint32_t now, const std::function<void(std::function<vo
       // acq_rel: a worker's early drop may claim it at the same moment; one of us wins.
       if (f.live.compare_exchange_strong(lv, kFlowDeadIndexed, std::memory_order_acq_rel, std::memory_order_acquire)) {
         lv = kFlowDeadIndexed;
-        live_.fetch_sub(1, std::memory_order_relaxed);  // relaxed: statistic
+        bump(stats_[opt_.workers].live, int64_t(-1));  // the control thread's slot
         n++;
       } else {
         evicted = lv != kFlowAbandoned;  // a worker's early drop won: recycled below like any evicted flow

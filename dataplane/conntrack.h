@@ -11,7 +11,13 @@
 //   (so one tuple is never created twice). Its index comes from that
 //   worker's free ring (SPSC, refilled by the control thread); its NAT port
 //   from that worker's slice of the port space (bitmap; the worker sets
-//   bits, the control thread clears them), so workers never collide.
+//   bits, the control thread clears them), so workers never collide. A
+//   slice keeps a free count (a full slice refuses at once, without a scan)
+//   and is searched 64 ports at a time from a rotating cursor.
+// * Counts and statistics (live flows, refusals, early drops) are kept per
+//   writer thread, a cache line each (no read-modify-write on a line every
+//   worker writes, which a flood would make every packet pay), and summed
+//   when read.
 // * The control thread expires flows (per-protocol/per-state timeouts),
 //   unindexes them, and recycles index and port only after a QSBR grace
 //   period (the caller passes retire()).
@@ -150,10 +156,18 @@ class ConnTrack {
   // Unindex expired flows; for each, retire(fn) must run fn after a grace period.
   size_t expire(uint32_t now, const std::function<void(std::function<void()>)>& retire);
   void for_each(const std::function<void(const Flow&)>& fn) const;
-  size_t count() const { return live_.load(std::memory_order_relaxed); }  // relaxed: statistic
+  size_t count() const;  // live flows: every writer's slot summed (a statistic)
+  // One writer's share of count() (worker id, or Options::workers for the
+  // control thread); negative when it took more flows out than it made.
+  int64_t count_slot(unsigned writer) const { return stats_[writer].live.load(std::memory_order_relaxed); }  // relaxed: a statistic
   size_t capacity() const { return opt_.size; }
-  uint64_t full_drops() const { return full_.load(std::memory_order_relaxed); }  // relaxed: statistic
-  uint64_t early_drops() const { return early_.load(std::memory_order_relaxed); }  // relaxed: statistic
+  uint64_t full_drops() const;   // new flows refused, all workers
+  uint64_t early_drops() const;  // flows evicted by early drop, all workers
+  // NAT ports: free in worker w's slice for proto (as that worker would see
+  // it), and bitmap words its allocator examined so far (a cost probe: a
+  // full slice costs none).
+  size_t free_ports(unsigned w, uint8_t proto) const;
+  uint64_t port_probes(unsigned w) const;
   size_t reserve() const { return reserve_; }  // per worker, see Origin
   FragTable& frags(unsigned w) { return *frags_[w]; }  // worker w's own (frag_table.h)
   uint32_t timeout_ms(const Flow& f) const;
@@ -173,8 +187,9 @@ class ConnTrack {
   bool try_remove(const FlowKey& k, uint64_t val, int attempts);  // workers: bounded
   bool early_drop(unsigned w, const FlowKey& k, uint32_t now);   // evict one non-assured flow near k
   void recycle(uint32_t i, bool evicted, const std::function<void(std::function<void()>)>& retire);
-  uint16_t alloc_port(unsigned w, uint8_t proto);
-  void free_port(unsigned w, uint8_t proto, uint16_t port);
+  uint16_t alloc_port(unsigned w, uint8_t proto);                // worker w
+  void unalloc_port(unsigned w, uint8_t proto, uint16_t port);    // worker w: a port it has just taken, unused
+  void free_port(unsigned w, uint8_t proto, uint16_t port);       // control thread, after a grace period
   int proto_slot(uint8_t proto) const;
 
   Options opt_;
@@ -187,9 +202,24 @@ class ConnTrack {
     uint64_t popped = 0;              // worker-private (the ring's consumer)
   };
   std::vector<std::unique_ptr<FreeCount>> free_count_;  // per worker: how full its free ring is
-  // Per protocol (TCP, UDP, ICMP) a bitmap over the port space; worker w owns [lo_w, hi_w).
+  // Per protocol (TCP, UDP, ICMP) a bitmap over the port space; worker w owns
+  // [port_lo + w * span_, + span_). Bits: set by the owner (fetch_or: a word at
+  // a slice's edge is shared with the neighbour's slice), cleared by the
+  // control thread (fetch_and) or by the owner undoing a create().
   std::vector<std::unique_ptr<std::atomic<uint64_t>[]>> ports_;
-  std::vector<uint32_t> cursor_;  // per worker × proto, worker-private
+  uint32_t span_ = 0;
+  // Worker w's slices (one per protocol), written only by that worker.
+  struct alignas(64) PortSlices {
+    uint32_t cursor[3] = {};          // where the next search starts (offset in the slice)
+    std::atomic<uint64_t> taken[3];   // ports it has taken, ever (minus the ones it undid)
+    std::atomic<uint64_t> probes[3];  // bitmap words it examined (statistic)
+  };
+  // Worker w's slices' ports the control thread freed, ever: written only by it.
+  struct alignas(64) PortsFreed {
+    std::atomic<uint64_t> n[3];
+  };
+  std::unique_ptr<PortSlices[]> slices_;  // per worker
+  std::unique_ptr<PortsFreed[]> freed_;   // per worker
   std::vector<std::unique_ptr<FragTable>> frags_;  // per worker
   struct alignas(64) Pending {
     std::atomic<size_t> n{0};
@@ -200,9 +230,17 @@ class ConnTrack {
   // Per worker: its flows evicted by early drop, not yet back in its free ring (any worker adds, control subtracts).
   std::vector<std::unique_ptr<Pending>> pending_;
   size_t reserve_ = 1;
-  std::atomic<size_t> live_{0};
-  std::atomic<uint64_t> full_{0};
-  std::atomic<uint64_t> early_{0};
+  // Counts, one cache line per writer thread, each written only by its thread
+  // with relaxed load + store; readers sum them (relaxed: statistics).
+  // [0, workers): the workers (create() adds to live; early drop takes any
+  // worker's flow out of live, so a worker's live may go negative);
+  // [workers]: the control thread (expire() takes flows out of live).
+  struct alignas(64) Stats {
+    std::atomic<int64_t> live{0};    // flows it made live minus flows it took out of live
+    std::atomic<uint64_t> full{0};   // new flows it refused for lack of room
+    std::atomic<uint64_t> early{0};  // flows its early drop evicted
+  };
+  std::unique_ptr<Stats[]> stats_;
 };
 
 }  // namespace dpsw

@@ -10,6 +10,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <string_view>
 
 #include "dataplane/packet.h"
@@ -27,7 +28,7 @@ namespace dpsw {
   X(kSamePort, "same_port", "destination is the port it came in on (filtered)")                                                      \
   X(kNoNetwork, "no_network", "input port is not attached to a network (being removed)")                                             \
   X(kTxFull, "tx_full", "destination port's tx ring had no room")                                                                    \
-  X(kHandoffFull, "handoff_full", "cross-worker ring to the destination's worker was full")                                          \
+  X(kHandoffFull, "handoff_full", "cross-worker ring to the destination's worker full, or all our handoff buffers in flight")                                          \
   X(kNoRoute, "no_route", "sent to dpsw's router MAC, but nothing routes it (yet)")                                                  \
   X(kBadIp, "bad_ip", "IPv4 header malformed or truncated")                                                                          \
   X(kTtl, "ttl", "TTL expired on the way through dpsw")                                                                              \
@@ -93,6 +94,37 @@ struct alignas(64) WorkerCounters {
   Counter sleeps;       // times the worker blocked waiting for traffic (idle: block)
   Counter learn_skipped;  // MAC learning deferred (bucket busy or table full)
   std::array<PortCounters, kMaxPorts> ports;
+};
+
+// A count that several threads change (e.g. table occupancy: workers add,
+// the control thread removes), each through its own slot: one cache line
+// per writer, changed only by that writer with relaxed load + store (no
+// locked instruction, no line shared between writers), read as the sum.
+// A slot may go negative (its writer removes what another added); only the
+// sum means anything. The sum is read relaxed, slot by slot: it is a
+// statistic or an approximate bound, not a synchronisation point.
+class SlotCount {
+ public:
+  explicit SlotCount(unsigned writers) : n_(writers), slots_(new Slot[writers]) {}
+  unsigned writers() const { return n_; }
+  void add(unsigned writer, int64_t d) {
+    std::atomic<int64_t>& v = slots_[writer].v;
+    v.store(v.load(std::memory_order_relaxed) + d, std::memory_order_relaxed);  // relaxed: single writer, a count
+  }
+  int64_t slot(unsigned writer) const { return slots_[writer].v.load(std::memory_order_relaxed); }  // relaxed: a count
+  // Never below 0 (slots read at slightly different moments may briefly say so).
+  uint64_t sum() const {
+    int64_t t = 0;
+    for (unsigned i = 0; i < n_; i++) t += slots_[i].v.load(std::memory_order_relaxed);  // relaxed: a count
+    return t > 0 ? uint64_t(t) : 0;
+  }
+
+ private:
+  struct alignas(64) Slot {
+    std::atomic<int64_t> v{0};
+  };
+  unsigned n_;
+  std::unique_ptr<Slot[]> slots_;
 };
 
 }  // namespace dpsw

@@ -228,7 +228,7 @@ void Worker::forward(const Snapshot& s, uint16_t in_port, Packet* pkts, uint16_t
 
   stage::FwdNext next[kBurst];
   uint16_t out[kBurst];
-  stage::l2_fwd(dp_.macs_, in->bd, in_port, in->learn, now, n, valid, handled, src, dst, next, out, drop, wc);
+  stage::l2_fwd(dp_.macs_, in->bd, in_port, in->learn, now, n, valid, handled, src, dst, next, out, drop, wc, id_);
 
   // Split horizon: what came from a tunnel never goes back into one.
   const bool from_tunnel = in->vtep != 0;
@@ -276,15 +276,15 @@ unsigned Worker::drain_handoff(const Snapshot& s) {
     if (!k) continue;
     Packet pkts[kBurst];
     for (size_t i = 0; i < k; i++) {
-      HandoffSlot& slot = r->peek(i);
-      pkts[i].data = slot.data;
-      pkts[i].len = slot.len;
-      pkts[i].in_port = slot.dst_port;  // drops are charged to the destination
-      pkts[i].mbuf = nullptr;           // the slot is a copy
-      tx_.enqueue(s, slot.dst_port, &pkts[i]);
+      const HandoffDesc& d = r->peek(i);
+      pkts[i].data = dp_.mesh_.data(from, d);  // the producer's buffer, ours until popped
+      pkts[i].len = d.len;
+      pkts[i].in_port = d.dst_port;  // drops are charged to the destination
+      pkts[i].mbuf = nullptr;        // the buffer is a copy
+      tx_.enqueue(s, d.dst_port, &pkts[i]);
     }
     tx_.flush(s);
-    r->pop(k);
+    r->pop(k);  // the producer takes the buffers back from here
     moved += unsigned(k);
   }
   return moved;
@@ -399,11 +399,18 @@ bool Worker::block() {
   return true;
 }
 
+namespace {
+MacTable::Options with_workers(MacTable::Options o, unsigned workers) {
+  o.workers = workers;  // one count slot per worker (learn() gets the worker's id)
+  return o;
+}
+}  // namespace
+
 Dataplane::Dataplane(Options opt)
     : opt_(std::move(opt)),
-      macs_(opt_.mac),
+      macs_(with_workers(opt_.mac, unsigned(std::max<size_t>(1, opt_.cores.size())))),
       qsbr_(unsigned(std::max<size_t>(1, opt_.cores.size()))),
-      mesh_(unsigned(std::max<size_t>(1, opt_.cores.size())), opt_.handoff_slots) {
+      mesh_(unsigned(std::max<size_t>(1, opt_.cores.size())), opt_.handoff_slots, opt_.handoff_budget) {
   if (opt_.cores.empty()) opt_.cores.push_back(-1);
   wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   for (unsigned i = 0; i < opt_.cores.size(); i++) {

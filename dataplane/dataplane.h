@@ -82,7 +82,8 @@ class Dataplane {
   struct Options {
     std::vector<int> cores{};        // one worker per entry; -1 = unpinned
     MacTable::Options mac{};
-    size_t handoff_slots = 256;      // per worker pair (power of two)
+    size_t handoff_slots = 256;      // at most, per worker pair (power of two; HandoffMesh)
+    size_t handoff_budget = HandoffMesh::kDefaultBudget;  // bytes for all handoff rings and buffers
     // Idle policy. kPoll: spin forever (lowest latency, burns the core).
     // kBlock: after idle_after_us without a frame, block in epoll on the
     // ports' wait fds until one has traffic (no CPU while idle; the first
@@ -104,9 +105,13 @@ class Dataplane {
   void retire_port(std::unique_ptr<Port> p);
   // Control-thread housekeeping: reclaim retired state, age the MAC table.
   void maintain(uint32_t now_ms, uint32_t aging_ms);
-  // Block until every worker has passed a quiescent point (control thread only).
+  // Block until every worker has passed a quiescent point (control thread
+  // only); sleeps rather than spins while a worker is slow to get there
+  // (Qsbr::synchronize). Then runs what defer() queued and is now safe.
   void synchronize();
-  // Run fn once no worker can still hold references taken before now (control thread).
+  // Run fn once no worker can still hold references taken before now
+  // (control thread): from the next maintain() or synchronize() after the
+  // grace period, without waiting for it here.
   void defer(std::function<void()> fn) { qsbr_.retire(std::move(fn)); }
   // Have every worker run fn once, on its own thread, at its next loop
   // iteration (e.g. register with DPDK's EAL once that is up).

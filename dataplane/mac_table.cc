@@ -13,7 +13,8 @@
 namespace dpsw {
 
 
-MacTable::MacTable(Options opt) : opt_(opt) {
+MacTable::MacTable(Options opt) : opt_(opt), count_(std::max(1u, opt.workers) + 1) {
+  opt_.workers = std::max(1u, opt_.workers);
   size_t want = std::max<size_t>(2, (size_t(opt.size) + kWays - 1) / kWays * 5 / 4);  // ~80% max load
   size_t nb = std::bit_ceil(want);
   mask_ = uint32_t(nb - 1);
@@ -109,7 +110,7 @@ void MacTable::lookup_bulk(const uint64_t* keys, uint16_t n, uint16_t* ports) co
   }
 }
 
-MacTable::Learn MacTable::learn(uint16_t bd, Mac mac, uint16_t port, uint32_t now) {
+MacTable::Learn MacTable::learn(uint16_t bd, Mac mac, uint16_t port, uint32_t now, unsigned worker) {
   const uint64_t key = make_key(bd, mac);
   uint32_t i1, i2;
   buckets_of(key, &i1, &i2);
@@ -156,18 +157,12 @@ MacTable::Learn MacTable::learn(uint16_t bd, Mac mac, uint16_t port, uint32_t no
     // expired or oldest tentative entry of the two buckets.
     Bucket* eb = nullptr;
     int ew = -1;
-    bool reserved = false;
-    if (count_.load(std::memory_order_relaxed) < opt_.size) {
-      for (Bucket* b : bs)
-        for (int w = 0; w < kWays && !eb; w++)
-          if (b->key[w].load(std::memory_order_relaxed) == 0) eb = b, ew = w;
-      // relaxed: a bound, not a synchronisation point; undone if we overshot.
-      if (eb && count_.fetch_add(1, std::memory_order_relaxed) >= opt_.size) {
-        count_.fetch_sub(1, std::memory_order_relaxed);
-        eb = nullptr;
-      }
-      reserved = eb != nullptr;
-    }
+    for (Bucket* b : bs)
+      for (int w = 0; w < kWays && !eb; w++)
+        if (b->key[w].load(std::memory_order_relaxed) == 0) eb = b, ew = w;  // relaxed: under bucket lock
+    // The bound: every writer's slot summed (see count_ for the slack).
+    if (eb && count_.sum() >= opt_.size) eb = nullptr;
+    if (eb) count_.add(worker, 1);  // our own slot: a plain store
     if (!eb) {
       uint32_t best_age = 0;
       bool best_expired = false;
@@ -188,7 +183,6 @@ MacTable::Learn MacTable::learn(uint16_t bd, Mac mac, uint16_t port, uint32_t no
       eb->key[ew].store(key, std::memory_order_relaxed);  // relaxed: under bucket lock
       eb->val[ew].store(make_val(port, now, false), std::memory_order_relaxed);
       result = Learn::kInserted;
-      (void)reserved;
     }
   }
 done:
@@ -219,7 +213,7 @@ size_t MacTable::remove_if(Pred pred) {
     }
     unlock(b);
   }
-  count_.fetch_sub(removed, std::memory_order_relaxed);  // relaxed: bound only
+  if (removed) count_.add(opt_.workers, -int64_t(removed));  // the control thread's slot
   return removed;
 }
 
@@ -264,7 +258,7 @@ bool MacTable::add_static(uint16_t bd, Mac mac, uint16_t port) {
   }
   bool ok = false;
   if (eb) {
-    if (eb->key[ew].load(std::memory_order_relaxed) == 0) count_.fetch_add(1, std::memory_order_relaxed);  // relaxed: bound only
+    if (eb->key[ew].load(std::memory_order_relaxed) == 0) count_.add(opt_.workers, 1);  // relaxed: under bucket lock; the control thread's slot
     eb->key[ew].store(key, std::memory_order_relaxed);  // relaxed: under bucket lock
     eb->val[ew].store(val, std::memory_order_relaxed);
     ok = true;

@@ -17,9 +17,12 @@
 // * Flood resistance: a new entry is TENTATIVE. It becomes ESTABLISHED when
 //   its station is seen again at least `confirm_ms` later. Inserts may evict
 //   only expired or tentative entries, never established ones, and the table
-//   never holds more than `size` entries. A flood of random source MACs
-//   (each seen once) therefore only churns tentative slots: known stations
-//   keep their entries and lookups stay two bucket reads.
+//   holds at most about `size` entries (see count_). A flood of random source
+//   MACs (each seen once) therefore only churns tentative slots: known
+//   stations keep their entries and lookups stay two bucket reads.
+// * The entry count is per writer (SlotCount: a cache line per worker plus
+//   one for the control thread, no read-modify-write on a shared line), so a
+//   flood learning on every worker does not bounce one counter between them.
 #pragma once
 
 #include <atomic>
@@ -27,6 +30,7 @@
 #include <functional>
 #include <memory>
 
+#include "dataplane/counters.h"
 #include "dataplane/ether.h"
 
 namespace dpsw {
@@ -38,6 +42,7 @@ class MacTable {
     uint32_t aging_ms = 300000;  // idle entries older than this may be replaced by inserts
     uint32_t confirm_ms = 1000;  // tentative -> established after a re-sighting this much later
     uint32_t refresh_ms = 1000;  // don't rewrite last-seen more often than this
+    unsigned workers = 1;        // learn()'s worker ids are 0..workers-1
   };
   enum class Learn : uint8_t { kKnown, kRefreshed, kInserted, kMoved, kBusy, kFull };
   struct Entry {
@@ -62,7 +67,9 @@ class MacTable {
   static uint64_t make_key(uint16_t bd, Mac mac) { return (uint64_t(bd) + 1) << 48 | mac; }
 
   // ---- workers: never blocks (may return kBusy / kFull) ----
-  Learn learn(uint16_t bd, Mac mac, uint16_t port, uint32_t now_ms);
+  // `worker`: the caller's worker id (< Options::workers); each id must be
+  // used by one thread at a time (it names the count slot it writes).
+  Learn learn(uint16_t bd, Mac mac, uint16_t port, uint32_t now_ms, unsigned worker = 0);
 
   // ---- control thread (may spin briefly on a bucket) ----
   // A static entry (a station dpsw knows by configuration): never aged, never
@@ -73,8 +80,11 @@ class MacTable {
   size_t flush_bd(uint16_t bd);
   void for_each(const std::function<void(const Entry&)>& fn) const;
 
-  size_t count() const { return count_.load(std::memory_order_relaxed); }  // relaxed: statistic
+  size_t count() const { return size_t(count_.sum()); }  // the writers' slots summed (relaxed: a statistic)
   size_t capacity() const { return opt_.size; }
+  // One writer's share of count() (worker id, or Options::workers for the
+  // control thread); negative when it removed more than it added.
+  int64_t count_slot(unsigned writer) const { return count_.slot(writer); }
 
  private:
   static constexpr int kWays = 7;
@@ -112,8 +122,17 @@ class MacTable {
   Options opt_;
   uint32_t mask_;
   std::unique_ptr<Bucket[]> buckets_;
-  // relaxed: only bounds the table; inserts reserve with fetch_add and undo on overshoot.
-  std::atomic<size_t> count_{0};
+  // Entries in the table: slot w for worker w's inserts, slot opt_.workers
+  // for the control thread's (static entries added, entries aged or
+  // flushed: negative). Also the bound on learning: a worker inserts into an
+  // empty slot only while the sum, read relaxed, is below opt_.size. Workers
+  // learning at the same moment may each read the sum before the others'
+  // increments land, so the table can exceed size by the inserts in flight:
+  // at most one per other worker, i.e. fewer than `workers` entries (a
+  // worker's increment is visible before its next insert: on x86 that
+  // insert's bucket CAS drains the store buffer). The hash table has ~25%
+  // spare slots for that.
+  SlotCount count_;
 };
 
 }  // namespace dpsw

@@ -1,6 +1,9 @@
 #include "dataplane/qsbr.h"
 
 #include <immintrin.h>
+#include <time.h>
+
+#include <algorithm>
 
 namespace dpsw {
 
@@ -32,21 +35,37 @@ bool Qsbr::passed(uint64_t token) const {
 
 void Qsbr::synchronize() {
   uint64_t t = start();
-  while (!passed(t)) _mm_pause();
+  // A polling worker passes a quiescent point within one loop iteration
+  // (microseconds): spin briefly for that. Past it (a long burst, a
+  // descheduled worker) sleep, doubling the interval up to 1 ms, so a slow
+  // grace period costs the control thread a few wake-ups, not a core.
+  for (int i = 0; i < kSpins; i++) {
+    if (passed(t)) return;
+    _mm_pause();
+  }
+  long ns = kFirstSleepNs;
+  while (!passed(t)) {
+    timespec ts{0, ns};
+    nanosleep(&ts, nullptr);
+    ns = std::min(ns * 2, kMaxSleepNs);
+  }
 }
 
 void Qsbr::retire(std::function<void()> fn) { retired_.push_back({start(), std::move(fn)}); }
 
 void Qsbr::reclaim() {
+  // Taken out before any runs: a deferred fn may itself retire() more work.
+  std::vector<std::function<void()>> ready;
   size_t kept = 0;
   for (auto& r : retired_) {
     if (passed(r.token)) {
-      r.fn();
+      ready.push_back(std::move(r.fn));
     } else {
       retired_[kept++] = std::move(r);
     }
   }
   retired_.resize(kept);
+  for (auto& fn : ready) fn();  // in the order retired
 }
 
 }  // namespace dpsw

@@ -32,11 +32,18 @@ class Qsbr {
   // Control side.
   uint64_t start();                 // begin a grace period, returns its token
   bool passed(uint64_t token) const;  // has every online worker reported >= token?
-  void synchronize();               // start() + wait (control thread only)
+  // start() + wait (control thread only). Spins for a moment, then sleeps
+  // with a growing interval (up to kMaxSleepNs): a slow grace period does
+  // not burn the control thread's core. Prefer retire() where the caller
+  // need not wait.
+  void synchronize();
+  static constexpr int kSpins = 256;
+  static constexpr long kFirstSleepNs = 20'000, kMaxSleepNs = 1'000'000;
 
-  // Deferred deletion: fn runs once a grace period started now has passed.
+  // Deferred work: fn runs (in a later reclaim(), on the control thread)
+  // once a grace period started now has passed.
   void retire(std::function<void()> fn);
-  void reclaim();                   // run what is safe to run now
+  void reclaim();                   // run what is safe to run now, oldest first
 
  private:
   struct alignas(64) ThreadState {

@@ -33,6 +33,17 @@ class SpscRing {
     // release: the slot contents are visible before the consumer sees the index.
     head_.store(head_.load(std::memory_order_relaxed) + 1, std::memory_order_release);
   }
+  // Producer: running counts of slots pushed and of slots the consumer has
+  // popped (the slots in between are still the consumer's), and the slot at
+  // a running position. For a producer that reclaims what it lent along
+  // with each slot once the consumer is done with it.
+  size_t produced() const { return head_.load(std::memory_order_relaxed); }  // relaxed: own index
+  size_t consumed() {
+    // acquire: the consumer finished with the slots (and what they point to) before moving tail.
+    tail_cache_ = tail_.load(std::memory_order_acquire);
+    return tail_cache_;
+  }
+  T& at(size_t pos) { return slots_[pos & mask_]; }
 
   // Consumer: number of readable slots (up to max), starting at peek(0).
   size_t readable() {

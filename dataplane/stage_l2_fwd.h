@@ -15,9 +15,10 @@ enum class FwdNext : uint8_t { kUnicast, kFlood, kDrop };
 // handled[i] true for frames an earlier stage consumed (learned from, not
 // forwarded). Writes next[i] and out_port[i] for valid, unhandled frames.
 // learn false: the port's stations are known by configuration (macvlan).
+// worker: the calling worker's id (the MAC table's count slot it writes).
 inline void l2_fwd(MacTable& table, uint16_t bd, uint16_t in_port, bool learn, uint32_t now, uint16_t n,
                    const bool* valid, const bool* handled, const Mac* src, const Mac* dst, FwdNext* next,
-                   uint16_t* out_port, Drop* drop, WorkerCounters& wc) {
+                   uint16_t* out_port, Drop* drop, WorkerCounters& wc, unsigned worker) {
   // Learn each source once per burst (a burst from one port usually holds
   // a handful of stations; past 8 distinct ones the rest learn next burst).
   constexpr int kSeen = 8;
@@ -29,7 +30,7 @@ inline void l2_fwd(MacTable& table, uint16_t bd, uint16_t in_port, bool learn, u
     for (int j = 0; j < nseen; j++) dup |= seen[j] == src[i];
     if (dup) continue;
     if (nseen < kSeen) seen[nseen++] = src[i];
-    auto r = table.learn(bd, src[i], in_port, now);
+    auto r = table.learn(bd, src[i], in_port, now, worker);
     if (r == MacTable::Learn::kBusy || r == MacTable::Learn::kFull) wc.learn_skipped.add(1);
   }
   // Lookup known unicast destinations in bulk.

@@ -275,6 +275,84 @@ TEST(ConnTrack, PortsAreUniqueAndExhaustionIsReported) {
   EXPECT_EQ(snat(ct, 0, FlowKey{1, 2, 50, 7, 17}, 9, &f), ConnTrack::Create::kOk);
 }
 
+// Issue 14: a full NAT port slice used to be scanned bit by bit on every new
+// flow (a SYN flood multiplied it). Now its free count refuses at once, and
+// the search goes a word at a time from a rotating cursor and still finds
+// every freed port.
+TEST(ConnTrack, FullPortSliceRefusesWithoutScanningAndFreedPortsAreFoundAgain) {
+  ConnTrack ct(small(2048, 2, 10000, 10599));  // 300 ports per worker: slices start and end mid-word
+  const uint16_t lo = 10300, hi = 10599;       // worker 1's slice
+  ASSERT_EQ(ct.free_ports(1, 17), 300u);
+  std::set<uint16_t> taken, early;
+  for (uint16_t i = 0; i < 300; i++) {
+    Flow* f = nullptr;
+    ASSERT_EQ(snat(ct, 1, FlowKey{1, 2, uint16_t(1000 + i), 53, 17}, 9, &f, i < 150 ? 0 : 1500), ConnTrack::Create::kOk) << i;
+    ASSERT_GE(f->nat_port, lo);
+    ASSERT_LE(f->nat_port, hi);
+    ASSERT_TRUE(taken.insert(f->nat_port).second) << "port " << f->nat_port << " given twice";
+    if (i < 150) early.insert(f->nat_port);
+  }
+  EXPECT_EQ(ct.free_ports(1, 17), 0u);
+  EXPECT_LE(ct.port_probes(1), 2u * 300) << "sequential allocations: about one word each";
+  // A flood of new flows against the full slice: refused without looking at the bitmap.
+  const uint64_t probes = ct.port_probes(1);
+  Flow* f = nullptr;
+  for (uint32_t i = 0; i < 100000; i++)
+    ASSERT_EQ(snat(ct, 1, FlowKey{3, 2, uint16_t(i), 53, 17}, 9, &f, 1500), ConnTrack::Create::kNoPort);
+  EXPECT_EQ(ct.port_probes(1), probes);
+  // The first 150 expire (UDP: 2 s) and come back after the grace period.
+  std::vector<std::function<void()>> deferred;
+  EXPECT_EQ(ct.expire(2500, [&](std::function<void()> fn) { deferred.push_back(std::move(fn)); }), 150u);
+  EXPECT_EQ(ct.free_ports(1, 17), 0u) << "not before the grace period";
+  for (auto& fn : deferred) fn();
+  EXPECT_EQ(ct.free_ports(1, 17), 150u);
+  std::set<uint16_t> again;
+  for (uint16_t i = 0; i < 150; i++) {
+    ASSERT_EQ(snat(ct, 1, FlowKey{4, 2, uint16_t(i), 53, 17}, 9, &f, 2500), ConnTrack::Create::kOk) << i;
+    again.insert(f->nat_port);
+  }
+  EXPECT_EQ(again, early) << "every freed port found again, and only those";
+  const uint64_t before = ct.port_probes(1);
+  EXPECT_EQ(snat(ct, 1, FlowKey{5, 2, 1, 53, 17}, 9, &f, 2500), ConnTrack::Create::kNoPort);
+  EXPECT_EQ(ct.port_probes(1), before);
+  EXPECT_LE(before - probes, 150u * (300 / 64 + 2)) << "each search at most the slice's words";
+  EXPECT_EQ(ct.free_ports(0, 17), 300u);  // worker 0's slice untouched
+  EXPECT_EQ(ct.free_ports(1, 6), 300u);   // and TCP has its own
+}
+
+// Issue 14: the flow count is kept per writer thread (each worker, and the
+// control thread for expiry), no counter line every worker writes; the sum
+// stays right when one worker's early drop takes another's flow.
+TEST(ConnTrack, FlowCountIsPerWriterAndSumsRight) {
+  ConnTrack::Options o = small(64, 2);  // 32 flows per worker, reserve 1
+  o.early_drop_buckets = 32;            // the whole table
+  ConnTrack ct(o);
+  ASSERT_EQ(ct.reserve(), 1u);
+  auto establish = [](Flow* x) {
+    for (auto [flags, reply] : {std::pair{0x02, false}, {0x12, true}, {0x10, false}}) ConnTrack::tcp_flags(*x, uint8_t(flags), reply);
+  };
+  Flow* f = nullptr;
+  ASSERT_EQ(snat(ct, 0, FlowKey{1, 2, 1000, 80, 6}, 9, &f), ConnTrack::Create::kOk);  // worker 0's, half-open
+  ConnTrack::tcp_flags(*f, 0x02, false);
+  for (uint16_t i = 0; i < 31; i++) {  // worker 1 down to its reserve, all established
+    ASSERT_EQ(snat(ct, 1, FlowKey{1, 2, uint16_t(2000 + i), 80, 6}, 9, &f), ConnTrack::Create::kOk);
+    establish(f);
+  }
+  EXPECT_EQ(ct.count(), 32u);
+  EXPECT_EQ(ct.count_slot(0), 1);
+  EXPECT_EQ(ct.count_slot(1), 31);
+  // Worker 1's next flow evicts worker 0's half-open one: worker 1's slot counts both.
+  ASSERT_EQ(snat(ct, 1, FlowKey{1, 2, 3000, 80, 6}, 9, &f), ConnTrack::Create::kOk);
+  EXPECT_EQ(ct.early_drops(), 1u);
+  EXPECT_EQ(ct.count_slot(0), 1);
+  EXPECT_EQ(ct.count_slot(1), 31 + 1 - 1);
+  EXPECT_EQ(ct.count(), 32u);
+  // Expiry is the control thread's: its own slot goes negative.
+  EXPECT_EQ(ct.expire(4000 * 1000, [](std::function<void()> fn) { fn(); }), 32u);
+  EXPECT_EQ(ct.count_slot(2), -32);
+  EXPECT_EQ(ct.count(), 0u);
+}
+
 TEST(ConnTrack, ExpiredFlowsAreRecycledOnlyAfterTheGracePeriod) {
   ConnTrack ct(small(1, 1, 3000, 3000));  // one flow, one port
   Flow* f = nullptr;
