@@ -22,7 +22,7 @@ namespace dpsw {
 
 Worker::Worker(Dataplane& dp, unsigned id)
     : dp_(dp), id_(id), wc_(std::make_unique<WorkerCounters>()), tx_(id, &dp.mesh_, wc_.get()),
-      scratch_(std::make_unique<ScratchBuf[]>(kScratch)) {}
+      scratch_(std::make_unique<ScratchBuf[]>(kScratch)), punt_share_(std::make_unique<PuntShare>()) {}
 
 void Worker::process(const Snapshot& s, uint16_t in_port, Packet* pkts, uint16_t n, uint32_t now) {
   PortCounters& pc = wc_->ports[in_port];
@@ -120,7 +120,7 @@ void Worker::process_punt(const Snapshot& s, uint16_t in_port, Packet* pkts, uin
     std::memmove(p.data + 4, p.data, 12);
     p.data += 4;
     p.len -= 4;
-    punt_share_.frame(id);
+    punt_share_->frame(id);
     port[k] = id;
     fp[k++] = p;
   }
@@ -321,12 +321,12 @@ unsigned Worker::poll_once() {
 }
 
 void Worker::punt_fairness(const PortEntry& pe, uint16_t received, uint32_t now) {
-  if (received == kBurst) punt_share_.backlog(pe.port->rx_backlog());  // a shorter burst emptied the ring
+  if (received == kBurst) punt_share_->backlog(pe.port->rx_backlog());  // a shorter burst emptied the ring
   const uint32_t ms = now - punt_ms_;
   if (ms < PuntShare::kIntervalMs) return;
   punt_ms_ = now;
-  if (punt_share_.saw_backlog()) punt_dropped_ = pe.port->rx_dropped();  // a syscall: only when it may have moved
-  const uint32_t share = punt_share_.decide(ms, pe.port->rx_capacity(), punt_dropped_);
+  if (punt_share_->saw_backlog()) punt_dropped_ = pe.port->rx_dropped();  // a syscall: only when it may have moved
+  const uint32_t share = punt_share_->decide(ms, pe.port->rx_capacity(), punt_dropped_);
   if (share != punt_published_) {
     publish_punt_share(pe.punt_share, share);
     punt_published_ = share;
