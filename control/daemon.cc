@@ -13,7 +13,9 @@
 #include <functional>
 #include <set>
 
+#include "control/core/module.h"
 #include "control/ctl_server.h"
+#include "control/fast/fast_control.h"
 #include "control/vhost_relay.h"
 #include "control/view.h"
 #include "control/log.h"
@@ -21,7 +23,6 @@
 #include "control/socket_path.h"
 #include "dataplane/clock.h"
 #include "dataplane/dpdk_env.h"
-#include "dataplane/fast_port.h"
 #include "dataplane/vhost_port.h"
 
 namespace dpsw {
@@ -29,13 +30,6 @@ namespace dpsw {
 using nlohmann::json;
 
 namespace {
-struct Fd {
-  int fd = -1;
-  explicit Fd(int f) : fd(f) {}
-  ~Fd() {
-    if (fd >= 0) close(fd);
-  }
-};
 const char* mode_name(Mode m) {
   switch (m) {
     case Mode::kBridge: return "bridge";
@@ -100,7 +94,13 @@ void read_uplink_mtu(Config& cfg) {
   resolve_defaults(cfg);
 }
 
-Daemon::Daemon(Config cfg, Plan plan, DaemonOptions opt) : cfg_(std::move(cfg)), plan_(std::move(plan)), opt_(std::move(opt)) {}
+Daemon::Daemon(Config cfg, Plan plan, DaemonOptions opt) : Core(std::move(cfg), std::move(plan), std::move(opt)) {
+  // The control modules, in the order their hooks run.
+  Core& core = *this;
+  auto fast = std::make_unique<FastControl>(core);
+  fast_ = fast.get();
+  modules_.push_back(std::move(fast));
+}
 
 Daemon::~Daemon() { teardown(); }
 
@@ -147,6 +147,7 @@ void Daemon::setup() {
     router_mac_ = router_mac(cfg_.sw.name);
     if (cfg_.uplink) create_uplink();
     check_macs(plan_);
+    for (const auto& m : modules_) m->check(cfg_, plan_);
     for (const auto& n : cfg_.networks) add_bd(n);
     sync_tunnels();
     for (const auto& ep : plan_.endpoints) create_endpoint(ep);
@@ -190,87 +191,12 @@ void Daemon::create_uplink() {
   auto port = std::make_unique<AfxdpPort>(up.interface, AfxdpPort::Options{});
   int fd = port->fd();
   pr.port = std::move(port);
-  pr.xdp = true;
+  pr.kind = PortRec::Kind::kAfxdp;
   uplink_port_ = id;
   xdp_->bind_socket(pr.ifindex, id, fd);
   xdp_->attach(pr.ifindex, up.interface);
   LOG_INFO("uplink %s: %s/%u, %s, next hop %s (port %u)", up.interface.c_str(), ipv4_to_string(up.address.addr).c_str(),
            up.address.len, mac_to_string(uplink_mac_).c_str(), up.gateway ? ipv4_to_string(up.gateway).c_str() : "none", id);
-}
-
-void Daemon::ensure_fast_tier() {
-  if (fast_) return;
-  auto ft = std::make_unique<FastTier>(opt_.fast_object, cfg_.sw.mac_table_size + kMaxPorts);
-  std::vector<Punt> punts(dp_->workers());
-  auto undo = [&] {
-    for (auto& p : punts) release(p.rec);
-  };
-  try {
-    Rtnl rt;
-    for (unsigned w = 0; w < punts.size(); w++) {
-      // A punt veth pair per worker: `near` (the fast tier redirects punted
-      // frames out of it, and delivers what dpsw sends back) <-> `far` (the
-      // worker's AF_XDP punt port).
-      Punt& pu = punts[w];
-      const std::string tag = cfg_.sw.name.substr(0, 6) + "-punt", near = tag + std::to_string(w), far = tag + "x" + std::to_string(w);
-      journal_->record("link", near);
-      rt.create_veth(near, journal_->alias_tag() + "(punt " + std::to_string(w) + ")", far, -1, 0x02dd00000001ULL + w, kAfxdpMaxMtu);
-      pu.rec.links.push_back(near);
-      for (const auto& l : {near, far}) sysctl_write("net/ipv6/conf/" + l + "/disable_ipv6", "1");
-      // dpsw reads frames as they are: the kernel must finish checksums (and,
-      // since XDP on `far` turns TSO off on `near`, segment GSO frames) and
-      // write the port tag into the frame rather than into metadata.
-      ethtool_set_tx_csum(near, false);
-      ethtool_set_tx_vlan(near, false);
-      rt.set_up(far);
-      rt.set_up(near);
-      pu.port = new_port_id();
-      PortRec& pr = ports_[pu.port];
-      pr.network = "(fast tier)";
-      pr.host_ifname = far;
-      pr.ifindex = rt.ifindex(far);
-      pr.mtu = kAfxdpMaxMtu;
-      pr.punt = true;
-      auto port = std::make_unique<AfxdpPort>(far, AfxdpPort::Options{});
-      int fd = port->fd();
-      pr.port = std::move(port);
-      pu.rec.ports.push_back(pu.port);
-      pr.xdp = true;
-      xdp_->bind_socket(pr.ifindex, pu.port, fd);
-      xdp_->attach(pr.ifindex, far);
-      pu.near_ifindex = rt.ifindex(near);
-      ft->attach_punt(pu.near_ifindex, near);
-      LOG_INFO("fast tier: worker %u punts through %s <-> %s (port %u)", w, near.c_str(), far.c_str(), pu.port);
-    }
-    // Steering's other half: the RPS mask of the punt veths' near ends is
-    // where a flooding sender's frames are delivered (bpf/fast_l2.bpf.c).
-    const std::vector<int> steer = cfg_.sw.steering_cores();
-    if (!steer.empty())
-      for (const auto& p : punts) set_rps_cpus(p.rec.links.front(), steer);
-    ft->set_conf(steer.empty() ? 0 : std::max<uint32_t>(1, cfg_.sw.steer_above_pps / 1000), router_mac_);
-  } catch (...) {
-    undo();
-    throw;
-  }
-  fast_ = std::move(ft);
-  punts_ = std::move(punts);
-}
-
-void Daemon::sync_fast_macs() {
-  if (!fast_) return;
-  std::map<std::pair<uint16_t, Mac>, uint16_t> learned;
-  // Established entries only: a flood of random source MACs churns tentative
-  // entries in the MAC table and never reaches the kernel map.
-  dp_->macs().for_each([&](const MacTable::Entry& e) {
-    if (e.established && !e.is_static && e.port < ports_.size() && ports_[e.port].fast && ports_[e.port].bd == e.bd)
-      learned[{e.bd, e.mac}] = e.port;
-  });
-  fast_->sync_learned(learned);
-  if (uint64_t r = fast_->fdb_refused(); r != fast_refused_reported_) {
-    LOG_WARN("fast tier: fdb map full (%u entries): %llu learned MACs left to the punted path", fast_->fdb_capacity(),
-             (unsigned long long)r);
-    fast_refused_reported_ = r;
-  }
 }
 
 void Daemon::remove_bd(const std::string& network) {
@@ -357,14 +283,6 @@ void Daemon::retire_tunnels(const std::vector<uint16_t>& ids) {
   });
 }
 
-uint16_t Daemon::new_port_id() {
-  uint16_t id = 0;
-  while (id < ports_.size() && ports_[id].used()) id++;
-  if (id >= kMaxPorts) throw std::runtime_error("too many ports (max " + std::to_string(kMaxPorts) + ")");
-  if (id == ports_.size()) ports_.emplace_back();
-  return id;
-}
-
 void Daemon::create_vhost_endpoint(const PlannedEndpoint& ep, EndpointRec& rec) {
   const PlannedAttachment& a = ep.attachments.at(0);
   if (!ep.vhost_client) {
@@ -391,7 +309,7 @@ void Daemon::create_vhost_endpoint(const PlannedEndpoint& ep, EndpointRec& rec) 
   pr.port = std::make_unique<VhostPort>("vhost:" + ep.name, VhostPort::Options{backend, false, cfg_.sw.name});
   if (!relay_) relay_ = std::make_unique<VhostRelay>();
   relay_->add(ep.name, ep.vhost_socket, backend, ep.vhost_client);
-  pr.relay = true;
+  pr.kind = PortRec::Kind::kVhost;
   if (!ep.vhost_client) journal_->record_socket(ep.vhost_socket);  // which socket file is ours (a restart removes only that one)
   pr.endpoint = ep.name;
   pr.network = a.network;
@@ -469,7 +387,7 @@ void Daemon::create_endpoint(const PlannedEndpoint& ep, bool reuse_netns) {
       // offload would arrive unfinished, so the container computes its own.
       // The fast tier keeps the container's offloads (checksum, TSO): the
       // kernel completes what it punts to dpsw.
-      if (fast) ensure_fast_tier();
+      if (fast) fast_->ensure();
       else in_netns(ns.fd, [&] { ethtool_set_tx_csum(a.ifname, false); });
       inside.set_up(a.ifname);
       // The default route: through the first network that routes (an
@@ -493,18 +411,12 @@ void Daemon::create_endpoint(const PlannedEndpoint& ep, bool reuse_netns) {
       pr.mtu = a.mtu;
       rec.ports.push_back(id);
       if (fast) {
-        // No XDP here (it would turn the container's TSO off): the TC program
-        // forwards between containers and punts the rest to the punt port.
-        const Punt& pu = punts_[id % dp_->workers()];  // the worker that would own the port
-        pr.port = std::make_unique<FastPort>(a.host_ifname, ports_[pu.port].port.get(), id);
-        pr.fast = true;
-        fast_->add_port(pr.ifindex, a.host_ifname, id, pr.bd, pu.near_ifindex, id % dp_->workers(), a.mtu);
-        fast_->add_mac(pr.bd, a.mac, id, true);
+        fast_->add_port(id, pr);
       } else {
         auto port = std::make_unique<AfxdpPort>(a.host_ifname, AfxdpPort::Options{});
         int fd = port->fd();
         pr.port = std::move(port);
-        pr.xdp = true;
+        pr.kind = PortRec::Kind::kAfxdp;
         xdp_->bind_socket(pr.ifindex, id, fd);
         xdp_->attach(pr.ifindex, a.host_ifname);
       }
@@ -527,47 +439,13 @@ void Daemon::create_endpoint(const PlannedEndpoint& ep, bool reuse_netns) {
   eps_[ep.name] = std::move(rec);
 }
 
-void Daemon::release(EndpointRec& rec, bool keep_netns) {
-  for (uint16_t id : rec.ports) {
-    PortRec& pr = ports_[id];
-    if (dp_) dp_->macs().flush_port(id);
-    if (fast_ && pr.fast) fast_->remove_port(id);
-    if (xdp_ && pr.xdp) {
-      xdp_->unbind_socket(pr.ifindex, id);
-      xdp_->detach(pr.ifindex);
-    }
-    if (relay_ && pr.relay) relay_->remove(pr.endpoint);  // the application is disconnected first
-    pr.port.reset();  // closes the socket / vhost device (and leaves the worker's epoll set)
-    pr = PortRec{};
-  }
-  try {
-    Rtnl rt;
-    for (const auto& l : rec.links) rt.delete_link(l);  // takes the container end with it
-  } catch (const std::exception& e) {
-    LOG_ERR("removing links: %s", e.what());
-  }
-  if (rec.created_netns && !keep_netns) netns::remove(rec.netns_name);
-  if (!rec.sysctls.empty()) {
-    try {
-      Fd ns(netns::open_path(rec.netns_path));
-      in_netns(ns.fd, [&] {
-        for (auto it = rec.sysctls.rbegin(); it != rec.sysctls.rend(); ++it) sysctl_write(it->first, it->second);
-      });
-    } catch (const std::exception& e) {
-      LOG_ERR("restoring sysctls in %s: %s", rec.netns_path.c_str(), e.what());
-    }
-  }
-  rec = EndpointRec{};
-}
-
 std::string Daemon::destroy_endpoint(const std::string& name, bool keep_netns) {
   auto it = eps_.find(name);
   if (it == eps_.end()) return "";
   EndpointRec rec = std::move(it->second);
   eps_.erase(it);
   // Out of the fast tier first: no frame is redirected to it any more.
-  for (uint16_t id : rec.ports)
-    if (fast_ && ports_[id].fast) fast_->remove_port(id);
+  for (uint16_t id : rec.ports) fast_->remove_port(id);
   // Out of the snapshot next; then wait until no worker can still be
   // polling or transmitting on its ports before they are closed. This one
   // waits (synchronize() sleeps, it does not spin; workers blocked while
@@ -646,20 +524,10 @@ void Daemon::publish_snapshot() {
     PortEntry& pe = s->ports[id];
     pe.port = ports_[id].port.get();
     pe.bd = uplink_bd_;
-    pe.owner = uint16_t(id % dp_->workers());
+    pe.owner = owner(id);
     pe.max_frame = std::min(cfg_.uplink->mtu, kAfxdpMaxMtu) + kEthHdrLen;
     s->bds[uplink_bd_].ports.push_back(id);
     s->rx_ports[pe.owner].push_back(id);
-  }
-  for (uint16_t w = 0; w < punts_.size(); w++) {  // in no network: frames enter as their tag's port
-    PortEntry& pe = s->ports[punts_[w].port];
-    pe.port = ports_[punts_[w].port].port.get();
-    pe.bd = kInvalidPort;
-    pe.owner = w;
-    pe.max_frame = kAfxdpMaxMtu + kEthHdrLen + 4;
-    pe.punt = true;
-    pe.punt_share = fast_->punt_share(w);
-    s->rx_ports[w].push_back(punts_[w].port);
   }
   for (const auto& [name, rec] : eps_) {
     for (uint16_t id : rec.ports) {
@@ -667,13 +535,13 @@ void Daemon::publish_snapshot() {
       PortEntry& pe = s->ports[id];
       pe.port = pr.port.get();
       pe.bd = pr.bd;
-      pe.owner = uint16_t(id % dp_->workers());  // stable: a port never changes worker
+      pe.owner = owner(id);
       pe.max_frame = pr.mtu + kEthHdrLen;
       pe.endpoint = true;
       const NetworkConfig* net = cfg_.network(pr.network);
       pe.learn = !(net && net->driver == Driver::kMacvlan);
       s->bds[pr.bd].ports.push_back(id);
-      if (pr.fast) {  // received and sent through its worker's punt port (id % workers, as above)
+      if (pr.kind == PortRec::Kind::kFast) {  // received and sent through its worker's punt port (FastControl::contribute)
         pe.fast = true;
         continue;
       }
@@ -692,6 +560,7 @@ void Daemon::publish_snapshot() {
     s->bds[pr.bd].ports.push_back(id);
     s->tunnels.push_back({TunnelKey::make(pr.vni, pr.vtep), id});
   }
+  for (const auto& m : modules_) m->contribute(*s);
   std::sort(s->tunnels.begin(), s->tunnels.end(), [](const TunnelKey& a, const TunnelKey& b) { return a.key < b.key; });
   dp_->publish(std::move(s));
 }
@@ -743,7 +612,7 @@ void Daemon::apply_mtu(const std::string& network) {
       if (a.network != network || pr.mtu == a.mtu) continue;
       pr.mtu = a.mtu;
       if (ep.port == PortKind::kVhost) continue;  // the application sets its own
-      if (fast_ && pr.fast) fast_->set_mtu(rec->second.ports[i], a.mtu);  // the host end keeps its higher MTU
+      fast_->set_mtu(rec->second.ports[i], a.mtu);  // a fast-tier port's host end keeps its higher MTU
       Fd ns(netns::open_path(ep.netns_path));
       Rtnl inside(ns.fd);
       inside.set_up(a.ifname, a.mtu);
@@ -767,6 +636,7 @@ json Daemon::add_network(const NetworkConfig& n) {
   resolve_defaults(next);  // an overlay's MTU follows the uplink's
   check_config(next);
   Plan np = make_plan(next, &plan_);
+  for (const auto& m : modules_) m->check(next, np);
   add_bd(next.networks.back());
   cfg_ = std::move(next);
   plan_ = std::move(np);
@@ -800,6 +670,7 @@ json Daemon::add_endpoint(const EndpointConfig& e) {
   check_config(next);
   Plan np = make_plan(next, &plan_);
   check_macs(np);
+  for (const auto& m : modules_) m->check(next, np);
   const PlannedEndpoint& pe = np.endpoints.back();
   check_can_create(pe, "");
   create_endpoint(pe);  // all or nothing
@@ -840,6 +711,7 @@ json Daemon::reload() {
     if (!in(d.endpoints_changed, ep.name) && !in(d.endpoints_removed, ep.name)) keep.endpoints.push_back(ep);
   Plan np = make_plan(next, &keep);
   check_macs(np);
+  for (const auto& m : modules_) m->check(next, np);
   std::vector<std::string> fresh = d.endpoints_added;
   fresh.insert(fresh.end(), d.endpoints_changed.begin(), d.endpoints_changed.end());
   // Validate everything against this machine before changing anything: a
@@ -941,7 +813,7 @@ int Daemon::run() {
     uint32_t now = now_ms();
     if (now - last_maint >= 250) {
       dp_->maintain(now, cfg_.sw.mac_aging_s * 1000);
-      sync_fast_macs();
+      for (auto& m : modules_) m->tick(now);
       if (ConnTrack* ct = dp_->conntrack()) {
         ct->expire(now, [this](std::function<void()> fn) { dp_->defer(std::move(fn)); });
         // Rate-limited: at most one line every 10 s while new flows are being refused.
@@ -978,10 +850,8 @@ void Daemon::teardown() {
     release(up);
     uplink_port_ = -1;
   }
-  for (auto& p : punts_) release(p.rec);  // after every FastPort that sends through them
-  punts_.clear();
+  for (auto& m : modules_) m->stop();
   relay_.reset();
-  fast_.reset();
   dp_.reset();
   xdp_.reset();
   DpdkEnv::shutdown();  // no-op unless a vhost port brought DPDK up
@@ -1057,20 +927,14 @@ json Daemon::endpoint_json(const PlannedEndpoint& ep) const {
 // reply's "view", see view.h). dpswctl prints any view from that description.
 CtlReply Daemon::show(const std::string& what, const std::vector<std::string>& args) {
   using view::col, view::line, view::pick, view::table;
-  auto fast_events = [&] {
-    const FastTier::Events ev = fast_->events();
-    return json{{"punted", ev.punted}, {"dropped_no_port", ev.no_port}, {"punt_bad_tag", ev.punt_bad_tag},
-                {"punt_no_peer", ev.punt_no_peer}, {"steered", ev.steered}, {"dropped_bad_src_mac", ev.bad_src},
-                {"dropped_punt_share", ev.punt_share}};
-  };
   auto port_counters = [&](uint16_t id) {
     auto t = dp_->port_totals(id);
     json drops = json::object();
     for (size_t d = 0; d < kDropReasons; d++)
       if (t.drops[d]) drops[std::string(drop_reason_name(Drop(d)))] = t.drops[d];
     json fast = nullptr;
-    if (fast_ && ports_[id].fast) {  // the frames the kernel tier forwarded itself count too
-      const FastTier::PortStats f = fast_->stats(id);
+    if (fast_->tier() && ports_[id].kind == PortRec::Kind::kFast) {  // the frames the kernel tier forwarded itself count too
+      const FastTier::PortStats f = fast_->tier()->stats(id);
       t.rx_packets += f.rx_packets;
       t.rx_bytes += f.rx_bytes;
       t.tx_packets += f.tx_packets;
@@ -1084,12 +948,9 @@ CtlReply Daemon::show(const std::string& what, const std::vector<std::string>& a
     if (!fast.is_null()) j["fast_tier"] = fast;  // ...of which in the kernel
     return j;
   };
-  struct Shown {
-    view::View view;
-    size_t max_args;            // arguments it takes (view.args says which)
-    std::function<json()> rows;  // the result
-  };
-  std::vector<Shown> views;
+  using Shown = ViewRegistry::Entry;
+  ViewRegistry reg{args, {}};
+  std::vector<Shown>& views = reg.entries;
 
   views.push_back({{"ports", "", "every port: endpoint, network, addresses, owning worker, packets",
                     {table("", {col("ID", "id"), col("PORT", "name"), col("KIND", "kind"), col("ENDPOINT", "endpoint"),
@@ -1109,7 +970,7 @@ CtlReply Daemon::show(const std::string& what, const std::vector<std::string>& a
              {"ifname", ""}, {"mac", m ? mac_to_string(m) : "unresolved"}, {"ip", ipv4_to_string(pr.vtep)},
              {"vni", pr.vni}, {"worker", "-"}, {"link", m ? "up" : "down"}, {"link_changes", 0}};
       } else {
-        p = {{"id", id}, {"name", pr.host_ifname}, {"kind", pr.punt ? "punt" : pr.port->kind()}, {"endpoint", pr.endpoint},
+        p = {{"id", id}, {"name", pr.host_ifname}, {"kind", pr.kind == PortRec::Kind::kPunt ? "punt" : pr.port->kind()}, {"endpoint", pr.endpoint},
              {"network", pr.network}, {"ifname", pr.ifname}, {"mac", mac_to_string(pr.mac)},
              {"ip", ipv4_to_string(pr.ip)}, {"worker", s.port(id) ? s.port(id)->owner : 0},
              {"link", pr.port->link_up() ? "up" : "down"}, {"link_changes", pr.port->link_changes()}};
@@ -1177,45 +1038,12 @@ CtlReply Daemon::show(const std::string& what, const std::vector<std::string>& a
                      {"mac", mac_to_string(e.mac)}, {"port", port}, {"endpoint", ep},
                      {"age_ms", e.is_static || int32_t(now - e.last_seen_ms) < 0 ? 0 : now - e.last_seen_ms},
                      {"established", e.established}, {"static", e.is_static},
-                     {"fast_tier", fast_ && fast_->has_mac(e.bd, e.mac)}});  // the kernel tier forwards on it too (`show fast`)
+                     {"fast_tier", fast_->has_mac(e.bd, e.mac)}});  // the kernel tier forwards on it too (`show fast`)
     });
     return out;
   }});
 
-  views.push_back({{"fast", "", "the in-kernel fast tier, read back from its BPF maps",
-                    {line("fast tier: not in use (no endpoint has fast_path: auto)").only_if("!enabled"),
-                     table("fdb", {col("NETWORK", "network"), col("MAC", "mac"), col("PORT", "port"), col("ENDPOINT", "endpoint"),
-                                   pick("SOURCE", {{"planned", "endpoint"}, {"", "learned"}})})
-                         .only_if("enabled"),
-                     line("{ports:count} fast-tier ports, {punt_ports:count} punt ports; punted {events.punted}, "
-                          "dropped (no port) {events.dropped_no_port}, punt tag errors {events.punt_bad_tag}/{events.punt_no_peer}, "
-                          "bad source MAC {events.dropped_bad_src_mac}, over a port's punt share {events.dropped_punt_share}")
-                         .only_if("enabled"),
-                     table("punt_ports", {col("WORKER", "worker"), col("PUNT PORT", "name"), col("NEAR END", "near"),
-                                          col("SHARE(frames/ms/port)", "share_per_ms")})
-                         .only_if("enabled"),
-                     line("steering: off (a flooding sender's frames are delivered on its own core)").only_if("enabled !steering.cores"),
-                     line("steering: to cores {steering.cores} above {steering.above_pps} frames/s per sender and CPU; "
-                          "steered {events.steered}")
-                         .only_if("enabled steering.cores")}},
-                   0, [&] {
-    json out = {{"enabled", fast_ != nullptr}, {"ports", json::array()}, {"fdb", json::array()}, {"punt_ports", json::array()}};
-    if (!fast_) return out;
-    auto net = [&](uint16_t b) { return b < bd_name_.size() ? bd_name_[b] : std::string("?"); };
-    auto name = [&](uint16_t p) { return p < ports_.size() && ports_[p].used() ? ports_[p].host_ifname : std::to_string(p); };
-    for (const auto& kp : fast_->dump_ports())
-      out["ports"].push_back({{"ifindex", kp.ifindex}, {"port", kp.port}, {"name", name(kp.port)}, {"network", net(kp.bd)},
-                              {"endpoint", kp.port < ports_.size() ? ports_[kp.port].endpoint : ""}, {"punt_ifindex", kp.punt}});
-    for (const auto& [key, port] : fast_->dump_fdb())
-      out["fdb"].push_back({{"network", net(key.first)}, {"mac", mac_to_string(key.second)}, {"port", name(port)},
-                            {"endpoint", port < ports_.size() ? ports_[port].endpoint : ""}, {"planned", fast_->is_planned(key.first, key.second)}});
-    for (unsigned w = 0; w < punts_.size(); w++)
-      out["punt_ports"].push_back({{"worker", w}, {"name", ports_[punts_[w].port].host_ifname}, {"near", punts_[w].rec.links.front()},
-                                   {"port", punts_[w].port}, {"share_per_ms", read_punt_share(fast_->punt_share(w))}});
-    out["steering"] = {{"cores", cfg_.sw.steering_cores()}, {"above_pps", cfg_.sw.steer_above_pps}};
-    out["events"] = fast_events();
-    return out;
-  }});
+  for (auto& m : modules_) m->views(reg);
 
   views.push_back({{"conntrack", "", "tracked connections and their translation",
                     {table("", {col("PROTO", "proto"), col("ORIGINAL (src > dst)", "original"),
@@ -1292,11 +1120,11 @@ CtlReply Daemon::show(const std::string& what, const std::vector<std::string>& a
       conntrack = {{"flows", ct->count()}, {"capacity", ct->capacity()}, {"refused_full", ct->full_drops()},
                    {"early_drop", ct->early_drops()}};
     json fast = nullptr;
-    if (fast_) {
-      fast = fast_events();
-      fast["fdb_entries"] = fast_->fdb_size();
-      fast["fdb_capacity"] = fast_->fdb_capacity();
-      fast["fdb_refused"] = fast_->fdb_refused();
+    if (const FastTier* ft = fast_->tier()) {
+      fast = fast_->events();
+      fast["fdb_entries"] = ft->fdb_size();
+      fast["fdb_capacity"] = ft->fdb_capacity();
+      fast["fdb_refused"] = ft->fdb_refused();
     }
     return json{{"ports", ports}, {"workers", workers}, {"dpdk", dpdk}, {"conntrack", conntrack},
                 {"mac_table", {{"entries", dp_->macs().count()}, {"capacity", dp_->macs().capacity()}}},
