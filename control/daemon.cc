@@ -16,6 +16,7 @@
 #include "control/core/module.h"
 #include "control/ctl_server.h"
 #include "control/fast/fast_control.h"
+#include "control/overlay/overlay.h"
 #include "control/vhost_relay.h"
 #include "control/view.h"
 #include "control/log.h"
@@ -100,6 +101,9 @@ Daemon::Daemon(Config cfg, Plan plan, DaemonOptions opt) : Core(std::move(cfg), 
   auto fast = std::make_unique<FastControl>(core);
   fast_ = fast.get();
   modules_.push_back(std::move(fast));
+  auto overlay = std::make_unique<Overlay>(core);
+  overlay_ = overlay.get();
+  modules_.push_back(std::move(overlay));
 }
 
 Daemon::~Daemon() { teardown(); }
@@ -149,7 +153,7 @@ void Daemon::setup() {
     check_macs(plan_);
     for (const auto& m : modules_) m->check(cfg_, plan_);
     for (const auto& n : cfg_.networks) add_bd(n);
-    sync_tunnels();
+    for (const auto& m : modules_) m->start();
     for (const auto& ep : plan_.endpoints) create_endpoint(ep);
     publish_snapshot();
     dp_->start();
@@ -210,7 +214,7 @@ void Daemon::remove_bd(const std::string& network) {
     return;
   }
   for (auto& pr : ports_)
-    if (pr.vtep && pr.bd == id) pr.retiring = true;  // its tunnels go with it
+    if (pr.kind == PortRec::Kind::kTunnel && pr.bd == id) pr.retiring = true;  // its tunnels go with it
   bd_name_[id] = "(removed)";  // no network's any more, and not reused until the work below is done
   publish_snapshot();  // the network's flood list disappears
   dp_->macs().flush_bd(id);  // its MAC entries go now (`show mac`)...
@@ -220,66 +224,9 @@ void Daemon::remove_bd(const std::string& network) {
   // tunnels' records and its id are free.
   dp_->defer([this, id] {
     for (auto& pr : ports_)
-      if (pr.vtep && pr.retiring && pr.bd == id) pr = PortRec{};
+      if (pr.kind == PortRec::Kind::kTunnel && pr.retiring && pr.bd == id) pr = PortRec{};
     dp_->macs().flush_bd(id);
     bd_name_[id].clear();
-  });
-}
-
-void Daemon::sync_tunnels() {
-  std::vector<uint16_t> stale;
-  for (uint16_t id = 0; id < ports_.size(); id++) {
-    const PortRec& pr = ports_[id];
-    if (!pr.vtep || pr.retiring) continue;  // retiring: already on its way out
-    const NetworkConfig* n = cfg_.network(pr.network);
-    bool keep = n && n->driver == Driver::kOverlay && n->vni == pr.vni && bd_of_.count(n->name) && bd_of_.at(n->name) == pr.bd &&
-                std::count(n->peers.begin(), n->peers.end(), pr.vtep);
-    if (!keep) stale.push_back(id);
-  }
-  retire_tunnels(stale);
-  for (const auto& n : cfg_.networks) {
-    if (n.driver != Driver::kOverlay || !bd_of_.count(n.name)) continue;
-    for (uint32_t peer : n.peers) {
-      bool have = std::any_of(ports_.begin(), ports_.end(),
-                              [&](const PortRec& p) { return p.vtep == peer && p.network == n.name && !p.retiring; });
-      if (have) continue;
-      uint16_t id = new_port_id();
-      PortRec& pr = ports_[id];
-      pr.network = n.name;
-      pr.host_ifname = "vxlan:" + std::to_string(n.vni) + ":" + ipv4_to_string(peer);
-      pr.bd = bd_of_.at(n.name);
-      pr.ip = peer;
-      pr.mtu = n.mtu;
-      pr.vtep = peer;
-      pr.vni = n.vni;
-      // Resolve the next hop now, so the first frames do not wait for ARP.
-      if (uint32_t nh = tunnel_next_hop(peer)) dp_->arp()->want(nh);
-      LOG_INFO("network %s: VXLAN tunnel to %s, VNI %u (port %u)", n.name.c_str(), ipv4_to_string(peer).c_str(), n.vni, id);
-    }
-  }
-}
-
-uint32_t Daemon::tunnel_next_hop(uint32_t vtep) const {
-  return cfg_.uplink->address.contains(vtep) ? vtep : cfg_.uplink->gateway;  // as stage_vxlan_output chooses
-}
-
-void Daemon::retire_tunnels(const std::vector<uint16_t>& ids) {
-  if (ids.empty()) return;
-  for (uint16_t id : ids) ports_[id].retiring = true;
-  publish_snapshot();  // out of every flood list and the VNI index
-  for (uint16_t id : ids) {
-    dp_->macs().flush_port(id);  // remote MACs learned behind that peer: their frames flood from now on
-    LOG_INFO("network %s: VXLAN tunnel to %s removed", ports_[id].network.c_str(), ipv4_to_string(ports_[id].vtep).c_str());
-  }
-  // Once no worker still holds a frame for them (a grace period; the caller
-  // does not wait for it: the next maintenance tick runs this): MACs a worker
-  // relearned behind them meanwhile go, and their ids are free (a retiring
-  // record is never reused before).
-  dp_->defer([this, ids] {
-    for (uint16_t id : ids) {
-      dp_->macs().flush_port(id);
-      ports_[id] = PortRec{};
-    }
   });
 }
 
@@ -548,20 +495,7 @@ void Daemon::publish_snapshot() {
       s->rx_ports[pe.owner].push_back(id);
     }
   }
-  for (uint16_t id = 0; id < ports_.size(); id++) {
-    const PortRec& pr = ports_[id];
-    if (!pr.vtep || pr.retiring || pr.bd >= s->bds.size()) continue;
-    PortEntry& pe = s->ports[id];
-    pe.bd = pr.bd;
-    pe.max_frame = pr.mtu + kEthHdrLen;
-    pe.vtep = pr.vtep;
-    pe.vni = pr.vni;
-    pe.owner = uplink_port_ >= 0 ? s->ports[uplink_port_].owner : 0;  // never polled; encapsulated by whoever forwards to it
-    s->bds[pr.bd].ports.push_back(id);
-    s->tunnels.push_back({TunnelKey::make(pr.vni, pr.vtep), id});
-  }
   for (const auto& m : modules_) m->contribute(*s);
-  std::sort(s->tunnels.begin(), s->tunnels.end(), [](const TunnelKey& a, const TunnelKey& b) { return a.key < b.key; });
   dp_->publish(std::move(s));
 }
 
@@ -620,7 +554,7 @@ void Daemon::apply_mtu(const std::string& network) {
   }
   if (const NetworkConfig* n = cfg_.network(network))
     for (auto& pr : ports_)
-      if (pr.vtep && pr.network == network) pr.mtu = n->mtu;
+      if (pr.kind == PortRec::Kind::kTunnel && pr.network == network) pr.mtu = n->mtu;
   LOG_INFO("network %s: MTU applied in place", network.c_str());
 }
 
@@ -640,7 +574,7 @@ json Daemon::add_network(const NetworkConfig& n) {
   add_bd(next.networks.back());
   cfg_ = std::move(next);
   plan_ = std::move(np);
-  sync_tunnels();
+  for (const auto& m : modules_) m->apply();
   publish_snapshot();
   LOG_INFO("network %s added (%s)", n.name.c_str(), prefix_to_string(n.subnet).c_str());
   return {{"network", n.name}, {"subnet", prefix_to_string(n.subnet)}, {"gateway", ipv4_to_string(n.gateway)}};
@@ -770,10 +704,12 @@ json Daemon::reload() {
       failed += (failed.empty() ? "" : "; ") + std::string("network ") + n + " MTU: " + e.what();
     }
   }
-  try {
-    sync_tunnels();  // peers added and removed; tunnels of changed networks recreated
-  } catch (const std::exception& e) {
-    failed += (failed.empty() ? "" : "; ") + std::string("tunnels: ") + e.what();
+  for (const auto& m : modules_) {
+    try {
+      m->apply();  // the overlay: peers added and removed; tunnels of changed networks recreated
+    } catch (const std::exception& e) {
+      failed += (failed.empty() ? "" : "; ") + std::string(m->name()) + ": " + e.what();
+    }
   }
   publish_snapshot();  // published ports, allow, internal: in place
   LOG_INFO("reload: %s", applied.dump().c_str());
@@ -963,8 +899,8 @@ CtlReply Daemon::show(const std::string& what, const std::vector<std::string>& a
       const PortRec& pr = ports_[id];
       if (!pr.used() || pr.retiring) continue;  // retiring: a removed tunnel awaiting its grace period
       json p;
-      if (pr.vtep) {  // a VXLAN tunnel: "up" once its next hop is resolved
-        const uint32_t nh = tunnel_next_hop(pr.vtep);
+      if (pr.kind == PortRec::Kind::kTunnel) {  // a VXLAN tunnel: "up" once its next hop is resolved
+        const uint32_t nh = overlay_->next_hop(pr.vtep);
         const Mac m = nh ? dp_->arp()->peek(nh) : 0;
         p = {{"id", id}, {"name", pr.host_ifname}, {"kind", "vxlan"}, {"endpoint", ""}, {"network", pr.network},
              {"ifname", ""}, {"mac", m ? mac_to_string(m) : "unresolved"}, {"ip", ipv4_to_string(pr.vtep)},

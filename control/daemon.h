@@ -26,6 +26,7 @@ namespace dpsw {
 class CtlServer;
 struct CtlReply;
 class FastControl;
+class Overlay;
 
 // Checks that depend on this machine (cores, namespaces to adopt, BPF
 // object), without changing anything. Throws ConfigError.
@@ -74,18 +75,13 @@ class Daemon : private Core {
   uint16_t add_bd(const NetworkConfig& network);      // a macvlan network maps onto the uplink's segment
   void remove_bd(const std::string& network);         // after its ports are gone; id and MACs freed after a grace period (deferred)
   void create_uplink();
-  // Tunnel ports follow the overlay networks' peer lists in cfg_: creates the
-  // missing ones, retires the others (publish, MAC flush; after a grace
-  // period, deferred: MAC flush again, id freed). The caller publishes the result.
-  void sync_tunnels();
-  void retire_tunnels(const std::vector<uint16_t>& ids);
-  uint32_t tunnel_next_hop(uint32_t vtep) const;  // the peer, or the uplink gateway when off-segment (0: none)
   void publish_snapshot() override;
   CtlReply show(const std::string& what, const std::vector<std::string>& args);  // the views of `show`, declared once
   nlohmann::json endpoint_json(const PlannedEndpoint& ep) const;
   const PlannedEndpoint* planned(const std::string& name) const;
 
   FastControl* fast_ = nullptr;  // the fast tier's module (in modules_): endpoints use it
+  Overlay* overlay_ = nullptr;    // the overlay's module (in modules_): `show ports` asks it for next hops
   std::unique_ptr<CtlServer> ctl_;
   uint64_t generation_ = 0;
   uint64_t ct_full_reported_ = 0;  // conntrack refusals already logged
