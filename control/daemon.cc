@@ -16,6 +16,7 @@
 #include "control/core/module.h"
 #include "control/ctl_server.h"
 #include "control/fast/fast_control.h"
+#include "control/nat/nat.h"
 #include "control/overlay/overlay.h"
 #include "control/vhost_relay.h"
 #include "control/view.h"
@@ -104,6 +105,7 @@ Daemon::Daemon(Config cfg, Plan plan, DaemonOptions opt) : Core(std::move(cfg), 
   auto overlay = std::make_unique<Overlay>(core);
   overlay_ = overlay.get();
   modules_.push_back(std::move(overlay));
+  modules_.push_back(std::make_unique<Nat>(core));
 }
 
 Daemon::~Daemon() { teardown(); }
@@ -131,29 +133,11 @@ void Daemon::setup() {
     dopt.idle = cfg_.sw.blocks() ? Dataplane::Options::Idle::kBlock : Dataplane::Options::Idle::kPoll;
     dopt.idle_after_us = cfg_.sw.idle_after_us;
     dp_ = std::make_unique<Dataplane>(dopt);
-    if (cfg_.uplink) {
-      ConnTrack::Options ct;
-      ct.size = cfg_.sw.conntrack_size;
-      ct.timeouts.tcp_established = cfg_.sw.ct_tcp_established;
-      ct.timeouts.tcp_syn_sent = cfg_.sw.ct_tcp_syn_sent;
-      ct.timeouts.tcp_syn_recv = cfg_.sw.ct_tcp_syn_recv;
-      ct.timeouts.other = cfg_.sw.ct_other;
-      ct.timeouts.other_replied = cfg_.sw.ct_other * 6;
-      ct.timeouts.tcp_closing = cfg_.sw.ct_tcp_transitory;
-      ct.timeouts.tcp_close = std::min<uint32_t>(10, cfg_.sw.ct_tcp_transitory);
-      ct.timeouts.udp = cfg_.sw.ct_udp;
-      ct.timeouts.udp_replied = cfg_.sw.ct_udp * 4;
-      ct.timeouts.icmp = cfg_.sw.ct_icmp;
-      dp_->enable_l3(ct, cfg_.uplink->address.network(), cfg_.uplink->address.len);
-      if (cfg_.uplink->gateway) dp_->arp()->want(cfg_.uplink->gateway);  // resolved by the uplink's worker right away
-    }
-
     router_mac_ = router_mac(cfg_.sw.name);
-    if (cfg_.uplink) create_uplink();
-    check_macs(plan_);
+    for (const auto& m : modules_) m->start();
     for (const auto& m : modules_) m->check(cfg_, plan_);
     for (const auto& n : cfg_.networks) add_bd(n);
-    for (const auto& m : modules_) m->start();
+    for (const auto& m : modules_) m->apply();
     for (const auto& ep : plan_.endpoints) create_endpoint(ep);
     publish_snapshot();
     dp_->start();
@@ -162,45 +146,6 @@ void Daemon::setup() {
     teardown();
     throw;
   }
-}
-
-uint16_t Daemon::add_bd(const NetworkConfig& network) {
-  if (network.driver == Driver::kMacvlan) {  // the uplink's segment itself
-    bd_name_[uplink_bd_] = network.name;
-    bd_of_[network.name] = uplink_bd_;
-    return uplink_bd_;
-  }
-  uint16_t id = 0;
-  while (id < bd_name_.size() && !bd_name_[id].empty()) id++;
-  if (id == bd_name_.size()) bd_name_.emplace_back();
-  bd_name_[id] = network.name;
-  bd_of_[network.name] = id;
-  return id;
-}
-
-void Daemon::create_uplink() {
-  const UplinkConfig& up = *cfg_.uplink;
-  Rtnl rt;
-  uplink_bd_ = add_bd(NetworkConfig{.name = "(uplink)"});
-  uplink_mac_ = rt.link_mac(up.interface);
-  rt.set_up(up.interface);
-  uint16_t id = new_port_id();
-  PortRec& pr = ports_[id];
-  pr.network = "(uplink)";
-  pr.host_ifname = up.interface;
-  pr.ifindex = rt.ifindex(up.interface);
-  pr.bd = uplink_bd_;
-  pr.mac = uplink_mac_;
-  pr.ip = up.address.addr;
-  auto port = std::make_unique<AfxdpPort>(up.interface, AfxdpPort::Options{});
-  int fd = port->fd();
-  pr.port = std::move(port);
-  pr.kind = PortRec::Kind::kAfxdp;
-  uplink_port_ = id;
-  xdp_->bind_socket(pr.ifindex, id, fd);
-  xdp_->attach(pr.ifindex, up.interface);
-  LOG_INFO("uplink %s: %s/%u, %s, next hop %s (port %u)", up.interface.c_str(), ipv4_to_string(up.address.addr).c_str(),
-           up.address.len, mac_to_string(uplink_mac_).c_str(), up.gateway ? ipv4_to_string(up.gateway).c_str() : "none", id);
 }
 
 void Daemon::remove_bd(const std::string& network) {
@@ -427,46 +372,6 @@ void Daemon::publish_snapshot() {
     }
   }
   if (uplink_port_ >= 0) {
-    L3Conf& l3 = s->l3;
-    l3.enabled = true;
-    l3.uplink_port = uint16_t(uplink_port_);
-    l3.uplink_bd = uplink_bd_;
-    l3.uplink_ip = cfg_.uplink->address.addr;
-    l3.gateway = cfg_.uplink->gateway;
-    l3.uplink_mac = uplink_mac_;
-    const size_t nbd = bd_name_.size();
-    l3.allowed.assign(nbd * nbd, 0);
-    for (const auto& n : cfg_.networks) {
-      if (n.driver != Driver::kBridge || !bd_of_.count(n.name)) continue;
-      l3.isolated.push_back({n.subnet.network(), n.subnet.mask()});
-      l3.isolated_bd.push_back(bd_of_.at(n.name));
-      for (const auto& o : n.allow)  // symmetric
-        if (bd_of_.count(o)) {
-          l3.allowed[size_t(bd_of_.at(n.name)) * nbd + bd_of_.at(o)] = 1;
-          l3.allowed[size_t(bd_of_.at(o)) * nbd + bd_of_.at(n.name)] = 1;
-        }
-    }
-    for (uint16_t id = 0; id < ports_.size(); id++) {
-      const PortRec& pr = ports_[id];
-      const NetworkConfig* n = pr.port ? cfg_.network(pr.network) : nullptr;
-      if (n && n->driver == Driver::kBridge) l3.neighbors.push_back({pr.ip, id, pr.bd, pr.mac});
-    }
-    std::sort(l3.neighbors.begin(), l3.neighbors.end(), [](auto& a, auto& b) { return a.ip < b.ip; });
-    // Published ports: a direct [port] -> rule index per protocol, constant cost for any range.
-    for (const auto& e : cfg_.endpoints) {
-      if (e.publish.empty() || !eps_.count(e.name) || eps_.at(e.name).ports.empty()) continue;
-      uint16_t id = eps_.at(e.name).ports[0];  // the first network's port
-      const PortRec& pr = ports_[id];
-      const NetworkConfig* net = cfg_.network(pr.network);
-      for (const auto& p : e.publish) {
-        l3.pub.push_back(PubRule{p.host_lo, p.ctr_lo, pr.ip, id, pr.bd, pr.mac, router_mac_, net ? net->gateway : 0});
-        auto& idx = p.proto == 6 ? l3.pub_tcp : l3.pub_udp;
-        if (idx.empty()) idx.assign(65536, 0);
-        for (uint32_t port = p.host_lo; port <= p.host_hi; port++) idx[port] = uint16_t(l3.pub.size());
-      }
-    }
-  }
-  if (uplink_port_ >= 0) {
     uint16_t id = uint16_t(uplink_port_);
     PortEntry& pe = s->ports[id];
     pe.port = ports_[id].port.get();
@@ -526,14 +431,6 @@ void Daemon::check_can_create(const PlannedEndpoint& ep, const std::string& repl
     bool ours = it != eps_.end() && std::count(it->second.links.begin(), it->second.links.end(), a.host_ifname);
     if (!ours && rt.ifindex(a.host_ifname)) throw ConfigError(where + "link " + a.host_ifname + " already exists");
   }
-}
-
-void Daemon::check_macs(const Plan& plan) const {
-  if (!uplink_mac_) return;
-  for (const auto& ep : plan.endpoints)
-    for (const auto& a : ep.attachments)
-      if (a.mac == uplink_mac_)
-        throw ConfigError(cfg_.path + ": endpoint '" + ep.name + "': mac " + mac_to_string(a.mac) + " is the uplink's own MAC");
 }
 
 void Daemon::apply_mtu(const std::string& network) {
@@ -603,7 +500,6 @@ json Daemon::add_endpoint(const EndpointConfig& e) {
   next.endpoints.push_back(e);
   check_config(next);
   Plan np = make_plan(next, &plan_);
-  check_macs(np);
   for (const auto& m : modules_) m->check(next, np);
   const PlannedEndpoint& pe = np.endpoints.back();
   check_can_create(pe, "");
@@ -644,7 +540,6 @@ json Daemon::reload() {
   for (const auto& ep : plan_.endpoints)
     if (!in(d.endpoints_changed, ep.name) && !in(d.endpoints_removed, ep.name)) keep.endpoints.push_back(ep);
   Plan np = make_plan(next, &keep);
-  check_macs(np);
   for (const auto& m : modules_) m->check(next, np);
   std::vector<std::string> fresh = d.endpoints_added;
   fresh.insert(fresh.end(), d.endpoints_changed.begin(), d.endpoints_changed.end());
@@ -750,16 +645,6 @@ int Daemon::run() {
     if (now - last_maint >= 250) {
       dp_->maintain(now, cfg_.sw.mac_aging_s * 1000);
       for (auto& m : modules_) m->tick(now);
-      if (ConnTrack* ct = dp_->conntrack()) {
-        ct->expire(now, [this](std::function<void()> fn) { dp_->defer(std::move(fn)); });
-        // Rate-limited: at most one line every 10 s while new flows are being refused.
-        if (uint64_t full = ct->full_drops(); full != ct_full_reported_ && now - ct_full_logged_ms_ >= 10000) {
-          LOG_WARN("conntrack full (%zu flows): %llu new flows refused so far; existing flows keep working (conntrack.size)",
-                   ct->capacity(), (unsigned long long)full);
-          ct_full_reported_ = full;
-          ct_full_logged_ms_ = now;
-        }
-      }
       last_maint = now;
     }
   }
@@ -780,12 +665,6 @@ void Daemon::teardown() {
     release(rec);
   }
   eps_.clear();
-  if (uplink_port_ >= 0) {  // detach from the uplink; the interface is not ours to delete
-    EndpointRec up;
-    up.ports = {uint16_t(uplink_port_)};
-    release(up);
-    uplink_port_ = -1;
-  }
   for (auto& m : modules_) m->stop();
   relay_.reset();
   dp_.reset();
@@ -980,31 +859,6 @@ CtlReply Daemon::show(const std::string& what, const std::vector<std::string>& a
   }});
 
   for (auto& m : modules_) m->views(reg);
-
-  views.push_back({{"conntrack", "", "tracked connections and their translation",
-                    {table("", {col("PROTO", "proto"), col("ORIGINAL (src > dst)", "original"),
-                                col("TRANSLATED (src > dst)", "translated"), col("STATE", "state"),
-                                col("IDLE(s)", "idle_ms", "ms_as_s")})
-                         .or_else("no tracked connections")}},
-                   0, [&] {
-    json out = json::array();
-    ConnTrack* ct = dp_->conntrack();
-    if (!ct) return out;
-    uint32_t now = now_ms();
-    ct->for_each([&](const Flow& f) {
-      const FlowKey& o = f.orig;
-      std::string proto = o.proto == 6 ? "tcp" : o.proto == 17 ? "udp" : o.proto == 1 ? "icmp" : o.proto == 47 ? "gre" : std::to_string(o.proto);
-      uint8_t st = f.state.load(std::memory_order_relaxed);  // relaxed: display only
-      auto ep = [&](uint32_t ip, uint16_t port) { return ipv4_to_string(ip) + ":" + std::to_string(o.proto == 1 ? 0 : port); };
-      out.push_back({{"proto", proto},
-                     {"original", ep(o.sip, o.sport) + " > " + ep(o.dip, o.dport)},
-                     {"translated", ep(f.xsrc_ip, f.xsrc_port) + " > " + ep(f.xdst_ip, f.xdst_port)},
-                     {"nat_port", f.nat_port},
-                     {"state", o.proto == 6 ? tcp_state_name(st) : st ? "replied" : "unreplied"},
-                     {"idle_ms", int32_t(now - f.last_seen.load(std::memory_order_relaxed)) < 0 ? 0 : now - f.last_seen.load(std::memory_order_relaxed)}});
-    });
-    return out;
-  }});
 
   views.push_back({{"counters", "", "packets and drops by port, worker load, table occupancy",
                     {table("ports", {col("PORT", "@key"), col("ENDPOINT", "endpoint"), col("RX_PKTS", "rx_packets"),

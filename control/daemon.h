@@ -70,11 +70,8 @@ class Daemon : private Core {
   // anything changes: namespaces to adopt exist, names to create are free
   // (`replacing`: the endpoint's current namespace, about to be reused).
   void check_can_create(const PlannedEndpoint& ep, const std::string& replacing) const;
-  void check_macs(const Plan& plan) const;           // none is dpsw's uplink MAC
   void apply_mtu(const std::string& network);        // in place: plan_ and cfg_ hold the new MTU
-  uint16_t add_bd(const NetworkConfig& network);      // a macvlan network maps onto the uplink's segment
   void remove_bd(const std::string& network);         // after its ports are gone; id and MACs freed after a grace period (deferred)
-  void create_uplink();
   void publish_snapshot() override;
   CtlReply show(const std::string& what, const std::vector<std::string>& args);  // the views of `show`, declared once
   nlohmann::json endpoint_json(const PlannedEndpoint& ep) const;
@@ -84,8 +81,6 @@ class Daemon : private Core {
   Overlay* overlay_ = nullptr;    // the overlay's module (in modules_): `show ports` asks it for next hops
   std::unique_ptr<CtlServer> ctl_;
   uint64_t generation_ = 0;
-  uint64_t ct_full_reported_ = 0;  // conntrack refusals already logged
-  uint32_t ct_full_logged_ms_ = 0;
 };
 
 }  // namespace dpsw

@@ -19,6 +19,20 @@ uint16_t Core::new_port_id() {
   return id;
 }
 
+uint16_t Core::add_bd(const NetworkConfig& network) {
+  if (network.driver == Driver::kMacvlan) {  // the uplink's segment itself
+    bd_name_[uplink_bd_] = network.name;
+    bd_of_[network.name] = uplink_bd_;
+    return uplink_bd_;
+  }
+  uint16_t id = 0;
+  while (id < bd_name_.size() && !bd_name_[id].empty()) id++;
+  if (id == bd_name_.size()) bd_name_.emplace_back();
+  bd_name_[id] = network.name;
+  bd_of_[network.name] = id;
+  return id;
+}
+
 void Core::release(EndpointRec& rec, bool keep_netns) {
   for (uint16_t id : rec.ports) {
     PortRec& pr = ports_[id];

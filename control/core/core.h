@@ -80,6 +80,7 @@ struct Core {
   virtual ~Core();
 
   uint16_t new_port_id();  // the lowest free id; throws past kMaxPorts
+  uint16_t add_bd(const NetworkConfig& network);  // a bridge domain id; a macvlan network maps onto the uplink's segment
   // The worker that owns (polls, transmits on) port `id`: stable, a port
   // never changes worker.
   uint16_t owner(uint16_t id) const { return uint16_t(id % dp_->workers()); }

@@ -12,11 +12,13 @@
 // The order of one change, as the daemon runs it (see daemon.h):
 //   check()      on the whole next config and plan, before anything changes:
 //                throws ConfigError and the change is refused, all or nothing
-//   start()      setup only, once, after the bridge domains exist and before
-//                the endpoints are made
-//   apply()      a network added or a reload: bring the module's state in
-//                line with cfg_ (which already holds the new config); the
-//                caller publishes the result
+//   start()      setup only, once, right after the dataplane exists (before
+//                check(), the bridge domains and the endpoints): the module's
+//                own kernel and dataplane state (the uplink)
+//   apply()      setup (after the bridge domains, before the endpoints), a
+//                network added, a reload: bring the module's state in line
+//                with cfg_ (which already holds the new config); the caller
+//                publishes the result
 //   release_port a port's records are being freed (after the snapshot without
 //                it, before its Port closes)
 //   contribute() its part of every snapshot, after the core's (networks, L3,
@@ -61,7 +63,7 @@ class Module {
 
   virtual const char* name() const = 0;  // in logs and in a reload's partial-failure reply
   virtual void check(const Config& /*next*/, const Plan& /*plan*/) const {}
-  virtual void start() { apply(); }
+  virtual void start() {}
   virtual void apply() {}
   virtual void release_port(uint16_t /*id*/, const PortRec& /*pr*/) {}
   virtual void contribute(Snapshot& /*s*/) const {}
