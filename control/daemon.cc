@@ -737,9 +737,11 @@ json Daemon::endpoint_json(const PlannedEndpoint& ep) const {
   return e;
 }
 
-// Every view of `show` is declared here, once: the rows of its answer (the
-// reply's "result", which scripts read) and how a person reads them (the
-// reply's "view", see view.h). dpswctl prints any view from that description.
+// Every view of `show` is declared once, here or in its feature's module
+// (Module::views(), asked between `mac` and `counters`): the rows of its
+// answer (the reply's "result", which scripts read) and how a person reads
+// them (the reply's "view", see view.h). dpswctl prints any view from that
+// description.
 CtlReply Daemon::show(const std::string& what, const std::vector<std::string>& args) {
   using view::col, view::line, view::pick, view::table;
   auto port_counters = [&](uint16_t id) {

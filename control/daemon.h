@@ -4,11 +4,11 @@
 // ages the MAC table; tears everything down on SIGINT/SIGTERM.
 //
 // Every change follows one pattern: validate the whole resulting config
-// (check_config + make_plan) before touching anything; create new kernel
-// state and ports; publish one new snapshot; for removals, publish first,
-// wait for a QSBR grace period, then flush MACs and free ports, links and
-// namespaces. Untouched endpoints' ports, MAC entries and addresses never
-// change, so their traffic flows on.
+// (check_config + make_plan + every module's check()) before touching
+// anything; create new kernel state and ports; publish one new snapshot; for
+// removals, publish first, wait for a QSBR grace period, then flush MACs and
+// free ports, links and namespaces. Untouched endpoints' ports, MAC entries
+// and addresses never change, so their traffic flows on.
 #pragma once
 
 #include <map>

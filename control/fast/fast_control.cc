@@ -78,9 +78,7 @@ void FastControl::add_port(uint16_t id, PortRec& pr) {
   fast_->add_mac(pr.bd, pr.mac, id, true);
 }
 
-void FastControl::remove_port(uint16_t id) {
-  if (fast_ && core_.ports_[id].kind == PortRec::Kind::kFast) fast_->remove_port(id);
-}
+void FastControl::remove_port(uint16_t id) { release_port(id, core_.ports_[id]); }
 
 void FastControl::release_port(uint16_t id, const PortRec& pr) {
   if (fast_ && pr.kind == PortRec::Kind::kFast) fast_->remove_port(id);

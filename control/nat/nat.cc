@@ -148,7 +148,7 @@ void Nat::views(ViewRegistry& r) {
                      {"translated", ep(f.xsrc_ip, f.xsrc_port) + " > " + ep(f.xdst_ip, f.xdst_port)},
                      {"nat_port", f.nat_port},
                      {"state", o.proto == 6 ? tcp_state_name(st) : st ? "replied" : "unreplied"},
-                     {"idle_ms", int32_t(now - f.last_seen.load(std::memory_order_relaxed)) < 0 ? 0 : now - f.last_seen.load(std::memory_order_relaxed)}});
+                     {"idle_ms", int32_t(now - f.last_seen.load(std::memory_order_relaxed)) < 0 ? 0 : now - f.last_seen.load(std::memory_order_relaxed)}});  // relaxed: display only
     });
     return out;
   }});
