@@ -665,7 +665,7 @@ void Daemon::teardown() {
     release(rec);
   }
   eps_.clear();
-  for (auto& m : modules_) m->stop();
+  for (auto m = modules_.rbegin(); m != modules_.rend(); ++m) (*m)->stop();  // reverse order: users before what they use
   relay_.reset();
   dp_.reset();
   xdp_.reset();

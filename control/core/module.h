@@ -21,7 +21,7 @@
 //                publishes the result
 //   release_port a port's records are being freed (after the snapshot without
 //                it, before its Port closes)
-//   contribute() its part of every snapshot, after the core's (networks, L3,
+//   contribute() its part of every snapshot, after the core's (networks,
 //                uplink, endpoint ports)
 //   tick(now)    every maintenance tick (250 ms), after the MAC table's
 //   views()      declares its `show` views

@@ -43,10 +43,10 @@ void FastControl::ensure() {
       pr.host_ifname = far;
       pr.ifindex = rt.ifindex(far);
       pr.mtu = kAfxdpMaxMtu;
-      pr.kind = PortRec::Kind::kPunt;
       auto port = std::make_unique<AfxdpPort>(far, AfxdpPort::Options{});
       int fd = port->fd();
       pr.port = std::move(port);
+      pr.kind = PortRec::Kind::kPunt;  // only once it has a port (kNone: "port not set yet")
       pu.rec.ports.push_back(pu.port);
       core_.xdp_->bind_socket(pr.ifindex, pu.port, fd);
       core_.xdp_->attach(pr.ifindex, far);
@@ -116,7 +116,10 @@ void FastControl::contribute(Snapshot& s) const {
     pe.max_frame = kAfxdpMaxMtu + kEthHdrLen + 4;
     pe.punt = true;
     pe.punt_share = fast_->punt_share(w);
-    s.rx_ports[w].push_back(punts_[w].port);
+    // Polled right after the uplink (if this worker owns it), before the endpoints: the order before modules.
+    auto& rx = s.rx_ports[w];
+    const bool uplink_first = core_.uplink_port_ >= 0 && !rx.empty() && rx.front() == uint16_t(core_.uplink_port_);
+    rx.insert(rx.begin() + (uplink_first ? 1 : 0), punts_[w].port);
   }
 }
 
