@@ -13,7 +13,11 @@
 #include <functional>
 #include <set>
 
+#include "control/core/module.h"
 #include "control/ctl_server.h"
+#include "control/fast/fast_control.h"
+#include "control/nat/nat.h"
+#include "control/overlay/overlay.h"
 #include "control/vhost_relay.h"
 #include "control/view.h"
 #include "control/log.h"
@@ -21,7 +25,6 @@
 #include "control/socket_path.h"
 #include "dataplane/clock.h"
 #include "dataplane/dpdk_env.h"
-#include "dataplane/fast_port.h"
 #include "dataplane/vhost_port.h"
 
 namespace dpsw {
@@ -29,13 +32,6 @@ namespace dpsw {
 using nlohmann::json;
 
 namespace {
-struct Fd {
-  int fd = -1;
-  explicit Fd(int f) : fd(f) {}
-  ~Fd() {
-    if (fd >= 0) close(fd);
-  }
-};
 const char* mode_name(Mode m) {
   switch (m) {
     case Mode::kBridge: return "bridge";
@@ -100,7 +96,17 @@ void read_uplink_mtu(Config& cfg) {
   resolve_defaults(cfg);
 }
 
-Daemon::Daemon(Config cfg, Plan plan, DaemonOptions opt) : cfg_(std::move(cfg)), plan_(std::move(plan)), opt_(std::move(opt)) {}
+Daemon::Daemon(Config cfg, Plan plan, DaemonOptions opt) : Core(std::move(cfg), std::move(plan), std::move(opt)) {
+  // The control modules, in the order their hooks run.
+  Core& core = *this;
+  auto fast = std::make_unique<FastControl>(core);
+  fast_ = fast.get();
+  modules_.push_back(std::move(fast));
+  auto overlay = std::make_unique<Overlay>(core);
+  overlay_ = overlay.get();
+  modules_.push_back(std::move(overlay));
+  modules_.push_back(std::make_unique<Nat>(core));
+}
 
 Daemon::~Daemon() { teardown(); }
 
@@ -127,28 +133,11 @@ void Daemon::setup() {
     dopt.idle = cfg_.sw.blocks() ? Dataplane::Options::Idle::kBlock : Dataplane::Options::Idle::kPoll;
     dopt.idle_after_us = cfg_.sw.idle_after_us;
     dp_ = std::make_unique<Dataplane>(dopt);
-    if (cfg_.uplink) {
-      ConnTrack::Options ct;
-      ct.size = cfg_.sw.conntrack_size;
-      ct.timeouts.tcp_established = cfg_.sw.ct_tcp_established;
-      ct.timeouts.tcp_syn_sent = cfg_.sw.ct_tcp_syn_sent;
-      ct.timeouts.tcp_syn_recv = cfg_.sw.ct_tcp_syn_recv;
-      ct.timeouts.other = cfg_.sw.ct_other;
-      ct.timeouts.other_replied = cfg_.sw.ct_other * 6;
-      ct.timeouts.tcp_closing = cfg_.sw.ct_tcp_transitory;
-      ct.timeouts.tcp_close = std::min<uint32_t>(10, cfg_.sw.ct_tcp_transitory);
-      ct.timeouts.udp = cfg_.sw.ct_udp;
-      ct.timeouts.udp_replied = cfg_.sw.ct_udp * 4;
-      ct.timeouts.icmp = cfg_.sw.ct_icmp;
-      dp_->enable_l3(ct, cfg_.uplink->address.network(), cfg_.uplink->address.len);
-      if (cfg_.uplink->gateway) dp_->arp()->want(cfg_.uplink->gateway);  // resolved by the uplink's worker right away
-    }
-
     router_mac_ = router_mac(cfg_.sw.name);
-    if (cfg_.uplink) create_uplink();
-    check_macs(plan_);
+    for (const auto& m : modules_) m->start();
+    for (const auto& m : modules_) m->check(cfg_, plan_);
     for (const auto& n : cfg_.networks) add_bd(n);
-    sync_tunnels();
+    for (const auto& m : modules_) m->apply();
     for (const auto& ep : plan_.endpoints) create_endpoint(ep);
     publish_snapshot();
     dp_->start();
@@ -156,120 +145,6 @@ void Daemon::setup() {
   } catch (...) {
     teardown();
     throw;
-  }
-}
-
-uint16_t Daemon::add_bd(const NetworkConfig& network) {
-  if (network.driver == Driver::kMacvlan) {  // the uplink's segment itself
-    bd_name_[uplink_bd_] = network.name;
-    bd_of_[network.name] = uplink_bd_;
-    return uplink_bd_;
-  }
-  uint16_t id = 0;
-  while (id < bd_name_.size() && !bd_name_[id].empty()) id++;
-  if (id == bd_name_.size()) bd_name_.emplace_back();
-  bd_name_[id] = network.name;
-  bd_of_[network.name] = id;
-  return id;
-}
-
-void Daemon::create_uplink() {
-  const UplinkConfig& up = *cfg_.uplink;
-  Rtnl rt;
-  uplink_bd_ = add_bd(NetworkConfig{.name = "(uplink)"});
-  uplink_mac_ = rt.link_mac(up.interface);
-  rt.set_up(up.interface);
-  uint16_t id = new_port_id();
-  PortRec& pr = ports_[id];
-  pr.network = "(uplink)";
-  pr.host_ifname = up.interface;
-  pr.ifindex = rt.ifindex(up.interface);
-  pr.bd = uplink_bd_;
-  pr.mac = uplink_mac_;
-  pr.ip = up.address.addr;
-  auto port = std::make_unique<AfxdpPort>(up.interface, AfxdpPort::Options{});
-  int fd = port->fd();
-  pr.port = std::move(port);
-  pr.xdp = true;
-  uplink_port_ = id;
-  xdp_->bind_socket(pr.ifindex, id, fd);
-  xdp_->attach(pr.ifindex, up.interface);
-  LOG_INFO("uplink %s: %s/%u, %s, next hop %s (port %u)", up.interface.c_str(), ipv4_to_string(up.address.addr).c_str(),
-           up.address.len, mac_to_string(uplink_mac_).c_str(), up.gateway ? ipv4_to_string(up.gateway).c_str() : "none", id);
-}
-
-void Daemon::ensure_fast_tier() {
-  if (fast_) return;
-  auto ft = std::make_unique<FastTier>(opt_.fast_object, cfg_.sw.mac_table_size + kMaxPorts);
-  std::vector<Punt> punts(dp_->workers());
-  auto undo = [&] {
-    for (auto& p : punts) release(p.rec);
-  };
-  try {
-    Rtnl rt;
-    for (unsigned w = 0; w < punts.size(); w++) {
-      // A punt veth pair per worker: `near` (the fast tier redirects punted
-      // frames out of it, and delivers what dpsw sends back) <-> `far` (the
-      // worker's AF_XDP punt port).
-      Punt& pu = punts[w];
-      const std::string tag = cfg_.sw.name.substr(0, 6) + "-punt", near = tag + std::to_string(w), far = tag + "x" + std::to_string(w);
-      journal_->record("link", near);
-      rt.create_veth(near, journal_->alias_tag() + "(punt " + std::to_string(w) + ")", far, -1, 0x02dd00000001ULL + w, kAfxdpMaxMtu);
-      pu.rec.links.push_back(near);
-      for (const auto& l : {near, far}) sysctl_write("net/ipv6/conf/" + l + "/disable_ipv6", "1");
-      // dpsw reads frames as they are: the kernel must finish checksums (and,
-      // since XDP on `far` turns TSO off on `near`, segment GSO frames) and
-      // write the port tag into the frame rather than into metadata.
-      ethtool_set_tx_csum(near, false);
-      ethtool_set_tx_vlan(near, false);
-      rt.set_up(far);
-      rt.set_up(near);
-      pu.port = new_port_id();
-      PortRec& pr = ports_[pu.port];
-      pr.network = "(fast tier)";
-      pr.host_ifname = far;
-      pr.ifindex = rt.ifindex(far);
-      pr.mtu = kAfxdpMaxMtu;
-      pr.punt = true;
-      auto port = std::make_unique<AfxdpPort>(far, AfxdpPort::Options{});
-      int fd = port->fd();
-      pr.port = std::move(port);
-      pu.rec.ports.push_back(pu.port);
-      pr.xdp = true;
-      xdp_->bind_socket(pr.ifindex, pu.port, fd);
-      xdp_->attach(pr.ifindex, far);
-      pu.near_ifindex = rt.ifindex(near);
-      ft->attach_punt(pu.near_ifindex, near);
-      LOG_INFO("fast tier: worker %u punts through %s <-> %s (port %u)", w, near.c_str(), far.c_str(), pu.port);
-    }
-    // Steering's other half: the RPS mask of the punt veths' near ends is
-    // where a flooding sender's frames are delivered (bpf/fast_l2.bpf.c).
-    const std::vector<int> steer = cfg_.sw.steering_cores();
-    if (!steer.empty())
-      for (const auto& p : punts) set_rps_cpus(p.rec.links.front(), steer);
-    ft->set_conf(steer.empty() ? 0 : std::max<uint32_t>(1, cfg_.sw.steer_above_pps / 1000), router_mac_);
-  } catch (...) {
-    undo();
-    throw;
-  }
-  fast_ = std::move(ft);
-  punts_ = std::move(punts);
-}
-
-void Daemon::sync_fast_macs() {
-  if (!fast_) return;
-  std::map<std::pair<uint16_t, Mac>, uint16_t> learned;
-  // Established entries only: a flood of random source MACs churns tentative
-  // entries in the MAC table and never reaches the kernel map.
-  dp_->macs().for_each([&](const MacTable::Entry& e) {
-    if (e.established && !e.is_static && e.port < ports_.size() && ports_[e.port].fast && ports_[e.port].bd == e.bd)
-      learned[{e.bd, e.mac}] = e.port;
-  });
-  fast_->sync_learned(learned);
-  if (uint64_t r = fast_->fdb_refused(); r != fast_refused_reported_) {
-    LOG_WARN("fast tier: fdb map full (%u entries): %llu learned MACs left to the punted path", fast_->fdb_capacity(),
-             (unsigned long long)r);
-    fast_refused_reported_ = r;
   }
 }
 
@@ -284,7 +159,7 @@ void Daemon::remove_bd(const std::string& network) {
     return;
   }
   for (auto& pr : ports_)
-    if (pr.vtep && pr.bd == id) pr.retiring = true;  // its tunnels go with it
+    if (pr.kind == PortRec::Kind::kTunnel && pr.bd == id) pr.retiring = true;  // its tunnels go with it
   bd_name_[id] = "(removed)";  // no network's any more, and not reused until the work below is done
   publish_snapshot();  // the network's flood list disappears
   dp_->macs().flush_bd(id);  // its MAC entries go now (`show mac`)...
@@ -294,75 +169,10 @@ void Daemon::remove_bd(const std::string& network) {
   // tunnels' records and its id are free.
   dp_->defer([this, id] {
     for (auto& pr : ports_)
-      if (pr.vtep && pr.retiring && pr.bd == id) pr = PortRec{};
+      if (pr.kind == PortRec::Kind::kTunnel && pr.retiring && pr.bd == id) pr = PortRec{};
     dp_->macs().flush_bd(id);
     bd_name_[id].clear();
   });
-}
-
-void Daemon::sync_tunnels() {
-  std::vector<uint16_t> stale;
-  for (uint16_t id = 0; id < ports_.size(); id++) {
-    const PortRec& pr = ports_[id];
-    if (!pr.vtep || pr.retiring) continue;  // retiring: already on its way out
-    const NetworkConfig* n = cfg_.network(pr.network);
-    bool keep = n && n->driver == Driver::kOverlay && n->vni == pr.vni && bd_of_.count(n->name) && bd_of_.at(n->name) == pr.bd &&
-                std::count(n->peers.begin(), n->peers.end(), pr.vtep);
-    if (!keep) stale.push_back(id);
-  }
-  retire_tunnels(stale);
-  for (const auto& n : cfg_.networks) {
-    if (n.driver != Driver::kOverlay || !bd_of_.count(n.name)) continue;
-    for (uint32_t peer : n.peers) {
-      bool have = std::any_of(ports_.begin(), ports_.end(),
-                              [&](const PortRec& p) { return p.vtep == peer && p.network == n.name && !p.retiring; });
-      if (have) continue;
-      uint16_t id = new_port_id();
-      PortRec& pr = ports_[id];
-      pr.network = n.name;
-      pr.host_ifname = "vxlan:" + std::to_string(n.vni) + ":" + ipv4_to_string(peer);
-      pr.bd = bd_of_.at(n.name);
-      pr.ip = peer;
-      pr.mtu = n.mtu;
-      pr.vtep = peer;
-      pr.vni = n.vni;
-      // Resolve the next hop now, so the first frames do not wait for ARP.
-      if (uint32_t nh = tunnel_next_hop(peer)) dp_->arp()->want(nh);
-      LOG_INFO("network %s: VXLAN tunnel to %s, VNI %u (port %u)", n.name.c_str(), ipv4_to_string(peer).c_str(), n.vni, id);
-    }
-  }
-}
-
-uint32_t Daemon::tunnel_next_hop(uint32_t vtep) const {
-  return cfg_.uplink->address.contains(vtep) ? vtep : cfg_.uplink->gateway;  // as stage_vxlan_output chooses
-}
-
-void Daemon::retire_tunnels(const std::vector<uint16_t>& ids) {
-  if (ids.empty()) return;
-  for (uint16_t id : ids) ports_[id].retiring = true;
-  publish_snapshot();  // out of every flood list and the VNI index
-  for (uint16_t id : ids) {
-    dp_->macs().flush_port(id);  // remote MACs learned behind that peer: their frames flood from now on
-    LOG_INFO("network %s: VXLAN tunnel to %s removed", ports_[id].network.c_str(), ipv4_to_string(ports_[id].vtep).c_str());
-  }
-  // Once no worker still holds a frame for them (a grace period; the caller
-  // does not wait for it: the next maintenance tick runs this): MACs a worker
-  // relearned behind them meanwhile go, and their ids are free (a retiring
-  // record is never reused before).
-  dp_->defer([this, ids] {
-    for (uint16_t id : ids) {
-      dp_->macs().flush_port(id);
-      ports_[id] = PortRec{};
-    }
-  });
-}
-
-uint16_t Daemon::new_port_id() {
-  uint16_t id = 0;
-  while (id < ports_.size() && ports_[id].used()) id++;
-  if (id >= kMaxPorts) throw std::runtime_error("too many ports (max " + std::to_string(kMaxPorts) + ")");
-  if (id == ports_.size()) ports_.emplace_back();
-  return id;
 }
 
 void Daemon::create_vhost_endpoint(const PlannedEndpoint& ep, EndpointRec& rec) {
@@ -391,7 +201,7 @@ void Daemon::create_vhost_endpoint(const PlannedEndpoint& ep, EndpointRec& rec) 
   pr.port = std::make_unique<VhostPort>("vhost:" + ep.name, VhostPort::Options{backend, false, cfg_.sw.name});
   if (!relay_) relay_ = std::make_unique<VhostRelay>();
   relay_->add(ep.name, ep.vhost_socket, backend, ep.vhost_client);
-  pr.relay = true;
+  pr.kind = PortRec::Kind::kVhost;
   if (!ep.vhost_client) journal_->record_socket(ep.vhost_socket);  // which socket file is ours (a restart removes only that one)
   pr.endpoint = ep.name;
   pr.network = a.network;
@@ -469,7 +279,7 @@ void Daemon::create_endpoint(const PlannedEndpoint& ep, bool reuse_netns) {
       // offload would arrive unfinished, so the container computes its own.
       // The fast tier keeps the container's offloads (checksum, TSO): the
       // kernel completes what it punts to dpsw.
-      if (fast) ensure_fast_tier();
+      if (fast) fast_->ensure();
       else in_netns(ns.fd, [&] { ethtool_set_tx_csum(a.ifname, false); });
       inside.set_up(a.ifname);
       // The default route: through the first network that routes (an
@@ -493,18 +303,12 @@ void Daemon::create_endpoint(const PlannedEndpoint& ep, bool reuse_netns) {
       pr.mtu = a.mtu;
       rec.ports.push_back(id);
       if (fast) {
-        // No XDP here (it would turn the container's TSO off): the TC program
-        // forwards between containers and punts the rest to the punt port.
-        const Punt& pu = punts_[id % dp_->workers()];  // the worker that would own the port
-        pr.port = std::make_unique<FastPort>(a.host_ifname, ports_[pu.port].port.get(), id);
-        pr.fast = true;
-        fast_->add_port(pr.ifindex, a.host_ifname, id, pr.bd, pu.near_ifindex, id % dp_->workers(), a.mtu);
-        fast_->add_mac(pr.bd, a.mac, id, true);
+        fast_->add_port(id, pr);
       } else {
         auto port = std::make_unique<AfxdpPort>(a.host_ifname, AfxdpPort::Options{});
         int fd = port->fd();
         pr.port = std::move(port);
-        pr.xdp = true;
+        pr.kind = PortRec::Kind::kAfxdp;
         xdp_->bind_socket(pr.ifindex, id, fd);
         xdp_->attach(pr.ifindex, a.host_ifname);
       }
@@ -527,47 +331,13 @@ void Daemon::create_endpoint(const PlannedEndpoint& ep, bool reuse_netns) {
   eps_[ep.name] = std::move(rec);
 }
 
-void Daemon::release(EndpointRec& rec, bool keep_netns) {
-  for (uint16_t id : rec.ports) {
-    PortRec& pr = ports_[id];
-    if (dp_) dp_->macs().flush_port(id);
-    if (fast_ && pr.fast) fast_->remove_port(id);
-    if (xdp_ && pr.xdp) {
-      xdp_->unbind_socket(pr.ifindex, id);
-      xdp_->detach(pr.ifindex);
-    }
-    if (relay_ && pr.relay) relay_->remove(pr.endpoint);  // the application is disconnected first
-    pr.port.reset();  // closes the socket / vhost device (and leaves the worker's epoll set)
-    pr = PortRec{};
-  }
-  try {
-    Rtnl rt;
-    for (const auto& l : rec.links) rt.delete_link(l);  // takes the container end with it
-  } catch (const std::exception& e) {
-    LOG_ERR("removing links: %s", e.what());
-  }
-  if (rec.created_netns && !keep_netns) netns::remove(rec.netns_name);
-  if (!rec.sysctls.empty()) {
-    try {
-      Fd ns(netns::open_path(rec.netns_path));
-      in_netns(ns.fd, [&] {
-        for (auto it = rec.sysctls.rbegin(); it != rec.sysctls.rend(); ++it) sysctl_write(it->first, it->second);
-      });
-    } catch (const std::exception& e) {
-      LOG_ERR("restoring sysctls in %s: %s", rec.netns_path.c_str(), e.what());
-    }
-  }
-  rec = EndpointRec{};
-}
-
 std::string Daemon::destroy_endpoint(const std::string& name, bool keep_netns) {
   auto it = eps_.find(name);
   if (it == eps_.end()) return "";
   EndpointRec rec = std::move(it->second);
   eps_.erase(it);
   // Out of the fast tier first: no frame is redirected to it any more.
-  for (uint16_t id : rec.ports)
-    if (fast_ && ports_[id].fast) fast_->remove_port(id);
+  for (uint16_t id : rec.ports) fast_->remove_port(id);
   // Out of the snapshot next; then wait until no worker can still be
   // polling or transmitting on its ports before they are closed. This one
   // waits (synchronize() sleeps, it does not spin; workers blocked while
@@ -602,64 +372,14 @@ void Daemon::publish_snapshot() {
     }
   }
   if (uplink_port_ >= 0) {
-    L3Conf& l3 = s->l3;
-    l3.enabled = true;
-    l3.uplink_port = uint16_t(uplink_port_);
-    l3.uplink_bd = uplink_bd_;
-    l3.uplink_ip = cfg_.uplink->address.addr;
-    l3.gateway = cfg_.uplink->gateway;
-    l3.uplink_mac = uplink_mac_;
-    const size_t nbd = bd_name_.size();
-    l3.allowed.assign(nbd * nbd, 0);
-    for (const auto& n : cfg_.networks) {
-      if (n.driver != Driver::kBridge || !bd_of_.count(n.name)) continue;
-      l3.isolated.push_back({n.subnet.network(), n.subnet.mask()});
-      l3.isolated_bd.push_back(bd_of_.at(n.name));
-      for (const auto& o : n.allow)  // symmetric
-        if (bd_of_.count(o)) {
-          l3.allowed[size_t(bd_of_.at(n.name)) * nbd + bd_of_.at(o)] = 1;
-          l3.allowed[size_t(bd_of_.at(o)) * nbd + bd_of_.at(n.name)] = 1;
-        }
-    }
-    for (uint16_t id = 0; id < ports_.size(); id++) {
-      const PortRec& pr = ports_[id];
-      const NetworkConfig* n = pr.port ? cfg_.network(pr.network) : nullptr;
-      if (n && n->driver == Driver::kBridge) l3.neighbors.push_back({pr.ip, id, pr.bd, pr.mac});
-    }
-    std::sort(l3.neighbors.begin(), l3.neighbors.end(), [](auto& a, auto& b) { return a.ip < b.ip; });
-    // Published ports: a direct [port] -> rule index per protocol, constant cost for any range.
-    for (const auto& e : cfg_.endpoints) {
-      if (e.publish.empty() || !eps_.count(e.name) || eps_.at(e.name).ports.empty()) continue;
-      uint16_t id = eps_.at(e.name).ports[0];  // the first network's port
-      const PortRec& pr = ports_[id];
-      const NetworkConfig* net = cfg_.network(pr.network);
-      for (const auto& p : e.publish) {
-        l3.pub.push_back(PubRule{p.host_lo, p.ctr_lo, pr.ip, id, pr.bd, pr.mac, router_mac_, net ? net->gateway : 0});
-        auto& idx = p.proto == 6 ? l3.pub_tcp : l3.pub_udp;
-        if (idx.empty()) idx.assign(65536, 0);
-        for (uint32_t port = p.host_lo; port <= p.host_hi; port++) idx[port] = uint16_t(l3.pub.size());
-      }
-    }
-  }
-  if (uplink_port_ >= 0) {
     uint16_t id = uint16_t(uplink_port_);
     PortEntry& pe = s->ports[id];
     pe.port = ports_[id].port.get();
     pe.bd = uplink_bd_;
-    pe.owner = uint16_t(id % dp_->workers());
+    pe.owner = owner(id);
     pe.max_frame = std::min(cfg_.uplink->mtu, kAfxdpMaxMtu) + kEthHdrLen;
     s->bds[uplink_bd_].ports.push_back(id);
     s->rx_ports[pe.owner].push_back(id);
-  }
-  for (uint16_t w = 0; w < punts_.size(); w++) {  // in no network: frames enter as their tag's port
-    PortEntry& pe = s->ports[punts_[w].port];
-    pe.port = ports_[punts_[w].port].port.get();
-    pe.bd = kInvalidPort;
-    pe.owner = w;
-    pe.max_frame = kAfxdpMaxMtu + kEthHdrLen + 4;
-    pe.punt = true;
-    pe.punt_share = fast_->punt_share(w);
-    s->rx_ports[w].push_back(punts_[w].port);
   }
   for (const auto& [name, rec] : eps_) {
     for (uint16_t id : rec.ports) {
@@ -667,32 +387,20 @@ void Daemon::publish_snapshot() {
       PortEntry& pe = s->ports[id];
       pe.port = pr.port.get();
       pe.bd = pr.bd;
-      pe.owner = uint16_t(id % dp_->workers());  // stable: a port never changes worker
+      pe.owner = owner(id);
       pe.max_frame = pr.mtu + kEthHdrLen;
       pe.endpoint = true;
       const NetworkConfig* net = cfg_.network(pr.network);
       pe.learn = !(net && net->driver == Driver::kMacvlan);
       s->bds[pr.bd].ports.push_back(id);
-      if (pr.fast) {  // received and sent through its worker's punt port (id % workers, as above)
+      if (pr.kind == PortRec::Kind::kFast) {  // received and sent through its worker's punt port (FastControl::contribute)
         pe.fast = true;
         continue;
       }
       s->rx_ports[pe.owner].push_back(id);
     }
   }
-  for (uint16_t id = 0; id < ports_.size(); id++) {
-    const PortRec& pr = ports_[id];
-    if (!pr.vtep || pr.retiring || pr.bd >= s->bds.size()) continue;
-    PortEntry& pe = s->ports[id];
-    pe.bd = pr.bd;
-    pe.max_frame = pr.mtu + kEthHdrLen;
-    pe.vtep = pr.vtep;
-    pe.vni = pr.vni;
-    pe.owner = uplink_port_ >= 0 ? s->ports[uplink_port_].owner : 0;  // never polled; encapsulated by whoever forwards to it
-    s->bds[pr.bd].ports.push_back(id);
-    s->tunnels.push_back({TunnelKey::make(pr.vni, pr.vtep), id});
-  }
-  std::sort(s->tunnels.begin(), s->tunnels.end(), [](const TunnelKey& a, const TunnelKey& b) { return a.key < b.key; });
+  for (const auto& m : modules_) m->contribute(*s);
   dp_->publish(std::move(s));
 }
 
@@ -725,14 +433,6 @@ void Daemon::check_can_create(const PlannedEndpoint& ep, const std::string& repl
   }
 }
 
-void Daemon::check_macs(const Plan& plan) const {
-  if (!uplink_mac_) return;
-  for (const auto& ep : plan.endpoints)
-    for (const auto& a : ep.attachments)
-      if (a.mac == uplink_mac_)
-        throw ConfigError(cfg_.path + ": endpoint '" + ep.name + "': mac " + mac_to_string(a.mac) + " is the uplink's own MAC");
-}
-
 void Daemon::apply_mtu(const std::string& network) {
   for (const auto& ep : plan_.endpoints) {
     auto rec = eps_.find(ep.name);
@@ -743,7 +443,7 @@ void Daemon::apply_mtu(const std::string& network) {
       if (a.network != network || pr.mtu == a.mtu) continue;
       pr.mtu = a.mtu;
       if (ep.port == PortKind::kVhost) continue;  // the application sets its own
-      if (fast_ && pr.fast) fast_->set_mtu(rec->second.ports[i], a.mtu);  // the host end keeps its higher MTU
+      fast_->set_mtu(rec->second.ports[i], a.mtu);  // a fast-tier port's host end keeps its higher MTU
       Fd ns(netns::open_path(ep.netns_path));
       Rtnl inside(ns.fd);
       inside.set_up(a.ifname, a.mtu);
@@ -751,7 +451,7 @@ void Daemon::apply_mtu(const std::string& network) {
   }
   if (const NetworkConfig* n = cfg_.network(network))
     for (auto& pr : ports_)
-      if (pr.vtep && pr.network == network) pr.mtu = n->mtu;
+      if (pr.kind == PortRec::Kind::kTunnel && pr.network == network) pr.mtu = n->mtu;
   LOG_INFO("network %s: MTU applied in place", network.c_str());
 }
 
@@ -767,10 +467,11 @@ json Daemon::add_network(const NetworkConfig& n) {
   resolve_defaults(next);  // an overlay's MTU follows the uplink's
   check_config(next);
   Plan np = make_plan(next, &plan_);
+  for (const auto& m : modules_) m->check(next, np);
   add_bd(next.networks.back());
   cfg_ = std::move(next);
   plan_ = std::move(np);
-  sync_tunnels();
+  for (const auto& m : modules_) m->apply();
   publish_snapshot();
   LOG_INFO("network %s added (%s)", n.name.c_str(), prefix_to_string(n.subnet).c_str());
   return {{"network", n.name}, {"subnet", prefix_to_string(n.subnet)}, {"gateway", ipv4_to_string(n.gateway)}};
@@ -799,7 +500,7 @@ json Daemon::add_endpoint(const EndpointConfig& e) {
   next.endpoints.push_back(e);
   check_config(next);
   Plan np = make_plan(next, &plan_);
-  check_macs(np);
+  for (const auto& m : modules_) m->check(next, np);
   const PlannedEndpoint& pe = np.endpoints.back();
   check_can_create(pe, "");
   create_endpoint(pe);  // all or nothing
@@ -839,7 +540,7 @@ json Daemon::reload() {
   for (const auto& ep : plan_.endpoints)
     if (!in(d.endpoints_changed, ep.name) && !in(d.endpoints_removed, ep.name)) keep.endpoints.push_back(ep);
   Plan np = make_plan(next, &keep);
-  check_macs(np);
+  for (const auto& m : modules_) m->check(next, np);
   std::vector<std::string> fresh = d.endpoints_added;
   fresh.insert(fresh.end(), d.endpoints_changed.begin(), d.endpoints_changed.end());
   // Validate everything against this machine before changing anything: a
@@ -898,10 +599,12 @@ json Daemon::reload() {
       failed += (failed.empty() ? "" : "; ") + std::string("network ") + n + " MTU: " + e.what();
     }
   }
-  try {
-    sync_tunnels();  // peers added and removed; tunnels of changed networks recreated
-  } catch (const std::exception& e) {
-    failed += (failed.empty() ? "" : "; ") + std::string("tunnels: ") + e.what();
+  for (const auto& m : modules_) {
+    try {
+      m->apply();  // the overlay: peers added and removed; tunnels of changed networks recreated
+    } catch (const std::exception& e) {
+      failed += (failed.empty() ? "" : "; ") + std::string(m->name()) + ": " + e.what();
+    }
   }
   publish_snapshot();  // published ports, allow, internal: in place
   LOG_INFO("reload: %s", applied.dump().c_str());
@@ -941,17 +644,7 @@ int Daemon::run() {
     uint32_t now = now_ms();
     if (now - last_maint >= 250) {
       dp_->maintain(now, cfg_.sw.mac_aging_s * 1000);
-      sync_fast_macs();
-      if (ConnTrack* ct = dp_->conntrack()) {
-        ct->expire(now, [this](std::function<void()> fn) { dp_->defer(std::move(fn)); });
-        // Rate-limited: at most one line every 10 s while new flows are being refused.
-        if (uint64_t full = ct->full_drops(); full != ct_full_reported_ && now - ct_full_logged_ms_ >= 10000) {
-          LOG_WARN("conntrack full (%zu flows): %llu new flows refused so far; existing flows keep working (conntrack.size)",
-                   ct->capacity(), (unsigned long long)full);
-          ct_full_reported_ = full;
-          ct_full_logged_ms_ = now;
-        }
-      }
+      for (auto& m : modules_) m->tick(now);
       last_maint = now;
     }
   }
@@ -972,16 +665,8 @@ void Daemon::teardown() {
     release(rec);
   }
   eps_.clear();
-  if (uplink_port_ >= 0) {  // detach from the uplink; the interface is not ours to delete
-    EndpointRec up;
-    up.ports = {uint16_t(uplink_port_)};
-    release(up);
-    uplink_port_ = -1;
-  }
-  for (auto& p : punts_) release(p.rec);  // after every FastPort that sends through them
-  punts_.clear();
+  for (auto m = modules_.rbegin(); m != modules_.rend(); ++m) (*m)->stop();  // reverse order: users before what they use
   relay_.reset();
-  fast_.reset();
   dp_.reset();
   xdp_.reset();
   DpdkEnv::shutdown();  // no-op unless a vhost port brought DPDK up
@@ -1052,25 +737,21 @@ json Daemon::endpoint_json(const PlannedEndpoint& ep) const {
   return e;
 }
 
-// Every view of `show` is declared here, once: the rows of its answer (the
-// reply's "result", which scripts read) and how a person reads them (the
-// reply's "view", see view.h). dpswctl prints any view from that description.
+// Every view of `show` is declared once, here or in its feature's module
+// (Module::views(), asked between `mac` and `counters`): the rows of its
+// answer (the reply's "result", which scripts read) and how a person reads
+// them (the reply's "view", see view.h). dpswctl prints any view from that
+// description.
 CtlReply Daemon::show(const std::string& what, const std::vector<std::string>& args) {
   using view::col, view::line, view::pick, view::table;
-  auto fast_events = [&] {
-    const FastTier::Events ev = fast_->events();
-    return json{{"punted", ev.punted}, {"dropped_no_port", ev.no_port}, {"punt_bad_tag", ev.punt_bad_tag},
-                {"punt_no_peer", ev.punt_no_peer}, {"steered", ev.steered}, {"dropped_bad_src_mac", ev.bad_src},
-                {"dropped_punt_share", ev.punt_share}};
-  };
   auto port_counters = [&](uint16_t id) {
     auto t = dp_->port_totals(id);
     json drops = json::object();
     for (size_t d = 0; d < kDropReasons; d++)
       if (t.drops[d]) drops[std::string(drop_reason_name(Drop(d)))] = t.drops[d];
     json fast = nullptr;
-    if (fast_ && ports_[id].fast) {  // the frames the kernel tier forwarded itself count too
-      const FastTier::PortStats f = fast_->stats(id);
+    if (fast_->tier() && ports_[id].kind == PortRec::Kind::kFast) {  // the frames the kernel tier forwarded itself count too
+      const FastTier::PortStats f = fast_->tier()->stats(id);
       t.rx_packets += f.rx_packets;
       t.rx_bytes += f.rx_bytes;
       t.tx_packets += f.tx_packets;
@@ -1084,12 +765,9 @@ CtlReply Daemon::show(const std::string& what, const std::vector<std::string>& a
     if (!fast.is_null()) j["fast_tier"] = fast;  // ...of which in the kernel
     return j;
   };
-  struct Shown {
-    view::View view;
-    size_t max_args;            // arguments it takes (view.args says which)
-    std::function<json()> rows;  // the result
-  };
-  std::vector<Shown> views;
+  using Shown = ViewRegistry::Entry;
+  ViewRegistry reg{args, {}};
+  std::vector<Shown>& views = reg.entries;
 
   views.push_back({{"ports", "", "every port: endpoint, network, addresses, owning worker, packets",
                     {table("", {col("ID", "id"), col("PORT", "name"), col("KIND", "kind"), col("ENDPOINT", "endpoint"),
@@ -1102,14 +780,14 @@ CtlReply Daemon::show(const std::string& what, const std::vector<std::string>& a
       const PortRec& pr = ports_[id];
       if (!pr.used() || pr.retiring) continue;  // retiring: a removed tunnel awaiting its grace period
       json p;
-      if (pr.vtep) {  // a VXLAN tunnel: "up" once its next hop is resolved
-        const uint32_t nh = tunnel_next_hop(pr.vtep);
+      if (pr.kind == PortRec::Kind::kTunnel) {  // a VXLAN tunnel: "up" once its next hop is resolved
+        const uint32_t nh = overlay_->next_hop(pr.vtep);
         const Mac m = nh ? dp_->arp()->peek(nh) : 0;
         p = {{"id", id}, {"name", pr.host_ifname}, {"kind", "vxlan"}, {"endpoint", ""}, {"network", pr.network},
              {"ifname", ""}, {"mac", m ? mac_to_string(m) : "unresolved"}, {"ip", ipv4_to_string(pr.vtep)},
              {"vni", pr.vni}, {"worker", "-"}, {"link", m ? "up" : "down"}, {"link_changes", 0}};
       } else {
-        p = {{"id", id}, {"name", pr.host_ifname}, {"kind", pr.punt ? "punt" : pr.port->kind()}, {"endpoint", pr.endpoint},
+        p = {{"id", id}, {"name", pr.host_ifname}, {"kind", pr.kind == PortRec::Kind::kPunt ? "punt" : pr.port->kind()}, {"endpoint", pr.endpoint},
              {"network", pr.network}, {"ifname", pr.ifname}, {"mac", mac_to_string(pr.mac)},
              {"ip", ipv4_to_string(pr.ip)}, {"worker", s.port(id) ? s.port(id)->owner : 0},
              {"link", pr.port->link_up() ? "up" : "down"}, {"link_changes", pr.port->link_changes()}};
@@ -1177,70 +855,12 @@ CtlReply Daemon::show(const std::string& what, const std::vector<std::string>& a
                      {"mac", mac_to_string(e.mac)}, {"port", port}, {"endpoint", ep},
                      {"age_ms", e.is_static || int32_t(now - e.last_seen_ms) < 0 ? 0 : now - e.last_seen_ms},
                      {"established", e.established}, {"static", e.is_static},
-                     {"fast_tier", fast_ && fast_->has_mac(e.bd, e.mac)}});  // the kernel tier forwards on it too (`show fast`)
+                     {"fast_tier", fast_->has_mac(e.bd, e.mac)}});  // the kernel tier forwards on it too (`show fast`)
     });
     return out;
   }});
 
-  views.push_back({{"fast", "", "the in-kernel fast tier, read back from its BPF maps",
-                    {line("fast tier: not in use (no endpoint has fast_path: auto)").only_if("!enabled"),
-                     table("fdb", {col("NETWORK", "network"), col("MAC", "mac"), col("PORT", "port"), col("ENDPOINT", "endpoint"),
-                                   pick("SOURCE", {{"planned", "endpoint"}, {"", "learned"}})})
-                         .only_if("enabled"),
-                     line("{ports:count} fast-tier ports, {punt_ports:count} punt ports; punted {events.punted}, "
-                          "dropped (no port) {events.dropped_no_port}, punt tag errors {events.punt_bad_tag}/{events.punt_no_peer}, "
-                          "bad source MAC {events.dropped_bad_src_mac}, over a port's punt share {events.dropped_punt_share}")
-                         .only_if("enabled"),
-                     table("punt_ports", {col("WORKER", "worker"), col("PUNT PORT", "name"), col("NEAR END", "near"),
-                                          col("SHARE(frames/ms/port)", "share_per_ms")})
-                         .only_if("enabled"),
-                     line("steering: off (a flooding sender's frames are delivered on its own core)").only_if("enabled !steering.cores"),
-                     line("steering: to cores {steering.cores} above {steering.above_pps} frames/s per sender and CPU; "
-                          "steered {events.steered}")
-                         .only_if("enabled steering.cores")}},
-                   0, [&] {
-    json out = {{"enabled", fast_ != nullptr}, {"ports", json::array()}, {"fdb", json::array()}, {"punt_ports", json::array()}};
-    if (!fast_) return out;
-    auto net = [&](uint16_t b) { return b < bd_name_.size() ? bd_name_[b] : std::string("?"); };
-    auto name = [&](uint16_t p) { return p < ports_.size() && ports_[p].used() ? ports_[p].host_ifname : std::to_string(p); };
-    for (const auto& kp : fast_->dump_ports())
-      out["ports"].push_back({{"ifindex", kp.ifindex}, {"port", kp.port}, {"name", name(kp.port)}, {"network", net(kp.bd)},
-                              {"endpoint", kp.port < ports_.size() ? ports_[kp.port].endpoint : ""}, {"punt_ifindex", kp.punt}});
-    for (const auto& [key, port] : fast_->dump_fdb())
-      out["fdb"].push_back({{"network", net(key.first)}, {"mac", mac_to_string(key.second)}, {"port", name(port)},
-                            {"endpoint", port < ports_.size() ? ports_[port].endpoint : ""}, {"planned", fast_->is_planned(key.first, key.second)}});
-    for (unsigned w = 0; w < punts_.size(); w++)
-      out["punt_ports"].push_back({{"worker", w}, {"name", ports_[punts_[w].port].host_ifname}, {"near", punts_[w].rec.links.front()},
-                                   {"port", punts_[w].port}, {"share_per_ms", read_punt_share(fast_->punt_share(w))}});
-    out["steering"] = {{"cores", cfg_.sw.steering_cores()}, {"above_pps", cfg_.sw.steer_above_pps}};
-    out["events"] = fast_events();
-    return out;
-  }});
-
-  views.push_back({{"conntrack", "", "tracked connections and their translation",
-                    {table("", {col("PROTO", "proto"), col("ORIGINAL (src > dst)", "original"),
-                                col("TRANSLATED (src > dst)", "translated"), col("STATE", "state"),
-                                col("IDLE(s)", "idle_ms", "ms_as_s")})
-                         .or_else("no tracked connections")}},
-                   0, [&] {
-    json out = json::array();
-    ConnTrack* ct = dp_->conntrack();
-    if (!ct) return out;
-    uint32_t now = now_ms();
-    ct->for_each([&](const Flow& f) {
-      const FlowKey& o = f.orig;
-      std::string proto = o.proto == 6 ? "tcp" : o.proto == 17 ? "udp" : o.proto == 1 ? "icmp" : o.proto == 47 ? "gre" : std::to_string(o.proto);
-      uint8_t st = f.state.load(std::memory_order_relaxed);  // relaxed: display only
-      auto ep = [&](uint32_t ip, uint16_t port) { return ipv4_to_string(ip) + ":" + std::to_string(o.proto == 1 ? 0 : port); };
-      out.push_back({{"proto", proto},
-                     {"original", ep(o.sip, o.sport) + " > " + ep(o.dip, o.dport)},
-                     {"translated", ep(f.xsrc_ip, f.xsrc_port) + " > " + ep(f.xdst_ip, f.xdst_port)},
-                     {"nat_port", f.nat_port},
-                     {"state", o.proto == 6 ? tcp_state_name(st) : st ? "replied" : "unreplied"},
-                     {"idle_ms", int32_t(now - f.last_seen.load(std::memory_order_relaxed)) < 0 ? 0 : now - f.last_seen.load(std::memory_order_relaxed)}});
-    });
-    return out;
-  }});
+  for (auto& m : modules_) m->views(reg);
 
   views.push_back({{"counters", "", "packets and drops by port, worker load, table occupancy",
                     {table("ports", {col("PORT", "@key"), col("ENDPOINT", "endpoint"), col("RX_PKTS", "rx_packets"),
@@ -1292,11 +912,11 @@ CtlReply Daemon::show(const std::string& what, const std::vector<std::string>& a
       conntrack = {{"flows", ct->count()}, {"capacity", ct->capacity()}, {"refused_full", ct->full_drops()},
                    {"early_drop", ct->early_drops()}};
     json fast = nullptr;
-    if (fast_) {
-      fast = fast_events();
-      fast["fdb_entries"] = fast_->fdb_size();
-      fast["fdb_capacity"] = fast_->fdb_capacity();
-      fast["fdb_refused"] = fast_->fdb_refused();
+    if (const FastTier* ft = fast_->tier()) {
+      fast = fast_->events();
+      fast["fdb_entries"] = ft->fdb_size();
+      fast["fdb_capacity"] = ft->fdb_capacity();
+      fast["fdb_refused"] = ft->fdb_refused();
     }
     return json{{"ports", ports}, {"workers", workers}, {"dpdk", dpdk}, {"conntrack", conntrack},
                 {"mac_table", {{"entries", dp_->macs().count()}, {"capacity", dp_->macs().capacity()}}},

@@ -1,0 +1,69 @@
+#include "control/core/core.h"
+
+#include "control/core/module.h"
+#include "control/log.h"
+#include "control/netlink.h"
+#include "control/vhost_relay.h"
+
+namespace dpsw {
+
+// Out of line: Module and VhostRelay are complete here.
+Core::Core(Config cfg, Plan plan, DaemonOptions opt) : cfg_(std::move(cfg)), plan_(std::move(plan)), opt_(std::move(opt)) {}
+Core::~Core() = default;
+
+uint16_t Core::new_port_id() {
+  uint16_t id = 0;
+  while (id < ports_.size() && ports_[id].used()) id++;
+  if (id >= kMaxPorts) throw std::runtime_error("too many ports (max " + std::to_string(kMaxPorts) + ")");
+  if (id == ports_.size()) ports_.emplace_back();
+  return id;
+}
+
+uint16_t Core::add_bd(const NetworkConfig& network) {
+  if (network.driver == Driver::kMacvlan) {  // the uplink's segment itself
+    bd_name_[uplink_bd_] = network.name;
+    bd_of_[network.name] = uplink_bd_;
+    return uplink_bd_;
+  }
+  uint16_t id = 0;
+  while (id < bd_name_.size() && !bd_name_[id].empty()) id++;
+  if (id == bd_name_.size()) bd_name_.emplace_back();
+  bd_name_[id] = network.name;
+  bd_of_[network.name] = id;
+  return id;
+}
+
+void Core::release(EndpointRec& rec, bool keep_netns) {
+  for (uint16_t id : rec.ports) {
+    PortRec& pr = ports_[id];
+    if (dp_) dp_->macs().flush_port(id);
+    for (auto& m : modules_) m->release_port(id, pr);
+    if (xdp_ && pr.xdp()) {
+      xdp_->unbind_socket(pr.ifindex, id);
+      xdp_->detach(pr.ifindex);
+    }
+    if (relay_ && pr.kind == PortRec::Kind::kVhost) relay_->remove(pr.endpoint);  // the application is disconnected first
+    pr.port.reset();  // closes the socket / vhost device (and leaves the worker's epoll set)
+    pr = PortRec{};
+  }
+  try {
+    Rtnl rt;
+    for (const auto& l : rec.links) rt.delete_link(l);  // takes the container end with it
+  } catch (const std::exception& e) {
+    LOG_ERR("removing links: %s", e.what());
+  }
+  if (rec.created_netns && !keep_netns) netns::remove(rec.netns_name);
+  if (!rec.sysctls.empty()) {
+    try {
+      Fd ns(netns::open_path(rec.netns_path));
+      in_netns(ns.fd, [&] {
+        for (auto it = rec.sysctls.rbegin(); it != rec.sysctls.rend(); ++it) sysctl_write(it->first, it->second);
+      });
+    } catch (const std::exception& e) {
+      LOG_ERR("restoring sysctls in %s: %s", rec.netns_path.c_str(), e.what());
+    }
+  }
+  rec = EndpointRec{};
+}
+
+}  // namespace dpsw

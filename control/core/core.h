@@ -1,0 +1,114 @@
+// What the daemon and its control modules (module.h) share: the machine-wide
+// objects (the dataplane, the XDP program, the journal), the config and plan
+// in force, and the registries of ports, bridge domains and endpoints, with
+// the few operations on them every feature needs (a port id, the worker that
+// owns a port, releasing a port, publishing a snapshot).
+//
+// Control thread only, like everything in control/. The Daemon is a Core (it
+// owns this state and its lifecycle); a module gets a Core& and reads or
+// changes only what its feature needs, never the Daemon's privates.
+#pragma once
+
+#include <unistd.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "control/config.h"
+#include "control/journal.h"
+#include "dataplane/afxdp_port.h"
+#include "dataplane/dataplane.h"
+#include "dataplane/port.h"
+
+namespace dpsw {
+
+class Module;
+class VhostRelay;
+
+struct DaemonOptions {
+  std::string bpf_object;   // XDP: bpf/xsk_redirect.bpf.o
+  std::string fast_object;  // TC: bpf/fast_l2.bpf.o (the fast tier; loaded when an endpoint uses it)
+};
+
+// A file descriptor closed when it goes out of scope.
+struct Fd {
+  int fd = -1;
+  explicit Fd(int f) : fd(f) {}
+  ~Fd() {
+    if (fd >= 0) close(fd);
+  }
+};
+
+// One port id's record (ports_ is indexed by port id).
+struct PortRec {
+  enum class Kind : uint8_t {
+    kNone,    // id free (or being made: `port` not set yet)
+    kAfxdp,   // AF_XDP (an endpoint's veth or the uplink): bound in the XDP maps, program attached to ifindex
+    kPunt,    // the fast tier's punt port of a worker: AF_XDP like kAfxdp, in no network
+    kFast,    // a fast-tier endpoint (FastPort): TC program on ifindex, no XDP
+    kVhost,   // a vhost-user port: the relay serves its application's socket (under `endpoint`)
+    kTunnel,  // a VXLAN tunnel (no Port object): remote VTEP `vtep`, VNI `vni`
+  };
+  std::string endpoint, network, host_ifname, ifname;
+  int ifindex = 0;
+  uint16_t bd = 0;
+  Mac mac = 0;
+  uint32_t ip = 0;
+  uint32_t mtu = 1500;
+  std::unique_ptr<Port> port;  // nullptr: id free (unless a tunnel)
+  Kind kind = Kind::kNone;
+  uint32_t vtep = 0, vni = 0;  // kTunnel: remote VTEP, VNI
+  bool retiring = false;       // a tunnel on its way out: no longer published, not shown; freed after a grace period
+  bool used() const { return port || kind == Kind::kTunnel; }
+  bool xdp() const { return kind == Kind::kAfxdp || kind == Kind::kPunt; }  // bound in the XDP maps
+};
+
+// What dpsw made for one endpoint (or one module's own links, e.g. punt veths).
+struct EndpointRec {
+  bool created_netns = false;
+  std::string netns_name;
+  std::string netns_path;  // an adopted namespace: where to restore `sysctls`
+  std::vector<std::pair<std::string, std::string>> sysctls;  // adopted: values dpsw changed, as they were
+  std::vector<uint16_t> ports;
+  std::vector<std::string> links;
+};
+
+struct Core {
+  Core(Config cfg, Plan plan, DaemonOptions opt);
+  virtual ~Core();
+
+  uint16_t new_port_id();  // the lowest free id; throws past kMaxPorts
+  uint16_t add_bd(const NetworkConfig& network);  // a bridge domain id; a macvlan network maps onto the uplink's segment
+  // The worker that owns (polls, transmits on) port `id`: stable, a port
+  // never changes worker.
+  uint16_t owner(uint16_t id) const { return uint16_t(id % dp_->workers()); }
+  // Frees rec's ports (they must be out of the snapshot), links, namespace
+  // (unless keep_netns) and restores the sysctls it changed.
+  void release(EndpointRec& rec, bool keep_netns = false);
+  virtual void publish_snapshot() = 0;  // from the records below and every module's contribution
+
+  Config cfg_;
+  Plan plan_;
+  DaemonOptions opt_;
+  std::unique_ptr<Journal> journal_;
+  std::unique_ptr<XdpProgram> xdp_;
+  std::unique_ptr<Dataplane> dp_;
+  std::unique_ptr<VhostRelay> relay_;  // made with the first vhost-user endpoint
+  std::vector<std::unique_ptr<Module>> modules_;  // in the order their hooks run
+  std::vector<PortRec> ports_;                  // by port id
+  std::map<std::string, uint16_t> bd_of_;       // network -> bridge domain id
+  std::vector<std::string> bd_name_;            // bridge domain id -> network ("" free)
+  std::map<std::string, EndpointRec> eps_;
+  int uplink_port_ = -1;      // port id of the uplink, -1: none
+  uint16_t uplink_bd_ = 0;    // the uplink segment's bridge domain (macvlan networks live here)
+  Mac uplink_mac_ = 0;        // answers for the uplink address
+  Mac router_mac_ = 0;        // answers for bridge networks' gateways
+
+ protected:
+  Core(const Core&) = delete;
+  Core& operator=(const Core&) = delete;
+};
+
+}  // namespace dpsw

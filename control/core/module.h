@@ -1,0 +1,78 @@
+// A control module: one feature's control side (the fast tier, the overlay,
+// ...) behind a few hooks the Daemon calls at fixed points of setup, every
+// runtime change, the maintenance tick, snapshot compilation, `show` and
+// teardown. The Daemon keeps the lifecycle, the control loop, the port
+// registry (Core), the journal and request dispatch; a feature's own state
+// and the code that knows it live in its module.
+//
+// Every hook has a default that does nothing, so a module implements only
+// what its feature takes part in. Hooks run on the control thread, in the
+// order of Core::modules_ (Daemon::Daemon() lists them once).
+//
+// The order of one change, as the daemon runs it (see daemon.h):
+//   check()      on the whole next config and plan, before anything changes:
+//                throws ConfigError and the change is refused, all or nothing
+//   start()      setup only, once, right after the dataplane exists (before
+//                check(), the bridge domains and the endpoints): the module's
+//                own kernel and dataplane state (the uplink)
+//   apply()      setup (after the bridge domains, before the endpoints), a
+//                network added, a reload: bring the module's state in line
+//                with cfg_ (which already holds the new config); the caller
+//                publishes the result
+//   release_port a port's records are being freed (after the snapshot without
+//                it, before its Port closes)
+//   contribute() its part of every snapshot, after the core's (networks,
+//                uplink, endpoint ports)
+//   tick(now)    every maintenance tick (250 ms), after the MAC table's
+//   views()      declares its `show` views
+//   stop()       teardown, after the workers stopped and every endpoint was
+//                released
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "control/core/core.h"
+#include "control/view.h"
+#include "dataplane/snapshot.h"
+
+namespace dpsw {
+
+// The views of one `show` request: the daemon's own and every module's, in
+// the order they are declared (which is the order `show` alone lists them).
+struct ViewRegistry {
+  struct Entry {
+    view::View view;
+    size_t max_args;                      // arguments it takes (view.args says which)
+    std::function<nlohmann::json()> rows;  // the result
+  };
+  const std::vector<std::string>& args;  // the request's arguments after the view's name
+  std::vector<Entry> entries;
+};
+
+class Module {
+ public:
+  explicit Module(Core& core) : core_(core) {}
+  virtual ~Module() = default;
+  Module(const Module&) = delete;
+  Module& operator=(const Module&) = delete;
+
+  virtual const char* name() const = 0;  // in logs and in a reload's partial-failure reply
+  virtual void check(const Config& /*next*/, const Plan& /*plan*/) const {}
+  virtual void start() {}
+  virtual void apply() {}
+  virtual void release_port(uint16_t /*id*/, const PortRec& /*pr*/) {}
+  virtual void contribute(Snapshot& /*s*/) const {}
+  virtual void tick(uint32_t /*now*/) {}
+  virtual void views(ViewRegistry& /*r*/) {}
+  virtual void stop() {}
+
+ protected:
+  Core& core_;
+};
+
+}  // namespace dpsw

@@ -1,0 +1,178 @@
+#include "control/fast/fast_control.h"
+
+#include "control/log.h"
+#include "control/netlink.h"
+#include "dataplane/fast_port.h"
+#include "dataplane/punt_share.h"
+
+namespace dpsw {
+
+using nlohmann::json;
+
+FastControl::~FastControl() = default;
+
+void FastControl::ensure() {
+  if (fast_) return;
+  auto ft = std::make_unique<FastTier>(core_.opt_.fast_object, core_.cfg_.sw.mac_table_size + kMaxPorts);
+  std::vector<Punt> punts(core_.dp_->workers());
+  auto undo = [&] {
+    for (auto& p : punts) core_.release(p.rec);
+  };
+  try {
+    Rtnl rt;
+    for (unsigned w = 0; w < punts.size(); w++) {
+      // A punt veth pair per worker: `near` (the fast tier redirects punted
+      // frames out of it, and delivers what dpsw sends back) <-> `far` (the
+      // worker's AF_XDP punt port).
+      Punt& pu = punts[w];
+      const std::string tag = core_.cfg_.sw.name.substr(0, 6) + "-punt", near = tag + std::to_string(w), far = tag + "x" + std::to_string(w);
+      core_.journal_->record("link", near);
+      rt.create_veth(near, core_.journal_->alias_tag() + "(punt " + std::to_string(w) + ")", far, -1, 0x02dd00000001ULL + w, kAfxdpMaxMtu);
+      pu.rec.links.push_back(near);
+      for (const auto& l : {near, far}) sysctl_write("net/ipv6/conf/" + l + "/disable_ipv6", "1");
+      // dpsw reads frames as they are: the kernel must finish checksums (and,
+      // since XDP on `far` turns TSO off on `near`, segment GSO frames) and
+      // write the port tag into the frame rather than into metadata.
+      ethtool_set_tx_csum(near, false);
+      ethtool_set_tx_vlan(near, false);
+      rt.set_up(far);
+      rt.set_up(near);
+      pu.port = core_.new_port_id();
+      PortRec& pr = core_.ports_[pu.port];
+      pr.network = "(fast tier)";
+      pr.host_ifname = far;
+      pr.ifindex = rt.ifindex(far);
+      pr.mtu = kAfxdpMaxMtu;
+      auto port = std::make_unique<AfxdpPort>(far, AfxdpPort::Options{});
+      int fd = port->fd();
+      pr.port = std::move(port);
+      pr.kind = PortRec::Kind::kPunt;  // only once it has a port (kNone: "port not set yet")
+      pu.rec.ports.push_back(pu.port);
+      core_.xdp_->bind_socket(pr.ifindex, pu.port, fd);
+      core_.xdp_->attach(pr.ifindex, far);
+      pu.near_ifindex = rt.ifindex(near);
+      ft->attach_punt(pu.near_ifindex, near);
+      LOG_INFO("fast tier: worker %u punts through %s <-> %s (port %u)", w, near.c_str(), far.c_str(), pu.port);
+    }
+    // Steering's other half: the RPS mask of the punt veths' near ends is
+    // where a flooding sender's frames are delivered (bpf/fast_l2.bpf.c).
+    const std::vector<int> steer = core_.cfg_.sw.steering_cores();
+    if (!steer.empty())
+      for (const auto& p : punts) set_rps_cpus(p.rec.links.front(), steer);
+    ft->set_conf(steer.empty() ? 0 : std::max<uint32_t>(1, core_.cfg_.sw.steer_above_pps / 1000), core_.router_mac_);
+  } catch (...) {
+    undo();
+    throw;
+  }
+  fast_ = std::move(ft);
+  punts_ = std::move(punts);
+}
+
+void FastControl::add_port(uint16_t id, PortRec& pr) {
+  // No XDP here (it would turn the container's TSO off): the TC program
+  // forwards between containers and punts the rest to the punt port.
+  const Punt& pu = punts_[core_.owner(id)];  // the worker that would own the port
+  pr.port = std::make_unique<FastPort>(pr.host_ifname, core_.ports_[pu.port].port.get(), id);
+  pr.kind = PortRec::Kind::kFast;
+  fast_->add_port(pr.ifindex, pr.host_ifname, id, pr.bd, pu.near_ifindex, core_.owner(id), pr.mtu);
+  fast_->add_mac(pr.bd, pr.mac, id, true);
+}
+
+void FastControl::remove_port(uint16_t id) { release_port(id, core_.ports_[id]); }
+
+void FastControl::release_port(uint16_t id, const PortRec& pr) {
+  if (fast_ && pr.kind == PortRec::Kind::kFast) fast_->remove_port(id);
+}
+
+void FastControl::set_mtu(uint16_t id, uint32_t mtu) {
+  if (fast_ && core_.ports_[id].kind == PortRec::Kind::kFast) fast_->set_mtu(id, mtu);
+}
+
+void FastControl::sync_fast_macs() {
+  if (!fast_) return;
+  std::map<std::pair<uint16_t, Mac>, uint16_t> learned;
+  // Established entries only: a flood of random source MACs churns tentative
+  // entries in the MAC table and never reaches the kernel map.
+  core_.dp_->macs().for_each([&](const MacTable::Entry& e) {
+    if (e.established && !e.is_static && e.port < core_.ports_.size() && core_.ports_[e.port].kind == PortRec::Kind::kFast && core_.ports_[e.port].bd == e.bd)
+      learned[{e.bd, e.mac}] = e.port;
+  });
+  fast_->sync_learned(learned);
+  if (uint64_t r = fast_->fdb_refused(); r != fast_refused_reported_) {
+    LOG_WARN("fast tier: fdb map full (%u entries): %llu learned MACs left to the punted path", fast_->fdb_capacity(),
+             (unsigned long long)r);
+    fast_refused_reported_ = r;
+  }
+}
+
+void FastControl::tick(uint32_t) { sync_fast_macs(); }
+
+void FastControl::contribute(Snapshot& s) const {
+  for (uint16_t w = 0; w < punts_.size(); w++) {  // in no network: frames enter as their tag's port
+    PortEntry& pe = s.ports[punts_[w].port];
+    pe.port = core_.ports_[punts_[w].port].port.get();
+    pe.bd = kInvalidPort;
+    pe.owner = w;
+    pe.max_frame = kAfxdpMaxMtu + kEthHdrLen + 4;
+    pe.punt = true;
+    pe.punt_share = fast_->punt_share(w);
+    // Polled right after the uplink (if this worker owns it), before the endpoints: the order before modules.
+    auto& rx = s.rx_ports[w];
+    const bool uplink_first = core_.uplink_port_ >= 0 && !rx.empty() && rx.front() == uint16_t(core_.uplink_port_);
+    rx.insert(rx.begin() + (uplink_first ? 1 : 0), punts_[w].port);
+  }
+}
+
+void FastControl::stop() {
+  for (auto& p : punts_) core_.release(p.rec);  // after every FastPort that sends through them
+  punts_.clear();
+  fast_.reset();
+}
+
+json FastControl::events() const {
+  const FastTier::Events ev = fast_->events();
+  return json{{"punted", ev.punted}, {"dropped_no_port", ev.no_port}, {"punt_bad_tag", ev.punt_bad_tag},
+              {"punt_no_peer", ev.punt_no_peer}, {"steered", ev.steered}, {"dropped_bad_src_mac", ev.bad_src},
+              {"dropped_punt_share", ev.punt_share}};
+}
+
+void FastControl::views(ViewRegistry& r) {
+  using view::col, view::line, view::pick, view::table;
+  r.entries.push_back({{"fast", "", "the in-kernel fast tier, read back from its BPF maps",
+                    {line("fast tier: not in use (no endpoint has fast_path: auto)").only_if("!enabled"),
+                     table("fdb", {col("NETWORK", "network"), col("MAC", "mac"), col("PORT", "port"), col("ENDPOINT", "endpoint"),
+                                   pick("SOURCE", {{"planned", "endpoint"}, {"", "learned"}})})
+                         .only_if("enabled"),
+                     line("{ports:count} fast-tier ports, {punt_ports:count} punt ports; punted {events.punted}, "
+                          "dropped (no port) {events.dropped_no_port}, punt tag errors {events.punt_bad_tag}/{events.punt_no_peer}, "
+                          "bad source MAC {events.dropped_bad_src_mac}, over a port's punt share {events.dropped_punt_share}")
+                         .only_if("enabled"),
+                     table("punt_ports", {col("WORKER", "worker"), col("PUNT PORT", "name"), col("NEAR END", "near"),
+                                          col("SHARE(frames/ms/port)", "share_per_ms")})
+                         .only_if("enabled"),
+                     line("steering: off (a flooding sender's frames are delivered on its own core)").only_if("enabled !steering.cores"),
+                     line("steering: to cores {steering.cores} above {steering.above_pps} frames/s per sender and CPU; "
+                          "steered {events.steered}")
+                         .only_if("enabled steering.cores")}},
+                   0, [&] {
+    json out = {{"enabled", fast_ != nullptr}, {"ports", json::array()}, {"fdb", json::array()}, {"punt_ports", json::array()}};
+    if (!fast_) return out;
+    auto net = [&](uint16_t b) { return b < core_.bd_name_.size() ? core_.bd_name_[b] : std::string("?"); };
+    auto name = [&](uint16_t p) { return p < core_.ports_.size() && core_.ports_[p].used() ? core_.ports_[p].host_ifname : std::to_string(p); };
+    for (const auto& kp : fast_->dump_ports())
+      out["ports"].push_back({{"ifindex", kp.ifindex}, {"port", kp.port}, {"name", name(kp.port)}, {"network", net(kp.bd)},
+                              {"endpoint", kp.port < core_.ports_.size() ? core_.ports_[kp.port].endpoint : ""}, {"punt_ifindex", kp.punt}});
+    for (const auto& [key, port] : fast_->dump_fdb())
+      out["fdb"].push_back({{"network", net(key.first)}, {"mac", mac_to_string(key.second)}, {"port", name(port)},
+                            {"endpoint", port < core_.ports_.size() ? core_.ports_[port].endpoint : ""}, {"planned", fast_->is_planned(key.first, key.second)}});
+    for (unsigned w = 0; w < punts_.size(); w++)
+      out["punt_ports"].push_back({{"worker", w}, {"name", core_.ports_[punts_[w].port].host_ifname}, {"near", punts_[w].rec.links.front()},
+                                   {"port", punts_[w].port}, {"share_per_ms", read_punt_share(fast_->punt_share(w))}});
+    out["steering"] = {{"cores", core_.cfg_.sw.steering_cores()}, {"above_pps", core_.cfg_.sw.steer_above_pps}};
+    out["events"] = events();
+    return out;
+  }});
+
+}
+
+}  // namespace dpsw

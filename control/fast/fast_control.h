@@ -1,0 +1,62 @@
+// The fast tier's control side as a module: the FastTier object (its BPF
+// maps and TC programs) and one punt veth pair and AF_XDP port per worker,
+// made when the first endpoint needs it (ensure()) and kept until teardown;
+// the learned MACs it is told about on every tick; its snapshot part (the
+// punt ports and their fair-share slots); the `fast` view.
+//
+// The Daemon's endpoint code uses the rest: ensure() and add_port() when it
+// makes a fast-tier endpoint, remove_port() before the snapshot without it,
+// set_mtu(), and the read accessors for the other views.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "control/core/module.h"
+#include "dataplane/fast_tier.h"
+
+namespace dpsw {
+
+class FastControl : public Module {
+ public:
+  explicit FastControl(Core& core) : Module(core) {}
+  ~FastControl() override;
+
+  const char* name() const override { return "fast tier"; }
+  void release_port(uint16_t id, const PortRec& pr) override;  // out of the kernel tier's maps
+  void contribute(Snapshot& s) const override;                  // the punt ports
+  void tick(uint32_t now) override;                             // learned MACs into the fdb
+  void views(ViewRegistry& r) override;                         // `fast`
+  void stop() override;                                         // punt ports (after every FastPort), then the object
+
+  // The fast tier (object, a punt veth pair and port per worker): made when
+  // the first endpoint needs it, kept until teardown.
+  void ensure();
+  // Makes port `id` (pr: its record, filled in but for the port) a fast-tier
+  // endpoint: a FastPort sending through its owner's punt port, in the
+  // kernel's port map, its MAC planned in the fdb. ensure() first.
+  void add_port(uint16_t id, PortRec& pr);
+  void remove_port(uint16_t id);  // out of the fast tier: no frame is redirected to it any more
+  void set_mtu(uint16_t id, uint32_t mtu);  // the host end keeps its higher MTU
+
+  FastTier* tier() const { return fast_.get(); }  // nullptr: not in use
+  bool has_mac(uint16_t bd, Mac mac) const { return fast_ && fast_->has_mac(bd, mac); }
+  nlohmann::json events() const;  // the kernel tier's event counters (tier() set)
+
+ private:
+  // Fast-tier MACs learned by the MAC table (maintenance tick).
+  void sync_fast_macs();
+
+  std::unique_ptr<FastTier> fast_;
+  struct Punt {
+    EndpointRec rec;       // its port and veth pair
+    uint16_t port = 0;     // port id of the AF_XDP side
+    int near_ifindex = 0;  // where the fast tier sends what it punts
+  };
+  std::vector<Punt> punts_;  // the fast tier's punt ports: one per worker (index), owned by it
+  uint64_t fast_refused_reported_ = 0;  // fast-tier fdb refusals already logged
+};
+
+}  // namespace dpsw

@@ -1,0 +1,33 @@
+// The overlay (VXLAN) as a control module: one tunnel port per (overlay
+// network, peer VTEP), following the networks' peer lists in the config in
+// force; the tunnel ports' snapshot part (flood lists, the VNI/peer index).
+// Tunnels have no Port object and no kernel state: records in the Core's
+// port registry (PortRec::Kind::kTunnel) and entries in the snapshot.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "control/core/module.h"
+
+namespace dpsw {
+
+class Overlay : public Module {
+ public:
+  explicit Overlay(Core& core) : Module(core) {}
+
+  const char* name() const override { return "tunnels"; }
+  // Tunnel ports follow the overlay networks' peer lists in cfg_: creates the
+  // missing ones, retires the others (publish, MAC flush; after a grace
+  // period, deferred: MAC flush again, id freed). The caller publishes the result.
+  void apply() override { sync_tunnels(); }
+  void contribute(Snapshot& s) const override;  // tunnel ports, their flood-list places, the tunnel index
+
+  uint32_t next_hop(uint32_t vtep) const;  // the peer, or the uplink gateway when off-segment (0: none)
+
+ private:
+  void sync_tunnels();
+  void retire_tunnels(const std::vector<uint16_t>& ids);
+};
+
+}  // namespace dpsw
