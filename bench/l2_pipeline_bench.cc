@@ -47,12 +47,13 @@ void BM_L2Pipeline(benchmark::State& st) {
   }
   ports[0]->set_replay(frames);
   Worker& w = dp.worker(0);
-  Packet pkts[kBurst];
+  Burst& pkts = w.rx_burst();
   uint64_t c0 = rdtsc(), items = 0;
   uint32_t now = now_ms();
   for (auto _ : st) {
-    uint16_t n = ports[0]->rx_burst(pkts, kBurst);
-    w.process(snap, 0, pkts, n, now);
+    uint16_t n = ports[0]->rx_burst(pkts.data(), kBurst);
+    pkts.resize(n);
+    w.process(snap, 0, pkts, now);
     items += n;
   }
   st.counters["cycles/pkt"] = benchmark::Counter(double(rdtsc() - c0) / double(items));

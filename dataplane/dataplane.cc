@@ -22,9 +22,12 @@ namespace dpsw {
 
 Worker::Worker(Dataplane& dp, unsigned id)
     : dp_(dp), id_(id), wc_(std::make_unique<WorkerCounters>()), tx_(id, &dp.mesh_, wc_.get()),
-      scratch_(std::make_unique<ScratchBuf[]>(kScratch)), punt_share_(std::make_unique<PuntShare>()) {}
+      punt_share_(std::make_unique<PuntShare>()) {}
 
-void Worker::process(const Snapshot& s, uint16_t in_port, Packet* pkts, uint16_t n, uint32_t now) {
+void Worker::process(const Snapshot& s, uint16_t in_port, Burst& b, uint32_t now) {
+  Scope scope(arena_, tx_, s);  // flushes the tx stage when this burst is done
+  Packet* pkts = b.data();
+  const uint16_t n = b.size();
   PortCounters& pc = wc_->ports[in_port];
   uint64_t bytes = 0;
   for (uint16_t i = 0; i < n; i++) {
@@ -35,29 +38,28 @@ void Worker::process(const Snapshot& s, uint16_t in_port, Packet* pkts, uint16_t
   pc.rx_packets.add(n);
   pc.rx_bytes.add(bytes);
   if (in_port == s.l3.uplink_port && !s.tunnels.empty()) {
-    process_uplink(s, in_port, pkts, n, now);
+    process_uplink(s, scope, in_port, b, now);
   } else if (s.ports[in_port].punt) {
-    process_punt(s, in_port, pkts, n, now);
+    process_punt(s, scope, in_port, b, now);
   } else {
-    forward(s, in_port, pkts, n, now);
+    forward(s, in_port, b, 0, n, now);
   }
-  tx_.flush(s);
-  nscratch_ = 0;  // every encapsulated frame has been sent
 }
 
 // The uplink of a host with overlay networks: VXLAN to us is decapsulated
 // and forwarded as received on its tunnel port, one run per tunnel.
-void Worker::process_uplink(const Snapshot& s, uint16_t in_port, Packet* pkts, uint16_t n, uint32_t now) {
+void Worker::process_uplink(const Snapshot& s, Scope& scope, uint16_t in_port, const Burst& pkts, uint32_t now) {
   PortCounters& pc = wc_->ports[in_port];
-  // The tx stage holds pointers into these arrays: flushed before they go out of scope (below).
-  Packet rest[kBurst], inner[kBurst];
+  Burst& rest = scope.take();
+  Burst& inner = scope.take();
   uint16_t tport[kBurst];
-  uint16_t nrest = 0, ninner = 0;
+  uint16_t ninner = 0;
+  const uint16_t n = pkts.size();
   for (uint16_t i = 0; i < n; i++) {
     Drop d = Drop::kCount;
     switch (stage::vxlan_input(pkts[i], s, &inner[ninner], &tport[ninner], &d)) {
       case stage::VxlanInNext::kNotVxlan:
-        rest[nrest++] = pkts[i];
+        rest.push(pkts[i]);
         break;
       case stage::VxlanInNext::kTunnel:
         ninner++;
@@ -67,16 +69,18 @@ void Worker::process_uplink(const Snapshot& s, uint16_t in_port, Packet* pkts, u
         break;
     }
   }
-  if (nrest) forward(s, in_port, rest, nrest, now);
-  forward_by_port(s, inner, tport, ninner, now);  // flushes `rest` and `inner` before they go
+  if (rest.size()) forward(s, in_port, rest, 0, rest.size(), now);
+  inner.resize(ninner);
+  forward_by_port(s, scope, inner, tport, now);
 }
 
-void Worker::forward_by_port(const Snapshot& s, const Packet* pkts, const uint16_t* ports, uint16_t n, uint32_t now) {
+void Worker::forward_by_port(const Snapshot& s, Scope& scope, const Burst& pkts, const uint16_t* ports, uint32_t now) {
   // One run per port, in order of first appearance, each port's frames in
   // arrival order (a burst usually holds one or two ports).
-  // The runs lie one after another in `run`: the tx stage points into every
-  // one of them until the flush below.
-  Packet run[kBurst];
+  // The runs lie one after another in `run` (the scope's: the tx stage
+  // points into every one of them until the scope's flush).
+  Burst& run = scope.take();
+  const uint16_t n = pkts.size();
   bool taken[kBurst] = {};
   uint16_t k = 0;
   for (uint16_t start = 0; start < n; start++) {
@@ -93,21 +97,21 @@ void Worker::forward_by_port(const Snapshot& s, const Packet* pkts, const uint16
     PortCounters& tc = wc_->ports[t];
     tc.rx_packets.add(k - first);
     tc.rx_bytes.add(bytes);
-    forward(s, t, run + first, uint16_t(k - first), now);
+    forward(s, t, run, first, uint16_t(k - first), now);
   }
-  tx_.flush(s);
+  run.resize(k);
 }
 
 // Frames the fast tier punted: [dst, src, 0x8100, VID = port + 1, ...]. The
 // tag goes (the MAC addresses move 4 bytes up, in the port's own buffer) and
 // each frame runs through the pipeline as received on its fast-tier port.
-void Worker::process_punt(const Snapshot& s, uint16_t in_port, Packet* pkts, uint16_t n, uint32_t now) {
+void Worker::process_punt(const Snapshot& s, Scope& scope, uint16_t in_port, const Burst& pkts, uint32_t now) {
   PortCounters& pc = wc_->ports[in_port];
-  // A copy: the caller releases `pkts` as received. The tx stage holds
-  // pointers into this array: flushed before it goes out of scope (below).
-  Packet fp[kBurst];
+  // A copy: the caller releases `pkts` as received.
+  Burst& fp = scope.take();
   uint16_t port[kBurst];
   uint16_t k = 0;
+  const uint16_t n = pkts.size();
   for (uint16_t i = 0; i < n; i++) {
     Packet p = pkts[i];
     const uint16_t id = p.len >= kEthHdrLen + 4 && p.data[12] == 0x81 && p.data[13] == 0x00
@@ -121,49 +125,53 @@ void Worker::process_punt(const Snapshot& s, uint16_t in_port, Packet* pkts, uin
     p.data += 4;
     p.len -= 4;
     punt_share_->frame(id);
-    port[k] = id;
-    fp[k++] = p;
+    port[k++] = id;
+    fp.push(p);
   }
-  forward_by_port(s, fp, port, k, now);  // flushes before `fp` goes
+  forward_by_port(s, scope, fp, port, now);
 }
 
-inline void Worker::output(const Snapshot& s, uint16_t dst, Packet& p) {
-  if (__builtin_expect(s.ports[dst].vtep != 0, 0)) encap(s, dst, p);
-  else tx_.enqueue(s, dst, &p);
+inline void Worker::output(const Snapshot& s, uint16_t dst, const Burst& b, uint16_t i) {
+  if (__builtin_expect(s.ports[dst].vtep != 0, 0)) encap(s, dst, b[i]);
+  else tx_.enqueue(s, dst, b, i);
 }
 
 // A tunnel: encapsulate into one of our buffers, send that to the uplink.
-void Worker::encap(const Snapshot& s, uint16_t dst, Packet& p) {
+void Worker::encap(const Snapshot& s, uint16_t dst, const Packet& p) {
   const PortEntry& pe = s.ports[dst];
-  if (nscratch_ == kScratch) {
+  BurstArena& a = arena_;
+  if (a.scratch_full()) {
     tx_.flush(s);  // sends (copies) every queued frame: the buffers are free again
-    nscratch_ = 0;
+    a.scratch_reset();
   }
   PortCounters& tc = wc_->ports[dst];
-  Packet& o = scratch_pkts_[nscratch_];
+  Burst& ob = a.scratch_burst();
+  const uint16_t oi = a.scratch_index();
+  Packet& o = ob[oi];
+  uint8_t* const buf = a.scratch_data();
   Drop d = Drop::kCount;
   if (!dp_.arp_) {  // tunnels exist only with an uplink
     tc.drops[size_t(Drop::kNoRoute)].add(1);
     return;
   }
-  switch (stage::vxlan_output(p, pe, s, *dp_.arp_, ip_id_++, scratch_[nscratch_].data, sizeof(ScratchBuf), &o, &d)) {
+  switch (stage::vxlan_output(p, pe, s, *dp_.arp_, ip_id_++, buf, BurstArena::kScratchBytes, &o, &d)) {
     case stage::VxlanOutNext::kOut:
-      nscratch_++;
+      a.scratch_commit();
       tc.tx_packets.add(1);
       tc.tx_bytes.add(p.len);
-      tx_.enqueue(s, s.l3.uplink_port, &o);
+      tx_.enqueue(s, s.l3.uplink_port, ob, oi);
       return;
     case stage::VxlanOutNext::kTooBig:
       tc.drops[size_t(d)].add(1);
       if (p.in_port < s.ports.size() && !s.ports[p.in_port].vtep) {
         const uint32_t inner_mtu = s.ports[s.l3.uplink_port].max_frame - kEthHdrLen - kVxlanOverhead;
-        if (uint32_t len = stage::frag_needed(p, inner_mtu, scratch_[nscratch_].data)) {
-          o.data = scratch_[nscratch_].data;
+        if (uint32_t len = stage::frag_needed(p, inner_mtu, buf)) {
+          o.data = buf;
           o.len = len;
           o.in_port = dst;
           o.mbuf = nullptr;
-          nscratch_++;
-          tx_.enqueue(s, p.in_port, &o);
+          a.scratch_commit();
+          tx_.enqueue(s, p.in_port, ob, oi);
         }
       }
       return;
@@ -173,7 +181,8 @@ void Worker::encap(const Snapshot& s, uint16_t dst, Packet& p) {
   }
 }
 
-void Worker::forward(const Snapshot& s, uint16_t in_port, Packet* pkts, uint16_t n, uint32_t now) {
+void Worker::forward(const Snapshot& s, uint16_t in_port, Burst& b, uint16_t first, uint16_t n, uint32_t now) {
+  Packet* const pkts = b.data() + first;
   WorkerCounters& wc = *wc_;
   PortCounters& pc = wc.ports[in_port];
   const PortEntry* in = s.port(in_port);
@@ -202,7 +211,7 @@ void Worker::forward(const Snapshot& s, uint16_t in_port, Packet* pkts, uint16_t
         break;
       case stage::LocalNext::kReply:
         handled[i] = true;
-        tx_.enqueue(s, in_port, &pkts[i]);
+        tx_.enqueue(s, in_port, b, uint16_t(first + i));
         break;
       case stage::LocalNext::kRoute: {
         handled[i] = true;
@@ -210,7 +219,7 @@ void Worker::forward(const Snapshot& s, uint16_t in_port, Packet* pkts, uint16_t
         if (dp_.ct_) {
           stage::RouteCtx rc{s, *dp_.ct_, *dp_.arp_, id_, now};
           if (stage::l3_route(pkts[i], bd, rc, &out_port, &drop[i]) == stage::RouteNext::kOut) {
-            tx_.enqueue(s, out_port, &pkts[i]);
+            tx_.enqueue(s, out_port, b, uint16_t(first + i));
             break;
           }
         } else {
@@ -242,20 +251,20 @@ void Worker::forward(const Snapshot& s, uint16_t in_port, Packet* pkts, uint16_t
           pc.drops[size_t(Drop::kSplitHorizon)].add(1);
           break;
         }
-        output(s, out[i], pkts[i]);
+        output(s, out[i], b, uint16_t(first + i));
         break;
       case stage::FwdNext::kFlood:
         if (!bd.has_tunnels) {
           for (uint16_t p : flood) {
             if (p == in_port) continue;
-            tx_.enqueue(s, p, &pkts[i]);
+            tx_.enqueue(s, p, b, uint16_t(first + i));
             flooded++;
           }
           break;
         }
         for (uint16_t p : flood) {
           if (p == in_port || (from_tunnel && s.ports[p].vtep)) continue;
-          output(s, p, pkts[i]);
+          output(s, p, b, uint16_t(first + i));
           flooded++;
         }
         break;
@@ -274,16 +283,20 @@ unsigned Worker::drain_handoff(const Snapshot& s) {
     if (!r) continue;
     size_t k = std::min<size_t>(r->readable(), kBurst);
     if (!k) continue;
-    Packet pkts[kBurst];
-    for (size_t i = 0; i < k; i++) {
-      const HandoffDesc& d = r->peek(i);
-      pkts[i].data = dp_.mesh_.data(from, d);  // the producer's buffer, ours until popped
-      pkts[i].len = d.len;
-      pkts[i].in_port = d.dst_port;  // drops are charged to the destination
-      pkts[i].mbuf = nullptr;        // the buffer is a copy
-      tx_.enqueue(s, d.dst_port, &pkts[i]);
+    {
+      Scope scope(arena_, tx_, s);  // flushes before the pop below
+      Burst& pkts = scope.take();
+      for (size_t i = 0; i < k; i++) {
+        const HandoffDesc& d = r->peek(i);
+        Packet& p = pkts[uint16_t(i)];
+        p.data = dp_.mesh_.data(from, d);  // the producer's buffer, ours until popped
+        p.len = d.len;
+        p.in_port = d.dst_port;  // drops are charged to the destination
+        p.mbuf = nullptr;        // the buffer is a copy
+        tx_.enqueue(s, d.dst_port, pkts, uint16_t(i));
+      }
+      pkts.resize(uint16_t(k));
     }
-    tx_.flush(s);
     r->pop(k);  // the producer takes the buffers back from here
     moved += unsigned(k);
   }
@@ -296,14 +309,15 @@ unsigned Worker::poll_once() {
   unsigned moved = 0;
   if (s && id_ < s->rx_ports.size()) {
     uint32_t now = now_ms();
-    Packet pkts[kBurst];
+    Burst& pkts = arena_.rx();
     for (uint16_t id : s->rx_ports[id_]) {
       const PortEntry& pe = s->ports[id];
       Port* port = pe.port;
-      uint16_t n = port->rx_burst(pkts, kBurst);
+      uint16_t n = port->rx_burst(pkts.data(), kBurst);
       if (n) {
-        process(*s, id, pkts, n, now);
-        port->release(pkts, n);
+        pkts.resize(n);
+        process(*s, id, pkts, now);  // transmits before it returns
+        port->release(pkts.data(), n);
         moved += n;
       }
       if (pe.punt_share) punt_fairness(pe, n, now);
@@ -334,20 +348,23 @@ void Worker::punt_fairness(const PortEntry& pe, uint16_t received, uint32_t now)
 }
 
 void Worker::send_arp_requests(const Snapshot& s, uint32_t now) {
-  Packet pkts[32];
-  unsigned n = 0;
+  static_assert(sizeof arp_buf_ / sizeof arp_buf_[0] <= kBurst);
+  Scope scope(arena_, tx_, s);  // sends the requests when it ends
+  Burst& pkts = scope.take();
+  uint16_t n = 0;
   dp_.arp_->tick(now);
   dp_.arp_->for_each_wanted([&](uint32_t ip) {
     if (n == 32) return;
     arp_request(arp_buf_[n], s.l3.uplink_mac, s.l3.uplink_ip, ip);
-    pkts[n].data = arp_buf_[n];
-    pkts[n].len = 60;
-    pkts[n].in_port = s.l3.uplink_port;
-    pkts[n].mbuf = nullptr;
-    tx_.enqueue(s, s.l3.uplink_port, &pkts[n]);
+    Packet& p = pkts[n];
+    p.data = arp_buf_[n];
+    p.len = 60;
+    p.in_port = s.l3.uplink_port;
+    p.mbuf = nullptr;
+    tx_.enqueue(s, s.l3.uplink_port, pkts, n);
     n++;
   });
-  if (n) tx_.flush(s);
+  pkts.resize(n);
 }
 
 void Worker::run() {

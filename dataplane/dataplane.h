@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "dataplane/arp_cache.h"
+#include "dataplane/burst.h"
 #include "dataplane/conntrack.h"
 #include "dataplane/counters.h"
 #include "dataplane/mac_table.h"
@@ -30,26 +31,31 @@ class Worker {
   Worker(Dataplane& dp, unsigned id);
   // One poll-loop iteration; returns frames moved. Public for tests/benches.
   unsigned poll_once();
-  // Process one received burst from in_port (rx already done). Transmits
-  // (flushes) before returning, so the caller may release the buffers.
-  void process(const Snapshot& s, uint16_t in_port, Packet* pkts, uint16_t n, uint32_t now);
+  // Process one received burst from in_port (rx already done into it).
+  // Transmits (flushes) before returning, so the caller may release the buffers.
+  void process(const Snapshot& s, uint16_t in_port, Burst& pkts, uint32_t now);
+  // The Burst to receive into before process() (the worker's own, burst.h).
+  Burst& rx_burst() { return arena_.rx(); }
   void run();  // loop until the dataplane stops
   WorkerCounters& counters() { return *wc_; }
   const WorkerCounters& counters() const { return *wc_; }
 
  private:
-  // Stages after rx accounting. forward() leaves frames queued in tx_ for its
-  // caller to flush; process_uplink() flushes itself (its Packet arrays are local).
-  void forward(const Snapshot& s, uint16_t in_port, Packet* pkts, uint16_t n, uint32_t now);
-  void process_uplink(const Snapshot& s, uint16_t in_port, Packet* pkts, uint16_t n, uint32_t now);
+  // One burst's Bursts and its tx flush (burst.h): every frame queued for tx
+  // is a Packet of a Burst taken from the scope, sent when the scope ends.
+  using Scope = BurstArena::Scope<stage::TxStage, Snapshot>;
+  // Stages after rx accounting, on b[first, first + n). Frames stay queued
+  // in tx_ until the scope's flush.
+  void forward(const Snapshot& s, uint16_t in_port, Burst& b, uint16_t first, uint16_t n, uint32_t now);
+  void process_uplink(const Snapshot& s, Scope& scope, uint16_t in_port, const Burst& pkts, uint32_t now);
   // The fast tier's punt port: frames tagged with the fast-tier port they came
-  // from (fast_port.h). Flushes itself, like process_uplink().
-  void process_punt(const Snapshot& s, uint16_t in_port, Packet* pkts, uint16_t n, uint32_t now);
+  // from (fast_port.h).
+  void process_punt(const Snapshot& s, Scope& scope, uint16_t in_port, const Burst& pkts, uint32_t now);
   // Frames each received on ports[i]: counted as rx there and forwarded, one
-  // run per port, order kept per port. Flushes itself.
-  void forward_by_port(const Snapshot& s, const Packet* pkts, const uint16_t* ports, uint16_t n, uint32_t now);
-  void output(const Snapshot& s, uint16_t dst, Packet& p);  // tx, or encap() for a tunnel port
-  [[gnu::noinline]] void encap(const Snapshot& s, uint16_t dst, Packet& p);
+  // run per port, order kept per port.
+  void forward_by_port(const Snapshot& s, Scope& scope, const Burst& pkts, const uint16_t* ports, uint32_t now);
+  void output(const Snapshot& s, uint16_t dst, const Burst& b, uint16_t i);  // tx, or encap() for a tunnel port
+  [[gnu::noinline]] void encap(const Snapshot& s, uint16_t dst, const Packet& p);
   unsigned drain_handoff(const Snapshot& s);
   void send_arp_requests(const Snapshot& s, uint32_t now);  // uplink owner: resolve wanted next hops
   bool block();  // idle: wait for traffic; false if this worker cannot block
@@ -62,19 +68,14 @@ class Worker {
   stage::TxStage tx_;
   uint32_t last_arp_ms_ = 0;
   uint8_t arp_buf_[32][64];
-  // Encapsulated frames (and ICMP replies) built during one burst, sent at
-  // flush; when all are in use the tx stage is flushed early.
-  static constexpr unsigned kScratch = 128;
-  struct ScratchBuf {
-    alignas(64) uint8_t data[4096];
-  };
-  std::unique_ptr<ScratchBuf[]> scratch_;
-  Packet scratch_pkts_[kScratch];
-  unsigned nscratch_ = 0;
   uint16_t ip_id_ = 0;  // outer IPv4 identification
   std::unique_ptr<PuntShare> punt_share_;  // the punt port this worker polls (at most one); 6 KiB, kept off the hot members
   uint32_t punt_ms_ = 0, punt_published_ = 0;
   uint64_t punt_dropped_ = 0;
+  // Every Packet the tx stage points to, and the encapsulation scratch
+  // (encapsulated frames and ICMP replies built during one burst, sent at
+  // flush; when all are in use the tx stage is flushed early).
+  BurstArena arena_;
 };
 
 class Dataplane {

@@ -15,6 +15,7 @@
 #include <memory>
 #include <vector>
 
+#include "dataplane/burst.h"
 #include "dataplane/counters.h"
 #include "dataplane/snapshot.h"
 #include "dataplane/spsc_ring.h"
@@ -187,8 +188,10 @@ class TxStage {
 
   TxStage(unsigned self, HandoffMesh* mesh, WorkerCounters* wc) : self_(self), mesh_(mesh), wc_(wc) {}
 
-  // Queue p for dst. Flushes that port early if its queue is full.
-  void enqueue(const Snapshot& s, uint16_t dst, const Packet* p) {
+  // Queue b[i] for dst. Flushes that port early if its queue is full. Only
+  // a Packet of a Burst (burst.h): it lives until the flush ending its scope.
+  void enqueue(const Snapshot& s, uint16_t dst, const Burst& b, uint16_t i) {
+    const Packet* p = &b[i];
     const PortEntry* pe = s.port(dst);
     if (!pe || !pe->port) {  // gone (or a tunnel: the worker encapsulates before this stage)
       wc_->ports[p->in_port].drops[size_t(Drop::kNoNetwork)].add(1);
