@@ -11,12 +11,8 @@
 
 #include "dataplane/clock.h"
 #include "dataplane/fast_port.h"
-#include "dataplane/stage_eth_input.h"
-#include "dataplane/stage_l2_fwd.h"
-#include "dataplane/stage_l3_local.h"
-#include "dataplane/stage_l3_route.h"
+#include "dataplane/graph.h"
 #include "dataplane/stage_vxlan_input.h"
-#include "dataplane/stage_vxlan_output.h"
 
 namespace dpsw {
 
@@ -131,149 +127,17 @@ void Worker::process_punt(const Snapshot& s, Scope& scope, uint16_t in_port, con
   forward_by_port(s, scope, fp, port, now);
 }
 
-inline void Worker::output(const Snapshot& s, uint16_t dst, const Burst& b, uint16_t i) {
-  if (__builtin_expect(s.ports[dst].vtep != 0, 0)) encap(s, dst, b[i]);
-  else tx_.enqueue(s, dst, b, i);
-}
-
-// A tunnel: encapsulate into one of our buffers, send that to the uplink.
-void Worker::encap(const Snapshot& s, uint16_t dst, const Packet& p) {
-  const PortEntry& pe = s.ports[dst];
-  BurstArena& a = arena_;
-  if (a.scratch_full()) {
-    tx_.flush(s);  // sends (copies) every queued frame: the buffers are free again
-    a.scratch_reset();
-  }
-  PortCounters& tc = wc_->ports[dst];
-  Burst& ob = a.scratch_burst();
-  const uint16_t oi = a.scratch_index();
-  Packet& o = ob[oi];
-  uint8_t* const buf = a.scratch_data();
-  Drop d = Drop::kCount;
-  if (!dp_.arp_) {  // tunnels exist only with an uplink
-    tc.drops[size_t(Drop::kNoRoute)].add(1);
-    return;
-  }
-  switch (stage::vxlan_output(p, pe, s, *dp_.arp_, ip_id_++, buf, BurstArena::kScratchBytes, &o, &d)) {
-    case stage::VxlanOutNext::kOut:
-      a.scratch_commit();
-      tc.tx_packets.add(1);
-      tc.tx_bytes.add(p.len);
-      tx_.enqueue(s, s.l3.uplink_port, ob, oi);
-      return;
-    case stage::VxlanOutNext::kTooBig:
-      tc.drops[size_t(d)].add(1);
-      if (p.in_port < s.ports.size() && !s.ports[p.in_port].vtep) {
-        const uint32_t inner_mtu = s.ports[s.l3.uplink_port].max_frame - kEthHdrLen - kVxlanOverhead;
-        if (uint32_t len = stage::frag_needed(p, inner_mtu, buf)) {
-          o.data = buf;
-          o.len = len;
-          o.in_port = dst;
-          o.mbuf = nullptr;
-          a.scratch_commit();
-          tx_.enqueue(s, p.in_port, ob, oi);
-        }
-      }
-      return;
-    case stage::VxlanOutNext::kDrop:
-      tc.drops[size_t(d)].add(1);
-      return;
-  }
-}
-
 void Worker::forward(const Snapshot& s, uint16_t in_port, Burst& b, uint16_t first, uint16_t n, uint32_t now) {
-  Packet* const pkts = b.data() + first;
-  WorkerCounters& wc = *wc_;
-  PortCounters& pc = wc.ports[in_port];
+  PortCounters& pc = wc_->ports[in_port];
   const PortEntry* in = s.port(in_port);
   if (!in || in->bd >= s.bds.size()) {
     pc.drops[size_t(Drop::kNoNetwork)].add(n);
     return;
   }
-
-  bool valid[kBurst], handled[kBurst];
-  Mac src[kBurst], dst[kBurst];
-  Drop drop[kBurst];
-  const BdEntry& bd = s.bds[in->bd];
-  for (uint16_t i = 0; i < n; i++) {
-    stage::EthResult r = stage::eth_input(pkts[i], *in, bd);
-    valid[i] = r.next == stage::EthNext::kL2;
-    handled[i] = false;
-    src[i] = r.src;
-    dst[i] = r.dst;
-    if (!valid[i]) {
-      pc.drops[size_t(r.drop)].add(1);
-      continue;
-    }
-    if (in_port == s.l3.uplink_port && dp_.arp_) arp_learn(pkts[i].data, pkts[i].len, *dp_.arp_);
-    switch (stage::l3_local(pkts[i], bd, dst[i], &drop[i])) {
-      case stage::LocalNext::kNotLocal:
-        break;
-      case stage::LocalNext::kReply:
-        handled[i] = true;
-        tx_.enqueue(s, in_port, b, uint16_t(first + i));
-        break;
-      case stage::LocalNext::kRoute: {
-        handled[i] = true;
-        uint16_t out_port;
-        if (dp_.ct_) {
-          stage::RouteCtx rc{s, *dp_.ct_, *dp_.arp_, id_, now};
-          if (stage::l3_route(pkts[i], bd, rc, &out_port, &drop[i]) == stage::RouteNext::kOut) {
-            tx_.enqueue(s, out_port, b, uint16_t(first + i));
-            break;
-          }
-        } else {
-          drop[i] = Drop::kNoRoute;
-        }
-        pc.drops[size_t(drop[i])].add(1);
-        break;
-      }
-      case stage::LocalNext::kDrop:
-        handled[i] = true;
-        pc.drops[size_t(drop[i])].add(1);
-        break;
-    }
-  }
-
-  stage::FwdNext next[kBurst];
-  uint16_t out[kBurst];
-  stage::l2_fwd(dp_.macs_, in->bd, in_port, in->learn, now, n, valid, handled, src, dst, next, out, drop, wc, id_);
-
-  // Split horizon: what came from a tunnel never goes back into one.
-  const bool from_tunnel = in->vtep != 0;
-  const std::vector<uint16_t>& flood = bd.ports;
-  uint64_t flooded = 0;
-  for (uint16_t i = 0; i < n; i++) {
-    if (!valid[i] || handled[i]) continue;
-    switch (next[i]) {
-      case stage::FwdNext::kUnicast:
-        if (from_tunnel && s.ports[out[i]].vtep) {
-          pc.drops[size_t(Drop::kSplitHorizon)].add(1);
-          break;
-        }
-        output(s, out[i], b, uint16_t(first + i));
-        break;
-      case stage::FwdNext::kFlood:
-        if (!bd.has_tunnels) {
-          for (uint16_t p : flood) {
-            if (p == in_port) continue;
-            tx_.enqueue(s, p, b, uint16_t(first + i));
-            flooded++;
-          }
-          break;
-        }
-        for (uint16_t p : flood) {
-          if (p == in_port || (from_tunnel && s.ports[p].vtep)) continue;
-          output(s, p, b, uint16_t(first + i));
-          flooded++;
-        }
-        break;
-      case stage::FwdNext::kDrop:
-        pc.drops[size_t(drop[i])].add(1);
-        break;
-    }
-  }
-  pc.flood_packets.add(flooded);
+  graph::Ctx c(s, tx_, *wc_, dp_.macs_, dp_.ct_.get(), dp_.arp_.get(), arena_, ip_id_, id_, now, in_port, *in,
+               s.bds[in->bd], pc, b, first, n);
+  graph::run(c);
+  pc.flood_packets.add(c.flooded);
 }
 
 unsigned Worker::drain_handoff(const Snapshot& s) {

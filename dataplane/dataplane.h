@@ -44,8 +44,8 @@ class Worker {
   // One burst's Bursts and its tx flush (burst.h): every frame queued for tx
   // is a Packet of a Burst taken from the scope, sent when the scope ends.
   using Scope = BurstArena::Scope<stage::TxStage, Snapshot>;
-  // Stages after rx accounting, on b[first, first + n). Frames stay queued
-  // in tx_ until the scope's flush.
+  // The packet graph (graph.h) after rx accounting, on b[first, first + n).
+  // Frames stay queued in tx_ until the scope's flush.
   void forward(const Snapshot& s, uint16_t in_port, Burst& b, uint16_t first, uint16_t n, uint32_t now);
   void process_uplink(const Snapshot& s, Scope& scope, uint16_t in_port, const Burst& pkts, uint32_t now);
   // The fast tier's punt port: frames tagged with the fast-tier port they came
@@ -54,8 +54,6 @@ class Worker {
   // Frames each received on ports[i]: counted as rx there and forwarded, one
   // run per port, order kept per port.
   void forward_by_port(const Snapshot& s, Scope& scope, const Burst& pkts, const uint16_t* ports, uint32_t now);
-  void output(const Snapshot& s, uint16_t dst, const Burst& b, uint16_t i);  // tx, or encap() for a tunnel port
-  [[gnu::noinline]] void encap(const Snapshot& s, uint16_t dst, const Packet& p);
   unsigned drain_handoff(const Snapshot& s);
   void send_arp_requests(const Snapshot& s, uint32_t now);  // uplink owner: resolve wanted next hops
   bool block();  // idle: wait for traffic; false if this worker cannot block
