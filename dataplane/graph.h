@@ -11,11 +11,15 @@
 // ARP learned from the frames before it, tx queues fill in frame order).
 //
 //   eth_input* --kL2--> l3_local* --kNotLocal--> l2_fwd* --kUnicast--> output --kTx-----> tx
-//       |                 |  |  \--kRoute--> l3_route --kOut--> tx  |      \--kTunnel--> vxlan_output
-//       |                 |  \--kReply--> tx          \--kDrop--> drop  \--kFlood--> flood --kTx--> tx
-//       \--kDrop--> drop  \--kDrop--> drop                                |          \--kOut--> output
-//                                                                         \--kDrop--> drop
-//   (* batch nodes; docs/ARCHITECTURE.md "The packet graph")
+//     |                   |                        |                     ^   \--kTunnel--> vxlan_output
+//     \--kDrop--> drop    |--kReply--> tx          |--kFlood--> flood ---+ kOut
+//                         |--kRoute--> l3_route    |              \--kTx--> tx
+//                         |              |--kOut--> tx
+//                         |              \--kDrop--> drop
+//                         \--kDrop--> drop         \--kDrop--> drop
+//
+//   * batch node (once per burst); the others run per frame, inline
+//   (docs/ARCHITECTURE.md "The packet graph")
 //
 // Adding a node: its file node_<name>.h (a struct: Next, kExits, kBatch,
 // run), its #include and line in DPSW_NODES, its edges in DPSW_EDGES, and

@@ -3,8 +3,8 @@
 // A Packet never owns its bytes: `data` points into a buffer owned by the
 // port that received it (an AF_XDP UMEM frame, a handoff-ring slot, a test
 // buffer). The buffer stays valid until that port's release() is called for
-// it (see port.h). Packets are plain structs held in fixed arrays on the
-// worker's stack: nothing on the fast path allocates.
+// it (see port.h). Packets are plain structs held in the fixed Bursts of
+// the worker's arena (burst.h): nothing on the fast path allocates.
 #pragma once
 
 #include <cstdint>
