@@ -3,9 +3,9 @@
 // worker adds per packet on top of the port's own rx/tx.
 #include <benchmark/benchmark.h>
 
-#include "dataplane/clock.h"
-#include "dataplane/dataplane.h"
-#include "dataplane/mem_port.h"
+#include "dataplane/core/clock.h"
+#include "dataplane/core/dataplane.h"
+#include "dataplane/ports/mem_port.h"
 
 namespace dpsw {
 namespace {

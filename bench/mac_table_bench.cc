@@ -4,9 +4,9 @@
 #include <random>
 #include <vector>
 
-#include "dataplane/clock.h"
-#include "dataplane/mac_table.h"
-#include "dataplane/packet.h"
+#include "dataplane/core/clock.h"
+#include "dataplane/bridge/mac_table.h"
+#include "dataplane/core/packet.h"
 
 namespace dpsw {
 namespace {

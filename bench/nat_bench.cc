@@ -3,9 +3,9 @@
 
 #include <vector>
 
-#include "dataplane/clock.h"
-#include "dataplane/conntrack.h"
-#include "dataplane/stage_l3_route.h"
+#include "dataplane/core/clock.h"
+#include "dataplane/nat/conntrack.h"
+#include "dataplane/nat/stage_l3_route.h"
 
 namespace dpsw {
 namespace {

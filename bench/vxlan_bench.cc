@@ -3,8 +3,8 @@
 
 #include <vector>
 
-#include "dataplane/clock.h"
-#include "dataplane/vxlan.h"
+#include "dataplane/core/clock.h"
+#include "dataplane/overlay/vxlan.h"
 
 namespace dpsw {
 namespace {

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0 OR Apache-2.0 */
 /* The one interface between dpsw's BPF programs (bpf/NAME.bpf.c) and its C++
- * side (dataplane/fast_tier.cc, dataplane/afxdp_port.cc, fast_port.h): map
+ * side (dataplane/fast/fast_tier.cc, dataplane/ports/afxdp_port.cc, fast_port.h): map
  * sizes, every map's key and value layout, the punt tag, the event slots.
  * Both sides include this file, so a change made on one side only cannot
  * build (C++ adds static_asserts against its own constants).
@@ -11,7 +11,7 @@
 
 #include <linux/types.h>
 
-/* Port ids are dense indices below this (dataplane/packet.h kMaxPorts). */
+/* Port ids are dense indices below this (dataplane/core/packet.h kMaxPorts). */
 #define DPSW_MAX_PORTS 1024
 /* Workers (config: switch.workers, at most 64): one punt veth each. */
 #define DPSW_MAX_WORKERS 64
@@ -68,7 +68,7 @@ struct dpsw_fast_conf {
 };
 
 /* dpsw_fast_punt_share[worker], memory-mapped by dpsw and written by that
- * worker (dataplane/punt_share.h): while its punt port is congested, how
+ * worker (dataplane/fast/punt_share.h): while its punt port is congested, how
  * many frames each port may punt to it per window (~1 ms, ktime >> 20);
  * 0 = no limit. */
 struct dpsw_punt_share {

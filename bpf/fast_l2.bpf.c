@@ -31,7 +31,7 @@
 // Fair punting: every worker's punt veth feeds one AF_XDP ring, so a
 // container flooding frames the tier must punt could fill it and crowd out
 // every other port's punted frames (ARP, routed and published traffic). The
-// worker watches its ring (dataplane/punt_share.h); while it is congested it
+// worker watches its ring (dataplane/fast/punt_share.h); while it is congested it
 // sets a per-port share (frames per ~1 ms window) in dpsw_fast_punt_share,
 // and a port's punted frames beyond it are dropped here, counted per port
 // (punt_share_drops) - before they reach the ring the others need.

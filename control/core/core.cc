@@ -1,9 +1,9 @@
 #include "control/core/core.h"
 
 #include "control/core/module.h"
-#include "control/log.h"
-#include "control/netlink.h"
-#include "control/vhost_relay.h"
+#include "control/core/log.h"
+#include "control/core/netlink.h"
+#include "control/ports/vhost_relay.h"
 
 namespace dpsw {
 

@@ -16,11 +16,11 @@
 #include <string>
 #include <vector>
 
-#include "control/config.h"
-#include "control/journal.h"
-#include "dataplane/afxdp_port.h"
-#include "dataplane/dataplane.h"
-#include "dataplane/port.h"
+#include "control/core/config.h"
+#include "control/core/journal.h"
+#include "dataplane/ports/afxdp_port.h"
+#include "dataplane/core/dataplane.h"
+#include "dataplane/ports/port.h"
 
 namespace dpsw {
 

@@ -37,8 +37,8 @@
 #include <nlohmann/json.hpp>
 
 #include "control/core/core.h"
-#include "control/view.h"
-#include "dataplane/snapshot.h"
+#include "control/core/view.h"
+#include "dataplane/core/snapshot.h"
 
 namespace dpsw {
 

@@ -1,9 +1,9 @@
 #include "control/fast/fast_control.h"
 
-#include "control/log.h"
-#include "control/netlink.h"
-#include "dataplane/fast_port.h"
-#include "dataplane/punt_share.h"
+#include "control/core/log.h"
+#include "control/core/netlink.h"
+#include "dataplane/fast/fast_port.h"
+#include "dataplane/fast/punt_share.h"
 
 namespace dpsw {
 

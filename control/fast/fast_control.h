@@ -15,7 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "control/core/module.h"
-#include "dataplane/fast_tier.h"
+#include "dataplane/fast/fast_tier.h"
 
 namespace dpsw {
 

@@ -2,9 +2,9 @@
 
 #include <algorithm>
 
-#include "control/log.h"
-#include "control/netlink.h"
-#include "dataplane/clock.h"
+#include "control/core/log.h"
+#include "control/core/netlink.h"
+#include "dataplane/core/clock.h"
 
 namespace dpsw {
 

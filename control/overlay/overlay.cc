@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "control/log.h"
+#include "control/core/log.h"
 
 namespace dpsw {
 

@@ -1,4 +1,4 @@
-#include "dataplane/arp_cache.h"
+#include "dataplane/nat/arp_cache.h"
 
 #include <gtest/gtest.h>
 

@@ -1,11 +1,11 @@
-#include "control/config.h"
+#include "control/core/config.h"
 
 #include <gtest/gtest.h>
 
 #include <chrono>
 #include <cstdio>
 
-#include "control/ipam.h"
+#include "control/bridge/ipam.h"
 
 namespace dpsw {
 namespace {

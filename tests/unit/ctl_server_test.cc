@@ -3,7 +3,7 @@
 // lines, slow and non-reading clients. Every client gets one well-formed JSON
 // line back (or a clean close), the server survives, and a normal request
 // still succeeds afterwards.
-#include "control/ctl_server.h"
+#include "control/core/ctl_server.h"
 
 #include <fcntl.h>
 #include <sys/socket.h>
@@ -22,7 +22,7 @@
 
 #include <gtest/gtest.h>
 
-#include "control/socket_path.h"
+#include "control/core/socket_path.h"
 
 namespace dpsw {
 namespace {

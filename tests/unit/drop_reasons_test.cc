@@ -1,4 +1,4 @@
-// The drop-reason table (dataplane/counters.h) is the one list: names are
+// The drop-reason table (dataplane/core/counters.h) is the one list: names are
 // unique and well-formed, and the README's counters section explains each
 // one (so a new reason cannot land undocumented).
 #include <gtest/gtest.h>
@@ -9,7 +9,7 @@
 #include <sstream>
 #include <string>
 
-#include "dataplane/counters.h"
+#include "dataplane/core/counters.h"
 
 namespace dpsw {
 namespace {

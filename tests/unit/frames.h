@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "dataplane/ether.h"
+#include "dataplane/core/ether.h"
 
 namespace dpsw::test {
 

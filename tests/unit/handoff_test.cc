@@ -7,9 +7,9 @@
 #include <thread>
 #include <vector>
 
-#include "dataplane/dataplane.h"
-#include "dataplane/mem_port.h"
-#include "dataplane/stage_tx.h"
+#include "dataplane/core/dataplane.h"
+#include "dataplane/ports/mem_port.h"
+#include "dataplane/core/stage_tx.h"
 #include "frames.h"
 
 namespace dpsw {

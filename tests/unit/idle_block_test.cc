@@ -7,8 +7,8 @@
 #include <chrono>
 #include <thread>
 
-#include "dataplane/dataplane.h"
-#include "dataplane/mem_port.h"
+#include "dataplane/core/dataplane.h"
+#include "dataplane/ports/mem_port.h"
 #include "frames.h"
 
 namespace dpsw {

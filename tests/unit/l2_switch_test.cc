@@ -4,8 +4,8 @@
 
 #include <random>
 
-#include "dataplane/dataplane.h"
-#include "dataplane/mem_port.h"
+#include "dataplane/core/dataplane.h"
+#include "dataplane/ports/mem_port.h"
 #include "frames.h"
 
 namespace dpsw {

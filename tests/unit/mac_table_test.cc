@@ -1,4 +1,4 @@
-#include "dataplane/mac_table.h"
+#include "dataplane/bridge/mac_table.h"
 
 #include <gtest/gtest.h>
 
@@ -6,8 +6,8 @@
 #include <random>
 #include <thread>
 
-#include "dataplane/hash.h"
-#include "dataplane/packet.h"
+#include "dataplane/core/hash.h"
+#include "dataplane/core/packet.h"
 #include "frames.h"
 
 namespace dpsw {

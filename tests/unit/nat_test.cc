@@ -6,8 +6,8 @@
 #include <set>
 #include <vector>
 
-#include "dataplane/conntrack.h"
-#include "dataplane/stage_l3_route.h"
+#include "dataplane/nat/conntrack.h"
+#include "dataplane/nat/stage_l3_route.h"
 #include "frames.h"
 
 namespace dpsw {
@@ -428,9 +428,9 @@ TEST(NatIcmpError, FragmentationNeededReachesTheContainersOwnFlow) {
 }  // namespace dpsw
 
 // ---- The whole pipeline over in-memory ports: a container network and the uplink ----
-#include "dataplane/clock.h"
-#include "dataplane/dataplane.h"
-#include "dataplane/mem_port.h"
+#include "dataplane/core/clock.h"
+#include "dataplane/core/dataplane.h"
+#include "dataplane/ports/mem_port.h"
 
 namespace dpsw {
 namespace {

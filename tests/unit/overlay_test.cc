@@ -9,9 +9,9 @@
 
 #include <algorithm>
 
-#include "dataplane/dataplane.h"
-#include "dataplane/mem_port.h"
-#include "dataplane/vxlan.h"
+#include "dataplane/core/dataplane.h"
+#include "dataplane/ports/mem_port.h"
+#include "dataplane/overlay/vxlan.h"
 #include "frames.h"
 
 namespace dpsw {

@@ -4,10 +4,10 @@
 // through the same punt port with their tag. Over in-memory ports.
 #include <gtest/gtest.h>
 
-#include "dataplane/dataplane.h"
-#include "dataplane/fast_port.h"
-#include "dataplane/mem_port.h"
-#include "dataplane/punt_share.h"
+#include "dataplane/core/dataplane.h"
+#include "dataplane/fast/fast_port.h"
+#include "dataplane/ports/mem_port.h"
+#include "dataplane/fast/punt_share.h"
 
 #include <chrono>
 #include <thread>

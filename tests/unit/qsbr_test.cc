@@ -1,4 +1,4 @@
-#include "dataplane/qsbr.h"
+#include "dataplane/core/qsbr.h"
 
 #include <gtest/gtest.h>
 
@@ -8,8 +8,8 @@
 #include <chrono>
 #include <thread>
 
-#include "dataplane/dataplane.h"
-#include "dataplane/mem_port.h"
+#include "dataplane/core/dataplane.h"
+#include "dataplane/ports/mem_port.h"
 #include "frames.h"
 
 namespace dpsw {

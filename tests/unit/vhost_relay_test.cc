@@ -1,7 +1,7 @@
 // The vhost-user relay with a fake backend and fake applications (no DPDK):
 // whole messages and their descriptors cross, a stalled or second client
 // harms nobody, client mode reconnects.
-#include "control/vhost_relay.h"
+#include "control/ports/vhost_relay.h"
 
 #include <gtest/gtest.h>
 #include <poll.h>

@@ -1,7 +1,7 @@
 // The generic renderer of `show` views (issue 14): any view the daemon
 // declares is printed from its description alone, so a new view or column
 // never touches dpswctl.
-#include "control/view.h"
+#include "control/core/view.h"
 
 #include <gtest/gtest.h>
 

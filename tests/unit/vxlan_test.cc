@@ -1,6 +1,6 @@
 // VXLAN encap/decap against frames captured from the Linux kernel's own
 // vxlan device (VNI 42, 198.51.100.11 -> 198.51.100.10, dstport 4789).
-#include "dataplane/vxlan.h"
+#include "dataplane/overlay/vxlan.h"
 
 #include <gtest/gtest.h>
 

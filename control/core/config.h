@@ -1,0 +1,218 @@
+// dpsw configuration file (SPEC.md §3): parsing, validation and the
+// resolved plan (addresses, MACs, interface names) derived from it.
+//
+// Every error names the file, the line and the key (`demo.yaml:12:
+// networks[1].subnet: ...`) and is raised before anything is created.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "control/core/ipv4.h"
+#include "dataplane/core/ether.h"
+
+namespace dpsw {
+
+struct ConfigError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// Where a network or endpoint definition came from, for error messages:
+// "demo.yaml:12: networks[1].subnet: ..." for a file, or
+// "dpswctl endpoint add: ip: ..." for a single item sent at run time.
+struct ItemSource {
+  std::string origin;                    // file path, or the command
+  std::string path;                      // "networks[1]" in a file, "" for a single item
+  int line = 0;                          // the item's first line (0: not from a file)
+  std::map<std::string, int> key_lines;  // "subnet" / "networks[0]" -> line
+  std::string where(const std::string& key) const;
+};
+
+enum class Driver { kBridge, kOverlay, kMacvlan };
+const char* driver_name(Driver d);
+enum class Mode { kBridge, kNone, kHost, kContainer };
+enum class PortKind { kAfxdp, kVhost };
+constexpr uint32_t kAfxdpMaxMtu = 3500;
+constexpr uint32_t kFastHostMtu = 65535;  // a fast-tier endpoint's host veth (no XDP on it): the TC program checks the network's  // one 4 KiB UMEM frame per packet (no multi-buffer yet)
+
+struct SwitchConfig {
+  std::string name = "dpsw";          // instance name: prefix of namespaces and links
+  std::vector<int> workers{1};        // cores
+  std::string control_socket = "/run/dpsw/dpsw.sock";
+  std::string state_dir = "/run/dpsw";
+  uint32_t mac_table_size = 65536;
+  uint32_t mac_aging_s = 300;
+  uint32_t conntrack_size = 262144;
+  // conntrack.timeouts (seconds): established TCP, TCP opening/closing, UDP (after a reply: x4), ICMP
+  uint32_t ct_tcp_established = 3600, ct_tcp_transitory = 60, ct_udp = 30, ct_icmp = 30;
+  // The handshake (netfilter's SYN_SENT / SYN_RECV) and protocols other than TCP/UDP/ICMP (after a reply: x6).
+  uint32_t ct_tcp_syn_sent = 120, ct_tcp_syn_recv = 60, ct_other = 30;
+  // idle: poll | block; unset (auto, the default): block when the fast tier
+  // is on (workers then see only punted frames), poll with fast_path: off.
+  std::optional<bool> idle_block;
+  bool blocks() const { return idle_block.value_or(fast_path); }
+  uint32_t idle_after_us = 200;       // with idle: block, block after this long without a frame
+  bool fast_path = true;              // fast_path: auto (default) | off, for every network (see fast_tier.h)
+  // fast_path_steering: where the fast tier moves a flooding sender's receive
+  // work (bpf/fast_l2.bpf.c). cores unset: the workers' cores when they block
+  // when idle (they are dpsw's and otherwise asleep), none when they poll.
+  std::optional<std::vector<int>> steer_cores;
+  uint32_t steer_above_pps = 50000;   // per sending endpoint and CPU
+  std::vector<int> steering_cores() const { return steer_cores.value_or(blocks() ? workers : std::vector<int>{}); }
+};
+
+// The host's way out (SPEC §3 `uplink`): an AF_XDP port on an existing
+// interface, the host address on that segment, the next hop.
+struct UplinkConfig {
+  std::string interface;
+  Ipv4Prefix address;     // host address and the segment's prefix
+  uint32_t gateway = 0;   // 0: none
+  uint32_t mtu = 1500;    // the interface's MTU, read at start (not a config key)
+  ItemSource src;
+};
+
+struct NetworkConfig {
+  std::string name;
+  Driver driver = Driver::kBridge;
+  Ipv4Prefix subnet;
+  uint32_t gateway = 0;
+  bool gateway_set = false;  // given explicitly (else derived)
+  std::optional<Ipv4Prefix> ip_range;
+  bool internal = false;
+  uint32_t mtu = 1500;
+  bool mtu_set = false;      // given explicitly (an overlay's default follows the uplink)
+  std::vector<std::string> allow;  // bridge networks this one routes to and from (default: isolated)
+  uint32_t vni = 0;                // overlay: VXLAN network identifier (1..16777215)
+  std::vector<uint32_t> peers;     // overlay: remote VTEP addresses (order kept; not part of same_definition)
+  bool fast_path = true;           // fast_path: auto | off (in-kernel tier for its AF_XDP endpoints)
+  ItemSource src;
+  // Same network (reload keeps it and its endpoints): driver, subnet,
+  // gateway, VNI, fast_path. Settings applied in place: ip_range, internal,
+  // mtu, allow (and peers, compared on their own).
+  bool same_definition(const NetworkConfig& o) const;
+  bool same_settings(const NetworkConfig& o) const;
+};
+
+// publish: ["8080:80/tcp"], ["9000-9099:9000-9099/tcp"] (host ports on the uplink address)
+struct Publish {
+  uint8_t proto = 6;  // 6 tcp, 17 udp
+  uint16_t host_lo = 0, host_hi = 0, ctr_lo = 0;
+  bool operator==(const Publish&) const = default;
+};
+std::string publish_to_string(const Publish& p);
+
+struct EndpointConfig {
+  std::string name;
+  std::vector<std::string> networks;
+  Mode mode = Mode::kBridge;
+  std::string container;              // with Mode::kContainer
+  std::string netns;                  // adopt this namespace (path) instead of creating one
+  PortKind port = PortKind::kAfxdp;
+  std::string vhost_socket;           // with PortKind::kVhost
+  bool vhost_client = false;          // vhost_mode: client (dpsw connects to the application's socket)
+  std::optional<Mac> mac;
+  std::optional<uint32_t> ip;
+  std::vector<Publish> publish;
+  bool fast_path = true;              // fast_path: auto | off
+  ItemSource src;
+  bool same_definition(const EndpointConfig& o) const;  // all but publish (applied in place)
+};
+
+struct Config {
+  std::string path;
+  SwitchConfig sw;
+  std::optional<UplinkConfig> uplink;
+  std::vector<NetworkConfig> networks;
+  std::vector<EndpointConfig> endpoints;
+
+  const NetworkConfig* network(const std::string& n) const;
+  const EndpointConfig* endpoint(const std::string& n) const;
+};
+
+// A configuration (file or dpswctl item) larger than this is refused before parsing.
+constexpr size_t kMaxConfigBytes = 4u << 20;
+
+// Parse and validate. `origin` names the source in messages (the file path).
+Config parse_config(const std::string& yaml_text, const std::string& origin);
+Config load_config(const std::string& path);
+
+// One network or endpoint on its own (YAML or JSON text: the same keys as in
+// the file), as dpswctl sends them. Checks the item alone; check_config()
+// checks it against the rest.
+NetworkConfig parse_network_item(const std::string& text, const std::string& origin);
+EndpointConfig parse_endpoint_item(const std::string& text, const std::string& origin);
+
+// Cross-item rules: unique names, non-overlapping subnets, known networks,
+// valid container:NAME references, macvlan against the uplink. Throws ConfigError.
+void check_config(const Config& cfg);
+// Defaults that depend on other items (a macvlan network's gateway is the
+// uplink's; an overlay network's MTU is the uplink's MTU - 50).
+void resolve_defaults(Config& cfg);
+
+// What changed between two configurations (reload applies only this).
+// "changed" items are recreated (an endpoint keeps its namespace: only its
+// interfaces are made anew); "updated" ones change in place.
+struct ConfigDiff {
+  std::vector<std::string> networks_added, networks_removed, networks_changed;
+  std::vector<std::string> networks_updated;  // ip_range, internal, mtu, allow
+  std::vector<std::string> endpoints_added, endpoints_removed, endpoints_changed;
+  std::vector<std::string> endpoints_updated;  // publish
+  std::vector<std::string> switch_changed;  // switch keys that differ (need a restart)
+  std::vector<std::string> peers_changed;   // overlay networks whose peer list alone changed (applied in place)
+  bool empty() const;
+};
+ConfigDiff diff_configs(const Config& before, const Config& after);
+
+// ---- The resolved plan: what the control plane will create ----
+
+struct PlannedAttachment {   // one veth of one endpoint on one network
+  std::string network;
+  Driver driver = Driver::kBridge;
+  uint16_t bd = 0;           // index of the network
+  std::string host_ifname;   // host end, driven by AF_XDP
+  std::string ifname;        // container end: eth0, eth1, ...
+  Mac mac = 0;
+  uint32_t ip = 0;
+  uint8_t prefix_len = 0;
+  uint32_t gateway = 0;
+  uint32_t mtu = 1500;
+  // Served by the in-kernel fast tier (an AF_XDP endpoint with fast_path
+  // auto on the switch, its network and itself); else by AF_XDP alone.
+  bool fast = false;
+};
+
+struct PlannedEndpoint {
+  std::string name;
+  Mode mode = Mode::kBridge;
+  std::string netns_name;    // created namespace (/var/run/netns/<name>), empty if adopted/host
+  std::string netns_path;    // path to open; empty for host mode
+  bool create_netns = false;
+  std::string joins;         // Mode::kContainer: endpoint whose namespace this one shares
+  PortKind port = PortKind::kAfxdp;
+  std::string vhost_socket;  // PortKind::kVhost: no namespace, no veth; one attachment
+  bool vhost_client = false;
+  std::vector<PlannedAttachment> attachments;
+};
+
+struct Plan {
+  std::vector<PlannedEndpoint> endpoints;
+};
+
+// Allocates addresses (IPAM), MACs and names. Throws ConfigError. With
+// `previous` (the plan in force), endpoints that keep their definition keep
+// their addresses and MACs, so a change never renumbers untouched containers.
+Plan make_plan(const Config& cfg, const Plan* previous = nullptr);
+
+// dpsw's own MACs (the router MAC of bridge networks, the punt veths) are
+// 02:dd:xx:xx:xx:xx; no endpoint may use one.
+constexpr Mac kDpswMacPrefix = 0x02dd00000000ULL, kDpswMacMask = 0xffff00000000ULL;
+Mac router_mac(const std::string& instance);  // answers for bridge networks' gateways
+
+// Host-side link name: <instance prefix>-<8 hex digits>, at most 15 bytes.
+std::string host_ifname(const std::string& instance, const std::string& endpoint, const std::string& network);
+
+}  // namespace dpsw

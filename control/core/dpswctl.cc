@@ -1,0 +1,291 @@
+// dpswctl: command-line client of a running dpsw (control socket protocol v1).
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <boost/program_options.hpp>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "control/core/view.h"
+
+namespace po = boost::program_options;
+using nlohmann::json;
+
+static std::string s(const json& j) { return j.is_string() ? j.get<std::string>() : j.dump(); }
+
+static bool valid_utf8(const std::string& s) {
+  for (size_t i = 0; i < s.size();) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
+    if (len == 0 || i + len > s.size()) return false;
+    uint32_t cp = len == 1 ? c : c & (0x7f >> len);
+    for (size_t k = 1; k < len; k++) {
+      const unsigned char cc = static_cast<unsigned char>(s[i + k]);
+      if ((cc & 0xc0) != 0x80) return false;
+      cp = (cp << 6) | (cc & 0x3f);
+    }
+    static const uint32_t kMin[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < kMin[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return false;  // overlong, too big, surrogate
+    i += len;
+  }
+  return true;
+}
+
+static double now_s() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return double(ts.tv_sec) + ts.tv_nsec / 1e9;
+}
+
+// Waits for `events` on fd until `deadline` (monotonic seconds). False on expiry.
+static bool wait_for(int fd, short events, double deadline) {
+  for (;;) {
+    const double left = deadline - now_s();
+    if (left <= 0) return false;
+    pollfd p{fd, events, 0};
+    const int r = poll(&p, 1, int(std::ceil(std::min(left, 1e6) * 1000)));
+    if (r > 0) return true;
+    if (r < 0 && errno != EINTR) return true;  // let the read/write report the error
+  }
+}
+
+static int run(int argc, char** argv);
+
+int main(int argc, char** argv) {
+  signal(SIGPIPE, SIG_IGN);  // a daemon that closes early is an error we report, not a silent death
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "dpswctl: %s\n", e.what());
+  } catch (...) {
+    std::fprintf(stderr, "dpswctl: unexpected error\n");
+  }
+  return 1;
+}
+
+static int run(int argc, char** argv) {
+  std::string sock = "/run/dpsw/dpsw.sock";
+  double timeout_s = 30;
+  std::vector<std::string> words;
+  po::options_description desc(
+      "dpswctl - control a running dpsw\n\n"
+      "Usage: dpswctl [--socket PATH] [--json] [--timeout S] COMMAND\n\n"
+      "Commands:\n"
+      "  show [VIEW [ARGS]]      the daemon's state (ports, counters, ...); `show` alone lists the views\n"
+      "  network add NAME --subnet CIDR [--gateway IP] [--ip-range CIDR] [--mtu N] [--internal] [--driver bridge|macvlan|overlay]\n"
+      "              [--fast-path auto|off] [--allow NET [--allow NET2 ...]]\n"
+      "              [--vni N --peer IP [--peer IP ...]]   (overlay)\n"
+      "  network del NAME\n"
+      "  endpoint add NAME --network NET [--network NET2 ...] [--ip IP] [--mac MAC] [--mode MODE] [--netns PATH]\n"
+      "               [--fast-path auto|off] [--publish 8080:80/tcp [--publish ...]]\n"
+      "  endpoint del NAME\n"
+      "  reload                  re-read the config file and apply only the difference\n"
+      "  version\n"
+      "The --flags of add are the keys of the config file (ip_range may be written --ip-range).\n\nOptions");
+  desc.add_options()("help,h", "show this help")("socket,s", po::value(&sock), "control socket (default /run/dpsw/dpsw.sock)")(
+      "json", "print the daemon's JSON answer (for scripts)")(
+      "timeout", po::value(&timeout_s), "seconds to wait for the daemon's answer (default 30; reload can take a while)");
+  po::variables_map vm;
+  try {
+    // Unknown --flags belong to `add` (config keys): keep them, in order, with the words.
+    auto parsed = po::command_line_parser(argc, argv).options(desc).allow_unregistered().run();
+    po::store(parsed, vm);
+    po::notify(vm);
+    words = po::collect_unrecognized(parsed.options, po::include_positional);
+  } catch (const po::error& e) {
+    std::fprintf(stderr, "dpswctl: %s\n", e.what());
+    return 2;
+  }
+  if (!(timeout_s > 0 && timeout_s <= 1e6)) {
+    std::fprintf(stderr, "dpswctl: --timeout: expected seconds > 0\n");
+    return 2;
+  }
+  // What goes into the JSON request must be UTF-8 (--socket may be any path).
+  for (const auto& w : words)
+    if (!valid_utf8(w)) {
+      int i = 1;
+      while (i < argc && w != argv[i]) i++;
+      std::fprintf(stderr, "dpswctl: argument %d is not valid UTF-8\n", i);
+      return 2;
+    }
+  if (vm.count("help") || words.empty()) {
+    std::cout << desc << "\n";
+    return words.empty() && !vm.count("help") ? 2 : 0;
+  }
+  json req = {{"v", 1}, {"cmd", words[0]}};
+  std::vector<std::string> args;
+  if ((words[0] == "network" || words[0] == "endpoint") && words.size() >= 2 && words[1] == "add") {
+    // network/endpoint add NAME --key value ...: build the same object as a config file item.
+    if (words.size() < 3 || words[2].rfind("--", 0) == 0) {
+      std::fprintf(stderr, "dpswctl: %s add needs a NAME\n", words[0].c_str());
+      return 2;
+    }
+    json spec = {{"name", words[2]}};
+    for (size_t i = 3; i < words.size(); i++) {
+      std::string k = words[i];
+      if (k.rfind("--", 0) != 0) {
+        std::fprintf(stderr, "dpswctl: unexpected '%s' (flags look like --subnet VALUE)\n", k.c_str());
+        return 2;
+      }
+      k = k.substr(2);
+      const std::string flag = k.substr(0, k.find('='));
+      std::string v;
+      if (auto eq = k.find('='); eq != std::string::npos) {
+        v = k.substr(eq + 1);
+        k = k.substr(0, eq);
+      } else if (k == "internal") {
+        v = "true";
+      } else if (i + 1 < words.size()) {
+        v = words[++i];
+      } else {
+        std::fprintf(stderr, "dpswctl: --%s needs a value\n", k.c_str());
+        return 2;
+      }
+      std::replace(k.begin(), k.end(), '-', '_');
+      if (k == "name") {  // the spec's name is the positional NAME
+        if (v != words[2]) {
+          std::fprintf(stderr, "dpswctl: --name '%s' differs from the NAME argument '%s' (give the name once, as NAME)\n",
+                       v.c_str(), words[2].c_str());
+          return 2;
+        }
+        continue;
+      }
+      // Keys that are lists in the config file: the flag may repeat, and a
+      // value may hold several items separated by commas (--peer A,B).
+      static const std::pair<const char*, const char*> kLists[] = {
+          {"network", "networks"}, {"networks", "networks"}, {"peer", "peers"}, {"peers", "peers"},
+          {"allow", "allow"}, {"publish", "publish"}};
+      const char* list = nullptr;
+      for (const auto& [flag_name, key] : kLists)
+        if (k == flag_name) list = key;
+      if (list) {
+        if (!spec.contains(list)) spec[list] = json::array();
+        for (size_t a = 0, b; a <= v.size(); a = b + 1) {
+          b = v.find(',', a);
+          if (b == std::string::npos) b = v.size();
+          if (b > a) spec[list].push_back(v.substr(a, b - a));
+        }
+        continue;
+      }
+      if (spec.contains(k)) {
+        std::fprintf(stderr, "dpswctl: --%s given twice\n", flag.c_str());
+        return 2;
+      }
+      if (k == "internal") spec[k] = v == "true" || v == "yes" || v == "1";
+      else spec[k] = v;
+    }
+    args = {"add"};
+    req["spec"] = spec;
+  } else {
+    args.assign(words.begin() + 1, words.end());
+  }
+  req["args"] = args;
+
+  const std::string out = req.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";  // arguments were checked above
+  const double deadline = now_s() + timeout_s;
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    std::fprintf(stderr, "dpswctl: socket: %s\n", std::strerror(errno));
+    return 1;
+  }
+  sockaddr_un addr{};
+  if (sock.size() >= sizeof addr.sun_path) {
+    std::fprintf(stderr, "dpswctl: --socket: path too long (%zu bytes, limit %zu)\n", sock.size(), sizeof addr.sun_path - 1);
+    return 2;
+  }
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, sock.c_str(), sock.size());
+  // connect() waits while the daemon's backlog is full: bound that by the timeout too.
+  timeval tv{time_t(timeout_s), suseconds_t((timeout_s - std::floor(timeout_s)) * 1e6)};
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0) {
+    std::fprintf(stderr, "dpswctl: cannot reach dpsw at %s: %s\n", sock.c_str(),
+                 errno == EAGAIN || errno == EINPROGRESS ? "timed out (the daemon accepts no connections)" : std::strerror(errno));
+    return 1;
+  }
+  auto timed_out = [&] {
+    std::fprintf(stderr, "dpswctl: no answer from dpsw at %s within %g s (--timeout)\n", sock.c_str(), timeout_s);
+    close(fd);
+    return 1;
+  };
+  for (size_t off = 0; off < out.size();) {
+    if (!wait_for(fd, POLLOUT, deadline)) return timed_out();
+    ssize_t n = send(fd, out.data() + off, out.size() - off, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+    if (n < 0) {
+      std::fprintf(stderr, "dpswctl: sending the request to dpsw at %s failed: %s%s\n", sock.c_str(), std::strerror(errno),
+                   errno == EPIPE || errno == ECONNRESET ? " (the daemon closed the connection)" : "");
+      close(fd);
+      return 1;
+    }
+    off += size_t(n);
+  }
+  std::string in;
+  char buf[65536];
+  for (;;) {
+    if (!wait_for(fd, POLLIN, deadline)) return timed_out();
+    ssize_t n = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+    if (n < 0) {
+      if (!in.empty()) break;  // the answer came; the reset is the daemon closing
+      std::fprintf(stderr, "dpswctl: reading the answer from dpsw at %s failed: %s%s\n", sock.c_str(), std::strerror(errno),
+                   errno == ECONNRESET ? " (the daemon closed the connection)" : "");
+      close(fd);
+      return 1;
+    }
+    if (n == 0) break;
+    in.append(buf, size_t(n));
+  }
+  close(fd);
+  if (in.empty()) {
+    std::fprintf(stderr, "dpswctl: dpsw at %s closed the connection without answering\n", sock.c_str());
+    return 1;
+  }
+  json resp;
+  try {
+    resp = json::parse(in);
+  } catch (const std::exception&) {
+    std::fprintf(stderr, "dpswctl: malformed answer from dpsw\n");
+    return 1;
+  }
+  if (!resp.value("ok", false)) {
+    std::fprintf(stderr, "dpswctl: %s\n", resp.value("error", std::string("request failed")).c_str());
+    return 1;
+  }
+  const json& r = resp["result"];
+  if (vm.count("json")) std::printf("%s\n", r.dump(2).c_str());
+  else if (words[0] == "show") std::fputs(dpsw::view::render(resp.contains("view") ? resp["view"] : json(), r).c_str(), stdout);
+  else if (words[0] == "reload") {
+    if (r.value("unchanged", false)) {
+      std::printf("reload: no changes\n");
+    } else {
+      for (auto& [k, v] : r["applied"].items())
+        if (!v.empty()) {
+          std::string names;
+          for (auto& n : v) names += (names.empty() ? "" : ", ") + s(n);
+          std::printf("%-18s %s\n", (k + ":").c_str(), names.c_str());
+        }
+    }
+  } else if ((words[0] == "network" || words[0] == "endpoint") && args[0] == "add") {
+    std::printf("%s %s added\n", words[0].c_str(), words[2].c_str());
+    if (words[0] == "endpoint")
+      for (auto& a : r["attachments"])
+        std::printf("  %s on %s: %s %s\n", s(a["ifname"]).c_str(), s(a["network"]).c_str(), s(a["ip"]).c_str(), s(a["mac"]).c_str());
+  } else if (words[0] == "network" || words[0] == "endpoint") {
+    std::printf("%s %s removed\n", words[0].c_str(), words.size() > 2 ? words[2].c_str() : "");
+  } else {
+    std::printf("%s\n", r.dump(2).c_str());
+  }
+  return 0;
+}

@@ -1,0 +1,36 @@
+// Node flood (per frame): one copy to every other port of the network
+// (broadcast, multicast, unknown unicast); never from a tunnel into one.
+// Exits: kTx -> tx (a network without tunnels: straight to the tx stage),
+// kOut -> output (tunnel ports encapsulate). The port is the arg.
+#pragma once
+
+#include "dataplane/core/node.h"
+
+namespace dpsw::graph {
+
+struct Flood {
+  enum class Next : uint8_t { kTx, kOut };
+  static constexpr unsigned kExits = 2;
+  static constexpr bool kBatch = false;
+
+  template <class Emit>
+  static void run(Ctx& c, uint16_t i, uint16_t /*arg*/, Emit&& emit) {
+    const std::vector<uint16_t>& flood = c.bd.ports;
+    if (!c.bd.has_tunnels) {
+      for (uint16_t p : flood) {
+        if (p == c.in_port) continue;
+        emit(i, Next::kTx, p);
+        c.flooded++;
+      }
+      return;
+    }
+    const bool from_tunnel = c.in.vtep != 0;
+    for (uint16_t p : flood) {
+      if (p == c.in_port || (from_tunnel && c.s.ports[p].vtep)) continue;
+      emit(i, Next::kOut, p);
+      c.flooded++;
+    }
+  }
+};
+
+}  // namespace dpsw::graph

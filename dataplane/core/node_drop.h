@@ -1,0 +1,20 @@
+// Node drop (per frame, arg = a Drop reason from counters.h): counted on the
+// input port. No exits.
+#pragma once
+
+#include "dataplane/core/node.h"
+
+namespace dpsw::graph {
+
+struct Discard {
+  enum class Next : uint8_t {};
+  static constexpr unsigned kExits = 0;
+  static constexpr bool kBatch = false;
+
+  template <class Emit>
+  static void run(Ctx& c, uint16_t /*i*/, uint16_t reason, Emit&&) {
+    c.pc.drops[reason].add(1);
+  }
+};
+
+}  // namespace dpsw::graph

@@ -1,0 +1,267 @@
+#include "dataplane/fast/fast_tier.h"
+
+#include "dataplane/ports/bpf_object.h"
+#include "bpf/dpsw_abi.h"
+
+#include <sys/mman.h>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <stdexcept>
+
+namespace dpsw {
+
+namespace {
+// Layouts: bpf/dpsw_abi.h, shared with bpf/fast_l2.bpf.c.
+using FastPortVal = dpsw_fast_port;
+using FdbKey = dpsw_fdb_key;
+using FdbVal = dpsw_fdb_val;
+using StatsVal = dpsw_fast_stats;
+using ConfVal = dpsw_fast_conf;
+
+FdbKey fdb_key(uint16_t bd, Mac mac) {
+  FdbKey k{};
+  k.bd = bd;
+  mac_to_bytes(mac, k.mac);
+  return k;
+}
+
+bpf_tc_hook ingress_hook(int ifindex) {
+  bpf_tc_hook h{};
+  h.sz = sizeof h;
+  h.ifindex = ifindex;
+  h.attach_point = BPF_TC_INGRESS;
+  return h;
+}
+}  // namespace
+
+FastTier::FastTier(const std::string& path, uint32_t fdb_entries) : fdb_capacity_(fdb_entries) {
+  obj_ = load_bpf_object(path, [&](bpf_object* o) {
+    bpf_map* fdb = bpf_object__find_map_by_name(o, "dpsw_fast_fdb");
+    if (!fdb) throw std::runtime_error(path + ": no map dpsw_fast_fdb");
+    if (int e = bpf_map__set_max_entries(fdb, fdb_entries)) throw bpf_error("fast tier: sizing the fdb map", e);
+  });
+  auto prog = [&](const char* name) {
+    bpf_program* p = bpf_object__find_program_by_name(obj_, name);
+    return p ? bpf_program__fd(p) : -1;
+  };
+  ingress_fd_ = prog("dpsw_fast_ingress");
+  punt_fd_ = prog("dpsw_fast_punt_rx");
+  ports_map_ = bpf_object__find_map_fd_by_name(obj_, "dpsw_fast_ports");
+  peer_map_ = bpf_object__find_map_fd_by_name(obj_, "dpsw_fast_peer");
+  fdb_map_ = bpf_object__find_map_fd_by_name(obj_, "dpsw_fast_fdb");
+  stats_map_ = bpf_object__find_map_fd_by_name(obj_, "dpsw_fast_stats");
+  events_map_ = bpf_object__find_map_fd_by_name(obj_, "dpsw_fast_events");
+  conf_map_ = bpf_object__find_map_fd_by_name(obj_, "dpsw_fast_conf");
+  const int share_map = bpf_object__find_map_fd_by_name(obj_, "dpsw_fast_punt_share");
+  if (std::min({ingress_fd_, punt_fd_, ports_map_, peer_map_, fdb_map_, stats_map_, events_map_, conf_map_, share_map}) < 0) {
+    bpf_object__close(obj_);
+    obj_ = nullptr;
+    throw std::runtime_error(path + ": missing the fast tier's programs or maps");
+  }
+  // Each worker writes its punt share straight into the map (no syscall).
+  share_len_ = (sizeof(dpsw_punt_share) * DPSW_MAX_WORKERS + 4095) & ~size_t(4095);
+  void* m = mmap(nullptr, share_len_, PROT_READ | PROT_WRITE, MAP_SHARED, share_map, 0);
+  if (m == MAP_FAILED) {
+    const int e = errno;
+    bpf_object__close(obj_);
+    obj_ = nullptr;
+    throw bpf_error("fast tier: mapping dpsw_fast_punt_share", -e);
+  }
+  share_ = static_cast<dpsw_punt_share*>(m);
+}
+
+FastTier::~FastTier() {
+  for (int ifindex : std::set<int>(attached_)) detach(ifindex);
+  if (share_) munmap(share_, share_len_);
+  if (obj_) bpf_object__close(obj_);
+}
+
+void FastTier::attach(int ifindex, int prog_fd, const std::string& ifname) {
+  bpf_tc_hook h = ingress_hook(ifindex);
+  int e = bpf_tc_hook_create(&h);  // the clsact qdisc
+  if (e && e != -EEXIST) throw bpf_error("cannot add a clsact qdisc to " + ifname, e);
+  attached_.insert(ifindex);
+  bpf_tc_opts o{};
+  o.sz = sizeof o;
+  o.handle = 1;
+  o.priority = 1;
+  o.prog_fd = prog_fd;
+  o.flags = BPF_TC_F_REPLACE;
+  if ((e = bpf_tc_attach(&h, &o))) throw bpf_error("cannot attach the fast tier's TC program to " + ifname, e);
+}
+
+void FastTier::detach(int ifindex) {
+  if (!attached_.erase(ifindex)) return;
+  bpf_tc_hook h = ingress_hook(ifindex);
+  h.attach_point = bpf_tc_attach_point(BPF_TC_INGRESS | BPF_TC_EGRESS);  // removes the clsact qdisc
+  bpf_tc_hook_destroy(&h);  // the link may be gone already: nothing to undo then
+}
+
+void FastTier::attach_punt(int ifindex, const std::string& ifname) { attach(ifindex, punt_fd_, ifname); }
+
+void FastTier::add_port(int ifindex, const std::string& ifname, uint16_t port, uint16_t bd, int punt_ifindex, unsigned worker,
+                        uint32_t mtu) {
+  const uint32_t key = uint32_t(ifindex), id = port, zero_if = 0;
+  const FastPortVal pv{port, bd, uint32_t(punt_ifindex), uint32_t(worker), mtu};
+  // A reused id starts from zero (stats are per id).
+  const int ncpu = std::max(libbpf_num_possible_cpus(), 1);
+  std::vector<StatsVal> zero(size_t(ncpu), StatsVal{});
+  if (int e = bpf_map_update_elem(stats_map_, &id, zero.data(), 0)) throw bpf_error("fast tier: stats map", e);
+  if (int e = bpf_map_update_elem(ports_map_, &key, &pv, 0)) throw bpf_error("fast tier: ports map", e);
+  if (int e = bpf_map_update_elem(peer_map_, &id, &key, 0)) {
+    bpf_map_delete_elem(ports_map_, &key);
+    throw bpf_error("fast tier: peer map", e);
+  }
+  ports_[port] = PortInfo{ifindex, bd};
+  try {
+    attach(ifindex, ingress_fd_, ifname);
+  } catch (...) {
+    bpf_map_update_elem(peer_map_, &id, &zero_if, 0);
+    bpf_map_delete_elem(ports_map_, &key);
+    ports_.erase(port);
+    detach(ifindex);
+    throw;
+  }
+}
+
+void FastTier::set_mtu(uint16_t port, uint32_t mtu) {
+  auto it = ports_.find(port);
+  if (it == ports_.end()) return;
+  const uint32_t key = uint32_t(it->second.ifindex);
+  FastPortVal pv{};
+  if (int e = bpf_map_lookup_elem(ports_map_, &key, &pv)) throw bpf_error("fast tier: ports map", e);
+  pv.mtu = mtu;
+  if (int e = bpf_map_update_elem(ports_map_, &key, &pv, BPF_EXIST)) throw bpf_error("fast tier: ports map", e);
+}
+
+void FastTier::remove_port(uint16_t port) {
+  auto it = ports_.find(port);
+  if (it == ports_.end()) return;
+  // Nothing may redirect to it any more: its MACs first, then the port itself.
+  for (auto f = fdb_.begin(); f != fdb_.end();) {
+    if (f->second.port == port) {
+      FdbKey k = fdb_key(f->first.first, f->first.second);
+      bpf_map_delete_elem(fdb_map_, &k);
+      f = fdb_.erase(f);
+    } else {
+      ++f;
+    }
+  }
+  const uint32_t id = port, zero = 0, key = uint32_t(it->second.ifindex);
+  bpf_map_update_elem(peer_map_, &id, &zero, 0);
+  bpf_map_delete_elem(ports_map_, &key);
+  detach(it->second.ifindex);
+  ports_.erase(it);
+}
+
+void FastTier::add_mac(uint16_t bd, Mac mac, uint16_t port, bool planned) {
+  auto p = ports_.find(port);
+  if (p == ports_.end() || p->second.bd != bd) return;  // not a fast-tier port of that network
+  FdbKey k = fdb_key(bd, mac);
+  FdbVal v{uint32_t(p->second.ifindex), port, 0};
+  if (int e = bpf_map_update_elem(fdb_map_, &k, &v, 0)) throw bpf_error("fast tier: fdb map", e);
+  fdb_[{bd, mac}] = FdbEntry{port, planned};
+}
+
+void FastTier::del_fdb(uint16_t bd, Mac mac) {
+  FdbKey k = fdb_key(bd, mac);
+  bpf_map_delete_elem(fdb_map_, &k);
+  fdb_.erase({bd, mac});
+}
+
+void FastTier::sync_learned(const std::map<std::pair<uint16_t, Mac>, uint16_t>& learned) {
+  for (auto it = fdb_.begin(); it != fdb_.end();) {
+    auto next = std::next(it);
+    if (!it->second.planned) {
+      auto l = learned.find(it->first);
+      if (l == learned.end() || l->second != it->second.port) del_fdb(it->first.first, it->first.second);
+    }
+    it = next;
+  }
+  for (const auto& [key, port] : learned) {
+    auto f = fdb_.find(key);
+    if (f != fdb_.end()) continue;  // present (a planned MAC always wins)
+    try {
+      add_mac(key.first, key.second, port, false);
+    } catch (const std::exception&) {  // map full: the frames are punted, still delivered
+      refused_++;
+    }
+  }
+}
+
+std::vector<std::pair<std::pair<uint16_t, Mac>, uint16_t>> FastTier::dump_fdb() const {
+  std::vector<std::pair<std::pair<uint16_t, Mac>, uint16_t>> out;
+  FdbKey k{}, next{};
+  const FdbKey* cur = nullptr;
+  while (bpf_map_get_next_key(fdb_map_, cur, &next) == 0) {
+    FdbVal v{};
+    if (bpf_map_lookup_elem(fdb_map_, &next, &v) == 0) out.push_back({{next.bd, mac_from_bytes(next.mac)}, v.port});
+    k = next;
+    cur = &k;
+  }
+  return out;
+}
+
+std::vector<FastTier::KernelPort> FastTier::dump_ports() const {
+  std::vector<KernelPort> out;
+  uint32_t k = 0, next = 0;
+  const uint32_t* cur = nullptr;
+  while (bpf_map_get_next_key(ports_map_, cur, &next) == 0) {
+    FastPortVal v{};
+    if (bpf_map_lookup_elem(ports_map_, &next, &v) == 0) out.push_back({int(next), v.port, v.bd, int(v.punt)});
+    k = next;
+    cur = &k;
+  }
+  return out;
+}
+
+FastTier::PortStats FastTier::stats(uint16_t port) const {
+  PortStats t;
+  const uint32_t id = port;
+  std::vector<StatsVal> v(size_t(std::max(libbpf_num_possible_cpus(), 1)));
+  if (bpf_map_lookup_elem(stats_map_, &id, v.data()) == 0)
+    for (const StatsVal& s : v) {
+      t.rx_packets += s.rx_packets;
+      t.rx_bytes += s.rx_bytes;
+      t.tx_packets += s.tx_packets;
+      t.tx_bytes += s.tx_bytes;
+      t.punt_share_drops += s.punt_share_drops;
+      t.oversize += s.oversize;
+    }
+  return t;
+}
+
+FastTier::Events FastTier::events() const {
+  uint64_t out[DPSW_EV_COUNT] = {};
+  std::vector<uint64_t> v(size_t(std::max(libbpf_num_possible_cpus(), 1)));
+  for (uint32_t k = 0; k < DPSW_EV_COUNT; k++)
+    if (bpf_map_lookup_elem(events_map_, &k, v.data()) == 0)
+      for (uint64_t x : v) out[k] += x;
+  Events e;
+  e.punted = out[DPSW_EV_PUNTED];
+  e.no_port = out[DPSW_EV_NO_PORT];
+  e.punt_bad_tag = out[DPSW_EV_PUNT_BAD_TAG];
+  e.punt_no_peer = out[DPSW_EV_PUNT_NO_PEER];
+  e.steered = out[DPSW_EV_STEERED];
+  e.bad_src = out[DPSW_EV_BAD_SRC];
+  e.punt_share = out[DPSW_EV_PUNT_SHARE];
+  return e;
+}
+
+void FastTier::set_conf(uint32_t steer_per_ms, Mac router_mac) {
+  const uint32_t zero = 0;
+  ConfVal c{steer_per_ms, 0, {}, 0};
+  mac_to_bytes(router_mac, c.router_mac);
+  if (int e = bpf_map_update_elem(conf_map_, &zero, &c, 0)) throw bpf_error("fast tier: conf map", e);
+}
+
+}  // namespace dpsw
+
+namespace dpsw {
+uint32_t* FastTier::punt_share(unsigned worker) { return worker < DPSW_MAX_WORKERS ? &share_[worker].per_ms : nullptr; }
+}  // namespace dpsw

@@ -1,0 +1,135 @@
+// The in-kernel fast tier's control side: loads bpf/fast_l2.bpf.o, attaches
+// its TC programs and keeps its maps in step with dpsw's own tables.
+//
+// Where frames go (see bpf/fast_l2.bpf.c and dataplane/fast/fast_port.h):
+//   container -> host veth ingress (TC) -> known (network, dst MAC) of another
+//   fast-tier endpoint: bpf_redirect_peer into that container, GSO intact;
+//   anything else: tagged with the port id, out of the punt veth -> AF_XDP
+//   punt port -> dpsw's pipeline. dpsw -> FastPort -> punt port (tagged) ->
+//   punt veth ingress (TC) -> tag popped, bpf_redirect_peer into the container.
+//
+// Ordering rules the daemon follows: a port's maps are filled before its TC
+// program is attached (no frame of it is ever passed to the host stack), and
+// its map entries are removed before the port leaves the snapshot, so the
+// fast tier never redirects to an endpoint that is going away.
+//
+// Control thread only. No pins: the programs live as long as the links they
+// are attached to or this object, whichever goes first.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "dataplane/core/ether.h"
+
+struct bpf_object;
+struct dpsw_punt_share;
+
+namespace dpsw {
+
+class FastTier {
+ public:
+  // Loads the object; throws std::runtime_error naming the file on failure.
+  // fdb_entries: the kernel fdb map's size. The daemon makes it the MAC
+  // table's size (every learned MAC) plus room for every port's own MAC, so
+  // learning can never crowd out an endpoint.
+  FastTier(const std::string& object_path, uint32_t fdb_entries);
+  ~FastTier();  // detaches every program it attached
+  FastTier(const FastTier&) = delete;
+  FastTier& operator=(const FastTier&) = delete;
+
+  // A punt veth's near end: frames dpsw sends to fast-tier ports arrive here.
+  void attach_punt(int ifindex, const std::string& ifname);
+  // A fast-tier endpoint's host veth: registers it (frames the tier cannot
+  // decide go out of punt veth `punt_ifindex`), then attaches the program.
+  // `worker` owns the punt veth (its share applies to the port's punted
+  // frames); `mtu`: the network's (longer frames are dropped as oversize).
+  void add_port(int ifindex, const std::string& ifname, uint16_t port, uint16_t bd, int punt_ifindex, unsigned worker,
+                uint32_t mtu);
+  void set_mtu(uint16_t port, uint32_t mtu);  // the network's MTU changed
+  // Removes the port's map entries (its MACs included) and detaches.
+  void remove_port(uint16_t port);
+  bool has_port(uint16_t port) const { return ports_.count(port) != 0; }
+
+  // (network, MAC) behind a fast-tier port. `planned`: the endpoint's own MAC
+  // (kept until remove_port); otherwise learned, replaced by sync_learned().
+  // Ignored unless `port` is a fast-tier port of network `bd`; throws when
+  // the kernel map refuses it (full).
+  void add_mac(uint16_t bd, Mac mac, uint16_t port, bool planned);
+  // The MACs dpsw's MAC table holds behind fast-tier ports, (bd, mac) -> port:
+  // installs new ones, moves changed ones, removes the rest (planned stay).
+  void sync_learned(const std::map<std::pair<uint16_t, Mac>, uint16_t>& learned);
+  size_t fdb_size() const { return fdb_.size(); }
+  uint32_t fdb_capacity() const { return fdb_capacity_; }
+  uint64_t fdb_refused() const { return refused_; }  // learned MACs the full map refused (their frames are punted)
+  bool has_mac(uint16_t bd, Mac mac) const { return fdb_.count({bd, mac}) != 0; }
+  bool is_planned(uint16_t bd, Mac mac) const {
+    auto it = fdb_.find({bd, mac});
+    return it != fdb_.end() && it->second.planned;
+  }
+  // The ports map as the kernel holds it (tests, `show fast`).
+  struct KernelPort {
+    int ifindex;
+    uint16_t port, bd;
+    int punt;
+  };
+  std::vector<KernelPort> dump_ports() const;
+  // Every (bd, MAC) -> port entry as the kernel map holds it (tests, `show mac`).
+  std::vector<std::pair<std::pair<uint16_t, Mac>, uint16_t>> dump_fdb() const;
+
+  struct PortStats {
+    uint64_t rx_packets = 0, rx_bytes = 0, tx_packets = 0, tx_bytes = 0;
+    uint64_t punt_share_drops = 0;  // punted frames over the port's share of a congested punt port
+    uint64_t oversize = 0;          // frames longer than the network's MTU allows
+  };
+  PortStats stats(uint16_t port) const;  // summed over CPUs
+  struct Events {
+    uint64_t punted = 0, no_port = 0, punt_bad_tag = 0, punt_no_peer = 0;
+    uint64_t steered = 0;  // known unicast sent to another core through a punt veth's ingress
+    uint64_t bad_src = 0;  // dropped: multicast, zero or dpsw's router MAC as source (never a container's)
+    uint64_t punt_share = 0;  // dropped: over the port's share of a congested punt port
+  };
+  Events events() const;
+
+  // Steering (bpf/fast_l2.bpf.c): a port sending more than `per_ms` non-GSO,
+  // non-TCP frames in a millisecond on one CPU has them delivered
+  // through its punt veth's near end, whose RPS mask (the daemon's to set)
+  // moves the receive work to another core; 0 turns steering off.
+  // router_mac: dpsw's own, dropped as a container's source.
+  void set_conf(uint32_t steer_per_ms, Mac router_mac);
+
+  // Fair punting: worker w's slot in the memory-mapped dpsw_fast_punt_share
+  // map, which that worker (and only it) writes (dataplane/fast/punt_share.h).
+  // Valid as long as this object.
+  uint32_t* punt_share(unsigned worker);
+
+ private:
+  struct PortInfo {
+    int ifindex;
+    uint16_t bd;
+  };
+  struct FdbEntry {
+    uint16_t port;
+    bool planned;
+  };
+  void attach(int ifindex, int prog_fd, const std::string& ifname);
+  void detach(int ifindex);
+  void del_fdb(uint16_t bd, Mac mac);
+
+  bpf_object* obj_ = nullptr;
+  int ingress_fd_ = -1, punt_fd_ = -1;
+  int ports_map_ = -1, peer_map_ = -1, fdb_map_ = -1, stats_map_ = -1, events_map_ = -1, conf_map_ = -1;
+  uint32_t fdb_capacity_ = 0;
+  struct dpsw_punt_share* share_ = nullptr;  // mmap of dpsw_fast_punt_share
+  size_t share_len_ = 0;
+  uint64_t refused_ = 0;
+  std::map<uint16_t, PortInfo> ports_;
+  std::map<std::pair<uint16_t, Mac>, FdbEntry> fdb_;  // what the kernel map holds
+  std::set<int> attached_;                            // ifindexes with our clsact hook
+};
+
+}  // namespace dpsw

@@ -1,0 +1,473 @@
+#include "dataplane/nat/conntrack.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <bit>
+
+#include "dataplane/nat/frag_table.h"
+#include "dataplane/core/hash.h"
+
+namespace dpsw {
+
+namespace {
+constexpr int kReadRetries = 8;
+constexpr int kWriteRetries = 64;  // inserting may not be skipped: spin a little, then give up (counted)
+
+// A count with one writer: a plain load + store, no locked instruction.
+template <typename T>
+void bump(std::atomic<T>& v, T d) {
+  v.store(v.load(std::memory_order_relaxed) + d, std::memory_order_relaxed);  // relaxed: single writer, a count
+}
+}  // namespace
+
+ConnTrack::ConnTrack(Options opt) : opt_(opt) {
+  size_t nb = std::bit_ceil(std::max<size_t>(2, size_t(opt_.size) * 2 / kWays * 5 / 4));  // two keys per flow
+  mask_ = uint32_t(nb - 1);
+  buckets_.reset(new Bucket[nb]);
+  for (size_t i = 0; i < nb; i++)
+    for (int w = 0; w < kWays; w++) {
+      buckets_[i].sig[w].store(0, std::memory_order_relaxed);  // relaxed: not shared yet
+      buckets_[i].val[w].store(0, std::memory_order_relaxed);
+    }
+  flows_.reset(new Flow[opt_.size]);
+  for (unsigned w = 0; w < opt_.workers; w++) free_.push_back(std::make_unique<SpscRing<uint32_t>>(std::bit_ceil(size_t(opt_.size))));
+  for (unsigned w = 0; w < opt_.workers; w++) free_count_.push_back(std::make_unique<FreeCount>());
+  for (uint32_t i = 0; i < opt_.size; i++) {
+    auto& r = *free_[i % opt_.workers];
+    *r.producer_slot() = i;
+    r.push();
+    free_count_[i % opt_.workers]->pushed.fetch_add(1, std::memory_order_relaxed);  // relaxed: not shared yet
+  }
+  for (int p = 0; p < 3; p++) {
+    ports_.emplace_back(new std::atomic<uint64_t>[1024]);
+    for (int i = 0; i < 1024; i++) ports_.back()[i].store(0, std::memory_order_relaxed);
+  }
+  span_ = (uint32_t(opt_.port_hi) - opt_.port_lo + 1) / opt_.workers;
+  slices_.reset(new PortSlices[opt_.workers]);
+  freed_.reset(new PortsFreed[opt_.workers]);
+  for (unsigned w = 0; w < opt_.workers; w++)
+    for (int p = 0; p < 3; p++) {
+      slices_[w].taken[p].store(0, std::memory_order_relaxed);  // relaxed: not shared yet
+      slices_[w].probes[p].store(0, std::memory_order_relaxed);
+      freed_[w].n[p].store(0, std::memory_order_relaxed);
+    }
+  stats_.reset(new Stats[opt_.workers + 1]);
+  for (unsigned w = 0; w < opt_.workers; w++) frags_.push_back(std::make_unique<FragTable>());
+  for (unsigned w = 0; w < opt_.workers; w++) pending_.push_back(std::make_unique<Pending>());
+  // Early drop starts when a worker's free flows fall to this many; flows
+  // from the uplink may not take them (see Origin).
+  reserve_ = std::clamp<size_t>(opt_.size / opt_.workers / 32, 1, 64);
+}
+
+ConnTrack::~ConnTrack() = default;
+
+uint64_t ConnTrack::sig_of(const FlowKey& k) {
+  uint64_t a = uint64_t(k.sip) << 32 | k.dip;
+  uint64_t b = uint64_t(k.sport) << 32 | uint64_t(k.dport) << 16 | k.proto;
+  return mix64(a ^ mix64(b)) | 1;
+}
+
+Flow* ConnTrack::find(const FlowKey& k, bool* reply) const {
+  const uint64_t sig = sig_of(k);
+  const uint32_t b[2] = {uint32_t(sig >> 1) & mask_, uint32_t(sig >> 33) & mask_};
+  for (uint32_t bi : b) {
+    const Bucket& bk = buckets_[bi];
+    for (int attempt = 0; attempt < kReadRetries; attempt++) {
+      // acquire: slot loads are not hoisted above this read of seq (seqlock read side).
+      uint32_t s1 = bk.seq.load(std::memory_order_acquire);
+      if (s1 & 1) {
+        _mm_pause();
+        continue;
+      }
+      uint64_t found = 0;
+      for (int w = 0; w < kWays && !found; w++)
+        if (bk.sig[w].load(std::memory_order_relaxed) == sig) found = bk.val[w].load(std::memory_order_relaxed) | (1ULL << 63);
+      std::atomic_thread_fence(std::memory_order_acquire);  // slot loads complete before seq is re-read
+      if (bk.seq.load(std::memory_order_relaxed) != s1) continue;
+      if (!found) break;
+      Flow& f = flows_[uint32_t(found >> 1)];
+      bool r = found & 1;
+      // The flow's tuples are written before it is indexed and never change while live.
+      if (f.live.load(std::memory_order_acquire) == kFlowLive && (r ? f.reply : f.orig) == k) {  // acquire: see the tuples
+        *reply = r;
+        return &f;
+      }
+      break;  // signature collision: not this flow
+    }
+  }
+  return nullptr;
+}
+
+bool ConnTrack::insert(const FlowKey& k, uint64_t val) {
+  const uint64_t sig = sig_of(k);
+  const uint32_t b[2] = {uint32_t(sig >> 1) & mask_, uint32_t(sig >> 33) & mask_};
+  for (int attempt = 0; attempt < kWriteRetries; attempt++) {
+    for (uint32_t bi : b) {
+      Bucket& bk = buckets_[bi];
+      uint32_t s = bk.seq.load(std::memory_order_relaxed);  // relaxed: the CAS decides
+      if ((s & 1) || !bk.seq.compare_exchange_strong(s, s + 1, std::memory_order_acquire, std::memory_order_relaxed)) continue;
+      std::atomic_thread_fence(std::memory_order_release);  // readers seeing a slot store also see seq odd
+      bool done = false;
+      for (int w = 0; w < kWays && !done; w++)
+        if (bk.sig[w].load(std::memory_order_relaxed) == 0) {  // relaxed: under bucket lock
+          bk.val[w].store(val, std::memory_order_relaxed);
+          bk.sig[w].store(sig, std::memory_order_relaxed);
+          done = true;
+        }
+      bk.seq.store(s + 2, std::memory_order_release);  // release: slot stores visible before seq is even
+      if (done) return true;
+    }
+    _mm_pause();
+  }
+  return false;
+}
+
+void ConnTrack::remove(const FlowKey& k, uint64_t val) {
+  const uint64_t sig = sig_of(k);
+  const uint32_t b[2] = {uint32_t(sig >> 1) & mask_, uint32_t(sig >> 33) & mask_};
+  for (uint32_t bi : b) {
+    Bucket& bk = buckets_[bi];
+    uint32_t s;
+    for (;;) {  // control thread: may spin (workers hold a bucket for nanoseconds)
+      s = bk.seq.load(std::memory_order_relaxed);
+      if (!(s & 1) && bk.seq.compare_exchange_weak(s, s + 1, std::memory_order_acquire, std::memory_order_relaxed)) break;
+      _mm_pause();
+    }
+    std::atomic_thread_fence(std::memory_order_release);
+    for (int w = 0; w < kWays; w++)
+      if (bk.sig[w].load(std::memory_order_relaxed) == sig && bk.val[w].load(std::memory_order_relaxed) == val) {
+        bk.sig[w].store(0, std::memory_order_relaxed);
+        bk.val[w].store(0, std::memory_order_relaxed);
+      }
+    bk.seq.store(s + 2, std::memory_order_release);
+  }
+}
+
+bool ConnTrack::try_remove(const FlowKey& k, uint64_t val, int attempts) {
+  const uint64_t sig = sig_of(k);
+  const uint32_t b[2] = {uint32_t(sig >> 1) & mask_, uint32_t(sig >> 33) & mask_};
+  bool all = true;
+  for (uint32_t bi : b) {
+    Bucket& bk = buckets_[bi];
+    uint32_t s = 0;
+    bool locked = false;
+    for (int a = 0; a < attempts && !locked; a++) {  // workers: bounded (a writer holds a bucket for nanoseconds)
+      s = bk.seq.load(std::memory_order_relaxed);  // relaxed: the CAS decides
+      locked = !(s & 1) && bk.seq.compare_exchange_strong(s, s + 1, std::memory_order_acquire, std::memory_order_relaxed);
+      if (!locked) _mm_pause();
+    }
+    if (!locked) {
+      all = false;
+      continue;
+    }
+    std::atomic_thread_fence(std::memory_order_release);  // readers seeing a slot store also see seq odd
+    for (int w = 0; w < kWays; w++)
+      if (bk.sig[w].load(std::memory_order_relaxed) == sig && bk.val[w].load(std::memory_order_relaxed) == val) {  // relaxed: under bucket lock
+        bk.sig[w].store(0, std::memory_order_relaxed);
+        bk.val[w].store(0, std::memory_order_relaxed);
+      }
+    bk.seq.store(s + 2, std::memory_order_release);  // release: slot stores visible before seq is even
+  }
+  return all;
+}
+
+// A worker short of free flows: evict one non-assured flow found in the
+// buckets from the new tuple's on (bounded). Prefers flows this worker
+// created (their index comes back to its own ring), then the longest idle.
+bool ConnTrack::early_drop(unsigned w, const FlowKey& k, uint32_t now) {
+  const uint32_t b0 = uint32_t(sig_of(k) >> 1) & mask_;
+  uint32_t best = UINT32_MAX;
+  uint64_t best_score = 0;
+  for (unsigned i = 0; i < opt_.early_drop_buckets; i++) {
+    const Bucket& bk = buckets_[(b0 + i) & mask_];
+    for (int wy = 0; wy < kWays; wy++) {
+      // relaxed: only a hint, read without the bucket's seqlock; the CAS on `live` below decides.
+      // An index seen here is not recycled before this worker's next quiescent point (QSBR).
+      if (!bk.sig[wy].load(std::memory_order_relaxed)) continue;
+      const uint32_t idx = uint32_t(bk.val[wy].load(std::memory_order_relaxed) >> 1);
+      if (idx >= opt_.size) continue;
+      const Flow& f = flows_[idx];
+      if (f.live.load(std::memory_order_acquire) != kFlowLive) continue;  // acquire: the tuple and fields below are set
+      const uint8_t st = f.state.load(std::memory_order_relaxed);          // relaxed: a snapshot is enough for a choice
+      if (assured(f.orig.proto, st)) continue;  // established / replied: kept (closing TCP is not "assured" here)
+      const uint64_t score = (uint64_t(f.worker == w) << 40) + age_of(now, f.last_seen.load(std::memory_order_relaxed)) + 1;
+      if (score > best_score) best_score = score, best = idx;
+    }
+  }
+  if (best == UINT32_MAX) return false;
+  Flow& f = flows_[best];
+  uint8_t expect = kFlowLive;
+  // acq_rel: claim it exactly once against the control thread's expire() and other workers; lookups stop matching now.
+  if (!f.live.compare_exchange_strong(expect, kFlowDeadIndexed, std::memory_order_acq_rel, std::memory_order_relaxed)) return false;
+  const bool gone = try_remove(f.orig, uint64_t(best) << 1, kWriteRetries) & try_remove(f.reply, uint64_t(best) << 1 | 1, kWriteRetries);
+  // release: the control thread that sees "unindexed" skips the buckets (it only recycles). A CAS, not a
+  // store: the control thread may have reaped the flow meanwhile (it saw kFlowDeadIndexed and unindexed it too).
+  if (gone) f.live.compare_exchange_strong(expect = kFlowDeadIndexed, kFlowDeadUnindexed, std::memory_order_release,
+                                           std::memory_order_relaxed);
+  bump(stats_[w].live, int64_t(-1));  // our own slot, though the flow may be another worker's
+  bump(stats_[w].early, uint64_t(1));
+  pending_[f.worker]->fetch_add(1, std::memory_order_relaxed);  // relaxed: a rate limit (see create())
+  return true;
+}
+
+int ConnTrack::proto_slot(uint8_t proto) const { return proto == 6 ? 0 : proto == 17 ? 1 : 2; }
+
+// Worker w: a free port of its slice, or 0. A full slice is refused from its
+// free count, without touching the bitmap; otherwise the search goes 64
+// ports at a time from where the last one ended (ports are reused as late
+// as possible), wrapping once: at most span/64 + 2 words.
+uint16_t ConnTrack::alloc_port(unsigned w, uint8_t proto) {
+  const int p = proto_slot(proto);
+  PortSlices& sl = slices_[w];
+  const uint64_t taken = sl.taken[p].load(std::memory_order_relaxed);  // relaxed: our own count
+  // acquire: pairs with free_port()'s release, so the bits it cleared are visible to the search.
+  const uint64_t freed = freed_[w].n[p].load(std::memory_order_acquire);
+  if (taken - freed >= span_) return 0;
+  std::atomic<uint64_t>* bits = ports_[size_t(p)].get();
+  const uint32_t lo = opt_.port_lo + w * span_, end = lo + span_, first = lo + sl.cursor[p];
+  uint64_t probes = 0;
+  uint16_t got = 0;
+  for (int pass = 0; pass < 2 && !got; pass++) {
+    uint32_t pos = pass ? lo : first;
+    const uint32_t stop = pass ? first : end;  // [first, end), then [lo, first)
+    while (pos < stop) {
+      const uint32_t base = pos & ~63u;
+      uint64_t want = ~0ULL << (pos - base);
+      if (stop - base < 64) want &= (1ULL << (stop - base)) - 1;
+      probes++;
+      // relaxed: only this worker sets bits in its slice; the control thread clears them after a grace period.
+      const uint64_t free_bits = ~bits[pos >> 6].load(std::memory_order_relaxed) & want;
+      if (free_bits) {
+        got = uint16_t(base + unsigned(std::countr_zero(free_bits)));
+        break;
+      }
+      pos = base + 64;
+    }
+  }
+  bump(sl.probes[p], probes);
+  if (!got) return 0;  // only if a cleared bit is not visible yet
+  bits[got >> 6].fetch_or(1ULL << (got & 63), std::memory_order_relaxed);  // relaxed: see the load above
+  bump(sl.taken[p], uint64_t(1));
+  sl.cursor[p] = got + 1 - lo == span_ ? 0 : got + 1 - lo;  // next search starts after it
+  return got;
+}
+
+void ConnTrack::unalloc_port(unsigned w, uint8_t proto, uint16_t port) {
+  const int p = proto_slot(proto);
+  ports_[size_t(p)][port >> 6].fetch_and(~(1ULL << (port & 63)), std::memory_order_relaxed);  // relaxed: our own bit
+  bump(slices_[w].taken[p], uint64_t(-1));  // wraps back: a count we just raised
+}
+
+void ConnTrack::free_port(unsigned w, uint8_t proto, uint16_t port) {
+  const int p = proto_slot(proto);
+  ports_[size_t(p)][port >> 6].fetch_and(~(1ULL << (port & 63)), std::memory_order_relaxed);  // relaxed: ordered by the release below
+  std::atomic<uint64_t>& n = freed_[w].n[p];
+  // release: the bit cleared above is visible to the worker that sees the count; single writer (control thread).
+  n.store(n.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+}
+
+size_t ConnTrack::free_ports(unsigned w, uint8_t proto) const {
+  const int p = proto_slot(proto);
+  const uint64_t used = slices_[w].taken[p].load(std::memory_order_relaxed) -  // relaxed: a statistic
+                        freed_[w].n[p].load(std::memory_order_relaxed);
+  return used >= span_ ? 0 : size_t(span_ - used);
+}
+
+uint64_t ConnTrack::port_probes(unsigned w) const {
+  uint64_t n = 0;
+  for (int p = 0; p < 3; p++) n += slices_[w].probes[p].load(std::memory_order_relaxed);  // relaxed: a statistic
+  return n;
+}
+
+size_t ConnTrack::count() const {
+  int64_t n = 0;
+  for (unsigned i = 0; i <= opt_.workers; i++) n += stats_[i].live.load(std::memory_order_relaxed);  // relaxed: a statistic
+  return n > 0 ? size_t(n) : 0;  // slots read at slightly different moments may briefly undercount
+}
+
+uint64_t ConnTrack::full_drops() const {
+  uint64_t n = 0;
+  for (unsigned i = 0; i < opt_.workers; i++) n += stats_[i].full.load(std::memory_order_relaxed);  // relaxed: a statistic
+  return n;
+}
+
+uint64_t ConnTrack::early_drops() const {
+  uint64_t n = 0;
+  for (unsigned i = 0; i < opt_.workers; i++) n += stats_[i].early.load(std::memory_order_relaxed);  // relaxed: a statistic
+  return n;
+}
+
+ConnTrack::Create ConnTrack::create(unsigned w, const FlowKey& orig, uint32_t xsrc_ip, uint16_t xsrc_port, uint32_t xdst_ip,
+                                    uint16_t xdst_port, const FlowOut& fwd, const FlowOut& back, uint16_t bd, uint32_t now,
+                                    Flow** out, Origin origin) {
+  SpscRing<uint32_t>& ring = *free_[w];
+  FreeCount& fc = *free_count_[w];
+  // Free flows of this worker (the ring's readable() may under-report: it reloads only when empty).
+  const size_t avail = size_t(fc.pushed.load(std::memory_order_relaxed) - fc.popped);  // relaxed: the ring below is the truth
+  if (avail <= reserve_) [[unlikely]] {
+    // Short of room: make some (the victim's index comes back after a grace period),
+    // then use the reserve, unless this is the last flow or the uplink asks. The
+    // uplink's flows evict only while less than a reserve's worth is on its way back:
+    // a flood from outside churns a few of its own flows per tick, not the whole table.
+    if (origin == Origin::kInside || pending_[w]->load(std::memory_order_relaxed) < reserve_)  // relaxed: a rate limit
+      early_drop(w, orig, now);
+    if (!avail || origin == Origin::kInbound) {
+      bump(stats_[w].full, uint64_t(1));
+      return Create::kFull;
+    }
+  }
+  if (!ring.readable()) [[unlikely]] {
+    bump(stats_[w].full, uint64_t(1));
+    return Create::kFull;
+  }
+  // The reply travels from the rewritten destination to the rewritten source.
+  // ICMP echo: the id rides in sport on requests and in dport on replies.
+  // Other protocols: address only, and one endpoint per (protocol, remote) at a time.
+  bool dummy;
+  if (!has_ports(orig.proto) && find(FlowKey{xdst_ip, xsrc_ip, 0, 0, orig.proto}, &dummy)) return Create::kClash;
+  uint16_t port = 0;
+  if (!xsrc_port && has_ports(orig.proto)) {
+    port = alloc_port(w, orig.proto);
+    if (!port) return Create::kNoPort;
+    xsrc_port = port;
+  }
+  uint32_t idx = ring.peek(0);  // taken (popped) only once the flow is indexed
+  Flow& f = flows_[idx];
+  f.orig = orig;
+  f.xsrc_ip = xsrc_ip, f.xsrc_port = xsrc_port, f.xdst_ip = xdst_ip, f.xdst_port = xdst_port;
+  f.reply = orig.proto == 1 ? FlowKey{xdst_ip, xsrc_ip, 0, xsrc_port, 1} : FlowKey{xdst_ip, xsrc_ip, xdst_port, xsrc_port, orig.proto};
+  f.out[0] = fwd;
+  f.out[1] = back;
+  f.bd = bd;
+  f.nat_port = port;
+  f.worker = uint8_t(w);
+  f.state.store(0, std::memory_order_relaxed);
+  f.last_seen.store(now, std::memory_order_relaxed);
+  // Indexed first, live last: until then no lookup matches it and no other
+  // worker's early drop (nor expiry) can claim it, so a half-made flow is
+  // only ever this worker's.
+  if (!insert(f.orig, uint64_t(idx) << 1) || !insert(f.reply, uint64_t(idx) << 1 | 1)) [[unlikely]] {
+    if (try_remove(f.orig, uint64_t(idx) << 1, kWriteRetries)) {
+      if (port) unalloc_port(w, orig.proto, port);
+      return Create::kBusy;  // never published: idx stays at the head of the ring for the next try
+    }
+    // release: the tuples are visible to the control thread, which unindexes and recycles it (index and port).
+    f.live.store(kFlowAbandoned, std::memory_order_release);
+    ring.pop(1);
+    fc.popped++;
+    return Create::kBusy;
+  }
+  bump(stats_[w].live, int64_t(1));  // before `live`: an early drop elsewhere may subtract as soon as it is live
+  f.live.store(kFlowLive, std::memory_order_release);  // release: tuples above are visible to a reader that sees live
+  ring.pop(1);
+  fc.popped++;
+  *out = &f;
+  return Create::kOk;
+}
+
+void ConnTrack::seen(Flow& f, uint32_t now) {
+  // relaxed: a timestamp; writing at most once a second keeps the line quiet.
+  if (age_of(now, f.last_seen.load(std::memory_order_relaxed)) >= 1000) f.last_seen.store(now, std::memory_order_relaxed);
+}
+
+namespace {
+// The TCP state after a segment with `flags` in one direction (never lower than cur).
+uint8_t tcp_next(uint8_t cur, uint8_t flags, bool reply) {
+  constexpr uint8_t kFin = 0x01, kSyn = 0x02, kRst = 0x04, kAck = 0x10;
+  if (flags & kRst) return uint8_t(TcpState::kClose);
+  if (flags & kFin) return std::max(cur, uint8_t(TcpState::kClosing));
+  if ((flags & (kSyn | kAck)) == kSyn) return reply ? cur : std::max(cur, uint8_t(TcpState::kSynSent));
+  if (flags & kSyn)  // SYN+ACK: the answer to the original SYN
+    return reply && cur <= uint8_t(TcpState::kSynSent) ? uint8_t(TcpState::kSynRecv) : cur;
+  if (!reply && (flags & kAck) && cur == uint8_t(TcpState::kSynRecv)) return uint8_t(TcpState::kEstablished);  // handshake done
+  if (reply && cur == uint8_t(TcpState::kNone)) return uint8_t(TcpState::kEstablished);  // picked up mid-stream, both ways alive
+  return cur;
+}
+}  // namespace
+
+void ConnTrack::tcp_flags(Flow& f, uint8_t flags, bool reply) {
+  uint8_t cur = f.state.load(std::memory_order_relaxed);
+  // relaxed: states only move up; the higher wins between the two directions' workers.
+  // Bounded: the only competitor is the other direction's worker.
+  for (int i = 0; i < 4; i++) {
+    const uint8_t want = tcp_next(cur, flags, reply);
+    if (want <= cur || f.state.compare_exchange_weak(cur, want, std::memory_order_relaxed)) return;
+  }
+}
+
+uint32_t ConnTrack::timeout_ms(const Flow& f) const {
+  const Timeouts& t = opt_.timeouts;
+  uint8_t st = f.state.load(std::memory_order_relaxed);  // relaxed: ageing is approximate by nature
+  switch (f.orig.proto) {
+    case 6:
+      switch (TcpState(st)) {
+        case TcpState::kNone:
+        case TcpState::kSynSent: return 1000 * t.tcp_syn_sent;
+        case TcpState::kSynRecv: return 1000 * t.tcp_syn_recv;
+        case TcpState::kEstablished: return 1000 * t.tcp_established;
+        case TcpState::kClosing: return 1000 * t.tcp_closing;
+        default: return 1000 * t.tcp_close;
+      }
+    case 17:
+      return 1000 * (st ? t.udp_replied : t.udp);
+    case 1:
+      return 1000 * t.icmp;
+    default:
+      return 1000 * (st ? t.other_replied : t.other);
+  }
+}
+
+void ConnTrack::recycle(uint32_t i, bool evicted, const std::function<void(std::function<void()>)>& retire) {
+  const Flow& f = flows_[i];
+  unsigned w = f.worker;
+  uint8_t proto = f.orig.proto;
+  uint16_t port = f.nat_port;
+  // After the grace period no worker holds a pointer to it: recycle.
+  retire([this, i, w, proto, port, evicted] {
+    if (evicted) pending_[w]->fetch_sub(1, std::memory_order_relaxed);  // relaxed: a rate limit
+    if (port) free_port(w, proto, port);
+    SpscRing<uint32_t>& ring = *free_[w];
+    if (uint32_t* slot = ring.producer_slot()) {
+      *slot = i;
+      ring.push();
+      std::atomic<uint64_t>& pushed = free_count_[w]->pushed;
+      pushed.store(pushed.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);  // relaxed: single writer, a count
+    }
+  });
+}
+
+size_t ConnTrack::expire(uint32_t now, const std::function<void(std::function<void()>)>& retire) {
+  size_t n = 0;
+  for (uint32_t i = 0; i < opt_.size; i++) {
+    Flow& f = flows_[i];
+    uint8_t lv = f.live.load(std::memory_order_acquire);  // acquire: pairs with create()'s / early_drop()'s release
+    if (lv == kFlowFree) continue;
+    bool evicted = lv == kFlowDeadUnindexed || lv == kFlowDeadIndexed;
+    if (lv == kFlowLive) {
+      if (age_of(now, f.last_seen.load(std::memory_order_relaxed)) < timeout_ms(f)) continue;
+      // acq_rel: a worker's early drop may claim it at the same moment; one of us wins.
+      if (f.live.compare_exchange_strong(lv, kFlowDeadIndexed, std::memory_order_acq_rel, std::memory_order_acquire)) {
+        lv = kFlowDeadIndexed;
+        bump(stats_[opt_.workers].live, int64_t(-1));  // the control thread's slot
+        n++;
+      } else {
+        evicted = lv != kFlowAbandoned;  // a worker's early drop won: recycled below like any evicted flow
+      }
+    }
+    if (lv == kFlowDeadIndexed || lv == kFlowAbandoned) {
+      remove(f.orig, uint64_t(i) << 1);
+      remove(f.reply, uint64_t(i) << 1 | 1);
+    }
+    f.live.store(kFlowFree, std::memory_order_relaxed);  // relaxed: readers also verify the tuple
+    recycle(i, evicted, retire);
+  }
+  return n;
+}
+
+void ConnTrack::for_each(const std::function<void(const Flow&)>& fn) const {
+  for (uint32_t i = 0; i < opt_.size; i++)
+    if (flows_[i].live.load(std::memory_order_acquire) == kFlowLive) fn(flows_[i]);  // acquire: see the tuples
+}
+
+}  // namespace dpsw

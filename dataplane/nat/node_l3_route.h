@@ -1,0 +1,31 @@
+// Node l3_route (per frame, called in l3_local's loop so routing sees ARP
+// learned from the frames before it): wraps stage::l3_route (NAT, routing).
+// Exits: kOut -> tx (the route's port as arg), kDrop -> drop.
+#pragma once
+
+#include "dataplane/core/node.h"
+#include "dataplane/nat/stage_l3_route.h"
+
+namespace dpsw::graph {
+
+struct L3Route {
+  using Next = stage::RouteNext;
+  static constexpr unsigned kExits = 2;
+  static constexpr bool kBatch = false;
+
+  template <class Emit>
+  static void run(Ctx& c, uint16_t i, uint16_t /*arg*/, Emit&& emit) {
+    Drop d = Drop::kNoRoute;  // without L3 state nothing routes
+    if (c.ct) {
+      stage::RouteCtx rc{c.s, *c.ct, *c.arp, c.worker, c.now};
+      uint16_t out_port;
+      if (stage::l3_route(c.pkt(i), c.bd, rc, &out_port, &d) == Next::kOut) {
+        emit(i, Next::kOut, out_port);
+        return;
+      }
+    }
+    emit(i, Next::kDrop, uint16_t(d));
+  }
+};
+
+}  // namespace dpsw::graph

@@ -1,0 +1,96 @@
+// Stage: dpsw's own L3 identity on a network. Answers ARP requests and ICMP
+// echo requests for the network's local address (a bridge network's gateway,
+// or the uplink address on the uplink segment) by rewriting the frame in
+// place and sending it back out of its input port.
+// Exits: kNotLocal (continue with L2 forwarding), kReply (tx to in_port),
+// kRoute (IPv4 at the router MAC, not an echo to us: stage_l3_route),
+// kDrop (non-IPv4 at the router MAC: no_route; malformed IPv4: bad_ip; an
+// echo to us with a wrong IP header or ICMP checksum: bad_csum; from a
+// martian source: martian; as Linux).
+//
+// In-place rewrite is safe: the frame is ours until release(), and a frame
+// that is answered is not forwarded anywhere else.
+#pragma once
+
+#include <cstring>
+
+#include "dataplane/core/checksum.h"
+#include "dataplane/core/counters.h"
+#include "dataplane/core/ether.h"
+#include "dataplane/core/snapshot.h"
+
+namespace dpsw::stage {
+
+enum class LocalNext : uint8_t { kNotLocal, kReply, kRoute, kDrop };
+
+// Martian addresses (never routed, never answered, as in Linux): 0.0.0.0/8,
+// 127.0.0.0/8, 224.0.0.0/4 (multicast: never unicast-routed here), 240.0.0.0/4
+// (with 255.255.255.255).
+inline bool martian(uint32_t a) {
+  const uint32_t o = a >> 24;
+  return o == 0 || o == 127 || o >= 224;
+}
+
+
+inline LocalNext l3_local(Packet& p, const BdEntry& bd, Mac dst, Drop* drop) {
+  if (!bd.local_ip) return LocalNext::kNotLocal;
+  uint8_t* f = p.data;
+  const uint16_t type = load_be16(f + 12);
+  if (type == kEtherTypeArp) {
+    // Ethernet/IPv4 ARP request for our address: answer it.
+    if (p.len < kEthHdrLen + 28) return LocalNext::kNotLocal;
+    uint8_t* a = f + kEthHdrLen;
+    if (load_be16(a) != 1 || load_be16(a + 2) != kEtherTypeIpv4 || a[4] != 6 || a[5] != 4 || load_be16(a + 6) != 1 ||
+        csum::load32(a + 24) != bd.local_ip)
+      return LocalNext::kNotLocal;
+    uint8_t sender_mac[6], sender_ip[4];
+    std::memcpy(sender_mac, a + 8, 6);
+    std::memcpy(sender_ip, a + 14, 4);
+    std::memcpy(f, sender_mac, 6);                // eth dst: the asker
+    mac_to_bytes(bd.router_mac, f + 6);           // eth src: us
+    store_be16(a + 6, 2);                         // op: reply
+    mac_to_bytes(bd.router_mac, a + 8);           // sender hw
+    csum::store32(a + 14, bd.local_ip);      // sender ip
+    std::memcpy(a + 18, sender_mac, 6);           // target hw
+    std::memcpy(a + 24, sender_ip, 4);            // target ip
+    return LocalNext::kReply;
+  }
+  if (dst != bd.router_mac) return LocalNext::kNotLocal;
+  // Addressed to us at L2: only ICMP echo to our own address is handled here.
+  *drop = Drop::kNoRoute;
+  if (type != kEtherTypeIpv4 || p.len < kEthHdrLen + 20) return LocalNext::kDrop;
+  uint8_t* ip = f + kEthHdrLen;
+  const uint32_t ihl = uint32_t(ip[0] & 0x0f) * 4;
+  const uint32_t tot = load_be16(ip + 2);
+  if ((ip[0] >> 4) != 4 || ihl < 20 || tot < ihl + 8 || kEthHdrLen + tot > p.len) {
+    *drop = Drop::kBadIp;
+    return LocalNext::kDrop;
+  }
+  if (csum::load32(ip + 16) != bd.local_ip || ip[9] != 1 /* ICMP */) return LocalNext::kRoute;
+  uint8_t* icmp = ip + ihl;
+  if (icmp[0] != 8 /* echo request */ || (load_be16(ip + 6) & 0x3fff) != 0 /* fragment */) return LocalNext::kRoute;
+  if (csum::of(ip, ihl) != 0 || csum::of(icmp, tot - ihl) != 0) {  // not answered: Linux drops it too
+    *drop = Drop::kBadCsum;
+    return LocalNext::kDrop;
+  }
+  if (martian(csum::load32(ip + 12))) {  // an answer would go to a martian
+    *drop = Drop::kMartian;
+    return LocalNext::kDrop;
+  }
+  // Echo reply, in place.
+  std::memcpy(f, f + 6, 6);
+  mac_to_bytes(bd.router_mac, f + 6);
+  uint8_t tmp[4];
+  std::memcpy(tmp, ip + 12, 4);
+  std::memcpy(ip + 12, ip + 16, 4);
+  std::memcpy(ip + 16, tmp, 4);
+  ip[8] = 64;  // fresh TTL
+  ip[10] = ip[11] = 0;
+  store_be16(ip + 10, csum::of(ip, ihl));
+  uint16_t old = load_be16(icmp);  // type|code
+  icmp[0] = 0;
+  store_be16(icmp + 2, csum::update16(load_be16(icmp + 2), old, load_be16(icmp)));
+  return LocalNext::kReply;
+}
+
+}  // namespace dpsw::stage
