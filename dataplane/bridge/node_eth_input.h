@@ -1,5 +1,6 @@
-// Node eth_input (batch): the graph's entry for a burst from one port.
-// Wraps stage::eth_input; records the MACs and validity later nodes use.
+// Node eth_input (per frame): the graph's entry; graph::run() feeds it every
+// frame of a burst from one port, in order. Wraps stage::eth_input; records
+// the MACs and validity later nodes use (l2_fwd reads them for the burst).
 // Exits: kL2 -> l3_local, kDrop -> drop (the reason as arg).
 #pragma once
 
@@ -11,20 +12,18 @@ namespace dpsw::graph {
 struct EthInput {
   using Next = stage::EthNext;
   static constexpr unsigned kExits = 2;
-  static constexpr bool kBatch = true;
+  static constexpr bool kBatch = false;
 
   template <class Emit>
-  static void run(Ctx& c, const Frame& f, Emit&& emit) {
-    for (uint16_t k = 0; k < f.n; k++) {
-      const uint16_t i = f.idx[k];
-      stage::EthResult r = stage::eth_input(c.pkt(i), c.in, c.bd);
-      c.valid[i] = r.next == Next::kL2;
-      c.handled[i] = false;
-      c.src[i] = r.src;
-      c.dst[i] = r.dst;
-      if (!c.valid[i]) emit(i, Next::kDrop, uint16_t(r.drop));
-      else emit(i, Next::kL2, 0);
-    }
+  [[gnu::always_inline]] static void run(Ctx& c, uint16_t i, uint16_t /*arg*/, Emit&& emit) {
+    stage::EthResult r = stage::eth_input(c.pkt(i), c.in, c.bd);
+    const bool ok = r.next == Next::kL2;
+    c.valid[i] = ok;
+    c.handled[i] = false;
+    c.src[i] = r.src;
+    c.dst[i] = r.dst;
+    if (!ok) emit(i, Next::kDrop, uint16_t(r.drop));
+    else emit(i, Next::kL2, 0);
   }
 };
 

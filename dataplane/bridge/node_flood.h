@@ -14,7 +14,7 @@ struct Flood {
   static constexpr bool kBatch = false;
 
   template <class Emit>
-  static void run(Ctx& c, uint16_t i, uint16_t /*arg*/, Emit&& emit) {
+  [[gnu::always_inline]] static void run(Ctx& c, uint16_t i, uint16_t /*arg*/, Emit&& emit) {
     const std::vector<uint16_t>& flood = c.bd.ports;
     if (!c.bd.has_tunnels) {
       for (uint16_t p : flood) {

@@ -1,5 +1,6 @@
-// Node l2_fwd (batch): wraps stage::l2_fwd (learning from every valid frame,
-// bulk lookup for those not consumed before) and applies split horizon.
+// Node l2_fwd (batch: the one place the burst forks into a bulk step): wraps
+// stage::l2_fwd (learning from every valid frame, bulk lookup for those not
+// consumed before) and applies split horizon to the frames on its Frame.
 // Runs for every burst, even with no frame to forward: it learns.
 // Exits: kUnicast -> output (the port as arg), kFlood -> flood, kDrop -> drop.
 #pragma once
@@ -15,7 +16,7 @@ struct L2Fwd {
   static constexpr bool kBatch = true;
 
   template <class Emit>
-  static void run(Ctx& c, const Frame& f, Emit&& emit) {
+  [[gnu::always_inline]] static void run(Ctx& c, const Frame& f, Emit&& emit) {
     Next next[kBurst];
     uint16_t out[kBurst];
     Drop drop[kBurst];

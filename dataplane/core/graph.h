@@ -4,22 +4,26 @@
 // inlined call (or an index pushed onto the next batch node's Frame); no
 // virtual call, allocation, lock or exception.
 //
-// Nodes (node.h says what one is): batch nodes run once per burst over the
-// indices pushed onto their Frame, in the order of DPSW_NODES (edges between
-// batch nodes go down the list: checked below); per-frame nodes run inline,
-// in the loop of the node that emits to them (order kept: a route sees the
-// ARP learned from the frames before it, tx queues fill in frame order).
+// Nodes (node.h says what one is): run() feeds every frame of the burst, in
+// order, to the entry (the first node); per-frame nodes run inline, in the
+// loop of the node that emits to them, so eth_input -> l3_local -> l3_route
+// (or -> tx, -> drop) is ONE pass over the burst, one frame at a time (order
+// kept: a route sees the ARP learned from the frames before it, tx queues
+// fill in frame order). Batch nodes run once per burst, after that pass, over
+// the indices pushed onto their Frame, in the order of DPSW_NODES (edges into
+// a batch node go down the list: checked below). Only l2_fwd is one: its
+// MAC lookup is a bulk step over the burst.
 //
-//   eth_input* --kL2--> l3_local* --kNotLocal--> l2_fwd* --kUnicast--> output --kTx-----> tx
-//     |                   |                        |                     ^   \--kTunnel--> vxlan_output
-//     \--kDrop--> drop    |--kReply--> tx          |--kFlood--> flood ---+ kOut
-//                         |--kRoute--> l3_route    |              \--kTx--> tx
-//                         |              |--kOut--> tx
-//                         |              \--kDrop--> drop
-//                         \--kDrop--> drop         \--kDrop--> drop
+//   eth_input --kL2--> l3_local --kNotLocal--> l2_fwd* --kUnicast--> output --kTx-----> tx
+//     |                  |                       |                     ^   \--kTunnel--> vxlan_output
+//     \--kDrop--> drop   |--kReply--> tx         |--kFlood--> flood ---+ kOut
+//                        |--kRoute--> l3_route   |              \--kTx--> tx
+//                        |              |--kOut--> tx
+//                        |              \--kDrop--> drop
+//                        \--kDrop--> drop        \--kDrop--> drop
 //
-//   * batch node (once per burst); the others run per frame, inline
-//   (docs/ARCHITECTURE.md "The packet graph")
+//   * batch node (once per burst, over an index list); the others run per
+//   frame, inline (docs/ARCHITECTURE.md "The packet graph")
 //
 // Adding a node: its file node_<name>.h (a struct: Next, kExits, kBatch,
 // run), its #include and line in DPSW_NODES, its edges in DPSW_EDGES, and
@@ -142,23 +146,29 @@ constexpr bool exits_complete() {
     if (x.exit >= kExits[size_t(x.from)]) return false;
   return true;
 }
-// Batch nodes run once each, in list order: an edge into a batch node must
-// come from earlier in the list (from a batch node, or from a per-frame node
-// a batch node earlier in the list reaches).
+// Batch nodes run once each, in list order, after the entry pass: an edge
+// into a batch node must come from earlier in the list (from the entry pass,
+// a batch node, or a per-frame node one of them reaches).
 constexpr bool batch_order() {
   for (const Edge& x : kEdges)
     if (kBatch[size_t(x.to)] && size_t(x.to) <= size_t(x.from)) return false;
   return true;
 }
+// A batch node's slot among the Frames (only batch nodes have one).
+constexpr size_t batch_slot(size_t k) {
+  size_t j = 0;
+  for (size_t n = 0; n < k; n++) j += kBatch[n];
+  return j;
+}
 }  // namespace check
 static_assert(check::exits_complete(), "every exit of every node needs exactly one edge in DPSW_EDGES");
 static_assert(check::batch_order(), "an edge into a batch node must go down the DPSW_NODES list");
-static_assert(check::kBatch[0], "the entry, where every frame of a burst starts, is the first node: a batch node");
+constexpr size_t kBatchNodes = check::batch_slot(kNodes);
 
 // Frames waiting for the batch nodes during one run (indices only: the
-// Packets stay in the Burst).
+// Packets stay in the Burst), one per batch node.
 struct Frames {
-  Frame f[kNodes];
+  Frame f[kBatchNodes > 0 ? kBatchNodes : 1];
 };
 
 template <NodeId To>
@@ -183,7 +193,7 @@ struct Emit {
 template <NodeId To>
 [[gnu::always_inline]] inline void enter(Ctx& c, Frames& fs, uint16_t i, uint16_t arg) {
   using N = typename NodeOf<To>::type;
-  if constexpr (N::kBatch) fs.f[size_t(To)].push(i);
+  if constexpr (N::kBatch) fs.f[check::batch_slot(size_t(To))].push(i);
   else N::run(c, i, arg, Emit<N>{c, fs});
 }
 
@@ -191,18 +201,17 @@ template <size_t... I>
 [[gnu::always_inline]] inline void run_batch(Ctx& c, Frames& fs, std::index_sequence<I...>) {
   auto one = [&]<size_t K>(std::integral_constant<size_t, K>) {
     using N = typename NodeOf<NodeId(K)>::type;
-    if constexpr (N::kBatch) N::run(c, fs.f[K], Emit<N>{c, fs});
+    if constexpr (N::kBatch) N::run(c, fs.f[check::batch_slot(K)], Emit<N>{c, fs});
   };
   (one(std::integral_constant<size_t, I>{}), ...);
 }
 
-// Forward c's burst: every frame enters the first node; every batch node
-// runs once (even on an empty Frame: l2_fwd learns from frames consumed
-// before it).
+// Forward c's burst: every frame enters the first node, in order (one pass:
+// the per-frame nodes it reaches run inline); then every batch node runs
+// once (even on an empty Frame: l2_fwd learns from frames consumed before it).
 [[gnu::always_inline]] inline void run(Ctx& c) {
   Frames fs;
-  Frame& entry = fs.f[0];
-  for (uint16_t i = 0; i < c.n; i++) entry.push(i);
+  for (uint16_t i = 0; i < c.n; i++) enter<NodeId(0)>(c, fs, i, 0);
   run_batch(c, fs, std::make_index_sequence<kNodes>{});
 }
 

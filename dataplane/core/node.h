@@ -6,6 +6,12 @@
 //   static constexpr bool kBatch;    // true: runs once per burst over a Frame
 //   batch:      template <class Emit> static void run(Ctx&, const Frame&, Emit&&);
 //   per packet: template <class Emit> static void run(Ctx&, uint16_t i, uint16_t arg, Emit&&);
+// Per-frame nodes are the rule: they run inline in the loop of the node
+// that emits to them, so a chain of them is one pass over the burst (the
+// code of the old hand-written loop). A batch node is for a real bulk step
+// (l2_fwd's bulk MAC lookup) and costs an index store per frame. run() is
+// always_inline, and no node hands the Ctx to an out-of-line call (pass the
+// services it needs instead): the Ctx then stays in registers.
 // and calls emit(i, Next::kX, arg) for every frame it passes on (any number
 // of times: a flood fans out). Where kX leads is not the node's business:
 // the edge table in graph.h says, at compile time. `arg` is what the next
@@ -36,7 +42,8 @@ struct Ctx {
       BurstArena& arena, uint16_t& ip_id, unsigned worker, uint32_t now, uint16_t in_port, const PortEntry& in,
       const BdEntry& bd, PortCounters& pc, Burst& b, uint16_t first, uint16_t n)
       : s(s), tx(tx), wc(wc), macs(macs), ct(ct), arp(arp), arena(arena), ip_id(ip_id), worker(worker), now(now),
-        in_port(in_port), in(in), bd(bd), pc(pc), b(b), first(first), n(n) {}  // per-frame arrays: written by the nodes
+        in_port(in_port), in(in), bd(bd), pc(pc), b(b), first(first), n(n),
+        learn_arp(arp && in_port == s.l3.uplink_port) {}  // per-frame arrays: written by the nodes
   Ctx(const Ctx&) = delete;
   // The worker's services.
   const Snapshot& s;
@@ -56,6 +63,7 @@ struct Ctx {
   PortCounters& pc;
   Burst& b;
   uint16_t first, n;
+  bool learn_arp;  // from the uplink, with L3: l3_local learns ARP from every frame
   Packet& pkt(uint16_t i) { return b[uint16_t(first + i)]; }
   uint16_t slot(uint16_t i) const { return uint16_t(first + i); }  // b's index, for TxStage::enqueue
   // Per-frame state nodes hand on (index i < n).

@@ -12,7 +12,7 @@ struct Discard {
   static constexpr bool kBatch = false;
 
   template <class Emit>
-  static void run(Ctx& c, uint16_t /*i*/, uint16_t reason, Emit&&) {
+  [[gnu::always_inline]] static void run(Ctx& c, uint16_t /*i*/, uint16_t reason, Emit&&) {
     c.pc.drops[reason].add(1);
   }
 };

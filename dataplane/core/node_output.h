@@ -13,7 +13,7 @@ struct Output {
   static constexpr bool kBatch = false;
 
   template <class Emit>
-  static void run(Ctx& c, uint16_t i, uint16_t port, Emit&& emit) {
+  [[gnu::always_inline]] static void run(Ctx& c, uint16_t i, uint16_t port, Emit&& emit) {
     if (__builtin_expect(c.s.ports[port].vtep != 0, 0)) emit(i, Next::kTunnel, port);
     else emit(i, Next::kTx, port);
   }

@@ -13,7 +13,7 @@ struct Tx {
   static constexpr bool kBatch = false;
 
   template <class Emit>
-  static void run(Ctx& c, uint16_t i, uint16_t port, Emit&&) {
+  [[gnu::always_inline]] static void run(Ctx& c, uint16_t i, uint16_t port, Emit&&) {
     c.tx.enqueue(c.s, port, c.b, c.slot(i));
   }
 };

@@ -1,5 +1,5 @@
-// Node l3_route (per frame, called in l3_local's loop so routing sees ARP
-// learned from the frames before it): wraps stage::l3_route (NAT, routing).
+// Node l3_route (per frame, inline in the entry pass after l3_local, so
+// routing sees ARP learned from the frames before it): wraps stage::l3_route (NAT, routing).
 // Exits: kOut -> tx (the route's port as arg), kDrop -> drop.
 #pragma once
 
@@ -14,7 +14,7 @@ struct L3Route {
   static constexpr bool kBatch = false;
 
   template <class Emit>
-  static void run(Ctx& c, uint16_t i, uint16_t /*arg*/, Emit&& emit) {
+  [[gnu::always_inline]] static void run(Ctx& c, uint16_t i, uint16_t /*arg*/, Emit&& emit) {
     Drop d = Drop::kNoRoute;  // without L3 state nothing routes
     if (c.ct) {
       stage::RouteCtx rc{c.s, *c.ct, *c.arp, c.worker, c.now};

@@ -18,34 +18,35 @@ struct VxlanOutput {
 
   template <class Emit>
   static void run(Ctx& c, uint16_t i, uint16_t dst, Emit&&) {
-    encap(c, c.pkt(i), dst);
+    encap(c.s, c.tx, c.wc, c.arp, c.arena, c.ip_id, c.pkt(i), dst);
   }
 
-  // Out of line: the rare path (tunnel ports) stays out of the loops.
-  [[gnu::noinline]] static void encap(Ctx& c, const Packet& p, uint16_t dst) {
-    const Snapshot& s = c.s;
+  // Out of line: the rare path (tunnel ports) stays out of the loops. Takes
+  // the services, not the Ctx: a Ctx whose address escapes to an opaque
+  // call could not stay in registers in the nodes' loops.
+  [[gnu::noinline]] static void encap(const Snapshot& s, stage::TxStage& tx, WorkerCounters& wc, ArpCache* arp,
+                                      BurstArena& a, uint16_t& ip_id, const Packet& p, uint16_t dst) {
     const PortEntry& pe = s.ports[dst];
-    BurstArena& a = c.arena;
     if (a.scratch_full()) {
-      c.tx.flush(s);  // sends (copies) every queued frame: the buffers are free again
+      tx.flush(s);  // sends (copies) every queued frame: the buffers are free again
       a.scratch_reset();
     }
-    PortCounters& tc = c.wc.ports[dst];
+    PortCounters& tc = wc.ports[dst];
     Burst& ob = a.scratch_burst();
     const uint16_t oi = a.scratch_index();
     Packet& o = ob[oi];
     uint8_t* const buf = a.scratch_data();
     Drop d = Drop::kCount;
-    if (!c.arp) {  // tunnels exist only with an uplink
+    if (!arp) {  // tunnels exist only with an uplink
       tc.drops[size_t(Drop::kNoRoute)].add(1);
       return;
     }
-    switch (stage::vxlan_output(p, pe, s, *c.arp, c.ip_id++, buf, BurstArena::kScratchBytes, &o, &d)) {
+    switch (stage::vxlan_output(p, pe, s, *arp, ip_id++, buf, BurstArena::kScratchBytes, &o, &d)) {
       case stage::VxlanOutNext::kOut:
         a.scratch_commit();
         tc.tx_packets.add(1);
         tc.tx_bytes.add(p.len);
-        c.tx.enqueue(s, s.l3.uplink_port, ob, oi);
+        tx.enqueue(s, s.l3.uplink_port, ob, oi);
         return;
       case stage::VxlanOutNext::kTooBig:
         tc.drops[size_t(d)].add(1);
@@ -57,7 +58,7 @@ struct VxlanOutput {
             o.in_port = dst;
             o.mbuf = nullptr;
             a.scratch_commit();
-            c.tx.enqueue(s, p.in_port, ob, oi);
+            tx.enqueue(s, p.in_port, ob, oi);
           }
         }
         return;
