@@ -6,6 +6,7 @@
 #include "dataplane/core/clock.h"
 #include "dataplane/nat/conntrack.h"
 #include "dataplane/nat/stage_l3_route.h"
+#include "tests/fixtures/frames.h"
 
 namespace dpsw {
 namespace {
@@ -107,10 +108,8 @@ BENCHMARK(BM_ConntrackNewFlowEarlyDrop);
 
 // SNAT rewrite of a TCP packet: two addresses, one port, incremental checksums, TTL.
 void BM_NatRewriteTcp(benchmark::State& st) {
-  std::vector<uint8_t> f(14 + 20 + 20 + 64, 0);
+  std::vector<uint8_t> f = test::ipv4_frame(0x020000000002ULL, 0x020000000001ULL, 0x0a000002, 0xc6336401, 6, 14 + 20 + 20 + 64);
   uint8_t* ip = f.data() + 14;
-  ip[0] = 0x45, ip[8] = 64, ip[9] = 6;
-  csum::store16(ip + 2, 20 + 20 + 64);
   uint64_t c0 = rdtsc(), items = 0;
   uint32_t a = 0x0a000002;
   for (auto _ : st) {

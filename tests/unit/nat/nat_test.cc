@@ -8,7 +8,7 @@
 
 #include "dataplane/nat/conntrack.h"
 #include "dataplane/nat/stage_l3_route.h"
-#include "frames.h"
+#include "tests/fixtures/frames.h"
 
 namespace dpsw {
 namespace {
