@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <chrono>
 
+#include "dataplane/core/checksum.h"
 #include "dataplane/core/clock.h"
 #include "dataplane/fast/fast_port.h"
 #include "dataplane/bridge/stage_eth_input.h"
@@ -60,6 +61,7 @@ void Worker::process_uplink(const Snapshot& s, uint16_t in_port, Packet* pkts, u
         rest[nrest++] = pkts[i];
         break;
       case stage::VxlanInNext::kTunnel:
+        csum::complete_partial(inner[ninner].data, inner[ninner].len);  // the peer's kernel may leave it to offload
         ninner++;
         break;
       case stage::VxlanInNext::kDrop:
@@ -196,7 +198,12 @@ void Worker::forward(const Snapshot& s, uint16_t in_port, Packet* pkts, uint16_t
       pc.drops[size_t(r.drop)].add(1);
       continue;
     }
-    if (in_port == s.l3.uplink_port && dp_.arp_) arp_learn(pkts[i].data, pkts[i].len, *dp_.arp_);
+    if (in_port == s.l3.uplink_port) {
+      // From the outside: a checksum a Linux peer left to offload is finished
+      // here, before NAT rewrites it or a container receives it.
+      csum::complete_partial(pkts[i].data, pkts[i].len);
+      if (dp_.arp_) arp_learn(pkts[i].data, pkts[i].len, *dp_.arp_);
+    }
     switch (stage::l3_local(pkts[i], bd, dst[i], &drop[i])) {
       case stage::LocalNext::kNotLocal:
         break;
