@@ -3,6 +3,7 @@
 // worker adds per packet on top of the port's own rx/tx.
 #include <benchmark/benchmark.h>
 
+#include "bench/fixed_iterations.h"
 #include "dataplane/core/clock.h"
 #include "dataplane/core/dataplane.h"
 #include "dataplane/ports/mem_port.h"
@@ -59,7 +60,7 @@ BENCHMARK(BM_L2Pipeline)
     ->Args({64, 1, 0})
     ->Args({64, 8, 0})
     ->Args({1500, 8, 0})
-    ->Args({64, 8, 1});
+    ->Args({64, 8, 1})->Apply(bench::fixed_iterations);
 
 }  // namespace
 }  // namespace dpsw

@@ -3,6 +3,7 @@
 
 #include <vector>
 
+#include "bench/fixed_iterations.h"
 #include "dataplane/core/clock.h"
 #include "dataplane/overlay/vxlan.h"
 #include "tests/fixtures/frames.h"
@@ -26,7 +27,7 @@ void BM_VxlanEncap(benchmark::State& st) {
   }
   st.counters["cycles/pkt"] = benchmark::Counter(double(rdtsc() - c0) / double(items));
 }
-BENCHMARK(BM_VxlanEncap)->Arg(64)->Arg(1500);
+BENCHMARK(BM_VxlanEncap)->Arg(64)->Arg(1500)->Apply(bench::fixed_iterations);
 
 void BM_VxlanDecap(benchmark::State& st) {
   auto in = inner_frame(size_t(st.range(0)));
@@ -41,7 +42,7 @@ void BM_VxlanDecap(benchmark::State& st) {
   }
   st.counters["cycles/pkt"] = benchmark::Counter(double(rdtsc() - c0) / double(items));
 }
-BENCHMARK(BM_VxlanDecap)->Arg(64)->Arg(1500);
+BENCHMARK(BM_VxlanDecap)->Arg(64)->Arg(1500)->Apply(bench::fixed_iterations);
 
 }  // namespace
 }  // namespace dpsw
