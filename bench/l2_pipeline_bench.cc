@@ -3,20 +3,16 @@
 // worker adds per packet on top of the port's own rx/tx.
 #include <benchmark/benchmark.h>
 
+#include "bench/fixed_iterations.h"
 #include "dataplane/core/clock.h"
 #include "dataplane/core/dataplane.h"
 #include "dataplane/ports/mem_port.h"
+#include "tests/fixtures/frames.h"
 
 namespace dpsw {
 namespace {
 
-std::vector<uint8_t> frame(Mac dst, Mac src, size_t len) {
-  std::vector<uint8_t> f(len, 0);
-  mac_to_bytes(dst, f.data());
-  mac_to_bytes(src, f.data() + 6);
-  store_be16(f.data() + 12, 0x0800);
-  return f;
-}
+using test::eth_frame;
 
 // args: frame size, number of destination ports, flood (1) or known unicast (0)
 void BM_L2Pipeline(benchmark::State& st) {
@@ -43,7 +39,7 @@ void BM_L2Pipeline(benchmark::State& st) {
   for (uint16_t i = 1; i <= nports; i++) dp.macs().learn(0, 0x020000000100ULL + i, i, now_ms());
   for (int i = 0; i < kBurst; i++) {
     Mac dst = flood ? 0xffffffffffffULL : 0x020000000100ULL + 1 + uint16_t(i % nports);
-    frames.push_back(frame(dst, 0x020000000001ULL + uint64_t(i % 4), len));
+    frames.push_back(eth_frame(dst, 0x020000000001ULL + uint64_t(i % 4), 0x0800, len, 0));
   }
   ports[0]->set_replay(frames);
   Worker& w = dp.worker(0);
@@ -65,7 +61,7 @@ BENCHMARK(BM_L2Pipeline)
     ->Args({64, 1, 0})
     ->Args({64, 8, 0})
     ->Args({1500, 8, 0})
-    ->Args({64, 8, 1});
+    ->Args({64, 8, 1})->Apply(bench::fixed_iterations);
 
 }  // namespace
 }  // namespace dpsw

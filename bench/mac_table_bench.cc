@@ -4,6 +4,7 @@
 #include <random>
 #include <vector>
 
+#include "bench/fixed_iterations.h"
 #include "dataplane/core/clock.h"
 #include "dataplane/bridge/mac_table.h"
 #include "dataplane/core/packet.h"
@@ -39,7 +40,7 @@ void BM_LookupSingle(benchmark::State& st) {
   }
   report_cycles(st, c0, items);
 }
-BENCHMARK(BM_LookupSingle)->Arg(64)->Arg(4096)->Arg(65536)->Arg(1 << 20);
+BENCHMARK(BM_LookupSingle)->Arg(64)->Arg(4096)->Arg(65536)->Arg(1 << 20)->Apply(bench::fixed_iterations);
 
 void BM_LookupBulk32(benchmark::State& st) {
   uint32_t n = uint32_t(st.range(0));
@@ -59,7 +60,7 @@ void BM_LookupBulk32(benchmark::State& st) {
   }
   report_cycles(st, c0, items);
 }
-BENCHMARK(BM_LookupBulk32)->Arg(64)->Arg(4096)->Arg(65536)->Arg(1 << 20);
+BENCHMARK(BM_LookupBulk32)->Arg(64)->Arg(4096)->Arg(65536)->Arg(1 << 20)->Apply(bench::fixed_iterations);
 
 // Steady state: stations already known (the common case on the fast path).
 void BM_LearnKnown(benchmark::State& st) {
@@ -74,7 +75,7 @@ void BM_LearnKnown(benchmark::State& st) {
   }
   report_cycles(st, c0, items);
 }
-BENCHMARK(BM_LearnKnown)->Arg(4096)->Arg(65536);
+BENCHMARK(BM_LearnKnown)->Arg(4096)->Arg(65536)->Apply(bench::fixed_iterations);
 
 // Worst case: every frame brings a new source MAC into a full table (a flood).
 void BM_LearnFlood(benchmark::State& st) {
@@ -90,7 +91,7 @@ void BM_LearnFlood(benchmark::State& st) {
   }
   report_cycles(st, c0, items);
 }
-BENCHMARK(BM_LearnFlood);
+BENCHMARK(BM_LearnFlood)->Apply(bench::fixed_iterations);
 
 }  // namespace
 }  // namespace dpsw

@@ -3,9 +3,11 @@
 
 #include <vector>
 
+#include "bench/fixed_iterations.h"
 #include "dataplane/core/clock.h"
 #include "dataplane/nat/conntrack.h"
 #include "dataplane/nat/stage_l3_route.h"
+#include "tests/fixtures/frames.h"
 
 namespace dpsw {
 namespace {
@@ -45,7 +47,7 @@ void BM_ConntrackLookup(benchmark::State& st) {
   }
   report(st, c0, items);
 }
-BENCHMARK(BM_ConntrackLookup)->Arg(1024)->Arg(65536)->Arg(200000);
+BENCHMARK(BM_ConntrackLookup)->Arg(1024)->Arg(65536)->Arg(200000)->Apply(bench::fixed_iterations);
 
 // New flows per second: create (index alloc, NAT port, two inserts).
 void BM_ConntrackNewFlow(benchmark::State& st) {
@@ -69,7 +71,7 @@ void BM_ConntrackNewFlow(benchmark::State& st) {
   }
   report(st, c0, items);
 }
-BENCHMARK(BM_ConntrackNewFlow);
+BENCHMARK(BM_ConntrackNewFlow)->Apply(bench::fixed_iterations);
 
 // New flows into a full table of half-open flows (a SYN flood's): each
 // create evicts one (early drop: scan, claim, unindex); the control thread's
@@ -103,14 +105,12 @@ void BM_ConntrackNewFlowEarlyDrop(benchmark::State& st) {
   st.counters["early_drops"] = benchmark::Counter(double(ct.early_drops()));
   st.counters["refused"] = benchmark::Counter(double(refused));
 }
-BENCHMARK(BM_ConntrackNewFlowEarlyDrop);
+BENCHMARK(BM_ConntrackNewFlowEarlyDrop)->Apply(bench::fixed_iterations);
 
 // SNAT rewrite of a TCP packet: two addresses, one port, incremental checksums, TTL.
 void BM_NatRewriteTcp(benchmark::State& st) {
-  std::vector<uint8_t> f(14 + 20 + 20 + 64, 0);
+  std::vector<uint8_t> f = test::ipv4_frame(0x020000000002ULL, 0x020000000001ULL, 0x0a000002, 0xc6336401, 6, 14 + 20 + 20 + 64);
   uint8_t* ip = f.data() + 14;
-  ip[0] = 0x45, ip[8] = 64, ip[9] = 6;
-  csum::store16(ip + 2, 20 + 20 + 64);
   uint64_t c0 = rdtsc(), items = 0;
   uint32_t a = 0x0a000002;
   for (auto _ : st) {
@@ -122,7 +122,7 @@ void BM_NatRewriteTcp(benchmark::State& st) {
   }
   report(st, c0, items);
 }
-BENCHMARK(BM_NatRewriteTcp);
+BENCHMARK(BM_NatRewriteTcp)->Apply(bench::fixed_iterations);
 
 }  // namespace
 }  // namespace dpsw

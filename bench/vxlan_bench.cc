@@ -3,21 +3,16 @@
 
 #include <vector>
 
+#include "bench/fixed_iterations.h"
 #include "dataplane/core/clock.h"
 #include "dataplane/overlay/vxlan.h"
+#include "tests/fixtures/frames.h"
 
 namespace dpsw {
 namespace {
 
 std::vector<uint8_t> inner_frame(size_t len) {
-  std::vector<uint8_t> f(len, 0x5a);
-  mac_to_bytes(0x020000000002ULL, f.data());
-  mac_to_bytes(0x020000000001ULL, f.data() + 6);
-  store_be16(f.data() + 12, kEtherTypeIpv4);
-  uint8_t* ip = f.data() + 14;
-  ip[0] = 0x45, ip[9] = 17;
-  csum::store32(ip + 12, 0x0a2a0001), csum::store32(ip + 16, 0x0a2a0002);
-  return f;
+  return test::ipv4_frame(0x020000000002ULL, 0x020000000001ULL, 0x0a2a0001, 0x0a2a0002, 17, len, 0x5a);
 }
 
 void BM_VxlanEncap(benchmark::State& st) {
@@ -32,7 +27,7 @@ void BM_VxlanEncap(benchmark::State& st) {
   }
   st.counters["cycles/pkt"] = benchmark::Counter(double(rdtsc() - c0) / double(items));
 }
-BENCHMARK(BM_VxlanEncap)->Arg(64)->Arg(1500);
+BENCHMARK(BM_VxlanEncap)->Arg(64)->Arg(1500)->Apply(bench::fixed_iterations);
 
 void BM_VxlanDecap(benchmark::State& st) {
   auto in = inner_frame(size_t(st.range(0)));
@@ -47,7 +42,7 @@ void BM_VxlanDecap(benchmark::State& st) {
   }
   st.counters["cycles/pkt"] = benchmark::Counter(double(rdtsc() - c0) / double(items));
 }
-BENCHMARK(BM_VxlanDecap)->Arg(64)->Arg(1500);
+BENCHMARK(BM_VxlanDecap)->Arg(64)->Arg(1500)->Apply(bench::fixed_iterations);
 
 }  // namespace
 }  // namespace dpsw

@@ -102,9 +102,7 @@ Daemon::Daemon(Config cfg, Plan plan, DaemonOptions opt) : Core(std::move(cfg), 
   auto fast = std::make_unique<FastControl>(core);
   fast_ = fast.get();
   modules_.push_back(std::move(fast));
-  auto overlay = std::make_unique<Overlay>(core);
-  overlay_ = overlay.get();
-  modules_.push_back(std::move(overlay));
+  modules_.push_back(std::make_unique<Overlay>(core));
   modules_.push_back(std::make_unique<Nat>(core));
 }
 
@@ -158,18 +156,16 @@ void Daemon::remove_bd(const std::string& network) {
     publish_snapshot();
     return;
   }
-  for (auto& pr : ports_)
-    if (pr.kind == PortRec::Kind::kTunnel && pr.bd == id) pr.retiring = true;  // its tunnels go with it
+  for (auto& m : modules_) m->network_removed(id);  // e.g. its tunnels go with it
   bd_name_[id] = "(removed)";  // no network's any more, and not reused until the work below is done
   publish_snapshot();  // the network's flood list disappears
   dp_->macs().flush_bd(id);  // its MAC entries go now (`show mac`)...
   // ...and once no worker still forwards in it (a grace period; the reply
   // does not wait for it: the next maintenance tick runs this), nothing can
-  // be learned into it any more: what was relearned meanwhile goes, its
-  // tunnels' records and its id are free.
+  // be learned into it any more: what was relearned meanwhile goes, the
+  // modules' records of it (its tunnels) and its id are free.
   dp_->defer([this, id] {
-    for (auto& pr : ports_)
-      if (pr.kind == PortRec::Kind::kTunnel && pr.retiring && pr.bd == id) pr = PortRec{};
+    for (auto& m : modules_) m->network_gone(id);
     dp_->macs().flush_bd(id);
     bd_name_[id].clear();
   });
@@ -449,9 +445,7 @@ void Daemon::apply_mtu(const std::string& network) {
       inside.set_up(a.ifname, a.mtu);
     }
   }
-  if (const NetworkConfig* n = cfg_.network(network))
-    for (auto& pr : ports_)
-      if (pr.kind == PortRec::Kind::kTunnel && pr.network == network) pr.mtu = n->mtu;
+  for (auto& m : modules_) m->network_mtu(network);  // e.g. its tunnels'
   LOG_INFO("network %s: MTU applied in place", network.c_str());
 }
 
@@ -746,23 +740,15 @@ CtlReply Daemon::show(const std::string& what, const std::vector<std::string>& a
   using view::col, view::line, view::pick, view::table;
   auto port_counters = [&](uint16_t id) {
     auto t = dp_->port_totals(id);
+    json extra = json::object();
+    for (const auto& m : modules_)  // what a module counts for the port (the kernel tier's own frames)
+      if (json x = m->port_counters(id, t); x.is_object()) extra.update(x);
     json drops = json::object();
     for (size_t d = 0; d < kDropReasons; d++)
       if (t.drops[d]) drops[std::string(drop_reason_name(Drop(d)))] = t.drops[d];
-    json fast = nullptr;
-    if (fast_->tier() && ports_[id].kind == PortRec::Kind::kFast) {  // the frames the kernel tier forwarded itself count too
-      const FastTier::PortStats f = fast_->tier()->stats(id);
-      t.rx_packets += f.rx_packets;
-      t.rx_bytes += f.rx_bytes;
-      t.tx_packets += f.tx_packets;
-      t.tx_bytes += f.tx_bytes;
-      for (auto [d, n] : {std::pair{Drop::kPuntShare, f.punt_share_drops}, std::pair{Drop::kOversize, f.oversize}})
-        if (n) drops[std::string(drop_reason_name(d))] = t.drops[size_t(d)] += n;  // dropped by the kernel tier
-      fast = {{"rx_packets", f.rx_packets}, {"rx_bytes", f.rx_bytes}, {"tx_packets", f.tx_packets}, {"tx_bytes", f.tx_bytes}};
-    }
     json j{{"rx_packets", t.rx_packets}, {"rx_bytes", t.rx_bytes}, {"tx_packets", t.tx_packets},
            {"tx_bytes", t.tx_bytes}, {"flood_packets", t.flood_packets}, {"drops", drops}};
-    if (!fast.is_null()) j["fast_tier"] = fast;  // ...of which in the kernel
+    j.update(extra);
     return j;
   };
   using Shown = ViewRegistry::Entry;
@@ -780,13 +766,9 @@ CtlReply Daemon::show(const std::string& what, const std::vector<std::string>& a
       const PortRec& pr = ports_[id];
       if (!pr.used() || pr.retiring) continue;  // retiring: a removed tunnel awaiting its grace period
       json p;
-      if (pr.kind == PortRec::Kind::kTunnel) {  // a VXLAN tunnel: "up" once its next hop is resolved
-        const uint32_t nh = overlay_->next_hop(pr.vtep);
-        const Mac m = nh ? dp_->arp()->peek(nh) : 0;
-        p = {{"id", id}, {"name", pr.host_ifname}, {"kind", "vxlan"}, {"endpoint", ""}, {"network", pr.network},
-             {"ifname", ""}, {"mac", m ? mac_to_string(m) : "unresolved"}, {"ip", ipv4_to_string(pr.vtep)},
-             {"vni", pr.vni}, {"worker", "-"}, {"link", m ? "up" : "down"}, {"link_changes", 0}};
-      } else {
+      for (const auto& m : modules_)  // a port of a module's own kind (a tunnel)
+        if (p.is_null()) p = m->port_row(id, pr);
+      if (p.is_null()) {
         p = {{"id", id}, {"name", pr.host_ifname}, {"kind", pr.kind == PortRec::Kind::kPunt ? "punt" : pr.port->kind()}, {"endpoint", pr.endpoint},
              {"network", pr.network}, {"ifname", pr.ifname}, {"mac", mac_to_string(pr.mac)},
              {"ip", ipv4_to_string(pr.ip)}, {"worker", s.port(id) ? s.port(id)->owner : 0},
@@ -907,20 +889,11 @@ CtlReply Daemon::show(const std::string& what, const std::vector<std::string>& a
       auto& env = DpdkEnv::get(cfg_.sw.name);
       dpdk = {{"mbufs_total", env.mbufs_total()}, {"mbufs_available", env.mbufs_available()}};
     }
-    json conntrack = nullptr;
-    if (ConnTrack* ct = dp_->conntrack())
-      conntrack = {{"flows", ct->count()}, {"capacity", ct->capacity()}, {"refused_full", ct->full_drops()},
-                   {"early_drop", ct->early_drops()}};
-    json fast = nullptr;
-    if (const FastTier* ft = fast_->tier()) {
-      fast = fast_->events();
-      fast["fdb_entries"] = ft->fdb_size();
-      fast["fdb_capacity"] = ft->fdb_capacity();
-      fast["fdb_refused"] = ft->fdb_refused();
-    }
-    return json{{"ports", ports}, {"workers", workers}, {"dpdk", dpdk}, {"conntrack", conntrack},
-                {"mac_table", {{"entries", dp_->macs().count()}, {"capacity", dp_->macs().capacity()}}},
-                {"xdp", {{"redirected", redir}, {"passed_no_socket", passed}}}, {"fast_tier", fast}};
+    json out{{"ports", ports}, {"workers", workers}, {"dpdk", dpdk},
+             {"mac_table", {{"entries", dp_->macs().count()}, {"capacity", dp_->macs().capacity()}}},
+             {"xdp", {{"redirected", redir}, {"passed_no_socket", passed}}}};
+    for (const auto& m : modules_) m->counters(out);  // "conntrack", "fast_tier"
+    return out;
   }});
 
   views.push_back({{"views", "", "this list (`show` alone)", {table("", {col("VIEW", "name"), col("ARGS", "args"), col("ABOUT", "about")})}},

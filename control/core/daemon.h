@@ -78,7 +78,6 @@ class Daemon : private Core {
   const PlannedEndpoint* planned(const std::string& name) const;
 
   FastControl* fast_ = nullptr;  // the fast tier's module (in modules_): endpoints use it
-  Overlay* overlay_ = nullptr;    // the overlay's module (in modules_): `show ports` asks it for next hops
   std::unique_ptr<CtlServer> ctl_;
   uint64_t generation_ = 0;
 };

@@ -25,6 +25,14 @@
 //                uplink, endpoint ports)
 //   tick(now)    every maintenance tick (250 ms), after the MAC table's
 //   views()      declares its `show` views
+//   network_removed(bd)  a network is going: before the snapshot without it
+//   network_gone(bd)     ...and after the grace period (no worker forwards in it)
+//   network_mtu(name)    a network's MTU changed in place (cfg_ holds the new one)
+//   port_counters(id, t) `show ports`/`counters`: add what it counts for port
+//                id (e.g. frames the kernel forwarded) to t; returns a member
+//                to show beside them (null: none)
+//   port_row(id, pr)     `show ports`: the row of a port of its kind (null: not its)
+//   counters(out)        `show counters`: its summary member(s)
 //   stop()       teardown, after the workers stopped and every endpoint was
 //                released
 #pragma once
@@ -38,6 +46,7 @@
 
 #include "control/core/core.h"
 #include "control/core/view.h"
+#include "dataplane/core/dataplane.h"
 #include "dataplane/core/snapshot.h"
 
 namespace dpsw {
@@ -70,6 +79,12 @@ class Module {
   virtual void tick(uint32_t /*now*/) {}
   virtual void views(ViewRegistry& /*r*/) {}
   virtual void stop() {}
+  virtual void network_removed(uint16_t /*bd*/) {}
+  virtual void network_gone(uint16_t /*bd*/) {}
+  virtual void network_mtu(const std::string& /*network*/) {}
+  virtual nlohmann::json port_counters(uint16_t /*id*/, Dataplane::PortTotals& /*t*/) const { return nullptr; }
+  virtual nlohmann::json port_row(uint16_t /*id*/, const PortRec& /*pr*/) const { return nullptr; }
+  virtual void counters(nlohmann::json& /*out*/) const {}
 
  protected:
   Core& core_;

@@ -175,4 +175,28 @@ void FastControl::views(ViewRegistry& r) {
 
 }
 
+nlohmann::json FastControl::port_counters(uint16_t id, Dataplane::PortTotals& t) const {
+  if (!fast_ || core_.ports_[id].kind != PortRec::Kind::kFast) return nullptr;
+  // The frames the kernel tier forwarded (or dropped) itself count too.
+  const FastTier::PortStats f = fast_->stats(id);
+  t.rx_packets += f.rx_packets;
+  t.rx_bytes += f.rx_bytes;
+  t.tx_packets += f.tx_packets;
+  t.tx_bytes += f.tx_bytes;
+  t.drops[size_t(Drop::kPuntShare)] += f.punt_share_drops;
+  t.drops[size_t(Drop::kOversize)] += f.oversize;
+  return {{"fast_tier", {{"rx_packets", f.rx_packets}, {"rx_bytes", f.rx_bytes}, {"tx_packets", f.tx_packets},
+                         {"tx_bytes", f.tx_bytes}}}};  // ...of which in the kernel
+}
+
+void FastControl::counters(nlohmann::json& out) const {
+  out["fast_tier"] = nullptr;
+  if (!fast_) return;
+  nlohmann::json f = events();
+  f["fdb_entries"] = fast_->fdb_size();
+  f["fdb_capacity"] = fast_->fdb_capacity();
+  f["fdb_refused"] = fast_->fdb_refused();
+  out["fast_tier"] = f;
+}
+
 }  // namespace dpsw

@@ -30,6 +30,8 @@ class FastControl : public Module {
   void tick(uint32_t now) override;                             // learned MACs into the fdb
   void views(ViewRegistry& r) override;                         // `fast`
   void stop() override;                                         // punt ports (after every FastPort), then the object
+  nlohmann::json port_counters(uint16_t id, Dataplane::PortTotals& t) const override;  // what the kernel tier did for it
+  void counters(nlohmann::json& out) const override;            // "fast_tier"
 
   // The fast tier (object, a punt veth pair and port per worker): made when
   // the first endpoint needs it, kept until teardown.

@@ -22,6 +22,7 @@ class Nat : public Module {
   void contribute(Snapshot& s) const override;  // s.l3
   void tick(uint32_t now) override;             // conntrack expiry; "conntrack full" (rate-limited)
   void views(ViewRegistry& r) override;         // `conntrack`
+  void counters(nlohmann::json& out) const override;  // "conntrack"
   void stop() override;                         // detaches from the uplink (the interface is not ours)
 
  private:

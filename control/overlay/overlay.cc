@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "control/core/ipv4.h"
 #include "control/core/log.h"
 
 namespace dpsw {
@@ -78,6 +79,32 @@ void Overlay::contribute(Snapshot& s) const {
     s.tunnels.push_back({TunnelKey::make(pr.vni, pr.vtep), id});
   }
   std::sort(s.tunnels.begin(), s.tunnels.end(), [](const TunnelKey& a, const TunnelKey& b) { return a.key < b.key; });
+}
+
+void Overlay::network_removed(uint16_t bd) {
+  for (auto& pr : core_.ports_)
+    if (pr.kind == PortRec::Kind::kTunnel && pr.bd == bd) pr.retiring = true;
+}
+
+void Overlay::network_gone(uint16_t bd) {
+  for (auto& pr : core_.ports_)
+    if (pr.kind == PortRec::Kind::kTunnel && pr.retiring && pr.bd == bd) pr = PortRec{};
+}
+
+void Overlay::network_mtu(const std::string& network) {
+  if (const NetworkConfig* n = core_.cfg_.network(network))
+    for (auto& pr : core_.ports_)
+      if (pr.kind == PortRec::Kind::kTunnel && pr.network == network) pr.mtu = n->mtu;
+}
+
+nlohmann::json Overlay::port_row(uint16_t id, const PortRec& pr) const {
+  if (pr.kind != PortRec::Kind::kTunnel) return nullptr;
+  // A VXLAN tunnel: "up" once its next hop is resolved.
+  const uint32_t nh = next_hop(pr.vtep);
+  const Mac m = nh ? core_.dp_->arp()->peek(nh) : 0;
+  return {{"id", id}, {"name", pr.host_ifname}, {"kind", "vxlan"}, {"endpoint", ""}, {"network", pr.network},
+          {"ifname", ""}, {"mac", m ? mac_to_string(m) : "unresolved"}, {"ip", ipv4_to_string(pr.vtep)},
+          {"vni", pr.vni}, {"worker", "-"}, {"link", m ? "up" : "down"}, {"link_changes", 0}};
 }
 
 }  // namespace dpsw

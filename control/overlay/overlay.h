@@ -22,6 +22,10 @@ class Overlay : public Module {
   // period, deferred: MAC flush again, id freed). The caller publishes the result.
   void apply() override { sync_tunnels(); }
   void contribute(Snapshot& s) const override;  // tunnel ports, their flood-list places, the tunnel index
+  void network_removed(uint16_t bd) override;    // its tunnels retire with it...
+  void network_gone(uint16_t bd) override;       // ...and their records go after the grace period
+  void network_mtu(const std::string& network) override;  // its tunnels' MTU
+  nlohmann::json port_row(uint16_t id, const PortRec& pr) const override;  // a tunnel in `show ports`
 
   uint32_t next_hop(uint32_t vtep) const;  // the peer, or the uplink gateway when off-segment (0: none)
 

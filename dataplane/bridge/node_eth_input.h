@@ -18,10 +18,10 @@ struct EthInput {
   [[gnu::always_inline]] static void run(Ctx& c, uint16_t i, uint16_t /*arg*/, Emit&& emit) {
     stage::EthResult r = stage::eth_input(c.pkt(i), c.in, c.bd);
     const bool ok = r.next == Next::kL2;
-    c.valid[i] = ok;
-    c.handled[i] = false;
-    c.src[i] = r.src;
-    c.dst[i] = r.dst;
+    c.lane.valid[i] = ok;
+    c.lane.handled[i] = false;
+    c.lane.src[i] = r.src;
+    c.lane.dst[i] = r.dst;
     if (!ok) emit(i, Next::kDrop, uint16_t(r.drop));
     else emit(i, Next::kL2, 0);
   }

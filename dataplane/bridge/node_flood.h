@@ -15,21 +15,26 @@ struct Flood {
 
   template <class Emit>
   [[gnu::always_inline]] static void run(Ctx& c, uint16_t i, uint16_t /*arg*/, Emit&& emit) {
+    // Locals, not Ctx members, in the loop: the tx stage's stores in between
+    // would make the compiler reload them for every copy.
     const std::vector<uint16_t>& flood = c.bd.ports;
+    const uint16_t in_port = c.in_port;
+    uint32_t copies = 0;
     if (!c.bd.has_tunnels) {
       for (uint16_t p : flood) {
-        if (p == c.in_port) continue;
+        if (p == in_port) continue;
         emit(i, Next::kTx, p);
-        c.flooded++;
+        copies++;
       }
-      return;
+    } else {
+      const bool from_tunnel = c.in.vtep != 0;
+      for (uint16_t p : flood) {
+        if (p == in_port || (from_tunnel && c.s.ports[p].vtep)) continue;
+        emit(i, Next::kOut, p);
+        copies++;
+      }
     }
-    const bool from_tunnel = c.in.vtep != 0;
-    for (uint16_t p : flood) {
-      if (p == c.in_port || (from_tunnel && c.s.ports[p].vtep)) continue;
-      emit(i, Next::kOut, p);
-      c.flooded++;
-    }
+    c.flooded += copies;
   }
 };
 

@@ -20,7 +20,7 @@ struct L2Fwd {
     Next next[kBurst];
     uint16_t out[kBurst];
     Drop drop[kBurst];
-    stage::l2_fwd(c.macs, c.in.bd, c.in_port, c.in.learn, c.now, c.n, c.valid, c.handled, c.src, c.dst, next, out, drop,
+    stage::l2_fwd(c.macs, c.in.bd, c.in_port, c.in.learn, c.now, c.n, c.lane.valid, c.lane.handled, c.lane.src, c.lane.dst, next, out, drop,
                   c.wc, c.worker);
     // Split horizon: what came from a tunnel never goes back into one.
     const bool from_tunnel = c.in.vtep != 0;

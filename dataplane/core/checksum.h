@@ -31,4 +31,30 @@ inline uint16_t update32(uint16_t hc, uint32_t m, uint32_t m2) {
   return update16(update16(hc, uint16_t(m >> 16), uint16_t(m2 >> 16)), uint16_t(m), uint16_t(m2));
 }
 
+// A TCP or UDP checksum left to offload (CHECKSUM_PARTIAL) holds only the
+// folded pseudo-header sum. A Linux peer sends that by default through a veth
+// (tx checksum offload on) and AF_XDP hands the frame over as it is; the
+// container it is forwarded to would drop it. complete_partial() finishes
+// such a checksum in place (true if it did): the field already holds the
+// pseudo-header sum, so the checksum of the L4 segment as it stands is the
+// full one. A complete checksum that happens to equal that sum comes out
+// unchanged, so the test needs no metadata. `f`: an Ethernet frame.
+inline bool complete_partial(uint8_t* f, uint32_t len) {
+  if (len < 14 + 20 || load16(f + 12) != 0x0800) return false;
+  uint8_t* ip = f + 14;
+  const uint32_t ihl = (ip[0] & 15u) * 4, tot = load16(ip + 2);
+  if ((ip[0] >> 4) != 4 || ihl < 20 || tot < ihl || 14 + tot > len || (load16(ip + 6) & 0x3fff)) return false;  // fragments: no
+  const uint8_t proto = ip[9];
+  const uint32_t l4len = tot - ihl;
+  const uint32_t off = proto == 6 ? 16 : proto == 17 ? 6 : 0;
+  if (!off || l4len < off + 2u + (proto == 6 ? 2u : 0u)) return false;
+  uint8_t* l4 = ip + ihl;
+  const uint32_t pseudo = uint32_t(load16(ip + 12)) + load16(ip + 14) + load16(ip + 16) + load16(ip + 18) + proto + l4len;
+  if (load16(l4 + off) != fold(pseudo)) return false;
+  uint16_t c = of(l4, l4len);
+  if (proto == 17 && c == 0) c = 0xffff;  // UDP: 0 means "no checksum"
+  store16(l4 + off, c);
+  return true;
+}
+
 }  // namespace dpsw::csum

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <chrono>
 
+#include "dataplane/core/checksum.h"
 #include "dataplane/core/clock.h"
 #include "dataplane/fast/fast_port.h"
 #include "dataplane/core/graph.h"
@@ -58,6 +59,7 @@ void Worker::process_uplink(const Snapshot& s, Scope& scope, uint16_t in_port, c
         rest.push(pkts[i]);
         break;
       case stage::VxlanInNext::kTunnel:
+        csum::complete_partial(inner[ninner].data, inner[ninner].len);  // the peer's kernel may leave it to offload
         ninner++;
         break;
       case stage::VxlanInNext::kDrop:
@@ -134,8 +136,9 @@ void Worker::forward(const Snapshot& s, uint16_t in_port, Burst& b, uint16_t fir
     pc.drops[size_t(Drop::kNoNetwork)].add(n);
     return;
   }
+  graph::Lanes lane;
   graph::Ctx c(s, tx_, *wc_, dp_.macs_, dp_.ct_.get(), dp_.arp_.get(), arena_, ip_id_, id_, now, in_port, *in,
-               s.bds[in->bd], pc, b, first, n);
+               s.bds[in->bd], pc, b, first, n, lane);
   graph::run(c);
   pc.flood_packets.add(c.flooded);
 }

@@ -37,13 +37,23 @@ struct Frame {
   void push(uint16_t i) { idx[n++] = i; }
 };
 
+// Per-frame state nodes hand on (index i < n). Apart from Ctx, in a local
+// of its own: these arrays go to out-of-line lookups, and a Ctx whose address
+// escaped that way would be reloaded from memory after every store of the tx
+// stage (every flood copy).
+struct Lanes {
+  bool valid[kBurst];    // passed eth_input
+  bool handled[kBurst];  // consumed before L2 forwarding (answered, routed, dropped there)
+  Mac src[kBurst], dst[kBurst];
+};
+
 struct Ctx {
   Ctx(const Snapshot& s, stage::TxStage& tx, WorkerCounters& wc, MacTable& macs, ConnTrack* ct, ArpCache* arp,
       BurstArena& arena, uint16_t& ip_id, unsigned worker, uint32_t now, uint16_t in_port, const PortEntry& in,
-      const BdEntry& bd, PortCounters& pc, Burst& b, uint16_t first, uint16_t n)
+      const BdEntry& bd, PortCounters& pc, Burst& b, uint16_t first, uint16_t n, Lanes& lane)
       : s(s), tx(tx), wc(wc), macs(macs), ct(ct), arp(arp), arena(arena), ip_id(ip_id), worker(worker), now(now),
         in_port(in_port), in(in), bd(bd), pc(pc), b(b), first(first), n(n),
-        learn_arp(arp && in_port == s.l3.uplink_port) {}  // per-frame arrays: written by the nodes
+        from_uplink(in_port == s.l3.uplink_port), lane(lane) {}  // per-frame arrays: written by the nodes
   Ctx(const Ctx&) = delete;
   // The worker's services.
   const Snapshot& s;
@@ -63,13 +73,10 @@ struct Ctx {
   PortCounters& pc;
   Burst& b;
   uint16_t first, n;
-  bool learn_arp;  // from the uplink, with L3: l3_local learns ARP from every frame
+  bool from_uplink;  // l3_local completes partial checksums and (with L3) learns ARP from every such frame
   Packet& pkt(uint16_t i) { return b[uint16_t(first + i)]; }
   uint16_t slot(uint16_t i) const { return uint16_t(first + i); }  // b's index, for TxStage::enqueue
-  // Per-frame state nodes hand on (index i < n).
-  bool valid[kBurst];    // passed eth_input
-  bool handled[kBurst];  // consumed before L2 forwarding (answered, routed, dropped there)
-  Mac src[kBurst], dst[kBurst];
+  Lanes& lane;  // per-frame state nodes hand on
   uint64_t flooded = 0;  // copies made by flooding
 };
 

@@ -190,7 +190,9 @@ class TxStage {
 
   // Queue b[i] for dst. Flushes that port early if its queue is full. Only
   // a Packet of a Burst (burst.h): it lives until the flush ending its scope.
-  void enqueue(const Snapshot& s, uint16_t dst, const Burst& b, uint16_t i) {
+  // Inlined into its callers (it is a few instructions per frame); the
+  // rarer work (a full queue's burst, a handoff) stays out of line.
+  [[gnu::always_inline]] void enqueue(const Snapshot& s, uint16_t dst, const Burst& b, uint16_t i) {
     const Packet* p = &b[i];
     const PortEntry* pe = s.port(dst);
     if (!pe || !pe->port) {  // gone (or a tunnel: the worker encapsulates before this stage)
@@ -232,7 +234,7 @@ class TxStage {
     const Packet* pkts[kPerPort];
   };
 
-  void send(const Snapshot& s, uint16_t dst) {
+  [[gnu::noinline]] void send(const Snapshot& s, uint16_t dst) {
     Queue& q = q_[dst];
     const PortEntry* pe = s.port(dst);
     uint16_t sent = pe && pe->port ? pe->port->tx_burst(q.pkts, q.n) : 0;
@@ -245,7 +247,7 @@ class TxStage {
     q.n = 0;
   }
 
-  void handoff(uint16_t dst, uint16_t owner, const Packet* p) {
+  [[gnu::noinline]] void handoff(uint16_t dst, uint16_t owner, const Packet* p) {
     if (!mesh_->send(self_, owner, dst, p->data, p->len)) {  // ring full, or all our buffers in flight
       wc_->ports[dst].drops[size_t(Drop::kHandoffFull)].add(1);
       return;

@@ -1,10 +1,12 @@
-// Node l3_local (per frame, inline in eth_input's pass): learns uplink ARP,
+// Node l3_local (per frame, inline in eth_input's pass): completes uplink
+// frames' partial checksums and learns uplink ARP,
 // then wraps stage::l3_local (dpsw's own address: ARP and echo answered in
 // place). Frames it does not consume go on to the burst's L2 forwarding.
 // Exits: kNotLocal -> l2_fwd, kReply -> tx (back to the input port),
 // kRoute -> l3_route, kDrop -> drop.
 #pragma once
 
+#include "dataplane/core/checksum.h"
 #include "dataplane/core/node.h"
 #include "dataplane/nat/stage_l3_local.h"
 
@@ -18,22 +20,27 @@ struct L3Local {
   template <class Emit>
   [[gnu::always_inline]] static void run(Ctx& c, uint16_t i, uint16_t /*arg*/, Emit&& emit) {
     Packet& p = c.pkt(i);
-    if (c.learn_arp) arp_learn(p.data, p.len, *c.arp);
+    if (c.from_uplink) {
+      // From the outside: a checksum a Linux peer left to offload is finished
+      // here, before NAT rewrites it or a container receives it.
+      csum::complete_partial(p.data, p.len);
+      if (c.arp) arp_learn(p.data, p.len, *c.arp);
+    }
     Drop d = Drop::kCount;
-    switch (stage::l3_local(p, c.bd, c.dst[i], &d)) {
+    switch (stage::l3_local(p, c.bd, c.lane.dst[i], &d)) {
       case Next::kNotLocal:
         emit(i, Next::kNotLocal, 0);
         break;
       case Next::kReply:
-        c.handled[i] = true;
+        c.lane.handled[i] = true;
         emit(i, Next::kReply, c.in_port);
         break;
       case Next::kRoute:
-        c.handled[i] = true;
+        c.lane.handled[i] = true;
         emit(i, Next::kRoute, 0);
         break;
       case Next::kDrop:
-        c.handled[i] = true;
+        c.lane.handled[i] = true;
         emit(i, Next::kDrop, uint16_t(d));
         break;
     }

@@ -107,7 +107,9 @@ class TestpmdPair(topo.Topology):
         self.proc = None
         with self.building():
             for i, (ns, ip) in enumerate(zip((self.s, self.r), self.ips)):
-                self.container(ns, f"{prefix}t{i}", ip, csum_off=True)  # AF_XDP needs full checksums (docs/ARCHITECTURE.md)
+                # testpmd io-forwards raw frames and completes no checksum: the
+                # one place the lab turns a peer's offload off (not a dpsw peer).
+                self.container(ns, f"{prefix}t{i}", ip, csum_off=True)
             cmd = testpmd_cmd((gen_core, switch_core), gen_core, [f"net_af_xdp{i},iface={l}" for i, l in enumerate(self.links)],
                               ["--forward-mode=io", "--auto-start", "--nb-cores=1"], file_prefix=prefix)
             # stdin kept open: testpmd exits on EOF

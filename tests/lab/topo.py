@@ -107,25 +107,21 @@ class Topology:
     def outside(self, ns, host_if, host_ns=None):
         """The "outside world": namespace ns at OUTSIDE_IP/24 behind veth host_if
         (in host_ns, default the root namespace; left down: an uplink's owner
-        sets it up). Its eth0 sends complete TCP/UDP checksums, as a real
-        segment delivers them (a veth leaves them to offload; AF_XDP on the
-        uplink needs them complete)."""
+        sets it up). Linux's defaults throughout: its eth0 leaves TCP/UDP
+        checksums to offload, which dpsw completes on the uplink."""
         self.netns(ns)
         self.veth(host_if, "eth0", ns, host_ns)
         nsx(ns, "ip", "addr", "add", OUTSIDE_IP + "/24", "dev", "eth0")
         nsx(ns, "ip", "link", "set", "eth0", "up")
-        nsx(ns, "ethtool", "-K", "eth0", "tx", "off")
         return ns
 
-    def kernel_vxlan(self, host, local, vni, peers, ctr, ctr_ip, mtu=1450, csum_off=False):
+    def kernel_vxlan(self, host, local, vni, peers, ctr, ctr_ip, mtu=1450):
         """VXLAN as one builds it by hand (and Docker's overlay): in namespace
         host, the underlay link up0 gets `local`/24, a vxlan device vx0 (VNI
         vni, UDP 4789, head-end replication to peers) on bridge br0, and a
-        container ctr (eth0 at ctr_ip, MTU mtu) on br0 through c0. csum_off:
-        up0 sends complete checksums (for a dpsw peer, which reads it over AF_XDP)."""
+        container ctr (eth0 at ctr_ip, MTU mtu) on br0 through c0. Linux's
+        defaults: inner checksums may be left to offload (dpsw completes them)."""
         nsx(host, "ip", "addr", "add", local + "/24", "dev", "up0")
-        if csum_off:
-            nsx(host, "ethtool", "-K", "up0", "tx", "off")
         nsx(host, "ip", "link", "add", "vx0", "type", "vxlan", "id", str(vni), "dstport", "4789", "local", local, "dev", "up0")
         for p in peers:
             nsx(host, "bridge", "fdb", "append", "00:00:00:00:00:00", "dev", "vx0", "dst", p)
@@ -272,8 +268,7 @@ class Fabric(Topology):
         """A kernel VXLAN host <p>-<tag> with a container namespace <p>-<tag>c
         behind it; returns (host, container) namespaces."""
         ns = self.host(tag)
-        # The dpsw side takes frames through AF_XDP, which needs complete checksums.
-        ctr = self.kernel_vxlan(ns, UNDERLAY.format(octet), vni, peers, f"{self.p}-{tag}c", ctr_ip, mtu=mtu, csum_off=True)
+        ctr = self.kernel_vxlan(ns, UNDERLAY.format(octet), vni, peers, f"{self.p}-{tag}c", ctr_ip, mtu=mtu)
         return ns, ctr
 
     def capture(self, tag, count, filt="udp port 4789"):

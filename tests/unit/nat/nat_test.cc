@@ -8,7 +8,7 @@
 
 #include "dataplane/nat/conntrack.h"
 #include "dataplane/nat/stage_l3_route.h"
-#include "frames.h"
+#include "tests/fixtures/frames.h"
 
 namespace dpsw {
 namespace {
@@ -817,6 +817,54 @@ TEST(NatL3Checks, MartianDestinationsAndSourcesAreNotMasqueraded) {
   r.c1->inject(test::icmp_echo(kRouterMac, kC1Mac, kC1, kOut, 8));
   r.poll();
   EXPECT_EQ(r.up->take_tx().size(), 1u) << "a real destination still goes out";
+}
+
+}  // namespace
+}  // namespace dpsw
+
+namespace dpsw {
+namespace {
+
+// A Linux peer's TCP/UDP checksum left to offload (the pseudo-header sum
+// only), as AF_XDP hands it over from a veth: dpsw completes it on the uplink.
+uint32_t l4_sum_ok(const std::vector<uint8_t>& f) {  // 0xffff when the L4 checksum verifies
+  const uint8_t* ip = f.data() + 14;
+  const uint32_t l4len = csum::load16(ip + 2) - 20u;
+  uint32_t s = uint32_t(csum::load16(ip + 12)) + csum::load16(ip + 14) + csum::load16(ip + 16) + csum::load16(ip + 18) + ip[9] + l4len;
+  return csum::fold(s + uint16_t(~csum::of(ip + 20, l4len)));
+}
+std::vector<uint8_t> partial(uint8_t proto, size_t len) {
+  auto f = test::ipv4_frame(test::station(1), test::station(2), 0xc6336401, 0xc633640a, proto, len, 0x3c);
+  uint8_t* ip = f.data() + 14;
+  const uint32_t l4len = csum::load16(ip + 2) - 20u;
+  csum::store16(ip + 20 + (proto == 6 ? 16 : 6), csum::fold(uint32_t(csum::load16(ip + 12)) + csum::load16(ip + 14) +
+                                                            csum::load16(ip + 16) + csum::load16(ip + 18) + proto + l4len));
+  return f;
+}
+
+TEST(PartialChecksum, CompletedForTcpAndUdpAndLeftAloneOnceComplete) {
+  for (uint8_t proto : {uint8_t(6), uint8_t(17)})
+    for (size_t len : {size_t(14 + 20 + 20), size_t(14 + 20 + 20 + 1), size_t(1514)}) {
+      auto f = partial(proto, len);
+      EXPECT_NE(l4_sum_ok(f), 0xffffu);
+      EXPECT_TRUE(csum::complete_partial(f.data(), uint32_t(f.size())));
+      EXPECT_EQ(l4_sum_ok(f), 0xffffu) << int(proto) << " " << len;
+      const auto done = f;
+      EXPECT_FALSE(csum::complete_partial(f.data(), uint32_t(f.size())));  // complete: untouched
+      EXPECT_EQ(f, done);
+    }
+}
+
+TEST(PartialChecksum, FragmentsAndOtherProtocolsUntouched) {
+  auto f = partial(6, 200);
+  f[14 + 6] = 0x20;  // MF: the L4 header's checksum covers the whole datagram
+  const auto frag = f;
+  EXPECT_FALSE(csum::complete_partial(f.data(), uint32_t(f.size())));
+  EXPECT_EQ(f, frag);
+  auto icmp = test::icmp_echo(test::station(1), test::station(2), 1, 2, 10);
+  const auto before = icmp;
+  EXPECT_FALSE(csum::complete_partial(icmp.data(), uint32_t(icmp.size())));
+  EXPECT_EQ(icmp, before);
 }
 
 }  // namespace

@@ -8,7 +8,7 @@
 
 #include "dataplane/core/hash.h"
 #include "dataplane/core/packet.h"
-#include "frames.h"
+#include "tests/fixtures/frames.h"
 
 namespace dpsw {
 namespace {

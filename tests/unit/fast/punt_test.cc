@@ -11,7 +11,7 @@
 
 #include <chrono>
 #include <thread>
-#include "frames.h"
+#include "tests/fixtures/frames.h"
 
 namespace dpsw {
 namespace {

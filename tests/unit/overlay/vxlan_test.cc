@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "frames.h"
+#include "tests/fixtures/frames.h"
 
 namespace dpsw {
 namespace {

@@ -12,7 +12,7 @@
 #include "dataplane/core/dataplane.h"
 #include "dataplane/ports/mem_port.h"
 #include "dataplane/overlay/vxlan.h"
-#include "frames.h"
+#include "tests/fixtures/frames.h"
 
 namespace dpsw {
 namespace {
