@@ -46,7 +46,7 @@ inline void l2_fwd(MacTable& table, uint16_t bd, uint16_t in_port, bool learn, u
     keys[m] = MacTable::make_key(bd, dst[i]);
     idx[m++] = i;
   }
-  table.lookup_bulk(keys, m, ports);
+  if (m) table.lookup_bulk(keys, m, ports);
   for (uint16_t j = 0; j < m; j++) {
     uint16_t i = idx[j];
     if (ports[j] == kInvalidPort) {

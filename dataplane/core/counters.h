@@ -18,44 +18,45 @@
 namespace dpsw {
 
 // Why a frame was dropped: the ONE table of drop reasons. The enum, the
-// name in counters and JSON, the meaning `dpswctl show drops` prints, and
-// the docs (tests/unit/drop_reasons_test.cc checks README.md lists each)
-// all come from here: adding a reason is one line.
-#define DPSW_DROP_REASONS(X) \
-  X(kRunt, "runt", "shorter than an Ethernet header")                                                                                \
-  X(kOversize, "oversize", "longer than the port's network MTU allows")                                                              \
-  X(kBadSrcMac, "bad_src_mac", "multicast/broadcast/zero source MAC, or dpsw's own")                                                 \
-  X(kSamePort, "same_port", "destination is the port it came in on (filtered)")                                                      \
-  X(kNoNetwork, "no_network", "input port is not attached to a network (being removed)")                                             \
-  X(kTxFull, "tx_full", "destination port's tx ring had no room")                                                                    \
-  X(kHandoffFull, "handoff_full", "cross-worker ring to the destination's worker full, or all our handoff buffers in flight")                                          \
-  X(kNoRoute, "no_route", "sent to dpsw's router MAC, but nothing routes it (yet)")                                                  \
-  X(kBadIp, "bad_ip", "IPv4 header malformed or truncated")                                                                          \
-  X(kTtl, "ttl", "TTL expired on the way through dpsw")                                                                              \
-  X(kIsolated, "isolated", "between two container networks (Docker's inter-network isolation)")                                      \
-  X(kInternal, "internal", "from an internal network towards the outside")                                                           \
-  X(kNoFlow, "no_flow", "arrived at the uplink address with no connection to belong to")                                             \
-  X(kArpMiss, "arp_miss", "next hop on the uplink not resolved yet (ARP sent)")                                                      \
-  X(kCtFull, "ct_full", "connection table or NAT ports exhausted: new flow refused")                                                 \
-  X(kVxlanBad, "vxlan_bad", "VXLAN to us, malformed: outer IPv4 header, truncated, fragmented, I flag clear")                        \
-  X(kVxlanVni, "vxlan_vni", "VXLAN with a VNI no overlay network uses")                                                              \
-  X(kVxlanPeer, "vxlan_peer", "VXLAN from an address that is not a peer of the VNI's network")                                       \
-  X(kTooBig, "too_big", "encapsulated, the frame would exceed the underlay MTU (IPv4 with DF: ICMP sent back)")                      \
-  X(kSplitHorizon, "split_horizon", "from one tunnel towards another (peers form a full mesh: never relayed)")                       \
-  X(kPuntTag, "punt_tag", "on the punt port: no 802.1Q tag naming a fast-tier port (see fast_port.h)")                               \
-  X(kArpSpoof, "arp_spoof", "an endpoint announced dpsw's own address in ARP")                                                       \
-  X(kVxlanFragment, "vxlan_fragment", "an outer-fragmented VXLAN packet (first fragment; not reassembled)")                          \
-  X(kBadCsum, "bad_csum", "to be routed or answered by dpsw: IPv4 header checksum (or an echo's ICMP checksum) wrong")               \
-  X(kMartian, "martian", "to be routed: source or destination in 0/8, 127/8, 224/4 (multicast), 240/4 (incl. broadcast)")            \
-  X(kFragNoFlow, "frag_no_flow", "an IPv4 fragment after the first whose datagram's first fragment matched no flow (or came later)") \
-  X(kNatClash, "nat_clash", "another protocol (GRE, ...) masqueraded by address only: another endpoint holds (protocol, remote)")    \
-  X(kWrongIngress, "wrong_ingress", "a flow's tuple from a port the flow does not come from (another network reusing it)")           \
-  X(kSpoofedSrc, "spoofed_src", "to be routed from a container: source address not on its network")                                  \
-  X(kFromMacvlan, "from_macvlan", "to be routed from a macvlan endpoint: dpsw serves it published ports on the host address only")   \
-  X(kPuntShare, "punt_share", "fast tier: punted while the punt port was congested, beyond the port's fair share (punt_share.h)")
+// name in counters and JSON, the nodes that count it (packet-graph nodes,
+// dataplane/core/graph.h, or its entry points), its meaning, and the docs
+// (tests/unit/core/drop_reasons_test.cc checks README.md lists each and that
+// every node named exists) all come from here: adding a reason is one line.
+#define DPSW_DROP_REASONS(X)                                                                                                                     \
+  X(kRunt, "runt", "eth_input", "shorter than an Ethernet header")                                                                               \
+  X(kOversize, "oversize", "eth_input fast_tier", "longer than the port's network MTU allows")                                                   \
+  X(kBadSrcMac, "bad_src_mac", "eth_input fast_tier", "multicast/broadcast/zero source MAC, or dpsw's own")                                      \
+  X(kSamePort, "same_port", "l2_fwd", "destination is the port it came in on (filtered)")                                                        \
+  X(kNoNetwork, "no_network", "forward tx vxlan_output", "input port is not attached to a network (being removed)")                              \
+  X(kTxFull, "tx_full", "tx", "destination port's tx ring had no room")                                                                          \
+  X(kHandoffFull, "handoff_full", "tx", "cross-worker ring to the destination's worker full, or all our handoff buffers in flight")              \
+  X(kNoRoute, "no_route", "l3_local l3_route vxlan_output", "sent to dpsw's router MAC, but nothing routes it (yet)")                            \
+  X(kBadIp, "bad_ip", "l3_local l3_route", "IPv4 header malformed or truncated")                                                                 \
+  X(kTtl, "ttl", "l3_route", "TTL expired on the way through dpsw")                                                                              \
+  X(kIsolated, "isolated", "l3_route", "between two container networks (Docker's inter-network isolation)")                                      \
+  X(kInternal, "internal", "l3_route", "from an internal network towards the outside")                                                           \
+  X(kNoFlow, "no_flow", "l3_route", "arrived at the uplink address with no connection to belong to")                                             \
+  X(kArpMiss, "arp_miss", "l3_route vxlan_output", "next hop on the uplink not resolved yet (ARP sent)")                                         \
+  X(kCtFull, "ct_full", "l3_route", "connection table or NAT ports exhausted: new flow refused")                                                 \
+  X(kVxlanBad, "vxlan_bad", "vxlan_input", "VXLAN to us, malformed: outer IPv4 header, truncated, fragmented, I flag clear")                     \
+  X(kVxlanVni, "vxlan_vni", "vxlan_input", "VXLAN with a VNI no overlay network uses")                                                           \
+  X(kVxlanPeer, "vxlan_peer", "vxlan_input", "VXLAN from an address that is not a peer of the VNI's network")                                    \
+  X(kTooBig, "too_big", "vxlan_output", "encapsulated, the frame would exceed the underlay MTU (IPv4 with DF: ICMP sent back)")                  \
+  X(kSplitHorizon, "split_horizon", "l2_fwd", "from one tunnel towards another (peers form a full mesh: never relayed)")                         \
+  X(kPuntTag, "punt_tag", "punt", "on the punt port: no 802.1Q tag naming a fast-tier port (see fast_port.h)")                                   \
+  X(kArpSpoof, "arp_spoof", "eth_input", "an endpoint announced dpsw's own address in ARP")                                                      \
+  X(kVxlanFragment, "vxlan_fragment", "vxlan_input", "an outer-fragmented VXLAN packet (first fragment; not reassembled)")                       \
+  X(kBadCsum, "bad_csum", "l3_local l3_route", "to be routed or answered by dpsw: IPv4 header checksum (or an echo's ICMP checksum) wrong")      \
+  X(kMartian, "martian", "l3_local l3_route", "to be routed: source or destination in 0/8, 127/8, 224/4 (multicast), 240/4 (incl. broadcast)")   \
+  X(kFragNoFlow, "frag_no_flow", "l3_route", "an IPv4 fragment after the first whose datagram's first fragment matched no flow (or came later)") \
+  X(kNatClash, "nat_clash", "l3_route", "another protocol (GRE, ...) masqueraded by address only: another endpoint holds (protocol, remote)")    \
+  X(kWrongIngress, "wrong_ingress", "l3_route", "a flow's tuple from a port the flow does not come from (another network reusing it)")           \
+  X(kSpoofedSrc, "spoofed_src", "l3_route", "to be routed from a container: source address not on its network")                                  \
+  X(kFromMacvlan, "from_macvlan", "l3_route", "to be routed from a macvlan endpoint: dpsw serves it published ports on the host address only")   \
+  X(kPuntShare, "punt_share", "fast_tier", "fast tier: punted while the punt port was congested, beyond the port's fair share (punt_share.h)")
 
 enum class Drop : uint8_t {
-#define DPSW_DROP_ENUM(id, name, text) id,
+#define DPSW_DROP_ENUM(id, name, nodes, text) id,
   DPSW_DROP_REASONS(DPSW_DROP_ENUM)
 #undef DPSW_DROP_ENUM
   kCount
@@ -63,11 +64,12 @@ enum class Drop : uint8_t {
 constexpr size_t kDropReasons = size_t(Drop::kCount);
 
 struct DropReason {
-  std::string_view name;  // in counters, JSON and dpswctl
-  std::string_view text;  // what it means
+  std::string_view name;   // in counters, JSON and dpswctl
+  std::string_view nodes;  // where it is counted: packet-graph nodes (graph.h) or entry points (kEntryPoints there)
+  std::string_view text;   // what it means
 };
 inline constexpr std::array<DropReason, kDropReasons> kDropReasonTable = {{
-#define DPSW_DROP_INFO(id, name, text) DropReason{name, text},
+#define DPSW_DROP_INFO(id, name, nodes, text) DropReason{name, nodes, text},
     DPSW_DROP_REASONS(DPSW_DROP_INFO)
 #undef DPSW_DROP_INFO
 }};

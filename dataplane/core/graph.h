@@ -91,6 +91,12 @@ inline constexpr const char* kNodeNames[kNodes] = {
 #undef DPSW_NODE_NAME
 };
 
+// Where frames are counted outside the nodes: the graph's entry (forward:
+// a port that is in no network), the uplink's VXLAN decapsulation before it,
+// the punt port's tag, and the kernel tier (bpf/). With kNodeNames, the
+// names the drop-reason table's `nodes` column may use (a unit test checks).
+inline constexpr const char* kEntryPoints[] = {"forward", "vxlan_input", "punt", "fast_tier"};
+
 template <NodeId>
 struct NodeOf;
 template <class N>

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "dataplane/core/counters.h"
+#include "dataplane/core/graph.h"
 
 namespace dpsw {
 namespace {
@@ -39,6 +40,18 @@ TEST(DropReasons, EveryReasonIsInTheReadme) {
   const std::string row = text.substr(at, text.find('\n', at) - at);
   for (const DropReason& r : kDropReasonTable)
     EXPECT_NE(row.find("`" + std::string(r.name) + "`"), std::string::npos) << r.name << " is not explained in README.md's DROPS row";
+}
+
+// The `nodes` column names where each reason is counted: packet-graph nodes
+// or the graph's entry points, nothing else (a renamed node fails here).
+TEST(DropReasons, EachNamesTheNodesThatCountIt) {
+  std::set<std::string_view> known(std::begin(graph::kNodeNames), std::end(graph::kNodeNames));
+  known.insert(std::begin(graph::kEntryPoints), std::end(graph::kEntryPoints));
+  for (const DropReason& r : kDropReasonTable) {
+    EXPECT_FALSE(r.nodes.empty()) << r.name;
+    std::istringstream words{std::string(r.nodes)};
+    for (std::string w; words >> w;) EXPECT_TRUE(known.count(w)) << r.name << ": no node or entry point '" << w << "'";
+  }
 }
 
 }  // namespace
