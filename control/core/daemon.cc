@@ -109,6 +109,20 @@ Daemon::Daemon(Config cfg, Plan plan, DaemonOptions opt) : Core(std::move(cfg), 
 Daemon::~Daemon() { teardown(); }
 
 void Daemon::setup() {
+  // One table of control verbs, the core's and every module's: a name taken
+  // twice refuses the start here, before anything is made.
+  verbs_.add("show", [this](const VerbRegistry::Request& r) {
+    return show(r.args.empty() ? "views" : r.args[0],  // `show` alone lists the views
+                std::vector<std::string>(r.args.begin() + (r.args.empty() ? 0 : 1), r.args.end()));
+  });
+  verbs_.add("reload", [this](const VerbRegistry::Request&) { return reload(); });
+  verbs_.add("version", [](const VerbRegistry::Request&) { return json{{"version", DPSW_VERSION}, {"protocol", kCtlProtocolVersion}}; });
+  verbs_.add("network add", [this](const VerbRegistry::Request& r) { return add_network(parse_network_item(r.spec(), "network add")); });
+  verbs_.add("network del", [this](const VerbRegistry::Request& r) { return del_network(r.name()); });
+  verbs_.add("endpoint add", [this](const VerbRegistry::Request& r) { return add_endpoint(parse_endpoint_item(r.spec(), "endpoint add")); });
+  verbs_.add("endpoint del", [this](const VerbRegistry::Request& r) { return del_endpoint(r.name()); });
+  for (const auto& m : modules_) m->verbs(verbs_);
+
   rlimit rl{RLIM_INFINITY, RLIM_INFINITY};
   setrlimit(RLIMIT_MEMLOCK, &rl);  // UMEMs are locked memory on older kernels
 
@@ -678,38 +692,7 @@ void Daemon::teardown() {
   ports_.clear();
 }
 
-CtlReply Daemon::handle(const json& req) {
-  // The request was parsed from the client's line (bounded in size and depth by CtlServer): check its shape first.
-  if (!req.contains("cmd") || !req["cmd"].is_string()) throw std::runtime_error("request: \"cmd\" must be a string (e.g. \"show\")");
-  const json no_args = json::array();
-  const json& jargs = req.contains("args") ? req["args"] : no_args;
-  if (!jargs.is_array() || !std::all_of(jargs.begin(), jargs.end(), [](const json& a) { return a.is_string(); }))
-    throw std::runtime_error("request: \"args\" must be a list of strings");
-  std::string cmd = req["cmd"].get<std::string>();
-  std::vector<std::string> args = jargs.get<std::vector<std::string>>();
-  std::string verb = args.empty() ? "" : args[0];
-  auto spec = [&] {
-    if (!req.contains("spec") || !req["spec"].is_object()) throw ConfigError(cmd + " " + verb + ": needs a spec (the same keys as in the config file)");
-    return req["spec"].dump();
-  };
-  auto name_arg = [&] {
-    if (args.size() != 2) throw ConfigError(cmd + " " + verb + ": needs exactly one name");
-    return args[1];
-  };
-  if (cmd == "show") {
-    std::string what = args.empty() ? "views" : args[0];  // `show` alone lists the views
-    if (!args.empty()) args.erase(args.begin());
-    return show(what, args);
-  }
-  if (cmd == "network" && verb == "add") return add_network(parse_network_item(spec(), "network add"));
-  if (cmd == "network" && verb == "del") return del_network(name_arg());
-  if (cmd == "endpoint" && verb == "add") return add_endpoint(parse_endpoint_item(spec(), "endpoint add"));
-  if (cmd == "endpoint" && verb == "del") return del_endpoint(name_arg());
-  if (cmd == "network" || cmd == "endpoint") throw std::runtime_error(cmd + ": expected add or del");
-  if (cmd == "reload") return reload();
-  if (cmd == "version") return json{{"version", DPSW_VERSION}, {"protocol", kCtlProtocolVersion}};
-  throw std::runtime_error("unknown command '" + cmd + "'");
-}
+CtlReply Daemon::handle(const json& req) { return verbs_.dispatch(req); }
 
 json Daemon::endpoint_json(const PlannedEndpoint& ep) const {
   json atts = json::array();

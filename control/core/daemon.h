@@ -20,6 +20,7 @@
 
 #include "control/core/config.h"
 #include "control/core/core.h"
+#include "control/core/verbs.h"
 
 namespace dpsw {
 
@@ -78,6 +79,7 @@ class Daemon : private Core {
   const PlannedEndpoint* planned(const std::string& name) const;
 
   FastControl* fast_ = nullptr;  // the fast tier's module (in modules_): endpoints use it
+  VerbRegistry verbs_;  // the control socket's verbs: the core's and every module's (setup())
   std::unique_ptr<CtlServer> ctl_;
   uint64_t generation_ = 0;
 };

@@ -25,6 +25,8 @@
 //                uplink, endpoint ports)
 //   tick(now)    every maintenance tick (250 ms), after the MAC table's
 //   views()      declares its `show` views
+//   verbs()      registers its control verbs (setup, before anything is made;
+//                a name registered twice refuses the start)
 //   network_removed(bd)  a network is going: before the snapshot without it
 //   network_gone(bd)     ...and after the grace period (no worker forwards in it)
 //   network_mtu(name)    a network's MTU changed in place (cfg_ holds the new one)
@@ -45,6 +47,7 @@
 #include <nlohmann/json.hpp>
 
 #include "control/core/core.h"
+#include "control/core/verbs.h"
 #include "control/core/view.h"
 #include "dataplane/core/dataplane.h"
 #include "dataplane/core/snapshot.h"
@@ -78,6 +81,7 @@ class Module {
   virtual void contribute(Snapshot& /*s*/) const {}
   virtual void tick(uint32_t /*now*/) {}
   virtual void views(ViewRegistry& /*r*/) {}
+  virtual void verbs(VerbRegistry& /*r*/) {}
   virtual void stop() {}
   virtual void network_removed(uint16_t /*bd*/) {}
   virtual void network_gone(uint16_t /*bd*/) {}
