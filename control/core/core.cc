@@ -3,11 +3,10 @@
 #include "control/core/module.h"
 #include "control/core/log.h"
 #include "control/core/netlink.h"
-#include "control/ports/vhost_relay.h"
 
 namespace dpsw {
 
-// Out of line: Module and VhostRelay are complete here.
+// Out of line: Module is complete here.
 Core::Core(Config cfg, Plan plan, DaemonOptions opt) : cfg_(std::move(cfg)), plan_(std::move(plan)), opt_(std::move(opt)) {}
 Core::~Core() = default;
 
@@ -42,7 +41,6 @@ void Core::release(EndpointRec& rec, bool keep_netns) {
       xdp_->unbind_socket(pr.ifindex, id);
       xdp_->detach(pr.ifindex);
     }
-    if (relay_ && pr.kind == PortRec::Kind::kVhost) relay_->remove(pr.endpoint);  // the application is disconnected first
     pr.port.reset();  // closes the socket / vhost device (and leaves the worker's epoll set)
     pr = PortRec{};
   }

@@ -25,7 +25,6 @@
 namespace dpsw {
 
 class Module;
-class VhostRelay;
 
 struct DaemonOptions {
   std::string bpf_object;   // XDP: bpf/xsk_redirect.bpf.o
@@ -48,7 +47,7 @@ struct PortRec {
     kAfxdp,   // AF_XDP (an endpoint's veth or the uplink): bound in the XDP maps, program attached to ifindex
     kPunt,    // the fast tier's punt port of a worker: AF_XDP like kAfxdp, in no network
     kFast,    // a fast-tier endpoint (FastPort): TC program on ifindex, no XDP
-    kVhost,   // a vhost-user port: the relay serves its application's socket (under `endpoint`)
+    kVhost,   // a vhost-user port: the relay serves its application's socket (under `endpoint`; control/ports)
     kTunnel,  // a VXLAN tunnel (no Port object): remote VTEP `vtep`, VNI `vni`
   };
   std::string endpoint, network, host_ifname, ifname;
@@ -95,7 +94,6 @@ struct Core {
   std::unique_ptr<Journal> journal_;
   std::unique_ptr<XdpProgram> xdp_;
   std::unique_ptr<Dataplane> dp_;
-  std::unique_ptr<VhostRelay> relay_;  // made with the first vhost-user endpoint
   std::vector<std::unique_ptr<Module>> modules_;  // in the order their hooks run
   std::vector<PortRec> ports_;                  // by port id
   std::map<std::string, uint16_t> bd_of_;       // network -> bridge domain id

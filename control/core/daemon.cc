@@ -18,14 +18,13 @@
 #include "control/fast/fast_control.h"
 #include "control/nat/nat.h"
 #include "control/overlay/overlay.h"
-#include "control/ports/vhost_relay.h"
+#include "control/ports/ports.h"
 #include "control/core/view.h"
 #include "control/core/log.h"
 #include "control/core/netlink.h"
 #include "control/core/socket_path.h"
 #include "dataplane/core/clock.h"
 #include "dataplane/ports/dpdk_env.h"
-#include "dataplane/ports/vhost_port.h"
 
 namespace dpsw {
 
@@ -52,7 +51,10 @@ static SocketPathState control_socket_state(const Config& cfg) {
   }
 }
 
-void preflight(const Config& cfg, const Plan& plan, const DaemonOptions& opt) {
+void preflight(const Config& cfg, const Plan& plan, const DaemonOptions& opt) { Daemon(cfg, plan, opt).preflight(); }
+
+void Daemon::preflight() const {
+  const Config& cfg = cfg_;
   control_socket_state(cfg);
   cpu_set_t allowed;
   sched_getaffinity(0, sizeof allowed, &allowed);
@@ -66,27 +68,14 @@ void preflight(const Config& cfg, const Plan& plan, const DaemonOptions& opt) {
   };
   check_cores(cfg.sw.workers, "workers");
   if (cfg.sw.steer_cores) check_cores(*cfg.sw.steer_cores, "fast_path_steering.cores");
-  for (const auto& ep : plan.endpoints) {
+  for (const auto& ep : plan_.endpoints) {
     struct stat st;
     if (!ep.create_netns && !ep.netns_path.empty() && stat(ep.netns_path.c_str(), &st) != 0)
       throw ConfigError(cfg.path + ": endpoint '" + ep.name + "': netns " + ep.netns_path + " does not exist");
-    if (ep.port == PortKind::kVhost && !ep.vhost_client) {  // server mode: dpsw creates the socket (the same rule as the control socket's)
-      try {
-        check_socket_path(ep.vhost_socket, "endpoint '" + ep.name + "': vhost_socket", false);
-      } catch (const std::runtime_error& e) {
-        throw ConfigError(cfg.path + ": " + e.what());
-      }
-    }
   }
-  if (cfg.uplink && !if_nametoindex(cfg.uplink->interface.c_str()))
-    throw ConfigError(cfg.path + ": uplink.port.interface: no interface '" + cfg.uplink->interface + "' on this host");
-  if (access(opt.bpf_object.c_str(), R_OK) != 0)
-    throw ConfigError("BPF object " + opt.bpf_object + " is not readable (use --bpf-object)");
-  bool fast = false;
-  for (const auto& ep : plan.endpoints)
-    for (const auto& a : ep.attachments) fast |= a.fast;
-  if (fast && access(opt.fast_object.c_str(), R_OK) != 0)
-    throw ConfigError("BPF object " + opt.fast_object + " (the fast tier) is not readable; it is looked for next to --bpf-object");
+  if (access(opt_.bpf_object.c_str(), R_OK) != 0)
+    throw ConfigError("BPF object " + opt_.bpf_object + " is not readable (use --bpf-object)");
+  for (const auto& m : modules_) m->preflight();
 }
 
 void read_uplink_mtu(Config& cfg) {
@@ -99,6 +88,9 @@ void read_uplink_mtu(Config& cfg) {
 Daemon::Daemon(Config cfg, Plan plan, DaemonOptions opt) : Core(std::move(cfg), std::move(plan), std::move(opt)) {
   // The control modules, in the order their hooks run.
   Core& core = *this;
+  auto ports = std::make_unique<Ports>(core);
+  vhost_ = ports.get();
+  modules_.push_back(std::move(ports));
   auto fast = std::make_unique<FastControl>(core);
   fast_ = fast.get();
   modules_.push_back(std::move(fast));
@@ -187,35 +179,10 @@ void Daemon::remove_bd(const std::string& network) {
 
 void Daemon::create_vhost_endpoint(const PlannedEndpoint& ep, EndpointRec& rec) {
   const PlannedAttachment& a = ep.attachments.at(0);
-  if (!ep.vhost_client) {
-    // Server mode: the socket path is ours to create. Only an absent path or
-    // a stale socket (nobody answers) may be there; never a file, never a
-    // live socket (another application's, or another instance's).
-    switch (check_socket_path(ep.vhost_socket, "endpoint '" + ep.name + "': vhost_socket")) {
-      case SocketPathState::kLive: throw std::runtime_error("endpoint '" + ep.name + "': vhost_socket " + ep.vhost_socket + " is in use");
-      case SocketPathState::kStale: unlink(ep.vhost_socket.c_str()); break;
-      default: break;
-    }
-  }
-  // Workers become EAL threads (mempool caches) once DPDK is up.
-  dp_->set_thread_hook(&DpdkEnv::register_this_thread);
-  uint16_t id = new_port_id();
+  uint16_t id = vhost_->add_vhost(ep, rec);
   PortRec& pr = ports_[id];
-  rec.ports.push_back(id);  // from here on release() undoes what exists
-  // The backend (DPDK's net_vhost PMD) listens on a private socket; the
-  // relay owns the application's socket (control/ports/vhost_relay.h: no
-  // application can stall the backend or take another's port).
-  const std::string backend = cfg_.sw.state_dir + "/" + cfg_.sw.name + "-" + ep.name + ".vhost.sock";
-  struct stat st;
-  if (lstat(backend.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) unlink(backend.c_str());  // ours, from an earlier run
-  pr.port = std::make_unique<VhostPort>("vhost:" + ep.name, VhostPort::Options{backend, false, cfg_.sw.name});
-  if (!relay_) relay_ = std::make_unique<VhostRelay>();
-  relay_->add(ep.name, ep.vhost_socket, backend, ep.vhost_client);
-  pr.kind = PortRec::Kind::kVhost;
-  if (!ep.vhost_client) journal_->record_socket(ep.vhost_socket);  // which socket file is ours (a restart removes only that one)
   pr.endpoint = ep.name;
   pr.network = a.network;
-  pr.host_ifname = ep.vhost_socket;
   pr.bd = bd_of_.at(a.network);
   pr.mac = a.mac;
   pr.ip = a.ip;
@@ -422,17 +389,7 @@ void Daemon::check_can_create(const PlannedEndpoint& ep, const std::string& repl
   if (ep.create_netns && ep.netns_name != replacing && netns::exists(ep.netns_name))
     throw ConfigError(where + "namespace " + ep.netns_name + " already exists and was not created by this instance");
   if (ep.port == PortKind::kVhost) {
-    // Server mode: the path must be absent or a socket (dpsw's own while the
-    // endpoint exists); whether it is live is found out when it is made.
-    auto it = eps_.find(ep.name);
-    const PlannedEndpoint* cur = it != eps_.end() ? planned(ep.name) : nullptr;
-    if (!ep.vhost_client && !(cur && cur->port == PortKind::kVhost && !cur->vhost_client && cur->vhost_socket == ep.vhost_socket)) {
-      try {
-        check_socket_path(ep.vhost_socket, "vhost_socket", false);
-      } catch (const std::runtime_error& e) {
-        throw ConfigError(where + e.what());
-      }
-    }
+    vhost_->check_new(ep, eps_.count(ep.name) ? planned(ep.name) : nullptr);
     return;
   }
   Rtnl rt;
@@ -674,7 +631,6 @@ void Daemon::teardown() {
   }
   eps_.clear();
   for (auto m = modules_.rbegin(); m != modules_.rend(); ++m) (*m)->stop();  // reverse order: users before what they use
-  relay_.reset();
   dp_.reset();
   xdp_.reset();
   DpdkEnv::shutdown();  // no-op unless a vhost port brought DPDK up
@@ -867,15 +823,10 @@ CtlReply Daemon::show(const std::string& what, const std::vector<std::string>& a
       workers.push_back(j);
     }
     auto [redir, passed] = xdp_->stats();
-    json dpdk = nullptr;
-    if (DpdkEnv::up()) {
-      auto& env = DpdkEnv::get(cfg_.sw.name);
-      dpdk = {{"mbufs_total", env.mbufs_total()}, {"mbufs_available", env.mbufs_available()}};
-    }
-    json out{{"ports", ports}, {"workers", workers}, {"dpdk", dpdk},
+    json out{{"ports", ports}, {"workers", workers},
              {"mac_table", {{"entries", dp_->macs().count()}, {"capacity", dp_->macs().capacity()}}},
              {"xdp", {{"redirected", redir}, {"passed_no_socket", passed}}}};
-    for (const auto& m : modules_) m->counters(out);  // "conntrack", "fast_tier"
+    for (const auto& m : modules_) m->counters(out);  // "dpdk", "conntrack", "fast_tier"
     return out;
   }});
 

@@ -28,6 +28,7 @@ class CtlServer;
 struct CtlReply;
 class FastControl;
 class Overlay;
+class Ports;
 
 // Checks that depend on this machine (cores, namespaces to adopt, BPF
 // object), without changing anything. Throws ConfigError.
@@ -45,6 +46,7 @@ class Daemon : private Core {
   Daemon(Config cfg, Plan plan, DaemonOptions opt);
   ~Daemon();  // tears down whatever exists
 
+  void preflight() const;  // see preflight() above: the core's checks, then every module's
   void setup();  // creates everything; on failure undoes it and throws
   int run();     // control loop until SIGINT/SIGTERM; returns exit code
   void teardown();
@@ -78,6 +80,7 @@ class Daemon : private Core {
   nlohmann::json endpoint_json(const PlannedEndpoint& ep) const;
   const PlannedEndpoint* planned(const std::string& name) const;
 
+  Ports* vhost_ = nullptr;       // the ports module (in modules_): vhost-user endpoints use it
   FastControl* fast_ = nullptr;  // the fast tier's module (in modules_): endpoints use it
   VerbRegistry verbs_;  // the control socket's verbs: the core's and every module's (setup())
   std::unique_ptr<CtlServer> ctl_;

@@ -10,6 +10,9 @@
 // order of Core::modules_ (Daemon::Daemon() lists them once).
 //
 // The order of one change, as the daemon runs it (see daemon.h):
+//   preflight()  `dpsw --check` and before setup, on a Daemon that made
+//                nothing: checks of cfg_/plan_ that depend on this machine
+//                (interfaces, files, sockets); throws ConfigError
 //   check()      on the whole next config and plan, before anything changes:
 //                throws ConfigError and the change is refused, all or nothing
 //   start()      setup only, once, right after the dataplane exists (before
@@ -74,6 +77,7 @@ class Module {
   Module& operator=(const Module&) = delete;
 
   virtual const char* name() const = 0;  // in logs and in a reload's partial-failure reply
+  virtual void preflight() const {}
   virtual void check(const Config& /*next*/, const Plan& /*plan*/) const {}
   virtual void start() {}
   virtual void apply() {}

@@ -1,5 +1,7 @@
 #include "control/fast/fast_control.h"
 
+#include <unistd.h>
+
 #include "control/core/log.h"
 #include "control/core/netlink.h"
 #include "dataplane/fast/fast_port.h"
@@ -10,6 +12,14 @@ namespace dpsw {
 using nlohmann::json;
 
 FastControl::~FastControl() = default;
+
+void FastControl::preflight() const {
+  bool fast = false;
+  for (const auto& ep : core_.plan_.endpoints)
+    for (const auto& a : ep.attachments) fast |= a.fast;
+  if (fast && access(core_.opt_.fast_object.c_str(), R_OK) != 0)
+    throw ConfigError("BPF object " + core_.opt_.fast_object + " (the fast tier) is not readable; it is looked for next to --bpf-object");
+}
 
 void FastControl::ensure() {
   if (fast_) return;
