@@ -772,11 +772,12 @@ CtlReply Daemon::show(const std::string& what, const std::vector<std::string>& a
       bool known = e.port < ports_.size() && ports_[e.port].used();
       std::string port = known ? ports_[e.port].host_ifname : std::to_string(e.port);
       std::string ep = known ? ports_[e.port].endpoint : "";
-      out.push_back({{"network", e.bd < bd_name_.size() ? bd_name_[e.bd] : "?"},
-                     {"mac", mac_to_string(e.mac)}, {"port", port}, {"endpoint", ep},
-                     {"age_ms", e.is_static || int32_t(now - e.last_seen_ms) < 0 ? 0 : now - e.last_seen_ms},
-                     {"established", e.established}, {"static", e.is_static},
-                     {"fast_tier", fast_->has_mac(e.bd, e.mac)}});  // the kernel tier forwards on it too (`show fast`)
+      json row{{"network", e.bd < bd_name_.size() ? bd_name_[e.bd] : "?"},
+               {"mac", mac_to_string(e.mac)}, {"port", port}, {"endpoint", ep},
+               {"age_ms", e.is_static || int32_t(now - e.last_seen_ms) < 0 ? 0 : now - e.last_seen_ms},
+               {"established", e.established}, {"static", e.is_static}};
+      for (const auto& m : modules_) m->mac_row(e, row);  // e.g. "fast_tier"
+      out.push_back(row);
     });
     return out;
   }});

@@ -38,6 +38,8 @@
 //                to show beside them (null: none)
 //   port_row(id, pr)     `show ports`: the row of a port of its kind (null: not its)
 //   counters(out)        `show counters`: its summary member(s)
+//   mac_row(e, row)      `show mac`: what it knows of MAC table entry e, as
+//                        members of its row (the kernel tier forwards on it too)
 //   stop()       teardown, after the workers stopped and every endpoint was
 //                released
 #pragma once
@@ -93,6 +95,7 @@ class Module {
   virtual nlohmann::json port_counters(uint16_t /*id*/, Dataplane::PortTotals& /*t*/) const { return nullptr; }
   virtual nlohmann::json port_row(uint16_t /*id*/, const PortRec& /*pr*/) const { return nullptr; }
   virtual void counters(nlohmann::json& /*out*/) const {}
+  virtual void mac_row(const MacTable::Entry& /*e*/, nlohmann::json& /*row*/) const {}
 
  protected:
   Core& core_;

@@ -199,6 +199,10 @@ nlohmann::json FastControl::port_counters(uint16_t id, Dataplane::PortTotals& t)
                          {"tx_bytes", f.tx_bytes}}}};  // ...of which in the kernel
 }
 
+void FastControl::mac_row(const MacTable::Entry& e, nlohmann::json& row) const {
+  row["fast_tier"] = fast_ && fast_->has_mac(e.bd, e.mac);  // the kernel tier forwards on it too (`show fast`)
+}
+
 void FastControl::counters(nlohmann::json& out) const {
   out["fast_tier"] = nullptr;
   if (!fast_) return;

@@ -33,6 +33,7 @@ class FastControl : public Module {
   void stop() override;                                         // punt ports (after every FastPort), then the object
   nlohmann::json port_counters(uint16_t id, Dataplane::PortTotals& t) const override;  // what the kernel tier did for it
   void counters(nlohmann::json& out) const override;            // "fast_tier"
+  void mac_row(const MacTable::Entry& e, nlohmann::json& row) const override;  // "fast_tier": in the kernel fdb too
 
   // The fast tier (object, a punt veth pair and port per worker): made when
   // the first endpoint needs it, kept until teardown.
@@ -45,7 +46,6 @@ class FastControl : public Module {
   void set_mtu(uint16_t id, uint32_t mtu);  // the host end keeps its higher MTU
 
   FastTier* tier() const { return fast_.get(); }  // nullptr: not in use
-  bool has_mac(uint16_t bd, Mac mac) const { return fast_ && fast_->has_mac(bd, mac); }
   nlohmann::json events() const;  // the kernel tier's event counters (tier() set)
 
  private:
