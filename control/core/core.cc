@@ -32,6 +32,14 @@ uint16_t Core::add_bd(const NetworkConfig& network) {
   return id;
 }
 
+void Core::check_modules(const Config& next, const Plan& plan) const {
+  for (const auto& m : modules_) m->check(next, plan);
+}
+
+void Core::apply_modules() {
+  for (const auto& m : modules_) m->apply();
+}
+
 void Core::release(EndpointRec& rec, bool keep_netns) {
   for (uint16_t id : rec.ports) {
     PortRec& pr = ports_[id];

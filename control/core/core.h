@@ -87,6 +87,10 @@ struct Core {
   // (unless keep_netns) and restores the sysctls it changed.
   void release(EndpointRec& rec, bool keep_netns = false);
   virtual void publish_snapshot() = 0;  // from the records below and every module's contribution
+  // Every module's check() of a change's next config and plan (throws
+  // ConfigError: the change is refused, nothing changed).
+  void check_modules(const Config& next, const Plan& plan) const;
+  void apply_modules();  // every module's apply(): cfg_ holds the new config; the caller publishes
 
   Config cfg_;
   Plan plan_;

@@ -1,35 +1,48 @@
-// A control module: one feature's control side (the fast tier, the overlay,
-// ...) behind a few hooks the Daemon calls at fixed points of setup, every
-// runtime change, the maintenance tick, snapshot compilation, `show` and
-// teardown. The Daemon keeps the lifecycle, the control loop, the port
-// registry (Core), the journal and request dispatch; a feature's own state
-// and the code that knows it live in its module.
+// A control module: one feature's control side (networks and endpoints,
+// the fast tier, the overlay, ...) behind a few hooks the Daemon calls at
+// fixed points of setup, a reload, the maintenance tick, snapshot
+// compilation, `show`, request dispatch and teardown. The Daemon keeps the
+// lifecycle, the control loop, the port registry (Core), the journal,
+// request dispatch and the orchestration of a reload; a feature's own
+// state, its control verbs and the code that knows it live in its module.
 //
 // Every hook has a default that does nothing, so a module implements only
 // what its feature takes part in. Hooks run on the control thread, in the
 // order of Core::modules_ (Daemon::Daemon() lists them once).
 //
-// The order of one change, as the daemon runs it (see daemon.h):
 //   preflight()  `dpsw --check` and before setup, on a Daemon that made
 //                nothing: checks of cfg_/plan_ that depend on this machine
 //                (interfaces, files, sockets); throws ConfigError
-//   check()      on the whole next config and plan, before anything changes:
-//                throws ConfigError and the change is refused, all or nothing
-//   start()      setup only, once, right after the dataplane exists (before
-//                check(), the bridge domains and the endpoints): the module's
-//                own kernel and dataplane state (the uplink)
-//   apply()      setup (after the bridge domains, before the endpoints), a
-//                network added, a reload: bring the module's state in line
-//                with cfg_ (which already holds the new config); the caller
-//                publishes the result
+//   verbs(r)     setup, first: registers its control verbs (a name
+//                registered twice refuses the start)
+//   prepare()    setup, before anything is made (right after the journal's
+//                recovery): what it will create can be (names are free);
+//                throws ConfigError
+//   start()      setup, once, right after the dataplane exists: the
+//                module's own kernel and dataplane state (the uplink)
+//   check()      on the whole next config and plan, before anything changes
+//                (setup after every start(), `add`, reload): throws
+//                ConfigError and the change is refused, all or nothing
+//   apply()      setup (after check()), a network added, a reload: bring the
+//                module's state in line with cfg_ (which already holds the
+//                new config); the caller publishes the result
+//   attach()     setup, after every apply(): what joins the networks (the
+//                endpoints); then the first snapshot is published
+//   reload_check(r)    a reload, after every check(): against this machine
+//                      (throws ConfigError: nothing changed); names in
+//                      r.applied what it will change
+//   reload_replace(r)  then, before the new config is in force: takes down
+//                      what goes or is recreated, makes what comes; what
+//                      fails is r.fail()ed and dropped from r.next/r.plan
+//   reload_update(r)   then, with cfg_/plan_ holding the new config (r.next
+//                      and r.plan are spent): changes in place; then every
+//                      apply() and one snapshot
 //   release_port a port's records are being freed (after the snapshot without
 //                it, before its Port closes)
-//   contribute() its part of every snapshot, after the core's (networks,
-//                uplink, endpoint ports)
+//   contribute() its part of every snapshot, after the core's (bridge
+//                domains' names, the uplink)
 //   tick(now)    every maintenance tick (250 ms), after the MAC table's
 //   views()      declares its `show` views
-//   verbs()      registers its control verbs (setup, before anything is made;
-//                a name registered twice refuses the start)
 //   network_removed(bd)  a network is going: before the snapshot without it
 //   network_gone(bd)     ...and after the grace period (no worker forwards in it)
 //   network_mtu(name)    a network's MTU changed in place (cfg_ holds the new one)
@@ -40,8 +53,10 @@
 //   counters(out)        `show counters`: its summary member(s)
 //   mac_row(e, row)      `show mac`: what it knows of MAC table entry e, as
 //                        members of its row (the kernel tier forwards on it too)
-//   stop()       teardown, after the workers stopped and every endpoint was
-//                released
+//   detach()     teardown, after the workers stopped, before every stop():
+//                releases what joined the networks (the endpoints)
+//   stop()       teardown, after every detach(), in reverse order (users
+//                before what they use)
 #pragma once
 
 #include <cstdint>
@@ -58,6 +73,16 @@
 #include "dataplane/core/snapshot.h"
 
 namespace dpsw {
+
+// One reload as the modules take part in it (Daemon::reload()).
+struct Reload {
+  const ConfigDiff& diff;  // cfg_ -> next
+  Config& next;            // the config to be in force
+  Plan& plan;              // its plan
+  nlohmann::json applied = nlohmann::json::object();  // the reply's "applied" (and the log's)
+  std::string failed;      // what could not be applied: the error "reload applied, except: ..."
+  void fail(const std::string& what, const std::exception& e) { failed += (failed.empty() ? "" : "; ") + what + ": " + e.what(); }
+};
 
 // The views of one `show` request: the daemon's own and every module's, in
 // the order they are declared (which is the order `show` alone lists them).
@@ -80,14 +105,20 @@ class Module {
 
   virtual const char* name() const = 0;  // in logs and in a reload's partial-failure reply
   virtual void preflight() const {}
+  virtual void prepare() const {}
   virtual void check(const Config& /*next*/, const Plan& /*plan*/) const {}
   virtual void start() {}
   virtual void apply() {}
+  virtual void attach() {}
+  virtual void reload_check(Reload& /*r*/) const {}
+  virtual void reload_replace(Reload& /*r*/) {}
+  virtual void reload_update(Reload& /*r*/) {}
   virtual void release_port(uint16_t /*id*/, const PortRec& /*pr*/) {}
   virtual void contribute(Snapshot& /*s*/) const {}
   virtual void tick(uint32_t /*now*/) {}
   virtual void views(ViewRegistry& /*r*/) {}
   virtual void verbs(VerbRegistry& /*r*/) {}
+  virtual void detach() {}
   virtual void stop() {}
   virtual void network_removed(uint16_t /*bd*/) {}
   virtual void network_gone(uint16_t /*bd*/) {}

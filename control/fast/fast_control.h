@@ -2,11 +2,12 @@
 // maps and TC programs) and one punt veth pair and AF_XDP port per worker,
 // made when the first endpoint needs it (ensure()) and kept until teardown;
 // the learned MACs it is told about on every tick; its snapshot part (the
-// punt ports and their fair-share slots); the `fast` view.
+// punt ports and their fair-share slots); the `fast` view; whether the
+// kernel tier forwards on a MAC (`show mac`).
 //
-// The Daemon's endpoint code uses the rest: ensure() and add_port() when it
-// makes a fast-tier endpoint, remove_port() before the snapshot without it,
-// set_mtu(), and the read accessors for the other views.
+// The bridge module's endpoint code (control/bridge) uses the rest: ensure()
+// and add_port() when it makes a fast-tier endpoint, remove_port() before
+// the snapshot without it, set_mtu().
 #pragma once
 
 #include <memory>
@@ -45,10 +46,8 @@ class FastControl : public Module {
   void remove_port(uint16_t id);  // out of the fast tier: no frame is redirected to it any more
   void set_mtu(uint16_t id, uint32_t mtu);  // the host end keeps its higher MTU
 
-  FastTier* tier() const { return fast_.get(); }  // nullptr: not in use
-  nlohmann::json events() const;  // the kernel tier's event counters (tier() set)
-
  private:
+  nlohmann::json events() const;  // the kernel tier's event counters (in use)
   // Fast-tier MACs learned by the MAC table (maintenance tick).
   void sync_fast_macs();
 
