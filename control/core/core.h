@@ -1,8 +1,10 @@
 // What the daemon and its control modules (module.h) share: the machine-wide
 // objects (the dataplane, the XDP program, the journal), the config and plan
-// in force, and the registries of ports, bridge domains and endpoints, with
-// the few operations on them every feature needs (a port id, the worker that
-// owns a port, releasing a port, publishing a snapshot).
+// in force, the modules themselves, and the registries of ports, bridge
+// domains and endpoints (what the bridge module made for each; NAT reads
+// it), with the few operations on them every feature needs (a port id, a
+// bridge domain id, the worker that owns a port, releasing a port, every
+// module's check()/apply(), publishing a snapshot).
 //
 // Control thread only, like everything in control/. The Daemon is a Core (it
 // owns this state and its lifecycle); a module gets a Core& and reads or
@@ -91,6 +93,9 @@ struct Core {
   // ConfigError: the change is refused, nothing changed).
   void check_modules(const Config& next, const Plan& plan) const;
   void apply_modules();  // every module's apply(): cfg_ holds the new config; the caller publishes
+  // ConfigError unless every core of `cores` (the switch key `key`) is one
+  // this process may run on.
+  void check_cores(const std::vector<int>& cores, const std::string& key) const;
 
   Config cfg_;
   Plan plan_;

@@ -4,7 +4,6 @@
 
 #include <net/if.h>
 #include <poll.h>
-#include <sched.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
@@ -42,20 +41,8 @@ static SocketPathState control_socket_state(const Config& cfg) {
 void preflight(const Config& cfg, const Plan& plan, const DaemonOptions& opt) { Daemon(cfg, plan, opt).preflight(); }
 
 void Daemon::preflight() const {
-  const Config& cfg = cfg_;
-  control_socket_state(cfg);
-  cpu_set_t allowed;
-  sched_getaffinity(0, sizeof allowed, &allowed);
-  auto check_cores = [&](const std::vector<int>& cores, const std::string& key) {
-    for (size_t i = 0; i < cores.size(); i++) {
-      int c = cores[i];
-      if (c >= CPU_SETSIZE || !CPU_ISSET(c, &allowed))
-        throw ConfigError(cfg.path + ": switch." + key + "[" + std::to_string(i) + "]: core " + std::to_string(c) +
-                          " is not available on this machine (" + std::to_string(CPU_COUNT(&allowed)) + " usable cores)");
-    }
-  };
-  check_cores(cfg.sw.workers, "workers");
-  if (cfg.sw.steer_cores) check_cores(*cfg.sw.steer_cores, "fast_path_steering.cores");
+  control_socket_state(cfg_);
+  check_cores(cfg_.sw.workers, "workers");
   if (access(opt_.bpf_object.c_str(), R_OK) != 0)
     throw ConfigError("BPF object " + opt_.bpf_object + " is not readable (use --bpf-object)");
   for (const auto& m : modules_) m->preflight();
