@@ -39,6 +39,9 @@ CtlReply VerbRegistry::dispatch(const json& req) const {
   if (!jargs.is_array() || !std::all_of(jargs.begin(), jargs.end(), [](const json& a) { return a.is_string(); }))
     throw std::runtime_error("request: \"args\" must be a list of strings");
   const std::string cmd = req["cmd"].get<std::string>();
+  const std::runtime_error unknown("unknown command '" + cmd + "'");
+  // "cmd" is one word: "network add" names no verb (the sub-verb is the first argument), as ever.
+  if (cmd.find(' ') != std::string::npos) throw unknown;
   Request r{req, cmd, jargs.get<std::vector<std::string>>()};
   if (auto sub = subs_.find(cmd); sub != subs_.end()) {  // a command: its first argument is the sub-verb
     if (r.args.empty() || !verbs_.count(cmd + " " + r.args[0])) {
@@ -51,7 +54,7 @@ CtlReply VerbRegistry::dispatch(const json& req) const {
     r.args.erase(r.args.begin());
   }
   auto it = verbs_.find(r.verb);
-  if (it == verbs_.end()) throw std::runtime_error("unknown command '" + cmd + "'");
+  if (it == verbs_.end()) throw unknown;
   return it->second(r);
 }
 

@@ -5,7 +5,8 @@
 //
 // A verb is one word ("reload": the request's arguments are its arguments)
 // or a command and a sub-verb ("network add": the first argument picks it,
-// the rest are its arguments). A name is registered once: a second
+// the rest are its arguments). A request's "cmd" is one word: "cmd":
+// "network add" is an unknown command, as it always was. A name is registered once: a second
 // registration of it, or a plain verb and a command with sub-verbs of the
 // same word, is refused (std::logic_error) when the table is built. Errors a
 // client sees are the same as ever: "unknown command 'x'", "network: expected

@@ -54,6 +54,12 @@ TEST(Verbs, UnknownVerbSameErrorAsEver) {
   const VerbRegistry v = table();
   EXPECT_EQ(error_of(v, {{"v", 1}, {"cmd", "frobnicate"}}), "unknown command 'frobnicate'");
   EXPECT_EQ(error_of(v, {{"v", 1}, {"cmd", "frobnicate"}, {"args", {"add"}}}), "unknown command 'frobnicate'");
+  // A command and its sub-verb in "cmd" name no verb: the sub-verb is the first argument.
+  EXPECT_EQ(error_of(v, {{"v", 1}, {"cmd", "network del"}, {"args", {"n"}}}), "unknown command 'network del'");
+  EXPECT_EQ(error_of(v, {{"v", 1}, {"cmd", "network add"}, {"spec", {{"name", "n"}}}}), "unknown command 'network add'");
+  EXPECT_EQ(error_of(v, {{"v", 1}, {"cmd", "network "}, {"args", {"del", "n"}}}), "unknown command 'network '");
+  EXPECT_EQ(error_of(v, {{"v", 1}, {"cmd", "show "}}), "unknown command 'show '");
+  EXPECT_EQ(error_of(v, {{"v", 1}, {"cmd", ""}}), "unknown command ''");
   EXPECT_EQ(error_of(v, {{"v", 1}, {"cmd", "network"}, {"args", {"frobnicate"}}}), "network: expected add or del");
   EXPECT_EQ(error_of(v, {{"v", 1}, {"cmd", "network"}}), "network: expected add or del");
   EXPECT_EQ(error_of(v, {{"v", 1}, {"cmd", 7}}), "request: \"cmd\" must be a string (e.g. \"show\")");
