@@ -35,7 +35,10 @@ void Bridge::check_adopted_netns(const PlannedEndpoint& ep) const {
 }
 
 void Bridge::preflight() const {
-  for (const auto& ep : core_.plan_.endpoints) check_adopted_netns(ep);
+  for (const auto& ep : core_.plan_.endpoints) {  // endpoint by endpoint: its namespace, then its socket
+    check_adopted_netns(ep);
+    vhost_.preflight(ep);
+  }
 }
 
 void Bridge::prepare() const {

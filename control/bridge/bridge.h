@@ -34,7 +34,7 @@ class Bridge : public Module {
   Bridge(Core& core, FastControl& fast, Ports& ports) : Module(core), fast_(fast), vhost_(ports) {}
 
   const char* name() const override { return "bridge"; }
-  void preflight() const override;              // namespaces to adopt exist
+  void preflight() const override;              // each endpoint: a namespace to adopt exists, a vhost-user socket can be made
   void prepare() const override;                // the names setup will create are free
   void apply() override;                        // a bridge domain for every network in force without one
   void attach() override;                       // setup: every planned endpoint

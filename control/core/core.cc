@@ -1,7 +1,5 @@
 #include "control/core/core.h"
 
-#include <sched.h>
-
 #include "control/core/module.h"
 #include "control/core/log.h"
 #include "control/core/netlink.h"
@@ -40,17 +38,6 @@ void Core::check_modules(const Config& next, const Plan& plan) const {
 
 void Core::apply_modules() {
   for (const auto& m : modules_) m->apply();
-}
-
-void Core::check_cores(const std::vector<int>& cores, const std::string& key) const {
-  cpu_set_t allowed;
-  sched_getaffinity(0, sizeof allowed, &allowed);
-  for (size_t i = 0; i < cores.size(); i++) {
-    int c = cores[i];
-    if (c >= CPU_SETSIZE || !CPU_ISSET(c, &allowed))
-      throw ConfigError(cfg_.path + ": switch." + key + "[" + std::to_string(i) + "]: core " + std::to_string(c) +
-                        " is not available on this machine (" + std::to_string(CPU_COUNT(&allowed)) + " usable cores)");
-  }
 }
 
 void Core::release(EndpointRec& rec, bool keep_netns) {

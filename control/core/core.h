@@ -93,9 +93,6 @@ struct Core {
   // ConfigError: the change is refused, nothing changed).
   void check_modules(const Config& next, const Plan& plan) const;
   void apply_modules();  // every module's apply(): cfg_ holds the new config; the caller publishes
-  // ConfigError unless every core of `cores` (the switch key `key`) is one
-  // this process may run on.
-  void check_cores(const std::vector<int>& cores, const std::string& key) const;
 
   Config cfg_;
   Plan plan_;

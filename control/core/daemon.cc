@@ -4,6 +4,7 @@
 
 #include <net/if.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
@@ -38,14 +39,32 @@ static SocketPathState control_socket_state(const Config& cfg) {
   }
 }
 
+// ConfigError unless every core of `cores` (the switch key `key`) is one this process may run on.
+static void check_cores(const Config& cfg, const std::vector<int>& cores, const std::string& key) {
+  cpu_set_t allowed;
+  sched_getaffinity(0, sizeof allowed, &allowed);
+  for (size_t i = 0; i < cores.size(); i++) {
+    int c = cores[i];
+    if (c >= CPU_SETSIZE || !CPU_ISSET(c, &allowed))
+      throw ConfigError(cfg.path + ": switch." + key + "[" + std::to_string(i) + "]: core " + std::to_string(c) +
+                        " is not available on this machine (" + std::to_string(CPU_COUNT(&allowed)) + " usable cores)");
+  }
+}
+
 void preflight(const Config& cfg, const Plan& plan, const DaemonOptions& opt) { Daemon(cfg, plan, opt).preflight(); }
 
+// The order of the checks is the order of the first error a config with
+// several problems reports: the control socket, the cores, every module's
+// preflight() (each endpoint's namespace and socket, the uplink interface),
+// the XDP object, every module's preflight_objects() (the fast tier's).
 void Daemon::preflight() const {
   control_socket_state(cfg_);
-  check_cores(cfg_.sw.workers, "workers");
+  check_cores(cfg_, cfg_.sw.workers, "workers");
+  if (cfg_.sw.steer_cores) check_cores(cfg_, *cfg_.sw.steer_cores, "fast_path_steering.cores");
+  for (const auto& m : modules_) m->preflight();
   if (access(opt_.bpf_object.c_str(), R_OK) != 0)
     throw ConfigError("BPF object " + opt_.bpf_object + " is not readable (use --bpf-object)");
-  for (const auto& m : modules_) m->preflight();
+  for (const auto& m : modules_) m->preflight_objects();
 }
 
 void read_uplink_mtu(Config& cfg) {

@@ -11,8 +11,11 @@
 // order of Core::modules_ (Daemon::Daemon() lists them once).
 //
 //   preflight()  `dpsw --check` and before setup, on a Daemon that made
-//                nothing: checks of cfg_/plan_ that depend on this machine
-//                (interfaces, files, sockets); throws ConfigError
+//                nothing, after the core's checks of the control socket and
+//                the cores: checks of cfg_/plan_ that depend on this machine
+//                (namespaces, sockets, interfaces); throws ConfigError
+//   preflight_objects()  then, after the core's check of the XDP object:
+//                the module's own BPF objects (files it will load)
 //   verbs(r)     setup, first: registers its control verbs (a name
 //                registered twice refuses the start)
 //   prepare()    setup, before anything is made (right after the journal's
@@ -105,6 +108,7 @@ class Module {
 
   virtual const char* name() const = 0;  // in logs and in a reload's partial-failure reply
   virtual void preflight() const {}
+  virtual void preflight_objects() const {}
   virtual void prepare() const {}
   virtual void check(const Config& /*next*/, const Plan& /*plan*/) const {}
   virtual void start() {}

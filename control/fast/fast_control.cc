@@ -13,8 +13,7 @@ using nlohmann::json;
 
 FastControl::~FastControl() = default;
 
-void FastControl::preflight() const {
-  if (core_.cfg_.sw.steer_cores) core_.check_cores(*core_.cfg_.sw.steer_cores, "fast_path_steering.cores");
+void FastControl::preflight_objects() const {
   bool fast = false;
   for (const auto& ep : core_.plan_.endpoints)
     for (const auto& a : ep.attachments) fast |= a.fast;

@@ -26,7 +26,7 @@ class FastControl : public Module {
   ~FastControl() override;
 
   const char* name() const override { return "fast tier"; }
-  void preflight() const override;                              // steering cores; its BPF object, if an endpoint uses it
+  void preflight_objects() const override;                      // its BPF object, if an endpoint uses it
   void release_port(uint16_t id, const PortRec& pr) override;  // out of the kernel tier's maps
   void contribute(Snapshot& s) const override;                  // the punt ports
   void tick(uint32_t now) override;                             // learned MACs into the fdb

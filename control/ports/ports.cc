@@ -23,9 +23,8 @@ void Ports::check_socket(const PlannedEndpoint& ep) const {
   }
 }
 
-void Ports::preflight() const {
-  for (const auto& ep : core_.plan_.endpoints)
-    if (ep.port == PortKind::kVhost && !ep.vhost_client) check_socket(ep);  // server mode: dpsw creates the socket (the same rule as the control socket's)
+void Ports::preflight(const PlannedEndpoint& ep) const {
+  if (ep.port == PortKind::kVhost && !ep.vhost_client) check_socket(ep);  // server mode: dpsw creates the socket (the same rule as the control socket's)
 }
 
 void Ports::check_new(const PlannedEndpoint& ep, const PlannedEndpoint* cur) const {

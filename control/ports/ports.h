@@ -6,7 +6,8 @@
 // port is released, and reports DPDK's mbufs in `show counters`.
 //
 // The endpoint code (control/bridge) makes a vhost-user endpoint's port with
-// add_vhost() and checks a new or changed one with check_new().
+// add_vhost(), checks a new or changed one with check_new() and each
+// endpoint's socket with preflight(ep).
 #pragma once
 
 #include <cstdint>
@@ -24,11 +25,14 @@ class Ports : public Module {
   ~Ports() override;
 
   const char* name() const override { return "ports"; }
-  void preflight() const override;                              // vhost-user server sockets: absent or a socket
   void release_port(uint16_t id, const PortRec& pr) override;  // the relay disconnects the application first
   void stop() override;                                         // the relay (after every port was released)
   void counters(nlohmann::json& out) const override;            // "dpdk"
 
+  // `dpsw --check` and before setup, for each endpoint right after its
+  // namespace (Bridge::preflight()): a vhost-user endpoint in server mode
+  // has a socket path that is absent or a socket. Throws ConfigError.
+  void preflight(const PlannedEndpoint& ep) const;
   // Checks a new (or recreated) vhost-user endpoint `ep` against this
   // machine: in server mode its socket path must be absent or a socket,
   // unless it is `current`'s (the same endpoint's definition in force, whose
