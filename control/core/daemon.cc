@@ -84,13 +84,10 @@ Daemon::Daemon(Config cfg, Plan plan, DaemonOptions opt) : Core(std::move(cfg), 
   modules_.push_back(std::move(fast));
   modules_.push_back(std::make_unique<Overlay>(core));
   modules_.push_back(std::make_unique<Nat>(core));
-}
 
-Daemon::~Daemon() { teardown(); }
-
-void Daemon::setup() {
   // One table of control verbs, the core's and every module's: a name taken
-  // twice refuses the start here, before anything is made.
+  // twice refuses the start (and `dpsw --check`, which builds a Daemon too)
+  // here, before anything is made.
   verbs_.add("show", [this](const VerbRegistry::Request& r) {
     return show(r.args.empty() ? "views" : r.args[0],  // `show` alone lists the views
                 std::vector<std::string>(r.args.begin() + (r.args.empty() ? 0 : 1), r.args.end()));
@@ -98,7 +95,12 @@ void Daemon::setup() {
   verbs_.add("reload", [this](const VerbRegistry::Request&) { return reload(); });
   verbs_.add("version", [](const VerbRegistry::Request&) { return json{{"version", DPSW_VERSION}, {"protocol", kCtlProtocolVersion}}; });
   for (const auto& m : modules_) m->verbs(verbs_);
+}
 
+Daemon::~Daemon() { teardown(); }
+
+void Daemon::setup() {
+  set_up_ = true;  // from here on teardown() undoes whatever was made, also when setup fails half way
   rlimit rl{RLIM_INFINITY, RLIM_INFINITY};
   setrlimit(RLIMIT_MEMLOCK, &rl);  // UMEMs are locked memory on older kernels
 
@@ -243,6 +245,8 @@ int Daemon::run() {
 }
 
 void Daemon::teardown() {
+  if (!set_up_) return;  // never set up (`dpsw --check`'s Daemon), or torn down already
+  set_up_ = false;
   ctl_.reset();
   if (dp_) {
     dp_->stop();  // workers gone: ports can be released without a grace period

@@ -43,13 +43,15 @@ void read_uplink_mtu(Config& cfg);
 // dispatch; features take part through the modules' hooks.
 class Daemon : private Core {
  public:
+  // Lists the modules and builds the verb table (std::logic_error: a verb
+  // registered twice). Makes nothing on this machine.
   Daemon(Config cfg, Plan plan, DaemonOptions opt);
-  ~Daemon();  // tears down whatever exists
+  ~Daemon();  // tears down whatever setup() made
 
-  void preflight() const;  // see preflight() above: the core's checks, then every module's
+  void preflight() const;  // see preflight() above: the core's checks and every module's
   void setup();  // creates everything; on failure undoes it and throws
   int run();     // control loop until SIGINT/SIGTERM; returns exit code
-  void teardown();
+  void teardown();  // undoes setup() (once; nothing if setup() never ran)
 
   CtlReply handle(const nlohmann::json& req);  // control socket requests
 
@@ -58,9 +60,10 @@ class Daemon : private Core {
   void publish_snapshot() override;
   CtlReply show(const std::string& what, const std::vector<std::string>& args);  // the views of `show`, declared once
 
-  VerbRegistry verbs_;  // the control socket's verbs: the core's and every module's (setup())
+  VerbRegistry verbs_;  // the control socket's verbs: the core's and every module's (the constructor)
   std::unique_ptr<CtlServer> ctl_;
   uint64_t generation_ = 0;
+  bool set_up_ = false;  // setup() started and teardown() has not run since
 };
 
 }  // namespace dpsw
