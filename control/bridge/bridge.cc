@@ -58,14 +58,12 @@ void Bridge::attach() {
 }
 
 void Bridge::detach() {
-  size_t nlinks = 0, nns = 0;
   for (auto& [name, rec] : core_.eps_) {
-    nlinks += rec.links.size();
-    nns += rec.created_netns;
+    core_.removed_links_ += rec.links.size();  // the daemon logs them at the end of teardown
+    core_.removed_netns_ += rec.created_netns;
     core_.release(rec);
   }
   core_.eps_.clear();
-  if (nlinks || nns) LOG_INFO("removed %zu links and %zu namespaces", nlinks, nns);
 }
 
 void Bridge::remove_bd(const std::string& network) {

@@ -109,6 +109,9 @@ struct Core {
   uint16_t uplink_bd_ = 0;    // the uplink segment's bridge domain (macvlan networks live here)
   Mac uplink_mac_ = 0;        // answers for the uplink address
   Mac router_mac_ = 0;        // answers for bridge networks' gateways
+  // Teardown: the links and namespaces detach() removed, logged once
+  // everything is gone ("removed N links and M namespaces").
+  size_t removed_links_ = 0, removed_netns_ = 0;
 
  protected:
   Core(const Core&) = delete;

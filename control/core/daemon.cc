@@ -266,7 +266,9 @@ void Daemon::teardown() {
     }
     journal_->clear();
     journal_.reset();
+    if (removed_links_ || removed_netns_) LOG_INFO("removed %zu links and %zu namespaces", removed_links_, removed_netns_);
   }
+  removed_links_ = removed_netns_ = 0;
   ports_.clear();
 }
 
