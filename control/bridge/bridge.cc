@@ -76,7 +76,7 @@ void Bridge::remove_bd(const std::string& network) {
     core_.publish_snapshot();
     return;
   }
-  for (auto& m : core_.modules_) m->network_removed(id);  // e.g. its tunnels go with it
+  core_.network_removed_modules(id);  // e.g. its tunnels go with it
   core_.bd_name_[id] = "(removed)";  // no network's any more, and not reused until the work below is done
   core_.publish_snapshot();  // the network's flood list disappears
   core_.dp_->macs().flush_bd(id);  // its MAC entries go now (`show mac`)...
@@ -85,7 +85,7 @@ void Bridge::remove_bd(const std::string& network) {
   // be learned into it any more: what was relearned meanwhile goes, the
   // modules' records of it (its tunnels) and its id are free.
   core_.dp_->defer([this, id] {
-    for (auto& m : core_.modules_) m->network_gone(id);
+    core_.network_gone_modules(id);
     core_.dp_->macs().flush_bd(id);
     core_.bd_name_[id].clear();
   });
@@ -311,7 +311,7 @@ void Bridge::apply_mtu(const std::string& network) {
       inside.set_up(a.ifname, a.mtu);
     }
   }
-  for (auto& m : core_.modules_) m->network_mtu(network);  // e.g. its tunnels'
+  core_.network_mtu_modules(network);  // e.g. its tunnels'
   LOG_INFO("network %s: MTU applied in place", network.c_str());
 }
 
@@ -538,7 +538,7 @@ void Bridge::views(ViewRegistry& r) {
                {"mac", mac_to_string(e.mac)}, {"port", port}, {"endpoint", ep},
                {"age_ms", e.is_static || int32_t(now - e.last_seen_ms) < 0 ? 0 : now - e.last_seen_ms},
                {"established", e.established}, {"static", e.is_static}};
-      for (const auto& m : core_.modules_) m->mac_row(e, row);  // e.g. "fast_tier"
+      core_.mac_row_modules(e, row);  // e.g. "fast_tier"
       out.push_back(row);
     });
     return out;

@@ -40,6 +40,22 @@ void Core::apply_modules() {
   for (const auto& m : modules_) m->apply();
 }
 
+void Core::network_removed_modules(uint16_t bd) {
+  for (const auto& m : modules_) m->network_removed(bd);
+}
+
+void Core::network_gone_modules(uint16_t bd) {
+  for (const auto& m : modules_) m->network_gone(bd);
+}
+
+void Core::network_mtu_modules(const std::string& network) {
+  for (const auto& m : modules_) m->network_mtu(network);
+}
+
+void Core::mac_row_modules(const MacTable::Entry& e, nlohmann::json& row) const {
+  for (const auto& m : modules_) m->mac_row(e, row);
+}
+
 void Core::release(EndpointRec& rec, bool keep_netns) {
   for (uint16_t id : rec.ports) {
     PortRec& pr = ports_[id];

@@ -18,6 +18,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "control/core/config.h"
 #include "control/core/journal.h"
 #include "dataplane/ports/afxdp_port.h"
@@ -93,6 +95,13 @@ struct Core {
   // ConfigError: the change is refused, nothing changed).
   void check_modules(const Config& next, const Plan& plan) const;
   void apply_modules();  // every module's apply(): cfg_ holds the new config; the caller publishes
+  // Every module's hook of that name (module.h), for the module that removes
+  // a network, changes its MTU or shows a MAC entry: only the core walks
+  // modules_.
+  void network_removed_modules(uint16_t bd);
+  void network_gone_modules(uint16_t bd);
+  void network_mtu_modules(const std::string& network);
+  void mac_row_modules(const MacTable::Entry& e, nlohmann::json& row) const;
 
   Config cfg_;
   Plan plan_;
