@@ -46,13 +46,6 @@ void Bridge::prepare() const {
   for (const auto& ep : core_.plan_.endpoints) check_can_create(ep, "");
 }
 
-void Bridge::add_bds(const Config& cfg) {
-  for (const auto& n : cfg.networks)
-    if (!core_.bd_of_.count(n.name)) core_.add_bd(n);
-}
-
-void Bridge::apply() { add_bds(core_.cfg_); }
-
 void Bridge::attach() {
   for (const auto& ep : core_.plan_.endpoints) create_endpoint(ep);
 }
@@ -328,9 +321,10 @@ json Bridge::add_network(const NetworkConfig& n) {
   check_config(next);
   Plan np = make_plan(next, &core_.plan_);
   core_.check_modules(next, np);
+  core_.add_bds(next);  // the network's bridge domain, which the modules' apply() finds
   core_.cfg_ = std::move(next);
   core_.plan_ = std::move(np);
-  core_.apply_modules();  // this module's apply() first: the network's bridge domain
+  core_.apply_modules();
   core_.publish_snapshot();
   LOG_INFO("network %s added (%s)", n.name.c_str(), prefix_to_string(n.subnet).c_str());
   return {{"network", n.name}, {"subnet", prefix_to_string(n.subnet)}, {"gateway", ipv4_to_string(n.gateway)}};
@@ -421,7 +415,7 @@ void Bridge::reload_replace(Reload& r) {
     if (std::string ns = destroy_endpoint(n, reuse.count(n) > 0); !ns.empty()) kept_ns.push_back(ns);
   for (const auto& n : d.networks_removed) remove_bd(n);
   for (const auto& n : d.networks_changed) remove_bd(n);
-  add_bds(r.next);
+  core_.add_bds(r.next);
   bool failed = false;
   for (const auto& ep : r.plan.endpoints) {
     if (!fresh(d, ep.name)) continue;

@@ -36,7 +36,6 @@ class Bridge : public Module {
   const char* name() const override { return "bridge"; }
   void preflight() const override;              // each endpoint: a namespace to adopt exists, a vhost-user socket can be made
   void prepare() const override;                // the names setup will create are free
-  void apply() override;                        // a bridge domain for every network in force without one
   void attach() override;                       // setup: every planned endpoint
   void detach() override;                       // teardown: every endpoint released
   void contribute(Snapshot& s) const override;  // networks' gateways and NAT; endpoint ports
@@ -71,7 +70,6 @@ class Bridge : public Module {
   void check_can_create(const PlannedEndpoint& ep, const std::string& replacing) const;
   void check_adopted_netns(const PlannedEndpoint& ep) const;  // a namespace to adopt exists (ConfigError)
   std::string created_netns(const std::string& endpoint) const;  // the namespace dpsw made for it ("" none)
-  void add_bds(const Config& cfg);                   // a bridge domain for each of cfg's networks without one
   void apply_mtu(const std::string& network);        // in place: plan_ and cfg_ hold the new MTU
   void remove_bd(const std::string& network);        // after its ports are gone; id and MACs freed after a grace period (deferred)
   nlohmann::json endpoint_json(const PlannedEndpoint& ep) const;

@@ -32,6 +32,11 @@ uint16_t Core::add_bd(const NetworkConfig& network) {
   return id;
 }
 
+void Core::add_bds(const Config& cfg) {
+  for (const auto& n : cfg.networks)
+    if (!bd_of_.count(n.name)) add_bd(n);
+}
+
 void Core::check_modules(const Config& next, const Plan& plan) const {
   for (const auto& m : modules_) m->check(next, plan);
 }

@@ -84,6 +84,10 @@ struct Core {
 
   uint16_t new_port_id();  // the lowest free id; throws past kMaxPorts
   uint16_t add_bd(const NetworkConfig& network);  // a bridge domain id; a macvlan network maps onto the uplink's segment
+  // add_bd() for each of cfg's networks without a bridge domain: at setup
+  // (before every apply(), which finds them), `network add` and a reload
+  // (before the endpoints that join them).
+  void add_bds(const Config& cfg);
   // The worker that owns (polls, transmits on) port `id`: stable, a port
   // never changes worker.
   uint16_t owner(uint16_t id) const { return uint16_t(id % dp_->workers()); }

@@ -125,6 +125,7 @@ void Daemon::setup() {
     router_mac_ = router_mac(cfg_.sw.name);
     for (const auto& m : modules_) m->start();
     check_modules(cfg_, plan_);
+    add_bds(cfg_);  // every network's bridge domain, before the modules' apply() (the overlay's tunnels join them)
     apply_modules();
     for (const auto& m : modules_) m->attach();
     publish_snapshot();

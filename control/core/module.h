@@ -28,7 +28,9 @@
 //                ConfigError and the change is refused, all or nothing
 //   apply()      setup (after check()), a network added, a reload: bring the
 //                module's state in line with cfg_ (which already holds the
-//                new config); the caller publishes the result
+//                new config; every network has its bridge domain); the
+//                caller publishes the result. In a reload a throw is
+//                reported as "NAME: error" and the other modules go on
 //   attach()     setup, after every apply(): what joins the networks (the
 //                endpoints); then the first snapshot is published
 //   reload_check(r)    a reload, after every check(): against this machine
