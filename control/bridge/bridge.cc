@@ -391,7 +391,7 @@ void Bridge::reload_check(Reload& r) const {
   // rejected reload changes nothing. A changed endpoint keeps the namespace
   // dpsw made for it (processes inside keep their network namespace; only
   // its interfaces are made anew).
-  for (const auto& ep : r.plan.endpoints)
+  for (const auto& ep : r.plan->endpoints)
     if (fresh(r.diff, ep.name)) check_can_create(ep, created_netns(ep.name));
   const ConfigDiff& d = r.diff;
   r.applied.update({{"networks_added", d.networks_added}, {"networks_removed", d.networks_removed},
@@ -403,7 +403,7 @@ void Bridge::reload_check(Reload& r) const {
 void Bridge::reload_replace(Reload& r) {
   const ConfigDiff& d = r.diff;
   std::map<std::string, std::string> reuse;  // endpoint -> its namespace, kept across the change
-  for (const auto& ep : r.plan.endpoints) {
+  for (const auto& ep : r.plan->endpoints) {
     if (!fresh(d, ep.name)) continue;
     const std::string current = created_netns(ep.name);
     if (!current.empty() && ep.create_netns && ep.netns_name == current) reuse[ep.name] = current;
@@ -415,9 +415,9 @@ void Bridge::reload_replace(Reload& r) {
     if (std::string ns = destroy_endpoint(n, reuse.count(n) > 0); !ns.empty()) kept_ns.push_back(ns);
   for (const auto& n : d.networks_removed) remove_bd(n);
   for (const auto& n : d.networks_changed) remove_bd(n);
-  core_.add_bds(r.next);
+  core_.add_bds(*r.next);
   bool failed = false;
-  for (const auto& ep : r.plan.endpoints) {
+  for (const auto& ep : r.plan->endpoints) {
     if (!fresh(d, ep.name)) continue;
     try {
       create_endpoint(ep, reuse.count(ep.name) > 0);
@@ -430,8 +430,8 @@ void Bridge::reload_replace(Reload& r) {
     if (std::none_of(core_.eps_.begin(), core_.eps_.end(), [&](const auto& e) { return e.second.netns_name == ns; })) netns::remove(ns);
   // What is in force now is the new config minus endpoints that failed.
   if (failed) {
-    std::erase_if(r.next.endpoints, [&](auto& e) { return !core_.eps_.count(e.name); });
-    std::erase_if(r.plan.endpoints, [&](auto& e) { return !core_.eps_.count(e.name); });
+    std::erase_if(r.next->endpoints, [&](auto& e) { return !core_.eps_.count(e.name); });
+    std::erase_if(r.plan->endpoints, [&](auto& e) { return !core_.eps_.count(e.name); });
   }
 }
 

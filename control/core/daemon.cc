@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <functional>
 
 #include "control/bridge/bridge.h"
 #include "control/core/ctl_server.h"
@@ -180,7 +181,7 @@ json Daemon::reload() {
   Plan kept = kept_plan(plan_, d);  // what the reload changes is planned from scratch
   Plan np = make_plan(next, &kept);
   check_modules(next, np);
-  Reload r{d, next, np};
+  Reload r{.diff = d, .next = &next, .plan = &np};
   for (const auto& m : modules_) m->reload_check(r);  // against this machine: a rejected reload changes nothing
   if (d.empty()) return {{"applied", r.applied}, {"unchanged", true}};
 
@@ -188,17 +189,22 @@ json Daemon::reload() {
   for (const auto& m : modules_) m->reload_replace(r);
   cfg_ = std::move(next);
   plan_ = std::move(np);
+  r.next = &cfg_;  // what reload_update() sees: the config in force
+  r.plan = &plan_;
   // From here on the new config is in force: whatever fails below is
-  // reported, and the snapshot is published regardless (nothing created by
-  // this reload may be left out of it).
-  for (const auto& m : modules_) m->reload_update(r);
-  for (const auto& m : modules_) {
-    try {
-      m->apply();  // e.g. the overlay follows the new peer lists
-    } catch (const std::exception& e) {
-      r.fail(m->name(), e);
+  // reported ("NAME: error"), the other modules go on, and the snapshot is
+  // published regardless (nothing created by this reload may be left out of it).
+  auto each = [&](const std::function<void(Module&)>& hook) {
+    for (const auto& m : modules_) {
+      try {
+        hook(*m);
+      } catch (const std::exception& e) {
+        r.fail(m->name(), e);
+      }
     }
-  }
+  };
+  each([&](Module& m) { m.reload_update(r); });
+  each([](Module& m) { m.apply(); });  // e.g. the overlay follows the new peer lists
   publish_snapshot();  // published ports, allow, internal: in place
   LOG_INFO("reload: %s", r.applied.dump().c_str());
   if (!r.failed.empty()) throw std::runtime_error("reload applied, except: " + r.failed);

@@ -16,8 +16,9 @@
 //                (namespaces, sockets, interfaces); throws ConfigError
 //   preflight_objects()  then, after the core's check of the XDP object:
 //                the module's own BPF objects (files it will load)
-//   verbs(r)     setup, first: registers its control verbs (a name
-//                registered twice refuses the start)
+//   verbs(r)     the Daemon's constructor (so `dpsw --check` too):
+//                registers its control verbs (a name registered twice
+//                refuses the start)
 //   prepare()    setup, before anything is made (right after the journal's
 //                recovery): what it will create can be (names are free);
 //                throws ConfigError
@@ -35,13 +36,18 @@
 //                endpoints); then the first snapshot is published
 //   reload_check(r)    a reload, after every check(): against this machine
 //                      (throws ConfigError: nothing changed); names in
-//                      r.applied what it will change
-//   reload_replace(r)  then, before the new config is in force: takes down
-//                      what goes or is recreated, makes what comes; what
-//                      fails is r.fail()ed and dropped from r.next/r.plan
+//                      r.applied what it will change. cfg_/plan_: the old
+//                      config; *r.next/*r.plan: the new one
+//   reload_replace(r)  then, before the new config is in force (the same
+//                      cfg_ and *r.next as above): takes down what goes or
+//                      is recreated, makes what comes (the bridge module
+//                      first makes *r.next's bridge domains, Core::add_bds);
+//                      what fails is r.fail()ed and dropped from
+//                      *r.next/*r.plan
 //   reload_update(r)   then, with cfg_/plan_ holding the new config (r.next
-//                      and r.plan are spent): changes in place; then every
-//                      apply() and one snapshot
+//                      and r.plan point at them): changes in place; a throw
+//                      is reported as "NAME: error" like apply()'s; then
+//                      every apply() and one snapshot
 //   release_port a port's records are being freed (after the snapshot without
 //                it, before its Port closes)
 //   contribute() its part of every snapshot, after the core's (bridge
@@ -59,7 +65,8 @@
 //   mac_row(e, row)      `show mac`: what it knows of MAC table entry e, as
 //                        members of its row (the kernel tier forwards on it too)
 //   detach()     teardown, after the workers stopped, before every stop():
-//                releases what joined the networks (the endpoints)
+//                releases what joined the networks (the endpoints), counted
+//                in Core::removed_links_/removed_netns_ for teardown's log
 //   stop()       teardown, after every detach(), in reverse order (users
 //                before what they use)
 #pragma once
@@ -82,10 +89,14 @@ namespace dpsw {
 // One reload as the modules take part in it (Daemon::reload()).
 struct Reload {
   const ConfigDiff& diff;  // cfg_ -> next
-  Config& next;            // the config to be in force
-  Plan& plan;              // its plan
+  // The config to be in force and its plan. In reload_check() and
+  // reload_replace() the reload's own (cfg_/plan_ are still the old ones;
+  // reload_replace() drops from them what it could not make); from
+  // reload_update() on, when they are in force, cfg_ and plan_ themselves.
+  Config* next;
+  Plan* plan;
   nlohmann::json applied = nlohmann::json::object();  // the reply's "applied" (and the log's)
-  std::string failed;      // what could not be applied: the error "reload applied, except: ..."
+  std::string failed{};    // what could not be applied: the error "reload applied, except: ..."
   void fail(const std::string& what, const std::exception& e) { failed += (failed.empty() ? "" : "; ") + what + ": " + e.what(); }
 };
 
