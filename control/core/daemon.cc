@@ -341,6 +341,8 @@ CtlReply Daemon::show(const std::string& what, const std::vector<std::string>& a
                                        col("PKTS/BUSY_LOOP", "pkts_per_busy_loop", "ratio"), col("LEARN_SKIPPED", "learn_skipped")}),
                      line("mac table: {mac_table.entries}/{mac_table.capacity} entries; "
                           "xdp: {xdp.redirected} redirected, {xdp.passed_no_socket} passed (no socket)"),
+                     // The modules' summary members (counters() below), in the order these lines
+                     // always had: not the modules' order (Ports comes first), so declared here.
                      line("conntrack: {conntrack.flows}/{conntrack.capacity} flows; refused (table full) {conntrack.refused_full}, "
                           "early drops {conntrack.early_drop}")
                          .only_if("conntrack"),

@@ -29,9 +29,10 @@ namespace dpsw {
 class CtlServer;
 struct CtlReply;
 
-// Checks that depend on this machine (cores, BPF object, and every module's:
-// namespaces to adopt, sockets, interfaces), without changing anything.
-// Throws ConfigError.
+// Checks that depend on this machine, without changing anything, in the
+// order of Daemon::preflight(): control socket, cores, every module's
+// (namespaces to adopt, sockets, interfaces), BPF objects. Throws
+// ConfigError; std::logic_error when a control verb is registered twice.
 void preflight(const Config& cfg, const Plan& plan, const DaemonOptions& opt);
 // Reads the uplink interface's MTU into cfg.uplink->mtu and re-resolves the
 // defaults that follow it (overlay networks' MTU). No-op without an uplink
