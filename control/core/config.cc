@@ -786,6 +786,14 @@ Mac router_mac(const std::string& instance) {
   return kDpswMacPrefix | h;
 }
 
+Plan kept_plan(const Plan& current, const ConfigDiff& d) {
+  auto in = [](const std::vector<std::string>& v, const std::string& x) { return std::find(v.begin(), v.end(), x) != v.end(); };
+  Plan keep;
+  for (const auto& ep : current.endpoints)
+    if (!in(d.endpoints_changed, ep.name) && !in(d.endpoints_removed, ep.name)) keep.endpoints.push_back(ep);
+  return keep;
+}
+
 Plan make_plan(const Config& cfg, const Plan* previous) {
   Plan plan;
   std::vector<Ipam> ipam;

@@ -206,6 +206,9 @@ struct Plan {
 // `previous` (the plan in force), endpoints that keep their definition keep
 // their addresses and MACs, so a change never renumbers untouched containers.
 Plan make_plan(const Config& cfg, const Plan* previous = nullptr);
+// What of the plan in force a reload keeps as `previous`: every endpoint `d`
+// neither changes nor removes (a changed one is planned from scratch).
+Plan kept_plan(const Plan& current, const ConfigDiff& d);
 
 // dpsw's own MACs (the router MAC of bridge networks, the punt veths) are
 // 02:dd:xx:xx:xx:xx; no endpoint may use one.

@@ -3,11 +3,10 @@
 #include "control/core/module.h"
 #include "control/core/log.h"
 #include "control/core/netlink.h"
-#include "control/ports/vhost_relay.h"
 
 namespace dpsw {
 
-// Out of line: Module and VhostRelay are complete here.
+// Out of line: Module is complete here.
 Core::Core(Config cfg, Plan plan, DaemonOptions opt) : cfg_(std::move(cfg)), plan_(std::move(plan)), opt_(std::move(opt)) {}
 Core::~Core() = default;
 
@@ -33,6 +32,35 @@ uint16_t Core::add_bd(const NetworkConfig& network) {
   return id;
 }
 
+void Core::add_bds(const Config& cfg) {
+  for (const auto& n : cfg.networks)
+    if (!bd_of_.count(n.name)) add_bd(n);
+}
+
+void Core::check_modules(const Config& next, const Plan& plan) const {
+  for (const auto& m : modules_) m->check(next, plan);
+}
+
+void Core::apply_modules() {
+  for (const auto& m : modules_) m->apply();
+}
+
+void Core::network_removed_modules(uint16_t bd) {
+  for (const auto& m : modules_) m->network_removed(bd);
+}
+
+void Core::network_gone_modules(uint16_t bd) {
+  for (const auto& m : modules_) m->network_gone(bd);
+}
+
+void Core::network_mtu_modules(const std::string& network) {
+  for (const auto& m : modules_) m->network_mtu(network);
+}
+
+void Core::mac_row_modules(const MacTable::Entry& e, nlohmann::json& row) const {
+  for (const auto& m : modules_) m->mac_row(e, row);
+}
+
 void Core::release(EndpointRec& rec, bool keep_netns) {
   for (uint16_t id : rec.ports) {
     PortRec& pr = ports_[id];
@@ -42,7 +70,6 @@ void Core::release(EndpointRec& rec, bool keep_netns) {
       xdp_->unbind_socket(pr.ifindex, id);
       xdp_->detach(pr.ifindex);
     }
-    if (relay_ && pr.kind == PortRec::Kind::kVhost) relay_->remove(pr.endpoint);  // the application is disconnected first
     pr.port.reset();  // closes the socket / vhost device (and leaves the worker's epoll set)
     pr = PortRec{};
   }

@@ -1,8 +1,10 @@
 // What the daemon and its control modules (module.h) share: the machine-wide
 // objects (the dataplane, the XDP program, the journal), the config and plan
-// in force, and the registries of ports, bridge domains and endpoints, with
-// the few operations on them every feature needs (a port id, the worker that
-// owns a port, releasing a port, publishing a snapshot).
+// in force, the modules themselves, and the registries of ports, bridge
+// domains and endpoints (what the bridge module made for each; NAT reads
+// it), with the few operations on them every feature needs (a port id, a
+// bridge domain id, the worker that owns a port, releasing a port, every
+// module's check()/apply(), publishing a snapshot).
 //
 // Control thread only, like everything in control/. The Daemon is a Core (it
 // owns this state and its lifecycle); a module gets a Core& and reads or
@@ -16,6 +18,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "control/core/config.h"
 #include "control/core/journal.h"
 #include "dataplane/ports/afxdp_port.h"
@@ -25,7 +29,6 @@
 namespace dpsw {
 
 class Module;
-class VhostRelay;
 
 struct DaemonOptions {
   std::string bpf_object;   // XDP: bpf/xsk_redirect.bpf.o
@@ -48,7 +51,7 @@ struct PortRec {
     kAfxdp,   // AF_XDP (an endpoint's veth or the uplink): bound in the XDP maps, program attached to ifindex
     kPunt,    // the fast tier's punt port of a worker: AF_XDP like kAfxdp, in no network
     kFast,    // a fast-tier endpoint (FastPort): TC program on ifindex, no XDP
-    kVhost,   // a vhost-user port: the relay serves its application's socket (under `endpoint`)
+    kVhost,   // a vhost-user port: the relay serves its application's socket (under `endpoint`; control/ports)
     kTunnel,  // a VXLAN tunnel (no Port object): remote VTEP `vtep`, VNI `vni`
   };
   std::string endpoint, network, host_ifname, ifname;
@@ -81,6 +84,10 @@ struct Core {
 
   uint16_t new_port_id();  // the lowest free id; throws past kMaxPorts
   uint16_t add_bd(const NetworkConfig& network);  // a bridge domain id; a macvlan network maps onto the uplink's segment
+  // add_bd() for each of cfg's networks without a bridge domain: at setup
+  // (before every apply(), which finds them), `network add` and a reload
+  // (before the endpoints that join them).
+  void add_bds(const Config& cfg);
   // The worker that owns (polls, transmits on) port `id`: stable, a port
   // never changes worker.
   uint16_t owner(uint16_t id) const { return uint16_t(id % dp_->workers()); }
@@ -88,6 +95,17 @@ struct Core {
   // (unless keep_netns) and restores the sysctls it changed.
   void release(EndpointRec& rec, bool keep_netns = false);
   virtual void publish_snapshot() = 0;  // from the records below and every module's contribution
+  // Every module's check() of a change's next config and plan (throws
+  // ConfigError: the change is refused, nothing changed).
+  void check_modules(const Config& next, const Plan& plan) const;
+  void apply_modules();  // every module's apply(): cfg_ holds the new config; the caller publishes
+  // Every module's hook of that name (module.h), for the module that removes
+  // a network, changes its MTU or shows a MAC entry: only the core walks
+  // modules_.
+  void network_removed_modules(uint16_t bd);
+  void network_gone_modules(uint16_t bd);
+  void network_mtu_modules(const std::string& network);
+  void mac_row_modules(const MacTable::Entry& e, nlohmann::json& row) const;
 
   Config cfg_;
   Plan plan_;
@@ -95,7 +113,6 @@ struct Core {
   std::unique_ptr<Journal> journal_;
   std::unique_ptr<XdpProgram> xdp_;
   std::unique_ptr<Dataplane> dp_;
-  std::unique_ptr<VhostRelay> relay_;  // made with the first vhost-user endpoint
   std::vector<std::unique_ptr<Module>> modules_;  // in the order their hooks run
   std::vector<PortRec> ports_;                  // by port id
   std::map<std::string, uint16_t> bd_of_;       // network -> bridge domain id
@@ -105,6 +122,9 @@ struct Core {
   uint16_t uplink_bd_ = 0;    // the uplink segment's bridge domain (macvlan networks live here)
   Mac uplink_mac_ = 0;        // answers for the uplink address
   Mac router_mac_ = 0;        // answers for bridge networks' gateways
+  // Teardown: the links and namespaces detach() removed, logged once
+  // everything is gone ("removed N links and M namespaces").
+  size_t removed_links_ = 0, removed_netns_ = 0;
 
  protected:
   Core(const Core&) = delete;

@@ -1,3 +1,5 @@
+// The control core: lifecycle, control loop, request dispatch, reload
+// orchestration, snapshots as the core's part plus every module's (daemon.h).
 #include "control/core/daemon.h"
 
 #include <net/if.h>
@@ -6,42 +8,28 @@
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstring>
 #include <functional>
-#include <set>
 
-#include "control/core/module.h"
+#include "control/bridge/bridge.h"
 #include "control/core/ctl_server.h"
+#include "control/core/log.h"
+#include "control/core/module.h"
+#include "control/core/netlink.h"
+#include "control/core/socket_path.h"
+#include "control/core/view.h"
 #include "control/fast/fast_control.h"
 #include "control/nat/nat.h"
 #include "control/overlay/overlay.h"
-#include "control/ports/vhost_relay.h"
-#include "control/core/view.h"
-#include "control/core/log.h"
-#include "control/core/netlink.h"
-#include "control/core/socket_path.h"
+#include "control/ports/ports.h"
 #include "dataplane/core/clock.h"
 #include "dataplane/ports/dpdk_env.h"
-#include "dataplane/ports/vhost_port.h"
 
 namespace dpsw {
 
 using nlohmann::json;
-
-namespace {
-const char* mode_name(Mode m) {
-  switch (m) {
-    case Mode::kBridge: return "bridge";
-    case Mode::kNone: return "none";
-    case Mode::kHost: return "host";
-    case Mode::kContainer: return "container";
-  }
-  return "?";
-}
-}  // namespace
 
 // Only an absent path or a socket may be there (a live one is refused by setup(): `dpsw --check` of a running config passes).
 static SocketPathState control_socket_state(const Config& cfg) {
@@ -52,41 +40,32 @@ static SocketPathState control_socket_state(const Config& cfg) {
   }
 }
 
-void preflight(const Config& cfg, const Plan& plan, const DaemonOptions& opt) {
-  control_socket_state(cfg);
+// ConfigError unless every core of `cores` (the switch key `key`) is one this process may run on.
+static void check_cores(const Config& cfg, const std::vector<int>& cores, const std::string& key) {
   cpu_set_t allowed;
   sched_getaffinity(0, sizeof allowed, &allowed);
-  auto check_cores = [&](const std::vector<int>& cores, const std::string& key) {
-    for (size_t i = 0; i < cores.size(); i++) {
-      int c = cores[i];
-      if (c >= CPU_SETSIZE || !CPU_ISSET(c, &allowed))
-        throw ConfigError(cfg.path + ": switch." + key + "[" + std::to_string(i) + "]: core " + std::to_string(c) +
-                          " is not available on this machine (" + std::to_string(CPU_COUNT(&allowed)) + " usable cores)");
-    }
-  };
-  check_cores(cfg.sw.workers, "workers");
-  if (cfg.sw.steer_cores) check_cores(*cfg.sw.steer_cores, "fast_path_steering.cores");
-  for (const auto& ep : plan.endpoints) {
-    struct stat st;
-    if (!ep.create_netns && !ep.netns_path.empty() && stat(ep.netns_path.c_str(), &st) != 0)
-      throw ConfigError(cfg.path + ": endpoint '" + ep.name + "': netns " + ep.netns_path + " does not exist");
-    if (ep.port == PortKind::kVhost && !ep.vhost_client) {  // server mode: dpsw creates the socket (the same rule as the control socket's)
-      try {
-        check_socket_path(ep.vhost_socket, "endpoint '" + ep.name + "': vhost_socket", false);
-      } catch (const std::runtime_error& e) {
-        throw ConfigError(cfg.path + ": " + e.what());
-      }
-    }
+  for (size_t i = 0; i < cores.size(); i++) {
+    int c = cores[i];
+    if (c >= CPU_SETSIZE || !CPU_ISSET(c, &allowed))
+      throw ConfigError(cfg.path + ": switch." + key + "[" + std::to_string(i) + "]: core " + std::to_string(c) +
+                        " is not available on this machine (" + std::to_string(CPU_COUNT(&allowed)) + " usable cores)");
   }
-  if (cfg.uplink && !if_nametoindex(cfg.uplink->interface.c_str()))
-    throw ConfigError(cfg.path + ": uplink.port.interface: no interface '" + cfg.uplink->interface + "' on this host");
-  if (access(opt.bpf_object.c_str(), R_OK) != 0)
-    throw ConfigError("BPF object " + opt.bpf_object + " is not readable (use --bpf-object)");
-  bool fast = false;
-  for (const auto& ep : plan.endpoints)
-    for (const auto& a : ep.attachments) fast |= a.fast;
-  if (fast && access(opt.fast_object.c_str(), R_OK) != 0)
-    throw ConfigError("BPF object " + opt.fast_object + " (the fast tier) is not readable; it is looked for next to --bpf-object");
+}
+
+void preflight(const Config& cfg, const Plan& plan, const DaemonOptions& opt) { Daemon(cfg, plan, opt).preflight(); }
+
+// The order of the checks is the order of the first error a config with
+// several problems reports: the control socket, the cores, every module's
+// preflight() (each endpoint's namespace and socket, the uplink interface),
+// the XDP object, every module's preflight_objects() (the fast tier's).
+void Daemon::preflight() const {
+  control_socket_state(cfg_);
+  check_cores(cfg_, cfg_.sw.workers, "workers");
+  if (cfg_.sw.steer_cores) check_cores(cfg_, *cfg_.sw.steer_cores, "fast_path_steering.cores");
+  for (const auto& m : modules_) m->preflight();
+  if (access(opt_.bpf_object.c_str(), R_OK) != 0)
+    throw ConfigError("BPF object " + opt_.bpf_object + " is not readable (use --bpf-object)");
+  for (const auto& m : modules_) m->preflight_objects();
 }
 
 void read_uplink_mtu(Config& cfg) {
@@ -99,16 +78,30 @@ void read_uplink_mtu(Config& cfg) {
 Daemon::Daemon(Config cfg, Plan plan, DaemonOptions opt) : Core(std::move(cfg), std::move(plan), std::move(opt)) {
   // The control modules, in the order their hooks run.
   Core& core = *this;
+  auto ports = std::make_unique<Ports>(core);
   auto fast = std::make_unique<FastControl>(core);
-  fast_ = fast.get();
+  modules_.push_back(std::make_unique<Bridge>(core, *fast, *ports));
+  modules_.push_back(std::move(ports));
   modules_.push_back(std::move(fast));
   modules_.push_back(std::make_unique<Overlay>(core));
   modules_.push_back(std::make_unique<Nat>(core));
+
+  // One table of control verbs, the core's and every module's: a name taken
+  // twice refuses the start (and `dpsw --check`, which builds a Daemon too)
+  // here, before anything is made.
+  verbs_.add("show", [this](const VerbRegistry::Request& r) {
+    return show(r.args.empty() ? "views" : r.args[0],  // `show` alone lists the views
+                std::vector<std::string>(r.args.begin() + (r.args.empty() ? 0 : 1), r.args.end()));
+  });
+  verbs_.add("reload", [this](const VerbRegistry::Request&) { return reload(); });
+  verbs_.add("version", [](const VerbRegistry::Request&) { return json{{"version", DPSW_VERSION}, {"protocol", kCtlProtocolVersion}}; });
+  for (const auto& m : modules_) m->verbs(verbs_);
 }
 
 Daemon::~Daemon() { teardown(); }
 
 void Daemon::setup() {
+  set_up_ = true;  // from here on teardown() undoes whatever was made, also when setup fails half way
   rlimit rl{RLIM_INFINITY, RLIM_INFINITY};
   setrlimit(RLIMIT_MEMLOCK, &rl);  // UMEMs are locked memory on older kernels
 
@@ -118,8 +111,7 @@ void Daemon::setup() {
   try {
     if (control_socket_state(cfg_) == SocketPathState::kLive)
       throw ConfigError(cfg_.path + ": switch.control_socket: " + cfg_.sw.control_socket + " is in use by another running dpsw");
-    // Names we are about to create must be free now (stale ones were just removed).
-    for (const auto& ep : plan_.endpoints) check_can_create(ep, "");
+    for (const auto& m : modules_) m->prepare();  // names to create are free (stale ones were just removed)
 
     xdp_ = std::make_unique<XdpProgram>(opt_.bpf_object);
     Dataplane::Options dopt;
@@ -133,10 +125,10 @@ void Daemon::setup() {
     dp_ = std::make_unique<Dataplane>(dopt);
     router_mac_ = router_mac(cfg_.sw.name);
     for (const auto& m : modules_) m->start();
-    for (const auto& m : modules_) m->check(cfg_, plan_);
-    for (const auto& n : cfg_.networks) add_bd(n);
-    for (const auto& m : modules_) m->apply();
-    for (const auto& ep : plan_.endpoints) create_endpoint(ep);
+    check_modules(cfg_, plan_);
+    add_bds(cfg_);  // every network's bridge domain, before the modules' apply() (the overlay's tunnels join them)
+    apply_modules();
+    for (const auto& m : modules_) m->attach();
     publish_snapshot();
     dp_->start();
     ctl_ = std::make_unique<CtlServer>(cfg_.sw.control_socket, [this](const json& r) { return handle(r); });
@@ -144,207 +136,6 @@ void Daemon::setup() {
     teardown();
     throw;
   }
-}
-
-void Daemon::remove_bd(const std::string& network) {
-  auto it = bd_of_.find(network);
-  if (it == bd_of_.end()) return;
-  uint16_t id = it->second;
-  bd_of_.erase(it);
-  if (uplink_port_ >= 0 && id == uplink_bd_) {  // a macvlan network: the segment stays with the uplink
-    bd_name_[id] = "(uplink)";
-    publish_snapshot();
-    return;
-  }
-  for (auto& m : modules_) m->network_removed(id);  // e.g. its tunnels go with it
-  bd_name_[id] = "(removed)";  // no network's any more, and not reused until the work below is done
-  publish_snapshot();  // the network's flood list disappears
-  dp_->macs().flush_bd(id);  // its MAC entries go now (`show mac`)...
-  // ...and once no worker still forwards in it (a grace period; the reply
-  // does not wait for it: the next maintenance tick runs this), nothing can
-  // be learned into it any more: what was relearned meanwhile goes, the
-  // modules' records of it (its tunnels) and its id are free.
-  dp_->defer([this, id] {
-    for (auto& m : modules_) m->network_gone(id);
-    dp_->macs().flush_bd(id);
-    bd_name_[id].clear();
-  });
-}
-
-void Daemon::create_vhost_endpoint(const PlannedEndpoint& ep, EndpointRec& rec) {
-  const PlannedAttachment& a = ep.attachments.at(0);
-  if (!ep.vhost_client) {
-    // Server mode: the socket path is ours to create. Only an absent path or
-    // a stale socket (nobody answers) may be there; never a file, never a
-    // live socket (another application's, or another instance's).
-    switch (check_socket_path(ep.vhost_socket, "endpoint '" + ep.name + "': vhost_socket")) {
-      case SocketPathState::kLive: throw std::runtime_error("endpoint '" + ep.name + "': vhost_socket " + ep.vhost_socket + " is in use");
-      case SocketPathState::kStale: unlink(ep.vhost_socket.c_str()); break;
-      default: break;
-    }
-  }
-  // Workers become EAL threads (mempool caches) once DPDK is up.
-  dp_->set_thread_hook(&DpdkEnv::register_this_thread);
-  uint16_t id = new_port_id();
-  PortRec& pr = ports_[id];
-  rec.ports.push_back(id);  // from here on release() undoes what exists
-  // The backend (DPDK's net_vhost PMD) listens on a private socket; the
-  // relay owns the application's socket (control/ports/vhost_relay.h: no
-  // application can stall the backend or take another's port).
-  const std::string backend = cfg_.sw.state_dir + "/" + cfg_.sw.name + "-" + ep.name + ".vhost.sock";
-  struct stat st;
-  if (lstat(backend.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) unlink(backend.c_str());  // ours, from an earlier run
-  pr.port = std::make_unique<VhostPort>("vhost:" + ep.name, VhostPort::Options{backend, false, cfg_.sw.name});
-  if (!relay_) relay_ = std::make_unique<VhostRelay>();
-  relay_->add(ep.name, ep.vhost_socket, backend, ep.vhost_client);
-  pr.kind = PortRec::Kind::kVhost;
-  if (!ep.vhost_client) journal_->record_socket(ep.vhost_socket);  // which socket file is ours (a restart removes only that one)
-  pr.endpoint = ep.name;
-  pr.network = a.network;
-  pr.host_ifname = ep.vhost_socket;
-  pr.bd = bd_of_.at(a.network);
-  pr.mac = a.mac;
-  pr.ip = a.ip;
-  pr.mtu = a.mtu;
-  if (!dp_->macs().add_static(pr.bd, a.mac, id))  // the application's MAC, as configured (see create_endpoint)
-    throw std::runtime_error("endpoint " + ep.name + ": no room for its MAC " + mac_to_string(a.mac) + " in the MAC table (mac_table.size)");
-  LOG_INFO("endpoint %s: vhost-user %s %s on network %s (port %u)", ep.name.c_str(), ep.vhost_client ? "client of" : "server at",
-           ep.vhost_socket.c_str(), a.network.c_str(), id);
-}
-
-void Daemon::create_endpoint(const PlannedEndpoint& ep, bool reuse_netns) {
-  EndpointRec rec;
-  if (ep.mode == Mode::kHost || ep.mode == Mode::kContainer) {  // nothing of its own to create
-    eps_[ep.name] = std::move(rec);
-    return;
-  }
-  try {
-    if (ep.port == PortKind::kVhost) {
-      create_vhost_endpoint(ep, rec);
-      eps_[ep.name] = std::move(rec);
-      return;
-    }
-    if (ep.create_netns) {
-      if (!reuse_netns) {
-        journal_->record("netns", ep.netns_name);
-        netns::create(ep.netns_name);
-      }
-      rec.created_netns = true;
-      rec.netns_name = ep.netns_name;
-    } else {
-      rec.netns_path = ep.netns_path;
-    }
-    Fd ns(netns::open_path(ep.netns_path));
-    // The fast tier delivers with bpf_redirect_peer, which needs the
-    // container end in another namespace than the host end: an endpoint in
-    // dpsw's own namespace (adopting the host's) is served by AF_XDP.
-    struct stat mine, theirs;
-    const bool own_netns = fstat(ns.fd, &theirs) == 0 && stat("/proc/self/ns/net", &mine) == 0 && mine.st_ino == theirs.st_ino &&
-                           mine.st_dev == theirs.st_dev;
-    Rtnl host;
-    Rtnl inside(ns.fd);
-    inside.set_up("lo");
-    // Like Docker: containers on IPv4-only networks have IPv6 off (no ND/MLD
-    // chatter). In a namespace dpsw adopted, what it changes is put back
-    // when the endpoint goes (the namespace may be the host's own).
-    in_netns(ns.fd, [&] {
-      for (const char* k : {"net/ipv6/conf/all/disable_ipv6", "net/ipv6/conf/default/disable_ipv6"}) {
-        if (!rec.created_netns) rec.sysctls.emplace_back(k, sysctl_read(k));
-        sysctl_write(k, "1");
-      }
-    });
-    bool routed = false;
-    for (size_t i = 0; i < ep.attachments.size(); i++) {
-      const PlannedAttachment& a = ep.attachments[i];
-      const bool fast = a.fast && !own_netns;
-      if (a.fast && own_netns) LOG_INFO("endpoint %s: in dpsw's own namespace: served by AF_XDP, not the fast tier", ep.name.c_str());
-      journal_->record("link", a.host_ifname);
-      // The host end takes any frame the container sends (up to what its
-      // port can carry): one longer than the network allows reaches dpsw and
-      // is dropped as `oversize` there, counted, not lost unseen in the kernel.
-      host.create_veth(a.host_ifname, journal_->alias_tag() + ep.name + ":" + a.network, a.ifname, ns.fd, a.mac, a.mtu,
-                       fast ? kFastHostMtu : kAfxdpMaxMtu);
-      rec.links.push_back(a.host_ifname);
-      try {
-        sysctl_write("net/ipv6/conf/" + a.host_ifname + "/disable_ipv6", "1");
-      } catch (const std::exception&) {
-      }
-      host.set_up(a.host_ifname);
-      inside.add_address(a.ifname, a.ip, a.prefix_len);
-      // AF_XDP hands frames over as they are; a partial checksum left for
-      // offload would arrive unfinished, so the container computes its own.
-      // The fast tier keeps the container's offloads (checksum, TSO): the
-      // kernel completes what it punts to dpsw.
-      if (fast) fast_->ensure();
-      else in_netns(ns.fd, [&] { ethtool_set_tx_csum(a.ifname, false); });
-      inside.set_up(a.ifname);
-      // The default route: through the first network that routes (an
-      // overlay is pure L2 across hosts, like Docker's, which leaves the
-      // way out to another network: docker_gwbridge there, a bridge here).
-      if (!routed && a.driver != Driver::kOverlay) {
-        inside.add_default_route(a.gateway);
-        routed = true;
-      }
-
-      uint16_t id = new_port_id();
-      PortRec& pr = ports_[id];
-      pr.endpoint = ep.name;
-      pr.network = a.network;
-      pr.host_ifname = a.host_ifname;
-      pr.ifname = a.ifname;
-      pr.ifindex = host.ifindex(a.host_ifname);
-      pr.bd = bd_of_.at(a.network);
-      pr.mac = a.mac;
-      pr.ip = a.ip;
-      pr.mtu = a.mtu;
-      rec.ports.push_back(id);
-      if (fast) {
-        fast_->add_port(id, pr);
-      } else {
-        auto port = std::make_unique<AfxdpPort>(a.host_ifname, AfxdpPort::Options{});
-        int fd = port->fd();
-        pr.port = std::move(port);
-        pr.kind = PortRec::Kind::kAfxdp;
-        xdp_->bind_socket(pr.ifindex, id, fd);
-        xdp_->attach(pr.ifindex, a.host_ifname);
-      }
-      // Every endpoint's MAC is known by configuration: a static entry, never
-      // learned elsewhere, moved or aged (another port sending from it cannot
-      // take its traffic). macvlan: frames from the uplink for it go straight
-      // to it; fast tier: both tiers agree on where it is (the kernel tier
-      // carries its traffic, which dpsw then never sees to learn from).
-      if (!dp_->macs().add_static(pr.bd, a.mac, id))
-        throw std::runtime_error("endpoint " + ep.name + ": no room for its MAC " + mac_to_string(a.mac) +
-                                 " in the MAC table (mac_table.size)");
-      LOG_INFO("endpoint %s: %s %s/%u on network %s via %s (port %u%s)", ep.name.c_str(), mac_to_string(a.mac).c_str(),
-               ipv4_to_string(a.ip).c_str(), a.prefix_len, a.network.c_str(), a.host_ifname.c_str(), id,
-               fast ? ", fast tier" : "");
-    }
-  } catch (...) {
-    release(rec);  // not yet in any snapshot: no grace period needed
-    throw;
-  }
-  eps_[ep.name] = std::move(rec);
-}
-
-std::string Daemon::destroy_endpoint(const std::string& name, bool keep_netns) {
-  auto it = eps_.find(name);
-  if (it == eps_.end()) return "";
-  EndpointRec rec = std::move(it->second);
-  eps_.erase(it);
-  // Out of the fast tier first: no frame is redirected to it any more.
-  for (uint16_t id : rec.ports) fast_->remove_port(id);
-  // Out of the snapshot next; then wait until no worker can still be
-  // polling or transmitting on its ports before they are closed. This one
-  // waits (synchronize() sleeps, it does not spin; workers blocked while
-  // idle are offline and do not delay it) rather than defer(): the reply
-  // says the endpoint is gone, so its links, namespace and names must be
-  // (a reload recreates a changed endpoint under the same names right after).
-  publish_snapshot();
-  dp_->synchronize();
-  std::string kept = keep_netns && rec.created_netns ? rec.netns_name : "";
-  release(rec, keep_netns);
-  return kept;
 }
 
 void Daemon::publish_snapshot() {
@@ -359,12 +150,6 @@ void Daemon::publish_snapshot() {
     if (uplink_port_ >= 0 && i == uplink_bd_) {
       b.local_ip = cfg_.uplink->address.addr;  // the host, on its own segment
       b.router_mac = uplink_mac_;
-    } else if (const NetworkConfig* n = cfg_.network(b.name); n && n->driver == Driver::kBridge) {
-      b.local_ip = n->gateway;  // the network's gateway
-      b.router_mac = router_mac_;
-      b.nat = !n->internal;
-      b.subnet = n->subnet.network();
-      b.mask = n->subnet.mask();
     }
   }
   if (uplink_port_ >= 0) {
@@ -377,143 +162,8 @@ void Daemon::publish_snapshot() {
     s->bds[uplink_bd_].ports.push_back(id);
     s->rx_ports[pe.owner].push_back(id);
   }
-  for (const auto& [name, rec] : eps_) {
-    for (uint16_t id : rec.ports) {
-      const PortRec& pr = ports_[id];
-      PortEntry& pe = s->ports[id];
-      pe.port = pr.port.get();
-      pe.bd = pr.bd;
-      pe.owner = owner(id);
-      pe.max_frame = pr.mtu + kEthHdrLen;
-      pe.endpoint = true;
-      const NetworkConfig* net = cfg_.network(pr.network);
-      pe.learn = !(net && net->driver == Driver::kMacvlan);
-      s->bds[pr.bd].ports.push_back(id);
-      if (pr.kind == PortRec::Kind::kFast) {  // received and sent through its worker's punt port (FastControl::contribute)
-        pe.fast = true;
-        continue;
-      }
-      s->rx_ports[pe.owner].push_back(id);
-    }
-  }
   for (const auto& m : modules_) m->contribute(*s);
   dp_->publish(std::move(s));
-}
-
-void Daemon::check_can_create(const PlannedEndpoint& ep, const std::string& replacing) const {
-  const std::string where = cfg_.path + ": endpoint '" + ep.name + "': ";
-  struct stat st;
-  if (!ep.create_netns && !ep.netns_path.empty() && stat(ep.netns_path.c_str(), &st) != 0)
-    throw ConfigError(where + "netns " + ep.netns_path + " does not exist");
-  if (ep.create_netns && ep.netns_name != replacing && netns::exists(ep.netns_name))
-    throw ConfigError(where + "namespace " + ep.netns_name + " already exists and was not created by this instance");
-  if (ep.port == PortKind::kVhost) {
-    // Server mode: the path must be absent or a socket (dpsw's own while the
-    // endpoint exists); whether it is live is found out when it is made.
-    auto it = eps_.find(ep.name);
-    const PlannedEndpoint* cur = it != eps_.end() ? planned(ep.name) : nullptr;
-    if (!ep.vhost_client && !(cur && cur->port == PortKind::kVhost && !cur->vhost_client && cur->vhost_socket == ep.vhost_socket)) {
-      try {
-        check_socket_path(ep.vhost_socket, "vhost_socket", false);
-      } catch (const std::runtime_error& e) {
-        throw ConfigError(where + e.what());
-      }
-    }
-    return;
-  }
-  Rtnl rt;
-  auto it = eps_.find(ep.name);
-  for (const auto& a : ep.attachments) {
-    bool ours = it != eps_.end() && std::count(it->second.links.begin(), it->second.links.end(), a.host_ifname);
-    if (!ours && rt.ifindex(a.host_ifname)) throw ConfigError(where + "link " + a.host_ifname + " already exists");
-  }
-}
-
-void Daemon::apply_mtu(const std::string& network) {
-  for (const auto& ep : plan_.endpoints) {
-    auto rec = eps_.find(ep.name);
-    if (rec == eps_.end()) continue;
-    for (size_t i = 0; i < ep.attachments.size() && i < rec->second.ports.size(); i++) {
-      const PlannedAttachment& a = ep.attachments[i];
-      PortRec& pr = ports_[rec->second.ports[i]];
-      if (a.network != network || pr.mtu == a.mtu) continue;
-      pr.mtu = a.mtu;
-      if (ep.port == PortKind::kVhost) continue;  // the application sets its own
-      fast_->set_mtu(rec->second.ports[i], a.mtu);  // a fast-tier port's host end keeps its higher MTU
-      Fd ns(netns::open_path(ep.netns_path));
-      Rtnl inside(ns.fd);
-      inside.set_up(a.ifname, a.mtu);
-    }
-  }
-  for (auto& m : modules_) m->network_mtu(network);  // e.g. its tunnels'
-  LOG_INFO("network %s: MTU applied in place", network.c_str());
-}
-
-const PlannedEndpoint* Daemon::planned(const std::string& name) const {
-  for (const auto& ep : plan_.endpoints)
-    if (ep.name == name) return &ep;
-  return nullptr;
-}
-
-json Daemon::add_network(const NetworkConfig& n) {
-  Config next = cfg_;
-  next.networks.push_back(n);
-  resolve_defaults(next);  // an overlay's MTU follows the uplink's
-  check_config(next);
-  Plan np = make_plan(next, &plan_);
-  for (const auto& m : modules_) m->check(next, np);
-  add_bd(next.networks.back());
-  cfg_ = std::move(next);
-  plan_ = std::move(np);
-  for (const auto& m : modules_) m->apply();
-  publish_snapshot();
-  LOG_INFO("network %s added (%s)", n.name.c_str(), prefix_to_string(n.subnet).c_str());
-  return {{"network", n.name}, {"subnet", prefix_to_string(n.subnet)}, {"gateway", ipv4_to_string(n.gateway)}};
-}
-
-json Daemon::del_network(const std::string& name) {
-  if (!cfg_.network(name)) throw ConfigError("network del: unknown network '" + name + "'");
-  std::string users;
-  for (const auto& e : cfg_.endpoints)
-    if (std::count(e.networks.begin(), e.networks.end(), name)) users += (users.empty() ? "" : ", ") + e.name;
-  if (!users.empty()) throw ConfigError("network del: network '" + name + "' still has endpoints: " + users);
-  for (const auto& n : cfg_.networks)
-    if (std::count(n.allow.begin(), n.allow.end(), name))
-      throw ConfigError("network del: network '" + name + "' is in the allow list of network '" + n.name + "'; remove it there first");
-  Config next = cfg_;
-  next.networks.erase(std::find_if(next.networks.begin(), next.networks.end(), [&](auto& n) { return n.name == name; }));
-  check_config(next);  // the result must be a valid configuration
-  remove_bd(name);
-  cfg_ = std::move(next);
-  LOG_INFO("network %s removed", name.c_str());
-  return {{"network", name}};
-}
-
-json Daemon::add_endpoint(const EndpointConfig& e) {
-  Config next = cfg_;
-  next.endpoints.push_back(e);
-  check_config(next);
-  Plan np = make_plan(next, &plan_);
-  for (const auto& m : modules_) m->check(next, np);
-  const PlannedEndpoint& pe = np.endpoints.back();
-  check_can_create(pe, "");
-  create_endpoint(pe);  // all or nothing
-  cfg_ = std::move(next);
-  plan_ = std::move(np);
-  publish_snapshot();
-  return endpoint_json(plan_.endpoints.back());
-}
-
-json Daemon::del_endpoint(const std::string& name) {
-  if (!cfg_.endpoint(name)) throw ConfigError("endpoint del: unknown endpoint '" + name + "'");
-  for (const auto& e : cfg_.endpoints)
-    if (e.mode == Mode::kContainer && e.container == name)
-      throw ConfigError("endpoint del: endpoint '" + name + "' is joined by '" + e.name + "' (container:" + name + "); remove that first");
-  destroy_endpoint(name);
-  cfg_.endpoints.erase(std::find_if(cfg_.endpoints.begin(), cfg_.endpoints.end(), [&](auto& x) { return x.name == name; }));
-  plan_.endpoints.erase(std::find_if(plan_.endpoints.begin(), plan_.endpoints.end(), [&](auto& x) { return x.name == name; }));
-  LOG_INFO("endpoint %s removed", name.c_str());
-  return {{"endpoint", name}};
 }
 
 json Daemon::reload() {
@@ -528,82 +178,37 @@ json Daemon::reload() {
     for (auto& k : d.switch_changed) keys += (keys.empty() ? "" : ", ") + (k == "uplink" ? k : "switch." + k);
     throw ConfigError(cfg_.path + ": " + keys + " cannot change while dpsw runs (restart it); nothing was changed");
   }
-  auto in = [](const std::vector<std::string>& v, const std::string& x) { return std::find(v.begin(), v.end(), x) != v.end(); };
-  // Plan against what stays: changed endpoints are planned from scratch.
-  Plan keep;
-  for (const auto& ep : plan_.endpoints)
-    if (!in(d.endpoints_changed, ep.name) && !in(d.endpoints_removed, ep.name)) keep.endpoints.push_back(ep);
-  Plan np = make_plan(next, &keep);
-  for (const auto& m : modules_) m->check(next, np);
-  std::vector<std::string> fresh = d.endpoints_added;
-  fresh.insert(fresh.end(), d.endpoints_changed.begin(), d.endpoints_changed.end());
-  // Validate everything against this machine before changing anything: a
-  // rejected reload changes nothing. A changed endpoint keeps the namespace
-  // dpsw made for it (processes inside keep their network namespace; only
-  // its interfaces are made anew).
-  std::map<std::string, std::string> reuse;  // endpoint -> its namespace, kept across the change
-  for (const auto& ep : np.endpoints) {
-    if (!in(fresh, ep.name)) continue;
-    auto old = eps_.find(ep.name);
-    std::string current = old != eps_.end() && old->second.created_netns ? old->second.netns_name : "";
-    if (!current.empty() && ep.create_netns && ep.netns_name == current) reuse[ep.name] = current;
-    check_can_create(ep, current);
-  }
-  json applied = {{"networks_added", d.networks_added}, {"networks_removed", d.networks_removed},
-                  {"networks_changed", d.networks_changed}, {"networks_updated", d.networks_updated},
-                  {"peers_changed", d.peers_changed}, {"endpoints_added", d.endpoints_added},
-                  {"endpoints_removed", d.endpoints_removed}, {"endpoints_changed", d.endpoints_changed},
-                  {"endpoints_updated", d.endpoints_updated}};
-  if (d.empty()) return {{"applied", applied}, {"unchanged", true}};
+  Plan kept = kept_plan(plan_, d);  // what the reload changes is planned from scratch
+  Plan np = make_plan(next, &kept);
+  check_modules(next, np);
+  Reload r{.diff = d, .next = &next, .plan = &np};
+  for (const auto& m : modules_) m->reload_check(r);  // against this machine: a rejected reload changes nothing
+  if (d.empty()) return {{"applied", r.applied}, {"unchanged", true}};
 
-  // Everything validated: apply. Removals (and the old halves of changes) first.
-  for (const auto& n : d.endpoints_removed) destroy_endpoint(n);
-  std::vector<std::string> kept_ns;
-  for (const auto& n : d.endpoints_changed)
-    if (std::string ns = destroy_endpoint(n, reuse.count(n) > 0); !ns.empty()) kept_ns.push_back(ns);
-  for (const auto& n : d.networks_removed) remove_bd(n);
-  for (const auto& n : d.networks_changed) remove_bd(n);
-  for (const auto& n : next.networks)
-    if (!bd_of_.count(n.name)) add_bd(n);
-  std::string failed;
-  for (const auto& ep : np.endpoints) {
-    if (!in(fresh, ep.name)) continue;
-    try {
-      create_endpoint(ep, reuse.count(ep.name) > 0);
-    } catch (const std::exception& e) {
-      failed += (failed.empty() ? "" : "; ") + ep.name + ": " + e.what();
-    }
-  }
-  for (const auto& ns : kept_ns)  // a namespace kept for an endpoint that could not be made again
-    if (std::none_of(eps_.begin(), eps_.end(), [&](const auto& e) { return e.second.netns_name == ns; })) netns::remove(ns);
-  // What is in force now is the new config minus endpoints that failed.
-  if (!failed.empty()) {
-    std::erase_if(next.endpoints, [&](auto& e) { return !eps_.count(e.name); });
-    std::erase_if(np.endpoints, [&](auto& e) { return !eps_.count(e.name); });
-  }
+  // Everything validated: apply.
+  for (const auto& m : modules_) m->reload_replace(r);
   cfg_ = std::move(next);
   plan_ = std::move(np);
+  r.next = &cfg_;  // what reload_update() sees: the config in force
+  r.plan = &plan_;
   // From here on the new config is in force: whatever fails below is
-  // reported, and the snapshot is published regardless (nothing created by
-  // this reload may be left out of it).
-  for (const auto& n : d.networks_updated) {  // allow, internal and ip_range need only the new snapshot/plan
-    try {
-      apply_mtu(n);
-    } catch (const std::exception& e) {
-      failed += (failed.empty() ? "" : "; ") + std::string("network ") + n + " MTU: " + e.what();
+  // reported ("NAME: error"), the other modules go on, and the snapshot is
+  // published regardless (nothing created by this reload may be left out of it).
+  auto each = [&](const std::function<void(Module&)>& hook) {
+    for (const auto& m : modules_) {
+      try {
+        hook(*m);
+      } catch (const std::exception& e) {
+        r.fail(m->name(), e);
+      }
     }
-  }
-  for (const auto& m : modules_) {
-    try {
-      m->apply();  // the overlay: peers added and removed; tunnels of changed networks recreated
-    } catch (const std::exception& e) {
-      failed += (failed.empty() ? "" : "; ") + std::string(m->name()) + ": " + e.what();
-    }
-  }
+  };
+  each([&](Module& m) { m.reload_update(r); });
+  each([](Module& m) { m.apply(); });  // e.g. the overlay follows the new peer lists
   publish_snapshot();  // published ports, allow, internal: in place
-  LOG_INFO("reload: %s", applied.dump().c_str());
-  if (!failed.empty()) throw std::runtime_error("reload applied, except: " + failed);
-  return {{"applied", applied}, {"unchanged", false}};
+  LOG_INFO("reload: %s", r.applied.dump().c_str());
+  if (!r.failed.empty()) throw std::runtime_error("reload applied, except: " + r.failed);
+  return {{"applied", r.applied}, {"unchanged", false}};
 }
 
 int Daemon::run() {
@@ -647,23 +252,18 @@ int Daemon::run() {
 }
 
 void Daemon::teardown() {
+  if (!set_up_) return;  // never set up (`dpsw --check`'s Daemon), or torn down already
+  set_up_ = false;
   ctl_.reset();
   if (dp_) {
     dp_->stop();  // workers gone: ports can be released without a grace period
     dp_->synchronize();  // runs what defer() still holds (it touches ports_ and the MAC table), while they are whole
   }
-  size_t nlinks = 0, nns = 0;
-  for (auto& [name, rec] : eps_) {
-    nlinks += rec.links.size();
-    nns += rec.created_netns;
-    release(rec);
-  }
-  eps_.clear();
+  for (const auto& m : modules_) m->detach();  // what joined the networks, before what it uses
   for (auto m = modules_.rbegin(); m != modules_.rend(); ++m) (*m)->stop();  // reverse order: users before what they use
-  relay_.reset();
   dp_.reset();
   xdp_.reset();
-  DpdkEnv::shutdown();  // no-op unless a vhost port brought DPDK up
+  DpdkEnv::shutdown();  // no-op unless a port (vhost-user) brought DPDK up
   if (journal_) {
     try {
       Rtnl rt;
@@ -673,66 +273,16 @@ void Daemon::teardown() {
     }
     journal_->clear();
     journal_.reset();
-    if (nlinks || nns) LOG_INFO("removed %zu links and %zu namespaces", nlinks, nns);
+    if (removed_links_ || removed_netns_) LOG_INFO("removed %zu links and %zu namespaces", removed_links_, removed_netns_);
   }
+  removed_links_ = removed_netns_ = 0;
   ports_.clear();
 }
 
-CtlReply Daemon::handle(const json& req) {
-  // The request was parsed from the client's line (bounded in size and depth by CtlServer): check its shape first.
-  if (!req.contains("cmd") || !req["cmd"].is_string()) throw std::runtime_error("request: \"cmd\" must be a string (e.g. \"show\")");
-  const json no_args = json::array();
-  const json& jargs = req.contains("args") ? req["args"] : no_args;
-  if (!jargs.is_array() || !std::all_of(jargs.begin(), jargs.end(), [](const json& a) { return a.is_string(); }))
-    throw std::runtime_error("request: \"args\" must be a list of strings");
-  std::string cmd = req["cmd"].get<std::string>();
-  std::vector<std::string> args = jargs.get<std::vector<std::string>>();
-  std::string verb = args.empty() ? "" : args[0];
-  auto spec = [&] {
-    if (!req.contains("spec") || !req["spec"].is_object()) throw ConfigError(cmd + " " + verb + ": needs a spec (the same keys as in the config file)");
-    return req["spec"].dump();
-  };
-  auto name_arg = [&] {
-    if (args.size() != 2) throw ConfigError(cmd + " " + verb + ": needs exactly one name");
-    return args[1];
-  };
-  if (cmd == "show") {
-    std::string what = args.empty() ? "views" : args[0];  // `show` alone lists the views
-    if (!args.empty()) args.erase(args.begin());
-    return show(what, args);
-  }
-  if (cmd == "network" && verb == "add") return add_network(parse_network_item(spec(), "network add"));
-  if (cmd == "network" && verb == "del") return del_network(name_arg());
-  if (cmd == "endpoint" && verb == "add") return add_endpoint(parse_endpoint_item(spec(), "endpoint add"));
-  if (cmd == "endpoint" && verb == "del") return del_endpoint(name_arg());
-  if (cmd == "network" || cmd == "endpoint") throw std::runtime_error(cmd + ": expected add or del");
-  if (cmd == "reload") return reload();
-  if (cmd == "version") return json{{"version", DPSW_VERSION}, {"protocol", kCtlProtocolVersion}};
-  throw std::runtime_error("unknown command '" + cmd + "'");
-}
-
-json Daemon::endpoint_json(const PlannedEndpoint& ep) const {
-  json atts = json::array();
-  for (const auto& a : ep.attachments)
-    atts.push_back({{"network", a.network}, {"ifname", a.ifname}, {"host_ifname", a.host_ifname},
-                    {"mac", mac_to_string(a.mac)}, {"ip", ipv4_to_string(a.ip) + "/" + std::to_string(a.prefix_len)}});
-  json e = {{"name", ep.name}, {"mode", mode_name(ep.mode)}, {"netns", ep.netns_path}, {"attachments", atts},
-            {"port", ep.port == PortKind::kVhost ? "vhost" : "afxdp"}};
-  if (ep.mode == Mode::kContainer) e["joins"] = ep.joins;
-  if (const EndpointConfig* ec = cfg_.endpoint(ep.name); ec && !ec->publish.empty()) {
-    json pub = json::array();
-    for (const auto& p : ec->publish) pub.push_back(publish_to_string(p));
-    e["publish"] = pub;
-  }
-  if (ep.port == PortKind::kVhost) {
-    e["vhost_socket"] = ep.vhost_socket;
-    e["vhost_mode"] = ep.vhost_client ? "client" : "server";
-  }
-  return e;
-}
+CtlReply Daemon::handle(const json& req) { return verbs_.dispatch(req); }
 
 // Every view of `show` is declared once, here or in its feature's module
-// (Module::views(), asked between `mac` and `counters`): the rows of its
+// (Module::views(), asked between `ports` and `counters`): the rows of its
 // answer (the reply's "result", which scripts read) and how a person reads
 // them (the reply's "view", see view.h). dpswctl prints any view from that
 // description.
@@ -780,68 +330,6 @@ CtlReply Daemon::show(const std::string& what, const std::vector<std::string>& a
     return out;
   }});
 
-  views.push_back({{"networks", "", "networks: subnet, gateway, MTU, endpoints, overlay VNI and peers",
-                    {table("", {col("NETWORK", "name"), col("DRIVER", "driver"), col("SUBNET", "subnet"),
-                                col("GATEWAY", "gateway"), col("MTU", "mtu"), col("ENDPOINTS", "endpoints"),
-                                pick("OVERLAY", {{"peers", "vni {vni} peers {peers}"}, {"vni", "vni {vni} peers (none)"}})})}},
-                   0, [&] {
-    json out = json::array();
-    for (const auto& n : cfg_.networks) {
-      json eps = json::array();
-      for (const auto& e : cfg_.endpoints)
-        if (std::count(e.networks.begin(), e.networks.end(), n.name)) eps.push_back(e.name);
-      json j = {{"name", n.name}, {"driver", driver_name(n.driver)}, {"subnet", prefix_to_string(n.subnet)},
-                {"gateway", ipv4_to_string(n.gateway)}, {"mtu", n.mtu}, {"internal", n.internal}, {"endpoints", eps}};
-      if (n.driver == Driver::kOverlay) {
-        json peers = json::array();
-        for (uint32_t p : n.peers) peers.push_back(ipv4_to_string(p));
-        j["vni"] = n.vni;
-        j["peers"] = peers;
-      }
-      out.push_back(j);
-    }
-    return out;
-  }});
-
-  views.push_back({{"endpoints", "", "endpoints and their interface on each network",
-                    {table("", {col("ENDPOINT", "name"), col("MODE", "mode"),
-                                pick("NETNS", {{"joins", "container:{joins}"}, {"netns", "{netns}"}, {"", "(host)"}}),
-                                col("NETWORK", "attachments.network"), col("IF", "attachments.ifname"),
-                                col("MAC", "attachments.mac"), col("IP", "attachments.ip")})
-                         .for_each("attachments")}},
-                   0, [&] {
-    json out = json::array();
-    for (const auto& ep : plan_.endpoints) out.push_back(endpoint_json(ep));
-    return out;
-  }});
-
-  views.push_back({{"mac", "[NETWORK]", "the MAC table (of one network)",
-                    {table("", {col("NETWORK", "network"), col("MAC", "mac"), col("PORT", "port"), col("ENDPOINT", "endpoint"),
-                                col("AGE(s)", "age_ms", "ms_as_s"), col("ESTABLISHED", "established"),
-                                col("FAST_TIER", "fast_tier")})}},
-                   1, [&] {
-    int bd = -1;
-    if (!args.empty()) {
-      auto it = bd_of_.find(args[0]);
-      if (it == bd_of_.end()) throw std::runtime_error("unknown network '" + args[0] + "'");
-      bd = it->second;
-    }
-    json out = json::array();
-    uint32_t now = now_ms();
-    dp_->macs().for_each([&](const MacTable::Entry& e) {
-      if (bd >= 0 && e.bd != bd) return;
-      bool known = e.port < ports_.size() && ports_[e.port].used();
-      std::string port = known ? ports_[e.port].host_ifname : std::to_string(e.port);
-      std::string ep = known ? ports_[e.port].endpoint : "";
-      out.push_back({{"network", e.bd < bd_name_.size() ? bd_name_[e.bd] : "?"},
-                     {"mac", mac_to_string(e.mac)}, {"port", port}, {"endpoint", ep},
-                     {"age_ms", e.is_static || int32_t(now - e.last_seen_ms) < 0 ? 0 : now - e.last_seen_ms},
-                     {"established", e.established}, {"static", e.is_static},
-                     {"fast_tier", fast_->has_mac(e.bd, e.mac)}});  // the kernel tier forwards on it too (`show fast`)
-    });
-    return out;
-  }});
-
   for (auto& m : modules_) m->views(reg);
 
   views.push_back({{"counters", "", "packets and drops by port, worker load, table occupancy",
@@ -853,6 +341,8 @@ CtlReply Daemon::show(const std::string& what, const std::vector<std::string>& a
                                        col("PKTS/BUSY_LOOP", "pkts_per_busy_loop", "ratio"), col("LEARN_SKIPPED", "learn_skipped")}),
                      line("mac table: {mac_table.entries}/{mac_table.capacity} entries; "
                           "xdp: {xdp.redirected} redirected, {xdp.passed_no_socket} passed (no socket)"),
+                     // The modules' summary members (counters() below), in the order these lines
+                     // always had: not the modules' order (Ports comes first), so declared here.
                      line("conntrack: {conntrack.flows}/{conntrack.capacity} flows; refused (table full) {conntrack.refused_full}, "
                           "early drops {conntrack.early_drop}")
                          .only_if("conntrack"),
@@ -884,15 +374,10 @@ CtlReply Daemon::show(const std::string& what, const std::vector<std::string>& a
       workers.push_back(j);
     }
     auto [redir, passed] = xdp_->stats();
-    json dpdk = nullptr;
-    if (DpdkEnv::up()) {
-      auto& env = DpdkEnv::get(cfg_.sw.name);
-      dpdk = {{"mbufs_total", env.mbufs_total()}, {"mbufs_available", env.mbufs_available()}};
-    }
-    json out{{"ports", ports}, {"workers", workers}, {"dpdk", dpdk},
+    json out{{"ports", ports}, {"workers", workers},
              {"mac_table", {{"entries", dp_->macs().count()}, {"capacity", dp_->macs().capacity()}}},
              {"xdp", {{"redirected", redir}, {"passed_no_socket", passed}}}};
-    for (const auto& m : modules_) m->counters(out);  // "conntrack", "fast_tier"
+    for (const auto& m : modules_) m->counters(out);  // "dpdk", "conntrack", "fast_tier"
     return out;
   }});
 

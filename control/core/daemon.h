@@ -1,17 +1,19 @@
-// The dpsw daemon's control thread: turns a Config into namespaces, veths,
-// AF_XDP ports and a dataplane snapshot; changes them while workers forward
-// (add/remove networks and endpoints, reload); serves the control socket;
-// ages the MAC table; tears everything down on SIGINT/SIGTERM.
+// The dpsw daemon's control thread, the control core: lifecycle (setup,
+// run, teardown), the control loop (signals, control clients, the 250 ms
+// maintenance tick), request dispatch through one verb table, the
+// orchestration of a reload, and each snapshot as the core's part (bridge
+// domains' names, the uplink) plus every control module's contribution.
+// What is made and changed (networks, endpoints, tunnels, the uplink, ...)
+// is the modules' (module.h), in the order Daemon::Daemon() lists them.
 //
-// Every change follows one pattern: validate the whole resulting config
-// (check_config + make_plan + every module's check()) before touching
-// anything; create new kernel state and ports; publish one new snapshot; for
-// removals, publish first, wait for a QSBR grace period, then flush MACs and
-// free ports, links and namespaces. Untouched endpoints' ports, MAC entries
-// and addresses never change, so their traffic flows on.
+// A reload: load and diff the file; every module's check() of the whole
+// next config and plan, and reload_check() against this machine, before
+// touching anything (a rejected reload changes nothing); then every
+// module's reload_replace(), the new config in force, every
+// reload_update() and apply(), one snapshot. Whatever fails after the first
+// change is reported, and the rest is applied.
 #pragma once
 
-#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -20,16 +22,17 @@
 
 #include "control/core/config.h"
 #include "control/core/core.h"
+#include "control/core/verbs.h"
 
 namespace dpsw {
 
 class CtlServer;
 struct CtlReply;
-class FastControl;
-class Overlay;
 
-// Checks that depend on this machine (cores, namespaces to adopt, BPF
-// object), without changing anything. Throws ConfigError.
+// Checks that depend on this machine, without changing anything, in the
+// order of Daemon::preflight(): control socket, cores, every module's
+// (namespaces to adopt, sockets, interfaces), BPF objects. Throws
+// ConfigError; std::logic_error when a control verb is registered twice.
 void preflight(const Config& cfg, const Plan& plan, const DaemonOptions& opt);
 // Reads the uplink interface's MTU into cfg.uplink->mtu and re-resolves the
 // defaults that follow it (overlay networks' MTU). No-op without an uplink
@@ -41,45 +44,27 @@ void read_uplink_mtu(Config& cfg);
 // dispatch; features take part through the modules' hooks.
 class Daemon : private Core {
  public:
+  // Lists the modules and builds the verb table (std::logic_error: a verb
+  // registered twice). Makes nothing on this machine.
   Daemon(Config cfg, Plan plan, DaemonOptions opt);
-  ~Daemon();  // tears down whatever exists
+  ~Daemon();  // tears down whatever setup() made
 
+  void preflight() const;  // see preflight() above: the core's checks and every module's
   void setup();  // creates everything; on failure undoes it and throws
   int run();     // control loop until SIGINT/SIGTERM; returns exit code
-  void teardown();
+  void teardown();  // undoes setup() (once; nothing if setup() never ran)
 
   CtlReply handle(const nlohmann::json& req);  // control socket requests
 
-  // Runtime changes. Each throws (ConfigError or runtime_error) and changes
-  // nothing when the request is bad.
-  nlohmann::json add_network(const NetworkConfig& n);
-  nlohmann::json del_network(const std::string& name);
-  nlohmann::json add_endpoint(const EndpointConfig& e);
-  nlohmann::json del_endpoint(const std::string& name);
-  nlohmann::json reload();
-
  private:
-  // All or nothing. reuse_netns: the namespace dpsw created for this endpoint
-  // is still there (a reload recreating its interfaces): keep it.
-  void create_endpoint(const PlannedEndpoint& ep, bool reuse_netns = false);
-  void create_vhost_endpoint(const PlannedEndpoint& ep, EndpointRec& rec);
-  // Publish without it, grace period, release. keep_netns: leave the
-  // namespace dpsw created for it (returned, "" if none) for create_endpoint.
-  std::string destroy_endpoint(const std::string& name, bool keep_netns = false);
-  // Checks an endpoint's planned definition against this machine before
-  // anything changes: namespaces to adopt exist, names to create are free
-  // (`replacing`: the endpoint's current namespace, about to be reused).
-  void check_can_create(const PlannedEndpoint& ep, const std::string& replacing) const;
-  void apply_mtu(const std::string& network);        // in place: plan_ and cfg_ hold the new MTU
-  void remove_bd(const std::string& network);         // after its ports are gone; id and MACs freed after a grace period (deferred)
+  nlohmann::json reload();  // the config file again: every module checks, then applies its part
   void publish_snapshot() override;
   CtlReply show(const std::string& what, const std::vector<std::string>& args);  // the views of `show`, declared once
-  nlohmann::json endpoint_json(const PlannedEndpoint& ep) const;
-  const PlannedEndpoint* planned(const std::string& name) const;
 
-  FastControl* fast_ = nullptr;  // the fast tier's module (in modules_): endpoints use it
+  VerbRegistry verbs_;  // the control socket's verbs: the core's and every module's (the constructor)
   std::unique_ptr<CtlServer> ctl_;
   uint64_t generation_ = 0;
+  bool set_up_ = false;  // setup() started and teardown() has not run since
 };
 
 }  // namespace dpsw

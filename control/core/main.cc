@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstring>
 #include <iostream>
+#include <stdexcept>
 
 #include "control/core/config.h"
 #include "control/core/daemon.h"
@@ -88,7 +89,12 @@ int main(int argc, char** argv) {
     read_uplink_mtu(cfg);  // an overlay network's MTU follows it
     check_config(cfg);
     plan = make_plan(cfg);
-    preflight(cfg, plan, opt);
+    try {
+      preflight(cfg, plan, opt);
+    } catch (const std::logic_error& e) {  // a control verb registered twice (the Daemon's verb table): refuses the start too
+      std::fprintf(stderr, "dpsw: %s\n", e.what());
+      return 1;
+    }
   } catch (const ConfigError& e) {
     std::fprintf(stderr, "dpsw: %s\n", e.what());
     return 2;

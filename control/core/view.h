@@ -1,7 +1,7 @@
 // Views of `show`: how a person reads a JSON answer, declared once.
 //
 // The daemon declares each view next to the code that makes its rows
-// (Daemon::show) and sends the declaration with the answer, as the reply's
+// (Daemon::show, or a control module's views()) and sends the declaration with the answer, as the reply's
 // "view" member beside "result". dpswctl renders any view from that
 // description alone (render()), so a new view or a new column is a change to
 // the daemon only. The result itself is unchanged by this: scripts read it

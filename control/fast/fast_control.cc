@@ -1,5 +1,7 @@
 #include "control/fast/fast_control.h"
 
+#include <unistd.h>
+
 #include "control/core/log.h"
 #include "control/core/netlink.h"
 #include "dataplane/fast/fast_port.h"
@@ -10,6 +12,14 @@ namespace dpsw {
 using nlohmann::json;
 
 FastControl::~FastControl() = default;
+
+void FastControl::preflight_objects() const {
+  bool fast = false;
+  for (const auto& ep : core_.plan_.endpoints)
+    for (const auto& a : ep.attachments) fast |= a.fast;
+  if (fast && access(core_.opt_.fast_object.c_str(), R_OK) != 0)
+    throw ConfigError("BPF object " + core_.opt_.fast_object + " (the fast tier) is not readable; it is looked for next to --bpf-object");
+}
 
 void FastControl::ensure() {
   if (fast_) return;
@@ -116,7 +126,7 @@ void FastControl::contribute(Snapshot& s) const {
     pe.max_frame = kAfxdpMaxMtu + kEthHdrLen + 4;
     pe.punt = true;
     pe.punt_share = fast_->punt_share(w);
-    // Polled right after the uplink (if this worker owns it), before the endpoints: the order before modules.
+    // Polled right after the uplink (if this worker owns it), before the endpoints (the bridge module's, already in rx).
     auto& rx = s.rx_ports[w];
     const bool uplink_first = core_.uplink_port_ >= 0 && !rx.empty() && rx.front() == uint16_t(core_.uplink_port_);
     rx.insert(rx.begin() + (uplink_first ? 1 : 0), punts_[w].port);
@@ -187,6 +197,10 @@ nlohmann::json FastControl::port_counters(uint16_t id, Dataplane::PortTotals& t)
   t.drops[size_t(Drop::kOversize)] += f.oversize;
   return {{"fast_tier", {{"rx_packets", f.rx_packets}, {"rx_bytes", f.rx_bytes}, {"tx_packets", f.tx_packets},
                          {"tx_bytes", f.tx_bytes}}}};  // ...of which in the kernel
+}
+
+void FastControl::mac_row(const MacTable::Entry& e, nlohmann::json& row) const {
+  row["fast_tier"] = fast_ && fast_->has_mac(e.bd, e.mac);  // the kernel tier forwards on it too (`show fast`)
 }
 
 void FastControl::counters(nlohmann::json& out) const {

@@ -2,11 +2,12 @@
 // maps and TC programs) and one punt veth pair and AF_XDP port per worker,
 // made when the first endpoint needs it (ensure()) and kept until teardown;
 // the learned MACs it is told about on every tick; its snapshot part (the
-// punt ports and their fair-share slots); the `fast` view.
+// punt ports and their fair-share slots); the `fast` view; whether the
+// kernel tier forwards on a MAC (`show mac`).
 //
-// The Daemon's endpoint code uses the rest: ensure() and add_port() when it
-// makes a fast-tier endpoint, remove_port() before the snapshot without it,
-// set_mtu(), and the read accessors for the other views.
+// The bridge module's endpoint code (control/bridge) uses the rest: ensure()
+// and add_port() when it makes a fast-tier endpoint, remove_port() before
+// the snapshot without it, set_mtu().
 #pragma once
 
 #include <memory>
@@ -25,6 +26,7 @@ class FastControl : public Module {
   ~FastControl() override;
 
   const char* name() const override { return "fast tier"; }
+  void preflight_objects() const override;                      // its BPF object, if an endpoint uses it
   void release_port(uint16_t id, const PortRec& pr) override;  // out of the kernel tier's maps
   void contribute(Snapshot& s) const override;                  // the punt ports
   void tick(uint32_t now) override;                             // learned MACs into the fdb
@@ -32,6 +34,7 @@ class FastControl : public Module {
   void stop() override;                                         // punt ports (after every FastPort), then the object
   nlohmann::json port_counters(uint16_t id, Dataplane::PortTotals& t) const override;  // what the kernel tier did for it
   void counters(nlohmann::json& out) const override;            // "fast_tier"
+  void mac_row(const MacTable::Entry& e, nlohmann::json& row) const override;  // "fast_tier": in the kernel fdb too
 
   // The fast tier (object, a punt veth pair and port per worker): made when
   // the first endpoint needs it, kept until teardown.
@@ -43,11 +46,8 @@ class FastControl : public Module {
   void remove_port(uint16_t id);  // out of the fast tier: no frame is redirected to it any more
   void set_mtu(uint16_t id, uint32_t mtu);  // the host end keeps its higher MTU
 
-  FastTier* tier() const { return fast_.get(); }  // nullptr: not in use
-  bool has_mac(uint16_t bd, Mac mac) const { return fast_ && fast_->has_mac(bd, mac); }
-  nlohmann::json events() const;  // the kernel tier's event counters (tier() set)
-
  private:
+  nlohmann::json events() const;  // the kernel tier's event counters (in use)
   // Fast-tier MACs learned by the MAC table (maintenance tick).
   void sync_fast_macs();
 

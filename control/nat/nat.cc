@@ -1,5 +1,7 @@
 #include "control/nat/nat.h"
 
+#include <net/if.h>
+
 #include <algorithm>
 
 #include "control/core/log.h"
@@ -9,6 +11,12 @@
 namespace dpsw {
 
 using nlohmann::json;
+
+void Nat::preflight() const {
+  const Config& cfg = core_.cfg_;
+  if (cfg.uplink && !if_nametoindex(cfg.uplink->interface.c_str()))
+    throw ConfigError(cfg.path + ": uplink.port.interface: no interface '" + cfg.uplink->interface + "' on this host");
+}
 
 void Nat::start() {
   if (!core_.cfg_.uplink) return;

@@ -17,6 +17,7 @@ class Nat : public Module {
   explicit Nat(Core& core) : Module(core) {}
 
   const char* name() const override { return "nat"; }
+  void preflight() const override;  // the uplink interface exists
   void check(const Config& next, const Plan& plan) const override;  // no endpoint takes the uplink's own MAC
   void start() override;                       // L3 state in the dataplane, the uplink port and segment
   void contribute(Snapshot& s) const override;  // s.l3

@@ -41,6 +41,10 @@ void Overlay::sync_tunnels() {
   }
 }
 
+void Overlay::reload_check(Reload& r) const {
+  r.applied["peers_changed"] = r.diff.peers_changed;  // overlay networks whose peer lists alone changed: apply() follows them
+}
+
 uint32_t Overlay::next_hop(uint32_t vtep) const {
   return core_.cfg_.uplink->address.contains(vtep) ? vtep : core_.cfg_.uplink->gateway;  // as stage_vxlan_output chooses
 }

@@ -21,6 +21,7 @@ class Overlay : public Module {
   // missing ones, retires the others (publish, MAC flush; after a grace
   // period, deferred: MAC flush again, id freed). The caller publishes the result.
   void apply() override { sync_tunnels(); }
+  void reload_check(Reload& r) const override;  // "peers_changed" in what it applies
   void contribute(Snapshot& s) const override;  // tunnel ports, their flood-list places, the tunnel index
   void network_removed(uint16_t bd) override;    // its tunnels retire with it...
   void network_gone(uint16_t bd) override;       // ...and their records go after the grace period

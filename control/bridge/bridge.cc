@@ -1,0 +1,542 @@
+// Networks and endpoints: the bridge control module (bridge.h).
+#include "control/bridge/bridge.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <map>
+
+#include "control/core/log.h"
+#include "control/core/netlink.h"
+#include "control/fast/fast_control.h"
+#include "control/ports/ports.h"
+#include "dataplane/core/clock.h"
+
+namespace dpsw {
+
+using nlohmann::json;
+
+namespace {
+const char* mode_name(Mode m) {
+  switch (m) {
+    case Mode::kBridge: return "bridge";
+    case Mode::kNone: return "none";
+    case Mode::kHost: return "host";
+    case Mode::kContainer: return "container";
+  }
+  return "?";
+}
+}  // namespace
+
+void Bridge::check_adopted_netns(const PlannedEndpoint& ep) const {
+  struct stat st;
+  if (!ep.create_netns && !ep.netns_path.empty() && stat(ep.netns_path.c_str(), &st) != 0)
+    throw ConfigError(core_.cfg_.path + ": endpoint '" + ep.name + "': netns " + ep.netns_path + " does not exist");
+}
+
+void Bridge::preflight() const {
+  for (const auto& ep : core_.plan_.endpoints) {  // endpoint by endpoint: its namespace, then its socket
+    check_adopted_netns(ep);
+    vhost_.preflight(ep);
+  }
+}
+
+void Bridge::prepare() const {
+  // Names we are about to create must be free now (stale ones were just removed).
+  for (const auto& ep : core_.plan_.endpoints) check_can_create(ep, "");
+}
+
+void Bridge::attach() {
+  for (const auto& ep : core_.plan_.endpoints) create_endpoint(ep);
+}
+
+void Bridge::detach() {
+  for (auto& [name, rec] : core_.eps_) {
+    core_.removed_links_ += rec.links.size();  // the daemon logs them at the end of teardown
+    core_.removed_netns_ += rec.created_netns;
+    core_.release(rec);
+  }
+  core_.eps_.clear();
+}
+
+void Bridge::remove_bd(const std::string& network) {
+  auto it = core_.bd_of_.find(network);
+  if (it == core_.bd_of_.end()) return;
+  uint16_t id = it->second;
+  core_.bd_of_.erase(it);
+  if (core_.uplink_port_ >= 0 && id == core_.uplink_bd_) {  // a macvlan network: the segment stays with the uplink
+    core_.bd_name_[id] = "(uplink)";
+    core_.publish_snapshot();
+    return;
+  }
+  core_.network_removed_modules(id);  // e.g. its tunnels go with it
+  core_.bd_name_[id] = "(removed)";  // no network's any more, and not reused until the work below is done
+  core_.publish_snapshot();  // the network's flood list disappears
+  core_.dp_->macs().flush_bd(id);  // its MAC entries go now (`show mac`)...
+  // ...and once no worker still forwards in it (a grace period; the reply
+  // does not wait for it: the next maintenance tick runs this), nothing can
+  // be learned into it any more: what was relearned meanwhile goes, the
+  // modules' records of it (its tunnels) and its id are free.
+  core_.dp_->defer([this, id] {
+    core_.network_gone_modules(id);
+    core_.dp_->macs().flush_bd(id);
+    core_.bd_name_[id].clear();
+  });
+}
+
+void Bridge::create_vhost_endpoint(const PlannedEndpoint& ep, EndpointRec& rec) {
+  const PlannedAttachment& a = ep.attachments.at(0);
+  const uint16_t id = vhost_.add_vhost(ep, rec);
+  join(id, ep, a);
+  pin_mac(id, ep);  // the application's MAC, as configured
+  LOG_INFO("endpoint %s: vhost-user %s %s on network %s (port %u)", ep.name.c_str(), ep.vhost_client ? "client of" : "server at",
+           ep.vhost_socket.c_str(), a.network.c_str(), id);
+}
+
+PortRec& Bridge::join(uint16_t id, const PlannedEndpoint& ep, const PlannedAttachment& a) {
+  PortRec& pr = core_.ports_[id];
+  pr.endpoint = ep.name;
+  pr.network = a.network;
+  pr.bd = core_.bd_of_.at(a.network);
+  pr.mac = a.mac;
+  pr.ip = a.ip;
+  pr.mtu = a.mtu;
+  return pr;
+}
+
+void Bridge::pin_mac(uint16_t id, const PlannedEndpoint& ep) {
+  // Every endpoint's MAC is known by configuration: a static entry, never
+  // learned elsewhere, moved or aged (another port sending from it cannot
+  // take its traffic). macvlan: frames from the uplink for it go straight
+  // to it; fast tier: both tiers agree on where it is (the kernel tier
+  // carries its traffic, which dpsw then never sees to learn from).
+  const PortRec& pr = core_.ports_[id];
+  if (!core_.dp_->macs().add_static(pr.bd, pr.mac, id))
+    throw std::runtime_error("endpoint " + ep.name + ": no room for its MAC " + mac_to_string(pr.mac) +
+                             " in the MAC table (mac_table.size)");
+}
+
+void Bridge::create_endpoint(const PlannedEndpoint& ep, bool reuse_netns) {
+  EndpointRec rec;
+  if (ep.mode == Mode::kHost || ep.mode == Mode::kContainer) {  // nothing of its own to create
+    core_.eps_[ep.name] = std::move(rec);
+    return;
+  }
+  try {
+    if (ep.port == PortKind::kVhost) {
+      create_vhost_endpoint(ep, rec);
+      core_.eps_[ep.name] = std::move(rec);
+      return;
+    }
+    if (ep.create_netns) {
+      if (!reuse_netns) {
+        core_.journal_->record("netns", ep.netns_name);
+        netns::create(ep.netns_name);
+      }
+      rec.created_netns = true;
+      rec.netns_name = ep.netns_name;
+    } else {
+      rec.netns_path = ep.netns_path;
+    }
+    Fd ns(netns::open_path(ep.netns_path));
+    // The fast tier delivers with bpf_redirect_peer, which needs the
+    // container end in another namespace than the host end: an endpoint in
+    // dpsw's own namespace (adopting the host's) is served by AF_XDP.
+    struct stat mine, theirs;
+    const bool own_netns = fstat(ns.fd, &theirs) == 0 && stat("/proc/self/ns/net", &mine) == 0 && mine.st_ino == theirs.st_ino &&
+                           mine.st_dev == theirs.st_dev;
+    Rtnl host;
+    Rtnl inside(ns.fd);
+    inside.set_up("lo");
+    // Like Docker: containers on IPv4-only networks have IPv6 off (no ND/MLD
+    // chatter). In a namespace dpsw adopted, what it changes is put back
+    // when the endpoint goes (the namespace may be the host's own).
+    in_netns(ns.fd, [&] {
+      for (const char* k : {"net/ipv6/conf/all/disable_ipv6", "net/ipv6/conf/default/disable_ipv6"}) {
+        if (!rec.created_netns) rec.sysctls.emplace_back(k, sysctl_read(k));
+        sysctl_write(k, "1");
+      }
+    });
+    bool routed = false;
+    for (size_t i = 0; i < ep.attachments.size(); i++) {
+      const PlannedAttachment& a = ep.attachments[i];
+      const bool fast = a.fast && !own_netns;
+      if (a.fast && own_netns) LOG_INFO("endpoint %s: in dpsw's own namespace: served by AF_XDP, not the fast tier", ep.name.c_str());
+      core_.journal_->record("link", a.host_ifname);
+      // The host end takes any frame the container sends (up to what its
+      // port can carry): one longer than the network allows reaches dpsw and
+      // is dropped as `oversize` there, counted, not lost unseen in the kernel.
+      host.create_veth(a.host_ifname, core_.journal_->alias_tag() + ep.name + ":" + a.network, a.ifname, ns.fd, a.mac, a.mtu,
+                       fast ? kFastHostMtu : kAfxdpMaxMtu);
+      rec.links.push_back(a.host_ifname);
+      try {
+        sysctl_write("net/ipv6/conf/" + a.host_ifname + "/disable_ipv6", "1");
+      } catch (const std::exception&) {
+      }
+      host.set_up(a.host_ifname);
+      inside.add_address(a.ifname, a.ip, a.prefix_len);
+      // AF_XDP hands frames over as they are; a partial checksum left for
+      // offload would arrive unfinished, so the container computes its own.
+      // The fast tier keeps the container's offloads (checksum, TSO): the
+      // kernel completes what it punts to dpsw.
+      if (fast) fast_.ensure();
+      else in_netns(ns.fd, [&] { ethtool_set_tx_csum(a.ifname, false); });
+      inside.set_up(a.ifname);
+      // The default route: through the first network that routes (an
+      // overlay is pure L2 across hosts, like Docker's, which leaves the
+      // way out to another network: docker_gwbridge there, a bridge here).
+      if (!routed && a.driver != Driver::kOverlay) {
+        inside.add_default_route(a.gateway);
+        routed = true;
+      }
+
+      uint16_t id = core_.new_port_id();
+      PortRec& pr = join(id, ep, a);
+      pr.host_ifname = a.host_ifname;
+      pr.ifname = a.ifname;
+      pr.ifindex = host.ifindex(a.host_ifname);
+      rec.ports.push_back(id);
+      if (fast) {
+        fast_.add_port(id, pr);
+      } else {
+        auto port = std::make_unique<AfxdpPort>(a.host_ifname, AfxdpPort::Options{});
+        int fd = port->fd();
+        pr.port = std::move(port);
+        pr.kind = PortRec::Kind::kAfxdp;
+        core_.xdp_->bind_socket(pr.ifindex, id, fd);
+        core_.xdp_->attach(pr.ifindex, a.host_ifname);
+      }
+      pin_mac(id, ep);
+      LOG_INFO("endpoint %s: %s %s/%u on network %s via %s (port %u%s)", ep.name.c_str(), mac_to_string(a.mac).c_str(),
+               ipv4_to_string(a.ip).c_str(), a.prefix_len, a.network.c_str(), a.host_ifname.c_str(), id,
+               fast ? ", fast tier" : "");
+    }
+  } catch (...) {
+    core_.release(rec);  // not yet in any snapshot: no grace period needed
+    throw;
+  }
+  core_.eps_[ep.name] = std::move(rec);
+}
+
+std::string Bridge::destroy_endpoint(const std::string& name, bool keep_netns) {
+  auto it = core_.eps_.find(name);
+  if (it == core_.eps_.end()) return "";
+  EndpointRec rec = std::move(it->second);
+  core_.eps_.erase(it);
+  // Out of the fast tier first: no frame is redirected to it any more.
+  for (uint16_t id : rec.ports) fast_.remove_port(id);
+  // Out of the snapshot next; then wait until no worker can still be
+  // polling or transmitting on its ports before they are closed. This one
+  // waits (synchronize() sleeps, it does not spin; workers blocked while
+  // idle are offline and do not delay it) rather than defer(): the reply
+  // says the endpoint is gone, so its links, namespace and names must be
+  // (a reload recreates a changed endpoint under the same names right after).
+  core_.publish_snapshot();
+  core_.dp_->synchronize();
+  std::string kept = keep_netns && rec.created_netns ? rec.netns_name : "";
+  core_.release(rec, keep_netns);
+  return kept;
+}
+
+void Bridge::contribute(Snapshot& s) const {
+  for (size_t i = 0; i < s.bds.size(); i++) {
+    BdEntry& b = s.bds[i];
+    if (core_.uplink_port_ >= 0 && i == core_.uplink_bd_) continue;  // the uplink's segment (the core's part)
+    if (const NetworkConfig* n = core_.cfg_.network(b.name); n && n->driver == Driver::kBridge) {
+      b.local_ip = n->gateway;  // the network's gateway
+      b.router_mac = core_.router_mac_;
+      b.nat = !n->internal;
+      b.subnet = n->subnet.network();
+      b.mask = n->subnet.mask();
+    }
+  }
+  for (const auto& [name, rec] : core_.eps_) {
+    for (uint16_t id : rec.ports) {
+      const PortRec& pr = core_.ports_[id];
+      PortEntry& pe = s.ports[id];
+      pe.port = pr.port.get();
+      pe.bd = pr.bd;
+      pe.owner = core_.owner(id);
+      pe.max_frame = pr.mtu + kEthHdrLen;
+      pe.endpoint = true;
+      const NetworkConfig* net = core_.cfg_.network(pr.network);
+      pe.learn = !(net && net->driver == Driver::kMacvlan);
+      s.bds[pr.bd].ports.push_back(id);
+      if (pr.kind == PortRec::Kind::kFast) {  // received and sent through its worker's punt port (FastControl::contribute)
+        pe.fast = true;
+        continue;
+      }
+      s.rx_ports[pe.owner].push_back(id);
+    }
+  }
+}
+
+void Bridge::check_can_create(const PlannedEndpoint& ep, const std::string& replacing) const {
+  const std::string where = core_.cfg_.path + ": endpoint '" + ep.name + "': ";
+  check_adopted_netns(ep);
+  if (ep.create_netns && ep.netns_name != replacing && netns::exists(ep.netns_name))
+    throw ConfigError(where + "namespace " + ep.netns_name + " already exists and was not created by this instance");
+  if (ep.port == PortKind::kVhost) {
+    vhost_.check_new(ep, core_.eps_.count(ep.name) ? planned(ep.name) : nullptr);
+    return;
+  }
+  Rtnl rt;
+  auto it = core_.eps_.find(ep.name);
+  for (const auto& a : ep.attachments) {
+    bool ours = it != core_.eps_.end() && std::count(it->second.links.begin(), it->second.links.end(), a.host_ifname);
+    if (!ours && rt.ifindex(a.host_ifname)) throw ConfigError(where + "link " + a.host_ifname + " already exists");
+  }
+}
+
+void Bridge::apply_mtu(const std::string& network) {
+  for (const auto& ep : core_.plan_.endpoints) {
+    auto rec = core_.eps_.find(ep.name);
+    if (rec == core_.eps_.end()) continue;
+    for (size_t i = 0; i < ep.attachments.size() && i < rec->second.ports.size(); i++) {
+      const PlannedAttachment& a = ep.attachments[i];
+      PortRec& pr = core_.ports_[rec->second.ports[i]];
+      if (a.network != network || pr.mtu == a.mtu) continue;
+      pr.mtu = a.mtu;
+      if (ep.port == PortKind::kVhost) continue;  // the application sets its own
+      fast_.set_mtu(rec->second.ports[i], a.mtu);  // a fast-tier port's host end keeps its higher MTU
+      Fd ns(netns::open_path(ep.netns_path));
+      Rtnl inside(ns.fd);
+      inside.set_up(a.ifname, a.mtu);
+    }
+  }
+  core_.network_mtu_modules(network);  // e.g. its tunnels'
+  LOG_INFO("network %s: MTU applied in place", network.c_str());
+}
+
+const PlannedEndpoint* Bridge::planned(const std::string& name) const {
+  for (const auto& ep : core_.plan_.endpoints)
+    if (ep.name == name) return &ep;
+  return nullptr;
+}
+
+json Bridge::add_network(const NetworkConfig& n) {
+  Config next = core_.cfg_;
+  next.networks.push_back(n);
+  resolve_defaults(next);  // an overlay's MTU follows the uplink's
+  check_config(next);
+  Plan np = make_plan(next, &core_.plan_);
+  core_.check_modules(next, np);
+  core_.add_bds(next);  // the network's bridge domain, which the modules' apply() finds
+  core_.cfg_ = std::move(next);
+  core_.plan_ = std::move(np);
+  core_.apply_modules();
+  core_.publish_snapshot();
+  LOG_INFO("network %s added (%s)", n.name.c_str(), prefix_to_string(n.subnet).c_str());
+  return {{"network", n.name}, {"subnet", prefix_to_string(n.subnet)}, {"gateway", ipv4_to_string(n.gateway)}};
+}
+
+json Bridge::del_network(const std::string& name) {
+  if (!core_.cfg_.network(name)) throw ConfigError("network del: unknown network '" + name + "'");
+  std::string users;
+  for (const auto& e : core_.cfg_.endpoints)
+    if (std::count(e.networks.begin(), e.networks.end(), name)) users += (users.empty() ? "" : ", ") + e.name;
+  if (!users.empty()) throw ConfigError("network del: network '" + name + "' still has endpoints: " + users);
+  for (const auto& n : core_.cfg_.networks)
+    if (std::count(n.allow.begin(), n.allow.end(), name))
+      throw ConfigError("network del: network '" + name + "' is in the allow list of network '" + n.name + "'; remove it there first");
+  Config next = core_.cfg_;
+  next.networks.erase(std::find_if(next.networks.begin(), next.networks.end(), [&](auto& n) { return n.name == name; }));
+  check_config(next);  // the result must be a valid configuration
+  remove_bd(name);
+  core_.cfg_ = std::move(next);
+  LOG_INFO("network %s removed", name.c_str());
+  return {{"network", name}};
+}
+
+json Bridge::add_endpoint(const EndpointConfig& e) {
+  Config next = core_.cfg_;
+  next.endpoints.push_back(e);
+  check_config(next);
+  Plan np = make_plan(next, &core_.plan_);
+  core_.check_modules(next, np);
+  const PlannedEndpoint& pe = np.endpoints.back();
+  check_can_create(pe, "");
+  create_endpoint(pe);  // all or nothing
+  core_.cfg_ = std::move(next);
+  core_.plan_ = std::move(np);
+  core_.publish_snapshot();
+  return endpoint_json(core_.plan_.endpoints.back());
+}
+
+json Bridge::del_endpoint(const std::string& name) {
+  if (!core_.cfg_.endpoint(name)) throw ConfigError("endpoint del: unknown endpoint '" + name + "'");
+  for (const auto& e : core_.cfg_.endpoints)
+    if (e.mode == Mode::kContainer && e.container == name)
+      throw ConfigError("endpoint del: endpoint '" + name + "' is joined by '" + e.name + "' (container:" + name + "); remove that first");
+  destroy_endpoint(name);
+  core_.cfg_.endpoints.erase(std::find_if(core_.cfg_.endpoints.begin(), core_.cfg_.endpoints.end(), [&](auto& x) { return x.name == name; }));
+  core_.plan_.endpoints.erase(std::find_if(core_.plan_.endpoints.begin(), core_.plan_.endpoints.end(), [&](auto& x) { return x.name == name; }));
+  LOG_INFO("endpoint %s removed", name.c_str());
+  return {{"endpoint", name}};
+}
+
+namespace {
+bool in(const std::vector<std::string>& v, const std::string& x) { return std::find(v.begin(), v.end(), x) != v.end(); }
+// Made anew by a reload: added, or recreated because its definition changed.
+bool fresh(const ConfigDiff& d, const std::string& endpoint) { return in(d.endpoints_added, endpoint) || in(d.endpoints_changed, endpoint); }
+}  // namespace
+
+std::string Bridge::created_netns(const std::string& endpoint) const {
+  auto it = core_.eps_.find(endpoint);
+  return it != core_.eps_.end() && it->second.created_netns ? it->second.netns_name : "";
+}
+
+void Bridge::reload_check(Reload& r) const {
+  // Validate everything against this machine before changing anything: a
+  // rejected reload changes nothing. A changed endpoint keeps the namespace
+  // dpsw made for it (processes inside keep their network namespace; only
+  // its interfaces are made anew).
+  for (const auto& ep : r.plan->endpoints)
+    if (fresh(r.diff, ep.name)) check_can_create(ep, created_netns(ep.name));
+  const ConfigDiff& d = r.diff;
+  r.applied.update({{"networks_added", d.networks_added}, {"networks_removed", d.networks_removed},
+                    {"networks_changed", d.networks_changed}, {"networks_updated", d.networks_updated},
+                    {"endpoints_added", d.endpoints_added}, {"endpoints_removed", d.endpoints_removed},
+                    {"endpoints_changed", d.endpoints_changed}, {"endpoints_updated", d.endpoints_updated}});
+}
+
+void Bridge::reload_replace(Reload& r) {
+  const ConfigDiff& d = r.diff;
+  std::map<std::string, std::string> reuse;  // endpoint -> its namespace, kept across the change
+  for (const auto& ep : r.plan->endpoints) {
+    if (!fresh(d, ep.name)) continue;
+    const std::string current = created_netns(ep.name);
+    if (!current.empty() && ep.create_netns && ep.netns_name == current) reuse[ep.name] = current;
+  }
+  // Removals (and the old halves of changes) first.
+  for (const auto& n : d.endpoints_removed) destroy_endpoint(n);
+  std::vector<std::string> kept_ns;
+  for (const auto& n : d.endpoints_changed)
+    if (std::string ns = destroy_endpoint(n, reuse.count(n) > 0); !ns.empty()) kept_ns.push_back(ns);
+  for (const auto& n : d.networks_removed) remove_bd(n);
+  for (const auto& n : d.networks_changed) remove_bd(n);
+  core_.add_bds(*r.next);
+  bool failed = false;
+  for (const auto& ep : r.plan->endpoints) {
+    if (!fresh(d, ep.name)) continue;
+    try {
+      create_endpoint(ep, reuse.count(ep.name) > 0);
+    } catch (const std::exception& e) {
+      r.fail(ep.name, e);
+      failed = true;
+    }
+  }
+  for (const auto& ns : kept_ns)  // a namespace kept for an endpoint that could not be made again
+    if (std::none_of(core_.eps_.begin(), core_.eps_.end(), [&](const auto& e) { return e.second.netns_name == ns; })) netns::remove(ns);
+  // What is in force now is the new config minus endpoints that failed.
+  if (failed) {
+    std::erase_if(r.next->endpoints, [&](auto& e) { return !core_.eps_.count(e.name); });
+    std::erase_if(r.plan->endpoints, [&](auto& e) { return !core_.eps_.count(e.name); });
+  }
+}
+
+void Bridge::reload_update(Reload& r) {
+  for (const auto& n : r.diff.networks_updated) {  // allow, internal and ip_range need only the new snapshot/plan
+    try {
+      apply_mtu(n);
+    } catch (const std::exception& e) {
+      r.fail("network " + n + " MTU", e);
+    }
+  }
+}
+
+void Bridge::verbs(VerbRegistry& r) {
+  using Request = VerbRegistry::Request;
+  r.add("network add", [this](const Request& q) { return add_network(parse_network_item(q.spec(), "network add")); });
+  r.add("network del", [this](const Request& q) { return del_network(q.name()); });
+  r.add("endpoint add", [this](const Request& q) { return add_endpoint(parse_endpoint_item(q.spec(), "endpoint add")); });
+  r.add("endpoint del", [this](const Request& q) { return del_endpoint(q.name()); });
+}
+
+json Bridge::endpoint_json(const PlannedEndpoint& ep) const {
+  json atts = json::array();
+  for (const auto& a : ep.attachments)
+    atts.push_back({{"network", a.network}, {"ifname", a.ifname}, {"host_ifname", a.host_ifname},
+                    {"mac", mac_to_string(a.mac)}, {"ip", ipv4_to_string(a.ip) + "/" + std::to_string(a.prefix_len)}});
+  json e = {{"name", ep.name}, {"mode", mode_name(ep.mode)}, {"netns", ep.netns_path}, {"attachments", atts},
+            {"port", ep.port == PortKind::kVhost ? "vhost" : "afxdp"}};
+  if (ep.mode == Mode::kContainer) e["joins"] = ep.joins;
+  if (const EndpointConfig* ec = core_.cfg_.endpoint(ep.name); ec && !ec->publish.empty()) {
+    json pub = json::array();
+    for (const auto& p : ec->publish) pub.push_back(publish_to_string(p));
+    e["publish"] = pub;
+  }
+  if (ep.port == PortKind::kVhost) {
+    e["vhost_socket"] = ep.vhost_socket;
+    e["vhost_mode"] = ep.vhost_client ? "client" : "server";
+  }
+  return e;
+}
+
+void Bridge::views(ViewRegistry& r) {
+  using view::col, view::pick, view::table;
+  r.entries.push_back({{"networks", "", "networks: subnet, gateway, MTU, endpoints, overlay VNI and peers",
+                    {table("", {col("NETWORK", "name"), col("DRIVER", "driver"), col("SUBNET", "subnet"),
+                                col("GATEWAY", "gateway"), col("MTU", "mtu"), col("ENDPOINTS", "endpoints"),
+                                pick("OVERLAY", {{"peers", "vni {vni} peers {peers}"}, {"vni", "vni {vni} peers (none)"}})})}},
+                   0, [this] {
+    json out = json::array();
+    for (const auto& n : core_.cfg_.networks) {
+      json eps = json::array();
+      for (const auto& e : core_.cfg_.endpoints)
+        if (std::count(e.networks.begin(), e.networks.end(), n.name)) eps.push_back(e.name);
+      json j = {{"name", n.name}, {"driver", driver_name(n.driver)}, {"subnet", prefix_to_string(n.subnet)},
+                {"gateway", ipv4_to_string(n.gateway)}, {"mtu", n.mtu}, {"internal", n.internal}, {"endpoints", eps}};
+      if (n.driver == Driver::kOverlay) {
+        json peers = json::array();
+        for (uint32_t p : n.peers) peers.push_back(ipv4_to_string(p));
+        j["vni"] = n.vni;
+        j["peers"] = peers;
+      }
+      out.push_back(j);
+    }
+    return out;
+  }});
+
+  r.entries.push_back({{"endpoints", "", "endpoints and their interface on each network",
+                    {table("", {col("ENDPOINT", "name"), col("MODE", "mode"),
+                                pick("NETNS", {{"joins", "container:{joins}"}, {"netns", "{netns}"}, {"", "(host)"}}),
+                                col("NETWORK", "attachments.network"), col("IF", "attachments.ifname"),
+                                col("MAC", "attachments.mac"), col("IP", "attachments.ip")})
+                         .for_each("attachments")}},
+                   0, [this] {
+    json out = json::array();
+    for (const auto& ep : core_.plan_.endpoints) out.push_back(endpoint_json(ep));
+    return out;
+  }});
+
+  r.entries.push_back({{"mac", "[NETWORK]", "the MAC table (of one network)",
+                    {table("", {col("NETWORK", "network"), col("MAC", "mac"), col("PORT", "port"), col("ENDPOINT", "endpoint"),
+                                col("AGE(s)", "age_ms", "ms_as_s"), col("ESTABLISHED", "established"),
+                                col("FAST_TIER", "fast_tier")})}},
+                   1, [this, &args = r.args] {
+    int bd = -1;
+    if (!args.empty()) {
+      auto it = core_.bd_of_.find(args[0]);
+      if (it == core_.bd_of_.end()) throw std::runtime_error("unknown network '" + args[0] + "'");
+      bd = it->second;
+    }
+    json out = json::array();
+    uint32_t now = now_ms();
+    core_.dp_->macs().for_each([&](const MacTable::Entry& e) {
+      if (bd >= 0 && e.bd != bd) return;
+      bool known = e.port < core_.ports_.size() && core_.ports_[e.port].used();
+      std::string port = known ? core_.ports_[e.port].host_ifname : std::to_string(e.port);
+      std::string ep = known ? core_.ports_[e.port].endpoint : "";
+      json row{{"network", e.bd < core_.bd_name_.size() ? core_.bd_name_[e.bd] : "?"},
+               {"mac", mac_to_string(e.mac)}, {"port", port}, {"endpoint", ep},
+               {"age_ms", e.is_static || int32_t(now - e.last_seen_ms) < 0 ? 0 : now - e.last_seen_ms},
+               {"established", e.established}, {"static", e.is_static}};
+      core_.mac_row_modules(e, row);  // e.g. "fast_tier"
+      out.push_back(row);
+    });
+    return out;
+  }});
+}
+
+}  // namespace dpsw

@@ -1,0 +1,82 @@
+// Networks and endpoints as a control module: the bridge domains of the
+// networks in force (their ids in the Core's registry; a macvlan network is
+// the uplink's segment), and each endpoint's namespace, veths (or vhost-user
+// socket, through the ports module) and ports, made at setup, by `endpoint
+// add`, by a reload, and released at teardown. Its snapshot part (every
+// bridge network's gateway and NAT settings, the endpoint ports in their
+// flood and rx lists), the `networks`, `endpoints` and `mac` views and the
+// `network add|del` and `endpoint add|del` verbs.
+//
+// Every change follows one pattern: validate the whole resulting config
+// (check_config + make_plan + every module's check()) and the names it will
+// create on this machine before touching anything; create new kernel state
+// and ports; publish one new snapshot; for removals, publish first, wait for
+// a QSBR grace period, then flush MACs and free ports, links and namespaces.
+// Untouched endpoints' ports, MAC entries and addresses never change, so
+// their traffic flows on.
+#pragma once
+
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "control/core/module.h"
+
+namespace dpsw {
+
+class FastControl;
+class Ports;
+
+class Bridge : public Module {
+ public:
+  // Endpoints use the fast tier and the ports module (vhost-user) when their
+  // definition asks for them.
+  Bridge(Core& core, FastControl& fast, Ports& ports) : Module(core), fast_(fast), vhost_(ports) {}
+
+  const char* name() const override { return "bridge"; }
+  void preflight() const override;              // each endpoint: a namespace to adopt exists, a vhost-user socket can be made
+  void prepare() const override;                // the names setup will create are free
+  void attach() override;                       // setup: every planned endpoint
+  void detach() override;                       // teardown: every endpoint released
+  void contribute(Snapshot& s) const override;  // networks' gateways and NAT; endpoint ports
+  void views(ViewRegistry& r) override;         // `networks`, `endpoints`, `mac`
+  void verbs(VerbRegistry& r) override;         // `network add|del`, `endpoint add|del`
+  void reload_check(Reload& r) const override;  // new and recreated endpoints can be made; "applied"
+  void reload_replace(Reload& r) override;      // endpoints and networks removed, recreated, added
+  void reload_update(Reload& r) override;       // networks' MTU in place
+
+ private:
+  // Runtime changes. Each throws (ConfigError or runtime_error) and changes
+  // nothing when the request is bad.
+  nlohmann::json add_network(const NetworkConfig& n);
+  nlohmann::json del_network(const std::string& name);
+  nlohmann::json add_endpoint(const EndpointConfig& e);
+  nlohmann::json del_endpoint(const std::string& name);
+
+  // All or nothing. reuse_netns: the namespace dpsw created for this endpoint
+  // is still there (a reload recreating its interfaces): keep it.
+  void create_endpoint(const PlannedEndpoint& ep, bool reuse_netns = false);
+  void create_vhost_endpoint(const PlannedEndpoint& ep, EndpointRec& rec);
+  // Port `id` of endpoint `ep` joins the network of attachment `a`: its
+  // record's endpoint, network, bridge domain, addresses and MTU.
+  PortRec& join(uint16_t id, const PlannedEndpoint& ep, const PlannedAttachment& a);
+  void pin_mac(uint16_t id, const PlannedEndpoint& ep);  // its MAC, static in the MAC table (throws when full)
+  // Publish without it, grace period, release. keep_netns: leave the
+  // namespace dpsw created for it (returned, "" if none) for create_endpoint.
+  std::string destroy_endpoint(const std::string& name, bool keep_netns = false);
+  // Checks an endpoint's planned definition against this machine before
+  // anything changes: namespaces to adopt exist, names to create are free
+  // (`replacing`: the endpoint's current namespace, about to be reused).
+  void check_can_create(const PlannedEndpoint& ep, const std::string& replacing) const;
+  void check_adopted_netns(const PlannedEndpoint& ep) const;  // a namespace to adopt exists (ConfigError)
+  std::string created_netns(const std::string& endpoint) const;  // the namespace dpsw made for it ("" none)
+  void apply_mtu(const std::string& network);        // in place: plan_ and cfg_ hold the new MTU
+  void remove_bd(const std::string& network);        // after its ports are gone; id and MACs freed after a grace period (deferred)
+  nlohmann::json endpoint_json(const PlannedEndpoint& ep) const;
+  const PlannedEndpoint* planned(const std::string& name) const;
+
+  FastControl& fast_;
+  Ports& vhost_;
+};
+
+}  // namespace dpsw
