@@ -381,6 +381,23 @@ CtlReply Daemon::show(const std::string& what, const std::vector<std::string>& a
     return out;
   }});
 
+  views.push_back({{"drops", "", "every drop reason: where it is counted, frames dropped (all ports), what it means",
+                    {table("", {col("REASON", "reason"), col("NODES", "nodes"), col("DROPPED", "packets"), col("MEANING", "meaning")})}},
+                   0, [&] {
+    // One row per reason of the one table (DPSW_DROP_REASONS), summed over
+    // the ports with what the modules count for them (the kernel tier's).
+    json total = json::object();
+    for (uint16_t id = 0; id < ports_.size(); id++)
+      if (ports_[id].used() && !ports_[id].retiring)
+        for (auto& [reason, n] : port_counters(id)["drops"].items()) total[reason] = total.value(reason, uint64_t(0)) + n.get<uint64_t>();
+    json out = json::array();
+    for (const DropReason& r : kDropReasonTable) {
+      const std::string name(r.name);
+      out.push_back({{"reason", name}, {"nodes", std::string(r.nodes)}, {"packets", total.value(name, uint64_t(0))},
+                     {"meaning", std::string(r.text)}});
+    }
+    return out;
+  }});
   views.push_back({{"views", "", "this list (`show` alone)", {table("", {col("VIEW", "name"), col("ARGS", "args"), col("ABOUT", "about")})}},
                    0, [&] {
     json out = json::array();

@@ -88,8 +88,13 @@ def dpswctl_views():
         check(len(macs) == 2 and all(m["network"] == "front" for m in macs), str(macs))
         c = d.counters()
         check(c["workers"][0]["loops"] > 0 and c["mac_table"]["entries"] == 2 and c["xdp"]["redirected"] > 0, str(c))
+        # Drop reasons come from the one table: each with its nodes, a count summed over the ports, a meaning.
+        drops = d.ctl("show", "drops")
+        byname = {r["reason"]: r for r in drops}
+        check(len(byname) == len(drops) >= 30 and all(r["nodes"] and r["meaning"] and r["packets"] >= 0 for r in drops), str(drops))
+        check(byname["runt"]["nodes"] == "eth_input" and "l3_route" in byname["ttl"]["nodes"], str(drops))
         # Human-readable tables.
-        for what, head in (("ports", "ENDPOINT"), ("networks", "SUBNET"), ("endpoints", "MODE"), ("mac", "ESTABLISHED"),
+        for what, head in (("drops", "NODES"), ("ports", "ENDPOINT"), ("networks", "SUBNET"), ("endpoints", "MODE"), ("mac", "ESTABLISHED"),
                            ("counters", "DROPS"), ("fast", "SOURCE" if FAST else "not in use")):
             out = d.ctl("show", what, raw=True)
             check(head in out.splitlines()[0], f"show {what}: {out}")
