@@ -9,10 +9,7 @@
 
 namespace dpsw::graph {
 
-struct EthInput {
-  using Next = stage::EthNext;
-  static constexpr unsigned kExits = 2;
-  static constexpr bool kBatch = false;
+struct EthInput : Node<stage::EthNext, 2> {
 
   template <class Emit>
   [[gnu::always_inline]] static void run(Ctx& c, uint16_t i, uint16_t /*arg*/, Emit&& emit) {

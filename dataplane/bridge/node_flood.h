@@ -8,10 +8,8 @@
 
 namespace dpsw::graph {
 
-struct Flood {
-  enum class Next : uint8_t { kTx, kOut };
-  static constexpr unsigned kExits = 2;
-  static constexpr bool kBatch = false;
+enum class FloodNext : uint8_t { kTx, kOut };
+struct Flood : Node<FloodNext, 2> {
 
   template <class Emit>
   [[gnu::always_inline]] static void run(Ctx& c, uint16_t i, uint16_t /*arg*/, Emit&& emit) {

@@ -10,10 +10,7 @@
 
 namespace dpsw::graph {
 
-struct L2Fwd {
-  using Next = stage::FwdNext;
-  static constexpr unsigned kExits = 3;
-  static constexpr bool kBatch = true;
+struct L2Fwd : Node<stage::FwdNext, 3, true> {
 
   template <class Emit>
   [[gnu::always_inline]] static void run(Ctx& c, const Frame& f, Emit&& emit) {

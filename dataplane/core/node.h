@@ -37,6 +37,16 @@ struct Frame {
   void push(uint16_t i) { idx[n++] = i; }
 };
 
+// What every node declares (by deriving from it): its exits (an enum, its
+// stage's where it wraps one), how many, and whether it is a batch node.
+enum class NoExit : uint8_t {};  // a node that ends a frame's path (tx, drop)
+template <class NextEnum, unsigned Exits, bool Batch = false>
+struct Node {
+  using Next = NextEnum;
+  static constexpr unsigned kExits = Exits;
+  static constexpr bool kBatch = Batch;
+};
+
 // Per-frame state nodes hand on (index i < n). Apart from Ctx, in a local
 // of its own: these arrays go to out-of-line lookups, and a Ctx whose address
 // escaped that way would be reloaded from memory after every store of the tx

@@ -6,10 +6,7 @@
 
 namespace dpsw::graph {
 
-struct Discard {
-  enum class Next : uint8_t {};
-  static constexpr unsigned kExits = 0;
-  static constexpr bool kBatch = false;
+struct Discard : Node<NoExit, 0> {
 
   template <class Emit>
   [[gnu::always_inline]] static void run(Ctx& c, uint16_t /*i*/, uint16_t reason, Emit&&) {

@@ -7,10 +7,8 @@
 
 namespace dpsw::graph {
 
-struct Output {
-  enum class Next : uint8_t { kTx, kTunnel };
-  static constexpr unsigned kExits = 2;
-  static constexpr bool kBatch = false;
+enum class OutputNext : uint8_t { kTx, kTunnel };
+struct Output : Node<OutputNext, 2> {
 
   template <class Emit>
   [[gnu::always_inline]] static void run(Ctx& c, uint16_t i, uint16_t port, Emit&& emit) {

@@ -7,10 +7,7 @@
 
 namespace dpsw::graph {
 
-struct Tx {
-  enum class Next : uint8_t {};
-  static constexpr unsigned kExits = 0;
-  static constexpr bool kBatch = false;
+struct Tx : Node<NoExit, 0> {
 
   template <class Emit>
   [[gnu::always_inline]] static void run(Ctx& c, uint16_t i, uint16_t port, Emit&&) {

@@ -12,10 +12,7 @@
 
 namespace dpsw::graph {
 
-struct L3Local {
-  using Next = stage::LocalNext;
-  static constexpr unsigned kExits = 4;
-  static constexpr bool kBatch = false;
+struct L3Local : Node<stage::LocalNext, 4> {
 
   template <class Emit>
   [[gnu::always_inline]] static void run(Ctx& c, uint16_t i, uint16_t /*arg*/, Emit&& emit) {

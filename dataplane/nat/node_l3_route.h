@@ -8,10 +8,7 @@
 
 namespace dpsw::graph {
 
-struct L3Route {
-  using Next = stage::RouteNext;
-  static constexpr unsigned kExits = 2;
-  static constexpr bool kBatch = false;
+struct L3Route : Node<stage::RouteNext, 2> {
 
   template <class Emit>
   [[gnu::always_inline]] static void run(Ctx& c, uint16_t i, uint16_t /*arg*/, Emit&& emit) {

@@ -11,10 +11,7 @@
 
 namespace dpsw::graph {
 
-struct VxlanOutput {
-  enum class Next : uint8_t {};
-  static constexpr unsigned kExits = 0;
-  static constexpr bool kBatch = false;
+struct VxlanOutput : Node<NoExit, 0> {
 
   template <class Emit>
   static void run(Ctx& c, uint16_t i, uint16_t dst, Emit&&) {
