@@ -1,10 +1,10 @@
 // What the daemon and its control modules (module.h) share: the machine-wide
 // objects (the dataplane, the XDP program, the journal), the config and plan
-// in force, the modules themselves, and the registries of ports, bridge
-// domains and endpoints (what the bridge module made for each; NAT reads
-// it), with the few operations on them every feature needs (a port id, a
-// bridge domain id, the worker that owns a port, releasing a port, every
-// module's check()/apply(), publishing a snapshot).
+// in force, the modules themselves, and the registries of ports and bridge
+// domains, with the few operations on them every feature needs (a port id,
+// a bridge domain id, the worker that owns a port, releasing what was made
+// for an endpoint, every module's check()/apply(), publishing a snapshot).
+// What a feature made (an endpoint's namespace and links) is its module's.
 //
 // Control thread only, like everything in control/. The Daemon is a Core (it
 // owns this state and its lifecycle); a module gets a Core& and reads or
@@ -68,7 +68,9 @@ struct PortRec {
   bool xdp() const { return kind == Kind::kAfxdp || kind == Kind::kPunt; }  // bound in the XDP maps
 };
 
-// What dpsw made for one endpoint (or one module's own links, e.g. punt veths).
+// What dpsw made for one endpoint (the bridge module keeps one per endpoint)
+// or for a module's own links and ports (the fast tier's punt veths, the
+// uplink's port): what Core::release() undoes.
 struct EndpointRec {
   bool created_netns = false;
   std::string netns_name;
@@ -117,11 +119,9 @@ struct Core {
   std::vector<PortRec> ports_;                  // by port id
   std::map<std::string, uint16_t> bd_of_;       // network -> bridge domain id
   std::vector<std::string> bd_name_;            // bridge domain id -> network ("" free)
-  std::map<std::string, EndpointRec> eps_;
   int uplink_port_ = -1;      // port id of the uplink, -1: none
   uint16_t uplink_bd_ = 0;    // the uplink segment's bridge domain (macvlan networks live here)
   Mac uplink_mac_ = 0;        // answers for the uplink address
-  Mac router_mac_ = 0;        // answers for bridge networks' gateways
   // Teardown: the links and namespaces detach() removed, logged once
   // everything is gone ("removed N links and M namespaces").
   size_t removed_links_ = 0, removed_netns_ = 0;

@@ -80,11 +80,13 @@ Daemon::Daemon(Config cfg, Plan plan, DaemonOptions opt) : Core(std::move(cfg), 
   Core& core = *this;
   auto ports = std::make_unique<Ports>(core);
   auto fast = std::make_unique<FastControl>(core);
-  modules_.push_back(std::make_unique<Bridge>(core, *fast, *ports));
+  auto bridge = std::make_unique<Bridge>(core, *fast, *ports);
+  auto nat = std::make_unique<Nat>(core, *bridge);
+  modules_.push_back(std::move(bridge));
   modules_.push_back(std::move(ports));
   modules_.push_back(std::move(fast));
   modules_.push_back(std::make_unique<Overlay>(core));
-  modules_.push_back(std::make_unique<Nat>(core));
+  modules_.push_back(std::move(nat));
 
   // One table of control verbs, the core's and every module's: a name taken
   // twice refuses the start (and `dpsw --check`, which builds a Daemon too)
@@ -123,7 +125,6 @@ void Daemon::setup() {
     dopt.idle = cfg_.sw.blocks() ? Dataplane::Options::Idle::kBlock : Dataplane::Options::Idle::kPoll;
     dopt.idle_after_us = cfg_.sw.idle_after_us;
     dp_ = std::make_unique<Dataplane>(dopt);
-    router_mac_ = router_mac(cfg_.sw.name);
     for (const auto& m : modules_) m->start();
     check_modules(cfg_, plan_);
     add_bds(cfg_);  // every network's bridge domain, before the modules' apply() (the overlay's tunnels join them)

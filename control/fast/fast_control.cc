@@ -21,7 +21,7 @@ void FastControl::preflight_objects() const {
     throw ConfigError("BPF object " + core_.opt_.fast_object + " (the fast tier) is not readable; it is looked for next to --bpf-object");
 }
 
-void FastControl::ensure() {
+void FastControl::ensure(Mac router_mac) {
   if (fast_) return;
   auto ft = std::make_unique<FastTier>(core_.opt_.fast_object, core_.cfg_.sw.mac_table_size + kMaxPorts);
   std::vector<Punt> punts(core_.dp_->workers());
@@ -69,7 +69,7 @@ void FastControl::ensure() {
     const std::vector<int> steer = core_.cfg_.sw.steering_cores();
     if (!steer.empty())
       for (const auto& p : punts) set_rps_cpus(p.rec.links.front(), steer);
-    ft->set_conf(steer.empty() ? 0 : std::max<uint32_t>(1, core_.cfg_.sw.steer_above_pps / 1000), core_.router_mac_);
+    ft->set_conf(steer.empty() ? 0 : std::max<uint32_t>(1, core_.cfg_.sw.steer_above_pps / 1000), router_mac);
   } catch (...) {
     undo();
     throw;

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "control/bridge/bridge.h"
 #include "control/core/log.h"
 #include "control/core/netlink.h"
 #include "dataplane/core/clock.h"
@@ -99,12 +100,13 @@ void Nat::contribute(Snapshot& s) const {
   std::sort(l3.neighbors.begin(), l3.neighbors.end(), [](auto& a, auto& b) { return a.ip < b.ip; });
   // Published ports: a direct [port] -> rule index per protocol, constant cost for any range.
   for (const auto& e : core_.cfg_.endpoints) {
-    if (e.publish.empty() || !core_.eps_.count(e.name) || core_.eps_.at(e.name).ports.empty()) continue;
-    uint16_t id = core_.eps_.at(e.name).ports[0];  // the first network's port
+    const EndpointRec* rec = e.publish.empty() ? nullptr : bridge_.endpoint(e.name);
+    if (!rec || rec->ports.empty()) continue;
+    uint16_t id = rec->ports[0];  // the first network's port
     const PortRec& pr = core_.ports_[id];
     const NetworkConfig* net = core_.cfg_.network(pr.network);
     for (const auto& p : e.publish) {
-      l3.pub.push_back(PubRule{p.host_lo, p.ctr_lo, pr.ip, id, pr.bd, pr.mac, core_.router_mac_, net ? net->gateway : 0});
+      l3.pub.push_back(PubRule{p.host_lo, p.ctr_lo, pr.ip, id, pr.bd, pr.mac, bridge_.router_mac(), net ? net->gateway : 0});
       auto& idx = p.proto == 6 ? l3.pub_tcp : l3.pub_udp;
       if (idx.empty()) idx.assign(65536, 0);
       for (uint32_t port = p.host_lo; port <= p.host_hi; port++) idx[port] = uint16_t(l3.pub.size());

@@ -12,9 +12,12 @@
 
 namespace dpsw {
 
+class Bridge;
+
 class Nat : public Module {
  public:
-  explicit Nat(Core& core) : Module(core) {}
+  // Published ports are the bridge module's endpoints'.
+  Nat(Core& core, const Bridge& bridge) : Module(core), bridge_(bridge) {}
 
   const char* name() const override { return "nat"; }
   void preflight() const override;  // the uplink interface exists
@@ -28,6 +31,8 @@ class Nat : public Module {
 
  private:
   void create_uplink();
+
+  const Bridge& bridge_;
 
   uint64_t ct_full_reported_ = 0;  // conntrack refusals already logged
   uint32_t ct_full_logged_ms_ = 0;
