@@ -66,8 +66,8 @@ void Bridge::remove_bd(const std::string& network) {
   if (it == core_.bd_of_.end()) return;
   uint16_t id = it->second;
   core_.bd_of_.erase(it);
-  if (core_.uplink_port_ >= 0 && id == core_.uplink_bd_) {  // a macvlan network: the segment stays with the uplink
-    core_.bd_name_[id] = "(uplink)";
+  if (id == core_.uplink_bd()) {  // a macvlan network: the segment stays with the uplink
+    core_.bd_name_[id] = kUplinkNetwork;
     core_.publish_snapshot();
     return;
   }
@@ -242,8 +242,7 @@ std::string Bridge::destroy_endpoint(const std::string& name, bool keep_netns) {
 
 void Bridge::contribute(Snapshot& s) const {
   for (size_t i = 0; i < s.bds.size(); i++) {
-    BdEntry& b = s.bds[i];
-    if (core_.uplink_port_ >= 0 && i == core_.uplink_bd_) continue;  // the uplink's segment (the core's part)
+    BdEntry& b = s.bds[i];  // the uplink's segment is named kUplinkNetwork or after its macvlan network: NAT's part
     if (const NetworkConfig* n = core_.cfg_.network(b.name); n && n->driver == Driver::kBridge) {
       b.local_ip = n->gateway;  // the network's gateway
       b.router_mac = router_mac_;

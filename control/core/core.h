@@ -4,7 +4,8 @@
 // domains, with the few operations on them every feature needs (a port id,
 // a bridge domain id, the worker that owns a port, releasing what was made
 // for an endpoint, every module's check()/apply(), publishing a snapshot).
-// What a feature made (an endpoint's namespace and links) is its module's.
+// What a feature made (an endpoint's namespace and links, the uplink) is its
+// module's.
 //
 // Control thread only, like everything in control/. The Daemon is a Core (it
 // owns this state and its lifecycle); a module gets a Core& and reads or
@@ -80,12 +81,18 @@ struct EndpointRec {
   std::vector<std::string> links;
 };
 
+// The name the uplink's segment is registered under (its bridge domain, by
+// the NAT module; not a valid network name): a macvlan network shares that
+// bridge domain, and it is the uplink port's network.
+inline constexpr char kUplinkNetwork[] = "(uplink)";
+
 struct Core {
   Core(Config cfg, Plan plan, DaemonOptions opt);
   virtual ~Core();
 
   uint16_t new_port_id();  // the lowest free id; throws past kMaxPorts
   uint16_t add_bd(const NetworkConfig& network);  // a bridge domain id; a macvlan network maps onto the uplink's segment
+  int uplink_bd() const;  // the uplink segment's bridge domain (kUplinkNetwork's), -1: none (no uplink)
   // add_bd() for each of cfg's networks without a bridge domain: at setup
   // (before every apply(), which finds them), `network add` and a reload
   // (before the endpoints that join them).
@@ -119,9 +126,6 @@ struct Core {
   std::vector<PortRec> ports_;                  // by port id
   std::map<std::string, uint16_t> bd_of_;       // network -> bridge domain id
   std::vector<std::string> bd_name_;            // bridge domain id -> network ("" free)
-  int uplink_port_ = -1;      // port id of the uplink, -1: none
-  uint16_t uplink_bd_ = 0;    // the uplink segment's bridge domain (macvlan networks live here)
-  Mac uplink_mac_ = 0;        // answers for the uplink address
   // Teardown: the links and namespaces detach() removed, logged once
   // everything is gone ("removed N links and M namespaces").
   size_t removed_links_ = 0, removed_netns_ = 0;

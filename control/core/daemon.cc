@@ -85,8 +85,8 @@ Daemon::Daemon(Config cfg, Plan plan, DaemonOptions opt) : Core(std::move(cfg), 
   modules_.push_back(std::move(bridge));
   modules_.push_back(std::move(ports));
   modules_.push_back(std::move(fast));
-  modules_.push_back(std::make_unique<Overlay>(core));
-  modules_.push_back(std::move(nat));
+  modules_.push_back(std::make_unique<Overlay>(core, *nat));
+  modules_.push_back(std::move(nat));  // last: its contribute() puts the uplink in front of the lists the others filled
 
   // One table of control verbs, the core's and every module's: a name taken
   // twice refuses the start (and `dpsw --check`, which builds a Daemon too)
@@ -145,24 +145,7 @@ void Daemon::publish_snapshot() {
   s->rx_ports.resize(dp_->workers());
   s->ports.resize(ports_.size());
   s->bds.resize(bd_name_.size());
-  for (size_t i = 0; i < bd_name_.size(); i++) {
-    BdEntry& b = s->bds[i];
-    b.name = bd_name_[i];
-    if (uplink_port_ >= 0 && i == uplink_bd_) {
-      b.local_ip = cfg_.uplink->address.addr;  // the host, on its own segment
-      b.router_mac = uplink_mac_;
-    }
-  }
-  if (uplink_port_ >= 0) {
-    uint16_t id = uint16_t(uplink_port_);
-    PortEntry& pe = s->ports[id];
-    pe.port = ports_[id].port.get();
-    pe.bd = uplink_bd_;
-    pe.owner = owner(id);
-    pe.max_frame = std::min(cfg_.uplink->mtu, kAfxdpMaxMtu) + kEthHdrLen;
-    s->bds[uplink_bd_].ports.push_back(id);
-    s->rx_ports[pe.owner].push_back(id);
-  }
+  for (size_t i = 0; i < bd_name_.size(); i++) s->bds[i].name = bd_name_[i];
   for (const auto& m : modules_) m->contribute(*s);
   dp_->publish(std::move(s));
 }

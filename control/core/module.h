@@ -51,7 +51,8 @@
 //   release_port a port's records are being freed (after the snapshot without
 //                it, before its Port closes)
 //   contribute() its part of every snapshot, after the core's (bridge
-//                domains' names, the uplink)
+//                domains' names); NAT, the last module, puts the uplink in
+//                front of the flood and rx lists the others filled
 //   tick(now)    every maintenance tick (250 ms), after the MAC table's
 //   views()      declares its `show` views
 //   network_removed(bd)  a network is going: before the snapshot without it

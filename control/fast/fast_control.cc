@@ -126,10 +126,10 @@ void FastControl::contribute(Snapshot& s) const {
     pe.max_frame = kAfxdpMaxMtu + kEthHdrLen + 4;
     pe.punt = true;
     pe.punt_share = fast_->punt_share(w);
-    // Polled right after the uplink (if this worker owns it), before the endpoints (the bridge module's, already in rx).
+    // Polled before the endpoints (the bridge module's, already in rx) and
+    // right after the uplink, if this worker owns it (NAT's, put in front later).
     auto& rx = s.rx_ports[w];
-    const bool uplink_first = core_.uplink_port_ >= 0 && !rx.empty() && rx.front() == uint16_t(core_.uplink_port_);
-    rx.insert(rx.begin() + (uplink_first ? 1 : 0), punts_[w].port);
+    rx.insert(rx.begin(), punts_[w].port);
   }
 }
 

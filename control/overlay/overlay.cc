@@ -4,6 +4,7 @@
 
 #include "control/core/ipv4.h"
 #include "control/core/log.h"
+#include "control/nat/nat.h"
 
 namespace dpsw {
 
@@ -78,7 +79,7 @@ void Overlay::contribute(Snapshot& s) const {
     pe.max_frame = pr.mtu + kEthHdrLen;
     pe.vtep = pr.vtep;
     pe.vni = pr.vni;
-    pe.owner = core_.uplink_port_ >= 0 ? s.ports[core_.uplink_port_].owner : 0;  // never polled; encapsulated by whoever forwards to it
+    pe.owner = nat_.uplink_port() >= 0 ? core_.owner(uint16_t(nat_.uplink_port())) : 0;  // the uplink's; never polled: encapsulated by whoever forwards to it
     s.bds[pr.bd].ports.push_back(id);
     s.tunnels.push_back({TunnelKey::make(pr.vni, pr.vtep), id});
   }

@@ -12,9 +12,12 @@
 
 namespace dpsw {
 
+class Nat;
+
 class Overlay : public Module {
  public:
-  explicit Overlay(Core& core) : Module(core) {}
+  // Tunnels are encapsulated by the uplink's worker (NAT's uplink port).
+  Overlay(Core& core, const Nat& nat) : Module(core), nat_(nat) {}
 
   const char* name() const override { return "tunnels"; }
   // Tunnel ports follow the overlay networks' peer lists in cfg_: creates the
@@ -33,6 +36,8 @@ class Overlay : public Module {
  private:
   void sync_tunnels();
   void retire_tunnels(const std::vector<uint16_t>& ids);
+
+  const Nat& nat_;
 };
 
 }  // namespace dpsw
