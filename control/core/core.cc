@@ -67,6 +67,12 @@ void Core::mac_row_modules(const MacTable::Entry& e, nlohmann::json& row) const 
   for (const auto& m : modules_) m->mac_row(e, row);
 }
 
+bool Core::port_hidden(uint16_t id) const {
+  for (const auto& m : modules_)
+    if (m->port_hidden(id)) return true;
+  return false;
+}
+
 void Core::release(EndpointRec& rec, bool keep_netns) {
   for (uint16_t id : rec.ports) {
     PortRec& pr = ports_[id];

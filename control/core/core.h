@@ -4,8 +4,8 @@
 // domains, with the few operations on them every feature needs (a port id,
 // a bridge domain id, the worker that owns a port, releasing what was made
 // for an endpoint, every module's check()/apply(), publishing a snapshot).
-// What a feature made (an endpoint's namespace and links, the uplink) is its
-// module's.
+// What a feature made (an endpoint's namespace and links, a tunnel's peer,
+// the uplink) is its module's.
 //
 // Control thread only, like everything in control/. The Daemon is a Core (it
 // owns this state and its lifecycle); a module gets a Core& and reads or
@@ -53,7 +53,7 @@ struct PortRec {
     kPunt,    // the fast tier's punt port of a worker: AF_XDP like kAfxdp, in no network
     kFast,    // a fast-tier endpoint (FastPort): TC program on ifindex, no XDP
     kVhost,   // a vhost-user port: the relay serves its application's socket (under `endpoint`; control/ports)
-    kTunnel,  // a VXLAN tunnel (no Port object): remote VTEP `vtep`, VNI `vni`
+    kTunnel,  // a VXLAN tunnel (no Port object; its peer and VNI are the overlay module's)
   };
   std::string endpoint, network, host_ifname, ifname;
   int ifindex = 0;
@@ -63,8 +63,6 @@ struct PortRec {
   uint32_t mtu = 1500;
   std::unique_ptr<Port> port;  // nullptr: id free (unless a tunnel)
   Kind kind = Kind::kNone;
-  uint32_t vtep = 0, vni = 0;  // kTunnel: remote VTEP, VNI
-  bool retiring = false;       // a tunnel on its way out: no longer published, not shown; freed after a grace period
   bool used() const { return port || kind == Kind::kTunnel; }
   bool xdp() const { return kind == Kind::kAfxdp || kind == Kind::kPunt; }  // bound in the XDP maps
 };
@@ -115,6 +113,7 @@ struct Core {
   void network_gone_modules(uint16_t bd);
   void network_mtu_modules(const std::string& network);
   void mac_row_modules(const MacTable::Entry& e, nlohmann::json& row) const;
+  bool port_hidden(uint16_t id) const;  // a module's port on its way out (Module::port_hidden()): not shown
 
   Config cfg_;
   Plan plan_;

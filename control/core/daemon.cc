@@ -298,7 +298,7 @@ CtlReply Daemon::show(const std::string& what, const std::vector<std::string>& a
     const Snapshot& s = dp_->snapshot();
     for (uint16_t id = 0; id < ports_.size(); id++) {
       const PortRec& pr = ports_[id];
-      if (!pr.used() || pr.retiring) continue;  // retiring: a removed tunnel awaiting its grace period
+      if (!pr.used() || port_hidden(id)) continue;  // hidden: e.g. a removed tunnel awaiting its grace period
       json p;
       for (const auto& m : modules_)  // a port of a module's own kind (a tunnel)
         if (p.is_null()) p = m->port_row(id, pr);
@@ -338,7 +338,7 @@ CtlReply Daemon::show(const std::string& what, const std::vector<std::string>& a
     uint64_t rx = 0;
     for (uint16_t id = 0; id < ports_.size(); id++) {
       const PortRec& pr = ports_[id];
-      if (!pr.used() || pr.retiring) continue;
+      if (!pr.used() || port_hidden(id)) continue;
       ports[pr.host_ifname] = port_counters(id);
       ports[pr.host_ifname]["endpoint"] = pr.endpoint;
       ports[pr.host_ifname]["network"] = pr.network;
@@ -372,7 +372,7 @@ CtlReply Daemon::show(const std::string& what, const std::vector<std::string>& a
     // the ports with what the modules count for them (the kernel tier's).
     json total = json::object();
     for (uint16_t id = 0; id < ports_.size(); id++)
-      if (ports_[id].used() && !ports_[id].retiring)
+      if (ports_[id].used() && !port_hidden(id))
         for (auto& [reason, n] : port_counters(id)["drops"].items()) total[reason] = total.value(reason, uint64_t(0)) + n.get<uint64_t>();
     json out = json::array();
     for (const DropReason& r : kDropReasonTable) {
