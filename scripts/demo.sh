@@ -32,7 +32,6 @@ if [[ -n $UPLINK ]]; then
   ip -n "$OUTSIDE" addr add 198.51.100.1/24 dev eth0
   ip -n "$OUTSIDE" link set eth0 up
   ip -n "$OUTSIDE" link set lo up
-  ip netns exec "$OUTSIDE" ethtool -K eth0 tx off >/dev/null 2>&1  # full checksums, as a real segment delivers
 fi
 remove_outside() { [[ -n $UPLINK ]] && { ip link del "$UPLINK" 2>/dev/null; ip netns del "$OUTSIDE" 2>/dev/null; }; return 0; }
 

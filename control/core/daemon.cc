@@ -371,9 +371,11 @@ CtlReply Daemon::show(const std::string& what, const std::vector<std::string>& a
     // One row per reason of the one table (DPSW_DROP_REASONS), summed over
     // the ports with what the modules count for them (the kernel tier's).
     json total = json::object();
-    for (uint16_t id = 0; id < ports_.size(); id++)
-      if (ports_[id].used() && !port_hidden(id))
-        for (auto& [reason, n] : port_counters(id)["drops"].items()) total[reason] = total.value(reason, uint64_t(0)) + n.get<uint64_t>();
+    for (uint16_t id = 0; id < ports_.size(); id++) {
+      if (!ports_[id].used() || port_hidden(id)) continue;
+      const json c = port_counters(id);  // named: a range-for over a temporary's member would dangle
+      for (const auto& [reason, n] : c["drops"].items()) total[reason] = total.value(reason, uint64_t(0)) + n.get<uint64_t>();
+    }
     json out = json::array();
     for (const DropReason& r : kDropReasonTable) {
       const std::string name(r.name);
