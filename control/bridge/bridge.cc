@@ -46,17 +46,19 @@ void Bridge::prepare() const {
   for (const auto& ep : core_.plan_.endpoints) check_can_create(ep, "");
 }
 
+void Bridge::start() { router_mac_ = dpsw::router_mac(core_.cfg_.sw.name); }  // the member hides the function
+
 void Bridge::attach() {
   for (const auto& ep : core_.plan_.endpoints) create_endpoint(ep);
 }
 
 void Bridge::detach() {
-  for (auto& [name, rec] : core_.eps_) {
+  for (auto& [name, rec] : eps_) {
     core_.removed_links_ += rec.links.size();  // the daemon logs them at the end of teardown
     core_.removed_netns_ += rec.created_netns;
     core_.release(rec);
   }
-  core_.eps_.clear();
+  eps_.clear();
 }
 
 void Bridge::remove_bd(const std::string& network) {
@@ -64,8 +66,8 @@ void Bridge::remove_bd(const std::string& network) {
   if (it == core_.bd_of_.end()) return;
   uint16_t id = it->second;
   core_.bd_of_.erase(it);
-  if (core_.uplink_port_ >= 0 && id == core_.uplink_bd_) {  // a macvlan network: the segment stays with the uplink
-    core_.bd_name_[id] = "(uplink)";
+  if (id == core_.uplink_bd()) {  // a macvlan network: the segment stays with the uplink
+    core_.bd_name_[id] = kUplinkNetwork;
     core_.publish_snapshot();
     return;
   }
@@ -119,13 +121,13 @@ void Bridge::pin_mac(uint16_t id, const PlannedEndpoint& ep) {
 void Bridge::create_endpoint(const PlannedEndpoint& ep, bool reuse_netns) {
   EndpointRec rec;
   if (ep.mode == Mode::kHost || ep.mode == Mode::kContainer) {  // nothing of its own to create
-    core_.eps_[ep.name] = std::move(rec);
+    eps_[ep.name] = std::move(rec);
     return;
   }
   try {
     if (ep.port == PortKind::kVhost) {
       create_vhost_endpoint(ep, rec);
-      core_.eps_[ep.name] = std::move(rec);
+      eps_[ep.name] = std::move(rec);
       return;
     }
     if (ep.create_netns) {
@@ -179,7 +181,7 @@ void Bridge::create_endpoint(const PlannedEndpoint& ep, bool reuse_netns) {
       // offload would arrive unfinished, so the container computes its own.
       // The fast tier keeps the container's offloads (checksum, TSO): the
       // kernel completes what it punts to dpsw.
-      if (fast) fast_.ensure();
+      if (fast) fast_.ensure(router_mac_);
       else in_netns(ns.fd, [&] { ethtool_set_tx_csum(a.ifname, false); });
       inside.set_up(a.ifname);
       // The default route: through the first network that routes (an
@@ -215,14 +217,14 @@ void Bridge::create_endpoint(const PlannedEndpoint& ep, bool reuse_netns) {
     core_.release(rec);  // not yet in any snapshot: no grace period needed
     throw;
   }
-  core_.eps_[ep.name] = std::move(rec);
+  eps_[ep.name] = std::move(rec);
 }
 
 std::string Bridge::destroy_endpoint(const std::string& name, bool keep_netns) {
-  auto it = core_.eps_.find(name);
-  if (it == core_.eps_.end()) return "";
+  auto it = eps_.find(name);
+  if (it == eps_.end()) return "";
   EndpointRec rec = std::move(it->second);
-  core_.eps_.erase(it);
+  eps_.erase(it);
   // Out of the fast tier first: no frame is redirected to it any more.
   for (uint16_t id : rec.ports) fast_.remove_port(id);
   // Out of the snapshot next; then wait until no worker can still be
@@ -240,17 +242,16 @@ std::string Bridge::destroy_endpoint(const std::string& name, bool keep_netns) {
 
 void Bridge::contribute(Snapshot& s) const {
   for (size_t i = 0; i < s.bds.size(); i++) {
-    BdEntry& b = s.bds[i];
-    if (core_.uplink_port_ >= 0 && i == core_.uplink_bd_) continue;  // the uplink's segment (the core's part)
+    BdEntry& b = s.bds[i];  // the uplink's segment is named kUplinkNetwork or after its macvlan network: NAT's part
     if (const NetworkConfig* n = core_.cfg_.network(b.name); n && n->driver == Driver::kBridge) {
       b.local_ip = n->gateway;  // the network's gateway
-      b.router_mac = core_.router_mac_;
+      b.router_mac = router_mac_;
       b.nat = !n->internal;
       b.subnet = n->subnet.network();
       b.mask = n->subnet.mask();
     }
   }
-  for (const auto& [name, rec] : core_.eps_) {
+  for (const auto& [name, rec] : eps_) {
     for (uint16_t id : rec.ports) {
       const PortRec& pr = core_.ports_[id];
       PortEntry& pe = s.ports[id];
@@ -277,21 +278,21 @@ void Bridge::check_can_create(const PlannedEndpoint& ep, const std::string& repl
   if (ep.create_netns && ep.netns_name != replacing && netns::exists(ep.netns_name))
     throw ConfigError(where + "namespace " + ep.netns_name + " already exists and was not created by this instance");
   if (ep.port == PortKind::kVhost) {
-    vhost_.check_new(ep, core_.eps_.count(ep.name) ? planned(ep.name) : nullptr);
+    vhost_.check_new(ep, eps_.count(ep.name) ? planned(ep.name) : nullptr);
     return;
   }
   Rtnl rt;
-  auto it = core_.eps_.find(ep.name);
+  auto it = eps_.find(ep.name);
   for (const auto& a : ep.attachments) {
-    bool ours = it != core_.eps_.end() && std::count(it->second.links.begin(), it->second.links.end(), a.host_ifname);
+    bool ours = it != eps_.end() && std::count(it->second.links.begin(), it->second.links.end(), a.host_ifname);
     if (!ours && rt.ifindex(a.host_ifname)) throw ConfigError(where + "link " + a.host_ifname + " already exists");
   }
 }
 
 void Bridge::apply_mtu(const std::string& network) {
   for (const auto& ep : core_.plan_.endpoints) {
-    auto rec = core_.eps_.find(ep.name);
-    if (rec == core_.eps_.end()) continue;
+    auto rec = eps_.find(ep.name);
+    if (rec == eps_.end()) continue;
     for (size_t i = 0; i < ep.attachments.size() && i < rec->second.ports.size(); i++) {
       const PlannedAttachment& a = ep.attachments[i];
       PortRec& pr = core_.ports_[rec->second.ports[i]];
@@ -381,9 +382,14 @@ bool in(const std::vector<std::string>& v, const std::string& x) { return std::f
 bool fresh(const ConfigDiff& d, const std::string& endpoint) { return in(d.endpoints_added, endpoint) || in(d.endpoints_changed, endpoint); }
 }  // namespace
 
+const EndpointRec* Bridge::endpoint(const std::string& name) const {
+  auto it = eps_.find(name);
+  return it == eps_.end() ? nullptr : &it->second;
+}
+
 std::string Bridge::created_netns(const std::string& endpoint) const {
-  auto it = core_.eps_.find(endpoint);
-  return it != core_.eps_.end() && it->second.created_netns ? it->second.netns_name : "";
+  auto it = eps_.find(endpoint);
+  return it != eps_.end() && it->second.created_netns ? it->second.netns_name : "";
 }
 
 void Bridge::reload_check(Reload& r) const {
@@ -427,11 +433,11 @@ void Bridge::reload_replace(Reload& r) {
     }
   }
   for (const auto& ns : kept_ns)  // a namespace kept for an endpoint that could not be made again
-    if (std::none_of(core_.eps_.begin(), core_.eps_.end(), [&](const auto& e) { return e.second.netns_name == ns; })) netns::remove(ns);
+    if (std::none_of(eps_.begin(), eps_.end(), [&](const auto& e) { return e.second.netns_name == ns; })) netns::remove(ns);
   // What is in force now is the new config minus endpoints that failed.
   if (failed) {
-    std::erase_if(r.next->endpoints, [&](auto& e) { return !core_.eps_.count(e.name); });
-    std::erase_if(r.plan->endpoints, [&](auto& e) { return !core_.eps_.count(e.name); });
+    std::erase_if(r.next->endpoints, [&](auto& e) { return !eps_.count(e.name); });
+    std::erase_if(r.plan->endpoints, [&](auto& e) { return !eps_.count(e.name); });
   }
 }
 

@@ -16,6 +16,7 @@
 // their traffic flows on.
 #pragma once
 
+#include <map>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -36,6 +37,7 @@ class Bridge : public Module {
   const char* name() const override { return "bridge"; }
   void preflight() const override;              // each endpoint: a namespace to adopt exists, a vhost-user socket can be made
   void prepare() const override;                // the names setup will create are free
+  void start() override;                        // the router MAC
   void attach() override;                       // setup: every planned endpoint
   void detach() override;                       // teardown: every endpoint released
   void contribute(Snapshot& s) const override;  // networks' gateways and NAT; endpoint ports
@@ -44,6 +46,14 @@ class Bridge : public Module {
   void reload_check(Reload& r) const override;  // new and recreated endpoints can be made; "applied"
   void reload_replace(Reload& r) override;      // endpoints and networks removed, recreated, added
   void reload_update(Reload& r) override;       // networks' MTU in place
+
+  // What was made for endpoint `name` (its ports: one per network, in its
+  // networks' order); nullptr: no such endpoint. NAT reads the published
+  // ports' endpoints from it.
+  const EndpointRec* endpoint(const std::string& name) const;
+  // The MAC that answers for the bridge networks' gateways (dpsw's own, from
+  // the instance name; 0 before setup): NAT's published ports answer from it.
+  Mac router_mac() const { return router_mac_; }
 
  private:
   // Runtime changes. Each throws (ConfigError or runtime_error) and changes
@@ -77,6 +87,8 @@ class Bridge : public Module {
 
   FastControl& fast_;
   Ports& vhost_;
+  std::map<std::string, EndpointRec> eps_;  // every endpoint in force (host/container mode: an empty record)
+  Mac router_mac_ = 0;                      // answers for bridge networks' gateways (start())
 };
 
 }  // namespace dpsw

@@ -19,10 +19,11 @@ uint16_t Core::new_port_id() {
 }
 
 uint16_t Core::add_bd(const NetworkConfig& network) {
-  if (network.driver == Driver::kMacvlan) {  // the uplink's segment itself
-    bd_name_[uplink_bd_] = network.name;
-    bd_of_[network.name] = uplink_bd_;
-    return uplink_bd_;
+  if (network.driver == Driver::kMacvlan) {  // the uplink's segment itself (a macvlan network needs an uplink)
+    const uint16_t up = bd_of_.at(kUplinkNetwork);
+    bd_name_[up] = network.name;
+    bd_of_[network.name] = up;
+    return up;
   }
   uint16_t id = 0;
   while (id < bd_name_.size() && !bd_name_[id].empty()) id++;
@@ -30,6 +31,11 @@ uint16_t Core::add_bd(const NetworkConfig& network) {
   bd_name_[id] = network.name;
   bd_of_[network.name] = id;
   return id;
+}
+
+int Core::uplink_bd() const {
+  auto it = bd_of_.find(kUplinkNetwork);
+  return it == bd_of_.end() ? -1 : it->second;
 }
 
 void Core::add_bds(const Config& cfg) {
@@ -59,6 +65,12 @@ void Core::network_mtu_modules(const std::string& network) {
 
 void Core::mac_row_modules(const MacTable::Entry& e, nlohmann::json& row) const {
   for (const auto& m : modules_) m->mac_row(e, row);
+}
+
+bool Core::port_hidden(uint16_t id) const {
+  for (const auto& m : modules_)
+    if (m->port_hidden(id)) return true;
+  return false;
 }
 
 void Core::release(EndpointRec& rec, bool keep_netns) {

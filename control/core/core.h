@@ -1,10 +1,11 @@
 // What the daemon and its control modules (module.h) share: the machine-wide
 // objects (the dataplane, the XDP program, the journal), the config and plan
-// in force, the modules themselves, and the registries of ports, bridge
-// domains and endpoints (what the bridge module made for each; NAT reads
-// it), with the few operations on them every feature needs (a port id, a
-// bridge domain id, the worker that owns a port, releasing a port, every
-// module's check()/apply(), publishing a snapshot).
+// in force, the modules themselves, and the registries of ports and bridge
+// domains, with the few operations on them every feature needs (a port id,
+// a bridge domain id, the worker that owns a port, releasing what was made
+// for an endpoint, every module's check()/apply(), publishing a snapshot).
+// What a feature made (an endpoint's namespace and links, a tunnel's peer,
+// the uplink) is its module's.
 //
 // Control thread only, like everything in control/. The Daemon is a Core (it
 // owns this state and its lifecycle); a module gets a Core& and reads or
@@ -52,7 +53,7 @@ struct PortRec {
     kPunt,    // the fast tier's punt port of a worker: AF_XDP like kAfxdp, in no network
     kFast,    // a fast-tier endpoint (FastPort): TC program on ifindex, no XDP
     kVhost,   // a vhost-user port: the relay serves its application's socket (under `endpoint`; control/ports)
-    kTunnel,  // a VXLAN tunnel (no Port object): remote VTEP `vtep`, VNI `vni`
+    kTunnel,  // a VXLAN tunnel (no Port object; its peer and VNI are the overlay module's)
   };
   std::string endpoint, network, host_ifname, ifname;
   int ifindex = 0;
@@ -62,13 +63,13 @@ struct PortRec {
   uint32_t mtu = 1500;
   std::unique_ptr<Port> port;  // nullptr: id free (unless a tunnel)
   Kind kind = Kind::kNone;
-  uint32_t vtep = 0, vni = 0;  // kTunnel: remote VTEP, VNI
-  bool retiring = false;       // a tunnel on its way out: no longer published, not shown; freed after a grace period
   bool used() const { return port || kind == Kind::kTunnel; }
   bool xdp() const { return kind == Kind::kAfxdp || kind == Kind::kPunt; }  // bound in the XDP maps
 };
 
-// What dpsw made for one endpoint (or one module's own links, e.g. punt veths).
+// What dpsw made for one endpoint (the bridge module keeps one per endpoint)
+// or for a module's own links and ports (the fast tier's punt veths, the
+// uplink's port): what Core::release() undoes.
 struct EndpointRec {
   bool created_netns = false;
   std::string netns_name;
@@ -78,12 +79,18 @@ struct EndpointRec {
   std::vector<std::string> links;
 };
 
+// The name the uplink's segment is registered under (its bridge domain, by
+// the NAT module; not a valid network name): a macvlan network shares that
+// bridge domain, and it is the uplink port's network.
+inline constexpr char kUplinkNetwork[] = "(uplink)";
+
 struct Core {
   Core(Config cfg, Plan plan, DaemonOptions opt);
   virtual ~Core();
 
   uint16_t new_port_id();  // the lowest free id; throws past kMaxPorts
   uint16_t add_bd(const NetworkConfig& network);  // a bridge domain id; a macvlan network maps onto the uplink's segment
+  int uplink_bd() const;  // the uplink segment's bridge domain (kUplinkNetwork's), -1: none (no uplink)
   // add_bd() for each of cfg's networks without a bridge domain: at setup
   // (before every apply(), which finds them), `network add` and a reload
   // (before the endpoints that join them).
@@ -106,6 +113,7 @@ struct Core {
   void network_gone_modules(uint16_t bd);
   void network_mtu_modules(const std::string& network);
   void mac_row_modules(const MacTable::Entry& e, nlohmann::json& row) const;
+  bool port_hidden(uint16_t id) const;  // a module's port on its way out (Module::port_hidden()): not shown
 
   Config cfg_;
   Plan plan_;
@@ -117,11 +125,6 @@ struct Core {
   std::vector<PortRec> ports_;                  // by port id
   std::map<std::string, uint16_t> bd_of_;       // network -> bridge domain id
   std::vector<std::string> bd_name_;            // bridge domain id -> network ("" free)
-  std::map<std::string, EndpointRec> eps_;
-  int uplink_port_ = -1;      // port id of the uplink, -1: none
-  uint16_t uplink_bd_ = 0;    // the uplink segment's bridge domain (macvlan networks live here)
-  Mac uplink_mac_ = 0;        // answers for the uplink address
-  Mac router_mac_ = 0;        // answers for bridge networks' gateways
   // Teardown: the links and namespaces detach() removed, logged once
   // everything is gone ("removed N links and M namespaces").
   size_t removed_links_ = 0, removed_netns_ = 0;

@@ -80,11 +80,13 @@ Daemon::Daemon(Config cfg, Plan plan, DaemonOptions opt) : Core(std::move(cfg), 
   Core& core = *this;
   auto ports = std::make_unique<Ports>(core);
   auto fast = std::make_unique<FastControl>(core);
-  modules_.push_back(std::make_unique<Bridge>(core, *fast, *ports));
+  auto bridge = std::make_unique<Bridge>(core, *fast, *ports);
+  auto nat = std::make_unique<Nat>(core, *bridge);
+  modules_.push_back(std::move(bridge));
   modules_.push_back(std::move(ports));
   modules_.push_back(std::move(fast));
-  modules_.push_back(std::make_unique<Overlay>(core));
-  modules_.push_back(std::make_unique<Nat>(core));
+  modules_.push_back(std::make_unique<Overlay>(core, *nat));
+  modules_.push_back(std::move(nat));  // last: its contribute() puts the uplink in front of the lists the others filled
 
   // One table of control verbs, the core's and every module's: a name taken
   // twice refuses the start (and `dpsw --check`, which builds a Daemon too)
@@ -123,7 +125,6 @@ void Daemon::setup() {
     dopt.idle = cfg_.sw.blocks() ? Dataplane::Options::Idle::kBlock : Dataplane::Options::Idle::kPoll;
     dopt.idle_after_us = cfg_.sw.idle_after_us;
     dp_ = std::make_unique<Dataplane>(dopt);
-    router_mac_ = router_mac(cfg_.sw.name);
     for (const auto& m : modules_) m->start();
     check_modules(cfg_, plan_);
     add_bds(cfg_);  // every network's bridge domain, before the modules' apply() (the overlay's tunnels join them)
@@ -144,24 +145,7 @@ void Daemon::publish_snapshot() {
   s->rx_ports.resize(dp_->workers());
   s->ports.resize(ports_.size());
   s->bds.resize(bd_name_.size());
-  for (size_t i = 0; i < bd_name_.size(); i++) {
-    BdEntry& b = s->bds[i];
-    b.name = bd_name_[i];
-    if (uplink_port_ >= 0 && i == uplink_bd_) {
-      b.local_ip = cfg_.uplink->address.addr;  // the host, on its own segment
-      b.router_mac = uplink_mac_;
-    }
-  }
-  if (uplink_port_ >= 0) {
-    uint16_t id = uint16_t(uplink_port_);
-    PortEntry& pe = s->ports[id];
-    pe.port = ports_[id].port.get();
-    pe.bd = uplink_bd_;
-    pe.owner = owner(id);
-    pe.max_frame = std::min(cfg_.uplink->mtu, kAfxdpMaxMtu) + kEthHdrLen;
-    s->bds[uplink_bd_].ports.push_back(id);
-    s->rx_ports[pe.owner].push_back(id);
-  }
+  for (size_t i = 0; i < bd_name_.size(); i++) s->bds[i].name = bd_name_[i];
   for (const auto& m : modules_) m->contribute(*s);
   dp_->publish(std::move(s));
 }
@@ -314,7 +298,7 @@ CtlReply Daemon::show(const std::string& what, const std::vector<std::string>& a
     const Snapshot& s = dp_->snapshot();
     for (uint16_t id = 0; id < ports_.size(); id++) {
       const PortRec& pr = ports_[id];
-      if (!pr.used() || pr.retiring) continue;  // retiring: a removed tunnel awaiting its grace period
+      if (!pr.used() || port_hidden(id)) continue;  // hidden: e.g. a removed tunnel awaiting its grace period
       json p;
       for (const auto& m : modules_)  // a port of a module's own kind (a tunnel)
         if (p.is_null()) p = m->port_row(id, pr);
@@ -354,7 +338,7 @@ CtlReply Daemon::show(const std::string& what, const std::vector<std::string>& a
     uint64_t rx = 0;
     for (uint16_t id = 0; id < ports_.size(); id++) {
       const PortRec& pr = ports_[id];
-      if (!pr.used() || pr.retiring) continue;
+      if (!pr.used() || port_hidden(id)) continue;
       ports[pr.host_ifname] = port_counters(id);
       ports[pr.host_ifname]["endpoint"] = pr.endpoint;
       ports[pr.host_ifname]["network"] = pr.network;
@@ -388,7 +372,7 @@ CtlReply Daemon::show(const std::string& what, const std::vector<std::string>& a
     // the ports with what the modules count for them (the kernel tier's).
     json total = json::object();
     for (uint16_t id = 0; id < ports_.size(); id++) {
-      if (!ports_[id].used() || ports_[id].retiring) continue;
+      if (!ports_[id].used() || port_hidden(id)) continue;
       const json c = port_counters(id);  // named: a range-for over a temporary's member would dangle
       for (const auto& [reason, n] : c["drops"].items()) total[reason] = total.value(reason, uint64_t(0)) + n.get<uint64_t>();
     }

@@ -2,7 +2,7 @@
 // run, teardown), the control loop (signals, control clients, the 250 ms
 // maintenance tick), request dispatch through one verb table, the
 // orchestration of a reload, and each snapshot as the core's part (bridge
-// domains' names, the uplink) plus every control module's contribution.
+// domains' names) plus every control module's contribution.
 // What is made and changed (networks, endpoints, tunnels, the uplink, ...)
 // is the modules' (module.h), in the order Daemon::Daemon() lists them.
 //

@@ -51,7 +51,8 @@
 //   release_port a port's records are being freed (after the snapshot without
 //                it, before its Port closes)
 //   contribute() its part of every snapshot, after the core's (bridge
-//                domains' names, the uplink)
+//                domains' names); NAT, the last module, puts the uplink in
+//                front of the flood and rx lists the others filled
 //   tick(now)    every maintenance tick (250 ms), after the MAC table's
 //   views()      declares its `show` views
 //   network_removed(bd)  a network is going: before the snapshot without it
@@ -61,6 +62,9 @@
 //                id (e.g. frames the kernel forwarded) to t; returns a member
 //                to show beside them (null: none)
 //   port_row(id, pr)     `show ports`: the row of a port of its kind (null: not its)
+//   port_hidden(id)      `show ports`/`counters`/`drops`: true for a port of its
+//                        own on its way out (a retiring tunnel: its id stays
+//                        taken until the module frees it), left out
 //   counters(out)        `show counters`: its summary member(s)
 //   mac_row(e, row)      `show mac`: what it knows of MAC table entry e, as
 //                        members of its row (the kernel tier forwards on it too)
@@ -142,6 +146,7 @@ class Module {
   virtual void network_mtu(const std::string& /*network*/) {}
   virtual nlohmann::json port_counters(uint16_t /*id*/, Dataplane::PortTotals& /*t*/) const { return nullptr; }
   virtual nlohmann::json port_row(uint16_t /*id*/, const PortRec& /*pr*/) const { return nullptr; }
+  virtual bool port_hidden(uint16_t /*id*/) const { return false; }
   virtual void counters(nlohmann::json& /*out*/) const {}
   virtual void mac_row(const MacTable::Entry& /*e*/, nlohmann::json& /*row*/) const {}
 

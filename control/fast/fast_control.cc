@@ -21,7 +21,7 @@ void FastControl::preflight_objects() const {
     throw ConfigError("BPF object " + core_.opt_.fast_object + " (the fast tier) is not readable; it is looked for next to --bpf-object");
 }
 
-void FastControl::ensure() {
+void FastControl::ensure(Mac router_mac) {
   if (fast_) return;
   auto ft = std::make_unique<FastTier>(core_.opt_.fast_object, core_.cfg_.sw.mac_table_size + kMaxPorts);
   std::vector<Punt> punts(core_.dp_->workers());
@@ -69,7 +69,7 @@ void FastControl::ensure() {
     const std::vector<int> steer = core_.cfg_.sw.steering_cores();
     if (!steer.empty())
       for (const auto& p : punts) set_rps_cpus(p.rec.links.front(), steer);
-    ft->set_conf(steer.empty() ? 0 : std::max<uint32_t>(1, core_.cfg_.sw.steer_above_pps / 1000), core_.router_mac_);
+    ft->set_conf(steer.empty() ? 0 : std::max<uint32_t>(1, core_.cfg_.sw.steer_above_pps / 1000), router_mac);
   } catch (...) {
     undo();
     throw;
@@ -126,10 +126,10 @@ void FastControl::contribute(Snapshot& s) const {
     pe.max_frame = kAfxdpMaxMtu + kEthHdrLen + 4;
     pe.punt = true;
     pe.punt_share = fast_->punt_share(w);
-    // Polled right after the uplink (if this worker owns it), before the endpoints (the bridge module's, already in rx).
+    // Polled before the endpoints (the bridge module's, already in rx) and
+    // right after the uplink, if this worker owns it (NAT's, put in front later).
     auto& rx = s.rx_ports[w];
-    const bool uplink_first = core_.uplink_port_ >= 0 && !rx.empty() && rx.front() == uint16_t(core_.uplink_port_);
-    rx.insert(rx.begin() + (uplink_first ? 1 : 0), punts_[w].port);
+    rx.insert(rx.begin(), punts_[w].port);
   }
 }
 

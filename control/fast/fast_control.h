@@ -37,8 +37,9 @@ class FastControl : public Module {
   void mac_row(const MacTable::Entry& e, nlohmann::json& row) const override;  // "fast_tier": in the kernel fdb too
 
   // The fast tier (object, a punt veth pair and port per worker): made when
-  // the first endpoint needs it, kept until teardown.
-  void ensure();
+  // the first endpoint needs it, kept until teardown. router_mac: the bridge
+  // networks' gateway MAC (dpsw's own: never a container's source).
+  void ensure(Mac router_mac);
   // Makes port `id` (pr: its record, filled in but for the port) a fast-tier
   // endpoint: a FastPort sending through its owner's punt port, in the
   // kernel's port map, its MAC planned in the fdb. ensure() first.

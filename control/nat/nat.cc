@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "control/bridge/bridge.h"
 #include "control/core/log.h"
 #include "control/core/netlink.h"
 #include "dataplane/core/clock.h"
@@ -40,45 +41,57 @@ void Nat::start() {
 void Nat::create_uplink() {
   const UplinkConfig& up = *core_.cfg_.uplink;
   Rtnl rt;
-  core_.uplink_bd_ = core_.add_bd(NetworkConfig{.name = "(uplink)"});
-  core_.uplink_mac_ = rt.link_mac(up.interface);
+  uplink_bd_ = core_.add_bd(NetworkConfig{.name = kUplinkNetwork});
+  uplink_mac_ = rt.link_mac(up.interface);
   rt.set_up(up.interface);
   uint16_t id = core_.new_port_id();
   PortRec& pr = core_.ports_[id];
-  pr.network = "(uplink)";
+  pr.network = kUplinkNetwork;
   pr.host_ifname = up.interface;
   pr.ifindex = rt.ifindex(up.interface);
-  pr.bd = core_.uplink_bd_;
-  pr.mac = core_.uplink_mac_;
+  pr.bd = uplink_bd_;
+  pr.mac = uplink_mac_;
   pr.ip = up.address.addr;
   auto port = std::make_unique<AfxdpPort>(up.interface, AfxdpPort::Options{});
   int fd = port->fd();
   pr.port = std::move(port);
   pr.kind = PortRec::Kind::kAfxdp;
-  core_.uplink_port_ = id;
+  uplink_port_ = id;
   core_.xdp_->bind_socket(pr.ifindex, id, fd);
   core_.xdp_->attach(pr.ifindex, up.interface);
   LOG_INFO("uplink %s: %s/%u, %s, next hop %s (port %u)", up.interface.c_str(), ipv4_to_string(up.address.addr).c_str(),
-           up.address.len, mac_to_string(core_.uplink_mac_).c_str(), up.gateway ? ipv4_to_string(up.gateway).c_str() : "none", id);
+           up.address.len, mac_to_string(uplink_mac_).c_str(), up.gateway ? ipv4_to_string(up.gateway).c_str() : "none", id);
 }
 
 void Nat::check(const Config&, const Plan& plan) const {
-  if (!core_.uplink_mac_) return;
+  if (!uplink_mac_) return;
   for (const auto& ep : plan.endpoints)
     for (const auto& a : ep.attachments)
-      if (a.mac == core_.uplink_mac_)
+      if (a.mac == uplink_mac_)
         throw ConfigError(core_.cfg_.path + ": endpoint '" + ep.name + "': mac " + mac_to_string(a.mac) + " is the uplink's own MAC");
 }
 
 void Nat::contribute(Snapshot& s) const {
-  if (core_.uplink_port_ < 0) return;
+  if (uplink_port_ < 0) return;
+  const uint16_t up = uint16_t(uplink_port_);
+  BdEntry& b = s.bds[uplink_bd_];
+  b.local_ip = core_.cfg_.uplink->address.addr;  // the host, on its own segment
+  b.router_mac = uplink_mac_;
+  PortEntry& pe = s.ports[up];
+  pe.port = core_.ports_[up].port.get();
+  pe.bd = uplink_bd_;
+  pe.owner = core_.owner(up);
+  pe.max_frame = std::min(core_.cfg_.uplink->mtu, kAfxdpMaxMtu) + kEthHdrLen;
+  b.ports.insert(b.ports.begin(), up);  // first, as in every snapshot: before the macvlan endpoints
+  auto& rx = s.rx_ports[pe.owner];
+  rx.insert(rx.begin(), up);  // polled first: before its worker's punt port and endpoints
   L3Conf& l3 = s.l3;
   l3.enabled = true;
-  l3.uplink_port = uint16_t(core_.uplink_port_);
-  l3.uplink_bd = core_.uplink_bd_;
+  l3.uplink_port = uint16_t(uplink_port_);
+  l3.uplink_bd = uplink_bd_;
   l3.uplink_ip = core_.cfg_.uplink->address.addr;
   l3.gateway = core_.cfg_.uplink->gateway;
-  l3.uplink_mac = core_.uplink_mac_;
+  l3.uplink_mac = uplink_mac_;
   const size_t nbd = core_.bd_name_.size();
   l3.allowed.assign(nbd * nbd, 0);
   for (const auto& n : core_.cfg_.networks) {
@@ -99,12 +112,13 @@ void Nat::contribute(Snapshot& s) const {
   std::sort(l3.neighbors.begin(), l3.neighbors.end(), [](auto& a, auto& b) { return a.ip < b.ip; });
   // Published ports: a direct [port] -> rule index per protocol, constant cost for any range.
   for (const auto& e : core_.cfg_.endpoints) {
-    if (e.publish.empty() || !core_.eps_.count(e.name) || core_.eps_.at(e.name).ports.empty()) continue;
-    uint16_t id = core_.eps_.at(e.name).ports[0];  // the first network's port
+    const EndpointRec* rec = e.publish.empty() ? nullptr : bridge_.endpoint(e.name);
+    if (!rec || rec->ports.empty()) continue;
+    uint16_t id = rec->ports[0];  // the first network's port
     const PortRec& pr = core_.ports_[id];
     const NetworkConfig* net = core_.cfg_.network(pr.network);
     for (const auto& p : e.publish) {
-      l3.pub.push_back(PubRule{p.host_lo, p.ctr_lo, pr.ip, id, pr.bd, pr.mac, core_.router_mac_, net ? net->gateway : 0});
+      l3.pub.push_back(PubRule{p.host_lo, p.ctr_lo, pr.ip, id, pr.bd, pr.mac, bridge_.router_mac(), net ? net->gateway : 0});
       auto& idx = p.proto == 6 ? l3.pub_tcp : l3.pub_udp;
       if (idx.empty()) idx.assign(65536, 0);
       for (uint32_t port = p.host_lo; port <= p.host_hi; port++) idx[port] = uint16_t(l3.pub.size());
@@ -126,11 +140,11 @@ void Nat::tick(uint32_t now) {
 }
 
 void Nat::stop() {
-  if (core_.uplink_port_ >= 0) {  // detach from the uplink; the interface is not ours to delete
+  if (uplink_port_ >= 0) {  // detach from the uplink; the interface is not ours to delete
     EndpointRec up;
-    up.ports = {uint16_t(core_.uplink_port_)};
+    up.ports = {uint16_t(uplink_port_)};
     core_.release(up);
-    core_.uplink_port_ = -1;
+    uplink_port_ = -1;
   }
 }
 
