@@ -11,8 +11,9 @@
 // client port is free again as soon as its connection ends. The client keeps
 // --concurrency connections in flight (nonblocking sockets, one epoll) for
 // --duration seconds and prints one JSON line: completed connections/s,
-// failures by cause, connect latency (SYN sent to handshake done) and
-// transaction latency (connect to the server's close), p50/p99, and the
+// failures by cause, connect latency (connect() until the client's loop sees
+// the handshake done: with many in flight, its own queueing counts too) and
+// transaction latency (connect() to the server's close), p50/p99, and the
 // ephemeral port range its connections take their ports from (the
 // namespace's net.ipv4.ip_local_port_range; at most --concurrency are in use
 // at once). A connection that neither completes nor fails within --timeout
