@@ -206,6 +206,7 @@ def connrate(server_ns, client_ns, target, duration, core, port, listen_port=Non
     finally:
         srv.terminate()
         srv.wait(10)
+        srv.stdout.close()  # its closing line (counts) is not needed
     try:
         r = json.loads(out.strip().splitlines()[-1])
     except (ValueError, IndexError):
