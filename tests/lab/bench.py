@@ -17,8 +17,8 @@ from . import topo
 from .dpsw import Dpsw
 from .proc import LabError, end_spawned, nsx, spawn
 from .topo import HOST_IP, OUTSIDE_IP, PAIR_IPS, PAIR_SUBNET, UNDERLAY
-from .traffic import (CpuMeter, dpdk_cleanup, iperf3, ping_ns, rx_packets, sockperf_rtt, testpmd_cmd, udp_delivered,
-                      virtio_user)
+from .traffic import (CpuMeter, connrate, dpdk_cleanup, iperf3, ping_ns, rx_packets, sockperf_rtt, testpmd_cmd,
+                      udp_delivered, virtio_user)
 
 # Switches compared, in report order; "generator" (a bare veth pair) is always measured first.
 VARIANTS = ["kernel", "dpsw", "dpsw-poll", "dpsw-afxdp", "testpmd"]
@@ -38,7 +38,11 @@ def rows(scenarios, sizes):
         out += [("idle", "idle", "cores_busy", "cores", "lower")]
     if "nat" in scenarios:
         out += [("NAT UDP 64 B", "natudp64", "mpps", "Mpps", "higher"), ("NAT TCP out", "nattcp", "gbps", "Gb/s", "higher"),
-                ("published TCP in", "dnattcp", "gbps", "Gb/s", "higher")]
+                ("published TCP in", "dnattcp", "gbps", "Gb/s", "higher"),
+                ("NAT conn/s out", "natconn", "conn_per_s", "conn/s", "higher"),
+                ("published conn/s in", "dnatconn", "conn_per_s", "conn/s", "higher"),
+                ("NAT RTT p50", "natrtt", "p50_us", "us", "lower"), ("NAT RTT p99", "natrtt", "p99_us", "us", "lower"),
+                ("NAT RTT p99.9", "natrtt", "p999_us", "us", "lower")]
     if "overlay" in scenarios:
         out += [("overlay UDP 64 B", "ovudp64", "mpps", "Mpps", "higher"), ("overlay TCP", "ovtcp", "gbps", "Gb/s", "higher")]
     if "vhost" in scenarios:
@@ -49,7 +53,7 @@ def rows(scenarios, sizes):
 
 def measured_by(variant, key):
     """Whether `variant` yields result `key` (what --smoke insists on)."""
-    if key in ("natudp64", "nattcp", "dnattcp", "ovudp64", "ovtcp"):
+    if key in ("natudp64", "nattcp", "dnattcp", "natconn", "dnatconn", "natrtt", "ovudp64", "ovtcp"):
         return variant in ("kernel", "dpsw")
     if key.startswith("vhost"):
         return variant in ("dpsw", "testpmd")
@@ -270,11 +274,21 @@ class Bench:
                 x = udp_delivered(t.s, t.r, PAIR_IPS[0], OUTSIDE_IP, 64, c.duration, c.gen_core, dst_mac=gw_mac)
                 r["natudp64"] = {"mpps": x["mpps"], "cores_busy": x["cores_busy"]}
                 print(f"   UDP 64 B out: {r['natudp64']['mpps']:.3f} Mpps, {x['cores_busy']:.2f} cores busy", flush=True)
-                for key, server_ns, client_ns, target, port, listen in (("nattcp", t.r, t.s, OUTSIDE_IP, 5299, None),
-                                                                         ("dnattcp", t.s, t.r, HOST_IP, 8080, 80)):
-                    r[key] = x = iperf3(server_ns, client_ns, target, c.duration, port=port, listen_port=listen)
-                    g = x["gbps"]
-                    print(f"   {'TCP out' if key == 'nattcp' else 'TCP in (published)'}: {g if g is None else round(g, 2)} Gb/s", flush=True)
+                # Both ways: out to a server in the outside namespace (masquerade), and in
+                # from there to the published port (8080 -> 80): (what, server ns, client ns,
+                # target, port, server's port), then the keys of its TCP and connection rows.
+                ways = ((("out", t.r, t.s, OUTSIDE_IP, 5299, None), "nattcp", "natconn"),
+                        (("in (published)", t.s, t.r, HOST_IP, 8080, 80), "dnattcp", "dnatconn"))
+                for (what, server_ns, client_ns, target, port, listen), tcp, _ in ways:
+                    r[tcp] = x = iperf3(server_ns, client_ns, target, c.duration, port=port, listen_port=listen)
+                    print(f"   TCP {what}: {x['gbps'] if x['gbps'] is None else round(x['gbps'], 2)} Gb/s", flush=True)
+                for (what, server_ns, client_ns, target, port, listen), _, conn in ways:  # short connections
+                    r[conn] = x = connrate(server_ns, client_ns, target, c.duration, c.gen_core, port, listen_port=listen)
+                    print(f"   connections {what}: {x['conn_per_s']} conn/s, connect p50 {x.get('connect_p50_us')} us, "
+                          f"p99 {x.get('connect_p99_us')} us; failed {x.get('failed')} {x.get('errors', '')}", flush=True)
+                # Round trips through NAT: the rtt scenario's sockperf, container -> the outside.
+                r["natrtt"] = x = sockperf_rtt(t.r, t.s, OUTSIDE_IP, c.duration, c.gen_core)
+                print(f"   RTT through NAT: p50 {x['p50_us']} us, p99 {x['p99_us']} us, p99.9 {x['p999_us']} us", flush=True)
             finally:
                 t.teardown()
 

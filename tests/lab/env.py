@@ -6,6 +6,7 @@ BUILD = os.environ.get("DPSW_BUILD", os.path.join(ROOT, "build"))
 DPSW = os.path.join(BUILD, "control", "dpsw")
 DPSWCTL = os.path.join(BUILD, "control", "dpswctl")
 PKTGEN = os.path.join(BUILD, "bench", "dpsw-pktgen")
+CONNRATE = os.path.join(BUILD, "bench", "dpsw-connrate")
 
 
 def worker_core():

@@ -1,5 +1,5 @@
 """Traffic drivers: ping, byte-exact TCP, raw frames, iperf3, dpsw-pktgen,
-sockperf, dpdk-testpmd; and what they are measured with (interface
+sockperf, dpsw-connrate, dpdk-testpmd; and what they are measured with (interface
 counters, busy cores). Every driver runs inside namespaces it is given."""
 import json
 import os
@@ -7,7 +7,7 @@ import re
 import subprocess
 import time
 
-from .env import PKTGEN
+from .env import CONNRATE, PKTGEN
 from .proc import LabError, nsx, spawn
 
 
@@ -185,6 +185,36 @@ def sockperf_rtt(server_ns, client_ns, ip, duration, core, mps=2000):
     srv.wait(10)
     pct = {float(m.group(1)): float(m.group(2)) for m in re.finditer(r"percentile\s+([\d.]+)\s+=\s+([\d.]+)", out)}
     return {"p50_us": pct.get(50.0), "p99_us": pct.get(99.0), "p999_us": pct.get(99.9), "cores_busy": cpu.cores}
+
+
+def connrate(server_ns, client_ns, target, duration, core, port, listen_port=None, concurrency=32):
+    """dpsw-connrate: short TCP connections (64 bytes echoed, then the server
+    closes first) from client_ns to target:port for `duration` s, `concurrency`
+    in flight; the server in server_ns listens on listen_port (default port).
+    Both ends pinned to core (the same placement for every variant). Returns
+    the client's JSON line (conn_per_s, completed, failed, errors by cause,
+    connect_p50_us / connect_p99_us, ...) plus "cores_busy"; conn_per_s is
+    None when no connection completed (no number: the path does not work)."""
+    pin = ["taskset", "-c", str(core)]
+    srv = spawn("ip", "netns", "exec", server_ns, *pin, CONNRATE, "server", "--port", str(listen_port or port),
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        _need(srv.stdout.readline().strip() == "listening", "dpsw-connrate server did not start")
+        with CpuMeter() as cpu:
+            out = nsx(client_ns, *pin, CONNRATE, "client", "--address", target, "--port", str(port), "--concurrency",
+                      str(concurrency), "--duration", str(duration), timeout=duration + 30, check_rc=False).stdout
+    finally:
+        srv.terminate()
+        srv.wait(10)
+        srv.stdout.close()  # its closing line (counts) is not needed
+    try:
+        r = json.loads(out.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        r = {"conn_per_s": None, "output": out[-500:]}
+    if not r.get("completed"):
+        r["conn_per_s"] = None
+    r["cores_busy"] = cpu.cores
+    return r
 
 
 # ---- dpdk-testpmd ----
