@@ -83,6 +83,30 @@ struct dpsw_punt_rate {
   __u64 count;
 };
 
+/* dpsw_fast_nat: established routed flows the kernel tier forwards itself
+ * (first slice: masquerade out, from a fast-tier container to the uplink).
+ * Key: the packet's tuple as it arrives, addresses and ports in network
+ * order. dpsw owns the state: it installs an entry once its conntrack holds
+ * the flow established (TCP) or replied (UDP), refreshes its own flow from
+ * last_seen, and removes the entry before the flow goes. The map's size is
+ * set by dpsw at load time (conntrack.size); this is the default. */
+#define DPSW_FAST_NAT_DEFAULT 65536
+struct dpsw_nat_key {
+  __u32 saddr, daddr;
+  __u16 sport, dport;
+  __u8 proto;
+  __u8 pad[3];
+};
+struct dpsw_nat_val {
+  __u32 xsaddr, xdaddr; /* rewritten addresses (network order) */
+  __u16 xsport, xdport; /* rewritten ports (network order) */
+  __u32 ifindex;        /* sent out of this device (bpf_redirect, egress) */
+  __u16 in_port;        /* the flow's packets come from this dpsw port only (others: punted) */
+  __u16 out_port;       /* the device's dpsw port id (tx counted there) */
+  __u8 smac[6], dmac[6]; /* the new Ethernet header */
+  __u64 last_seen;      /* bpf_ktime_get_ns() of the latest packet (a plain store: racy, monotonic enough) */
+};
+
 /* dpsw_fast_events slots: events that are not a port's. */
 enum dpsw_fast_event {
   DPSW_EV_PUNTED,        /* handed to dpsw through a punt veth */
@@ -92,6 +116,7 @@ enum dpsw_fast_event {
   DPSW_EV_STEERED,       /* known unicast sent to another core through a punt veth's ingress */
   DPSW_EV_BAD_SRC,       /* dropped: multicast, zero or dpsw's router MAC as source */
   DPSW_EV_PUNT_SHARE,    /* dropped: the port was over its share of a congested punt port */
+  DPSW_EV_NAT_FORWARDED, /* a routed flow's packet rewritten and sent on by the kernel tier (dpsw_fast_nat) */
   DPSW_EV_COUNT
 };
 

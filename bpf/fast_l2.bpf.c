@@ -46,8 +46,14 @@
 #include <linux/ip.h>
 #include <linux/ipv6.h>
 #include <linux/pkt_cls.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+
+#ifndef offsetof
+#define offsetof(t, m) __builtin_offsetof(t, m)
+#endif
 
 #include "dpsw_abi.h"
 
@@ -127,6 +133,13 @@ struct {
   __type(value, __u64);
 } dpsw_fast_events SEC(".maps");
 
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, DPSW_FAST_NAT_DEFAULT);  // resized by dpsw before load
+  __type(key, struct dpsw_nat_key);
+  __type(value, struct dpsw_nat_val);
+} dpsw_fast_nat SEC(".maps");
+
 static __always_inline void event(__u32 which) {
   __u64 *c = bpf_map_lookup_elem(&dpsw_fast_events, &which);
   if (c) *c += 1;
@@ -149,6 +162,87 @@ static __always_inline int over_share(struct dpsw_fast_port *in) {
   }
   __sync_fetch_and_add(&r->count, 1);
   return r->count > limit;
+}
+
+// A routed packet (to dpsw's router MAC) of an established flow in
+// dpsw_fast_nat: rewritten (addresses, ports, TTL, Ethernet header; the
+// checksum helpers keep a partial checksum partial, so GSO and TSO stay) and
+// sent out of the flow's device. Anything the entry cannot decide alone is
+// dpsw's: IP options, fragments, TTL running out, TCP SYN/FIN/RST (dpsw
+// follows the connection's state), unknown flows. -1: punt.
+static __always_inline int nat_forward(struct __sk_buff *skb, struct dpsw_fast_port *in) {
+  void *data = (void *)(long)skb->data;
+  void *data_end = (void *)(long)skb->data_end;
+  struct ethhdr *eth = data;
+  struct iphdr *ip = (void *)(eth + 1);
+  if ((void *)(ip + 1) > data_end || ip->ihl != 5 || ip->ttl <= 1 || (ip->frag_off & bpf_htons(0x3fff))) return -1;
+  struct dpsw_nat_key k = {.saddr = ip->saddr, .daddr = ip->daddr, .proto = ip->protocol};
+  __u32 l4 = ETH_HLEN + sizeof(struct iphdr), csum_off, mangled = 0;
+  if (ip->protocol == IPPROTO_TCP) {
+    struct tcphdr *th = (void *)(ip + 1);
+    if ((void *)(th + 1) > data_end || th->syn || th->fin || th->rst) return -1;
+    k.sport = th->source;
+    k.dport = th->dest;
+    csum_off = l4 + offsetof(struct tcphdr, check);
+  } else if (ip->protocol == IPPROTO_UDP) {
+    struct udphdr *uh = (void *)(ip + 1);
+    if ((void *)(uh + 1) > data_end) return -1;
+    k.sport = uh->source;
+    k.dport = uh->dest;
+    csum_off = l4 + offsetof(struct udphdr, check);
+    mangled = BPF_F_MARK_MANGLED_0;  // a zero (absent) UDP checksum stays zero
+  } else {
+    return -1;
+  }
+  struct dpsw_nat_val *v = bpf_map_lookup_elem(&dpsw_fast_nat, &k);
+  if (!v || v->in_port != in->port) return -1;  // another port's packet with the tuple is not the flow's
+  // From here on the packet is being rewritten: a helper failing (never
+  // expected: the offsets were checked) drops it rather than punt it half done.
+  // Addresses: the IP header checksum, and the L4 one through the pseudo-header.
+  __u32 old_ttl = bpf_htons((__u16)ip->ttl << 8 | ip->protocol);
+  __u32 new_ttl = bpf_htons((__u16)(ip->ttl - 1) << 8 | ip->protocol);
+  __u8 ttl = ip->ttl - 1;
+  if (k.saddr != v->xsaddr) {
+    if (bpf_l4_csum_replace(skb, csum_off, k.saddr, v->xsaddr, BPF_F_PSEUDO_HDR | mangled | 4) ||
+        bpf_l3_csum_replace(skb, ETH_HLEN + offsetof(struct iphdr, check), k.saddr, v->xsaddr, 4) ||
+        bpf_skb_store_bytes(skb, ETH_HLEN + offsetof(struct iphdr, saddr), &v->xsaddr, 4, 0))
+      return TC_ACT_SHOT;
+  }
+  if (k.daddr != v->xdaddr) {
+    if (bpf_l4_csum_replace(skb, csum_off, k.daddr, v->xdaddr, BPF_F_PSEUDO_HDR | mangled | 4) ||
+        bpf_l3_csum_replace(skb, ETH_HLEN + offsetof(struct iphdr, check), k.daddr, v->xdaddr, 4) ||
+        bpf_skb_store_bytes(skb, ETH_HLEN + offsetof(struct iphdr, daddr), &v->xdaddr, 4, 0))
+      return TC_ACT_SHOT;
+  }
+  // Ports: in the L4 checksum only (not the pseudo-header).
+  if (k.sport != v->xsport) {
+    if (bpf_l4_csum_replace(skb, csum_off, k.sport, v->xsport, mangled | 2) || bpf_skb_store_bytes(skb, l4, &v->xsport, 2, 0))
+      return TC_ACT_SHOT;
+  }
+  if (k.dport != v->xdport) {
+    if (bpf_l4_csum_replace(skb, csum_off, k.dport, v->xdport, mangled | 2) || bpf_skb_store_bytes(skb, l4 + 2, &v->xdport, 2, 0))
+      return TC_ACT_SHOT;
+  }
+  // TTL (the 16-bit word it shares with the protocol), then the MACs.
+  if (bpf_l3_csum_replace(skb, ETH_HLEN + offsetof(struct iphdr, check), old_ttl, new_ttl, 2) ||
+      bpf_skb_store_bytes(skb, ETH_HLEN + offsetof(struct iphdr, ttl), &ttl, 1, 0) ||
+      bpf_skb_store_bytes(skb, 0, v->dmac, 6, 0) || bpf_skb_store_bytes(skb, 6, v->smac, 6, 0))
+    return TC_ACT_SHOT;
+  v->last_seen = bpf_ktime_get_ns();
+  __u32 ip_port = in->port, op = v->out_port;
+  __u64 segs = skb->gso_segs ? skb->gso_segs : 1;
+  struct dpsw_fast_stats *si = bpf_map_lookup_elem(&dpsw_fast_stats, &ip_port);
+  struct dpsw_fast_stats *so = bpf_map_lookup_elem(&dpsw_fast_stats, &op);
+  if (si) {
+    si->rx_packets += segs;
+    si->rx_bytes += skb->len;
+  }
+  if (so) {
+    so->tx_packets += segs;
+    so->tx_bytes += skb->len;
+  }
+  event(DPSW_EV_NAT_FORWARDED);
+  return bpf_redirect(v->ifindex, 0);
 }
 
 static __always_inline int is_tcp(struct ethhdr *eth, void *data_end) {
@@ -218,6 +312,21 @@ int dpsw_fast_ingress(struct __sk_buff *skb) {
     struct dpsw_fast_stats *si = bpf_map_lookup_elem(&dpsw_fast_stats, &ip);
     if (si) si->oversize += 1;
     return TC_ACT_SHOT;
+  }
+  // Routed traffic of an established flow dpsw handed to the kernel tier.
+  if (eth->h_proto == bpf_htons(ETH_P_IP) && !skb->vlan_present &&
+      ((eth->h_dest[0] ^ conf->router_mac[0]) | (eth->h_dest[1] ^ conf->router_mac[1]) |
+       (eth->h_dest[2] ^ conf->router_mac[2]) | (eth->h_dest[3] ^ conf->router_mac[3]) |
+       (eth->h_dest[4] ^ conf->router_mac[4]) | (eth->h_dest[5] ^ conf->router_mac[5])) == 0) {
+    int r = nat_forward(skb, in);
+    if (r >= 0) return r;
+    data = (void *)(long)skb->data;  // the helpers may have moved the data: checks again below
+    data_end = (void *)(long)skb->data_end;
+    eth = data;
+    if ((void *)(eth + 1) > data_end) {
+      event(DPSW_EV_NO_PORT);
+      return TC_ACT_SHOT;
+    }
   }
   // Only plain unicast is decided here; tagged frames, broadcast, multicast
   // and unknown destinations are dpsw's, and so is ARP (rare; dpsw refuses an

@@ -330,7 +330,9 @@ CtlReply Daemon::show(const std::string& what, const std::vector<std::string>& a
                      line("conntrack: {conntrack.flows}/{conntrack.capacity} flows; refused (table full) {conntrack.refused_full}, "
                           "early drops {conntrack.early_drop}")
                          .only_if("conntrack"),
-                     line("fast tier fdb: {fast_tier.fdb_entries}/{fast_tier.fdb_capacity} entries, {fast_tier.fdb_refused} refused")
+                     line("fast tier fdb: {fast_tier.fdb_entries}/{fast_tier.fdb_capacity} entries, {fast_tier.fdb_refused} refused; "
+                          "routed flows in the kernel: {fast_tier.nat_flows}/{fast_tier.nat_capacity}, {fast_tier.nat_refused} refused, "
+                          "{fast_tier.nat_forwarded} packets forwarded")
                          .only_if("fast_tier"),
                      line("dpdk mbufs: {dpdk.mbufs_available}/{dpdk.mbufs_total} available").only_if("dpdk")}},
                    0, [&] {

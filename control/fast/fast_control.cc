@@ -23,7 +23,8 @@ void FastControl::preflight_objects() const {
 
 void FastControl::ensure(Mac router_mac) {
   if (fast_) return;
-  auto ft = std::make_unique<FastTier>(core_.opt_.fast_object, core_.cfg_.sw.mac_table_size + kMaxPorts);
+  auto ft = std::make_unique<FastTier>(core_.opt_.fast_object, core_.cfg_.sw.mac_table_size + kMaxPorts,
+                                       core_.cfg_.sw.conntrack_size);
   std::vector<Punt> punts(core_.dp_->workers());
   auto undo = [&] {
     for (auto& p : punts) core_.release(p.rec);
@@ -91,7 +92,9 @@ void FastControl::add_port(uint16_t id, PortRec& pr) {
 void FastControl::remove_port(uint16_t id) { release_port(id, core_.ports_[id]); }
 
 void FastControl::release_port(uint16_t id, const PortRec& pr) {
-  if (fast_ && pr.kind == PortRec::Kind::kFast) fast_->remove_port(id);
+  if (!fast_) return;
+  drop_nat_of(id);  // the uplink's too: nothing is redirected to a port that goes
+  if (pr.kind == PortRec::Kind::kFast) fast_->remove_port(id);
 }
 
 void FastControl::set_mtu(uint16_t id, uint32_t mtu) {
@@ -115,7 +118,91 @@ void FastControl::sync_fast_macs() {
   }
 }
 
-void FastControl::tick(uint32_t) { sync_fast_macs(); }
+void FastControl::tick(uint32_t now) {
+  sync_fast_macs();
+  sync_nat(now);
+}
+
+namespace {
+std::pair<uint64_t, uint64_t> packed(const FlowKey& k) {
+  return {uint64_t(k.sip) << 32 | k.dip, uint64_t(k.sport) << 24 | uint64_t(k.dport) << 8 | k.proto};
+}
+}  // namespace
+
+void FastControl::drop_nat_of(uint16_t port) {
+  for (auto it = nat_.begin(); it != nat_.end();) {
+    if (it->second.entry.in_port == port || it->second.entry.out_port == port) {
+      fast_->nat_del(it->second.key);
+      it = nat_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void FastControl::sync_nat(uint32_t now) {
+  ConnTrack* ct = core_.dp_->conntrack();
+  ArpCache* arp = core_.dp_->arp();
+  if (!fast_ || !ct || !arp) return;
+  const Snapshot& s = core_.dp_->snapshot();
+  const uint16_t up = s.l3.uplink_port;
+  if (up >= core_.ports_.size() || !core_.ports_[up].used()) return;
+  // What the kernel should hold now: established (TCP) or replied (UDP)
+  // masquerade flows from a fast-tier endpoint out of the uplink, whose next
+  // hop dpsw has resolved.
+  struct Want {
+    const Flow* flow;
+    FastTier::NatEntry entry;
+  };
+  std::map<std::pair<uint64_t, uint64_t>, Want> want;
+  ct->for_each([&](const Flow& f) {
+    const uint8_t st = f.state.load(std::memory_order_relaxed);  // relaxed: a snapshot of the state, re-read every tick
+    if (f.orig.proto == 6 ? st != uint8_t(TcpState::kEstablished) : (f.orig.proto != 17 || st == 0)) return;
+    const uint16_t in = f.out[1].port;
+    if (f.out[0].port != up || in >= core_.ports_.size() || core_.ports_[in].kind != PortRec::Kind::kFast || !fast_->has_port(in))
+      return;
+    Mac dmac = f.out[0].dst_mac;
+    if (!dmac) {
+      const uint32_t nh = arp->on_segment(f.xdst_ip) ? f.xdst_ip : s.l3.gateway;
+      dmac = nh ? arp->peek(nh) : 0;
+      if (!dmac) return;  // dpsw's own path resolves it first
+    }
+    FastTier::NatEntry e;
+    e.in_port = in;
+    e.out_port = up;
+    e.xsip = f.xsrc_ip;
+    e.xdip = f.xdst_ip;
+    e.xsport = f.xsrc_port;
+    e.xdport = f.xdst_port;
+    e.ifindex = core_.ports_[up].ifindex;
+    e.smac = f.out[0].src_mac;
+    e.dmac = dmac;
+    want[packed(f.orig)] = {&f, e};
+  });
+  // Gone or changed: out of the kernel first.
+  for (auto it = nat_.begin(); it != nat_.end();) {
+    auto w = want.find(it->first);
+    if (w == want.end() || !(w->second.entry == it->second.entry)) {
+      fast_->nat_del(it->second.key);
+      it = nat_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (auto& [k, w] : want) {
+    auto it = nat_.find(k);
+    if (it == nat_.end()) {
+      if (fast_->nat_put(w.flow->orig, w.entry)) nat_[k] = {w.flow->orig, w.entry, 0};
+      else nat_refused_++;
+      continue;
+    }
+    // Packets the kernel forwarded since the last tick keep the flow alive.
+    if (uint64_t ls = fast_->nat_last_seen(it->second.key); ls != it->second.last_seen) {
+      it->second.last_seen = ls;
+      ConnTrack::seen(*w.flow, now);
+    }
+  }
+}
 
 void FastControl::contribute(Snapshot& s) const {
   for (uint16_t w = 0; w < punts_.size(); w++) {  // in no network: frames enter as their tag's port
@@ -134,6 +221,7 @@ void FastControl::contribute(Snapshot& s) const {
 }
 
 void FastControl::stop() {
+  nat_.clear();  // the map goes with the object
   for (auto& p : punts_) core_.release(p.rec);  // after every FastPort that sends through them
   punts_.clear();
   fast_.reset();
@@ -143,7 +231,7 @@ json FastControl::events() const {
   const FastTier::Events ev = fast_->events();
   return json{{"punted", ev.punted}, {"dropped_no_port", ev.no_port}, {"punt_bad_tag", ev.punt_bad_tag},
               {"punt_no_peer", ev.punt_no_peer}, {"steered", ev.steered}, {"dropped_bad_src_mac", ev.bad_src},
-              {"dropped_punt_share", ev.punt_share}};
+              {"dropped_punt_share", ev.punt_share}, {"nat_forwarded", ev.nat_forwarded}};
 }
 
 void FastControl::views(ViewRegistry& r) {
@@ -155,7 +243,8 @@ void FastControl::views(ViewRegistry& r) {
                          .only_if("enabled"),
                      line("{ports:count} fast-tier ports, {punt_ports:count} punt ports; punted {events.punted}, "
                           "dropped (no port) {events.dropped_no_port}, punt tag errors {events.punt_bad_tag}/{events.punt_no_peer}, "
-                          "bad source MAC {events.dropped_bad_src_mac}, over a port's punt share {events.dropped_punt_share}")
+                          "bad source MAC {events.dropped_bad_src_mac}, over a port's punt share {events.dropped_punt_share}; "
+                          "routed packets forwarded in the kernel {events.nat_forwarded}")
                          .only_if("enabled"),
                      table("punt_ports", {col("WORKER", "worker"), col("PUNT PORT", "name"), col("NEAR END", "near"),
                                           col("SHARE(frames/ms/port)", "share_per_ms")})
@@ -210,6 +299,9 @@ void FastControl::counters(nlohmann::json& out) const {
   f["fdb_entries"] = fast_->fdb_size();
   f["fdb_capacity"] = fast_->fdb_capacity();
   f["fdb_refused"] = fast_->fdb_refused();
+  f["nat_flows"] = nat_.size();
+  f["nat_capacity"] = fast_->nat_capacity();
+  f["nat_refused"] = nat_refused_;
   out["fast_tier"] = f;
 }
 

@@ -10,7 +10,9 @@
 // the snapshot without it, set_mtu().
 #pragma once
 
+#include <map>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -29,7 +31,7 @@ class FastControl : public Module {
   void preflight_objects() const override;                      // its BPF object, if an endpoint uses it
   void release_port(uint16_t id, const PortRec& pr) override;  // out of the kernel tier's maps
   void contribute(Snapshot& s) const override;                  // the punt ports
-  void tick(uint32_t now) override;                             // learned MACs into the fdb
+  void tick(uint32_t now) override;                             // learned MACs into the fdb, routed flows into the NAT map
   void views(ViewRegistry& r) override;                         // `fast`
   void stop() override;                                         // punt ports (after every FastPort), then the object
   nlohmann::json port_counters(uint16_t id, Dataplane::PortTotals& t) const override;  // what the kernel tier did for it
@@ -51,6 +53,13 @@ class FastControl : public Module {
   nlohmann::json events() const;  // the kernel tier's event counters (in use)
   // Fast-tier MACs learned by the MAC table (maintenance tick).
   void sync_fast_macs();
+  // Routed flows handed to the kernel tier (maintenance tick, before NAT's
+  // expiry): established masquerade flows from fast-tier endpoints to the
+  // uplink are installed, flows the kernel forwarded since the last tick are
+  // refreshed in dpsw's connection table, entries of flows that closed,
+  // expired or changed are removed.
+  void sync_nat(uint32_t now);
+  void drop_nat_of(uint16_t port);  // a fast-tier port goes: its flows leave the kernel map first
 
   std::unique_ptr<FastTier> fast_;
   struct Punt {
@@ -60,6 +69,14 @@ class FastControl : public Module {
   };
   std::vector<Punt> punts_;  // the fast tier's punt ports: one per worker (index), owned by it
   uint64_t fast_refused_reported_ = 0;  // fast-tier fdb refusals already logged
+  // What the kernel's routed-flow map holds, by conntrack tuple (packed).
+  struct NatState {
+    FlowKey key;
+    FastTier::NatEntry entry;
+    uint64_t last_seen = 0;  // the kernel's stamp at the previous tick
+  };
+  std::map<std::pair<uint64_t, uint64_t>, NatState> nat_;
+  uint64_t nat_refused_ = 0;  // flows the full map refused (they stay on the punted path)
 };
 
 }  // namespace dpsw

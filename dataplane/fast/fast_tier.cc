@@ -3,6 +3,7 @@
 #include "dataplane/ports/bpf_object.h"
 #include "bpf/dpsw_abi.h"
 
+#include <arpa/inet.h>
 #include <sys/mman.h>
 
 #include <bpf/bpf.h>
@@ -23,6 +24,17 @@ using FdbVal = dpsw_fdb_val;
 using StatsVal = dpsw_fast_stats;
 using ConfVal = dpsw_fast_conf;
 
+// The BPF key of a conntrack tuple: the packet's bytes (network order).
+dpsw_nat_key nat_key(const FlowKey& k) {
+  dpsw_nat_key n{};
+  n.saddr = htonl(k.sip);
+  n.daddr = htonl(k.dip);
+  n.sport = htons(k.sport);
+  n.dport = htons(k.dport);
+  n.proto = k.proto;
+  return n;
+}
+
 FdbKey fdb_key(uint16_t bd, Mac mac) {
   FdbKey k{};
   k.bd = bd;
@@ -39,11 +51,15 @@ bpf_tc_hook ingress_hook(int ifindex) {
 }
 }  // namespace
 
-FastTier::FastTier(const std::string& path, uint32_t fdb_entries) : fdb_capacity_(fdb_entries) {
+FastTier::FastTier(const std::string& path, uint32_t fdb_entries, uint32_t nat_entries)
+    : fdb_capacity_(fdb_entries), nat_capacity_(nat_entries ? nat_entries : DPSW_FAST_NAT_DEFAULT) {
   obj_ = load_bpf_object(path, [&](bpf_object* o) {
     bpf_map* fdb = bpf_object__find_map_by_name(o, "dpsw_fast_fdb");
     if (!fdb) throw std::runtime_error(path + ": no map dpsw_fast_fdb");
     if (int e = bpf_map__set_max_entries(fdb, fdb_entries)) throw bpf_error("fast tier: sizing the fdb map", e);
+    bpf_map* nat = bpf_object__find_map_by_name(o, "dpsw_fast_nat");
+    if (!nat) throw std::runtime_error(path + ": no map dpsw_fast_nat");
+    if (int e = bpf_map__set_max_entries(nat, nat_capacity_)) throw bpf_error("fast tier: sizing the routed-flow map", e);
   });
   auto prog = [&](const char* name) {
     bpf_program* p = bpf_object__find_program_by_name(obj_, name);
@@ -57,8 +73,9 @@ FastTier::FastTier(const std::string& path, uint32_t fdb_entries) : fdb_capacity
   stats_map_ = bpf_object__find_map_fd_by_name(obj_, "dpsw_fast_stats");
   events_map_ = bpf_object__find_map_fd_by_name(obj_, "dpsw_fast_events");
   conf_map_ = bpf_object__find_map_fd_by_name(obj_, "dpsw_fast_conf");
+  nat_map_ = bpf_object__find_map_fd_by_name(obj_, "dpsw_fast_nat");
   const int share_map = bpf_object__find_map_fd_by_name(obj_, "dpsw_fast_punt_share");
-  if (std::min({ingress_fd_, punt_fd_, ports_map_, peer_map_, fdb_map_, stats_map_, events_map_, conf_map_, share_map}) < 0) {
+  if (std::min({ingress_fd_, punt_fd_, ports_map_, peer_map_, fdb_map_, stats_map_, events_map_, conf_map_, nat_map_, share_map}) < 0) {
     bpf_object__close(obj_);
     obj_ = nullptr;
     throw std::runtime_error(path + ": missing the fast tier's programs or maps");
@@ -250,7 +267,38 @@ FastTier::Events FastTier::events() const {
   e.steered = out[DPSW_EV_STEERED];
   e.bad_src = out[DPSW_EV_BAD_SRC];
   e.punt_share = out[DPSW_EV_PUNT_SHARE];
+  e.nat_forwarded = out[DPSW_EV_NAT_FORWARDED];
   return e;
+}
+
+bool FastTier::nat_put(const FlowKey& k, const NatEntry& e) {
+  const dpsw_nat_key key = nat_key(k);
+  dpsw_nat_val v{};
+  v.xsaddr = htonl(e.xsip);
+  v.xdaddr = htonl(e.xdip);
+  v.xsport = htons(e.xsport);
+  v.xdport = htons(e.xdport);
+  v.ifindex = uint32_t(e.ifindex);
+  v.in_port = e.in_port;
+  v.out_port = e.out_port;
+  mac_to_bytes(e.smac, v.smac);
+  mac_to_bytes(e.dmac, v.dmac);
+  if (int r = bpf_map_update_elem(nat_map_, &key, &v, BPF_ANY)) {
+    if (r == -E2BIG || errno == E2BIG) return false;  // full
+    throw bpf_error("fast tier: routed-flow map", r);
+  }
+  return true;
+}
+
+void FastTier::nat_del(const FlowKey& k) {
+  const dpsw_nat_key key = nat_key(k);
+  bpf_map_delete_elem(nat_map_, &key);  // ENOENT: already gone
+}
+
+uint64_t FastTier::nat_last_seen(const FlowKey& k) const {
+  const dpsw_nat_key key = nat_key(k);
+  dpsw_nat_val v{};
+  return bpf_map_lookup_elem(nat_map_, &key, &v) == 0 ? v.last_seen : 0;
 }
 
 void FastTier::set_conf(uint32_t steer_per_ms, Mac router_mac) {

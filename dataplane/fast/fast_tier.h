@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "dataplane/core/ether.h"
+#include "dataplane/nat/conntrack.h"
 
 struct bpf_object;
 struct dpsw_punt_share;
@@ -36,8 +37,9 @@ class FastTier {
   // Loads the object; throws std::runtime_error naming the file on failure.
   // fdb_entries: the kernel fdb map's size. The daemon makes it the MAC
   // table's size (every learned MAC) plus room for every port's own MAC, so
-  // learning can never crowd out an endpoint.
-  FastTier(const std::string& object_path, uint32_t fdb_entries);
+  // learning can never crowd out an endpoint. nat_entries: the routed-flow
+  // map's (the connection table's size: every flow could be there).
+  FastTier(const std::string& object_path, uint32_t fdb_entries, uint32_t nat_entries = 0);
   ~FastTier();  // detaches every program it attached
   FastTier(const FastTier&) = delete;
   FastTier& operator=(const FastTier&) = delete;
@@ -92,6 +94,7 @@ class FastTier {
     uint64_t steered = 0;  // known unicast sent to another core through a punt veth's ingress
     uint64_t bad_src = 0;  // dropped: multicast, zero or dpsw's router MAC as source (never a container's)
     uint64_t punt_share = 0;  // dropped: over the port's share of a congested punt port
+    uint64_t nat_forwarded = 0;  // routed packets the kernel tier rewrote and sent on (dpsw_fast_nat)
   };
   Events events() const;
 
@@ -101,6 +104,26 @@ class FastTier {
   // moves the receive work to another core; 0 turns steering off.
   // router_mac: dpsw's own, dropped as a container's source.
   void set_conf(uint32_t steer_per_ms, Mac router_mac);
+
+  // Routed flows the kernel tier forwards itself (bpf dpsw_fast_nat): a
+  // packet arriving on fast-tier port in_port with tuple k (as conntrack
+  // keys it: host order) is rewritten to xsip:xsport -> xdip:xdport, gets
+  // the Ethernet header smac -> dmac and goes out of ifindex (dpsw port
+  // out_port). nat_put() adds or replaces (false: the map is full);
+  // nat_last_seen(): the entry's latest packet (ns, CLOCK_MONOTONIC; 0: none
+  // yet or no entry).
+  struct NatEntry {
+    uint16_t in_port = 0, out_port = 0;
+    uint32_t xsip = 0, xdip = 0;
+    uint16_t xsport = 0, xdport = 0;
+    int ifindex = 0;
+    Mac smac = 0, dmac = 0;
+    bool operator==(const NatEntry&) const = default;
+  };
+  bool nat_put(const FlowKey& k, const NatEntry& e);
+  void nat_del(const FlowKey& k);
+  uint64_t nat_last_seen(const FlowKey& k) const;
+  uint32_t nat_capacity() const { return nat_capacity_; }
 
   // Fair punting: worker w's slot in the memory-mapped dpsw_fast_punt_share
   // map, which that worker (and only it) writes (dataplane/fast/punt_share.h).
@@ -122,8 +145,8 @@ class FastTier {
 
   bpf_object* obj_ = nullptr;
   int ingress_fd_ = -1, punt_fd_ = -1;
-  int ports_map_ = -1, peer_map_ = -1, fdb_map_ = -1, stats_map_ = -1, events_map_ = -1, conf_map_ = -1;
-  uint32_t fdb_capacity_ = 0;
+  int ports_map_ = -1, peer_map_ = -1, fdb_map_ = -1, stats_map_ = -1, events_map_ = -1, conf_map_ = -1, nat_map_ = -1;
+  uint32_t fdb_capacity_ = 0, nat_capacity_ = 0;
   struct dpsw_punt_share* share_ = nullptr;  // mmap of dpsw_fast_punt_share
   size_t share_len_ = 0;
   uint64_t refused_ = 0;

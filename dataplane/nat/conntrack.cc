@@ -366,7 +366,7 @@ ConnTrack::Create ConnTrack::create(unsigned w, const FlowKey& orig, uint32_t xs
   return Create::kOk;
 }
 
-void ConnTrack::seen(Flow& f, uint32_t now) {
+void ConnTrack::seen(const Flow& f, uint32_t now) {
   // relaxed: a timestamp; writing at most once a second keeps the line quiet.
   if (age_of(now, f.last_seen.load(std::memory_order_relaxed)) >= 1000) f.last_seen.store(now, std::memory_order_relaxed);
 }

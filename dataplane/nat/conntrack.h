@@ -93,7 +93,9 @@ struct alignas(64) Flow {
   uint16_t nat_port = 0;  // allocated source port (0: none)
   uint8_t worker = 0;     // whose port slice nat_port came from
   std::atomic<uint8_t> state{0};        // TcpState; others: 1 once a reply was seen
-  std::atomic<uint32_t> last_seen{0};   // ms, refreshed at most once a second
+  // ms, refreshed at most once a second; mutable: the control thread
+  // refreshes a flow the kernel tier forwards from the kernel's stamps.
+  mutable std::atomic<uint32_t> last_seen{0};
   std::atomic<uint8_t> live{0};         // Live: lookups match only kFlowLive
 };
 
@@ -149,7 +151,7 @@ class ConnTrack {
   Create create(unsigned w, const FlowKey& orig, uint32_t xsrc_ip, uint16_t xsrc_port, uint32_t xdst_ip, uint16_t xdst_port,
                 const FlowOut& fwd, const FlowOut& back, uint16_t bd, uint32_t now, Flow** out,
                 Origin origin = Origin::kInside);
-  static void seen(Flow& f, uint32_t now);                 // refresh last_seen (rate-limited)
+  static void seen(const Flow& f, uint32_t now);           // refresh last_seen (rate-limited)
   static void tcp_flags(Flow& f, uint8_t flags, bool reply);  // advance the TCP state
 
   // ---- control thread ----

@@ -7,7 +7,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # tests/: the lab package
-from lab.testing import Dpsw, check, scenario_main  # noqa: E402
+from lab.testing import FAST, Dpsw, check, scenario_main  # noqa: E402
 from lab.traffic import ping, tcp_transfer  # noqa: E402
 
 OUT, HOST = Dpsw.OUTSIDE_IP, Dpsw.HOST_IP
@@ -63,6 +63,79 @@ def outbound_icmp_udp_tcp():
         d.run("out", "python3", "-c", UDP_CLIENT, HOST, "9999", check_rc=False)
         after = d.counters()["ports"][d.uplink_if]["drops"].get("no_flow", 0)
         check(after > before, "unsolicited UDP to the host address should be dropped as no_flow")
+
+
+# Paced TCP (a long-lived connection): `python3 -c PACED_SENDER HOST PORT SECONDS`
+# sends 64 KiB every 20 ms, then closes; prints bytes sent and their sha256.
+PACED_SENDER = r"""
+import hashlib, socket, sys, time
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+h, n, end = hashlib.sha256(), 0, time.time() + float(sys.argv[3])
+chunk = bytes(range(256)) * 256
+while time.time() < end:
+    s.sendall(chunk); h.update(chunk); n += len(chunk); time.sleep(0.02)
+s.close(); print(n, h.hexdigest())
+"""
+SHA_RECEIVER = r"""
+import hashlib, socket, sys
+l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); l.bind(("0.0.0.0", int(sys.argv[1]))); l.listen(1)
+print("listening", flush=True)
+c, peer = l.accept(); h, n = hashlib.sha256(), 0
+while True:
+    b = c.recv(1 << 16)
+    if not b: break
+    h.update(b); n += len(b)
+print(peer[0], n, h.hexdigest(), flush=True)
+"""
+
+
+def fast_nat(d):
+    f = d.counters()["fast_tier"] or {}
+    return f.get("nat_flows", 0), f.get("nat_forwarded", 0)
+
+
+def established_flows_in_kernel():
+    """Masquerade out of a fast-tier endpoint: once dpsw holds the connection
+    established it hands the flow to the kernel tier, which rewrites and sends
+    its packets itself (checksums left to offload stay partial, TSO intact);
+    the bytes arrive intact, the flow stays alive in dpsw's table while only
+    the kernel sees it, and its entry leaves the kernel when the connection
+    closes or the endpoint goes. With fast_path off, the same traffic through
+    dpsw's worker."""
+    with Dpsw([{"name": "a", "subnet": "10.241.1.0/24"}], [{"name": "c1", "networks": ["a"]}], uplink=True) as d:
+        d.start()
+        ping(d, "c1", OUT)  # the next hop is resolved
+        rx = d.popen("out", "python3", "-c", SHA_RECEIVER, "7100", stdout=subprocess.PIPE, text=True)
+        check(rx.stdout.readline().strip() == "listening", "receiver")
+        tx = d.popen("c1", "python3", "-c", PACED_SENDER, OUT, "7100", "3", stdout=subprocess.PIPE, text=True)
+        time.sleep(1.5)  # established for several maintenance ticks
+        flows_during, fwd_during = fast_nat(d)
+        ct = [f for f in d.ctl("show", "conntrack") if f["proto"] == "tcp"]
+        sent = tx.communicate(timeout=30)[0].split()
+        got = rx.communicate(timeout=30)[0].split()
+        check(len(sent) == 2 and got[1:] == sent, f"bytes changed on the way: sent {sent}, received {got}")
+        check(got[0] == HOST, f"the outside should see the host address, saw {got[0]}")
+        check(len(ct) == 1 and ct[0]["state"] == "established", f"dpsw's table should hold the connection: {ct}")
+        if FAST:
+            check(flows_during == 1, f"the established flow should be in the kernel tier: {flows_during} entries")
+            flows_after, fwd_after = fast_nat(d)
+            check(fwd_after > 100, f"the kernel tier should have forwarded the flow's packets: {fwd_after}")
+            time.sleep(0.6)  # a tick after the close
+            check(fast_nat(d)[0] == 0, "a closed connection's entry should leave the kernel tier")
+            # dpsw's flow was kept alive by the kernel's stamps: idle at most about a tick.
+            check(ct[0]["idle_ms"] <= 1500, f"the flow should look alive while the kernel forwards it: {ct}")
+        # A second connection, then the endpoint goes: no entry of it stays.
+        rx = d.popen("out", "python3", "-c", SHA_RECEIVER, "7101", stdout=subprocess.PIPE, text=True)
+        check(rx.stdout.readline().strip() == "listening", "receiver")
+        tx = d.popen("c1", "python3", "-c", PACED_SENDER, OUT, "7101", "3", stdout=subprocess.PIPE, text=True)
+        time.sleep(1.2)
+        if FAST:
+            check(fast_nat(d)[0] == 1, "the second connection should be in the kernel tier")
+        d.ctl("endpoint", "del", "c1")
+        if FAST:
+            check(fast_nat(d)[0] == 0, "a deleted endpoint's flows should leave the kernel tier at once")
+        tx.kill()
+        rx.kill()
 
 
 def isolation_and_internal():
@@ -349,7 +422,7 @@ def fragments_and_gre():
 
 
 if __name__ == "__main__":
-    scenario_main({f.__name__: f for f in (outbound_icmp_udp_tcp, isolation_and_internal, conntrack_expiry,
+    scenario_main({f.__name__: f for f in (outbound_icmp_udp_tcp, established_flows_in_kernel, isolation_and_internal, conntrack_expiry,
                                           published_ports_and_hairpin, icmp_errors_translated,
                                           routing_between_allowed_networks, nat_across_two_workers,
                                           syn_flood_then_connect, fragments_and_gre)})
