@@ -24,7 +24,13 @@
 
 /* ---- bpf/xsk_redirect.bpf.c ---- */
 /* dpsw_xdp_stats slots. */
-enum dpsw_xdp_stat { DPSW_XDP_REDIRECTED, DPSW_XDP_NO_SOCKET, DPSW_XDP_STATS };
+enum dpsw_xdp_stat { DPSW_XDP_REDIRECTED, DPSW_XDP_NO_SOCKET, DPSW_XDP_NAT_PASSED, DPSW_XDP_STATS };
+/* dpsw_xdp_conf[0]: the uplink's ifindex (0: none), whose frames of a flow in
+ * dpsw_fast_nat are passed up to the fast tier's TC program. */
+struct dpsw_xdp_conf {
+  __u32 uplink_ifindex;
+  __u32 pad;
+};
 
 /* ---- bpf/fast_l2.bpf.c ---- */
 /* dpsw_fast_ports: host veth ifindex -> its port. */
@@ -61,10 +67,10 @@ struct dpsw_fast_stats {
 
 /* dpsw_fast_conf[0], set by dpsw. */
 struct dpsw_fast_conf {
-  __u32 steer_per_ms; /* steering threshold, frames per ms per (port, CPU); 0 = never */
-  __u32 pad;
-  __u8 router_mac[6]; /* dpsw's router MAC: never a container's source */
-  __u16 pad2;
+  __u32 steer_per_ms;   /* steering threshold, frames per ms per (port, CPU); 0 = never */
+  __u32 uplink_ifindex; /* the uplink (dpsw_fast_uplink_in runs there), 0: none */
+  __u8 router_mac[6];   /* dpsw's router MAC: never a container's source */
+  __u16 uplink_port;    /* its dpsw port id */
 };
 
 /* dpsw_fast_punt_share[worker], memory-mapped by dpsw and written by that
@@ -83,14 +89,20 @@ struct dpsw_punt_rate {
   __u64 count;
 };
 
-/* dpsw_fast_nat: established routed flows the kernel tier forwards itself
- * (first slice: masquerade out, from a fast-tier container to the uplink).
+/* dpsw_fast_nat: established routed flows the kernel tier forwards itself:
+ * masquerade out (a fast-tier container's packets, at its host veth's TC
+ * ingress, redirected out of the uplink) and the replies (at the uplink's TC
+ * ingress, after its XDP program passed them up, delivered into the
+ * container with bpf_redirect_peer). Defined in bpf/xsk_redirect.bpf.c (its
+ * XDP program passes the replies) and shared with bpf/fast_l2.bpf.c, which
+ * reuses that map.
  * Key: the packet's tuple as it arrives, addresses and ports in network
  * order. dpsw owns the state: it installs an entry once its conntrack holds
  * the flow established (TCP) or replied (UDP), refreshes its own flow from
  * last_seen, and removes the entry before the flow goes. The map's size is
  * set by dpsw at load time (conntrack.size); this is the default. */
 #define DPSW_FAST_NAT_DEFAULT 65536
+#define DPSW_NAT_PEER 1
 struct dpsw_nat_key {
   __u32 saddr, daddr;
   __u16 sport, dport;
@@ -104,7 +116,9 @@ struct dpsw_nat_val {
   __u16 in_port;        /* the flow's packets come from this dpsw port only (others: punted) */
   __u16 out_port;       /* the device's dpsw port id (tx counted there) */
   __u8 smac[6], dmac[6]; /* the new Ethernet header */
-  __u64 last_seen;      /* bpf_ktime_get_ns() of the latest packet (a plain store: racy, monotonic enough) */
+  __u32 flags;          /* DPSW_NAT_PEER: deliver with bpf_redirect_peer (into a container), else bpf_redirect */
+  __u32 pad;
+  __u64 last_seen;      /* bpf_ktime_get_ns() of a recent packet (updated every ~100 ms; a plain store: racy, monotonic enough) */
 };
 
 /* dpsw_fast_events slots: events that are not a port's. */
@@ -117,6 +131,7 @@ enum dpsw_fast_event {
   DPSW_EV_BAD_SRC,       /* dropped: multicast, zero or dpsw's router MAC as source */
   DPSW_EV_PUNT_SHARE,    /* dropped: the port was over its share of a congested punt port */
   DPSW_EV_NAT_FORWARDED, /* a routed flow's packet rewritten and sent on by the kernel tier (dpsw_fast_nat) */
+  DPSW_EV_NAT_ERROR,     /* dropped: a routed flow's rewrite failed half way (a helper refused) */
   DPSW_EV_COUNT
 };
 

@@ -135,6 +135,7 @@ struct {
 
 struct {
   __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(map_flags, BPF_F_NO_PREALLOC);  // memory as flows come (sized to conntrack.size), freed after RCU
   __uint(max_entries, DPSW_FAST_NAT_DEFAULT);  // resized by dpsw before load
   __type(key, struct dpsw_nat_key);
   __type(value, struct dpsw_nat_val);
@@ -164,18 +165,26 @@ static __always_inline int over_share(struct dpsw_fast_port *in) {
   return r->count > limit;
 }
 
+// A rewrite that failed half way (never expected: the offsets were checked): dropped, counted.
+static __always_inline int nat_error(void) {
+  event(DPSW_EV_NAT_ERROR);
+  return TC_ACT_SHOT;
+}
+
 // A routed packet (to dpsw's router MAC) of an established flow in
 // dpsw_fast_nat: rewritten (addresses, ports, TTL, Ethernet header; the
 // checksum helpers keep a partial checksum partial, so GSO and TSO stay) and
-// sent out of the flow's device. Anything the entry cannot decide alone is
+// sent out of the flow's device (or, a reply at the uplink, delivered into
+// the container with bpf_redirect_peer). Anything the entry cannot decide alone is
 // dpsw's: IP options, fragments, TTL running out, TCP SYN/FIN/RST (dpsw
 // follows the connection's state), unknown flows. -1: punt.
-static __always_inline int nat_forward(struct __sk_buff *skb, struct dpsw_fast_port *in) {
+static __always_inline int nat_forward(struct __sk_buff *skb, __u32 in_port) {
   void *data = (void *)(long)skb->data;
   void *data_end = (void *)(long)skb->data_end;
   struct ethhdr *eth = data;
   struct iphdr *ip = (void *)(eth + 1);
-  if ((void *)(ip + 1) > data_end || ip->ihl != 5 || ip->ttl <= 1 || (ip->frag_off & bpf_htons(0x3fff))) return -1;
+  if ((void *)(ip + 1) > data_end || ip->version != 4 || ip->ihl != 5 || ip->ttl <= 1 || (ip->frag_off & bpf_htons(0x3fff)))
+    return -1;
   struct dpsw_nat_key k = {.saddr = ip->saddr, .daddr = ip->daddr, .proto = ip->protocol};
   __u32 l4 = ETH_HLEN + sizeof(struct iphdr), csum_off, mangled = 0;
   if (ip->protocol == IPPROTO_TCP) {
@@ -195,7 +204,7 @@ static __always_inline int nat_forward(struct __sk_buff *skb, struct dpsw_fast_p
     return -1;
   }
   struct dpsw_nat_val *v = bpf_map_lookup_elem(&dpsw_fast_nat, &k);
-  if (!v || v->in_port != in->port) return -1;  // another port's packet with the tuple is not the flow's
+  if (!v || v->in_port != in_port) return -1;  // another port's packet with the tuple is not the flow's
   // From here on the packet is being rewritten: a helper failing (never
   // expected: the offsets were checked) drops it rather than punt it half done.
   // Addresses: the IP header checksum, and the L4 one through the pseudo-header.
@@ -206,30 +215,33 @@ static __always_inline int nat_forward(struct __sk_buff *skb, struct dpsw_fast_p
     if (bpf_l4_csum_replace(skb, csum_off, k.saddr, v->xsaddr, BPF_F_PSEUDO_HDR | mangled | 4) ||
         bpf_l3_csum_replace(skb, ETH_HLEN + offsetof(struct iphdr, check), k.saddr, v->xsaddr, 4) ||
         bpf_skb_store_bytes(skb, ETH_HLEN + offsetof(struct iphdr, saddr), &v->xsaddr, 4, 0))
-      return TC_ACT_SHOT;
+      return nat_error();
   }
   if (k.daddr != v->xdaddr) {
     if (bpf_l4_csum_replace(skb, csum_off, k.daddr, v->xdaddr, BPF_F_PSEUDO_HDR | mangled | 4) ||
         bpf_l3_csum_replace(skb, ETH_HLEN + offsetof(struct iphdr, check), k.daddr, v->xdaddr, 4) ||
         bpf_skb_store_bytes(skb, ETH_HLEN + offsetof(struct iphdr, daddr), &v->xdaddr, 4, 0))
-      return TC_ACT_SHOT;
+      return nat_error();
   }
   // Ports: in the L4 checksum only (not the pseudo-header).
   if (k.sport != v->xsport) {
     if (bpf_l4_csum_replace(skb, csum_off, k.sport, v->xsport, mangled | 2) || bpf_skb_store_bytes(skb, l4, &v->xsport, 2, 0))
-      return TC_ACT_SHOT;
+      return nat_error();
   }
   if (k.dport != v->xdport) {
     if (bpf_l4_csum_replace(skb, csum_off, k.dport, v->xdport, mangled | 2) || bpf_skb_store_bytes(skb, l4 + 2, &v->xdport, 2, 0))
-      return TC_ACT_SHOT;
+      return nat_error();
   }
   // TTL (the 16-bit word it shares with the protocol), then the MACs.
   if (bpf_l3_csum_replace(skb, ETH_HLEN + offsetof(struct iphdr, check), old_ttl, new_ttl, 2) ||
       bpf_skb_store_bytes(skb, ETH_HLEN + offsetof(struct iphdr, ttl), &ttl, 1, 0) ||
       bpf_skb_store_bytes(skb, 0, v->dmac, 6, 0) || bpf_skb_store_bytes(skb, 6, v->smac, 6, 0))
-    return TC_ACT_SHOT;
-  v->last_seen = bpf_ktime_get_ns();
-  __u32 ip_port = in->port, op = v->out_port;
+    return nat_error();
+  // The stamp dpsw reads (at most once a second): written every ~100 ms,
+  // not every packet (the line is shared by every CPU the flow runs on).
+  __u64 now = bpf_ktime_get_ns();
+  if (now - v->last_seen > 100000000ULL) v->last_seen = now;
+  __u32 ip_port = in_port, op = v->out_port;
   __u64 segs = skb->gso_segs ? skb->gso_segs : 1;
   struct dpsw_fast_stats *si = bpf_map_lookup_elem(&dpsw_fast_stats, &ip_port);
   struct dpsw_fast_stats *so = bpf_map_lookup_elem(&dpsw_fast_stats, &op);
@@ -242,7 +254,7 @@ static __always_inline int nat_forward(struct __sk_buff *skb, struct dpsw_fast_p
     so->tx_bytes += skb->len;
   }
   event(DPSW_EV_NAT_FORWARDED);
-  return bpf_redirect(v->ifindex, 0);
+  return v->flags & DPSW_NAT_PEER ? bpf_redirect_peer(v->ifindex, 0) : bpf_redirect(v->ifindex, 0);
 }
 
 static __always_inline int is_tcp(struct ethhdr *eth, void *data_end) {
@@ -318,7 +330,7 @@ int dpsw_fast_ingress(struct __sk_buff *skb) {
       ((eth->h_dest[0] ^ conf->router_mac[0]) | (eth->h_dest[1] ^ conf->router_mac[1]) |
        (eth->h_dest[2] ^ conf->router_mac[2]) | (eth->h_dest[3] ^ conf->router_mac[3]) |
        (eth->h_dest[4] ^ conf->router_mac[4]) | (eth->h_dest[5] ^ conf->router_mac[5])) == 0) {
-    int r = nat_forward(skb, in);
+    int r = nat_forward(skb, in->port);
     if (r >= 0) return r;
     data = (void *)(long)skb->data;  // the helpers may have moved the data: checks again below
     data_end = (void *)(long)skb->data_end;
@@ -372,6 +384,24 @@ int dpsw_fast_ingress(struct __sk_buff *skb) {
   }
   event(DPSW_EV_PUNTED);
   return bpf_redirect(punt, 0);
+}
+
+// The uplink's TC ingress: replies of flows in dpsw_fast_nat, which the
+// uplink's XDP program passed up instead of handing them to dpsw's socket,
+// go straight into their container. Anything else goes on as before (what
+// XDP passes for want of a socket, or a reply whose entry just went: dpsw's
+// flow still holds it, TCP retransmits).
+SEC("tc")
+int dpsw_fast_uplink_in(struct __sk_buff *skb) {
+  __u32 zero = 0;
+  struct dpsw_fast_conf *conf = bpf_map_lookup_elem(&dpsw_fast_conf, &zero);
+  if (!conf || skb->ifindex != conf->uplink_ifindex || skb->vlan_present) return TC_ACT_OK;
+  void *data = (void *)(long)skb->data;
+  void *data_end = (void *)(long)skb->data_end;
+  struct ethhdr *eth = data;
+  if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP)) return TC_ACT_OK;
+  int r = nat_forward(skb, conf->uplink_port);
+  return r >= 0 ? r : TC_ACT_OK;
 }
 
 SEC("tc")

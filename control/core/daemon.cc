@@ -228,6 +228,7 @@ int Daemon::run() {
     if (now - last_maint >= 250) {
       dp_->maintain(now, cfg_.sw.mac_aging_s * 1000);
       for (auto& m : modules_) m->tick(now);
+      for (auto& m : modules_) m->tick_done(now);
       last_maint = now;
     }
   }

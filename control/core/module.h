@@ -54,6 +54,7 @@
 //                domains' names); NAT, the last module, puts the uplink in
 //                front of the flood and rx lists the others filled
 //   tick(now)    every maintenance tick (250 ms), after the MAC table's
+//   tick_done(now)  then, once every module's tick() ran (e.g. after NAT's expiry)
 //   views()      declares its `show` views
 //   network_removed(bd)  a network is going: before the snapshot without it
 //   network_gone(bd)     ...and after the grace period (no worker forwards in it)
@@ -137,6 +138,7 @@ class Module {
   virtual void release_port(uint16_t /*id*/, const PortRec& /*pr*/) {}
   virtual void contribute(Snapshot& /*s*/) const {}
   virtual void tick(uint32_t /*now*/) {}
+  virtual void tick_done(uint32_t /*now*/) {}  // after every module's tick() (NAT's expiry among them)
   virtual void views(ViewRegistry& /*r*/) {}
   virtual void verbs(VerbRegistry& /*r*/) {}
   virtual void detach() {}

@@ -24,7 +24,7 @@ void FastControl::preflight_objects() const {
 void FastControl::ensure(Mac router_mac) {
   if (fast_) return;
   auto ft = std::make_unique<FastTier>(core_.opt_.fast_object, core_.cfg_.sw.mac_table_size + kMaxPorts,
-                                       core_.cfg_.sw.conntrack_size);
+                                       core_.xdp_ ? core_.xdp_->nat_map_fd() : -1);
   std::vector<Punt> punts(core_.dp_->workers());
   auto undo = [&] {
     for (auto& p : punts) core_.release(p.rec);
@@ -120,7 +120,34 @@ void FastControl::sync_fast_macs() {
 
 void FastControl::tick(uint32_t now) {
   sync_fast_macs();
-  sync_nat(now);
+  refresh_nat(now);
+}
+
+void FastControl::tick_done(uint32_t) {
+  try {
+    sync_nat();
+  } catch (const std::exception& e) {  // a map that refuses: the flows stay on the punted path, dpsw keeps running
+    if (!nat_error_logged_) LOG_WARN("fast tier: routed flows: %s", e.what());
+    nat_error_logged_ = true;
+  }
+}
+
+void FastControl::refresh_nat(uint32_t now) {
+  ConnTrack* ct = core_.dp_->conntrack();
+  // Once a second (a flow's last_seen moves at most that often; its
+  // shortest timeout here is 30 s): two lookups per flow.
+  if (!fast_ || !ct || now - nat_refreshed_ < 1000) return;
+  nat_refreshed_ = now;
+  for (auto& [k, st] : nat_) {
+    // Packets the kernel forwarded since the last tick (either way) keep the flow alive.
+    const uint64_t ls = fast_->nat_last_seen(st.key);
+    const uint64_t lr = st.back.ifindex ? fast_->nat_last_seen(st.reply) : 0;
+    if (ls == st.last_seen && lr == st.last_seen_back) continue;
+    st.last_seen = ls;
+    st.last_seen_back = lr;
+    bool reply = false;
+    if (const Flow* f = ct->find(st.key, &reply)) ConnTrack::seen(*f, now);
+  }
 }
 
 namespace {
@@ -131,8 +158,9 @@ std::pair<uint64_t, uint64_t> packed(const FlowKey& k) {
 
 void FastControl::drop_nat_of(uint16_t port) {
   for (auto it = nat_.begin(); it != nat_.end();) {
-    if (it->second.entry.in_port == port || it->second.entry.out_port == port) {
+    if (it->second.out.in_port == port || it->second.out.out_port == port) {
       fast_->nat_del(it->second.key);
+      if (it->second.back.ifindex) fast_->nat_del(it->second.reply);
       it = nat_.erase(it);
     } else {
       ++it;
@@ -140,21 +168,31 @@ void FastControl::drop_nat_of(uint16_t port) {
   }
 }
 
-void FastControl::sync_nat(uint32_t now) {
+void FastControl::sync_nat() {
   ConnTrack* ct = core_.dp_->conntrack();
   ArpCache* arp = core_.dp_->arp();
   if (!fast_ || !ct || !arp) return;
   const Snapshot& s = core_.dp_->snapshot();
   const uint16_t up = s.l3.uplink_port;
   if (up >= core_.ports_.size() || !core_.ports_[up].used()) return;
+  if (!fast_->uplink_ifindex() && !uplink_tried_ && core_.xdp_) {  // replies: from the uplink's TC ingress, which its XDP program passes them to
+    uplink_tried_ = true;
+    try {
+      fast_->attach_uplink(core_.ports_[up].ifindex, core_.ports_[up].host_ifname, up);
+      core_.xdp_->set_uplink(core_.ports_[up].ifindex);
+    } catch (const std::exception& e) {
+      LOG_WARN("fast tier: replies of routed flows stay on the punted path: %s", e.what());
+    }
+  }
   // What the kernel should hold now: established (TCP) or replied (UDP)
   // masquerade flows from a fast-tier endpoint out of the uplink, whose next
-  // hop dpsw has resolved.
+  // hop dpsw has resolved: the flow's direction out, and its replies in.
   struct Want {
     const Flow* flow;
-    FastTier::NatEntry entry;
+    FastTier::NatEntry out, back;
   };
   std::map<std::pair<uint64_t, uint64_t>, Want> want;
+  const bool replies = fast_->uplink_ifindex() != 0;
   ct->for_each([&](const Flow& f) {
     const uint8_t st = f.state.load(std::memory_order_relaxed);  // relaxed: a snapshot of the state, re-read every tick
     if (f.orig.proto == 6 ? st != uint8_t(TcpState::kEstablished) : (f.orig.proto != 17 || st == 0)) return;
@@ -164,42 +202,39 @@ void FastControl::sync_nat(uint32_t now) {
     Mac dmac = f.out[0].dst_mac;
     if (!dmac) {
       const uint32_t nh = arp->on_segment(f.xdst_ip) ? f.xdst_ip : s.l3.gateway;
-      dmac = nh ? arp->peek(nh) : 0;
+      dmac = nh ? arp->lookup(nh) : 0;  // a stale entry is queued for a probe, as dpsw's own path does
       if (!dmac) return;  // dpsw's own path resolves it first
     }
-    FastTier::NatEntry e;
-    e.in_port = in;
-    e.out_port = up;
-    e.xsip = f.xsrc_ip;
-    e.xdip = f.xdst_ip;
-    e.xsport = f.xsrc_port;
-    e.xdport = f.xdst_port;
-    e.ifindex = core_.ports_[up].ifindex;
-    e.smac = f.out[0].src_mac;
-    e.dmac = dmac;
-    want[packed(f.orig)] = {&f, e};
+    Want w{&f, {}, {}};
+    w.out = {in, up, f.xsrc_ip, f.xdst_ip, f.xsrc_port, f.xdst_port, core_.ports_[up].ifindex, f.out[0].src_mac, dmac, false};
+    if (replies && f.out[1].dst_mac)  // the reply tuple as it arrives, back to the original one, into the container
+      w.back = {up, in, f.orig.dip, f.orig.sip, f.orig.dport, f.orig.sport, core_.ports_[in].ifindex, f.out[1].src_mac,
+                f.out[1].dst_mac, true};
+    want[packed(f.orig)] = w;
   });
-  // Gone or changed: out of the kernel first.
+  // Gone or changed: out of the kernel first, the way out before the way back.
   for (auto it = nat_.begin(); it != nat_.end();) {
     auto w = want.find(it->first);
-    if (w == want.end() || !(w->second.entry == it->second.entry)) {
+    if (w == want.end() || !(w->second.out == it->second.out) || !(w->second.back == it->second.back)) {
       fast_->nat_del(it->second.key);
+      if (it->second.back.ifindex) fast_->nat_del(it->second.reply);
       it = nat_.erase(it);
     } else {
       ++it;
     }
   }
+  if (nat_.size() < nat_full_at_) nat_full_at_ = 0;  // room again
   for (auto& [k, w] : want) {
-    auto it = nat_.find(k);
-    if (it == nat_.end()) {
-      if (fast_->nat_put(w.flow->orig, w.entry)) nat_[k] = {w.flow->orig, w.entry, 0};
-      else nat_refused_++;
-      continue;
-    }
-    // Packets the kernel forwarded since the last tick keep the flow alive.
-    if (uint64_t ls = fast_->nat_last_seen(it->second.key); ls != it->second.last_seen) {
-      it->second.last_seen = ls;
-      ConnTrack::seen(*w.flow, now);
+    if (nat_.count(k) || nat_full_at_) continue;
+    // The way back before the way out: no reply of a packet the kernel
+    // sent can arrive before its entry.
+    const bool back = !w.back.ifindex || fast_->nat_put(w.flow->reply, w.back);
+    if (back && fast_->nat_put(w.flow->orig, w.out)) {
+      nat_[k] = {w.flow->orig, w.flow->reply, w.out, w.back, 0, 0};
+    } else {
+      if (back && w.back.ifindex) fast_->nat_del(w.flow->reply);
+      nat_refused_++;
+      nat_full_at_ = std::max<size_t>(nat_.size(), 1);
     }
   }
 }
@@ -221,7 +256,14 @@ void FastControl::contribute(Snapshot& s) const {
 }
 
 void FastControl::stop() {
-  nat_.clear();  // the map goes with the object
+  nat_.clear();  // the map goes with the objects
+  if (fast_) fast_->detach_uplink();
+  if (core_.xdp_) {
+    try {
+      core_.xdp_->set_uplink(0);
+    } catch (const std::exception&) {  // teardown: nothing left to tell
+    }
+  }
   for (auto& p : punts_) core_.release(p.rec);  // after every FastPort that sends through them
   punts_.clear();
   fast_.reset();
@@ -231,7 +273,7 @@ json FastControl::events() const {
   const FastTier::Events ev = fast_->events();
   return json{{"punted", ev.punted}, {"dropped_no_port", ev.no_port}, {"punt_bad_tag", ev.punt_bad_tag},
               {"punt_no_peer", ev.punt_no_peer}, {"steered", ev.steered}, {"dropped_bad_src_mac", ev.bad_src},
-              {"dropped_punt_share", ev.punt_share}, {"nat_forwarded", ev.nat_forwarded}};
+              {"dropped_punt_share", ev.punt_share}, {"nat_forwarded", ev.nat_forwarded}, {"nat_errors", ev.nat_error}};
 }
 
 void FastControl::views(ViewRegistry& r) {
@@ -275,7 +317,9 @@ void FastControl::views(ViewRegistry& r) {
 }
 
 nlohmann::json FastControl::port_counters(uint16_t id, Dataplane::PortTotals& t) const {
-  if (!fast_ || core_.ports_[id].kind != PortRec::Kind::kFast) return nullptr;
+  // Fast-tier ports, and the uplink (routed flows the kernel tier sent out or took in there).
+  if (!fast_ || (core_.ports_[id].kind != PortRec::Kind::kFast && !(fast_->uplink_ifindex() && core_.ports_[id].ifindex == fast_->uplink_ifindex())))
+    return nullptr;
   // The frames the kernel tier forwarded (or dropped) itself count too.
   const FastTier::PortStats f = fast_->stats(id);
   t.rx_packets += f.rx_packets;
@@ -302,6 +346,8 @@ void FastControl::counters(nlohmann::json& out) const {
   f["nat_flows"] = nat_.size();
   f["nat_capacity"] = fast_->nat_capacity();
   f["nat_refused"] = nat_refused_;
+  f["nat_replies_passed"] = core_.xdp_ ? core_.xdp_->nat_passed() : 0;  // by the uplink's XDP program
+  f["nat_kernel_entries"] = fast_->nat_count();  // read back from the map (both ways of each flow)
   out["fast_tier"] = f;
 }
 

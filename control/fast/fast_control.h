@@ -31,7 +31,8 @@ class FastControl : public Module {
   void preflight_objects() const override;                      // its BPF object, if an endpoint uses it
   void release_port(uint16_t id, const PortRec& pr) override;  // out of the kernel tier's maps
   void contribute(Snapshot& s) const override;                  // the punt ports
-  void tick(uint32_t now) override;                             // learned MACs into the fdb, routed flows into the NAT map
+  void tick(uint32_t now) override;       // learned MACs into the fdb; routed flows the kernel forwarded stay alive
+  void tick_done(uint32_t now) override;  // after NAT's expiry: routed flows into (and out of) the kernel's map
   void views(ViewRegistry& r) override;                         // `fast`
   void stop() override;                                         // punt ports (after every FastPort), then the object
   nlohmann::json port_counters(uint16_t id, Dataplane::PortTotals& t) const override;  // what the kernel tier did for it
@@ -53,12 +54,15 @@ class FastControl : public Module {
   nlohmann::json events() const;  // the kernel tier's event counters (in use)
   // Fast-tier MACs learned by the MAC table (maintenance tick).
   void sync_fast_macs();
-  // Routed flows handed to the kernel tier (maintenance tick, before NAT's
-  // expiry): established masquerade flows from fast-tier endpoints to the
-  // uplink are installed, flows the kernel forwarded since the last tick are
-  // refreshed in dpsw's connection table, entries of flows that closed,
-  // expired or changed are removed.
-  void sync_nat(uint32_t now);
+  // Routed flows handed to the kernel tier. refresh_nat() (tick, before
+  // NAT's expiry): flows the kernel forwarded since the last tick are
+  // refreshed in dpsw's connection table. sync_nat() (tick_done, after the
+  // expiry and before the grace period that frees a flow's NAT port):
+  // established masquerade flows from fast-tier endpoints to the uplink are
+  // installed (the way back first), entries of flows that closed, expired or
+  // changed are removed (the way out first).
+  void refresh_nat(uint32_t now);
+  void sync_nat();
   void drop_nat_of(uint16_t port);  // a fast-tier port goes: its flows leave the kernel map first
 
   std::unique_ptr<FastTier> fast_;
@@ -71,12 +75,16 @@ class FastControl : public Module {
   uint64_t fast_refused_reported_ = 0;  // fast-tier fdb refusals already logged
   // What the kernel's routed-flow map holds, by conntrack tuple (packed).
   struct NatState {
-    FlowKey key;
-    FastTier::NatEntry entry;
-    uint64_t last_seen = 0;  // the kernel's stamp at the previous tick
+    FlowKey key, reply;              // the way out's tuple, the way back's
+    FastTier::NatEntry out, back;    // back.ifindex 0: replies take the punted path
+    uint64_t last_seen = 0, last_seen_back = 0;  // the kernel's stamps at the previous tick
   };
   std::map<std::pair<uint64_t, uint64_t>, NatState> nat_;
-  uint64_t nat_refused_ = 0;  // flows the full map refused (they stay on the punted path)
+  uint64_t nat_refused_ = 0;  // installs the full map refused (those flows stay on the punted path)
+  size_t nat_full_at_ = 0;    // entries when the map last refused one: no retry until fewer
+  bool nat_error_logged_ = false;
+  bool uplink_tried_ = false;     // the uplink's TC program: attached once (or refused once, logged)
+  uint32_t nat_refreshed_ = 0;    // ms of the last refresh_nat()
 };
 
 }  // namespace dpsw

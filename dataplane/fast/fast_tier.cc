@@ -42,6 +42,17 @@ FdbKey fdb_key(uint16_t bd, Mac mac) {
   return k;
 }
 
+// Our one filter on a clsact hook (handle 1, priority 1).
+bpf_tc_opts our_filter(int prog_fd = 0) {
+  bpf_tc_opts o{};
+  o.sz = sizeof o;
+  o.handle = 1;
+  o.priority = 1;
+  o.prog_fd = prog_fd;
+  o.flags = prog_fd ? BPF_TC_F_REPLACE : 0;
+  return o;
+}
+
 bpf_tc_hook ingress_hook(int ifindex) {
   bpf_tc_hook h{};
   h.sz = sizeof h;
@@ -51,15 +62,15 @@ bpf_tc_hook ingress_hook(int ifindex) {
 }
 }  // namespace
 
-FastTier::FastTier(const std::string& path, uint32_t fdb_entries, uint32_t nat_entries)
-    : fdb_capacity_(fdb_entries), nat_capacity_(nat_entries ? nat_entries : DPSW_FAST_NAT_DEFAULT) {
+FastTier::FastTier(const std::string& path, uint32_t fdb_entries, int nat_map_fd) : fdb_capacity_(fdb_entries) {
   obj_ = load_bpf_object(path, [&](bpf_object* o) {
     bpf_map* fdb = bpf_object__find_map_by_name(o, "dpsw_fast_fdb");
     if (!fdb) throw std::runtime_error(path + ": no map dpsw_fast_fdb");
     if (int e = bpf_map__set_max_entries(fdb, fdb_entries)) throw bpf_error("fast tier: sizing the fdb map", e);
     bpf_map* nat = bpf_object__find_map_by_name(o, "dpsw_fast_nat");
     if (!nat) throw std::runtime_error(path + ": no map dpsw_fast_nat");
-    if (int e = bpf_map__set_max_entries(nat, nat_capacity_)) throw bpf_error("fast tier: sizing the routed-flow map", e);
+    if (nat_map_fd >= 0)  // the XDP program's: it passes the replies up
+      if (int e = bpf_map__reuse_fd(nat, nat_map_fd)) throw bpf_error("fast tier: sharing the routed-flow map", e);
   });
   auto prog = [&](const char* name) {
     bpf_program* p = bpf_object__find_program_by_name(obj_, name);
@@ -74,8 +85,11 @@ FastTier::FastTier(const std::string& path, uint32_t fdb_entries, uint32_t nat_e
   events_map_ = bpf_object__find_map_fd_by_name(obj_, "dpsw_fast_events");
   conf_map_ = bpf_object__find_map_fd_by_name(obj_, "dpsw_fast_conf");
   nat_map_ = bpf_object__find_map_fd_by_name(obj_, "dpsw_fast_nat");
+  uplink_fd_ = prog("dpsw_fast_uplink_in");
+  if (bpf_map* nat = bpf_object__find_map_by_name(obj_, "dpsw_fast_nat")) nat_capacity_ = bpf_map__max_entries(nat);
   const int share_map = bpf_object__find_map_fd_by_name(obj_, "dpsw_fast_punt_share");
-  if (std::min({ingress_fd_, punt_fd_, ports_map_, peer_map_, fdb_map_, stats_map_, events_map_, conf_map_, nat_map_, share_map}) < 0) {
+  if (std::min({ingress_fd_, punt_fd_, uplink_fd_, ports_map_, peer_map_, fdb_map_, stats_map_, events_map_, conf_map_, nat_map_,
+                share_map}) < 0) {
     bpf_object__close(obj_);
     obj_ = nullptr;
     throw std::runtime_error(path + ": missing the fast tier's programs or maps");
@@ -93,6 +107,7 @@ FastTier::FastTier(const std::string& path, uint32_t fdb_entries, uint32_t nat_e
 }
 
 FastTier::~FastTier() {
+  detach_uplink();
   for (int ifindex : std::set<int>(attached_)) detach(ifindex);
   if (share_) munmap(share_, share_len_);
   if (obj_) bpf_object__close(obj_);
@@ -103,12 +118,7 @@ void FastTier::attach(int ifindex, int prog_fd, const std::string& ifname) {
   int e = bpf_tc_hook_create(&h);  // the clsact qdisc
   if (e && e != -EEXIST) throw bpf_error("cannot add a clsact qdisc to " + ifname, e);
   attached_.insert(ifindex);
-  bpf_tc_opts o{};
-  o.sz = sizeof o;
-  o.handle = 1;
-  o.priority = 1;
-  o.prog_fd = prog_fd;
-  o.flags = BPF_TC_F_REPLACE;
+  bpf_tc_opts o = our_filter(prog_fd);
   if ((e = bpf_tc_attach(&h, &o))) throw bpf_error("cannot attach the fast tier's TC program to " + ifname, e);
 }
 
@@ -268,6 +278,7 @@ FastTier::Events FastTier::events() const {
   e.bad_src = out[DPSW_EV_BAD_SRC];
   e.punt_share = out[DPSW_EV_PUNT_SHARE];
   e.nat_forwarded = out[DPSW_EV_NAT_FORWARDED];
+  e.nat_error = out[DPSW_EV_NAT_ERROR];
   return e;
 }
 
@@ -283,6 +294,7 @@ bool FastTier::nat_put(const FlowKey& k, const NatEntry& e) {
   v.out_port = e.out_port;
   mac_to_bytes(e.smac, v.smac);
   mac_to_bytes(e.dmac, v.dmac);
+  v.flags = e.peer ? DPSW_NAT_PEER : 0;
   if (int r = bpf_map_update_elem(nat_map_, &key, &v, BPF_ANY)) {
     if (r == -E2BIG || errno == E2BIG) return false;  // full
     throw bpf_error("fast tier: routed-flow map", r);
@@ -301,11 +313,60 @@ uint64_t FastTier::nat_last_seen(const FlowKey& k) const {
   return bpf_map_lookup_elem(nat_map_, &key, &v) == 0 ? v.last_seen : 0;
 }
 
+size_t FastTier::nat_count() const {
+  size_t n = 0;
+  dpsw_nat_key k{}, next{};
+  for (void* cur = nullptr; bpf_map_get_next_key(nat_map_, cur, &next) == 0; cur = &k, n++) k = next;
+  return n;
+}
+
 void FastTier::set_conf(uint32_t steer_per_ms, Mac router_mac) {
+  steer_per_ms_ = steer_per_ms;
+  router_mac_ = router_mac;
+  write_conf();
+}
+
+void FastTier::write_conf() {
   const uint32_t zero = 0;
-  ConfVal c{steer_per_ms, 0, {}, 0};
-  mac_to_bytes(router_mac, c.router_mac);
+  ConfVal c{};
+  c.steer_per_ms = steer_per_ms_;
+  c.uplink_ifindex = uint32_t(uplink_ifindex_);
+  c.uplink_port = uplink_port_;
+  mac_to_bytes(router_mac_, c.router_mac);
   if (int e = bpf_map_update_elem(conf_map_, &zero, &c, 0)) throw bpf_error("fast tier: conf map", e);
+}
+
+void FastTier::attach_uplink(int ifindex, const std::string& ifname, uint16_t port) {
+  if (uplink_ifindex_) return;
+  bpf_tc_hook h = ingress_hook(ifindex);
+  int e = bpf_tc_hook_create(&h);
+  if (e && e != -EEXIST) throw bpf_error("cannot add a clsact qdisc to " + ifname, e);
+  uplink_made_qdisc_ = e == 0;
+  bpf_tc_opts o = our_filter(uplink_fd_);
+  if ((e = bpf_tc_attach(&h, &o))) {
+    if (uplink_made_qdisc_) bpf_tc_hook_destroy(&h);
+    throw bpf_error("cannot attach the fast tier's TC program to " + ifname, e);
+  }
+  uplink_ifindex_ = ifindex;
+  uplink_port_ = port;
+  write_conf();
+}
+
+void FastTier::detach_uplink() {
+  if (!uplink_ifindex_) return;
+  bpf_tc_hook h = ingress_hook(uplink_ifindex_);
+  bpf_tc_opts o = our_filter();
+  bpf_tc_detach(&h, &o);  // ours only; the link may be gone already
+  if (uplink_made_qdisc_) {
+    h.attach_point = bpf_tc_attach_point(BPF_TC_INGRESS | BPF_TC_EGRESS);
+    bpf_tc_hook_destroy(&h);
+  }
+  uplink_ifindex_ = 0;
+  uplink_port_ = 0;
+  try {
+    write_conf();
+  } catch (const std::exception&) {  // teardown: nothing left to tell
+  }
 }
 
 }  // namespace dpsw

@@ -37,9 +37,10 @@ class FastTier {
   // Loads the object; throws std::runtime_error naming the file on failure.
   // fdb_entries: the kernel fdb map's size. The daemon makes it the MAC
   // table's size (every learned MAC) plus room for every port's own MAC, so
-  // learning can never crowd out an endpoint. nat_entries: the routed-flow
-  // map's (the connection table's size: every flow could be there).
-  FastTier(const std::string& object_path, uint32_t fdb_entries, uint32_t nat_entries = 0);
+  // learning can never crowd out an endpoint. nat_map_fd: the routed-flow
+  // map of the XDP program (XdpProgram::nat_map_fd()), which this object
+  // shares (-1: its own, of the default size: tests).
+  FastTier(const std::string& object_path, uint32_t fdb_entries, int nat_map_fd = -1);
   ~FastTier();  // detaches every program it attached
   FastTier(const FastTier&) = delete;
   FastTier& operator=(const FastTier&) = delete;
@@ -95,6 +96,7 @@ class FastTier {
     uint64_t bad_src = 0;  // dropped: multicast, zero or dpsw's router MAC as source (never a container's)
     uint64_t punt_share = 0;  // dropped: over the port's share of a congested punt port
     uint64_t nat_forwarded = 0;  // routed packets the kernel tier rewrote and sent on (dpsw_fast_nat)
+    uint64_t nat_error = 0;      // dropped: a routed packet's rewrite failed half way
   };
   Events events() const;
 
@@ -104,9 +106,15 @@ class FastTier {
   // moves the receive work to another core; 0 turns steering off.
   // router_mac: dpsw's own, dropped as a container's source.
   void set_conf(uint32_t steer_per_ms, Mac router_mac);
+  // The uplink (its dpsw port id): replies of routed flows in the map are
+  // delivered from its TC ingress (dpsw_fast_uplink_in). Only our filter is
+  // added to its clsact qdisc and removed again (the qdisc only if we made
+  // it): the uplink is the user's interface.
+  void attach_uplink(int ifindex, const std::string& ifname, uint16_t port);
+  void detach_uplink();
 
   // Routed flows the kernel tier forwards itself (bpf dpsw_fast_nat): a
-  // packet arriving on fast-tier port in_port with tuple k (as conntrack
+  // packet arriving on port in_port (a fast-tier port, or the uplink) with tuple k (as conntrack
   // keys it: host order) is rewritten to xsip:xsport -> xdip:xdport, gets
   // the Ethernet header smac -> dmac and goes out of ifindex (dpsw port
   // out_port). nat_put() adds or replaces (false: the map is full);
@@ -118,12 +126,15 @@ class FastTier {
     uint16_t xsport = 0, xdport = 0;
     int ifindex = 0;
     Mac smac = 0, dmac = 0;
+    bool peer = false;  // delivered into the container behind host veth ifindex (bpf_redirect_peer)
     bool operator==(const NatEntry&) const = default;
   };
   bool nat_put(const FlowKey& k, const NatEntry& e);
   void nat_del(const FlowKey& k);
   uint64_t nat_last_seen(const FlowKey& k) const;
+  size_t nat_count() const;  // entries the kernel map holds (walks it: views and tests)
   uint32_t nat_capacity() const { return nat_capacity_; }
+  int uplink_ifindex() const { return uplink_ifindex_; }
 
   // Fair punting: worker w's slot in the memory-mapped dpsw_fast_punt_share
   // map, which that worker (and only it) writes (dataplane/fast/punt_share.h).
@@ -144,7 +155,13 @@ class FastTier {
   void del_fdb(uint16_t bd, Mac mac);
 
   bpf_object* obj_ = nullptr;
-  int ingress_fd_ = -1, punt_fd_ = -1;
+  int ingress_fd_ = -1, punt_fd_ = -1, uplink_fd_ = -1;
+  int uplink_ifindex_ = 0;
+  bool uplink_made_qdisc_ = false;
+  uint32_t steer_per_ms_ = 0;
+  Mac router_mac_ = 0;
+  uint16_t uplink_port_ = 0;
+  void write_conf();
   int ports_map_ = -1, peer_map_ = -1, fdb_map_ = -1, stats_map_ = -1, events_map_ = -1, conf_map_ = -1, nat_map_ = -1;
   uint32_t fdb_capacity_ = 0, nat_capacity_ = 0;
   struct dpsw_punt_share* share_ = nullptr;  // mmap of dpsw_fast_punt_share

@@ -22,14 +22,21 @@ namespace dpsw {
 
 // ---------------------------------------------------------------- XdpProgram
 
-XdpProgram::XdpProgram(const std::string& path) {
-  obj_ = load_bpf_object(path);
+XdpProgram::XdpProgram(const std::string& path, uint32_t nat_entries) {
+  obj_ = load_bpf_object(path, [&](bpf_object* o) {
+    bpf_map* nat = bpf_object__find_map_by_name(o, "dpsw_fast_nat");
+    if (!nat) throw std::runtime_error(path + ": no map dpsw_fast_nat");
+    if (nat_entries)
+      if (int e = bpf_map__set_max_entries(nat, nat_entries)) throw bpf_error("XDP program: sizing the routed-flow map", e);
+  });
   bpf_program* prog = bpf_object__find_program_by_name(obj_, "dpsw_xsk_redirect");
   prog_fd_ = prog ? bpf_program__fd(prog) : -1;
   xsks_fd_ = bpf_object__find_map_fd_by_name(obj_, "dpsw_xsks");
   ports_fd_ = bpf_object__find_map_fd_by_name(obj_, "dpsw_ports");
   stats_fd_ = bpf_object__find_map_fd_by_name(obj_, "dpsw_xdp_stats");
-  if (prog_fd_ < 0 || xsks_fd_ < 0 || ports_fd_ < 0 || stats_fd_ < 0) {
+  nat_fd_ = bpf_object__find_map_fd_by_name(obj_, "dpsw_fast_nat");
+  conf_fd_ = bpf_object__find_map_fd_by_name(obj_, "dpsw_xdp_conf");
+  if (prog_fd_ < 0 || xsks_fd_ < 0 || ports_fd_ < 0 || stats_fd_ < 0 || nat_fd_ < 0 || conf_fd_ < 0) {
     bpf_object__close(obj_);
     obj_ = nullptr;
     throw std::runtime_error(path + ": missing program dpsw_xsk_redirect or its maps");
@@ -79,6 +86,21 @@ std::pair<uint64_t, uint64_t> XdpProgram::stats() const {
       for (uint64_t x : v) out[k] += x;
   }
   return {out[DPSW_XDP_REDIRECTED], out[DPSW_XDP_NO_SOCKET]};
+}
+
+uint64_t XdpProgram::nat_passed() const {
+  std::vector<uint64_t> v(size_t(std::max(libbpf_num_possible_cpus(), 1)));
+  const uint32_t k = DPSW_XDP_NAT_PASSED;
+  uint64_t n = 0;
+  if (bpf_map_lookup_elem(stats_fd_, &k, v.data()) == 0)
+    for (uint64_t x : v) n += x;
+  return n;
+}
+
+void XdpProgram::set_uplink(int ifindex) {
+  const uint32_t zero = 0;
+  const dpsw_xdp_conf c{uint32_t(ifindex), 0};
+  if (int e = bpf_map_update_elem(conf_fd_, &zero, &c, 0)) throw bpf_error("XDP program: conf map", e);
 }
 
 // ----------------------------------------------------------------- AfxdpPort

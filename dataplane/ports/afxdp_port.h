@@ -30,7 +30,9 @@ namespace dpsw {
 class XdpProgram {
  public:
   // Loads the object; throws std::runtime_error naming the file on failure.
-  explicit XdpProgram(const std::string& object_path);
+  // nat_entries: the size of its routed-flow map (dpsw_fast_nat, shared with
+  // the fast tier: 0 = the default); the connection table's.
+  explicit XdpProgram(const std::string& object_path, uint32_t nat_entries = 0);
   ~XdpProgram();
   XdpProgram(const XdpProgram&) = delete;
   XdpProgram& operator=(const XdpProgram&) = delete;
@@ -44,10 +46,15 @@ class XdpProgram {
   void unbind_socket(int ifindex, uint32_t slot);
   // Frames redirected / passed because no socket was bound (summed over CPUs).
   std::pair<uint64_t, uint64_t> stats() const;
+  uint64_t nat_passed() const;  // replies of kernel-tier flows passed up to the fast tier (uplink)
+  // The routed-flow map the fast tier reuses, and the uplink whose replies
+  // of those flows the program passes up (0: none).
+  int nat_map_fd() const { return nat_fd_; }
+  void set_uplink(int ifindex);
 
  private:
   bpf_object* obj_ = nullptr;
-  int prog_fd_ = -1, xsks_fd_ = -1, ports_fd_ = -1, stats_fd_ = -1;
+  int prog_fd_ = -1, xsks_fd_ = -1, ports_fd_ = -1, stats_fd_ = -1, nat_fd_ = -1, conf_fd_ = -1;
   std::vector<int> attached_;
 };
 
