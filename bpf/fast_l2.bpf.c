@@ -165,6 +165,22 @@ static __always_inline int over_share(struct dpsw_fast_port *in) {
   return r->count > limit;
 }
 
+// A frame the kernel tier forwarded itself: received on port `in`, sent on
+// port `out` (GSO frames count their segments, as dpsw counts frames).
+static __always_inline void count_forwarded(struct __sk_buff *skb, __u32 in, __u32 out) {
+  __u64 segs = skb->gso_segs ? skb->gso_segs : 1;
+  struct dpsw_fast_stats *si = bpf_map_lookup_elem(&dpsw_fast_stats, &in);
+  struct dpsw_fast_stats *so = bpf_map_lookup_elem(&dpsw_fast_stats, &out);
+  if (si) {
+    si->rx_packets += segs;
+    si->rx_bytes += skb->len;
+  }
+  if (so) {
+    so->tx_packets += segs;
+    so->tx_bytes += skb->len;
+  }
+}
+
 // A rewrite that failed half way (never expected: the offsets were checked): dropped, counted.
 static __always_inline int nat_error(void) {
   event(DPSW_EV_NAT_ERROR);
@@ -241,18 +257,7 @@ static __always_inline int nat_forward(struct __sk_buff *skb, __u32 in_port) {
   // not every packet (the line is shared by every CPU the flow runs on).
   __u64 now = bpf_ktime_get_ns();
   if (now - v->last_seen > 100000000ULL) v->last_seen = now;
-  __u32 ip_port = in_port, op = v->out_port;
-  __u64 segs = skb->gso_segs ? skb->gso_segs : 1;
-  struct dpsw_fast_stats *si = bpf_map_lookup_elem(&dpsw_fast_stats, &ip_port);
-  struct dpsw_fast_stats *so = bpf_map_lookup_elem(&dpsw_fast_stats, &op);
-  if (si) {
-    si->rx_packets += segs;
-    si->rx_bytes += skb->len;
-  }
-  if (so) {
-    so->tx_packets += segs;
-    so->tx_bytes += skb->len;
-  }
+  count_forwarded(skb, in_port, v->out_port);
   event(DPSW_EV_NAT_FORWARDED);
   return v->flags & DPSW_NAT_PEER ? bpf_redirect_peer(v->ifindex, 0) : bpf_redirect(v->ifindex, 0);
 }
@@ -350,17 +355,7 @@ int dpsw_fast_ingress(struct __sk_buff *skb) {
     struct dpsw_fdb_val *out = bpf_map_lookup_elem(&dpsw_fast_fdb, &k);
     if (out && out->ifindex != ifindex) {
       __u32 ip = in->port, op = out->port;
-      __u64 segs = skb->gso_segs ? skb->gso_segs : 1;  // frames, as dpsw counts them
-      struct dpsw_fast_stats *si = bpf_map_lookup_elem(&dpsw_fast_stats, &ip);
-      struct dpsw_fast_stats *so = bpf_map_lookup_elem(&dpsw_fast_stats, &op);
-      if (si) {
-        si->rx_packets += segs;
-        si->rx_bytes += skb->len;
-      }
-      if (so) {
-        so->tx_packets += segs;
-        so->tx_bytes += skb->len;
-      }
+      count_forwarded(skb, ip, op);
       if (skb->gso_segs <= 1 && !is_tcp(eth, data_end) && steer(conf, ip)) {
         if (bpf_skb_vlan_push(skb, bpf_htons(ETH_P_8021Q), DPSW_PUNT_VID(op)) == 0) {
           event(DPSW_EV_STEERED);
