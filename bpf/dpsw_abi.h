@@ -100,7 +100,7 @@ struct dpsw_punt_rate {
  * order. dpsw owns the state: it installs an entry once its conntrack holds
  * the flow established (TCP) or replied (UDP), refreshes its own flow from
  * last_seen, and removes the entry before the flow goes. The map's size is
- * set by dpsw at load time (conntrack.size); this is the default. */
+ * set by dpsw at load time (2 x conntrack.size, at most 1M); this is the default. */
 #define DPSW_FAST_NAT_DEFAULT 65536
 #define DPSW_NAT_PEER 1
 struct dpsw_nat_key {

@@ -115,7 +115,10 @@ void Daemon::setup() {
       throw ConfigError(cfg_.path + ": switch.control_socket: " + cfg_.sw.control_socket + " is in use by another running dpsw");
     for (const auto& m : modules_) m->prepare();  // names to create are free (stale ones were just removed)
 
-    xdp_ = std::make_unique<XdpProgram>(opt_.bpf_object);
+    // Its routed-flow map (shared with the fast tier) holds two entries per
+    // flow, at most every flow of the connection table, capped at 1M entries
+    // (the map is not preallocated, but its bucket array follows the cap).
+    xdp_ = std::make_unique<XdpProgram>(opt_.bpf_object, uint32_t(std::min<uint64_t>(2ULL * cfg_.sw.conntrack_size, 1u << 20)));
     Dataplane::Options dopt;
     dopt.cores = cfg_.sw.workers;
     dopt.mac.size = cfg_.sw.mac_table_size;

@@ -1,7 +1,8 @@
 // The fast tier's control side as a module: the FastTier object (its BPF
 // maps and TC programs) and one punt veth pair and AF_XDP port per worker,
 // made when the first endpoint needs it (ensure()) and kept until teardown;
-// the learned MACs it is told about on every tick; its snapshot part (the
+// the learned MACs it is told about on every tick; the established routed
+// flows it hands to the kernel tier (sync_nat/refresh_nat); its snapshot part (the
 // punt ports and their fair-share slots); the `fast` view; whether the
 // kernel tier forwards on a MAC (`show mac`).
 //

@@ -7,6 +7,10 @@
 //   anything else: tagged with the port id, out of the punt veth -> AF_XDP
 //   punt port -> dpsw's pipeline. dpsw -> FastPort -> punt port (tagged) ->
 //   punt veth ingress (TC) -> tag popped, bpf_redirect_peer into the container.
+//   Established routed flows dpsw installed (dpsw_fast_nat, FastControl::
+//   sync_nat): rewritten at the container's host veth and sent out of the
+//   uplink; their replies, passed up by the uplink's XDP program, rewritten
+//   at the uplink's TC ingress and delivered into the container.
 //
 // Ordering rules the daemon follows: a port's maps are filled before its TC
 // program is attached (no frame of it is ever passed to the host stack), and
