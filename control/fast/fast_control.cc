@@ -140,7 +140,7 @@ void FastControl::refresh_nat(uint32_t now) {
   nat_refreshed_ = now;
   for (auto& [k, st] : nat_) {
     // Packets the kernel forwarded since the last tick (either way) keep the flow alive.
-    const uint64_t ls = fast_->nat_last_seen(st.key);
+    const uint64_t ls = st.out.ifindex ? fast_->nat_last_seen(st.key) : 0;
     const uint64_t lr = st.back.ifindex ? fast_->nat_last_seen(st.reply) : 0;
     if (ls == st.last_seen && lr == st.last_seen_back) continue;
     st.last_seen = ls;
@@ -156,11 +156,15 @@ std::pair<uint64_t, uint64_t> packed(const FlowKey& k) {
 }
 }  // namespace
 
+void FastControl::nat_remove(const NatState& st) {
+  if (st.out.ifindex) fast_->nat_del(st.key);  // the way in first: no packet is sent on whose answer has no entry
+  if (st.back.ifindex) fast_->nat_del(st.reply);
+}
+
 void FastControl::drop_nat_of(uint16_t port) {
   for (auto it = nat_.begin(); it != nat_.end();) {
     if (it->second.out.in_port == port || it->second.out.out_port == port) {
-      fast_->nat_del(it->second.key);
-      if (it->second.back.ifindex) fast_->nat_del(it->second.reply);
+      nat_remove(it->second);
       it = nat_.erase(it);
     } else {
       ++it;
@@ -175,49 +179,62 @@ void FastControl::sync_nat() {
   const Snapshot& s = core_.dp_->snapshot();
   const uint16_t up = s.l3.uplink_port;
   if (up >= core_.ports_.size() || !core_.ports_[up].used()) return;
-  if (!fast_->uplink_ifindex() && !uplink_tried_ && core_.xdp_) {  // replies: from the uplink's TC ingress, which its XDP program passes them to
+  if (!fast_->uplink_ifindex() && !uplink_tried_ && core_.xdp_) {  // from the uplink: its TC ingress, which its XDP program passes them to
     uplink_tried_ = true;
     try {
       fast_->attach_uplink(core_.ports_[up].ifindex, core_.ports_[up].host_ifname, up);
       core_.xdp_->set_uplink(core_.ports_[up].ifindex);
     } catch (const std::exception& e) {
-      LOG_WARN("fast tier: replies of routed flows stay on the punted path: %s", e.what());
+      LOG_WARN("fast tier: routed flows' packets from the uplink stay on the punted path: %s", e.what());
     }
   }
-  // What the kernel should hold now: established (TCP) or replied (UDP)
-  // masquerade flows from a fast-tier endpoint out of the uplink, whose next
-  // hop dpsw has resolved: the flow's direction out, and its replies in.
+  // Where the kernel tier can take a flow's packets in (TC ingress) and send
+  // them out: a fast-tier endpoint both ways (delivered with
+  // bpf_redirect_peer); the uplink out always (bpf_redirect), in once its TC
+  // program is attached.
+  const bool uplink_in = fast_->uplink_ifindex() != 0;
+  auto fast_port = [&](uint16_t p) {
+    return p < core_.ports_.size() && core_.ports_[p].kind == PortRec::Kind::kFast && fast_->has_port(p);
+  };
+  auto can_in = [&](uint16_t p) { return p == up ? uplink_in : fast_port(p); };
+  auto can_out = [&](uint16_t p) { return p == up || fast_port(p); };
+  // A direction's next hop: the flow's own MAC, or (towards the uplink)
+  // resolved as dpsw's own path does; 0: not yet (dpsw's path resolves it first).
+  auto next_hop = [&](const FlowOut& o, uint32_t dst) -> Mac {
+    if (o.dst_mac) return o.dst_mac;
+    const uint32_t nh = arp->on_segment(dst) ? dst : s.l3.gateway;
+    return nh ? arp->lookup(nh) : 0;  // a stale entry is queued for a probe
+  };
+  // What the kernel should hold now: every established (TCP) or replied
+  // (UDP) flow between two ports the kernel tier serves: masquerade out of
+  // the uplink, published ports (DNAT) in from it, hairpin between two
+  // fast-tier endpoints. A flow's original direction arrives where its
+  // replies go (out[1]) and leaves through out[0]. A direction the kernel
+  // cannot take in stays on the punted path (ifindex 0).
   struct Want {
     const Flow* flow;
     FastTier::NatEntry out, back;
   };
   std::map<std::pair<uint64_t, uint64_t>, Want> want;
-  const bool replies = fast_->uplink_ifindex() != 0;
   ct->for_each([&](const Flow& f) {
     const uint8_t st = f.state.load(std::memory_order_relaxed);  // relaxed: a snapshot of the state, re-read every tick
     if (f.orig.proto == 6 ? st != uint8_t(TcpState::kEstablished) : (f.orig.proto != 17 || st == 0)) return;
-    const uint16_t in = f.out[1].port;
-    if (f.out[0].port != up || in >= core_.ports_.size() || core_.ports_[in].kind != PortRec::Kind::kFast || !fast_->has_port(in))
-      return;
-    Mac dmac = f.out[0].dst_mac;
-    if (!dmac) {
-      const uint32_t nh = arp->on_segment(f.xdst_ip) ? f.xdst_ip : s.l3.gateway;
-      dmac = nh ? arp->lookup(nh) : 0;  // a stale entry is queued for a probe, as dpsw's own path does
-      if (!dmac) return;  // dpsw's own path resolves it first
-    }
+    const uint16_t a = f.out[1].port, b = f.out[0].port;  // the original direction: a -> b
+    if (!can_out(a) || !can_out(b) || (!can_in(a) && !can_in(b))) return;
+    const Mac to_b = next_hop(f.out[0], f.xdst_ip), to_a = next_hop(f.out[1], f.orig.sip);
+    if (!to_a || !to_b) return;
     Want w{&f, {}, {}};
-    w.out = {in, up, f.xsrc_ip, f.xdst_ip, f.xsrc_port, f.xdst_port, core_.ports_[up].ifindex, f.out[0].src_mac, dmac, false};
-    if (replies && f.out[1].dst_mac)  // the reply tuple as it arrives, back to the original one, into the container
-      w.back = {up, in, f.orig.dip, f.orig.sip, f.orig.dport, f.orig.sport, core_.ports_[in].ifindex, f.out[1].src_mac,
-                f.out[1].dst_mac, true};
+    w.out = {a, b, f.xsrc_ip, f.xdst_ip, f.xsrc_port, f.xdst_port, core_.ports_[b].ifindex, f.out[0].src_mac, to_b, b != up};
+    w.back = {b, a, f.orig.dip, f.orig.sip, f.orig.dport, f.orig.sport, core_.ports_[a].ifindex, f.out[1].src_mac, to_a, a != up};
+    if (!can_in(a)) w.out.ifindex = 0;
+    if (!can_in(b)) w.back.ifindex = 0;
     want[packed(f.orig)] = w;
   });
   // Gone or changed: out of the kernel first, the way out before the way back.
   for (auto it = nat_.begin(); it != nat_.end();) {
     auto w = want.find(it->first);
     if (w == want.end() || !(w->second.out == it->second.out) || !(w->second.back == it->second.back)) {
-      fast_->nat_del(it->second.key);
-      if (it->second.back.ifindex) fast_->nat_del(it->second.reply);
+      nat_remove(it->second);
       it = nat_.erase(it);
     } else {
       ++it;
@@ -229,7 +246,7 @@ void FastControl::sync_nat() {
     // The way back before the way out: no reply of a packet the kernel
     // sent can arrive before its entry.
     const bool back = !w.back.ifindex || fast_->nat_put(w.flow->reply, w.back);
-    if (back && fast_->nat_put(w.flow->orig, w.out)) {
+    if (back && (!w.out.ifindex || fast_->nat_put(w.flow->orig, w.out))) {
       nat_[k] = {w.flow->orig, w.flow->reply, w.out, w.back, 0, 0};
     } else {
       if (back && w.back.ifindex) fast_->nat_del(w.flow->reply);

@@ -59,9 +59,9 @@ class FastControl : public Module {
   // NAT's expiry): flows the kernel forwarded since the last tick are
   // refreshed in dpsw's connection table. sync_nat() (tick_done, after the
   // expiry and before the grace period that frees a flow's NAT port):
-  // established masquerade flows from fast-tier endpoints to the uplink are
-  // installed (the way back first), entries of flows that closed, expired or
-  // changed are removed (the way out first).
+  // established flows between ports the kernel tier serves (masquerade,
+  // published ports, hairpin) are installed (the way back first), entries of
+  // flows that closed, expired or changed are removed (the way out first).
   void refresh_nat(uint32_t now);
   void sync_nat();
   void drop_nat_of(uint16_t port);  // a fast-tier port goes: its flows leave the kernel map first
@@ -77,10 +77,11 @@ class FastControl : public Module {
   // What the kernel's routed-flow map holds, by conntrack tuple (packed).
   struct NatState {
     FlowKey key, reply;              // the way out's tuple, the way back's
-    FastTier::NatEntry out, back;    // back.ifindex 0: replies take the punted path
+    FastTier::NatEntry out, back;    // ifindex 0: that direction takes the punted path
     uint64_t last_seen = 0, last_seen_back = 0;  // the kernel's stamps at the previous tick
   };
   std::map<std::pair<uint64_t, uint64_t>, NatState> nat_;
+  void nat_remove(const NatState& st);  // both of its entries, the way out first
   uint64_t nat_refused_ = 0;  // installs the full map refused (those flows stay on the punted path)
   size_t nat_full_at_ = 0;    // entries when the map last refused one: no retry until fewer
   bool nat_error_logged_ = false;

@@ -118,15 +118,17 @@ def until(cond, what, timeout=5.0):
     check(False, what)
 
 
-def paced_transfer(d, direction, port, seconds=3):
-    """c1 <-> the outside through NAT for `seconds`: "up" (c1 sends) or "down"
-    (the outside sends). Returns (sent, received, peer seen by the outside,
-    kernel-tier counters while the connection was open)."""
-    srv = d.popen("out", "python3", "-c", PACED_SERVER, "RECV" if direction == "up" else "SEND", str(port), str(seconds),
+def paced_transfer(d, direction, port, seconds=3, client="c1", server="out", target=OUT, connect_port=None):
+    """client <-> server for `seconds` (by default c1 <-> the outside through
+    NAT): "up" (the client sends) or "down" (the server sends); the server
+    listens on `port`, the client connects to target:connect_port (default
+    the same port). Returns (bytes, peer seen by the server, kernel-tier
+    counters while the connection was open)."""
+    srv = d.popen(server, "python3", "-c", PACED_SERVER, "RECV" if direction == "up" else "SEND", str(port), str(seconds),
                   stdout=subprocess.PIPE, text=True)
     check(srv.stdout.readline().strip() == "listening", "server")
-    cli = d.popen("c1", "python3", "-c", PACED, "SEND" if direction == "up" else "RECV", OUT, str(port), str(seconds),
-                  stdout=subprocess.PIPE, text=True)
+    cli = d.popen(client, "python3", "-c", PACED, "SEND" if direction == "up" else "RECV", target, str(connect_port or port),
+                  str(seconds), stdout=subprocess.PIPE, text=True)
     during = {}
     if FAST:  # handed to the kernel tier once established (within a tick or two)
         until(lambda: fast_tier(d).get("nat_kernel_entries", 0) == 2, "the established flow should be in the kernel map both ways")
@@ -183,6 +185,39 @@ def established_flows_in_kernel():
             check(fast_tier(d)["nat_kernel_entries"] == 0, "...and not come back on the next tick")
         cli.kill()
         srv.kill()
+
+
+def published_and_hairpin_flows_in_kernel():
+    """Published ports (DNAT at the uplink's ingress, the client's address
+    kept) and hairpin (a container to a published port through the host
+    address, between two fast-tier endpoints) are handed to the kernel tier
+    once established, like masquerade: bytes intact both ways, the frames
+    counted on the uplink and the endpoint, the entries gone when the
+    connection closes. With fast_path off, the same traffic through dpsw."""
+    nets = [{"name": "a", "subnet": "10.241.1.0/24"}]
+    eps = [{"name": "web", "networks": ["a"], "publish": ["8080:80/tcp"]}, {"name": "c2", "networks": ["a"]}]
+    with Dpsw(nets, eps, uplink=True) as d:
+        d.start()
+        ping(d, "out", HOST)
+        web = d.port_of("web", "a")["name"]
+        cases = (("out", OUT, d.uplink_if), ("c2", "10.241.1.1", d.port_of("c2", "a")["name"]))
+        for client, seen, client_port in cases:
+            for direction in ("up", "down"):
+                before = fast_tier(d)
+                ports_before = {p: d.counters()["ports"][p].get("fast_tier", {}) for p in (web, client_port)}
+                n, peer, _ = paced_transfer(d, direction, 80, client=client, server="web", target=HOST, connect_port=8080)
+                check(peer == seen, f"{client} {direction}: the container should see {seen}, saw {peer}")
+                if FAST:
+                    after = fast_tier(d)
+                    check(after["nat_forwarded"] > before.get("nat_forwarded", 0), f"{client} {direction}: nothing forwarded in the kernel")
+                    check(after["nat_errors"] == 0, f"rewrite errors: {after}")
+                    # The data's direction: into web ("up") or out of it ("down"), on both ports.
+                    for p, key in ((web, "tx_bytes" if direction == "up" else "rx_bytes"),
+                                   (client_port, "rx_bytes" if direction == "up" else "tx_bytes")):
+                        moved = d.counters()["ports"][p]["fast_tier"][key] - ports_before[p].get(key, 0)
+                        check(moved >= n // 3, f"{client} {direction}: the kernel tier should have carried most of the {n} bytes "
+                                               f"on {p} ({key}), counted {moved}")
+                    until(lambda: fast_tier(d)["nat_kernel_entries"] == 0, "a closed connection's entries should leave the kernel map")
 
 
 def isolation_and_internal():
@@ -469,7 +504,8 @@ def fragments_and_gre():
 
 
 if __name__ == "__main__":
-    scenario_main({f.__name__: f for f in (outbound_icmp_udp_tcp, established_flows_in_kernel, isolation_and_internal, conntrack_expiry,
+    scenario_main({f.__name__: f for f in (outbound_icmp_udp_tcp, established_flows_in_kernel, published_and_hairpin_flows_in_kernel,
+                                          isolation_and_internal, conntrack_expiry,
                                           published_ports_and_hairpin, icmp_errors_translated,
                                           routing_between_allowed_networks, nat_across_two_workers,
                                           syn_flood_then_connect, fragments_and_gre)})
