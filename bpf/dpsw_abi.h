@@ -68,9 +68,11 @@ struct dpsw_fast_stats {
 /* dpsw_fast_conf[0], set by dpsw. */
 struct dpsw_fast_conf {
   __u32 steer_per_ms;   /* steering threshold, frames per ms per (port, CPU); 0 = never */
-  __u32 uplink_ifindex; /* the uplink (dpsw_fast_uplink_in runs there), 0: none */
+  __u32 uplink_ifindex; /* the uplink (dpsw_fast_uplink_in, or dpsw_fast_ingress when punted, runs there), 0: none */
   __u8 router_mac[6];   /* dpsw's router MAC: never a container's source */
   __u16 uplink_port;    /* its dpsw port id */
+  __u8 uplink_mac[6];   /* the uplink's own MAC: routed frames from the outside are sent to it */
+  __u16 uplink_punted;  /* 1: a veth uplink served like a fast-tier port (TC + punt veth, no XDP) */
 };
 
 /* dpsw_fast_punt_share[worker], memory-mapped by dpsw and written by that

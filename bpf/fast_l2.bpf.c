@@ -15,6 +15,13 @@
 // port (the kernel has moved the tag to skb metadata); the tag is popped and
 // the frame redirected into that endpoint's container.
 //
+// A veth uplink is served the same way (no XDP on it: XDP on a veth turns
+// GSO off on its peer): dpsw_fast_ingress on its ingress forwards the
+// established routed flows dpsw installed and punts the rest with the
+// uplink's tag; dpsw_fast_punt_rx sends what dpsw transmits to it out of it
+// (bpf_redirect: its peer may be in our own namespace). A NIC uplink keeps
+// its XDP program, which passes the routed flows up to dpsw_fast_uplink_in.
+//
 // Steering: redirect_peer delivers in the sender's softirq, so one container
 // flooding small frames keeps the whole receive path on the sending core (as
 // the bridge does). While a port sends more non-GSO, non-TCP frames per
@@ -330,11 +337,13 @@ int dpsw_fast_ingress(struct __sk_buff *skb) {
     if (si) si->oversize += 1;
     return TC_ACT_SHOT;
   }
-  // Routed traffic of an established flow dpsw handed to the kernel tier.
+  // Routed traffic of an established flow dpsw handed to the kernel tier:
+  // sent to dpsw's router MAC by a container, to the uplink's own MAC from
+  // the outside (a veth uplink served by this program).
+  const __u8 *rmac = ifindex == conf->uplink_ifindex ? conf->uplink_mac : conf->router_mac;
   if (eth->h_proto == bpf_htons(ETH_P_IP) && !skb->vlan_present &&
-      ((eth->h_dest[0] ^ conf->router_mac[0]) | (eth->h_dest[1] ^ conf->router_mac[1]) |
-       (eth->h_dest[2] ^ conf->router_mac[2]) | (eth->h_dest[3] ^ conf->router_mac[3]) |
-       (eth->h_dest[4] ^ conf->router_mac[4]) | (eth->h_dest[5] ^ conf->router_mac[5])) == 0) {
+      ((eth->h_dest[0] ^ rmac[0]) | (eth->h_dest[1] ^ rmac[1]) | (eth->h_dest[2] ^ rmac[2]) | (eth->h_dest[3] ^ rmac[3]) |
+       (eth->h_dest[4] ^ rmac[4]) | (eth->h_dest[5] ^ rmac[5])) == 0) {
     int r = nat_forward(skb, in->port);
     if (r >= 0) return r;
     data = (void *)(long)skb->data;  // the helpers may have moved the data: checks again below
@@ -416,6 +425,11 @@ int dpsw_fast_punt_rx(struct __sk_buff *skb) {
     event(DPSW_EV_PUNT_BAD_TAG);
     return TC_ACT_SHOT;
   }
+  // A punted veth uplink: sent out of it (its peer may share our namespace,
+  // where bpf_redirect_peer cannot deliver); a container: into it.
+  __u32 zero = 0;
+  struct dpsw_fast_conf *conf = bpf_map_lookup_elem(&dpsw_fast_conf, &zero);
+  if (conf && conf->uplink_punted && target == conf->uplink_ifindex) return bpf_redirect(target, 0);
   return bpf_redirect_peer(target, 0);
 }
 

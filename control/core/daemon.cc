@@ -81,7 +81,7 @@ Daemon::Daemon(Config cfg, Plan plan, DaemonOptions opt) : Core(std::move(cfg), 
   auto ports = std::make_unique<Ports>(core);
   auto fast = std::make_unique<FastControl>(core);
   auto bridge = std::make_unique<Bridge>(core, *fast, *ports);
-  auto nat = std::make_unique<Nat>(core, *bridge);
+  auto nat = std::make_unique<Nat>(core, *bridge, *fast);
   modules_.push_back(std::move(bridge));
   modules_.push_back(std::move(ports));
   modules_.push_back(std::move(fast));

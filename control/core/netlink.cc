@@ -156,6 +156,13 @@ uint32_t Rtnl::link_mtu(const std::string& name) {
   return rtnl_link_get_mtu(l.p);
 }
 
+std::string Rtnl::link_kind(const std::string& name) {
+  LinkPtr l;
+  if (int e = rtnl_link_get_kernel(sk_, 0, name.c_str(), &l.p); e < 0) fail_nl("find link " + name, e);
+  const char* t = rtnl_link_get_type(l.p);
+  return t ? t : "";
+}
+
 void Rtnl::create_veth(const std::string& name, const std::string& alias, const std::string& peer_name, int peer_ns_fd,
                        Mac peer_mac, uint32_t mtu, uint32_t host_mtu) {
   rtnl_link* link = rtnl_link_veth_alloc();

@@ -40,6 +40,7 @@ class Rtnl {
   int ifindex(const std::string& name);  // 0 when absent
   Mac link_mac(const std::string& name);  // throws when absent
   uint32_t link_mtu(const std::string& name);  // throws when absent
+  std::string link_kind(const std::string& name);  // "veth", "vxlan", ...; "" for a device without one (a NIC); throws when absent
   // veth pair: `name` here, `peer` inside the namespace peer_ns_fd.
   void create_veth(const std::string& name, const std::string& alias, const std::string& peer, int peer_ns_fd,
                    Mac peer_mac, uint32_t mtu, uint32_t host_mtu = 0);  // host_mtu: `name`'s, 0 = mtu

@@ -89,11 +89,19 @@ void FastControl::add_port(uint16_t id, PortRec& pr) {
   fast_->add_mac(pr.bd, pr.mac, id, true);
 }
 
+void FastControl::add_uplink(uint16_t id, PortRec& pr) {
+  const Punt& pu = punts_[core_.owner(id)];
+  pr.port = std::make_unique<FastPort>(pr.host_ifname, core_.ports_[pu.port].port.get(), id);
+  pr.kind = PortRec::Kind::kFast;
+  fast_->add_uplink(pr.ifindex, pr.host_ifname, id, pr.bd, pu.near_ifindex, core_.owner(id), pr.mtu, pr.mac);
+}
+
 void FastControl::remove_port(uint16_t id) { release_port(id, core_.ports_[id]); }
 
 void FastControl::release_port(uint16_t id, const PortRec& pr) {
   if (!fast_) return;
   drop_nat_of(id);  // the uplink's too: nothing is redirected to a port that goes
+  if (fast_->uplink_punted() && fast_->uplink_ifindex() == pr.ifindex) fast_->detach_uplink();
   if (pr.kind == PortRec::Kind::kFast) fast_->remove_port(id);
 }
 
@@ -107,7 +115,8 @@ void FastControl::sync_fast_macs() {
   // Established entries only: a flood of random source MACs churns tentative
   // entries in the MAC table and never reaches the kernel map.
   core_.dp_->macs().for_each([&](const MacTable::Entry& e) {
-    if (e.established && !e.is_static && e.port < core_.ports_.size() && core_.ports_[e.port].kind == PortRec::Kind::kFast && core_.ports_[e.port].bd == e.bd)
+    if (e.established && !e.is_static && e.port < core_.ports_.size() && core_.ports_[e.port].kind == PortRec::Kind::kFast &&
+        fast_->has_port(e.port) && core_.ports_[e.port].bd == e.bd)  // endpoints, not the uplink
       learned[{e.bd, e.mac}] = e.port;
   });
   fast_->sync_learned(learned);

@@ -49,6 +49,11 @@ class FastControl : public Module {
   // kernel's port map, its MAC planned in the fdb. ensure() first.
   void add_port(uint16_t id, PortRec& pr);
   void remove_port(uint16_t id);  // out of the fast tier: no frame is redirected to it any more
+  // The uplink (port `id`, pr: its record but for the port) as a FastPort
+  // through its owner's punt port: a veth uplink gets no XDP program (it
+  // would turn GSO off on its peer); its frames are classified at TC like a
+  // container's. ensure() first. Undone by release_port().
+  void add_uplink(uint16_t id, PortRec& pr);
   void set_mtu(uint16_t id, uint32_t mtu);  // the host end keeps its higher MTU
 
  private:

@@ -1,12 +1,15 @@
 #include "control/nat/nat.h"
 
 #include <net/if.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 
 #include "control/bridge/bridge.h"
 #include "control/core/log.h"
 #include "control/core/netlink.h"
+#include "control/fast/fast_control.h"
 #include "dataplane/core/clock.h"
 
 namespace dpsw {
@@ -44,6 +47,15 @@ void Nat::create_uplink() {
   uplink_bd_ = core_.add_bd(NetworkConfig{.name = kUplinkNetwork});
   uplink_mac_ = rt.link_mac(up.interface);
   rt.set_up(up.interface);
+  // A veth uplink (to another namespace, a bridge or the host's own stack)
+  // is served like a fast-tier endpoint: XDP on it would turn GSO off on its
+  // peer, and its peer's partial checksums are finished by the punt veth.
+  // A NIC keeps AF_XDP with its XDP program (which passes routed flows up).
+  // DPSW_UPLINK_XDP=1 keeps a veth uplink on the NIC's path (tests of that path on a machine without a NIC).
+  const char* force_xdp = getenv("DPSW_UPLINK_XDP");
+  const bool punted = core_.cfg_.sw.fast_path && rt.link_kind(up.interface) == "veth" && !(force_xdp && *force_xdp == '1') &&
+                      access(core_.opt_.fast_object.c_str(), R_OK) == 0;
+  if (punted) fast_.ensure(bridge_.router_mac());  // before the id: it takes port ids of its own
   uint16_t id = core_.new_port_id();
   PortRec& pr = core_.ports_[id];
   pr.network = kUplinkNetwork;
@@ -52,15 +64,21 @@ void Nat::create_uplink() {
   pr.bd = uplink_bd_;
   pr.mac = uplink_mac_;
   pr.ip = up.address.addr;
-  auto port = std::make_unique<AfxdpPort>(up.interface, AfxdpPort::Options{});
-  int fd = port->fd();
-  pr.port = std::move(port);
-  pr.kind = PortRec::Kind::kAfxdp;
+  pr.mtu = up.mtu;
+  if (punted) {
+    fast_.add_uplink(id, pr);
+  } else {
+    auto port = std::make_unique<AfxdpPort>(up.interface, AfxdpPort::Options{});
+    int fd = port->fd();
+    pr.port = std::move(port);
+    pr.kind = PortRec::Kind::kAfxdp;
+    core_.xdp_->bind_socket(pr.ifindex, id, fd);
+    core_.xdp_->attach(pr.ifindex, up.interface);
+  }
   uplink_port_ = id;
-  core_.xdp_->bind_socket(pr.ifindex, id, fd);
-  core_.xdp_->attach(pr.ifindex, up.interface);
-  LOG_INFO("uplink %s: %s/%u, %s, next hop %s (port %u)", up.interface.c_str(), ipv4_to_string(up.address.addr).c_str(),
-           up.address.len, mac_to_string(uplink_mac_).c_str(), up.gateway ? ipv4_to_string(up.gateway).c_str() : "none", id);
+  LOG_INFO("uplink %s: %s/%u, %s, next hop %s (port %u, %s)", up.interface.c_str(), ipv4_to_string(up.address.addr).c_str(),
+           up.address.len, mac_to_string(uplink_mac_).c_str(), up.gateway ? ipv4_to_string(up.gateway).c_str() : "none", id,
+           punted ? "fast tier: TC, punted to its worker" : "AF_XDP");
 }
 
 void Nat::check(const Config&, const Plan& plan) const {
@@ -83,8 +101,12 @@ void Nat::contribute(Snapshot& s) const {
   pe.owner = core_.owner(up);
   pe.max_frame = std::min(core_.cfg_.uplink->mtu, kAfxdpMaxMtu) + kEthHdrLen;
   b.ports.insert(b.ports.begin(), up);  // first, as in every snapshot: before the macvlan endpoints
-  auto& rx = s.rx_ports[pe.owner];
-  rx.insert(rx.begin(), up);  // polled first: before its worker's punt port and endpoints
+  if (core_.ports_[up].kind == PortRec::Kind::kFast) {
+    pe.fast = true;  // received through its worker's punt port (FastControl::contribute)
+  } else {
+    auto& rx = s.rx_ports[pe.owner];
+    rx.insert(rx.begin(), up);  // polled first: before its worker's punt port and endpoints
+  }
   L3Conf& l3 = s.l3;
   l3.enabled = true;
   l3.uplink_port = uint16_t(uplink_port_);

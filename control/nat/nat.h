@@ -14,12 +14,15 @@
 
 namespace dpsw {
 
+class FastControl;
+
 class Bridge;
 
 class Nat : public Module {
  public:
   // Published ports are the bridge module's endpoints'.
-  Nat(Core& core, const Bridge& bridge) : Module(core), bridge_(bridge) {}
+  // A veth uplink is the fast tier's (FastControl::add_uplink) when the switch's fast_path is auto.
+  Nat(Core& core, const Bridge& bridge, FastControl& fast) : Module(core), bridge_(bridge), fast_(fast) {}
 
   const char* name() const override { return "nat"; }
   void preflight() const override;  // the uplink interface exists
@@ -41,6 +44,7 @@ class Nat : public Module {
   void create_uplink();
 
   const Bridge& bridge_;
+  FastControl& fast_;
   int uplink_port_ = -1;    // port id of the uplink, -1: none
   uint16_t uplink_bd_ = 0;  // the uplink segment's bridge domain (macvlan networks live here; Core::uplink_bd())
   Mac uplink_mac_ = 0;      // answers for the uplink address

@@ -123,6 +123,27 @@ void Worker::process_punt(const Snapshot& s, Scope& scope, uint16_t in_port, con
     p.data += 4;
     p.len -= 4;
     punt_share_->frame(id);
+    if (id == s.l3.uplink_port && !s.tunnels.empty()) {
+      // A punted (veth) uplink's frames: VXLAN to us is decapsulated here,
+      // as process_uplink() does, and runs as received on its tunnel port.
+      Drop d = Drop::kCount;
+      Packet inner;
+      uint16_t tport = 0;
+      const stage::VxlanInNext next = stage::vxlan_input(p, s, &inner, &tport, &d);
+      if (next != stage::VxlanInNext::kNotVxlan) {
+        PortCounters& uc = wc_->ports[id];  // the uplink received it (forward_by_port counts the rest)
+        uc.rx_packets.add(1);
+        uc.rx_bytes.add(p.len);
+        if (next == stage::VxlanInNext::kDrop) {
+          uc.drops[size_t(d)].add(1);
+          continue;
+        }
+        csum::complete_partial(inner.data, inner.len);  // the peer's kernel may leave it to offload
+        port[k++] = tport;
+        fp.push(inner);
+        continue;
+      }
+    }
     port[k++] = id;
     fp.push(p);
   }

@@ -333,23 +333,63 @@ void FastTier::write_conf() {
   c.uplink_ifindex = uint32_t(uplink_ifindex_);
   c.uplink_port = uplink_port_;
   mac_to_bytes(router_mac_, c.router_mac);
+  mac_to_bytes(uplink_mac_, c.uplink_mac);
+  c.uplink_punted = uplink_punted_;
   if (int e = bpf_map_update_elem(conf_map_, &zero, &c, 0)) throw bpf_error("fast tier: conf map", e);
 }
 
-void FastTier::attach_uplink(int ifindex, const std::string& ifname, uint16_t port) {
-  if (uplink_ifindex_) return;
+void FastTier::hook_uplink(int ifindex, const std::string& ifname, int prog_fd) {
   bpf_tc_hook h = ingress_hook(ifindex);
   int e = bpf_tc_hook_create(&h);
   if (e && e != -EEXIST) throw bpf_error("cannot add a clsact qdisc to " + ifname, e);
   uplink_made_qdisc_ = e == 0;
-  bpf_tc_opts o = our_filter(uplink_fd_);
+  bpf_tc_opts o = our_filter(prog_fd);
   if ((e = bpf_tc_attach(&h, &o))) {
     if (uplink_made_qdisc_) bpf_tc_hook_destroy(&h);
     throw bpf_error("cannot attach the fast tier's TC program to " + ifname, e);
   }
+}
+
+void FastTier::attach_uplink(int ifindex, const std::string& ifname, uint16_t port) {
+  if (uplink_ifindex_) return;
+  hook_uplink(ifindex, ifname, uplink_fd_);
   uplink_ifindex_ = ifindex;
   uplink_port_ = port;
   write_conf();
+}
+
+void FastTier::add_uplink(int ifindex, const std::string& ifname, uint16_t port, uint16_t bd, int punt_ifindex, unsigned worker,
+                          uint32_t mtu, Mac mac) {
+  if (uplink_ifindex_) throw std::logic_error("fast tier: the uplink is registered already");
+  const uint32_t key = uint32_t(ifindex), id = port, zero_if = 0;
+  const FastPortVal pv{port, bd, uint32_t(punt_ifindex), uint32_t(worker), mtu};
+  const int ncpu = std::max(libbpf_num_possible_cpus(), 1);
+  std::vector<StatsVal> zero(size_t(ncpu), StatsVal{});
+  if (int e = bpf_map_update_elem(stats_map_, &id, zero.data(), 0)) throw bpf_error("fast tier: stats map", e);
+  // Its conf (the MAC routed frames come to, where dpsw's frames for it go)
+  // and map entries before the program: no frame of it is ever passed up.
+  uplink_ifindex_ = ifindex;
+  uplink_port_ = port;
+  uplink_mac_ = mac;
+  uplink_punted_ = true;
+  try {
+    write_conf();
+    if (int e = bpf_map_update_elem(ports_map_, &key, &pv, 0)) throw bpf_error("fast tier: ports map", e);
+    if (int e = bpf_map_update_elem(peer_map_, &id, &key, 0)) throw bpf_error("fast tier: peer map", e);
+    hook_uplink(ifindex, ifname, ingress_fd_);
+  } catch (...) {
+    bpf_map_update_elem(peer_map_, &id, &zero_if, 0);
+    bpf_map_delete_elem(ports_map_, &key);
+    uplink_ifindex_ = 0;
+    uplink_port_ = 0;
+    uplink_mac_ = 0;
+    uplink_punted_ = false;
+    try {
+      write_conf();
+    } catch (const std::exception&) {  // the error being thrown says more
+    }
+    throw;
+  }
 }
 
 void FastTier::detach_uplink() {
@@ -361,8 +401,15 @@ void FastTier::detach_uplink() {
     h.attach_point = bpf_tc_attach_point(BPF_TC_INGRESS | BPF_TC_EGRESS);
     bpf_tc_hook_destroy(&h);
   }
+  if (uplink_punted_) {
+    const uint32_t key = uint32_t(uplink_ifindex_), id = uplink_port_, zero = 0;
+    bpf_map_update_elem(peer_map_, &id, &zero, 0);
+    bpf_map_delete_elem(ports_map_, &key);
+  }
   uplink_ifindex_ = 0;
   uplink_port_ = 0;
+  uplink_mac_ = 0;
+  uplink_punted_ = false;
   try {
     write_conf();
   } catch (const std::exception&) {  // teardown: nothing left to tell

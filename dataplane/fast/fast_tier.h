@@ -115,7 +115,15 @@ class FastTier {
   // added to its clsact qdisc and removed again (the qdisc only if we made
   // it): the uplink is the user's interface.
   void attach_uplink(int ifindex, const std::string& ifname, uint16_t port);
-  void detach_uplink();
+  // A veth uplink served like a fast-tier port (no XDP on it): registered
+  // in network `bd` with its own MAC (routed frames from the outside are sent
+  // to it), punting through `punt_ifindex` (worker `worker`'s), then
+  // dpsw_fast_ingress attached (our filter only, as above). What dpsw sends
+  // to it through the punt port leaves through it.
+  void add_uplink(int ifindex, const std::string& ifname, uint16_t port, uint16_t bd, int punt_ifindex, unsigned worker,
+                  uint32_t mtu, Mac mac);
+  bool uplink_punted() const { return uplink_punted_; }
+  void detach_uplink();  // either kind, its map entries too
 
   // Routed flows the kernel tier forwards itself (bpf dpsw_fast_nat): a
   // packet arriving on port in_port (a fast-tier port, or the uplink) with tuple k (as conntrack
@@ -162,6 +170,9 @@ class FastTier {
   int ingress_fd_ = -1, punt_fd_ = -1, uplink_fd_ = -1;
   int uplink_ifindex_ = 0;
   bool uplink_made_qdisc_ = false;
+  bool uplink_punted_ = false;
+  Mac uplink_mac_ = 0;
+  void hook_uplink(int ifindex, const std::string& ifname, int prog_fd);  // our filter on its ingress
   uint32_t steer_per_ms_ = 0;
   Mac router_mac_ = 0;
   uint16_t uplink_port_ = 0;

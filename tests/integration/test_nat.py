@@ -11,6 +11,7 @@ from lab.testing import FAST, Dpsw, check, scenario_main  # noqa: E402
 from lab.traffic import ping, tcp_transfer  # noqa: E402
 
 OUT, HOST = Dpsw.OUTSIDE_IP, Dpsw.HOST_IP
+UPLINK_XDP = os.environ.get("DPSW_UPLINK_XDP") == "1"  # dpsw serves the veth uplink as it would a NIC (XDP + AF_XDP)
 
 UDP_ECHO = r"""
 import socket, sys
@@ -143,8 +144,7 @@ def paced_transfer(d, direction, port, seconds=3, client="c1", server="out", tar
 def established_flows_in_kernel():
     """Masquerade out of a fast-tier endpoint: once dpsw holds the connection
     established it hands the flow to the kernel tier both ways (the way out
-    at the container's host veth, the replies at the uplink, which its XDP
-    program passes up): addresses, ports, TTL and MACs rewritten with
+    at the container's host veth, the replies at the uplink's TC ingress): addresses, ports, TTL and MACs rewritten with
     checksums left to offload and GSO intact. The bytes arrive intact both
     ways, the frames are counted, dpsw's flow stays alive, and the entries
     leave the kernel map when the connection closes or the endpoint goes.
@@ -156,6 +156,7 @@ def established_flows_in_kernel():
         for direction, port in (("up", 7100), ("down", 7101)):
             before = fast_tier(d)
             port_before = d.counters()["ports"][c1].get("fast_tier", {})
+            up_before = d.counters()["ports"][d.uplink_if].get("fast_tier", {})
             n, peer, during = paced_transfer(d, direction, port)
             check(peer == HOST, f"the outside should see the host address, saw {peer}")
             if FAST:
@@ -165,8 +166,16 @@ def established_flows_in_kernel():
                 moved = port_after[key] - port_before.get(key, 0)
                 check(moved >= n // 3, f"{direction}: the kernel tier should have carried most of the {n} bytes, counted {moved}")
                 check(after["nat_forwarded"] > before.get("nat_forwarded", 0), f"{direction}: nothing forwarded in the kernel")
-                if direction == "down":
-                    check(after["nat_replies_passed"] > before.get("nat_replies_passed", 0), "the uplink's XDP program should pass replies up")
+                # ...and on the uplink: a veth is served at TC like a container's, a NIC
+                # (DPSW_UPLINK_XDP=1 here) keeps its XDP program, which passes replies up.
+                up_key = "tx_bytes" if direction == "up" else "rx_bytes"
+                moved = d.counters()["ports"][d.uplink_if]["fast_tier"][up_key] - up_before.get(up_key, 0)
+                check(moved >= n // 3, f"{direction}: the uplink should count most of the {n} bytes in the kernel tier, counted {moved}")
+                passed = after["nat_replies_passed"] - before.get("nat_replies_passed", 0)
+                if UPLINK_XDP:
+                    check(direction == "up" or passed > 0, "the uplink's XDP program should pass replies up")
+                else:
+                    check(passed == 0, "a veth uplink has no XDP program to pass replies up")
                 check(after["nat_errors"] == 0, f"rewrite errors: {after}")
                 # Closed (FIN reaches dpsw): its entries leave the kernel map.
                 until(lambda: fast_tier(d)["nat_kernel_entries"] == 0, "a closed connection's entries should leave the kernel map")
