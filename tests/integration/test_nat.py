@@ -31,6 +31,55 @@ for i in range(5):
         pass
 """
 
+# A UDP echo server that answers every datagram until killed (or, with a
+# count, closes its socket after that many: the port then answers "port
+# unreachable").
+UDP_ECHO_MANY = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", int(sys.argv[1])))
+limit = int(sys.argv[2]) if len(sys.argv) > 2 else 0
+print("listening", flush=True)
+n = 0
+while not limit or n < limit:
+    data, peer = s.recvfrom(2048); s.sendto(data[::-1], peer); n += 1
+s.close(); print("closed", n, flush=True)
+"""
+# A connected UDP client: one datagram every 20 ms for argv[3] seconds (or
+# until refused); prints "sent answered" and then "refused" if the port was
+# reported unreachable (an ICMP error reached its socket).
+UDP_SESSION = r"""
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.2)
+s.connect((sys.argv[1], int(sys.argv[2])))
+sent = answered = 0; refused = False; end = time.time() + float(sys.argv[3])
+while time.time() < end and not refused:
+    try:
+        s.send(b"dpsw-udp-session"); sent += 1
+        if s.recv(100) == b"noisses-pdu-wspd": answered += 1
+    except ConnectionRefusedError:
+        refused = True
+    except socket.timeout:
+        pass
+    time.sleep(0.02)
+print(sent, answered, flush=True)
+if refused: print("refused", flush=True)
+"""
+# argv[3] sockets to argv[1]:argv[2], each sends once and waits for its answer:
+# that many replied (assured) UDP flows. Prints how many were answered.
+UDP_MANY_FLOWS = r"""
+import socket, sys
+socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(int(sys.argv[3]))]
+ok = 0
+for s in socks:
+    s.settimeout(0.3)
+    s.sendto(b"x", (sys.argv[1], int(sys.argv[2])))
+    try:
+        s.recv(10); ok += 1
+    except socket.timeout:
+        pass
+print(ok, flush=True)
+"""
+
 
 def drops(d, ep, net, reason):
     return d.port_of(ep, net)["counters"]["drops"].get(reason, 0)
@@ -227,6 +276,82 @@ def published_and_hairpin_flows_in_kernel():
                         check(moved >= n // 3, f"{client} {direction}: the kernel tier should have carried most of the {n} bytes "
                                                f"on {p} ({key}), counted {moved}")
                     until(lambda: fast_tier(d)["nat_kernel_entries"] == 0, "a closed connection's entries should leave the kernel map")
+
+
+def udp_flow_in_kernel_refreshed_then_expired():
+    """A replied UDP flow is handed to the kernel tier; its packets there keep
+    dpsw's flow alive past its timeout (dpsw refreshes it from the kernel's
+    stamps), and once the traffic stops the flow expires and its entries leave
+    the kernel map."""
+    with Dpsw([{"name": "a", "subnet": "10.241.1.0/24"}], [{"name": "c1", "networks": ["a"]}], uplink=True,
+              extra_switch={"conntrack": {"timeouts": {"udp": 1}}}) as d:  # replied: 4 s
+        d.start()
+        ping(d, "c1", OUT)
+        srv = d.popen("out", "python3", "-c", UDP_ECHO_MANY, "7300", stdout=subprocess.PIPE, text=True)
+        check(srv.stdout.readline().strip() == "listening", "udp server")
+        cli = d.popen("c1", "python3", "-c", UDP_SESSION, OUT, "7300", "7", stdout=subprocess.PIPE, text=True)
+        if FAST:
+            until(lambda: fast_tier(d).get("nat_kernel_entries", 0) == 2, "the replied UDP flow should be in the kernel map")
+            before = fast_tier(d)["nat_forwarded"]
+        sent, answered = map(int, cli.communicate(timeout=30)[0].split()[:2])
+        check(sent > 100 and answered >= sent - 2, f"every datagram should be answered for 7 s (timeout 4 s): {answered} of {sent}")
+        if FAST:
+            check(fast_tier(d)["nat_forwarded"] - before >= sent // 2, "the kernel tier should have carried the flow")
+        until(lambda: not [f for f in d.ctl("show", "conntrack") if f["proto"] == "udp"], "the idle flow should expire", timeout=10)
+        if FAST:
+            check(fast_tier(d)["nat_kernel_entries"] == 0, "an expired flow's entries should leave the kernel map")
+        srv.kill()
+
+
+def icmp_error_reaches_kernel_flow():
+    """A UDP flow the kernel tier carries: the outside's server goes away and
+    its host answers "port unreachable" to the host address. The error is
+    dpsw's (ICMP is never forwarded by the kernel tier): translated back to
+    the flow's container, whose socket reports the refusal."""
+    with Dpsw([{"name": "a", "subnet": "10.241.1.0/24"}], [{"name": "c1", "networks": ["a"]}], uplink=True) as d:
+        d.start()
+        ping(d, "c1", OUT)
+        srv = d.popen("out", "python3", "-c", UDP_ECHO_MANY, "7301", "150", stdout=subprocess.PIPE, text=True)
+        check(srv.stdout.readline().strip() == "listening", "udp server")
+        cli = d.popen("c1", "python3", "-c", UDP_SESSION, OUT, "7301", "15", stdout=subprocess.PIPE, text=True)
+        if FAST:
+            until(lambda: fast_tier(d).get("nat_kernel_entries", 0) == 2, "the replied UDP flow should be in the kernel map")
+        out = cli.communicate(timeout=30)[0].split()
+        check(out and out[-1] == "refused", f"the ICMP error should reach the container's socket: {out}")
+        check(srv.communicate(timeout=5)[0].split()[0] == "closed", "the server should have closed its port")
+
+
+def full_table_keeps_established_flows():
+    """conntrack full of assured flows: a new connection is refused (and
+    counted) while an established one, in the kernel tier with the fast path
+    on, keeps flowing to the end with its bytes intact."""
+    with Dpsw([{"name": "a", "subnet": "10.241.1.0/24"}], [{"name": "c1", "networks": ["a"]}], uplink=True,
+              extra_switch={"conntrack": {"size": 16}}) as d:
+        d.start()
+        ping(d, "c1", OUT)
+        echo = d.popen("out", "python3", "-c", UDP_ECHO_MANY, "7302", stdout=subprocess.PIPE, text=True)
+        check(echo.stdout.readline().strip() == "listening", "udp server")
+        # 10 s: the table fills and refuses while it is still established.
+        srv = d.popen("out", "python3", "-c", PACED_SERVER, "RECV", "7303", "10", stdout=subprocess.PIPE, text=True)
+        check(srv.stdout.readline().strip() == "listening", "server")
+        cli = d.popen("c1", "python3", "-c", PACED, "SEND", OUT, "7303", "10", stdout=subprocess.PIPE, text=True)
+        until(lambda: any(f["proto"] == "tcp" and f["state"] == "established" for f in d.ctl("show", "conntrack")),
+              "the connection should be established before the table fills")
+        if FAST:
+            until(lambda: fast_tier(d).get("nat_kernel_entries", 0) == 2, "the established flow should be in the kernel map")
+        # Fill the table with replied UDP flows (none of them is early-droppable).
+        d.run("c1", "python3", "-c", UDP_MANY_FLOWS, OUT, "7302", "24")
+        c = d.counters()["conntrack"]
+        check(c["flows"] == c["capacity"], f"the table should be full: {c}")
+        refused = c["refused_full"]
+        r = d.run("c1", "python3", "-c", "import socket; s=socket.socket(); s.settimeout(2)\ntry: s.connect(('%s', 7304)); print('connected')\n"
+                  "except OSError as e: print('failed')" % OUT, check_rc=False)
+        check(r.stdout.strip() == "failed", f"a new connection should be refused while the table is full: {r.stdout}")
+        check(d.counters()["conntrack"]["refused_full"] > refused, "the refused flow should be counted")
+        c_out = cli.communicate(timeout=60)[0].split()
+        peer, *s_out = srv.communicate(timeout=60)[0].split()
+        check(len(c_out) == 2 and s_out == c_out, f"the established connection should finish intact: sent {c_out}, received {s_out}")
+        echo.kill()
 
 
 def isolation_and_internal():
@@ -514,6 +639,8 @@ def fragments_and_gre():
 
 if __name__ == "__main__":
     scenario_main({f.__name__: f for f in (outbound_icmp_udp_tcp, established_flows_in_kernel, published_and_hairpin_flows_in_kernel,
+                                          udp_flow_in_kernel_refreshed_then_expired, icmp_error_reaches_kernel_flow,
+                                          full_table_keeps_established_flows,
                                           isolation_and_internal, conntrack_expiry,
                                           published_ports_and_hairpin, icmp_errors_translated,
                                           routing_between_allowed_networks, nat_across_two_workers,
