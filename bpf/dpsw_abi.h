@@ -50,9 +50,31 @@ struct dpsw_fdb_key {
   __u8 mac[6];
 };
 struct dpsw_fdb_val {
-  __u32 ifindex; /* destination host veth (its peer is the container's interface) */
+  __u32 ifindex; /* destination host veth (its peer is the container's interface); a tunnel: the uplink */
   __u16 port;
-  __u16 pad;
+  __u16 flags;   /* DPSW_FDB_TUNNEL: `port` is a VXLAN tunnel port (dpsw_fast_tunnels) */
+};
+#define DPSW_FDB_TUNNEL 1
+
+/* dpsw_fast_tunnels[tunnel port id]: how the kernel tier encapsulates frames
+ * for a remote VTEP of an overlay network (a veth uplink only); vtep 0: none.
+ * Addresses in network order. dpsw_fast_vni: (VNI, remote VTEP) -> the tunnel
+ * port whose frames the uplink's TC program may decapsulate. */
+struct dpsw_tunnel {
+  __u32 vtep, local_ip; /* outer destination, source */
+  __u32 vni;            /* host order, 24 bits */
+  __u32 uplink_ifindex;
+  __u8 smac[6], dmac[6]; /* outer Ethernet: the uplink's MAC, the next hop's */
+  __u16 uplink_port;
+  __u16 mtu;            /* the overlay network's MTU: longer non-GSO frames are dpsw's (it answers "fragmentation needed") */
+};
+struct dpsw_vni_key {
+  __u32 vni;  /* host order */
+  __u32 vtep; /* network order */
+};
+struct dpsw_vni_val {
+  __u16 port; /* the tunnel port */
+  __u16 bd;   /* its network */
 };
 
 /* dpsw_fast_stats, per port and CPU: frames the fast tier forwarded itself
@@ -73,6 +95,7 @@ struct dpsw_fast_conf {
   __u16 uplink_port;    /* its dpsw port id */
   __u8 uplink_mac[6];   /* the uplink's own MAC: routed frames from the outside are sent to it */
   __u16 uplink_punted;  /* 1: a veth uplink served like a fast-tier port (TC + punt veth, no XDP) */
+  __u32 uplink_ip;      /* the host address (network order): VXLAN to it is decapsulated when punted */
 };
 
 /* dpsw_fast_punt_share[worker], memory-mapped by dpsw and written by that
@@ -134,6 +157,9 @@ enum dpsw_fast_event {
   DPSW_EV_PUNT_SHARE,    /* dropped: the port was over its share of a congested punt port */
   DPSW_EV_NAT_FORWARDED, /* a routed flow's packet rewritten and sent on by the kernel tier (dpsw_fast_nat) */
   DPSW_EV_NAT_ERROR,     /* dropped: a routed flow's rewrite failed half way (a helper refused) */
+  DPSW_EV_VXLAN_ENCAP,   /* a frame encapsulated to a remote VTEP and sent out of the uplink */
+  DPSW_EV_VXLAN_DECAP,   /* a frame from a remote VTEP decapsulated and delivered into its container */
+  DPSW_EV_VXLAN_ERROR,   /* dropped: an encapsulation or decapsulation failed half way */
   DPSW_EV_COUNT
 };
 

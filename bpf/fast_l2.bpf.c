@@ -95,6 +95,21 @@ struct {
   __type(value, struct dpsw_fast_stats);
 } dpsw_fast_stats SEC(".maps");
 
+// Overlay networks through a veth uplink (see dpsw_abi.h).
+struct {
+  __uint(type, BPF_MAP_TYPE_ARRAY);
+  __uint(max_entries, DPSW_MAX_PORTS);
+  __type(key, __u32);
+  __type(value, struct dpsw_tunnel);
+} dpsw_fast_tunnels SEC(".maps");
+
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, DPSW_MAX_PORTS);
+  __type(key, struct dpsw_vni_key);
+  __type(value, struct dpsw_vni_val);
+} dpsw_fast_vni SEC(".maps");
+
 struct {
   __uint(type, BPF_MAP_TYPE_ARRAY);
   __uint(max_entries, 1);
@@ -269,6 +284,110 @@ static __always_inline int nat_forward(struct __sk_buff *skb, __u32 in_port) {
   return v->flags & DPSW_NAT_PEER ? bpf_redirect_peer(v->ifindex, 0) : bpf_redirect(v->ifindex, 0);
 }
 
+// The headers a VXLAN frame starts with, up to the inner Ethernet header.
+struct vxlan_outer {
+  struct ethhdr eth;
+  struct iphdr ip;
+  struct udphdr udp;
+  __be32 vx_flags, vx_vni;
+  struct ethhdr inner;
+} __attribute__((packed));
+#define VXLAN_ROOM (sizeof(struct vxlan_outer) - ETH_HLEN)  // 50: what encapsulation adds
+#define VXLAN_PORT 4789
+
+static __always_inline __u16 ipv4_csum(struct iphdr *ip) {
+  __u16 *w = (void *)ip;
+  __u32 sum = 0;
+#pragma unroll
+  for (int i = 0; i < 10; i++) sum += w[i];
+  sum = (sum & 0xffff) + (sum >> 16);
+  sum = (sum & 0xffff) + (sum >> 16);
+  return ~sum;
+}
+
+static __always_inline int vxlan_error(void) {
+  event(DPSW_EV_VXLAN_ERROR);
+  return TC_ACT_SHOT;
+}
+
+// A frame for a MAC dpsw learned behind a VXLAN tunnel (fdb entry with
+// DPSW_FDB_TUNNEL): encapsulated as dpsw's own path does (outer headers from
+// dpsw_fast_tunnels, UDP source port from the inner flow's hash, checksum 0,
+// TTL 64, DF clear) and sent out of the uplink. bpf_skb_adjust_room marks a
+// GSO frame as UDP-tunnel GSO, so it crosses whole and is segmented (if at
+// all) by the last device; FIXED_GSO keeps its segment size (the container's
+// MTU is the overlay's, already 50 below the underlay's). IPv4 only (others,
+// and what is longer than the tunnel allows, are dpsw's). -1: punt.
+static __always_inline int vxlan_encap(struct __sk_buff *skb, __u32 in_port, __u32 tport) {
+  struct dpsw_tunnel *t = bpf_map_lookup_elem(&dpsw_fast_tunnels, &tport);
+  if (!t || !t->vtep || skb->protocol != bpf_htons(ETH_P_IP)) return -1;
+  if (skb->gso_segs <= 1 && skb->len > t->mtu + ETH_HLEN) return -1;  // dpsw answers "fragmentation needed"
+  struct vxlan_outer h = {};
+  if (bpf_skb_load_bytes(skb, 0, &h.inner, sizeof(h.inner))) return -1;
+  const __u32 hash = bpf_get_hash_recalc(skb), inner_len = skb->len;
+  const __u64 flags = BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP | BPF_F_ADJ_ROOM_ENCAP_L2(ETH_HLEN) |
+                      BPF_F_ADJ_ROOM_ENCAP_L2_ETH | BPF_F_ADJ_ROOM_FIXED_GSO;
+  if (bpf_skb_adjust_room(skb, VXLAN_ROOM, BPF_ADJ_ROOM_MAC, flags)) return -1;  // refused: the frame is unchanged
+  __builtin_memcpy(h.eth.h_dest, t->dmac, 6);
+  __builtin_memcpy(h.eth.h_source, t->smac, 6);
+  h.eth.h_proto = bpf_htons(ETH_P_IP);
+  struct iphdr ip = {.version = 4, .ihl = 5, .ttl = 64, .protocol = IPPROTO_UDP};
+  ip.tot_len = bpf_htons(inner_len + 36);  // IPv4 20 + UDP 8 + VXLAN 8 + the inner frame
+  ip.saddr = t->local_ip;
+  ip.daddr = t->vtep;
+  ip.check = ipv4_csum(&ip);
+  h.ip = ip;
+  h.udp.source = bpf_htons(49152 | (hash & 0x3fff));
+  h.udp.dest = bpf_htons(VXLAN_PORT);
+  h.udp.len = bpf_htons(inner_len + 16);
+  h.vx_flags = bpf_htonl(0x08000000);  // I: the VNI is valid
+  h.vx_vni = bpf_htonl(t->vni << 8);
+  if (bpf_skb_store_bytes(skb, 0, &h, sizeof(h), 0)) return vxlan_error();
+  count_forwarded(skb, in_port, tport);
+  event(DPSW_EV_VXLAN_ENCAP);
+  return bpf_redirect(t->uplink_ifindex, 0);
+}
+
+// VXLAN to the host address on a punted veth uplink, from a VTEP that is a
+// peer of the VNI's network (dpsw_fast_vni), carrying IPv4 from a MAC dpsw
+// learned behind that very tunnel to a local fast-tier endpoint: the outer
+// headers go (FIXED_GSO: a GRO'd frame keeps its segment size) and the frame
+// is delivered into the container. Anything else (an unknown source, which
+// dpsw must learn; broadcast; ARP) is punted. -1: punt.
+static __always_inline int vxlan_decap(struct __sk_buff *skb, struct dpsw_fast_conf *conf) {
+  void *data = (void *)(long)skb->data;
+  void *data_end = (void *)(long)skb->data_end;
+  if (data + sizeof(struct vxlan_outer) > data_end) {
+    if (bpf_skb_pull_data(skb, sizeof(struct vxlan_outer))) return -1;
+    data = (void *)(long)skb->data;
+    data_end = (void *)(long)skb->data_end;
+  }
+  struct vxlan_outer *h = data;
+  if ((void *)(h + 1) > data_end) return -1;
+  if (h->ip.version != 4 || h->ip.ihl != 5 || (h->ip.frag_off & bpf_htons(0x3fff)) || h->ip.protocol != IPPROTO_UDP ||
+      h->ip.daddr != conf->uplink_ip || h->udp.dest != bpf_htons(VXLAN_PORT) || !(h->vx_flags & bpf_htonl(0x08000000)) ||
+      h->inner.h_proto != bpf_htons(ETH_P_IP) || (h->inner.h_dest[0] & 1))
+    return -1;
+  struct dpsw_vni_key vk = {.vni = bpf_ntohl(h->vx_vni) >> 8, .vtep = h->ip.saddr};
+  struct dpsw_vni_val *vv = bpf_map_lookup_elem(&dpsw_fast_vni, &vk);
+  if (!vv) return -1;
+  struct dpsw_fdb_key k = {.bd = vv->bd};
+  __builtin_memcpy(k.mac, h->inner.h_source, 6);
+  struct dpsw_fdb_val *src = bpf_map_lookup_elem(&dpsw_fast_fdb, &k);
+  if (!src || !(src->flags & DPSW_FDB_TUNNEL) || src->port != vv->port) return -1;
+  __builtin_memcpy(k.mac, h->inner.h_dest, 6);
+  struct dpsw_fdb_val *dst = bpf_map_lookup_elem(&dpsw_fast_fdb, &k);
+  if (!dst || (dst->flags & DPSW_FDB_TUNNEL)) return -1;
+  struct ethhdr inner;
+  __builtin_memcpy(&inner, &h->inner, sizeof(inner));  // before the data moves
+  const __u32 tport = vv->port, oport = dst->port, ifindex = dst->ifindex;
+  if (bpf_skb_adjust_room(skb, -(__s32)VXLAN_ROOM, BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_FIXED_GSO)) return -1;  // unchanged
+  if (bpf_skb_store_bytes(skb, 0, &inner, sizeof(inner), 0)) return vxlan_error();
+  count_forwarded(skb, tport, oport);
+  event(DPSW_EV_VXLAN_DECAP);
+  return bpf_redirect_peer(ifindex, 0);
+}
+
 static __always_inline int is_tcp(struct ethhdr *eth, void *data_end) {
   if (eth->h_proto == bpf_htons(ETH_P_IP)) {
     struct iphdr *ip = (void *)(eth + 1);
@@ -344,7 +463,14 @@ int dpsw_fast_ingress(struct __sk_buff *skb) {
   if (eth->h_proto == bpf_htons(ETH_P_IP) && !skb->vlan_present &&
       ((eth->h_dest[0] ^ rmac[0]) | (eth->h_dest[1] ^ rmac[1]) | (eth->h_dest[2] ^ rmac[2]) | (eth->h_dest[3] ^ rmac[3]) |
        (eth->h_dest[4] ^ rmac[4]) | (eth->h_dest[5] ^ rmac[5])) == 0) {
-    int r = nat_forward(skb, in->port);
+    struct iphdr *ip = (void *)(eth + 1);
+    struct udphdr *uh = (void *)(ip + 1);
+    int r;
+    if (conf->uplink_punted && ifindex == conf->uplink_ifindex && (void *)(uh + 1) <= data_end && ip->protocol == IPPROTO_UDP &&
+        uh->dest == bpf_htons(VXLAN_PORT))
+      r = vxlan_decap(skb, conf);  // a remote VTEP's frame for a local endpoint
+    else
+      r = nat_forward(skb, in->port);
     if (r >= 0) return r;
     data = (void *)(long)skb->data;  // the helpers may have moved the data: checks again below
     data_end = (void *)(long)skb->data_end;
@@ -362,6 +488,11 @@ int dpsw_fast_ingress(struct __sk_buff *skb) {
     struct dpsw_fdb_key k = {.bd = in->bd};
     __builtin_memcpy(k.mac, eth->h_dest, 6);
     struct dpsw_fdb_val *out = bpf_map_lookup_elem(&dpsw_fast_fdb, &k);
+    if (out && (out->flags & DPSW_FDB_TUNNEL)) {  // behind a remote VTEP
+      int r = vxlan_encap(skb, in->port, out->port);
+      if (r >= 0) return r;
+      out = 0;  // punted below (the frame is as it was)
+    }
     if (out && out->ifindex != ifindex) {
       __u32 ip = in->port, op = out->port;
       count_forwarded(skb, ip, op);

@@ -93,7 +93,7 @@ void FastControl::add_uplink(uint16_t id, PortRec& pr) {
   const Punt& pu = punts_[core_.owner(id)];
   pr.port = std::make_unique<FastPort>(pr.host_ifname, core_.ports_[pu.port].port.get(), id);
   pr.kind = PortRec::Kind::kFast;
-  fast_->add_uplink(pr.ifindex, pr.host_ifname, id, pr.bd, pu.near_ifindex, core_.owner(id), pr.mtu, pr.mac);
+  fast_->add_uplink(pr.ifindex, pr.host_ifname, id, pr.bd, pu.near_ifindex, core_.owner(id), pr.mtu, pr.mac, pr.ip);
 }
 
 void FastControl::remove_port(uint16_t id) { release_port(id, core_.ports_[id]); }
@@ -109,14 +109,49 @@ void FastControl::set_mtu(uint16_t id, uint32_t mtu) {
   if (fast_ && core_.ports_[id].kind == PortRec::Kind::kFast) fast_->set_mtu(id, mtu);
 }
 
+void FastControl::sync_tunnels() {
+  ArpCache* arp = core_.dp_->arp();
+  if (!fast_->uplink_punted() || !arp) return;
+  // The overlay networks' tunnels in the published snapshot whose next hop
+  // dpsw has resolved: the kernel tier encapsulates to them and
+  // decapsulates from them. A tunnel that left the snapshot goes (its MACs first).
+  const Snapshot& s = core_.dp_->snapshot();
+  std::map<uint16_t, FastTier::TunnelEntry> want;
+  for (const TunnelKey& tk : s.tunnels) {
+    const PortEntry* pe = s.port(tk.port);
+    if (!pe || !pe->vtep) continue;
+    const uint32_t nh = arp->on_segment(pe->vtep) ? pe->vtep : s.l3.gateway;
+    const Mac dmac = nh ? arp->lookup(nh) : 0;
+    if (!dmac) continue;  // dpsw's own path resolves it first
+    want[tk.port] = {pe->vtep, s.l3.uplink_ip, pe->vni, fast_->uplink_ifindex(), s.l3.uplink_mac, dmac, s.l3.uplink_port, pe->bd,
+                     uint16_t(pe->max_frame - kEthHdrLen)};
+  }
+  std::vector<uint16_t> gone;
+  for (const auto& [id, t] : fast_->tunnels())
+    if (!want.count(id)) gone.push_back(id);
+  for (uint16_t id : gone) fast_->del_tunnel(id);
+  for (const auto& [id, t] : want) {
+    auto have = fast_->tunnels().find(id);
+    if (have == fast_->tunnels().end() || !(have->second == t)) fast_->put_tunnel(id, t);
+  }
+}
+
 void FastControl::sync_fast_macs() {
   if (!fast_) return;
+  try {
+    sync_tunnels();
+  } catch (const std::exception& e) {  // a map that refuses: the overlay stays on the punted path
+    if (!tunnel_error_logged_) LOG_WARN("fast tier: VXLAN tunnels: %s", e.what());
+    tunnel_error_logged_ = true;
+  }
   std::map<std::pair<uint16_t, Mac>, uint16_t> learned;
   // Established entries only: a flood of random source MACs churns tentative
-  // entries in the MAC table and never reaches the kernel map.
+  // entries in the MAC table and never reaches the kernel map. Behind
+  // endpoints (not the uplink) and behind the tunnels the kernel tier serves.
   core_.dp_->macs().for_each([&](const MacTable::Entry& e) {
-    if (e.established && !e.is_static && e.port < core_.ports_.size() && core_.ports_[e.port].kind == PortRec::Kind::kFast &&
-        fast_->has_port(e.port) && core_.ports_[e.port].bd == e.bd)  // endpoints, not the uplink
+    if (!e.established || e.is_static || e.port >= core_.ports_.size() || core_.ports_[e.port].bd != e.bd) return;
+    const PortRec::Kind k = core_.ports_[e.port].kind;
+    if ((k == PortRec::Kind::kFast && fast_->has_port(e.port)) || (k == PortRec::Kind::kTunnel && fast_->has_tunnel(e.port)))
       learned[{e.bd, e.mac}] = e.port;
   });
   fast_->sync_learned(learned);
@@ -299,7 +334,8 @@ json FastControl::events() const {
   const FastTier::Events ev = fast_->events();
   return json{{"punted", ev.punted}, {"dropped_no_port", ev.no_port}, {"punt_bad_tag", ev.punt_bad_tag},
               {"punt_no_peer", ev.punt_no_peer}, {"steered", ev.steered}, {"dropped_bad_src_mac", ev.bad_src},
-              {"dropped_punt_share", ev.punt_share}, {"nat_forwarded", ev.nat_forwarded}, {"nat_errors", ev.nat_error}};
+              {"dropped_punt_share", ev.punt_share}, {"nat_forwarded", ev.nat_forwarded}, {"nat_errors", ev.nat_error},
+              {"vxlan_encapsulated", ev.vxlan_encap}, {"vxlan_decapsulated", ev.vxlan_decap}, {"vxlan_errors", ev.vxlan_error}};
 }
 
 void FastControl::views(ViewRegistry& r) {
@@ -344,7 +380,8 @@ void FastControl::views(ViewRegistry& r) {
 
 nlohmann::json FastControl::port_counters(uint16_t id, Dataplane::PortTotals& t) const {
   // Fast-tier ports, and the uplink (routed flows the kernel tier sent out or took in there).
-  if (!fast_ || (core_.ports_[id].kind != PortRec::Kind::kFast && !(fast_->uplink_ifindex() && core_.ports_[id].ifindex == fast_->uplink_ifindex())))
+  if (!fast_ || (core_.ports_[id].kind != PortRec::Kind::kFast && !fast_->has_tunnel(id) &&
+                 !(fast_->uplink_ifindex() && core_.ports_[id].ifindex == fast_->uplink_ifindex())))
     return nullptr;
   // The frames the kernel tier forwarded (or dropped) itself count too.
   const FastTier::PortStats f = fast_->stats(id);
@@ -374,6 +411,7 @@ void FastControl::counters(nlohmann::json& out) const {
   f["nat_refused"] = nat_refused_;
   f["nat_replies_passed"] = core_.xdp_ ? core_.xdp_->nat_passed() : 0;  // by the uplink's XDP program
   f["nat_kernel_entries"] = fast_->nat_count();  // read back from the map (both ways of each flow)
+  f["vxlan_tunnels"] = fast_->tunnels().size();   // tunnels the kernel tier encapsulates to
   out["fast_tier"] = f;
 }
 

@@ -60,6 +60,8 @@ class FastControl : public Module {
   nlohmann::json events() const;  // the kernel tier's event counters (in use)
   // Fast-tier MACs learned by the MAC table (maintenance tick).
   void sync_fast_macs();
+  void sync_tunnels();  // the overlay's tunnels (a punted uplink): before their MACs
+  bool tunnel_error_logged_ = false;
   // Routed flows handed to the kernel tier. refresh_nat() (tick, before
   // NAT's expiry): flows the kernel forwarded since the last tick are
   // refreshed in dpsw's connection table. sync_nat() (tick_done, after the

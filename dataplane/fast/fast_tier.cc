@@ -86,10 +86,12 @@ FastTier::FastTier(const std::string& path, uint32_t fdb_entries, int nat_map_fd
   conf_map_ = bpf_object__find_map_fd_by_name(obj_, "dpsw_fast_conf");
   nat_map_ = bpf_object__find_map_fd_by_name(obj_, "dpsw_fast_nat");
   uplink_fd_ = prog("dpsw_fast_uplink_in");
+  tunnels_map_ = bpf_object__find_map_fd_by_name(obj_, "dpsw_fast_tunnels");
+  vni_map_ = bpf_object__find_map_fd_by_name(obj_, "dpsw_fast_vni");
   if (bpf_map* nat = bpf_object__find_map_by_name(obj_, "dpsw_fast_nat")) nat_capacity_ = bpf_map__max_entries(nat);
   const int share_map = bpf_object__find_map_fd_by_name(obj_, "dpsw_fast_punt_share");
   if (std::min({ingress_fd_, punt_fd_, uplink_fd_, ports_map_, peer_map_, fdb_map_, stats_map_, events_map_, conf_map_, nat_map_,
-                share_map}) < 0) {
+                share_map, tunnels_map_, vni_map_}) < 0) {
     bpf_object__close(obj_);
     obj_ = nullptr;
     throw std::runtime_error(path + ": missing the fast tier's programs or maps");
@@ -166,10 +168,7 @@ void FastTier::set_mtu(uint16_t port, uint32_t mtu) {
   if (int e = bpf_map_update_elem(ports_map_, &key, &pv, BPF_EXIST)) throw bpf_error("fast tier: ports map", e);
 }
 
-void FastTier::remove_port(uint16_t port) {
-  auto it = ports_.find(port);
-  if (it == ports_.end()) return;
-  // Nothing may redirect to it any more: its MACs first, then the port itself.
+void FastTier::drop_macs_of(uint16_t port) {
   for (auto f = fdb_.begin(); f != fdb_.end();) {
     if (f->second.port == port) {
       FdbKey k = fdb_key(f->first.first, f->first.second);
@@ -179,6 +178,13 @@ void FastTier::remove_port(uint16_t port) {
       ++f;
     }
   }
+}
+
+void FastTier::remove_port(uint16_t port) {
+  auto it = ports_.find(port);
+  if (it == ports_.end()) return;
+  // Nothing may redirect to it any more: its MACs first, then the port itself.
+  drop_macs_of(port);
   const uint32_t id = port, zero = 0, key = uint32_t(it->second.ifindex);
   bpf_map_update_elem(peer_map_, &id, &zero, 0);
   bpf_map_delete_elem(ports_map_, &key);
@@ -187,10 +193,16 @@ void FastTier::remove_port(uint16_t port) {
 }
 
 void FastTier::add_mac(uint16_t bd, Mac mac, uint16_t port, bool planned) {
-  auto p = ports_.find(port);
-  if (p == ports_.end() || p->second.bd != bd) return;  // not a fast-tier port of that network
+  FdbVal v{0, port, 0};
+  if (auto p = ports_.find(port); p != ports_.end() && p->second.bd == bd) {
+    v.ifindex = uint32_t(p->second.ifindex);
+  } else if (auto t = tunnels_.find(port); t != tunnels_.end() && t->second.bd == bd) {  // behind a remote VTEP
+    v.ifindex = uint32_t(t->second.uplink_ifindex);
+    v.flags = DPSW_FDB_TUNNEL;
+  } else {
+    return;  // not a fast-tier port or tunnel of that network
+  }
   FdbKey k = fdb_key(bd, mac);
-  FdbVal v{uint32_t(p->second.ifindex), port, 0};
   if (int e = bpf_map_update_elem(fdb_map_, &k, &v, 0)) throw bpf_error("fast tier: fdb map", e);
   fdb_[{bd, mac}] = FdbEntry{port, planned};
 }
@@ -279,7 +291,47 @@ FastTier::Events FastTier::events() const {
   e.punt_share = out[DPSW_EV_PUNT_SHARE];
   e.nat_forwarded = out[DPSW_EV_NAT_FORWARDED];
   e.nat_error = out[DPSW_EV_NAT_ERROR];
+  e.vxlan_encap = out[DPSW_EV_VXLAN_ENCAP];
+  e.vxlan_decap = out[DPSW_EV_VXLAN_DECAP];
+  e.vxlan_error = out[DPSW_EV_VXLAN_ERROR];
   return e;
+}
+
+void FastTier::put_tunnel(uint16_t port, const TunnelEntry& t) {
+  const uint32_t id = port;
+  dpsw_tunnel v{};
+  v.vtep = htonl(t.vtep);
+  v.local_ip = htonl(t.local_ip);
+  v.vni = t.vni;
+  v.uplink_ifindex = uint32_t(t.uplink_ifindex);
+  mac_to_bytes(t.smac, v.smac);
+  mac_to_bytes(t.dmac, v.dmac);
+  v.uplink_port = t.uplink_port;
+  v.mtu = t.mtu;
+  auto old = tunnels_.find(port);
+  if (old != tunnels_.end() && (old->second.vni != t.vni || old->second.vtep != t.vtep || old->second.bd != t.bd)) del_tunnel(port);
+  // Encapsulation first (its MACs are added later), then what it may decapsulate.
+  if (int e = bpf_map_update_elem(tunnels_map_, &id, &v, 0)) throw bpf_error("fast tier: tunnel map", e);
+  const dpsw_vni_key vk{t.vni, htonl(t.vtep)};
+  const dpsw_vni_val vv{port, t.bd};
+  if (int e = bpf_map_update_elem(vni_map_, &vk, &vv, 0)) {
+    const dpsw_tunnel none{};
+    bpf_map_update_elem(tunnels_map_, &id, &none, 0);
+    throw bpf_error("fast tier: VNI map", e);
+  }
+  tunnels_[port] = t;
+}
+
+void FastTier::del_tunnel(uint16_t port) {
+  auto it = tunnels_.find(port);
+  if (it == tunnels_.end()) return;
+  drop_macs_of(port);  // nothing is encapsulated to it any more
+  const dpsw_vni_key vk{it->second.vni, htonl(it->second.vtep)};
+  bpf_map_delete_elem(vni_map_, &vk);
+  const uint32_t id = port;
+  const dpsw_tunnel none{};
+  bpf_map_update_elem(tunnels_map_, &id, &none, 0);
+  tunnels_.erase(it);
 }
 
 bool FastTier::nat_put(const FlowKey& k, const NatEntry& e) {
@@ -335,6 +387,7 @@ void FastTier::write_conf() {
   mac_to_bytes(router_mac_, c.router_mac);
   mac_to_bytes(uplink_mac_, c.uplink_mac);
   c.uplink_punted = uplink_punted_;
+  c.uplink_ip = htonl(uplink_ip_);
   if (int e = bpf_map_update_elem(conf_map_, &zero, &c, 0)) throw bpf_error("fast tier: conf map", e);
 }
 
@@ -359,7 +412,7 @@ void FastTier::attach_uplink(int ifindex, const std::string& ifname, uint16_t po
 }
 
 void FastTier::add_uplink(int ifindex, const std::string& ifname, uint16_t port, uint16_t bd, int punt_ifindex, unsigned worker,
-                          uint32_t mtu, Mac mac) {
+                          uint32_t mtu, Mac mac, uint32_t ip) {
   if (uplink_ifindex_) throw std::logic_error("fast tier: the uplink is registered already");
   const uint32_t key = uint32_t(ifindex), id = port, zero_if = 0;
   const FastPortVal pv{port, bd, uint32_t(punt_ifindex), uint32_t(worker), mtu};
@@ -371,6 +424,7 @@ void FastTier::add_uplink(int ifindex, const std::string& ifname, uint16_t port,
   uplink_ifindex_ = ifindex;
   uplink_port_ = port;
   uplink_mac_ = mac;
+  uplink_ip_ = ip;
   uplink_punted_ = true;
   try {
     write_conf();
@@ -383,6 +437,7 @@ void FastTier::add_uplink(int ifindex, const std::string& ifname, uint16_t port,
     uplink_ifindex_ = 0;
     uplink_port_ = 0;
     uplink_mac_ = 0;
+    uplink_ip_ = 0;
     uplink_punted_ = false;
     try {
       write_conf();
@@ -401,6 +456,7 @@ void FastTier::detach_uplink() {
     h.attach_point = bpf_tc_attach_point(BPF_TC_INGRESS | BPF_TC_EGRESS);
     bpf_tc_hook_destroy(&h);
   }
+  while (!tunnels_.empty()) del_tunnel(tunnels_.begin()->first);  // they send out of it
   if (uplink_punted_) {
     const uint32_t key = uint32_t(uplink_ifindex_), id = uplink_port_, zero = 0;
     bpf_map_update_elem(peer_map_, &id, &zero, 0);
@@ -409,6 +465,7 @@ void FastTier::detach_uplink() {
   uplink_ifindex_ = 0;
   uplink_port_ = 0;
   uplink_mac_ = 0;
+  uplink_ip_ = 0;
   uplink_punted_ = false;
   try {
     write_conf();

@@ -101,6 +101,8 @@ class FastTier {
     uint64_t punt_share = 0;  // dropped: over the port's share of a congested punt port
     uint64_t nat_forwarded = 0;  // routed packets the kernel tier rewrote and sent on (dpsw_fast_nat)
     uint64_t nat_error = 0;      // dropped: a routed packet's rewrite failed half way
+    uint64_t vxlan_encap = 0, vxlan_decap = 0;  // overlay frames the kernel tier encapsulated / decapsulated
+    uint64_t vxlan_error = 0;    // dropped: an encapsulation or decapsulation failed half way
   };
   Events events() const;
 
@@ -121,7 +123,22 @@ class FastTier {
   // dpsw_fast_ingress attached (our filter only, as above). What dpsw sends
   // to it through the punt port leaves through it.
   void add_uplink(int ifindex, const std::string& ifname, uint16_t port, uint16_t bd, int punt_ifindex, unsigned worker,
-                  uint32_t mtu, Mac mac);
+                  uint32_t mtu, Mac mac, uint32_t ip);
+  // VXLAN tunnels of overlay networks (a punted uplink only): the kernel tier
+  // encapsulates frames for MACs learned behind tunnel port `port` (add_mac)
+  // and decapsulates frames from (vni, vtep) to local fast-tier endpoints.
+  // Addresses in host order. del_tunnel() removes its MACs first.
+  struct TunnelEntry {
+    uint32_t vtep = 0, local_ip = 0, vni = 0;
+    int uplink_ifindex = 0;
+    Mac smac = 0, dmac = 0;  // the uplink's, the next hop's
+    uint16_t uplink_port = 0, bd = 0, mtu = 0;
+    bool operator==(const TunnelEntry&) const = default;
+  };
+  void put_tunnel(uint16_t port, const TunnelEntry& t);
+  void del_tunnel(uint16_t port);
+  const std::map<uint16_t, TunnelEntry>& tunnels() const { return tunnels_; }
+  bool has_tunnel(uint16_t port) const { return tunnels_.count(port) != 0; }
   bool uplink_punted() const { return uplink_punted_; }
   void detach_uplink();  // either kind, its map entries too
 
@@ -165,6 +182,7 @@ class FastTier {
   void attach(int ifindex, int prog_fd, const std::string& ifname);
   void detach(int ifindex);
   void del_fdb(uint16_t bd, Mac mac);
+  void drop_macs_of(uint16_t port);  // every fdb entry behind a port or tunnel
 
   bpf_object* obj_ = nullptr;
   int ingress_fd_ = -1, punt_fd_ = -1, uplink_fd_ = -1;
@@ -172,6 +190,9 @@ class FastTier {
   bool uplink_made_qdisc_ = false;
   bool uplink_punted_ = false;
   Mac uplink_mac_ = 0;
+  uint32_t uplink_ip_ = 0;
+  int tunnels_map_ = -1, vni_map_ = -1;
+  std::map<uint16_t, TunnelEntry> tunnels_;  // what dpsw_fast_tunnels holds
   void hook_uplink(int ifindex, const std::string& ifname, int prog_fd);  // our filter on its ingress
   uint32_t steer_per_ms_ = 0;
   Mac router_mac_ = 0;

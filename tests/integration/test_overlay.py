@@ -13,7 +13,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # tests/: the lab package
 from lab.proc import sh  # noqa: E402
-from lab.testing import Dpsw, check, scenario_main  # noqa: E402
+from lab.testing import FAST, Dpsw, check, scenario_main  # noqa: E402
 from lab.topo import UNDERLAY, Fabric  # noqa: E402
 from lab.traffic import SEND_RAW, ping, tcp_transfer_ns  # noqa: E402
 
@@ -81,9 +81,28 @@ def dpsw_to_dpsw():
         macs = mac_entries(da, "ov1")
         check(macs.get(b1["mac"]) == f"vxlan:42:{B}", f"b1's MAC not learned on the tunnel to {B}: {macs}")
 
-        # Byte-exact TCP both ways.
+        # Byte-exact TCP both ways; with the fast tier, encapsulated and
+        # decapsulated in the kernel once both MACs are learned (the first
+        # frames are dpsw's), counted on the tunnel port.
+        hosts = (("a", da, f"vxlan:42:{B}"), ("b", db, f"vxlan:42:{A}"))
+        if FAST:  # a remote MAC goes to the kernel once dpsw's table holds it established (seen again a second later)
+            a1 = attachment(da, "a1", "ov1")
+            ping(da, "a1", "10.10.0.21", count=3)
+            for (name, d, t), mac in zip(hosts, (b1["mac"], a1["mac"])):
+                wait_for(lambda: any(e["mac"] == mac and e["fast_tier"] for e in d.ctl("show", "mac", "ov1")), 10,
+                         f"host {name}: the remote MAC in the kernel tier's fdb")
+        before = [(d.counters()["fast_tier"] or {}, counters_of(d, t).get("fast_tier", {})) for _, d, t in hosts]
         tcp_transfer_ns(da.ns("a1"), db.ns("b1"), "10.10.0.21", size=4 << 20)
         tcp_transfer_ns(db.ns("b1"), da.ns("a1"), "10.10.0.11", size=4 << 20, port=5002)
+        if FAST:
+            for (name, d, t), (ev, port) in zip(hosts, before):
+                after, port_after = d.counters()["fast_tier"], counters_of(d, t)["fast_tier"]
+                for k in ("vxlan_encapsulated", "vxlan_decapsulated"):
+                    check(after[k] > ev.get(k, 0), f"host {name}: the kernel tier should have {k.split('_')[1]} frames: {after}")
+                check(after["vxlan_errors"] == 0 and after["vxlan_tunnels"] >= 1, f"host {name}: {after}")
+                for k in ("tx_bytes", "rx_bytes"):
+                    moved = port_after[k] - port.get(k, 0)
+                    check(moved >= 4 << 20, f"host {name}: the tunnel port should count the transfer in the kernel tier ({k}): {moved}")
 
         # VNI isolation: a broadcast on ov1 (ARP for an absent address) reaches b1, never b2.
         c1, c2 = tcpdump_in(db.ns("b1"), 1, "arp"), tcpdump_in(db.ns("b2"), 1, "arp")
