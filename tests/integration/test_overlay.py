@@ -49,6 +49,32 @@ def tcpdump_in(ns, count, filt, timeout=8):
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
 
 
+def remote_mac_in_kernel(d, name, mac):
+    """With the fast tier: waits until a remote MAC is in the kernel tier's fdb
+    (dpsw's table holds it established: seen again a second later)."""
+    wait_for(lambda: any(e["mac"] == mac and e["fast_tier"] for e in d.ctl("show", "mac", "ov1")), 10,
+             f"host {name}: the remote MAC {mac} in the kernel tier's fdb")
+
+
+def kernel_tier_counts(d, tunnel):
+    return d.counters()["fast_tier"] or {}, counters_of(d, tunnel).get("fast_tier", {})
+
+
+def kernel_tier_carried(d, name, tunnel, before, size):
+    """With the fast tier: a transfer of `size` bytes each way since `before`
+    (kernel_tier_counts) was encapsulated and decapsulated by the kernel tier,
+    counted on the tunnel port."""
+    if not FAST:
+        return
+    (ev, port), (after, port_after) = before, kernel_tier_counts(d, tunnel)
+    for k in ("vxlan_encapsulated", "vxlan_decapsulated"):
+        check(after[k] > ev.get(k, 0), f"host {name}: the kernel tier should have {k.split('_')[1]} frames: {after}")
+    check(after["vxlan_errors"] == 0 and after["vxlan_tunnels"] >= 1, f"host {name}: {after}")
+    for k in ("tx_bytes", "rx_bytes"):
+        moved = port_after.get(k, 0) - port.get(k, 0)
+        check(moved >= size, f"host {name}: the tunnel port should count the transfer in the kernel tier ({k}): {moved}")
+
+
 def dpsw_to_dpsw():
     A, B = UNDERLAY.format(11), UNDERLAY.format(12)
     ov = lambda peer: [
@@ -85,24 +111,16 @@ def dpsw_to_dpsw():
         # decapsulated in the kernel once both MACs are learned (the first
         # frames are dpsw's), counted on the tunnel port.
         hosts = (("a", da, f"vxlan:42:{B}"), ("b", db, f"vxlan:42:{A}"))
-        if FAST:  # a remote MAC goes to the kernel once dpsw's table holds it established (seen again a second later)
+        if FAST:
             a1 = attachment(da, "a1", "ov1")
             ping(da, "a1", "10.10.0.21", count=3)
-            for (name, d, t), mac in zip(hosts, (b1["mac"], a1["mac"])):
-                wait_for(lambda: any(e["mac"] == mac and e["fast_tier"] for e in d.ctl("show", "mac", "ov1")), 10,
-                         f"host {name}: the remote MAC in the kernel tier's fdb")
-        before = [(d.counters()["fast_tier"] or {}, counters_of(d, t).get("fast_tier", {})) for _, d, t in hosts]
+            for (name, d, _), mac in zip(hosts, (b1["mac"], a1["mac"])):
+                remote_mac_in_kernel(d, name, mac)
+        before = [kernel_tier_counts(d, t) for _, d, t in hosts]
         tcp_transfer_ns(da.ns("a1"), db.ns("b1"), "10.10.0.21", size=4 << 20)
         tcp_transfer_ns(db.ns("b1"), da.ns("a1"), "10.10.0.11", size=4 << 20, port=5002)
-        if FAST:
-            for (name, d, t), (ev, port) in zip(hosts, before):
-                after, port_after = d.counters()["fast_tier"], counters_of(d, t)["fast_tier"]
-                for k in ("vxlan_encapsulated", "vxlan_decapsulated"):
-                    check(after[k] > ev.get(k, 0), f"host {name}: the kernel tier should have {k.split('_')[1]} frames: {after}")
-                check(after["vxlan_errors"] == 0 and after["vxlan_tunnels"] >= 1, f"host {name}: {after}")
-                for k in ("tx_bytes", "rx_bytes"):
-                    moved = port_after[k] - port.get(k, 0)
-                    check(moved >= 4 << 20, f"host {name}: the tunnel port should count the transfer in the kernel tier ({k}): {moved}")
+        for (name, d, t), b in zip(hosts, before):
+            kernel_tier_carried(d, name, t, b, 4 << 20)
 
         # VNI isolation: a broadcast on ov1 (ARP for an absent address) reaches b1, never b2.
         c1, c2 = tcpdump_in(db.ns("b1"), 1, "arp"), tcpdump_in(db.ns("b2"), 1, "arp")
@@ -166,8 +184,15 @@ def dpsw_to_kernel():
         kmac = sh("ip", "-n", ctr, "-br", "link", "show", "eth0").stdout.split()[2]
         macs = mac_entries(da, "ov1")
         check(macs.get(kmac) == f"vxlan:42:{C}", f"the kernel container's MAC {kmac} not learned behind {C}: {macs}")
+        # Byte-exact TCP both ways, against the kernel's own vxlan device with
+        # Linux's defaults (it leaves checksums to offload and sends GSO frames).
+        if FAST:
+            ping(da, "a1", "10.10.0.31", count=3)
+            remote_mac_in_kernel(da, "a", kmac)
+        before = kernel_tier_counts(da, f"vxlan:42:{C}")
         tcp_transfer_ns(da.ns("a1"), ctr, "10.10.0.31", size=4 << 20)
         tcp_transfer_ns(ctr, da.ns("a1"), "10.10.0.11", size=4 << 20, port=5002)
+        kernel_tier_carried(da, "a", f"vxlan:42:{C}", before, 4 << 20)
         # A VNI the kernel host does not use: counted and dropped by dpsw.
         sh("ip", "-n", host, "link", "add", "vx1", "type", "vxlan", "id", "77", "dstport", "4789", "local", C, "dev", "up0")
         sh("bridge", "-n", host, "fdb", "append", "00:00:00:00:00:00", "dev", "vx1", "dst", A)
