@@ -56,6 +56,24 @@ struct dpsw_fdb_val {
 };
 #define DPSW_FDB_TUNNEL 1
 
+/* dpsw_fast_route: routing between bridge networks that `allow` each other
+ * (no NAT, no conntrack: stateless, as dpsw routes them). Key: a fast-tier
+ * endpoint's address (network order) -> where it lives. dpsw_fast_allow:
+ * (from network, to network) -> the source network's prefix (network
+ * order); present only for allowed pairs. */
+struct dpsw_route_val {
+  __u32 ifindex; /* its host veth */
+  __u16 port, bd;
+  __u8 mac[6];
+  __u16 mtu;     /* its network's: longer frames are dpsw's */
+};
+struct dpsw_allow_key {
+  __u16 from_bd, to_bd;
+};
+struct dpsw_allow_val {
+  __u32 net, mask;
+};
+
 /* dpsw_fast_tunnels[tunnel port id]: how the kernel tier encapsulates frames
  * for a remote VTEP of an overlay network (a veth uplink only); vtep 0: none.
  * Addresses in network order. dpsw_fast_vni: (VNI, remote VTEP) -> the tunnel
@@ -160,6 +178,7 @@ enum dpsw_fast_event {
   DPSW_EV_VXLAN_ENCAP,   /* a frame encapsulated to a remote VTEP and sent out of the uplink */
   DPSW_EV_VXLAN_DECAP,   /* a frame from a remote VTEP decapsulated and delivered into its container */
   DPSW_EV_VXLAN_ERROR,   /* dropped: an encapsulation or decapsulation failed half way */
+  DPSW_EV_ROUTED,        /* routed between two allowed networks by the kernel tier (dpsw_fast_route) */
   DPSW_EV_COUNT
 };
 

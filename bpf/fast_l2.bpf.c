@@ -95,6 +95,21 @@ struct {
   __type(value, struct dpsw_fast_stats);
 } dpsw_fast_stats SEC(".maps");
 
+// Routing between allowed networks (see dpsw_abi.h).
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, DPSW_MAX_PORTS);
+  __type(key, __u32);
+  __type(value, struct dpsw_route_val);
+} dpsw_fast_route SEC(".maps");
+
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, DPSW_MAX_PORTS);
+  __type(key, struct dpsw_allow_key);
+  __type(value, struct dpsw_allow_val);
+} dpsw_fast_allow SEC(".maps");
+
 // Overlay networks through a veth uplink (see dpsw_abi.h).
 struct {
   __uint(type, BPF_MAP_TYPE_ARRAY);
@@ -388,6 +403,43 @@ static __always_inline int vxlan_decap(struct __sk_buff *skb, struct dpsw_fast_c
   return bpf_redirect_peer(ifindex, 0);
 }
 
+// A container's IPv4 packet to dpsw's router MAC for an endpoint of another
+// bridge network its own network is allowed to reach: routed as dpsw does
+// (addresses kept, TTL down, MACs: the router's -> the endpoint's) and
+// delivered into that container. The source must be of the sender's own
+// network; frames the destination network's MTU would not carry are
+// dpsw's. -1: punt (dpsw decides, and counts what it drops: isolated,
+// spoofed, TTL).
+static __always_inline int route_forward(struct __sk_buff *skb, struct dpsw_fast_port *in, struct dpsw_fast_conf *conf) {
+  void *data = (void *)(long)skb->data;
+  void *data_end = (void *)(long)skb->data_end;
+  struct ethhdr *eth = data;
+  struct iphdr *ip = (void *)(eth + 1);
+  if ((void *)(ip + 1) > data_end || ip->version != 4 || ip->ihl < 5 || ip->ttl <= 1) return -1;
+  __u32 daddr = ip->daddr, saddr = ip->saddr;
+  struct dpsw_route_val *r = bpf_map_lookup_elem(&dpsw_fast_route, &daddr);
+  if (!r || r->bd == in->bd) return -1;
+  struct dpsw_allow_key ak = {.from_bd = in->bd, .to_bd = r->bd};
+  struct dpsw_allow_val *a = bpf_map_lookup_elem(&dpsw_fast_allow, &ak);
+  if (!a || (saddr & a->mask) != a->net) return -1;
+  // A frame the sender's network carries fits a network with an MTU as large;
+  // into a smaller one only a short non-GSO frame goes.
+  if (r->mtu < in->mtu && (skb->gso_segs > 1 || skb->len > r->mtu + ETH_HLEN)) return -1;
+  const __u32 ifindex = r->ifindex, out = r->port;
+  __u8 dmac[6];
+  __builtin_memcpy(dmac, r->mac, 6);
+  __u32 old_ttl = bpf_htons((__u16)ip->ttl << 8 | ip->protocol);
+  __u32 new_ttl = bpf_htons((__u16)(ip->ttl - 1) << 8 | ip->protocol);
+  __u8 ttl = ip->ttl - 1;
+  if (bpf_l3_csum_replace(skb, ETH_HLEN + offsetof(struct iphdr, check), old_ttl, new_ttl, 2) ||
+      bpf_skb_store_bytes(skb, ETH_HLEN + offsetof(struct iphdr, ttl), &ttl, 1, 0) || bpf_skb_store_bytes(skb, 0, dmac, 6, 0) ||
+      bpf_skb_store_bytes(skb, 6, conf->router_mac, 6, 0))
+    return nat_error();
+  count_forwarded(skb, in->port, out);
+  event(DPSW_EV_ROUTED);
+  return bpf_redirect_peer(ifindex, 0);
+}
+
 static __always_inline int is_tcp(struct ethhdr *eth, void *data_end) {
   if (eth->h_proto == bpf_htons(ETH_P_IP)) {
     struct iphdr *ip = (void *)(eth + 1);
@@ -471,6 +523,7 @@ int dpsw_fast_ingress(struct __sk_buff *skb) {
       r = vxlan_decap(skb, conf);  // a remote VTEP's frame for a local endpoint
     else
       r = nat_forward(skb, in->port);
+    if (r < 0 && ifindex != conf->uplink_ifindex) r = route_forward(skb, in, conf);  // no flow: another network's endpoint?
     if (r >= 0) return r;
     data = (void *)(long)skb->data;  // the helpers may have moved the data: checks again below
     data_end = (void *)(long)skb->data_end;

@@ -136,8 +136,36 @@ void FastControl::sync_tunnels() {
   }
 }
 
+void FastControl::sync_routes() {
+  // Routing between allowed bridge networks, from the published snapshot:
+  // every fast-tier endpoint's address, and the allowed pairs with the
+  // source network's prefix (what dpsw's own path checks).
+  const Snapshot& s = core_.dp_->snapshot();
+  std::map<uint32_t, FastTier::RouteEntry> routes;
+  std::map<std::pair<uint16_t, uint16_t>, std::pair<uint32_t, uint32_t>> allowed;
+  const L3Conf& l3 = s.l3;
+  if (l3.enabled) {
+    for (const auto& n : l3.neighbors)
+      if (fast_->has_port(n.port) && n.ip) routes[n.ip] = {n.port, n.bd, n.mac, s.ports[n.port].max_frame - kEthHdrLen};
+    const size_t nbd = s.bds.size();
+    for (size_t i = 0; i < l3.isolated.size(); i++)
+      for (size_t j = 0; j < l3.isolated.size(); j++) {
+        const uint16_t from = l3.isolated_bd[i], to = l3.isolated_bd[j];
+        if (from != to && size_t(from) * nbd + to < l3.allowed.size() && l3.allowed[size_t(from) * nbd + to])
+          allowed[{from, to}] = l3.isolated[i];
+      }
+  }
+  fast_->sync_routes(routes, allowed);
+}
+
 void FastControl::sync_fast_macs() {
   if (!fast_) return;
+  try {
+    sync_routes();
+  } catch (const std::exception& e) {  // a map that refuses: routed traffic stays on the punted path
+    if (!route_error_logged_) LOG_WARN("fast tier: routes: %s", e.what());
+    route_error_logged_ = true;
+  }
   try {
     sync_tunnels();
   } catch (const std::exception& e) {  // a map that refuses: the overlay stays on the punted path
@@ -335,7 +363,8 @@ json FastControl::events() const {
   return json{{"punted", ev.punted}, {"dropped_no_port", ev.no_port}, {"punt_bad_tag", ev.punt_bad_tag},
               {"punt_no_peer", ev.punt_no_peer}, {"steered", ev.steered}, {"dropped_bad_src_mac", ev.bad_src},
               {"dropped_punt_share", ev.punt_share}, {"nat_forwarded", ev.nat_forwarded}, {"nat_errors", ev.nat_error},
-              {"vxlan_encapsulated", ev.vxlan_encap}, {"vxlan_decapsulated", ev.vxlan_decap}, {"vxlan_errors", ev.vxlan_error}};
+              {"vxlan_encapsulated", ev.vxlan_encap}, {"vxlan_decapsulated", ev.vxlan_decap}, {"vxlan_errors", ev.vxlan_error},
+              {"routed", ev.routed}};
 }
 
 void FastControl::views(ViewRegistry& r) {
@@ -412,6 +441,7 @@ void FastControl::counters(nlohmann::json& out) const {
   f["nat_replies_passed"] = core_.xdp_ ? core_.xdp_->nat_passed() : 0;  // by the uplink's XDP program
   f["nat_kernel_entries"] = fast_->nat_count();  // read back from the map (both ways of each flow)
   f["vxlan_tunnels"] = fast_->tunnels().size();   // tunnels the kernel tier encapsulates to
+  f["routes"] = fast_->route_count();              // endpoints the kernel tier routes to between allowed networks
   out["fast_tier"] = f;
 }
 

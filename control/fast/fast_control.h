@@ -62,6 +62,8 @@ class FastControl : public Module {
   void sync_fast_macs();
   void sync_tunnels();  // the overlay's tunnels (a punted uplink): before their MACs
   bool tunnel_error_logged_ = false;
+  void sync_routes();  // routing between allowed networks
+  bool route_error_logged_ = false;
   // Routed flows handed to the kernel tier. refresh_nat() (tick, before
   // NAT's expiry): flows the kernel forwarded since the last tick are
   // refreshed in dpsw's connection table. sync_nat() (tick_done, after the

@@ -88,10 +88,12 @@ FastTier::FastTier(const std::string& path, uint32_t fdb_entries, int nat_map_fd
   uplink_fd_ = prog("dpsw_fast_uplink_in");
   tunnels_map_ = bpf_object__find_map_fd_by_name(obj_, "dpsw_fast_tunnels");
   vni_map_ = bpf_object__find_map_fd_by_name(obj_, "dpsw_fast_vni");
+  route_map_ = bpf_object__find_map_fd_by_name(obj_, "dpsw_fast_route");
+  allow_map_ = bpf_object__find_map_fd_by_name(obj_, "dpsw_fast_allow");
   if (bpf_map* nat = bpf_object__find_map_by_name(obj_, "dpsw_fast_nat")) nat_capacity_ = bpf_map__max_entries(nat);
   const int share_map = bpf_object__find_map_fd_by_name(obj_, "dpsw_fast_punt_share");
   if (std::min({ingress_fd_, punt_fd_, uplink_fd_, ports_map_, peer_map_, fdb_map_, stats_map_, events_map_, conf_map_, nat_map_,
-                share_map, tunnels_map_, vni_map_}) < 0) {
+                share_map, tunnels_map_, vni_map_, route_map_, allow_map_}) < 0) {
     bpf_object__close(obj_);
     obj_ = nullptr;
     throw std::runtime_error(path + ": missing the fast tier's programs or maps");
@@ -183,6 +185,7 @@ void FastTier::drop_macs_of(uint16_t port) {
 void FastTier::remove_port(uint16_t port) {
   auto it = ports_.find(port);
   if (it == ports_.end()) return;
+  drop_routes_to(port);
   // Nothing may redirect to it any more: its MACs first, then the port itself.
   drop_macs_of(port);
   const uint32_t id = port, zero = 0, key = uint32_t(it->second.ifindex);
@@ -294,7 +297,65 @@ FastTier::Events FastTier::events() const {
   e.vxlan_encap = out[DPSW_EV_VXLAN_ENCAP];
   e.vxlan_decap = out[DPSW_EV_VXLAN_DECAP];
   e.vxlan_error = out[DPSW_EV_VXLAN_ERROR];
+  e.routed = out[DPSW_EV_ROUTED];
   return e;
+}
+
+void FastTier::sync_routes(const std::map<uint32_t, RouteEntry>& routes,
+                           const std::map<std::pair<uint16_t, uint16_t>, std::pair<uint32_t, uint32_t>>& allowed) {
+  // Gone first (a pair no longer allowed, an address that moved or left), then new.
+  for (auto it = allowed_.begin(); it != allowed_.end();) {
+    auto w = allowed.find(it->first);
+    if (w == allowed.end() || w->second != it->second) {
+      const dpsw_allow_key k{it->first.first, it->first.second};
+      bpf_map_delete_elem(allow_map_, &k);
+      it = allowed_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (auto it = routes_.begin(); it != routes_.end();) {
+    auto w = routes.find(it->first);
+    if (w == routes.end() || !(w->second == it->second)) {
+      const uint32_t k = htonl(it->first);
+      bpf_map_delete_elem(route_map_, &k);
+      it = routes_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (const auto& [ip, r] : routes) {
+    auto p = ports_.find(r.port);
+    if (routes_.count(ip) || p == ports_.end()) continue;
+    const uint32_t k = htonl(ip);
+    dpsw_route_val v{};
+    v.ifindex = uint32_t(p->second.ifindex);
+    v.port = r.port;
+    v.bd = r.bd;
+    mac_to_bytes(r.mac, v.mac);
+    v.mtu = uint16_t(std::min<uint32_t>(r.mtu, 0xffff));
+    if (int e = bpf_map_update_elem(route_map_, &k, &v, 0)) throw bpf_error("fast tier: route map", e);
+    routes_[ip] = r;
+  }
+  for (const auto& [pair, prefix] : allowed) {
+    if (allowed_.count(pair)) continue;
+    const dpsw_allow_key k{pair.first, pair.second};
+    const dpsw_allow_val v{htonl(prefix.first), htonl(prefix.second)};
+    if (int e = bpf_map_update_elem(allow_map_, &k, &v, 0)) throw bpf_error("fast tier: allow map", e);
+    allowed_[pair] = prefix;
+  }
+}
+
+void FastTier::drop_routes_to(uint16_t port) {
+  for (auto it = routes_.begin(); it != routes_.end();) {
+    if (it->second.port == port) {
+      const uint32_t k = htonl(it->first);
+      bpf_map_delete_elem(route_map_, &k);
+      it = routes_.erase(it);
+    } else {
+      ++it;
+    }
+  }
 }
 
 void FastTier::put_tunnel(uint16_t port, const TunnelEntry& t) {

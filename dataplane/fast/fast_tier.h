@@ -103,6 +103,7 @@ class FastTier {
     uint64_t nat_error = 0;      // dropped: a routed packet's rewrite failed half way
     uint64_t vxlan_encap = 0, vxlan_decap = 0;  // overlay frames the kernel tier encapsulated / decapsulated
     uint64_t vxlan_error = 0;    // dropped: an encapsulation or decapsulation failed half way
+    uint64_t routed = 0;         // routed between allowed networks by the kernel tier
   };
   Events events() const;
 
@@ -135,6 +136,21 @@ class FastTier {
     uint16_t uplink_port = 0, bd = 0, mtu = 0;
     bool operator==(const TunnelEntry&) const = default;
   };
+  // Routing between allowed bridge networks (bpf dpsw_fast_route/_allow):
+  // sync_routes() makes the maps hold exactly these (addresses host order):
+  // endpoint address -> where it lives; (from network, to network) -> the
+  // source network's prefix, for allowed pairs. Only fast-tier ports are
+  // taken as destinations.
+  struct RouteEntry {
+    uint16_t port = 0, bd = 0;
+    Mac mac = 0;
+    uint32_t mtu = 0;
+    bool operator==(const RouteEntry&) const = default;
+  };
+  void sync_routes(const std::map<uint32_t, RouteEntry>& routes,
+                   const std::map<std::pair<uint16_t, uint16_t>, std::pair<uint32_t, uint32_t>>& allowed);
+  void drop_routes_to(uint16_t port);  // a port that goes: no packet is routed to it any more
+  size_t route_count() const { return routes_.size(); }
   void put_tunnel(uint16_t port, const TunnelEntry& t);
   void del_tunnel(uint16_t port);
   const std::map<uint16_t, TunnelEntry>& tunnels() const { return tunnels_; }
@@ -193,6 +209,9 @@ class FastTier {
   uint32_t uplink_ip_ = 0;
   int tunnels_map_ = -1, vni_map_ = -1;
   std::map<uint16_t, TunnelEntry> tunnels_;  // what dpsw_fast_tunnels holds
+  int route_map_ = -1, allow_map_ = -1;
+  std::map<uint32_t, RouteEntry> routes_;     // what dpsw_fast_route holds
+  std::map<std::pair<uint16_t, uint16_t>, std::pair<uint32_t, uint32_t>> allowed_;  // ...and dpsw_fast_allow
   void hook_uplink(int ifindex, const std::string& ifname, int prog_fd);  // our filter on its ingress
   uint32_t steer_per_ms_ = 0;
   Mac router_mac_ = 0;

@@ -468,6 +468,20 @@ def routing_between_allowed_networks():
         ping(d, "c1", c3, count=1, expect=False)  # c is not allowed: isolated
         ping(d, "c3", c2, count=1, expect=False)
         check(d.port_of("c1", "a")["counters"]["drops"].get("isolated", 0) >= 1, "isolation not counted")
+        # Bulk TCP both ways, byte-exact; with the fast tier routed in the kernel
+        # (stateless, as dpsw routes it), counted on both endpoints.
+        before = fast_tier(d).get("routed", 0)
+        p2 = d.port_of("c2", "b")["name"]
+        rx_before = d.counters()["ports"][p2].get("fast_tier", {}).get("rx_bytes", 0)
+        peer = tcp_transfer(d, "c1", "c2", c2, size=8 << 20)
+        check(peer == c1, f"routed TCP should keep the source address, the receiver saw {peer}")
+        tcp_transfer(d, "c2", "c1", c1, size=8 << 20, port=5002)
+        if FAST:
+            check(fast_tier(d)["routed"] > before, f"the kernel tier should have routed the transfers: {fast_tier(d)}")
+            moved = d.counters()["ports"][p2]["fast_tier"]["rx_bytes"] - rx_before
+            check(moved >= 4 << 20, f"c2's port should count what the kernel routed from it: {moved}")
+            check(fast_tier(d)["routes"] >= 2, f"routes: {fast_tier(d)}")
+        ping(d, "c3", c2, count=1, expect=False)  # still isolated with the routes in the kernel
 
 
 def nat_across_two_workers():
