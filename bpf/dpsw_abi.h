@@ -52,9 +52,10 @@ struct dpsw_fdb_key {
 struct dpsw_fdb_val {
   __u32 ifindex; /* destination host veth (its peer is the container's interface); a tunnel: the uplink */
   __u16 port;
-  __u16 flags;   /* DPSW_FDB_TUNNEL: `port` is a VXLAN tunnel port (dpsw_fast_tunnels) */
+  __u16 flags;   /* DPSW_FDB_TUNNEL: `port` is a VXLAN tunnel port (dpsw_fast_tunnels); DPSW_FDB_EGRESS below */
 };
 #define DPSW_FDB_TUNNEL 1
+#define DPSW_FDB_EGRESS 2 /* `ifindex` is the (punted veth) uplink: sent out of it, not into a container */
 
 /* dpsw_fast_route: routing between bridge networks that `allow` each other
  * (no NAT, no conntrack: stateless, as dpsw routes them). Key: a fast-tier

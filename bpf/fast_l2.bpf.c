@@ -541,6 +541,15 @@ int dpsw_fast_ingress(struct __sk_buff *skb) {
     struct dpsw_fdb_key k = {.bd = in->bd};
     __builtin_memcpy(k.mac, eth->h_dest, 6);
     struct dpsw_fdb_val *out = bpf_map_lookup_elem(&dpsw_fast_fdb, &k);
+    if (out && ifindex == conf->uplink_ifindex) {
+      // From the outside (to a macvlan endpoint): only from a host dpsw has
+      // learned behind the uplink, so that dpsw keeps seeing (and learning,
+      // and ageing) the outside's stations; the others' frames are punted.
+      struct dpsw_fdb_key sk = {.bd = in->bd};
+      __builtin_memcpy(sk.mac, eth->h_source, 6);
+      struct dpsw_fdb_val *src = bpf_map_lookup_elem(&dpsw_fast_fdb, &sk);
+      if (!src || src->port != in->port) out = 0;
+    }
     if (out && (out->flags & DPSW_FDB_TUNNEL)) {  // behind a remote VTEP
       int r = vxlan_encap(skb, in->port, out->port);
       if (r >= 0) return r;
@@ -555,7 +564,8 @@ int dpsw_fast_ingress(struct __sk_buff *skb) {
           return bpf_redirect(in->punt, BPF_F_INGRESS);
         }
       }
-      return bpf_redirect_peer(out->ifindex, 0);
+      // Behind the uplink (an outside host, for a macvlan endpoint): out of it.
+      return out->flags & DPSW_FDB_EGRESS ? bpf_redirect(out->ifindex, 0) : bpf_redirect_peer(out->ifindex, 0);
     }
   }
   if (over_share(in)) {

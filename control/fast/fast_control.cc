@@ -175,11 +175,13 @@ void FastControl::sync_fast_macs() {
   std::map<std::pair<uint16_t, Mac>, uint16_t> learned;
   // Established entries only: a flood of random source MACs churns tentative
   // entries in the MAC table and never reaches the kernel map. Behind
-  // endpoints (not the uplink) and behind the tunnels the kernel tier serves.
+  // endpoints, the tunnels the kernel tier serves and a punted uplink (for
+  // the macvlan endpoints on its segment).
   core_.dp_->macs().for_each([&](const MacTable::Entry& e) {
     if (!e.established || e.is_static || e.port >= core_.ports_.size() || core_.ports_[e.port].bd != e.bd) return;
     const PortRec::Kind k = core_.ports_[e.port].kind;
-    if ((k == PortRec::Kind::kFast && fast_->has_port(e.port)) || (k == PortRec::Kind::kTunnel && fast_->has_tunnel(e.port)))
+    if ((k == PortRec::Kind::kFast && (fast_->has_port(e.port) || (fast_->uplink_punted() && e.port == fast_->uplink_port()))) ||
+        (k == PortRec::Kind::kTunnel && fast_->has_tunnel(e.port)))
       learned[{e.bd, e.mac}] = e.port;
   });
   fast_->sync_learned(learned);

@@ -202,6 +202,9 @@ void FastTier::add_mac(uint16_t bd, Mac mac, uint16_t port, bool planned) {
   } else if (auto t = tunnels_.find(port); t != tunnels_.end() && t->second.bd == bd) {  // behind a remote VTEP
     v.ifindex = uint32_t(t->second.uplink_ifindex);
     v.flags = DPSW_FDB_TUNNEL;
+  } else if (uplink_punted_ && port == uplink_port_ && bd == uplink_bd_) {  // behind the uplink
+    v.ifindex = uint32_t(uplink_ifindex_);
+    v.flags = DPSW_FDB_EGRESS;
   } else {
     return;  // not a fast-tier port or tunnel of that network
   }
@@ -486,6 +489,7 @@ void FastTier::add_uplink(int ifindex, const std::string& ifname, uint16_t port,
   uplink_port_ = port;
   uplink_mac_ = mac;
   uplink_ip_ = ip;
+  uplink_bd_ = bd;
   uplink_punted_ = true;
   try {
     write_conf();
@@ -518,6 +522,7 @@ void FastTier::detach_uplink() {
     bpf_tc_hook_destroy(&h);
   }
   while (!tunnels_.empty()) del_tunnel(tunnels_.begin()->first);  // they send out of it
+  drop_macs_of(uplink_port_);  // so do the MACs behind it
   if (uplink_punted_) {
     const uint32_t key = uint32_t(uplink_ifindex_), id = uplink_port_, zero = 0;
     bpf_map_update_elem(peer_map_, &id, &zero, 0);

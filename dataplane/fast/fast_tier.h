@@ -64,8 +64,10 @@ class FastTier {
 
   // (network, MAC) behind a fast-tier port. `planned`: the endpoint's own MAC
   // (kept until remove_port); otherwise learned, replaced by sync_learned().
-  // Ignored unless `port` is a fast-tier port of network `bd`; throws when
-  // the kernel map refuses it (full).
+  // Ignored unless `port` is a fast-tier port of network `bd` (or a tunnel
+  // of it, or the punted uplink on its segment: an outside host, which a
+  // macvlan endpoint reaches out of the uplink); throws when the kernel map
+  // refuses it (full).
   void add_mac(uint16_t bd, Mac mac, uint16_t port, bool planned);
   // The MACs dpsw's MAC table holds behind fast-tier ports, (bd, mac) -> port:
   // installs new ones, moves changed ones, removes the rest (planned stay).
@@ -156,6 +158,7 @@ class FastTier {
   const std::map<uint16_t, TunnelEntry>& tunnels() const { return tunnels_; }
   bool has_tunnel(uint16_t port) const { return tunnels_.count(port) != 0; }
   bool uplink_punted() const { return uplink_punted_; }
+  uint16_t uplink_port() const { return uplink_port_; }
   void detach_uplink();  // either kind, its map entries too
 
   // Routed flows the kernel tier forwards itself (bpf dpsw_fast_nat): a
@@ -207,6 +210,7 @@ class FastTier {
   bool uplink_punted_ = false;
   Mac uplink_mac_ = 0;
   uint32_t uplink_ip_ = 0;
+  uint16_t uplink_bd_ = 0;
   int tunnels_map_ = -1, vni_map_ = -1;
   std::map<uint16_t, TunnelEntry> tunnels_;  // what dpsw_fast_tunnels holds
   int route_map_ = -1, allow_map_ = -1;
