@@ -220,7 +220,12 @@ void FastControl::refresh_nat(uint32_t now) {
     st.last_seen = ls;
     st.last_seen_back = lr;
     bool reply = false;
-    if (const Flow* f = ct->find(st.key, &reply)) ConnTrack::seen(*f, now);
+    if (Flow* f = ct->find(st.key, &reply)) {
+      ConnTrack::seen(*f, now);
+      // A UDP flow the kernel carried a reply of is "replied", as if dpsw had
+      // seen it (its longer timeout): relaxed, a monotonic ageing hint as the workers write it.
+      if (lr && f->orig.proto == 17 && !f->state.load(std::memory_order_relaxed)) f->state.store(1, std::memory_order_relaxed);
+    }
   }
 }
 
@@ -279,8 +284,8 @@ void FastControl::sync_nat() {
     const uint32_t nh = arp->on_segment(dst) ? dst : s.l3.gateway;
     return nh ? arp->lookup(nh) : 0;  // a stale entry is queued for a probe
   };
-  // What the kernel should hold now: every established (TCP) or replied
-  // (UDP) flow between two ports the kernel tier serves: masquerade out of
+  // What the kernel should hold now: every established (TCP) or UDP flow
+  // between two ports the kernel tier serves: masquerade out of
   // the uplink, published ports (DNAT) in from it, hairpin between two
   // fast-tier endpoints. A flow's original direction arrives where its
   // replies go (out[1]) and leaves through out[0]. A direction the kernel
@@ -292,7 +297,10 @@ void FastControl::sync_nat() {
   std::map<std::pair<uint64_t, uint64_t>, Want> want;
   ct->for_each([&](const Flow& f) {
     const uint8_t st = f.state.load(std::memory_order_relaxed);  // relaxed: a snapshot of the state, re-read every tick
-    if (f.orig.proto == 6 ? st != uint8_t(TcpState::kEstablished) : (f.orig.proto != 17 || st == 0)) return;
+    // TCP once established (dpsw sees its handshake and every SYN/FIN/RST
+    // anyway); UDP from its first packet (a stream one way, a flood, never
+    // needs dpsw again: the kernel marks it replied, refresh_nat() reads that).
+    if (f.orig.proto == 6 ? st != uint8_t(TcpState::kEstablished) : f.orig.proto != 17) return;
     const uint16_t a = f.out[1].port, b = f.out[0].port;  // the original direction: a -> b
     if (!can_out(a) || !can_out(b) || (!can_in(a) && !can_in(b))) return;
     const Mac to_b = next_hop(f.out[0], f.xdst_ip), to_a = next_hop(f.out[1], f.orig.sip);
