@@ -112,7 +112,7 @@ struct {
 
 // Overlay networks through a veth uplink (see dpsw_abi.h).
 struct {
-  __uint(type, BPF_MAP_TYPE_ARRAY);
+  __uint(type, BPF_MAP_TYPE_HASH);  // an update replaces the entry whole: no torn read of a changed next hop
   __uint(max_entries, DPSW_MAX_PORTS);
   __type(key, __u32);
   __type(value, struct dpsw_tunnel);
@@ -204,18 +204,23 @@ static __always_inline int over_share(struct dpsw_fast_port *in) {
 
 // A frame the kernel tier forwarded itself: received on port `in`, sent on
 // port `out` (GSO frames count their segments, as dpsw counts frames).
-static __always_inline void count_forwarded(struct __sk_buff *skb, __u32 in, __u32 out) {
-  __u64 segs = skb->gso_segs ? skb->gso_segs : 1;
+// Frames the kernel tier forwarded itself: received on port `in`, sent on
+// port `out` (GSO frames count their segments, as dpsw counts frames).
+static __always_inline void count_frames(__u32 in, __u32 out, __u64 segs, __u64 len) {
   struct dpsw_fast_stats *si = bpf_map_lookup_elem(&dpsw_fast_stats, &in);
   struct dpsw_fast_stats *so = bpf_map_lookup_elem(&dpsw_fast_stats, &out);
   if (si) {
     si->rx_packets += segs;
-    si->rx_bytes += skb->len;
+    si->rx_bytes += len;
   }
   if (so) {
     so->tx_packets += segs;
-    so->tx_bytes += skb->len;
+    so->tx_bytes += len;
   }
+}
+
+static __always_inline void count_forwarded(struct __sk_buff *skb, __u32 in, __u32 out) {
+  count_frames(in, out, skb->gso_segs ? skb->gso_segs : 1, skb->len);
 }
 
 // A rewrite that failed half way (never expected: the offsets were checked): dropped, counted.
@@ -337,16 +342,19 @@ static __always_inline int vxlan_encap(struct __sk_buff *skb, __u32 in_port, __u
   struct dpsw_tunnel *t = bpf_map_lookup_elem(&dpsw_fast_tunnels, &tport);
   if (!t || !t->vtep || skb->protocol != bpf_htons(ETH_P_IP)) return -1;
   if (skb->gso_segs <= 1 && skb->len > t->mtu + ETH_HLEN) return -1;  // dpsw answers "fragmentation needed"
+  if (skb->len > 0xffff - 36) return -1;  // the outer length would not fit (BIG TCP)
   struct vxlan_outer h = {};
   if (bpf_skb_load_bytes(skb, 0, &h.inner, sizeof(h.inner))) return -1;
   const __u32 hash = bpf_get_hash_recalc(skb), inner_len = skb->len;
+  const __u64 segs = skb->gso_segs ? skb->gso_segs : 1;  // adjust_room resets it
   const __u64 flags = BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP | BPF_F_ADJ_ROOM_ENCAP_L2(ETH_HLEN) |
                       BPF_F_ADJ_ROOM_ENCAP_L2_ETH | BPF_F_ADJ_ROOM_FIXED_GSO;
   if (bpf_skb_adjust_room(skb, VXLAN_ROOM, BPF_ADJ_ROOM_MAC, flags)) return -1;  // refused: the frame is unchanged
   __builtin_memcpy(h.eth.h_dest, t->dmac, 6);
   __builtin_memcpy(h.eth.h_source, t->smac, 6);
   h.eth.h_proto = bpf_htons(ETH_P_IP);
-  struct iphdr ip = {.version = 4, .ihl = 5, .ttl = 64, .protocol = IPPROTO_UDP};
+  // DF clear: the identification must differ between datagrams (RFC 6864); a GSO frame's segments count up from it.
+  struct iphdr ip = {.version = 4, .ihl = 5, .ttl = 64, .protocol = IPPROTO_UDP, .id = (__u16)bpf_get_prandom_u32()};
   ip.tot_len = bpf_htons(inner_len + 36);  // IPv4 20 + UDP 8 + VXLAN 8 + the inner frame
   ip.saddr = t->local_ip;
   ip.daddr = t->vtep;
@@ -358,7 +366,7 @@ static __always_inline int vxlan_encap(struct __sk_buff *skb, __u32 in_port, __u
   h.vx_flags = bpf_htonl(0x08000000);  // I: the VNI is valid
   h.vx_vni = bpf_htonl(t->vni << 8);
   if (bpf_skb_store_bytes(skb, 0, &h, sizeof(h), 0)) return vxlan_error();
-  count_forwarded(skb, in_port, tport);
+  count_frames(in_port, tport, segs, inner_len);  // as dpsw counts a tunnel port: the inner frame
   event(DPSW_EV_VXLAN_ENCAP);
   return bpf_redirect(t->uplink_ifindex, 0);
 }
@@ -396,9 +404,14 @@ static __always_inline int vxlan_decap(struct __sk_buff *skb, struct dpsw_fast_c
   struct ethhdr inner;
   __builtin_memcpy(&inner, &h->inner, sizeof(inner));  // before the data moves
   const __u32 tport = vv->port, oport = dst->port, ifindex = dst->ifindex;
+  // Longer than the endpoint's network carries (redirect_peer skips the
+  // veth's own check): dpsw's, which drops and counts it.
+  struct dpsw_fast_port *op = bpf_map_lookup_elem(&dpsw_fast_ports, &ifindex);
+  if (!op || (skb->gso_segs <= 1 && skb->len - VXLAN_ROOM > op->mtu + ETH_HLEN)) return -1;
+  const __u64 segs = skb->gso_segs ? skb->gso_segs : 1;  // adjust_room resets it
   if (bpf_skb_adjust_room(skb, -(__s32)VXLAN_ROOM, BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_FIXED_GSO)) return -1;  // unchanged
   if (bpf_skb_store_bytes(skb, 0, &inner, sizeof(inner), 0)) return vxlan_error();
-  count_forwarded(skb, tport, oport);
+  count_frames(tport, oport, segs, skb->len);
   event(DPSW_EV_VXLAN_DECAP);
   return bpf_redirect_peer(ifindex, 0);
 }
@@ -415,7 +428,10 @@ static __always_inline int route_forward(struct __sk_buff *skb, struct dpsw_fast
   void *data_end = (void *)(long)skb->data_end;
   struct ethhdr *eth = data;
   struct iphdr *ip = (void *)(eth + 1);
-  if ((void *)(ip + 1) > data_end || ip->version != 4 || ip->ihl < 5 || ip->ttl <= 1) return -1;
+  // Fragments and ICMP (errors are matched to flows by dpsw, or dropped) are dpsw's.
+  if ((void *)(ip + 1) > data_end || ip->version != 4 || ip->ihl < 5 || ip->ttl <= 1 || (ip->frag_off & bpf_htons(0x3fff)) ||
+      ip->protocol == IPPROTO_ICMP)
+    return -1;
   __u32 daddr = ip->daddr, saddr = ip->saddr;
   struct dpsw_route_val *r = bpf_map_lookup_elem(&dpsw_fast_route, &daddr);
   if (!r || r->bd == in->bd) return -1;
@@ -568,7 +584,7 @@ int dpsw_fast_ingress(struct __sk_buff *skb) {
       return out->flags & DPSW_FDB_EGRESS ? bpf_redirect(out->ifindex, 0) : bpf_redirect_peer(out->ifindex, 0);
     }
   }
-  if (over_share(in)) {
+  if (ifindex != conf->uplink_ifindex && over_share(in)) {  // the uplink had a ring of its own: it keeps its frames
     __u32 ip = in->port;
     struct dpsw_fast_stats *si = bpf_map_lookup_elem(&dpsw_fast_stats, &ip);
     if (si) si->punt_share_drops += 1;

@@ -102,6 +102,7 @@ void FastControl::release_port(uint16_t id, const PortRec& pr) {
   if (!fast_) return;
   drop_nat_of(id);  // the uplink's too: nothing is redirected to a port that goes
   if (fast_->uplink_punted() && fast_->uplink_ifindex() == pr.ifindex) fast_->detach_uplink();
+  if (fast_->has_tunnel(id)) fast_->del_tunnel(id);  // a tunnel that goes: nothing encapsulated to or accepted from it
   if (pr.kind == PortRec::Kind::kFast) fast_->remove_port(id);
 }
 
@@ -151,6 +152,7 @@ void FastControl::sync_routes() {
     for (size_t i = 0; i < l3.isolated.size(); i++)
       for (size_t j = 0; j < l3.isolated.size(); j++) {
         const uint16_t from = l3.isolated_bd[i], to = l3.isolated_bd[j];
+        if (from >= nbd || !s.bds[from].nat) continue;  // an internal network routes nowhere, allowed or not (as l3_route)
         if (from != to && size_t(from) * nbd + to < l3.allowed.size() && l3.allowed[size_t(from) * nbd + to])
           allowed[{from, to}] = l3.isolated[i];
       }

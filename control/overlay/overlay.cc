@@ -54,6 +54,8 @@ void Overlay::retire_tunnels(const std::vector<uint16_t>& ids) {
   if (ids.empty()) return;
   for (uint16_t id : ids) tunnels_.at(id).retiring = true;
   core_.publish_snapshot();  // out of every flood list and the VNI index
+  for (uint16_t id : ids)  // and out of the kernel tier's maps (which follow the snapshot only at the next tick)
+    for (const auto& m : core_.modules_) m->release_port(id, core_.ports_[id]);
   for (uint16_t id : ids) {
     core_.dp_->macs().flush_port(id);  // remote MACs learned behind that peer: their frames flood from now on
     LOG_INFO("network %s: VXLAN tunnel to %s removed", core_.ports_[id].network.c_str(), ipv4_to_string(tunnels_.at(id).vtep).c_str());
@@ -87,6 +89,7 @@ void Overlay::contribute(Snapshot& s) const {
 }
 
 void Overlay::free_tunnel(uint16_t id) {
+  for (const auto& m : core_.modules_) m->release_port(id, core_.ports_[id]);  // (again: a network removed with it)
   core_.ports_[id] = PortRec{};
   tunnels_.erase(id);
 }

@@ -374,13 +374,16 @@ void FastTier::put_tunnel(uint16_t port, const TunnelEntry& t) {
   v.mtu = t.mtu;
   auto old = tunnels_.find(port);
   if (old != tunnels_.end() && (old->second.vni != t.vni || old->second.vtep != t.vtep || old->second.bd != t.bd)) del_tunnel(port);
+  if (!tunnels_.count(port)) {  // a reused id starts from zero (stats are per id)
+    std::vector<StatsVal> zero(size_t(std::max(libbpf_num_possible_cpus(), 1)), StatsVal{});
+    if (int e = bpf_map_update_elem(stats_map_, &id, zero.data(), 0)) throw bpf_error("fast tier: stats map", e);
+  }
   // Encapsulation first (its MACs are added later), then what it may decapsulate.
   if (int e = bpf_map_update_elem(tunnels_map_, &id, &v, 0)) throw bpf_error("fast tier: tunnel map", e);
   const dpsw_vni_key vk{t.vni, htonl(t.vtep)};
   const dpsw_vni_val vv{port, t.bd};
   if (int e = bpf_map_update_elem(vni_map_, &vk, &vv, 0)) {
-    const dpsw_tunnel none{};
-    bpf_map_update_elem(tunnels_map_, &id, &none, 0);
+    if (!tunnels_.count(port)) bpf_map_delete_elem(tunnels_map_, &id);
     throw bpf_error("fast tier: VNI map", e);
   }
   tunnels_[port] = t;
@@ -393,8 +396,7 @@ void FastTier::del_tunnel(uint16_t port) {
   const dpsw_vni_key vk{it->second.vni, htonl(it->second.vtep)};
   bpf_map_delete_elem(vni_map_, &vk);
   const uint32_t id = port;
-  const dpsw_tunnel none{};
-  bpf_map_update_elem(tunnels_map_, &id, &none, 0);
+  bpf_map_delete_elem(tunnels_map_, &id);
   tunnels_.erase(it);
 }
 
