@@ -1,5 +1,8 @@
 #include "control/core/journal.h"
 
+#include <bpf/libbpf.h>
+#include <net/if.h>
+
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -40,6 +43,23 @@ Journal::~Journal() {
   if (lock_fd_ >= 0) close(lock_fd_);
 }
 
+namespace {
+bool tc_remove(const std::string& ifname, bool qdisc) {
+  const int ifindex = int(if_nametoindex(ifname.c_str()));
+  if (!ifindex) return false;
+  bpf_tc_hook h{};
+  h.sz = sizeof h;
+  h.ifindex = ifindex;
+  h.attach_point = qdisc ? bpf_tc_attach_point(BPF_TC_INGRESS | BPF_TC_EGRESS) : BPF_TC_INGRESS;
+  if (qdisc) return bpf_tc_hook_destroy(&h) == 0;
+  bpf_tc_opts o{};
+  o.sz = sizeof o;
+  o.handle = 1;  // the fast tier's one filter (dataplane/fast/fast_tier.cc)
+  o.priority = 1;
+  return bpf_tc_detach(&h, &o) == 0;
+}
+}  // namespace
+
 int Journal::recover() {
   int removed = 0;
   Rtnl rt;
@@ -47,6 +67,9 @@ int Journal::recover() {
   std::string kind, name;
   while (in >> kind >> name) {
     if (kind == "link" && rt.delete_link(name)) removed++;
+    // Our TC filter on an interface that is not ours (the uplink), then the
+    // clsact qdisc if we had made it (recorded after the filter).
+    if ((kind == "tc-filter" || kind == "tc-qdisc") && tc_remove(name, kind == "tc-qdisc")) removed++;
     // A vhost-user server socket is removed only while it is still the
     // file dpsw created (same identity): an application may serve that path now.
     if (kind == "sockid") {

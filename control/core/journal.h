@@ -17,7 +17,7 @@ class Journal {
   ~Journal();
   // Remove everything a previous run of this instance left behind; returns a count.
   int recover();
-  void record(const std::string& kind, const std::string& name);  // "netns" | "link"
+  void record(const std::string& kind, const std::string& name);  // "netns" | "link" | "tc-filter" | "tc-qdisc" (an interface's)
   // A socket file dpsw created: recover() removes that path only while it is
   // still this file (device and inode), never an application's socket there.
   void record_socket(const std::string& path);

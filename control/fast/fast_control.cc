@@ -94,6 +94,14 @@ void FastControl::add_uplink(uint16_t id, PortRec& pr) {
   pr.port = std::make_unique<FastPort>(pr.host_ifname, core_.ports_[pu.port].port.get(), id);
   pr.kind = PortRec::Kind::kFast;
   fast_->add_uplink(pr.ifindex, pr.host_ifname, id, pr.bd, pu.near_ifindex, core_.owner(id), pr.mtu, pr.mac, pr.ip);
+  journal_uplink(pr.host_ifname);
+}
+
+void FastControl::journal_uplink(const std::string& ifname) {
+  // The user's interface: after a crash, the next start removes our filter
+  // (and the qdisc, if we made it) rather than leave it punting to punt veths that are gone.
+  core_.journal_->record("tc-filter", ifname);
+  if (fast_->uplink_made_qdisc()) core_.journal_->record("tc-qdisc", ifname);
 }
 
 void FastControl::remove_port(uint16_t id) { release_port(id, core_.ports_[id]); }
@@ -264,6 +272,7 @@ void FastControl::sync_nat() {
     uplink_tried_ = true;
     try {
       fast_->attach_uplink(core_.ports_[up].ifindex, core_.ports_[up].host_ifname, up);
+      journal_uplink(core_.ports_[up].host_ifname);
       core_.xdp_->set_uplink(core_.ports_[up].ifindex);
     } catch (const std::exception& e) {
       LOG_WARN("fast tier: routed flows' packets from the uplink stay on the punted path: %s", e.what());

@@ -73,7 +73,8 @@ class FastControl : public Module {
   // flows that closed, expired or changed are removed (the way out first).
   void refresh_nat(uint32_t now);
   void sync_nat();
-  void drop_nat_of(uint16_t port);  // a fast-tier port goes: its flows leave the kernel map first
+  void drop_nat_of(uint16_t port);
+  void journal_uplink(const std::string& ifname);  // our TC filter (and qdisc) on the uplink, for crash recovery  // a fast-tier port goes: its flows leave the kernel map first
 
   std::unique_ptr<FastTier> fast_;
   struct Punt {

@@ -159,6 +159,7 @@ class FastTier {
   bool has_tunnel(uint16_t port) const { return tunnels_.count(port) != 0; }
   bool uplink_punted() const { return uplink_punted_; }
   uint16_t uplink_port() const { return uplink_port_; }
+  bool uplink_made_qdisc() const { return uplink_made_qdisc_; }  // the clsact qdisc on the uplink is ours (removed with our filter)
   void detach_uplink();  // either kind, its map entries too
 
   // Routed flows the kernel tier forwards itself (bpf dpsw_fast_nat): a

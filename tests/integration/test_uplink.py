@@ -94,5 +94,22 @@ def macvlan():
         check(cap.communicate(timeout=10)[0].strip() == "", "a bridge network's frames reached the macvlan segment")
 
 
+def uplink_left_clean_after_kill9():
+    """The uplink is the user's interface: with the fast tier dpsw's TC filter
+    (and the clsact qdisc it made) sit on it. After kill -9 the next start
+    takes them over, and a clean stop leaves the interface as it was."""
+    with Dpsw([{"name": "a", "subnet": "10.241.1.0/24"}], [{"name": "c1", "networks": ["a"]}], uplink=True) as d:
+        d.start()
+        ping(d, "c1", OUT, count=1)
+        tc = lambda what: sh("tc", what, "show", "dev", d.uplink_if, *(["ingress"] if what == "filter" else [])).stdout
+        if FAST:
+            check("dpsw_fast_ingre" in tc("filter"), f"the fast tier should serve the uplink: {tc('filter')}")
+        d.stop(signal.SIGKILL)
+        d.start()
+        ping(d, "c1", OUT)
+        check(d.stop() == 0, "clean stop after restart failed")
+        check("clsact" not in tc("qdisc") and "bpf" not in tc("filter"), f"left on the uplink: {tc('qdisc')} {tc('filter')}")
+
+
 if __name__ == "__main__":
-    scenario_main({f.__name__: f for f in (gateway_and_host_address, macvlan)})
+    scenario_main({f.__name__: f for f in (gateway_and_host_address, macvlan, uplink_left_clean_after_kill9)})
