@@ -223,6 +223,21 @@ static __always_inline void count_forwarded(struct __sk_buff *skb, __u32 in, __u
   count_frames(in, out, skb->gso_segs ? skb->gso_segs : 1, skb->len);
 }
 
+// True when this frame of port `port` should be steered (see top).
+static __always_inline int steer(struct dpsw_fast_conf *c, __u32 port) {
+  if (!c->steer_per_ms) return 0;
+  struct fast_rate *r = bpf_map_lookup_elem(&dpsw_fast_rate, &port);
+  if (!r) return 0;
+  __u64 now = bpf_ktime_get_ns() >> 20;
+  if (now != r->window) {  // per-CPU value: no other writer
+    r->steer = now == r->window + 1 && r->count >= c->steer_per_ms;
+    r->window = now;
+    r->count = 0;
+  }
+  r->count++;
+  return r->steer;
+}
+
 // A rewrite that failed half way (never expected: the offsets were checked): dropped, counted.
 static __always_inline int nat_error(void) {
   event(DPSW_EV_NAT_ERROR);
@@ -236,7 +251,23 @@ static __always_inline int nat_error(void) {
 // the container with bpf_redirect_peer). Anything the entry cannot decide alone is
 // dpsw's: IP options, fragments, TTL running out, TCP SYN/FIN/RST (dpsw
 // follows the connection's state), unknown flows. -1: punt.
-static __always_inline int nat_forward(struct __sk_buff *skb, __u32 in_port) {
+// Sends a frame the kernel tier rewrote on its way: into a container
+// (bpf_redirect_peer) or out of a device. Steering, as for known unicast
+// (see top): while port `in_port` floods small non-TCP frames on this CPU,
+// they are tagged with the destination port and delivered through the
+// ingress of its punt veth (`punt`: 0 = never), whose RPS mask moves the
+// rest of the work to the steering cores; dpsw_fast_punt_rx sends them on.
+static __always_inline int deliver(struct __sk_buff *skb, struct dpsw_fast_conf *conf, __u32 in_port, __u32 punt, __u32 out_port,
+                                   __u32 ifindex, int peer, int tcp) {
+  if (punt && conf && !tcp && skb->gso_segs <= 1 && (peer || (conf->uplink_punted && ifindex == conf->uplink_ifindex)) &&
+      steer(conf, in_port) && bpf_skb_vlan_push(skb, bpf_htons(ETH_P_8021Q), DPSW_PUNT_VID(out_port)) == 0) {
+    event(DPSW_EV_STEERED);
+    return bpf_redirect(punt, BPF_F_INGRESS);
+  }
+  return peer ? bpf_redirect_peer(ifindex, 0) : bpf_redirect(ifindex, 0);
+}
+
+static __always_inline int nat_forward(struct __sk_buff *skb, __u32 in_port, struct dpsw_fast_conf *conf, __u32 punt) {
   void *data = (void *)(long)skb->data;
   void *data_end = (void *)(long)skb->data_end;
   struct ethhdr *eth = data;
@@ -301,7 +332,7 @@ static __always_inline int nat_forward(struct __sk_buff *skb, __u32 in_port) {
   if (now - v->last_seen > 100000000ULL) v->last_seen = now;
   count_forwarded(skb, in_port, v->out_port);
   event(DPSW_EV_NAT_FORWARDED);
-  return v->flags & DPSW_NAT_PEER ? bpf_redirect_peer(v->ifindex, 0) : bpf_redirect(v->ifindex, 0);
+  return deliver(skb, conf, in_port, punt, v->out_port, v->ifindex, v->flags & DPSW_NAT_PEER, k.proto == IPPROTO_TCP);
 }
 
 // The headers a VXLAN frame starts with, up to the inner Ethernet header.
@@ -338,7 +369,7 @@ static __always_inline int vxlan_error(void) {
 // all) by the last device; FIXED_GSO keeps its segment size (the container's
 // MTU is the overlay's, already 50 below the underlay's). IPv4 only (others,
 // and what is longer than the tunnel allows, are dpsw's). -1: punt.
-static __always_inline int vxlan_encap(struct __sk_buff *skb, __u32 in_port, __u32 tport) {
+static __always_inline int vxlan_encap(struct __sk_buff *skb, struct dpsw_fast_conf *conf, __u32 in_port, __u32 punt, __u32 tport) {
   struct dpsw_tunnel *t = bpf_map_lookup_elem(&dpsw_fast_tunnels, &tport);
   if (!t || !t->vtep || skb->protocol != bpf_htons(ETH_P_IP)) return -1;
   if (skb->gso_segs <= 1 && skb->len > t->mtu + ETH_HLEN) return -1;  // dpsw answers "fragmentation needed"
@@ -347,6 +378,8 @@ static __always_inline int vxlan_encap(struct __sk_buff *skb, __u32 in_port, __u
   if (bpf_skb_load_bytes(skb, 0, &h.inner, sizeof(h.inner))) return -1;
   const __u32 hash = bpf_get_hash_recalc(skb), inner_len = skb->len;
   const __u64 segs = skb->gso_segs ? skb->gso_segs : 1;  // adjust_room resets it
+  __u8 proto = 0;
+  if (bpf_skb_load_bytes(skb, ETH_HLEN + offsetof(struct iphdr, protocol), &proto, 1)) return -1;
   const __u64 flags = BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP | BPF_F_ADJ_ROOM_ENCAP_L2(ETH_HLEN) |
                       BPF_F_ADJ_ROOM_ENCAP_L2_ETH | BPF_F_ADJ_ROOM_FIXED_GSO;
   if (bpf_skb_adjust_room(skb, VXLAN_ROOM, BPF_ADJ_ROOM_MAC, flags)) return -1;  // refused: the frame is unchanged
@@ -368,7 +401,7 @@ static __always_inline int vxlan_encap(struct __sk_buff *skb, __u32 in_port, __u
   if (bpf_skb_store_bytes(skb, 0, &h, sizeof(h), 0)) return vxlan_error();
   count_frames(in_port, tport, segs, inner_len);  // as dpsw counts a tunnel port: the inner frame
   event(DPSW_EV_VXLAN_ENCAP);
-  return bpf_redirect(t->uplink_ifindex, 0);
+  return deliver(skb, conf, in_port, punt, t->uplink_port, t->uplink_ifindex, 0, proto == IPPROTO_TCP);
 }
 
 // VXLAN to the host address on a punted veth uplink, from a VTEP that is a
@@ -377,7 +410,7 @@ static __always_inline int vxlan_encap(struct __sk_buff *skb, __u32 in_port, __u
 // headers go (FIXED_GSO: a GRO'd frame keeps its segment size) and the frame
 // is delivered into the container. Anything else (an unknown source, which
 // dpsw must learn; broadcast; ARP) is punted. -1: punt.
-static __always_inline int vxlan_decap(struct __sk_buff *skb, struct dpsw_fast_conf *conf) {
+static __always_inline int vxlan_decap(struct __sk_buff *skb, struct dpsw_fast_conf *conf, __u32 punt) {
   void *data = (void *)(long)skb->data;
   void *data_end = (void *)(long)skb->data_end;
   if (data + sizeof(struct vxlan_outer) > data_end) {
@@ -409,11 +442,13 @@ static __always_inline int vxlan_decap(struct __sk_buff *skb, struct dpsw_fast_c
   struct dpsw_fast_port *op = bpf_map_lookup_elem(&dpsw_fast_ports, &ifindex);
   if (!op || (skb->gso_segs <= 1 && skb->len - VXLAN_ROOM > op->mtu + ETH_HLEN)) return -1;
   const __u64 segs = skb->gso_segs ? skb->gso_segs : 1;  // adjust_room resets it
+  __u8 proto = 0;
+  if (bpf_skb_load_bytes(skb, sizeof(struct vxlan_outer) + offsetof(struct iphdr, protocol), &proto, 1)) return -1;
   if (bpf_skb_adjust_room(skb, -(__s32)VXLAN_ROOM, BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_FIXED_GSO)) return -1;  // unchanged
   if (bpf_skb_store_bytes(skb, 0, &inner, sizeof(inner), 0)) return vxlan_error();
   count_frames(tport, oport, segs, skb->len);
   event(DPSW_EV_VXLAN_DECAP);
-  return bpf_redirect_peer(ifindex, 0);
+  return deliver(skb, conf, tport, punt, oport, ifindex, 1, proto == IPPROTO_TCP);
 }
 
 // A container's IPv4 packet to dpsw's router MAC for an endpoint of another
@@ -442,6 +477,7 @@ static __always_inline int route_forward(struct __sk_buff *skb, struct dpsw_fast
   // into a smaller one only a short non-GSO frame goes.
   if (r->mtu < in->mtu && (skb->gso_segs > 1 || skb->len > r->mtu + ETH_HLEN)) return -1;
   const __u32 ifindex = r->ifindex, out = r->port;
+  const int tcp = ip->protocol == IPPROTO_TCP;  // read now: the helpers below invalidate `ip`
   __u8 dmac[6];
   __builtin_memcpy(dmac, r->mac, 6);
   __u32 old_ttl = bpf_htons((__u16)ip->ttl << 8 | ip->protocol);
@@ -453,7 +489,7 @@ static __always_inline int route_forward(struct __sk_buff *skb, struct dpsw_fast
     return nat_error();
   count_forwarded(skb, in->port, out);
   event(DPSW_EV_ROUTED);
-  return bpf_redirect_peer(ifindex, 0);
+  return deliver(skb, conf, in->port, in->punt, out, ifindex, 1, tcp);
 }
 
 static __always_inline int is_tcp(struct ethhdr *eth, void *data_end) {
@@ -468,20 +504,6 @@ static __always_inline int is_tcp(struct ethhdr *eth, void *data_end) {
   return 0;
 }
 
-// True when this frame of port `port` should be steered (see top).
-static __always_inline int steer(struct dpsw_fast_conf *c, __u32 port) {
-  if (!c->steer_per_ms) return 0;
-  struct fast_rate *r = bpf_map_lookup_elem(&dpsw_fast_rate, &port);
-  if (!r) return 0;
-  __u64 now = bpf_ktime_get_ns() >> 20;
-  if (now != r->window) {  // per-CPU value: no other writer
-    r->steer = now == r->window + 1 && r->count >= c->steer_per_ms;
-    r->window = now;
-    r->count = 0;
-  }
-  r->count++;
-  return r->steer;
-}
 
 SEC("tc")
 int dpsw_fast_ingress(struct __sk_buff *skb) {
@@ -536,9 +558,9 @@ int dpsw_fast_ingress(struct __sk_buff *skb) {
     int r;
     if (conf->uplink_punted && ifindex == conf->uplink_ifindex && (void *)(uh + 1) <= data_end && ip->protocol == IPPROTO_UDP &&
         uh->dest == bpf_htons(VXLAN_PORT))
-      r = vxlan_decap(skb, conf);  // a remote VTEP's frame for a local endpoint
+      r = vxlan_decap(skb, conf, in->punt);  // a remote VTEP's frame for a local endpoint
     else
-      r = nat_forward(skb, in->port);
+      r = nat_forward(skb, in->port, conf, in->punt);
     if (r < 0 && ifindex != conf->uplink_ifindex) r = route_forward(skb, in, conf);  // no flow: another network's endpoint?
     if (r >= 0) return r;
     data = (void *)(long)skb->data;  // the helpers may have moved the data: checks again below
@@ -567,7 +589,7 @@ int dpsw_fast_ingress(struct __sk_buff *skb) {
       if (!src || src->port != in->port) out = 0;
     }
     if (out && (out->flags & DPSW_FDB_TUNNEL)) {  // behind a remote VTEP
-      int r = vxlan_encap(skb, in->port, out->port);
+      int r = vxlan_encap(skb, conf, in->port, in->punt, out->port);
       if (r >= 0) return r;
       out = 0;  // punted below (the frame is as it was)
     }
@@ -614,7 +636,7 @@ int dpsw_fast_uplink_in(struct __sk_buff *skb) {
   void *data_end = (void *)(long)skb->data_end;
   struct ethhdr *eth = data;
   if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP)) return TC_ACT_OK;
-  int r = nat_forward(skb, conf->uplink_port);
+  int r = nat_forward(skb, conf->uplink_port, conf, 0);  // (no punt veth of its own to steer through)
   return r >= 0 ? r : TC_ACT_OK;
 }
 

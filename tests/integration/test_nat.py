@@ -2,13 +2,14 @@
 """Outbound masquerade through the uplink, connection tracking, isolation.
 The outside world is a namespace of ours (198.51.100.0/24)."""
 import os
+import re
 import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # tests/: the lab package
 from lab.testing import FAST, Dpsw, check, scenario_main  # noqa: E402
-from lab.traffic import ping, tcp_transfer  # noqa: E402
+from lab.traffic import mac_of, pktgen, ping, rx_packets, tcp_transfer  # noqa: E402
 
 OUT, HOST = Dpsw.OUTSIDE_IP, Dpsw.HOST_IP
 UPLINK_XDP = os.environ.get("DPSW_UPLINK_XDP") == "1"  # dpsw serves the veth uplink as it would a NIC (XDP + AF_XDP)
@@ -365,6 +366,33 @@ def full_table_keeps_established_flows():
         listener.kill()
 
 
+def nat_flood_in_kernel_steered():
+    """A container flooding small UDP frames through NAT: once its flow is in
+    the kernel tier, its frames are rewritten there and, as for known
+    unicast, delivered through the punt veth's ingress on the steering core
+    (not through dpsw's worker); the outside receives them from the host
+    address. With fast_path off, dpsw's worker masquerades them."""
+    with Dpsw([{"name": "a", "subnet": "10.241.1.0/24"}], [{"name": "c1", "networks": ["a"]}], uplink=True) as d:
+        d.start()
+        ping(d, "c1", OUT)
+        gw_mac = re.search(r"lladdr (\S+)", d.run("c1", "ip", "neigh", "show", "10.241.1.1").stdout).group(1)
+        src = d.port_of("c1", "a")["ip"].split("/")[0]
+        ev = lambda: fast_tier(d).get("steered", 0)
+        # A first, slow trickle creates the flow (one source port) and puts it in the kernel.
+        pktgen(d.ns("c1"), gw_mac, mac_of(d.ns("c1")), src, OUT, 64, 0.5, rate=100, flows=1)
+        if FAST:
+            until(lambda: fast_tier(d).get("nat_kernel_entries", 0) == 2, "the UDP flow should be in the kernel map")
+        s0, before = ev(), rx_packets(d.ns("out"))
+        sent = pktgen(d.ns("c1"), gw_mac, mac_of(d.ns("c1")), src, OUT, 64, 1.0, rate=150000, flows=1)
+        time.sleep(0.3)
+        got = rx_packets(d.ns("out")) - before
+        check(sent > 50000 and got >= sent * 0.9, f"{sent} frames sent through NAT, {got} reached the outside")
+        flows = [f for f in d.ctl("show", "conntrack") if f["proto"] == "udp"]
+        check(len(flows) == 1 and flows[0]["translated"].startswith(HOST + ":"), f"one masqueraded flow: {flows}")
+        if FAST:
+            check(ev() - s0 >= sent // 2, f"only {ev() - s0} of {sent} flooded frames were steered")
+
+
 def isolation_and_internal():
     nets = [{"name": "a", "subnet": "10.241.1.0/24"}, {"name": "b", "subnet": "10.241.2.0/24"},
             {"name": "i", "subnet": "10.241.3.0/24", "internal": True}]
@@ -671,7 +699,7 @@ def fragments_and_gre():
 if __name__ == "__main__":
     scenario_main({f.__name__: f for f in (outbound_icmp_udp_tcp, established_flows_in_kernel, published_and_hairpin_flows_in_kernel,
                                           udp_flow_in_kernel_refreshed_then_expired, icmp_error_reaches_kernel_flow,
-                                          full_table_keeps_established_flows,
+                                          full_table_keeps_established_flows, nat_flood_in_kernel_steered,
                                           isolation_and_internal, conntrack_expiry,
                                           published_ports_and_hairpin, icmp_errors_translated,
                                           routing_between_allowed_networks, nat_across_two_workers,

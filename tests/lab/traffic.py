@@ -129,12 +129,14 @@ class CpuMeter:
 
 
 # ---- generators and load ----
-def pktgen(ns, dst_mac, src_mac, src_ip, dst_ip, size, duration, rate=None, core=None):
+def pktgen(ns, dst_mac, src_mac, src_ip, dst_ip, size, duration, rate=None, core=None, flows=None):
     """dpsw-pktgen (UDP over AF_PACKET) out of ns's eth0, pinned to core if
-    given, at `rate` frames/s (default: as fast as it can); returns frames sent."""
+    given, at `rate` frames/s (default: as fast as it can), over `flows` UDP
+    source ports (default: the generator's 16); returns frames sent."""
     pin = ["taskset", "-c", str(core)] if core is not None else []
     out = nsx(ns, *pin, PKTGEN, "--dst-mac", dst_mac, "--src-mac", src_mac, "--src-ip", src_ip, "--dst-ip", dst_ip,
-              "--size", str(size), *(["--rate", str(rate)] if rate else []), "--duration", str(duration),
+              "--size", str(size), *(["--rate", str(rate)] if rate else []), *(["--flows", str(flows)] if flows else []),
+              "--duration", str(duration),
               timeout=duration + 30).stdout
     return int(re.search(r"sent (\d+)", out).group(1))
 
