@@ -171,7 +171,7 @@ enum dpsw_fast_event {
   DPSW_EV_NO_PORT,       /* dropped: not (or no longer) a fast-tier port, or no room to tag */
   DPSW_EV_PUNT_BAD_TAG,  /* from dpsw without a valid port tag */
   DPSW_EV_PUNT_NO_PEER,  /* from dpsw to a port that is not a fast-tier port */
-  DPSW_EV_STEERED,       /* known unicast sent to another core through a punt veth's ingress */
+  DPSW_EV_STEERED,       /* a flooding sender's frame (known unicast, or of a routed path) sent to another core through a punt veth's ingress */
   DPSW_EV_BAD_SRC,       /* dropped: multicast, zero or dpsw's router MAC as source */
   DPSW_EV_PUNT_SHARE,    /* dropped: the port was over its share of a congested punt port */
   DPSW_EV_NAT_FORWARDED, /* a routed flow's packet rewritten and sent on by the kernel tier (dpsw_fast_nat) */

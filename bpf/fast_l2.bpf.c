@@ -259,7 +259,8 @@ static __always_inline int nat_error(void) {
 // rest of the work to the steering cores; dpsw_fast_punt_rx sends them on.
 static __always_inline int deliver(struct __sk_buff *skb, struct dpsw_fast_conf *conf, __u32 in_port, __u32 punt, __u32 out_port,
                                    __u32 ifindex, int peer, int tcp) {
-  if (punt && conf && !tcp && skb->gso_segs <= 1 && (peer || (conf->uplink_punted && ifindex == conf->uplink_ifindex)) &&
+  // gso_size, not gso_segs: adjust_room zeroes the latter (and a DODGY frame may come with 0).
+  if (punt && conf && !tcp && skb->gso_size == 0 && (peer || (conf->uplink_punted && ifindex == conf->uplink_ifindex)) &&
       steer(conf, in_port) && bpf_skb_vlan_push(skb, bpf_htons(ETH_P_8021Q), DPSW_PUNT_VID(out_port)) == 0) {
     event(DPSW_EV_STEERED);
     return bpf_redirect(punt, BPF_F_INGRESS);
@@ -596,7 +597,7 @@ int dpsw_fast_ingress(struct __sk_buff *skb) {
     if (out && out->ifindex != ifindex) {
       __u32 ip = in->port, op = out->port;
       count_forwarded(skb, ip, op);
-      if (skb->gso_segs <= 1 && !is_tcp(eth, data_end) && steer(conf, ip)) {
+      if (skb->gso_size == 0 && !is_tcp(eth, data_end) && steer(conf, ip)) {
         if (bpf_skb_vlan_push(skb, bpf_htons(ETH_P_8021Q), DPSW_PUNT_VID(op)) == 0) {
           event(DPSW_EV_STEERED);
           return bpf_redirect(in->punt, BPF_F_INGRESS);

@@ -391,6 +391,7 @@ def nat_flood_in_kernel_steered():
         check(len(flows) == 1 and flows[0]["translated"].startswith(HOST + ":"), f"one masqueraded flow: {flows}")
         if FAST:
             check(ev() - s0 >= sent // 2, f"only {ev() - s0} of {sent} flooded frames were steered")
+            check(fast_tier(d)["punt_no_peer"] == 0, f"steered frames found no way on: {fast_tier(d)}")
 
 
 def isolation_and_internal():
