@@ -133,16 +133,16 @@ struct dpsw_punt_rate {
   __u64 count;
 };
 
-/* dpsw_fast_nat: established routed flows the kernel tier forwards itself:
- * masquerade out (a fast-tier container's packets, at its host veth's TC
- * ingress, redirected out of the uplink) and the replies (at the uplink's TC
- * ingress, after its XDP program passed them up, delivered into the
- * container with bpf_redirect_peer). Defined in bpf/xsk_redirect.bpf.c (its
- * XDP program passes the replies) and shared with bpf/fast_l2.bpf.c, which
- * reuses that map.
+/* dpsw_fast_nat: established routed flows the kernel tier forwards itself
+ * (masquerade, published ports, hairpin), one entry per direction, looked up
+ * at the TC ingress of the port a packet arrives on (a fast-tier endpoint's
+ * host veth, or the uplink: dpsw_fast_ingress on a punted veth uplink,
+ * dpsw_fast_uplink_in behind a NIC's XDP program, which passes the flows'
+ * packets up). Defined in bpf/xsk_redirect.bpf.c (that XDP program reads it)
+ * and shared with bpf/fast_l2.bpf.c, which reuses that map.
  * Key: the packet's tuple as it arrives, addresses and ports in network
  * order. dpsw owns the state: it installs an entry once its conntrack holds
- * the flow established (TCP) or replied (UDP), refreshes its own flow from
+ * the flow established (TCP) or created (UDP), refreshes its own flow from
  * last_seen, and removes the entry before the flow goes. The map's size is
  * set by dpsw at load time (2 x conntrack.size, at most 1M); this is the default. */
 #define DPSW_FAST_NAT_DEFAULT 65536

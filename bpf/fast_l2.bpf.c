@@ -623,9 +623,9 @@ int dpsw_fast_ingress(struct __sk_buff *skb) {
   return bpf_redirect(punt, 0);
 }
 
-// The uplink's TC ingress: replies of flows in dpsw_fast_nat, which the
-// uplink's XDP program passed up instead of handing them to dpsw's socket,
-// go straight into their container. Anything else goes on as before (what
+// An AF_XDP (NIC) uplink's TC ingress: packets of flows in dpsw_fast_nat
+// (replies, published ports), which its XDP program passed up instead of
+// handing them to dpsw's socket, go straight into their container. Anything else goes on as before (what
 // XDP passes for want of a socket, or a reply whose entry just went: dpsw's
 // flow still holds it, TCP retransmits).
 SEC("tc")

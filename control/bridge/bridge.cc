@@ -198,16 +198,10 @@ void Bridge::create_endpoint(const PlannedEndpoint& ep, bool reuse_netns) {
       pr.ifname = a.ifname;
       pr.ifindex = host.ifindex(a.host_ifname);
       rec.ports.push_back(id);
-      if (fast) {
+      if (fast)
         fast_.add_port(id, pr);
-      } else {
-        auto port = std::make_unique<AfxdpPort>(a.host_ifname, AfxdpPort::Options{});
-        int fd = port->fd();
-        pr.port = std::move(port);
-        pr.kind = PortRec::Kind::kAfxdp;
-        core_.xdp_->bind_socket(pr.ifindex, id, fd);
-        core_.xdp_->attach(pr.ifindex, a.host_ifname);
-      }
+      else
+        core_.open_afxdp(id, pr, a.host_ifname);
       pin_mac(id, ep);
       LOG_INFO("endpoint %s: %s %s/%u on network %s via %s (port %u%s)", ep.name.c_str(), mac_to_string(a.mac).c_str(),
                ipv4_to_string(a.ip).c_str(), a.prefix_len, a.network.c_str(), a.host_ifname.c_str(), id,

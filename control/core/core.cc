@@ -18,6 +18,15 @@ uint16_t Core::new_port_id() {
   return id;
 }
 
+void Core::open_afxdp(uint16_t id, PortRec& pr, const std::string& ifname) {
+  auto port = std::make_unique<AfxdpPort>(ifname, AfxdpPort::Options{});
+  const int fd = port->fd();
+  pr.port = std::move(port);
+  pr.kind = PortRec::Kind::kAfxdp;
+  xdp_->bind_socket(pr.ifindex, id, fd);
+  xdp_->attach(pr.ifindex, ifname);
+}
+
 uint16_t Core::add_bd(const NetworkConfig& network) {
   if (network.driver == Driver::kMacvlan) {  // the uplink's segment itself (a macvlan network needs an uplink)
     const uint16_t up = bd_of_.at(kUplinkNetwork);

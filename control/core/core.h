@@ -89,6 +89,9 @@ struct Core {
   virtual ~Core();
 
   uint16_t new_port_id();  // the lowest free id; throws past kMaxPorts
+  // Port `id` (pr: its record, ifindex set) as an AF_XDP port on host
+  // interface `ifname`: the socket, bound in the XDP maps, the program attached.
+  void open_afxdp(uint16_t id, PortRec& pr, const std::string& ifname);
   uint16_t add_bd(const NetworkConfig& network);  // a bridge domain id; a macvlan network maps onto the uplink's segment
   int uplink_bd() const;  // the uplink segment's bridge domain (kUplinkNetwork's), -1: none (no uplink)
   // add_bd() for each of cfg's networks without a bridge domain: at setup

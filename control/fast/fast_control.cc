@@ -246,7 +246,7 @@ std::pair<uint64_t, uint64_t> packed(const FlowKey& k) {
 }  // namespace
 
 void FastControl::nat_remove(const NatState& st) {
-  if (st.out.ifindex) fast_->nat_del(st.key);  // the way in first: no packet is sent on whose answer has no entry
+  if (st.out.ifindex) fast_->nat_del(st.key);  // the way out first: no packet is sent on whose answer has no entry
   if (st.back.ifindex) fast_->nat_del(st.reply);
 }
 
@@ -268,7 +268,7 @@ void FastControl::sync_nat() {
   const Snapshot& s = core_.dp_->snapshot();
   const uint16_t up = s.l3.uplink_port;
   if (up >= core_.ports_.size() || !core_.ports_[up].used()) return;
-  if (!fast_->uplink_ifindex() && !uplink_tried_ && core_.xdp_) {  // from the uplink: its TC ingress, which its XDP program passes them to
+  if (!fast_->uplink_ifindex() && !uplink_tried_ && core_.xdp_) {  // an AF_XDP (NIC) uplink: its XDP program passes the flows' packets up to our TC filter
     uplink_tried_ = true;
     try {
       fast_->attach_uplink(core_.ports_[up].ifindex, core_.ports_[up].host_ifname, up);

@@ -65,16 +65,10 @@ void Nat::create_uplink() {
   pr.mac = uplink_mac_;
   pr.ip = up.address.addr;
   pr.mtu = up.mtu;
-  if (punted) {
+  if (punted)
     fast_.add_uplink(id, pr);
-  } else {
-    auto port = std::make_unique<AfxdpPort>(up.interface, AfxdpPort::Options{});
-    int fd = port->fd();
-    pr.port = std::move(port);
-    pr.kind = PortRec::Kind::kAfxdp;
-    core_.xdp_->bind_socket(pr.ifindex, id, fd);
-    core_.xdp_->attach(pr.ifindex, up.interface);
-  }
+  else
+    core_.open_afxdp(id, pr, up.interface);
   uplink_port_ = id;
   LOG_INFO("uplink %s: %s/%u, %s, next hop %s (port %u, %s)", up.interface.c_str(), ipv4_to_string(up.address.addr).c_str(),
            up.address.len, mac_to_string(uplink_mac_).c_str(), up.gateway ? ipv4_to_string(up.gateway).c_str() : "none", id,

@@ -480,7 +480,7 @@ void FastTier::attach_uplink(int ifindex, const std::string& ifname, uint16_t po
 void FastTier::add_uplink(int ifindex, const std::string& ifname, uint16_t port, uint16_t bd, int punt_ifindex, unsigned worker,
                           uint32_t mtu, Mac mac, uint32_t ip) {
   if (uplink_ifindex_) throw std::logic_error("fast tier: the uplink is registered already");
-  const uint32_t key = uint32_t(ifindex), id = port, zero_if = 0;
+  const uint32_t key = uint32_t(ifindex), id = port;
   const FastPortVal pv{port, bd, uint32_t(punt_ifindex), uint32_t(worker), mtu};
   const int ncpu = std::max(libbpf_num_possible_cpus(), 1);
   std::vector<StatsVal> zero(size_t(ncpu), StatsVal{});
@@ -499,17 +499,7 @@ void FastTier::add_uplink(int ifindex, const std::string& ifname, uint16_t port,
     if (int e = bpf_map_update_elem(peer_map_, &id, &key, 0)) throw bpf_error("fast tier: peer map", e);
     hook_uplink(ifindex, ifname, ingress_fd_);
   } catch (...) {
-    bpf_map_update_elem(peer_map_, &id, &zero_if, 0);
-    bpf_map_delete_elem(ports_map_, &key);
-    uplink_ifindex_ = 0;
-    uplink_port_ = 0;
-    uplink_mac_ = 0;
-    uplink_ip_ = 0;
-    uplink_punted_ = false;
-    try {
-      write_conf();
-    } catch (const std::exception&) {  // the error being thrown says more
-    }
+    detach_uplink();  // whatever of it was done (it never throws)
     throw;
   }
 }

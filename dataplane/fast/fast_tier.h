@@ -8,9 +8,11 @@
 //   punt port -> dpsw's pipeline. dpsw -> FastPort -> punt port (tagged) ->
 //   punt veth ingress (TC) -> tag popped, bpf_redirect_peer into the container.
 //   Established routed flows dpsw installed (dpsw_fast_nat, FastControl::
-//   sync_nat): rewritten at the container's host veth and sent out of the
-//   uplink; their replies, passed up by the uplink's XDP program, rewritten
-//   at the uplink's TC ingress and delivered into the container.
+//   sync_nat), stateless routes between allowed networks and VXLAN tunnels:
+//   rewritten (or encapsulated, decapsulated) at the TC ingress of the port
+//   they arrive on and sent on (see bpf/fast_l2.bpf.c). A veth uplink is
+//   served like an endpoint (add_uplink); a NIC's XDP program passes the
+//   routed flows' packets up to dpsw_fast_uplink_in (attach_uplink).
 //
 // Ordering rules the daemon follows: a port's maps are filled before its TC
 // program is attached (no frame of it is ever passed to the host stack), and
