@@ -455,16 +455,23 @@ void Bridge::verbs(VerbRegistry& r) {
 
 json Bridge::endpoint_json(const PlannedEndpoint& ep) const {
   json atts = json::array();
+  const PlannedAttachment* route = nullptr;  // the container's default route goes through it (create_endpoint)
+  for (const auto& a : ep.attachments)
+    if (!route && a.driver != Driver::kOverlay) route = &a;
   for (const auto& a : ep.attachments)
     atts.push_back({{"network", a.network}, {"ifname", a.ifname}, {"host_ifname", a.host_ifname},
-                    {"mac", mac_to_string(a.mac)}, {"ip", ipv4_to_string(a.ip) + "/" + std::to_string(a.prefix_len)}});
+                    {"mac", mac_to_string(a.mac)}, {"ip", ipv4_to_string(a.ip) + "/" + std::to_string(a.prefix_len)},
+                    {"gateway", ipv4_to_string(a.gateway)}, {"mtu", a.mtu}, {"default_route", &a == route}});
   json e = {{"name", ep.name}, {"mode", mode_name(ep.mode)}, {"netns", ep.netns_path}, {"attachments", atts},
             {"port", ep.port == PortKind::kVhost ? "vhost" : "afxdp"}};
   if (ep.mode == Mode::kContainer) e["joins"] = ep.joins;
-  if (const EndpointConfig* ec = core_.cfg_.endpoint(ep.name); ec && !ec->publish.empty()) {
-    json pub = json::array();
-    for (const auto& p : ec->publish) pub.push_back(publish_to_string(p));
-    e["publish"] = pub;
+  if (const EndpointConfig* ec = core_.cfg_.endpoint(ep.name)) {
+    if (!ec->publish.empty()) {
+      json pub = json::array();
+      for (const auto& p : ec->publish) pub.push_back(publish_to_string(p));
+      e["publish"] = pub;
+    }
+    if (!ec->labels.empty()) e["labels"] = ec->labels;
   }
   if (ep.port == PortKind::kVhost) {
     e["vhost_socket"] = ep.vhost_socket;
@@ -498,15 +505,17 @@ void Bridge::views(ViewRegistry& r) {
     return out;
   }});
 
-  r.entries.push_back({{"endpoints", "", "endpoints and their interface on each network",
+  r.entries.push_back({{"endpoints", "[ENDPOINT]", "endpoints and their interface on each network",
                     {table("", {col("ENDPOINT", "name"), col("MODE", "mode"),
                                 pick("NETNS", {{"joins", "container:{joins}"}, {"netns", "{netns}"}, {"", "(host)"}}),
                                 col("NETWORK", "attachments.network"), col("IF", "attachments.ifname"),
                                 col("MAC", "attachments.mac"), col("IP", "attachments.ip")})
                          .for_each("attachments")}},
-                   0, [this] {
+                   1, [this, &args = r.args] {
     json out = json::array();
-    for (const auto& ep : core_.plan_.endpoints) out.push_back(endpoint_json(ep));
+    for (const auto& ep : core_.plan_.endpoints)
+      if (args.empty() || ep.name == args[0]) out.push_back(endpoint_json(ep));
+    if (!args.empty() && out.empty()) throw std::runtime_error("unknown endpoint '" + args[0] + "'");
     return out;
   }});
 

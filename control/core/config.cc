@@ -367,6 +367,30 @@ void parse_endpoint(Map& m, const YAML::Node& n, EndpointConfig& ep) {
       ep.publish.push_back(p);
     }
   }
+  if (auto v = m.get("ifname")) {
+    ep.ifname = scalar(m, v, m.key("ifname"));
+    // What the kernel takes as a link name (dev_valid_name): 1..15 bytes, no '/', ':' or white space, not . or ..
+    const bool ok = !ep.ifname.empty() && ep.ifname.size() < 16 && ep.ifname != "." && ep.ifname != ".." &&
+                    std::none_of(ep.ifname.begin(), ep.ifname.end(), [](char c) { return c == '/' || c == ':' || std::isspace((unsigned char)c) || !std::isprint((unsigned char)c); });
+    if (!ok) m.fail(v, m.key("ifname"), "'" + ep.ifname + "' is not an interface name (1 to 15 printable bytes, no '/', ':' or spaces)");
+    if (ep.mode != Mode::kBridge || ep.port != PortKind::kAfxdp) m.fail(v, m.key("ifname"), "only valid with mode bridge and port afxdp");
+    if (ep.networks.size() != 1) m.fail(v, m.key("ifname"), "only valid with exactly one network (the others would be eth1, ...)");
+  }
+  if (auto v = m.get("labels")) {
+    if (!v.IsMap()) m.fail(v, m.key("labels"), "expected a map like { app: web }");
+    for (auto it = v.begin(); it != v.end(); ++it) {
+      const std::string k = scalar(m, it->first, m.key("labels"));
+      const std::string key = m.key("labels." + k);
+      const bool ok = !k.empty() && k.size() <= 253 && std::all_of(k.begin(), k.end(), [](char c) {
+        return std::isalnum((unsigned char)c) || c == '-' || c == '_' || c == '.' || c == '/';
+      });
+      if (!ok) m.fail(it->first, m.key("labels"), "'" + k + "' is not a label key (1 to 253 of letters, digits, '-', '_', '.', '/')");
+      std::string val = scalar(m, it->second, key);
+      if (val.size() > 1024 || std::any_of(val.begin(), val.end(), [](char c) { return (unsigned char)c < 0x20 || c == 0x7f; }))
+        m.fail(it->second, key, "a label value is at most 1024 bytes with no control characters");
+      if (!ep.labels.emplace(k, val).second) m.fail(it->first, key, "given twice");
+    }
+  }
   m.finish();
 }
 
@@ -704,7 +728,7 @@ bool NetworkConfig::same_settings(const NetworkConfig& o) const {
 bool EndpointConfig::same_definition(const EndpointConfig& o) const {
   return name == o.name && networks == o.networks && mode == o.mode && container == o.container && netns == o.netns &&
          port == o.port && vhost_socket == o.vhost_socket && vhost_client == o.vhost_client && mac == o.mac && ip == o.ip &&
-         fast_path == o.fast_path;
+         fast_path == o.fast_path && ifname == o.ifname;
 }
 
 std::string publish_to_string(const Publish& p) {
@@ -773,7 +797,7 @@ ConfigDiff diff_configs(const Config& a, const Config& b) {
     bool changed = !e.same_definition(*f->second) ||
                    std::any_of(e.networks.begin(), e.networks.end(), [&](const std::string& n) { return changed_nets.count(n) > 0; });
     if (changed) d.endpoints_changed.push_back(e.name);
-    else if (e.publish != f->second->publish) d.endpoints_updated.push_back(e.name);
+    else if (e.publish != f->second->publish || e.labels != f->second->labels) d.endpoints_updated.push_back(e.name);
   }
   for (const auto& e : b.endpoints)
     if (!a_eps.count(e.name)) d.endpoints_added.push_back(e.name);
@@ -871,7 +895,7 @@ Plan make_plan(const Config& cfg, const Plan* previous) {
       a.network = net.name;
       a.bd = bd_of(net.name);
       a.host_ifname = ep.port == PortKind::kVhost ? ep.vhost_socket : host_ifname(cfg.sw.name, ep.name, net.name);
-      a.ifname = ep.port == PortKind::kVhost ? "" : "eth" + std::to_string(i);
+      a.ifname = ep.port == PortKind::kVhost ? "" : !ep.ifname.empty() ? ep.ifname : "eth" + std::to_string(i);
       a.prefix_len = net.subnet.len;
       a.gateway = net.gateway;
       a.mtu = net.mtu;

@@ -117,9 +117,11 @@ struct EndpointConfig {
   std::optional<Mac> mac;
   std::optional<uint32_t> ip;
   std::vector<Publish> publish;
+  std::string ifname;                 // its interface in the namespace (one network only; default eth0, eth1, ...)
+  std::map<std::string, std::string> labels;  // free key/value pairs (service backends, the CNI plugin's attachment ids)
   bool fast_path = true;              // fast_path: auto | off
   ItemSource src;
-  bool same_definition(const EndpointConfig& o) const;  // all but publish (applied in place)
+  bool same_definition(const EndpointConfig& o) const;  // all but publish and labels (applied in place)
 };
 
 struct Config {

@@ -1,14 +1,7 @@
 // dpswctl: command-line client of a running dpsw (control socket protocol v1).
-#include <poll.h>
 #include <signal.h>
-#include <sys/socket.h>
-#include <sys/un.h>
-#include <time.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
-#include <cmath>
 #include <boost/program_options.hpp>
 #include <cstdio>
 #include <cstring>
@@ -17,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "control/core/ctl_client.h"
 #include "control/core/view.h"
 
 namespace po = boost::program_options;
@@ -40,24 +34,6 @@ static bool valid_utf8(const std::string& s) {
     i += len;
   }
   return true;
-}
-
-static double now_s() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return double(ts.tv_sec) + ts.tv_nsec / 1e9;
-}
-
-// Waits for `events` on fd until `deadline` (monotonic seconds). False on expiry.
-static bool wait_for(int fd, short events, double deadline) {
-  for (;;) {
-    const double left = deadline - now_s();
-    if (left <= 0) return false;
-    pollfd p{fd, events, 0};
-    const int r = poll(&p, 1, int(std::ceil(std::min(left, 1e6) * 1000)));
-    if (r > 0) return true;
-    if (r < 0 && errno != EINTR) return true;  // let the read/write report the error
-  }
 }
 
 static int run(int argc, char** argv);
@@ -192,72 +168,12 @@ static int run(int argc, char** argv) {
   }
   req["args"] = args;
 
-  const std::string out = req.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";  // arguments were checked above
-  const double deadline = now_s() + timeout_s;
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
-    std::fprintf(stderr, "dpswctl: socket: %s\n", std::strerror(errno));
-    return 1;
-  }
-  sockaddr_un addr{};
-  if (sock.size() >= sizeof addr.sun_path) {
-    std::fprintf(stderr, "dpswctl: --socket: path too long (%zu bytes, limit %zu)\n", sock.size(), sizeof addr.sun_path - 1);
-    return 2;
-  }
-  addr.sun_family = AF_UNIX;
-  std::memcpy(addr.sun_path, sock.c_str(), sock.size());
-  // connect() waits while the daemon's backlog is full: bound that by the timeout too.
-  timeval tv{time_t(timeout_s), suseconds_t((timeout_s - std::floor(timeout_s)) * 1e6)};
-  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0) {
-    std::fprintf(stderr, "dpswctl: cannot reach dpsw at %s: %s\n", sock.c_str(),
-                 errno == EAGAIN || errno == EINPROGRESS ? "timed out (the daemon accepts no connections)" : std::strerror(errno));
-    return 1;
-  }
-  auto timed_out = [&] {
-    std::fprintf(stderr, "dpswctl: no answer from dpsw at %s within %g s (--timeout)\n", sock.c_str(), timeout_s);
-    close(fd);
-    return 1;
-  };
-  for (size_t off = 0; off < out.size();) {
-    if (!wait_for(fd, POLLOUT, deadline)) return timed_out();
-    ssize_t n = send(fd, out.data() + off, out.size() - off, MSG_DONTWAIT | MSG_NOSIGNAL);
-    if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
-    if (n < 0) {
-      std::fprintf(stderr, "dpswctl: sending the request to dpsw at %s failed: %s%s\n", sock.c_str(), std::strerror(errno),
-                   errno == EPIPE || errno == ECONNRESET ? " (the daemon closed the connection)" : "");
-      close(fd);
-      return 1;
-    }
-    off += size_t(n);
-  }
-  std::string in;
-  char buf[65536];
-  for (;;) {
-    if (!wait_for(fd, POLLIN, deadline)) return timed_out();
-    ssize_t n = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
-    if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
-    if (n < 0) {
-      if (!in.empty()) break;  // the answer came; the reset is the daemon closing
-      std::fprintf(stderr, "dpswctl: reading the answer from dpsw at %s failed: %s%s\n", sock.c_str(), std::strerror(errno),
-                   errno == ECONNRESET ? " (the daemon closed the connection)" : "");
-      close(fd);
-      return 1;
-    }
-    if (n == 0) break;
-    in.append(buf, size_t(n));
-  }
-  close(fd);
-  if (in.empty()) {
-    std::fprintf(stderr, "dpswctl: dpsw at %s closed the connection without answering\n", sock.c_str());
-    return 1;
-  }
   json resp;
   try {
-    resp = json::parse(in);
-  } catch (const std::exception&) {
-    std::fprintf(stderr, "dpswctl: malformed answer from dpsw\n");
-    return 1;
+    resp = dpsw::ctl_call(sock, req, timeout_s);
+  } catch (const dpsw::CtlError& e) {
+    std::fprintf(stderr, "dpswctl: %s%s\n", e.what(), e.kind == dpsw::CtlError::Kind::kTimeout ? " (--timeout)" : "");
+    return e.kind == dpsw::CtlError::Kind::kUsage ? 2 : 1;
   }
   if (!resp.value("ok", false)) {
     std::fprintf(stderr, "dpswctl: %s\n", resp.value("error", std::string("request failed")).c_str());

@@ -225,6 +225,13 @@ INSTANTIATE_TEST_SUITE_P(
         Bad{"endpoints:\n  - name: e\n    mode: none\n    netns: relative/path\n", "bad.yaml:4: endpoints[0].netns: 'relative/path' is not an absolute path"},
         Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\nendpoints:\n  - name: e\n    networks: [a]\n    mac: 01:00:5e:00:00:01\n", "bad.yaml:7: endpoints[0].mac: 01:00:5e:00:00:01 is not a unicast MAC address"},
         Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\nendpoints:\n  - name: e\n    networks: [a]\n    ip: 10.0.0.300\n", "bad.yaml:7: endpoints[0].ip: '10.0.0.300' is not an IPv4 address"},
+        // The interface name in the namespace, and labels (the CNI plugin's and services').
+        Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\nendpoints:\n  - name: e\n    networks: [a]\n    ifname: a/b\n", "bad.yaml:7: endpoints[0].ifname: 'a/b' is not an interface name (1 to 15 printable bytes, no '/', ':' or spaces)"},
+        Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\nendpoints:\n  - name: e\n    networks: [a]\n    ifname: abcdefghijklmnop\n", "bad.yaml:7: endpoints[0].ifname: 'abcdefghijklmnop' is not an interface name (1 to 15 printable bytes, no '/', ':' or spaces)"},
+        Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\n  - name: b\n    subnet: 10.1.0.0/24\nendpoints:\n  - name: e\n    networks: [a, b]\n    ifname: net1\n", "bad.yaml:9: endpoints[0].ifname: only valid with exactly one network (the others would be eth1, ...)"},
+        Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\nendpoints:\n  - name: e\n    networks: [a]\n    labels: [x]\n", "bad.yaml:7: endpoints[0].labels: expected a map like { app: web }"},
+        Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\nendpoints:\n  - name: e\n    networks: [a]\n    labels: { \"a b\": x }\n", "bad.yaml:7: endpoints[0].labels: 'a b' is not a label key (1 to 253 of letters, digits, '-', '_', '.', '/')"},
+        Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\nendpoints:\n  - name: e\n    networks: [a]\n    labels: { app: [1] }\n", "bad.yaml:7: endpoints[0].labels.app: expected a single value"},
         Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\nendpoints:\n  - name: e\n    networks: [a]\n    port: vhost\n", "bad.yaml:5: endpoints[0].vhost_socket: required with port: vhost"},
         Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\nendpoints:\n  - name: e\n    networks: [a]\n    vhost_socket: /x.sock\n", "bad.yaml:7: endpoints[0].vhost_socket: only valid with port: vhost"},
         Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\nendpoints:\n  - name: e\n    networks: [a]\n    port: vhost\n    vhost_socket: rel.sock\n", "bad.yaml:8: endpoints[0].vhost_socket: 'rel.sock' is not an absolute path of at most 100 bytes"},
@@ -412,6 +419,14 @@ TEST(ConfigDiffTest, RepresentativePairs) {
   EXPECT_EQ(d.networks_updated, std::vector<std::string>{"back"});
   EXPECT_EQ(d.endpoints_updated, std::vector<std::string>{"web"});
   EXPECT_TRUE(d.networks_changed.empty() && d.endpoints_changed.empty());
+
+  // Labels change no interface either; the interface's name does.
+  d = diff_configs(a, parse_config(sub(kGood, "mac: 02:00:00:00:00:01", "mac: 02:00:00:00:00:01\n    labels: { app: web }"), "c4.yaml"));
+  EXPECT_EQ(d.endpoints_updated, std::vector<std::string>{"web"});
+  EXPECT_TRUE(d.endpoints_changed.empty());
+  Config f = parse_config(sub(kGood, "mac: 02:00:00:00:00:01", "mac: 02:00:00:00:00:01\n    ifname: net0"), "c5.yaml");
+  EXPECT_EQ(diff_configs(a, f).endpoints_changed, std::vector<std::string>{"web"});
+  EXPECT_EQ(make_plan(f).endpoints[0].attachments[0].ifname, "net0");
 
   // An endpoint's own definition changes (static IP).
   d = diff_configs(a, parse_config(sub(kGood, "ip: 172.20.0.10", "ip: 172.20.0.11"), "d.yaml"));
