@@ -4,6 +4,10 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
 #include <map>
 
 #include "control/core/log.h"
@@ -50,6 +54,47 @@ void Bridge::start() { router_mac_ = dpsw::router_mac(core_.cfg_.sw.name); }  //
 
 void Bridge::attach() {
   for (const auto& ep : core_.plan_.endpoints) create_endpoint(ep);
+}
+
+std::string Bridge::persisted_path() const { return core_.cfg_.sw.state_dir + "/" + core_.cfg_.sw.name + ".endpoints.json"; }
+
+void Bridge::save_persisted() const {
+  json all = json::array();
+  for (const auto& [name, spec] : persisted_) all.push_back(spec);
+  const std::string path = persisted_path(), tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::trunc);
+    f << json{{"endpoints", all}}.dump(1) << "\n";
+    f.flush();
+    if (!f) throw std::runtime_error("cannot write " + tmp);
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) throw std::runtime_error("cannot replace " + path + ": " + std::strerror(errno));
+}
+
+void Bridge::restore() {
+  std::ifstream f(persisted_path());
+  if (!f) return;
+  json saved;
+  try {
+    saved = json::parse(f).at("endpoints");
+  } catch (const std::exception& e) {
+    LOG_WARN("%s: unreadable (%s); no persisted endpoint is made again", persisted_path().c_str(), e.what());
+    return;
+  }
+  size_t made = 0;
+  for (const auto& spec : saved) {
+    const std::string name = spec.is_object() ? spec.value("name", "?") : "?";
+    try {
+      EndpointConfig e = parse_endpoint_item(spec.dump(), "persisted endpoint '" + name + "'");
+      add_endpoint(e);
+      persisted_[e.name] = spec;
+      made++;
+    } catch (const std::exception& e) {
+      LOG_WARN("persisted endpoint %s cannot be made again, dropped: %s", name.c_str(), e.what());
+    }
+  }
+  LOG_INFO("made %zu persisted endpoint(s) of the last run again", made);
+  if (made != saved.size()) save_persisted();
 }
 
 void Bridge::detach() {
@@ -449,8 +494,30 @@ void Bridge::verbs(VerbRegistry& r) {
   using Request = VerbRegistry::Request;
   r.add("network add", [this](const Request& q) { return add_network(parse_network_item(q.spec(), "network add")); });
   r.add("network del", [this](const Request& q) { return del_network(q.name()); });
-  r.add("endpoint add", [this](const Request& q) { return add_endpoint(parse_endpoint_item(q.spec(), "endpoint add")); });
-  r.add("endpoint del", [this](const Request& q) { return del_endpoint(q.name()); });
+  r.add("endpoint add", [this](const Request& q) {
+    EndpointConfig e = parse_endpoint_item(q.spec(), "endpoint add");
+    json out = add_endpoint(e);
+    if (e.persist) {
+      json spec = json::parse(q.spec());  // JSON: the request's object (parse_endpoint_item() read it)
+      const PlannedAttachment& a = planned(e.name)->attachments.at(0);
+      spec["ip"] = ipv4_to_string(a.ip);
+      spec["mac"] = mac_to_string(a.mac);
+      persisted_[e.name] = spec;
+      try {
+        save_persisted();
+      } catch (...) {
+        persisted_.erase(e.name);
+        del_endpoint(e.name);  // not kept: not made (all or nothing)
+        throw;
+      }
+    }
+    return out;
+  });
+  r.add("endpoint del", [this](const Request& q) {
+    json out = del_endpoint(q.name());
+    if (persisted_.erase(q.name())) save_persisted();
+    return out;
+  });
 }
 
 json Bridge::endpoint_json(const PlannedEndpoint& ep) const {

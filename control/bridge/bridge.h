@@ -39,6 +39,7 @@ class Bridge : public Module {
   void prepare() const override;                // the names setup will create are free
   void start() override;                        // the router MAC
   void attach() override;                       // setup: every planned endpoint
+  void restore() override;                      // setup: the persisted endpoints of the last run
   void detach() override;                       // teardown: every endpoint released
   void contribute(Snapshot& s) const override;  // networks' gateways and NAT; endpoint ports
   void views(ViewRegistry& r) override;         // `networks`, `endpoints`, `mac`
@@ -61,6 +62,10 @@ class Bridge : public Module {
   nlohmann::json add_network(const NetworkConfig& n);
   nlohmann::json del_network(const std::string& name);
   nlohmann::json add_endpoint(const EndpointConfig& e);
+  // `endpoint add` with persist: true is saved with the address and MAC it
+  // got, so that the next start makes it again as it was.
+  void save_persisted() const;  // persisted_ -> state_dir/NAME.endpoints.json (atomically)
+  std::string persisted_path() const;
   nlohmann::json del_endpoint(const std::string& name);
 
   // All or nothing. reuse_netns: the namespace dpsw created for this endpoint
@@ -88,6 +93,7 @@ class Bridge : public Module {
   FastControl& fast_;
   Ports& vhost_;
   std::map<std::string, EndpointRec> eps_;  // every endpoint in force (host/container mode: an empty record)
+  std::map<std::string, nlohmann::json> persisted_;  // persisted endpoint -> its spec, address and MAC filled in
   Mac router_mac_ = 0;                      // answers for bridge networks' gateways (start())
 };
 

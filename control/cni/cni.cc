@@ -237,6 +237,7 @@ json add_spec(const Invocation& inv) {
                {"networks", {inv.network}},
                {"netns", inv.netns},
                {"ifname", inv.ifname},
+               {"persist", true},  // made again when dpsw restarts, kept by its reloads
                {"labels", {{kLabelContainer, inv.container_id}, {kLabelIfname, inv.ifname}, {kLabelNetwork, inv.name}}}};
   if (inv.ip) spec["ip"] = *inv.ip;
   if (inv.mac) spec["mac"] = *inv.mac;

@@ -376,6 +376,11 @@ void parse_endpoint(Map& m, const YAML::Node& n, EndpointConfig& ep) {
     if (ep.mode != Mode::kBridge || ep.port != PortKind::kAfxdp) m.fail(v, m.key("ifname"), "only valid with mode bridge and port afxdp");
     if (ep.networks.size() != 1) m.fail(v, m.key("ifname"), "only valid with exactly one network (the others would be eth1, ...)");
   }
+  if (auto v = m.get("persist")) {
+    ep.persist = boolean(m, v, m.key("persist"));
+    if (!ep.src.path.empty())
+      m.fail(v, m.key("persist"), "only for endpoints added through the control socket (the file's endpoints are made at every start)");
+  }
   if (auto v = m.get("labels")) {
     if (!v.IsMap()) m.fail(v, m.key("labels"), "expected a map like { app: web }");
     for (auto it = v.begin(); it != v.end(); ++it) {

@@ -120,6 +120,10 @@ struct EndpointConfig {
   std::string ifname;                 // its interface in the namespace (one network only; default eth0, eth1, ...)
   std::map<std::string, std::string> labels;  // free key/value pairs (service backends, the CNI plugin's attachment ids)
   bool fast_path = true;              // fast_path: auto | off
+  // Added through the control socket with `persist: true` (the CNI plugin's
+  // attachments): saved in state_dir, made again at the next start, kept by
+  // `reload` (which applies the file's difference). Not valid in the file.
+  bool persist = false;
   ItemSource src;
   bool same_definition(const EndpointConfig& o) const;  // all but publish and labels (applied in place)
 };

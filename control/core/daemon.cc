@@ -135,6 +135,7 @@ void Daemon::setup() {
     for (const auto& m : modules_) m->attach();
     publish_snapshot();
     dp_->start();
+    for (const auto& m : modules_) m->restore();
     ctl_ = std::make_unique<CtlServer>(cfg_.sw.control_socket, [this](const json& r) { return handle(r); });
   } catch (...) {
     teardown();
@@ -155,6 +156,9 @@ void Daemon::publish_snapshot() {
 
 json Daemon::reload() {
   Config next = load_config(cfg_.path);
+  // Persisted endpoints are not the file's: the file's difference leaves them be.
+  for (const auto& e : cfg_.endpoints)
+    if (e.persist) next.endpoints.push_back(e);
   if (next.uplink && cfg_.uplink) {
     next.uplink->mtu = cfg_.uplink->mtu;
     resolve_defaults(next);

@@ -34,6 +34,10 @@
 //                reported as "NAME: error" and the other modules go on
 //   attach()     setup, after every apply(): what joins the networks (the
 //                endpoints); then the first snapshot is published
+//   restore()    setup, once the workers run, before the control socket
+//                opens: makes again what it kept from the last run (the
+//                persisted endpoints); what cannot be made is logged and
+//                dropped, never a failed start
 //   reload_check(r)    a reload, after every check(): against this machine
 //                      (throws ConfigError: nothing changed); names in
 //                      r.applied what it will change. cfg_/plan_: the old
@@ -132,6 +136,7 @@ class Module {
   virtual void start() {}
   virtual void apply() {}
   virtual void attach() {}
+  virtual void restore() {}  // after start-up, workers running: make again what was kept from the last run
   virtual void reload_check(Reload& /*r*/) const {}
   virtual void reload_replace(Reload& /*r*/) {}
   virtual void reload_update(Reload& /*r*/) {}

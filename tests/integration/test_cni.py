@@ -6,6 +6,7 @@ it ping each other through dpsw; published ports from the portMappings
 capability answer from an outside namespace."""
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -192,6 +193,42 @@ def verbs_and_conformance():
         rt.ok("VERSION", stdin="")
 
 
+def attachments_survive_restart():
+    """Attachments are made again, with the same address and MAC, after a
+    clean restart and after kill -9; a reload keeps them; one whose container
+    went away while dpsw was down is dropped (logged), not a failed start."""
+    with Dpsw(NETS, [{"name": "fixed", "networks": ["pods"]}]) as d:
+        d.start()
+        rt = Runtime(d)
+        (a_ns, a), (b_ns, b) = rt.netns("a"), rt.netns("b")
+        rt.ok("ADD", "id-a", a)
+        rt.ok("ADD", "id-b", b, conf=dict(rt.conf, runtimeConfig={"mac": "02:aa:00:00:00:0b"}))
+        want = {ns: addr_of(ns) for ns in (a_ns, b_ns)}
+        ip_b = want[b_ns][1][0].split("/")[0]
+        ping_ns(a_ns, ip_b)
+        out = d.ctl("reload")
+        check(len(cni_endpoints(d)) == 2, f"reload dropped attachments: {out}")
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            d.stop(sig)
+            d.start()
+            check({ns: addr_of(ns) for ns in (a_ns, b_ns)} == want, f"after {sig.name}: not the same interfaces")
+            ping_ns(a_ns, ip_b)
+            rt.ok("CHECK", "id-a", a)
+        rt.ok("DEL", "id-a", a)
+        d.stop()
+        d.start()
+        left = [e["labels"]["cni.dpsw/container-id"] for e in cni_endpoints(d)]
+        check(left == ["id-b"], f"a deleted attachment came back: {left}")
+        d.stop()
+        sh("ip", "netns", "del", b_ns)
+        d.start()
+        check(cni_endpoints(d) == [], "an attachment whose namespace is gone was made")
+        check("cannot be made again, dropped" in d.read_log(), "the dropped attachment is not logged")
+        d.stop()
+        d.start()  # and it stays dropped
+        check(cni_endpoints(d) == [] and d.read_log().count("cannot be made again, dropped") == 1, "dropped once and for all")
+
+
 def parallel_adds():
     """Sixteen ADDs at once (different containers): all attached, distinct addresses, and all DELs leave nothing."""
     with Dpsw(NETS, []) as d:
@@ -248,4 +285,4 @@ def port_mappings():
 
 
 if __name__ == "__main__":
-    scenario_main({f.__name__: f for f in (verbs_and_conformance, parallel_adds, port_mappings)})
+    scenario_main({f.__name__: f for f in (verbs_and_conformance, attachments_survive_restart, parallel_adds, port_mappings)})
