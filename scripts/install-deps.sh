@@ -12,7 +12,7 @@ PKGS=(
   libgtest-dev libgmock-dev libbenchmark-dev
   linux-libc-dev iproute2 iputils-ping iperf3 sockperf tcpdump ethtool procps python3 util-linux
   python3-matplotlib python3-yaml iptables
-  podman containernetworking-plugins busybox-static uidmap
+  podman runc containernetworking-plugins busybox-static uidmap
 )
 
 missing=()

@@ -155,6 +155,14 @@ void Nat::tick(uint32_t now) {
   }
 }
 
+void Nat::release_port(uint16_t id, const PortRec&) {
+  ConnTrack* ct = core_.dp_ ? core_.dp_->conntrack() : nullptr;
+  if (!ct || int(id) == uplink_port_) return;
+  ct->expire(
+      now_ms(), [this](std::function<void()> fn) { core_.dp_->defer(std::move(fn)); },
+      [id](const Flow& f) { return f.out[0].port == id || f.out[1].port == id; });
+}
+
 void Nat::stop() {
   if (uplink_port_ >= 0) {  // detach from the uplink; the interface is not ours to delete
     EndpointRec up;

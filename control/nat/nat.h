@@ -34,6 +34,7 @@ class Nat : public Module {
   // the endpoints).
   void contribute(Snapshot& s) const override;
   void tick(uint32_t now) override;             // conntrack expiry; "conntrack full" (rate-limited)
+  void release_port(uint16_t id, const PortRec& pr) override;  // the port's flows go with it (an address reused at once finds none)
   void views(ViewRegistry& r) override;         // `conntrack`
   void counters(nlohmann::json& out) const override;  // "conntrack"
   void stop() override;                         // detaches from the uplink (the interface is not ours)

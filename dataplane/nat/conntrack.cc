@@ -437,7 +437,8 @@ void ConnTrack::recycle(uint32_t i, bool evicted, const std::function<void(std::
   });
 }
 
-size_t ConnTrack::expire(uint32_t now, const std::function<void(std::function<void()>)>& retire) {
+size_t ConnTrack::expire(uint32_t now, const std::function<void(std::function<void()>)>& retire,
+                         const std::function<bool(const Flow&)>& doomed) {
   size_t n = 0;
   for (uint32_t i = 0; i < opt_.size; i++) {
     Flow& f = flows_[i];
@@ -445,7 +446,7 @@ size_t ConnTrack::expire(uint32_t now, const std::function<void(std::function<vo
     if (lv == kFlowFree) continue;
     bool evicted = lv == kFlowDeadUnindexed || lv == kFlowDeadIndexed;
     if (lv == kFlowLive) {
-      if (age_of(now, f.last_seen.load(std::memory_order_relaxed)) < timeout_ms(f)) continue;
+      if (age_of(now, f.last_seen.load(std::memory_order_relaxed)) < timeout_ms(f) && !(doomed && doomed(f))) continue;
       // acq_rel: a worker's early drop may claim it at the same moment; one of us wins.
       if (f.live.compare_exchange_strong(lv, kFlowDeadIndexed, std::memory_order_acq_rel, std::memory_order_acquire)) {
         lv = kFlowDeadIndexed;

@@ -156,7 +156,10 @@ class ConnTrack {
 
   // ---- control thread ----
   // Unindex expired flows; for each, retire(fn) must run fn after a grace period.
-  size_t expire(uint32_t now, const std::function<void(std::function<void()>)>& retire);
+  // doomed (optional): live flows it returns true for go too, whatever their
+  // age (the flows of an endpoint that is gone).
+  size_t expire(uint32_t now, const std::function<void(std::function<void()>)>& retire,
+                const std::function<bool(const Flow&)>& doomed = nullptr);
   void for_each(const std::function<void(const Flow&)>& fn) const;
   size_t count() const;  // live flows: every writer's slot summed (a statistic)
   // One writer's share of count() (worker id, or Options::workers for the

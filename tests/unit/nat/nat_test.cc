@@ -353,6 +353,27 @@ TEST(ConnTrack, FlowCountIsPerWriterAndSumsRight) {
   EXPECT_EQ(ct.count(), 0u);
 }
 
+TEST(ConnTrack, AGoneEndpointsFlowsGoWhateverTheirAge) {
+  ConnTrack ct(small(64));
+  Flow* f = nullptr;
+  for (uint16_t port : {3, 4, 3}) {  // two flows out of port 3, one out of port 4
+    FlowOut out;
+    out.port = 2;  // to the uplink
+    FlowOut back;
+    back.port = port;
+    ASSERT_EQ(ct.create(0, FlowKey{0x0a000000u + port, 0xc6336401, uint16_t(1000 + ct.count()), 80, 17}, 0xc633640a, 0, 0xc6336401, 80,
+                        out, back, 0, 0, &f),
+              ConnTrack::Create::kOk);
+  }
+  auto now = [](std::function<void()> fn) { fn(); };
+  EXPECT_EQ(ct.expire(10, now, [](const Flow& x) { return x.out[0].port == 3 || x.out[1].port == 3; }), 2u);
+  EXPECT_EQ(ct.count(), 1u);
+  size_t seen = 0;
+  ct.for_each([&](const Flow& x) { seen += x.out[1].port == 4; });
+  EXPECT_EQ(seen, 1u);
+  EXPECT_EQ(ct.expire(10, now), 0u);  // the others keep their timeouts
+}
+
 TEST(ConnTrack, ExpiredFlowsAreRecycledOnlyAfterTheGracePeriod) {
   ConnTrack ct(small(1, 1, 3000, 3000));  // one flow, one port
   Flow* f = nullptr;
