@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <map>
 
 #include "control/core/log.h"
@@ -56,15 +57,16 @@ void Bridge::attach() {
   for (const auto& ep : core_.plan_.endpoints) create_endpoint(ep);
 }
 
-std::string Bridge::persisted_path() const { return core_.cfg_.sw.state_dir + "/" + core_.cfg_.sw.name + ".endpoints.json"; }
+std::string Bridge::persisted_path() const { return core_.cfg_.sw.state_dir + "/" + core_.cfg_.sw.name + ".persisted.json"; }
 
 void Bridge::save_persisted() const {
-  json all = json::array();
-  for (const auto& [name, spec] : persisted_) all.push_back(spec);
+  json nets = json::array(), eps = json::array();
+  for (const auto& [name, spec] : persisted_.networks) nets.push_back(spec);
+  for (const auto& [name, spec] : persisted_.endpoints) eps.push_back(spec);
   const std::string path = persisted_path(), tmp = path + ".tmp";
   {
     std::ofstream f(tmp, std::ios::trunc);
-    f << json{{"endpoints", all}}.dump(1) << "\n";
+    f << json{{"networks", nets}, {"endpoints", eps}}.dump(1) << "\n";
     f.flush();
     if (!f) throw std::runtime_error("cannot write " + tmp);
   }
@@ -76,25 +78,61 @@ void Bridge::restore() {
   if (!f) return;
   json saved;
   try {
-    saved = json::parse(f).at("endpoints");
+    saved = json::parse(f);
+    if (!saved.at("networks").is_array() || !saved.at("endpoints").is_array()) throw std::runtime_error("not two lists");
   } catch (const std::exception& e) {
-    LOG_WARN("%s: unreadable (%s); no persisted endpoint is made again", persisted_path().c_str(), e.what());
+    LOG_WARN("%s: unreadable (%s); nothing persisted is made again", persisted_path().c_str(), e.what());
     return;
   }
-  size_t made = 0;
-  for (const auto& spec : saved) {
-    const std::string name = spec.is_object() ? spec.value("name", "?") : "?";
-    try {
-      EndpointConfig e = parse_endpoint_item(spec.dump(), "persisted endpoint '" + name + "'");
-      add_endpoint(e);
-      persisted_[e.name] = spec;
-      made++;
-    } catch (const std::exception& e) {
-      LOG_WARN("persisted endpoint %s cannot be made again, dropped: %s", name.c_str(), e.what());
+  size_t made = 0, dropped = 0;
+  auto each = [&](const char* kind, const std::function<void(const json&)>& add) {
+    for (const auto& spec : saved[kind]) {
+      const std::string name = spec.is_object() ? spec.value("name", "?") : "?";
+      try {
+        add(spec);
+        made++;
+      } catch (const std::exception& e) {
+        dropped++;
+        LOG_WARN("persisted %s %s cannot be made again, dropped: %s", kind, name.c_str(), e.what());
+      }
     }
+  };
+  each("networks", [&](const json& spec) {  // networks first: the endpoints are on them
+    NetworkConfig n = parse_network_item(spec.dump(), "persisted network '" + spec.value("name", "?") + "'");
+    add_network(n);
+    persisted_.networks[n.name] = spec;
+  });
+  each("endpoints", [&](const json& spec) {
+    EndpointConfig e = parse_endpoint_item(spec.dump(), "persisted endpoint '" + spec.value("name", "?") + "'");
+    add_endpoint(e);
+    persisted_.endpoints[e.name] = spec;
+  });
+  LOG_INFO("made %zu persisted network(s) and endpoint(s) of the last run again", made);
+  if (dropped) save_persisted();
+}
+
+json Bridge::update_endpoint(const std::string& name, const json& spec) {
+  if (!core_.cfg_.endpoint(name)) throw ConfigError("endpoint update: unknown endpoint '" + name + "'");
+  // The endpoint as it is, with the keys given replaced, checked like any item.
+  Config next = core_.cfg_;
+  auto it = std::find_if(next.endpoints.begin(), next.endpoints.end(), [&](auto& e) { return e.name == name; });
+  for (const auto& [k, v] : spec.items())
+    if (k != "name" && k != "publish" && k != "labels")
+      throw ConfigError("endpoint update: " + k + ": only publish and labels change in place (del and add the endpoint for the rest)");
+  EndpointConfig probe = parse_endpoint_item(json{{"name", name}, {"networks", it->networks}, {"publish", spec.value("publish", json::array())},
+                                                  {"labels", spec.value("labels", json::object())}}.dump(), "endpoint update");
+  if (spec.contains("publish")) it->publish = probe.publish;
+  if (spec.contains("labels")) it->labels = probe.labels;
+  check_config(next);
+  core_.cfg_ = std::move(next);
+  core_.publish_snapshot();  // published ports: NAT's part of the snapshot
+  if (auto p = persisted_.endpoints.find(name); p != persisted_.endpoints.end()) {
+    if (spec.contains("publish")) p->second["publish"] = spec["publish"];
+    if (spec.contains("labels")) p->second["labels"] = spec["labels"];
+    save_persisted();
   }
-  LOG_INFO("made %zu persisted endpoint(s) of the last run again", made);
-  if (made != saved.size()) save_persisted();
+  LOG_INFO("endpoint %s updated in place", name.c_str());
+  return endpoint_json(*planned(name));
 }
 
 void Bridge::detach() {
@@ -175,6 +213,11 @@ void Bridge::create_endpoint(const PlannedEndpoint& ep, bool reuse_netns) {
       eps_[ep.name] = std::move(rec);
       return;
     }
+    if (ep.handoff) {
+      create_handoff_endpoint(ep, rec);
+      eps_[ep.name] = std::move(rec);
+      return;
+    }
     if (ep.create_netns) {
       if (!reuse_netns) {
         core_.journal_->record("netns", ep.netns_name);
@@ -237,26 +280,52 @@ void Bridge::create_endpoint(const PlannedEndpoint& ep, bool reuse_netns) {
         routed = true;
       }
 
-      uint16_t id = core_.new_port_id();
-      PortRec& pr = join(id, ep, a);
-      pr.host_ifname = a.host_ifname;
-      pr.ifname = a.ifname;
-      pr.ifindex = host.ifindex(a.host_ifname);
-      rec.ports.push_back(id);
-      if (fast)
-        fast_.add_port(id, pr);
-      else
-        core_.open_afxdp(id, pr, a.host_ifname);
-      pin_mac(id, ep);
-      LOG_INFO("endpoint %s: %s %s/%u on network %s via %s (port %u%s)", ep.name.c_str(), mac_to_string(a.mac).c_str(),
-               ipv4_to_string(a.ip).c_str(), a.prefix_len, a.network.c_str(), a.host_ifname.c_str(), id,
-               fast ? ", fast tier" : "");
+      open_port(ep, a, rec, fast, host);
     }
   } catch (...) {
     core_.release(rec);  // not yet in any snapshot: no grace period needed
     throw;
   }
   eps_[ep.name] = std::move(rec);
+}
+
+void Bridge::open_port(const PlannedEndpoint& ep, const PlannedAttachment& a, EndpointRec& rec, bool fast, Rtnl& host) {
+  uint16_t id = core_.new_port_id();
+  PortRec& pr = join(id, ep, a);
+  pr.host_ifname = a.host_ifname;
+  pr.ifname = a.ifname;
+  pr.ifindex = host.ifindex(a.host_ifname);
+  rec.ports.push_back(id);
+  if (fast)
+    fast_.add_port(id, pr);
+  else
+    core_.open_afxdp(id, pr, a.host_ifname);
+  pin_mac(id, ep);
+  LOG_INFO("endpoint %s: %s %s/%u on network %s via %s (port %u%s)", ep.name.c_str(), mac_to_string(a.mac).c_str(),
+           ipv4_to_string(a.ip).c_str(), a.prefix_len, a.network.c_str(), a.host_ifname.c_str(), id, fast ? ", fast tier" : "");
+}
+
+void Bridge::create_handoff_endpoint(const PlannedEndpoint& ep, EndpointRec& rec) {
+  // Both ends in our namespace; the runtime moves the container end (then the
+  // fast tier's bpf_redirect_peer reaches it), renames it and sets its
+  // addresses and routes. Until then frames for it go nowhere, as they
+  // would to a container not yet started.
+  const PlannedAttachment& a = ep.attachments.at(0);
+  Fd self(netns::open_path("/proc/self/ns/net"));
+  Rtnl host;
+  core_.journal_->record("link", a.host_ifname);
+  host.create_veth(a.host_ifname, core_.journal_->alias_tag() + ep.name + ":" + a.network, a.ifname, self.fd, a.mac, a.mtu,
+                   a.fast ? kFastHostMtu : kAfxdpMaxMtu);
+  rec.links.push_back(a.host_ifname);
+  try {
+    sysctl_write("net/ipv6/conf/" + a.host_ifname + "/disable_ipv6", "1");
+  } catch (const std::exception&) {
+  }
+  host.set_up(a.host_ifname);
+  if (a.fast) fast_.ensure(router_mac_);
+  else ethtool_set_tx_csum(a.ifname, false);  // AF_XDP: the container computes its own checksums (kept across the move)
+  open_port(ep, a, rec, a.fast, host);
+  LOG_INFO("endpoint %s: container end %s left for the runtime to move", ep.name.c_str(), a.ifname.c_str());
 }
 
 std::string Bridge::destroy_endpoint(const std::string& name, bool keep_netns) {
@@ -325,6 +394,7 @@ void Bridge::check_can_create(const PlannedEndpoint& ep, const std::string& repl
   for (const auto& a : ep.attachments) {
     bool ours = it != eps_.end() && std::count(it->second.links.begin(), it->second.links.end(), a.host_ifname);
     if (!ours && rt.ifindex(a.host_ifname)) throw ConfigError(where + "link " + a.host_ifname + " already exists");
+    if (ep.handoff && !ours && rt.ifindex(a.ifname)) throw ConfigError(where + "link " + a.ifname + " already exists");
   }
 }
 
@@ -339,6 +409,7 @@ void Bridge::apply_mtu(const std::string& network) {
       pr.mtu = a.mtu;
       if (ep.port == PortKind::kVhost) continue;  // the application sets its own
       fast_.set_mtu(rec->second.ports[i], a.mtu);  // a fast-tier port's host end keeps its higher MTU
+      if (ep.handoff) continue;  // its container end is the runtime's now
       Fd ns(netns::open_path(ep.netns_path));
       Rtnl inside(ns.fd);
       inside.set_up(a.ifname, a.mtu);
@@ -492,9 +563,29 @@ void Bridge::reload_update(Reload& r) {
 
 void Bridge::verbs(VerbRegistry& r) {
   using Request = VerbRegistry::Request;
-  r.add("network add", [this](const Request& q) { return add_network(parse_network_item(q.spec(), "network add")); });
-  r.add("network del", [this](const Request& q) { return del_network(q.name()); });
-  r.add("endpoint add", [this](const Request& q) {
+  // What persists is saved after it was made; a failed save undoes it (all or nothing).
+  auto keep = [this](std::map<std::string, json>& kind, const std::string& name, json spec, const std::function<void()>& undo) {
+    kind[name] = std::move(spec);
+    try {
+      save_persisted();
+    } catch (...) {
+      kind.erase(name);
+      undo();
+      throw;
+    }
+  };
+  r.add("network add", [this, keep](const Request& q) {
+    NetworkConfig n = parse_network_item(q.spec(), "network add");
+    json out = add_network(n);
+    if (n.persist) keep(persisted_.networks, n.name, json::parse(q.spec()), [&] { del_network(n.name); });
+    return out;
+  });
+  r.add("network del", [this](const Request& q) {
+    json out = del_network(q.name());
+    if (persisted_.networks.erase(q.name())) save_persisted();
+    return out;
+  });
+  r.add("endpoint add", [this, keep](const Request& q) {
     EndpointConfig e = parse_endpoint_item(q.spec(), "endpoint add");
     json out = add_endpoint(e);
     if (e.persist) {
@@ -502,21 +593,20 @@ void Bridge::verbs(VerbRegistry& r) {
       const PlannedAttachment& a = planned(e.name)->attachments.at(0);
       spec["ip"] = ipv4_to_string(a.ip);
       spec["mac"] = mac_to_string(a.mac);
-      persisted_[e.name] = spec;
-      try {
-        save_persisted();
-      } catch (...) {
-        persisted_.erase(e.name);
-        del_endpoint(e.name);  // not kept: not made (all or nothing)
-        throw;
-      }
+      keep(persisted_.endpoints, e.name, spec, [&] { del_endpoint(e.name); });
     }
     return out;
   });
   r.add("endpoint del", [this](const Request& q) {
     json out = del_endpoint(q.name());
-    if (persisted_.erase(q.name())) save_persisted();
+    if (persisted_.endpoints.erase(q.name())) save_persisted();
     return out;
+  });
+  r.add("endpoint update", [this](const Request& q) {
+    json spec = json::parse(q.spec());
+    if (!spec.is_object() || !spec.contains("name") || !spec["name"].is_string())
+      throw ConfigError("endpoint update: needs a spec with the endpoint's name and publish and/or labels");
+    return update_endpoint(spec["name"].get<std::string>(), spec);
   });
 }
 
@@ -529,7 +619,7 @@ json Bridge::endpoint_json(const PlannedEndpoint& ep) const {
     atts.push_back({{"network", a.network}, {"ifname", a.ifname}, {"host_ifname", a.host_ifname},
                     {"mac", mac_to_string(a.mac)}, {"ip", ipv4_to_string(a.ip) + "/" + std::to_string(a.prefix_len)},
                     {"gateway", ipv4_to_string(a.gateway)}, {"mtu", a.mtu}, {"default_route", &a == route}});
-  json e = {{"name", ep.name}, {"mode", mode_name(ep.mode)}, {"netns", ep.netns_path}, {"attachments", atts},
+  json e = {{"name", ep.name}, {"mode", mode_name(ep.mode)}, {"netns", ep.netns_path}, {"handoff", ep.handoff}, {"attachments", atts},
             {"port", ep.port == PortKind::kVhost ? "vhost" : "afxdp"}};
   if (ep.mode == Mode::kContainer) e["joins"] = ep.joins;
   if (const EndpointConfig* ec = core_.cfg_.endpoint(ep.name)) {

@@ -26,6 +26,7 @@
 namespace dpsw {
 
 class FastControl;
+class Rtnl;
 class Ports;
 
 class Bridge : public Module {
@@ -62,16 +63,22 @@ class Bridge : public Module {
   nlohmann::json add_network(const NetworkConfig& n);
   nlohmann::json del_network(const std::string& name);
   nlohmann::json add_endpoint(const EndpointConfig& e);
-  // `endpoint add` with persist: true is saved with the address and MAC it
-  // got, so that the next start makes it again as it was.
+  // `network add` / `endpoint add` with persist: true is saved (an endpoint
+  // with the address and MAC it got), so that the next start makes it again as it was.
   void save_persisted() const;  // persisted_ -> state_dir/NAME.endpoints.json (atomically)
   std::string persisted_path() const;
+  // `endpoint update NAME`: publish and labels in place (what a reload applies in place).
+  nlohmann::json update_endpoint(const std::string& name, const nlohmann::json& spec);
   nlohmann::json del_endpoint(const std::string& name);
 
   // All or nothing. reuse_netns: the namespace dpsw created for this endpoint
   // is still there (a reload recreating its interfaces): keep it.
   void create_endpoint(const PlannedEndpoint& ep, bool reuse_netns = false);
   void create_vhost_endpoint(const PlannedEndpoint& ep, EndpointRec& rec);
+  void create_handoff_endpoint(const PlannedEndpoint& ep, EndpointRec& rec);  // EndpointConfig::handoff
+  // Attachment a's port on its host end (made and up): the fast tier's or an
+  // AF_XDP one, in the snapshot's records, its MAC pinned.
+  void open_port(const PlannedEndpoint& ep, const PlannedAttachment& a, EndpointRec& rec, bool fast, Rtnl& host);
   // Port `id` of endpoint `ep` joins the network of attachment `a`: its
   // record's endpoint, network, bridge domain, addresses and MTU.
   PortRec& join(uint16_t id, const PlannedEndpoint& ep, const PlannedAttachment& a);
@@ -93,7 +100,10 @@ class Bridge : public Module {
   FastControl& fast_;
   Ports& vhost_;
   std::map<std::string, EndpointRec> eps_;  // every endpoint in force (host/container mode: an empty record)
-  std::map<std::string, nlohmann::json> persisted_;  // persisted endpoint -> its spec, address and MAC filled in
+  struct Persisted {
+    std::map<std::string, nlohmann::json> networks;   // name -> its spec
+    std::map<std::string, nlohmann::json> endpoints;  // name -> its spec, address and MAC filled in
+  } persisted_;
   Mac router_mac_ = 0;                      // answers for bridge networks' gateways (start())
 };
 

@@ -252,6 +252,11 @@ void parse_network(Map& m, const YAML::Node& n, NetworkConfig& net) {
     if (!v.IsSequence()) m.fail(v, m.key("allow"), "expected a list of network names");
     for (size_t i = 0; i < v.size(); i++) net.allow.push_back(scalar(m, v[i], m.key("allow[" + std::to_string(i) + "]")));
   }
+  if (auto v = m.get("persist")) {
+    net.persist = boolean(m, v, m.key("persist"));
+    if (!net.src.path.empty())
+      m.fail(v, m.key("persist"), "only for networks added through the control socket (the file's networks are made at every start)");
+  }
   m.finish();
 }
 
@@ -375,6 +380,11 @@ void parse_endpoint(Map& m, const YAML::Node& n, EndpointConfig& ep) {
     if (!ok) m.fail(v, m.key("ifname"), "'" + ep.ifname + "' is not an interface name (1 to 15 printable bytes, no '/', ':' or spaces)");
     if (ep.mode != Mode::kBridge || ep.port != PortKind::kAfxdp) m.fail(v, m.key("ifname"), "only valid with mode bridge and port afxdp");
     if (ep.networks.size() != 1) m.fail(v, m.key("ifname"), "only valid with exactly one network (the others would be eth1, ...)");
+  }
+  if (auto v = m.get("handoff")) {
+    ep.handoff = boolean(m, v, m.key("handoff"));
+    if (ep.handoff && (ep.mode != Mode::kBridge || ep.port != PortKind::kAfxdp || !ep.netns.empty() || ep.networks.size() != 1))
+      m.fail(v, m.key("handoff"), "only for a bridge-mode afxdp endpoint on exactly one network, without netns");
   }
   if (auto v = m.get("persist")) {
     ep.persist = boolean(m, v, m.key("persist"));
@@ -506,6 +516,14 @@ std::string host_ifname(const std::string& instance, const std::string& endpoint
   for (char c : endpoint + "/" + network) h = (h ^ uint8_t(c)) * 16777619u;
   char buf[16];
   std::snprintf(buf, sizeof buf, "%.6s-%08x", instance.c_str(), h);
+  return buf;
+}
+
+std::string handoff_ifname(const std::string& host_ifname) {
+  uint32_t h = 2166136261u;  // FNV-1a of the host end's name (itself unique on the machine)
+  for (char c : host_ifname + "/handoff") h = (h ^ uint8_t(c)) * 16777619u;
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "dh%08x", h);
   return buf;
 }
 
@@ -733,7 +751,7 @@ bool NetworkConfig::same_settings(const NetworkConfig& o) const {
 bool EndpointConfig::same_definition(const EndpointConfig& o) const {
   return name == o.name && networks == o.networks && mode == o.mode && container == o.container && netns == o.netns &&
          port == o.port && vhost_socket == o.vhost_socket && vhost_client == o.vhost_client && mac == o.mac && ip == o.ip &&
-         fast_path == o.fast_path && ifname == o.ifname;
+         fast_path == o.fast_path && ifname == o.ifname && handoff == o.handoff;
 }
 
 std::string publish_to_string(const Publish& p) {
@@ -885,6 +903,8 @@ Plan make_plan(const Config& cfg, const Plan* previous) {
     pe.vhost_client = ep.vhost_client;
     if (ep.mode == Mode::kContainer || ep.port == PortKind::kVhost) {
       pe.joins = ep.container;
+    } else if (ep.handoff) {
+      pe.handoff = true;  // the container end stays in dpsw's namespace
     } else if (ep.mode != Mode::kHost) {
       if (ep.netns.empty()) {
         pe.netns_name = cfg.sw.name + "-" + ep.name;
@@ -900,7 +920,10 @@ Plan make_plan(const Config& cfg, const Plan* previous) {
       a.network = net.name;
       a.bd = bd_of(net.name);
       a.host_ifname = ep.port == PortKind::kVhost ? ep.vhost_socket : host_ifname(cfg.sw.name, ep.name, net.name);
-      a.ifname = ep.port == PortKind::kVhost ? "" : !ep.ifname.empty() ? ep.ifname : "eth" + std::to_string(i);
+      a.ifname = ep.port == PortKind::kVhost ? ""
+                 : !ep.ifname.empty()         ? ep.ifname
+                 : ep.handoff                 ? handoff_ifname(a.host_ifname)
+                                              : "eth" + std::to_string(i);
       a.prefix_len = net.subnet.len;
       a.gateway = net.gateway;
       a.mtu = net.mtu;

@@ -89,6 +89,7 @@ struct NetworkConfig {
   uint32_t vni = 0;                // overlay: VXLAN network identifier (1..16777215)
   std::vector<uint32_t> peers;     // overlay: remote VTEP addresses (order kept; not part of same_definition)
   bool fast_path = true;           // fast_path: auto | off (in-kernel tier for its AF_XDP endpoints)
+  bool persist = false;            // added at runtime, kept across restarts and reloads (EndpointConfig::persist)
   ItemSource src;
   // Same network (reload keeps it and its endpoints): driver, subnet,
   // gateway, VNI, fast_path. Settings applied in place: ip_range, internal,
@@ -124,6 +125,10 @@ struct EndpointConfig {
   // attachments): saved in state_dir, made again at the next start, kept by
   // `reload` (which applies the file's difference). Not valid in the file.
   bool persist = false;
+  // The veth's container end is left in dpsw's own namespace, down and
+  // without addresses, named by `ifname` (default dh + a hash), for a runtime
+  // to move into its container and configure (Docker's remote driver). One network.
+  bool handoff = false;
   ItemSource src;
   bool same_definition(const EndpointConfig& o) const;  // all but publish and labels (applied in place)
 };
@@ -202,6 +207,7 @@ struct PlannedEndpoint {
   std::string vhost_socket;  // PortKind::kVhost: no namespace, no veth; one attachment
   bool vhost_client = false;
   std::vector<PlannedAttachment> attachments;
+  bool handoff = false;      // EndpointConfig::handoff: no namespace of ours to open
 };
 
 struct Plan {
@@ -223,5 +229,7 @@ Mac router_mac(const std::string& instance);  // answers for bridge networks' ga
 
 // Host-side link name: <instance prefix>-<8 hex digits>, at most 15 bytes.
 std::string host_ifname(const std::string& instance, const std::string& endpoint, const std::string& network);
+// The name of a handoff endpoint's container end in dpsw's namespace (dh + 8 hex digits).
+std::string handoff_ifname(const std::string& host_ifname);
 
 }  // namespace dpsw

@@ -156,7 +156,9 @@ void Daemon::publish_snapshot() {
 
 json Daemon::reload() {
   Config next = load_config(cfg_.path);
-  // Persisted endpoints are not the file's: the file's difference leaves them be.
+  // Persisted networks and endpoints are not the file's: the file's difference leaves them be.
+  for (const auto& n : cfg_.networks)
+    if (n.persist) next.networks.push_back(n);
   for (const auto& e : cfg_.endpoints)
     if (e.persist) next.endpoints.push_back(e);
   if (next.uplink && cfg_.uplink) {

@@ -64,7 +64,9 @@ static int run(int argc, char** argv) {
       "              [--vni N --peer IP [--peer IP ...]]   (overlay)\n"
       "  network del NAME\n"
       "  endpoint add NAME --network NET [--network NET2 ...] [--ip IP] [--mac MAC] [--mode MODE] [--netns PATH]\n"
-      "               [--fast-path auto|off] [--publish 8080:80/tcp [--publish ...]]\n"
+      "               [--fast-path auto|off] [--publish 8080:80/tcp [--publish ...]] [--label KEY=VALUE ...] [--ifname NAME]\n"
+      "               [--persist true] [--handoff true]\n"
+      "  endpoint update NAME [--publish 8080:80/tcp ... | --publish none] [--label KEY=VALUE ...]   (in place)\n"
       "  endpoint del NAME\n"
       "  reload                  re-read the config file and apply only the difference\n"
       "  version\n"
@@ -101,10 +103,12 @@ static int run(int argc, char** argv) {
   }
   json req = {{"v", 1}, {"cmd", words[0]}};
   std::vector<std::string> args;
-  if ((words[0] == "network" || words[0] == "endpoint") && words.size() >= 2 && words[1] == "add") {
+  const bool with_spec = (words[0] == "network" || words[0] == "endpoint") && words.size() >= 2 &&
+                         (words[1] == "add" || (words[0] == "endpoint" && words[1] == "update"));
+  if (with_spec) {
     // network/endpoint add NAME --key value ...: build the same object as a config file item.
     if (words.size() < 3 || words[2].rfind("--", 0) == 0) {
-      std::fprintf(stderr, "dpswctl: %s add needs a NAME\n", words[0].c_str());
+      std::fprintf(stderr, "dpswctl: %s %s needs a NAME\n", words[0].c_str(), words[1].c_str());
       return 2;
     }
     json spec = {{"name", words[2]}};
@@ -154,6 +158,22 @@ static int run(int argc, char** argv) {
         }
         continue;
       }
+      if (k == "label" || k == "labels") {  // --label KEY=VALUE (repeat it, or KEY=VALUE,KEY2=VALUE2)
+        if (!spec.contains("labels")) spec["labels"] = json::object();
+        for (size_t a = 0, b; a <= v.size(); a = b + 1) {
+          b = v.find(',', a);
+          if (b == std::string::npos) b = v.size();
+          const std::string kv = v.substr(a, b - a);
+          const auto eq = kv.find('=');
+          if (kv.empty()) continue;
+          if (eq == std::string::npos || eq == 0) {
+            std::fprintf(stderr, "dpswctl: --%s: '%s' is not KEY=VALUE\n", flag.c_str(), kv.c_str());
+            return 2;
+          }
+          spec["labels"][kv.substr(0, eq)] = kv.substr(eq + 1);
+        }
+        continue;
+      }
       if (spec.contains(k)) {
         std::fprintf(stderr, "dpswctl: --%s given twice\n", flag.c_str());
         return 2;
@@ -161,7 +181,9 @@ static int run(int argc, char** argv) {
       if (k == "internal") spec[k] = v == "true" || v == "yes" || v == "1";
       else spec[k] = v;
     }
-    args = {"add"};
+    if (words[1] == "update" && spec.contains("publish") && spec["publish"] == json::array({"none"}))
+      spec["publish"] = json::array();  // --publish none: no published ports
+    args = {words[1]};
     req["spec"] = spec;
   } else {
     args.assign(words.begin() + 1, words.end());
@@ -198,6 +220,8 @@ static int run(int argc, char** argv) {
     if (words[0] == "endpoint")
       for (auto& a : r["attachments"])
         std::printf("  %s on %s: %s %s\n", s(a["ifname"]).c_str(), s(a["network"]).c_str(), s(a["ip"]).c_str(), s(a["mac"]).c_str());
+  } else if (words[0] == "endpoint" && args[0] == "update") {
+    std::printf("endpoint %s updated\n", words[2].c_str());
   } else if (words[0] == "network" || words[0] == "endpoint") {
     std::printf("%s %s removed\n", words[0].c_str(), words.size() > 2 ? words[2].c_str() : "");
   } else {

@@ -204,6 +204,53 @@ def adopt_proc_netns_at_runtime():
             holder.wait()
 
 
+def persisted_items_updates_and_handoff():
+    """persist: true networks and endpoints come back after a restart and stay
+    through a reload; `endpoint update` changes published ports in place (and
+    what persists); a handoff endpoint's container end waits in dpsw's
+    namespace until a runtime moves and configures it, then forwards."""
+    with Dpsw(NETS[:1], EPS, uplink=True) as d:
+        d.start()
+        d.ctl("network", "add", "kept", "--subnet", "10.210.9.0/24", "--persist", "true")
+        d.ctl("endpoint", "add", "held", "--network", "kept", "--persist", "true", "--label", "app=web", raw=True)
+        check(d.ctl("show", "endpoints", "held")[0]["labels"] == {"app": "web"}, "labels")
+        out = d.ctl("endpoint", "update", "held", "--publish", "18081:81/tcp", raw=True)
+        check(out.strip() == "endpoint held updated", out)
+        ctl_fail(d, "endpoint", "update", "held", "--ip", "10.210.9.9")  # not in place
+        ctl_fail(d, "endpoint", "update", "nobody", "--publish", "1:1/tcp")
+        d.ctl("reload")
+        check([e["name"] for e in d.ctl("show", "endpoints")] == ["c1", "c2", "held"], "reload kept persisted items")
+        before = d.ctl("show", "endpoints", "held")[0]
+        d.stop()
+        d.start()
+        after = d.ctl("show", "endpoints", "held")[0]
+        check(after["attachments"] == before["attachments"] and after["publish"] == ["18081:81/tcp"], f"{before} vs {after}")
+        peer = tcp_transfer_ns(d.ns("out"), d.ns("held"), d.HOST_IP, size=1 << 20, port=18081, listen_port=81)
+        check(peer == d.OUTSIDE_IP, f"published port after restart: peer {peer}")
+        d.ctl("endpoint", "update", "held", "--publish", "none")
+        check("publish" not in d.ctl("show", "endpoints", "held")[0], "publish none")
+        d.ctl("endpoint", "del", "held")
+        d.ctl("network", "del", "kept")
+        d.stop()
+        d.start()
+        check([n["name"] for n in d.ctl("show", "networks")] == ["a"], "deleted persisted items came back")
+
+        # Handoff: a runtime (here: this test) moves the container end and configures it.
+        r = d.ctl("endpoint", "add", "moved", "--network", "a", "--handoff", "true")
+        att = r["attachments"][0]
+        check(att["ifname"].startswith("dh") and f"{att['ifname']}:" in sh("ip", "-o", "link").stdout, str(att))
+        ns = d.made.netns(f"{d.name}-moved")
+        sh("ip", "link", "set", att["ifname"], "netns", ns, "name", "eth0")
+        sh("ip", "-n", ns, "addr", "add", att["ip"], "dev", "eth0")
+        sh("ip", "-n", ns, "link", "set", "eth0", "up")
+        sh("ip", "-n", ns, "route", "add", "default", "via", att["gateway"])
+        check(sh("ip", "-n", ns, "link", "show", "eth0").stdout.count(att["mac"]) == 1, "MAC kept")
+        ping(d, "c1", att["ip"].split("/")[0])
+        d.ctl("endpoint", "del", "moved")
+        check("eth0" not in sh("ip", "-n", ns, "-o", "link").stdout, "the moved end went with the endpoint")
+
+
 if __name__ == "__main__":
     scenario_main({f.__name__: f for f in (verbs, rejected_changes_change_nothing, reload_applies_only_the_difference,
-                                          zero_loss_during_churn, adopt_proc_netns_at_runtime, list_flags)})
+                                          zero_loss_during_churn, adopt_proc_netns_at_runtime, list_flags,
+                                          persisted_items_updates_and_handoff)})
