@@ -11,8 +11,8 @@ PKGS=(
   libboost-program-options-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   linux-libc-dev iproute2 iputils-ping iperf3 sockperf tcpdump ethtool procps python3 util-linux
-  python3-matplotlib python3-yaml iptables
-  podman runc containernetworking-plugins busybox-static uidmap
+  python3-matplotlib python3-yaml iptables libmicrohttpd-dev
+  podman runc containernetworking-plugins busybox-static uidmap docker.io
 )
 
 missing=()

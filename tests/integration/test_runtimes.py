@@ -17,15 +17,18 @@ import json
 import os
 import resource
 import shutil
+import subprocess
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # tests/: the lab package
 from lab.env import BUILD  # noqa: E402
-from lab.proc import nsx, sh  # noqa: E402
-from lab.testing import SKIP, Dpsw, check, scenario_main  # noqa: E402
+from lab.proc import nsx, sh, spawn  # noqa: E402
+from lab.testing import SKIP, Dpsw, TestFailure, check, scenario_main  # noqa: E402
 
 PLUGIN_DIR = os.path.join(BUILD, "control")
+DPSW_DOCKER = os.path.join(BUILD, "control", "dpsw-docker")
 NETS = [{"name": "pods", "subnet": "10.233.0.0/24"}]
 HTTP_GET = r"""
 import socket, sys
@@ -68,16 +71,7 @@ class Podman:
             json.dump({"cniVersion": "1.0.0", "name": net, "plugins": [
                 {"type": "dpsw-cni", "network": network, "socket": d.sock, "capabilities": {"portMappings": True}}]}, f)
         self.env = dict(os.environ, CONTAINERS_CONF=f"{self.dir}/containers.conf")
-        img = f"{self.dir}/img"
-        os.makedirs(f"{img}/bin")
-        os.makedirs(f"{img}/www")
-        shutil.copy(shutil.which("busybox"), f"{img}/bin/busybox")
-        for applet in ("sh", "ping", "sleep", "httpd", "ip", "cat"):
-            os.symlink("busybox", f"{img}/bin/{applet}")
-        with open(f"{img}/www/index.html", "w") as f:
-            f.write("hello from a podman container\n")
-        sh("tar", "-C", img, "-cf", f"{self.dir}/img.tar", ".")
-        self("import", f"{self.dir}/img.tar", "localhost/dpsw-busybox")
+        self("import", busybox_image(self.dir), "localhost/dpsw-busybox")
 
     def __call__(self, *args, check_rc=True, timeout=120):
         return sh("podman", "--root", f"{self.dir}/root", "--runroot", f"{self.dir}/run", "--storage-driver", "overlay",
@@ -91,6 +85,106 @@ class Podman:
         self("rm", "-af", "-t", "0", check_rc=False)
         self("system", "reset", "-f", check_rc=False)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def busybox_image(dir, applets=("sh", "ping", "sleep", "httpd", "ip", "cat", "nslookup")):
+    """A root filesystem tarball of busybox-static with `applets` and /www/index.html."""
+    img = f"{dir}/img"
+    os.makedirs(f"{img}/bin")
+    os.makedirs(f"{img}/www")
+    os.makedirs(f"{img}/etc")
+    shutil.copy(shutil.which("busybox"), f"{img}/bin/busybox")
+    for applet in applets:
+        os.symlink("busybox", f"{img}/bin/{applet}")
+    with open(f"{img}/www/index.html", "w") as f:
+        f.write("hello from a container\n")
+    sh("tar", "-C", img, "-cf", f"{dir}/img.tar", ".")
+    return f"{dir}/img.tar"
+
+
+class Docker:
+    """dockerd of our own (its sockets, data, exec root and pidfile in a
+    directory of the test; no bridge, iptables or forwarding of its own, as
+    in ../shared/notes/runtimes.md) and dpsw-docker serving the driver named
+    after the dpsw instance, so that two runs never share a plugin socket."""
+
+    def __init__(self, d):
+        need("dockerd", "docker.io")
+        need("busybox", "busybox-static")
+        if not os.access(DPSW_DOCKER, os.X_OK):
+            print(f"SKIP: {DPSW_DOCKER} was not built (libmicrohttpd-dev missing)")
+            sys.exit(SKIP)
+        self.d = d
+        self.driver = d.name
+        self.dir = tempfile.mkdtemp(prefix=f"dpsw-{d.name}-docker-")
+        self.sock = f"{self.dir}/docker.sock"
+        self.plugin = f"/run/docker/plugins/{self.driver}.sock"
+        self.dockerd = self.drv = None
+        try:
+            self.start_driver()
+            self.start_dockerd()
+            self("import", busybox_image(self.dir), "dpsw-busybox")
+        except BaseException:
+            self.cleanup()
+            raise
+
+    def start_driver(self):
+        self.drv_log = open(f"{self.dir}/dpsw-docker.log", "a")
+        self.drv = spawn(DPSW_DOCKER, "--socket", self.d.sock, "--name", self.driver, "-v", stdout=self.drv_log, stderr=subprocess.STDOUT)
+        wait_for(lambda: os.path.exists(self.plugin), 10, "dpsw-docker did not serve " + self.plugin)
+
+    def start_dockerd(self):
+        self.log = open(f"{self.dir}/dockerd.log", "a")
+        self.dockerd = spawn("dockerd", "-H", f"unix://{self.sock}", "--data-root", f"{self.dir}/root", "--exec-root", f"{self.dir}/exec",
+                             "--pidfile", f"{self.dir}/docker.pid", "--bridge=none", "--iptables=false", "--ip6tables=false",
+                             "--ip-forward=false", stdout=self.log, stderr=subprocess.STDOUT)
+        wait_for(lambda: self("info", check_rc=False).returncode == 0, 60, "dockerd did not start:\n" + self.read("dockerd.log"))
+
+    def stop_dockerd(self):
+        if self.dockerd and self.dockerd.poll() is None:
+            self.dockerd.terminate()
+            try:
+                self.dockerd.wait(60)
+            except subprocess.TimeoutExpired:
+                self.dockerd.kill()
+                self.dockerd.wait()
+
+    def __call__(self, *args, check_rc=True, timeout=120):
+        return sh("/usr/bin/docker", "-H", f"unix://{self.sock}", *args, check_rc=check_rc, timeout=timeout)
+
+    def read(self, name):
+        try:
+            with open(f"{self.dir}/{name}") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def cleanup(self):
+        if self.dockerd and self.dockerd.poll() is None:
+            self("rm", "-f", *self("ps", "-aq", check_rc=False).stdout.split(), check_rc=False)
+            self.stop_dockerd()
+        if self.drv and self.drv.poll() is None:
+            self.drv.terminate()
+            self.drv.wait(10)
+        # What dockerd may leave mounted under its directories after a failure.
+        for line in reversed(open("/proc/self/mounts").read().splitlines()):
+            mnt = line.split()[1]
+            if mnt.startswith(self.dir):
+                sh("umount", "-l", mnt, check_rc=False)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def wait_for(cond, timeout, msg):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if cond():
+            return
+        time.sleep(0.2)
+    raise TestFailure(msg)
+
+
+def docker_endpoints(d):
+    return [e for e in d.ctl("show", "endpoints") if "docker.dpsw/endpoint-id" in e.get("labels", {})]
 
 
 def cni_endpoints(d):
@@ -113,7 +207,7 @@ def podman():
             check(" 0% packet loss" in out, out)
             # Published: an outside client reaches the container at the host's address, and is seen as itself.
             page = nsx(d.ns("out"), "python3", "-c", HTTP_GET, d.HOST_IP, "18080").stdout
-            check("hello from a podman container" in page, page)
+            check("hello from a container" in page, page)
             log = pm("logs", "web").stdout + pm("logs", "web").stderr
             check(d.OUTSIDE_IP in log, f"the container did not see the client {d.OUTSIDE_IP}: {log}")
             # Out through NAT.
@@ -132,5 +226,55 @@ def podman():
             pm.cleanup()
 
 
+def docker():
+    """docker network create -d dpsw: two containers reach each other by name
+    (Docker's own DNS), -p answers an outside client that the container sees
+    as itself, and docker rm -f / network rm leave nothing in dpsw or on the machine."""
+    with Dpsw([], [], uplink=True) as d:
+        d.start()
+        dk = Docker(d)
+        try:
+            dk("network", "create", "-d", dk.driver, "--subnet", "10.235.0.0/24", "--gateway", "10.235.0.1",
+               "-o", "dpsw.mtu=1450", "dnet")
+            nid = dk("network", "inspect", "-f", "{{.Id}}", "dnet").stdout.strip()
+            nets = {n["name"]: n for n in d.ctl("show", "networks")}
+            net = nets.get("dk-" + nid[:12])
+            check(net and net["subnet"] == "10.235.0.0/24" and net["gateway"] == "10.235.0.1" and net["mtu"] == 1450, str(nets))
+            for c in ("c1", "c2"):
+                dk("run", "-d", "--name", c, "--network", "dnet", "dpsw-busybox", "sleep", "600")
+            dk("run", "-d", "--name", "web", "--network", "dnet", "-p", "18080:80", "dpsw-busybox", "httpd", "-f", "-v", "-p", "80", "-h", "/www")
+            eps = docker_endpoints(d)
+            check(len(eps) == 3, f"dpsw endpoints: {eps}")
+            ip = dk("inspect", "-f", "{{.NetworkSettings.Networks.dnet.IPAddress}}", "c2").stdout.strip()
+            check(any(e["attachments"][0]["ip"] == ip + "/24" for e in eps), f"Docker's address {ip} is not dpsw's: {eps}")
+            link = dk("exec", "c1", "ip", "link", "show", "eth0").stdout
+            check("mtu 1450" in link, link)
+            out = dk("exec", "c1", "ping", "-c", "3", "-W", "2", "c2").stdout  # by name: Docker's embedded DNS
+            check(" 0% packet loss" in out and ip in out, out)
+            out = dk("exec", "c1", "ping", "-c", "2", "-W", "2", d.OUTSIDE_IP).stdout  # out through NAT
+            check(" 0% packet loss" in out, out)
+            page = nsx(d.ns("out"), "python3", "-c", HTTP_GET, d.HOST_IP, "18080").stdout
+            check("hello from a container" in page, page)
+            logs = dk("logs", "web").stdout + dk("logs", "web").stderr
+            check(d.OUTSIDE_IP in logs, f"the container did not see the client {d.OUTSIDE_IP}: {logs}")
+            web_ip = dk("inspect", "-f", "{{.NetworkSettings.Networks.dnet.IPAddress}}", "web").stdout.strip()
+            dk("rm", "-f", "c1", "c2", "web")
+            check(docker_endpoints(d) == [], f"endpoints left: {docker_endpoints(d)}")
+            _, links = d.endpoint_links()
+            check([l for l in links if not l.startswith(d.uplink_if)] == [], f"links left: {links}")
+            check(not [l for l in sh("ip", "-o", "link").stdout.splitlines() if ": dh" in l], "a handoff end was left")
+            r = nsx(d.ns("out"), "python3", "-c", HTTP_GET, d.HOST_IP, "18080", check_rc=False)
+            check(r.returncode != 0, "the published port outlived the container")
+            check([f for f in d.ctl("show", "conntrack") if web_ip in json.dumps(f)] == [], "the container's flows outlived it")
+            dk("network", "rm", "dnet")
+            check([n["name"] for n in d.ctl("show", "networks")] == [], "the network outlived docker network rm")
+        except BaseException:
+            print("---- dockerd log ----\n" + dk.read("dockerd.log")[-4000:] + "\n---- dpsw-docker log ----\n" + dk.read("dpsw-docker.log")[-4000:],
+                  file=sys.stderr)
+            raise
+        finally:
+            dk.cleanup()
+
+
 if __name__ == "__main__":
-    scenario_main({f.__name__: f for f in (podman,)})
+    scenario_main({f.__name__: f for f in (podman, docker)})
