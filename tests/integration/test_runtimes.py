@@ -276,5 +276,44 @@ def docker():
             dk.cleanup()
 
 
+def docker_restarts():
+    """dpsw restarted under running containers, then dockerd restarted:
+    the containers (restart policy always) get their network back, and what
+    dpsw made again for the old endpoints is removed by Docker's own
+    teardown: nothing leaks."""
+    with Dpsw([], [], uplink=True) as d:
+        d.start()
+        dk = Docker(d)
+        try:
+            dk("network", "create", "-d", dk.driver, "--subnet", "10.236.0.0/24", "dnet")
+            for c in ("c1", "c2"):
+                dk("run", "-d", "--restart", "always", "--name", c, "--network", "dnet", "dpsw-busybox", "sleep", "600")
+            out = dk("exec", "c1", "ping", "-c", "2", "-W", "2", "c2").stdout
+            check(" 0% packet loss" in out, out)
+            d.stop()
+            d.start()
+            check(len(docker_endpoints(d)) == 2 and len(d.ctl("show", "networks")) == 1, "dpsw did not keep Docker's network and endpoints")
+            dk.stop_dockerd()
+            dk.start_dockerd()
+            wait_for(lambda: dk("ps", "-q", "--filter", "status=running", check_rc=False).stdout.split().__len__() == 2, 60,
+                     "the containers did not come back")
+            out = dk("exec", "c1", "ping", "-c", "3", "-W", "2", "c2").stdout
+            check(" 0% packet loss" in out, out)
+            eps = docker_endpoints(d)
+            check(len(eps) == 2, f"endpoints leaked or missing: {[e['name'] for e in eps]}")
+            _, links = d.endpoint_links()
+            check(len([l for l in links if not l.startswith(d.uplink_if)]) == 2, f"links: {links}")
+            check(not [l for l in sh("ip", "-o", "link").stdout.splitlines() if ": dh" in l], "a handoff end was left behind")
+            dk("rm", "-f", "c1", "c2")
+            dk("network", "rm", "dnet")
+            check(docker_endpoints(d) == [] and d.ctl("show", "networks") == [], "left after rm")
+        except BaseException:
+            print("---- dockerd log ----\n" + dk.read("dockerd.log")[-6000:] + "\n---- dpsw-docker log ----\n" + dk.read("dpsw-docker.log")[-4000:],
+                  file=sys.stderr)
+            raise
+        finally:
+            dk.cleanup()
+
+
 if __name__ == "__main__":
-    scenario_main({f.__name__: f for f in (podman, docker)})
+    scenario_main({f.__name__: f for f in (podman, docker, docker_restarts)})
