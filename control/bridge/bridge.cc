@@ -57,58 +57,65 @@ void Bridge::attach() {
   for (const auto& ep : core_.plan_.endpoints) create_endpoint(ep);
 }
 
-std::string Bridge::persisted_path() const { return core_.cfg_.sw.state_dir + "/" + core_.cfg_.sw.name + ".persisted.json"; }
-
-void Bridge::save_persisted() const {
-  json nets = json::array(), eps = json::array();
-  for (const auto& [name, spec] : persisted_.networks) nets.push_back(spec);
-  for (const auto& [name, spec] : persisted_.endpoints) eps.push_back(spec);
-  const std::string path = persisted_path(), tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::trunc);
-    f << json{{"networks", nets}, {"endpoints", eps}}.dump(1) << "\n";
-    f.flush();
-    if (!f) throw std::runtime_error("cannot write " + tmp);
+json Bridge::persisted_entry(const std::string& endpoint, json spec) const {
+  const PlannedEndpoint* pe = planned(endpoint);
+  if (pe && !pe->attachments.empty()) {
+    spec["ip"] = ipv4_to_string(pe->attachments[0].ip);
+    spec["mac"] = mac_to_string(pe->attachments[0].mac);
   }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) throw std::runtime_error("cannot replace " + path + ": " + std::strerror(errno));
+  json entry = {{"spec", spec}};
+  if (pe && !pe->netns_path.empty()) entry["netns_id"] = netns_id(pe->netns_path);
+  return entry;
 }
 
 void Bridge::restore() {
-  std::ifstream f(persisted_path());
-  if (!f) return;
-  json saved;
+  const std::string path = PersistedItems::path(core_.cfg_.sw);
+  PersistedItems saved;
   try {
-    saved = json::parse(f);
-    if (!saved.at("networks").is_array() || !saved.at("endpoints").is_array()) throw std::runtime_error("not two lists");
+    saved = PersistedItems::load(path);
   } catch (const std::exception& e) {
-    LOG_WARN("%s: unreadable (%s); nothing persisted is made again", persisted_path().c_str(), e.what());
+    // Kept aside, not overwritten by the next save: a person may want it.
+    LOG_WARN("%s; nothing persisted is made again (moved to %s.unreadable)", e.what(), path.c_str());
+    std::rename(path.c_str(), (path + ".unreadable").c_str());
     return;
   }
+  const std::string own = netns_id("/proc/self/ns/net");
   size_t made = 0, dropped = 0;
-  auto each = [&](const char* kind, const std::function<void(const json&)>& add) {
-    for (const auto& spec : saved[kind]) {
-      const std::string name = spec.is_object() ? spec.value("name", "?") : "?";
-      try {
-        add(spec);
-        made++;
-      } catch (const std::exception& e) {
-        dropped++;
-        LOG_WARN("persisted %s %s cannot be made again, dropped: %s", kind, name.c_str(), e.what());
-      }
+  auto attempt = [&](const char* kind, const std::string& name, const std::function<void()>& add) {
+    try {
+      add();
+      made++;
+    } catch (const std::exception& e) {
+      dropped++;
+      LOG_WARN("persisted %s %s cannot be made again, dropped: %s", kind, name.c_str(), e.what());
     }
   };
-  each("networks", [&](const json& spec) {  // networks first: the endpoints are on them
-    NetworkConfig n = parse_network_item(spec.dump(), "persisted network '" + spec.value("name", "?") + "'");
-    add_network(n);
-    persisted_.networks[n.name] = spec;
-  });
-  each("endpoints", [&](const json& spec) {
-    EndpointConfig e = parse_endpoint_item(spec.dump(), "persisted endpoint '" + spec.value("name", "?") + "'");
-    add_endpoint(e);
-    persisted_.endpoints[e.name] = spec;
-  });
+  for (const auto& [name, spec] : saved.networks)  // networks first: the endpoints are on them
+    attempt("network", name, [&] {
+      add_network(parse_network_item(spec.dump(), "persisted network '" + name + "'"));
+      persisted_.networks[name] = spec;
+    });
+  for (const auto& [name, entry] : saved.endpoints)
+    attempt("endpoint", name, [&] {
+      const json& spec = entry["spec"];
+      if (spec.contains("netns") && spec["netns"].is_string()) {
+        // The same namespace, not whatever now has its path (/proc/PID/ns/net of a reused PID).
+        const std::string id = netns_id(spec["netns"].get<std::string>());
+        if (id.empty()) throw std::runtime_error("its namespace " + spec["netns"].get<std::string>() + " is gone");
+        if (id == own || id != entry.value("netns_id", id))
+          throw std::runtime_error(spec["netns"].get<std::string>() + " is another namespace now than the one it was made in");
+      }
+      add_endpoint(parse_endpoint_item(spec.dump(), "persisted endpoint '" + name + "'"));
+      persisted_.endpoints[name] = persisted_entry(name, spec);
+    });
   LOG_INFO("made %zu persisted network(s) and endpoint(s) of the last run again", made);
-  if (dropped) save_persisted();
+  if (dropped) {
+    try {
+      save_persisted(persisted_);
+    } catch (const std::exception& e) {  // never a failed start: the dropped ones are tried (and dropped) again next time
+      LOG_WARN("%s", e.what());
+    }
+  }
 }
 
 json Bridge::update_endpoint(const std::string& name, const json& spec) {
@@ -124,13 +131,16 @@ json Bridge::update_endpoint(const std::string& name, const json& spec) {
   if (spec.contains("publish")) it->publish = probe.publish;
   if (spec.contains("labels")) it->labels = probe.labels;
   check_config(next);
+  if (auto p = persisted_.endpoints.find(name); p != persisted_.endpoints.end()) {
+    PersistedItems after = persisted_;  // saved first: a failed save changes nothing
+    json& saved = after.endpoints[name]["spec"];
+    for (const char* k : {"publish", "labels"})
+      if (spec.contains(k)) saved[k] = spec[k];
+    save_persisted(after);
+    persisted_ = std::move(after);
+  }
   core_.cfg_ = std::move(next);
   core_.publish_snapshot();  // published ports: NAT's part of the snapshot
-  if (auto p = persisted_.endpoints.find(name); p != persisted_.endpoints.end()) {
-    if (spec.contains("publish")) p->second["publish"] = spec["publish"];
-    if (spec.contains("labels")) p->second["labels"] = spec["labels"];
-    save_persisted();
-  }
   LOG_INFO("endpoint %s updated in place", name.c_str());
   return endpoint_json(*planned(name));
 }
@@ -552,6 +562,25 @@ void Bridge::reload_replace(Reload& r) {
 }
 
 void Bridge::reload_update(Reload& r) {
+  // Persisted endpoints follow what the reload made of them (re-planned
+  // addresses; ones that could not be made again are gone).
+  PersistedItems after = persisted_;
+  for (auto it = after.endpoints.begin(); it != after.endpoints.end();) {
+    if (!core_.cfg_.endpoint(it->first) || !planned(it->first)) {
+      it = after.endpoints.erase(it);
+      continue;
+    }
+    it->second = persisted_entry(it->first, it->second["spec"]);
+    ++it;
+  }
+  if (after.endpoints != persisted_.endpoints) {
+    try {
+      save_persisted(after);
+      persisted_ = std::move(after);
+    } catch (const std::exception& e) {
+      r.fail("persisted endpoints", e);
+    }
+  }
   for (const auto& n : r.diff.networks_updated) {  // allow, internal and ip_range need only the new snapshot/plan
     try {
       apply_mtu(n);
@@ -564,44 +593,60 @@ void Bridge::reload_update(Reload& r) {
 void Bridge::verbs(VerbRegistry& r) {
   using Request = VerbRegistry::Request;
   // What persists is saved after it was made; a failed save undoes it (all or nothing).
-  auto keep = [this](std::map<std::string, json>& kind, const std::string& name, json spec, const std::function<void()>& undo) {
-    kind[name] = std::move(spec);
+  auto keep = [this](PersistedItems after, const std::function<void()>& undo) {
     try {
-      save_persisted();
+      save_persisted(after);
     } catch (...) {
-      kind.erase(name);
       undo();
       throw;
     }
+    persisted_ = std::move(after);
+  };
+  // A deletion is saved first: a failed save deletes nothing; a failed deletion puts the file back.
+  auto forget = [this](bool is_network, const std::string& name, const std::function<json()>& del) {
+    PersistedItems after = persisted_;
+    if (!(is_network ? after.networks : after.endpoints).erase(name)) return del();
+    save_persisted(after);
+    json out;
+    try {
+      out = del();
+    } catch (...) {
+      try {
+        save_persisted(persisted_);
+      } catch (const std::exception& e) {
+        LOG_WARN("%s", e.what());
+      }
+      throw;
+    }
+    persisted_ = std::move(after);
+    return out;
   };
   r.add("network add", [this, keep](const Request& q) {
     NetworkConfig n = parse_network_item(q.spec(), "network add");
     json out = add_network(n);
-    if (n.persist) keep(persisted_.networks, n.name, json::parse(q.spec()), [&] { del_network(n.name); });
-    return out;
-  });
-  r.add("network del", [this](const Request& q) {
-    json out = del_network(q.name());
-    if (persisted_.networks.erase(q.name())) save_persisted();
-    return out;
-  });
-  r.add("endpoint add", [this, keep](const Request& q) {
-    EndpointConfig e = parse_endpoint_item(q.spec(), "endpoint add");
-    json out = add_endpoint(e);
-    if (e.persist) {
-      json spec = json::parse(q.spec());  // JSON: the request's object (parse_endpoint_item() read it)
-      const PlannedAttachment& a = planned(e.name)->attachments.at(0);
-      spec["ip"] = ipv4_to_string(a.ip);
-      spec["mac"] = mac_to_string(a.mac);
-      keep(persisted_.endpoints, e.name, spec, [&] { del_endpoint(e.name); });
+    if (n.persist) {
+      PersistedItems after = persisted_;
+      after.networks[n.name] = json::parse(q.spec());
+      keep(std::move(after), [&] { del_network(n.name); });
     }
     return out;
   });
-  r.add("endpoint del", [this](const Request& q) {
-    json out = del_endpoint(q.name());
-    if (persisted_.endpoints.erase(q.name())) save_persisted();
+  r.add("network del", [this, forget](const Request& q) { return forget(true, q.name(), [&] { return del_network(q.name()); }); });
+  r.add("endpoint add", [this, keep](const Request& q) {
+    EndpointConfig e = parse_endpoint_item(q.spec(), "endpoint add");
+    if (e.persist)  // a reload removes a network added at runtime without persist: true
+      for (const auto& n : e.networks)
+        if (const NetworkConfig* net = core_.cfg_.network(n); net && !net->persist && net->src.path.empty())
+          throw ConfigError("endpoint add: persist: network '" + n + "' was added at runtime without persist: true (a reload would remove it)");
+    json out = add_endpoint(e);
+    if (e.persist) {
+      PersistedItems after = persisted_;
+      after.endpoints[e.name] = persisted_entry(e.name, json::parse(q.spec()));  // JSON: the request's object
+      keep(std::move(after), [&] { del_endpoint(e.name); });
+    }
     return out;
   });
+  r.add("endpoint del", [this, forget](const Request& q) { return forget(false, q.name(), [&] { return del_endpoint(q.name()); }); });
   r.add("endpoint update", [this](const Request& q) {
     json spec = json::parse(q.spec());
     if (!spec.is_object() || !spec.contains("name") || !spec["name"].is_string())

@@ -21,6 +21,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "control/bridge/persisted.h"
 #include "control/core/module.h"
 
 namespace dpsw {
@@ -47,7 +48,7 @@ class Bridge : public Module {
   void verbs(VerbRegistry& r) override;         // `network add|del`, `endpoint add|del`
   void reload_check(Reload& r) const override;  // new and recreated endpoints can be made; "applied"
   void reload_replace(Reload& r) override;      // endpoints and networks removed, recreated, added
-  void reload_update(Reload& r) override;       // networks' MTU in place
+  void reload_update(Reload& r) override;       // networks' MTU in place; persisted endpoints' addresses follow the plan
 
   // What was made for endpoint `name` (its ports: one per network, in its
   // networks' order); nullptr: no such endpoint. NAT reads the published
@@ -64,9 +65,11 @@ class Bridge : public Module {
   nlohmann::json del_network(const std::string& name);
   nlohmann::json add_endpoint(const EndpointConfig& e);
   // `network add` / `endpoint add` with persist: true is saved (an endpoint
-  // with the address and MAC it got), so that the next start makes it again as it was.
-  void save_persisted() const;  // persisted_ -> state_dir/NAME.endpoints.json (atomically)
-  std::string persisted_path() const;
+  // with the address and MAC it got), so that the next start makes it again
+  // as it was. Saved before persisted_ takes the new state (a failed save
+  // leaves both as they were).
+  void save_persisted(const PersistedItems& p) const { p.save(PersistedItems::path(core_.cfg_.sw)); }
+  nlohmann::json persisted_entry(const std::string& endpoint, nlohmann::json spec) const;  // spec + address, MAC, netns id
   // `endpoint update NAME`: publish and labels in place (what a reload applies in place).
   nlohmann::json update_endpoint(const std::string& name, const nlohmann::json& spec);
   nlohmann::json del_endpoint(const std::string& name);
@@ -100,10 +103,7 @@ class Bridge : public Module {
   FastControl& fast_;
   Ports& vhost_;
   std::map<std::string, EndpointRec> eps_;  // every endpoint in force (host/container mode: an empty record)
-  struct Persisted {
-    std::map<std::string, nlohmann::json> networks;   // name -> its spec
-    std::map<std::string, nlohmann::json> endpoints;  // name -> its spec, address and MAC filled in
-  } persisted_;
+  PersistedItems persisted_;  // what persists, as saved
   Mac router_mac_ = 0;                      // answers for bridge networks' gateways (start())
 };
 

@@ -29,6 +29,12 @@ namespace {
 // 0.x results carry ips[].version; 1.x interfaces may carry an MTU (1.1).
 bool pre_1_0(const std::string& v) { return v.rfind("0.", 0) == 0; }
 
+// a < b, both supported versions (their order in supported_versions()).
+bool version_before(const std::string& a, const std::string& b) {
+  const auto& s = supported_versions();
+  return std::find(s.begin(), s.end(), a) < std::find(s.begin(), s.end(), b);
+}
+
 std::string str_key(const json& j, const std::string& key, bool required) {
   if (!j.contains(key)) {
     if (required) throw Error(kInvalidConfig, "network configuration: '" + key + "' is required");
@@ -111,6 +117,10 @@ Invocation parse_invocation(const std::string& command, const std::string& stdin
   static const std::set<std::string> kCommands = {"ADD", "DEL", "CHECK", "STATUS", "GC"};
   if (!kCommands.count(command))
     throw Error(kInvalidEnv, command.empty() ? "CNI_COMMAND is not set" : "CNI_COMMAND '" + command + "' is not a CNI verb");
+  // Verbs newer than the configuration's version do not exist for it (as libcni's skel answers).
+  const std::string since = command == "CHECK" ? "0.4.0" : command == "STATUS" || command == "GC" ? "1.1.0" : "";
+  if (!since.empty() && version_before(inv.version, since))
+    throw Error(kIncompatibleVersion, command + " needs cniVersion " + since + " or later (the configuration says " + inv.version + ")");
 
   inv.name = str_key(conf, "name", true);
   inv.network = str_key(conf, "network", false);
@@ -183,7 +193,12 @@ Invocation parse_invocation(const std::string& command, const std::string& stdin
       inv.valid_attachments->emplace_back(a["containerID"].get<std::string>(), a["ifname"].get<std::string>());
     }
   }
-  if (conf.contains("prevResult")) inv.prev_result = conf["prevResult"];
+  if (conf.contains("prevResult")) {
+    if (!conf["prevResult"].is_object()) throw Error(kInvalidConfig, "prevResult must be an object");
+    inv.prev_result = conf["prevResult"];
+  }
+  if (command == "CHECK" && inv.prev_result.is_null())
+    throw Error(kInvalidConfig, "CHECK needs prevResult (the result of ADD) in the configuration");
 
   // The environment (ADD, DEL, CHECK act on one attachment).
   inv.container_id = var("CNI_CONTAINERID");
@@ -269,9 +284,18 @@ json add_result(const Invocation& inv, const json& ep, const std::string& host_m
   if (inv.version == "1.1.0") ctr["mtu"] = a.at("mtu");
   json ip = {{"address", a.at("ip")}, {"gateway", a.at("gateway")}, {"interface", 1}};
   if (pre_1_0(inv.version)) ip["version"] = "4";
-  json routes = json::array();
-  if (a.value("default_route", false)) routes.push_back({{"dst", "0.0.0.0/0"}, {"gw", a.at("gateway")}});
-  return {{"cniVersion", inv.version}, {"interfaces", {host, ctr}}, {"ips", {ip}}, {"routes", routes}, {"dns", json::object()}};
+  // Chained after another plugin: its result, with ours added (interface indexes shifted).
+  json out = inv.prev_result.is_object() ? inv.prev_result : json::object();
+  for (const char* k : {"interfaces", "ips", "routes"})
+    if (!out.contains(k) || !out[k].is_array()) out[k] = json::array();
+  if (!out.contains("dns") || !out["dns"].is_object()) out["dns"] = json::object();
+  ip["interface"] = out["interfaces"].size() + 1;
+  out["interfaces"].push_back(host);
+  out["interfaces"].push_back(ctr);
+  out["ips"].push_back(ip);
+  if (a.value("default_route", false)) out["routes"].push_back({{"dst", "0.0.0.0/0"}, {"gw", a.at("gateway")}});
+  out["cniVersion"] = inv.version;
+  return out;
 }
 
 std::vector<std::string> stale_endpoints(const Invocation& inv, const json& endpoints) {

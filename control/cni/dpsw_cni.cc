@@ -40,6 +40,7 @@ json call(const Invocation& inv, const json& req, int unreachable_code, std::str
   try {
     resp = dpsw::ctl_call(inv.socket, req, inv.timeout_s);
   } catch (const dpsw::CtlError& e) {
+    if (e.kind == dpsw::CtlError::Kind::kUsage) throw Error(kInvalidConfig, std::string("network configuration: socket: ") + e.what());
     throw Error(unreachable_code, std::string("dpsw is not serving: ") + e.what());
   }
   if (resp.value("ok", false)) return resp.value("result", json());
@@ -158,11 +159,18 @@ int check(const Invocation& inv) {
   if (s.mac != want_mac) throw Error(kInterfaceMismatch, "interface " + inv.ifname + " has MAC " + s.mac + ", dpsw gave it " + want_mac);
   if (std::find(s.addrs.begin(), s.addrs.end(), want_ip) == s.addrs.end())
     throw Error(kInterfaceMismatch, "interface " + inv.ifname + " has lost its address " + cidr);
-  // The runtime's record of the ADD must match what dpsw has.
-  if (inv.prev_result.is_object() && inv.prev_result.contains("ips") && inv.prev_result["ips"].is_array())
-    for (const auto& ip : inv.prev_result["ips"])
-      if (ip.is_object() && ip.value("address", "") != cidr)
+  // The runtime's record of the ADD must match what dpsw has: the addresses
+  // of our interface (other plugins of a chain may have added others).
+  const json& prev = inv.prev_result;
+  if (prev.contains("ips") && prev["ips"].is_array() && prev.contains("interfaces") && prev["interfaces"].is_array())
+    for (const auto& ip : prev["ips"]) {
+      if (!ip.is_object() || !ip.contains("interface") || !ip["interface"].is_number_unsigned()) continue;
+      const size_t i = ip["interface"].get<size_t>();
+      if (i >= prev["interfaces"].size() || !prev["interfaces"][i].is_object()) continue;
+      const json& itf = prev["interfaces"][i];
+      if (itf.value("name", "") == inv.ifname && itf.value("sandbox", "") == inv.netns && ip.value("address", "") != cidr)
         throw Error(kInterfaceMismatch, "prevResult gives " + ip.value("address", "?") + ", dpsw has " + cidr);
+    }
   return 0;
 }
 

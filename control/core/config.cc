@@ -134,6 +134,10 @@ void parse_switch(Map& top, const YAML::Node& n, SwitchConfig& sw) {
   }
   if (auto v = m.get("control_socket")) sw.control_socket = scalar(m, v, m.key("control_socket"));
   if (auto v = m.get("state_dir")) sw.state_dir = scalar(m, v, m.key("state_dir"));
+  if (auto v = m.get("persist_dir")) {
+    sw.persist_dir = scalar(m, v, m.key("persist_dir"));
+    if (sw.persist_dir.empty() || sw.persist_dir[0] != '/') m.fail(v, m.key("persist_dir"), "'" + sw.persist_dir + "' is not an absolute path");
+  }
   if (auto v = m.get("idle")) {
     std::string s = scalar(m, v, m.key("idle"));
     if (s != "poll" && s != "block" && s != "auto") m.fail(v, m.key("idle"), "'" + s + "' is not one of auto, poll, block");
@@ -390,6 +394,7 @@ void parse_endpoint(Map& m, const YAML::Node& n, EndpointConfig& ep) {
     ep.persist = boolean(m, v, m.key("persist"));
     if (!ep.src.path.empty())
       m.fail(v, m.key("persist"), "only for endpoints added through the control socket (the file's endpoints are made at every start)");
+    if (ep.persist && ep.mode != Mode::kBridge) m.fail(v, m.key("persist"), "only valid with mode bridge");
   }
   if (auto v = m.get("labels")) {
     if (!v.IsMap()) m.fail(v, m.key("labels"), "expected a map like { app: web }");
@@ -771,6 +776,7 @@ ConfigDiff diff_configs(const Config& a, const Config& b) {
   if (x.name != y.name) d.switch_changed.push_back("name");
   if (x.workers != y.workers) d.switch_changed.push_back("workers");
   if (x.control_socket != y.control_socket) d.switch_changed.push_back("control_socket");
+  if (x.persist_dir != y.persist_dir) d.switch_changed.push_back("persist_dir");
   if (x.state_dir != y.state_dir) d.switch_changed.push_back("state_dir");
   if (x.mac_table_size != y.mac_table_size) d.switch_changed.push_back("mac_table.size");
   if (x.mac_aging_s != y.mac_aging_s) d.switch_changed.push_back("mac_table.aging_s");
@@ -841,7 +847,7 @@ Plan kept_plan(const Plan& current, const ConfigDiff& d) {
   return keep;
 }
 
-Plan make_plan(const Config& cfg, const Plan* previous) {
+Plan make_plan(const Config& cfg, const Plan* previous, const std::vector<Reservation>* reserved) {
   Plan plan;
   std::vector<Ipam> ipam;
   std::unordered_map<std::string, uint16_t> bd_index;
@@ -894,6 +900,12 @@ Plan make_plan(const Config& cfg, const Plan* previous) {
         throw ConfigError(ep.src.where("ip") + ipv4_to_string(*ep.ip) + " is already used by another endpoint on network '" + net.name + "'");
     }
   }
+  if (reserved)  // after the static ones (which win), before any dynamic one
+    for (const auto& r : *reserved) {
+      if (!bd_index.count(r.network)) continue;
+      if (r.ip) ipam[bd_of(r.network)].reserve(r.ip);
+      if (r.mac) macs.emplace(r.mac, "(persisted)");
+    }
   for (auto& ep : cfg.endpoints) {
     PlannedEndpoint pe;
     pe.name = ep.name;

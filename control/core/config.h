@@ -44,6 +44,10 @@ struct SwitchConfig {
   std::vector<int> workers{1};        // cores
   std::string control_socket = "/run/dpsw/dpsw.sock";
   std::string state_dir = "/run/dpsw";
+  // Persisted networks and endpoints (added with persist: true) are kept in
+  // persist_dir/<name>.persisted.json: on disk, so that Docker's networks
+  // survive a reboot as Docker's own store does.
+  std::string persist_dir = "/var/lib/dpsw";
   uint32_t mac_table_size = 65536;
   uint32_t mac_aging_s = 300;
   uint32_t conntrack_size = 262144;
@@ -217,7 +221,15 @@ struct Plan {
 // Allocates addresses (IPAM), MACs and names. Throws ConfigError. With
 // `previous` (the plan in force), endpoints that keep their definition keep
 // their addresses and MACs, so a change never renumbers untouched containers.
-Plan make_plan(const Config& cfg, const Plan* previous = nullptr);
+// reserved: addresses and MACs (of persisted endpoints, made again after
+// the file's at start-up) that the plan's dynamic ones avoid; a static one of
+// the file wins over a reservation.
+struct Reservation {
+  std::string network;
+  uint32_t ip = 0;
+  Mac mac = 0;
+};
+Plan make_plan(const Config& cfg, const Plan* previous = nullptr, const std::vector<Reservation>* reserved = nullptr);
 // What of the plan in force a reload keeps as `previous`: every endpoint `d`
 // neither changes nor removes (a changed one is planned from scratch).
 Plan kept_plan(const Plan& current, const ConfigDiff& d);

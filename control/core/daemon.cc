@@ -165,6 +165,7 @@ json Daemon::reload() {
     next.uplink->mtu = cfg_.uplink->mtu;
     resolve_defaults(next);
   }
+  check_config(next);  // the file's items against the persisted ones (names, subnets, published ports)
   ConfigDiff d = diff_configs(cfg_, next);
   if (!d.switch_changed.empty()) {
     std::string keys;

@@ -11,6 +11,7 @@
 #include <iostream>
 #include <stdexcept>
 
+#include "control/bridge/persisted.h"
 #include "control/core/config.h"
 #include "control/core/daemon.h"
 #include "control/core/log.h"
@@ -88,7 +89,9 @@ int main(int argc, char** argv) {
     cfg = load_config(config_path);
     read_uplink_mtu(cfg);  // an overlay network's MTU follows it
     check_config(cfg);
-    plan = make_plan(cfg);
+    // The persisted endpoints (made again once running) keep their addresses and MACs.
+    const std::vector<Reservation> reserved = persisted_reservations(cfg);
+    plan = make_plan(cfg, nullptr, &reserved);
     try {
       preflight(cfg, plan, opt);
     } catch (const std::logic_error& e) {  // a control verb registered twice (the Daemon's verb table): refuses the start too

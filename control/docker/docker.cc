@@ -15,6 +15,10 @@ struct Refused : std::runtime_error {
 struct BadRequest : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
+// The daemon could not be reached.
+struct Unreachable : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
 
 std::string id_of(const json& b, const char* key) {
   if (!b.is_object() || !b.contains(key) || !b[key].is_string() || b[key].get<std::string>().empty())
@@ -44,7 +48,12 @@ std::string network_name(const std::string& id) { return "dk-" + short_id(id); }
 std::string endpoint_name(const std::string& id) { return "dk-" + short_id(id); }
 
 json Driver::call(const json& req) {
-  json r = ctl_(req);
+  json r;
+  try {
+    r = ctl_(req);
+  } catch (const std::exception& e) {
+    throw Unreachable(e.what());
+  }
   if (!r.value("ok", false)) throw Refused(r.value("error", std::string("request refused")));
   return r.value("result", json());
 }
@@ -79,8 +88,10 @@ json Driver::handle(const std::string& method, const json& body) {
     return {{"Err", std::string("dpsw: ") + e.what()}};
   } catch (const BadRequest& e) {
     return {{"Err", "dpsw-docker: " + method + ": " + e.what()}};
-  } catch (const std::exception& e) {  // the daemon is not reachable
+  } catch (const Unreachable& e) {
     return {{"Err", std::string("dpsw is not serving: ") + e.what()}};
+  } catch (const std::exception& e) {  // a field of the wrong type, a malformed answer
+    return {{"Err", "dpsw-docker: " + method + ": " + e.what()}};
   }
   throw UnknownMethod(method);
 }

@@ -139,7 +139,10 @@ int run(int argc, char** argv) {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   std::memcpy(addr.sun_path, plugin.c_str(), plugin.size());  // the length was checked above
-  if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0 || chmod(plugin.c_str(), 0600) < 0 || listen(fd, 64) < 0) {
+  const mode_t old_mask = umask(0177);  // the socket is made 0600: root's (dockerd's) only
+  const bool bound = fd >= 0 && bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  umask(old_mask);
+  if (!bound || listen(fd, 64) < 0) {
     std::fprintf(stderr, "dpsw-docker: cannot serve %s: %s\n", plugin.c_str(), std::strerror(errno));
     return 1;
   }
@@ -161,8 +164,7 @@ int run(int argc, char** argv) {
   std::fprintf(stderr, "dpsw-docker: serving %s for dpsw at %s\n", plugin.c_str(), ctl_socket.c_str());
   int sig = 0;
   sigwait(&stop, &sig);
-  MHD_stop_daemon(d);
-  close(fd);
+  MHD_stop_daemon(d);  // closes the listening socket too
   unlink(plugin.c_str());
   std::fprintf(stderr, "dpsw-docker: stopped (%s)\n", strsignal(sig));
   return 0;

@@ -13,6 +13,7 @@ import threading
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # tests/: the lab package
 from lab import cni  # noqa: E402
+from lab.env import DPSWCTL  # noqa: E402
 from lab.proc import nsx, sh  # noqa: E402
 from lab.testing import Dpsw, check, scenario_main  # noqa: E402
 from lab.traffic import ping_ns, tcp_transfer_ns  # noqa: E402
@@ -31,6 +32,12 @@ class Runtime(cni.Runtime):
         """A container's namespace as runtimes make it (a bind mount under /run/netns, nothing set up)."""
         name = self.d.made.netns(f"{self.d.name}-{tag}", setup=False)
         return name, f"/run/netns/{name}"
+
+
+def ctl_fail(d, *args):
+    r = sh(DPSWCTL, "--socket", d.sock, *args, check_rc=False)
+    check(r.returncode != 0, f"dpswctl {' '.join(args)} should have failed: {r.stdout}")
+    return r.stderr.strip()
 
 
 def inside(ns, *cmd):
@@ -53,8 +60,9 @@ def verbs_and_conformance():
         # VERSION: every version the plugin speaks; needs no daemon.
         v = rt.ok("VERSION", stdin='{"cniVersion":"0.4.0"}')
         check(v["supportedVersions"] == ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"] and v["cniVersion"] == "0.4.0", str(v))
-        rt.ok("STATUS")
-        rt.fails(50, "STATUS", conf=dict(rt.conf, network="nope"))
+        rt.ok("STATUS", conf=dict(rt.conf, cniVersion="1.1.0"))
+        rt.fails(50, "STATUS", conf=dict(rt.conf, cniVersion="1.1.0", network="nope"))
+        rt.fails(1, "STATUS")  # a 1.1 verb: not for a 1.0.0 configuration
 
         # ADD in each result version: the result describes what is really in the namespace.
         made = {}
@@ -96,7 +104,8 @@ def verbs_and_conformance():
         inside(c1ns, "ip", "link", "set", "eth0", "name", "renamed")
         out = rt.fails(102, "CHECK", "id-c1", c1path, conf=prev)
         check("missing" in out["msg"], str(out))
-        rt.fails(3, "CHECK", "id-nobody", c1path)
+        rt.fails(3, "CHECK", "id-nobody", c1path, conf=prev)
+        rt.fails(7, "CHECK", "id-c1", c1path)  # no prevResult
 
         # DEL: twice, for an unknown container, with no namespace, after the namespace is gone.
         check(rt.ok("DEL", "id-c1", c1path) is None, "DEL prints nothing")
@@ -118,11 +127,11 @@ def verbs_and_conformance():
         _, p7 = rt.netns("c7")
         other = Runtime(d, name="othernet", network="other")
         other.ok("ADD", "id-c7", p7)
-        rt.fails(7, "GC")  # no list of valid attachments: nothing is removed
+        rt.fails(7, "GC", conf=dict(rt.conf, cniVersion="1.1.0"))  # no list of valid attachments: nothing is removed
         rt.ok("GC", conf=dict(rt.conf, cniVersion="1.1.0", **{"cni.dev/valid-attachments": [{"containerID": "id-c5", "ifname": "eth0"}]}))
         left = sorted(e["labels"]["cni.dpsw/container-id"] for e in cni_endpoints(d))
         check(left == ["id-c5", "id-c7"], f"after GC: {left}")
-        rt.ok("GC", conf=dict(rt.conf, **{"cni.dev/attachments": []}))  # libcni's key too
+        rt.ok("GC", conf=dict(rt.conf, cniVersion="1.1.0", **{"cni.dev/attachments": []}))  # libcni's key too
         left = sorted(e["labels"]["cni.dpsw/container-id"] for e in cni_endpoints(d))
         check(left == ["id-c7"], f"after the second GC: {left}")
 
@@ -159,10 +168,10 @@ def verbs_and_conformance():
 
         # A stopped daemon: STATUS says not available, ADD and DEL say try again later (the runtime retries DEL).
         d.stop()
-        rt.fails(50, "STATUS")
+        rt.fails(50, "STATUS", conf=dict(rt.conf, cniVersion="1.1.0"))
         rt.fails(11, "ADD", "id-late", p)
         rt.fails(11, "DEL", "id-c8", p8)
-        rt.fails(11, "CHECK", "id-c8", p8)
+        rt.fails(11, "CHECK", "id-c8", p8, conf=dict(rt.conf, prevResult=res))
         rt.ok("VERSION", stdin="")
 
 
@@ -174,19 +183,29 @@ def attachments_survive_restart():
         d.start()
         rt = Runtime(d)
         (a_ns, a), (b_ns, b) = rt.netns("a"), rt.netns("b")
-        rt.ok("ADD", "id-a", a)
+        ra = rt.ok("ADD", "id-a", a)
         rt.ok("ADD", "id-b", b, conf=dict(rt.conf, runtimeConfig={"mac": "02:aa:00:00:00:0b"}))
         want = {ns: addr_of(ns) for ns in (a_ns, b_ns)}
         ip_b = want[b_ns][1][0].split("/")[0]
         ping_ns(a_ns, ip_b, expect=True)
+        # A reload of a changed file keeps them; a file endpoint added now gets an address
+        # of its own, which it must not take from them at the next start.
+        d.config["endpoints"].append({"name": "late", "networks": ["pods"]})
+        d.write_config()
         out = d.ctl("reload")
-        check(len(cni_endpoints(d)) == 2, f"reload dropped attachments: {out}")
+        check(len(cni_endpoints(d)) == 2 and d.ctl("show", "endpoints", "late"), f"reload dropped attachments: {out}")
+        bad = d.copy_config()
+        bad["endpoints"].append({"name": "clash", "networks": ["pods"], "ip": ip_b})
+        d.write_config(bad)
+        err = ctl_fail(d, "reload")
+        check(f"{ip_b} is already used" in err, err)
+        d.write_config()
         for sig in (signal.SIGTERM, signal.SIGKILL):
             d.stop(sig)
             d.start()
             check({ns: addr_of(ns) for ns in (a_ns, b_ns)} == want, f"after {sig.name}: not the same interfaces")
             ping_ns(a_ns, ip_b, expect=True)
-            rt.ok("CHECK", "id-a", a)
+            rt.ok("CHECK", "id-a", a, conf=dict(rt.conf, prevResult=ra))
         rt.ok("DEL", "id-a", a)
         d.stop()
         d.start()

@@ -216,7 +216,13 @@ def persisted_items_updates_and_handoff():
         check(d.ctl("show", "endpoints", "held")[0]["labels"] == {"app": "web"}, "labels")
         out = d.ctl("endpoint", "update", "held", "--publish", "18081:81/tcp", raw=True)
         check(out.strip() == "endpoint held updated", out)
+        held = d.ctl("show", "endpoints", "held")
         ctl_fail(d, "endpoint", "update", "held", "--ip", "10.210.9.9")  # not in place
+        check(d.ctl("show", "endpoints", "held") == held, "a refused update changed the endpoint")
+        d.ctl("network", "add", "loose", "--subnet", "10.210.8.0/24")
+        err = ctl_fail(d, "endpoint", "add", "x", "--network", "loose", "--persist", "true")
+        check("added at runtime without persist" in err, err)
+        d.ctl("network", "del", "loose")
         ctl_fail(d, "endpoint", "update", "nobody", "--publish", "1:1/tcp")
         d.ctl("reload")
         check([e["name"] for e in d.ctl("show", "endpoints")] == ["c1", "c2", "held"], "reload kept persisted items")

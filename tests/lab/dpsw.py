@@ -70,7 +70,8 @@ class Dpsw:
         self.proc = None
         self.netns = netns
         self.made = topo.Topology(self.name + "-")  # what the lab makes for this instance (the outside)
-        sw = {"name": self.name, "workers": [worker_core()], "control_socket": self.sock, "state_dir": self.dir}
+        sw = {"name": self.name, "workers": [worker_core()], "control_socket": self.sock, "state_dir": self.dir,
+              "persist_dir": self.dir}
         sw.update(switch or {})
         self.config = {"switch": sw}
         if isinstance(uplink, dict):

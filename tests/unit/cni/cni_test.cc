@@ -47,7 +47,17 @@ TEST(Cni, ErrorsCarryTheSpecsCodes) {
   env.erase("CNI_NETNS");
   EXPECT_EQ(code_of("ADD", conf().dump(), env), kInvalidEnv);
   EXPECT_EQ(code_of("DEL", conf().dump(), env), 0);  // DEL needs no namespace
-  EXPECT_EQ(code_of("GC", conf().dump()), kInvalidConfig);  // no list: GC would remove everything
+  EXPECT_EQ(code_of("GC", conf("1.1.0").dump()), kInvalidConfig);  // no list: GC would remove everything
+  // Verbs newer than the configuration's version (as libcni's skel answers).
+  EXPECT_EQ(code_of("STATUS", conf("1.0.0").dump()), kIncompatibleVersion);
+  EXPECT_EQ(code_of("GC", conf("1.0.0").dump()), kIncompatibleVersion);
+  EXPECT_EQ(code_of("STATUS", conf("1.1.0").dump()), 0);
+  json check = conf("0.3.1");
+  check["prevResult"] = json::object();
+  EXPECT_EQ(code_of("CHECK", check.dump()), kIncompatibleVersion);
+  EXPECT_EQ(code_of("CHECK", conf("0.4.0").dump()), kInvalidConfig);  // CHECK needs prevResult
+  check["cniVersion"] = "0.4.0";
+  EXPECT_EQ(code_of("CHECK", check.dump()), 0);
   EXPECT_EQ(code_of("VERSION", ""), 0);
   EXPECT_EQ(code_of("FROB", conf().dump()), kInvalidEnv);
   json e = error_json("0.4.0", Error(kTryAgainLater, "later", "why"));
@@ -106,6 +116,16 @@ TEST(Cni, ResultsInTheVersionAsked) {
     EXPECT_EQ(r["interfaces"][1].contains("mtu"), v == "1.1.0") << v;
     EXPECT_EQ(r["routes"], json({{{"dst", "0.0.0.0/0"}, {"gw", "10.1.0.1"}}}));
   }
+  // Chained after another plugin: its result, with ours after it.
+  json c = conf();
+  c["prevResult"] = {{"cniVersion", "1.0.0"}, {"interfaces", {{{"name", "lo"}, {"sandbox", "/run/netns/x"}}}},
+                     {"ips", {{{"address", "127.0.0.1/8"}, {"interface", 0}}}}, {"dns", {{"nameservers", {"10.0.0.53"}}}}};
+  json r = add_result(parse_invocation("ADD", c.dump(), kEnv), ep, "");
+  ASSERT_EQ(r["interfaces"].size(), 3u);
+  EXPECT_EQ(r["interfaces"][2]["name"], "eth0");
+  EXPECT_EQ(r["ips"][1]["interface"], 2);
+  EXPECT_EQ(r["ips"][0]["address"], "127.0.0.1/8");
+  EXPECT_EQ(r["dns"]["nameservers"][0], "10.0.0.53");
   ep["attachments"][0]["default_route"] = false;  // an overlay: no way out through it
   EXPECT_TRUE(add_result(parse_invocation("ADD", conf().dump(), kEnv), ep, "")["routes"].empty());
 }

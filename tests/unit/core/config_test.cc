@@ -350,6 +350,35 @@ TEST(Config, IdleAndSteeringDefaultsFollowTheFastTier) {
   EXPECT_TRUE(parse_config("switch:\n  idle: auto\n", "t.yaml").sw.blocks());
 }
 
+TEST(ConfigItem, PersistIsForRuntimeItemsOnly) {
+  auto err = [](auto fn) {
+    try {
+      fn();
+    } catch (const ConfigError& e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  EXPECT_TRUE(parse_endpoint_item("{name: w, networks: [x], persist: true}", "endpoint add").persist);
+  EXPECT_TRUE(parse_network_item("{name: x, subnet: 10.9.0.0/24, persist: true}", "network add").persist);
+  EXPECT_EQ(err([] { parse_endpoint_item("{name: w, mode: none, persist: true}", "endpoint add"); }),
+            "endpoint add: persist: only valid with mode bridge");
+  EXPECT_EQ(err([] { parse_config("networks:\n  - name: a\n    subnet: 10.0.0.0/24\n    persist: true\n", "f.yaml"); }),
+            "f.yaml:4: networks[0].persist: only for networks added through the control socket (the file's networks are made at every start)");
+  EXPECT_EQ(err([] { parse_config("switch:\n  persist_dir: rel\n", "f.yaml"); }), "f.yaml:2: switch.persist_dir: 'rel' is not an absolute path");
+}
+
+TEST(ConfigPlan, ReservedAddressesAndMacsAreLeftFreeButStaticOnesWin) {
+  Config c = parse_config("networks:\n  - name: a\n    subnet: 10.0.0.0/24\nendpoints:\n  - name: e\n    networks: [a]\n"
+                          "  - name: f\n    networks: [a]\n    ip: 10.0.0.3\n", "r.yaml");
+  std::vector<Reservation> r = {{"a", ipv4_parse("10.0.0.2").value(), 0x0242ULL << 32 | ipv4_parse("10.0.0.4").value()},
+                                {"a", ipv4_parse("10.0.0.3").value(), 0}, {"gone", 1, 0}};
+  Plan p = make_plan(c, nullptr, &r);
+  EXPECT_EQ(ipv4_to_string(p.endpoints[0].attachments[0].ip), "10.0.0.4");  // .2 reserved, .3 static
+  EXPECT_NE(p.endpoints[0].attachments[0].mac, 0x0242ULL << 32 | ipv4_parse("10.0.0.4").value());  // that MAC is reserved too
+  EXPECT_EQ(ipv4_to_string(p.endpoints[1].attachments[0].ip), "10.0.0.3");  // the file's static address wins
+}
+
 TEST(ConfigItem, SingleItemsUseTheFileSchemaAndNameTheCommand) {
   NetworkConfig n = parse_network_item(R"({"name": "x", "subnet": "10.9.0.0/24", "internal": true})", "dpswctl network add");
   EXPECT_EQ(n.name, "x");
