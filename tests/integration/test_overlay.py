@@ -13,7 +13,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # tests/: the lab package
 from lab.proc import sh  # noqa: E402
-from lab.testing import FAST, Dpsw, check, scenario_main  # noqa: E402
+from lab.testing import FAST, Dpsw, check, scenario_main, wait_for  # noqa: E402
 from lab.topo import UNDERLAY, Fabric  # noqa: E402
 from lab.traffic import SEND_RAW, ping, tcp_transfer_ns  # noqa: E402
 
@@ -29,15 +29,6 @@ def attachment(d, ep, net):
 
 def mac_entries(d, net):
     return {e["mac"]: e["port"] for e in d.ctl("show", "mac", net)}
-
-
-def wait_for(cond, timeout, what):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if cond():
-            return
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def counters_of(d, port):

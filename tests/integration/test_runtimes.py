@@ -20,12 +20,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # tests/: the lab package
 from lab.env import BUILD  # noqa: E402
 from lab.proc import nsx, sh, spawn  # noqa: E402
-from lab.testing import SKIP, Dpsw, TestFailure, check, scenario_main  # noqa: E402
+from lab.testing import SKIP, Dpsw, check, scenario_main, wait_for  # noqa: E402
 
 PLUGIN_DIR = os.path.join(BUILD, "control")
 DPSW_DOCKER = os.path.join(BUILD, "control", "dpsw-docker")
@@ -131,14 +130,14 @@ class Docker:
     def start_driver(self):
         self.drv_log = open(f"{self.dir}/dpsw-docker.log", "a")
         self.drv = spawn(DPSW_DOCKER, "--socket", self.d.sock, "--name", self.driver, "-v", stdout=self.drv_log, stderr=subprocess.STDOUT)
-        wait_for(lambda: os.path.exists(self.plugin), 10, "dpsw-docker did not serve " + self.plugin)
+        wait_for(lambda: os.path.exists(self.plugin), 10, "dpsw-docker to serve " + self.plugin)
 
     def start_dockerd(self):
         self.log = open(f"{self.dir}/dockerd.log", "a")
         self.dockerd = spawn("dockerd", "-H", f"unix://{self.sock}", "--data-root", f"{self.dir}/root", "--exec-root", f"{self.dir}/exec",
                              "--pidfile", f"{self.dir}/docker.pid", "--bridge=none", "--iptables=false", "--ip6tables=false",
                              "--ip-forward=false", stdout=self.log, stderr=subprocess.STDOUT)
-        wait_for(lambda: self("info", check_rc=False).returncode == 0, 60, "dockerd did not start:\n" + self.read("dockerd.log"))
+        wait_for(lambda: self("info", check_rc=False).returncode == 0, 60, "dockerd to start (its log is printed below)")
 
     def stop_dockerd(self):
         if self.dockerd and self.dockerd.poll() is None:
@@ -159,6 +158,11 @@ class Docker:
         except OSError:
             return ""
 
+    def print_logs(self):
+        """dockerd's and dpsw-docker's logs (their ends) on stderr, for a failed test."""
+        print("---- dockerd log ----\n" + self.read("dockerd.log")[-6000:] + "\n---- dpsw-docker log ----\n" +
+              self.read("dpsw-docker.log")[-4000:], file=sys.stderr)
+
     def cleanup(self):
         if self.dockerd and self.dockerd.poll() is None:
             self("rm", "-f", *self("ps", "-aq", check_rc=False).stdout.split(), check_rc=False)
@@ -172,15 +176,6 @@ class Docker:
             if mnt.startswith(self.dir):
                 sh("umount", "-l", mnt, check_rc=False)
         shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def wait_for(cond, timeout, msg):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if cond():
-            return
-        time.sleep(0.2)
-    raise TestFailure(msg)
 
 
 def docker_endpoints(d):
@@ -269,8 +264,7 @@ def docker():
             dk("network", "rm", "dnet")
             check([n["name"] for n in d.ctl("show", "networks")] == [], "the network outlived docker network rm")
         except BaseException:
-            print("---- dockerd log ----\n" + dk.read("dockerd.log")[-4000:] + "\n---- dpsw-docker log ----\n" + dk.read("dpsw-docker.log")[-4000:],
-                  file=sys.stderr)
+            dk.print_logs()
             raise
         finally:
             dk.cleanup()
@@ -296,7 +290,7 @@ def docker_restarts():
             dk.stop_dockerd()
             dk.start_dockerd()
             wait_for(lambda: dk("ps", "-q", "--filter", "status=running", check_rc=False).stdout.split().__len__() == 2, 60,
-                     "the containers did not come back")
+                     "the containers to come back")
             out = dk("exec", "c1", "ping", "-c", "3", "-W", "2", "c2").stdout
             check(" 0% packet loss" in out, out)
             eps = docker_endpoints(d)
@@ -308,8 +302,7 @@ def docker_restarts():
             dk("network", "rm", "dnet")
             check(docker_endpoints(d) == [] and d.ctl("show", "networks") == [], "left after rm")
         except BaseException:
-            print("---- dockerd log ----\n" + dk.read("dockerd.log")[-6000:] + "\n---- dpsw-docker log ----\n" + dk.read("dpsw-docker.log")[-4000:],
-                  file=sys.stderr)
+            dk.print_logs()
             raise
         finally:
             dk.cleanup()

@@ -8,6 +8,7 @@ through AF_XDP); the tests' Dpsw writes `switch.fast_path` accordingly.
 """
 import os
 import sys
+import time
 
 from . import dpsw as _dpsw
 from .proc import LabError, sh
@@ -20,6 +21,16 @@ TestFailure = LabError
 def check(cond, msg):
     if not cond:
         raise TestFailure(msg)
+
+
+def wait_for(cond, timeout, what, every=0.2):
+    """Polls cond() until it is true; TestFailure naming `what` after timeout seconds."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if cond():
+            return
+        time.sleep(every)
+    raise TestFailure(f"timed out waiting for {what}")
 
 
 def require_root():

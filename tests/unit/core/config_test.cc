@@ -350,15 +350,18 @@ TEST(Config, IdleAndSteeringDefaultsFollowTheFastTier) {
   EXPECT_TRUE(parse_config("switch:\n  idle: auto\n", "t.yaml").sw.blocks());
 }
 
+// The message of the ConfigError fn() throws ("accepted" if none).
+template <typename F>
+std::string err(F fn) {
+  try {
+    fn();
+  } catch (const ConfigError& e) {
+    return std::string(e.what());
+  }
+  return std::string("accepted");
+}
+
 TEST(ConfigItem, PersistIsForRuntimeItemsOnly) {
-  auto err = [](auto fn) {
-    try {
-      fn();
-    } catch (const ConfigError& e) {
-      return std::string(e.what());
-    }
-    return std::string("accepted");
-  };
   EXPECT_TRUE(parse_endpoint_item("{name: w, networks: [x], persist: true}", "endpoint add").persist);
   EXPECT_TRUE(parse_network_item("{name: x, subnet: 10.9.0.0/24, persist: true}", "network add").persist);
   EXPECT_EQ(err([] { parse_endpoint_item("{name: w, mode: none, persist: true}", "endpoint add"); }),
@@ -385,14 +388,6 @@ TEST(ConfigItem, SingleItemsUseTheFileSchemaAndNameTheCommand) {
   EXPECT_TRUE(n.internal);
   EndpointConfig e = parse_endpoint_item("{name: w, networks: [x], ip: 10.9.0.5}", "dpswctl endpoint add");
   EXPECT_EQ(e.networks, std::vector<std::string>{"x"});
-  auto err = [](auto fn) {
-    try {
-      fn();
-    } catch (const ConfigError& e) {
-      return std::string(e.what());
-    }
-    return std::string("accepted");
-  };
   EXPECT_EQ(err([] { parse_network_item(R"({"name": "x"})", "dpswctl network add"); }),
             "dpswctl network add: subnet: required key missing");
   EXPECT_EQ(err([] { parse_network_item(R"({"name": "x", "subnet": "10.9.0.0/24", "colour": 1})", "dpswctl network add"); }),
