@@ -64,7 +64,10 @@ json Bridge::persisted_entry(const std::string& endpoint, json spec) const {
     spec["mac"] = mac_to_string(pe->attachments[0].mac);
   }
   json entry = {{"spec", spec}};
-  if (pe && !pe->netns_path.empty()) entry["netns_id"] = netns_id(pe->netns_path);
+  if (pe && !pe->netns_path.empty()) {
+    entry["netns_id"] = netns_id(pe->netns_path);
+    entry["boot_id"] = boot_id();
+  }
   return entry;
 }
 
@@ -79,7 +82,7 @@ void Bridge::restore() {
     std::rename(path.c_str(), (path + ".unreadable").c_str());
     return;
   }
-  const std::string own = netns_id("/proc/self/ns/net");
+  const std::string own = netns_id("/proc/self/ns/net"), boot = boot_id();
   size_t made = 0, dropped = 0;
   auto attempt = [&](const char* kind, const std::string& name, const std::function<void()>& add) {
     try {
@@ -99,11 +102,13 @@ void Bridge::restore() {
     attempt("endpoint", name, [&] {
       const json& spec = entry["spec"];
       if (spec.contains("netns") && spec["netns"].is_string()) {
-        // The same namespace, not whatever now has its path (/proc/PID/ns/net of a reused PID).
-        const std::string id = netns_id(spec["netns"].get<std::string>());
-        if (id.empty()) throw std::runtime_error("its namespace " + spec["netns"].get<std::string>() + " is gone");
-        if (id == own || id != entry.value("netns_id", id))
-          throw std::runtime_error(spec["netns"].get<std::string>() + " is another namespace now than the one it was made in");
+        // The same namespace, not whatever now has its path (/proc/PID/ns/net
+        // of a reused PID; any namespace after a reboot: inode numbers are reused).
+        const std::string path = spec["netns"].get<std::string>(), id = netns_id(path);
+        if (id.empty()) throw std::runtime_error("its namespace " + path + " is gone");
+        if (entry.value("boot_id", boot) != boot) throw std::runtime_error("it was made before the machine restarted");
+        if (entry.contains("netns_id") ? id != entry["netns_id"] : id == own)
+          throw std::runtime_error(path + " is another namespace now than the one it was made in");
       }
       add_endpoint(parse_endpoint_item(spec.dump(), "persisted endpoint '" + name + "'"));
       persisted_.endpoints[name] = persisted_entry(name, spec);
@@ -451,7 +456,7 @@ json Bridge::add_network(const NetworkConfig& n) {
   return {{"network", n.name}, {"subnet", prefix_to_string(n.subnet)}, {"gateway", ipv4_to_string(n.gateway)}};
 }
 
-json Bridge::del_network(const std::string& name) {
+Config Bridge::check_del_network(const std::string& name) const {
   if (!core_.cfg_.network(name)) throw ConfigError("network del: unknown network '" + name + "'");
   std::string users;
   for (const auto& e : core_.cfg_.endpoints)
@@ -463,6 +468,11 @@ json Bridge::del_network(const std::string& name) {
   Config next = core_.cfg_;
   next.networks.erase(std::find_if(next.networks.begin(), next.networks.end(), [&](auto& n) { return n.name == name; }));
   check_config(next);  // the result must be a valid configuration
+  return next;
+}
+
+json Bridge::del_network(const std::string& name) {
+  Config next = check_del_network(name);
   remove_bd(name);
   core_.cfg_ = std::move(next);
   LOG_INFO("network %s removed", name.c_str());
@@ -484,11 +494,15 @@ json Bridge::add_endpoint(const EndpointConfig& e) {
   return endpoint_json(core_.plan_.endpoints.back());
 }
 
-json Bridge::del_endpoint(const std::string& name) {
+void Bridge::check_del_endpoint(const std::string& name) const {
   if (!core_.cfg_.endpoint(name)) throw ConfigError("endpoint del: unknown endpoint '" + name + "'");
   for (const auto& e : core_.cfg_.endpoints)
     if (e.mode == Mode::kContainer && e.container == name)
       throw ConfigError("endpoint del: endpoint '" + name + "' is joined by '" + e.name + "' (container:" + name + "); remove that first");
+}
+
+json Bridge::del_endpoint(const std::string& name) {
+  check_del_endpoint(name);
   destroy_endpoint(name);
   core_.cfg_.endpoints.erase(std::find_if(core_.cfg_.endpoints.begin(), core_.cfg_.endpoints.end(), [&](auto& x) { return x.name == name; }));
   core_.plan_.endpoints.erase(std::find_if(core_.plan_.endpoints.begin(), core_.plan_.endpoints.end(), [&](auto& x) { return x.name == name; }));
@@ -570,13 +584,16 @@ void Bridge::reload_update(Reload& r) {
       it = after.endpoints.erase(it);
       continue;
     }
-    it->second = persisted_entry(it->first, it->second["spec"]);
+    json entry = persisted_entry(it->first, it->second["spec"]);
+    if (!fresh(r.diff, it->first) && it->second.contains("netns_id"))  // the namespace it was made in, not whatever the path names now
+      entry["netns_id"] = it->second["netns_id"];
+    it->second = std::move(entry);
     ++it;
   }
   if (after.endpoints != persisted_.endpoints) {
+    persisted_ = std::move(after);  // memory follows what is in force; a failed save is caught up by the next one
     try {
-      save_persisted(after);
-      persisted_ = std::move(after);
+      save_persisted(persisted_);
     } catch (const std::exception& e) {
       r.fail("persisted endpoints", e);
     }
@@ -597,15 +614,22 @@ void Bridge::verbs(VerbRegistry& r) {
     try {
       save_persisted(after);
     } catch (...) {
-      undo();
+      try {
+        undo();
+      } catch (const std::exception& e) {  // the save's error is the one to report
+        LOG_ERR("undoing an unsaved persisted item failed: %s", e.what());
+      }
       throw;
     }
     persisted_ = std::move(after);
   };
-  // A deletion is saved first: a failed save deletes nothing; a failed deletion puts the file back.
-  auto forget = [this](bool is_network, const std::string& name, const std::function<json()>& del) {
+  // A deletion is checked, then saved, then done: a refused one writes
+  // nothing, a failed save deletes nothing; a deletion that fails after the
+  // checks (the kernel refused) puts the file back.
+  auto forget = [this](bool is_network, const std::string& name, const std::function<void()>& check, const std::function<json()>& del) {
     PersistedItems after = persisted_;
     if (!(is_network ? after.networks : after.endpoints).erase(name)) return del();
+    check();
     save_persisted(after);
     json out;
     try {
@@ -631,7 +655,9 @@ void Bridge::verbs(VerbRegistry& r) {
     }
     return out;
   });
-  r.add("network del", [this, forget](const Request& q) { return forget(true, q.name(), [&] { return del_network(q.name()); }); });
+  r.add("network del", [this, forget](const Request& q) {
+    return forget(true, q.name(), [&] { check_del_network(q.name()); }, [&] { return del_network(q.name()); });
+  });
   r.add("endpoint add", [this, keep](const Request& q) {
     EndpointConfig e = parse_endpoint_item(q.spec(), "endpoint add");
     if (e.persist)  // a reload removes a network added at runtime without persist: true
@@ -646,7 +672,9 @@ void Bridge::verbs(VerbRegistry& r) {
     }
     return out;
   });
-  r.add("endpoint del", [this, forget](const Request& q) { return forget(false, q.name(), [&] { return del_endpoint(q.name()); }); });
+  r.add("endpoint del", [this, forget](const Request& q) {
+    return forget(false, q.name(), [&] { check_del_endpoint(q.name()); }, [&] { return del_endpoint(q.name()); });
+  });
   r.add("endpoint update", [this](const Request& q) {
     json spec = json::parse(q.spec());
     if (!spec.is_object() || !spec.contains("name") || !spec["name"].is_string())

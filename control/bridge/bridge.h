@@ -63,6 +63,8 @@ class Bridge : public Module {
   // nothing when the request is bad.
   nlohmann::json add_network(const NetworkConfig& n);
   nlohmann::json del_network(const std::string& name);
+  Config check_del_network(const std::string& name) const;  // throws what del_network refuses; the config without it
+  void check_del_endpoint(const std::string& name) const;   // throws what del_endpoint refuses
   nlohmann::json add_endpoint(const EndpointConfig& e);
   // `network add` / `endpoint add` with persist: true is saved (an endpoint
   // with the address and MAC it got), so that the next start makes it again

@@ -22,7 +22,10 @@ std::string PersistedItems::path(const SwitchConfig& sw) { return sw.persist_dir
 PersistedItems PersistedItems::load(const std::string& path) {
   PersistedItems p;
   std::ifstream f(path);
-  if (!f) return p;
+  if (!f) {
+    if (errno == ENOENT) return p;
+    throw std::runtime_error(path + ": cannot be read: " + std::strerror(errno));
+  }
   json saved;
   try {
     saved = json::parse(f);
@@ -34,9 +37,13 @@ PersistedItems PersistedItems::load(const std::string& path) {
     throw std::runtime_error(path + ": expected {\"networks\": [...], \"endpoints\": [...]}");
   for (const auto& n : saved["networks"])
     if (n.is_object() && n.contains("name") && n["name"].is_string()) p.networks[n["name"].get<std::string>()] = n;
-  for (const auto& e : saved["endpoints"])
-    if (e.is_object() && e.contains("spec") && e["spec"].is_object() && e["spec"].contains("name") && e["spec"]["name"].is_string())
-      p.endpoints[e["spec"]["name"].get<std::string>()] = e;
+  for (const auto& e : saved["endpoints"]) {
+    if (!e.is_object() || !e.contains("spec") || !e["spec"].is_object() || !e["spec"].contains("name") || !e["spec"]["name"].is_string())
+      throw std::runtime_error(path + ": an endpoint entry is not {\"spec\": {\"name\": ...}, ...}");
+    p.endpoints[e["spec"]["name"].get<std::string>()] = e;
+  }
+  for (const auto& n : saved["networks"])
+    if (!n.is_object() || !n.contains("name") || !n["name"].is_string()) throw std::runtime_error(path + ": a network entry has no name");
   return p;
 }
 
@@ -66,6 +73,13 @@ std::string netns_id(const std::string& path) {
   struct stat st;
   if (path.empty() || stat(path.c_str(), &st) != 0) return "";
   return std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino);
+}
+
+std::string boot_id() {
+  std::ifstream f("/proc/sys/kernel/random/boot_id");
+  std::string id;
+  std::getline(f, id);
+  return id;
 }
 
 std::vector<Reservation> persisted_reservations(const Config& cfg) {

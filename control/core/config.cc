@@ -902,9 +902,8 @@ Plan make_plan(const Config& cfg, const Plan* previous, const std::vector<Reserv
   }
   if (reserved)  // after the static ones (which win), before any dynamic one
     for (const auto& r : *reserved) {
-      if (!bd_index.count(r.network)) continue;
-      if (r.ip) ipam[bd_of(r.network)].reserve(r.ip);
-      if (r.mac) macs.emplace(r.mac, "(persisted)");
+      if (r.mac) macs.emplace(r.mac, "(persisted)");  // switch-wide, whatever its network
+      if (r.ip && bd_index.count(r.network)) ipam[bd_of(r.network)].reserve(r.ip);
     }
   for (auto& ep : cfg.endpoints) {
     PlannedEndpoint pe;

@@ -28,7 +28,7 @@ bool read_name(const uint8_t* msg, size_t len, size_t* off, char* out, uint8_t* 
     if ((b & 0xc0) == 0xc0) {  // a pointer
       if (pos + 1 >= len || ++pointers > kMaxPointers) return false;
       const size_t to = size_t(b & 0x3f) << 8 | msg[pos + 1];
-      if (to >= limit) return false;  // only backwards: no loop, no forward reference
+      if (to >= limit || to < kHeaderLen) return false;  // only backwards, never into the header: no loop, no forward reference
       if (!end) end = pos + 2;
       limit = to;
       pos = to;
@@ -68,14 +68,21 @@ Parse parse_query(const uint8_t* msg, size_t len, Query* q) {
   q->name[0] = 0;
   q->name_len = 0;
   q->qname_wire_len = 0;
-  q->edns = false;
+  q->qtype = q->qclass = 0;
+  q->edns = q->dnssec_ok = false;
   q->udp_size = kMaxUdpPlain;
   if (q->flags & 0x8000) return Parse::kIgnore;  // a response: never answered (no reflection loops)
   const uint16_t qd = be16(msg + 4), an = be16(msg + 6), ns = be16(msg + 8), ar = be16(msg + 10);
   if (((q->flags >> 11) & 0xf) != 0) return Parse::kNotImp;
   if (qd != 1 || an != 0 || ns != 0 || ar > 1 || len > kMaxUdpEdns) return Parse::kFormErr;
   size_t off = kHeaderLen;
-  if (!read_name(msg, len, &off, q->name, &q->name_len, q->qname_wire, &q->qname_wire_len) || off + 4 > len) return Parse::kFormErr;
+  uint8_t wire_len = 0;
+  if (!read_name(msg, len, &off, q->name, &q->name_len, q->qname_wire, &wire_len) || off + 4 > len) {
+    q->name[0] = 0;
+    q->name_len = 0;
+    return Parse::kFormErr;
+  }
+  q->qname_wire_len = wire_len;  // the whole question was read: it may be echoed
   q->qtype = be16(msg + off);
   q->qclass = be16(msg + off + 2);
   off += 4;
@@ -83,8 +90,12 @@ Parse parse_query(const uint8_t* msg, size_t len, Query* q) {
   if (q->qtype == kTypeOpt || q->qtype == 0) return Parse::kFormErr;
   if (ar == 1) {  // must be EDNS: OPT for the root, nothing after it
     if (off + 11 > len || msg[off] != 0 || be16(msg + off + 1) != kTypeOpt) return Parse::kFormErr;
+    // Its fixed part read: the answer carries OPT from here on, whatever follows (RFC 6891 7).
     const uint16_t size = be16(msg + off + 3);
-    const uint8_t version = msg[off + 6];
+    q->edns = true;
+    q->udp_size = size < kMaxUdpPlain ? uint16_t(kMaxUdpPlain) : size > kMaxUdpEdns ? uint16_t(kMaxUdpEdns) : size;
+    q->dnssec_ok = msg[off + 7] & 0x80;
+    if (msg[off + 6] != 0) return Parse::kBadVers;  // its version: before its options, whose framing may differ
     const uint16_t rdlen = be16(msg + off + 9);
     if (off + 11 + rdlen != len) return Parse::kFormErr;
     // Options: each a 4-byte header and its data, exactly filling rdlen.
@@ -92,18 +103,30 @@ Parse parse_query(const uint8_t* msg, size_t len, Query* q) {
       if (o + 4 > len || o + 4 + be16(msg + o + 2) > len) return Parse::kFormErr;
       o += 4 + be16(msg + o + 2);
     }
-    q->edns = true;
-    q->udp_size = size < kMaxUdpPlain ? uint16_t(kMaxUdpPlain) : size > kMaxUdpEdns ? uint16_t(kMaxUdpEdns) : size;
-    if (version != 0) return Parse::kBadVers;
   } else if (off != len) {
     return Parse::kFormErr;  // trailing bytes
   }
-  if (!q->edns && len > kMaxUdpPlain) return Parse::kFormErr;
   return Parse::kOk;
 }
 
 namespace {
-// "a.b.c" -> its wire form at out; false when it does not fit or is not a name.
+// A dotted name we can write: labels of 1..63 bytes, at most 255 on the wire.
+bool writable_name(const char* name) {
+  size_t wire = 1, label = 0;
+  for (const char* p = name; *p; p++) {
+    if (*p == '.') {
+      if (label == 0) return false;
+      wire += 1 + label;
+      label = 0;
+    } else if (++label > kMaxLabel) {
+      return false;
+    }
+  }
+  if (*name && label == 0) return false;  // a final dot
+  return wire + (label ? 1 + label : 0) <= kMaxName;
+}
+
+// "a.b.c" (writable_name()) -> its wire form at out; 0 when it does not fit.
 size_t encode_name(const char* name, uint8_t* out, size_t cap) {
   size_t w = 0;
   const char* p = name;
@@ -127,6 +150,7 @@ size_t write_response(const Query& q, Rcode rcode, bool authoritative, const Ans
                       bool with_question) {
   const size_t max = cap < q.udp_size ? cap : q.udp_size;
   const size_t opt_len = q.edns ? 11 : 0;
+  if (uint8_t(rcode) > 15 && !q.edns) rcode = Rcode::kServFail;  // an extended rcode needs OPT to carry it
   const bool question = with_question && q.qname_wire_len > 0;
   size_t len = kHeaderLen + (question ? q.qname_wire_len + 4u : 0u);
   if (len + opt_len > max) return 0;
@@ -165,7 +189,7 @@ size_t write_response(const Query& q, Rcode rcode, bool authoritative, const Ans
       }
       put32(r + 12, a.a);
       rdlen = 4;
-    } else if (a.type == kTypePtr && a.ptr) {
+    } else if (a.type == kTypePtr && a.ptr && writable_name(a.ptr)) {
       rdlen = encode_name(a.ptr, r + 12, max - opt_len - pos - 12);
       if (!rdlen) {
         truncated = true;
@@ -192,7 +216,7 @@ size_t write_response(const Query& q, Rcode rcode, bool authoritative, const Ans
     put16(o + 3, kOurUdpSize);
     o[5] = uint8_t(uint8_t(rcode) >> 4);
     o[6] = 0;
-    put16(o + 7, 0);
+    put16(o + 7, q.dnssec_ok ? 0x8000 : 0);  // DO echoed
     put16(o + 9, 0);
     pos += 11;
   }

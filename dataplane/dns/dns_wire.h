@@ -10,8 +10,9 @@
 // no answer or authority records; at most one additional record, and that
 // one an EDNS OPT record with version 0 (else BADVERS) for the root name;
 // names of at most 255 bytes in labels of at most 63, compression pointers
-// only backwards; class IN (or ANY); at most 512 bytes without EDNS, at most
-// the advertised size (capped at 4096) with it. Names are compared in lower
+// only backwards and never into the header; class IN (or ANY); at most 4096
+// bytes (without EDNS a valid query cannot pass 271). Answers stay within 512
+// bytes, or the advertised EDNS size capped at 4096. Names are compared in lower
 // case (RFC 4343); the question is echoed as the asker wrote it (0x20).
 #pragma once
 
@@ -43,6 +44,7 @@ struct Query {
   uint8_t qname_wire[kMaxName] = {};  // the question's name as sent, uncompressed (echoed in the answer)
   uint8_t qname_wire_len = 0;
   bool edns = false;           // an OPT record came
+  bool dnssec_ok = false;      // its DO bit (echoed, RFC 3225)
   uint16_t udp_size = kMaxUdpPlain;  // the answer may be this long (512, or the EDNS size within [512, 4096])
 };
 
@@ -62,7 +64,8 @@ enum class Parse : uint8_t {
 bool read_name(const uint8_t* msg, size_t len, size_t* off, char* out, uint8_t* out_len, uint8_t* wire, uint8_t* wire_len);
 
 // Parses a query (kOk fills q entirely; kFormErr/kNotImp/kBadVers fill id,
-// flags, and whatever of the question could be read).
+// flags, the EDNS fields once the OPT record's fixed part is read, and the
+// question only when all of it was read: qname_wire_len is 0 otherwise).
 Parse parse_query(const uint8_t* msg, size_t len, Query* q);
 
 // One answer record: its owner is the question's name (a pointer to it).
@@ -74,10 +77,12 @@ struct Answer {
 };
 
 // Writes the response to q into out (at most cap bytes, and at most
-// q.udp_size): header, the question as asked, the answers (TC set and none
-// written when they do not all fit), and an OPT record when the query had
-// one. Returns its length, 0 when not even the header and question fit.
-// For rcode kFormErr with an unreadable question, the question section is empty.
+// q.udp_size): header, the question as asked (when q has one and
+// with_question), the answers (TC set and none written when they do not all
+// fit; a PTR whose target is not a valid name is left out), and an OPT record
+// when the query had one (RFC 6891: also with FORMERR and BADVERS). Returns
+// its length, 0 when not even the header, question and OPT fit. An extended
+// rcode (BADVERS) without EDNS is sent as SERVFAIL.
 size_t write_response(const Query& q, Rcode rcode, bool authoritative, const Answer* answers, size_t n, uint8_t* out, size_t cap,
                       bool with_question = true);
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
 """Runtime control: dpswctl add/del/reload while workers forward."""
+import json
 import os
 import re
 import subprocess
@@ -235,8 +236,13 @@ def persisted_items_updates_and_handoff():
         check(peer == d.OUTSIDE_IP, f"published port after restart: peer {peer}")
         d.ctl("endpoint", "update", "held", "--publish", "none")
         check("publish" not in d.ctl("show", "endpoints", "held")[0], "publish none")
+        # A refused deletion writes nothing: the network stays saved.
+        saved = os.path.join(d.dir, f"{d.name}.persisted.json")
+        check("still has endpoints" in ctl_fail(d, "network", "del", "kept"), "network del with an endpoint on it")
+        check([n["name"] for n in json.load(open(saved))["networks"]] == ["kept"], "a refused network del changed the saved file")
         d.ctl("endpoint", "del", "held")
         d.ctl("network", "del", "kept")
+        check(json.load(open(saved)) == {"networks": [], "endpoints": []}, "deleted items are still saved")
         d.stop()
         d.start()
         check([n["name"] for n in d.ctl("show", "networks")] == ["a"], "deleted persisted items came back")

@@ -94,24 +94,30 @@ TEST(DnsWire, MalformedQueriesAreFormErrOrIgnored) {
   r = m;
   r.push_back(0);  // trailing byte
   EXPECT_EQ(parse_query(r.data(), r.size(), &q), Parse::kFormErr);
-  // Compression: a pointer to itself, a pointer forward, a loop of two.
-  Bytes loop = {0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 12, 0, 1, 0, 1};
-  EXPECT_EQ(parse_query(loop.data(), loop.size(), &q), Parse::kFormErr);
+  // Compression: a pointer to its own name (a loop), a pointer forward (the
+  // start of any loop), a label then a pointer back to it, a pointer into the header.
+  Bytes self = {0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 12, 0, 1, 0, 1};
+  EXPECT_EQ(parse_query(self.data(), self.size(), &q), Parse::kFormErr);
   Bytes fwd = {0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 18, 0, 1, 0, 1, 1, 'a', 0};
   EXPECT_EQ(parse_query(fwd.data(), fwd.size(), &q), Parse::kFormErr);
-  Bytes two = {0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 1, 'a', 0xc0, 12, 0, 1, 0, 1};
-  EXPECT_EQ(parse_query(two.data(), two.size(), &q), Parse::kFormErr);
-  // A label over 63, a name over 255.
+  Bytes back = {0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 1, 'a', 0xc0, 12, 0, 1, 0, 1};
+  EXPECT_EQ(parse_query(back.data(), back.size(), &q), Parse::kFormErr);
+  Bytes hdr = {0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 4, 0, 1, 0, 1};
+  EXPECT_EQ(parse_query(hdr.data(), hdr.size(), &q), Parse::kFormErr);
+  // A label length over 63 (0x40 and 0x80 are extended label types), a name of 256 bytes.
   Bytes big = query(std::string(64, 'x'));
   EXPECT_EQ(parse_query(big.data(), big.size(), &q), Parse::kFormErr);
-  std::string longname;
-  for (int i = 0; i < 5; i++) longname += std::string(60, 'y') + ".";
-  Bytes lng = query(longname.substr(0, longname.size() - 1));
-  EXPECT_EQ(parse_query(lng.data(), lng.size(), &q), Parse::kFormErr);
-  // Oversized without EDNS; odd EDNS: a bad option length, another version, OPT as the question.
-  Bytes over = query(std::string(60, 'z') + "." + std::string(60, 'z'));
-  over.resize(600, 0);
-  EXPECT_EQ(parse_query(over.data(), over.size(), &q), Parse::kFormErr);
+  std::string n253 = std::string(63, 'a') + "." + std::string(63, 'b') + "." + std::string(63, 'c') + "." + std::string(61, 'd');
+  Bytes ok255 = query(n253);  // 255 bytes on the wire: the most there is
+  ASSERT_EQ(name_wire(n253).size(), 255u);
+  EXPECT_EQ(parse_query(ok255.data(), ok255.size(), &q), Parse::kOk);
+  Bytes over256 = query(n253 + "d");
+  EXPECT_EQ(parse_query(over256.data(), over256.size(), &q), Parse::kFormErr);
+  // Over 4096 bytes (an EDNS option padding it out); odd EDNS: a bad option length, another version, OPT as the question.
+  Bytes huge = query("web", kTypeA, true);
+  huge[huge.size() - 14] = 0x10;  // rdlen 4096 + 12
+  huge.resize(huge.size() + 4096, 0);
+  EXPECT_EQ(parse_query(huge.data(), huge.size(), &q), Parse::kFormErr);
   Bytes e = query("web", kTypeA, true);
   Bytes bad = e;
   bad[bad.size() - 9] = 9;  // the cookie option claims 9 bytes of 8
@@ -166,6 +172,65 @@ TEST(DnsWire, AnswersEchoTheQuestionAndFitOrTruncate) {
   EXPECT_EQ(n, kHeaderLen);
   EXPECT_EQ(out[5], 0);
   EXPECT_EQ(write_response(q, Rcode::kNoError, true, &a, 1, out, 8), 0u);  // no room even for the header
+}
+
+TEST(DnsWire, PointersBackwardsAreFollowed) {
+  // A message with "web" at 12 and, later, "x" + a pointer to it: x.web.
+  Bytes m = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 'w', 'e', 'b', 0, 1, 'X', 0xc0, 12};
+  size_t off = 17;
+  char name[kMaxName + 1];
+  uint8_t len = 0, wire[kMaxName], wire_len = 0;
+  ASSERT_TRUE(read_name(m.data(), m.size(), &off, name, &len, wire, &wire_len));
+  EXPECT_STREQ(name, "x.web");
+  EXPECT_EQ(off, m.size());  // past the pointer, not past the name it points to
+  EXPECT_EQ(wire_len, 7);    // uncompressed: 1 X 3 w e b 0
+  EXPECT_EQ(wire[1], 'X');   // the case as written
+}
+
+TEST(DnsWire, EdnsAnswersCarryOptDoAndExtendedRcodes) {
+  Query q;
+  Bytes m = query("web", kTypeA, true);
+  m[m.size() - 16] = 0x80;  // DO
+  ASSERT_EQ(parse_query(m.data(), m.size(), &q), Parse::kOk);
+  EXPECT_TRUE(q.dnssec_ok);
+  uint8_t out[600];
+  size_t n = write_response(q, Rcode::kBadVers, false, nullptr, 0, out, sizeof out);
+  ASSERT_EQ(n, kHeaderLen + 5 + 4 + 11);
+  EXPECT_EQ(out[3] & 0xf, 0);        // BADVERS = 16: 0 in the header...
+  EXPECT_EQ(out[n - 11 + 5], 1);     // ...1 in OPT's extended rcode
+  EXPECT_EQ(out[n - 11 + 7], 0x80);  // DO echoed
+  // A bad option still gets OPT back with FORMERR; a version 1 query gets BADVERS before its options are read.
+  Bytes bad = query("web", kTypeA, true);
+  bad[bad.size() - 9] = 9;
+  EXPECT_EQ(parse_query(bad.data(), bad.size(), &q), Parse::kFormErr);
+  EXPECT_TRUE(q.edns);
+  n = write_response(q, Rcode::kFormErr, false, nullptr, 0, out, sizeof out, false);
+  EXPECT_EQ(n, kHeaderLen + 11);
+  bad[bad.size() - 17] = 1;
+  EXPECT_EQ(parse_query(bad.data(), bad.size(), &q), Parse::kBadVers);
+  // Without EDNS an extended rcode cannot be carried: SERVFAIL.
+  Bytes plain = query("web");
+  ASSERT_EQ(parse_query(plain.data(), plain.size(), &q), Parse::kOk);
+  n = write_response(q, Rcode::kBadVers, false, nullptr, 0, out, sizeof out);
+  EXPECT_EQ(out[3] & 0xf, 2);
+  // Answers that fit without the OPT record but not with it: TC.
+  ASSERT_EQ(parse_query(m.data(), m.size(), &q), Parse::kOk);
+  Answer a;
+  std::vector<Answer> many(30, a);  // 21 + 30 * 16 = 501 bytes; + 11 for OPT = 512
+  n = write_response(q, Rcode::kNoError, true, many.data(), many.size(), out, 511);
+  EXPECT_EQ(out[2] & 0x02, 0x02);
+  EXPECT_EQ(out[7], 0);
+  n = write_response(q, Rcode::kNoError, true, many.data(), many.size(), out, 512);
+  EXPECT_EQ(n, 512u);
+  EXPECT_EQ(out[7], 30);
+  // A PTR whose target is not a name is left out (not a TC: TCP would not help).
+  Answer p[2];
+  p[0].type = p[1].type = kTypePtr;
+  p[0].ptr = "a..b";
+  p[1].ptr = "good.name";
+  n = write_response(q, Rcode::kNoError, true, p, 2, out, sizeof out);
+  EXPECT_EQ(out[2] & 0x02, 0);
+  EXPECT_EQ(out[7], 1);
 }
 
 TEST(DnsWire, ReverseNames) {
