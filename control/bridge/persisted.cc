@@ -35,15 +35,16 @@ PersistedItems PersistedItems::load(const std::string& path) {
   if (!saved.is_object() || !saved.contains("networks") || !saved["networks"].is_array() || !saved.contains("endpoints") ||
       !saved["endpoints"].is_array())
     throw std::runtime_error(path + ": expected {\"networks\": [...], \"endpoints\": [...]}");
-  for (const auto& n : saved["networks"])
-    if (n.is_object() && n.contains("name") && n["name"].is_string()) p.networks[n["name"].get<std::string>()] = n;
+  auto named = [](const json& x) { return x.is_object() && x.contains("name") && x["name"].is_string(); };
+  for (const auto& n : saved["networks"]) {
+    if (!named(n)) throw std::runtime_error(path + ": a network entry has no name");
+    p.networks[n["name"].get<std::string>()] = n;
+  }
   for (const auto& e : saved["endpoints"]) {
-    if (!e.is_object() || !e.contains("spec") || !e["spec"].is_object() || !e["spec"].contains("name") || !e["spec"]["name"].is_string())
+    if (!e.is_object() || !e.contains("spec") || !named(e["spec"]))
       throw std::runtime_error(path + ": an endpoint entry is not {\"spec\": {\"name\": ...}, ...}");
     p.endpoints[e["spec"]["name"].get<std::string>()] = e;
   }
-  for (const auto& n : saved["networks"])
-    if (!n.is_object() || !n.contains("name") || !n["name"].is_string()) throw std::runtime_error(path + ": a network entry has no name");
   return p;
 }
 

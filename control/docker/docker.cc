@@ -141,13 +141,19 @@ json Driver::create_network(const json& b) {
   return json::object();
 }
 
-json Driver::delete_network(const json& b) {
+// A request whose refusal "unknown ..." means the work is done already
+// (Docker replays deletions after its own restart): any other refusal is an Err.
+json Driver::call_gone_ok(const json& req, const char* unknown) {
   try {
-    call({{"v", 1}, {"cmd", "network"}, {"args", {"del", network_name(id_of(b, "NetworkID"))}}});
+    call(req);
   } catch (const Refused& e) {
-    if (std::string(e.what()).find("unknown network") == std::string::npos) throw;
+    if (std::string(e.what()).find(unknown) == std::string::npos) throw;
   }
   return json::object();
+}
+
+json Driver::delete_network(const json& b) {
+  return call_gone_ok({{"v", 1}, {"cmd", "network"}, {"args", {"del", network_name(id_of(b, "NetworkID"))}}}, "unknown network");
 }
 
 json Driver::create_endpoint(const json& b) {
@@ -177,12 +183,7 @@ json Driver::create_endpoint(const json& b) {
 }
 
 json Driver::delete_endpoint(const json& b) {
-  try {
-    call({{"v", 1}, {"cmd", "endpoint"}, {"args", {"del", endpoint_name(id_of(b, "EndpointID"))}}});
-  } catch (const Refused& e) {
-    if (std::string(e.what()).find("unknown endpoint") == std::string::npos) throw;
-  }
-  return json::object();
+  return call_gone_ok({{"v", 1}, {"cmd", "endpoint"}, {"args", {"del", endpoint_name(id_of(b, "EndpointID"))}}}, "unknown endpoint");
 }
 
 json Driver::join(const json& b) {
@@ -250,12 +251,9 @@ json Driver::program_external(const json& b) {
 }
 
 json Driver::revoke_external(const json& b) {
-  try {
-    call({{"v", 1}, {"cmd", "endpoint"}, {"args", {"update"}}, {"spec", {{"name", endpoint_name(id_of(b, "EndpointID"))}, {"publish", json::array()}}}});
-  } catch (const Refused& e) {
-    if (std::string(e.what()).find("unknown endpoint") == std::string::npos) throw;
-  }
-  return json::object();
+  return call_gone_ok(
+      {{"v", 1}, {"cmd", "endpoint"}, {"args", {"update"}}, {"spec", {{"name", endpoint_name(id_of(b, "EndpointID"))}, {"publish", json::array()}}}},
+      "unknown endpoint");
 }
 
 }  // namespace dpsw::docker

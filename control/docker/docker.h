@@ -45,6 +45,7 @@ class Driver {
 
  private:
   nlohmann::json call(const nlohmann::json& req);  // result, or throws Refused with dpsw's message
+  nlohmann::json call_gone_ok(const nlohmann::json& req, const char* unknown);  // a refusal naming `unknown` is success
   nlohmann::json endpoint(const std::string& name);  // `show endpoints NAME`; null when unknown
   nlohmann::json create_network(const nlohmann::json& b);
   nlohmann::json delete_network(const nlohmann::json& b);

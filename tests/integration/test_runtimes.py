@@ -203,7 +203,8 @@ def podman():
             # Published: an outside client reaches the container at the host's address, and is seen as itself.
             page = nsx(d.ns("out"), "python3", "-c", HTTP_GET, d.HOST_IP, "18080").stdout
             check("hello from a container" in page, page)
-            log = pm("logs", "web").stdout + pm("logs", "web").stderr
+            r = pm("logs", "web")
+            log = r.stdout + r.stderr  # httpd -v logs to stderr
             check(d.OUTSIDE_IP in log, f"the container did not see the client {d.OUTSIDE_IP}: {log}")
             # Out through NAT.
             out = pm("exec", "c1", "ping", "-c", "2", "-W", "2", d.OUTSIDE_IP).stdout
@@ -250,7 +251,8 @@ def docker():
             check(" 0% packet loss" in out, out)
             page = nsx(d.ns("out"), "python3", "-c", HTTP_GET, d.HOST_IP, "18080").stdout
             check("hello from a container" in page, page)
-            logs = dk("logs", "web").stdout + dk("logs", "web").stderr
+            r = dk("logs", "web")
+            logs = r.stdout + r.stderr
             check(d.OUTSIDE_IP in logs, f"the container did not see the client {d.OUTSIDE_IP}: {logs}")
             web_ip = dk("inspect", "-f", "{{.NetworkSettings.Networks.dnet.IPAddress}}", "web").stdout.strip()
             dk("rm", "-f", "c1", "c2", "web")
