@@ -396,6 +396,17 @@ void parse_endpoint(Map& m, const YAML::Node& n, EndpointConfig& ep) {
       m.fail(v, m.key("persist"), "only for endpoints added through the control socket (the file's endpoints are made at every start)");
     if (ep.persist && ep.mode != Mode::kBridge) m.fail(v, m.key("persist"), "only valid with mode bridge");
   }
+  if (auto v = m.get("aliases")) {
+    if (!v.IsSequence()) m.fail(v, m.key("aliases"), "expected a list of names like [www]");
+    for (size_t i = 0; i < v.size(); i++) {
+      const std::string key = m.key("aliases[" + std::to_string(i) + "]");
+      std::string a = scalar(m, v[i], key);
+      if (!valid_dns_name(a)) m.fail(v[i], key, "'" + a + "' is not a DNS name (labels of 1 to 63 letters, digits, '-' or '_', separated by dots; 253 bytes at most)");
+      std::transform(a.begin(), a.end(), a.begin(), [](unsigned char c) { return char(std::tolower(c)); });
+      if (std::count(ep.aliases.begin(), ep.aliases.end(), a)) m.fail(v[i], key, "'" + a + "' is given twice");
+      ep.aliases.push_back(a);
+    }
+  }
   if (auto v = m.get("labels")) {
     if (!v.IsMap()) m.fail(v, m.key("labels"), "expected a map like { app: web }");
     for (auto it = v.begin(); it != v.end(); ++it) {
@@ -415,6 +426,20 @@ void parse_endpoint(Map& m, const YAML::Node& n, EndpointConfig& ep) {
 }
 
 }  // namespace
+
+bool valid_dns_name(const std::string& s) {
+  if (s.empty() || s.size() > 253) return false;
+  size_t label = 0;
+  for (char c : s) {
+    if (c == '.') {
+      if (!label) return false;
+      label = 0;
+      continue;
+    }
+    if (!(std::isalnum((unsigned char)c) || c == '-' || c == '_') || ++label > 63) return false;
+  }
+  return label > 0;
+}
 
 const NetworkConfig* Config::network(const std::string& n) const {
   for (auto& x : networks)
@@ -476,6 +501,25 @@ Config parse_config(const std::string& text, const std::string& origin) {
     }
     m.finish();
     cfg.uplink = up;
+  }
+  if (auto v = top.get("dns")) {
+    Map m(v, "dns", origin);
+    if (auto e = m.get("enabled")) cfg.dns.enabled = boolean(m, e, "dns.enabled");
+    if (auto u = m.get("upstream")) {
+      if (!u.IsSequence()) m.fail(u, "dns.upstream", "expected a list of IPv4 addresses like [192.0.2.53]");
+      if (u.size() > 8) m.fail(u, "dns.upstream", "at most 8 servers");
+      for (size_t i = 0; i < u.size(); i++) {
+        const std::string key = "dns.upstream[" + std::to_string(i) + "]";
+        std::string a = scalar(m, u[i], key);
+        auto ip = ipv4_parse(a);
+        if (!ip || *ip == 0 || (*ip >> 24) == 127 || (*ip >> 28) >= 14) m.fail(u[i], key, "'" + a + "' is not a unicast IPv4 address outside 127/8");
+        cfg.dns.upstream.push_back(*ip);
+      }
+      cfg.dns.upstream_set = true;
+    }
+    if (auto t = m.get("ttl")) cfg.dns.ttl = uint32_t(integer(m, t, "dns.ttl", 0, 86400));
+    if (auto r = m.get("resolv_conf")) cfg.dns.resolv_conf = boolean(m, r, "dns.resolv_conf");
+    m.finish();
   }
   if (auto v = top.get("networks")) {
     if (!v.IsSequence()) top.fail(v, "networks", "expected a list");
@@ -767,7 +811,7 @@ std::string publish_to_string(const Publish& p) {
 bool ConfigDiff::empty() const {
   return networks_added.empty() && networks_removed.empty() && networks_changed.empty() && networks_updated.empty() &&
          endpoints_added.empty() && endpoints_removed.empty() && endpoints_changed.empty() && endpoints_updated.empty() &&
-         switch_changed.empty() && peers_changed.empty();
+         switch_changed.empty() && peers_changed.empty() && !dns_changed;
 }
 
 ConfigDiff diff_configs(const Config& a, const Config& b) {
@@ -795,6 +839,7 @@ ConfigDiff diff_configs(const Config& a, const Config& b) {
                   u->gateway == v->gateway);
   };
   if (!same_uplink(a.uplink, b.uplink)) d.switch_changed.push_back("uplink");
+  d.dns_changed = !(a.dns == b.dns);
   auto index = [](const auto& items) {
     std::unordered_map<std::string, const std::remove_cvref_t<decltype(items[0])>*> m;
     for (const auto& x : items) m.emplace(x.name, &x);
@@ -826,7 +871,8 @@ ConfigDiff diff_configs(const Config& a, const Config& b) {
     bool changed = !e.same_definition(*f->second) ||
                    std::any_of(e.networks.begin(), e.networks.end(), [&](const std::string& n) { return changed_nets.count(n) > 0; });
     if (changed) d.endpoints_changed.push_back(e.name);
-    else if (e.publish != f->second->publish || e.labels != f->second->labels) d.endpoints_updated.push_back(e.name);
+    else if (e.publish != f->second->publish || e.labels != f->second->labels || e.aliases != f->second->aliases)
+      d.endpoints_updated.push_back(e.name);
   }
   for (const auto& e : b.endpoints)
     if (!a_eps.count(e.name)) d.endpoints_added.push_back(e.name);

@@ -124,6 +124,7 @@ struct EndpointConfig {
   std::vector<Publish> publish;
   std::string ifname;                 // its interface in the namespace (one network only; default eth0, eth1, ...)
   std::map<std::string, std::string> labels;  // free key/value pairs (service backends, the CNI plugin's attachment ids)
+  std::vector<std::string> aliases;   // more DNS names on its networks (lower case; several endpoints may share one)
   bool fast_path = true;              // fast_path: auto | off
   // Added through the control socket with `persist: true` (the CNI plugin's
   // attachments): saved in state_dir, made again at the next start, kept by
@@ -134,13 +135,28 @@ struct EndpointConfig {
   // to move into its container and configure (Docker's remote driver). One network.
   bool handoff = false;
   ItemSource src;
-  bool same_definition(const EndpointConfig& o) const;  // all but publish and labels (applied in place)
+  bool same_definition(const EndpointConfig& o) const;  // all but publish, labels and aliases (applied in place)
 };
+
+// dns: the embedded responder at every bridge network's gateway (issue 16).
+struct DnsConfig {
+  bool enabled = true;                 // enabled: false turns the responder off (port 53 of the gateway is then routed like any other)
+  std::vector<uint32_t> upstream;      // where other names go; unset: the host's /etc/resolv.conf nameservers
+  bool upstream_set = false;
+  uint32_t ttl = 600;                  // of the answers (Docker's embedded DNS uses 600)
+  bool resolv_conf = true;             // write /etc/netns/NAME/resolv.conf for the namespaces dpsw creates
+  bool operator==(const DnsConfig&) const = default;
+};
+
+// A DNS name as dpsw answers it (an endpoint's name, an alias): letters,
+// digits, '-' and '_' in dot-separated labels of 1..63, at most 253 in all.
+bool valid_dns_name(const std::string& s);
 
 struct Config {
   std::string path;
   SwitchConfig sw;
   std::optional<UplinkConfig> uplink;
+  DnsConfig dns;
   std::vector<NetworkConfig> networks;
   std::vector<EndpointConfig> endpoints;
 
@@ -178,6 +194,7 @@ struct ConfigDiff {
   std::vector<std::string> endpoints_updated;  // publish
   std::vector<std::string> switch_changed;  // switch keys that differ (need a restart)
   std::vector<std::string> peers_changed;   // overlay networks whose peer list alone changed (applied in place)
+  bool dns_changed = false;                 // the dns section (applied in place: the next snapshot)
   bool empty() const;
 };
 ConfigDiff diff_configs(const Config& before, const Config& after);

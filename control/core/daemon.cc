@@ -23,6 +23,7 @@
 #include "control/fast/fast_control.h"
 #include "control/nat/nat.h"
 #include "control/overlay/overlay.h"
+#include "control/dns/dns.h"
 #include "control/ports/ports.h"
 #include "dataplane/core/clock.h"
 #include "dataplane/ports/dpdk_env.h"
@@ -86,6 +87,7 @@ Daemon::Daemon(Config cfg, Plan plan, DaemonOptions opt) : Core(std::move(cfg), 
   modules_.push_back(std::move(ports));
   modules_.push_back(std::move(fast));
   modules_.push_back(std::make_unique<Overlay>(core, *nat));
+  modules_.push_back(std::make_unique<Dns>(core));
   modules_.push_back(std::move(nat));  // last: its contribute() puts the uplink in front of the lists the others filled
 
   // One table of control verbs, the core's and every module's: a name taken
@@ -152,6 +154,7 @@ void Daemon::publish_snapshot() {
   for (size_t i = 0; i < bd_name_.size(); i++) s->bds[i].name = bd_name_[i];
   for (const auto& m : modules_) m->contribute(*s);
   dp_->publish(std::move(s));
+  for (const auto& m : modules_) m->published();
 }
 
 json Daemon::reload() {

@@ -57,6 +57,8 @@
 //   contribute() its part of every snapshot, after the core's (bridge
 //                domains' names); NAT, the last module, puts the uplink in
 //                front of the flood and rx lists the others filled
+//   published()  after every snapshot is published (the machine's files that
+//                follow it: the DNS module's resolv.conf of each namespace)
 //   tick(now)    every maintenance tick (250 ms), after the MAC table's
 //   tick_done(now)  then, once every module's tick() ran (e.g. after NAT's expiry)
 //   views()      declares its `show` views
@@ -142,6 +144,7 @@ class Module {
   virtual void reload_update(Reload& /*r*/) {}
   virtual void release_port(uint16_t /*id*/, const PortRec& /*pr*/) {}
   virtual void contribute(Snapshot& /*s*/) const {}
+  virtual void published() {}
   virtual void tick(uint32_t /*now*/) {}
   virtual void tick_done(uint32_t /*now*/) {}  // after every module's tick() (NAT's expiry among them)
   virtual void views(ViewRegistry& /*r*/) {}

@@ -53,7 +53,8 @@ namespace dpsw {
   X(kWrongIngress, "wrong_ingress", "l3_route", "a flow's tuple from a port the flow does not come from (another network reusing it)")           \
   X(kSpoofedSrc, "spoofed_src", "l3_route", "to be routed from a container: source address not on its network")                                  \
   X(kFromMacvlan, "from_macvlan", "l3_route", "to be routed from a macvlan endpoint: dpsw serves it published ports on the host address only")   \
-  X(kPuntShare, "punt_share", "fast_tier", "fast tier: punted while the punt port was congested, beyond the port's fair share (punt_share.h)")
+  X(kPuntShare, "punt_share", "fast_tier", "fast tier: punted while the punt port was congested, beyond the port's fair share (punt_share.h)") \
+  X(kDnsBad, "dns_bad", "dns", "to dpsw's DNS responder: not a query (a response, or shorter than a DNS header); never answered")
 
 enum class Drop : uint8_t {
 #define DPSW_DROP_ENUM(id, name, nodes, text) id,
@@ -95,6 +96,12 @@ struct alignas(64) WorkerCounters {
   Counter idle_cycles;  // TSC cycles spent in empty polls
   Counter sleeps;       // times the worker blocked waiting for traffic (idle: block)
   Counter learn_skipped;  // MAC learning deferred (bucket busy or table full)
+  // The embedded DNS responder (dataplane/dns): queries it took, how each
+  // ended (answered here with records, NODATA, NXDOMAIN, an error rcode, or
+  // forwarded upstream), and the forwarded ones' outcome.
+  struct Dns {
+    Counter queries, answered, nodata, nxdomain, errors, forwarded, relayed, upstream_timeouts, servfail;
+  } dns;
   std::array<PortCounters, kMaxPorts> ports;
 };
 

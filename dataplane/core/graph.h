@@ -17,6 +17,7 @@
 //   eth_input --kL2--> l3_local --kNotLocal--> l2_fwd* --kUnicast--> output --kTx-----> tx
 //     |                  |                       |                     ^   \--kTunnel--> vxlan_output
 //     \--kDrop--> drop   |--kReply--> tx         |--kFlood--> flood ---+ kOut
+//                        |--kDns--> dns (answers: tx back to the asker)
 //                        |--kRoute--> l3_route   |              \--kTx--> tx
 //                        |              |--kOut--> tx
 //                        |              \--kDrop--> drop
@@ -39,6 +40,7 @@
 #include "dataplane/bridge/node_eth_input.h"
 #include "dataplane/bridge/node_flood.h"
 #include "dataplane/bridge/node_l2_fwd.h"
+#include "dataplane/dns/node_dns.h"
 #include "dataplane/nat/node_l3_local.h"
 #include "dataplane/nat/node_l3_route.h"
 #include "dataplane/core/node_output.h"
@@ -52,6 +54,7 @@ namespace dpsw::graph {
   X(EthInput, "eth_input")         \
   X(L3Local, "l3_local")           \
   X(L3Route, "l3_route")           \
+  X(Dns, "dns")                    \
   X(L2Fwd, "l2_fwd")               \
   X(Flood, "flood")                \
   X(Output, "output")              \
@@ -67,6 +70,7 @@ namespace dpsw::graph {
   X(L3Local, kReply, Tx)           \
   X(L3Local, kRoute, L3Route)      \
   X(L3Local, kDrop, Discard)       \
+  X(L3Local, kDns, Dns)            \
   X(L3Route, kOut, Tx)             \
   X(L3Route, kDrop, Discard)       \
   X(L2Fwd, kUnicast, Output)       \

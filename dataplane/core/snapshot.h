@@ -12,6 +12,7 @@
 
 #include "dataplane/core/ether.h"
 #include "dataplane/core/packet.h"
+#include "dataplane/dns/dns_table.h"
 #include "dataplane/ports/port.h"
 
 namespace dpsw {
@@ -52,6 +53,7 @@ struct BdEntry {
   uint32_t subnet = 0, mask = 0;  // a bridge network's subnet: the only sources it may route from (mask 0: not checked)
   bool nat = false;             // a bridge network whose traffic may leave through the uplink (not internal)
   bool has_tunnels = false;     // the flood list holds tunnel ports (set by Dataplane::publish)
+  bool dns = false;             // UDP to local_ip:53 goes to the DNS responder (dataplane/dns)
 };
 
 // A published port range (`publish: ["8080-8089:80-89/tcp"]`) of one endpoint.
@@ -93,6 +95,7 @@ struct Snapshot {
   std::vector<uint8_t> can_block;                // per worker: every rx port has a wait_fd (set by publish)
   L3Conf l3;
   std::vector<TunnelKey> tunnels;                // sorted by key; empty without overlay networks
+  DnsTable dns;                                  // the DNS responder's names (control/dns)
 
   // A port in use: a real one or a tunnel.
   const PortEntry* port(uint16_t id) const {

@@ -86,7 +86,6 @@ Parse parse_query(const uint8_t* msg, size_t len, Query* q) {
   q->qtype = be16(msg + off);
   q->qclass = be16(msg + off + 2);
   off += 4;
-  if (q->qclass != kClassIn && q->qclass != kClassAny) return Parse::kFormErr;
   if (q->qtype == kTypeOpt || q->qtype == 0) return Parse::kFormErr;
   if (ar == 1) {  // must be EDNS: OPT for the root, nothing after it
     if (off + 11 > len || msg[off] != 0 || be16(msg + off + 1) != kTypeOpt) return Parse::kFormErr;

@@ -10,8 +10,9 @@
 // no answer or authority records; at most one additional record, and that
 // one an EDNS OPT record with version 0 (else BADVERS) for the root name;
 // names of at most 255 bytes in labels of at most 63, compression pointers
-// only backwards and never into the header; class IN (or ANY); at most 4096
-// bytes (without EDNS a valid query cannot pass 271). Answers stay within 512
+// only backwards and never into the header; at most 4096
+// bytes (without EDNS a valid query cannot pass 271). Any class parses (the
+// responder refuses what is not IN or ANY). Answers stay within 512
 // bytes, or the advertised EDNS size capped at 4096. Names are compared in lower
 // case (RFC 4343); the question is echoed as the asker wrote it (0x20).
 #pragma once

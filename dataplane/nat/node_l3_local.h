@@ -3,7 +3,8 @@
 // then wraps stage::l3_local (dpsw's own address: ARP and echo answered in
 // place). Frames it does not consume go on to the burst's L2 forwarding.
 // Exits: kNotLocal -> l2_fwd, kReply -> tx (back to the input port),
-// kRoute -> l3_route, kDrop -> drop.
+// kRoute -> l3_route, kDrop -> drop, kDns -> dns (UDP to port 53 of a
+// network's gateway, when the network has DNS).
 #pragma once
 
 #include "dataplane/core/checksum.h"
@@ -12,7 +13,7 @@
 
 namespace dpsw::graph {
 
-struct L3Local : Node<stage::LocalNext, 4> {
+struct L3Local : Node<stage::LocalNext, 5> {
 
   template <class Emit>
   [[gnu::always_inline]] static void run(Ctx& c, uint16_t i, uint16_t /*arg*/, Emit&& emit) {
@@ -39,6 +40,10 @@ struct L3Local : Node<stage::LocalNext, 4> {
       case Next::kDrop:
         c.lane.handled[i] = true;
         emit(i, Next::kDrop, uint16_t(d));
+        break;
+      case Next::kDns:
+        c.lane.handled[i] = true;
+        emit(i, Next::kDns, 0);
         break;
     }
   }

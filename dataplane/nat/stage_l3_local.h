@@ -4,6 +4,8 @@
 // place and sending it back out of its input port.
 // Exits: kNotLocal (continue with L2 forwarding), kReply (tx to in_port),
 // kRoute (IPv4 at the router MAC, not an echo to us: stage_l3_route),
+// kDns (UDP to port 53 of local_ip on a network whose bd.dns is set: the
+// DNS responder, dataplane/dns/stage_dns.h),
 // kDrop (non-IPv4 at the router MAC: no_route; malformed IPv4: bad_ip; an
 // echo to us with a wrong IP header or ICMP checksum: bad_csum; from a
 // martian source: martian; as Linux).
@@ -21,7 +23,7 @@
 
 namespace dpsw::stage {
 
-enum class LocalNext : uint8_t { kNotLocal, kReply, kRoute, kDrop };
+enum class LocalNext : uint8_t { kNotLocal, kReply, kRoute, kDrop, kDns };
 
 // Martian addresses (never routed, never answered, as in Linux): 0.0.0.0/8,
 // 127.0.0.0/8, 224.0.0.0/4 (multicast: never unicast-routed here), 240.0.0.0/4
@@ -66,7 +68,10 @@ inline LocalNext l3_local(Packet& p, const BdEntry& bd, Mac dst, Drop* drop) {
     *drop = Drop::kBadIp;
     return LocalNext::kDrop;
   }
-  if (csum::load32(ip + 16) != bd.local_ip || ip[9] != 1 /* ICMP */) return LocalNext::kRoute;
+  const bool to_us = csum::load32(ip + 16) == bd.local_ip;
+  if (to_us && ip[9] == 17 && bd.dns && load_be16(ip + ihl + 2) == 53 && (load_be16(ip + 6) & 0x3fff) == 0)
+    return LocalNext::kDns;  // a query to the network's DNS responder (not a fragment: a query fits one datagram)
+  if (!to_us || ip[9] != 1 /* ICMP */) return LocalNext::kRoute;
   uint8_t* icmp = ip + ihl;
   if (icmp[0] != 8 /* echo request */ || (load_be16(ip + 6) & 0x3fff) != 0 /* fragment */) return LocalNext::kRoute;
   if (csum::of(ip, ihl) != 0 || csum::of(icmp, tot - ihl) != 0) {  // not answered: Linux drops it too

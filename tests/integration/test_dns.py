@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""The embedded DNS responder (issue 16): names, aliases and reverse names
+answered at each network's gateway, scoped like Docker's user-defined
+networks, checked with real clients (glibc's resolver through getent and
+ping, dig) and with malformed queries sent as raw datagrams."""
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # tests/: the lab package
+from lab.testing import Dpsw, check, scenario_main  # noqa: E402
+
+NETS = [{"name": "front", "subnet": "10.243.1.0/24"}, {"name": "back", "subnet": "10.243.2.0/24"}]
+GW_FRONT, GW_BACK = "10.243.1.1", "10.243.2.1"
+EPS = [
+    {"name": "web", "networks": ["front"], "ip": "10.243.1.10", "aliases": ["www", "Shop.Example"]},
+    {"name": "db", "networks": ["front"], "ip": "10.243.1.11", "aliases": ["shared"]},
+    {"name": "cache", "networks": ["front"], "ip": "10.243.1.12", "aliases": ["shared"]},
+    {"name": "other", "networks": ["back"], "ip": "10.243.2.10"},
+    {"name": "both", "networks": ["front", "back"], "ip": "10.243.1.20"},
+]
+
+# Raw queries: `python3 -c RAW SERVER HEX` sends the bytes to SERVER:53 and
+# prints the answer's rcode, flags and counts ("none" when nothing came).
+RAW = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(1.5)
+s.sendto(bytes.fromhex(sys.argv[2]), (sys.argv[1], 53))
+try:
+    r = s.recv(4096)
+except socket.timeout:
+    print("none"); sys.exit()
+ext = r[-6] if r[11] and len(r) >= 23 else 0  # the OPT record (last) carries the rcode's upper bits
+print("rcode=%d qr=%d id=%s qd=%d an=%d ar=%d ext=%d" % (r[3] & 15, r[2] >> 7, r[:2].hex(), r[5], r[7], r[11], ext))
+"""
+
+
+def dig(d, ep, *args):
+    """dig at the endpoint's first gateway; returns (status, [answer lines])."""
+    out = d.run(ep, "dig", "+tries=1", "+time=2", *args, check_rc=False).stdout
+    status = next((l.split("status: ")[1].split(",")[0] for l in out.splitlines() if "status: " in l), "none")
+    answers = [l.split() for l in out.split(";; ANSWER SECTION:\n")[1].split("\n\n")[0].splitlines()] if ";; ANSWER SECTION:" in out else []
+    return status, answers
+
+
+def addrs(answers, rtype="A"):
+    return sorted(a[4] for a in answers if a[3] == rtype)
+
+
+def raw(d, ep, server, hexq):
+    return d.run(ep, "python3", "-c", RAW, server, hexq).stdout.strip()
+
+
+def q(name, qtype=1, qd=1, flags=0x0100, extra=b"", qclass=1):
+    """A query in wire format (hex)."""
+    wire = b"".join(bytes([len(l)]) + l.encode() for l in name.split(".") if l) + b"\0"
+    body = wire + qtype.to_bytes(2, "big") + qclass.to_bytes(2, "big")
+    return (b"\x12\x34" + flags.to_bytes(2, "big") + qd.to_bytes(2, "big") + b"\0\0\0\0" + (b"\0\1" if extra else b"\0\0") + body + extra).hex()
+
+
+def names_and_records():
+    with Dpsw(NETS, EPS) as d:
+        d.start()
+        # Namespaces dpsw made are pointed at their gateway.
+        conf = d.run("web", "cat", "/etc/resolv.conf").stdout
+        check(f"nameserver {GW_FRONT}" in conf and "dpsw" in conf, f"resolv.conf in web's namespace: {conf!r}")
+        check(f"nameserver {GW_FRONT}" in d.run("both", "cat", "/etc/resolv.conf").stdout, "both: its first network's gateway")
+        # glibc's resolver: names, aliases, case, NAME.NETWORK; ping by name.
+        for name, ip in [("db", "10.243.1.11"), ("DB", "10.243.1.11"), ("www", "10.243.1.10"), ("shop.example", "10.243.1.10"),
+                         ("web.front", "10.243.1.10"), ("both", "10.243.1.20")]:
+            out = d.run("cache", "getent", "hosts", name, check_rc=False).stdout.split()
+            check(out[:1] == [ip], f"getent hosts {name} from cache: {out}")
+        d.run("web", "ping", "-c", "1", "-W", "2", "db")
+        # Scope: other shares no network with web; both shares back with it.
+        r = d.run("web", "getent", "hosts", "other", check_rc=False)
+        check(r.returncode != 0, f"web must not resolve other (no shared network): {r.stdout}")
+        st, an = dig(d, "both", f"@{GW_FRONT}", "other")
+        check(st == "NOERROR" and addrs(an) == ["10.243.2.10"], f"both resolves other through its shared network: {st} {an}")
+        st, an = dig(d, "other", f"@{GW_BACK}", "both")
+        check(addrs(an) == ["10.243.2.2"] or (st == "NOERROR" and len(addrs(an)) == 1 and addrs(an)[0].startswith("10.243.2.")),
+              f"other sees both's address on back: {st} {an}")
+        # An alias on two endpoints answers both; AAAA of a known name: NODATA.
+        st, an = dig(d, "web", f"@{GW_FRONT}", "shared")
+        check(st == "NOERROR" and addrs(an) == ["10.243.1.11", "10.243.1.12"], f"shared alias: {st} {an}")
+        check(all(int(a[1]) == 600 for a in an), f"TTL 600 (Docker's): {an}")
+        st, an = dig(d, "web", f"@{GW_FRONT}", "AAAA", "db")
+        check(st == "NOERROR" and an == [], f"AAAA of db: NODATA, got {st} {an}")
+        # Reverse: an endpoint's address, an unused one of the subnet.
+        st, an = dig(d, "db", f"@{GW_FRONT}", "-x", "10.243.1.10")
+        check(st == "NOERROR" and [a[4] for a in an] == ["web.front."], f"PTR of web: {st} {an}")
+        check(d.run("db", "getent", "hosts", "10.243.1.10").stdout.split()[1:2] == ["web.front"], "getent reverse")
+        st, an = dig(d, "db", f"@{GW_FRONT}", "-x", "10.243.1.200")
+        check(st == "NXDOMAIN", f"PTR of an unused address of the subnet: {st}")
+        # Another class: REFUSED. Malformed queries: FORMERR, never a crash.
+        st, _ = dig(d, "db", f"@{GW_FRONT}", "-c", "CH", "TXT", "version.bind")
+        check(st == "REFUSED", f"CHAOS class: {st}")
+        check(raw(d, "db", GW_FRONT, q("db", qd=2)).startswith("rcode=1 qr=1 id=1234"), "QDCOUNT 2: FORMERR")
+        loop = "123401000001000000000000" + "c00c00010001"  # a name that is a pointer to itself
+        check(raw(d, "db", GW_FRONT, loop).startswith("rcode=1 "), "compression loop: FORMERR")
+        check(raw(d, "db", GW_FRONT, q("db")[:30]).startswith("rcode=1 "), "truncated question: FORMERR")
+        opt_v1 = b"\0" + (41).to_bytes(2, "big") + (1232).to_bytes(2, "big") + b"\0\1\0\0" + b"\0\0"  # EDNS version 1
+        r = raw(d, "db", GW_FRONT, q("db", extra=opt_v1))
+        check(" an=0 ar=1 ext=1" in r, f"EDNS version 1: BADVERS (16 = extended 1, header 0) in an OPT record: {r}")
+        check(raw(d, "db", GW_FRONT, q("db", flags=0x8100)) == "none", "a response is never answered")
+        check(raw(d, "db", GW_FRONT, "1234") == "none", "shorter than a header: no answer")
+        check(raw(d, "db", GW_FRONT, q("db", flags=0x2900)).startswith("rcode=4 "), "opcode UPDATE: NOTIMP")
+        check(raw(d, "db", GW_FRONT, q("db")).startswith("rcode=0 qr=1 id=1234 qd=1 an=1"), "the responder survived all that")
+        c = d.counters()["dns"]
+        check(c["queries"] >= 20 and c["answered"] >= 8 and c["nxdomain"] >= 1 and c["errors"] >= 4 and c["nodata"] >= 1, f"counters: {c}")
+        drops = d.port_of("db", "front")["counters"]["drops"]
+        check(drops.get("dns_bad", 0) >= 2, f"not-queries counted as dns_bad: {drops}")
+        rows = d.ctl("show", "dns")
+        check({"name": "www", "network": "front", "address": "10.243.1.10"} in rows, f"show dns: {rows[:5]}")
+
+
+def follows_changes():
+    with Dpsw(NETS, EPS[:2]) as d:
+        d.start()
+        st, _ = dig(d, "web", f"@{GW_FRONT}", "late")
+        check(st != "NOERROR", f"late does not exist yet: {st}")
+        d.ctl("endpoint", "add", "late", "--network", "front", "--ip", "10.243.1.30")
+        st, an = dig(d, "web", f"@{GW_FRONT}", "late")
+        check(st == "NOERROR" and addrs(an) == ["10.243.1.30"], f"added endpoint answers at once: {st} {an}")
+        check("nameserver" in d.run("late", "cat", "/etc/resolv.conf").stdout, "late's namespace is pointed at its gateway")
+        rc_dir = f"/etc/netns/{d.ns('late')}"
+        check(os.path.exists(rc_dir + "/resolv.conf"), "resolv.conf written")
+        d.ctl("endpoint", "del", "late")
+        st, an = dig(d, "web", f"@{GW_FRONT}", "late")
+        check(addrs(an) == [], f"deleted endpoint: no answer at once, got {st} {an}")
+        check(not os.path.exists(rc_dir), "its resolv.conf goes with it")
+        # reload: aliases change in place.
+        cfg = d.copy_config()
+        d.endpoint("web", cfg)["aliases"] = ["portal"]
+        d.write_config(cfg)
+        d.ctl("reload")
+        _, an = dig(d, "db", f"@{GW_FRONT}", "portal")
+        check(addrs(an) == ["10.243.1.10"], f"new alias: {an}")
+        _, an = dig(d, "db", f"@{GW_FRONT}", "www")
+        check(addrs(an) == [], f"old alias gone: {an}")
+        # dns.enabled false: the gateway no longer answers.
+        cfg["dns"] = {"enabled": False}
+        d.write_config(cfg)
+        d.ctl("reload")
+        st, _ = dig(d, "db", f"@{GW_FRONT}", "web")
+        check(st == "none", f"dns disabled: no answer expected, got {st}")
+        check(not os.path.exists(f"/etc/netns/{d.ns('web')}"), "and no resolv.conf")
+        ns = d.ns("web")
+        d.stop()
+    check(not os.path.exists(f"/etc/netns/{ns}"), "nothing left in /etc/netns")
+
+
+if __name__ == "__main__":
+    scenario_main({"names_and_records": names_and_records, "follows_changes": follows_changes})
