@@ -110,6 +110,12 @@ void Dns::contribute(Snapshot& s) const {
   DnsTable& t = s.dns;
   t.ttl = cfg.dns.ttl;
   if (!cfg.dns.enabled) return;
+  // The relay: other names go upstream through the uplink (its answers
+  // come back to the uplink's address, on its segment).
+  if (const int up = core_.uplink_bd(); up >= 0 && size_t(up) < s.bds.size() && !upstream_.empty()) {
+    t.upstream = upstream_;
+    s.bds[size_t(up)].dns_relay = true;
+  }
   t.subnets.assign(s.bds.size(), {0, 0});
   for (size_t i = 0; i < s.bds.size(); i++) {
     const NetworkConfig* n = cfg.network(s.bds[i].name);

@@ -158,7 +158,7 @@ void Worker::forward(const Snapshot& s, uint16_t in_port, Burst& b, uint16_t fir
     return;
   }
   graph::Lanes lane;
-  graph::Ctx c(s, tx_, *wc_, dp_.macs_, dp_.ct_.get(), dp_.arp_.get(), arena_, ip_id_, id_, now, in_port, *in,
+  graph::Ctx c(s, tx_, *wc_, dp_.macs_, dp_.ct_.get(), dp_.arp_.get(), dp_.relay_.get(), arena_, ip_id_, id_, now, in_port, *in,
                s.bds[in->bd], pc, b, first, n, lane);
   graph::run(c);
   pc.flood_packets.add(c.flooded);
@@ -217,6 +217,10 @@ unsigned Worker::poll_once() {
       last_arp_ms_ = now;
       send_arp_requests(*s, now);
     }
+    if (dp_.relay_ && s->l3.enabled && now - last_relay_ms_ >= 50) {
+      last_relay_ms_ = now;
+      dns_relay_tick(*s, now);
+    }
   }
   dp_.qsbr_.quiescent(id_);
   return moved;
@@ -233,6 +237,29 @@ void Worker::punt_fairness(const PortEntry& pe, uint16_t received, uint32_t now)
     publish_punt_share(pe.punt_share, share);
     punt_published_ = share;
   }
+}
+
+void Worker::dns_relay_tick(const Snapshot& s, uint32_t now) {
+  using graph::Dns;
+  Scope scope(arena_, tx_, s);  // sends what it writes when it ends
+  WorkerCounters::Dns& dc = wc_->dns;
+  dp_.relay_->expire(id_, now, [&](unsigned slot, const DnsRelay::Asker& k, const uint8_t* query, uint32_t len, unsigned tries) {
+    dc.upstream_timeouts.add(1);
+    if (tries) {
+      if (dp_.arp_) Dns::send_upstream(s, tx_, arena_, *dp_.arp_, slot, k.relay_id, query, len, tries, nullptr);
+      return;
+    }
+    dc.servfail.add(1);  // every try timed out
+    const PortEntry* to = s.port(k.port);
+    dns::Query q;
+    if (!to || k.bd >= s.bds.size() || to->bd != k.bd || !s.bds[k.bd].dns || dns::parse_query(query, len, &q) != dns::Parse::kOk) return;
+    q.id = k.id;
+    const Dns::Out o = Dns::scratch(s, tx_, arena_);
+    const size_t n = dns::write_response(q, dns::Rcode::kServFail, false, nullptr, 0, o.buf + stage::kUdpHdrs,
+                                         std::min<uint32_t>(BurstArena::kScratchBytes, to->max_frame) - stage::kUdpHdrs);
+    const BdEntry& bd = s.bds[k.bd];
+    if (n) Dns::send(s, tx_, arena_, o, stage::udp_frame(o.buf, k.mac, bd.router_mac, bd.local_ip, k.ip, 53, k.sport, uint32_t(n)), k.port, k.port);
+  });
 }
 
 void Worker::send_arp_requests(const Snapshot& s, uint32_t now) {
@@ -393,8 +420,10 @@ void Dataplane::stop() {
 
 void Dataplane::enable_l3(ConnTrack::Options ct, uint32_t segment, uint8_t prefix_len) {
   ct.workers = unsigned(workers_.size());
+  ct.port_hi = std::min<uint16_t>(ct.port_hi, DnsRelay::kPortLo - 1);  // the DNS relay's source ports are its own
   ct_ = std::make_unique<ConnTrack>(ct);
   arp_ = std::make_unique<ArpCache>(segment, prefix_len);
+  relay_ = std::make_unique<DnsRelay>(unsigned(workers_.size()));
 }
 
 void Dataplane::publish(std::unique_ptr<Snapshot> s) {

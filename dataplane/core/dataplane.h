@@ -21,6 +21,7 @@
 #include "dataplane/core/qsbr.h"
 #include "dataplane/core/snapshot.h"
 #include "dataplane/core/stage_tx.h"
+#include "dataplane/dns/dns_relay.h"
 
 namespace dpsw {
 
@@ -56,6 +57,9 @@ class Worker {
   void forward_by_port(const Snapshot& s, Scope& scope, const Burst& pkts, const uint16_t* ports, uint32_t now);
   unsigned drain_handoff(const Snapshot& s);
   void send_arp_requests(const Snapshot& s, uint32_t now);  // uplink owner: resolve wanted next hops
+  // Every worker, each 50 ms: its DNS relay slots that waited too long are
+  // sent to the next upstream, or answered SERVFAIL (dns_relay.h).
+  void dns_relay_tick(const Snapshot& s, uint32_t now);
   bool block();  // idle: wait for traffic; false if this worker cannot block
   // After polling a punt port: track its congestion, publish the share.
   void punt_fairness(const PortEntry& pe, uint16_t received, uint32_t now);
@@ -64,7 +68,7 @@ class Worker {
   unsigned id_;
   std::unique_ptr<WorkerCounters> wc_;
   stage::TxStage tx_;
-  uint32_t last_arp_ms_ = 0;
+  uint32_t last_arp_ms_ = 0, last_relay_ms_ = 0;
   uint8_t arp_buf_[32][64];
   uint16_t ip_id_ = 0;  // outer IPv4 identification
   std::unique_ptr<PuntShare> punt_share_;  // the punt port this worker polls (at most one); 6 KiB, kept off the hot members
@@ -122,6 +126,7 @@ class Dataplane {
   void enable_l3(ConnTrack::Options ct, uint32_t segment, uint8_t prefix_len);
   ConnTrack* conntrack() { return ct_.get(); }
   ArpCache* arp() { return arp_.get(); }
+  const DnsRelay* dns_relay() const { return relay_.get(); }
   unsigned workers() const { return unsigned(workers_.size()); }
   Worker& worker(unsigned i) { return *workers_[i]; }
 
@@ -138,6 +143,7 @@ class Dataplane {
   MacTable macs_;
   std::unique_ptr<ConnTrack> ct_;
   std::unique_ptr<ArpCache> arp_;
+  std::unique_ptr<DnsRelay> relay_;  // with L3: the DNS responder's queries upstream (dns_relay.h)
   Qsbr qsbr_;
   HandoffMesh mesh_;
   // release on store / acquire on load: a worker that sees the pointer sees the whole snapshot.

@@ -17,7 +17,7 @@
 //   eth_input --kL2--> l3_local --kNotLocal--> l2_fwd* --kUnicast--> output --kTx-----> tx
 //     |                  |                       |                     ^   \--kTunnel--> vxlan_output
 //     \--kDrop--> drop   |--kReply--> tx         |--kFlood--> flood ---+ kOut
-//                        |--kDns--> dns (answers: tx back to the asker)
+//                        |--kDns--> dns (answers, relays: tx) --kRoute--> l3_route
 //                        |--kRoute--> l3_route   |              \--kTx--> tx
 //                        |              |--kOut--> tx
 //                        |              \--kDrop--> drop
@@ -71,6 +71,7 @@ namespace dpsw::graph {
   X(L3Local, kRoute, L3Route)      \
   X(L3Local, kDrop, Discard)       \
   X(L3Local, kDns, Dns)            \
+  X(Dns, kRoute, L3Route)          \
   X(L3Route, kOut, Tx)             \
   X(L3Route, kDrop, Discard)       \
   X(L2Fwd, kUnicast, Output)       \

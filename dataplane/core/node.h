@@ -27,6 +27,7 @@
 #include "dataplane/bridge/mac_table.h"
 #include "dataplane/core/snapshot.h"
 #include "dataplane/core/stage_tx.h"
+#include "dataplane/dns/dns_relay.h"
 
 namespace dpsw::graph {
 
@@ -58,10 +59,10 @@ struct Lanes {
 };
 
 struct Ctx {
-  Ctx(const Snapshot& s, stage::TxStage& tx, WorkerCounters& wc, MacTable& macs, ConnTrack* ct, ArpCache* arp,
+  Ctx(const Snapshot& s, stage::TxStage& tx, WorkerCounters& wc, MacTable& macs, ConnTrack* ct, ArpCache* arp, DnsRelay* relay,
       BurstArena& arena, uint16_t& ip_id, unsigned worker, uint32_t now, uint16_t in_port, const PortEntry& in,
       const BdEntry& bd, PortCounters& pc, Burst& b, uint16_t first, uint16_t n, Lanes& lane)
-      : s(s), tx(tx), wc(wc), macs(macs), ct(ct), arp(arp), arena(arena), ip_id(ip_id), worker(worker), now(now),
+      : s(s), tx(tx), wc(wc), macs(macs), ct(ct), arp(arp), relay(relay), arena(arena), ip_id(ip_id), worker(worker), now(now),
         in_port(in_port), in(in), bd(bd), pc(pc), b(b), first(first), n(n),
         from_uplink(in_port == s.l3.uplink_port), lane(lane) {}  // per-frame arrays: written by the nodes
   Ctx(const Ctx&) = delete;
@@ -72,6 +73,7 @@ struct Ctx {
   MacTable& macs;
   ConnTrack* ct;     // null without L3
   ArpCache* arp;     // null without L3
+  DnsRelay* relay;   // null without L3: the DNS responder's upstream relay
   BurstArena& arena; // encapsulation scratch
   uint16_t& ip_id;   // outer IPv4 identification
   unsigned worker;

@@ -54,6 +54,7 @@ struct BdEntry {
   bool nat = false;             // a bridge network whose traffic may leave through the uplink (not internal)
   bool has_tunnels = false;     // the flood list holds tunnel ports (set by Dataplane::publish)
   bool dns = false;             // UDP to local_ip:53 goes to the DNS responder (dataplane/dns)
+  bool dns_relay = false;       // the uplink's segment: upstream answers to the DNS relay's ports go to it too
 };
 
 // A published port range (`publish: ["8080-8089:80-89/tcp"]`) of one endpoint.

@@ -46,6 +46,7 @@ struct DnsTable {
   // lookups (an unknown address there is NXDOMAIN, not forwarded).
   std::vector<std::pair<uint32_t, uint32_t>> subnets;  // (network, mask), indexed by bd; mask 0: none
   uint32_t ttl = 600;
+  std::vector<uint32_t> upstream;  // where the relay sends other names (dns_relay.h); empty: SERVFAIL
 
   static uint64_t name_key(uint16_t bd, std::string_view name) {
     uint64_t h = 0x9e3779b97f4a7c15ULL ^ bd;

@@ -1,62 +1,151 @@
-// Node dns (per frame; reached from l3_local's kDns exit: UDP to port 53 of
-// a network's gateway): wraps stage::dns_answer. The answer is built in the
-// arena's scratch (burst.h) and queued on the tx stage back to the port the
-// query came in on, as vxlan_output does; the query frame itself is left
-// untouched. A name the network does not know is answered SERVFAIL until
-// the upstream relay takes it. Counted in WorkerCounters::dns, drops on the
-// input port. No exits.
+// Node dns (per frame; reached from l3_local's kDns exit). Two kinds of frame:
+//  * a query, UDP to port 53 of a network's gateway: stage::dns_answer
+//    answers it from the snapshot's DnsTable; a name the asker's networks do
+//    not hold is relayed upstream (DnsRelay, from the uplink's address), or
+//    answered SERVFAIL when there is no upstream or no free relay slot;
+//  * on the uplink's segment, UDP from port 53 to a relay port of the uplink
+//    address: an upstream's answer, relayed back to the container that asked
+//    (any worker may receive it: DnsRelay's slots are shared). One that no
+//    slot waits for goes on to l3_route (kRoute), as it would without DNS.
+// Frames it writes are built in the arena's scratch (burst.h) and queued on
+// the tx stage, as vxlan_output does; the received frame is left untouched.
+// Counted in WorkerCounters::dns; drops on the input port.
 #pragma once
 
 #include "dataplane/core/node.h"
 #include "dataplane/dns/stage_dns.h"
+#include "dataplane/dns/stage_dns_relay.h"
 
 namespace dpsw::graph {
 
-struct Dns : Node<NoExit, 0> {
+enum class DnsExit : uint8_t { kRoute };
+
+struct Dns : Node<DnsExit, 1> {
 
   template <class Emit>
-  [[gnu::always_inline]] static void run(Ctx& c, uint16_t i, uint16_t, Emit&&) {
-    answer(c.s, c.tx, c.wc, c.arena, c.pkt(i), c.bd);
+  [[gnu::always_inline]] static void run(Ctx& c, uint16_t i, uint16_t, Emit&& emit) {
+    if (c.from_uplink) {
+      if (!relay_answer(c.s, c.tx, c.wc, c.arena, c.relay, c.pkt(i))) emit(i, Next::kRoute, 0);
+      return;
+    }
+    answer(c.s, c.tx, c.wc, c.arena, c.arp, c.relay, c.worker, c.now, c.pkt(i), c.bd);
   }
 
-  // Out of line: DNS is a rare frame next to forwarding, and its Query is
-  // large. Takes the services, not the Ctx (node.h).
-  [[gnu::noinline]] static void answer(const Snapshot& s, stage::TxStage& tx, WorkerCounters& wc, BurstArena& a, const Packet& p,
-                                       const BdEntry& bd) {
+  // A scratch frame (burst.h) to write into; flushes the tx stage first when all are in use.
+  struct Out {
+    Burst& b;
+    uint16_t i;
+    uint8_t* buf;
+  };
+  static Out scratch(const Snapshot& s, stage::TxStage& tx, BurstArena& a) {
     if (a.scratch_full()) {
       tx.flush(s);  // sends (copies) every queued frame: the buffers are free again
       a.scratch_reset();
     }
+    return {a.scratch_burst(), a.scratch_index(), a.scratch_data()};
+  }
+  // Queues the len bytes written in o.buf for port `to`.
+  static void send(const Snapshot& s, stage::TxStage& tx, BurstArena& a, const Out& o, uint32_t len, uint16_t from, uint16_t to) {
+    Packet& p = o.b[o.i];
+    p.data = o.buf;
+    p.len = len;
+    p.in_port = from;
+    p.bd = 0;
+    p.mbuf = nullptr;
+    a.scratch_commit();
+    tx.enqueue(s, to, o.b, o.i);
+  }
+
+  // Out of line: DNS is a rare frame next to forwarding, and its Query is
+  // large. Takes the services, not the Ctx (node.h).
+  [[gnu::noinline]] static void answer(const Snapshot& s, stage::TxStage& tx, WorkerCounters& wc, BurstArena& a, ArpCache* arp,
+                                       DnsRelay* relay, unsigned worker, uint32_t now, const Packet& p, const BdEntry& bd) {
     WorkerCounters::Dns& dc = wc.dns;
     dc.queries.add(1);
-    Burst& ob = a.scratch_burst();
-    const uint16_t oi = a.scratch_index();
-    Packet& o = ob[oi];
-    uint8_t* const buf = a.scratch_data();
+    const Out o = scratch(s, tx, a);
     dns::Query q;
     uint32_t len = 0;
     dns::Rcode rc = dns::Rcode::kNoError;
     Drop d = Drop::kCount;
-    switch (stage::dns_answer(p, s.dns, bd, &q, buf, BurstArena::kScratchBytes, &len, &rc, &d)) {
+    switch (stage::dns_answer(p, s.dns, bd, &q, o.buf, BurstArena::kScratchBytes, &len, &rc, &d)) {
       case stage::DnsNext::kDrop:
         wc.ports[p.in_port].drops[size_t(d)].add(1);
         return;
       case stage::DnsNext::kForward:
+        if (relay_query(s, tx, a, arp, relay, worker, now, p, o)) {
+          dc.forwarded.add(1);
+          return;
+        }
         dc.servfail.add(1);
-        len = stage::dns_reply_frame(p, bd, q, dns::Rcode::kServFail, false, nullptr, 0, buf, BurstArena::kScratchBytes);
+        len = stage::dns_reply_frame(p, bd, q, dns::Rcode::kServFail, false, nullptr, 0, o.buf, BurstArena::kScratchBytes);
         if (!len) return;
         break;
       case stage::DnsNext::kReply:
-        count(dc, rc, buf, len);
+        count(dc, rc, o.buf, len);
         break;
     }
-    o.data = buf;
-    o.len = len;
-    o.in_port = p.in_port;
-    o.bd = p.bd;
-    o.mbuf = nullptr;
-    a.scratch_commit();
-    tx.enqueue(s, p.in_port, ob, oi);
+    send(s, tx, a, o, len, p.in_port, p.in_port);
+  }
+
+  // The query of frame p to an upstream (first try); false: not relayed.
+  static bool relay_query(const Snapshot& s, stage::TxStage& tx, BurstArena& a, ArpCache* arp, DnsRelay* relay, unsigned worker,
+                          uint32_t now, const Packet& p, const Out& o) {
+    uint32_t plen = 0;
+    const uint8_t* msg = stage::udp_payload(p, &plen);
+    if (!relay || !arp || !s.l3.enabled || s.dns.upstream.empty() || !msg || plen > DnsRelay::kQueryMax) return false;
+    const int slot = relay->claim(worker);
+    if (slot < 0) return false;
+    const uint8_t* ip = p.data + kEthHdrLen;
+    DnsRelay::Asker k;
+    k.ip = csum::load32(ip + 12);
+    k.sport = load_be16(ip + uint32_t(ip[0] & 0x0f) * 4);
+    k.id = load_be16(msg);
+    k.mac = mac_from_bytes(p.data + 6);
+    k.port = p.in_port;
+    k.bd = p.bd;
+    k.relay_id = relay->next_id(worker);
+    relay->publish(unsigned(slot), k, now, msg, plen);
+    send_upstream(s, tx, a, *arp, unsigned(slot), k.relay_id, msg, plen, 1, &o);
+    return true;
+  }
+
+  // Try `tries` (1...) of a relayed query goes to upstream[(tries - 1) % n]
+  // (into o, or a scratch frame of its own); nothing is sent while the next
+  // hop is being resolved (the next try will be).
+  static void send_upstream(const Snapshot& s, stage::TxStage& tx, BurstArena& a, ArpCache& arp, unsigned slot, uint16_t relay_id,
+                            const uint8_t* query, uint32_t len, unsigned tries, const Out* o) {
+    if (s.dns.upstream.empty() || !s.l3.enabled) return;
+    const uint32_t server = s.dns.upstream[(tries - 1) % s.dns.upstream.size()];
+    const uint32_t nh = arp.on_segment(server) ? server : s.l3.gateway;
+    const Mac mac = nh ? arp.lookup(nh) : 0;
+    if (!mac) {
+      if (nh) arp.want(nh);
+      return;
+    }
+    const Out out = o ? *o : scratch(s, tx, a);
+    if (uint32_t len2 = stage::relay_query_frame(s.l3, mac, server, slot, relay_id, query, len, out.buf, BurstArena::kScratchBytes))
+      send(s, tx, a, out, len2, s.l3.uplink_port, s.l3.uplink_port);
+  }
+
+  // An upstream's answer: to its asker, if a relay slot waits for it.
+  [[gnu::noinline]] static bool relay_answer(const Snapshot& s, stage::TxStage& tx, WorkerCounters& wc, BurstArena& a, DnsRelay* relay,
+                                             const Packet& p) {
+    uint32_t len = 0;
+    const uint8_t* msg = stage::udp_payload(p, &len);
+    if (!relay || !msg || len < dns::kHeaderLen) return false;
+    const uint8_t* ip = p.data + kEthHdrLen;
+    const uint32_t from = csum::load32(ip + 12);
+    if (std::find(s.dns.upstream.begin(), s.dns.upstream.end(), from) == s.dns.upstream.end()) return false;  // only our servers answer
+    const unsigned slot = load_be16(ip + uint32_t(ip[0] & 0x0f) * 4 + 2) - DnsRelay::kPortLo;
+    DnsRelay::Asker k;
+    if (!relay->take(slot, load_be16(msg), &k)) return false;
+    wc.dns.relayed.add(1);
+    const PortEntry* to = s.port(k.port);
+    if (!to || k.bd >= s.bds.size() || to->bd != k.bd) return true;  // the asker left meanwhile: answered to nobody
+    const Out o = scratch(s, tx, a);
+    if (uint32_t n = stage::relay_answer_frame(s.bds[k.bd], k, msg, len, to->max_frame, o.buf, BurstArena::kScratchBytes))
+      send(s, tx, a, o, n, p.in_port, k.port);
+    return true;
   }
 
   static void count(WorkerCounters::Dns& dc, dns::Rcode rc, const uint8_t* frame, uint32_t len) {

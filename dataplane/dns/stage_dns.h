@@ -47,34 +47,40 @@ inline const uint8_t* udp_payload(const Packet& p, uint32_t* len) {
   return udp + 8;
 }
 
-// Writes Ethernet, IPv4 and UDP headers for a reply to the query frame f
-// (addresses and ports swapped, from `src`/`src_mac`, TTL 64) in front of
-// the payload already at buf + kUdpHdrs; returns the frame's length.
-inline uint32_t udp_reply_headers(const uint8_t* f, Mac src_mac, uint32_t src, uint16_t sport, uint8_t* buf, uint32_t payload) {
-  const uint8_t* qip = f + kEthHdrLen;
-  const uint8_t* qudp = qip + uint32_t(qip[0] & 0x0f) * 4;
-  std::memcpy(buf, f + 6, 6);
+// Writes Ethernet, IPv4 (no options, DF, TTL 64) and UDP headers (complete
+// checksum) in front of the payload already at buf + kUdpHdrs; returns the
+// frame's length.
+inline uint32_t udp_frame(uint8_t* buf, Mac dst_mac, Mac src_mac, uint32_t src, uint32_t dst, uint16_t sport, uint16_t dport,
+                          uint32_t payload) {
+  mac_to_bytes(dst_mac, buf);
   mac_to_bytes(src_mac, buf + 6);
   store_be16(buf + 12, kEtherTypeIpv4);
   uint8_t* ip = buf + kEthHdrLen;
   ip[0] = 0x45, ip[1] = 0;
   csum::store16(ip + 2, uint16_t(20 + 8 + payload));
   csum::store16(ip + 4, 0);
-  csum::store16(ip + 6, 0x4000);  // DF: an answer is never fragmented (it fits the asker's size)
+  csum::store16(ip + 6, 0x4000);  // DF: a DNS datagram is never fragmented here (it fits the asker's size)
   ip[8] = 64, ip[9] = 17;
   ip[10] = ip[11] = 0;
   csum::store32(ip + 12, src);
-  std::memcpy(ip + 16, qip + 12, 4);
+  csum::store32(ip + 16, dst);
   csum::store16(ip + 10, csum::of(ip, 20));
   uint8_t* udp = ip + 20;
   csum::store16(udp, sport);
-  std::memcpy(udp + 2, qudp, 2);
+  csum::store16(udp + 2, dport);
   csum::store16(udp + 4, uint16_t(8 + payload));
   csum::store16(udp + 6, 0);
-  const uint32_t pseudo = uint32_t(csum::load16(ip + 12)) + csum::load16(ip + 14) + csum::load16(ip + 16) + csum::load16(ip + 18) + 17 + 8 + payload;
-  uint16_t c = csum::of(udp, 8 + payload, pseudo);
+  const uint32_t pseudo = (src >> 16) + (src & 0xffff) + (dst >> 16) + (dst & 0xffff) + 17 + 8 + payload;
+  const uint16_t c = csum::of(udp, 8 + payload, pseudo);
   csum::store16(udp + 6, c ? c : 0xffff);
   return kUdpHdrs + payload;
+}
+
+// The reply to the query frame f (addresses and ports swapped, from src_mac/src:sport).
+inline uint32_t udp_reply_headers(const uint8_t* f, Mac src_mac, uint32_t src, uint16_t sport, uint8_t* buf, uint32_t payload) {
+  const uint8_t* qip = f + kEthHdrLen;
+  const uint8_t* qudp = qip + uint32_t(qip[0] & 0x0f) * 4;
+  return udp_frame(buf, mac_from_bytes(f + 6), src_mac, src, csum::load32(qip + 12), sport, load_be16(qudp), payload);
 }
 
 // The answer to q (rcode, records) as a frame in buf (cap bytes) back to the

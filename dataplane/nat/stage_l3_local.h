@@ -20,6 +20,7 @@
 #include "dataplane/core/counters.h"
 #include "dataplane/core/ether.h"
 #include "dataplane/core/snapshot.h"
+#include "dataplane/dns/dns_relay.h"
 
 namespace dpsw::stage {
 
@@ -69,8 +70,10 @@ inline LocalNext l3_local(Packet& p, const BdEntry& bd, Mac dst, Drop* drop) {
     return LocalNext::kDrop;
   }
   const bool to_us = csum::load32(ip + 16) == bd.local_ip;
-  if (to_us && ip[9] == 17 && bd.dns && load_be16(ip + ihl + 2) == 53 && (load_be16(ip + 6) & 0x3fff) == 0)
-    return LocalNext::kDns;  // a query to the network's DNS responder (not a fragment: a query fits one datagram)
+  if (to_us && ip[9] == 17 && (load_be16(ip + 6) & 0x3fff) == 0 &&
+      ((bd.dns && load_be16(ip + ihl + 2) == 53) ||                                                  // a query to the network's DNS responder
+       (bd.dns_relay && load_be16(ip + ihl) == 53 && load_be16(ip + ihl + 2) >= DnsRelay::kPortLo)))  // an upstream's answer to its relay
+    return LocalNext::kDns;  // (not fragments: a DNS datagram here fits one frame)
   if (!to_us || ip[9] != 1 /* ICMP */) return LocalNext::kRoute;
   uint8_t* icmp = ip + ihl;
   if (icmp[0] != 8 /* echo request */ || (load_be16(ip + 6) & 0x3fff) != 0 /* fragment */) return LocalNext::kRoute;

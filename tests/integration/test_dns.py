@@ -4,10 +4,14 @@ answered at each network's gateway, scoped like Docker's user-defined
 networks, checked with real clients (glibc's resolver through getent and
 ping, dig) and with malformed queries sent as raw datagrams."""
 import os
+import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # tests/: the lab package
-from lab.testing import Dpsw, check, scenario_main  # noqa: E402
+from lab.testing import Dpsw, check, scenario_main, wait_for  # noqa: E402
+
+OUT, HOST = Dpsw.OUTSIDE_IP, Dpsw.HOST_IP
 
 NETS = [{"name": "front", "subnet": "10.243.1.0/24"}, {"name": "back", "subnet": "10.243.2.0/24"}]
 GW_FRONT, GW_BACK = "10.243.1.1", "10.243.2.1"
@@ -148,5 +152,64 @@ def follows_changes():
     check(not os.path.exists(f"/etc/netns/{ns}"), "nothing left in /etc/netns")
 
 
+def dnsmasq(d, *extra):
+    """dnsmasq in the outside namespace, answering example.test names; returns (process, its query log path)."""
+    log = os.path.join(d.dir, "dnsmasq.log")
+    p = d.popen("out", "dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--bind-interfaces",
+                "--listen-address=" + OUT, "--user=root", "--pid-file=", "--log-queries", "--log-facility=" + log,
+                "--address=/example.test/203.0.113.7", "--txt-record=big.example.test," + "x" * 250,
+                *extra, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(lambda: os.path.exists(log) and "started" in open(log).read(), 10, "dnsmasq to start")
+    return p, log
+
+
+def forwards_upstream():
+    nets = [{"name": "front", "subnet": "10.243.1.0/24"}]
+    eps = [{"name": "web", "networks": ["front"], "ip": "10.243.1.10"}, {"name": "db", "networks": ["front"]}]
+    with Dpsw(nets, eps, uplink=True) as d:
+        d.config["dns"] = {"upstream": [OUT]}
+        d.write_config()
+        d.start()
+        p, log = dnsmasq(d)
+        try:
+            # glibc through the gateway: an outside name, answered by dnsmasq, relayed.
+            out = d.run("web", "getent", "hosts", "www.example.test", check_rc=False).stdout.split()
+            check(out[:1] == ["203.0.113.7"], f"outside name through the relay: {out}")
+            st, an = dig(d, "web", f"@{GW_FRONT}", "A", "Mixed.Example.TEST")
+            check(st == "NOERROR" and addrs(an) == ["203.0.113.7"], f"dig through the relay: {st} {an}")
+            st, an = dig(d, "web", f"@{GW_FRONT}", "TXT", "big.example.test")
+            check(st == "NOERROR" and len(an) == 1, f"TXT through the relay: {st} {an}")
+            st, an = dig(d, "web", f"@{GW_FRONT}", "nothere.invalid")
+            check(st in ("NXDOMAIN", "REFUSED", "SERVFAIL") and not an, f"upstream's own answer relayed: {st}")
+            # Local names never go upstream; the upstream sees the host's address only.
+            check(addrs(dig(d, "web", f"@{GW_FRONT}", "db")[1]), "db answered locally")
+            queries = open(log).read()
+            check("mixed.example.test" in queries.lower() and "from " + HOST in queries, f"dnsmasq saw the host address: {queries[-600:]}")
+            check(" db " not in queries and "db\n" not in queries, f"a local name went upstream: {queries[-600:]}")
+            c = d.counters()["dns"]
+            check(c["forwarded"] >= 4 and c["relayed"] >= 4 and c["servfail"] == 0, f"counters: {c}")
+            # A dead first server: its try times out, the next server answers.
+            cfg = d.copy_config()
+            cfg["dns"] = {"upstream": ["198.51.100.77", OUT]}
+            d.write_config(cfg)
+            d.ctl("reload")
+            d.run("out", "ip", "addr", "add", "198.51.100.77/24", "dev", "eth0")  # there, but nothing listens on 53
+            t0 = time.time()
+            st, an = dig(d, "web", f"@{GW_FRONT}", "+time=4", "retry.example.test")
+            check(st == "NOERROR" and addrs(an) == ["203.0.113.7"], f"second server after a timeout: {st} {an} ({time.time() - t0:.1f} s)")
+            check(d.counters()["dns"]["upstream_timeouts"] >= 1, "the first try's timeout counted")
+            # Every server dead: SERVFAIL after the tries, never silence.
+            p.terminate()
+            p.wait()
+            st, _ = dig(d, "web", f"@{GW_FRONT}", "+time=6", "gone.example.test")
+            check(st == "SERVFAIL", f"no upstream answers: SERVFAIL expected, got {st}")
+            check(d.counters()["dns"]["servfail"] >= 1, "SERVFAIL counted")
+            check(addrs(dig(d, "web", f"@{GW_FRONT}", "db")[1]), "local answers go on")
+        finally:
+            if p.poll() is None:
+                p.terminate()
+                p.wait()
+
+
 if __name__ == "__main__":
-    scenario_main({"names_and_records": names_and_records, "follows_changes": follows_changes})
+    scenario_main({"names_and_records": names_and_records, "follows_changes": follows_changes, "forwards_upstream": forwards_upstream})
