@@ -233,6 +233,14 @@ INSTANTIATE_TEST_SUITE_P(
         Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\nendpoints:\n  - name: e\n    networks: [a]\n    labels: [x]\n", "bad.yaml:7: endpoints[0].labels: expected a map like { app: web }"},
         Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\nendpoints:\n  - name: e\n    networks: [a]\n    labels: { \"a b\": x }\n", "bad.yaml:7: endpoints[0].labels: 'a b' is not a label key (1 to 253 of letters, digits, '-', '_', '.', '/')"},
         Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\nendpoints:\n  - name: e\n    networks: [a]\n    labels: { app: [1] }\n", "bad.yaml:7: endpoints[0].labels.app: expected a single value"},
+        // DNS: aliases and the dns section.
+        Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\nendpoints:\n  - name: e\n    networks: [a]\n    aliases: [\"a..b\"]\n", "bad.yaml:7: endpoints[0].aliases[0]: 'a..b' is not a DNS name (labels of 1 to 63 letters, digits, '-' or '_', separated by dots; 253 bytes at most)"},
+        Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\nendpoints:\n  - name: e\n    networks: [a]\n    aliases: [www, WWW]\n", "bad.yaml:7: endpoints[0].aliases[1]: 'www' is given twice"},
+        Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\nendpoints:\n  - name: e\n    networks: [a]\n    aliases: www\n", "bad.yaml:7: endpoints[0].aliases: expected a list of names like [www]"},
+        Bad{"dns:\n  upstream: [127.0.0.53]\n", "bad.yaml:2: dns.upstream[0]: '127.0.0.53' is not a unicast IPv4 address outside 127/8"},
+        Bad{"dns:\n  upstream: 192.0.2.1\n", "bad.yaml:2: dns.upstream: expected a list of IPv4 addresses like [192.0.2.53]"},
+        Bad{"dns:\n  ttl: -1\n", "bad.yaml:2: dns.ttl: '-1' is not a whole number in 0..86400"},
+        Bad{"dns:\n  forward: yes\n", "bad.yaml:2: dns.forward: unknown key"},
         Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\nendpoints:\n  - name: e\n    networks: [a]\n    port: vhost\n", "bad.yaml:5: endpoints[0].vhost_socket: required with port: vhost"},
         Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\nendpoints:\n  - name: e\n    networks: [a]\n    vhost_socket: /x.sock\n", "bad.yaml:7: endpoints[0].vhost_socket: only valid with port: vhost"},
         Bad{"networks:\n  - name: a\n    subnet: 10.0.0.0/24\nendpoints:\n  - name: e\n    networks: [a]\n    port: vhost\n    vhost_socket: rel.sock\n", "bad.yaml:8: endpoints[0].vhost_socket: 'rel.sock' is not an absolute path of at most 100 bytes"},
@@ -571,6 +579,24 @@ TEST(Config, ConntrackTimeouts) {
   EXPECT_EQ(c.sw.ct_other, 45u);
   EXPECT_EQ(c.sw.ct_tcp_established, 3600u);
   EXPECT_EQ(diff_configs(parse_config("switch: {}\n", "a.yaml"), c).switch_changed, std::vector<std::string>{"conntrack.timeouts"});
+}
+
+TEST(Config, DnsSectionAndAliases) {
+  Config c = parse_config("dns:\n  upstream: [192.0.2.53, 198.51.100.1]\n  ttl: 30\nnetworks:\n  - name: a\n    subnet: 10.0.0.0/24\n"
+                          "endpoints:\n  - name: e\n    networks: [a]\n    aliases: [WWW, api.internal]\n", "t.yaml");
+  EXPECT_EQ(c.dns.upstream, (std::vector<uint32_t>{0xc0000235, 0xc6336401}));
+  EXPECT_TRUE(c.dns.upstream_set && c.dns.enabled && c.dns.resolv_conf);
+  EXPECT_EQ(c.dns.ttl, 30u);
+  EXPECT_EQ(c.endpoints[0].aliases, (std::vector<std::string>{"www", "api.internal"})) << "lower case";
+  Config d = parse_config("networks:\n  - name: a\n    subnet: 10.0.0.0/24\nendpoints:\n  - name: e\n    networks: [a]\n", "u.yaml");
+  EXPECT_FALSE(d.dns.upstream_set);
+  EXPECT_EQ(d.dns.ttl, 600u);
+  // Both change in place: aliases update the endpoint, the dns section is its own.
+  ConfigDiff x = diff_configs(d, c);
+  EXPECT_EQ(x.endpoints_updated, std::vector<std::string>{"e"});
+  EXPECT_TRUE(x.endpoints_changed.empty() && x.switch_changed.empty());
+  EXPECT_TRUE(x.dns_changed);
+  EXPECT_FALSE(x.empty());
 }
 
 TEST(Config, MissingFileIsNamed) {

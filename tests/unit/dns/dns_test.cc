@@ -1,0 +1,461 @@
+// The DNS responder in the packet path (issue 16): the snapshot's name table
+// (scope, aliases, reverse), answers written by the worker for real frames
+// (addresses, ports, checksums, every rcode), and the upstream relay (the
+// query as the upstream sees it, the answer as the asker sees it, forged or
+// late answers refused, retries and SERVFAIL), including the relay slots'
+// one-winner rule under two threads (run under TSan too).
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "dataplane/core/checksum.h"
+#include "dataplane/core/dataplane.h"
+#include "dataplane/dns/dns_relay.h"
+#include "dataplane/dns/dns_table.h"
+#include "dataplane/dns/dns_wire.h"
+#include "dataplane/ports/mem_port.h"
+#include "tests/fixtures/frames.h"
+
+namespace dpsw {
+namespace {
+
+using Bytes = std::vector<uint8_t>;
+
+constexpr uint32_t kGw = 0x0a000001, kC1 = 0x0a000002, kC2 = 0x0a000003;  // 10.0.0.1 (gateway), .2, .3
+constexpr uint32_t kGwB = 0x0a000101, kC3 = 0x0a000102;                   // network b: 10.0.1.1, .2
+constexpr uint32_t kHostIp = 0xc633640a, kOut = 0xc6336401, kOut2 = 0xc6336402;  // uplink, upstream (next hop), a second upstream
+constexpr Mac kRouterMac = 0x02dd00000001ULL, kUpMac = 0x02dd00000002ULL, kC1Mac = 0x020000000002ULL, kOutMac = 0x020000000099ULL;
+
+// A DnsTable as the control module builds it: (bd, name, ip) entries, PTRs, scopes.
+struct TableBuilder {
+  DnsTable t;
+  uint32_t str(const std::string& s) {
+    const uint32_t off = uint32_t(t.pool.size());
+    t.pool.append(s).push_back('\0');
+    return off;
+  }
+  void name(uint16_t bd, const std::string& n, uint32_t ip) { t.names.push_back({DnsTable::name_key(bd, n), str(n), ip, bd}); }
+  void ptr(uint16_t bd, uint32_t ip, const std::string& n) { t.ptrs.push_back({uint64_t(bd) << 32 | ip, str(n)}); }
+  void scope(uint16_t port, std::vector<uint16_t> bds) {
+    if (t.scope.size() <= port) t.scope.resize(port + 1, UINT32_MAX);
+    t.scope[port] = uint32_t(t.scope_bds.size());
+    t.scope_bds.push_back(uint16_t(bds.size()));
+    t.scope_bds.insert(t.scope_bds.end(), bds.begin(), bds.end());
+  }
+  DnsTable done() {
+    std::sort(t.names.begin(), t.names.end(), [](auto& a, auto& b) { return a.key != b.key ? a.key < b.key : a.ip < b.ip; });
+    std::sort(t.ptrs.begin(), t.ptrs.end(), [](auto& a, auto& b) { return a.key < b.key; });
+    return t;
+  }
+};
+
+DnsTable sample_table() {
+  TableBuilder b;
+  b.name(0, "c1", kC1);
+  b.name(0, "c1.a", kC1);
+  b.name(0, "www", kC1);
+  b.name(0, "shared", kC2);
+  b.name(0, "shared", kC1);
+  b.name(1, "c3", kC3);
+  b.ptr(0, kC1, "c1.a");
+  b.ptr(1, kC3, "c3.b");
+  b.scope(0, {0});
+  b.scope(5, {0, 1});  // a port on a whose endpoint is on b too
+  b.t.subnets = {{0x0a000000, 0xffffff00}, {0x0a000100, 0xffffff00}};
+  b.t.ttl = 600;
+  return b.done();
+}
+
+TEST(DnsTable, LookupScopeAndReverse) {
+  const DnsTable t = sample_table();
+  uint32_t ips[8];
+  EXPECT_EQ(t.lookup(0, "c1", ips, 8), 1u);
+  EXPECT_EQ(ips[0], kC1);
+  ASSERT_EQ(t.lookup(0, "shared", ips, 8), 2u);
+  EXPECT_EQ(ips[0], kC1);  // address order
+  EXPECT_EQ(ips[1], kC2);
+  EXPECT_EQ(t.lookup(0, "c3", ips, 8), 0u) << "c3 is on b only";
+  EXPECT_EQ(t.lookup(1, "c3", ips, 8), 1u);
+  EXPECT_EQ(t.lookup(0, "c", ips, 8), 0u);
+  uint16_t sc[4];
+  EXPECT_EQ(t.scope_of(0, 0, sc, 4), 1u);
+  ASSERT_EQ(t.scope_of(5, 0, sc, 4), 2u);
+  EXPECT_EQ(sc[1], 1);
+  EXPECT_EQ(t.scope_of(9, 1, sc, 4), 1u) << "a port without a scope: its own network";
+  EXPECT_EQ(sc[0], 1);
+  EXPECT_STREQ(t.reverse(0, kC1), "c1.a");
+  EXPECT_EQ(t.reverse(1, kC1), nullptr);
+  EXPECT_TRUE(t.in_subnet(0, 0x0a0000c8));
+  EXPECT_FALSE(t.in_subnet(0, kC3));
+}
+
+// ---- Frames ----
+
+Bytes name_wire(const std::string& name) {
+  Bytes b;
+  size_t s = 0;
+  while (s < name.size()) {
+    size_t dot = name.find('.', s);
+    if (dot == std::string::npos) dot = name.size();
+    b.push_back(uint8_t(dot - s));
+    b.insert(b.end(), name.begin() + long(s), name.begin() + long(dot));
+    s = dot + 1;
+  }
+  b.push_back(0);
+  return b;
+}
+
+Bytes query_msg(const std::string& name, uint16_t type = dns::kTypeA, uint16_t qclass = dns::kClassIn, uint16_t flags = 0x0100,
+                uint16_t qd = 1, uint16_t id = 0x4242) {
+  Bytes m{uint8_t(id >> 8), uint8_t(id), uint8_t(flags >> 8), uint8_t(flags), 0, uint8_t(qd), 0, 0, 0, 0, 0, 0};
+  Bytes n = name_wire(name);
+  m.insert(m.end(), n.begin(), n.end());
+  m.insert(m.end(), {uint8_t(type >> 8), uint8_t(type), uint8_t(qclass >> 8), uint8_t(qclass)});
+  return m;
+}
+
+// Ethernet + IPv4 + UDP (checksum as a Linux container leaves it: partial, i.e. pseudo-header only, when `partial`).
+Bytes udp_frame(Mac dst, Mac src, uint32_t sip, uint32_t dip, uint16_t sport, uint16_t dport, const Bytes& payload, bool partial = false) {
+  Bytes f = test::ipv4_frame(dst, src, sip, dip, 17, 14 + 20 + 8 + payload.size());
+  uint8_t* udp = f.data() + 34;
+  csum::store16(udp, sport);
+  csum::store16(udp + 2, dport);
+  csum::store16(udp + 4, uint16_t(8 + payload.size()));
+  std::copy(payload.begin(), payload.end(), udp + 8);
+  const uint32_t pseudo = (sip >> 16) + (sip & 0xffff) + (dip >> 16) + (dip & 0xffff) + 17 + 8 + uint32_t(payload.size());
+  csum::store16(udp + 6, partial ? csum::fold(pseudo) : csum::of(udp, 8 + payload.size(), pseudo));
+  return f;
+}
+
+struct Udp {
+  uint32_t sip, dip;
+  uint16_t sport, dport;
+  Bytes payload;
+  Mac dst, src;
+};
+// Parses an IPv4/UDP frame, checking both checksums.
+Udp parse_udp(const Bytes& f) {
+  EXPECT_GE(f.size(), 42u);
+  const uint8_t* ip = f.data() + 14;
+  EXPECT_EQ(csum::of(ip, 20), 0) << "IP header checksum";
+  EXPECT_EQ(ip[9], 17);
+  const uint8_t* udp = ip + 20;
+  const uint32_t ulen = csum::load16(udp + 4);
+  EXPECT_EQ(14 + 20 + ulen, f.size());
+  const uint32_t sip = csum::load32(ip + 12), dip = csum::load32(ip + 16);
+  const uint32_t pseudo = (sip >> 16) + (sip & 0xffff) + (dip >> 16) + (dip & 0xffff) + 17 + ulen;
+  EXPECT_EQ(csum::of(udp, ulen, pseudo), 0) << "UDP checksum";
+  return {sip, dip, csum::load16(udp), csum::load16(udp + 2), Bytes(udp + 8, udp + ulen), mac_from_bytes(f.data()), mac_from_bytes(f.data() + 6)};
+}
+unsigned rcode(const Bytes& m) { return m[3] & 15; }
+unsigned ancount(const Bytes& m) { return csum::load16(m.data() + 6); }
+
+struct DnsRig {
+  std::unique_ptr<Dataplane> dp;
+  std::unique_ptr<MemPort> c1, up;
+  enum : uint16_t { kC1Port = 0, kUpPort = 1 };
+
+  explicit DnsRig(std::vector<uint32_t> upstream = {kOut}, uint32_t c1_mtu = 1500) {
+    Dataplane::Options o;
+    o.cores.assign(1, -1);
+    o.mac.size = 1024;
+    dp = std::make_unique<Dataplane>(o);
+    ConnTrack::Options ct;
+    ct.size = 1024;
+    dp->enable_l3(ct, 0xc6336400, 24);
+    MemPort::Options mo;
+    mo.ring_size = 1024;
+    c1 = std::make_unique<MemPort>("c1", mo);
+    up = std::make_unique<MemPort>("up", mo);
+    auto s = std::make_unique<Snapshot>();
+    s->bds.resize(2);
+    s->rx_ports.resize(1);
+    for (auto [port, bd] : {std::pair{c1.get(), 0}, {up.get(), 1}}) {
+      PortEntry pe;
+      pe.port = port;
+      pe.bd = uint16_t(bd);
+      pe.max_frame = bd == 0 ? c1_mtu + 14 : 1514;
+      s->bds[size_t(bd)].ports.push_back(uint16_t(s->ports.size()));
+      s->rx_ports[0].push_back(uint16_t(s->ports.size()));
+      s->ports.push_back(pe);
+    }
+    s->bds[0].local_ip = kGw, s->bds[0].router_mac = kRouterMac, s->bds[0].nat = true, s->bds[0].dns = true;
+    s->bds[1].local_ip = kHostIp, s->bds[1].router_mac = kUpMac, s->bds[1].dns_relay = true;
+    L3Conf& l3 = s->l3;
+    l3.enabled = true;
+    l3.uplink_port = kUpPort, l3.uplink_bd = 1, l3.uplink_ip = kHostIp, l3.gateway = kOut, l3.uplink_mac = kUpMac;
+    l3.isolated = {{0x0a000000, 0xffffff00}};
+    l3.isolated_bd = {0};
+    l3.allowed = {1, 0, 0, 0};
+    s->dns = sample_table();
+    s->dns.upstream = upstream;
+    dp->publish(std::move(s));
+    dp->arp()->learn(kOut, kOutMac);
+    dp->arp()->learn(kOut2, kOutMac + 1);
+  }
+  void poll() {
+    while (dp->worker(0).poll_once()) {
+    }
+  }
+  // A query from c1 to the gateway; the frames c1 gets back.
+  std::vector<Bytes> ask(const Bytes& msg, uint16_t sport = 33333) {
+    c1->inject(udp_frame(kRouterMac, kC1Mac, kC1, kGw, sport, 53, msg, true));
+    poll();
+    return c1->take_tx();
+  }
+  const WorkerCounters::Dns& counters() { return dp->worker(0).counters().dns; }
+  uint64_t drops(uint16_t port, Drop d) { return dp->port_totals(port).drops[size_t(d)]; }
+};
+
+TEST(DnsPipeline, AnswersFromTheGatewayWithValidChecksums) {
+  DnsRig r;
+  auto got = r.ask(query_msg("C1"));  // case-insensitive; the query's own checksum partial (a container's)
+  ASSERT_EQ(got.size(), 1u);
+  Udp u = parse_udp(got[0]);
+  EXPECT_EQ(u.sip, kGw);
+  EXPECT_EQ(u.dip, kC1);
+  EXPECT_EQ(u.sport, 53);
+  EXPECT_EQ(u.dport, 33333);
+  EXPECT_EQ(u.src, kRouterMac);
+  EXPECT_EQ(u.dst, kC1Mac);
+  EXPECT_EQ(rcode(u.payload), 0u);
+  EXPECT_EQ(u.payload[2] & 0x84, 0x84) << "QR and AA";
+  EXPECT_EQ(csum::load16(u.payload.data()), 0x4242) << "the asker's id";
+  ASSERT_EQ(ancount(u.payload), 1u);
+  const Bytes& m = u.payload;
+  EXPECT_EQ(csum::load32(m.data() + m.size() - 4), kC1);
+  EXPECT_EQ(csum::load32(m.data() + m.size() - 10), 600u) << "TTL";
+  // The question is echoed as asked (0x20).
+  EXPECT_EQ(m[13], 'C');
+  EXPECT_EQ(r.counters().answered.get(), 1u);
+}
+
+TEST(DnsPipeline, EveryOutcome) {
+  DnsRig r;
+  auto one = [&](const Bytes& q) {
+    auto got = r.ask(q);
+    EXPECT_EQ(got.size(), 1u);
+    return got.empty() ? Bytes{} : parse_udp(got[0]).payload;
+  };
+  Bytes m = one(query_msg("shared"));
+  EXPECT_EQ(ancount(m), 2u);
+  m = one(query_msg("c1.a"));
+  EXPECT_EQ(ancount(m), 1u);
+  m = one(query_msg("c1", dns::kTypeAaaa));
+  EXPECT_EQ(rcode(m), 0u);
+  EXPECT_EQ(ancount(m), 0u) << "NODATA";
+  m = one(query_msg("2.0.0.10.in-addr.arpa", dns::kTypePtr));
+  EXPECT_EQ(ancount(m), 1u);
+  const Bytes target = name_wire("c1.a");
+  EXPECT_TRUE(std::search(m.begin(), m.end(), target.begin(), target.end()) != m.end()) << "PTR target c1.a";
+  m = one(query_msg("200.0.0.10.in-addr.arpa", dns::kTypePtr));
+  EXPECT_EQ(rcode(m), 3u) << "NXDOMAIN: our subnet, nobody's address";
+  m = one(query_msg("version.bind", 16, 3));
+  EXPECT_EQ(rcode(m), 5u) << "CHAOS: REFUSED";
+  m = one(query_msg("c1", dns::kTypeA, dns::kClassIn, 0x0100, 2));
+  EXPECT_EQ(rcode(m), 1u) << "QDCOUNT 2: FORMERR";
+  m = one(query_msg("c1", dns::kTypeA, dns::kClassIn, 0x2900));
+  EXPECT_EQ(rcode(m), 4u) << "UPDATE: NOTIMP";
+  EXPECT_TRUE(r.ask(query_msg("c3")).empty()) << "c3 is on b, which c1 does not share: not answered here...";
+  EXPECT_EQ(r.up->take_tx().size(), 1u) << "...but relayed upstream";
+}
+
+TEST(DnsPipeline, NotAQueryIsDroppedAndCounted) {
+  DnsRig r;
+  EXPECT_TRUE(r.ask(query_msg("c1", dns::kTypeA, dns::kClassIn, 0x8100)).empty()) << "a response is never answered";
+  EXPECT_TRUE(r.ask(Bytes{1, 2, 3}).empty());
+  EXPECT_EQ(r.drops(DnsRig::kC1Port, Drop::kDnsBad), 2u);
+}
+
+// The relay: the query as the upstream sees it.
+struct Relayed {
+  uint16_t port, id;
+  uint32_t server;
+  Bytes msg;
+};
+Relayed upstream_query(DnsRig& r) {
+  auto out = r.up->take_tx();
+  std::erase_if(out, [](const Bytes& f) { return load_be16(f.data() + 12) != kEtherTypeIpv4; });  // ARP probes of the next hops
+  EXPECT_EQ(out.size(), 1u);
+  if (out.empty()) return {};
+  Udp u = parse_udp(out[0]);
+  EXPECT_EQ(u.sip, kHostIp) << "masqueraded: the host's address";
+  EXPECT_EQ(u.src, kUpMac);
+  EXPECT_EQ(u.dport, 53);
+  EXPECT_GE(u.sport, DnsRelay::kPortLo);
+  return {u.sport, csum::load16(u.payload.data()), u.dip, u.payload};
+}
+Bytes answer_to(const Relayed& q, uint32_t from = kOut, int id = -1, size_t pad = 0) {
+  Bytes a = q.msg;
+  a[2] |= 0x80;  // QR
+  if (id >= 0) csum::store16(a.data(), uint16_t(id));
+  a[7] = 1;  // ANCOUNT 1: a record for the question
+  const Bytes rr{0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 203, 0, 113, 7};
+  a.insert(a.end(), rr.begin(), rr.end());
+  a.insert(a.end(), pad, 0);
+  return udp_frame(kUpMac, kOutMac, from, kHostIp, 53, q.port, a);
+}
+
+TEST(DnsRelayPipeline, QueryOutAnswerBackForgedAndLateRefused) {
+  DnsRig r;
+  EXPECT_TRUE(r.ask(query_msg("example.org")).empty()) << "nothing yet: the query went upstream";
+  Relayed q = upstream_query(r);
+  EXPECT_EQ(q.server, kOut);
+  EXPECT_EQ(q.msg.size(), query_msg("example.org").size());
+  EXPECT_EQ(r.counters().forwarded.get(), 1u);
+  // Forged: from an address that is not an upstream, or with another id.
+  r.up->inject(answer_to(q, 0xc6336403));
+  r.up->inject(answer_to(q, kOut, q.id ^ 1));
+  r.poll();
+  EXPECT_TRUE(r.c1->take_tx().empty());
+  EXPECT_EQ(r.drops(DnsRig::kUpPort, Drop::kNoFlow), 2u) << "refused answers go on to routing, which finds no flow";
+  // The real answer: to c1, from its gateway, with its own id.
+  r.up->inject(answer_to(q));
+  r.poll();
+  auto got = r.c1->take_tx();
+  ASSERT_EQ(got.size(), 1u);
+  Udp u = parse_udp(got[0]);
+  EXPECT_EQ(u.sip, kGw);
+  EXPECT_EQ(u.sport, 53);
+  EXPECT_EQ(u.dip, kC1);
+  EXPECT_EQ(u.dport, 33333);
+  EXPECT_EQ(u.dst, kC1Mac);
+  EXPECT_EQ(csum::load16(u.payload.data()), 0x4242);
+  EXPECT_EQ(ancount(u.payload), 1u);
+  EXPECT_EQ(r.counters().relayed.get(), 1u);
+  // The same answer again (late, duplicated): nobody waits for it.
+  r.up->inject(answer_to(q));
+  r.poll();
+  EXPECT_TRUE(r.c1->take_tx().empty());
+}
+
+TEST(DnsRelayPipeline, TooBigForTheAskerGoesTruncated) {
+  DnsRig r({kOut}, 576);
+  r.ask(query_msg("big.example.org"));
+  Relayed q = upstream_query(r);
+  r.up->inject(answer_to(q, kOut, -1, 1000));
+  r.poll();
+  auto got = r.c1->take_tx();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_LE(got[0].size(), 576u + 14);
+  Udp u = parse_udp(got[0]);
+  EXPECT_EQ(u.payload[2] & 0x02, 0x02) << "TC";
+  EXPECT_EQ(ancount(u.payload), 0u);
+  EXPECT_EQ(u.payload.size(), query_msg("big.example.org").size()) << "header and question";
+}
+
+TEST(DnsRelayPipeline, RetriesTheNextServerThenServfail) {
+  DnsRig r({kOut, kOut2});
+  r.ask(query_msg("slow.example.org"));
+  Relayed q1 = upstream_query(r);
+  EXPECT_EQ(q1.server, kOut);
+  std::this_thread::sleep_for(std::chrono::milliseconds(DnsRelay::kTryMs + 100));
+  r.poll();
+  Relayed q2 = upstream_query(r);
+  EXPECT_EQ(q2.server, kOut2);
+  EXPECT_EQ(q2.port, q1.port);
+  EXPECT_EQ(q2.id, q1.id);
+  std::this_thread::sleep_for(std::chrono::milliseconds(2 * DnsRelay::kTryMs + 100));
+  r.poll();
+  upstream_query(r);  // the third try, to the first server again...
+  std::this_thread::sleep_for(std::chrono::milliseconds(DnsRelay::kTryMs + 100));
+  r.poll();
+  auto got = r.c1->take_tx();  // ...then SERVFAIL
+  ASSERT_EQ(got.size(), 1u);
+  Udp u = parse_udp(got[0]);
+  EXPECT_EQ(rcode(u.payload), 2u);
+  EXPECT_EQ(csum::load16(u.payload.data()), 0x4242);
+  EXPECT_EQ(r.counters().upstream_timeouts.get(), 3u);
+  EXPECT_EQ(r.counters().servfail.get(), 1u);
+  // A late answer finds the slot free.
+  r.up->inject(answer_to(q1));
+  r.poll();
+  EXPECT_TRUE(r.c1->take_tx().empty());
+}
+
+TEST(DnsRelayPipeline, NoUpstreamIsServfailAtOnce) {
+  DnsRig r(std::vector<uint32_t>{});
+  auto got = r.ask(query_msg("example.org"));
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(rcode(parse_udp(got[0]).payload), 2u);
+  EXPECT_TRUE(r.up->take_tx().empty());
+}
+
+// ---- The slots ----
+
+TEST(DnsRelaySlots, ClaimTakeExpire) {
+  DnsRelay rl(2);
+  EXPECT_EQ(rl.slice_begin(1), DnsRelay::kSlots / 2);
+  const int i = rl.claim(1);
+  ASSERT_GE(i, int(DnsRelay::kSlots / 2));
+  DnsRelay::Asker a{kC1, 4000, 7, kC1Mac, 3, 0, 0x5555};
+  const uint8_t q[12] = {};
+  rl.publish(unsigned(i), a, 1000, q, 12);
+  EXPECT_NE(rl.claim(1), i) << "busy";
+  DnsRelay::Asker got;
+  EXPECT_FALSE(rl.take(unsigned(i), 0x5556, &got)) << "another id";
+  EXPECT_TRUE(rl.take(unsigned(i), 0x5555, &got));
+  EXPECT_EQ(got.ip, kC1);
+  EXPECT_EQ(got.sport, 4000);
+  EXPECT_EQ(got.id, 7);
+  EXPECT_EQ(got.mac, kC1Mac);
+  EXPECT_EQ(got.port, 3);
+  EXPECT_FALSE(rl.take(unsigned(i), 0x5555, &got)) << "answered once";
+  // Timeouts: tries 2, 3, then 0 (SERVFAIL), then nothing.
+  rl.publish(unsigned(i), a, 1000, q, 12);
+  std::vector<unsigned> seen;
+  for (uint32_t t = 1000; t <= 6000; t += 500) rl.expire(1, t, [&](unsigned, const DnsRelay::Asker&, const uint8_t*, uint32_t, unsigned tries) { seen.push_back(tries); });
+  EXPECT_EQ(seen, (std::vector<unsigned>{2, 3, 0}));
+  EXPECT_FALSE(rl.take(unsigned(i), 0x5555, &got));
+  EXPECT_EQ(rl.pending(), 0u);
+}
+
+// The asker's worker (timeouts) and the uplink's (answers) race for every
+// slot: each query is ended exactly once.
+TEST(DnsRelaySlots, ExactlyOneEndUnderTwoThreads) {
+  DnsRelay rl(1);
+  constexpr unsigned kQueries = 20000;
+  std::atomic<unsigned> taken{0};
+  std::atomic<bool> done{false};
+  std::atomic<uint64_t> published{0};  // slot << 16 | id of the latest, for the answering thread
+  std::thread u([&] {
+    DnsRelay::Asker k;
+    while (!done.load(std::memory_order_acquire)) {
+      const uint64_t p = published.load(std::memory_order_acquire);
+      if (p && rl.take(unsigned(p >> 16), uint16_t(p), &k)) taken.fetch_add(1, std::memory_order_relaxed);
+    }
+  });
+  unsigned servfail = 0, sent = 0;
+  uint32_t now = 0;
+  const uint8_t q[12] = {};
+  for (unsigned n = 0; n < kQueries; n++) {
+    const int i = rl.claim(0);
+    if (i < 0) {
+      now += DnsRelay::kTryMs;  // everything busy: time passes
+      rl.expire(0, now, [&](unsigned, const DnsRelay::Asker&, const uint8_t*, uint32_t, unsigned t) { servfail += t == 0; });
+      continue;
+    }
+    const uint16_t id = rl.next_id(0);
+    rl.publish(unsigned(i), DnsRelay::Asker{kC1, 1, 1, kC1Mac, 0, 0, id}, now, q, 12);
+    sent++;
+    published.store(uint64_t(i) << 16 | id, std::memory_order_release);
+    if (n % 7 == 0) {
+      now += DnsRelay::kTryMs;
+      rl.expire(0, now, [&](unsigned, const DnsRelay::Asker&, const uint8_t*, uint32_t, unsigned t) { servfail += t == 0; });
+    }
+  }
+  done.store(true, std::memory_order_release);
+  u.join();
+  for (int k = 0; k < 4; k++) {
+    now += DnsRelay::kTryMs;
+    rl.expire(0, now, [&](unsigned, const DnsRelay::Asker&, const uint8_t*, uint32_t, unsigned t) { servfail += t == 0; });
+  }
+  EXPECT_EQ(taken.load() + servfail, sent) << "every query ended exactly once";
+  EXPECT_EQ(rl.pending(), 0u);
+}
+
+}  // namespace
+}  // namespace dpsw
