@@ -1,6 +1,7 @@
 #include "control/dns/dns.h"
 
 #include <dirent.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -64,6 +65,12 @@ std::string Dns::resolv_conf(const std::string& instance, uint32_t gateway) {
          "\noptions ndots:0\n";
 }
 
+uint64_t Dns::random_secret() {
+  uint64_t s = 0;
+  if (getrandom(&s, sizeof s, 0) != sizeof s) s = uint64_t(time(nullptr)) ^ uint64_t(getpid()) << 32;
+  return s;
+}
+
 std::string Dns::netns_dir(const std::string& netns) const { return std::string(kNetnsEtc) + "/" + netns; }
 
 void Dns::start() {
@@ -109,6 +116,7 @@ void Dns::contribute(Snapshot& s) const {
   const Config& cfg = core_.cfg_;
   DnsTable& t = s.dns;
   t.ttl = cfg.dns.ttl;
+  t.tcp_secret = tcp_secret_;
   if (!cfg.dns.enabled) return;
   // The relay: other names go upstream through the uplink (its answers
   // come back to the uplink's address, on its segment).

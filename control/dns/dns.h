@@ -38,6 +38,8 @@ class Dns : public Module {
   std::string netns_dir(const std::string& netns) const;
   void remove_file(const std::string& netns);
   std::vector<uint32_t> upstream_;
+  uint64_t tcp_secret_ = random_secret();  // keys the TCP responder's sequence numbers for the whole run
+  static uint64_t random_secret();
   std::map<std::string, std::string> written_;  // namespace -> the resolv.conf written for it
 };
 

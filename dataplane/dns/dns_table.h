@@ -46,6 +46,7 @@ struct DnsTable {
   // lookups (an unknown address there is NXDOMAIN, not forwarded).
   std::vector<std::pair<uint32_t, uint32_t>> subnets;  // (network, mask), indexed by bd; mask 0: none
   uint32_t ttl = 600;
+  uint64_t tcp_secret = 0;  // keys the TCP responder's initial sequence numbers (stage_dns_tcp.h); random per run
   std::vector<uint32_t> upstream;  // where the relay sends other names (dns_relay.h); empty: SERVFAIL
 
   static uint64_t name_key(uint16_t bd, std::string_view name) {

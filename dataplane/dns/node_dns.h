@@ -15,6 +15,7 @@
 #include "dataplane/core/node.h"
 #include "dataplane/dns/stage_dns.h"
 #include "dataplane/dns/stage_dns_relay.h"
+#include "dataplane/dns/stage_dns_tcp.h"
 
 namespace dpsw::graph {
 
@@ -26,6 +27,10 @@ struct Dns : Node<DnsExit, 1> {
   [[gnu::always_inline]] static void run(Ctx& c, uint16_t i, uint16_t, Emit&& emit) {
     if (c.from_uplink) {
       if (!relay_answer(c.s, c.tx, c.wc, c.arena, c.relay, c.pkt(i))) emit(i, Next::kRoute, 0);
+      return;
+    }
+    if (c.pkt(i).data[kEthHdrLen + 9] == 6) {
+      tcp_answer(c.s, c.tx, c.wc, c.arena, c.pkt(i), c.bd);
       return;
     }
     answer(c.s, c.tx, c.wc, c.arena, c.arp, c.relay, c.worker, c.now, c.pkt(i), c.bd);
@@ -81,7 +86,7 @@ struct Dns : Node<DnsExit, 1> {
         if (!len) return;
         break;
       case stage::DnsNext::kReply:
-        count(dc, rc, o.buf, len);
+        count(dc, rc, o.buf + stage::kUdpHdrs, len - stage::kUdpHdrs);
         break;
     }
     send(s, tx, a, o, len, p.in_port, p.in_port);
@@ -148,11 +153,52 @@ struct Dns : Node<DnsExit, 1> {
     return true;
   }
 
-  static void count(WorkerCounters::Dns& dc, dns::Rcode rc, const uint8_t* frame, uint32_t len) {
+  // An answer of ours (msg: the DNS message) in the counters.
+  static void count(WorkerCounters::Dns& dc, dns::Rcode rc, const uint8_t* msg, uint32_t len) {
     if (rc == dns::Rcode::kNxDomain) return dc.nxdomain.add(1);
     if (rc != dns::Rcode::kNoError) return dc.errors.add(1);
-    const bool records = len >= stage::kUdpHdrs + 8 && (frame[stage::kUdpHdrs + 6] | frame[stage::kUdpHdrs + 7]);  // ANCOUNT
+    const bool records = len >= 8 && (msg[6] | msg[7]);  // ANCOUNT
     (records ? dc.answered : dc.nodata).add(1);
+  }
+
+  // DNS over TCP (stage_dns_tcp.h): the segments answering one segment.
+  [[gnu::noinline]] static void tcp_answer(const Snapshot& s, stage::TxStage& tx, WorkerCounters& wc, BurstArena& a, const Packet& p,
+                                           const BdEntry& bd) {
+    using K = stage::DnsTcpReply::Kind;
+    const PortEntry* in = s.port(p.in_port);
+    const uint32_t max_frame = std::min<uint32_t>(in ? in->max_frame : 1514, BurstArena::kScratchBytes);
+    uint8_t msg[16384];  // the answer, length-prefixed, before it is cut into segments
+    dns::Query q;
+    stage::DnsTcpReply r;
+    Drop d = Drop::kCount;
+    if (stage::dns_tcp(p, s.dns, bd, max_frame, &q, msg, sizeof msg, &r, &d) == stage::DnsNext::kDrop) {
+      wc.ports[p.in_port].drops[size_t(d)].add(1);
+      return;
+    }
+    auto segment = [&](uint32_t seq, uint8_t flags, uint16_t mss, const uint8_t* data, uint32_t len) {
+      const Out o = scratch(s, tx, a);
+      send(s, tx, a, o, stage::tcp_reply_frame(p.data, bd, seq, r.ack, flags, mss, data, len, o.buf), p.in_port, p.in_port);
+    };
+    switch (r.kind) {
+      case K::kNone:
+        return;
+      case K::kSynAck:
+        return segment(r.seq, stage::kTcpSyn | stage::kTcpAck, r.mss, nullptr, 0);
+      case K::kAck:
+        return segment(r.seq, stage::kTcpAck, 0, nullptr, 0);
+      case K::kRst:
+        return segment(r.seq, stage::kTcpRst | stage::kTcpAck, 0, nullptr, 0);
+      case K::kAnswer:
+        break;
+    }
+    wc.dns.queries.add(1);
+    if (r.forwarded) wc.dns.servfail.add(1);
+    else count(wc.dns, r.rc, msg + 2, r.len - 2);
+    const uint32_t mss = max_frame - stage::kTcpHdrs;
+    for (uint32_t off = 0; off < r.len; off += mss) {
+      const uint32_t n = std::min(mss, r.len - off);
+      segment(r.seq + off, uint8_t(stage::kTcpAck | stage::kTcpPsh | (off + n == r.len ? stage::kTcpFin : 0)), 0, msg + off, n);
+    }
   }
 };
 

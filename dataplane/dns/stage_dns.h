@@ -33,7 +33,7 @@ namespace dpsw::stage {
 enum class DnsNext : uint8_t { kReply, kForward, kDrop };
 
 constexpr uint32_t kUdpHdrs = kEthHdrLen + 20 + 8;  // Ethernet + IPv4 (no options) + UDP
-constexpr unsigned kDnsMaxAnswers = 32;             // A records in one answer (a name on many endpoints)
+constexpr unsigned kDnsMaxAnswers = 128;            // A records in one answer (a name on many endpoints; past 512 bytes: TC, then TCP)
 
 // The UDP datagram in an IPv4 frame l3_local has checked (version, lengths,
 // not a fragment): its payload, or nullptr when the UDP length is wrong.
@@ -132,8 +132,46 @@ inline bool dns_resolve(const DnsTable& t, uint16_t in_port, uint16_t bd, const 
   return false;
 }
 
-// The whole stage. buf: cap bytes for the answer frame (*out_len). q: the
-// parsed query (on kForward the caller relays it).
+// What to do with a query message (UDP payload, or a TCP message without
+// its length): respond with *r (rcode, AA, answers), relay it upstream
+// (kForward: a name the asker's networks do not hold), or ignore it (not a
+// query). q is the parsed query in every case.
+enum class DnsDecision : uint8_t { kRespond, kForward, kIgnore };
+struct DnsResult {
+  dns::Rcode rc = dns::Rcode::kNoError;
+  bool aa = true;
+  size_t n = 0;
+  dns::Answer an[kDnsMaxAnswers];
+};
+inline DnsDecision dns_decide(const uint8_t* msg, uint32_t len, const DnsTable& t, uint16_t in_port, uint16_t bd, dns::Query* q,
+                              DnsResult* r) {
+  r->n = 0;
+  r->aa = false;
+  switch (dns::parse_query(msg, len, q)) {
+    case dns::Parse::kIgnore:
+      return DnsDecision::kIgnore;
+    case dns::Parse::kFormErr:
+      r->rc = dns::Rcode::kFormErr;
+      return DnsDecision::kRespond;
+    case dns::Parse::kNotImp:
+      r->rc = dns::Rcode::kNotImp;
+      return DnsDecision::kRespond;
+    case dns::Parse::kBadVers:
+      r->rc = dns::Rcode::kBadVers;
+      return DnsDecision::kRespond;
+    case dns::Parse::kOk:
+      break;
+  }
+  if (q->qclass != dns::kClassIn && q->qclass != dns::kClassAny) {
+    r->rc = dns::Rcode::kRefused;
+    return DnsDecision::kRespond;
+  }
+  r->aa = true;
+  return dns_resolve(t, in_port, bd, *q, r->an, &r->n, &r->rc) ? DnsDecision::kRespond : DnsDecision::kForward;
+}
+
+// The whole stage for UDP. buf: cap bytes for the answer frame (*out_len).
+// q: the parsed query (on kForward the caller relays it).
 inline DnsNext dns_answer(const Packet& p, const DnsTable& t, const BdEntry& bd, dns::Query* q, uint8_t* buf, uint32_t cap,
                           uint32_t* out_len, dns::Rcode* out_rc, Drop* drop) {
   const uint8_t* ip = p.data + kEthHdrLen;
@@ -143,32 +181,17 @@ inline DnsNext dns_answer(const Packet& p, const DnsTable& t, const BdEntry& bd,
   uint32_t plen = 0;
   const uint8_t* msg = udp_payload(p, &plen);
   if (!msg) return *drop = Drop::kBadIp, DnsNext::kDrop;
-  dns::Rcode rc = dns::Rcode::kNoError;
-  dns::Answer an[kDnsMaxAnswers];
-  size_t n = 0;
-  bool aa = true;
-  switch (dns::parse_query(msg, plen, q)) {
-    case dns::Parse::kIgnore:
+  DnsResult r;
+  switch (dns_decide(msg, plen, t, p.in_port, p.bd, q, &r)) {
+    case DnsDecision::kIgnore:
       return *drop = Drop::kDnsBad, DnsNext::kDrop;
-    case dns::Parse::kFormErr:
-      rc = dns::Rcode::kFormErr, aa = false;
-      break;
-    case dns::Parse::kNotImp:
-      rc = dns::Rcode::kNotImp, aa = false;
-      break;
-    case dns::Parse::kBadVers:
-      rc = dns::Rcode::kBadVers, aa = false;
-      break;
-    case dns::Parse::kOk:
-      if (q->qclass != dns::kClassIn && q->qclass != dns::kClassAny) {
-        rc = dns::Rcode::kRefused, aa = false;
-        break;
-      }
-      if (!dns_resolve(t, p.in_port, p.bd, *q, an, &n, &rc)) return DnsNext::kForward;
+    case DnsDecision::kForward:
+      return DnsNext::kForward;
+    case DnsDecision::kRespond:
       break;
   }
-  *out_rc = rc;
-  *out_len = dns_reply_frame(p, bd, *q, rc, aa, an, n, buf, cap);
+  *out_rc = r.rc;
+  *out_len = dns_reply_frame(p, bd, *q, r.rc, r.aa, r.an, r.n, buf, cap);
   if (!*out_len) return *drop = Drop::kDnsBad, DnsNext::kDrop;
   return DnsNext::kReply;
 }

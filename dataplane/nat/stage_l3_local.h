@@ -4,8 +4,9 @@
 // place and sending it back out of its input port.
 // Exits: kNotLocal (continue with L2 forwarding), kReply (tx to in_port),
 // kRoute (IPv4 at the router MAC, not an echo to us: stage_l3_route),
-// kDns (UDP to port 53 of local_ip on a network whose bd.dns is set: the
-// DNS responder, dataplane/dns/stage_dns.h),
+// kDns (UDP or TCP to port 53 of local_ip on a network whose bd.dns is set:
+// the DNS responder, dataplane/dns/stage_dns.h; on the uplink's segment with
+// bd.dns_relay, UDP from port 53 to a relay port: dns_relay.h),
 // kDrop (non-IPv4 at the router MAC: no_route; malformed IPv4: bad_ip; an
 // echo to us with a wrong IP header or ICMP checksum: bad_csum; from a
 // martian source: martian; as Linux).
@@ -70,9 +71,10 @@ inline LocalNext l3_local(Packet& p, const BdEntry& bd, Mac dst, Drop* drop) {
     return LocalNext::kDrop;
   }
   const bool to_us = csum::load32(ip + 16) == bd.local_ip;
-  if (to_us && ip[9] == 17 && (load_be16(ip + 6) & 0x3fff) == 0 &&
-      ((bd.dns && load_be16(ip + ihl + 2) == 53) ||                                                  // a query to the network's DNS responder
-       (bd.dns_relay && load_be16(ip + ihl) == 53 && load_be16(ip + ihl + 2) >= DnsRelay::kPortLo)))  // an upstream's answer to its relay
+  if (to_us && (load_be16(ip + 6) & 0x3fff) == 0 &&
+      ((bd.dns && (ip[9] == 17 || ip[9] == 6) && load_be16(ip + ihl + 2) == 53) ||  // to the network's DNS responder (UDP, TCP)
+       (bd.dns_relay && ip[9] == 17 && load_be16(ip + ihl) == 53 &&
+        load_be16(ip + ihl + 2) >= DnsRelay::kPortLo)))  // an upstream's answer to its relay
     return LocalNext::kDns;  // (not fragments: a DNS datagram here fits one frame)
   if (!to_us || ip[9] != 1 /* ICMP */) return LocalNext::kRoute;
   uint8_t* icmp = ip + ihl;

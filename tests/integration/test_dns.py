@@ -152,6 +152,22 @@ def follows_changes():
     check(not os.path.exists(f"/etc/netns/{ns}"), "nothing left in /etc/netns")
 
 
+def tcp_and_truncation():
+    """Answers too big for UDP: TC there, whole over TCP (dig retries by itself, as glibc does)."""
+    eps = [{"name": f"n{i}", "networks": ["front"], "aliases": ["many"]} for i in range(40)]
+    with Dpsw(NETS[:1], eps) as d:
+        d.start()
+        st, an = dig(d, "n0", f"@{GW_FRONT}", "+tcp", "n1")
+        check(st == "NOERROR" and len(addrs(an)) == 1, f"over TCP: {st} {an}")
+        out = d.run("n0", "dig", "+tries=1", "+time=2", "+notcp", "+ignore", "+noedns", f"@{GW_FRONT}", "many", check_rc=False).stdout
+        check(" tc " in out.split("flags:")[1].split(";")[0] + " ", f"40 addresses do not fit 512 bytes: TC expected: {out[:400]}")
+        st, an = dig(d, "n0", f"@{GW_FRONT}", "+noedns", "many")  # TC, then TCP
+        check(st == "NOERROR" and len(addrs(an)) == 40, f"all 40 over TCP after TC: {st} {len(an)}")
+        out = d.run("n0", "getent", "ahostsv4", "many").stdout
+        check(len({l.split()[0] for l in out.splitlines()}) == 40, f"glibc gets all 40 (TC then TCP): {out[:300]}")
+        check(d.counters()["dns"]["answered"] >= 3, "counted")
+
+
 def dnsmasq(d, *extra):
     """dnsmasq in the outside namespace, answering example.test names; returns (process, its query log path)."""
     log = os.path.join(d.dir, "dnsmasq.log")
@@ -212,4 +228,5 @@ def forwards_upstream():
 
 
 if __name__ == "__main__":
-    scenario_main({"names_and_records": names_and_records, "follows_changes": follows_changes, "forwards_upstream": forwards_upstream})
+    scenario_main({"names_and_records": names_and_records, "follows_changes": follows_changes, "forwards_upstream": forwards_upstream,
+                   "tcp_and_truncation": tcp_and_truncation})

@@ -384,6 +384,127 @@ TEST(DnsRelayPipeline, NoUpstreamIsServfailAtOnce) {
   EXPECT_TRUE(r.up->take_tx().empty());
 }
 
+// ---- TCP ----
+
+// A TCP segment from c1 to the gateway:53 (checksum left partial, as a container's).
+Bytes tcp_seg(uint32_t seq, uint32_t ack, uint8_t flags, const Bytes& data = {}, uint16_t sport = 40000) {
+  Bytes f = test::ipv4_frame(kRouterMac, kC1Mac, kC1, kGw, 6, 14 + 20 + 20 + data.size());
+  uint8_t* t = f.data() + 34;
+  csum::store16(t, sport);
+  csum::store16(t + 2, 53);
+  csum::store32(t + 4, seq);
+  csum::store32(t + 8, ack);
+  t[12] = 5 << 4, t[13] = flags;
+  csum::store16(t + 14, 64240);
+  std::copy(data.begin(), data.end(), t + 20);
+  return f;
+}
+struct Seg {
+  uint32_t seq, ack;
+  uint8_t flags;
+  Bytes data;
+  uint16_t mss = 0;
+};
+Seg parse_tcp(const Bytes& f) {
+  const uint8_t* ip = f.data() + 14;
+  EXPECT_EQ(csum::of(ip, 20), 0);
+  EXPECT_EQ(csum::load32(ip + 12), kGw);
+  EXPECT_EQ(csum::load32(ip + 16), kC1);
+  const uint8_t* t = ip + 20;
+  const uint32_t l4 = csum::load16(ip + 2) - 20, doff = uint32_t(t[12] >> 4) * 4;
+  const uint32_t pseudo = (kGw >> 16) + (kGw & 0xffff) + (kC1 >> 16) + (kC1 & 0xffff) + 6 + l4;
+  EXPECT_EQ(csum::of(t, l4, pseudo), 0) << "TCP checksum";
+  EXPECT_EQ(csum::load16(t), 53);
+  Seg s{csum::load32(t + 4), csum::load32(t + 8), t[13], Bytes(t + doff, t + l4)};
+  if (doff == 24 && t[20] == 2) s.mss = csum::load16(t + 22);
+  return s;
+}
+
+TEST(DnsTcp, HandshakeAnswerFinAndStrangers) {
+  DnsRig r;
+  r.c1->inject(tcp_seg(1000, 0, 0x02));
+  r.poll();
+  auto got = r.c1->take_tx();
+  ASSERT_EQ(got.size(), 1u);
+  Seg sa = parse_tcp(got[0]);
+  EXPECT_EQ(sa.flags, 0x12) << "SYN+ACK";
+  EXPECT_EQ(sa.ack, 1001u);
+  EXPECT_EQ(sa.mss, 1460);
+  // The query, length-prefixed, acknowledging our SYN: the answer and FIN.
+  Bytes m = query_msg("shared");
+  Bytes data{uint8_t(m.size() >> 8), uint8_t(m.size())};
+  data.insert(data.end(), m.begin(), m.end());
+  r.c1->inject(tcp_seg(1001, sa.seq + 1, 0x18, data));
+  r.poll();
+  got = r.c1->take_tx();
+  ASSERT_EQ(got.size(), 1u);
+  Seg ans = parse_tcp(got[0]);
+  EXPECT_EQ(ans.flags, 0x19) << "ACK PSH FIN";
+  EXPECT_EQ(ans.seq, sa.seq + 1);
+  EXPECT_EQ(ans.ack, 1001u + data.size());
+  ASSERT_GE(ans.data.size(), 14u);
+  EXPECT_EQ(csum::load16(ans.data.data()), ans.data.size() - 2) << "length prefix";
+  EXPECT_EQ(ancount(Bytes(ans.data.begin() + 2, ans.data.end())), 2u);
+  // The asker's FIN is acknowledged.
+  r.c1->inject(tcp_seg(1001 + uint32_t(data.size()), ans.seq + uint32_t(ans.data.size()) + 1, 0x11));
+  r.poll();
+  got = r.c1->take_tx();
+  ASSERT_EQ(got.size(), 1u);
+  Seg fin = parse_tcp(got[0]);
+  EXPECT_EQ(fin.flags, 0x10);
+  EXPECT_EQ(fin.ack, 1001u + data.size() + 1);
+  // Data on a connection we did not open (wrong ack), and a split query: RST.
+  r.c1->inject(tcp_seg(5000, 12345, 0x18, data));
+  Bytes half(data.begin(), data.begin() + 5);
+  r.c1->inject(tcp_seg(1001, sa.seq + 1, 0x18, half));
+  r.poll();
+  got = r.c1->take_tx();
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(parse_tcp(got[0]).flags & 0x04, 0x04);
+  EXPECT_EQ(parse_tcp(got[1]).flags & 0x04, 0x04);
+  // A pure ACK and an RST: nothing.
+  r.c1->inject(tcp_seg(1001, sa.seq + 1, 0x10));
+  r.c1->inject(tcp_seg(1001, sa.seq + 1, 0x04));
+  r.poll();
+  EXPECT_TRUE(r.c1->take_tx().empty());
+  EXPECT_EQ(r.counters().answered.get(), 1u);
+}
+
+TEST(DnsTcp, LongAnswerInSegmentsOfTheMss) {
+  TableBuilder b;
+  for (uint32_t i = 0; i < 120; i++) b.name(0, "many", 0x0a000200 + i);
+  b.scope(0, {0});
+  DnsRig r({kOut}, 576);
+  {
+    auto s = std::make_unique<Snapshot>(r.dp->snapshot());
+    s->dns = b.done();
+    r.dp->publish(std::move(s));
+  }
+  r.c1->inject(tcp_seg(1, 0, 0x02));
+  r.poll();
+  Seg sa = parse_tcp(r.c1->take_tx().at(0));
+  EXPECT_EQ(sa.mss, 576 + 14 - 54);
+  Bytes m = query_msg("many");
+  Bytes data{uint8_t(m.size() >> 8), uint8_t(m.size())};
+  data.insert(data.end(), m.begin(), m.end());
+  r.c1->inject(tcp_seg(2, sa.seq + 1, 0x18, data));
+  r.poll();
+  auto got = r.c1->take_tx();
+  ASSERT_GE(got.size(), 4u) << "120 A records (~1.9 KB) in segments of 536";
+  Bytes all;
+  uint32_t next = sa.seq + 1;
+  for (size_t i = 0; i < got.size(); i++) {
+    Seg sg = parse_tcp(got[i]);
+    EXPECT_LE(got[i].size(), 576u + 14);
+    EXPECT_EQ(sg.seq, next);
+    EXPECT_EQ(bool(sg.flags & 0x01), i + 1 == got.size()) << "FIN on the last only";
+    next += uint32_t(sg.data.size());
+    all.insert(all.end(), sg.data.begin(), sg.data.end());
+  }
+  ASSERT_EQ(csum::load16(all.data()), all.size() - 2);
+  EXPECT_EQ(ancount(Bytes(all.begin() + 2, all.end())), 120u);
+}
+
 // ---- The slots ----
 
 TEST(DnsRelaySlots, ClaimTakeExpire) {
