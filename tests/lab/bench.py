@@ -17,12 +17,13 @@ from . import topo
 from .dpsw import Dpsw
 from .proc import LabError, end_spawned, nsx, spawn
 from .topo import HOST_IP, OUTSIDE_IP, PAIR_IPS, PAIR_SUBNET, UNDERLAY
-from .traffic import (CpuMeter, connrate, dpdk_cleanup, iperf3, ping_ns, rx_packets, sockperf_rtt, testpmd_cmd,
-                      udp_delivered, virtio_user)
+from .traffic import (CpuMeter, DpswBusyCpu, connrate, dns_latency, dnsperf, dpdk_cleanup, iperf3, ping_ns, process_cpu_s,
+                      rx_packets, sockperf_rtt, testpmd_cmd, udp_delivered, virtio_user)
 
 # Switches compared, in report order; "generator" (a bare veth pair) is always measured first.
 VARIANTS = ["kernel", "dpsw", "dpsw-poll", "dpsw-afxdp", "testpmd"]
-SCENARIOS = ["udp", "tcp", "rtt", "idle", "nat", "overlay", "vhost"]
+SCENARIOS = ["udp", "tcp", "rtt", "idle", "nat", "overlay", "vhost", "dns"]
+DNS_NAMES = [f"svc{i}" for i in range(100)]  # what both DNS servers answer (one container's aliases in dpsw)
 ENDPOINT_MACS = ("02:00:00:00:00:01", "02:00:00:00:00:02")
 
 
@@ -45,6 +46,10 @@ def rows(scenarios, sizes):
                 ("NAT RTT p99.9", "natrtt", "p999_us", "us", "lower")]
     if "overlay" in scenarios:
         out += [("overlay UDP 64 B", "ovudp64", "mpps", "Mpps", "higher"), ("overlay TCP", "ovtcp", "gbps", "Gb/s", "higher")]
+    if "dns" in scenarios:
+        out += [("DNS queries/s", "dnsqps", "qps", "q/s", "higher"), ("DNS server CPU/query", "dnsqps", "cpu_us_per_q", "us", "lower"),
+                ("DNS p50", "dnslat", "p50_us", "us", "lower"),
+                ("DNS p99", "dnslat", "p99_us", "us", "lower")]
     if "vhost" in scenarios:
         out += [(f"vhost loop {s} B", f"vhost{s}", "mpps", "Mpps", "higher") for s in sizes]
         out += [(f"vhost>AF_XDP {s} B", f"v2x{s}", "mpps", "Mpps", "higher") for s in sizes]
@@ -53,7 +58,7 @@ def rows(scenarios, sizes):
 
 def measured_by(variant, key):
     """Whether `variant` yields result `key` (what --smoke insists on)."""
-    if key in ("natudp64", "nattcp", "dnattcp", "natconn", "dnatconn", "natrtt", "ovudp64", "ovtcp"):
+    if key in ("natudp64", "nattcp", "dnattcp", "natconn", "dnatconn", "natrtt", "ovudp64", "ovtcp", "dnsqps", "dnslat"):
         return variant in ("kernel", "dpsw")
     if key.startswith("vhost"):
         return variant in ("dpsw", "testpmd")
@@ -78,7 +83,7 @@ class DpswPair:
     idle: None = dpsw's default (auto), or "poll" / "block"."""
     ips = PAIR_IPS
 
-    def __init__(self, prefix, switch_core, idle=None, vhost_socks=None, extra_vhost=False, fast=True):
+    def __init__(self, prefix, switch_core, idle=None, vhost_socks=None, extra_vhost=False, fast=True, r_aliases=None):
         tag = "p" if idle == "poll" and fast and not (vhost_socks or extra_vhost) else "v" if vhost_socks else "x" if extra_vhost else "d" if fast else "a"
         vh = lambda n, sock: {"name": n, "networks": ["net"], "port": "vhost", "vhost_socket": sock}
         ct = lambda n, ip: {"name": n, "networks": ["net"], "ip": ip}
@@ -87,7 +92,7 @@ class DpswPair:
         elif extra_vhost:
             eps = lambda dir: [vh("app", os.path.join(dir, "app.sock")), ct("r", self.ips[1])]
         else:
-            eps = [ct("s", self.ips[0]), ct("r", self.ips[1])]
+            eps = [ct("s", self.ips[0]), dict(ct("r", self.ips[1]), **({"aliases": r_aliases} if r_aliases else {}))]
         switch = {"workers": [switch_core]}
         if idle:
             switch["idle"] = idle
@@ -208,6 +213,8 @@ class Bench:
             self.run_overlay(results)
         if "vhost" in self.cfg.scenarios:
             self.run_vhost(results)
+        if "dns" in self.cfg.scenarios:
+            self.run_dns(results)
 
     def cleanup(self):
         """Ends every process started (by PID) and removes the namespaces that
@@ -310,6 +317,49 @@ class Bench:
                 r["ovtcp"] = x = self.tcp(t, 1)
                 print(f"   TCP x1: {x['gbps'] if x['gbps'] is None else round(x['gbps'], 2)} Gb/s, {x['cores_busy']:.2f} cores busy", flush=True)
             finally:
+                t.teardown()
+
+    # ---- DNS ----
+    def run_dns(self, results):
+        """dnsperf from container s against the names of DNS_NAMES: answered by
+        dnsmasq in container r across the kernel bridge (kernel; dnsmasq pinned
+        to the switch's core, its cache holding every name), or by dpsw's
+        responder at the network's gateway (r holds the names as aliases)."""
+        c = self.cfg
+        for kind in ("kernel", "dpsw"):
+            if kind not in c.only:
+                continue
+            print(f"== DNS answered by {'dnsmasq' if kind == 'kernel' else 'dpsw'}", flush=True)
+            srv = None
+            if kind == "kernel":
+                t = topo.KernelBridge(self.prefix)
+                server = t.ips[1]
+            else:
+                t = DpswPair(self.prefix, c.switch_core, r_aliases=DNS_NAMES)
+                server = topo.PAIR_GATEWAY
+            r = results["runs"].setdefault(kind, {})
+            try:
+                if kind == "kernel":
+                    hosts = os.path.join(tempfile.mkdtemp(prefix="dpsw-dnsmasq-"), "hosts")
+                    with open(hosts, "w") as f:
+                        f.writelines(f"{PAIR_IPS[1]} {n}\n" for n in DNS_NAMES)
+                    srv = spawn("ip", "netns", "exec", t.r, "taskset", "-c", str(c.switch_core), "dnsmasq", "--no-daemon",
+                                "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--addn-hosts=" + hosts, "--cache-size=10000",
+                                "--listen-address=" + server, "--bind-interfaces", "--user=root", "--pid-file=",
+                                "--log-facility=/dev/null", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    time.sleep(1)
+                ping_ns(t.s, server)
+                cpu = (lambda: process_cpu_s(srv.pid)) if srv else DpswBusyCpu(t.d)
+                r["dnsqps"] = x = dnsperf(t.s, server, DNS_NAMES, c.duration, c.gen_core, server_cpu=cpu)
+                print(f"   dnsperf: {x['qps']} queries/s answered, {x['lost']} lost, average {x['avg_us']} us, "
+                      f"server {x['cpu_us_per_q']} CPU us per query, {x['cores_busy']:.2f} cores busy", flush=True)
+                r["dnslat"] = x = dns_latency(t.s, server, DNS_NAMES, max(500, int(c.duration * 1000)), c.gen_core)
+                print(f"   one at a time: p50 {x['p50_us']} us, p99 {x['p99_us']} us, p99.9 {x['p999_us']} us, {x['lost']} lost", flush=True)
+            finally:
+                if srv:
+                    srv.terminate()
+                    srv.wait(10)
+                    shutil.rmtree(os.path.dirname(hosts), ignore_errors=True)
                 t.teardown()
 
     # ---- vhost-user ----

@@ -1,10 +1,11 @@
 """Traffic drivers: ping, byte-exact TCP, raw frames, iperf3, dpsw-pktgen,
-sockperf, dpsw-connrate, dpdk-testpmd; and what they are measured with (interface
+sockperf, dpsw-connrate, dpdk-testpmd, dnsperf; and what they are measured with (interface
 counters, busy cores). Every driver runs inside namespaces it is given."""
 import json
 import os
 import re
 import subprocess
+import tempfile
 import time
 
 from .env import CONNRATE, PKTGEN
@@ -271,3 +272,102 @@ def dpdk_cleanup():
         os.rmdir("/var/run/dpdk/rte")
     except OSError:
         pass
+
+
+# ---- DNS ----
+def process_cpu_s(pid, tid=None):
+    """CPU time (user + system) process pid (all its threads), or its thread
+    tid alone, has used, in seconds."""
+    with open(f"/proc/{pid}/task/{tid}/stat" if tid else f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class DpswBusyCpu:
+    """dpsw's CPU seconds spent working, as a running total: its threads' CPU
+    time, where a worker's counts only in the share of its loops that moved
+    frames (busy_cycles / (busy + idle cycles), from `show counters`): a
+    polling worker burns its core whatever the load, and that is not work."""
+
+    def __init__(self, d):
+        self.d = d
+        self.workers = {}
+        for tid in os.listdir(f"/proc/{d.proc.pid}/task"):
+            with open(f"/proc/{d.proc.pid}/task/{tid}/comm") as f:
+                m = re.match(r"dpsw-w(\d+)", f.read().strip())
+            if m:
+                self.workers[int(m.group(1))] = tid
+        self.last = None
+
+    def __call__(self):
+        total = process_cpu_s(self.d.proc.pid)
+        cyc = {w["worker"]: (w["busy_cycles"], w["idle_cycles"]) for w in self.d.counters()["workers"]}
+        if self.last is None:
+            self.last = (total, {w: process_cpu_s(self.d.proc.pid, t) for w, t in self.workers.items()}, cyc)
+            return 0.0
+        t0, wcpu0, cyc0 = self.last
+        used = total - t0
+        for w, tid in self.workers.items():
+            wcpu = process_cpu_s(self.d.proc.pid, tid) - wcpu0[w]
+            busy, idle = cyc[w][0] - cyc0[w][0], cyc[w][1] - cyc0[w][1]
+            used -= wcpu * (1 - busy / (busy + idle) if busy + idle else 1)
+        return used
+
+
+def dnsperf(ns, server, names, duration, core, clients=4, server_cpu=None):
+    """dnsperf (Debian's, UDP, A queries for `names` round robin) from ns
+    against server:53 for `duration` s, pinned to core: {"qps" answered,
+    "lost" queries, "avg_us", "cores_busy", "cpu_us_per_q": the server's CPU
+    seconds (server_cpu(): a running total) per answered query}; qps None
+    when nothing answered."""
+    fd, path = tempfile.mkstemp(prefix="dpsw-dnsperf-", suffix=".txt")
+    with os.fdopen(fd, "w") as f:
+        f.writelines(f"{n} A\n" for n in names)
+    try:
+        cpu0 = server_cpu() if server_cpu else None
+        with CpuMeter() as cpu:
+            out = nsx(ns, "taskset", "-c", str(core), "dnsperf", "-s", server, "-d", path, "-l", str(max(1, int(duration))),
+                      "-c", str(clients), "-q", "256", "-t", "2", timeout=duration + 30, check_rc=False).stdout
+        cpu_s = server_cpu() - cpu0 if server_cpu else None
+    finally:
+        os.unlink(path)
+    done = re.search(r"Queries completed:\s+(\d+)", out)
+    qps = re.search(r"Queries per second:\s+([\d.]+)", out)
+    lost = re.search(r"Queries lost:\s+(\d+)", out)
+    avg = re.search(r"Average Latency \(s\):\s+([\d.]+)", out)
+    ok = re.search(r"NOERROR (\d+)", out)
+    per_q = cpu_s * 1e6 / int(done.group(1)) if cpu_s is not None and done and int(done.group(1)) else None
+    return {"qps": float(qps.group(1)) if qps and ok else None, "lost": int(lost.group(1)) if lost else None,
+            "avg_us": float(avg.group(1)) * 1e6 if avg else None, "cores_busy": cpu.cores,
+            "cpu_us_per_q": round(per_q, 2) if per_q is not None else None}
+
+
+# One query at a time (closed loop), each timed: argv server, count, names...
+DNS_LATENCY = r"""
+import random, socket, struct, sys, time
+server, count, names = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(1); s.connect((server, 53))
+lat, lost = [], 0
+for i in range(count):
+    n = names[i % len(names)]
+    q = struct.pack(">HHHHHH", i & 0xffff, 0x0100, 1, 0, 0, 0) + b"".join(bytes([len(l)]) + l.encode() for l in n.split(".")) + b"\0\0\1\0\1"
+    t0 = time.perf_counter_ns(); s.send(q)
+    try:
+        while struct.unpack(">H", s.recv(4096)[:2])[0] != i & 0xffff: pass
+        lat.append((time.perf_counter_ns() - t0) / 1000)
+    except socket.timeout:
+        lost += 1
+    time.sleep(0.0005)
+lat.sort()
+pick = lambda p: round(lat[min(len(lat) - 1, int(p * len(lat)))], 1) if lat else None
+print(pick(0.5), pick(0.99), pick(0.999), lost)
+"""
+
+
+def dns_latency(ns, server, names, count, core):
+    """Query latency at light load (one outstanding, ~2000/s), pinned to core:
+    {"p50_us", "p99_us", "p999_us", "lost"}."""
+    out = nsx(ns, "taskset", "-c", str(core), "python3", "-c", DNS_LATENCY, server, str(count), *names,
+              timeout=count / 100 + 60).stdout.split()
+    val = lambda x: None if x == "None" else float(x)
+    return {"p50_us": val(out[0]), "p99_us": val(out[1]), "p999_us": val(out[2]), "lost": int(out[3])}
