@@ -129,23 +129,25 @@ json Bridge::update_endpoint(const std::string& name, const json& spec) {
   Config next = core_.cfg_;
   auto it = std::find_if(next.endpoints.begin(), next.endpoints.end(), [&](auto& e) { return e.name == name; });
   for (const auto& [k, v] : spec.items())
-    if (k != "name" && k != "publish" && k != "labels")
-      throw ConfigError("endpoint update: " + k + ": only publish and labels change in place (del and add the endpoint for the rest)");
+    if (k != "name" && k != "publish" && k != "labels" && k != "aliases")
+      throw ConfigError("endpoint update: " + k + ": only publish, labels and aliases change in place (del and add the endpoint for the rest)");
   EndpointConfig probe = parse_endpoint_item(json{{"name", name}, {"networks", it->networks}, {"publish", spec.value("publish", json::array())},
-                                                  {"labels", spec.value("labels", json::object())}}.dump(), "endpoint update");
+                                                  {"labels", spec.value("labels", json::object())},
+                                                  {"aliases", spec.value("aliases", json::array())}}.dump(), "endpoint update");
   if (spec.contains("publish")) it->publish = probe.publish;
   if (spec.contains("labels")) it->labels = probe.labels;
+  if (spec.contains("aliases")) it->aliases = probe.aliases;
   check_config(next);
   if (auto p = persisted_.endpoints.find(name); p != persisted_.endpoints.end()) {
     PersistedItems after = persisted_;  // saved first: a failed save changes nothing
     json& saved = after.endpoints[name]["spec"];
-    for (const char* k : {"publish", "labels"})
+    for (const char* k : {"publish", "labels", "aliases"})
       if (spec.contains(k)) saved[k] = spec[k];
     save_persisted(after);
     persisted_ = std::move(after);
   }
   core_.cfg_ = std::move(next);
-  core_.publish_snapshot();  // published ports: NAT's part of the snapshot
+  core_.publish_snapshot();  // published ports (NAT's part of the snapshot), names (DNS's)
   LOG_INFO("endpoint %s updated in place", name.c_str());
   return endpoint_json(*planned(name));
 }
@@ -678,7 +680,7 @@ void Bridge::verbs(VerbRegistry& r) {
   r.add("endpoint update", [this](const Request& q) {
     json spec = json::parse(q.spec());
     if (!spec.is_object() || !spec.contains("name") || !spec["name"].is_string())
-      throw ConfigError("endpoint update: needs a spec with the endpoint's name and publish and/or labels");
+      throw ConfigError("endpoint update: needs a spec with the endpoint's name and publish, labels and/or aliases");
     return update_endpoint(spec["name"].get<std::string>(), spec);
   });
 }

@@ -64,9 +64,11 @@ static int run(int argc, char** argv) {
       "              [--vni N --peer IP [--peer IP ...]]   (overlay)\n"
       "  network del NAME\n"
       "  endpoint add NAME --network NET [--network NET2 ...] [--ip IP] [--mac MAC] [--mode MODE] [--netns PATH]\n"
-      "               [--fast-path auto|off] [--publish 8080:80/tcp [--publish ...]] [--label KEY=VALUE ...] [--ifname NAME]\n"
+      "               [--fast-path auto|off] [--publish 8080:80/tcp [--publish ...]] [--label KEY=VALUE ...] [--alias NAME ...]\n"
+      "               [--ifname NAME]\n"
       "               [--persist true] [--handoff true]\n"
-      "  endpoint update NAME [--publish 8080:80/tcp ... | --publish none] [--label KEY=VALUE ...]   (in place)\n"
+      "  endpoint update NAME [--publish 8080:80/tcp ... | --publish none] [--label KEY=VALUE ...] [--alias NAME ... | --alias none]\n"
+      "                       (in place)\n"
       "  endpoint del NAME\n"
       "  reload                  re-read the config file and apply only the difference\n"
       "  version\n"
@@ -145,7 +147,7 @@ static int run(int argc, char** argv) {
       // value may hold several items separated by commas (--peer A,B).
       static const std::pair<const char*, const char*> kLists[] = {
           {"network", "networks"}, {"networks", "networks"}, {"peer", "peers"}, {"peers", "peers"},
-          {"allow", "allow"}, {"publish", "publish"}};
+          {"allow", "allow"}, {"publish", "publish"}, {"alias", "aliases"}, {"aliases", "aliases"}};
       const char* list = nullptr;
       for (const auto& [flag_name, key] : kLists)
         if (k == flag_name) list = key;
@@ -183,6 +185,8 @@ static int run(int argc, char** argv) {
     }
     if (words[1] == "update" && spec.contains("publish") && spec["publish"] == json::array({"none"}))
       spec["publish"] = json::array();  // --publish none: no published ports
+    if (words[1] == "update" && spec.contains("aliases") && spec["aliases"] == json::array({"none"}))
+      spec["aliases"] = json::array();  // --alias none: no aliases
     args = {words[1]};
     req["spec"] = spec;
   } else {

@@ -140,6 +140,11 @@ def follows_changes():
         check(addrs(an) == ["10.243.1.10"], f"new alias: {an}")
         _, an = dig(d, "db", f"@{GW_FRONT}", "www")
         check(addrs(an) == [], f"old alias gone: {an}")
+        # endpoint update: aliases in place.
+        d.ctl("endpoint", "update", "db", "--alias", "store,Files")
+        check(addrs(dig(d, "web", f"@{GW_FRONT}", "files")[1]) == ["10.243.1.11"], "alias added in place")
+        d.ctl("endpoint", "update", "db", "--alias", "none")
+        check(addrs(dig(d, "web", f"@{GW_FRONT}", "files")[1]) == [], "aliases cleared in place")
         # dns.enabled false: the gateway no longer answers.
         cfg["dns"] = {"enabled": False}
         d.write_config(cfg)
