@@ -186,6 +186,115 @@ std::string required_name(Map& m, const YAML::Node& item, YAML::Node* name_node)
   return scalar(m, *name_node, m.key("name"));
 }
 
+// A list of port mappings: "HOST[-HOST2]:CONTAINER[-CONTAINER2][/tcp|udp]"
+// (publish:), or with `bare` false also "PORT[-PORT2][/tcp|udp]" meaning the
+// same port(s) on both sides (a service's ports:).
+std::vector<Publish> port_maps(Map& m, const YAML::Node& v, const std::string& name, bool need_colon) {
+  if (!v.IsSequence()) m.fail(v, m.key(name), need_colon ? "expected a list like [\"8080:80/tcp\"]" : "expected a list like [\"80/tcp\"]");
+  std::vector<Publish> out;
+  for (size_t i = 0; i < v.size(); i++) {
+    std::string key = m.key(name + "[" + std::to_string(i) + "]");
+    std::string s = scalar(m, v[i], key);
+    auto bad = [&] {
+      m.fail(v[i], key, "'" + s + "' is not " + (need_colon ? "HOST[-HOST2]:CONTAINER[-CONTAINER2]" : "PORT[-PORT2][:TARGET[-TARGET2]]") +
+                            "[/tcp|udp] with ports 1..65535");
+    };
+    Publish p;
+    std::string body = s;
+    if (auto slash = s.find('/'); slash != std::string::npos) {
+      std::string proto = s.substr(slash + 1);
+      body = s.substr(0, slash);
+      if (proto == "tcp") p.proto = 6;
+      else if (proto == "udp") p.proto = 17;
+      else bad();
+    }
+    auto colon = body.find(':');
+    if (colon == std::string::npos && need_colon) bad();
+    auto range = [&](const std::string& r, uint16_t* lo, uint16_t* hi) {
+      auto dash = r.find('-');
+      auto num = [&](const std::string& x) {
+        char* end = nullptr;
+        unsigned long n = std::strtoul(x.c_str(), &end, 10);
+        if (x.empty() || *end || n < 1 || n > 65535) bad();
+        return uint16_t(n);
+      };
+      *lo = num(r.substr(0, dash));
+      *hi = dash == std::string::npos ? *lo : num(r.substr(dash + 1));
+      if (*hi < *lo) bad();
+    };
+    uint16_t chi;
+    range(body.substr(0, colon), &p.host_lo, &p.host_hi);
+    if (colon == std::string::npos) p.ctr_lo = p.host_lo, chi = p.host_hi;
+    else range(body.substr(colon + 1), &p.ctr_lo, &chi);
+    if (chi - p.ctr_lo != p.host_hi - p.host_lo)
+      m.fail(v[i], key, "'" + s + "': the " + (need_colon ? "host and container" : "two") + " ranges must be the same length");
+    out.push_back(p);
+  }
+  return out;
+}
+
+void parse_service(Map& m, const YAML::Node& n, ServiceConfig& svc) {
+  svc.src = m.source();
+  auto name = m.get("name");
+  if (!name) m.fail(n, m.key("name"), "required key missing");
+  svc.name = scalar(m, name, m.key("name"));
+  if (!valid_dns_name(svc.name) || svc.name.size() > 63 || svc.name.find('.') != std::string::npos)
+    m.fail(name, m.key("name"), "'" + svc.name + "' is not a service name (1 to 63 letters, digits, '-' or '_')");
+  std::transform(svc.name.begin(), svc.name.end(), svc.name.begin(), [](unsigned char c) { return char(std::tolower(c)); });
+  auto net = m.get("network");
+  if (!net) m.fail(n, m.key("network"), "required key missing");
+  svc.network = scalar(m, net, m.key("network"));
+  if (auto v = m.get("mode")) {
+    std::string s = scalar(m, v, m.key("mode"));
+    if (s == "vip") svc.mode = ServiceConfig::Mode::kVip;
+    else if (s == "dnsrr") svc.mode = ServiceConfig::Mode::kDnsrr;
+    else m.fail(v, m.key("mode"), "'" + s + "' is not one of vip, dnsrr");
+  }
+  if (auto v = m.get("vip")) {
+    std::string s = scalar(m, v, m.key("vip"));
+    auto a = ipv4_parse(s);
+    if (!a) m.fail(v, m.key("vip"), "'" + s + "' is not an IPv4 address");
+    if (svc.mode == ServiceConfig::Mode::kDnsrr) m.fail(v, m.key("vip"), "mode dnsrr has no virtual IP");
+    svc.vip = *a;
+  }
+  if (auto v = m.get("ports")) svc.ports = port_maps(m, v, "ports", false);
+  if (svc.mode == ServiceConfig::Mode::kVip && svc.ports.empty())
+    m.fail(n, m.key("ports"), "mode vip needs ports (like [\"80/tcp\"]): connections to them are balanced");
+  auto b = m.get("backends");
+  if (!b) m.fail(n, m.key("backends"), "required key missing");
+  if (b.IsSequence()) {
+    for (size_t i = 0; i < b.size(); i++) {
+      std::string e = scalar(m, b[i], m.key("backends[" + std::to_string(i) + "]"));
+      if (std::count(svc.backend_names.begin(), svc.backend_names.end(), e))
+        m.fail(b[i], m.key("backends[" + std::to_string(i) + "]"), "'" + e + "' is given twice");
+      svc.backend_names.push_back(e);
+    }
+  } else if (b.IsMap()) {
+    Map bm(b, m.key("backends"), m.origin(), m.lines());
+    auto l = bm.get("labels");
+    if (!l || !l.IsMap() || l.size() == 0) bm.fail(b, bm.key("labels"), "expected a list of endpoint names or { labels: { KEY: VALUE } }");
+    for (auto it = l.begin(); it != l.end(); ++it) {
+      const std::string k = scalar(bm, it->first, bm.key("labels"));
+      svc.backend_labels[k] = scalar(bm, it->second, bm.key("labels." + k));
+    }
+    bm.finish();
+  } else {
+    m.fail(b, m.key("backends"), "expected a list of endpoint names or { labels: { KEY: VALUE } }");
+  }
+  if (auto v = m.get("publish")) {
+    if (svc.mode == ServiceConfig::Mode::kDnsrr) m.fail(v, m.key("publish"), "mode dnsrr has no virtual IP to publish (as Docker's)");
+    svc.publish = port_maps(m, v, "publish", true);
+    for (size_t i = 0; i < svc.publish.size(); i++) {
+      const Publish& p = svc.publish[i];
+      const bool served = std::any_of(svc.ports.begin(), svc.ports.end(), [&](const Publish& q) {
+        return q.proto == p.proto && p.ctr_lo >= q.host_lo && p.ctr_lo + (p.host_hi - p.host_lo) <= q.host_hi;
+      });
+      if (!served) m.fail(v[i], m.key("publish[" + std::to_string(i) + "]"), "'" + publish_to_string(p) + "': the service has no such port in ports");
+    }
+  }
+  m.finish();
+}
+
 void parse_network(Map& m, const YAML::Node& n, NetworkConfig& net) {
   net.src = m.source();
   YAML::Node name;
@@ -339,42 +448,8 @@ void parse_endpoint(Map& m, const YAML::Node& n, EndpointConfig& ep) {
     ep.ip = *a;
   }
   if (auto v = m.get("publish")) {
-    if (!v.IsSequence()) m.fail(v, m.key("publish"), "expected a list like [\"8080:80/tcp\"]");
     if (ep.mode != Mode::kBridge) m.fail(v, m.key("publish"), "only valid with mode bridge");
-    for (size_t i = 0; i < v.size(); i++) {
-      std::string key = m.key("publish[" + std::to_string(i) + "]");
-      std::string s = scalar(m, v[i], key);
-      auto bad = [&] { m.fail(v[i], key, "'" + s + "' is not HOST[-HOST2]:CONTAINER[-CONTAINER2][/tcp|udp] with ports 1..65535"); };
-      Publish p;
-      std::string body = s;
-      if (auto slash = s.find('/'); slash != std::string::npos) {
-        std::string proto = s.substr(slash + 1);
-        body = s.substr(0, slash);
-        if (proto == "tcp") p.proto = 6;
-        else if (proto == "udp") p.proto = 17;
-        else bad();
-      }
-      auto colon = body.find(':');
-      if (colon == std::string::npos) bad();
-      auto range = [&](const std::string& r, uint16_t* lo, uint16_t* hi) {
-        auto dash = r.find('-');
-        auto num = [&](const std::string& x) {
-          char* end = nullptr;
-          unsigned long n = std::strtoul(x.c_str(), &end, 10);
-          if (x.empty() || *end || n < 1 || n > 65535) bad();
-          return uint16_t(n);
-        };
-        *lo = num(r.substr(0, dash));
-        *hi = dash == std::string::npos ? *lo : num(r.substr(dash + 1));
-        if (*hi < *lo) bad();
-      };
-      uint16_t chi;
-      range(body.substr(0, colon), &p.host_lo, &p.host_hi);
-      range(body.substr(colon + 1), &p.ctr_lo, &chi);
-      if (chi - p.ctr_lo != p.host_hi - p.host_lo)
-        m.fail(v[i], key, "'" + s + "': the host and container ranges must be the same length");
-      ep.publish.push_back(p);
-    }
+    ep.publish = port_maps(m, v, "publish", true);
   }
   if (auto v = m.get("ifname")) {
     ep.ifname = scalar(m, v, m.key("ifname"));
@@ -443,6 +518,11 @@ bool valid_dns_name(const std::string& s) {
 
 const NetworkConfig* Config::network(const std::string& n) const {
   for (auto& x : networks)
+    if (x.name == n) return &x;
+  return nullptr;
+}
+const ServiceConfig* Config::service(const std::string& n) const {
+  for (auto& x : services)
     if (x.name == n) return &x;
   return nullptr;
 }
@@ -539,6 +619,15 @@ Config parse_config(const std::string& text, const std::string& origin) {
       cfg.endpoints.push_back(ep);
     }
   }
+  if (auto v = top.get("services")) {
+    if (!v.IsSequence()) top.fail(v, "services", "expected a list");
+    for (size_t i = 0; i < v.size(); i++) {
+      Map m(v[i], "services[" + std::to_string(i) + "]", origin);
+      ServiceConfig svc;
+      parse_service(m, v[i], svc);
+      cfg.services.push_back(svc);
+    }
+  }
   resolve_defaults(cfg);
   check_config(cfg);
   top.finish();
@@ -610,6 +699,10 @@ NetworkConfig parse_network_item(const std::string& text, const std::string& ori
 
 EndpointConfig parse_endpoint_item(const std::string& text, const std::string& origin) {
   return parse_item<EndpointConfig>(text, origin, &parse_endpoint);
+}
+
+ServiceConfig parse_service_item(const std::string& text, const std::string& origin) {
+  return parse_item<ServiceConfig>(text, origin, &parse_service);
 }
 
 const char* driver_name(Driver d) {
@@ -728,7 +821,14 @@ void check_config(const Config& cfg) {
 
   std::unordered_map<std::string, size_t> ep_index, sockets;
   std::vector<Span> published[2];  // tcp, udp: host port ranges
-  std::vector<std::pair<size_t, size_t>> pub_of;  // Span.item -> (endpoint, publish index)
+  struct PubOf {
+    const ItemSource* src;
+    std::string key;    // "publish[1]"
+    Publish p;
+    std::string owner;  // "endpoint 'web'", "service 'api'"
+    size_t item;        // the endpoint's or service's index, for "the same" messages
+  };
+  std::vector<PubOf> pub_of;  // Span.item -> where it comes from
   size_t ports = cfg.uplink ? 1 : 0;  // ports dpsw will drive (the fast tier's punt ports come on top: one per worker)
   for (const auto& net : cfg.networks) ports += net.peers.size();
   ports += cfg.sw.workers.size();
@@ -762,18 +862,36 @@ void check_config(const Config& cfg) {
       for (size_t k = 0; k < ep.publish.size(); k++) {
         const Publish& p = ep.publish[k];
         published[p.proto == 6 ? 0 : 1].push_back({p.host_lo, p.host_hi, pub_of.size(), pub_of.size()});
-        pub_of.push_back({i, k});
+        pub_of.push_back({&ep.src, "publish[" + std::to_string(k) + "]", p, "endpoint '" + ep.name + "'", i});
+      }
+    }
+  }
+  std::unordered_map<std::string, size_t> svc_index;
+  for (size_t i = 0; i < cfg.services.size(); i++) {
+    const ServiceConfig& svc = cfg.services[i];
+    if (auto [it, fresh] = svc_index.emplace(svc.name, i); !fresh)
+      throw ConfigError(svc.src.where("name") + "service '" + svc.name + "' is defined twice");
+    if (ep_index.count(svc.name))
+      throw ConfigError(svc.src.where("name") + "'" + svc.name + "' is already an endpoint's name (services and endpoints share the DNS names)");
+    const NetworkConfig* net = network(svc.network);
+    if (!net) throw ConfigError(svc.src.where("network") + "unknown network '" + svc.network + "'");
+    if (net->driver != Driver::kBridge)
+      throw ConfigError(svc.src.where("network") + "services live on bridge networks ('" + svc.network + "' is " + driver_name(net->driver) + ")");
+    if (!svc.publish.empty()) {
+      if (!cfg.uplink) throw ConfigError(svc.src.where("publish") + "published ports need an uplink (they live on its address)");
+      if (net->internal) throw ConfigError(svc.src.where("publish") + "network '" + net->name + "' is internal");
+      for (size_t k = 0; k < svc.publish.size(); k++) {
+        const Publish& p = svc.publish[k];
+        published[p.proto == 6 ? 0 : 1].push_back({p.host_lo, p.host_hi, pub_of.size(), pub_of.size()});
+        pub_of.push_back({&svc.src, "publish[" + std::to_string(k) + "]", p, "service '" + svc.name + "'", cfg.endpoints.size() + i});
       }
     }
   }
   for (auto& spans : published)
     find_overlap(spans, [&](size_t later, size_t earlier) {
-      const auto [ei, pi] = pub_of[later];
-      const auto [fj, qj] = pub_of[earlier];
-      const EndpointConfig &ep = cfg.endpoints[ei], &other = cfg.endpoints[fj];
-      throw ConfigError(ep.src.where("publish[" + std::to_string(pi) + "]") + publish_to_string(ep.publish[pi]) + " overlaps " +
-                        publish_to_string(other.publish[qj]) +
-                        (fj == ei ? " (listed earlier for the same endpoint)" : " of endpoint '" + other.name + "'"));
+      const PubOf &a = pub_of[later], &b = pub_of[earlier];
+      throw ConfigError(a.src->where(a.key) + publish_to_string(a.p) + " overlaps " + publish_to_string(b.p) +
+                        (a.item == b.item ? " (listed earlier for the same " + a.owner.substr(0, a.owner.find(' ')) + ")" : " of " + b.owner));
     });
   for (const auto& ep : cfg.endpoints) {
     if (ep.mode != Mode::kContainer) continue;
@@ -811,7 +929,7 @@ std::string publish_to_string(const Publish& p) {
 bool ConfigDiff::empty() const {
   return networks_added.empty() && networks_removed.empty() && networks_changed.empty() && networks_updated.empty() &&
          endpoints_added.empty() && endpoints_removed.empty() && endpoints_changed.empty() && endpoints_updated.empty() &&
-         switch_changed.empty() && peers_changed.empty() && !dns_changed;
+         switch_changed.empty() && peers_changed.empty() && !dns_changed && !services_changed;
 }
 
 ConfigDiff diff_configs(const Config& a, const Config& b) {
@@ -840,6 +958,7 @@ ConfigDiff diff_configs(const Config& a, const Config& b) {
   };
   if (!same_uplink(a.uplink, b.uplink)) d.switch_changed.push_back("uplink");
   d.dns_changed = !(a.dns == b.dns);
+  d.services_changed = a.services != b.services;
   auto index = [](const auto& items) {
     std::unordered_map<std::string, const std::remove_cvref_t<decltype(items[0])>*> m;
     for (const auto& x : items) m.emplace(x.name, &x);
@@ -890,6 +1009,7 @@ Plan kept_plan(const Plan& current, const ConfigDiff& d) {
   Plan keep;
   for (const auto& ep : current.endpoints)
     if (!in(d.endpoints_changed, ep.name) && !in(d.endpoints_removed, ep.name)) keep.endpoints.push_back(ep);
+  keep.services = current.services;  // a service keeps its virtual IP while it stays on its network
   return keep;
 }
 
@@ -944,6 +1064,27 @@ Plan make_plan(const Config& cfg, const Plan* previous, const std::vector<Reserv
         throw ConfigError(ep.src.where("ip") + ipv4_to_string(*ep.ip) + " is the network, broadcast or gateway address of network '" + net.name + "'");
       case Ipam::Reserve::kInUse:
         throw ConfigError(ep.src.where("ip") + ipv4_to_string(*ep.ip) + " is already used by another endpoint on network '" + net.name + "'");
+    }
+  }
+  // Services' virtual IPs: kept from the previous plan, or static; then (below) allocated.
+  std::map<std::string, uint32_t> vips;
+  for (const auto& svc : cfg.services) {
+    if (svc.mode != ServiceConfig::Mode::kVip || !bd_index.count(svc.network)) continue;
+    const PlannedService* was = previous ? previous->service(svc.name) : nullptr;
+    const uint32_t want = svc.vip ? *svc.vip : was && was->network == svc.network ? was->vip : 0;
+    if (!want) continue;
+    const NetworkConfig& net = cfg.networks[bd_of(svc.network)];
+    switch (ipam[bd_of(svc.network)].reserve(want)) {
+      case Ipam::Reserve::kOk:
+        vips[svc.name] = want;
+        break;
+      case Ipam::Reserve::kOutsideSubnet:
+        throw ConfigError(svc.src.where("vip") + ipv4_to_string(want) + " is not in subnet " + prefix_to_string(net.subnet) + " of network '" + net.name + "'");
+      case Ipam::Reserve::kReserved:
+        throw ConfigError(svc.src.where("vip") + ipv4_to_string(want) + " is the network, broadcast or gateway address of network '" + net.name + "'");
+      case Ipam::Reserve::kInUse:
+        if (svc.vip) throw ConfigError(svc.src.where("vip") + ipv4_to_string(want) + " is already used on network '" + net.name + "'");
+        break;  // a kept one an endpoint's static address took: allocated anew below
     }
   }
   if (reserved)  // after the static ones (which win), before any dynamic one
@@ -1010,6 +1151,21 @@ Plan make_plan(const Config& cfg, const Plan* previous, const std::vector<Reserv
       pe.attachments.push_back(a);
     }
     plan.endpoints.push_back(std::move(pe));
+  }
+  for (const auto& svc : cfg.services) {
+    if (!bd_index.count(svc.network)) continue;
+    PlannedService ps{svc.name, svc.network, bd_of(svc.network), 0};
+    if (svc.mode == ServiceConfig::Mode::kVip) {
+      if (auto it = vips.find(svc.name); it != vips.end()) {
+        ps.vip = it->second;
+      } else {
+        const NetworkConfig& net = cfg.networks[ps.bd];
+        auto ip = ipam[ps.bd].allocate();
+        if (!ip) throw ConfigError(svc.src.where("network") + "no free address left in network '" + net.name + "' for the service's virtual IP");
+        ps.vip = *ip;
+      }
+    }
+    plan.services.push_back(ps);
   }
   return plan;
 }

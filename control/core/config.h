@@ -148,6 +148,24 @@ struct DnsConfig {
   bool operator==(const DnsConfig&) const = default;
 };
 
+// services: a load-balanced virtual IP (Docker's service VIP and routing
+// mesh), or DNS round robin over the backends (Docker's --endpoint-mode dnsrr).
+struct ServiceConfig {
+  std::string name;                    // its DNS name on its network
+  std::string network;                 // a bridge network
+  std::optional<uint32_t> vip;         // mode vip: default from the network's IPAM
+  std::vector<Publish> ports;          // "80/tcp", "8000-8009/tcp", "80:8080/tcp" (VIP port(s) : backends' port(s)); Publish's host_* = the VIP's
+  std::vector<std::string> backend_names;              // backends: [web1, web2] ...
+  std::map<std::string, std::string> backend_labels;   // ... or backends: { labels: { app: web } } (every endpoint on the network with them)
+  enum class Mode : uint8_t { kVip, kDnsrr } mode = Mode::kVip;
+  std::vector<Publish> publish;        // "8081:80/tcp": host port(s) on the uplink -> the service's (VIP) port(s)
+  ItemSource src;
+  bool operator==(const ServiceConfig& o) const {
+    return name == o.name && network == o.network && vip == o.vip && ports == o.ports && backend_names == o.backend_names &&
+           backend_labels == o.backend_labels && mode == o.mode && publish == o.publish;
+  }
+};
+
 // A DNS name as dpsw answers it (an endpoint's name, an alias): letters,
 // digits, '-' and '_' in dot-separated labels of 1..63, at most 253 in all.
 bool valid_dns_name(const std::string& s);
@@ -157,11 +175,13 @@ struct Config {
   SwitchConfig sw;
   std::optional<UplinkConfig> uplink;
   DnsConfig dns;
+  std::vector<ServiceConfig> services;
   std::vector<NetworkConfig> networks;
   std::vector<EndpointConfig> endpoints;
 
   const NetworkConfig* network(const std::string& n) const;
   const EndpointConfig* endpoint(const std::string& n) const;
+  const ServiceConfig* service(const std::string& n) const;
 };
 
 // A configuration (file or dpswctl item) larger than this is refused before parsing.
@@ -176,6 +196,7 @@ Config load_config(const std::string& path);
 // checks it against the rest.
 NetworkConfig parse_network_item(const std::string& text, const std::string& origin);
 EndpointConfig parse_endpoint_item(const std::string& text, const std::string& origin);
+ServiceConfig parse_service_item(const std::string& text, const std::string& origin);
 
 // Cross-item rules: unique names, non-overlapping subnets, known networks,
 // valid container:NAME references, macvlan against the uplink. Throws ConfigError.
@@ -195,6 +216,7 @@ struct ConfigDiff {
   std::vector<std::string> switch_changed;  // switch keys that differ (need a restart)
   std::vector<std::string> peers_changed;   // overlay networks whose peer list alone changed (applied in place)
   bool dns_changed = false;                 // the dns section (applied in place: the next snapshot)
+  bool services_changed = false;            // the services section (applied in place: the next snapshot)
   bool empty() const;
 };
 ConfigDiff diff_configs(const Config& before, const Config& after);
@@ -231,8 +253,20 @@ struct PlannedEndpoint {
   bool handoff = false;      // EndpointConfig::handoff: no namespace of ours to open
 };
 
+struct PlannedService {
+  std::string name, network;
+  uint16_t bd = 0;    // index of the network
+  uint32_t vip = 0;   // mode vip: its address (static, kept from the previous plan, or allocated); 0 for dnsrr
+};
+
 struct Plan {
   std::vector<PlannedEndpoint> endpoints;
+  std::vector<PlannedService> services;
+  const PlannedService* service(const std::string& n) const {
+    for (const auto& s : services)
+      if (s.name == n) return &s;
+    return nullptr;
+  }
 };
 
 // Allocates addresses (IPAM), MACs and names. Throws ConfigError. With

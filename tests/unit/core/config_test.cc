@@ -599,6 +599,59 @@ TEST(Config, DnsSectionAndAliases) {
   EXPECT_FALSE(x.empty());
 }
 
+TEST(Config, Services) {
+  const std::string base = "uplink:\n  port: { interface: up0 }\n  address: 198.51.100.10/24\n"
+                           "networks:\n  - name: a\n    subnet: 10.0.0.0/24\n  - name: i\n    subnet: 10.1.0.0/24\n    internal: true\n"
+                           "endpoints:\n  - name: w1\n    networks: [a]\n    labels: { app: web }\n  - name: w2\n    networks: [a]\n";
+  Config c = parse_config(base + "services:\n  - name: Web\n    network: a\n    ports: [\"80/tcp\", \"8000-8001:9000-9001/udp\"]\n"
+                                 "    backends: { labels: { app: web } }\n    publish: [\"8081:80/tcp\"]\n"
+                                 "  - name: rr\n    network: a\n    mode: dnsrr\n    backends: [w1, w2]\n", "s.yaml");
+  ASSERT_EQ(c.services.size(), 2u);
+  const ServiceConfig& w = c.services[0];
+  EXPECT_EQ(w.name, "web");
+  EXPECT_EQ(w.mode, ServiceConfig::Mode::kVip);
+  ASSERT_EQ(w.ports.size(), 2u);
+  EXPECT_EQ(w.ports[0], (Publish{6, 80, 80, 80}));
+  EXPECT_EQ(w.ports[1], (Publish{17, 8000, 8001, 9000}));
+  EXPECT_EQ(w.backend_labels.at("app"), "web");
+  EXPECT_EQ(c.services[1].backend_names, (std::vector<std::string>{"w1", "w2"}));
+  // The plan: a VIP from IPAM (after the endpoints'), none for dnsrr; kept by the next plan.
+  Plan p = make_plan(c);
+  ASSERT_EQ(p.services.size(), 2u);
+  EXPECT_EQ(p.services[0].vip, 0x0a000004u) << "10.0.0.2 and .3 are the endpoints'";
+  EXPECT_EQ(p.services[1].vip, 0u);
+  Config c2 = parse_config(base + "  - name: w3\n    networks: [a]\n    ip: 10.0.0.5\nservices:\n  - name: web\n    network: a\n"
+                                  "    ports: [\"80/tcp\"]\n    backends: [w1]\n", "s2.yaml");
+  EXPECT_EQ(make_plan(c2, &p).services[0].vip, 0x0a000004u) << "kept";
+  EXPECT_TRUE(diff_configs(c, c2).services_changed);
+  EXPECT_FALSE(diff_configs(c, c).services_changed);
+  auto bad = [&](const std::string& svc, const std::string& want) {
+    try {
+      Config x = parse_config(base + "services:\n" + svc, "b.yaml");
+      make_plan(x);
+      ADD_FAILURE() << "accepted: " << svc;
+    } catch (const ConfigError& e) {
+      EXPECT_EQ(std::string(e.what()), want);
+    }
+  };
+  bad("  - name: s\n    network: a\n    backends: [w1]\n", "b.yaml:17: services[0].ports: mode vip needs ports (like [\"80/tcp\"]): connections to them are balanced");
+  bad("  - name: s\n    network: zz\n    ports: [80]\n    backends: [w1]\n", "b.yaml:18: services[0].network: unknown network 'zz'");
+  bad("  - name: w1\n    network: a\n    ports: [80]\n    backends: [w1]\n", "b.yaml:17: services[0].name: 'w1' is already an endpoint's name (services and endpoints share the DNS names)");
+  bad("  - name: s\n    network: a\n    mode: dnsrr\n    vip: 10.0.0.9\n    backends: [w1]\n", "b.yaml:20: services[0].vip: mode dnsrr has no virtual IP");
+  {  // a static VIP wins over a dynamic endpoint address, as a static endpoint address does
+    Plan q = make_plan(parse_config(base + "services:\n  - name: s\n    network: a\n    ports: [80]\n    vip: 10.0.0.2\n    backends: [w1]\n", "v.yaml"));
+    EXPECT_EQ(q.services[0].vip, 0x0a000002u);
+    EXPECT_EQ(q.endpoints[0].attachments[0].ip, 0x0a000003u);
+  }
+  bad("  - name: s\n    network: a\n    ports: [80]\n    vip: 10.0.0.1\n    backends: [w1]\n", "b.yaml:20: services[0].vip: 10.0.0.1 is the network, broadcast or gateway address of network 'a'");
+  bad("  - name: s\n    network: a\n    ports: [80]\n    backends: { app: web }\n", "b.yaml:20: services[0].backends.labels: expected a list of endpoint names or { labels: { KEY: VALUE } }");
+  bad("  - name: s\n    network: a\n    ports: [\"80/tcp\"]\n    backends: [w1]\n    publish: [\"81:81/tcp\"]\n", "b.yaml:21: services[0].publish[0]: '81:81/tcp': the service has no such port in ports");
+  bad("  - name: s\n    network: i\n    ports: [\"80/tcp\"]\n    backends: [w1]\n    publish: [\"81:80/tcp\"]\n", "b.yaml:21: services[0].publish: network 'i' is internal");
+  bad("  - name: s\n    network: a\n    ports: [\"80/tcp\"]\n    backends: [w1]\n  - name: s\n    network: a\n    ports: [80]\n    backends: [w2]\n", "b.yaml:21: services[1].name: service 's' is defined twice");
+  bad("  - name: s\n    network: a\n    ports: [\"80/tcp\"]\n    backends: [w1]\n    publish: [\"81:80/tcp\"]\n  - name: t\n    network: a\n    ports: [\"80-81/tcp\"]\n    backends: [w2]\n    publish: [\"80-81:80-81/tcp\"]\n",
+      "b.yaml:26: services[1].publish[0]: 80-81:80-81/tcp overlaps 81:80/tcp of service 's'");
+}
+
 TEST(Config, MissingFileIsNamed) {
   try {
     load_config("/nonexistent/dpsw.yaml");
