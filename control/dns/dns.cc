@@ -105,7 +105,19 @@ void Dns::remove_file(const std::string& netns) {
 
 void Dns::apply() {
   const DnsConfig& c = core_.cfg_.dns;
-  upstream_ = c.upstream_set ? c.upstream : nameservers(read_file("/etc/resolv.conf"));
+  if (c.upstream_set) {
+    upstream_ = c.upstream;
+    return;
+  }
+  // The host's, as Docker takes them: /etc/resolv.conf, or behind a local
+  // stub (systemd-resolved's 127.0.0.53, not reachable from the uplink) the
+  // servers it uses itself.
+  std::vector<uint32_t> found = nameservers(read_file("/etc/resolv.conf"));
+  if (found.empty()) found = nameservers(read_file("/run/systemd/resolve/resolv.conf"));
+  if (found.empty() && c.enabled && core_.cfg_.uplink && found != upstream_)
+    LOG_WARN("dns: no upstream server (the host's resolv.conf lists none outside 127/8; set dns.upstream): names other than the "
+             "endpoints' are answered SERVFAIL");
+  upstream_ = std::move(found);
 }
 
 void Dns::reload_check(Reload& r) const {
@@ -198,10 +210,16 @@ void Dns::published() {
     const std::string ns = (it++)->first;  // remove_file() erases it
     if (!want.count(ns)) remove_file(ns);
   }
+  const std::string mine = marker(cfg.sw.name) + ":";
   for (const auto& [ns, text] : want) {
     auto it = written_.find(ns);
     if (it != written_.end() && it->second == text) continue;
     const std::string dir = netns_dir(ns);
+    if (it == written_.end() && access((dir + "/resolv.conf").c_str(), F_OK) == 0 &&
+        read_file(dir + "/resolv.conf").compare(0, mine.size(), mine) != 0) {  // the user's own: left alone
+      if (foreign_.insert(ns).second) LOG_WARN("dns: %s/resolv.conf is not dpsw's: left as it is", dir.c_str());
+      continue;
+    }
     mkdir(kNetnsEtc, 0755);
     mkdir(dir.c_str(), 0755);
     if (!write_file(dir + "/resolv.conf", text)) {

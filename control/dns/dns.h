@@ -7,6 +7,7 @@
 #pragma once
 
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -41,6 +42,7 @@ class Dns : public Module {
   uint64_t tcp_secret_ = random_secret();  // keys the TCP responder's sequence numbers for the whole run
   static uint64_t random_secret();
   std::map<std::string, std::string> written_;  // namespace -> the resolv.conf written for it
+  std::set<std::string> foreign_;               // namespaces whose resolv.conf is not ours (warned once)
 };
 
 }  // namespace dpsw

@@ -49,6 +49,7 @@ class DnsRelay {
     Mac mac = 0;
     uint16_t port = 0, bd = 0;   // the port it asked on, its network
     uint16_t relay_id = 0;       // the id the upstream saw
+    uint64_t question = 0;       // a hash of the question (name in lower case, type, class): the answer must echo it
   };
 
   explicit DnsRelay(unsigned workers)
@@ -70,16 +71,14 @@ class DnsRelay {
   unsigned slice_begin(unsigned w) const { return w * per_; }
   unsigned slice_end(unsigned w) const { return (w + 1) * per_; }
 
-  // W: a free slot of its slice (-1: all busy). Scans from a cursor, at most the slice.
+  // W: a free slot of its slice (-1: all busy), from a random start: the
+  // source port is not predictable (RFC 5452), nor is the id.
   int claim(unsigned w) {
-    const unsigned b = slice_begin(w);
+    const unsigned b = slice_begin(w), start = unsigned(next_id(w)) % per_;
     for (unsigned k = 0; k < per_; k++) {
-      const unsigned i = b + (w_[w].cursor + k) % per_;
+      const unsigned i = b + (start + k) % per_;
       // relaxed: only W turns a free slot pending; U and W's own CAS free it (seen here late at worst: the slot looks busy)
-      if (!(slots_[i].state.load(std::memory_order_relaxed) & 1)) {
-        w_[w].cursor = (w_[w].cursor + k + 1) % per_;
-        return int(i);
-      }
+      if (!(slots_[i].state.load(std::memory_order_relaxed) & 1)) return int(i);
     }
     return -1;
   }
@@ -89,6 +88,7 @@ class DnsRelay {
     s.a.store(uint64_t(a.ip) << 32 | uint32_t(a.sport) << 16 | a.id, std::memory_order_relaxed);  // relaxed: published by the release below
     s.b.store(a.mac << 16 | a.port, std::memory_order_relaxed);
     s.c.store(uint64_t(a.relay_id) << 16 | a.bd, std::memory_order_relaxed);
+    s.d.store(a.question, std::memory_order_relaxed);
     std::memcpy(s.query, query, len);
     s.len = len;
     s.sent_ms = now;
@@ -97,15 +97,16 @@ class DnsRelay {
     s.state.store(st, std::memory_order_release);  // release: the fields above are visible to U once it sees pending
     return st;
   }
-  // U: the asker of the answer to slot i with id relay_id, claimed (the slot
-  // is free again); false if none waits for it (late, forged, already answered).
-  bool take(unsigned i, uint16_t relay_id, Asker* out) {
+  // U: the asker of the answer to slot i with id relay_id and that question,
+  // claimed (the slot is free again); false if none waits for it (late,
+  // forged, already answered).
+  bool take(unsigned i, uint16_t relay_id, uint64_t question, Asker* out) {
     if (i >= kSlots) return false;
     Slot& s = slots_[i];
     uint64_t st = s.state.load(std::memory_order_acquire);  // acquire: pairs with publish()'s release
     if (!(st & 1)) return false;
     read(s, out);
-    if (out->relay_id != relay_id) return false;
+    if (out->relay_id != relay_id || out->question != question) return false;
     // acq_rel: wins the slot against W's timeout; the fields read above belong to generation st
     return s.state.compare_exchange_strong(st, st & ~uint64_t(1), std::memory_order_acq_rel, std::memory_order_relaxed);
   }
@@ -142,7 +143,7 @@ class DnsRelay {
  private:
   struct alignas(64) Slot {
     std::atomic<uint64_t> state{0};   // generation << 1 | pending
-    std::atomic<uint64_t> a{0}, b{0}, c{0};  // the asker (see publish())
+    std::atomic<uint64_t> a{0}, b{0}, c{0}, d{0};  // the asker (see publish())
     uint32_t len = 0, sent_ms = 0;
     unsigned tries = 0;
     uint8_t query[kQueryMax];
@@ -150,6 +151,7 @@ class DnsRelay {
   static void read(const Slot& s, Asker* o) {
     const uint64_t a = s.a.load(std::memory_order_relaxed), b = s.b.load(std::memory_order_relaxed),
                    c = s.c.load(std::memory_order_relaxed);  // relaxed: ordered by the state word's acquire
+    o->question = s.d.load(std::memory_order_relaxed);  // relaxed: as above
     o->ip = uint32_t(a >> 32), o->sport = uint16_t(a >> 16), o->id = uint16_t(a);
     o->mac = b >> 16, o->port = uint16_t(b);
     o->relay_id = uint16_t(c >> 16), o->bd = uint16_t(c);

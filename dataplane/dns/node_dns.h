@@ -25,8 +25,8 @@ struct Dns : Node<DnsExit, 1> {
 
   template <class Emit>
   [[gnu::always_inline]] static void run(Ctx& c, uint16_t i, uint16_t, Emit&& emit) {
-    if (c.from_uplink) {
-      if (!relay_answer(c.s, c.tx, c.wc, c.arena, c.relay, c.pkt(i))) emit(i, Next::kRoute, 0);
+    if (c.from_uplink || !c.bd.dns) {  // an upstream's answer (or, from a macvlan endpoint on the uplink's segment, nothing of ours)
+      if (!c.from_uplink || !relay_answer(c.s, c.tx, c.wc, c.arena, c.relay, c.pkt(i))) emit(i, Next::kRoute, 0);
       return;
     }
     if (c.pkt(i).data[kEthHdrLen + 9] == 6) {
@@ -72,17 +72,19 @@ struct Dns : Node<DnsExit, 1> {
     uint32_t len = 0;
     dns::Rcode rc = dns::Rcode::kNoError;
     Drop d = Drop::kCount;
-    switch (stage::dns_answer(p, s.dns, bd, &q, o.buf, BurstArena::kScratchBytes, &len, &rc, &d)) {
+    const PortEntry* in = s.port(p.in_port);
+    const uint32_t cap = std::min<uint32_t>(BurstArena::kScratchBytes, in ? in->max_frame : 1514);  // past it: TC, not a frame too long
+    switch (stage::dns_answer(p, s.dns, bd, &q, o.buf, cap, &len, &rc, &d)) {
       case stage::DnsNext::kDrop:
         wc.ports[p.in_port].drops[size_t(d)].add(1);
         return;
       case stage::DnsNext::kForward:
-        if (relay_query(s, tx, a, arp, relay, worker, now, p, o)) {
+        if (bd.nat && relay_query(s, tx, a, arp, relay, worker, now, p, o)) {  // an internal network has no way out, DNS included
           dc.forwarded.add(1);
           return;
         }
         dc.servfail.add(1);
-        len = stage::dns_reply_frame(p, bd, q, dns::Rcode::kServFail, false, nullptr, 0, o.buf, BurstArena::kScratchBytes);
+        len = stage::dns_reply_frame(p, bd, q, dns::Rcode::kServFail, false, nullptr, 0, o.buf, cap);
         if (!len) return;
         break;
       case stage::DnsNext::kReply:
@@ -109,6 +111,7 @@ struct Dns : Node<DnsExit, 1> {
     k.port = p.in_port;
     k.bd = p.bd;
     k.relay_id = relay->next_id(worker);
+    k.question = stage::question_hash(msg, plen);
     relay->publish(unsigned(slot), k, now, msg, plen);
     send_upstream(s, tx, a, *arp, unsigned(slot), k.relay_id, msg, plen, 1, &o);
     return true;
@@ -143,7 +146,7 @@ struct Dns : Node<DnsExit, 1> {
     if (std::find(s.dns.upstream.begin(), s.dns.upstream.end(), from) == s.dns.upstream.end()) return false;  // only our servers answer
     const unsigned slot = load_be16(ip + uint32_t(ip[0] & 0x0f) * 4 + 2) - DnsRelay::kPortLo;
     DnsRelay::Asker k;
-    if (!relay->take(slot, load_be16(msg), &k)) return false;
+    if (!(msg[2] & 0x80) || !relay->take(slot, load_be16(msg), stage::question_hash(msg, len), &k)) return false;  // an answer, to this very question
     wc.dns.relayed.add(1);
     const PortEntry* to = s.port(k.port);
     if (!to || k.bd >= s.bds.size() || to->bd != k.bd) return true;  // the asker left meanwhile: answered to nobody

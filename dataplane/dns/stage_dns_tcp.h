@@ -11,7 +11,8 @@
 //   FIN -> its ACK; a pure ACK, RST -> nothing;
 //   data acknowledging something else (a connection we do not know), or a
 //     query split over segments or pipelined after another -> RST.
-// No retransmission: a lost segment (a veth loses none but a full ring) is
+// The answer's segments are at most the asker's port's MTU - 40 (its MSS
+// is not remembered: no state). No retransmission: a lost segment (a veth loses none but a full ring) is
 // the asker's timeout and retry, as with UDP. A name the asker's networks
 // do not hold is answered SERVFAIL over TCP (the relay is UDP only).
 // The TCP checksum of the query is not verified (partial from a container,
@@ -111,8 +112,9 @@ inline DnsNext dns_tcp(const Packet& p, const DnsTable& t, const BdEntry& bd, ui
   }
   // A query: whole, in this one segment, on the connection our cookie opened.
   const uint32_t mlen = dlen >= 2 ? load_be16(data) : 0;
+  const uint32_t next = seq + dlen + ((flags & kTcpFin) ? 1 : 0);  // what we acknowledge (a FIN counts one)
   if (ack != cookie + 1 || dlen < 2 || mlen + 2 != dlen || cap < 2 + dns::kHeaderLen) {
-    *r = {DnsTcpReply::Kind::kRst, ack, seq + dlen};
+    *r = {DnsTcpReply::Kind::kRst, ack, next};
     return DnsNext::kReply;
   }
   DnsResult res;
@@ -122,11 +124,11 @@ inline DnsNext dns_tcp(const Packet& p, const DnsTable& t, const BdEntry& bd, ui
   q->udp_size = uint16_t(std::min<uint32_t>(cap - 2, 65535));  // over TCP the answer may be as long as the buffer
   const size_t n = dns::write_response(*q, res.rc, res.aa, res.an, res.n, out_buf + 2, cap - 2);
   if (!n) {
-    *r = {DnsTcpReply::Kind::kRst, ack, seq + dlen};
+    *r = {DnsTcpReply::Kind::kRst, ack, next};
     return DnsNext::kReply;
   }
   store_be16(out_buf, uint16_t(n));
-  *r = {DnsTcpReply::Kind::kAnswer, cookie + 1, seq + dlen, 0, uint32_t(n + 2), d == DnsDecision::kForward, res.rc};
+  *r = {DnsTcpReply::Kind::kAnswer, cookie + 1, next, 0, uint32_t(n + 2), d == DnsDecision::kForward, res.rc};
   return DnsNext::kReply;
 }
 
