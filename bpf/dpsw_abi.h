@@ -34,12 +34,20 @@ struct dpsw_xdp_conf {
 
 /* ---- bpf/fast_l2.bpf.c ---- */
 /* dpsw_fast_ports: host veth ifindex -> its port. */
+#define DPSW_SVC_RANGES 4
 struct dpsw_fast_port {
   __u16 port;   /* dpsw port id */
   __u16 bd;     /* network (bridge domain) */
   __u32 punt;   /* ifindex of the punt veth (near end) of the worker that owns the port */
   __u32 worker; /* that worker: its slot in dpsw_fast_punt_share */
   __u32 mtu;    /* the network's MTU: longer non-GSO frames are dropped (oversize) */
+  /* A service backend: its IPv4 packets from these (protocol, source port
+   * range)s are replies of VIP connections (dpsw_fast_nat's entries, else
+   * punted: dpsw restores the VIP), not plain bridging. nsvc = 0: none;
+   * more ranges than fit: svc_proto[0] = 255, every TCP/UDP packet. */
+  __u32 nsvc;
+  __u8 svc_proto[DPSW_SVC_RANGES];
+  __u16 svc_lo[DPSW_SVC_RANGES], svc_hi[DPSW_SVC_RANGES];
 };
 
 /* dpsw_fast_fdb: (network, MAC) -> where it lives. The map's size is set by

@@ -547,6 +547,28 @@ int dpsw_fast_ingress(struct __sk_buff *skb) {
     if (si) si->oversize += 1;
     return TC_ACT_SHOT;
   }
+  // A service backend's packet from a service port (to a client of its own
+  // network, or through the router MAC to another's): the reply of a VIP
+  // connection the kernel tier carries (dpsw_fast_nat, keyed by the tuple
+  // as it arrives from this port), else dpsw's (punted below), which
+  // restores the VIP or bridges it.
+  if (in->nsvc && eth->h_proto == bpf_htons(ETH_P_IP) && !skb->vlan_present && !(eth->h_dest[0] & 1)) {
+    struct iphdr *ip = (void *)(eth + 1);
+    struct udphdr *uh = (void *)(ip + 1);  // TCP's ports sit at the same place
+    if ((void *)(uh + 1) <= data_end && ip->ihl == 5 && (ip->protocol == IPPROTO_TCP || ip->protocol == IPPROTO_UDP)) {
+      const __u16 sport = bpf_ntohs(uh->source);
+      int svc = 0;
+#pragma unroll
+      for (int i = 0; i < DPSW_SVC_RANGES; i++)
+        if ((__u32)i < in->nsvc && (in->svc_proto[i] == 255 || (in->svc_proto[i] == ip->protocol && sport >= in->svc_lo[i] && sport <= in->svc_hi[i])))
+          svc = 1;
+      if (svc) {
+        int r = nat_forward(skb, in->port, conf, in->punt);
+        if (r >= 0) return r;
+        goto punt;
+      }
+    }
+  }
   // Routed traffic of an established flow dpsw handed to the kernel tier:
   // sent to dpsw's router MAC by a container, to the uplink's own MAC from
   // the outside (a veth uplink served by this program).
@@ -607,6 +629,7 @@ int dpsw_fast_ingress(struct __sk_buff *skb) {
       return out->flags & DPSW_FDB_EGRESS ? bpf_redirect(out->ifindex, 0) : bpf_redirect_peer(out->ifindex, 0);
     }
   }
+punt:
   if (ifindex != conf->uplink_ifindex && over_share(in)) {  // the uplink had a ring of its own: it keeps its frames
     __u32 ip = in->port;
     struct dpsw_fast_stats *si = bpf_map_lookup_elem(&dpsw_fast_stats, &ip);

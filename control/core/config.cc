@@ -877,6 +877,9 @@ void check_config(const Config& cfg) {
     if (!net) throw ConfigError(svc.src.where("network") + "unknown network '" + svc.network + "'");
     if (net->driver != Driver::kBridge)
       throw ConfigError(svc.src.where("network") + "services live on bridge networks ('" + svc.network + "' is " + driver_name(net->driver) + ")");
+    if (svc.mode == ServiceConfig::Mode::kVip && !cfg.uplink)
+      throw ConfigError(svc.src.where("name") + "mode vip needs an uplink (the connection table that keeps each connection on its backend "
+                        "comes with it); without one, use mode: dnsrr");
     if (!svc.publish.empty()) {
       if (!cfg.uplink) throw ConfigError(svc.src.where("publish") + "published ports need an uplink (they live on its address)");
       if (net->internal) throw ConfigError(svc.src.where("publish") + "network '" + net->name + "' is internal");

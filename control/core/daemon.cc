@@ -24,6 +24,7 @@
 #include "control/nat/nat.h"
 #include "control/overlay/overlay.h"
 #include "control/dns/dns.h"
+#include "control/services/services.h"
 #include "control/ports/ports.h"
 #include "dataplane/core/clock.h"
 #include "dataplane/ports/dpdk_env.h"
@@ -87,8 +88,12 @@ Daemon::Daemon(Config cfg, Plan plan, DaemonOptions opt) : Core(std::move(cfg), 
   modules_.push_back(std::move(ports));
   modules_.push_back(std::move(fast));
   modules_.push_back(std::make_unique<Overlay>(core, *nat));
+  // NAT's contribute() puts the uplink in front of the flood and rx lists the
+  // modules before it filled (those after it add no port); services add
+  // published ports after NAT's, and DNS answers their names.
+  modules_.push_back(std::move(nat));
+  modules_.push_back(std::make_unique<Services>(core));
   modules_.push_back(std::make_unique<Dns>(core));
-  modules_.push_back(std::move(nat));  // last: its contribute() puts the uplink in front of the lists the others filled
 
   // One table of control verbs, the core's and every module's: a name taken
   // twice refuses the start (and `dpsw --check`, which builds a Daemon too)

@@ -70,6 +70,9 @@ static int run(int argc, char** argv) {
       "  endpoint update NAME [--publish 8080:80/tcp ... | --publish none] [--label KEY=VALUE ...] [--alias NAME ... | --alias none]\n"
       "                       (in place)\n"
       "  endpoint del NAME\n"
+      "  service add NAME --network NET --backend EP [--backend EP2 ...] | --label KEY=VALUE  [--port 80/tcp ...] [--vip IP]\n"
+      "              [--mode vip|dnsrr] [--publish 8081:80/tcp ...]\n"
+      "  service del NAME\n"
       "  reload                  re-read the config file and apply only the difference\n"
       "  version\n"
       "The --flags of add are the keys of the config file (ip_range may be written --ip-range).\n\nOptions");
@@ -105,7 +108,8 @@ static int run(int argc, char** argv) {
   }
   json req = {{"v", 1}, {"cmd", words[0]}};
   std::vector<std::string> args;
-  const bool with_spec = (words[0] == "network" || words[0] == "endpoint") && words.size() >= 2 &&
+  const bool service = words[0] == "service";
+  const bool with_spec = (words[0] == "network" || words[0] == "endpoint" || service) && words.size() >= 2 &&
                          (words[1] == "add" || (words[0] == "endpoint" && words[1] == "update"));
   if (with_spec) {
     // network/endpoint add NAME --key value ...: build the same object as a config file item.
@@ -143,11 +147,26 @@ static int run(int argc, char** argv) {
         }
         continue;
       }
+      if (service && (k == "label" || k == "labels")) {  // service add --label app=web: backends: { labels: {...} }
+        const auto eq = v.find('=');
+        if (eq == std::string::npos || eq == 0) {
+          std::fprintf(stderr, "dpswctl: --%s: '%s' is not KEY=VALUE\n", flag.c_str(), v.c_str());
+          return 2;
+        }
+        if (!spec.contains("backends") || !spec["backends"].is_object()) spec["backends"] = {{"labels", json::object()}};
+        spec["backends"]["labels"][v.substr(0, eq)] = v.substr(eq + 1);
+        continue;
+      }
+      if (service && k == "network") {  // a service has one network
+        spec["network"] = v;
+        continue;
+      }
       // Keys that are lists in the config file: the flag may repeat, and a
       // value may hold several items separated by commas (--peer A,B).
       static const std::pair<const char*, const char*> kLists[] = {
           {"network", "networks"}, {"networks", "networks"}, {"peer", "peers"}, {"peers", "peers"},
-          {"allow", "allow"}, {"publish", "publish"}, {"alias", "aliases"}, {"aliases", "aliases"}};
+          {"allow", "allow"}, {"publish", "publish"}, {"alias", "aliases"}, {"aliases", "aliases"},
+          {"port", "ports"}, {"ports", "ports"}, {"backend", "backends"}, {"backends", "backends"}};
       const char* list = nullptr;
       for (const auto& [flag_name, key] : kLists)
         if (k == flag_name) list = key;
@@ -219,6 +238,10 @@ static int run(int argc, char** argv) {
           std::printf("%-18s %s\n", (k + ":").c_str(), names.c_str());
         }
     }
+  } else if (service && args[0] == "add") {
+    std::printf("service %s added%s%s\n", words[2].c_str(), s(r["vip"]).empty() ? "" : ": VIP ", s(r["vip"]).c_str());
+  } else if (service) {
+    std::printf("service %s removed\n", words.size() > 2 ? words[2].c_str() : "");
   } else if ((words[0] == "network" || words[0] == "endpoint") && args[0] == "add") {
     std::printf("%s %s added\n", words[0].c_str(), words[2].c_str());
     if (words[0] == "endpoint")

@@ -13,6 +13,7 @@
 
 #include "control/core/ipv4.h"
 #include "control/core/log.h"
+#include "control/services/services.h"
 
 namespace dpsw {
 
@@ -121,7 +122,7 @@ void Dns::apply() {
 }
 
 void Dns::reload_check(Reload& r) const {
-  if (r.diff.dns_changed) r.applied["dns"] = true;
+  if (r.diff.dns_changed) r.applied["dns"] = nlohmann::json::array({"settings"});
 }
 
 void Dns::contribute(Snapshot& s) const {
@@ -177,6 +178,25 @@ void Dns::contribute(Snapshot& s) const {
         t.scope_bds[scope]++;
       }
       t.scope[id] = scope;
+    }
+  }
+  // Services: a VIP's name answers the VIP (and its reverse name the
+  // service); a dnsrr service's answers its backends, rotated.
+  for (const ServiceConfig& svc : cfg.services) {
+    auto bd = core_.bd_of_.find(svc.network);
+    if (bd == core_.bd_of_.end() || bd->second >= s.bds.size() || !s.bds[bd->second].dns) continue;
+    const std::string net = lower(svc.network);
+    auto add = [&](uint32_t ip, bool rotate) {
+      for (const std::string& full : {svc.name, svc.name + "." + net})
+        t.names.push_back({DnsTable::name_key(bd->second, full), add_str(full), ip, bd->second, rotate});
+    };
+    if (svc.mode == ServiceConfig::Mode::kVip) {
+      const PlannedService* ps = core_.plan_.service(svc.name);
+      if (!ps || !ps->vip) continue;
+      add(ps->vip, false);
+      t.ptrs.push_back({uint64_t(bd->second) << 32 | ps->vip, add_str(svc.name + "." + net)});
+    } else {
+      for (uint16_t id : service_backends(core_, s, svc)) add(core_.ports_[id].ip, true);
     }
   }
   // Sorted by key; an alias held by several endpoints keeps its addresses in

@@ -349,6 +349,29 @@ void FastControl::sync_nat() {
   }
 }
 
+void FastControl::published() {
+  if (!fast_) return;
+  const Snapshot& s = core_.dp_->snapshot();
+  std::map<uint16_t, std::vector<FastTier::SvcRange>> want;
+  for (size_t id = 0; id < s.services.backend_ports.size(); id++) {
+    if (s.services.backend_ports[id].empty() || !fast_->has_port(uint16_t(id))) continue;
+    auto& r = want[uint16_t(id)];
+    for (const SvcPort& p : s.services.backend_ports[id]) {
+      FastTier::SvcRange x{p.proto, p.target, uint16_t(p.target + (p.hi - p.lo))};
+      if (std::find(r.begin(), r.end(), x) == r.end()) r.push_back(x);
+    }
+  }
+  try {
+    for (const auto& [id, ranges] : svc_ports_)
+      if (!want.count(id) && fast_->has_port(id)) fast_->set_service_ports(id, {});
+    for (const auto& [id, ranges] : want)
+      if (auto it = svc_ports_.find(id); it == svc_ports_.end() || it->second != ranges) fast_->set_service_ports(id, ranges);
+    svc_ports_ = std::move(want);
+  } catch (const std::exception& e) {
+    LOG_WARN("fast tier: service backends' ports: %s", e.what());
+  }
+}
+
 void FastControl::contribute(Snapshot& s) const {
   for (uint16_t w = 0; w < punts_.size(); w++) {  // in no network: frames enter as their tag's port
     PortEntry& pe = s.ports[punts_[w].port];

@@ -32,6 +32,7 @@ class FastControl : public Module {
   void preflight_objects() const override;                      // its BPF object, if an endpoint uses it
   void release_port(uint16_t id, const PortRec& pr) override;  // out of the kernel tier's maps
   void contribute(Snapshot& s) const override;                  // the punt ports
+  void published() override;  // service backends' ports into the kernel's port map (their VIP replies: NAT entries, else punted)
   void tick(uint32_t now) override;       // learned MACs into the fdb; routed flows the kernel forwarded stay alive
   void tick_done(uint32_t now) override;  // after NAT's expiry: routed flows into (and out of) the kernel's map
   void views(ViewRegistry& r) override;                         // `fast`
@@ -60,6 +61,7 @@ class FastControl : public Module {
   nlohmann::json events() const;  // the kernel tier's event counters (in use)
   // Fast-tier MACs learned by the MAC table (maintenance tick).
   void sync_fast_macs();
+  std::map<uint16_t, std::vector<FastTier::SvcRange>> svc_ports_;  // what the kernel's port map says of each backend port
   void sync_tunnels();  // the overlay's tunnels (a punted uplink): before their MACs
   bool tunnel_error_logged_ = false;
   void sync_routes();  // routing between allowed networks

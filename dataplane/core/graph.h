@@ -74,6 +74,7 @@ namespace dpsw::graph {
   X(Dns, kRoute, L3Route)          \
   X(L3Route, kOut, Tx)             \
   X(L3Route, kDrop, Discard)       \
+  X(L3Route, kL2, L2Fwd)           \
   X(L2Fwd, kUnicast, Output)       \
   X(L2Fwd, kFlood, Flood)          \
   X(L2Fwd, kDrop, Discard)         \

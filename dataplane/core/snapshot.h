@@ -13,6 +13,7 @@
 #include "dataplane/core/ether.h"
 #include "dataplane/core/packet.h"
 #include "dataplane/dns/dns_table.h"
+#include "dataplane/services/service_table.h"
 #include "dataplane/ports/port.h"
 
 namespace dpsw {
@@ -35,6 +36,7 @@ struct PortEntry {
   // TC program (FastTier::punt_share, punt_share.h); nullptr: none.
   uint32_t* punt_share = nullptr;
   bool endpoint = false;  // an endpoint's port: may not announce dpsw's own address (eth_input)
+  bool svc_backend = false;  // a service's backend: its packets from a service port go to l3_route (ServiceTable::backend_ports)
   bool learn = true;      // false: its frames teach the MAC table nothing (macvlan: the kernel's does not learn either)
 };
 
@@ -55,6 +57,7 @@ struct BdEntry {
   bool has_tunnels = false;     // the flood list holds tunnel ports (set by Dataplane::publish)
   bool dns = false;             // UDP to local_ip:53 goes to the DNS responder (dataplane/dns)
   bool dns_relay = false;       // the uplink's segment: upstream answers to the DNS relay's ports go to it too
+  std::vector<uint32_t> vips;   // services' virtual IPs on this network: ARP and ICMP echo answered like local_ip's
 };
 
 // A published port range (`publish: ["8080-8089:80-89/tcp"]`) of one endpoint.
@@ -66,6 +69,7 @@ struct PubRule {
   Mac mac = 0;                        // its MAC
   Mac router_mac = 0;                 // dpsw's MAC on that network
   uint32_t gateway = 0;               // that network's gateway (hairpin source)
+  int32_t service = -1;               // a service's published port: index into Snapshot::services.vips (ctr_lo: the VIP's port); ip/port/mac unused
 };
 
 // Routing between container networks and the uplink (absent without an uplink).
@@ -97,6 +101,7 @@ struct Snapshot {
   L3Conf l3;
   std::vector<TunnelKey> tunnels;                // sorted by key; empty without overlay networks
   DnsTable dns;                                  // the DNS responder's names (control/dns)
+  ServiceTable services;                         // services' virtual IPs and backends (control/services)
 
   // A port in use: a real one or a tunnel.
   const PortEntry* port(uint16_t id) const {

@@ -31,6 +31,7 @@ struct DnsTable {
     uint32_t name;  // offset of the NUL-terminated lower-case name in pool
     uint32_t ip;    // host order
     uint16_t bd;
+    bool rotate = false;  // a dnsrr service's backend: the answer's order rotates query by query
   };
   // (network, address) -> the name a reverse lookup answers ("web.frontend").
   struct Ptr {
@@ -69,13 +70,19 @@ struct DnsTable {
     return n;
   }
 
-  // Addresses of `name` on network bd, into out (at most cap); returns the count.
-  unsigned lookup(uint16_t bd, std::string_view name, uint32_t* out, unsigned cap) const {
+  // Addresses of `name` on network bd, into out (at most cap); returns the
+  // count. A dnsrr service's are rotated by `rr` (a counter per asker's worker).
+  unsigned lookup(uint16_t bd, std::string_view name, uint32_t* out, unsigned cap, uint64_t rr = 0) const {
     const uint64_t k = name_key(bd, name);
     auto it = std::lower_bound(names.begin(), names.end(), k, [](const Name& n, uint64_t key) { return n.key < key; });
     unsigned n = 0;
+    bool rotate = false;
     for (; it != names.end() && it->key == k; ++it)
-      if (it->bd == bd && name == str(it->name) && n < cap) out[n++] = it->ip;
+      if (it->bd == bd && name == str(it->name) && n < cap) {
+        rotate |= it->rotate;
+        out[n++] = it->ip;
+      }
+    if (rotate && n > 1) std::rotate(out, out + rr % n, out + n);
     return n;
   }
 

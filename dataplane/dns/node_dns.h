@@ -74,7 +74,7 @@ struct Dns : Node<DnsExit, 1> {
     Drop d = Drop::kCount;
     const PortEntry* in = s.port(p.in_port);
     const uint32_t cap = std::min<uint32_t>(BurstArena::kScratchBytes, in ? in->max_frame : 1514);  // past it: TC, not a frame too long
-    switch (stage::dns_answer(p, s.dns, bd, &q, o.buf, cap, &len, &rc, &d)) {
+    switch (stage::dns_answer(p, s.dns, bd, &q, o.buf, cap, &len, &rc, &d, dc.queries.get())) {
       case stage::DnsNext::kDrop:
         wc.ports[p.in_port].drops[size_t(d)].add(1);
         return;
@@ -174,7 +174,7 @@ struct Dns : Node<DnsExit, 1> {
     dns::Query q;
     stage::DnsTcpReply r;
     Drop d = Drop::kCount;
-    if (stage::dns_tcp(p, s.dns, bd, max_frame, &q, msg, sizeof msg, &r, &d) == stage::DnsNext::kDrop) {
+    if (stage::dns_tcp(p, s.dns, max_frame, &q, msg, sizeof msg, &r, &d, wc.dns.queries.get()) == stage::DnsNext::kDrop) {
       wc.ports[p.in_port].drops[size_t(d)].add(1);
       return;
     }

@@ -96,7 +96,7 @@ inline uint32_t dns_reply_frame(const Packet& p, const BdEntry& bd, const dns::Q
 // Resolves q against the table for an asker on in_port (network bd):
 // fills answers, returns true with rc/aa set, or false (not ours: forward).
 inline bool dns_resolve(const DnsTable& t, uint16_t in_port, uint16_t bd, const dns::Query& q, dns::Answer* an, size_t* n,
-                        dns::Rcode* rc) {
+                        dns::Rcode* rc, uint64_t rr = 0) {
   uint16_t scope[16];
   const unsigned ns = t.scope_of(in_port, bd, scope, 16);
   *n = 0;
@@ -121,7 +121,7 @@ inline bool dns_resolve(const DnsTable& t, uint16_t in_port, uint16_t bd, const 
   }
   uint32_t ips[kDnsMaxAnswers];
   for (unsigned i = 0; i < ns; i++) {
-    const unsigned k = t.lookup(scope[i], name, ips, kDnsMaxAnswers);
+    const unsigned k = t.lookup(scope[i], name, ips, kDnsMaxAnswers, rr);
     if (!k) continue;
     if (q.qtype == dns::kTypeA || q.qtype == dns::kTypeAny) {
       for (unsigned j = 0; j < k; j++) an[j] = dns::Answer{dns::kTypeA, t.ttl, ips[j], nullptr};
@@ -144,7 +144,7 @@ struct DnsResult {
   dns::Answer an[kDnsMaxAnswers];
 };
 inline DnsDecision dns_decide(const uint8_t* msg, uint32_t len, const DnsTable& t, uint16_t in_port, uint16_t bd, dns::Query* q,
-                              DnsResult* r) {
+                              DnsResult* r, uint64_t rr = 0) {
   r->n = 0;
   r->aa = false;
   switch (dns::parse_query(msg, len, q)) {
@@ -167,13 +167,13 @@ inline DnsDecision dns_decide(const uint8_t* msg, uint32_t len, const DnsTable& 
     return DnsDecision::kRespond;
   }
   r->aa = true;
-  return dns_resolve(t, in_port, bd, *q, r->an, &r->n, &r->rc) ? DnsDecision::kRespond : DnsDecision::kForward;
+  return dns_resolve(t, in_port, bd, *q, r->an, &r->n, &r->rc, rr) ? DnsDecision::kRespond : DnsDecision::kForward;
 }
 
 // The whole stage for UDP. buf: cap bytes for the answer frame (*out_len).
 // q: the parsed query (on kForward the caller relays it).
 inline DnsNext dns_answer(const Packet& p, const DnsTable& t, const BdEntry& bd, dns::Query* q, uint8_t* buf, uint32_t cap,
-                          uint32_t* out_len, dns::Rcode* out_rc, Drop* drop) {
+                          uint32_t* out_len, dns::Rcode* out_rc, Drop* drop, uint64_t rr = 0) {
   const uint8_t* ip = p.data + kEthHdrLen;
   const uint32_t ihl = uint32_t(ip[0] & 0x0f) * 4;
   if (csum::of(ip, ihl) != 0) return *drop = Drop::kBadCsum, DnsNext::kDrop;
@@ -182,7 +182,7 @@ inline DnsNext dns_answer(const Packet& p, const DnsTable& t, const BdEntry& bd,
   const uint8_t* msg = udp_payload(p, &plen);
   if (!msg) return *drop = Drop::kBadIp, DnsNext::kDrop;
   DnsResult r;
-  switch (dns_decide(msg, plen, t, p.in_port, p.bd, q, &r)) {
+  switch (dns_decide(msg, plen, t, p.in_port, p.bd, q, &r, rr)) {
     case DnsDecision::kIgnore:
       return *drop = Drop::kDnsBad, DnsNext::kDrop;
     case DnsDecision::kForward:

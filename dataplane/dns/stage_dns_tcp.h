@@ -83,8 +83,8 @@ struct DnsTcpReply {
 };
 
 // The whole stage for TCP. out_buf: the answer, length-prefixed (cap bytes).
-inline DnsNext dns_tcp(const Packet& p, const DnsTable& t, const BdEntry& bd, uint32_t max_frame, dns::Query* q, uint8_t* out_buf,
-                       uint32_t cap, DnsTcpReply* r, Drop* drop) {
+inline DnsNext dns_tcp(const Packet& p, const DnsTable& t, uint32_t max_frame, dns::Query* q, uint8_t* out_buf,
+                       uint32_t cap, DnsTcpReply* r, Drop* drop, uint64_t rr = 0) {
   const uint8_t* ip = p.data + kEthHdrLen;
   const uint32_t ihl = uint32_t(ip[0] & 0x0f) * 4, tot = load_be16(ip + 2);
   if (csum::of(ip, ihl) != 0) return *drop = Drop::kBadCsum, DnsNext::kDrop;
@@ -118,7 +118,7 @@ inline DnsNext dns_tcp(const Packet& p, const DnsTable& t, const BdEntry& bd, ui
     return DnsNext::kReply;
   }
   DnsResult res;
-  const DnsDecision d = dns_decide(data + 2, mlen, t, p.in_port, p.bd, q, &res);
+  const DnsDecision d = dns_decide(data + 2, mlen, t, p.in_port, p.bd, q, &res, rr);
   if (d == DnsDecision::kIgnore) return *drop = Drop::kDnsBad, DnsNext::kDrop;
   if (d == DnsDecision::kForward) res = DnsResult{dns::Rcode::kServFail, false, 0, {}};
   q->udp_size = uint16_t(std::min<uint32_t>(cap - 2, 65535));  // over TCP the answer may be as long as the buffer

@@ -138,7 +138,7 @@ void FastTier::attach_punt(int ifindex, const std::string& ifname) { attach(ifin
 void FastTier::add_port(int ifindex, const std::string& ifname, uint16_t port, uint16_t bd, int punt_ifindex, unsigned worker,
                         uint32_t mtu) {
   const uint32_t key = uint32_t(ifindex), id = port, zero_if = 0;
-  const FastPortVal pv{port, bd, uint32_t(punt_ifindex), uint32_t(worker), mtu};
+  const FastPortVal pv{port, bd, uint32_t(punt_ifindex), uint32_t(worker), mtu, 0, {}, {}, {}};
   // A reused id starts from zero (stats are per id).
   const int ncpu = std::max(libbpf_num_possible_cpus(), 1);
   std::vector<StatsVal> zero(size_t(ncpu), StatsVal{});
@@ -167,6 +167,21 @@ void FastTier::set_mtu(uint16_t port, uint32_t mtu) {
   FastPortVal pv{};
   if (int e = bpf_map_lookup_elem(ports_map_, &key, &pv)) throw bpf_error("fast tier: ports map", e);
   pv.mtu = mtu;
+  if (int e = bpf_map_update_elem(ports_map_, &key, &pv, BPF_EXIST)) throw bpf_error("fast tier: ports map", e);
+}
+
+void FastTier::set_service_ports(uint16_t port, const std::vector<SvcRange>& ranges) {
+  auto it = ports_.find(port);
+  if (it == ports_.end()) return;
+  const uint32_t key = uint32_t(it->second.ifindex);
+  FastPortVal pv{};
+  if (int e = bpf_map_lookup_elem(ports_map_, &key, &pv)) throw bpf_error("fast tier: ports map", e);
+  pv.nsvc = uint32_t(std::min<size_t>(ranges.size(), DPSW_SVC_RANGES));
+  for (size_t i = 0; i < pv.nsvc; i++) {
+    pv.svc_proto[i] = ranges.size() > DPSW_SVC_RANGES ? 255 : ranges[i].proto;  // more than fit: every TCP/UDP packet (dpsw sorts them out)
+    pv.svc_lo[i] = ranges[i].lo;
+    pv.svc_hi[i] = ranges[i].hi;
+  }
   if (int e = bpf_map_update_elem(ports_map_, &key, &pv, BPF_EXIST)) throw bpf_error("fast tier: ports map", e);
 }
 
@@ -481,7 +496,7 @@ void FastTier::add_uplink(int ifindex, const std::string& ifname, uint16_t port,
                           uint32_t mtu, Mac mac, uint32_t ip) {
   if (uplink_ifindex_) throw std::logic_error("fast tier: the uplink is registered already");
   const uint32_t key = uint32_t(ifindex), id = port;
-  const FastPortVal pv{port, bd, uint32_t(punt_ifindex), uint32_t(worker), mtu};
+  const FastPortVal pv{port, bd, uint32_t(punt_ifindex), uint32_t(worker), mtu, 0, {}, {}, {}};
   const int ncpu = std::max(libbpf_num_possible_cpus(), 1);
   std::vector<StatsVal> zero(size_t(ncpu), StatsVal{});
   if (int e = bpf_map_update_elem(stats_map_, &id, zero.data(), 0)) throw bpf_error("fast tier: stats map", e);

@@ -60,6 +60,14 @@ class FastTier {
   void add_port(int ifindex, const std::string& ifname, uint16_t port, uint16_t bd, int punt_ifindex, unsigned worker,
                 uint32_t mtu);
   void set_mtu(uint16_t port, uint32_t mtu);  // the network's MTU changed
+  // A service backend's ports (its packets from them are VIP replies: the
+  // kernel tier's NAT entries, else punted); empty: none.
+  struct SvcRange {
+    uint8_t proto;
+    uint16_t lo, hi;
+    bool operator==(const SvcRange&) const = default;
+  };
+  void set_service_ports(uint16_t port, const std::vector<SvcRange>& ranges);
   // Removes the port's map entries (its MACs included) and detaches.
   void remove_port(uint16_t port);
   bool has_port(uint16_t port) const { return ports_.count(port) != 0; }

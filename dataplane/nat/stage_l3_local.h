@@ -1,7 +1,7 @@
 // Stage: dpsw's own L3 identity on a network. Answers ARP requests and ICMP
 // echo requests for the network's local address (a bridge network's gateway,
-// or the uplink address on the uplink segment) by rewriting the frame in
-// place and sending it back out of its input port.
+// or the uplink address on the uplink segment) and its services' virtual
+// IPs by rewriting the frame in place and sending it back out of its input port.
 // Exits: kNotLocal (continue with L2 forwarding), kReply (tx to in_port),
 // kRoute (IPv4 at the router MAC, not an echo to us: stage_l3_route),
 // kDns (UDP or TCP to port 53 of local_ip on a network whose bd.dns is set:
@@ -15,6 +15,7 @@
 // that is answered is not forwarded anywhere else.
 #pragma once
 
+#include <algorithm>
 #include <cstring>
 
 #include "dataplane/core/checksum.h"
@@ -36,6 +37,22 @@ inline bool martian(uint32_t a) {
 }
 
 
+// One of dpsw's own addresses on this network: the gateway, or a service's virtual IP.
+inline bool own_address(const BdEntry& bd, uint32_t ip) {
+  return ip == bd.local_ip || (!bd.vips.empty() && std::find(bd.vips.begin(), bd.vips.end(), ip) != bd.vips.end());
+}
+
+// A service backend's packet from one of its service ports (TCP, UDP; the
+// first fragment or a whole datagram): maybe a reply to a connection to
+// the VIP, which l3_route restores (or hands back to L2 forwarding).
+inline bool backend_reply(const Packet& p, const ServiceTable& st) {
+  if (p.len < kEthHdrLen + 20 + 8 || load_be16(p.data + 12) != kEtherTypeIpv4) return false;
+  const uint8_t* ip = p.data + kEthHdrLen;
+  const uint32_t ihl = uint32_t(ip[0] & 0x0f) * 4;
+  if ((ip[0] >> 4) != 4 || ihl < 20 || kEthHdrLen + ihl + 8 > p.len || (load_be16(ip + 6) & 0x1fff) || (ip[9] != 6 && ip[9] != 17)) return false;
+  return st.from_backend(p.in_port, ip[9], load_be16(ip + ihl));
+}
+
 inline LocalNext l3_local(Packet& p, const BdEntry& bd, Mac dst, Drop* drop) {
   if (!bd.local_ip) return LocalNext::kNotLocal;
   uint8_t* f = p.data;
@@ -45,8 +62,9 @@ inline LocalNext l3_local(Packet& p, const BdEntry& bd, Mac dst, Drop* drop) {
     if (p.len < kEthHdrLen + 28) return LocalNext::kNotLocal;
     uint8_t* a = f + kEthHdrLen;
     if (load_be16(a) != 1 || load_be16(a + 2) != kEtherTypeIpv4 || a[4] != 6 || a[5] != 4 || load_be16(a + 6) != 1 ||
-        csum::load32(a + 24) != bd.local_ip)
+        !own_address(bd, csum::load32(a + 24)))
       return LocalNext::kNotLocal;
+    const uint32_t target = csum::load32(a + 24);
     uint8_t sender_mac[6], sender_ip[4];
     std::memcpy(sender_mac, a + 8, 6);
     std::memcpy(sender_ip, a + 14, 4);
@@ -54,7 +72,7 @@ inline LocalNext l3_local(Packet& p, const BdEntry& bd, Mac dst, Drop* drop) {
     mac_to_bytes(bd.router_mac, f + 6);           // eth src: us
     store_be16(a + 6, 2);                         // op: reply
     mac_to_bytes(bd.router_mac, a + 8);           // sender hw
-    csum::store32(a + 14, bd.local_ip);      // sender ip
+    csum::store32(a + 14, target);           // sender ip: the address asked for
     std::memcpy(a + 18, sender_mac, 6);           // target hw
     std::memcpy(a + 24, sender_ip, 4);            // target ip
     return LocalNext::kReply;
@@ -76,7 +94,7 @@ inline LocalNext l3_local(Packet& p, const BdEntry& bd, Mac dst, Drop* drop) {
        (bd.dns_relay && ip[9] == 17 && load_be16(ip + ihl) == 53 &&
         load_be16(ip + ihl + 2) >= DnsRelay::kPortLo)))  // an upstream's answer to its relay
     return LocalNext::kDns;  // (not fragments: a DNS datagram here fits one frame)
-  if (!to_us || ip[9] != 1 /* ICMP */) return LocalNext::kRoute;
+  if (!(to_us || own_address(bd, csum::load32(ip + 16))) || ip[9] != 1 /* ICMP */) return LocalNext::kRoute;
   uint8_t* icmp = ip + ihl;
   if (icmp[0] != 8 /* echo request */ || (load_be16(ip + 6) & 0x3fff) != 0 /* fragment */) return LocalNext::kRoute;
   if (csum::of(ip, ihl) != 0 || csum::of(icmp, tot - ihl) != 0) {  // not answered: Linux drops it too

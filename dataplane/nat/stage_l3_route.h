@@ -29,7 +29,7 @@
 
 namespace dpsw::stage {
 
-enum class RouteNext : uint8_t { kOut, kDrop };
+enum class RouteNext : uint8_t { kOut, kDrop, kL2 };
 
 struct RouteCtx {
   const Snapshot& s;
@@ -221,6 +221,27 @@ inline const PubRule* published(const L3Conf& l3, uint8_t proto, uint16_t port) 
   return i ? &l3.pub[i - 1] : nullptr;
 }
 
+// Where a new connection to a published port goes: the endpoint, or for a
+// service's published port the backend Maglev picks. False: a service without backends.
+struct Target {
+  uint32_t ip = 0;
+  uint16_t port = 0, bd = 0;
+  FlowOut out{};
+};
+inline bool published_target(const Snapshot& s, const PubRule& rule, const FlowKey& key, Target* t) {
+  const uint16_t port = uint16_t(rule.ctr_lo + (key.dport - rule.host_lo));  // the endpoint's port, or the VIP's
+  if (rule.service < 0) {
+    *t = {rule.ip, port, rule.bd, FlowOut{rule.port, rule.mac, rule.router_mac}};
+    return true;
+  }
+  const VipService& v = s.services.vips[size_t(rule.service)];
+  const uint16_t tport = v.target(key.proto, port);
+  const ServiceBackend* b = tport ? v.pick(key.sip, key.dip, key.sport, key.dport, key.proto) : nullptr;
+  if (!b) return false;
+  *t = {b->ip, tport, v.bd, FlowOut{b->port, b->mac, v.router_mac}};
+  return true;
+}
+
 inline RouteNext l3_route(Packet& p, const BdEntry& bd, RouteCtx& c, uint16_t* out_port, Drop* drop) {
   using namespace route_detail;
   const L3Conf& l3 = c.s.l3;
@@ -236,6 +257,17 @@ inline RouteNext l3_route(Packet& p, const BdEntry& bd, RouteCtx& c, uint16_t* o
   }
   const uint8_t proto = ip[9];
   const uint32_t sip = csum::load32(ip + 12), dip = csum::load32(ip + 16);
+  // A service backend's packet to another station of its network (l3_local
+  // sent it: from a service port): the reply of a connection to the VIP, or
+  // bridged as ever (kL2).
+  if (p.in_port != l3.uplink_port && mac_from_bytes(f) != bd.router_mac) {
+    uint16_t bs = 0, bdp = 0;
+    if ((csum::load16(ip + 6) & 0x1fff) || csum::of(ip, ihl) != 0 || !l4_ports(proto, ip + ihl, tot - ihl, &bs, &bdp)) return RouteNext::kL2;
+    bool r = false;
+    Flow* fl = c.ct.find(FlowKey{sip, dip, bs, bdp, proto}, &r);
+    if (!fl || !r) return RouteNext::kL2;
+    return forward(p, ip, ihl, proto, *fl, true, c, out_port, drop);
+  }
   if (csum::of(ip, ihl) != 0) return *drop = Drop::kBadCsum, RouteNext::kDrop;
   if (martian(sip) || martian(dip)) return *drop = Drop::kMartian, RouteNext::kDrop;
   uint16_t sport = 0, dport = 0;
@@ -279,14 +311,33 @@ inline RouteNext l3_route(Packet& p, const BdEntry& bd, RouteCtx& c, uint16_t* o
   ConnTrack::Create r;
   const PubRule* rule = dip == l3.uplink_ip ? published(l3, proto, dport) : nullptr;
   const Mac router = bd.router_mac;
+  // A published port of a service: its backend, chosen for this connection.
+  Target to{};
+  if (rule && !published_target(c.s, *rule, key, &to)) return RouteNext::kDrop;  // no backend (no_route)
   if (from_uplink || from_macvlan) {
     // Published port (DNAT): the container sees the real client address
     // (an outside host's, or a macvlan endpoint's on the same segment).
     if (!rule) return *drop = from_macvlan ? Drop::kFromMacvlan : Drop::kNoFlow, RouteNext::kDrop;
-    uint16_t cport = uint16_t(rule->ctr_lo + (dport - rule->host_lo));
     const FlowOut back = from_uplink ? FlowOut{l3.uplink_port, 0, l3.uplink_mac} : FlowOut{p.in_port, mac_from_bytes(f + 6), l3.uplink_mac};
-    r = c.ct.create(c.worker, key, sip, sport, rule->ip, cport, FlowOut{rule->port, rule->mac, rule->router_mac}, back, rule->bd,
-                    c.now, &fl, ConnTrack::Origin::kInbound);
+    r = c.ct.create(c.worker, key, sip, sport, to.ip, to.port, to.out, back, to.bd, c.now, &fl, ConnTrack::Origin::kInbound);
+  } else if (const VipService* v = c.s.services.find(dip)) {
+    // A service's virtual IP: DNAT to the backend Maglev picks for this
+    // connection, the client's address kept (its replies come back through
+    // dpsw: l3_local sends a backend's packets from service ports here). From
+    // its own network, or one allowed to route to it. A backend reaching its
+    // own service is masqueraded behind the gateway (its reply would not
+    // come back to dpsw otherwise).
+    if (p.bd != v->bd) {
+      const size_t nbd = c.s.bds.size();
+      if (!bd.nat || size_t(p.bd) * nbd + v->bd >= l3.allowed.size() || !l3.allowed[size_t(p.bd) * nbd + v->bd])
+        return *drop = Drop::kIsolated, RouteNext::kDrop;
+    }
+    const uint16_t tport = v->target(proto, dport);
+    const ServiceBackend* b = tport ? v->pick(sip, dip, sport, dport, proto) : nullptr;
+    if (!b) return RouteNext::kDrop;  // not a service port, or no backend: no_route
+    const bool self = b->ip == sip;
+    r = c.ct.create(c.worker, key, self ? v->gateway : sip, self ? 0 : sport, b->ip, tport, FlowOut{b->port, b->mac, v->router_mac},
+                    FlowOut{p.in_port, mac_from_bytes(f + 6), router}, v->bd, c.now, &fl);
   } else if (dip == bd.local_ip) {
     return RouteNext::kDrop;  // to the gateway itself, not an echo: nothing serves it (no_route)
   } else if (!bd.nat) {
@@ -295,9 +346,8 @@ inline RouteNext l3_route(Packet& p, const BdEntry& bd, RouteCtx& c, uint16_t* o
     // Hairpin: a container reaches a published port through the host address;
     // masquerade to the target network's gateway so the reply comes back through us.
     if (!rule) return RouteNext::kDrop;
-    uint16_t cport = uint16_t(rule->ctr_lo + (dport - rule->host_lo));
-    r = c.ct.create(c.worker, key, rule->gateway, 0, rule->ip, cport, FlowOut{rule->port, rule->mac, rule->router_mac},
-                    FlowOut{p.in_port, mac_from_bytes(f + 6), router}, rule->bd, c.now, &fl);
+    r = c.ct.create(c.worker, key, rule->gateway, 0, to.ip, to.port, to.out, FlowOut{p.in_port, mac_from_bytes(f + 6), router}, to.bd,
+                    c.now, &fl);
   } else {
     for (size_t i = 0; i < l3.isolated.size(); i++) {
       auto [net, mask] = l3.isolated[i];

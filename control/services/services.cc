@@ -1,0 +1,152 @@
+#include "control/services/services.h"
+
+#include <algorithm>
+
+#include "control/core/ipv4.h"
+#include "control/core/log.h"
+#include "dataplane/services/maglev.h"
+
+namespace dpsw {
+
+namespace {
+using json = nlohmann::json;
+}
+
+std::vector<uint16_t> service_backends(const Core& core, const Snapshot& s, const ServiceConfig& svc) {
+  auto bd = core.bd_of_.find(svc.network);
+  if (bd == core.bd_of_.end()) return {};
+  std::vector<std::pair<std::string, uint16_t>> found;
+  for (size_t id = 0; id < core.ports_.size() && id < s.ports.size(); id++) {
+    const PortRec& pr = core.ports_[id];
+    if (!s.ports[id].endpoint || pr.bd != bd->second || !pr.ip) continue;
+    bool match = false;
+    if (!svc.backend_names.empty()) {
+      match = std::count(svc.backend_names.begin(), svc.backend_names.end(), pr.endpoint) > 0;
+    } else if (const EndpointConfig* e = core.cfg_.endpoint(pr.endpoint)) {
+      match = std::all_of(svc.backend_labels.begin(), svc.backend_labels.end(), [&](const auto& kv) {
+        auto it = e->labels.find(kv.first);
+        return it != e->labels.end() && it->second == kv.second;
+      });
+    }
+    if (match) found.emplace_back(pr.endpoint, uint16_t(id));
+  }
+  std::sort(found.begin(), found.end());
+  std::vector<uint16_t> out;
+  for (const auto& f : found) out.push_back(f.second);
+  return out;
+}
+
+void Services::reload_check(Reload& r) const {
+  if (r.diff.services_changed) r.applied["services"] = json::array({"changed"});
+}
+
+void Services::contribute(Snapshot& s) const {
+  const Config& cfg = core_.cfg_;
+  ServiceTable& st = s.services;
+  st.backend_ports.assign(s.ports.size(), {});
+  std::vector<std::pair<const ServiceConfig*, VipService>> vips;
+  std::map<std::string, Cached> keep;
+  for (const ServiceConfig& svc : cfg.services) {
+    const PlannedService* ps = core_.plan_.service(svc.name);
+    const NetworkConfig* net = cfg.network(svc.network);
+    auto bd = core_.bd_of_.find(svc.network);
+    if (svc.mode != ServiceConfig::Mode::kVip || !ps || !ps->vip || !net || bd == core_.bd_of_.end() || bd->second >= s.bds.size()) continue;
+    VipService v;
+    v.vip = ps->vip;
+    v.bd = bd->second;
+    v.gateway = net->gateway;
+    v.router_mac = s.bds[v.bd].router_mac;
+    for (const Publish& p : svc.ports) v.ports.push_back(SvcPort{p.proto, p.host_lo, p.host_hi, p.ctr_lo});
+    std::vector<uint64_t> keys;
+    for (uint16_t id : service_backends(core_, s, svc)) {
+      const PortRec& pr = core_.ports_[id];
+      v.backends.push_back(ServiceBackend{pr.ip, id, pr.mac});
+      keys.push_back(Maglev::key_of(pr.endpoint.c_str()));
+      s.ports[id].svc_backend = true;
+      for (const SvcPort& sp : v.ports) st.backend_ports[id].push_back(sp);
+    }
+    Cached c;
+    if (auto it = tables_.find(svc.name); it != tables_.end() && it->second.keys == keys) c = it->second;
+    else if (!keys.empty()) c = Cached{keys, std::make_shared<const std::vector<uint16_t>>(Maglev::build(keys))};
+    v.table = c.table;
+    keep[svc.name] = c;
+    s.bds[v.bd].vips.push_back(v.vip);
+    vips.emplace_back(&svc, std::move(v));
+  }
+  tables_ = std::move(keep);  // the services gone take their tables with them
+  std::sort(vips.begin(), vips.end(), [](const auto& a, const auto& b) { return a.second.vip < b.second.vip; });
+  for (auto& [svc, v] : vips) {
+    const int32_t index = int32_t(st.vips.size());
+    for (const Publish& p : svc->publish) {  // ingress: host port(s) on the uplink -> the VIP's port(s) -> a backend
+      L3Conf& l3 = s.l3;
+      l3.pub.push_back(PubRule{p.host_lo, p.ctr_lo, v.vip, 0, v.bd, 0, v.router_mac, v.gateway, index});
+      auto& idx = p.proto == 6 ? l3.pub_tcp : l3.pub_udp;
+      if (idx.empty()) idx.assign(65536, 0);
+      for (uint32_t port = p.host_lo; port <= p.host_hi; port++) idx[port] = uint16_t(l3.pub.size());
+    }
+    st.vips.push_back(std::move(v));
+  }
+}
+
+json Services::add(const ServiceConfig& svc) {
+  if (core_.cfg_.service(svc.name)) throw ConfigError("service add: service '" + svc.name + "' exists");
+  Config next = core_.cfg_;
+  next.services.push_back(svc);
+  check_config(next);
+  Plan np = make_plan(next, &core_.plan_);  // every endpoint keeps its address, every service its VIP
+  core_.check_modules(next, np);
+  core_.cfg_ = std::move(next);
+  core_.plan_ = std::move(np);
+  core_.publish_snapshot();
+  const PlannedService* ps = core_.plan_.service(svc.name);
+  LOG_INFO("service %s added%s%s", svc.name.c_str(), ps && ps->vip ? ": VIP " : "", ps && ps->vip ? ipv4_to_string(ps->vip).c_str() : "");
+  return {{"service", svc.name}, {"vip", ps && ps->vip ? ipv4_to_string(ps->vip) : ""}};
+}
+
+json Services::del(const std::string& name) {
+  if (!core_.cfg_.service(name)) throw ConfigError("service del: unknown service '" + name + "'");
+  auto gone = [&](auto& v) { v.erase(std::remove_if(v.begin(), v.end(), [&](const auto& x) { return x.name == name; }), v.end()); };
+  gone(core_.cfg_.services);
+  gone(core_.plan_.services);
+  core_.publish_snapshot();  // its VIP stops answering; its connections keep their backends until they end
+  LOG_INFO("service %s removed", name.c_str());
+  return {{"service", name}};
+}
+
+void Services::verbs(VerbRegistry& r) {
+  r.add("service add", [this](const VerbRegistry::Request& q) { return add(parse_service_item(q.spec(), "service add")); });
+  r.add("service del", [this](const VerbRegistry::Request& q) { return del(q.name()); });
+}
+
+void Services::views(ViewRegistry& r) {
+  using view::col, view::table;
+  r.entries.push_back({{"services", "", "services: virtual IP or DNS round robin, their ports and backends",
+                        {table("", {col("NAME", "name"), col("NETWORK", "network"), col("MODE", "mode"), col("VIP", "vip"),
+                                    col("PORTS", "ports"), col("BACKENDS", "backends")})
+                             .or_else("no services")}},
+                       0, [&] {
+                         json out = json::array();
+                         const Snapshot& s = core_.dp_->snapshot();
+                         for (const ServiceConfig& svc : core_.cfg_.services) {
+                           const PlannedService* ps = core_.plan_.service(svc.name);
+                           std::string ports, backends;
+                           for (const Publish& p : svc.ports) {
+                             const std::string r = std::to_string(p.host_lo) + (p.host_hi != p.host_lo ? "-" + std::to_string(p.host_hi) : "");
+                             ports += (ports.empty() ? "" : ",") + r + (p.ctr_lo != p.host_lo ? "->" + std::to_string(p.ctr_lo) : "") +
+                                      (p.proto == 6 ? "/tcp" : "/udp");
+                           }
+                           json list = json::array();
+                           for (uint16_t id : service_backends(core_, s, svc)) {
+                             list.push_back({{"endpoint", core_.ports_[id].endpoint}, {"ip", ipv4_to_string(core_.ports_[id].ip)}});
+                             backends += (backends.empty() ? "" : ",") + core_.ports_[id].endpoint;
+                           }
+                           out.push_back({{"name", svc.name}, {"network", svc.network},
+                                          {"mode", svc.mode == ServiceConfig::Mode::kVip ? "vip" : "dnsrr"},
+                                          {"vip", ps && ps->vip ? ipv4_to_string(ps->vip) : "-"}, {"ports", ports.empty() ? "-" : ports},
+                                          {"backends", backends.empty() ? "-" : backends}, {"backend_list", list}});
+                         }
+                         return out;
+                       }});
+}
+
+}  // namespace dpsw

@@ -1,0 +1,43 @@
+// Services' control side (issue 16; the packet side is dataplane/services):
+// each `services:` entry's backends (endpoints on its network named in
+// `backends`, or carrying its `labels`), its virtual IP (the plan's), its
+// Maglev table (rebuilt only when its backends change), its published ports,
+// and every backend port's service ports, as the snapshot's ServiceTable;
+// `service add|del` and `show services`. A backend is an endpoint's port in
+// the snapshot being built: one removed (or not yet made) is no backend.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "control/core/module.h"
+
+namespace dpsw {
+
+// The ports (in snapshot s, on the service's network) of svc's backends, by endpoint name order.
+std::vector<uint16_t> service_backends(const Core& core, const Snapshot& s, const ServiceConfig& svc);
+
+class Services : public Module {
+ public:
+  explicit Services(Core& core) : Module(core) {}
+
+  const char* name() const override { return "services"; }
+  void reload_check(Reload& r) const override;  // "services" in what it applies
+  void contribute(Snapshot& s) const override;  // ServiceTable, the VIPs on their networks, published service ports
+  void views(ViewRegistry& r) override;         // show services
+  void verbs(VerbRegistry& r) override;         // service add | del
+
+ private:
+  nlohmann::json add(const ServiceConfig& svc);
+  nlohmann::json del(const std::string& name);
+  // Maglev tables by service: rebuilt when the backends' keys change.
+  struct Cached {
+    std::vector<uint64_t> keys;
+    std::shared_ptr<const std::vector<uint16_t>> table;
+  };
+  mutable std::map<std::string, Cached> tables_;
+};
+
+}  // namespace dpsw

@@ -1,0 +1,185 @@
+#!/usr/bin/env python3
+"""Services (issue 16): a virtual IP balanced over its backends by Maglev
+(the client's address kept; from the same network, an allowed network, the
+outside through a published port, by hairpin and from a backend itself),
+what removing a backend does to existing and new connections, and DNS round
+robin. Real TCP servers in the backends' namespaces say who they are and
+whom they see."""
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # tests/: the lab package
+from lab.testing import Dpsw, check, scenario_main, wait_for  # noqa: E402
+
+OUT, HOST = Dpsw.OUTSIDE_IP, Dpsw.HOST_IP
+NETS = [{"name": "front", "subnet": "10.244.1.0/24", "allow": ["back"]}, {"name": "back", "subnet": "10.244.2.0/24"}]
+BACKENDS = ["b1", "b2", "b3"]
+EPS = ([{"name": b, "networks": ["front"], "labels": {"app": "web"}} for b in BACKENDS] +
+       [{"name": "c", "networks": ["front"], "ip": "10.244.1.50"}, {"name": "d", "networks": ["back"], "ip": "10.244.2.50"}])
+SERVICES = [{"name": "web", "network": "front", "vip": "10.244.1.200", "ports": ["80/tcp"], "backends": {"labels": {"app": "web"}},
+             "publish": ["8088:80/tcp"]},
+            {"name": "rr", "network": "front", "mode": "dnsrr", "backends": ["b1", "b2"]}]
+VIP = "10.244.1.200"
+
+# A TCP server: every connection gets "NAME PEER_IP\n", then (with STREAM) it
+# reads until EOF and answers the byte count; the server closes first.
+SERVER = r"""
+import socket, sys, threading
+name = sys.argv[1]
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("0.0.0.0", 80)); s.listen(512)
+print("ready", flush=True)
+def serve(c, peer):
+    try:
+        c.sendall(f"{name} {peer[0]}\n".encode())
+        n = 0
+        c.settimeout(60)
+        while True:
+            b = c.recv(65536)
+            if not b or b == b"bye\n": break
+            n += len(b)
+        c.sendall(f"{n}\n".encode())
+    except OSError:
+        pass
+    c.close()
+while True:
+    c, peer = s.accept()
+    threading.Thread(target=serve, args=(c, peer), daemon=True).start()
+"""
+# argv: TARGET PORT COUNT [FIRST_SOURCE_PORT]: COUNT connections, each reads
+# the greeting and says bye; prints one "NAME PEER" line per connection
+# ("fail REASON" for one that failed). With FIRST_SOURCE_PORT, connection k
+# leaves from that port + k (the same tuples again on another run).
+CLIENT = r"""
+import socket, sys
+target, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+first = int(sys.argv[4]) if len(sys.argv) > 4 else 0
+for k in range(count):
+    try:
+        s = socket.socket(); s.settimeout(5)
+        if first:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("0.0.0.0", first + k))
+        s.connect((target, port))
+        f = s.makefile("rb"); line = f.readline().decode().strip()
+        s.sendall(b"bye\n"); f.readline(); s.close()
+        print(line, flush=True)
+    except OSError as e:
+        print("fail", e, flush=True)
+"""
+# Long-lived: argv TARGET PORT SECONDS: a connection that sends 4 KiB every
+# 10 ms for SECONDS; prints "NAME sent RECEIVED_BY_SERVER".
+STREAM = r"""
+import socket, sys, time
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+f = s.makefile("rb"); name = f.readline().decode().split()[0]
+sent, end = 0, time.time() + float(sys.argv[3])
+while time.time() < end:
+    s.sendall(b"x" * 4096); sent += 4096; time.sleep(0.01)
+s.sendall(b"bye\n")
+print(name, sent, f.readline().decode().strip(), flush=True)
+"""
+
+
+def start_servers(d, names):
+    procs = []
+    for b in names:
+        p = d.popen(b, "python3", "-c", SERVER, b, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        check(p.stdout.readline().strip() == "ready", f"server in {b}")
+        procs.append(p)
+    return procs
+
+
+def connect(d, ns, target, port, count, first=None):
+    out = d.run(ns, "python3", "-c", CLIENT, target, str(port), str(count), *([str(first)] if first else []), timeout=120).stdout
+    return [l.split() for l in out.splitlines()]
+
+
+def vip_balancing():
+    with Dpsw(NETS, EPS, uplink=True) as d:
+        d.config["services"] = SERVICES
+        d.write_config()
+        d.start()
+        procs = start_servers(d, BACKENDS)
+        try:
+            # DNS: the service's name is its VIP; ping answers at the VIP.
+            out = d.run("c", "getent", "hosts", "web").stdout.split()
+            check(out[:1] == [VIP], f"web resolves to its VIP: {out}")
+            d.run("c", "ping", "-c", "1", "-W", "2", VIP)
+            # 600 connections from the same network: spread evenly, the client's address kept.
+            got = connect(d, "c", VIP, 80, 600)
+            fails = [g for g in got if g[0] == "fail"]
+            check(not fails, f"{len(fails)} connections failed: {fails[:3]}")
+            per = {b: sum(1 for g in got if g[0] == b) for b in BACKENDS}
+            check(all(160 <= n <= 240 for n in per.values()), f"600 connections over 3 backends within +-20% of 200: {per}")
+            check(all(g[1] == "10.244.1.50" for g in got), f"backends see the client's own address: {set(g[1] for g in got)}")
+            # From an allowed network, from outside (published), by hairpin, from a backend itself.
+            for ns, target, port, seen in [("d", VIP, 80, "10.244.2.50"), ("out", HOST, 8088, OUT), ("c", HOST, 8088, "10.244.1.1"),
+                                           ("b1", VIP, 80, None)]:
+                got = connect(d, ns, target, port, 30)
+                check(all(g[0] in BACKENDS for g in got), f"{ns} -> {target}:{port}: {got[:3]}")
+                check(len({g[0] for g in got}) >= 2, f"{ns} -> {target}:{port}: spread over backends: {got[:5]}")
+                if seen:
+                    check(all(g[1] == seen for g in got), f"{ns} -> {target}:{port}: the backend sees {seen}: {set(g[1] for g in got)}")
+            rows = d.ctl("show", "services")
+            web = next(r for r in rows if r["name"] == "web")
+            check(web["vip"] == VIP and web["backends"] == "b1,b2,b3", f"show services: {web}")
+        finally:
+            for p in procs:
+                p.kill()
+                p.wait()
+
+
+def backend_removed():
+    """Streams to the backends that stay go on; new connections move only off the one removed (about 1/N)."""
+    with Dpsw(NETS, EPS, uplink=True) as d:
+        d.config["services"] = SERVICES[:1]
+        d.write_config()
+        d.start()
+        procs = start_servers(d, BACKENDS)
+        try:
+            before = connect(d, "c", VIP, 80, 300, first=40000)
+            check(all(g[0] in BACKENDS for g in before), f"before: {before[:3]}")
+            streams = [d.popen("c", "python3", "-c", STREAM, VIP, "80", "6", stdout=subprocess.PIPE, text=True) for _ in range(9)]
+            time.sleep(2)
+            d.ctl("endpoint", "del", "b3")
+            results = [s.communicate(timeout=60)[0].split() for s in streams]
+            kept = [r for r in results if r and r[0] != "b3"]
+            check(kept, f"some streams were on b1/b2: {results}")
+            check(all(len(r) == 3 and r[1] == r[2] for r in kept), f"streams to the backends that stay arrive whole: {kept}")
+            after = connect(d, "c", VIP, 80, 300, first=40000)
+            check(all(g[0] in ("b1", "b2") for g in after), f"after: only b1 and b2: {[g for g in after if g[0] not in ('b1', 'b2')][:3]}")
+            moved = sum(1 for a, b in zip(before, after) if a[0] != b[0])
+            on_b3 = sum(1 for a in before if a[0] == "b3")
+            print(f"removing 1 of 3 backends moved {moved} of 300 connections' tuples ({moved / 3:.1f}%); {on_b3} were on it")
+            check(moved >= on_b3 and moved <= on_b3 + 15, f"only the removed backend's tuples move: {moved} moved, {on_b3} were on b3")
+        finally:
+            for p in procs:
+                p.kill()
+                p.wait()
+
+
+def dns_round_robin():
+    with Dpsw(NETS, EPS, uplink=True) as d:
+        d.config["services"] = SERVICES
+        d.write_config()
+        d.start()
+        firsts = set()
+        for _ in range(6):
+            out = d.run("c", "dig", "+short", "+tries=1", "@10.244.1.1", "rr").stdout.split()
+            check(len(out) == 2, f"rr answers both backends: {out}")
+            firsts.add(out[0])
+        check(len(firsts) == 2, f"the order rotates: first addresses seen {firsts}")
+        b1 = d.run("b1", "ip", "-4", "-o", "addr", "show", "eth0").stdout.split()[3].split("/")[0]
+        d.ctl("endpoint", "del", "b2")
+        out = d.run("c", "dig", "+short", "+tries=1", "@10.244.1.1", "rr").stdout.split()
+        check(out == [b1], f"a removed backend leaves the answer at once: {out}")
+        # A service added and removed at runtime.
+        d.ctl("service", "add", "api", "--network", "front", "--port", "8080/tcp", "--backend", "b1", "--vip", "10.244.1.201")
+        check(d.run("c", "getent", "hosts", "api").stdout.split()[:1] == ["10.244.1.201"], "api added")
+        d.ctl("service", "del", "api")
+        check(d.run("c", "getent", "hosts", "api", check_rc=False).returncode != 0, "api removed")
+
+
+if __name__ == "__main__":
+    scenario_main({"vip_balancing": vip_balancing, "backend_removed": backend_removed, "dns_round_robin": dns_round_robin})
