@@ -15,14 +15,21 @@ import time
 
 from . import topo
 from .dpsw import Dpsw
-from .proc import LabError, end_spawned, nsx, spawn
+from .env import CONNRATE
+from .proc import LabError, end_spawned, nsx, sh, spawn
 from .topo import HOST_IP, OUTSIDE_IP, PAIR_IPS, PAIR_SUBNET, UNDERLAY
 from .traffic import (CpuMeter, DpswBusyCpu, connrate, dns_latency, dnsperf, dpdk_cleanup, iperf3, ping_ns, process_cpu_s,
                       rx_packets, sockperf_rtt, testpmd_cmd, udp_delivered, virtio_user)
 
 # Switches compared, in report order; "generator" (a bare veth pair) is always measured first.
 VARIANTS = ["kernel", "dpsw", "dpsw-poll", "dpsw-afxdp", "testpmd"]
-SCENARIOS = ["udp", "tcp", "rtt", "idle", "nat", "overlay", "vhost", "dns"]
+SCENARIOS = ["udp", "tcp", "rtt", "idle", "nat", "overlay", "vhost", "dns", "svc"]
+# The services scenario: client s and backends r1..r3 on one network; VIPs
+# for one backend (throughput: iperf3's two connections must meet one server)
+# and for three (connections/s).
+SVC_BACKENDS = ("10.250.0.11", "10.250.0.12", "10.250.0.13")
+SVC_VIP1, SVC_VIP3 = "10.250.0.101", "10.250.0.100"
+SVC_TPUT_PORT, SVC_CONN_PORT = 5201, 7000
 DNS_NAMES = [f"svc{i}" for i in range(100)]  # what both DNS servers answer (one container's aliases in dpsw)
 ENDPOINT_MACS = ("02:00:00:00:00:01", "02:00:00:00:00:02")
 
@@ -50,6 +57,8 @@ def rows(scenarios, sizes):
         out += [("DNS queries/s", "dnsqps", "qps", "q/s", "higher"), ("DNS server CPU/query", "dnsqps", "cpu_us_per_q", "us", "lower"),
                 ("DNS p50", "dnslat", "p50_us", "us", "lower"),
                 ("DNS p99", "dnslat", "p99_us", "us", "lower")]
+    if "svc" in scenarios:
+        out += [("VIP TCP 1 stream", "svctcp", "gbps", "Gb/s", "higher"), ("VIP conn/s (3 backends)", "svcconn", "conn_per_s", "conn/s", "higher")]
     if "vhost" in scenarios:
         out += [(f"vhost loop {s} B", f"vhost{s}", "mpps", "Mpps", "higher") for s in sizes]
         out += [(f"vhost>AF_XDP {s} B", f"v2x{s}", "mpps", "Mpps", "higher") for s in sizes]
@@ -58,7 +67,7 @@ def rows(scenarios, sizes):
 
 def measured_by(variant, key):
     """Whether `variant` yields result `key` (what --smoke insists on)."""
-    if key in ("natudp64", "nattcp", "dnattcp", "natconn", "dnatconn", "natrtt", "ovudp64", "ovtcp", "dnsqps", "dnslat"):
+    if key in ("natudp64", "nattcp", "dnattcp", "natconn", "dnatconn", "natrtt", "ovudp64", "ovtcp", "dnsqps", "dnslat", "svctcp", "svcconn"):
         return variant in ("kernel", "dpsw")
     if key.startswith("vhost"):
         return variant in ("dpsw", "testpmd")
@@ -103,6 +112,52 @@ class DpswPair:
 
     def teardown(self):
         self.d.cleanup()  # SIGTERM: dpsw removes its namespaces and links
+
+
+class KernelServices(topo.Topology):
+    """Client s and backends r1..r3 on a Linux bridge; the VIPs are iptables
+    DNAT rules in s's namespace (kube-proxy's: `-m statistic --mode random`
+    over the backends; Docker puts its VIPs' IPVS in the container's namespace)."""
+
+    def __init__(self, prefix):
+        super().__init__(prefix)
+        self.s = f"{prefix}ls"
+        self.backends = [f"{prefix}l{i}" for i in range(1, 4)]
+        with self.building():
+            br = f"{prefix}lbr"
+            sh("ip", "link", "add", br, "type", "bridge")
+            self.links.append(br)
+            sh("ip", "link", "set", br, "up")
+            self.container(self.s, f"{prefix}lv0", PAIR_IPS[0], bridge=br)
+            for i, (ns, ip) in enumerate(zip(self.backends, SVC_BACKENDS)):
+                self.container(ns, f"{prefix}lv{i + 1}", ip, bridge=br)
+            nat = lambda *a: nsx(self.s, "iptables", "-w", "-t", "nat", *a)
+            nat("-A", "OUTPUT", "-d", SVC_VIP1, "-p", "tcp", "--dport", str(SVC_TPUT_PORT), "-j", "DNAT",
+                "--to-destination", f"{SVC_BACKENDS[0]}:{SVC_TPUT_PORT}")
+            for i, ip in enumerate(SVC_BACKENDS):  # 1/3, then 1/2 of the rest, then the rest
+                prob = ["-m", "statistic", "--mode", "random", "--probability", f"{1 / (3 - i):.5f}"] if i < 2 else []
+                nat("-A", "OUTPUT", "-d", SVC_VIP3, "-p", "tcp", "--dport", str(SVC_CONN_PORT), *prob, "-j", "DNAT",
+                    "--to-destination", f"{ip}:{SVC_CONN_PORT}")
+
+
+class DpswServices:
+    """The same on a dpsw network: two services with mode vip (and the uplink
+    that carries the connection table)."""
+
+    def __init__(self, prefix, switch_core):
+        eps = [{"name": "s", "networks": ["net"], "ip": PAIR_IPS[0]}] + [
+            {"name": f"r{i + 1}", "networks": ["net"], "ip": ip} for i, ip in enumerate(SVC_BACKENDS)]
+        self.d = Dpsw([{"name": "net", "subnet": PAIR_SUBNET}], eps, name=prefix + "s", switch={"workers": [switch_core]}, uplink=True)
+        self.d.config["services"] = [
+            {"name": "tput", "network": "net", "vip": SVC_VIP1, "ports": [f"{SVC_TPUT_PORT}/tcp"], "backends": ["r1"]},
+            {"name": "conn", "network": "net", "vip": SVC_VIP3, "ports": [f"{SVC_CONN_PORT}/tcp"], "backends": ["r1", "r2", "r3"]}]
+        self.d.write_config()
+        _started(self.d)
+        self.s = self.d.ns("s")
+        self.backends = [self.d.ns(f"r{i}") for i in range(1, 4)]
+
+    def teardown(self):
+        self.d.cleanup()
 
 
 class TestpmdPair(topo.Topology):
@@ -215,6 +270,8 @@ class Bench:
             self.run_vhost(results)
         if "dns" in self.cfg.scenarios:
             self.run_dns(results)
+        if "svc" in self.cfg.scenarios:
+            self.run_svc(results)
 
     def cleanup(self):
         """Ends every process started (by PID) and removes the namespaces that
@@ -360,6 +417,38 @@ class Bench:
                     srv.terminate()
                     srv.wait(10)
                     shutil.rmtree(os.path.dirname(hosts), ignore_errors=True)
+                t.teardown()
+
+    # ---- services ----
+    def run_svc(self, results):
+        """Through a virtual IP: one TCP stream (a VIP with one backend) and
+        short connections/s spread over three backends. kernel = the kernel's
+        own balancing as kube-proxy builds it (iptables DNAT with `-m statistic
+        --mode random`; here in the client's namespace, where Docker puts its
+        VIP's IPVS), client and backends on a Linux bridge; dpsw = services
+        with mode vip (Maglev) on a dpsw network."""
+        c = self.cfg
+        for kind in ("kernel", "dpsw"):
+            if kind not in c.only:
+                continue
+            print(f"== service VIP through {kind}", flush=True)
+            t = KernelServices(self.prefix) if kind == "kernel" else DpswServices(self.prefix, c.switch_core)
+            r = results["runs"].setdefault(kind, {})
+            servers = []
+            try:
+                for b in t.backends[1:]:  # the first one's is connrate()'s own
+                    servers.append(spawn("ip", "netns", "exec", b, "taskset", "-c", str(c.gen_core), CONNRATE, "server", "--port",
+                                         str(SVC_CONN_PORT), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                ping_ns(t.s, SVC_BACKENDS[0])
+                r["svctcp"] = x = iperf3(t.backends[0], t.s, SVC_VIP1, c.duration, port=SVC_TPUT_PORT)
+                print(f"   TCP x1 to the VIP: {x['gbps'] if x['gbps'] is None else round(x['gbps'], 2)} Gb/s, {x['cores_busy']:.2f} cores busy", flush=True)
+                r["svcconn"] = x = connrate(t.backends[0], t.s, SVC_VIP3, c.duration, c.gen_core, SVC_CONN_PORT)
+                print(f"   connections to the VIP (3 backends): {x['conn_per_s']} conn/s, connect p50 {x.get('connect_p50_us')} us, "
+                      f"p99 {x.get('connect_p99_us')} us; failed {x.get('failed')}", flush=True)
+            finally:
+                for s in servers:
+                    s.terminate()
+                    s.wait(10)
                 t.teardown()
 
     # ---- vhost-user ----
