@@ -17,7 +17,7 @@
 //   eth_input --kL2--> l3_local --kNotLocal--> l2_fwd* --kUnicast--> output --kTx-----> tx
 //     |                  |                       |                     ^   \--kTunnel--> vxlan_output
 //     \--kDrop--> drop   |--kReply--> tx         |--kFlood--> flood ---+ kOut
-//                        |--kDns--> dns (answers, relays: tx) --kRoute--> l3_route
+//                        |--kDns--> dns (answers, relays: tx) --kRoute--> l3_route --kL2--> l2_fwd
 //                        |--kRoute--> l3_route   |              \--kTx--> tx
 //                        |              |--kOut--> tx
 //                        |              \--kDrop--> drop

@@ -4,7 +4,12 @@
 //     next hop from the uplink ARP cache, out of the uplink port;
 //   uplink -> uplink address: reverse the flow's SNAT, out of the
 //     container's port with its MAC.
-// Exits: kOut (out_port set, frame rewritten in place), kDrop (reason).
+//   a service's VIP (or its published port): DNAT to the backend Maglev
+//     picks for the connection, the client's address kept;
+//   a service backend's packet from a service port (l3_local sends it even
+//     when it is not for the router MAC): a VIP connection's reply, restored.
+// Exits: kOut (out_port set, frame rewritten in place), kDrop (reason), kL2
+// (a backend's packet that belongs to no VIP connection: bridged).
 // Checksums are updated incrementally (IPv4 header; TCP/UDP pseudo-header
 // and port; ICMP echo id). TTL is decremented.
 // Checked first, as Linux does: the IPv4 header checksum (bad_csum) and
