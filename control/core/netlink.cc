@@ -156,6 +156,12 @@ uint32_t Rtnl::link_mtu(const std::string& name) {
   return rtnl_link_get_mtu(l.p);
 }
 
+bool Rtnl::link_lower_up(const std::string& name) {
+  LinkPtr l;
+  if (rtnl_link_get_kernel(sk_, 0, name.c_str(), &l.p) < 0) return false;
+  return rtnl_link_get_carrier(l.p) != 0;
+}
+
 std::string Rtnl::link_kind(const std::string& name) {
   LinkPtr l;
   if (int e = rtnl_link_get_kernel(sk_, 0, name.c_str(), &l.p); e < 0) fail_nl("find link " + name, e);

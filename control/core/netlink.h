@@ -40,6 +40,7 @@ class Rtnl {
   int ifindex(const std::string& name);  // 0 when absent
   Mac link_mac(const std::string& name);  // throws when absent
   uint32_t link_mtu(const std::string& name);  // throws when absent
+  bool link_lower_up(const std::string& name);  // its carrier (a veth: its peer is up); false when absent
   std::string link_kind(const std::string& name);  // "veth", "vxlan", ...; "" for a device without one (a NIC); throws when absent
   // veth pair: `name` here, `peer` inside the namespace peer_ns_fd.
   void create_veth(const std::string& name, const std::string& alias, const std::string& peer, int peer_ns_fd,

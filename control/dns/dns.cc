@@ -196,7 +196,8 @@ void Dns::contribute(Snapshot& s) const {
       add(ps->vip, false);
       t.ptrs.push_back({uint64_t(bd->second) << 32 | ps->vip, add_str(svc.name + "." + net)});
     } else {
-      for (uint16_t id : service_backends(core_, s, svc)) add(core_.ports_[id].ip, true);
+      const std::set<uint16_t> down(s.services.down.begin(), s.services.down.end());  // (services contribute before us)
+      for (uint16_t id : service_backends(core_, s, svc, &down)) add(core_.ports_[id].ip, true);
     }
   }
   // Sorted by key; an alias held by several endpoints keeps its addresses in

@@ -4,6 +4,7 @@
 
 #include "control/core/ipv4.h"
 #include "control/core/log.h"
+#include "control/core/netlink.h"
 #include "dataplane/services/maglev.h"
 
 namespace dpsw {
@@ -12,13 +13,13 @@ namespace {
 using json = nlohmann::json;
 }
 
-std::vector<uint16_t> service_backends(const Core& core, const Snapshot& s, const ServiceConfig& svc) {
+std::vector<uint16_t> service_backends(const Core& core, const Snapshot& s, const ServiceConfig& svc, const std::set<uint16_t>* down) {
   auto bd = core.bd_of_.find(svc.network);
   if (bd == core.bd_of_.end()) return {};
   std::vector<std::pair<std::string, uint16_t>> found;
   for (size_t id = 0; id < core.ports_.size() && id < s.ports.size(); id++) {
     const PortRec& pr = core.ports_[id];
-    if (!s.ports[id].endpoint || pr.bd != bd->second || !pr.ip) continue;
+    if (!s.ports[id].endpoint || pr.bd != bd->second || !pr.ip || (down && down->count(uint16_t(id)))) continue;
     bool match = false;
     if (!svc.backend_names.empty()) {
       match = std::count(svc.backend_names.begin(), svc.backend_names.end(), pr.endpoint) > 0;
@@ -58,7 +59,7 @@ void Services::contribute(Snapshot& s) const {
     v.router_mac = s.bds[v.bd].router_mac;
     for (const Publish& p : svc.ports) v.ports.push_back(SvcPort{p.proto, p.host_lo, p.host_hi, p.ctr_lo});
     std::vector<uint64_t> keys;
-    for (uint16_t id : service_backends(core_, s, svc)) {
+    for (uint16_t id : service_backends(core_, s, svc, &down_)) {
       const PortRec& pr = core_.ports_[id];
       v.backends.push_back(ServiceBackend{pr.ip, id, pr.mac});
       keys.push_back(Maglev::key_of(pr.endpoint.c_str()));
@@ -74,6 +75,7 @@ void Services::contribute(Snapshot& s) const {
     vips.emplace_back(&svc, std::move(v));
   }
   tables_ = std::move(keep);  // the services gone take their tables with them
+  st.down.assign(down_.begin(), down_.end());
   std::sort(vips.begin(), vips.end(), [](const auto& a, const auto& b) { return a.second.vip < b.second.vip; });
   for (auto& [svc, v] : vips) {
     const int32_t index = int32_t(st.vips.size());
@@ -86,6 +88,28 @@ void Services::contribute(Snapshot& s) const {
     }
     st.vips.push_back(std::move(v));
   }
+}
+
+void Services::tick(uint32_t now) {
+  if (core_.cfg_.services.empty() || now - checked_ms_ < 1000) return;
+  checked_ms_ = now;
+  // Every port that is (or would be) some service's backend: its host end's
+  // carrier says whether the container's end is up.
+  const Snapshot& s = core_.dp_->snapshot();
+  std::set<uint16_t> down;
+  Rtnl rt;
+  for (const ServiceConfig& svc : core_.cfg_.services)
+    for (uint16_t id : service_backends(core_, s, svc)) {
+      const PortRec& pr = core_.ports_[id];
+      if ((pr.kind == PortRec::Kind::kAfxdp || pr.kind == PortRec::Kind::kFast) && !rt.link_lower_up(pr.host_ifname)) down.insert(id);
+    }
+  if (down == down_) return;
+  for (uint16_t id : down)
+    if (!down_.count(id)) LOG_INFO("services: backend %s: its link is down, out of its services' tables", core_.ports_[id].endpoint.c_str());
+  for (uint16_t id : down_)
+    if (!down.count(id) && id < core_.ports_.size()) LOG_INFO("services: backend %s: its link is up again", core_.ports_[id].endpoint.c_str());
+  down_ = std::move(down);
+  core_.publish_snapshot();
 }
 
 json Services::add(const ServiceConfig& svc) {
@@ -136,7 +160,7 @@ void Services::views(ViewRegistry& r) {
                                       (p.proto == 6 ? "/tcp" : "/udp");
                            }
                            json list = json::array();
-                           for (uint16_t id : service_backends(core_, s, svc)) {
+                           for (uint16_t id : service_backends(core_, s, svc, &down_)) {
                              list.push_back({{"endpoint", core_.ports_[id].endpoint}, {"ip", ipv4_to_string(core_.ports_[id].ip)}});
                              backends += (backends.empty() ? "" : ",") + core_.ports_[id].endpoint;
                            }

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <map>
+#include <set>
 #include <memory>
 #include <string>
 #include <vector>
@@ -16,8 +17,10 @@
 
 namespace dpsw {
 
-// The ports (in snapshot s, on the service's network) of svc's backends, by endpoint name order.
-std::vector<uint16_t> service_backends(const Core& core, const Snapshot& s, const ServiceConfig& svc);
+// The ports (in snapshot s, on the service's network) of svc's backends, by
+// endpoint name order; `down`: ports whose link is down, left out.
+std::vector<uint16_t> service_backends(const Core& core, const Snapshot& s, const ServiceConfig& svc,
+                                       const std::set<uint16_t>* down = nullptr);
 
 class Services : public Module {
  public:
@@ -27,6 +30,7 @@ class Services : public Module {
   void reload_check(Reload& r) const override;  // "services" in what it applies
   void contribute(Snapshot& s) const override;  // ServiceTable, the VIPs on their networks, published service ports
   void views(ViewRegistry& r) override;         // show services
+  void tick(uint32_t now) override;             // each second: backends whose link went down leave their tables (and come back)
   void verbs(VerbRegistry& r) override;         // service add | del
 
  private:
@@ -38,6 +42,8 @@ class Services : public Module {
     std::shared_ptr<const std::vector<uint16_t>> table;
   };
   mutable std::map<std::string, Cached> tables_;
+  std::set<uint16_t> down_;  // backend ports whose link is down (the container's end is down)
+  uint32_t checked_ms_ = 0;
 };
 
 }  // namespace dpsw

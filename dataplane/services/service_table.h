@@ -60,6 +60,7 @@ struct ServiceTable {
   // Per port id: the service ports (proto, the backends' target ports) its
   // endpoint serves as a backend; its packets from them go to l3_route.
   std::vector<std::vector<SvcPort>> backend_ports;
+  std::vector<uint16_t> down;  // backends' ports whose link is down (out of every table; the control side's, for DNS)
 
   const VipService* find(uint32_t vip) const {
     auto it = std::lower_bound(vips.begin(), vips.end(), vip, [](const VipService& v, uint32_t ip) { return v.vip < ip; });

@@ -124,6 +124,14 @@ def vip_balancing():
             rows = d.ctl("show", "services")
             web = next(r for r in rows if r["name"] == "web")
             check(web["vip"] == VIP and web["backends"] == "b1,b2,b3", f"show services: {web}")
+            # A backend whose link goes down leaves the table (and comes back with it).
+            backends = lambda: next(r for r in d.ctl("show", "services") if r["name"] == "web")["backends"]
+            d.run("b3", "ip", "link", "set", "eth0", "down")
+            wait_for(lambda: backends() == "b1,b2", 5, "b3 out of the table once its link is down")
+            got = connect(d, "c", VIP, 80, 60)
+            check({g[0] for g in got} == {"b1", "b2"}, f"new connections avoid b3: {sorted({g[0] for g in got})}")
+            d.run("b3", "ip", "link", "set", "eth0", "up")
+            wait_for(lambda: backends() == "b1,b2,b3", 5, "b3 back in the table")
         finally:
             for p in procs:
                 p.kill()
