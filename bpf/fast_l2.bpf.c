@@ -555,7 +555,10 @@ int dpsw_fast_ingress(struct __sk_buff *skb) {
   if (in->nsvc && eth->h_proto == bpf_htons(ETH_P_IP) && !skb->vlan_present && !(eth->h_dest[0] & 1)) {
     struct iphdr *ip = (void *)(eth + 1);
     struct udphdr *uh = (void *)(ip + 1);  // TCP's ports sit at the same place
-    if ((void *)(uh + 1) <= data_end && ip->ihl == 5 && (ip->protocol == IPPROTO_TCP || ip->protocol == IPPROTO_UDP)) {
+    if ((void *)(uh + 1) <= data_end && (ip->protocol == IPPROTO_TCP || ip->protocol == IPPROTO_UDP) &&
+        (ip->ihl != 5 || (ip->frag_off & bpf_htons(0x1fff))))
+      goto punt;  // IP options, a later fragment: dpsw's (it restores the VIP of a flow's, or bridges it)
+    if ((void *)(uh + 1) <= data_end && (ip->protocol == IPPROTO_TCP || ip->protocol == IPPROTO_UDP)) {
       const __u16 sport = bpf_ntohs(uh->source);
       int svc = 0;
 #pragma unroll

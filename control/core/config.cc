@@ -281,6 +281,15 @@ void parse_service(Map& m, const YAML::Node& n, ServiceConfig& svc) {
   } else {
     m.fail(b, m.key("backends"), "expected a list of endpoint names or { labels: { KEY: VALUE } }");
   }
+  if (auto v = m.get("health_check")) {
+    Map hm(v, m.key("health_check"), m.origin(), m.lines());
+    auto port = hm.get("port");
+    if (port) svc.health_port = uint16_t(integer(hm, port, hm.key("port"), 1, 65535));
+    else if (!svc.ports.empty() && svc.ports[0].proto == 6) svc.health_port = svc.ports[0].ctr_lo;  // the first (TCP) port's backends' port
+    else hm.fail(v, hm.key("port"), "required without a TCP port in ports (the backends' port to connect to)");
+    if (auto i = hm.get("interval_s")) svc.health_interval_s = uint32_t(integer(hm, i, hm.key("interval_s"), 1, 3600));
+    hm.finish();
+  }
   if (auto v = m.get("publish")) {
     if (svc.mode == ServiceConfig::Mode::kDnsrr) m.fail(v, m.key("publish"), "mode dnsrr has no virtual IP to publish (as Docker's)");
     svc.publish = port_maps(m, v, "publish", true);
@@ -1048,28 +1057,9 @@ Plan make_plan(const Config& cfg, const Plan* previous, const std::vector<Reserv
       }
     }
   auto is_kept = [&](const EndpointConfig& ep, size_t i) { return kept.count({ep.name, ep.networks[i]}) > 0; };
-  // Static addresses and MACs next, so dynamic ones never take them (Docker does the same).
-  for (auto& ep : cfg.endpoints) {
-    if (ep.networks.empty() || is_kept(ep, 0)) continue;
-    if (ep.mac) {
-      if ((*ep.mac & kDpswMacMask) == kDpswMacPrefix)
-        throw ConfigError(ep.src.where("mac") + mac_to_string(*ep.mac) + " is in 02:dd:00:00:00:00/16, which dpsw keeps for its own MACs");
-      if (auto [it, fresh] = macs.emplace(*ep.mac, ep.name); !fresh)
-        throw ConfigError(ep.src.where("mac") + mac_to_string(*ep.mac) + " is already the MAC of endpoint '" + it->second + "'");
-    }
-    if (!ep.ip) continue;
-    const NetworkConfig& net = cfg.networks[bd_of(ep.networks[0])];
-    switch (ipam[bd_of(net.name)].reserve(*ep.ip)) {
-      case Ipam::Reserve::kOk: break;
-      case Ipam::Reserve::kOutsideSubnet:
-        throw ConfigError(ep.src.where("ip") + ipv4_to_string(*ep.ip) + " is not in subnet " + prefix_to_string(net.subnet) + " of network '" + net.name + "'");
-      case Ipam::Reserve::kReserved:
-        throw ConfigError(ep.src.where("ip") + ipv4_to_string(*ep.ip) + " is the network, broadcast or gateway address of network '" + net.name + "'");
-      case Ipam::Reserve::kInUse:
-        throw ConfigError(ep.src.where("ip") + ipv4_to_string(*ep.ip) + " is already used by another endpoint on network '" + net.name + "'");
-    }
-  }
-  // Services' virtual IPs: kept from the previous plan, or static; then (below) allocated.
+  // Services' virtual IPs, kept from the previous plan or static: before the
+  // endpoints' static addresses (an endpoint may not take a service's VIP);
+  // the others are allocated after the endpoints' (below).
   std::map<std::string, uint32_t> vips;
   for (const auto& svc : cfg.services) {
     if (svc.mode != ServiceConfig::Mode::kVip || !bd_index.count(svc.network)) continue;
@@ -1088,6 +1078,31 @@ Plan make_plan(const Config& cfg, const Plan* previous, const std::vector<Reserv
       case Ipam::Reserve::kInUse:
         if (svc.vip) throw ConfigError(svc.src.where("vip") + ipv4_to_string(want) + " is already used on network '" + net.name + "'");
         break;  // a kept one an endpoint's static address took: allocated anew below
+    }
+  }
+  // Static addresses and MACs next, so dynamic ones never take them (Docker does the same).
+  for (auto& ep : cfg.endpoints) {
+    if (ep.networks.empty() || is_kept(ep, 0)) continue;
+    if (ep.mac) {
+      if ((*ep.mac & kDpswMacMask) == kDpswMacPrefix)
+        throw ConfigError(ep.src.where("mac") + mac_to_string(*ep.mac) + " is in 02:dd:00:00:00:00/16, which dpsw keeps for its own MACs");
+      if (auto [it, fresh] = macs.emplace(*ep.mac, ep.name); !fresh)
+        throw ConfigError(ep.src.where("mac") + mac_to_string(*ep.mac) + " is already the MAC of endpoint '" + it->second + "'");
+    }
+    if (!ep.ip) continue;
+    const NetworkConfig& net = cfg.networks[bd_of(ep.networks[0])];
+    switch (ipam[bd_of(net.name)].reserve(*ep.ip)) {
+      case Ipam::Reserve::kOk: break;
+      case Ipam::Reserve::kOutsideSubnet:
+        throw ConfigError(ep.src.where("ip") + ipv4_to_string(*ep.ip) + " is not in subnet " + prefix_to_string(net.subnet) + " of network '" + net.name + "'");
+      case Ipam::Reserve::kReserved:
+        throw ConfigError(ep.src.where("ip") + ipv4_to_string(*ep.ip) + " is the network, broadcast or gateway address of network '" + net.name + "'");
+      case Ipam::Reserve::kInUse: {
+        for (const auto& [svc, vip] : vips)
+          if (vip == *ep.ip && cfg.service(svc) && cfg.service(svc)->network == net.name)
+            throw ConfigError(ep.src.where("ip") + ipv4_to_string(*ep.ip) + " is the virtual IP of service '" + svc + "' on network '" + net.name + "'");
+        throw ConfigError(ep.src.where("ip") + ipv4_to_string(*ep.ip) + " is already used by another endpoint on network '" + net.name + "'");
+      }
     }
   }
   if (reserved)  // after the static ones (which win), before any dynamic one

@@ -159,10 +159,16 @@ struct ServiceConfig {
   std::map<std::string, std::string> backend_labels;   // ... or backends: { labels: { app: web } } (every endpoint on the network with them)
   enum class Mode : uint8_t { kVip, kDnsrr } mode = Mode::kVip;
   std::vector<Publish> publish;        // "8081:80/tcp": host port(s) on the uplink -> the service's (VIP) port(s)
+  // health_check: { port: 80, interval_s: 2 }: a backend that does not
+  // accept a TCP connection there (tried from inside its namespace) leaves
+  // the table until it does. port 0: none.
+  uint16_t health_port = 0;
+  uint32_t health_interval_s = 2;
   ItemSource src;
   bool operator==(const ServiceConfig& o) const {
     return name == o.name && network == o.network && vip == o.vip && ports == o.ports && backend_names == o.backend_names &&
-           backend_labels == o.backend_labels && mode == o.mode && publish == o.publish;
+           backend_labels == o.backend_labels && mode == o.mode && publish == o.publish && health_port == o.health_port &&
+           health_interval_s == o.health_interval_s;
   }
 };
 

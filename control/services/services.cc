@@ -1,5 +1,11 @@
 #include "control/services/services.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <algorithm>
 
 #include "control/core/ipv4.h"
@@ -60,6 +66,7 @@ void Services::contribute(Snapshot& s) const {
     for (const Publish& p : svc.ports) v.ports.push_back(SvcPort{p.proto, p.host_lo, p.host_hi, p.ctr_lo});
     std::vector<uint64_t> keys;
     for (uint16_t id : service_backends(core_, s, svc, &down_)) {
+      if (unhealthy_.count({svc.name, id})) continue;  // failed its health check
       const PortRec& pr = core_.ports_[id];
       v.backends.push_back(ServiceBackend{pr.ip, id, pr.mac});
       keys.push_back(Maglev::key_of(pr.endpoint.c_str()));
@@ -75,6 +82,26 @@ void Services::contribute(Snapshot& s) const {
     vips.emplace_back(&svc, std::move(v));
   }
   tables_ = std::move(keep);  // the services gone take their tables with them
+  for (size_t id = 0; id < st.backend_ports.size(); id++) {
+    auto& now = st.backend_ports[id];
+    auto f = former_.find(uint16_t(id));
+    if (!s.ports[id].endpoint) {  // its endpoint is gone (or going): nothing to keep
+      if (f != former_.end()) former_.erase(f);
+      continue;
+    }
+    if (!now.empty()) {  // remembered for when it stops being one
+      std::vector<SvcPort>& keep_ranges = former_[uint16_t(id)];
+      for (const SvcPort& p : now)
+        if (std::none_of(keep_ranges.begin(), keep_ranges.end(), [&](const SvcPort& q) { return q.proto == p.proto && q.target == p.target && q.hi - q.lo == p.hi - p.lo; }))
+          keep_ranges.push_back(p);
+    }
+    if (f != former_.end() || former_.count(uint16_t(id))) {
+      for (const SvcPort& p : former_[uint16_t(id)])
+        if (std::none_of(now.begin(), now.end(), [&](const SvcPort& q) { return q.proto == p.proto && q.target == p.target && q.hi - q.lo == p.hi - p.lo; }))
+          now.push_back(p);
+      s.ports[id].svc_backend = true;
+    }
+  }
   st.down.assign(down_.begin(), down_.end());
   std::sort(vips.begin(), vips.end(), [](const auto& a, const auto& b) { return a.second.vip < b.second.vip; });
   for (auto& [svc, v] : vips) {
@@ -87,6 +114,61 @@ void Services::contribute(Snapshot& s) const {
       for (uint32_t port = p.host_lo; port <= p.host_hi; port++) idx[port] = uint16_t(l3.pub.size());
     }
     st.vips.push_back(std::move(v));
+  }
+}
+
+bool Services::probe(uint16_t port, uint16_t tcp_port) const {
+  const PortRec& pr = core_.ports_[port];
+  auto ep = std::find_if(core_.plan_.endpoints.begin(), core_.plan_.endpoints.end(), [&](const auto& e) { return e.name == pr.endpoint; });
+  if (ep == core_.plan_.endpoints.end() || ep->netns_path.empty()) return true;  // no namespace of ours to look from (a runtime's): healthy
+  bool ok = false;
+  try {
+    Fd ns(netns::open_path(ep->netns_path));
+    in_netns(ns.fd, [&] {
+      Fd s(socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+      if (s.fd < 0) return;
+      sockaddr_in a{};
+      a.sin_family = AF_INET;
+      a.sin_port = htons(tcp_port);
+      a.sin_addr.s_addr = htonl(pr.ip);
+      if (connect(s.fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
+        ok = true;
+        return;
+      }
+      if (errno != EINPROGRESS) return;
+      pollfd p{s.fd, POLLOUT, 0};
+      int err = 0;
+      socklen_t len = sizeof err;
+      ok = poll(&p, 1, 200) == 1 && getsockopt(s.fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0;  // its own address: at once
+    });
+  } catch (const std::exception&) {
+  }
+  return ok;
+}
+
+void Services::health(uint32_t now, bool* changed) {
+  const Snapshot& s = core_.dp_->snapshot();
+  std::set<std::pair<std::string, uint16_t>> bad;
+  for (const ServiceConfig& svc : core_.cfg_.services) {
+    if (!svc.health_port) continue;
+    auto last = probed_ms_.find(svc.name);
+    if (last != probed_ms_.end() && now - last->second < svc.health_interval_s * 1000) {  // not due: as last time
+      for (const auto& u : unhealthy_)
+        if (u.first == svc.name) bad.insert(u);
+      continue;
+    }
+    probed_ms_[svc.name] = now;
+    for (uint16_t id : service_backends(core_, s, svc, &down_))
+      if (!probe(id, svc.health_port)) bad.insert({svc.name, id});
+  }
+  for (const auto& u : bad)
+    if (!unhealthy_.count(u)) LOG_INFO("services: %s: backend %s failed its health check: out of the table", u.first.c_str(), core_.ports_[u.second].endpoint.c_str());
+  for (const auto& u : unhealthy_)
+    if (!bad.count(u) && u.second < core_.ports_.size())
+      LOG_INFO("services: %s: backend %s passes its health check again", u.first.c_str(), core_.ports_[u.second].endpoint.c_str());
+  if (bad != unhealthy_) {
+    unhealthy_ = std::move(bad);
+    *changed = true;
   }
 }
 
@@ -103,7 +185,9 @@ void Services::tick(uint32_t now) {
       const PortRec& pr = core_.ports_[id];
       if ((pr.kind == PortRec::Kind::kAfxdp || pr.kind == PortRec::Kind::kFast) && !rt.link_lower_up(pr.host_ifname)) down.insert(id);
     }
-  if (down == down_) return;
+  bool changed = false;
+  health(now, &changed);
+  if (down == down_ && !changed) return;
   for (uint16_t id : down)
     if (!down_.count(id)) LOG_INFO("services: backend %s: its link is down, out of its services' tables", core_.ports_[id].endpoint.c_str());
   for (uint16_t id : down_)

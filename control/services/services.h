@@ -42,8 +42,18 @@ class Services : public Module {
     std::shared_ptr<const std::vector<uint16_t>> table;
   };
   mutable std::map<std::string, Cached> tables_;
+  // Ports that were a backend and are no more (relabelled, dropped from a
+  // service, its service deleted) while their endpoint lives: their service
+  // ports stay diverted, so that the connections they still serve keep
+  // getting their replies restored. Until the endpoint goes.
+  mutable std::map<uint16_t, std::vector<SvcPort>> former_;
   std::set<uint16_t> down_;  // backend ports whose link is down (the container's end is down)
   uint32_t checked_ms_ = 0;
+  // Health checks: (service, backend port) that failed their last probe; when each service was probed.
+  std::set<std::pair<std::string, uint16_t>> unhealthy_;
+  std::map<std::string, uint32_t> probed_ms_;
+  bool probe(uint16_t port, uint16_t tcp_port) const;  // a TCP connection accepted, from inside the backend's namespace
+  void health(uint32_t now, bool* changed);
 };
 
 }  // namespace dpsw

@@ -3,6 +3,7 @@
 // Exits: kL2 (continue to learning/forwarding), kDrop (reason in `drop`).
 #pragma once
 
+#include <algorithm>
 #include <cstring>
 
 #include "dataplane/core/checksum.h"
@@ -33,8 +34,9 @@ inline EthResult eth_input(Packet& p, const PortEntry& in, const BdEntry& bd) {
   Mac src = mac_from_bytes(p.data + 6);
   if (mac_is_multicast(src) || mac_is_zero(src) || src == bd.router_mac) return {EthNext::kDrop, Drop::kBadSrcMac, dst, src};
   // ARP for IPv4 over Ethernet: sender protocol address at 14 + 14.
-  if (in.endpoint && bd.local_ip && p.len >= kEthHdrLen + 28 && load_be16(p.data + 12) == kEtherTypeArp &&
-      csum::load32(p.data + kEthHdrLen + 14) == bd.local_ip)
+  if (in.endpoint && (bd.local_ip || !bd.vips.empty()) && p.len >= kEthHdrLen + 28 && load_be16(p.data + 12) == kEtherTypeArp &&
+      (csum::load32(p.data + kEthHdrLen + 14) == bd.local_ip ||
+       std::find(bd.vips.begin(), bd.vips.end(), csum::load32(p.data + kEthHdrLen + 14)) != bd.vips.end()))  // or a service's VIP
     return {EthNext::kDrop, Drop::kArpSpoof, dst, src};
   p.bd = in.bd;
   return {EthNext::kL2, Drop::kCount, dst, src};

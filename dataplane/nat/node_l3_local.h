@@ -24,7 +24,7 @@ struct L3Local : Node<stage::LocalNext, 5> {
       csum::complete_partial(p.data, p.len);
       if (c.arp) arp_learn(p.data, p.len, *c.arp);
     }
-    if (c.in.svc_backend && stage::backend_reply(p, c.s.services)) {  // a service backend's packet: l3_route restores the VIP, or hands it back
+    if (c.in.svc_backend && c.lane.dst[i] != c.bd.router_mac && stage::backend_reply(p, c.s.services)) {  // a service backend's packet: l3_route restores the VIP, or hands it back
       c.lane.handled[i] = true;
       emit(i, Next::kRoute, 0);
       return;

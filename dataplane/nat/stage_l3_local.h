@@ -49,8 +49,9 @@ inline bool backend_reply(const Packet& p, const ServiceTable& st) {
   if (p.len < kEthHdrLen + 20 + 8 || load_be16(p.data + 12) != kEtherTypeIpv4) return false;
   const uint8_t* ip = p.data + kEthHdrLen;
   const uint32_t ihl = uint32_t(ip[0] & 0x0f) * 4;
-  if ((ip[0] >> 4) != 4 || ihl < 20 || kEthHdrLen + ihl + 8 > p.len || (load_be16(ip + 6) & 0x1fff) || (ip[9] != 6 && ip[9] != 17)) return false;
-  return st.from_backend(p.in_port, ip[9], load_be16(ip + ihl));
+  if ((ip[0] >> 4) != 4 || ihl < 20 || kEthHdrLen + ihl > p.len || (ip[9] != 6 && ip[9] != 17)) return false;
+  if (load_be16(ip + 6) & 0x1fff) return ip[9] == 17;  // a later fragment: l3_route finds its first's flow, if any (else bridged)
+  return kEthHdrLen + ihl + 8 <= p.len && st.from_backend(p.in_port, ip[9], load_be16(ip + ihl));
 }
 
 inline LocalNext l3_local(Packet& p, const BdEntry& bd, Mac dst, Drop* drop) {

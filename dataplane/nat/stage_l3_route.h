@@ -266,11 +266,26 @@ inline RouteNext l3_route(Packet& p, const BdEntry& bd, RouteCtx& c, uint16_t* o
   // sent it: from a service port): the reply of a connection to the VIP, or
   // bridged as ever (kL2).
   if (p.in_port != l3.uplink_port && mac_from_bytes(f) != bd.router_mac) {
-    uint16_t bs = 0, bdp = 0;
-    if ((csum::load16(ip + 6) & 0x1fff) || csum::of(ip, ihl) != 0 || !l4_ports(proto, ip + ihl, tot - ihl, &bs, &bdp)) return RouteNext::kL2;
+    if (csum::of(ip, ihl) != 0) return RouteNext::kL2;
     bool r = false;
-    Flow* fl = c.ct.find(FlowKey{sip, dip, bs, bdp, proto}, &r);
+    const uint16_t fr = csum::load16(ip + 6);
+    if (fr & 0x1fff) {  // a later fragment: the flow its first fragment was matched to
+      const FlowKey* k = c.ct.frags(c.worker).lookup(sip, dip, csum::load16(ip + 4), proto, c.now);
+      Flow* fl = k ? c.ct.find(*k, &r) : nullptr;
+      if (!fl || !r) return RouteNext::kL2;
+      return forward(p, ip, ihl, proto, *fl, true, c, out_port, drop, false);
+    }
+    uint16_t bs = 0, bdp = 0;
+    if (!l4_ports(proto, ip + ihl, tot - ihl, &bs, &bdp)) return RouteNext::kL2;
+    const FlowKey k{sip, dip, bs, bdp, proto};
+    Flow* fl = c.ct.find(k, &r);
     if (!fl || !r) return RouteNext::kL2;
+    // A SYN+ACK for a VIP connection that is past its handshake (closing,
+    // closed: its tuple lingers) answers a new connection made straight to
+    // the backend with that tuple: not the VIP's.
+    const uint8_t st = fl->state.load(std::memory_order_relaxed);  // relaxed: the state as the workers write it
+    if (proto == 6 && (ip[ihl + 13] & 0x02) && st != uint8_t(TcpState::kSynSent) && st != uint8_t(TcpState::kSynRecv)) return RouteNext::kL2;
+    if (fr & 0x2000) c.ct.frags(c.worker).remember(sip, dip, csum::load16(ip + 4), proto, k, c.now);  // its later fragments follow it
     return forward(p, ip, ihl, proto, *fl, true, c, out_port, drop);
   }
   if (csum::of(ip, ihl) != 0) return *drop = Drop::kBadCsum, RouteNext::kDrop;
@@ -323,6 +338,9 @@ inline RouteNext l3_route(Packet& p, const BdEntry& bd, RouteCtx& c, uint16_t* o
     // Published port (DNAT): the container sees the real client address
     // (an outside host's, or a macvlan endpoint's on the same segment).
     if (!rule) return *drop = from_macvlan ? Drop::kFromMacvlan : Drop::kNoFlow, RouteNext::kDrop;
+    bool other = false;
+    if (rule->service >= 0 && c.ct.find(FlowKey{to.ip, sip, to.port, sport, proto}, &other))  // its reply tuple is another flow's
+      return *drop = Drop::kNatClash, RouteNext::kDrop;
     const FlowOut back = from_uplink ? FlowOut{l3.uplink_port, 0, l3.uplink_mac} : FlowOut{p.in_port, mac_from_bytes(f + 6), l3.uplink_mac};
     r = c.ct.create(c.worker, key, sip, sport, to.ip, to.port, to.out, back, to.bd, c.now, &fl, ConnTrack::Origin::kInbound);
   } else if (const VipService* v = c.s.services.find(dip)) {
@@ -340,7 +358,11 @@ inline RouteNext l3_route(Packet& p, const BdEntry& bd, RouteCtx& c, uint16_t* o
     const uint16_t tport = v->target(proto, dport);
     const ServiceBackend* b = tport ? v->pick(sip, dip, sport, dport, proto) : nullptr;
     if (!b) return RouteNext::kDrop;  // not a service port, or no backend: no_route
-    const bool self = b->ip == sip;
+    // Masqueraded too when the client's own address and port would make a
+    // reply tuple another flow has (the same source port to another VIP of
+    // this backend, or straight to it).
+    bool other = false;
+    const bool self = b->ip == sip || c.ct.find(FlowKey{b->ip, sip, tport, sport, proto}, &other);
     r = c.ct.create(c.worker, key, self ? v->gateway : sip, self ? 0 : sport, b->ip, tport, FlowOut{b->port, b->mac, v->router_mac},
                     FlowOut{p.in_port, mac_from_bytes(f + 6), router}, v->bd, c.now, &fl);
   } else if (dip == bd.local_ip) {

@@ -11,7 +11,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # tests/: the lab package
-from lab.testing import Dpsw, check, scenario_main, wait_for  # noqa: E402
+from lab.testing import FAST, Dpsw, check, scenario_main, wait_for  # noqa: E402
 
 OUT, HOST = Dpsw.OUTSIDE_IP, Dpsw.HOST_IP
 NETS = [{"name": "front", "subnet": "10.244.1.0/24", "allow": ["back"]}, {"name": "back", "subnet": "10.244.2.0/24"}]
@@ -114,13 +114,23 @@ def vip_balancing():
             check(all(160 <= n <= 240 for n in per.values()), f"600 connections over 3 backends within +-20% of 200: {per}")
             check(all(g[1] == "10.244.1.50" for g in got), f"backends see the client's own address: {set(g[1] for g in got)}")
             # From an allowed network, from outside (published), by hairpin, from a backend itself.
-            for ns, target, port, seen in [("d", VIP, 80, "10.244.2.50"), ("out", HOST, 8088, OUT), ("c", HOST, 8088, "10.244.1.1"),
-                                           ("b1", VIP, 80, None)]:
+            for ns, target, port, seen in [("d", VIP, 80, "10.244.2.50"), ("out", HOST, 8088, OUT), ("c", HOST, 8088, "10.244.1.1")]:
                 got = connect(d, ns, target, port, 30)
                 check(all(g[0] in BACKENDS for g in got), f"{ns} -> {target}:{port}: {got[:3]}")
                 check(len({g[0] for g in got}) >= 2, f"{ns} -> {target}:{port}: spread over backends: {got[:5]}")
-                if seen:
-                    check(all(g[1] == seen for g in got), f"{ns} -> {target}:{port}: the backend sees {seen}: {set(g[1] for g in got)}")
+                check(all(g[1] == seen for g in got), f"{ns} -> {target}:{port}: the backend sees {seen}: {set(g[1] for g in got)}")
+            # A backend to its own VIP: when it lands on itself, masqueraded behind the gateway.
+            b1_ip = d.run("b1", "ip", "-4", "-o", "addr", "show", "eth0").stdout.split()[3].split("/")[0]
+            got = connect(d, "b1", VIP, 80, 30)
+            check(all(g[0] in BACKENDS for g in got) and len({g[0] for g in got}) >= 2, f"b1 -> VIP: {got[:5]}")
+            check(all(g[1] == ("10.244.1.1" if g[0] == "b1" else b1_ip) for g in got), f"b1 -> VIP: who sees whom: {got[:6]}")
+            # Service-port traffic that is no VIP connection is bridged as ever: c straight to b1:80.
+            got = connect(d, "c", b1_ip, 80, 5)
+            check(got == [["b1", "10.244.1.50"]] * 5, f"c straight to b1:80 (not through the VIP): {got}")
+            # The same client ports to the VIP, then straight to b1 (the VIP connections' tuples still linger).
+            got = connect(d, "c", VIP, 80, 20, first=45000) + connect(d, "c", b1_ip, 80, 20, first=45000)
+            check(all(g[0] in BACKENDS for g in got[:20]) and all(g[0] == "b1" for g in got[20:]),
+                  f"the same source ports to the VIP and then to b1: {[g for g in got if g[0] not in BACKENDS][:3]}")
             rows = d.ctl("show", "services")
             web = next(r for r in rows if r["name"] == "web")
             check(web["vip"] == VIP and web["backends"] == "b1,b2,b3", f"show services: {web}")
@@ -155,6 +165,9 @@ def backend_removed():
             kept = [r for r in results if r and r[0] != "b3"]
             check(kept, f"some streams were on b1/b2: {results}")
             check(all(len(r) == 3 and r[1] == r[2] for r in kept), f"streams to the backends that stay arrive whole: {kept}")
+            if FAST:  # the established streams ran in the kernel tier, replies included
+                ft = d.counters()["fast_tier"]
+                check(ft["nat_forwarded"] > 1000, f"VIP streams forwarded by the kernel tier: {ft}")
             after = connect(d, "c", VIP, 80, 300, first=40000)
             check(all(g[0] in ("b1", "b2") for g in after), f"after: only b1 and b2: {[g for g in after if g[0] not in ('b1', 'b2')][:3]}")
             moved = sum(1 for a, b in zip(before, after) if a[0] != b[0])

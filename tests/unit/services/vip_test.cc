@@ -1,0 +1,176 @@
+// A service's virtual IP in the packet path (issue 16), over in-memory
+// ports: a client and two backends on one network. The first SYN to the VIP
+// is DNATed to the backend Maglev picks, the client's address kept; the
+// backend's replies (sent straight to the client's MAC) come back with the
+// VIP restored; a backend's packets from its service port that belong to no
+// VIP connection are bridged unchanged (kL2); ARP for the VIP is answered;
+// a backend reaching its own VIP is masqueraded behind the gateway.
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <vector>
+
+#include "dataplane/core/checksum.h"
+#include "dataplane/core/dataplane.h"
+#include "dataplane/ports/mem_port.h"
+#include "dataplane/services/maglev.h"
+#include "tests/fixtures/frames.h"
+
+namespace dpsw {
+namespace {
+
+using Bytes = std::vector<uint8_t>;
+constexpr uint32_t kGw = 0x0a000001, kC = 0x0a000002, kB1 = 0x0a000003, kB2 = 0x0a000004, kVip = 0x0a0000c8;
+constexpr uint32_t kHostIp = 0xc633640a;
+constexpr Mac kRouter = 0x02dd00000001ULL, kUpMac = 0x02dd00000002ULL, kCMac = 0x020000000002ULL, kB1Mac = 0x020000000003ULL,
+              kB2Mac = 0x020000000004ULL;
+enum : uint16_t { kCPort = 0, kB1Port = 1, kB2Port = 2, kUpPort = 3 };
+
+Bytes tcp(Mac dst, Mac src, uint32_t sip, uint32_t dip, uint16_t sport, uint16_t dport, uint8_t flags) {
+  Bytes f = test::ipv4_frame(dst, src, sip, dip, 6, 14 + 20 + 20);
+  uint8_t* t = f.data() + 34;
+  csum::store16(t, sport);
+  csum::store16(t + 2, dport);
+  t[12] = 5 << 4, t[13] = flags;
+  const uint32_t ps = (sip >> 16) + (sip & 0xffff) + (dip >> 16) + (dip & 0xffff) + 6 + 20;
+  csum::store16(t + 16, csum::of(t, 20, ps));
+  return f;
+}
+struct Seen {
+  Mac dst, src;
+  uint32_t sip, dip;
+  uint16_t sport, dport;
+};
+Seen seen(const Bytes& f) {
+  const uint8_t* ip = f.data() + 14;
+  EXPECT_EQ(csum::of(ip, 20), 0);
+  const uint32_t sip = csum::load32(ip + 12), dip = csum::load32(ip + 16);
+  const uint32_t ps = (sip >> 16) + (sip & 0xffff) + (dip >> 16) + (dip & 0xffff) + 6 + 20;
+  EXPECT_EQ(csum::of(ip + 20, 20, ps), 0) << "TCP checksum";
+  return {mac_from_bytes(f.data()), mac_from_bytes(f.data() + 6), sip, dip, csum::load16(ip + 20), csum::load16(ip + 22)};
+}
+
+struct VipRig {
+  std::unique_ptr<Dataplane> dp;
+  std::unique_ptr<MemPort> ports[4];
+  VipRig() {
+    Dataplane::Options o;
+    o.cores.assign(1, -1);
+    o.mac.size = 1024;
+    dp = std::make_unique<Dataplane>(o);
+    ConnTrack::Options ct;
+    ct.size = 1024;
+    dp->enable_l3(ct, 0xc6336400, 24);
+    auto s = std::make_unique<Snapshot>();
+    s->bds.resize(2);
+    s->rx_ports.resize(1);
+    const char* names[] = {"c", "b1", "b2", "up"};
+    for (uint16_t i = 0; i < 4; i++) {
+      ports[i] = std::make_unique<MemPort>(names[i], MemPort::Options{});
+      PortEntry pe;
+      pe.port = ports[i].get();
+      pe.bd = i == kUpPort ? 1 : 0;
+      pe.endpoint = i != kUpPort;
+      s->bds[pe.bd].ports.push_back(i);
+      s->rx_ports[0].push_back(i);
+      s->ports.push_back(pe);
+    }
+    s->bds[0].local_ip = kGw, s->bds[0].router_mac = kRouter, s->bds[0].nat = true, s->bds[0].vips = {kVip};
+    s->bds[1].local_ip = kHostIp, s->bds[1].router_mac = kUpMac;
+    L3Conf& l3 = s->l3;
+    l3.enabled = true;
+    l3.uplink_port = kUpPort, l3.uplink_bd = 1, l3.uplink_ip = kHostIp, l3.uplink_mac = kUpMac;
+    l3.isolated = {{0x0a000000, 0xffffff00}};
+    l3.isolated_bd = {0};
+    l3.allowed = {1, 0, 0, 0};
+    VipService v;
+    v.vip = kVip, v.bd = 0, v.gateway = kGw, v.router_mac = kRouter;
+    v.ports = {SvcPort{6, 80, 80, 8080}};
+    v.backends = {{kB1, kB1Port, kB1Mac}, {kB2, kB2Port, kB2Mac}};
+    v.table = std::make_shared<const std::vector<uint16_t>>(Maglev::build({Maglev::key_of("b1"), Maglev::key_of("b2")}));
+    s->services.vips = {v};
+    s->services.backend_ports.resize(4);
+    for (uint16_t b : {kB1Port, kB2Port}) {
+      s->services.backend_ports[b] = v.ports;
+      s->ports[b].svc_backend = true;
+    }
+    dp->publish(std::move(s));
+  }
+  void poll() {
+    while (dp->worker(0).poll_once()) {
+    }
+  }
+  std::vector<Bytes> out(uint16_t p) { return ports[p]->take_tx(); }
+};
+
+TEST(ServiceVip, ConnectionsSpreadRepliesRestoredClientKept) {
+  VipRig r;
+  unsigned per[2] = {0, 0};
+  for (uint16_t sport = 40000; sport < 40200; sport++) {
+    r.ports[kCPort]->inject(tcp(kRouter, kCMac, kC, kVip, sport, 80, 0x02));
+    r.poll();
+    auto b1 = r.out(kB1Port), b2 = r.out(kB2Port);
+    ASSERT_EQ(b1.size() + b2.size(), 1u) << "the SYN reaches exactly one backend";
+    const bool first = !b1.empty();
+    per[first ? 0 : 1]++;
+    Seen s = seen(first ? b1[0] : b2[0]);
+    EXPECT_EQ(s.sip, kC) << "the client's address kept";
+    EXPECT_EQ(s.sport, sport);
+    EXPECT_EQ(s.dip, first ? kB1 : kB2);
+    EXPECT_EQ(s.dport, 8080) << "the backends' port";
+    EXPECT_EQ(s.dst, first ? kB1Mac : kB2Mac);
+    EXPECT_EQ(s.src, kRouter);
+    // The backend answers the client straight (its MAC, same network): restored to the VIP.
+    const uint16_t bp = first ? kB1Port : kB2Port;
+    r.ports[bp]->inject(tcp(kCMac, first ? kB1Mac : kB2Mac, first ? kB1 : kB2, kC, 8080, sport, 0x12));
+    r.poll();
+    auto back = r.out(kCPort);
+    ASSERT_EQ(back.size(), 1u);
+    Seen b = seen(back[0]);
+    EXPECT_EQ(b.sip, kVip);
+    EXPECT_EQ(b.sport, 80);
+    EXPECT_EQ(b.dip, kC);
+    EXPECT_EQ(b.dport, sport);
+    EXPECT_EQ(b.src, kRouter);
+    EXPECT_EQ(b.dst, kCMac);
+  }
+  EXPECT_GT(per[0], 70u);
+  EXPECT_GT(per[1], 70u);
+}
+
+TEST(ServiceVip, OtherTrafficFromTheServicePortIsBridged) {
+  VipRig r;
+  // The client's MAC is learned; b1 answers a connection made straight to it (no VIP flow): unchanged.
+  r.ports[kCPort]->inject(tcp(kB1Mac, kCMac, kC, kB1, 50000, 8080, 0x02));
+  r.poll();
+  ASSERT_EQ(r.out(kB1Port).size(), 1u);
+  Bytes reply = tcp(kCMac, kB1Mac, kB1, kC, 8080, 50000, 0x12);
+  r.ports[kB1Port]->inject(reply);
+  r.poll();
+  auto got = r.out(kCPort);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0], reply) << "bridged as it was sent";
+}
+
+TEST(ServiceVip, ArpForTheVipAndABackendToItsOwnVip) {
+  VipRig r;
+  r.ports[kCPort]->inject(test::arp_request(kCMac, kC, kVip));
+  r.poll();
+  auto got = r.out(kCPort);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(load_be16(got[0].data() + 20), 2) << "ARP reply";
+  EXPECT_EQ(mac_from_bytes(got[0].data() + 22), kRouter);
+  EXPECT_EQ(csum::load32(got[0].data() + 28), kVip);
+  // b1 to the VIP: whichever backend it lands on, one that is b1 itself sees the gateway.
+  for (uint16_t sport = 41000; sport < 41040; sport++) {
+    r.ports[kB1Port]->inject(tcp(kRouter, kB1Mac, kB1, kVip, sport, 80, 0x02));
+    r.poll();
+    auto to1 = r.out(kB1Port), to2 = r.out(kB2Port);
+    ASSERT_EQ(to1.size() + to2.size(), 1u);
+    Seen s = seen(to1.empty() ? to2[0] : to1[0]);
+    EXPECT_EQ(s.sip, to1.empty() ? kB1 : kGw) << "masqueraded behind the gateway when it lands on itself";
+  }
+}
+
+}  // namespace
+}  // namespace dpsw
