@@ -182,7 +182,8 @@ void Dns::contribute(Snapshot& s) const {
   }
   // Services: a VIP's name answers the VIP (and its reverse name the
   // service); a dnsrr service's answers its backends, rotated.
-  for (const ServiceConfig& svc : cfg.services) {
+  for (size_t si = 0; si < cfg.services.size(); si++) {
+    const ServiceConfig& svc = cfg.services[si];
     auto bd = core_.bd_of_.find(svc.network);
     if (bd == core_.bd_of_.end() || bd->second >= s.bds.size() || !s.bds[bd->second].dns) continue;
     const std::string net = lower(svc.network);
@@ -197,7 +198,10 @@ void Dns::contribute(Snapshot& s) const {
       t.ptrs.push_back({uint64_t(bd->second) << 32 | ps->vip, add_str(svc.name + "." + net)});
     } else {
       const std::set<uint16_t> down(s.services.down.begin(), s.services.down.end());  // (services contribute before us)
-      for (uint16_t id : service_backends(core_, s, svc, &down)) add(core_.ports_[id].ip, true);
+      for (uint16_t id : service_backends(core_, s, svc, &down))
+        if (std::find(s.services.unhealthy.begin(), s.services.unhealthy.end(), std::pair<uint32_t, uint16_t>(uint32_t(si), id)) ==
+            s.services.unhealthy.end())  // failed its health check: not answered either
+          add(core_.ports_[id].ip, true);
     }
   }
   // Sorted by key; an alias held by several endpoints keeps its addresses in

@@ -103,6 +103,9 @@ void Services::contribute(Snapshot& s) const {
     }
   }
   st.down.assign(down_.begin(), down_.end());
+  for (size_t i = 0; i < cfg.services.size(); i++)
+    for (const auto& u : unhealthy_)
+      if (u.first == cfg.services[i].name) st.unhealthy.emplace_back(uint32_t(i), u.second);
   std::sort(vips.begin(), vips.end(), [](const auto& a, const auto& b) { return a.second.vip < b.second.vip; });
   for (auto& [svc, v] : vips) {
     const int32_t index = int32_t(st.vips.size());

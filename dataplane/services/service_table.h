@@ -61,6 +61,7 @@ struct ServiceTable {
   // endpoint serves as a backend; its packets from them go to l3_route.
   std::vector<std::vector<SvcPort>> backend_ports;
   std::vector<uint16_t> down;  // backends' ports whose link is down (out of every table; the control side's, for DNS)
+  std::vector<std::pair<uint32_t, uint16_t>> unhealthy;  // (index in the config's services, port): failed its health check (for DNS)
 
   const VipService* find(uint32_t vip) const {
     auto it = std::lower_bound(vips.begin(), vips.end(), vip, [](const VipService& v, uint32_t ip) { return v.vip < ip; });

@@ -19,7 +19,7 @@ BACKENDS = ["b1", "b2", "b3"]
 EPS = ([{"name": b, "networks": ["front"], "labels": {"app": "web"}} for b in BACKENDS] +
        [{"name": "c", "networks": ["front"], "ip": "10.244.1.50"}, {"name": "d", "networks": ["back"], "ip": "10.244.2.50"}])
 SERVICES = [{"name": "web", "network": "front", "vip": "10.244.1.200", "ports": ["80/tcp"], "backends": {"labels": {"app": "web"}},
-             "publish": ["8088:80/tcp"]},
+             "publish": ["8088:80/tcp"], "health_check": {"interval_s": 1}},
             {"name": "rr", "network": "front", "mode": "dnsrr", "backends": ["b1", "b2"]}]
 VIP = "10.244.1.200"
 
@@ -142,6 +142,14 @@ def vip_balancing():
             check({g[0] for g in got} == {"b1", "b2"}, f"new connections avoid b3: {sorted({g[0] for g in got})}")
             d.run("b3", "ip", "link", "set", "eth0", "up")
             wait_for(lambda: backends() == "b1,b2,b3", 5, "b3 back in the table")
+            # Health check: b2 stops listening on 80: out; listening again: back.
+            procs[1].kill()
+            procs[1].wait()
+            wait_for(lambda: backends() == "b1,b3", 6, "b2 out of the table once it fails its health check")
+            got = connect(d, "c", VIP, 80, 60)
+            check({g[0] for g in got} == {"b1", "b3"} and all(g[0] != "fail" for g in got), f"new connections avoid b2: {got[:4]}")
+            procs[1:2] = start_servers(d, ["b2"])
+            wait_for(lambda: backends() == "b1,b2,b3", 6, "b2 back once it passes again")
         finally:
             for p in procs:
                 p.kill()

@@ -615,6 +615,11 @@ TEST(Config, Services) {
   EXPECT_EQ(w.ports[1], (Publish{17, 8000, 8001, 9000}));
   EXPECT_EQ(w.backend_labels.at("app"), "web");
   EXPECT_EQ(c.services[1].backend_names, (std::vector<std::string>{"w1", "w2"}));
+  EXPECT_EQ(w.health_port, 0) << "no health check unless asked";
+  Config h = parse_config(base + "services:\n  - name: h\n    network: a\n    ports: [\"80:8080/tcp\"]\n    backends: [w1]\n"
+                                 "    health_check: { interval_s: 5 }\n", "h.yaml");
+  EXPECT_EQ(h.services[0].health_port, 8080) << "the first TCP port's backends' port";
+  EXPECT_EQ(h.services[0].health_interval_s, 5u);
   // The plan: a VIP from IPAM (after the endpoints'), none for dnsrr; kept by the next plan.
   Plan p = make_plan(c);
   ASSERT_EQ(p.services.size(), 2u);
