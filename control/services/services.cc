@@ -248,6 +248,7 @@ void Services::views(ViewRegistry& r) {
                            }
                            json list = json::array();
                            for (uint16_t id : service_backends(core_, s, svc, &down_)) {
+                             if (unhealthy_.count({svc.name, id})) continue;  // in the table only when healthy
                              list.push_back({{"endpoint", core_.ports_[id].endpoint}, {"ip", ipv4_to_string(core_.ports_[id].ip)}});
                              backends += (backends.empty() ? "" : ",") + core_.ports_[id].endpoint;
                            }

@@ -280,11 +280,6 @@ inline RouteNext l3_route(Packet& p, const BdEntry& bd, RouteCtx& c, uint16_t* o
     const FlowKey k{sip, dip, bs, bdp, proto};
     Flow* fl = c.ct.find(k, &r);
     if (!fl || !r) return RouteNext::kL2;
-    // A SYN+ACK for a VIP connection that is past its handshake (closing,
-    // closed: its tuple lingers) answers a new connection made straight to
-    // the backend with that tuple: not the VIP's.
-    const uint8_t st = fl->state.load(std::memory_order_relaxed);  // relaxed: the state as the workers write it
-    if (proto == 6 && (ip[ihl + 13] & 0x02) && st != uint8_t(TcpState::kSynSent) && st != uint8_t(TcpState::kSynRecv)) return RouteNext::kL2;
     if (fr & 0x2000) c.ct.frags(c.worker).remember(sip, dip, csum::load16(ip + 4), proto, k, c.now);  // its later fragments follow it
     return forward(p, ip, ihl, proto, *fl, true, c, out_port, drop);
   }
