@@ -55,8 +55,10 @@
 //   release_port a port's records are being freed (after the snapshot without
 //                it, before its Port closes)
 //   contribute() its part of every snapshot, after the core's (bridge
-//                domains' names); NAT, the last module, puts the uplink in
-//                front of the flood and rx lists the others filled
+//                domains' names); NAT, the last module that adds ports,
+//                puts the uplink in front of the flood and rx lists the
+//                others filled (services, then DNS, come after it: they
+//                add published ports and names, no port)
 //   published()  after every snapshot is published (the machine's files that
 //                follow it: the DNS module's resolv.conf of each namespace)
 //   tick(now)    every maintenance tick (250 ms), after the MAC table's

@@ -29,7 +29,7 @@ class Nat : public Module {
   void check(const Config& next, const Plan& plan) const override;  // no endpoint takes the uplink's own MAC
   void start() override;                       // L3 state in the dataplane, the uplink port and segment
   // The uplink's segment (address, MAC), port and place in the flood and rx
-  // lists, and s.l3. The last module: the uplink goes in front of the lists
+  // lists, and s.l3. The last module that adds ports: the uplink goes in front of the lists
   // the others filled (its worker polls it first, then the punt port, then
   // the endpoints).
   void contribute(Snapshot& s) const override;
