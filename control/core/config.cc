@@ -541,6 +541,22 @@ const EndpointConfig* Config::endpoint(const std::string& n) const {
   return nullptr;
 }
 
+namespace {
+// A top-level list of items (networks, endpoints, services), each parsed by `parse`.
+template <typename T>
+void parse_list(Map& top, const std::string& key, const std::string& origin, void (*parse)(Map&, const YAML::Node&, T&), std::vector<T>& out) {
+  auto v = top.get(key);
+  if (!v) return;
+  if (!v.IsSequence()) top.fail(v, key, "expected a list");
+  for (size_t i = 0; i < v.size(); i++) {
+    Map m(v[i], key + "[" + std::to_string(i) + "]", origin);
+    T item;
+    parse(m, v[i], item);
+    out.push_back(std::move(item));
+  }
+}
+}  // namespace
+
 Config parse_config(const std::string& text, const std::string& origin) {
   if (text.size() > kMaxConfigBytes)
     throw ConfigError(origin + ": the file is " + std::to_string(text.size()) + " bytes; dpsw reads at most " +
@@ -610,33 +626,9 @@ Config parse_config(const std::string& text, const std::string& origin) {
     if (auto r = m.get("resolv_conf")) cfg.dns.resolv_conf = boolean(m, r, "dns.resolv_conf");
     m.finish();
   }
-  if (auto v = top.get("networks")) {
-    if (!v.IsSequence()) top.fail(v, "networks", "expected a list");
-    for (size_t i = 0; i < v.size(); i++) {
-      Map m(v[i], "networks[" + std::to_string(i) + "]", origin);
-      NetworkConfig net;
-      parse_network(m, v[i], net);
-      cfg.networks.push_back(net);
-    }
-  }
-  if (auto v = top.get("endpoints")) {
-    if (!v.IsSequence()) top.fail(v, "endpoints", "expected a list");
-    for (size_t i = 0; i < v.size(); i++) {
-      Map m(v[i], "endpoints[" + std::to_string(i) + "]", origin);
-      EndpointConfig ep;
-      parse_endpoint(m, v[i], ep);
-      cfg.endpoints.push_back(ep);
-    }
-  }
-  if (auto v = top.get("services")) {
-    if (!v.IsSequence()) top.fail(v, "services", "expected a list");
-    for (size_t i = 0; i < v.size(); i++) {
-      Map m(v[i], "services[" + std::to_string(i) + "]", origin);
-      ServiceConfig svc;
-      parse_service(m, v[i], svc);
-      cfg.services.push_back(svc);
-    }
-  }
+  parse_list(top, "networks", origin, &parse_network, cfg.networks);
+  parse_list(top, "endpoints", origin, &parse_endpoint, cfg.endpoints);
+  parse_list(top, "services", origin, &parse_service, cfg.services);
   resolve_defaults(cfg);
   check_config(cfg);
   top.finish();

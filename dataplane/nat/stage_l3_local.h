@@ -95,7 +95,7 @@ inline LocalNext l3_local(Packet& p, const BdEntry& bd, Mac dst, Drop* drop) {
        (bd.dns_relay && ip[9] == 17 && load_be16(ip + ihl) == 53 &&
         load_be16(ip + ihl + 2) >= DnsRelay::kPortLo)))  // an upstream's answer to its relay
     return LocalNext::kDns;  // (not fragments: a DNS datagram here fits one frame)
-  if (!(to_us || own_address(bd, csum::load32(ip + 16))) || ip[9] != 1 /* ICMP */) return LocalNext::kRoute;
+  if (ip[9] != 1 /* ICMP */ || !(to_us || own_address(bd, csum::load32(ip + 16)))) return LocalNext::kRoute;  // (the VIPs scanned for ICMP only)
   uint8_t* icmp = ip + ihl;
   if (icmp[0] != 8 /* echo request */ || (load_be16(ip + 6) & 0x3fff) != 0 /* fragment */) return LocalNext::kRoute;
   if (csum::of(ip, ihl) != 0 || csum::of(icmp, tot - ihl) != 0) {  // not answered: Linux drops it too

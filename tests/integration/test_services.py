@@ -5,6 +5,7 @@ outside through a published port, by hairpin and from a backend itself),
 what removing a backend does to existing and new connections, and DNS round
 robin. Real TCP servers in the backends' namespaces say who they are and
 whom they see."""
+import contextlib
 import os
 import subprocess
 import sys
@@ -90,6 +91,18 @@ def start_servers(d, names):
     return procs
 
 
+@contextlib.contextmanager
+def servers(d, names):
+    """start_servers(), ended (killed) when the block ends; the list may be changed in the block."""
+    procs = start_servers(d, names)
+    try:
+        yield procs
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
 def connect(d, ns, target, port, count, first=None):
     out = d.run(ns, "python3", "-c", CLIENT, target, str(port), str(count), *([str(first)] if first else []), timeout=120).stdout
     return [l.split() for l in out.splitlines()]
@@ -100,8 +113,7 @@ def vip_balancing():
         d.config["services"] = SERVICES
         d.write_config()
         d.start()
-        procs = start_servers(d, BACKENDS)
-        try:
+        with servers(d, BACKENDS) as procs:
             # DNS: the service's name is its VIP; ping answers at the VIP.
             out = d.run("c", "getent", "hosts", "web").stdout.split()
             check(out[:1] == [VIP], f"web resolves to its VIP: {out}")
@@ -150,10 +162,6 @@ def vip_balancing():
             check({g[0] for g in got} == {"b1", "b3"} and all(g[0] != "fail" for g in got), f"new connections avoid b2: {got[:4]}")
             procs[1:2] = start_servers(d, ["b2"])
             wait_for(lambda: backends() == "b1,b2,b3", 6, "b2 back once it passes again")
-        finally:
-            for p in procs:
-                p.kill()
-                p.wait()
 
 
 def backend_removed():
@@ -162,8 +170,7 @@ def backend_removed():
         d.config["services"] = SERVICES[:1]
         d.write_config()
         d.start()
-        procs = start_servers(d, BACKENDS)
-        try:
+        with servers(d, BACKENDS):
             before = connect(d, "c", VIP, 80, 300, first=40000)
             check(all(g[0] in BACKENDS for g in before), f"before: {before[:3]}")
             streams = [d.popen("c", "python3", "-c", STREAM, VIP, "80", "6", stdout=subprocess.PIPE, text=True) for _ in range(9)]
@@ -181,10 +188,6 @@ def backend_removed():
             on_b3 = sum(1 for a in before if a[0] == "b3")
             print(f"removing 1 of 3 backends moved {moved} of 300 connections' tuples ({moved / 3:.1f}%); {on_b3} were on it")
             check(moved >= on_b3 and moved <= on_b3 + 15, f"only the removed backend's tuples move: {moved} moved, {on_b3} were on b3")
-        finally:
-            for p in procs:
-                p.kill()
-                p.wait()
 
 
 def dns_round_robin():

@@ -94,19 +94,7 @@ TEST(DnsTable, LookupScopeAndReverse) {
 
 // ---- Frames ----
 
-Bytes name_wire(const std::string& name) {
-  Bytes b;
-  size_t s = 0;
-  while (s < name.size()) {
-    size_t dot = name.find('.', s);
-    if (dot == std::string::npos) dot = name.size();
-    b.push_back(uint8_t(dot - s));
-    b.insert(b.end(), name.begin() + long(s), name.begin() + long(dot));
-    s = dot + 1;
-  }
-  b.push_back(0);
-  return b;
-}
+using test::name_wire;
 
 Bytes query_msg(const std::string& name, uint16_t type = dns::kTypeA, uint16_t qclass = dns::kClassIn, uint16_t flags = 0x0100,
                 uint16_t qd = 1, uint16_t id = 0x4242) {

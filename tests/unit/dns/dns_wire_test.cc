@@ -3,6 +3,7 @@
 // issue names (compression loops, truncation, QDCOUNT != 1, oversized, odd
 // EDNS), answers that fit or are truncated, and reverse names.
 #include "dataplane/dns/dns_wire.h"
+#include "tests/fixtures/frames.h"
 
 #include <gtest/gtest.h>
 
@@ -19,19 +20,7 @@ void put16(Bytes& b, uint16_t v) {
   b.push_back(uint8_t(v));
 }
 
-Bytes name_wire(const std::string& name) {
-  Bytes b;
-  size_t s = 0;
-  while (s < name.size()) {
-    size_t dot = name.find('.', s);
-    if (dot == std::string::npos) dot = name.size();
-    b.push_back(uint8_t(dot - s));
-    b.insert(b.end(), name.begin() + long(s), name.begin() + long(dot));
-    s = dot + 1;
-  }
-  b.push_back(0);
-  return b;
-}
+using dpsw::test::name_wire;
 
 // A query as glibc sends it: id, RD, one question; with EDNS as dig does (a cookie option).
 Bytes query(const std::string& name, uint16_t type = kTypeA, bool edns = false, uint16_t qd = 1) {
