@@ -204,7 +204,7 @@ void Nat::counters(nlohmann::json& out) const {
   out["conntrack"] = nullptr;
   if (const ConnTrack* ct = core_.dp_->conntrack())
     out["conntrack"] = {{"flows", ct->count()}, {"capacity", ct->capacity()}, {"refused_full", ct->full_drops()},
-                        {"early_drop", ct->early_drops()}};
+                        {"early_drop", ct->early_drops()}, {"reopened", ct->reopened()}};
 }
 
 }  // namespace dpsw

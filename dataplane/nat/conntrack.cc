@@ -196,19 +196,38 @@ bool ConnTrack::early_drop(unsigned w, const FlowKey& k, uint32_t now) {
     }
   }
   if (best == UINT32_MAX) return false;
-  Flow& f = flows_[best];
+  bool gone = false;
+  if (!claim(w, best, &gone)) return false;
+  bump(stats_[w].early, uint64_t(1));
+  return true;
+}
+
+bool ConnTrack::claim(unsigned w, uint32_t idx, bool* gone) {
+  Flow& f = flows_[idx];
   uint8_t expect = kFlowLive;
   // acq_rel: claim it exactly once against the control thread's expire() and other workers; lookups stop matching now.
   if (!f.live.compare_exchange_strong(expect, kFlowDeadIndexed, std::memory_order_acq_rel, std::memory_order_relaxed)) return false;
-  const bool gone = try_remove(f.orig, uint64_t(best) << 1, kWriteRetries) & try_remove(f.reply, uint64_t(best) << 1 | 1, kWriteRetries);
+  *gone = try_remove(f.orig, uint64_t(idx) << 1, kWriteRetries) & try_remove(f.reply, uint64_t(idx) << 1 | 1, kWriteRetries);
   // release: the control thread that sees "unindexed" skips the buckets (it only recycles). A CAS, not a
   // store: the control thread may have reaped the flow meanwhile (it saw kFlowDeadIndexed and unindexed it too).
-  if (gone) f.live.compare_exchange_strong(expect = kFlowDeadIndexed, kFlowDeadUnindexed, std::memory_order_release,
-                                           std::memory_order_relaxed);
+  if (*gone) f.live.compare_exchange_strong(expect = kFlowDeadIndexed, kFlowDeadUnindexed, std::memory_order_release,
+                                            std::memory_order_relaxed);
   bump(stats_[w].live, int64_t(-1));  // our own slot, though the flow may be another worker's
-  bump(stats_[w].early, uint64_t(1));
   pending_[f.worker]->fetch_add(1, std::memory_order_relaxed);  // relaxed: a rate limit (see create())
   return true;
+}
+
+bool ConnTrack::reopen(unsigned w, Flow& f) {
+  bool gone = false;
+  if (!claim(w, uint32_t(&f - flows_.get()), &gone)) return false;
+  bump(stats_[w].reopened, uint64_t(1));
+  return gone;
+}
+
+uint64_t ConnTrack::reopened() const {
+  uint64_t n = 0;
+  for (unsigned i = 0; i < opt_.workers; i++) n += stats_[i].reopened.load(std::memory_order_relaxed);  // relaxed: a statistic
+  return n;
 }
 
 int ConnTrack::proto_slot(uint8_t proto) const { return proto == 6 ? 0 : proto == 17 ? 1 : 2; }

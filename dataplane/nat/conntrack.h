@@ -153,6 +153,13 @@ class ConnTrack {
                 Origin origin = Origin::kInside);
   static void seen(const Flow& f, uint32_t now);           // refresh last_seen (rate-limited)
   static void tcp_flags(Flow& f, uint8_t flags, bool reply);  // advance the TCP state
+  // A TCP SYN that reuses the tuple of a closing or closed flow opens a new
+  // connection (netfilter's reopen): worker w takes the old flow out of the
+  // lookups (one CAS on `live`, like early drop; the control thread recycles
+  // it). True: it is out, create() may make the tuple's new flow. False: it
+  // went meanwhile (expired), or it could not be unindexed yet (the packet
+  // is dropped; the SYN's retransmission finds it gone).
+  bool reopen(unsigned w, Flow& f);
 
   // ---- control thread ----
   // Unindex expired flows; for each, retire(fn) must run fn after a grace period.
@@ -168,6 +175,7 @@ class ConnTrack {
   size_t capacity() const { return opt_.size; }
   uint64_t full_drops() const;   // new flows refused, all workers
   uint64_t early_drops() const;  // flows evicted by early drop, all workers
+  uint64_t reopened() const;     // flows a new connection's SYN replaced (reopen()), all workers
   // NAT ports: free in worker w's slice for proto (as that worker would see
   // it), and bitmap words its allocator examined so far (a cost probe: a
   // full slice costs none).
@@ -191,6 +199,9 @@ class ConnTrack {
   void remove(const FlowKey& k, uint64_t val);                   // control thread: waits for the buckets
   bool try_remove(const FlowKey& k, uint64_t val, int attempts);  // workers: bounded
   bool early_drop(unsigned w, const FlowKey& k, uint32_t now);   // evict one non-assured flow near k
+  // Worker w takes live flow idx out of the lookups (false: not live any
+  // more); *gone: unindexed too (else the control thread unindexes it).
+  bool claim(unsigned w, uint32_t idx, bool* gone);
   void recycle(uint32_t i, bool evicted, const std::function<void(std::function<void()>)>& retire);
   uint16_t alloc_port(unsigned w, uint8_t proto);                // worker w
   void unalloc_port(unsigned w, uint8_t proto, uint16_t port);    // worker w: a port it has just taken, unused
@@ -237,13 +248,14 @@ class ConnTrack {
   size_t reserve_ = 1;
   // Counts, one cache line per writer thread, each written only by its thread
   // with relaxed load + store; readers sum them (relaxed: statistics).
-  // [0, workers): the workers (create() adds to live; early drop takes any
+  // [0, workers): the workers (create() adds to live; early drop and reopen take any
   // worker's flow out of live, so a worker's live may go negative);
   // [workers]: the control thread (expire() takes flows out of live).
   struct alignas(64) Stats {
     std::atomic<int64_t> live{0};    // flows it made live minus flows it took out of live
     std::atomic<uint64_t> full{0};   // new flows it refused for lack of room
     std::atomic<uint64_t> early{0};  // flows its early drop evicted
+    std::atomic<uint64_t> reopened{0};  // flows it replaced by a new connection on their tuple
   };
   std::unique_ptr<Stats[]> stats_;
 };

@@ -8,6 +8,10 @@
 //     picks for the connection, the client's address kept;
 //   a service backend's packet from a service port (l3_local sends it even
 //     when it is not for the router MAC): a VIP connection's reply, restored.
+// A TCP SYN on the tuple of a flow that is over (FIN or RST seen) opens a
+// new connection: the old flow goes (ConnTrack::reopen), the SYN makes the
+// new one. A backend's SYN+ACK on such a flow's reply tuple is bridged (the
+// answer of a connection made straight to it on a just-used client port).
 // Exits: kOut (out_port set, frame rewritten in place), kDrop (reason), kL2
 // (a backend's packet that belongs to no VIP connection: bridged).
 // Checksums are updated incrementally (IPv4 header; TCP/UDP pseudo-header
@@ -59,6 +63,15 @@ inline bool l4_ports(uint8_t proto, const uint8_t* l4, uint32_t l4len, uint16_t*
     if (l4[0] == 0) return *sport = 0, *dport = csum::load16(l4 + 4), true;
   }
   return false;
+}
+
+// A TCP segment's flags (l4_ports checked the header is there): a SYN that
+// opens a connection, and its answer.
+inline bool new_syn(const uint8_t* tcp) { return (tcp[13] & 0x17) == 0x02; }  // SYN; no ACK, RST, FIN
+inline bool syn_ack(const uint8_t* tcp) { return (tcp[13] & 0x17) == 0x12; }  // SYN+ACK; no RST, FIN
+// A TCP flow whose connection is over: a FIN or a RST seen.
+inline bool over(const Flow& f) {
+  return f.state.load(std::memory_order_relaxed) >= uint8_t(TcpState::kClosing);  // relaxed: states only move up; a hint is enough
 }
 
 // Rewrite the source (off 12) or destination (off 16) address, fixing the IP
@@ -280,6 +293,14 @@ inline RouteNext l3_route(Packet& p, const BdEntry& bd, RouteCtx& c, uint16_t* o
     const FlowKey k{sip, dip, bs, bdp, proto};
     Flow* fl = c.ct.find(k, &r);
     if (!fl || !r) return RouteNext::kL2;
+    // A backend's SYN+ACK on the reply tuple of a VIP connection that is
+    // over answers a new connection made straight to it (one made through
+    // the VIP again would have reopened the flow): the old flow goes, and
+    // this connection is bridged from its first packet on.
+    if (proto == 6 && syn_ack(ip + ihl) && over(*fl)) {
+      c.ct.reopen(c.worker, *fl);  // once claimed no lookup matches it, unindexed or not
+      return RouteNext::kL2;
+    }
     if (fr & 0x2000) c.ct.frags(c.worker).remember(sip, dip, csum::load16(ip + 4), proto, k, c.now);  // its later fragments follow it
     return forward(p, ip, ihl, proto, *fl, true, c, out_port, drop);
   }
@@ -317,8 +338,14 @@ inline RouteNext l3_route(Packet& p, const BdEntry& bd, RouteCtx& c, uint16_t* o
   const FlowKey key{sip, dip, sport, dport, proto};
   // (Hairpin replies are addressed to the gateway: look flows up first.)
   if (Flow* fl = c.ct.find(key, &reply)) {
-    if (fragmented && has_ports(proto)) c.ct.frags(c.worker).remember(sip, dip, csum::load16(ip + 4), proto, key, c.now);
-    return forward(p, ip, ihl, proto, *fl, reply, c, out_port, drop);
+    // A SYN on the tuple of a connection that is over opens a new one
+    // (netfilter's reopen): the old flow goes, this packet makes the new one
+    // (a service's new connection gets today's backend, a masquerade a fresh port).
+    if (!(proto == 6 && !reply && new_syn(ip + ihl) && over(*fl))) {
+      if (fragmented && has_ports(proto)) c.ct.frags(c.worker).remember(sip, dip, csum::load16(ip + 4), proto, key, c.now);
+      return forward(p, ip, ihl, proto, *fl, reply, c, out_port, drop);
+    }
+    if (!c.ct.reopen(c.worker, *fl)) return *drop = Drop::kCtFull, RouteNext::kDrop;  // not unindexed yet: the SYN's retry makes it
   }
 
   // A new flow.

@@ -258,6 +258,41 @@ TEST(ConnTrack, EarlyDropEvictsAnUnassuredFlowAndRecyclesItAfterTheGracePeriod) 
   for (size_t i = 1; i < flows.size(); i++) EXPECT_NE(ct.find(flows[i]->orig, &reply), nullptr) << "established flows stay";
 }
 
+// A SYN on a closed flow's tuple (netfilter's reopen): the old flow leaves
+// the lookups at once, the tuple's new flow gets a fresh NAT port, and the
+// old one's index and port come back only after expire()'s grace period.
+TEST(ConnTrack, ReopenReplacesAClosedFlowOnItsTuple) {
+  ConnTrack ct(small(64));
+  const FlowKey k{1, 2, 1000, 80, 6};
+  Flow* old = nullptr;
+  ASSERT_EQ(snat(ct, 0, k, 9, &old), ConnTrack::Create::kOk);
+  for (auto [flags, reply] : {std::pair{0x02, false}, {0x12, true}, {0x10, false}, {0x11, false}, {0x11, true}})
+    ConnTrack::tcp_flags(*old, uint8_t(flags), reply);
+  ASSERT_EQ(old->state.load(), uint8_t(TcpState::kClosing));
+  const FlowKey old_reply = old->reply;
+  const uint16_t old_port = old->nat_port;
+  EXPECT_TRUE(ct.reopen(0, *old));
+  EXPECT_EQ(ct.reopened(), 1u);
+  EXPECT_EQ(ct.count(), 0u);
+  bool reply;
+  EXPECT_EQ(ct.find(k, &reply), nullptr);
+  EXPECT_EQ(ct.find(old_reply, &reply), nullptr);
+  EXPECT_FALSE(ct.reopen(0, *old)) << "claimed once";
+  Flow* f = nullptr;
+  ASSERT_EQ(snat(ct, 0, k, 9, &f), ConnTrack::Create::kOk);
+  EXPECT_NE(f, old);
+  EXPECT_NE(f->nat_port, old_port) << "the old port is not free before the grace period";
+  EXPECT_EQ(ct.find(k, &reply), f);
+  EXPECT_EQ(ct.find(f->reply, &reply), f);
+  EXPECT_TRUE(reply);
+  std::vector<std::function<void()>> deferred;
+  EXPECT_EQ(ct.expire(1000, [&](std::function<void()> fn) { deferred.push_back(std::move(fn)); }), 0u) << "nothing expired";
+  EXPECT_EQ(deferred.size(), 1u) << "the old flow recycled after a grace period";
+  for (auto& fn : deferred) fn();
+  EXPECT_EQ(ct.find(k, &reply), f) << "the new flow stays";
+  EXPECT_EQ(ct.count(), 1u);
+}
+
 TEST(ConnTrack, PortsAreUniqueAndExhaustionIsReported) {
   ConnTrack ct(small(64, 2, 2000, 2009));  // 10 ports, 5 per worker
   std::set<uint16_t> seen;

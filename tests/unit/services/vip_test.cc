@@ -83,19 +83,28 @@ struct VipRig {
     l3.isolated = {{0x0a000000, 0xffffff00}};
     l3.isolated_bd = {0};
     l3.allowed = {1, 0, 0, 0};
+    s->services.backend_ports.resize(4);
+    for (uint16_t b : {kB1Port, kB2Port}) {
+      s->services.backend_ports[b] = {SvcPort{6, 80, 80, 8080}};
+      s->ports[b].svc_backend = true;
+    }
+    base = *s;
+    set_backends(true, true);
+  }
+  // The service's table with b1 and/or b2 (the ports keep their diversion).
+  void set_backends(bool b1, bool b2) {
     VipService v;
     v.vip = kVip, v.bd = 0, v.gateway = kGw, v.router_mac = kRouter;
     v.ports = {SvcPort{6, 80, 80, 8080}};
-    v.backends = {{kB1, kB1Port, kB1Mac}, {kB2, kB2Port, kB2Mac}};
-    v.table = std::make_shared<const std::vector<uint16_t>>(Maglev::build({Maglev::key_of("b1"), Maglev::key_of("b2")}));
+    std::vector<uint64_t> keys;
+    if (b1) v.backends.push_back({kB1, kB1Port, kB1Mac}), keys.push_back(Maglev::key_of("b1"));
+    if (b2) v.backends.push_back({kB2, kB2Port, kB2Mac}), keys.push_back(Maglev::key_of("b2"));
+    v.table = std::make_shared<const std::vector<uint16_t>>(Maglev::build(keys));
+    auto s = std::make_unique<Snapshot>(base);
     s->services.vips = {v};
-    s->services.backend_ports.resize(4);
-    for (uint16_t b : {kB1Port, kB2Port}) {
-      s->services.backend_ports[b] = v.ports;
-      s->ports[b].svc_backend = true;
-    }
     dp->publish(std::move(s));
   }
+  Snapshot base;
   void poll() {
     while (dp->worker(0).poll_once()) {
     }
@@ -136,6 +145,78 @@ TEST(ServiceVip, ConnectionsSpreadRepliesRestoredClientKept) {
   }
   EXPECT_GT(per[0], 70u);
   EXPECT_GT(per[1], 70u);
+}
+
+// A new SYN on the tuple of a VIP connection that is over (netfilter's
+// reopen): today's backend, not the one that left; an established
+// connection's tuple keeps its backend.
+TEST(ServiceVip, AClosedConnectionsTupleOpensANewOne) {
+  VipRig r;
+  auto to_backend = [&](uint16_t sport, uint8_t flags) -> int {  // 1 or 2: which backend got it; 0: none
+    r.ports[kCPort]->inject(tcp(kRouter, kCMac, kC, kVip, sport, 80, flags));
+    r.poll();
+    auto b1 = r.out(kB1Port), b2 = r.out(kB2Port);
+    return b1.size() + b2.size() != 1 ? 0 : b1.empty() ? 2 : 1;
+  };
+  auto answer = [&](int b, uint16_t sport, uint8_t flags) {
+    r.ports[b == 1 ? kB1Port : kB2Port]->inject(tcp(kCMac, b == 1 ? kB1Mac : kB2Mac, b == 1 ? kB1 : kB2, kC, 8080, sport, flags));
+    r.poll();
+    return r.out(kCPort);
+  };
+  // Two connections on b1 (found by tuple): one closed (FIN both ways), one established.
+  std::vector<uint16_t> on_b1;
+  for (uint16_t sport = 41000; on_b1.size() < 2; sport++) {
+    const int b = to_backend(sport, 0x02);
+    ASSERT_NE(b, 0);
+    ASSERT_EQ(answer(b, sport, 0x12).size(), 1u);
+    ASSERT_EQ(to_backend(sport, 0x10), b);
+    if (b == 1) on_b1.push_back(sport);
+  }
+  const uint16_t closed = on_b1[0], open = on_b1[1];
+  ASSERT_EQ(to_backend(closed, 0x11), 1);
+  ASSERT_EQ(answer(1, closed, 0x11).size(), 1u);
+  const uint64_t reopened = r.dp->conntrack()->reopened();
+  // b1 leaves the table.
+  r.set_backends(false, true);
+  EXPECT_EQ(to_backend(closed, 0x02), 2) << "the closed connection's tuple opens a new connection on today's backend";
+  EXPECT_EQ(r.dp->conntrack()->reopened(), reopened + 1);
+  auto back = answer(2, closed, 0x12);
+  ASSERT_EQ(back.size(), 1u);
+  EXPECT_EQ(seen(back[0]).sip, kVip) << "the new connection's replies restored";
+  EXPECT_EQ(to_backend(open, 0x02), 1) << "an established connection keeps its backend, even for a SYN";
+  EXPECT_EQ(r.dp->conntrack()->reopened(), reopened + 1);
+}
+
+// A connection made straight to a backend from the client port of a VIP
+// connection to it that is over: bridged from the backend's SYN+ACK on, not
+// claimed by the old flow.
+TEST(ServiceVip, StraightToABackendOnAClosedVipTuple) {
+  VipRig r;
+  uint16_t sport = 42000;
+  for (;; sport++) {  // a VIP connection that lands on b1, then closed
+    r.ports[kCPort]->inject(tcp(kRouter, kCMac, kC, kVip, sport, 80, 0x02));
+    r.poll();
+    if (!r.out(kB1Port).empty()) break;
+    r.out(kB2Port);
+  }
+  r.ports[kB1Port]->inject(tcp(kCMac, kB1Mac, kB1, kC, 8080, sport, 0x12));
+  r.ports[kCPort]->inject(tcp(kRouter, kCMac, kC, kVip, sport, 80, 0x10));
+  r.ports[kCPort]->inject(tcp(kRouter, kCMac, kC, kVip, sport, 80, 0x11));
+  r.ports[kB1Port]->inject(tcp(kCMac, kB1Mac, kB1, kC, 8080, sport, 0x11));
+  r.poll();
+  r.out(kCPort), r.out(kB1Port);
+  // Now straight to b1:8080 from the same port.
+  r.ports[kCPort]->inject(tcp(kB1Mac, kCMac, kC, kB1, sport, 8080, 0x02));
+  r.poll();
+  ASSERT_EQ(r.out(kB1Port).size(), 1u);
+  for (uint8_t flags : {uint8_t(0x12), uint8_t(0x10)}) {
+    Bytes reply = tcp(kCMac, kB1Mac, kB1, kC, 8080, sport, flags);
+    r.ports[kB1Port]->inject(reply);
+    r.poll();
+    auto got = r.out(kCPort);
+    ASSERT_EQ(got.size(), 1u);
+    EXPECT_EQ(got[0], reply) << "bridged as it was sent (flags " << int(flags) << ")";
+  }
 }
 
 TEST(ServiceVip, OtherTrafficFromTheServicePortIsBridged) {
