@@ -17,7 +17,7 @@ from . import topo
 from .dpsw import Dpsw
 from .env import CONNRATE
 from .proc import LabError, end_spawned, nsx, sh, spawn
-from .topo import HOST_IP, OUTSIDE_IP, PAIR_IPS, PAIR_SUBNET, UNDERLAY
+from .topo import HAIRPIN_IP, HOST_IP, OUTSIDE_IP, PAIR_IPS, PAIR_SUBNET, UNDERLAY
 from .traffic import (CpuMeter, DpswBusyCpu, connrate, dns_latency, dnsperf, dpdk_cleanup, iperf3, ping_ns, process_cpu_s,
                       rx_packets, sockperf_rtt, testpmd_cmd, udp_delivered, virtio_user)
 
@@ -49,6 +49,7 @@ def rows(scenarios, sizes):
                 ("published TCP in", "dnattcp", "gbps", "Gb/s", "higher"),
                 ("NAT conn/s out", "natconn", "conn_per_s", "conn/s", "higher"),
                 ("published conn/s in", "dnatconn", "conn_per_s", "conn/s", "higher"),
+                ("hairpin TCP", "hptcp", "gbps", "Gb/s", "higher"), ("hairpin conn/s", "hpconn", "conn_per_s", "conn/s", "higher"),
                 ("NAT RTT p50", "natrtt", "p50_us", "us", "lower"), ("NAT RTT p99", "natrtt", "p99_us", "us", "lower"),
                 ("NAT RTT p99.9", "natrtt", "p999_us", "us", "lower")]
     if "overlay" in scenarios:
@@ -67,7 +68,7 @@ def rows(scenarios, sizes):
 
 def measured_by(variant, key):
     """Whether `variant` yields result `key` (what --smoke insists on)."""
-    if key in ("natudp64", "nattcp", "dnattcp", "natconn", "dnatconn", "natrtt", "ovudp64", "ovtcp", "dnsqps", "dnslat", "svctcp", "svcconn"):
+    if key in ("natudp64", "nattcp", "dnattcp", "natconn", "dnatconn", "hptcp", "hpconn", "natrtt", "ovudp64", "ovtcp", "dnsqps", "dnslat", "svctcp", "svcconn"):
         return variant in ("kernel", "dpsw")
     if key.startswith("vhost"):
         return variant in ("dpsw", "testpmd")
@@ -195,13 +196,15 @@ class TestpmdPair(topo.Topology):
 
 class DpswNat:
     """dpsw with container s (PAIR_IPS[0], publishing 8080 -> 80/tcp) and its
-    uplink at HOST_IP towards the outside namespace r (OUTSIDE_IP)."""
+    uplink at HOST_IP towards the outside namespace r (OUTSIDE_IP); container
+    c (HAIRPIN_IP) on the same network reaches s's published port by hairpin."""
 
     def __init__(self, prefix, switch_core):
-        ep = {"name": "s", "networks": ["net"], "ip": PAIR_IPS[0], "publish": ["8080:80/tcp"]}
-        self.d = _started(Dpsw([{"name": "net", "subnet": PAIR_SUBNET}], [ep], name=prefix + "n",
+        eps = [{"name": "s", "networks": ["net"], "ip": PAIR_IPS[0], "publish": ["8080:80/tcp"]},
+               {"name": "c", "networks": ["net"], "ip": HAIRPIN_IP}]
+        self.d = _started(Dpsw([{"name": "net", "subnet": PAIR_SUBNET}], eps, name=prefix + "n",
                                switch={"workers": [switch_core]}, uplink=True))
-        self.s, self.r = self.d.ns("s"), self.d.ns("out")
+        self.s, self.r, self.c = self.d.ns("s"), self.d.ns("out"), self.d.ns("c")
 
     def teardown(self):
         self.d.cleanup()
@@ -342,7 +345,8 @@ class Bench:
                 # from there to the published port (8080 -> 80): (what, server ns, client ns,
                 # target, port, server's port), then the keys of its TCP and connection rows.
                 ways = ((("out", t.r, t.s, OUTSIDE_IP, 5299, None), "nattcp", "natconn"),
-                        (("in (published)", t.s, t.r, HOST_IP, 8080, 80), "dnattcp", "dnatconn"))
+                        (("in (published)", t.s, t.r, HOST_IP, 8080, 80), "dnattcp", "dnatconn"),
+                        (("hairpin (c to s's published port)", t.s, t.c, HOST_IP, 8080, 80), "hptcp", "hpconn"))
                 for (what, server_ns, client_ns, target, port, listen), tcp, _ in ways:
                     r[tcp] = x = iperf3(server_ns, client_ns, target, c.duration, port=port, listen_port=listen)
                     print(f"   TCP {what}: {x['gbps'] if x['gbps'] is None else round(x['gbps'], 2)} Gb/s", flush=True)

@@ -18,6 +18,7 @@ OUTSIDE_IP, HOST_IP = "198.51.100.1", "198.51.100.10"  # the outside namespace; 
 UNDERLAY = "198.51.100.{}"                              # VTEPs of the overlay topologies
 # Two containers s (sender) and r (receiver) on one bridge network (the benchmarks').
 PAIR_SUBNET, PAIR_GATEWAY, PAIR_IPS = "10.250.0.0/24", "10.250.0.1", ("10.250.0.2", "10.250.0.3")
+HAIRPIN_IP = "10.250.0.4"  # the NAT topologies' second container: reaches s's published port by hairpin
 
 
 def new_prefix(letter):
@@ -183,19 +184,23 @@ class KernelBridge(Topology):
 
 class KernelNat(Topology):
     """Docker's NAT: a host namespace h with bridge br0 (PAIR_GATEWAY), ip_forward
-    and iptables MASQUERADE/DNAT; container s behind it; the outside namespace r
-    behind the host's uplink up0 (HOST_IP). s publishes 8080 -> 80/tcp."""
+    and iptables MASQUERADE/DNAT; containers s and c behind it; the outside
+    namespace r behind the host's uplink up0 (HOST_IP). s publishes 8080 ->
+    80/tcp, which c reaches through HOST_IP (hairpin: DNATed from the bridge
+    too and masqueraded behind the gateway, as Docker without its userland
+    proxy and kube-proxy do it)."""
     ips = PAIR_IPS
 
     def __init__(self, prefix):
         super().__init__(prefix)
-        self.h, self.s, self.r = f"{prefix}knh", f"{prefix}kns", f"{prefix}kno"
+        self.h, self.s, self.r, self.c = f"{prefix}knh", f"{prefix}kns", f"{prefix}kno", f"{prefix}knc"
         with self.building():
             h = self.netns(self.h, setup=False)
             sh("ip", "-n", h, "link", "add", "br0", "type", "bridge")
             sh("ip", "-n", h, "addr", "add", PAIR_GATEWAY + "/24", "dev", "br0")
             sh("ip", "-n", h, "link", "set", "br0", "up")
             self.container(self.s, "c0", self.ips[0], host_ns=h, bridge="br0", gateway=PAIR_GATEWAY)
+            self.container(self.c, "c1", HAIRPIN_IP, host_ns=h, bridge="br0", gateway=PAIR_GATEWAY)
             self.outside(self.r, "up0", host_ns=h)
             sh("ip", "-n", h, "addr", "add", HOST_IP + "/24", "dev", "up0")
             sh("ip", "-n", h, "link", "set", "up0", "up")
@@ -204,6 +209,8 @@ class KernelNat(Topology):
             nsx(h, "iptables", "-t", "nat", "-A", "POSTROUTING", "-s", PAIR_SUBNET, "!", "-o", "br0", "-j", "MASQUERADE")
             nsx(h, "iptables", "-t", "nat", "-A", "PREROUTING", "-d", HOST_IP, "-p", "tcp", "--dport", "8080",
                 "-j", "DNAT", "--to-destination", self.ips[0] + ":80")
+            nsx(h, "iptables", "-t", "nat", "-A", "POSTROUTING", "-s", PAIR_SUBNET, "-o", "br0", "-m", "conntrack",
+                "--ctstate", "DNAT", "-j", "MASQUERADE")  # hairpin: the reply comes back through h
 
 
 class KernelOverlay(Topology):
