@@ -33,12 +33,18 @@ ConnTrack::ConnTrack(Options opt) : opt_(opt) {
   flows_.reset(new Flow[opt_.size]);
   for (unsigned w = 0; w < opt_.workers; w++) free_.push_back(std::make_unique<SpscRing<uint32_t>>(std::bit_ceil(size_t(opt_.size))));
   for (unsigned w = 0; w < opt_.workers; w++) free_count_.push_back(std::make_unique<FreeCount>());
+  // Each worker gets a contiguous share of the indexes (they always come back
+  // to it): the occupancy words below are, but for the shares' edges, one
+  // worker's.
   for (uint32_t i = 0; i < opt_.size; i++) {
-    auto& r = *free_[i % opt_.workers];
+    const unsigned w = unsigned(uint64_t(i) * opt_.workers / opt_.size);
+    auto& r = *free_[w];
     *r.producer_slot() = i;
     r.push();
-    free_count_[i % opt_.workers]->pushed.fetch_add(1, std::memory_order_relaxed);  // relaxed: not shared yet
+    free_count_[w]->pushed.fetch_add(1, std::memory_order_relaxed);  // relaxed: not shared yet
   }
+  used_.reset(new std::atomic<uint64_t>[(opt_.size + 63) / 64]);
+  for (uint32_t i = 0; i < (opt_.size + 63) / 64; i++) used_[i].store(0, std::memory_order_relaxed);  // relaxed: not shared yet
   for (int p = 0; p < 3; p++) {
     ports_.emplace_back(new std::atomic<uint64_t>[1024]);
     for (int i = 0; i < 1024; i++) ports_.back()[i].store(0, std::memory_order_relaxed);
@@ -371,12 +377,14 @@ ConnTrack::Create ConnTrack::create(unsigned w, const FlowKey& orig, uint32_t xs
       if (port) unalloc_port(w, orig.proto, port);
       return Create::kBusy;  // never published: idx stays at the head of the ring for the next try
     }
+    mark_used(idx);
     // release: the tuples are visible to the control thread, which unindexes and recycles it (index and port).
     f.live.store(kFlowAbandoned, std::memory_order_release);
     ring.pop(1);
     fc.popped++;
     return Create::kBusy;
   }
+  mark_used(idx);
   bump(stats_[w].live, int64_t(1));  // before `live`: an early drop elsewhere may subtract as soon as it is live
   f.live.store(kFlowLive, std::memory_order_release);  // release: tuples above are visible to a reader that sees live
   ring.pop(1);
@@ -459,13 +467,13 @@ void ConnTrack::recycle(uint32_t i, bool evicted, const std::function<void(std::
 size_t ConnTrack::expire(uint32_t now, const std::function<void(std::function<void()>)>& retire,
                          const std::function<bool(const Flow&)>& doomed) {
   size_t n = 0;
-  for (uint32_t i = 0; i < opt_.size; i++) {
+  for_each_used([&](uint32_t i) {
     Flow& f = flows_[i];
     uint8_t lv = f.live.load(std::memory_order_acquire);  // acquire: pairs with create()'s / early_drop()'s release
-    if (lv == kFlowFree) continue;
+    if (lv == kFlowFree) return;  // marked, not yet made (or never: a create() that undid itself leaves no mark)
     bool evicted = lv == kFlowDeadUnindexed || lv == kFlowDeadIndexed;
     if (lv == kFlowLive) {
-      if (age_of(now, f.last_seen.load(std::memory_order_relaxed)) < timeout_ms(f) && !(doomed && doomed(f))) continue;
+      if (age_of(now, f.last_seen.load(std::memory_order_relaxed)) < timeout_ms(f) && !(doomed && doomed(f))) return;
       // acq_rel: a worker's early drop may claim it at the same moment; one of us wins.
       if (f.live.compare_exchange_strong(lv, kFlowDeadIndexed, std::memory_order_acq_rel, std::memory_order_acquire)) {
         lv = kFlowDeadIndexed;
@@ -480,14 +488,34 @@ size_t ConnTrack::expire(uint32_t now, const std::function<void(std::function<vo
       remove(f.reply, uint64_t(i) << 1 | 1);
     }
     f.live.store(kFlowFree, std::memory_order_relaxed);  // relaxed: readers also verify the tuple
+    // relaxed: the index goes back to a worker only after the grace period below, which orders this clear
+    // before that worker's next mark; an RMW, as the word's other bits may be marked meanwhile.
+    used_[i >> 6].fetch_and(~(1ULL << (i & 63)), std::memory_order_relaxed);
     recycle(i, evicted, retire);
-  }
+  });
   return n;
 }
 
+void ConnTrack::mark_used(uint32_t idx) {
+  // relaxed: only a hint for the control thread's scans, which read `live` (acquire) before using the flow;
+  // a mark it does not see yet delays that flow to its next scan. An RMW: a word's bits belong to several flows.
+  used_[idx >> 6].fetch_or(1ULL << (idx & 63), std::memory_order_relaxed);
+}
+
+void ConnTrack::for_each_used(const std::function<void(uint32_t)>& fn) const {
+  for (uint32_t wd = 0; wd < (opt_.size + 63) / 64; wd++) {
+    uint64_t bits = used_[wd].load(std::memory_order_relaxed);  // relaxed: see mark_used()
+    while (bits) {
+      fn(wd * 64 + uint32_t(std::countr_zero(bits)));
+      bits &= bits - 1;
+    }
+  }
+}
+
 void ConnTrack::for_each(const std::function<void(const Flow&)>& fn) const {
-  for (uint32_t i = 0; i < opt_.size; i++)
+  for_each_used([&](uint32_t i) {
     if (flows_[i].live.load(std::memory_order_acquire) == kFlowLive) fn(flows_[i]);  // acquire: see the tuples
+  });
 }
 
 }  // namespace dpsw

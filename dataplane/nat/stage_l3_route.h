@@ -8,10 +8,12 @@
 //     picks for the connection, the client's address kept;
 //   a service backend's packet from a service port (l3_local sends it even
 //     when it is not for the router MAC): a VIP connection's reply, restored.
-// A TCP SYN on the tuple of a flow that is over (FIN or RST seen) opens a
-// new connection: the old flow goes (ConnTrack::reopen), the SYN makes the
-// new one. A backend's SYN+ACK on such a flow's reply tuple is bridged (the
-// answer of a connection made straight to it on a just-used client port).
+// A TCP SYN on the tuple of a flow that is over (FIN or RST seen), from the
+// port that flow came from, opens a new connection: the old flow goes
+// (ConnTrack::reopen), the SYN makes the new one. A backend's SYN+ACK on an
+// over VIP flow's reply tuple, from the backend's port, ends that flow too
+// and goes on as the answer of a connection made straight to the backend
+// on a just-used client port (bridged, or routed to an allowed network).
 // Exits: kOut (out_port set, frame rewritten in place), kDrop (reason), kL2
 // (a backend's packet that belongs to no VIP connection: bridged).
 // Checksums are updated incrementally (IPv4 header; TCP/UDP pseudo-header
@@ -297,7 +299,7 @@ inline RouteNext l3_route(Packet& p, const BdEntry& bd, RouteCtx& c, uint16_t* o
     // over answers a new connection made straight to it (one made through
     // the VIP again would have reopened the flow): the old flow goes, and
     // this connection is bridged from its first packet on.
-    if (proto == 6 && syn_ack(ip + ihl) && over(*fl)) {
+    if (proto == 6 && p.in_port == fl->out[0].port && syn_ack(ip + ihl) && over(*fl)) {
       c.ct.reopen(c.worker, *fl);  // once claimed no lookup matches it, unindexed or not
       return RouteNext::kL2;
     }
@@ -338,14 +340,21 @@ inline RouteNext l3_route(Packet& p, const BdEntry& bd, RouteCtx& c, uint16_t* o
   const FlowKey key{sip, dip, sport, dport, proto};
   // (Hairpin replies are addressed to the gateway: look flows up first.)
   if (Flow* fl = c.ct.find(key, &reply)) {
-    // A SYN on the tuple of a connection that is over opens a new one
-    // (netfilter's reopen): the old flow goes, this packet makes the new one
-    // (a service's new connection gets today's backend, a masquerade a fresh port).
-    if (!(proto == 6 && !reply && new_syn(ip + ihl) && over(*fl))) {
+    // A SYN on the tuple of a connection that is over, from where that
+    // connection came, opens a new one (netfilter's reopen): the old flow
+    // goes, this packet makes the new one (a service's new connection gets
+    // today's backend, a masquerade a fresh port). A backend's SYN+ACK on
+    // an over VIP flow answers a connection made straight to it (from an
+    // allowed network): the old flow goes, the packet is routed.
+    const bool syn = proto == 6 && !reply && p.in_port == fl->out[1].port && new_syn(ip + ihl) && over(*fl);
+    const bool straight = proto == 6 && reply && p.in_port == fl->out[0].port && syn_ack(ip + ihl) && over(*fl) &&
+                          c.s.services.find(fl->orig.dip);
+    if (!syn && !straight) {
       if (fragmented && has_ports(proto)) c.ct.frags(c.worker).remember(sip, dip, csum::load16(ip + 4), proto, key, c.now);
       return forward(p, ip, ihl, proto, *fl, reply, c, out_port, drop);
     }
-    if (!c.ct.reopen(c.worker, *fl)) return *drop = Drop::kCtFull, RouteNext::kDrop;  // not unindexed yet: the SYN's retry makes it
+    // Not yet unindexed (a busy bucket): the SYN's retry makes it. Claimed, unindexed or not, no lookup matches it.
+    if (!c.ct.reopen(c.worker, *fl) && syn) return *drop = Drop::kCtBusy, RouteNext::kDrop;
   }
 
   // A new flow.
@@ -419,7 +428,9 @@ inline RouteNext l3_route(Packet& p, const BdEntry& bd, RouteCtx& c, uint16_t* o
     r = c.ct.create(c.worker, key, l3.uplink_ip, 0, dip, dport, FlowOut{l3.uplink_port, 0, l3.uplink_mac},
                     FlowOut{p.in_port, mac_from_bytes(f + 6), router}, p.bd, c.now, &fl);
   }
-  if (r != ConnTrack::Create::kOk) return *drop = r == ConnTrack::Create::kClash ? Drop::kNatClash : Drop::kCtFull, RouteNext::kDrop;
+  if (r != ConnTrack::Create::kOk)
+    return *drop = r == ConnTrack::Create::kClash ? Drop::kNatClash : r == ConnTrack::Create::kBusy ? Drop::kCtBusy : Drop::kCtFull,
+           RouteNext::kDrop;
   if (fragmented && has_ports(proto)) c.ct.frags(c.worker).remember(sip, dip, csum::load16(ip + 4), proto, key, c.now);
   return forward(p, ip, ihl, proto, *fl, false, c, out_port, drop);
 }

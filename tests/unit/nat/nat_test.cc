@@ -281,14 +281,17 @@ TEST(ConnTrack, ReopenReplacesAClosedFlowOnItsTuple) {
   Flow* f = nullptr;
   ASSERT_EQ(snat(ct, 0, k, 9, &f), ConnTrack::Create::kOk);
   EXPECT_NE(f, old);
-  EXPECT_NE(f->nat_port, old_port) << "the old port is not free before the grace period";
+  EXPECT_NE(f->nat_port, old_port);
+  const size_t free_before = ct.free_ports(0, 6);
   EXPECT_EQ(ct.find(k, &reply), f);
   EXPECT_EQ(ct.find(f->reply, &reply), f);
   EXPECT_TRUE(reply);
   std::vector<std::function<void()>> deferred;
   EXPECT_EQ(ct.expire(1000, [&](std::function<void()> fn) { deferred.push_back(std::move(fn)); }), 0u) << "nothing expired";
   EXPECT_EQ(deferred.size(), 1u) << "the old flow recycled after a grace period";
+  EXPECT_EQ(ct.free_ports(0, 6), free_before) << "the old port is not free before the grace period";
   for (auto& fn : deferred) fn();
+  EXPECT_EQ(ct.free_ports(0, 6), free_before + 1) << "free after it";
   EXPECT_EQ(ct.find(k, &reply), f) << "the new flow stays";
   EXPECT_EQ(ct.count(), 1u);
 }

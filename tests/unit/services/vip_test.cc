@@ -178,6 +178,11 @@ TEST(ServiceVip, AClosedConnectionsTupleOpensANewOne) {
   const uint64_t reopened = r.dp->conntrack()->reopened();
   // b1 leaves the table.
   r.set_backends(false, true);
+  // b2 sends a SYN with the client's tuple: not from the client's port, it reopens nothing.
+  r.ports[kB2Port]->inject(tcp(kRouter, kB2Mac, kC, kVip, closed, 80, 0x02));
+  r.poll();
+  EXPECT_TRUE(r.out(kB1Port).empty() && r.out(kB2Port).empty() && r.out(kCPort).empty());
+  EXPECT_EQ(r.dp->conntrack()->reopened(), reopened);
   EXPECT_EQ(to_backend(closed, 0x02), 2) << "the closed connection's tuple opens a new connection on today's backend";
   EXPECT_EQ(r.dp->conntrack()->reopened(), reopened + 1);
   auto back = answer(2, closed, 0x12);
@@ -192,31 +197,43 @@ TEST(ServiceVip, AClosedConnectionsTupleOpensANewOne) {
 // claimed by the old flow.
 TEST(ServiceVip, StraightToABackendOnAClosedVipTuple) {
   VipRig r;
-  uint16_t sport = 42000;
-  for (;; sport++) {  // a VIP connection that lands on b1, then closed
-    r.ports[kCPort]->inject(tcp(kRouter, kCMac, kC, kVip, sport, 80, 0x02));
+  auto step = [&](uint16_t port, const Bytes& f) {
+    r.ports[port]->inject(f);
     r.poll();
+  };
+  uint16_t sport = 42000;
+  for (;; sport++) {  // a VIP connection that lands on b1
+    step(kCPort, tcp(kRouter, kCMac, kC, kVip, sport, 80, 0x02));
     if (!r.out(kB1Port).empty()) break;
     r.out(kB2Port);
   }
-  r.ports[kB1Port]->inject(tcp(kCMac, kB1Mac, kB1, kC, 8080, sport, 0x12));
-  r.ports[kCPort]->inject(tcp(kRouter, kCMac, kC, kVip, sport, 80, 0x10));
-  r.ports[kCPort]->inject(tcp(kRouter, kCMac, kC, kVip, sport, 80, 0x11));
-  r.ports[kB1Port]->inject(tcp(kCMac, kB1Mac, kB1, kC, 8080, sport, 0x11));
-  r.poll();
-  r.out(kCPort), r.out(kB1Port);
+  step(kB1Port, tcp(kCMac, kB1Mac, kB1, kC, 8080, sport, 0x12));
+  auto back = r.out(kCPort);
+  ASSERT_EQ(back.size(), 1u);
+  ASSERT_EQ(seen(back[0]).sip, kVip) << "the VIP connection's SYN+ACK, restored";
+  step(kCPort, tcp(kRouter, kCMac, kC, kVip, sport, 80, 0x10));
+  step(kCPort, tcp(kRouter, kCMac, kC, kVip, sport, 80, 0x11));
+  step(kB1Port, tcp(kCMac, kB1Mac, kB1, kC, 8080, sport, 0x11));
+  EXPECT_EQ(r.out(kB1Port).size(), 2u);
+  back = r.out(kCPort);
+  ASSERT_EQ(back.size(), 1u);
+  EXPECT_EQ(seen(back[0]).sip, kVip) << "its FIN, restored";
+  // b2 sends a SYN+ACK on that reply tuple's ports from its own port: not b1's, it ends nothing.
+  const uint64_t reopened = r.dp->conntrack()->reopened();
+  step(kB2Port, tcp(kCMac, kB2Mac, kB1, kC, 8080, sport, 0x12));
+  r.out(kCPort);
+  EXPECT_EQ(r.dp->conntrack()->reopened(), reopened) << "another port's SYN+ACK does not end the flow";
   // Now straight to b1:8080 from the same port.
-  r.ports[kCPort]->inject(tcp(kB1Mac, kCMac, kC, kB1, sport, 8080, 0x02));
-  r.poll();
+  step(kCPort, tcp(kB1Mac, kCMac, kC, kB1, sport, 8080, 0x02));
   ASSERT_EQ(r.out(kB1Port).size(), 1u);
   for (uint8_t flags : {uint8_t(0x12), uint8_t(0x10)}) {
     Bytes reply = tcp(kCMac, kB1Mac, kB1, kC, 8080, sport, flags);
-    r.ports[kB1Port]->inject(reply);
-    r.poll();
+    step(kB1Port, reply);
     auto got = r.out(kCPort);
     ASSERT_EQ(got.size(), 1u);
     EXPECT_EQ(got[0], reply) << "bridged as it was sent (flags " << int(flags) << ")";
   }
+  EXPECT_EQ(r.dp->conntrack()->reopened(), reopened + 1) << "b1's SYN+ACK ended the old flow";
 }
 
 TEST(ServiceVip, OtherTrafficFromTheServicePortIsBridged) {
