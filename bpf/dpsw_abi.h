@@ -155,6 +155,10 @@ struct dpsw_punt_rate {
  * set by dpsw at load time (2 x conntrack.size, at most 1M); this is the default. */
 #define DPSW_FAST_NAT_DEFAULT 65536
 #define DPSW_NAT_PEER 1
+/* Set by the kernel tier on both directions' entries when it punts a TCP
+ * FIN or RST of the flow: the entries are skipped (everything punted) until
+ * dpsw removes them, or replaces them for a new connection on the tuple. */
+#define DPSW_NAT_CLOSED 2
 struct dpsw_nat_key {
   __u32 saddr, daddr;
   __u16 sport, dport;
@@ -168,7 +172,7 @@ struct dpsw_nat_val {
   __u16 in_port;        /* the flow's packets come from this dpsw port only (others: punted) */
   __u16 out_port;       /* the device's dpsw port id (tx counted there) */
   __u8 smac[6], dmac[6]; /* the new Ethernet header */
-  __u32 flags;          /* DPSW_NAT_PEER: deliver with bpf_redirect_peer (into a container), else bpf_redirect */
+  __u32 flags;          /* DPSW_NAT_PEER: deliver with bpf_redirect_peer (into a container), else bpf_redirect; DPSW_NAT_CLOSED */
   __u32 pad;
   __u64 last_seen;      /* bpf_ktime_get_ns() of a recent packet (updated every ~100 ms; a plain store: racy, monotonic enough) */
 };

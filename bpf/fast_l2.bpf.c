@@ -250,7 +250,8 @@ static __always_inline int nat_error(void) {
 // sent out of the flow's device (or, a reply at the uplink, delivered into
 // the container with bpf_redirect_peer). Anything the entry cannot decide alone is
 // dpsw's: IP options, fragments, TTL running out, TCP SYN/FIN/RST (dpsw
-// follows the connection's state), unknown flows. -1: punt.
+// follows the connection's state; a FIN or RST closes the entries, see
+// close_flow), unknown flows. -1: punt.
 // Sends a frame the kernel tier rewrote on its way: into a container
 // (bpf_redirect_peer) or out of a device. Steering, as for known unicast
 // (see top): while port `in_port` floods small non-TCP frames on this CPU,
@@ -268,6 +269,22 @@ static __always_inline int deliver(struct __sk_buff *skb, struct dpsw_fast_conf 
   return peer ? bpf_redirect_peer(ifindex, 0) : bpf_redirect(ifindex, 0);
 }
 
+// A TCP FIN or RST of a flow in dpsw_fast_nat (from its own port): both
+// directions' entries are marked closed before the packet is punted, so
+// nothing more of this connection, nor of a new one that reuses the tuple
+// before dpsw's next sync (which removes or replaces them), takes them.
+static __always_inline void close_flow(const struct dpsw_nat_key *k, __u32 in_port) {
+  struct dpsw_nat_val *v = bpf_map_lookup_elem(&dpsw_fast_nat, k);
+  if (!v || v->in_port != in_port) return;
+  // The other direction arrives as this one's rewrite, reversed.
+  struct dpsw_nat_key r = {.saddr = v->xdaddr, .daddr = v->xsaddr, .sport = v->xdport, .dport = v->xsport, .proto = k->proto};
+  // Plain read-modify-writes: the kernel tier only ever sets this bit, and
+  // dpsw replaces whole entries (no 32-bit atomics before BPF v3).
+  v->flags |= DPSW_NAT_CLOSED;
+  struct dpsw_nat_val *b = bpf_map_lookup_elem(&dpsw_fast_nat, &r);
+  if (b) b->flags |= DPSW_NAT_CLOSED;
+}
+
 static __always_inline int nat_forward(struct __sk_buff *skb, __u32 in_port, struct dpsw_fast_conf *conf, __u32 punt) {
   void *data = (void *)(long)skb->data;
   void *data_end = (void *)(long)skb->data_end;
@@ -279,9 +296,13 @@ static __always_inline int nat_forward(struct __sk_buff *skb, __u32 in_port, str
   __u32 l4 = ETH_HLEN + sizeof(struct iphdr), csum_off, mangled = 0;
   if (ip->protocol == IPPROTO_TCP) {
     struct tcphdr *th = (void *)(ip + 1);
-    if ((void *)(th + 1) > data_end || th->syn || th->fin || th->rst) return -1;
+    if ((void *)(th + 1) > data_end || th->syn) return -1;
     k.sport = th->source;
     k.dport = th->dest;
+    if (th->fin || th->rst) {
+      close_flow(&k, in_port);
+      return -1;
+    }
     csum_off = l4 + offsetof(struct tcphdr, check);
   } else if (ip->protocol == IPPROTO_UDP) {
     struct udphdr *uh = (void *)(ip + 1);
@@ -294,7 +315,7 @@ static __always_inline int nat_forward(struct __sk_buff *skb, __u32 in_port, str
     return -1;
   }
   struct dpsw_nat_val *v = bpf_map_lookup_elem(&dpsw_fast_nat, &k);
-  if (!v || v->in_port != in_port) return -1;  // another port's packet with the tuple is not the flow's
+  if (!v || v->in_port != in_port || (v->flags & DPSW_NAT_CLOSED)) return -1;  // another port's packet with the tuple is not the flow's
   // From here on the packet is being rewritten: a helper failing (never
   // expected: the offsets were checked) drops it rather than punt it half done.
   // Addresses: the IP header checksum, and the L4 one through the pseudo-header.

@@ -82,7 +82,8 @@ static __always_inline int is_fast_flow(struct xdp_md *ctx) {
   } else {
     return 0;
   }
-  return bpf_map_lookup_elem(&dpsw_fast_nat, &k) != 0;
+  struct dpsw_nat_val *v = bpf_map_lookup_elem(&dpsw_fast_nat, &k);
+  return v && !(v->flags & DPSW_NAT_CLOSED);
 }
 
 SEC("xdp")

@@ -323,10 +323,11 @@ void FastControl::sync_nat() {
     if (!can_in(b)) w.back.ifindex = 0;
     want[packed(f.orig)] = w;
   });
-  // Gone or changed: out of the kernel first, the way out before the way back.
+  // Gone or changed (or now another flow's: a reopened tuple): out of the kernel first, the way out before the way back.
   for (auto it = nat_.begin(); it != nat_.end();) {
     auto w = want.find(it->first);
-    if (w == want.end() || !(w->second.out == it->second.out) || !(w->second.back == it->second.back)) {
+    if (w == want.end() || w->second.flow != it->second.flow || !(w->second.out == it->second.out) ||
+        !(w->second.back == it->second.back)) {
       nat_remove(it->second);
       it = nat_.erase(it);
     } else {
@@ -340,7 +341,7 @@ void FastControl::sync_nat() {
     // sent can arrive before its entry.
     const bool back = !w.back.ifindex || fast_->nat_put(w.flow->reply, w.back);
     if (back && (!w.out.ifindex || fast_->nat_put(w.flow->orig, w.out))) {
-      nat_[k] = {w.flow->orig, w.flow->reply, w.out, w.back, 0, 0};
+      nat_[k] = {w.flow->orig, w.flow->reply, w.out, w.back, 0, 0, w.flow};
     } else {
       if (back && w.back.ifindex) fast_->nat_del(w.flow->reply);
       nat_refused_++;

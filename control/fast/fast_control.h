@@ -91,6 +91,9 @@ class FastControl : public Module {
     FlowKey key, reply;              // the way out's tuple, the way back's
     FastTier::NatEntry out, back;    // ifindex 0: that direction takes the punted path
     uint64_t last_seen = 0, last_seen_back = 0;  // the kernel's stamps at the previous tick
+    // The conntrack flow they were made from: a new flow on the tuple (a
+    // reopened connection) replaces them, also clearing the kernel's closed mark.
+    const Flow* flow = nullptr;
   };
   std::map<std::pair<uint64_t, uint64_t>, NatState> nat_;
   void nat_remove(const NatState& st);  // both of its entries, the way out first
