@@ -104,6 +104,27 @@ struct dpsw_vni_val {
   __u16 bd;   /* its network */
 };
 
+/* dpsw_fast_dns: the names the kernel tier answers itself, a subset of
+ * dpsw's DNS responder's (dataplane/dns): a plain query (no EDNS, one
+ * question, type A, class IN) from a fast-tier endpoint to its own network's
+ * gateway, port 53, for a name with exactly one address on that network
+ * (not a dnsrr service's). Everything else is punted to dpsw's responder.
+ * Key: the network and the question's name in wire form (length-prefixed
+ * labels, the root's zero included), lower case, zero-padded. */
+#define DPSW_DNS_NAME_MAX 60
+#define DPSW_FAST_DNS_ENTRIES 65536
+struct dpsw_dns_key {
+  __u16 bd;
+  __u8 len; /* bytes of name used */
+  __u8 pad;
+  __u8 name[DPSW_DNS_NAME_MAX];
+};
+struct dpsw_dns_val {
+  __u32 addr;    /* the answer (network order) */
+  __u32 gateway; /* the network's gateway: the query's destination (network order) */
+  __u32 ttl;     /* seconds (host order) */
+};
+
 /* dpsw_fast_stats, per port and CPU: frames the fast tier forwarded itself
  * (rx: from the port's container, tx: into it) and punted frames it dropped
  * because the port was over its share (see dpsw_fast_punt_share). Frames it
@@ -192,6 +213,7 @@ enum dpsw_fast_event {
   DPSW_EV_VXLAN_DECAP,   /* a frame from a remote VTEP decapsulated and delivered into its container */
   DPSW_EV_VXLAN_ERROR,   /* dropped: an encapsulation or decapsulation failed half way */
   DPSW_EV_ROUTED,        /* routed between two allowed networks by the kernel tier (dpsw_fast_route) */
+  DPSW_EV_DNS_ANSWERED,  /* a DNS query to a network's gateway answered by the kernel tier (dpsw_fast_dns) */
   DPSW_EV_COUNT
 };
 

@@ -178,6 +178,13 @@ struct {
   __type(value, struct dpsw_nat_val);
 } dpsw_fast_nat SEC(".maps");
 
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, DPSW_FAST_DNS_ENTRIES);
+  __type(key, struct dpsw_dns_key);
+  __type(value, struct dpsw_dns_val);
+} dpsw_fast_dns SEC(".maps");
+
 static __always_inline void event(__u32 which) {
   __u64 *c = bpf_map_lookup_elem(&dpsw_fast_events, &which);
   if (c) *c += 1;
@@ -355,6 +362,87 @@ static __always_inline int nat_forward(struct __sk_buff *skb, __u32 in_port, str
   count_forwarded(skb, in_port, v->out_port);
   event(DPSW_EV_NAT_FORWARDED);
   return deliver(skb, conf, in_port, punt, v->out_port, v->ifindex, v->flags & DPSW_NAT_PEER, k.proto == IPPROTO_TCP);
+}
+
+// A DNS query to the gateway of the sender's own network that dpsw_fast_dns
+// answers (see dpsw_abi.h for which): the frame becomes the answer (the
+// question kept as asked, one A record appended, addresses, ports and MACs
+// swapped; UDP checksum 0, which IPv4 allows) and goes straight back into
+// the container. -1: dpsw's (punted). A global function: the verifier
+// checks it once on its own, not once per path of the ingress program.
+__attribute__((noinline)) int dns_answer(struct __sk_buff *skb, __u32 bd) {
+  __u32 zero = 0;
+  struct dpsw_fast_conf *conf = bpf_map_lookup_elem(&dpsw_fast_conf, &zero);
+  if (!conf) return -1;
+  void *data = (void *)(long)skb->data;
+  void *data_end = (void *)(long)skb->data_end;
+  struct ethhdr *eth = data;
+  struct iphdr *ip = (void *)(eth + 1);
+  struct udphdr *uh = (void *)(ip + 1);
+  __u8 *dns = (void *)(uh + 1);
+  if ((void *)(dns + 12) > data_end || ip->ihl != 5 || ip->protocol != IPPROTO_UDP || (ip->frag_off & bpf_htons(0x3fff)) ||
+      uh->dest != bpf_htons(53))
+    return -1;
+  // A query (QR 0, opcode 0, not truncated), one question, nothing else.
+  if ((dns[2] & 0xfa) || dns[4] || dns[5] != 1 || dns[6] | dns[7] | dns[8] | dns[9] | dns[10] | dns[11]) return -1;
+  struct dpsw_dns_key k = {.bd = bd};
+  // The name's bytes up to the first zero, letters lowered (label lengths,
+  // below 64, never are). The labels are not parsed here: the map holds
+  // only well-formed names, so a match is one; anything else (a pointer, a
+  // zero inside a label) matches nothing and is dpsw's to judge.
+  __u8 *q = dns + 12;
+  __u32 len = 0;
+  for (__u32 i = 0; i < DPSW_DNS_NAME_MAX; i++) {
+    if ((void *)(q + i + 1) > data_end) return -1;
+    const __u8 c = q[i];
+    if (!c) {
+      len = i + 1;
+      break;
+    }
+    k.name[i] = c + ((__u8)(c - 'A') < 26 ? 32 : 0);
+  }
+  if (!len) return -1;  // longer than the map's names
+  k.len = len;
+  // QTYPE A, QCLASS IN, and nothing after them.
+  __u8 *t = q + len;
+  if ((void *)(t + 4) > data_end || t[0] || t[1] != 1 || t[2] || t[3] != 1) return -1;
+  if ((long)(t + 4 - (__u8 *)data) != (long)skb->len || bpf_ntohs(uh->len) != 8 + 12 + len + 4) return -1;
+  struct dpsw_dns_val *v = bpf_map_lookup_elem(&dpsw_fast_dns, &k);
+  if (!v || v->gateway != ip->daddr) return -1;
+  const __u32 addr = v->addr, ttl = bpf_htonl(v->ttl);
+  const __u32 end = skb->len;  // where the answer goes
+  // Headers first (the frame grows after): QR, AA, RD as asked, RA; one answer.
+  __u8 flags[2] = {0x84 | (dns[2] & 0x01), 0x80};
+  __u8 one[2] = {0, 1};
+  __u32 saddr = ip->saddr, daddr = ip->daddr;
+  __be16 sport = uh->source, dport = uh->dest;
+  __u8 smac[6], dmac[6];
+  __builtin_memcpy(smac, eth->h_source, 6);
+  __builtin_memcpy(dmac, conf->router_mac, 6);
+  if (bpf_skb_change_tail(skb, end + 16, 0)) return -1;
+  // The answer: a pointer to the question's name, A, IN, TTL, 4 bytes of address.
+  __u8 rr[16] = {0xc0, 0x0c, 0, 1, 0, 1};
+  __builtin_memcpy(rr + 6, &ttl, 4);
+  rr[11] = 4;
+  __builtin_memcpy(rr + 12, &addr, 4);
+  // IPv4 header rebuilt whole (20 bytes, no options): addresses swapped, the new length, TTL 64, its checksum.
+  struct iphdr nip = {.version = 4, .ihl = 5, .tot_len = bpf_htons(end + 16 - ETH_HLEN), .ttl = 64, .protocol = IPPROTO_UDP,
+                      .saddr = daddr, .daddr = saddr};
+  __u16 *w = (__u16 *)&nip;
+  __u32 sum = 0;
+#pragma unroll
+  for (int i = 0; i < 10; i++) sum += w[i];
+  sum = (sum & 0xffff) + (sum >> 16);
+  sum = (sum & 0xffff) + (sum >> 16);
+  nip.check = (__u16)~sum;
+  struct udphdr nuh = {.source = dport, .dest = sport, .len = bpf_htons(8 + 12 + len + 4 + 16), .check = 0};
+  const __u32 d = ETH_HLEN + sizeof(struct iphdr) + sizeof(struct udphdr);
+  if (bpf_skb_store_bytes(skb, end, rr, 16, 0) || bpf_skb_store_bytes(skb, 0, smac, 6, 0) || bpf_skb_store_bytes(skb, 6, dmac, 6, 0) ||
+      bpf_skb_store_bytes(skb, ETH_HLEN, &nip, sizeof nip, 0) || bpf_skb_store_bytes(skb, ETH_HLEN + sizeof nip, &nuh, sizeof nuh, 0) ||
+      bpf_skb_store_bytes(skb, d + 2, flags, 2, 0) || bpf_skb_store_bytes(skb, d + 6, one, 2, 0))
+    return TC_ACT_SHOT;  // half rewritten (never expected: the offsets were checked): dropped, the asker retries
+  event(DPSW_EV_DNS_ANSWERED);
+  return bpf_redirect_peer(skb->ifindex, 0);
 }
 
 // The headers a VXLAN frame starts with, up to the inner Ethernet header.
@@ -606,6 +694,9 @@ int dpsw_fast_ingress(struct __sk_buff *skb) {
     if (conf->uplink_punted && ifindex == conf->uplink_ifindex && (void *)(uh + 1) <= data_end && ip->protocol == IPPROTO_UDP &&
         uh->dest == bpf_htons(VXLAN_PORT))
       r = vxlan_decap(skb, conf, in->punt);  // a remote VTEP's frame for a local endpoint
+    else if (ifindex != conf->uplink_ifindex && (void *)(uh + 1) <= data_end && ip->protocol == IPPROTO_UDP && uh->dest == bpf_htons(53) &&
+             (r = dns_answer(skb, in->bd)) >= 0)
+      return r;  // a name dpsw_fast_dns holds, answered here
     else
       r = nat_forward(skb, in->port, conf, in->punt);
     if (r < 0 && ifindex != conf->uplink_ifindex) r = route_forward(skb, in, conf);  // no flow: another network's endpoint?

@@ -350,8 +350,64 @@ void FastControl::sync_nat() {
   }
 }
 
+namespace {
+// "web.frontend" -> "\3web\10frontend\0"; empty when it cannot be one.
+std::string dns_wire(std::string_view name) {
+  std::string w;
+  size_t at = 0;
+  while (at <= name.size()) {
+    const size_t dot = std::min(name.find('.', at), name.size());
+    if (dot == at || dot - at > 63) return {};
+    w += char(dot - at);
+    w.append(name.substr(at, dot - at));
+    at = dot + 1;
+  }
+  w += '\0';
+  return w;
+}
+}  // namespace
+
+// The names the kernel tier may answer alone: one address on its network
+// (several, or a dnsrr service's rotation, are dpsw's), a network whose
+// gateway serves DNS, a name short enough for the map. The snapshot is
+// already in force, so dpsw answers the same at once; the map follows here.
+void FastControl::sync_dns() {
+  const Snapshot& s = core_.dp_->snapshot();
+  const DnsTable& t = s.dns;
+  std::map<std::pair<uint16_t, std::string>, FastTier::DnsEntry> want;
+  for (size_t i = 0; i < t.names.size();) {
+    size_t j = i + 1;
+    while (j < t.names.size() && t.names[j].key == t.names[i].key) j++;
+    const DnsTable::Name& n = t.names[i];
+    if (j - i == 1 && !n.rotate && n.bd < s.bds.size() && s.bds[n.bd].dns && s.bds[n.bd].local_ip) {
+      std::string w = dns_wire(t.str(n.name));
+      if (!w.empty() && w.size() <= DPSW_DNS_NAME_MAX) want[{n.bd, std::move(w)}] = {n.ip, s.bds[n.bd].local_ip, t.ttl};
+    }
+    i = j;
+  }
+  for (auto it = dns_.begin(); it != dns_.end();) {
+    auto w = want.find(it->first);
+    if (w == want.end() || !(w->second == it->second)) {
+      fast_->dns_del(it->first.first, it->first.second);
+      it = dns_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (auto& [k, e] : want) {
+    if (dns_.count(k)) continue;
+    if (fast_->dns_put(k.first, k.second, e)) {
+      dns_[k] = e;
+    } else if (!dns_full_logged_) {  // the name stays dpsw's to answer
+      LOG_WARN("fast tier: DNS name map full (%u names): the others are answered by dpsw's worker", unsigned(dns_.size()));
+      dns_full_logged_ = true;
+    }
+  }
+}
+
 void FastControl::published() {
   if (!fast_) return;
+  sync_dns();
   const Snapshot& s = core_.dp_->snapshot();
   std::map<uint16_t, std::vector<FastTier::SvcRange>> want;
   for (size_t id = 0; id < s.services.backend_ports.size(); id++) {
@@ -409,7 +465,7 @@ json FastControl::events() const {
               {"punt_no_peer", ev.punt_no_peer}, {"steered", ev.steered}, {"dropped_bad_src_mac", ev.bad_src},
               {"dropped_punt_share", ev.punt_share}, {"nat_forwarded", ev.nat_forwarded}, {"nat_errors", ev.nat_error},
               {"vxlan_encapsulated", ev.vxlan_encap}, {"vxlan_decapsulated", ev.vxlan_decap}, {"vxlan_errors", ev.vxlan_error},
-              {"routed", ev.routed}};
+              {"routed", ev.routed}, {"dns_answered", ev.dns_answered}};
 }
 
 void FastControl::views(ViewRegistry& r) {

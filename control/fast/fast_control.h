@@ -32,7 +32,9 @@ class FastControl : public Module {
   void preflight_objects() const override;                      // its BPF object, if an endpoint uses it
   void release_port(uint16_t id, const PortRec& pr) override;  // out of the kernel tier's maps
   void contribute(Snapshot& s) const override;                  // the punt ports
-  void published() override;  // service backends' ports into the kernel's port map (their VIP replies: NAT entries, else punted)
+  // Service backends' ports into the kernel's port map (their VIP replies:
+  // NAT entries, else punted); the DNS names the kernel tier answers.
+  void published() override;
   void tick(uint32_t now) override;       // learned MACs into the fdb; routed flows the kernel forwarded stay alive
   void tick_done(uint32_t now) override;  // after NAT's expiry: routed flows into (and out of) the kernel's map
   void views(ViewRegistry& r) override;                         // `fast`
@@ -62,6 +64,9 @@ class FastControl : public Module {
   // Fast-tier MACs learned by the MAC table (maintenance tick).
   void sync_fast_macs();
   std::map<uint16_t, std::vector<FastTier::SvcRange>> svc_ports_;  // what the kernel's port map says of each backend port
+  std::map<std::pair<uint16_t, std::string>, FastTier::DnsEntry> dns_;  // what dpsw_fast_dns holds: (network, wire name)
+  bool dns_full_logged_ = false;
+  void sync_dns();  // dpsw_fast_dns from the snapshot's DNS table
   void sync_tunnels();  // the overlay's tunnels (a punted uplink): before their MACs
   bool tunnel_error_logged_ = false;
   void sync_routes();  // routing between allowed networks

@@ -90,10 +90,11 @@ FastTier::FastTier(const std::string& path, uint32_t fdb_entries, int nat_map_fd
   vni_map_ = bpf_object__find_map_fd_by_name(obj_, "dpsw_fast_vni");
   route_map_ = bpf_object__find_map_fd_by_name(obj_, "dpsw_fast_route");
   allow_map_ = bpf_object__find_map_fd_by_name(obj_, "dpsw_fast_allow");
+  dns_map_ = bpf_object__find_map_fd_by_name(obj_, "dpsw_fast_dns");
   if (bpf_map* nat = bpf_object__find_map_by_name(obj_, "dpsw_fast_nat")) nat_capacity_ = bpf_map__max_entries(nat);
   const int share_map = bpf_object__find_map_fd_by_name(obj_, "dpsw_fast_punt_share");
   if (std::min({ingress_fd_, punt_fd_, uplink_fd_, ports_map_, peer_map_, fdb_map_, stats_map_, events_map_, conf_map_, nat_map_,
-                share_map, tunnels_map_, vni_map_, route_map_, allow_map_}) < 0) {
+                share_map, tunnels_map_, vni_map_, route_map_, allow_map_, dns_map_}) < 0) {
     bpf_object__close(obj_);
     obj_ = nullptr;
     throw std::runtime_error(path + ": missing the fast tier's programs or maps");
@@ -316,6 +317,7 @@ FastTier::Events FastTier::events() const {
   e.vxlan_decap = out[DPSW_EV_VXLAN_DECAP];
   e.vxlan_error = out[DPSW_EV_VXLAN_ERROR];
   e.routed = out[DPSW_EV_ROUTED];
+  e.dns_answered = out[DPSW_EV_DNS_ANSWERED];
   return e;
 }
 
@@ -433,6 +435,28 @@ bool FastTier::nat_put(const FlowKey& k, const NatEntry& e) {
     throw bpf_error("fast tier: routed-flow map", r);
   }
   return true;
+}
+
+namespace {
+dpsw_dns_key dns_key(uint16_t bd, const std::string& wire) {
+  dpsw_dns_key k{};
+  k.bd = bd;
+  k.len = uint8_t(std::min<size_t>(wire.size(), DPSW_DNS_NAME_MAX));
+  std::memcpy(k.name, wire.data(), k.len);
+  return k;
+}
+}  // namespace
+
+bool FastTier::dns_put(uint16_t bd, const std::string& wire, const DnsEntry& e) {
+  if (wire.size() > DPSW_DNS_NAME_MAX) return false;
+  const dpsw_dns_key k = dns_key(bd, wire);
+  const dpsw_dns_val v{htonl(e.addr), htonl(e.gateway), e.ttl};
+  return bpf_map_update_elem(dns_map_, &k, &v, BPF_ANY) == 0;
+}
+
+void FastTier::dns_del(uint16_t bd, const std::string& wire) {
+  const dpsw_dns_key k = dns_key(bd, wire);
+  bpf_map_delete_elem(dns_map_, &k);  // ENOENT: already gone
 }
 
 void FastTier::nat_del(const FlowKey& k) {

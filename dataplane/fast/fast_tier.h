@@ -116,6 +116,7 @@ class FastTier {
     uint64_t vxlan_encap = 0, vxlan_decap = 0;  // overlay frames the kernel tier encapsulated / decapsulated
     uint64_t vxlan_error = 0;    // dropped: an encapsulation or decapsulation failed half way
     uint64_t routed = 0;         // routed between allowed networks by the kernel tier
+    uint64_t dns_answered = 0;   // DNS queries answered by the kernel tier (dpsw_fast_dns)
   };
   Events events() const;
 
@@ -188,6 +189,15 @@ class FastTier {
     bool peer = false;  // delivered into the container behind host veth ifindex (bpf_redirect_peer)
     bool operator==(const NatEntry&) const = default;
   };
+  // dpsw_fast_dns (dpsw_abi.h): the names the kernel tier answers. `wire`:
+  // the name in wire form, lower case (at most DPSW_DNS_NAME_MAX bytes);
+  // addresses host order. dns_put: false when the map refused (full).
+  struct DnsEntry {
+    uint32_t addr = 0, gateway = 0, ttl = 0;
+    bool operator==(const DnsEntry&) const = default;
+  };
+  bool dns_put(uint16_t bd, const std::string& wire, const DnsEntry& e);
+  void dns_del(uint16_t bd, const std::string& wire);
   bool nat_put(const FlowKey& k, const NatEntry& e);
   void nat_del(const FlowKey& k);
   uint64_t nat_last_seen(const FlowKey& k) const;
@@ -224,7 +234,7 @@ class FastTier {
   uint16_t uplink_bd_ = 0;
   int tunnels_map_ = -1, vni_map_ = -1;
   std::map<uint16_t, TunnelEntry> tunnels_;  // what dpsw_fast_tunnels holds
-  int route_map_ = -1, allow_map_ = -1;
+  int route_map_ = -1, allow_map_ = -1, dns_map_ = -1;
   std::map<uint32_t, RouteEntry> routes_;     // what dpsw_fast_route holds
   std::map<std::pair<uint16_t, uint16_t>, std::pair<uint32_t, uint32_t>> allowed_;  // ...and dpsw_fast_allow
   void hook_uplink(int ifindex, const std::string& ifname, int prog_fd);  // our filter on its ingress

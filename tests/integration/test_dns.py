@@ -9,7 +9,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # tests/: the lab package
-from lab.testing import Dpsw, check, scenario_main, wait_for  # noqa: E402
+from lab.testing import FAST, Dpsw, check, scenario_main, wait_for  # noqa: E402
 
 OUT, HOST = Dpsw.OUTSIDE_IP, Dpsw.HOST_IP
 
@@ -82,6 +82,16 @@ def names_and_records():
         st, an = dig(d, "other", f"@{GW_BACK}", "both")
         check(addrs(an) == ["10.243.2.2"] or (st == "NOERROR" and len(addrs(an)) == 1 and addrs(an)[0].startswith("10.243.2.")),
               f"other sees both's address on back: {st} {an}")
+        # Plain A queries (no EDNS) for a name with one address on the asker's network: the kernel tier
+        # answers them itself (fast tier), the question echoed as asked; the same answer either way.
+        k0 = d.counters()["dns"]["answered_in_kernel"]
+        st, an = dig(d, "cache", f"@{GW_FRONT}", "+noedns", "WeB.FrOnT")
+        check(st == "NOERROR" and an == [["WeB.FrOnT.", "600", "IN", "A", "10.243.1.10"]], f"plain A query: {st} {an}")
+        check(raw(d, "cache", GW_FRONT, q("Shop.Example")).startswith("rcode=0 qr=1 id=1234 qd=1 an=1 ar=0"), "raw plain A query")
+        st, an = dig(d, "cache", f"@{GW_FRONT}", "+noedns", "shared")
+        check(addrs(an) == ["10.243.1.11", "10.243.1.12"], f"two addresses (dpsw's worker answers): {an}")
+        k = d.counters()["dns"]["answered_in_kernel"] - k0
+        check(k == 2 if FAST else k == 0, f"answered in the kernel: {k}")
         # An alias on two endpoints answers both; AAAA of a known name: NODATA.
         st, an = dig(d, "web", f"@{GW_FRONT}", "shared")
         check(st == "NOERROR" and addrs(an) == ["10.243.1.11", "10.243.1.12"], f"shared alias: {st} {an}")

@@ -314,9 +314,10 @@ class DpswBusyCpu:
         return used
 
 
-def dnsperf(ns, server, names, duration, core, clients=4, server_cpu=None):
+def dnsperf(ns, server, names, duration, core, clients=4, server_cpu=None, threads=1):
     """dnsperf (Debian's, UDP, A queries for `names` round robin) from ns
-    against server:53 for `duration` s, pinned to core: {"qps" answered,
+    against server:53 for `duration` s, pinned to core (a taskset list: "0,1"
+    for several), with `threads` threads: {"qps" answered,
     "lost" queries, "avg_us", "cores_busy", "cpu_us_per_q": the server's CPU
     seconds (server_cpu(): a running total) per answered query}; qps None
     when nothing answered."""
@@ -327,7 +328,7 @@ def dnsperf(ns, server, names, duration, core, clients=4, server_cpu=None):
         cpu0 = server_cpu() if server_cpu else None
         with CpuMeter() as cpu:
             out = nsx(ns, "taskset", "-c", str(core), "dnsperf", "-s", server, "-d", path, "-l", str(max(1, int(duration))),
-                      "-c", str(clients), "-q", "256", "-t", "2", timeout=duration + 30, check_rc=False).stdout
+                      "-c", str(clients), "-T", str(threads), "-q", "256", "-t", "2", timeout=duration + 30, check_rc=False).stdout
         cpu_s = server_cpu() - cpu0 if server_cpu else None
     finally:
         os.unlink(path)
