@@ -29,7 +29,7 @@ enum dpsw_xdp_stat { DPSW_XDP_REDIRECTED, DPSW_XDP_NO_SOCKET, DPSW_XDP_NAT_PASSE
  * dpsw_fast_nat are passed up to the fast tier's TC program. */
 struct dpsw_xdp_conf {
   __u32 uplink_ifindex;
-  __u32 pad;
+  __u32 uplink_port; /* its dpsw port id: the in_port of the flows' entries its FIN/RST close (nat_close.h) */
 };
 
 /* ---- bpf/fast_l2.bpf.c ---- */

@@ -63,6 +63,7 @@
 #endif
 
 #include "dpsw_abi.h"
+#include "nat_close.h"
 
 // Host veth ifindex -> its port.
 struct {
@@ -258,7 +259,7 @@ static __always_inline int nat_error(void) {
 // the container with bpf_redirect_peer). Anything the entry cannot decide alone is
 // dpsw's: IP options, fragments, TTL running out, TCP SYN/FIN/RST (dpsw
 // follows the connection's state; a FIN or RST closes the entries, see
-// close_flow), unknown flows. -1: punt.
+// nat_close.h), unknown flows. -1: punt.
 // Sends a frame the kernel tier rewrote on its way: into a container
 // (bpf_redirect_peer) or out of a device. Steering, as for known unicast
 // (see top): while port `in_port` floods small non-TCP frames on this CPU,
@@ -276,22 +277,6 @@ static __always_inline int deliver(struct __sk_buff *skb, struct dpsw_fast_conf 
   return peer ? bpf_redirect_peer(ifindex, 0) : bpf_redirect(ifindex, 0);
 }
 
-// A TCP FIN or RST of a flow in dpsw_fast_nat (from its own port): both
-// directions' entries are marked closed before the packet is punted, so
-// nothing more of this connection, nor of a new one that reuses the tuple
-// before dpsw's next sync (which removes or replaces them), takes them.
-static __always_inline void close_flow(const struct dpsw_nat_key *k, __u32 in_port) {
-  struct dpsw_nat_val *v = bpf_map_lookup_elem(&dpsw_fast_nat, k);
-  if (!v || v->in_port != in_port) return;
-  // The other direction arrives as this one's rewrite, reversed.
-  struct dpsw_nat_key r = {.saddr = v->xdaddr, .daddr = v->xsaddr, .sport = v->xdport, .dport = v->xsport, .proto = k->proto};
-  // Plain read-modify-writes: the kernel tier only ever sets this bit, and
-  // dpsw replaces whole entries (no 32-bit atomics before BPF v3).
-  v->flags |= DPSW_NAT_CLOSED;
-  struct dpsw_nat_val *b = bpf_map_lookup_elem(&dpsw_fast_nat, &r);
-  if (b) b->flags |= DPSW_NAT_CLOSED;
-}
-
 static __always_inline int nat_forward(struct __sk_buff *skb, __u32 in_port, struct dpsw_fast_conf *conf, __u32 punt) {
   void *data = (void *)(long)skb->data;
   void *data_end = (void *)(long)skb->data_end;
@@ -307,7 +292,7 @@ static __always_inline int nat_forward(struct __sk_buff *skb, __u32 in_port, str
     k.sport = th->source;
     k.dport = th->dest;
     if (th->fin || th->rst) {
-      close_flow(&k, in_port);
+      if (ipv4_header_ok(ip, (__u32)((long)data_end - (long)ip))) nat_close(&dpsw_fast_nat, &k, in_port);
       return -1;
     }
     csum_off = l4 + offsetof(struct tcphdr, check);

@@ -15,6 +15,7 @@
 #include <bpf/bpf_helpers.h>
 
 #include "dpsw_abi.h"
+#include "nat_close.h"
 
 struct {
   __uint(type, BPF_MAP_TYPE_XSKMAP);
@@ -59,8 +60,9 @@ static __always_inline void count(__u32 which) {
 }
 
 // A TCP (not SYN/FIN/RST) or UDP packet of a flow in dpsw_fast_nat: the
-// same tests as the fast tier's TC program, which takes it from here.
-static __always_inline int is_fast_flow(struct xdp_md *ctx) {
+// same tests as the fast tier's TC program, which takes it from here. A
+// FIN or RST goes to dpsw, the flow's entries closed first (nat_close.h).
+static __always_inline int is_fast_flow(struct xdp_md *ctx, __u32 uplink_port) {
   void *data = (void *)(long)ctx->data;
   void *data_end = (void *)(long)ctx->data_end;
   struct ethhdr *eth = data;
@@ -71,9 +73,13 @@ static __always_inline int is_fast_flow(struct xdp_md *ctx) {
   struct dpsw_nat_key k = {.saddr = ip->saddr, .daddr = ip->daddr, .proto = ip->protocol};
   if (ip->protocol == IPPROTO_TCP) {
     struct tcphdr *th = (void *)(ip + 1);
-    if ((void *)(th + 1) > data_end || th->syn || th->fin || th->rst) return 0;
+    if ((void *)(th + 1) > data_end || th->syn) return 0;
     k.sport = th->source;
     k.dport = th->dest;
+    if (th->fin || th->rst) {  // dpsw's (through AF_XDP); the flow's entries closed first
+      if (ipv4_header_ok(ip, (__u32)((long)data_end - (long)ip))) nat_close(&dpsw_fast_nat, &k, uplink_port);
+      return 0;
+    }
   } else if (ip->protocol == IPPROTO_UDP) {
     struct udphdr *uh = (void *)(ip + 1);
     if ((void *)(uh + 1) > data_end) return 0;
@@ -91,7 +97,7 @@ int dpsw_xsk_redirect(struct xdp_md *ctx) {
   __u32 ifindex = ctx->ingress_ifindex;
   __u32 zero = 0;
   struct dpsw_xdp_conf *conf = bpf_map_lookup_elem(&dpsw_xdp_conf, &zero);
-  if (conf && conf->uplink_ifindex == ifindex && is_fast_flow(ctx)) {
+  if (conf && conf->uplink_ifindex == ifindex && is_fast_flow(ctx, conf->uplink_port)) {
     count(DPSW_XDP_NAT_PASSED);
     return XDP_PASS;
   }

@@ -222,15 +222,32 @@ void FastControl::refresh_nat(uint32_t now) {
   // shortest timeout here is 30 s): two lookups per flow.
   if (!fast_ || !ct || now - nat_refreshed_ < 1000) return;
   nat_refreshed_ = now;
-  for (auto& [k, st] : nat_) {
+  for (auto it = nat_.begin(); it != nat_.end();) {
+    NatState& st = it->second;
     // Packets the kernel forwarded since the last tick (either way) keep the flow alive.
-    const uint64_t ls = st.out.ifindex ? fast_->nat_last_seen(st.key) : 0;
-    const uint64_t lr = st.back.ifindex ? fast_->nat_last_seen(st.reply) : 0;
+    bool closed = false;
+    const uint64_t ls = st.out.ifindex ? fast_->nat_last_seen(st.key, &closed) : 0;
+    const uint64_t lr = st.back.ifindex ? fast_->nat_last_seen(st.reply, &closed) : 0;
+    bool reply = false;
+    Flow* f = ct->find(st.key, &reply);
+    // Closed by the kernel tier, yet the same flow is still established here
+    // two refreshes (a second) later (the FIN or RST never moved it: lost on
+    // the punted path, or an entry made for a flow that reused a recycled
+    // record): out, so that the next sync installs it afresh rather than
+    // leave it punted for good.
+    const bool stuck = closed && f && f == st.flow &&
+                       f->state.load(std::memory_order_relaxed) == uint8_t(TcpState::kEstablished);  // relaxed: a hint, re-read every tick
+    if (stuck && st.closed_seen) {
+      nat_remove(st);
+      it = nat_.erase(it);
+      continue;
+    }
+    st.closed_seen = stuck;
+    ++it;
     if (ls == st.last_seen && lr == st.last_seen_back) continue;
     st.last_seen = ls;
     st.last_seen_back = lr;
-    bool reply = false;
-    if (Flow* f = ct->find(st.key, &reply)) {
+    if (f) {
       ConnTrack::seen(*f, now);
       // A UDP flow the kernel carried a reply of is "replied", as if dpsw had
       // seen it (its longer timeout): relaxed, a monotonic ageing hint as the workers write it.
@@ -273,7 +290,7 @@ void FastControl::sync_nat() {
     try {
       fast_->attach_uplink(core_.ports_[up].ifindex, core_.ports_[up].host_ifname, up);
       journal_uplink(core_.ports_[up].host_ifname);
-      core_.xdp_->set_uplink(core_.ports_[up].ifindex);
+      core_.xdp_->set_uplink(core_.ports_[up].ifindex, up);
     } catch (const std::exception& e) {
       LOG_WARN("fast tier: routed flows' packets from the uplink stay on the punted path: %s", e.what());
     }
@@ -341,7 +358,7 @@ void FastControl::sync_nat() {
     // sent can arrive before its entry.
     const bool back = !w.back.ifindex || fast_->nat_put(w.flow->reply, w.back);
     if (back && (!w.out.ifindex || fast_->nat_put(w.flow->orig, w.out))) {
-      nat_[k] = {w.flow->orig, w.flow->reply, w.out, w.back, 0, 0, w.flow};
+      nat_[k] = {w.flow->orig, w.flow->reply, w.out, w.back, 0, 0, w.flow, false};
     } else {
       if (back && w.back.ifindex) fast_->nat_del(w.flow->reply);
       nat_refused_++;

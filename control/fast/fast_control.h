@@ -99,6 +99,7 @@ class FastControl : public Module {
     // The conntrack flow they were made from: a new flow on the tuple (a
     // reopened connection) replaces them, also clearing the kernel's closed mark.
     const Flow* flow = nullptr;
+    bool closed_seen = false;  // refresh_nat(): closed in the kernel while established here, at the last refresh
   };
   std::map<std::pair<uint64_t, uint64_t>, NatState> nat_;
   void nat_remove(const NatState& st);  // both of its entries, the way out first

@@ -464,10 +464,12 @@ void FastTier::nat_del(const FlowKey& k) {
   bpf_map_delete_elem(nat_map_, &key);  // ENOENT: already gone
 }
 
-uint64_t FastTier::nat_last_seen(const FlowKey& k) const {
+uint64_t FastTier::nat_last_seen(const FlowKey& k, bool* closed) const {
   const dpsw_nat_key key = nat_key(k);
   dpsw_nat_val v{};
-  return bpf_map_lookup_elem(nat_map_, &key, &v) == 0 ? v.last_seen : 0;
+  if (bpf_map_lookup_elem(nat_map_, &key, &v) != 0) return 0;
+  if (closed) *closed = *closed || (v.flags & DPSW_NAT_CLOSED);
+  return v.last_seen;
 }
 
 size_t FastTier::nat_count() const {

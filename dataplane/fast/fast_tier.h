@@ -179,7 +179,8 @@ class FastTier {
   // the Ethernet header smac -> dmac and goes out of ifindex (dpsw port
   // out_port). nat_put() adds or replaces (false: the map is full);
   // nat_last_seen(): the entry's latest packet (ns, CLOCK_MONOTONIC; 0: none
-  // yet or no entry).
+  // yet or no entry); *closed: the kernel tier marked it closed (a FIN or
+  // RST it punted).
   struct NatEntry {
     uint16_t in_port = 0, out_port = 0;
     uint32_t xsip = 0, xdip = 0;
@@ -200,7 +201,7 @@ class FastTier {
   void dns_del(uint16_t bd, const std::string& wire);
   bool nat_put(const FlowKey& k, const NatEntry& e);
   void nat_del(const FlowKey& k);
-  uint64_t nat_last_seen(const FlowKey& k) const;
+  uint64_t nat_last_seen(const FlowKey& k, bool* closed = nullptr) const;
   size_t nat_count() const;  // entries the kernel map holds (walks it: views and tests)
   uint32_t nat_capacity() const { return nat_capacity_; }
   int uplink_ifindex() const { return uplink_ifindex_; }

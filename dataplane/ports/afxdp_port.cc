@@ -97,9 +97,9 @@ uint64_t XdpProgram::nat_passed() const {
   return n;
 }
 
-void XdpProgram::set_uplink(int ifindex) {
+void XdpProgram::set_uplink(int ifindex, uint16_t port) {
   const uint32_t zero = 0;
-  const dpsw_xdp_conf c{uint32_t(ifindex), 0};
+  const dpsw_xdp_conf c{uint32_t(ifindex), port};
   if (int e = bpf_map_update_elem(conf_fd_, &zero, &c, 0)) throw bpf_error("XDP program: conf map", e);
 }
 

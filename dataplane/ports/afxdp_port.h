@@ -48,9 +48,9 @@ class XdpProgram {
   std::pair<uint64_t, uint64_t> stats() const;
   uint64_t nat_passed() const;  // replies of kernel-tier flows passed up to the fast tier (uplink)
   // The routed-flow map the fast tier reuses, and the uplink whose replies
-  // of those flows the program passes up (0: none).
+  // of those flows the program passes up (0: none) and its dpsw port id.
   int nat_map_fd() const { return nat_fd_; }
-  void set_uplink(int ifindex);
+  void set_uplink(int ifindex, uint16_t port = 0);
 
  private:
   bpf_object* obj_ = nullptr;
