@@ -181,6 +181,7 @@ struct {
 
 struct {
   __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(map_flags, BPF_F_NO_PREALLOC);  // memory as names come, not 64 Ki entries up front
   __uint(max_entries, DPSW_FAST_DNS_ENTRIES);
   __type(key, struct dpsw_dns_key);
   __type(value, struct dpsw_dns_val);
@@ -352,10 +353,12 @@ static __always_inline int nat_forward(struct __sk_buff *skb, __u32 in_port, str
 // A DNS query to the gateway of the sender's own network that dpsw_fast_dns
 // answers (see dpsw_abi.h for which): the frame becomes the answer (the
 // question kept as asked, one A record appended, addresses, ports and MACs
-// swapped; UDP checksum 0, which IPv4 allows) and goes straight back into
-// the container. -1: dpsw's (punted). A global function: the verifier
-// checks it once on its own, not once per path of the ingress program.
-__attribute__((noinline)) int dns_answer(struct __sk_buff *skb, __u32 bd) {
+// swapped; the UDP checksum updated for what changed, so a full one stays
+// right and a partial one (TX offload) stays partial) and goes straight back
+// into the container. What the worker would drop (a bad or martian IPv4
+// header) is left to it. -1: dpsw's (punted). A global function: the
+// verifier checks it once on its own, not once per path of the ingress program.
+__attribute__((noinline)) int dns_answer(struct __sk_buff *skb, __u32 bd, __u32 port) {
   __u32 zero = 0;
   struct dpsw_fast_conf *conf = bpf_map_lookup_elem(&dpsw_fast_conf, &zero);
   if (!conf) return -1;
@@ -365,9 +368,13 @@ __attribute__((noinline)) int dns_answer(struct __sk_buff *skb, __u32 bd) {
   struct iphdr *ip = (void *)(eth + 1);
   struct udphdr *uh = (void *)(ip + 1);
   __u8 *dns = (void *)(uh + 1);
-  if ((void *)(dns + 12) > data_end || ip->ihl != 5 || ip->protocol != IPPROTO_UDP || (ip->frag_off & bpf_htons(0x3fff)) ||
-      uh->dest != bpf_htons(53))
+  if ((void *)(dns + 12) > data_end || ip->version != 4 || ip->ihl != 5 || ip->protocol != IPPROTO_UDP ||
+      (ip->frag_off & bpf_htons(0x3fff)) || uh->dest != bpf_htons(53) || bpf_ntohs(ip->tot_len) != skb->len - ETH_HLEN ||
+      !ipv4_header_ok(ip, skb->len - ETH_HLEN))
     return -1;
+  // Martian sources (0/8, 127/8, 224/4, 240/4: the worker's martian()) are the worker's to drop.
+  const __u8 s0 = ((__u8 *)&ip->saddr)[0];
+  if (s0 == 0 || s0 == 127 || s0 >= 224) return -1;
   // A query (QR 0, opcode 0, not truncated), one question, nothing else.
   if ((dns[2] & 0xfa) || dns[4] || dns[5] != 1 || dns[6] | dns[7] | dns[8] | dns[9] | dns[10] | dns[11]) return -1;
   struct dpsw_dns_key k = {.bd = bd};
@@ -399,8 +406,12 @@ __attribute__((noinline)) int dns_answer(struct __sk_buff *skb, __u32 bd) {
   // Headers first (the frame grows after): QR, AA, RD as asked, RA; one answer.
   __u8 flags[2] = {0x84 | (dns[2] & 0x01), 0x80};
   __u8 one[2] = {0, 1};
+  __u16 old_flags, new_flags, new_an;
+  __builtin_memcpy(&old_flags, dns + 2, 2);
+  __builtin_memcpy(&new_flags, flags, 2);
+  __builtin_memcpy(&new_an, one, 2);
   __u32 saddr = ip->saddr, daddr = ip->daddr;
-  __be16 sport = uh->source, dport = uh->dest;
+  __be16 sport = uh->source, dport = uh->dest, check = uh->check, old_len = uh->len;
   __u8 smac[6], dmac[6];
   __builtin_memcpy(smac, eth->h_source, 6);
   __builtin_memcpy(dmac, conf->router_mac, 6);
@@ -411,8 +422,8 @@ __attribute__((noinline)) int dns_answer(struct __sk_buff *skb, __u32 bd) {
   rr[11] = 4;
   __builtin_memcpy(rr + 12, &addr, 4);
   // IPv4 header rebuilt whole (20 bytes, no options): addresses swapped, the new length, TTL 64, its checksum.
-  struct iphdr nip = {.version = 4, .ihl = 5, .tot_len = bpf_htons(end + 16 - ETH_HLEN), .ttl = 64, .protocol = IPPROTO_UDP,
-                      .saddr = daddr, .daddr = saddr};
+  struct iphdr nip = {.version = 4, .ihl = 5, .tot_len = bpf_htons(end + 16 - ETH_HLEN), .frag_off = bpf_htons(0x4000), .ttl = 64,
+                      .protocol = IPPROTO_UDP, .saddr = daddr, .daddr = saddr};
   __u16 *w = (__u16 *)&nip;
   __u32 sum = 0;
 #pragma unroll
@@ -420,12 +431,31 @@ __attribute__((noinline)) int dns_answer(struct __sk_buff *skb, __u32 bd) {
   sum = (sum & 0xffff) + (sum >> 16);
   sum = (sum & 0xffff) + (sum >> 16);
   nip.check = (__u16)~sum;
-  struct udphdr nuh = {.source = dport, .dest = sport, .len = bpf_htons(8 + 12 + len + 4 + 16), .check = 0};
+  struct udphdr nuh = {.source = dport, .dest = sport, .len = bpf_htons(8 + 12 + len + 4 + 16), .check = check};
   const __u32 d = ETH_HLEN + sizeof(struct iphdr) + sizeof(struct udphdr);
+  // The UDP checksum: swapped addresses and ports change no sum; the length
+  // (in the pseudo-header and the header), the DNS flags and answer count,
+  // and the appended record do. The record's sum is byte-swapped when it
+  // starts at an odd offset of the datagram. A zero (absent) checksum stays
+  // zero (BPF_F_MARK_MANGLED_0); a partial one gets the pseudo-header part only.
+  const __u32 csum_off = ETH_HLEN + sizeof(struct iphdr) + offsetof(struct udphdr, check);
+  __u32 rs = 0;
+  const __u16 *rw = (const __u16 *)rr;
+#pragma unroll
+  for (int i = 0; i < 8; i++) rs += rw[i];
+  rs = (rs & 0xffff) + (rs >> 16);
+  rs = (rs & 0xffff) + (rs >> 16);
+  if ((end - ETH_HLEN - sizeof(struct iphdr)) & 1) rs = ((rs & 0xff) << 8) | (rs >> 8);
   if (bpf_skb_store_bytes(skb, end, rr, 16, 0) || bpf_skb_store_bytes(skb, 0, smac, 6, 0) || bpf_skb_store_bytes(skb, 6, dmac, 6, 0) ||
       bpf_skb_store_bytes(skb, ETH_HLEN, &nip, sizeof nip, 0) || bpf_skb_store_bytes(skb, ETH_HLEN + sizeof nip, &nuh, sizeof nuh, 0) ||
-      bpf_skb_store_bytes(skb, d + 2, flags, 2, 0) || bpf_skb_store_bytes(skb, d + 6, one, 2, 0))
+      bpf_skb_store_bytes(skb, d + 2, flags, 2, 0) || bpf_skb_store_bytes(skb, d + 6, one, 2, 0) ||
+      bpf_l4_csum_replace(skb, csum_off, old_len, nuh.len, BPF_F_PSEUDO_HDR | BPF_F_MARK_MANGLED_0 | 2) ||
+      bpf_l4_csum_replace(skb, csum_off, old_len, nuh.len, BPF_F_MARK_MANGLED_0 | 2) ||
+      bpf_l4_csum_replace(skb, csum_off, old_flags, new_flags, BPF_F_MARK_MANGLED_0 | 2) ||
+      bpf_l4_csum_replace(skb, csum_off, 0, new_an, BPF_F_MARK_MANGLED_0 | 2) ||
+      bpf_l4_csum_replace(skb, csum_off, 0, rs, BPF_F_MARK_MANGLED_0 | 2))
     return TC_ACT_SHOT;  // half rewritten (never expected: the offsets were checked): dropped, the asker retries
+  count_forwarded(skb, port, port);
   event(DPSW_EV_DNS_ANSWERED);
   return bpf_redirect_peer(skb->ifindex, 0);
 }
@@ -680,7 +710,7 @@ int dpsw_fast_ingress(struct __sk_buff *skb) {
         uh->dest == bpf_htons(VXLAN_PORT))
       r = vxlan_decap(skb, conf, in->punt);  // a remote VTEP's frame for a local endpoint
     else if (ifindex != conf->uplink_ifindex && (void *)(uh + 1) <= data_end && ip->protocol == IPPROTO_UDP && uh->dest == bpf_htons(53) &&
-             (r = dns_answer(skb, in->bd)) >= 0)
+             (r = dns_answer(skb, in->bd, in->port)) >= 0)
       return r;  // a name dpsw_fast_dns holds, answered here
     else
       r = nat_forward(skb, in->port, conf, in->punt);

@@ -90,7 +90,8 @@ Daemon::Daemon(Config cfg, Plan plan, DaemonOptions opt) : Core(std::move(cfg), 
   modules_.push_back(std::make_unique<Overlay>(core, *nat));
   // NAT's contribute() puts the uplink in front of the flood and rx lists the
   // modules before it filled (those after it add no port); services add
-  // published ports after NAT's, and DNS answers their names.
+  // published ports after NAT's, and DNS answers their names (its counters
+  // add the fast tier's DNS answers, which the fast module writes first).
   modules_.push_back(std::move(nat));
   modules_.push_back(std::make_unique<Services>(core));
   modules_.push_back(std::make_unique<Dns>(core));

@@ -463,7 +463,10 @@ void FastControl::contribute(Snapshot& s) const {
 }
 
 void FastControl::stop() {
-  nat_.clear();  // the map goes with the objects
+  nat_.clear();  // the maps go with the objects
+  dns_.clear();
+  svc_ports_.clear();
+  dns_full_logged_ = false;
   if (fast_) fast_->detach_uplink();
   if (core_.xdp_) {
     try {
