@@ -106,6 +106,11 @@ def servers(d, names):
             p.wait()
 
 
+def web_backends(d):
+    """The backends `show services` lists in web's table."""
+    return next(r for r in d.ctl("show", "services") if r["name"] == "web")["backends"]
+
+
 def connect(d, ns, target, port, count, first=None):
     out = d.run(ns, "python3", "-c", CLIENT, target, str(port), str(count), *([str(first)] if first else []), timeout=120).stdout
     return [l.split() for l in out.splitlines()]
@@ -117,6 +122,8 @@ def vip_balancing():
         d.write_config()
         d.start()
         with servers(d, BACKENDS) as procs:
+            # The health check's first probes may have come before the servers: all three back first.
+            wait_for(lambda: web_backends(d) == "b1,b2,b3", 6, "every backend in the table")
             # DNS: the service's name is its VIP; ping answers at the VIP.
             out = d.run("c", "getent", "hosts", "web").stdout.split()
             check(out[:1] == [VIP], f"web resolves to its VIP: {out}")
@@ -160,7 +167,7 @@ def vip_balancing():
             web = next(r for r in rows if r["name"] == "web")
             check(web["vip"] == VIP and web["backends"] == "b1,b2,b3", f"show services: {web}")
             # A backend whose link goes down leaves the table (and comes back with it).
-            backends = lambda: next(r for r in d.ctl("show", "services") if r["name"] == "web")["backends"]
+            backends = lambda: web_backends(d)
             d.run("b3", "ip", "link", "set", "eth0", "down")
             wait_for(lambda: backends() == "b1,b2", 5, "b3 out of the table once its link is down")
             got = connect(d, "c", VIP, 80, 60)
@@ -194,6 +201,8 @@ def backend_removed():
         d.write_config()
         d.start()
         with servers(d, BACKENDS):
+            # The health check's first probes may have come before the servers: all three back first.
+            wait_for(lambda: web_backends(d) == "b1,b2,b3", 6, "every backend in the table")
             before = connect(d, "c", VIP, 80, 300, first=40000)
             check(all(g[0] in BACKENDS for g in before), f"before: {before[:3]}")
             # The streams reuse the client ports of closed connections: each SYN reopens its tuple (a
