@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <bit>
 
+#include "dataplane/core/checksum.h"
 #include "dataplane/nat/frag_table.h"
 #include "dataplane/core/hash.h"
 
@@ -368,6 +369,7 @@ ConnTrack::Create ConnTrack::create(unsigned w, const FlowKey& orig, uint32_t xs
   f.nat_port = port;
   f.worker = uint8_t(w);
   f.state.store(0, std::memory_order_relaxed);
+  f.fins.store(0, std::memory_order_relaxed);  // relaxed: published with the flow by the release store of `live` below
   f.last_seen.store(now, std::memory_order_relaxed);
   // Indexed first, live last: until then no lookup matches it and no other
   // worker's early drop (nor expiry) can claim it, so a half-made flow is
@@ -423,6 +425,38 @@ void ConnTrack::tcp_flags(Flow& f, uint8_t flags, bool reply) {
   }
 }
 
+void ConnTrack::tcp_segment(Flow& f, const uint8_t* tcp, uint32_t len, bool reply) {
+  constexpr uint8_t kFin = 0x01, kSyn = 0x02, kRst = 0x04, kAck = 0x10;
+  const uint8_t flags = tcp[13];
+  tcp_flags(f, flags, reply);
+  if (flags & kRst) return;
+  const uint8_t mine = reply ? kFinReply : kFinOrig, theirs = reply ? kFinOrig : kFinReply;
+  const uint8_t theirs_acked = reply ? kFinOrigAcked : kFinReplyAcked;
+  // acquire: pairs with the other direction's release below, so its fin_end
+  // is read as written. (That direction's FIN reached this one's sender
+  // before this ACK could come back: the two workers' stores and loads are
+  // also ordered by the packets' round trip through the ports' rings.)
+  uint8_t bits = f.fins.load(std::memory_order_acquire);
+  if ((flags & kFin) && !(bits & mine)) {
+    const uint32_t doff = uint32_t(tcp[12] >> 4) * 4;
+    const uint32_t payload = len > doff ? len - doff : 0;
+    const uint32_t end = csum::load32(tcp + 4) + ((flags & kSyn) ? 1 : 0) + payload + 1;
+    f.fin_end[reply].store(end, std::memory_order_relaxed);  // relaxed: published by the release below
+    bits = f.fins.fetch_or(mine, std::memory_order_release) | mine;  // release: fin_end above before the bit
+  }
+  if ((flags & kAck) && (bits & theirs) && !(bits & theirs_acked)) {
+    const uint32_t ack = csum::load32(tcp + 8);
+    const uint32_t end = f.fin_end[!reply].load(std::memory_order_relaxed);  // relaxed: after the acquire of its bit
+    if (int32_t(ack - end) >= 0)
+      bits = f.fins.fetch_or(theirs_acked, std::memory_order_relaxed) | theirs_acked;  // relaxed: a state hint, like `state`
+  }
+  if (bits != (kFinOrig | kFinReply | kFinOrigAcked | kFinReplyAcked)) return;
+  uint8_t cur = f.state.load(std::memory_order_relaxed);
+  // relaxed: states only move up (as tcp_flags); bounded: one competitor.
+  for (int i = 0; i < 4 && cur < uint8_t(TcpState::kTimeWait); i++)
+    if (f.state.compare_exchange_weak(cur, uint8_t(TcpState::kTimeWait), std::memory_order_relaxed)) return;
+}
+
 uint32_t ConnTrack::timeout_ms(const Flow& f) const {
   const Timeouts& t = opt_.timeouts;
   uint8_t st = f.state.load(std::memory_order_relaxed);  // relaxed: ageing is approximate by nature
@@ -433,7 +467,8 @@ uint32_t ConnTrack::timeout_ms(const Flow& f) const {
         case TcpState::kSynSent: return 1000 * t.tcp_syn_sent;
         case TcpState::kSynRecv: return 1000 * t.tcp_syn_recv;
         case TcpState::kEstablished: return 1000 * t.tcp_established;
-        case TcpState::kClosing: return 1000 * t.tcp_closing;
+        case TcpState::kClosing:
+        case TcpState::kTimeWait: return 1000 * t.tcp_closing;
         default: return 1000 * t.tcp_close;
       }
     case 17:

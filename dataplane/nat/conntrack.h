@@ -62,11 +62,13 @@ struct FlowKey {
 // reply seen yet; kSynSent: the original SYN seen; kSynRecv: the reply's
 // SYN+ACK seen; kEstablished: the original direction's ACK after that (or, for a
 // picked-up flow, any reply); kClosing: a FIN seen (FIN_WAIT/CLOSE_WAIT/
-// LAST_ACK/TIME_WAIT folded); kClose: a RST seen.
-enum class TcpState : uint8_t { kNone = 0, kSynSent = 1, kSynRecv = 2, kEstablished = 3, kClosing = 4, kClose = 5 };
-constexpr int kTcpStates = 6;
+// LAST_ACK folded); kTimeWait: both directions' FINs seen and acknowledged
+// (the close handshake complete: TIME_WAIT on the side that closed first);
+// kClose: a RST seen.
+enum class TcpState : uint8_t { kNone = 0, kSynSent = 1, kSynRecv = 2, kEstablished = 3, kClosing = 4, kTimeWait = 5, kClose = 6 };
+constexpr int kTcpStates = 7;
 inline const char* tcp_state_name(uint8_t st) {
-  static const char* const names[kTcpStates] = {"none", "syn_sent", "syn_recv", "established", "closing", "close"};
+  static const char* const names[kTcpStates] = {"none", "syn_sent", "syn_recv", "established", "closing", "time_wait", "close"};
   return st < kTcpStates ? names[st] : "?";
 }
 // Flows of these protocols rewrite ports (ICMP: the echo id); any other IP
@@ -97,7 +99,13 @@ struct alignas(64) Flow {
   // refreshes a flow the kernel tier forwards from the kernel's stamps.
   mutable std::atomic<uint32_t> last_seen{0};
   std::atomic<uint8_t> live{0};         // Live: lookups match only kFlowLive
+  // TCP close handshake (ConnTrack::tcp_segment): FinBits, and per direction
+  // ([0] original, [1] reply) the sequence number just past its FIN.
+  std::atomic<uint8_t> fins{0};
+  std::atomic<uint32_t> fin_end[2] = {0, 0};
 };
+// Flow::fins: a direction's FIN seen (its fin_end set), and acknowledged by the other direction.
+enum FinBits : uint8_t { kFinOrig = 1, kFinReply = 2, kFinOrigAcked = 4, kFinReplyAcked = 8 };
 
 // Flow::live. A flow leaves kFlowLive exactly once, by a CAS (expiry or early drop).
 enum Live : uint8_t {
@@ -153,6 +161,10 @@ class ConnTrack {
                 Origin origin = Origin::kInside);
   static void seen(const Flow& f, uint32_t now);           // refresh last_seen (rate-limited)
   static void tcp_flags(Flow& f, uint8_t flags, bool reply);  // advance the TCP state
+  // A whole TCP segment (header and payload, len bytes) in one direction:
+  // tcp_flags(), and the close handshake, whose end (both FINs acknowledged)
+  // is kTimeWait.
+  static void tcp_segment(Flow& f, const uint8_t* tcp, uint32_t len, bool reply);
   // A TCP SYN that reuses the tuple of a closing or closed flow opens a new
   // connection (netfilter's reopen): worker w takes the old flow out of the
   // lookups (one CAS on `live`, like early drop; the control thread recycles

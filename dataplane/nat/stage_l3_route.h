@@ -14,6 +14,9 @@
 // over VIP flow's reply tuple, from the backend's port, ends that flow too
 // and goes on as the answer of a connection made straight to the backend
 // on a just-used client port (bridged, or routed to an allowed network).
+// Once such a flow's close handshake is complete (time_wait), the backend's
+// other segments on its reply tuple go on unchanged too: its TIME_WAIT's
+// ACK to such a connection's SYN, which the client must see as it is.
 // Exits: kOut (out_port set, frame rewritten in place), kDrop (reason), kL2
 // (a backend's packet that belongs to no VIP connection: bridged).
 // Checksums are updated incrementally (IPv4 header; TCP/UDP pseudo-header
@@ -74,6 +77,10 @@ inline bool syn_ack(const uint8_t* tcp) { return (tcp[13] & 0x17) == 0x12; }  //
 // A TCP flow whose connection is over: a FIN or a RST seen.
 inline bool over(const Flow& f) {
   return f.state.load(std::memory_order_relaxed) >= uint8_t(TcpState::kClosing);  // relaxed: states only move up; a hint is enough
+}
+// ...and whose close handshake is complete (both FINs acknowledged).
+inline bool time_wait(const Flow& f) {
+  return f.state.load(std::memory_order_relaxed) == uint8_t(TcpState::kTimeWait);  // relaxed: as over()
 }
 
 // Rewrite the source (off 12) or destination (off 16) address, fixing the IP
@@ -161,7 +168,7 @@ inline RouteNext forward(Packet& p, uint8_t* ip, uint32_t ihl, uint8_t proto, Fl
   }
   if (!l4) {
   } else if (proto == 6) {
-    ConnTrack::tcp_flags(fl, l4h[13], reply);
+    ConnTrack::tcp_segment(fl, l4h, csum::load16(ip + 2) - ihl, reply);  // (the callers checked the total length)
   } else if (reply && !fl.state.load(std::memory_order_relaxed)) {
     fl.state.store(1, std::memory_order_relaxed);  // relaxed: "replied", an ageing hint
   }
@@ -295,13 +302,22 @@ inline RouteNext l3_route(Packet& p, const BdEntry& bd, RouteCtx& c, uint16_t* o
     const FlowKey k{sip, dip, bs, bdp, proto};
     Flow* fl = c.ct.find(k, &r);
     if (!fl || !r) return RouteNext::kL2;
-    // A backend's SYN+ACK on the reply tuple of a VIP connection that is
-    // over answers a new connection made straight to it (one made through
-    // the VIP again would have reopened the flow): the old flow goes, and
-    // this connection is bridged from its first packet on.
-    if (proto == 6 && p.in_port == fl->out[0].port && syn_ack(ip + ihl) && over(*fl)) {
-      c.ct.reopen(c.worker, *fl);  // once claimed no lookup matches it, unindexed or not
-      return RouteNext::kL2;
+    if (proto == 6 && p.in_port == fl->out[0].port && over(*fl)) {
+      // A backend's SYN+ACK on the reply tuple of a VIP connection that is
+      // over answers a new connection made straight to it (one made through
+      // the VIP again would have reopened the flow): the old flow goes, and
+      // this connection is bridged from its first packet on.
+      if (syn_ack(ip + ihl)) {
+        c.ct.reopen(c.worker, *fl);  // once claimed no lookup matches it, unindexed or not
+        return RouteNext::kL2;
+      }
+      // Once the close handshake is complete, nothing more of the old
+      // connection comes from the backend: a segment on its tuple is its
+      // TIME_WAIT answering a SYN made straight to it (an ACK, which the
+      // client's RST ends, so that the SYN's retry is accepted). Bridged as
+      // it is: restored to the VIP, it would meet the client's own
+      // TIME_WAIT of the VIP connection, and the backend's would stay.
+      if (time_wait(*fl)) return RouteNext::kL2;
     }
     if (fr & 0x2000) c.ct.frags(c.worker).remember(sip, dip, csum::load16(ip + 4), proto, k, c.now);  // its later fragments follow it
     return forward(p, ip, ihl, proto, *fl, true, c, out_port, drop);
@@ -346,15 +362,18 @@ inline RouteNext l3_route(Packet& p, const BdEntry& bd, RouteCtx& c, uint16_t* o
     // today's backend, a masquerade a fresh port). A backend's SYN+ACK on
     // an over VIP flow answers a connection made straight to it (from an
     // allowed network): the old flow goes, the packet is routed.
+    // After the VIP flow's close handshake, the backend's other segments
+    // on its tuple are routed as they are (see the backend branch above).
     const bool syn = proto == 6 && !reply && p.in_port == fl->out[1].port && new_syn(ip + ihl) && over(*fl);
-    const bool straight = proto == 6 && reply && p.in_port == fl->out[0].port && syn_ack(ip + ihl) && over(*fl) &&
-                          c.s.services.find(fl->orig.dip);
-    if (!syn && !straight) {
+    const bool backend = proto == 6 && reply && p.in_port == fl->out[0].port && over(*fl) && c.s.services.find(fl->orig.dip);
+    const bool straight = backend && syn_ack(ip + ihl);
+    const bool stray = backend && !straight && time_wait(*fl);
+    if (!syn && !straight && !stray) {
       if (fragmented && has_ports(proto)) c.ct.frags(c.worker).remember(sip, dip, csum::load16(ip + 4), proto, key, c.now);
       return forward(p, ip, ihl, proto, *fl, reply, c, out_port, drop);
     }
     // Not yet unindexed (a busy bucket): the SYN's retry makes it. Claimed, unindexed or not, no lookup matches it.
-    if (!c.ct.reopen(c.worker, *fl) && syn) return *drop = Drop::kCtBusy, RouteNext::kDrop;
+    if (!stray && !c.ct.reopen(c.worker, *fl) && syn) return *drop = Drop::kCtBusy, RouteNext::kDrop;
   }
 
   // A new flow.

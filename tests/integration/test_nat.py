@@ -108,7 +108,7 @@ def outbound_icmp_udp_tcp():
         protos = {f["proto"] for f in flows}
         check({"icmp", "udp", "tcp"} <= protos, f"conntrack should list all three: {flows}")
         check(all(f["translated"].startswith(HOST + ":") for f in flows), f"masquerade should translate to the host address: {flows}")
-        check(any(f["proto"] == "tcp" and f["state"] in ("closing", "close") for f in flows), f"TCP close not tracked: {flows}")
+        check(any(f["proto"] == "tcp" and f["state"] in ("closing", "time_wait", "close") for f in flows), f"TCP close not tracked: {flows}")
         # Unsolicited traffic to the host address belongs to no flow: refused and counted.
         before = d.counters()["ports"][d.uplink_if]["drops"].get("no_flow", 0)
         d.run("out", "python3", "-c", UDP_CLIENT, HOST, "9999", check_rc=False)
@@ -230,7 +230,7 @@ def established_flows_in_kernel():
                 # Closed (FIN reaches dpsw): its entries leave the kernel map.
                 until(lambda: fast_tier(d)["nat_kernel_entries"] == 0, "a closed connection's entries should leave the kernel map")
         ct = [f for f in d.ctl("show", "conntrack") if f["proto"] == "tcp"]
-        check(len(ct) == 2 and all(f["state"] in ("closing", "close") for f in ct), f"dpsw's table should follow both connections: {ct}")
+        check(len(ct) == 2 and all(f["state"] in ("closing", "time_wait", "close") for f in ct), f"dpsw's table should follow both connections: {ct}")
         # A connection, then the endpoint goes: none of its entries stays.
         srv = d.popen("out", "python3", "-c", PACED_SERVER, "RECV", "7102", "5", stdout=subprocess.PIPE, text=True)
         check(srv.stdout.readline().strip() == "listening", "server")
@@ -613,7 +613,7 @@ def syn_flood_then_connect():
             check(flood and states <= {"syn_sent", "syn_recv", "close"} and states & {"syn_sent", "syn_recv"},
                   f"the flood's flows should be half-open, not established: {sorted(states)} ({len(flood)} flows)")
             mine = [f for f in flows if f["original"].endswith(f"> {OUT}:5001")]
-            check(mine and mine[0]["state"] in ("established", "closing", "close"), f"the container's flow: {mine}")
+            check(mine and mine[0]["state"] in ("established", "closing", "time_wait", "close"), f"the container's flow: {mine}")
             print(f"connect took {took:.3f} s; flood flows {len(flood)} {sorted(states)}; counters {d.counters()['conntrack']}")
         finally:
             lst.kill()

@@ -162,6 +162,51 @@ TEST(ConnTrack, TcpHandshakeEstablishesOnlyWhenComplete) {
   EXPECT_STREQ(tcp_state_name(uint8_t(TcpState::kSynRecv)), "syn_recv");
 }
 
+// A TCP header (20 bytes) with seq, ack and flags, and len bytes of payload after it.
+std::vector<uint8_t> segment(uint8_t flags, uint32_t seq, uint32_t ack, uint32_t len = 0) {
+  std::vector<uint8_t> t(20 + len);
+  csum::store32(t.data() + 4, seq);
+  csum::store32(t.data() + 8, ack);
+  t[12] = 5 << 4, t[13] = flags;
+  return t;
+}
+
+TEST(ConnTrack, TheCloseHandshakeEndsInTimeWait) {
+  ConnTrack ct(small(8));
+  auto seg = [](Flow& f, bool reply, uint8_t flags, uint32_t seq, uint32_t ack, uint32_t len = 0) {
+    auto t = segment(flags, seq, ack, len);
+    ConnTrack::tcp_segment(f, t.data(), uint32_t(t.size()), reply);
+  };
+  for (bool simultaneous : {false, true}) {
+    Flow* f = nullptr;
+    ASSERT_EQ(snat(ct, 0, FlowKey{1, 2, uint16_t(3 + simultaneous), 4, 6}, 9, &f), ConnTrack::Create::kOk);
+    auto st = [&] { return TcpState(f->state.load()); };
+    seg(*f, false, 0x02, 0xfffffff0, 0);  // SYN (the sequence numbers wrap below)
+    seg(*f, true, 0x12, 500, 0xfffffff1);
+    seg(*f, false, 0x10, 0xfffffff1, 501);
+    ASSERT_EQ(st(), TcpState::kEstablished);
+    seg(*f, false, 0x19, 0xfffffff1, 501, 100);  // data and FIN: it ends at 0xfffffff1 + 100 + 1
+    if (simultaneous) {
+      seg(*f, true, 0x11, 501, 0xfffffff1);  // the reply's FIN crossed it
+      seg(*f, false, 0x10, 0x56, 502);       // the client acknowledges it
+      EXPECT_EQ(st(), TcpState::kClosing);
+      seg(*f, true, 0x10, 502, 0x56);  // the FIN's ACK: exactly its end
+    } else {
+      seg(*f, true, 0x10, 501, 0x55);  // short of the FIN
+      EXPECT_EQ(st(), TcpState::kClosing);
+      seg(*f, true, 0x11, 501, 0x56);  // acknowledges the FIN, and the reply's FIN
+      EXPECT_EQ(st(), TcpState::kClosing);
+      seg(*f, false, 0x10, 0x56, 501);  // not the FIN's ACK
+      EXPECT_EQ(st(), TcpState::kClosing);
+      seg(*f, false, 0x10, 0x56, 502);
+    }
+    EXPECT_EQ(st(), TcpState::kTimeWait) << (simultaneous ? "simultaneous close" : "one side first");
+    EXPECT_EQ(ct.timeout_ms(*f), 60u * 1000) << "as closing";
+    seg(*f, true, 0x04, 502, 0);  // a RST after it
+    EXPECT_EQ(st(), TcpState::kClose);
+  }
+}
+
 TEST(ConnTrack, RstEndsAHandshakeAndAPickedUpFlowEstablishesOnAReply) {
   ConnTrack ct(small(8));
   Flow* f = nullptr;

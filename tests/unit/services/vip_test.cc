@@ -26,11 +26,14 @@ constexpr Mac kRouter = 0x02dd00000001ULL, kUpMac = 0x02dd00000002ULL, kCMac = 0
               kB2Mac = 0x020000000004ULL;
 enum : uint16_t { kCPort = 0, kB1Port = 1, kB2Port = 2, kUpPort = 3 };
 
-Bytes tcp(Mac dst, Mac src, uint32_t sip, uint32_t dip, uint16_t sport, uint16_t dport, uint8_t flags) {
+Bytes tcp(Mac dst, Mac src, uint32_t sip, uint32_t dip, uint16_t sport, uint16_t dport, uint8_t flags, uint32_t seq = 0,
+          uint32_t ack = 0) {
   Bytes f = test::ipv4_frame(dst, src, sip, dip, 6, 14 + 20 + 20);
   uint8_t* t = f.data() + 34;
   csum::store16(t, sport);
   csum::store16(t + 2, dport);
+  csum::store32(t + 4, seq);
+  csum::store32(t + 8, ack);
   t[12] = 5 << 4, t[13] = flags;
   const uint32_t ps = (sip >> 16) + (sip & 0xffff) + (dip >> 16) + (dip & 0xffff) + 6 + 20;
   csum::store16(t + 16, csum::of(t, 20, ps));
@@ -234,6 +237,63 @@ TEST(ServiceVip, StraightToABackendOnAClosedVipTuple) {
     EXPECT_EQ(got[0], reply) << "bridged as it was sent (flags " << int(flags) << ")";
   }
   EXPECT_EQ(r.dp->conntrack()->reopened(), reopened + 1) << "b1's SYN+ACK ended the old flow";
+}
+
+TEST(ServiceVip, AfterTheCloseHandshakeTheBackendsTimeWaitAnswersGoAsTheyAre) {
+  VipRig r;
+  auto step = [&](uint16_t port, const Bytes& f) {
+    r.ports[port]->inject(f);
+    r.poll();
+  };
+  uint16_t sport = 43000;
+  for (;; sport++) {  // a VIP connection that lands on b1 (the client's ISN 99)
+    step(kCPort, tcp(kRouter, kCMac, kC, kVip, sport, 80, 0x02, 99));
+    if (!r.out(kB1Port).empty()) break;
+    r.out(kB2Port);
+  }
+  bool reply = false;
+  const Flow* fl = r.dp->conntrack()->find(FlowKey{kC, kVip, sport, 80, 6}, &reply);
+  ASSERT_NE(fl, nullptr);
+  auto state = [&] { return TcpState(fl->state.load()); };
+  auto from_b1 = [&](uint8_t flags, uint32_t seq, uint32_t ack) {
+    step(kB1Port, tcp(kCMac, kB1Mac, kB1, kC, 8080, sport, flags, seq, ack));
+    auto got = r.out(kCPort);
+    EXPECT_EQ(got.size(), 1u);
+    return got.empty() ? 0u : seen(got[0]).sip;
+  };
+  auto from_c = [&](uint8_t flags, uint32_t seq, uint32_t ack) {
+    step(kCPort, tcp(kRouter, kCMac, kC, kVip, sport, 80, flags, seq, ack));
+    EXPECT_EQ(r.out(kB1Port).size(), 1u);
+  };
+  EXPECT_EQ(from_b1(0x12, 499, 100), kVip);
+  from_c(0x10, 100, 500);
+  EXPECT_EQ(state(), TcpState::kEstablished);
+  // The client closes first; the backend's ACK of its FIN, its last data and
+  // its own FIN are still the VIP connection's (restored).
+  from_c(0x11, 100, 500);
+  EXPECT_EQ(from_b1(0x10, 500, 101), kVip);
+  EXPECT_EQ(from_b1(0x18, 500, 101), kVip);
+  EXPECT_EQ(from_b1(0x11, 500, 101), kVip);
+  EXPECT_EQ(state(), TcpState::kClosing);
+  from_c(0x10, 101, 500);  // acknowledges only what came before the FIN
+  EXPECT_EQ(state(), TcpState::kClosing);
+  EXPECT_EQ(from_b1(0x11, 500, 101), kVip) << "the FIN's retransmission";
+  from_c(0x10, 101, 501);  // the FIN's ACK: the handshake is complete
+  EXPECT_EQ(state(), TcpState::kTimeWait);
+  EXPECT_STREQ(tcp_state_name(uint8_t(TcpState::kTimeWait)), "time_wait");
+  // A connection straight to b1 from the same port; b1's TIME_WAIT answers
+  // it with an ACK of the old connection: the client gets it as it is (and
+  // resets b1's TIME_WAIT), not restored to the VIP.
+  step(kCPort, tcp(kB1Mac, kCMac, kC, kB1, sport, 8080, 0x02, 7000));
+  ASSERT_EQ(r.out(kB1Port).size(), 1u);
+  EXPECT_EQ(from_b1(0x10, 501, 101), kB1) << "the TIME_WAIT's ACK, bridged as sent";
+  step(kCPort, tcp(kB1Mac, kCMac, kC, kB1, sport, 8080, 0x04, 101));
+  EXPECT_EQ(r.out(kB1Port).size(), 1u) << "the client's RST, bridged";
+  step(kCPort, tcp(kB1Mac, kCMac, kC, kB1, sport, 8080, 0x02, 7000));  // the SYN's retry
+  ASSERT_EQ(r.out(kB1Port).size(), 1u);
+  const uint64_t reopened = r.dp->conntrack()->reopened();
+  EXPECT_EQ(from_b1(0x12, 3000, 7001), kB1) << "the new connection's SYN+ACK";
+  EXPECT_EQ(r.dp->conntrack()->reopened(), reopened + 1) << "and it ended the old flow";
 }
 
 TEST(ServiceVip, OtherTrafficFromTheServicePortIsBridged) {
