@@ -84,6 +84,42 @@ s.sendall(b"bye\n")
 print(name, sent, f.readline().decode().strip(), flush=True)
 """
 
+# UDP: a server on each of PORTS answers every datagram with "NAME PEER_IP
+# LOCAL_PORT"; the client sends COUNT datagrams (each from its own socket, or
+# with FIRST_SOURCE_PORT from that port + k; with "same", all from one
+# socket, 5 ms apart) and prints "NAME PEER LOCAL_PORT FROM_IP:FROM_PORT" per answer.
+UDP_SERVER = r"""
+import select, socket, sys
+name, socks = sys.argv[1], []
+for port in sys.argv[2:]:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", int(port))); socks.append(s)
+print("ready", flush=True)
+while True:
+    for s in select.select(socks, [], [])[0]:
+        b, peer = s.recvfrom(2048)
+        s.sendto(f"{name} {peer[0]} {s.getsockname()[1]}".encode(), peer)
+"""
+UDP_CLIENT = r"""
+import socket, sys, time
+target, port, count, mode = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+one = None
+for k in range(count):
+    s = one or socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    if mode == "same": one = s
+    elif mode != "any": s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("0.0.0.0", int(mode) + k))
+    s.settimeout(1)
+    line = "fail timed out"
+    for _ in range(3):
+        try:
+            s.sendto(b"hello", (target, port)); b, frm = s.recvfrom(2048)
+            line = f"{b.decode()} {frm[0]}:{frm[1]}"; break
+        except OSError:
+            pass
+    print(line, flush=True)
+    if s is not one: s.close()
+    else: time.sleep(0.005)  # one flow for a while: over a few of dpsw's ticks
+"""
+
 
 def start_servers(d, names):
     procs = []
@@ -257,5 +293,54 @@ def dns_round_robin():
         check(d.run("c", "getent", "hosts", "api", check_rc=False).returncode != 0, "api removed")
 
 
+def udp_vip():
+    """A UDP service with a port range mapped to other backend ports: answers come from the VIP's port,
+    the backends see the client's address, a flow stays on its backend (and rides the kernel tier)."""
+    svc = {"name": "dgram", "network": "front", "vip": VIP, "ports": ["7000-7001:8000-8001/udp"],
+           "backends": {"labels": {"app": "web"}}, "publish": ["7070:7000/udp"]}
+    with Dpsw(NETS, EPS, uplink=True) as d:
+        d.config["services"] = [svc]
+        d.write_config()
+        d.start()
+        procs = [d.popen(b, "python3", "-c", UDP_SERVER, b, "8000", "8001", stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                 for b in BACKENDS]
+        try:
+            for p in procs:
+                check(p.stdout.readline().strip() == "ready", "UDP server ready")
+            udp = lambda ns, target, port, count, mode: [
+                l.split() for l in d.run(ns, "python3", "-c", UDP_CLIENT, target, str(port), str(count), mode, timeout=120).stdout.splitlines()]
+            for port, target_port in [(7000, "8000"), (7001, "8001")]:
+                got = udp("c", VIP, port, 60, "any")
+                check(all(g[0] in BACKENDS for g in got), f"c -> VIP:{port}/udp answered: {[g for g in got if g[0] not in BACKENDS][:3]}")
+                check(len({g[0] for g in got}) == 3, f"spread over the three backends: {sorted({g[0] for g in got})}")
+                check(all(g[1:] == ["10.244.1.50", target_port, f"{VIP}:{port}"] for g in got),
+                      f"the backend sees the client on its port {target_port}; the answer comes from the VIP's: {got[:3]}")
+            # One socket: one flow, one backend, its datagrams over a second and more (the kernel tier takes the flow).
+            fwd = d.counters()["fast_tier"]["nat_forwarded"] if FAST else 0
+            got = udp("c", VIP, 7000, 300, "same")
+            check(len({g[0] for g in got}) == 1 and got[0][0] in BACKENDS, f"one socket stays on one backend: {sorted({g[0] for g in got})}")
+            check(all(g[3] == f"{VIP}:7000" for g in got), f"every answer from the VIP: {[g for g in got if g[3] != VIP + ':7000'][:3]}")
+            if FAST:
+                fwd = d.counters()["fast_tier"]["nat_forwarded"] - fwd
+                check(fwd > 100, f"the kernel tier forwarded the flow's datagrams: nat_forwarded +{fwd}")
+            # From the allowed network, and from outside through the published port.
+            got = udp("d", VIP, 7000, 20, "any")
+            check(all(g[0] in BACKENDS and g[1] == "10.244.2.50" and g[3] == f"{VIP}:7000" for g in got), f"d -> VIP:7000/udp: {got[:3]}")
+            got = udp("out", HOST, 7070, 20, "any")
+            check(all(g[0] in BACKENDS and g[1] == OUT and g[3] == f"{HOST}:7070" for g in got), f"out -> {HOST}:7070/udp: {got[:3]}")
+            # A removed backend's flows go with it: the same source ports reach the others.
+            before = udp("c", VIP, 7000, 30, "47000")
+            d.ctl("endpoint", "del", "b3")
+            after = udp("c", VIP, 7000, 30, "47000")
+            check(all(g[0] in ("b1", "b2") for g in after), f"after b3 is removed: {[g for g in after if g[0] not in ('b1', 'b2')][:3]}")
+            kept = [(a[0], b[0]) for a, b in zip(before, after) if a[0] != "b3"]
+            check(all(a == b for a, b in kept), f"the others' flows stay where they were: {[k for k in kept if k[0] != k[1]][:3]}")
+        finally:
+            for p in procs:
+                p.kill()
+                p.wait()
+
+
 if __name__ == "__main__":
-    scenario_main({"vip_balancing": vip_balancing, "backend_removed": backend_removed, "dns_round_robin": dns_round_robin})
+    scenario_main({"vip_balancing": vip_balancing, "backend_removed": backend_removed, "dns_round_robin": dns_round_robin,
+                   "udp_vip": udp_vip})
