@@ -437,19 +437,18 @@ void ConnTrack::tcp_segment(Flow& f, const uint8_t* tcp, uint32_t len, bool repl
   // before this ACK could come back: the two workers' stores and loads are
   // also ordered by the packets' round trip through the ports' rings.)
   uint8_t bits = f.fins.load(std::memory_order_acquire);
-  if ((flags & kFin) && !(bits & mine)) {
-    const uint32_t doff = uint32_t(tcp[12] >> 4) * 4;
-    const uint32_t payload = len > doff ? len - doff : 0;
-    const uint32_t end = csum::load32(tcp + 4) + ((flags & kSyn) ? 1 : 0) + payload + 1;
+  const uint32_t doff = uint32_t(tcp[12] >> 4) * 4;
+  if ((flags & kFin) && !(bits & mine) && doff >= 20 && doff <= len) {  // (a FIN with a bad header: the receiver drops it)
+    const uint32_t end = csum::load32(tcp + 4) + ((flags & kSyn) ? 1 : 0) + (len - doff) + 1;
     f.fin_end[reply].store(end, std::memory_order_relaxed);  // relaxed: published by the release below
-    bits = f.fins.fetch_or(mine, std::memory_order_release) | mine;  // release: fin_end above before the bit
+    // acq_rel: release publishes fin_end above; acquire, should the other
+    // direction's FIN bit show up only now (the FINs crossed), its fin_end.
+    bits = f.fins.fetch_or(mine, std::memory_order_acq_rel) | mine;
   }
-  if ((flags & kAck) && (bits & theirs) && !(bits & theirs_acked)) {
-    const uint32_t ack = csum::load32(tcp + 8);
-    const uint32_t end = f.fin_end[!reply].load(std::memory_order_relaxed);  // relaxed: after the acquire of its bit
-    if (int32_t(ack - end) >= 0)
-      bits = f.fins.fetch_or(theirs_acked, std::memory_order_relaxed) | theirs_acked;  // relaxed: a state hint, like `state`
-  }
+  // Only the FIN's exact end acknowledges it: nothing was sent past a FIN.
+  if ((flags & kAck) && (bits & theirs) && !(bits & theirs_acked) &&
+      csum::load32(tcp + 8) == f.fin_end[!reply].load(std::memory_order_relaxed))  // relaxed: after an acquire that saw its bit
+    bits = f.fins.fetch_or(theirs_acked, std::memory_order_relaxed) | theirs_acked;  // relaxed: a state hint, like `state`
   if (bits != (kFinOrig | kFinReply | kFinOrigAcked | kFinReplyAcked)) return;
   uint8_t cur = f.state.load(std::memory_order_relaxed);
   // relaxed: states only move up (as tcp_flags); bounded: one competitor.

@@ -15,8 +15,9 @@
 // and goes on as the answer of a connection made straight to the backend
 // on a just-used client port (bridged, or routed to an allowed network).
 // Once such a flow's close handshake is complete (time_wait), the backend's
-// other segments on its reply tuple go on unchanged too: its TIME_WAIT's
-// ACK to such a connection's SYN, which the client must see as it is.
+// other segments on its reply tuple but FINs go on unchanged too (stray()):
+// its TIME_WAIT's ACK to such a connection's SYN, which the client must see
+// as it is.
 // Exits: kOut (out_port set, frame rewritten in place), kDrop (reason), kL2
 // (a backend's packet that belongs to no VIP connection: bridged).
 // Checksums are updated incrementally (IPv4 header; TCP/UDP pseudo-header
@@ -78,9 +79,14 @@ inline bool syn_ack(const uint8_t* tcp) { return (tcp[13] & 0x17) == 0x12; }  //
 inline bool over(const Flow& f) {
   return f.state.load(std::memory_order_relaxed) >= uint8_t(TcpState::kClosing);  // relaxed: states only move up; a hint is enough
 }
-// ...and whose close handshake is complete (both FINs acknowledged).
-inline bool time_wait(const Flow& f) {
-  return f.state.load(std::memory_order_relaxed) == uint8_t(TcpState::kTimeWait);  // relaxed: as over()
+// A backend's segment on the reply tuple of a VIP flow whose close
+// handshake is complete (both FINs acknowledged) and that kept the client's
+// address and port (so a connection straight to the backend can have the
+// same tuple), other than a SYN or a FIN (a FIN resent, its ACK lost past
+// dpsw, is still the old connection's): not the old connection's.
+inline bool stray(const Flow& f, const uint8_t* tcp) {
+  return f.state.load(std::memory_order_relaxed) == uint8_t(TcpState::kTimeWait) &&  // relaxed: as over()
+         !(tcp[13] & 0x03) && f.xsrc_ip == f.orig.sip && f.xsrc_port == f.orig.sport;
 }
 
 // Rewrite the source (off 12) or destination (off 16) address, fixing the IP
@@ -311,13 +317,12 @@ inline RouteNext l3_route(Packet& p, const BdEntry& bd, RouteCtx& c, uint16_t* o
         c.ct.reopen(c.worker, *fl);  // once claimed no lookup matches it, unindexed or not
         return RouteNext::kL2;
       }
-      // Once the close handshake is complete, nothing more of the old
-      // connection comes from the backend: a segment on its tuple is its
-      // TIME_WAIT answering a SYN made straight to it (an ACK, which the
-      // client's RST ends, so that the SYN's retry is accepted). Bridged as
-      // it is: restored to the VIP, it would meet the client's own
-      // TIME_WAIT of the VIP connection, and the backend's would stay.
-      if (time_wait(*fl)) return RouteNext::kL2;
+      // Once the close handshake is complete, the backend's ACK on the
+      // tuple is its TIME_WAIT answering a SYN made straight to it (which
+      // the client's RST ends, so that the SYN's retry is accepted).
+      // Bridged as it is: restored to the VIP, it would meet the client's
+      // own TIME_WAIT of the VIP connection, and the backend's would stay.
+      if (stray(*fl, ip + ihl)) return RouteNext::kL2;
     }
     if (fr & 0x2000) c.ct.frags(c.worker).remember(sip, dip, csum::load16(ip + 4), proto, k, c.now);  // its later fragments follow it
     return forward(p, ip, ihl, proto, *fl, true, c, out_port, drop);
@@ -367,13 +372,13 @@ inline RouteNext l3_route(Packet& p, const BdEntry& bd, RouteCtx& c, uint16_t* o
     const bool syn = proto == 6 && !reply && p.in_port == fl->out[1].port && new_syn(ip + ihl) && over(*fl);
     const bool backend = proto == 6 && reply && p.in_port == fl->out[0].port && over(*fl) && c.s.services.find(fl->orig.dip);
     const bool straight = backend && syn_ack(ip + ihl);
-    const bool stray = backend && !straight && time_wait(*fl);
-    if (!syn && !straight && !stray) {
+    const bool other = backend && !straight && stray(*fl, ip + ihl);  // routed below, as it is
+    if (!syn && !straight && !other) {
       if (fragmented && has_ports(proto)) c.ct.frags(c.worker).remember(sip, dip, csum::load16(ip + 4), proto, key, c.now);
       return forward(p, ip, ihl, proto, *fl, reply, c, out_port, drop);
     }
     // Not yet unindexed (a busy bucket): the SYN's retry makes it. Claimed, unindexed or not, no lookup matches it.
-    if (!stray && !c.ct.reopen(c.worker, *fl) && syn) return *drop = Drop::kCtBusy, RouteNext::kDrop;
+    if (!other && !c.ct.reopen(c.worker, *fl) && syn) return *drop = Drop::kCtBusy, RouteNext::kDrop;
   }
 
   // A new flow.

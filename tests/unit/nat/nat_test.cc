@@ -193,6 +193,7 @@ TEST(ConnTrack, TheCloseHandshakeEndsInTimeWait) {
       seg(*f, true, 0x10, 502, 0x56);  // the FIN's ACK: exactly its end
     } else {
       seg(*f, true, 0x10, 501, 0x55);  // short of the FIN
+      seg(*f, true, 0x10, 501, 0x57);  // past it: nothing was sent there
       EXPECT_EQ(st(), TcpState::kClosing);
       seg(*f, true, 0x11, 501, 0x56);  // acknowledges the FIN, and the reply's FIN
       EXPECT_EQ(st(), TcpState::kClosing);

@@ -281,6 +281,7 @@ TEST(ServiceVip, AfterTheCloseHandshakeTheBackendsTimeWaitAnswersGoAsTheyAre) {
   from_c(0x10, 101, 501);  // the FIN's ACK: the handshake is complete
   EXPECT_EQ(state(), TcpState::kTimeWait);
   EXPECT_STREQ(tcp_state_name(uint8_t(TcpState::kTimeWait)), "time_wait");
+  EXPECT_EQ(from_b1(0x11, 500, 101), kVip) << "a FIN resent after it (its ACK lost past dpsw) is still the old connection's";
   // A connection straight to b1 from the same port; b1's TIME_WAIT answers
   // it with an ACK of the old connection: the client gets it as it is (and
   // resets b1's TIME_WAIT), not restored to the VIP.
