@@ -233,7 +233,12 @@ int Daemon::run() {
     fds.assign({{sfd.fd, POLLIN, 0}});
     ctl_->fill_pollfds(fds);  // control clients never block this loop: ageing and signals keep their pace
     const int ctl_wait = ctl_->next_timeout_ms();
-    int r = poll(fds.data(), fds.size(), ctl_wait >= 0 ? std::min(ctl_wait, 200) : 200);
+    // A module that polls (the fast tier installing just-established flows) wakes the loop as often as it asks.
+    int cap = 200;
+    bool polling = false;
+    for (auto& m : modules_)
+      if (const int ms = m->poll_ms(); ms >= 0) cap = std::min(cap, ms), polling = true;
+    int r = poll(fds.data(), fds.size(), ctl_wait >= 0 ? std::min(ctl_wait, cap) : cap);
     if (r < 0 && errno != EINTR) break;
     if (fds[0].revents & POLLIN) {
       signalfd_siginfo si;
@@ -244,6 +249,8 @@ int Daemon::run() {
     }
     ctl_->on_events(fds.data() + 1, r > 0 ? fds.size() - 1 : 0);
     uint32_t now = now_ms();
+    if (polling)
+      for (auto& m : modules_) m->between_ticks(now);
     if (now - last_maint >= 250) {
       dp_->maintain(now, cfg_.sw.mac_aging_s * 1000);
       for (auto& m : modules_) m->tick(now);

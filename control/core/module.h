@@ -63,6 +63,9 @@
 //                follow it: the DNS module's resolv.conf of each namespace)
 //   tick(now)    every maintenance tick (250 ms), after the MAC table's
 //   tick_done(now)  then, once every module's tick() ran (e.g. after NAT's expiry)
+//   between_ticks(now)  every pass of the daemon's loop, which wakes at least
+//                every poll_ms() (when that is not -1; the fast tier: flows
+//                the workers just established into the kernel)
 //   views()      declares its `show` views
 //   network_removed(bd)  a network is going: before the snapshot without it
 //   network_gone(bd)     ...and after the grace period (no worker forwards in it)
@@ -149,6 +152,8 @@ class Module {
   virtual void published() {}
   virtual void tick(uint32_t /*now*/) {}
   virtual void tick_done(uint32_t /*now*/) {}  // after every module's tick() (NAT's expiry among them)
+  virtual int poll_ms() const { return -1; }  // how soon it wants between_ticks() (-1: never)
+  virtual void between_ticks(uint32_t /*now*/) {}
   virtual void views(ViewRegistry& /*r*/) {}
   virtual void verbs(VerbRegistry& /*r*/) {}
   virtual void detach() {}

@@ -284,7 +284,11 @@ void FastControl::sync_nat() {
   if (!fast_ || !ct || !arp) return;
   const Snapshot& s = core_.dp_->snapshot();
   const uint16_t up = s.l3.uplink_port;
-  if (up >= core_.ports_.size() || !core_.ports_[up].used()) return;
+  if (up >= core_.ports_.size() || !core_.ports_[up].used()) {
+    nat_ready_ = false;
+    ct->set_announcing(false);
+    return;
+  }
   if (!fast_->uplink_ifindex() && !uplink_tried_ && core_.xdp_) {  // an AF_XDP (NIC) uplink: its XDP program passes the flows' packets up to our TC filter
     uplink_tried_ = true;
     try {
@@ -295,6 +299,33 @@ void FastControl::sync_nat() {
       LOG_WARN("fast tier: routed flows' packets from the uplink stay on the punted path: %s", e.what());
     }
   }
+  nat_ready_ = true;
+  ct->set_announcing(true);
+  std::map<std::pair<uint64_t, uint64_t>, NatWant> want;
+  ct->for_each([&](const Flow& f) {
+    NatWant w;
+    if (nat_want(f, &w)) want[packed(f.orig)] = w;
+  });
+  // Gone or changed (or now another flow's: a reopened tuple): out of the kernel first, the way out before the way back.
+  for (auto it = nat_.begin(); it != nat_.end();) {
+    auto w = want.find(it->first);
+    if (w == want.end() || w->second.flow != it->second.flow || !(w->second.out == it->second.out) ||
+        !(w->second.back == it->second.back)) {
+      nat_remove(it->second);
+      it = nat_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  if (nat_.size() < nat_full_at_) nat_full_at_ = 0;  // room again
+  for (auto& [k, w] : want) nat_install(w);
+}
+
+bool FastControl::nat_want(const Flow& f, NatWant* w) const {
+  ArpCache* arp = core_.dp_->arp();
+  const Snapshot& s = core_.dp_->snapshot();
+  const uint16_t up = s.l3.uplink_port;
+  if (!arp || up >= core_.ports_.size() || !core_.ports_[up].used()) return false;
   // Where the kernel tier can take a flow's packets in (TC ingress) and send
   // them out: a fast-tier endpoint both ways (delivered with
   // bpf_redirect_peer); the uplink out always (bpf_redirect), in once its TC
@@ -312,58 +343,63 @@ void FastControl::sync_nat() {
     const uint32_t nh = arp->on_segment(dst) ? dst : s.l3.gateway;
     return nh ? arp->lookup(nh) : 0;  // a stale entry is queued for a probe
   };
-  // What the kernel should hold now: every established (TCP) or UDP flow
+  // What the kernel should hold: every established (TCP) or UDP flow
   // between two ports the kernel tier serves: masquerade out of
   // the uplink, published ports (DNAT) in from it, hairpin between two
   // fast-tier endpoints. A flow's original direction arrives where its
   // replies go (out[1]) and leaves through out[0]. A direction the kernel
   // cannot take in stays on the punted path (ifindex 0).
-  struct Want {
-    const Flow* flow;
-    FastTier::NatEntry out, back;
-  };
-  std::map<std::pair<uint64_t, uint64_t>, Want> want;
-  ct->for_each([&](const Flow& f) {
-    const uint8_t st = f.state.load(std::memory_order_relaxed);  // relaxed: a snapshot of the state, re-read every tick
-    // TCP once established (dpsw sees its handshake and every SYN/FIN/RST
-    // anyway); UDP from its first packet (a stream one way, a flood, never
-    // needs dpsw again: the kernel marks it replied, refresh_nat() reads that).
-    if (f.orig.proto == 6 ? st != uint8_t(TcpState::kEstablished) : f.orig.proto != 17) return;
-    const uint16_t a = f.out[1].port, b = f.out[0].port;  // the original direction: a -> b
-    if (!can_out(a) || !can_out(b) || (!can_in(a) && !can_in(b))) return;
-    const Mac to_b = next_hop(f.out[0], f.xdst_ip), to_a = next_hop(f.out[1], f.orig.sip);
-    if (!to_a || !to_b) return;
-    Want w{&f, {}, {}};
-    w.out = {a, b, f.xsrc_ip, f.xdst_ip, f.xsrc_port, f.xdst_port, core_.ports_[b].ifindex, f.out[0].src_mac, to_b, b != up};
-    w.back = {b, a, f.orig.dip, f.orig.sip, f.orig.dport, f.orig.sport, core_.ports_[a].ifindex, f.out[1].src_mac, to_a, a != up};
-    if (!can_in(a)) w.out.ifindex = 0;
-    if (!can_in(b)) w.back.ifindex = 0;
-    want[packed(f.orig)] = w;
-  });
-  // Gone or changed (or now another flow's: a reopened tuple): out of the kernel first, the way out before the way back.
-  for (auto it = nat_.begin(); it != nat_.end();) {
-    auto w = want.find(it->first);
-    if (w == want.end() || w->second.flow != it->second.flow || !(w->second.out == it->second.out) ||
-        !(w->second.back == it->second.back)) {
-      nat_remove(it->second);
-      it = nat_.erase(it);
-    } else {
-      ++it;
-    }
+  const uint8_t st = f.state.load(std::memory_order_relaxed);  // relaxed: a snapshot of the state, re-read every tick
+  // TCP once established (dpsw sees its handshake and every SYN/FIN/RST
+  // anyway); UDP from its first packet (a stream one way, a flood, never
+  // needs dpsw again: the kernel marks it replied, refresh_nat() reads that).
+  if (f.orig.proto == 6 ? st != uint8_t(TcpState::kEstablished) : f.orig.proto != 17) return false;
+  const uint16_t a = f.out[1].port, b = f.out[0].port;  // the original direction: a -> b
+  if (!can_out(a) || !can_out(b) || (!can_in(a) && !can_in(b))) return false;
+  const Mac to_b = next_hop(f.out[0], f.xdst_ip), to_a = next_hop(f.out[1], f.orig.sip);
+  if (!to_a || !to_b) return false;
+  *w = NatWant{&f, {}, {}};
+  w->out = {a, b, f.xsrc_ip, f.xdst_ip, f.xsrc_port, f.xdst_port, core_.ports_[b].ifindex, f.out[0].src_mac, to_b, b != up};
+  w->back = {b, a, f.orig.dip, f.orig.sip, f.orig.dport, f.orig.sport, core_.ports_[a].ifindex, f.out[1].src_mac, to_a, a != up};
+  if (!can_in(a)) w->out.ifindex = 0;
+  if (!can_in(b)) w->back.ifindex = 0;
+  return true;
+}
+
+void FastControl::nat_install(const NatWant& w) {
+  const auto k = packed(w.flow->orig);
+  if (nat_.count(k) || nat_full_at_) return;
+  // The way back before the way out: no reply of a packet the kernel
+  // sent can arrive before its entry.
+  const bool back = !w.back.ifindex || fast_->nat_put(w.flow->reply, w.back);
+  if (back && (!w.out.ifindex || fast_->nat_put(w.flow->orig, w.out))) {
+    nat_[k] = {w.flow->orig, w.flow->reply, w.out, w.back, 0, 0, w.flow, false};
+  } else {
+    if (back && w.back.ifindex) fast_->nat_del(w.flow->reply);
+    nat_refused_++;
+    nat_full_at_ = std::max<size_t>(nat_.size(), 1);
   }
-  if (nat_.size() < nat_full_at_) nat_full_at_ = 0;  // room again
-  for (auto& [k, w] : want) {
-    if (nat_.count(k) || nat_full_at_) continue;
-    // The way back before the way out: no reply of a packet the kernel
-    // sent can arrive before its entry.
-    const bool back = !w.back.ifindex || fast_->nat_put(w.flow->reply, w.back);
-    if (back && (!w.out.ifindex || fast_->nat_put(w.flow->orig, w.out))) {
-      nat_[k] = {w.flow->orig, w.flow->reply, w.out, w.back, 0, 0, w.flow, false};
-    } else {
-      if (back && w.back.ifindex) fast_->nat_del(w.flow->reply);
-      nat_refused_++;
-      nat_full_at_ = std::max<size_t>(nat_.size(), 1);
-    }
+}
+
+void FastControl::between_ticks(uint32_t now) {
+  ConnTrack* ct = core_.dp_->conntrack();
+  if (!fast_ || !ct || !nat_ready_) return;
+  if (announced_at_ && now - announced_at_ > 1000) announced_at_ = 0;
+  try {
+    // Bounded: a flood of new UDP flows waits for the tick's sync like before.
+    ct->take_announced(256, [&](const Flow& f) {
+      NatWant w;
+      if (!nat_want(f, &w)) return;
+      announced_at_ = now ? now : 1;
+      // The kernel holds one of its tuples already: a stale entry (another
+      // flow's reply tuple on a recycled NAT port, say) that only the
+      // tick's sync, which removes before it installs, may replace.
+      if ((w.back.ifindex && fast_->nat_has(f.reply)) || (w.out.ifindex && fast_->nat_has(f.orig))) return;
+      nat_install(w);
+    });
+  } catch (const std::exception& e) {  // a map that refuses: as sync_nat()
+    if (!nat_error_logged_) LOG_WARN("fast tier: routed flows: %s", e.what());
+    nat_error_logged_ = true;
   }
 }
 
@@ -463,6 +499,8 @@ void FastControl::contribute(Snapshot& s) const {
 }
 
 void FastControl::stop() {
+  if (ConnTrack* ct = core_.dp_ ? core_.dp_->conntrack() : nullptr) ct->set_announcing(false);
+  nat_ready_ = false;
   nat_.clear();  // the maps go with the objects
   dns_.clear();
   svc_ports_.clear();

@@ -37,6 +37,10 @@ class FastControl : public Module {
   void published() override;
   void tick(uint32_t now) override;       // learned MACs into the fdb; routed flows the kernel forwarded stay alive
   void tick_done(uint32_t now) override;  // after NAT's expiry: routed flows into (and out of) the kernel's map
+  // Every 5 ms within a second of a flow installed that way, else every 50
+  // ms (the daemon's loop calls between_ticks() on every pass, socket events too).
+  int poll_ms() const override { return !nat_ready_ ? -1 : announced_at_ ? 5 : 50; }
+  void between_ticks(uint32_t now) override;  // flows the workers announced (just established) into the kernel's map
   void views(ViewRegistry& r) override;                         // `fast`
   void stop() override;                                         // punt ports (after every FastPort), then the object
   nlohmann::json port_counters(uint16_t id, Dataplane::PortTotals& t) const override;  // what the kernel tier did for it
@@ -80,6 +84,17 @@ class FastControl : public Module {
   // flows that closed, expired or changed are removed (the way out first).
   void refresh_nat(uint32_t now);
   void sync_nat();
+  // Between ticks (between_ticks(), every few ms) the flows the workers announced as
+  // they became established (ConnTrack::announce) are installed at once,
+  // bounded per call; the tick's sync_nat() still decides every flow.
+  struct NatWant {
+    const Flow* flow;
+    FastTier::NatEntry out, back;
+  };
+  bool nat_want(const Flow& f, NatWant* w) const;  // the entries f should have now (false: none)
+  void nat_install(const NatWant& w);              // unless the tuple has them, or the map is full
+  bool nat_ready_ = false;  // sync_nat() found the uplink: routed flows may go into the kernel tier
+  uint32_t announced_at_ = 0;  // ms when between_ticks() last found a flow announced (0: not within a second)
   void drop_nat_of(uint16_t port);
   void journal_uplink(const std::string& ifname);  // our TC filter (and qdisc) on the uplink, for crash recovery  // a fast-tier port goes: its flows leave the kernel map first
 

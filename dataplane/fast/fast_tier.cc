@@ -472,6 +472,12 @@ uint64_t FastTier::nat_last_seen(const FlowKey& k, bool* closed) const {
   return v.last_seen;
 }
 
+bool FastTier::nat_has(const FlowKey& k) const {
+  const dpsw_nat_key key = nat_key(k);
+  dpsw_nat_val v{};
+  return bpf_map_lookup_elem(nat_map_, &key, &v) == 0;
+}
+
 size_t FastTier::nat_count() const {
   size_t n = 0;
   dpsw_nat_key k{}, next{};

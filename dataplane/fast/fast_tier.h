@@ -202,6 +202,7 @@ class FastTier {
   bool nat_put(const FlowKey& k, const NatEntry& e);
   void nat_del(const FlowKey& k);
   uint64_t nat_last_seen(const FlowKey& k, bool* closed = nullptr) const;
+  bool nat_has(const FlowKey& k) const;  // an entry for k, whatever it says
   size_t nat_count() const;  // entries the kernel map holds (walks it: views and tests)
   uint32_t nat_capacity() const { return nat_capacity_; }
   int uplink_ifindex() const { return uplink_ifindex_; }

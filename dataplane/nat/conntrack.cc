@@ -34,6 +34,7 @@ ConnTrack::ConnTrack(Options opt) : opt_(opt) {
   flows_.reset(new Flow[opt_.size]);
   for (unsigned w = 0; w < opt_.workers; w++) free_.push_back(std::make_unique<SpscRing<uint32_t>>(std::bit_ceil(size_t(opt_.size))));
   for (unsigned w = 0; w < opt_.workers; w++) free_count_.push_back(std::make_unique<FreeCount>());
+  for (unsigned w = 0; w < opt_.workers; w++) announced_.push_back(std::make_unique<SpscRing<uint32_t>>(kAnnounced));
   // Each worker gets a contiguous share of the indexes (they always come back
   // to it): the occupancy words below are, but for the shares' edges, one
   // worker's.
@@ -415,21 +416,51 @@ uint8_t tcp_next(uint8_t cur, uint8_t flags, bool reply) {
 }
 }  // namespace
 
-void ConnTrack::tcp_flags(Flow& f, uint8_t flags, bool reply) {
+bool ConnTrack::tcp_flags(Flow& f, uint8_t flags, bool reply) {
   uint8_t cur = f.state.load(std::memory_order_relaxed);
   // relaxed: states only move up; the higher wins between the two directions' workers.
   // Bounded: the only competitor is the other direction's worker.
   for (int i = 0; i < 4; i++) {
     const uint8_t want = tcp_next(cur, flags, reply);
-    if (want <= cur || f.state.compare_exchange_weak(cur, want, std::memory_order_relaxed)) return;
+    if (want <= cur) return false;
+    if (f.state.compare_exchange_weak(cur, want, std::memory_order_relaxed)) return want == uint8_t(TcpState::kEstablished);
+  }
+  return false;
+}
+
+void ConnTrack::push_announced(unsigned w, const Flow& f) {
+  SpscRing<uint32_t>& r = *announced_[w];
+  if (uint32_t* slot = r.producer_slot()) {
+    *slot = uint32_t(&f - flows_.get());
+    r.push();
   }
 }
 
-void ConnTrack::tcp_segment(Flow& f, const uint8_t* tcp, uint32_t len, bool reply) {
+void ConnTrack::take_announced(size_t max, const std::function<void(const Flow&)>& fn) {
+  // The rings in turn from a rotating first one, so that a flood on one
+  // worker does not crowd out the others' announcements call after call.
+  const size_t nr = announced_.size();
+  for (size_t k = 0; k < nr; k++) {
+    SpscRing<uint32_t>& ring = *announced_[(announce_first_ + k) % nr];
+    for (size_t n = ring.readable(); n; n--) {
+      const Flow& f = flows_[ring.peek(0)];
+      ring.pop(1);  // taken before fn runs: one that throws is not met again
+      // acquire: a live flow's fields were written before its release store of
+      // live, and only this thread (expiry) recycles it: stable while fn runs.
+      if (max && f.live.load(std::memory_order_acquire) == kFlowLive) {
+        max--;
+        fn(f);
+      }
+    }
+  }
+  announce_first_++;
+}
+
+bool ConnTrack::tcp_segment(Flow& f, const uint8_t* tcp, uint32_t len, bool reply) {
   constexpr uint8_t kFin = 0x01, kSyn = 0x02, kRst = 0x04, kAck = 0x10;
   const uint8_t flags = tcp[13];
-  tcp_flags(f, flags, reply);
-  if (flags & kRst) return;
+  const bool established = tcp_flags(f, flags, reply);
+  if (flags & kRst) return established;
   const uint8_t mine = reply ? kFinReply : kFinOrig, theirs = reply ? kFinOrig : kFinReply;
   const uint8_t theirs_acked = reply ? kFinOrigAcked : kFinReplyAcked;
   // acquire: pairs with the other direction's release below, so its fin_end
@@ -449,11 +480,12 @@ void ConnTrack::tcp_segment(Flow& f, const uint8_t* tcp, uint32_t len, bool repl
   if ((flags & kAck) && (bits & theirs) && !(bits & theirs_acked) &&
       csum::load32(tcp + 8) == f.fin_end[!reply].load(std::memory_order_relaxed))  // relaxed: after an acquire that saw its bit
     bits = f.fins.fetch_or(theirs_acked, std::memory_order_relaxed) | theirs_acked;  // relaxed: a state hint, like `state`
-  if (bits != (kFinOrig | kFinReply | kFinOrigAcked | kFinReplyAcked)) return;
+  if (bits != (kFinOrig | kFinReply | kFinOrigAcked | kFinReplyAcked)) return established;
   uint8_t cur = f.state.load(std::memory_order_relaxed);
   // relaxed: states only move up (as tcp_flags); bounded: one competitor.
   for (int i = 0; i < 4 && cur < uint8_t(TcpState::kTimeWait); i++)
-    if (f.state.compare_exchange_weak(cur, uint8_t(TcpState::kTimeWait), std::memory_order_relaxed)) return;
+    if (f.state.compare_exchange_weak(cur, uint8_t(TcpState::kTimeWait), std::memory_order_relaxed)) break;
+  return established;
 }
 
 uint32_t ConnTrack::timeout_ms(const Flow& f) const {

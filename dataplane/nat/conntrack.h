@@ -160,11 +160,28 @@ class ConnTrack {
                 const FlowOut& fwd, const FlowOut& back, uint16_t bd, uint32_t now, Flow** out,
                 Origin origin = Origin::kInside);
   static void seen(const Flow& f, uint32_t now);           // refresh last_seen (rate-limited)
-  static void tcp_flags(Flow& f, uint8_t flags, bool reply);  // advance the TCP state
+  // Advance the TCP state; true when this segment made it established.
+  static bool tcp_flags(Flow& f, uint8_t flags, bool reply);
   // A whole TCP segment (header and payload, len bytes) in one direction:
-  // tcp_flags(), and the close handshake, whose end (both FINs acknowledged)
-  // is kTimeWait.
-  static void tcp_segment(Flow& f, const uint8_t* tcp, uint32_t len, bool reply);
+  // tcp_flags() (its result), and the close handshake, whose end (both FINs
+  // acknowledged) is kTimeWait.
+  static bool tcp_segment(Flow& f, const uint8_t* tcp, uint32_t len, bool reply);
+  // Flows just worth handing to the kernel tier (TCP established, a new UDP
+  // flow): worker w announces them when announcing is on (one relaxed
+  // load; a slot in its own ring, no syscall; dropped when the ring is
+  // full: the control thread's periodic sync finds every flow anyway).
+  void announce(unsigned w, const Flow& f) {
+    if (announcing_.load(std::memory_order_relaxed)) push_announced(w, f);  // relaxed: a switch, late by a packet at worst
+  }
+  // ---- control thread ----
+  void set_announcing(bool on) {  // (stored only when it changes: the workers read its line)
+    if (announcing_.load(std::memory_order_relaxed) != on) announcing_.store(on, std::memory_order_relaxed);  // relaxed: see announce()
+  }
+  // fn(flow) for each flow announced since the last call that is still live
+  // (it may have closed meanwhile: fn re-checks its state); at most `max`,
+  // the rest dropped. Each is taken off its ring before fn runs (a throw
+  // loses the rest of that ring's, never repeats one).
+  void take_announced(size_t max, const std::function<void(const Flow&)>& fn);
   // A TCP SYN that reuses the tuple of a closing or closed flow opens a new
   // connection (netfilter's reopen): worker w takes the old flow out of the
   // lookups (one CAS on `live`, like early drop; the control thread recycles
@@ -199,6 +216,7 @@ class ConnTrack {
 
  private:
   static constexpr int kWays = 7;
+  static constexpr size_t kAnnounced = 4096;  // per worker: flows announced between two takes
   struct alignas(64) Bucket {
     std::atomic<uint32_t> seq{0};
     uint32_t pad = 0;
@@ -256,6 +274,10 @@ class ConnTrack {
   std::unique_ptr<PortSlices[]> slices_;  // per worker
   std::unique_ptr<PortsFreed[]> freed_;   // per worker
   std::vector<std::unique_ptr<FragTable>> frags_;  // per worker
+  std::vector<std::unique_ptr<SpscRing<uint32_t>>> announced_;  // per worker: flow indexes for the kernel tier (announce())
+  std::atomic<bool> announcing_{false};
+  size_t announce_first_ = 0;  // control thread: the ring take_announced() starts with
+  void push_announced(unsigned w, const Flow& f);
   struct alignas(64) Pending {
     std::atomic<size_t> n{0};
     size_t load(std::memory_order o) const { return n.load(o); }

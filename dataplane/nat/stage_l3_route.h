@@ -174,7 +174,8 @@ inline RouteNext forward(Packet& p, uint8_t* ip, uint32_t ihl, uint8_t proto, Fl
   }
   if (!l4) {
   } else if (proto == 6) {
-    ConnTrack::tcp_segment(fl, l4h, csum::load16(ip + 2) - ihl, reply);  // (the callers checked the total length)
+    // (the callers checked the total length) Established: the kernel tier may take it.
+    if (ConnTrack::tcp_segment(fl, l4h, csum::load16(ip + 2) - ihl, reply)) c.ct.announce(c.worker, fl);
   } else if (reply && !fl.state.load(std::memory_order_relaxed)) {
     fl.state.store(1, std::memory_order_relaxed);  // relaxed: "replied", an ageing hint
   }
@@ -456,6 +457,7 @@ inline RouteNext l3_route(Packet& p, const BdEntry& bd, RouteCtx& c, uint16_t* o
     return *drop = r == ConnTrack::Create::kClash ? Drop::kNatClash : r == ConnTrack::Create::kBusy ? Drop::kCtBusy : Drop::kCtFull,
            RouteNext::kDrop;
   if (fragmented && has_ports(proto)) c.ct.frags(c.worker).remember(sip, dip, csum::load16(ip + 4), proto, key, c.now);
+  if (proto == 17) c.ct.announce(c.worker, *fl);  // the kernel tier takes UDP flows from their first packet
   return forward(p, ip, ihl, proto, *fl, false, c, out_port, drop);
 }
 

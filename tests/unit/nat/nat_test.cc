@@ -304,6 +304,45 @@ TEST(ConnTrack, EarlyDropEvictsAnUnassuredFlowAndRecyclesItAfterTheGracePeriod) 
   for (size_t i = 1; i < flows.size(); i++) EXPECT_NE(ct.find(flows[i]->orig, &reply), nullptr) << "established flows stay";
 }
 
+// A flow is announced (for the kernel tier) once, as it becomes established;
+// the control thread takes only live ones, at most max a call.
+TEST(ConnTrack, EstablishedFlowsAreAnnouncedToTheControlThread) {
+  ConnTrack ct(small(64, 2));
+  auto taken = [&](size_t max = 100) {
+    std::vector<const Flow*> v;
+    ct.take_announced(max, [&](const Flow& f) { v.push_back(&f); });
+    return v;
+  };
+  Flow *a = nullptr, *b = nullptr, *c = nullptr;
+  ASSERT_EQ(snat(ct, 0, FlowKey{1, 2, 3, 4, 6}, 9, &a), ConnTrack::Create::kOk);
+  ASSERT_EQ(snat(ct, 1, FlowKey{1, 2, 5, 4, 6}, 9, &b), ConnTrack::Create::kOk);
+  ASSERT_EQ(snat(ct, 1, FlowKey{1, 2, 6, 4, 6}, 9, &c), ConnTrack::Create::kOk);
+  EXPECT_FALSE(ConnTrack::tcp_flags(*a, 0x02, false));
+  EXPECT_FALSE(ConnTrack::tcp_flags(*a, 0x12, true));
+  EXPECT_TRUE(ConnTrack::tcp_flags(*a, 0x10, false)) << "the handshake's last ACK establishes it";
+  EXPECT_FALSE(ConnTrack::tcp_flags(*a, 0x10, false)) << "once";
+  ct.announce(0, *a);
+  EXPECT_TRUE(taken().empty()) << "announcing is off until the control thread turns it on";
+  ct.set_announcing(true);
+  ct.announce(0, *a);
+  ct.announce(1, *b);
+  ct.announce(1, *c);
+  // b and c expire before the control thread takes them: only live flows are handed over.
+  std::vector<std::function<void()>> later;
+  c->state.store(uint8_t(TcpState::kClose));
+  ASSERT_EQ(ct.expire(100 * 1000, [&](std::function<void()> fn) { later.push_back(std::move(fn)); }), 2u);
+  EXPECT_EQ(taken(), std::vector<const Flow*>{a}) << "b and c expired meanwhile";
+  for (auto& fn : later) fn();
+  Flow* d = nullptr;
+  ASSERT_EQ(snat(ct, 1, FlowKey{1, 2, 7, 4, 6}, 9, &d), ConnTrack::Create::kOk);
+  ct.announce(0, *a);
+  ct.announce(1, *d);
+  EXPECT_EQ(taken(1), std::vector<const Flow*>{a}) << "at most max; the rest dropped (the tick's sync finds them)";
+  EXPECT_TRUE(taken().empty());
+  for (int i = 0; i < 5000; i++) ct.announce(0, *a);  // more than a ring holds: the rest dropped, never blocks
+  EXPECT_EQ(taken(10000).size(), 4096u);
+}
+
 // A SYN on a closed flow's tuple (netfilter's reopen): the old flow leaves
 // the lookups at once, the tuple's new flow gets a fresh NAT port, and the
 // old one's index and port come back only after expire()'s grace period.
