@@ -113,6 +113,18 @@ struct VipRig {
     }
   }
   std::vector<Bytes> out(uint16_t p) { return ports[p]->take_tx(); }
+  void step(uint16_t port, const Bytes& f) {
+    ports[port]->inject(f);
+    poll();
+  }
+  // The first client port from `sport` on whose VIP connection (the SYN, ISN seq) lands on b1.
+  uint16_t vip_to_b1(uint16_t sport, uint32_t seq = 0) {
+    for (;; sport++) {
+      step(kCPort, tcp(kRouter, kCMac, kC, kVip, sport, 80, 0x02, seq));
+      if (!out(kB1Port).empty()) return sport;
+      out(kB2Port);
+    }
+  }
 };
 
 TEST(ServiceVip, ConnectionsSpreadRepliesRestoredClientKept) {
@@ -200,16 +212,8 @@ TEST(ServiceVip, AClosedConnectionsTupleOpensANewOne) {
 // claimed by the old flow.
 TEST(ServiceVip, StraightToABackendOnAClosedVipTuple) {
   VipRig r;
-  auto step = [&](uint16_t port, const Bytes& f) {
-    r.ports[port]->inject(f);
-    r.poll();
-  };
-  uint16_t sport = 42000;
-  for (;; sport++) {  // a VIP connection that lands on b1
-    step(kCPort, tcp(kRouter, kCMac, kC, kVip, sport, 80, 0x02));
-    if (!r.out(kB1Port).empty()) break;
-    r.out(kB2Port);
-  }
+  auto step = [&](uint16_t port, const Bytes& f) { r.step(port, f); };
+  const uint16_t sport = r.vip_to_b1(42000);
   step(kB1Port, tcp(kCMac, kB1Mac, kB1, kC, 8080, sport, 0x12));
   auto back = r.out(kCPort);
   ASSERT_EQ(back.size(), 1u);
@@ -241,16 +245,8 @@ TEST(ServiceVip, StraightToABackendOnAClosedVipTuple) {
 
 TEST(ServiceVip, AfterTheCloseHandshakeTheBackendsTimeWaitAnswersGoAsTheyAre) {
   VipRig r;
-  auto step = [&](uint16_t port, const Bytes& f) {
-    r.ports[port]->inject(f);
-    r.poll();
-  };
-  uint16_t sport = 43000;
-  for (;; sport++) {  // a VIP connection that lands on b1 (the client's ISN 99)
-    step(kCPort, tcp(kRouter, kCMac, kC, kVip, sport, 80, 0x02, 99));
-    if (!r.out(kB1Port).empty()) break;
-    r.out(kB2Port);
-  }
+  auto step = [&](uint16_t port, const Bytes& f) { r.step(port, f); };
+  const uint16_t sport = r.vip_to_b1(43000, 99);  // the client's ISN 99
   bool reply = false;
   const Flow* fl = r.dp->conntrack()->find(FlowKey{kC, kVip, sport, 80, 6}, &reply);
   ASSERT_NE(fl, nullptr);
