@@ -246,19 +246,11 @@ void Worker::dns_relay_tick(const Snapshot& s, uint32_t now) {
   dp_.relay_->expire(id_, now, [&](unsigned slot, const DnsRelay::Asker& k, const uint8_t* query, uint32_t len, unsigned tries) {
     dc.upstream_timeouts.add(1);
     if (tries) {
-      if (dp_.arp_) Dns::send_upstream(s, tx_, arena_, *dp_.arp_, slot, k.relay_id, query, len, tries, nullptr);
+      if (dp_.arp_) Dns::send_upstream(s, tx_, arena_, *dp_.arp_, slot, k, query, len, tries, nullptr);
       return;
     }
     dc.servfail.add(1);  // every try timed out
-    const PortEntry* to = s.port(k.port);
-    dns::Query q;
-    if (!to || k.bd >= s.bds.size() || to->bd != k.bd || !s.bds[k.bd].dns || dns::parse_query(query, len, &q) != dns::Parse::kOk) return;
-    q.id = k.id;
-    const Dns::Out o = Dns::scratch(s, tx_, arena_);
-    const size_t n = dns::write_response(q, dns::Rcode::kServFail, false, nullptr, 0, o.buf + stage::kUdpHdrs,
-                                         std::min<uint32_t>(BurstArena::kScratchBytes, to->max_frame) - stage::kUdpHdrs);
-    const BdEntry& bd = s.bds[k.bd];
-    if (n) Dns::send(s, tx_, arena_, o, stage::udp_frame(o.buf, k.mac, bd.router_mac, bd.local_ip, k.ip, 53, k.sport, uint32_t(n)), k.port, k.port);
+    Dns::servfail(s, tx_, arena_, k, query, len);
   });
 }
 

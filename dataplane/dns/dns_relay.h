@@ -50,6 +50,9 @@ class DnsRelay {
     uint16_t port = 0, bd = 0;   // the port it asked on, its network
     uint16_t relay_id = 0;       // the id the upstream saw
     uint64_t question = 0;       // a hash of the question (name in lower case, type, class): the answer must echo it
+    bool tcp = false;            // asked over TCP (stage_dns_tcp.h): answered in segments, seq from the cookie
+    bool opt_added = false;      // tcp: the relay added an OPT record to the query (stage_dns_relay.h)
+    uint32_t ack = 0;            // tcp: what the answer's segments acknowledge (past the query)
   };
 
   explicit DnsRelay(unsigned workers)
@@ -89,6 +92,7 @@ class DnsRelay {
     s.b.store(a.mac << 16 | a.port, std::memory_order_relaxed);
     s.c.store(uint64_t(a.relay_id) << 16 | a.bd, std::memory_order_relaxed);
     s.d.store(a.question, std::memory_order_relaxed);
+    s.e.store(uint64_t(a.opt_added) << 33 | uint64_t(a.tcp) << 32 | a.ack, std::memory_order_relaxed);
     std::memcpy(s.query, query, len);
     s.len = len;
     s.sent_ms = now;
@@ -143,7 +147,7 @@ class DnsRelay {
  private:
   struct alignas(64) Slot {
     std::atomic<uint64_t> state{0};   // generation << 1 | pending
-    std::atomic<uint64_t> a{0}, b{0}, c{0}, d{0};  // the asker (see publish())
+    std::atomic<uint64_t> a{0}, b{0}, c{0}, d{0}, e{0};  // the asker (see publish())
     uint32_t len = 0, sent_ms = 0;
     unsigned tries = 0;
     uint8_t query[kQueryMax];
@@ -152,6 +156,8 @@ class DnsRelay {
     const uint64_t a = s.a.load(std::memory_order_relaxed), b = s.b.load(std::memory_order_relaxed),
                    c = s.c.load(std::memory_order_relaxed);  // relaxed: ordered by the state word's acquire
     o->question = s.d.load(std::memory_order_relaxed);  // relaxed: as above
+    const uint64_t e = s.e.load(std::memory_order_relaxed);  // relaxed: as above
+    o->tcp = (e >> 32) & 1, o->opt_added = (e >> 33) & 1, o->ack = uint32_t(e);
     o->ip = uint32_t(a >> 32), o->sport = uint16_t(a >> 16), o->id = uint16_t(a);
     o->mac = b >> 16, o->port = uint16_t(b);
     o->relay_id = uint16_t(c >> 16), o->bd = uint16_t(c);

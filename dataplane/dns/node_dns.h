@@ -30,7 +30,7 @@ struct Dns : Node<DnsExit, 1> {
       return;
     }
     if (c.pkt(i).data[kEthHdrLen + 9] == 6) {
-      tcp_answer(c.s, c.tx, c.wc, c.arena, c.pkt(i), c.bd);
+      tcp_answer(c.s, c.tx, c.wc, c.arena, c.arp, c.relay, c.worker, c.now, c.pkt(i), c.bd);
       return;
     }
     answer(c.s, c.tx, c.wc, c.arena, c.arp, c.relay, c.worker, c.now, c.pkt(i), c.bd);
@@ -79,10 +79,11 @@ struct Dns : Node<DnsExit, 1> {
         wc.ports[p.in_port].drops[size_t(d)].add(1);
         return;
       case stage::DnsNext::kForward:
-        if (bd.nat && relay_query(s, tx, a, arp, relay, worker, now, p, o)) {  // an internal network has no way out, DNS included
-          dc.forwarded.add(1);
-          return;
-        }
+        if (uint32_t plen = 0; const uint8_t* msg = stage::udp_payload(p, &plen))
+          if (bd.nat && relay_query(s, tx, a, arp, relay, worker, now, p, msg, plen, false, 0, &o)) {  // an internal network has no way out, DNS included
+            dc.forwarded.add(1);
+            return;
+          }
         dc.servfail.add(1);
         len = stage::dns_reply_frame(p, bd, q, dns::Rcode::kServFail, false, nullptr, 0, o.buf, cap);
         if (!len) return;
@@ -94,33 +95,36 @@ struct Dns : Node<DnsExit, 1> {
     send(s, tx, a, o, len, p.in_port, p.in_port);
   }
 
-  // The query of frame p to an upstream (first try); false: not relayed.
+  // The query msg (plen bytes) of frame p, UDP or TCP (then `ack`: what
+  // the answer acknowledges), to an upstream (first try, into *o or a
+  // scratch frame of its own); false: not relayed.
   static bool relay_query(const Snapshot& s, stage::TxStage& tx, BurstArena& a, ArpCache* arp, DnsRelay* relay, unsigned worker,
-                          uint32_t now, const Packet& p, const Out& o) {
-    uint32_t plen = 0;
-    const uint8_t* msg = stage::udp_payload(p, &plen);
-    if (!relay || !arp || !s.l3.enabled || s.dns.upstream.empty() || !msg || plen > DnsRelay::kQueryMax) return false;
+                          uint32_t now, const Packet& p, const uint8_t* msg, uint32_t plen, bool tcp, uint32_t ack, const Out* o) {
+    if (!relay || !arp || !s.l3.enabled || s.dns.upstream.empty() || plen > DnsRelay::kQueryMax || plen < dns::kHeaderLen) return false;
     const int slot = relay->claim(worker);
     if (slot < 0) return false;
     const uint8_t* ip = p.data + kEthHdrLen;
     DnsRelay::Asker k;
     k.ip = csum::load32(ip + 12);
-    k.sport = load_be16(ip + uint32_t(ip[0] & 0x0f) * 4);
+    k.sport = load_be16(ip + uint32_t(ip[0] & 0x0f) * 4);  // UDP's and TCP's source port alike
     k.id = load_be16(msg);
     k.mac = mac_from_bytes(p.data + 6);
     k.port = p.in_port;
     k.bd = p.bd;
     k.relay_id = relay->next_id(worker);
     k.question = stage::question_hash(msg, plen);
+    k.tcp = tcp;
+    k.opt_added = stage::relay_adds_opt(tcp, msg, plen);
+    k.ack = ack;
     relay->publish(unsigned(slot), k, now, msg, plen);
-    send_upstream(s, tx, a, *arp, unsigned(slot), k.relay_id, msg, plen, 1, &o);
+    send_upstream(s, tx, a, *arp, unsigned(slot), k, msg, plen, 1, o);
     return true;
   }
 
   // Try `tries` (1...) of a relayed query goes to upstream[(tries - 1) % n]
   // (into o, or a scratch frame of its own); nothing is sent while the next
   // hop is being resolved (the next try will be).
-  static void send_upstream(const Snapshot& s, stage::TxStage& tx, BurstArena& a, ArpCache& arp, unsigned slot, uint16_t relay_id,
+  static void send_upstream(const Snapshot& s, stage::TxStage& tx, BurstArena& a, ArpCache& arp, unsigned slot, const DnsRelay::Asker& k,
                             const uint8_t* query, uint32_t len, unsigned tries, const Out* o) {
     if (s.dns.upstream.empty() || !s.l3.enabled) return;
     const uint32_t server = s.dns.upstream[(tries - 1) % s.dns.upstream.size()];
@@ -131,7 +135,7 @@ struct Dns : Node<DnsExit, 1> {
       return;
     }
     const Out out = o ? *o : scratch(s, tx, a);
-    if (uint32_t len2 = stage::relay_query_frame(s.l3, mac, server, slot, relay_id, query, len, out.buf, BurstArena::kScratchBytes))
+    if (uint32_t len2 = stage::relay_query_frame(s.l3, mac, server, slot, k.relay_id, query, len, k.tcp, out.buf, BurstArena::kScratchBytes))
       send(s, tx, a, out, len2, s.l3.uplink_port, s.l3.uplink_port);
   }
 
@@ -150,6 +154,12 @@ struct Dns : Node<DnsExit, 1> {
     wc.dns.relayed.add(1);
     const PortEntry* to = s.port(k.port);
     if (!to || k.bd >= s.bds.size() || to->bd != k.bd) return true;  // the asker left meanwhile: answered to nobody
+    if (k.tcp) {
+      uint8_t m[2 + BurstArena::kScratchBytes];  // an answer came in one uplink frame: it fits
+      if (msg[2] & 0x02) wc.dns.servfail.add(1);  // truncated upstream: SERVFAIL over TCP
+      if (uint32_t n = stage::relay_tcp_message(k, msg, len, m, sizeof m)) tcp_send(s, tx, a, k, m, n);
+      return true;
+    }
     const Out o = scratch(s, tx, a);
     if (uint32_t n = stage::relay_answer_frame(s.bds[k.bd], k, msg, len, to->max_frame, o.buf, BurstArena::kScratchBytes))
       send(s, tx, a, o, n, p.in_port, k.port);
@@ -165,8 +175,8 @@ struct Dns : Node<DnsExit, 1> {
   }
 
   // DNS over TCP (stage_dns_tcp.h): the segments answering one segment.
-  [[gnu::noinline]] static void tcp_answer(const Snapshot& s, stage::TxStage& tx, WorkerCounters& wc, BurstArena& a, const Packet& p,
-                                           const BdEntry& bd) {
+  [[gnu::noinline]] static void tcp_answer(const Snapshot& s, stage::TxStage& tx, WorkerCounters& wc, BurstArena& a, ArpCache* arp,
+                                           DnsRelay* relay, unsigned worker, uint32_t now, const Packet& p, const BdEntry& bd) {
     using K = stage::DnsTcpReply::Kind;
     const PortEntry* in = s.port(p.in_port);
     const uint32_t max_frame = std::min<uint32_t>(in ? in->max_frame : 1514, BurstArena::kScratchBytes);
@@ -178,30 +188,80 @@ struct Dns : Node<DnsExit, 1> {
       wc.ports[p.in_port].drops[size_t(d)].add(1);
       return;
     }
-    auto segment = [&](uint32_t seq, uint8_t flags, uint16_t mss, const uint8_t* data, uint32_t len) {
+    auto segment = [&](uint32_t seq, uint8_t flags, uint16_t mss) {
       const Out o = scratch(s, tx, a);
-      send(s, tx, a, o, stage::tcp_reply_frame(p.data, bd, seq, r.ack, flags, mss, data, len, o.buf), p.in_port, p.in_port);
+      send(s, tx, a, o, stage::tcp_reply_frame(p.data, bd, seq, r.ack, flags, mss, nullptr, 0, o.buf), p.in_port, p.in_port);
     };
     switch (r.kind) {
       case K::kNone:
         return;
       case K::kSynAck:
-        return segment(r.seq, stage::kTcpSyn | stage::kTcpAck, r.mss, nullptr, 0);
+        return segment(r.seq, stage::kTcpSyn | stage::kTcpAck, r.mss);
       case K::kAck:
-        return segment(r.seq, stage::kTcpAck, 0, nullptr, 0);
+        return segment(r.seq, stage::kTcpAck, 0);
       case K::kRst:
-        return segment(r.seq, stage::kTcpRst | stage::kTcpAck, 0, nullptr, 0);
+        return segment(r.seq, stage::kTcpRst | stage::kTcpAck, 0);
       case K::kAnswer:
         break;
     }
     wc.dns.queries.add(1);
-    if (r.forwarded) wc.dns.servfail.add(1);
-    else count(wc.dns, r.rc, msg + 2, r.len - 2);
-    const uint32_t mss = max_frame - stage::kTcpHdrs;
-    for (uint32_t off = 0; off < r.len; off += mss) {
-      const uint32_t n = std::min(mss, r.len - off);
-      segment(r.seq + off, uint8_t(stage::kTcpAck | stage::kTcpPsh | (off + n == r.len ? stage::kTcpFin : 0)), 0, msg + off, n);
+    if (r.forwarded) {
+      // Relayed (over UDP): the query is acknowledged now, so the asker does not resend it; the answer follows.
+      if (bd.nat && relay_query(s, tx, a, arp, relay, worker, now, p, r.query, r.query_len, true, r.ack, nullptr)) {
+        wc.dns.forwarded.add(1);
+        return segment(r.seq, stage::kTcpAck, 0);
+      }
+      wc.dns.servfail.add(1);
+    } else {
+      count(wc.dns, r.rc, msg + 2, r.len - 2);
     }
+    const uint8_t* qip = p.data + kEthHdrLen;
+    tcp_segments(s, tx, a, bd, mac_from_bytes(p.data + 6), csum::load32(qip + 12), load_be16(qip + uint32_t(qip[0] & 0x0f) * 4), r.seq,
+                 r.ack, msg, r.len, max_frame, p.in_port);
+  }
+
+  // A length-prefixed answer (len bytes) to a TCP asker, in segments of at
+  // most its port's frames, FIN on the last, out of port `port`.
+  static void tcp_segments(const Snapshot& s, stage::TxStage& tx, BurstArena& a, const BdEntry& bd, Mac mac, uint32_t ip, uint16_t dport,
+                           uint32_t seq, uint32_t ack, const uint8_t* msg, uint32_t len, uint32_t max_frame, uint16_t port) {
+    const uint32_t mss = std::min<uint32_t>(max_frame, BurstArena::kScratchBytes) - stage::kTcpHdrs;
+    for (uint32_t off = 0; off < len; off += mss) {
+      const uint32_t n = std::min(mss, len - off);
+      const uint8_t flags = uint8_t(stage::kTcpAck | stage::kTcpPsh | (off + n == len ? stage::kTcpFin : 0));
+      const Out o = scratch(s, tx, a);
+      send(s, tx, a, o, stage::tcp_frame(bd, mac, ip, dport, seq + off, ack, flags, 0, msg + off, n, o.buf), port, port);
+    }
+  }
+
+  // A relayed answer (length-prefixed, len bytes) to its TCP asker k: its
+  // segments start where the cookie's SYN+ACK left them.
+  static void tcp_send(const Snapshot& s, stage::TxStage& tx, BurstArena& a, const DnsRelay::Asker& k, const uint8_t* msg, uint32_t len) {
+    const PortEntry* to = s.port(k.port);
+    if (!to || k.bd >= s.bds.size()) return;
+    const uint32_t seq = stage::tcp_cookie(s.dns.tcp_secret, k.ip, k.sport) + 1;
+    tcp_segments(s, tx, a, s.bds[k.bd], k.mac, k.ip, k.sport, seq, k.ack, msg, len, to->max_frame, k.port);
+  }
+
+  // SERVFAIL to the asker k of a relayed query (every try timed out), over
+  // UDP or TCP as it asked.
+  static void servfail(const Snapshot& s, stage::TxStage& tx, BurstArena& a, const DnsRelay::Asker& k, const uint8_t* query, uint32_t len) {
+    const PortEntry* to = s.port(k.port);
+    dns::Query q;
+    if (!to || k.bd >= s.bds.size() || to->bd != k.bd || !s.bds[k.bd].dns || dns::parse_query(query, len, &q) != dns::Parse::kOk) return;
+    q.id = k.id;
+    const BdEntry& bd = s.bds[k.bd];
+    const uint32_t room = std::min<uint32_t>(BurstArena::kScratchBytes, to->max_frame) - stage::kUdpHdrs;
+    if (k.tcp) {
+      uint8_t m[2 + BurstArena::kScratchBytes];
+      if (const size_t n = dns::write_response(q, dns::Rcode::kServFail, false, nullptr, 0, m + 2, room)) {
+        store_be16(m, uint16_t(n));
+        tcp_send(s, tx, a, k, m, uint32_t(n + 2));
+      }
+      return;
+    }
+    const Out o = scratch(s, tx, a);
+    if (const size_t n = dns::write_response(q, dns::Rcode::kServFail, false, nullptr, 0, o.buf + stage::kUdpHdrs, room))
+      send(s, tx, a, o, stage::udp_frame(o.buf, k.mac, bd.router_mac, bd.local_ip, k.ip, 53, k.sport, uint32_t(n)), k.port, k.port);
   }
 };
 

@@ -31,24 +31,58 @@ inline uint64_t question_hash(const uint8_t* msg, uint32_t len) {
 // answer longer than the uplink's frames would come back fragmented (which
 // the relay does not reassemble); past it the upstream sets TC.
 constexpr uint16_t kRelayEdnsSize = 1232;
+constexpr uint32_t kOptLen = 11;  // an OPT record without options: root, type, size, ext-rcode/version/flags, rdlen
 
-// The query (len bytes, its id replaced by relay_id, its EDNS size capped) from the uplink's
-// address and relay port kPortLo + slot to server:53, through next hop
-// nh_mac. Returns the frame's length (0: does not fit cap).
+// A query asked over TCP is relayed over UDP too, advertising
+// kRelayEdnsSize (an OPT record is added when it has none — it has no
+// additional record then, dns_wire accepting no other): without one the
+// upstream would truncate at 512 bytes, the very answer the asker wanted
+// TCP for. The OPT so added is taken off the answer (relay_tcp_message).
+inline bool relay_adds_opt(bool tcp, const uint8_t* query, uint32_t len) {
+  return tcp && len >= dns::kHeaderLen && load_be16(query + 10) == 0;
+}
+
+// The query (len bytes, its id replaced by relay_id, its EDNS size capped,
+// or for a TCP asker raised and added) from the uplink's address and relay
+// port kPortLo + slot to server:53, through next hop nh_mac. Returns the
+// frame's length (0: does not fit cap).
 inline uint32_t relay_query_frame(const L3Conf& l3, Mac nh_mac, uint32_t server, unsigned slot, uint16_t relay_id, const uint8_t* query,
-                                  uint32_t len, uint8_t* buf, uint32_t cap) {
-  if (len < dns::kHeaderLen || kUdpHdrs + len > cap) return 0;
+                                  uint32_t len, bool tcp, uint8_t* buf, uint32_t cap) {
+  const bool add = relay_adds_opt(tcp, query, len);
+  if (len < dns::kHeaderLen || kUdpHdrs + len + (add ? kOptLen : 0) > cap) return 0;
   uint8_t* m = buf + kUdpHdrs;
   std::memcpy(m, query, len);
   store_be16(m, relay_id);
-  // An OPT record (the last additional record of a query dns_wire accepted) may say a larger size.
+  if (add) {
+    static constexpr uint8_t opt[kOptLen] = {0, 0, dns::kTypeOpt, kRelayEdnsSize >> 8, kRelayEdnsSize & 0xff, 0, 0, 0, 0, 0, 0};
+    std::memcpy(m + len, opt, kOptLen);
+    store_be16(m + 10, 1);  // ARCOUNT
+    len += kOptLen;
+  }
+  // An OPT record (the last additional record of a query dns_wire accepted) may say another size.
   size_t off = dns::kHeaderLen;
   char name[dns::kMaxName + 1];
   uint8_t nlen;
-  if (load_be16(m + 10) == 1 && dns::read_name(m, len, &off, name, &nlen, nullptr, nullptr) && off + 4 + 11 <= len && m[off + 4] == 0 &&
-      load_be16(m + off + 5) == dns::kTypeOpt && load_be16(m + off + 7) > kRelayEdnsSize)
+  if (!add && load_be16(m + 10) == 1 && dns::read_name(m, len, &off, name, &nlen, nullptr, nullptr) && off + 4 + kOptLen <= len &&
+      m[off + 4] == 0 && load_be16(m + off + 5) == dns::kTypeOpt && (tcp || load_be16(m + off + 7) > kRelayEdnsSize))
     store_be16(m + off + 7, kRelayEdnsSize);
   return udp_frame(buf, nh_mac, l3.uplink_mac, l3.uplink_ip, server, uint16_t(DnsRelay::kPortLo + slot), 53, len);
+}
+
+// The header and question of msg into out (room bytes), no records
+// (QDCOUNT 1, or 0 when the question does not read); its length, 0 when it
+// does not fit.
+inline uint32_t header_and_question(const uint8_t* msg, uint32_t len, uint8_t* out, uint32_t room) {
+  size_t off = dns::kHeaderLen;
+  char name[dns::kMaxName + 1];
+  uint8_t nlen;
+  const bool q = load_be16(msg + 4) == 1 && dns::read_name(msg, len, &off, name, &nlen, nullptr, nullptr) && off + 4 <= len;
+  const uint32_t keep = q ? uint32_t(off + 4) : uint32_t(dns::kHeaderLen);
+  if (len < dns::kHeaderLen || keep > room) return 0;
+  std::memmove(out, msg, keep);
+  store_be16(out + 4, q ? 1 : 0);  // QDCOUNT
+  std::memset(out + 6, 0, 6);      // no AN, NS, AR
+  return keep;
 }
 
 // An upstream's answer (msg, len bytes) to the asker, from its network's
@@ -63,21 +97,43 @@ inline uint32_t relay_answer_frame(const BdEntry& bd, const DnsRelay::Asker& a, 
   uint8_t* out = buf + kUdpHdrs;
   if (kUdpHdrs + len <= room) {
     std::memcpy(out, msg, len);
-  } else {  // header and question only, TC
-    size_t off = dns::kHeaderLen;
-    char name[dns::kMaxName + 1];
-    uint8_t nlen;
-    const bool q = load_be16(msg + 4) == 1 && dns::read_name(msg, len, &off, name, &nlen, nullptr, nullptr) && off + 4 <= len;
-    const uint32_t keep = q ? uint32_t(off + 4) : uint32_t(dns::kHeaderLen);
-    if (kUdpHdrs + keep > room) return 0;
-    std::memcpy(out, msg, keep);
-    out[2] |= 0x02;                                // TC
-    store_be16(out + 4, q ? 1 : 0);                // QDCOUNT
-    std::memset(out + 6, 0, 6);                    // no AN, NS, AR
-    len = keep;
+  } else {
+    len = header_and_question(msg, len, out, room - kUdpHdrs);
+    if (!len) return 0;
+    out[2] |= 0x02;  // TC
   }
   store_be16(out, a.id);
   return udp_frame(buf, a.mac, bd.router_mac, bd.local_ip, a.ip, 53, a.sport, len);
+}
+
+// An upstream's answer (msg, len bytes) to a TCP asker: length-prefixed in
+// out (cap bytes), with the asker's id, without the OPT record the relay
+// added (the asker sent none: RFC 6891 6.1.1). An answer the upstream
+// truncated (longer than kRelayEdnsSize: the relay does not ask upstreams
+// over TCP) is SERVFAIL, header and question. Returns the length with the
+// prefix (0: none).
+inline uint32_t relay_tcp_message(const DnsRelay::Asker& a, const uint8_t* msg, uint32_t len, uint8_t* out, uint32_t cap) {
+  if (len < dns::kHeaderLen || cap < 2 + dns::kHeaderLen) return 0;
+  uint8_t* m = out + 2;
+  if (msg[2] & 0x02) {  // TC
+    len = header_and_question(msg, len, m, cap - 2);
+    if (!len) return 0;
+    m[2] &= uint8_t(~0x02);
+    m[3] = uint8_t((m[3] & 0xf0) | uint8_t(dns::Rcode::kServFail));
+  } else {
+    if (2 + len > cap) return 0;
+    std::memcpy(m, msg, len);
+    // Ours is the last additional record, as written: root name, type OPT, no options.
+    const uint8_t* o = m + len - kOptLen;
+    if (a.opt_added && len >= dns::kHeaderLen + kOptLen && load_be16(m + 10) >= 1 && o[0] == 0 && load_be16(o + 1) == dns::kTypeOpt &&
+        load_be16(o + 9) == 0) {
+      store_be16(m + 10, uint16_t(load_be16(m + 10) - 1));
+      len -= kOptLen;
+    }
+  }
+  store_be16(m, a.id);
+  store_be16(out, uint16_t(len));
+  return len + 2;
 }
 
 }  // namespace dpsw::stage

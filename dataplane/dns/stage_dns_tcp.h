@@ -14,7 +14,9 @@
 // The answer's segments are at most the asker's port's MTU - 40 (its MSS
 // is not remembered: no state). No retransmission: a lost segment (a veth loses none but a full ring) is
 // the asker's timeout and retry, as with UDP. A name the asker's networks
-// do not hold is answered SERVFAIL over TCP (the relay is UDP only).
+// do not hold is relayed upstream over UDP (node_dns.h: the query is
+// acknowledged at once, the answer follows from whichever worker receives
+// it, its sequence numbers known from the cookie and the relay slot).
 // The TCP checksum of the query is not verified (partial from a container,
 // as for UDP); the answer's is complete.
 #pragma once
@@ -34,14 +36,13 @@ inline uint32_t tcp_cookie(uint64_t secret, uint32_t sip, uint16_t sport) {
   return uint32_t(mix64(secret ^ (uint64_t(sip) << 16 | sport)) >> 17);
 }
 
-// One segment from the gateway (bd) back to the asker of frame f: seq, ack,
-// flags, an MSS option when mss != 0, data. Returns the frame's length.
-inline uint32_t tcp_reply_frame(const uint8_t* f, const BdEntry& bd, uint32_t seq, uint32_t ack, uint8_t flags, uint16_t mss,
-                                const uint8_t* data, uint32_t len, uint8_t* buf) {
-  const uint8_t* qip = f + kEthHdrLen;
-  const uint8_t* qtcp = qip + uint32_t(qip[0] & 0x0f) * 4;
+// One segment from the gateway (bd) to the asker (its MAC, address and
+// port): seq, ack, flags, an MSS option when mss != 0, data. Returns the
+// frame's length.
+inline uint32_t tcp_frame(const BdEntry& bd, Mac dst_mac, uint32_t dst, uint16_t dport, uint32_t seq, uint32_t ack, uint8_t flags,
+                          uint16_t mss, const uint8_t* data, uint32_t len, uint8_t* buf) {
   const uint32_t opt = mss ? 4 : 0, l4 = 20 + opt + len;
-  std::memcpy(buf, f + 6, 6);
+  mac_to_bytes(dst_mac, buf);
   mac_to_bytes(bd.router_mac, buf + 6);
   store_be16(buf + 12, kEtherTypeIpv4);
   uint8_t* ip = buf + kEthHdrLen;
@@ -52,11 +53,11 @@ inline uint32_t tcp_reply_frame(const uint8_t* f, const BdEntry& bd, uint32_t se
   ip[8] = 64, ip[9] = 6;
   ip[10] = ip[11] = 0;
   csum::store32(ip + 12, bd.local_ip);
-  std::memcpy(ip + 16, qip + 12, 4);
+  csum::store32(ip + 16, dst);
   csum::store16(ip + 10, csum::of(ip, 20));
   uint8_t* t = ip + 20;
   csum::store16(t, 53);
-  std::memcpy(t + 2, qtcp, 2);
+  csum::store16(t + 2, dport);
   csum::store32(t + 4, seq);
   csum::store32(t + 8, ack);
   t[12] = uint8_t((5 + opt / 4) << 4);
@@ -66,10 +67,18 @@ inline uint32_t tcp_reply_frame(const uint8_t* f, const BdEntry& bd, uint32_t se
   csum::store16(t + 18, 0);
   if (mss) t[20] = 2, t[21] = 4, csum::store16(t + 22, mss);
   if (len) std::memcpy(t + 20 + opt, data, len);
-  const uint32_t src = bd.local_ip, dst = csum::load32(qip + 12);
+  const uint32_t src = bd.local_ip;
   const uint32_t pseudo = (src >> 16) + (src & 0xffff) + (dst >> 16) + (dst & 0xffff) + 6 + l4;
   csum::store16(t + 16, csum::of(t, l4, pseudo));
   return kEthHdrLen + 20 + l4;
+}
+
+// The same, back to the asker of frame f.
+inline uint32_t tcp_reply_frame(const uint8_t* f, const BdEntry& bd, uint32_t seq, uint32_t ack, uint8_t flags, uint16_t mss,
+                                const uint8_t* data, uint32_t len, uint8_t* buf) {
+  const uint8_t* qip = f + kEthHdrLen;
+  const uint8_t* qtcp = qip + uint32_t(qip[0] & 0x0f) * 4;
+  return tcp_frame(bd, mac_from_bytes(f + 6), csum::load32(qip + 12), load_be16(qtcp), seq, ack, flags, mss, data, len, buf);
 }
 
 // What to send back for one TCP segment to gateway:53.
@@ -78,8 +87,10 @@ struct DnsTcpReply {
   uint32_t seq = 0, ack = 0;
   uint16_t mss = 0;
   uint32_t len = 0;  // kAnswer: the length-prefixed answer in the caller's buffer
-  bool forwarded = false;  // kAnswer: a name not ours, answered SERVFAIL
+  bool forwarded = false;  // kAnswer: a name not ours, to relay (the query is at query, query_len); the buffer holds SERVFAIL
   dns::Rcode rc = dns::Rcode::kNoError;
+  const uint8_t* query = nullptr;
+  uint32_t query_len = 0;
 };
 
 // The whole stage for TCP. out_buf: the answer, length-prefixed (cap bytes).
@@ -128,7 +139,7 @@ inline DnsNext dns_tcp(const Packet& p, const DnsTable& t, uint32_t max_frame, d
     return DnsNext::kReply;
   }
   store_be16(out_buf, uint16_t(n));
-  *r = {DnsTcpReply::Kind::kAnswer, cookie + 1, next, 0, uint32_t(n + 2), d == DnsDecision::kForward, res.rc};
+  *r = {DnsTcpReply::Kind::kAnswer, cookie + 1, next, 0, uint32_t(n + 2), d == DnsDecision::kForward, res.rc, data + 2, mlen};
   return DnsNext::kReply;
 }
 

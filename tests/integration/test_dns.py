@@ -198,6 +198,8 @@ def dnsmasq(d, *extra):
     p = d.popen("out", "dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--bind-interfaces",
                 "--listen-address=" + OUT, "--user=root", "--pid-file=", "--log-queries", "--log-facility=" + log,
                 "--address=/example.test/203.0.113.7", "--txt-record=big.example.test," + "x" * 250,
+                *[f"--host-record=many.example.test,203.0.113.{i}" for i in range(1, 41)],
+                *[f"--host-record=huge.example.test,198.51.100.{i}" for i in range(1, 101)],
                 *extra, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for(lambda: os.path.exists(log) and "started" in open(log).read(), 10, "dnsmasq to start")
     return p, log
@@ -228,6 +230,19 @@ def forwards_upstream():
             check(" db " not in queries and "db\n" not in queries, f"a local name went upstream: {queries[-600:]}")
             c = d.counters()["dns"]
             check(c["forwarded"] >= 4 and c["relayed"] >= 4 and c["servfail"] == 0, f"counters: {c}")
+            # Answers past 512 bytes: glibc (no EDNS) gets TC over UDP and asks again over TCP; the relay
+            # asks the upstream over UDP for 1232 bytes and answers over TCP. Past 1232: SERVFAIL.
+            out = d.run("web", "getent", "ahostsv4", "many.example.test", check_rc=False).stdout
+            got = {l.split()[0] for l in out.splitlines()}
+            check(got == {f"203.0.113.{i}" for i in range(1, 41)}, f"glibc gets all 40 addresses (TC, then TCP): {sorted(got)}")
+            st, an = dig(d, "web", f"@{GW_FRONT}", "+tcp", "many.example.test")
+            check(st == "NOERROR" and len(addrs(an)) == 40, f"dig +tcp through the relay: {st} {len(an)}")
+            st, an = dig(d, "web", f"@{GW_FRONT}", "+tcp", "+noedns", "TXT", "big.example.test")
+            check(st == "NOERROR" and len(an) == 1, f"TXT over TCP through the relay: {st} {an}")
+            s0 = d.counters()["dns"]["servfail"]
+            st, _ = dig(d, "web", f"@{GW_FRONT}", "+tcp", "huge.example.test")
+            check(st == "SERVFAIL", f"longer than the relay's 1232 bytes: SERVFAIL over TCP expected, got {st}")
+            check(d.counters()["dns"]["servfail"] == s0 + 1, "counted as SERVFAIL")
             # A dead first server: its try times out, the next server answers.
             cfg = d.copy_config()
             cfg["dns"] = {"upstream": ["198.51.100.77", OUT]}

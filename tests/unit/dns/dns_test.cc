@@ -541,6 +541,105 @@ TEST(DnsTcp, LongAnswerInSegmentsOfTheMss) {
   EXPECT_EQ(ancount(Bytes(all.begin() + 2, all.end())), 120u);
 }
 
+// An upstream's answer to a relayed query that ends in an OPT record: the
+// A record goes before it (answer section), the OPT stays last; tc: the
+// upstream truncated it.
+Bytes edns_answer_to(const Relayed& q, bool tc = false) {
+  Bytes a(q.msg.begin(), q.msg.end() - 11);
+  a[2] |= 0x80;
+  if (tc) a[2] |= 0x02;
+  a[7] = tc ? 0 : 1;
+  if (!tc) a.insert(a.end(), {0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 203, 0, 113, 7});
+  a.insert(a.end(), {0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0});  // the upstream's OPT: 1232
+  return udp_frame(kUpMac, kOutMac, kOut, kHostIp, 53, q.port, a);
+}
+
+TEST(DnsTcp, NamesNotOursAreRelayedOverUdpAndAnsweredInSegments) {
+  DnsRig r;
+  auto open_and_ask = [&](uint32_t isn, const char* name, Bytes* data) {
+    r.c1->inject(tcp_seg(isn, 0, 0x02));
+    r.poll();
+    Seg sa = parse_tcp(r.c1->take_tx().at(0));
+    Bytes m = query_msg(name);  // no OPT record, as glibc asks
+    *data = Bytes{uint8_t(m.size() >> 8), uint8_t(m.size())};
+    data->insert(data->end(), m.begin(), m.end());
+    r.c1->inject(tcp_seg(isn + 1, sa.seq + 1, 0x18, *data));
+    r.poll();
+    return sa;
+  };
+  Bytes data;
+  Seg sa = open_and_ask(1000, "big.example.org", &data);
+  auto got = r.c1->take_tx();
+  ASSERT_EQ(got.size(), 1u) << "the query is acknowledged at once";
+  Seg ack = parse_tcp(got[0]);
+  EXPECT_EQ(ack.flags, 0x10);
+  EXPECT_EQ(ack.ack, 1001u + data.size());
+  EXPECT_TRUE(ack.data.empty());
+  EXPECT_EQ(r.counters().forwarded.get(), 1u);
+  // Upstream, it asks over UDP for 1232 bytes (an OPT record added): without one the upstream truncates at 512.
+  Relayed q = upstream_query(r);
+  ASSERT_EQ(q.msg.size(), data.size() - 2 + 11);
+  EXPECT_EQ(csum::load16(q.msg.data() + 10), 1u) << "ARCOUNT";
+  EXPECT_EQ(q.msg[q.msg.size() - 9], 41) << "OPT";
+  EXPECT_EQ(csum::load16(q.msg.data() + q.msg.size() - 8), 1232);
+  // The answer: over TCP to c1, its id, the added OPT taken off, FIN.
+  r.up->inject(edns_answer_to(q));
+  r.poll();
+  got = r.c1->take_tx();
+  ASSERT_EQ(got.size(), 1u);
+  Seg ans = parse_tcp(got[0]);
+  EXPECT_EQ(ans.flags, 0x19) << "ACK PSH FIN";
+  EXPECT_EQ(ans.seq, sa.seq + 1);
+  EXPECT_EQ(ans.ack, 1001u + data.size());
+  ASSERT_EQ(ans.data.size(), data.size() + 16);
+  EXPECT_EQ(csum::load16(ans.data.data()), ans.data.size() - 2) << "length prefix";
+  const Bytes m(ans.data.begin() + 2, ans.data.end());
+  EXPECT_EQ(csum::load16(m.data()), 0x4242) << "the asker's id";
+  EXPECT_EQ(ancount(m), 1u);
+  EXPECT_EQ(csum::load16(m.data() + 10), 0u) << "no OPT: the asker sent none";
+  EXPECT_EQ(csum::load32(m.data() + m.size() - 4), 0xcb007107u);
+  EXPECT_EQ(r.counters().relayed.get(), 1u);
+  // An answer the upstream truncated (longer than 1232 bytes): SERVFAIL over TCP, not a partial answer.
+  open_and_ask(5000, "huge.example.org", &data);
+  r.c1->take_tx();
+  q = upstream_query(r);
+  r.up->inject(edns_answer_to(q, true));
+  r.poll();
+  got = r.c1->take_tx();
+  ASSERT_EQ(got.size(), 1u);
+  const Seg sf = parse_tcp(got[0]);
+  const Bytes fm(sf.data.begin() + 2, sf.data.end());
+  EXPECT_EQ(rcode(fm), 2u);
+  EXPECT_EQ(fm[2] & 0x02, 0) << "TC cleared";
+  EXPECT_EQ(fm.size(), data.size() - 2) << "header and question";
+}
+
+TEST(DnsTcp, RelayTimeoutIsServfailOverTcp) {
+  DnsRig r;
+  r.c1->inject(tcp_seg(1, 0, 0x02));
+  r.poll();
+  Seg sa = parse_tcp(r.c1->take_tx().at(0));
+  Bytes m = query_msg("slow.example.org");
+  Bytes data{uint8_t(m.size() >> 8), uint8_t(m.size())};
+  data.insert(data.end(), m.begin(), m.end());
+  r.c1->inject(tcp_seg(2, sa.seq + 1, 0x18, data));
+  r.poll();
+  r.c1->take_tx();
+  for (unsigned t = 0; t < DnsRelay::kTries; t++) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(DnsRelay::kTryMs + 50));
+    r.poll();
+  }
+  auto got = r.c1->take_tx();
+  ASSERT_EQ(got.size(), 1u);
+  Seg sf = parse_tcp(got[0]);
+  EXPECT_EQ(sf.seq, sa.seq + 1);
+  EXPECT_EQ(sf.ack, 2u + data.size());
+  EXPECT_EQ(sf.flags & 0x01, 0x01);
+  const Bytes fm(sf.data.begin() + 2, sf.data.end());
+  EXPECT_EQ(rcode(fm), 2u);
+  EXPECT_EQ(csum::load16(fm.data()), 0x4242);
+}
+
 // ---- The slots ----
 
 TEST(DnsRelaySlots, ClaimTakeExpire) {
