@@ -62,7 +62,7 @@ std::vector<uint32_t> Dns::nameservers(const std::string& text) {
 }
 
 std::string Dns::resolv_conf(const std::string& instance, uint32_t gateway) {
-  return marker(instance) + ": the DNS responder at this namespace's network gateway.\nnameserver " + ipv4_to_string(gateway) +
+  return marker(instance) + ": the DNS responder at this namespace's network gateway (a macvlan endpoint's: the host address).\nnameserver " + ipv4_to_string(gateway) +
          "\noptions ndots:0\n";
 }
 
@@ -137,12 +137,26 @@ void Dns::contribute(Snapshot& s) const {
     t.upstream = upstream_;
     s.bds[size_t(up)].dns_relay = true;
   }
+  // The networks whose endpoints have names, and where they ask:
+  //  * bridge: the gateway, dpsw's address there;
+  //  * macvlan (on the uplink's segment): the host's address, dpsw's too;
+  //  * overlay: names for the endpoints on this host, asked at the gateway of
+  //    a bridge network the asker is on (dpsw has no address on an overlay).
+  // Reverse names of a subnet's unused addresses are NXDOMAIN, but not an
+  // overlay's (the other hosts' endpoints are there).
   t.subnets.assign(s.bds.size(), {0, 0});
-  for (size_t i = 0; i < s.bds.size(); i++) {
-    const NetworkConfig* n = cfg.network(s.bds[i].name);
-    if (!n || n->driver != Driver::kBridge || !s.bds[i].local_ip) continue;  // bridge networks: dpsw is their gateway
-    s.bds[i].dns = true;
-    t.subnets[i] = {n->subnet.network(), n->subnet.mask()};
+  std::vector<bool> named(s.bds.size(), false);
+  const int up = core_.uplink_bd();
+  for (const NetworkConfig& n : cfg.networks) {
+    auto b = core_.bd_of_.find(n.name);
+    if (b == core_.bd_of_.end() || b->second >= s.bds.size()) continue;
+    BdEntry& bd = s.bds[b->second];
+    const bool answers = (n.driver == Driver::kBridge && bd.local_ip) || (n.driver == Driver::kMacvlan && int(b->second) == up && bd.local_ip);
+    if (!answers && n.driver != Driver::kOverlay) continue;
+    named[b->second] = true;
+    if (!answers) continue;
+    bd.dns = true;
+    if (!t.subnets[b->second].second) t.subnets[b->second] = {n.subnet.network(), n.subnet.mask()};
   }
   // Every endpoint's ports on those networks: its names there, and its scope.
   std::map<std::string, std::vector<uint16_t>> by_endpoint;
@@ -150,7 +164,7 @@ void Dns::contribute(Snapshot& s) const {
     const PortRec& pr = core_.ports_[id];
     // An endpoint's port in this snapshot (the bridge module's part): one
     // being removed may keep its record a while, never its names.
-    if (!s.ports[id].endpoint || pr.endpoint.empty() || !pr.ip || pr.bd >= s.bds.size() || !s.bds[pr.bd].dns) continue;
+    if (!s.ports[id].endpoint || pr.endpoint.empty() || !pr.ip || pr.bd >= s.bds.size() || !named[pr.bd]) continue;
     by_endpoint[pr.endpoint].push_back(uint16_t(id));
   }
   auto add_str = [&](const std::string& str) {
@@ -224,12 +238,17 @@ void Dns::published() {
   if (cfg.dns.enabled && cfg.dns.resolv_conf)
     for (const auto& ep : core_.plan_.endpoints) {
       if (!ep.create_netns || ep.netns_name.empty() || !live.count(ep.name)) continue;
+      uint32_t server = 0;  // its first bridge network's gateway, else (a macvlan endpoint) the host's address
       for (const auto& a : ep.attachments) {
         const NetworkConfig* n = cfg.network(a.network);
-        if (!n || n->driver != Driver::kBridge) continue;
-        want[ep.netns_name] = resolv_conf(cfg.sw.name, n->gateway);  // its first bridge network's gateway
-        break;
+        if (!n) continue;
+        if (n->driver == Driver::kBridge) {
+          server = n->gateway;
+          break;
+        }
+        if (n->driver == Driver::kMacvlan && !server && cfg.uplink) server = cfg.uplink->address.addr;
       }
+      if (server) want[ep.netns_name] = resolv_conf(cfg.sw.name, server);
     }
   for (auto it = written_.begin(); it != written_.end();) {
     const std::string ns = (it++)->first;  // remove_file() erases it

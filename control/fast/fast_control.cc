@@ -432,7 +432,9 @@ void FastControl::sync_dns() {
     size_t j = i + 1;
     while (j < t.names.size() && t.names[j].key == t.names[i].key) j++;
     const DnsTable::Name& n = t.names[i];
-    if (j - i == 1 && !n.rotate && n.bd < s.bds.size() && s.bds[n.bd].dns && s.bds[n.bd].local_ip) {
+    // (A macvlan endpoint asks the host's address on the uplink's segment: the worker answers those.)
+    if (j - i == 1 && !n.rotate && n.bd < s.bds.size() && s.bds[n.bd].dns && s.bds[n.bd].local_ip &&
+        !(s.l3.enabled && n.bd == s.l3.uplink_bd)) {
       std::string w = dns_wire(t.str(n.name));
       if (!w.empty() && w.size() <= DPSW_DNS_NAME_MAX) want[{n.bd, std::move(w)}] = {n.ip, s.bds[n.bd].local_ip, t.ttl};
     }

@@ -15,6 +15,41 @@ inline void put32(uint8_t* p, uint32_t v) {
 inline char lower(uint8_t c) { return c >= 'A' && c <= 'Z' ? char(c + 32) : char(c); }
 }  // namespace
 
+bool skip_name(const uint8_t* msg, size_t len, size_t* off) {
+  size_t pos = *off;
+  while (pos < len) {
+    const uint8_t l = msg[pos];
+    if (l == 0) {
+      *off = pos + 1;
+      return true;
+    }
+    if ((l & 0xc0) == 0xc0) {
+      if (pos + 2 > len) return false;
+      *off = pos + 2;
+      return true;
+    }
+    if (l & 0xc0) return false;
+    pos += 1 + size_t(l);
+  }
+  return false;
+}
+
+size_t last_record(const uint8_t* msg, size_t len) {
+  if (len < kHeaderLen) return 0;
+  size_t off = kHeaderLen;
+  for (unsigned i = be16(msg + 4); i > 0; i--)
+    if (!skip_name(msg, len, &off) || (off += 4) > len) return 0;
+  const unsigned records = unsigned(be16(msg + 6)) + be16(msg + 8) + be16(msg + 10);
+  size_t last = 0;
+  for (unsigned i = 0; i < records; i++) {  // each at least 11 bytes: bounded by len
+    last = off;
+    if (!skip_name(msg, len, &off) || off + 10 > len) return 0;
+    off += 10 + be16(msg + off + 8);
+    if (off > len) return 0;
+  }
+  return off == len ? last : 0;
+}
+
 bool read_name(const uint8_t* msg, size_t len, size_t* off, char* out, uint8_t* out_len, uint8_t* wire, uint8_t* wire_len) {
   size_t pos = *off;
   size_t end = 0;          // where the name ends at *off (set at the first pointer or the final zero)

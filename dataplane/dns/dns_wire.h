@@ -64,6 +64,17 @@ enum class Parse : uint8_t {
 // False for a malformed, looping or overlong name.
 bool read_name(const uint8_t* msg, size_t len, size_t* off, char* out, uint8_t* out_len, uint8_t* wire, uint8_t* wire_len);
 
+// Moves *off past the name at *off without following pointers (labels up
+// to the final zero or a pointer). False when it runs past len or a label
+// type is not a length or a pointer.
+bool skip_name(const uint8_t* msg, size_t len, size_t* off);
+
+// The offset of the last resource record of a message (the last of the
+// answer, authority and additional sections, by their counts), walking the
+// question and every record; 0 when it has none or does not read exactly
+// (a record past len, bytes left after the last).
+size_t last_record(const uint8_t* msg, size_t len);
+
 // Parses a query (kOk fills q entirely; kFormErr/kNotImp/kBadVers fill id,
 // flags, the EDNS fields once the OPT record's fixed part is read, and the
 // question only when all of it was read: qname_wire_len is 0 otherwise).

@@ -25,7 +25,7 @@ struct Dns : Node<DnsExit, 1> {
 
   template <class Emit>
   [[gnu::always_inline]] static void run(Ctx& c, uint16_t i, uint16_t, Emit&& emit) {
-    if (c.from_uplink || !c.bd.dns) {  // an upstream's answer (or, from a macvlan endpoint on the uplink's segment, nothing of ours)
+    if (c.from_uplink || !c.bd.dns) {  // an upstream's answer, or something else for the host's address from its segment
       if (!c.from_uplink || !relay_answer(c.s, c.tx, c.wc, c.arena, c.relay, c.pkt(i))) emit(i, Next::kRoute, 0);
       return;
     }
@@ -80,7 +80,7 @@ struct Dns : Node<DnsExit, 1> {
         return;
       case stage::DnsNext::kForward:
         if (uint32_t plen = 0; const uint8_t* msg = stage::udp_payload(p, &plen))
-          if (bd.nat && relay_query(s, tx, a, arp, relay, worker, now, p, msg, plen, false, 0, &o)) {  // an internal network has no way out, DNS included
+          if (may_relay(s, p, bd) && relay_query(s, tx, a, arp, relay, worker, now, p, msg, plen, false, 0, &o)) {
             dc.forwarded.add(1);
             return;
           }
@@ -93,6 +93,13 @@ struct Dns : Node<DnsExit, 1> {
         break;
     }
     send(s, tx, a, o, len, p.in_port, p.in_port);
+  }
+
+  // Whether the asker of p may have names relayed: a network with a way out
+  // (an internal network has none, DNS included), or a macvlan endpoint on
+  // the uplink's segment (asking at the host's address).
+  static bool may_relay(const Snapshot& s, const Packet& p, const BdEntry& bd) {
+    return bd.nat || (s.l3.enabled && p.bd == s.l3.uplink_bd);
   }
 
   // The query msg (plen bytes) of frame p, UDP or TCP (then `ack`: what
@@ -155,9 +162,11 @@ struct Dns : Node<DnsExit, 1> {
     const PortEntry* to = s.port(k.port);
     if (!to || k.bd >= s.bds.size() || to->bd != k.bd) return true;  // the asker left meanwhile: answered to nobody
     if (k.tcp) {
-      uint8_t m[2 + BurstArena::kScratchBytes];  // an answer came in one uplink frame: it fits
-      if (msg[2] & 0x02) wc.dns.servfail.add(1);  // truncated upstream: SERVFAIL over TCP
-      if (uint32_t n = stage::relay_tcp_message(k, msg, len, m, sizeof m)) tcp_send(s, tx, a, k, m, n);
+      uint8_t m[2 + BurstArena::kScratchBytes];  // (an answer longer than this, from a jumbo uplink: SERVFAIL)
+      bool servfail = false;
+      const uint32_t n = stage::relay_tcp_message(k, msg, len, m, sizeof m, &servfail);
+      if (servfail) wc.dns.servfail.add(1);
+      if (n) tcp_send(s, tx, a, k, m, n);
       return true;
     }
     const Out o = scratch(s, tx, a);
@@ -204,16 +213,19 @@ struct Dns : Node<DnsExit, 1> {
       case K::kAnswer:
         break;
     }
-    wc.dns.queries.add(1);
+    wc.dns.queries.add(r.queries);
     if (r.forwarded) {
       // Relayed (over UDP): the query is acknowledged now, so the asker does not resend it; the answer follows.
-      if (bd.nat && relay_query(s, tx, a, arp, relay, worker, now, p, r.query, r.query_len, true, r.ack, nullptr)) {
+      if (may_relay(s, p, bd) && relay_query(s, tx, a, arp, relay, worker, now, p, r.query, r.query_len, true, r.ack, nullptr)) {
         wc.dns.forwarded.add(1);
         return segment(r.seq, stage::kTcpAck, 0);
       }
-      wc.dns.servfail.add(1);
-    } else {
-      count(wc.dns, r.rc, msg + 2, r.len - 2);
+    }
+    for (uint32_t off = 0; off + 2 + dns::kHeaderLen <= r.len; off += 2 + load_be16(msg + off)) {  // each answer in the counters
+      const uint8_t* m = msg + off + 2;
+      const auto rc = dns::Rcode(m[3] & 0x0f);
+      if (rc == dns::Rcode::kServFail) wc.dns.servfail.add(1);  // a name not ours that could not be relayed
+      else count(wc.dns, rc, m, load_be16(msg + off));
     }
     const uint8_t* qip = p.data + kEthHdrLen;
     tcp_segments(s, tx, a, bd, mac_from_bytes(p.data + 6), csum::load32(qip + 12), load_be16(qip + uint32_t(qip[0] & 0x0f) * 4), r.seq,

@@ -73,12 +73,13 @@ inline uint32_t relay_query_frame(const L3Conf& l3, Mac nh_mac, uint32_t server,
 // (QDCOUNT 1, or 0 when the question does not read); its length, 0 when it
 // does not fit.
 inline uint32_t header_and_question(const uint8_t* msg, uint32_t len, uint8_t* out, uint32_t room) {
+  if (len < dns::kHeaderLen) return 0;
   size_t off = dns::kHeaderLen;
   char name[dns::kMaxName + 1];
   uint8_t nlen;
   const bool q = load_be16(msg + 4) == 1 && dns::read_name(msg, len, &off, name, &nlen, nullptr, nullptr) && off + 4 <= len;
   const uint32_t keep = q ? uint32_t(off + 4) : uint32_t(dns::kHeaderLen);
-  if (len < dns::kHeaderLen || keep > room) return 0;
+  if (keep > room) return 0;
   std::memmove(out, msg, keep);
   store_be16(out + 4, q ? 1 : 0);  // QDCOUNT
   std::memset(out + 6, 0, 6);      // no AN, NS, AR
@@ -108,27 +109,40 @@ inline uint32_t relay_answer_frame(const BdEntry& bd, const DnsRelay::Asker& a, 
 
 // An upstream's answer (msg, len bytes) to a TCP asker: length-prefixed in
 // out (cap bytes), with the asker's id, without the OPT record the relay
-// added (the asker sent none: RFC 6891 6.1.1). An answer the upstream
-// truncated (longer than kRelayEdnsSize: the relay does not ask upstreams
-// over TCP) is SERVFAIL, header and question. Returns the length with the
-// prefix (0: none).
-inline uint32_t relay_tcp_message(const DnsRelay::Asker& a, const uint8_t* msg, uint32_t len, uint8_t* out, uint32_t cap) {
+// added (the asker sent none: RFC 6891 6.1.1; found by walking the
+// message to its last record). SERVFAIL (header and question, an OPT
+// record when the asker sent one) instead when the upstream truncated it
+// (longer than kRelayEdnsSize: the relay does not ask upstreams over TCP),
+// when it does not fit out, or when it is FORMERR without EDNS to the OPT
+// the relay added (an upstream without EDNS: not the asker's error).
+// Returns the length with the prefix (0: none); *servfail tells which.
+inline uint32_t relay_tcp_message(const DnsRelay::Asker& a, const uint8_t* msg, uint32_t len, uint8_t* out, uint32_t cap,
+                                  bool* servfail) {
+  *servfail = false;
   if (len < dns::kHeaderLen || cap < 2 + dns::kHeaderLen) return 0;
   uint8_t* m = out + 2;
-  if (msg[2] & 0x02) {  // TC
+  const bool formerr_no_edns = a.opt_added && (msg[3] & 0x0f) == uint8_t(dns::Rcode::kFormErr) && load_be16(msg + 10) == 0;
+  if ((msg[2] & 0x02) || 2 + len > cap || formerr_no_edns) {
+    *servfail = true;
     len = header_and_question(msg, len, m, cap - 2);
     if (!len) return 0;
-    m[2] &= uint8_t(~0x02);
-    m[3] = uint8_t((m[3] & 0xf0) | uint8_t(dns::Rcode::kServFail));
+    m[2] &= uint8_t(~0x06);                                          // TC, AA
+    m[3] = uint8_t((m[3] & 0x90) | uint8_t(dns::Rcode::kServFail));  // RA, rcode; AD and CD cleared
+    if (!a.opt_added && 2 + len + kOptLen <= cap) {  // the asker's query had an OPT record: so has the answer
+      static constexpr uint8_t opt[kOptLen] = {0, 0, dns::kTypeOpt, kRelayEdnsSize >> 8, kRelayEdnsSize & 0xff, 0, 0, 0, 0, 0, 0};
+      std::memcpy(m + len, opt, kOptLen);
+      store_be16(m + 10, 1);
+      len += kOptLen;
+    }
   } else {
-    if (2 + len > cap) return 0;
     std::memcpy(m, msg, len);
-    // Ours is the last additional record, as written: root name, type OPT, no options.
-    const uint8_t* o = m + len - kOptLen;
-    if (a.opt_added && len >= dns::kHeaderLen + kOptLen && load_be16(m + 10) >= 1 && o[0] == 0 && load_be16(o + 1) == dns::kTypeOpt &&
-        load_be16(o + 9) == 0) {
-      store_be16(m + 10, uint16_t(load_be16(m + 10) - 1));
-      len -= kOptLen;
+    if (a.opt_added && load_be16(m + 10) >= 1) {
+      // Ours is answered by the upstream's own OPT, the last additional record (with options or not).
+      const size_t last = dns::last_record(m, len);
+      if (last && m[last] == 0 && last + 3 <= len && load_be16(m + last + 1) == dns::kTypeOpt) {
+        store_be16(m + 10, uint16_t(load_be16(m + 10) - 1));
+        len = uint32_t(last);
+      }
     }
   }
   store_be16(m, a.id);

@@ -6,11 +6,12 @@
 // the answer, then FIN, in the same burst — and everything else follows
 // from the segment itself:
 //   SYN -> SYN+ACK (seq = cookie, MSS for the asker's port);
-//   a whole length-prefixed query, ack = cookie + 1 -> the answer (in
+//   whole length-prefixed queries (one, or several back to back as glibc
+//     sends A and AAAA), ack = cookie + 1 -> their answers in order (in
 //     segments of at most MSS) with FIN on the last one;
 //   FIN -> its ACK; a pure ACK, RST -> nothing;
 //   data acknowledging something else (a connection we do not know), or a
-//     query split over segments or pipelined after another -> RST.
+//     query split over segments -> RST.
 // The answer's segments are at most the asker's port's MTU - 40 (its MSS
 // is not remembered: no state). No retransmission: a lost segment (a veth loses none but a full ring) is
 // the asker's timeout and retry, as with UDP. A name the asker's networks
@@ -87,10 +88,11 @@ struct DnsTcpReply {
   uint32_t seq = 0, ack = 0;
   uint16_t mss = 0;
   uint32_t len = 0;  // kAnswer: the length-prefixed answer in the caller's buffer
-  bool forwarded = false;  // kAnswer: a name not ours, to relay (the query is at query, query_len); the buffer holds SERVFAIL
-  dns::Rcode rc = dns::Rcode::kNoError;
+  bool forwarded = false;  // kAnswer: one query, for a name not ours, to relay (it is at query, query_len); the buffer holds SERVFAIL
+  dns::Rcode rc = dns::Rcode::kNoError;  // (unused: each answer's rcode is in its header)
   const uint8_t* query = nullptr;
   uint32_t query_len = 0;
+  uint32_t queries = 0;  // kAnswer: the answers in the buffer, one per query, each length-prefixed
 };
 
 // The whole stage for TCP. out_buf: the answer, length-prefixed (cap bytes).
@@ -109,7 +111,7 @@ inline DnsNext dns_tcp(const Packet& p, const DnsTable& t, uint32_t max_frame, d
   const uint8_t* data = tcp + doff;
   const uint32_t dlen = tot - ihl - doff;
   const uint32_t cookie = tcp_cookie(t.tcp_secret, csum::load32(ip + 12), load_be16(tcp));
-  r->kind = DnsTcpReply::Kind::kNone;
+  *r = DnsTcpReply{};
   if (flags & kTcpRst) return DnsNext::kReply;
   if (flags & kTcpSyn) {
     if (flags & kTcpAck) return DnsNext::kReply;  // not ours to answer
@@ -121,25 +123,36 @@ inline DnsNext dns_tcp(const Packet& p, const DnsTable& t, uint32_t max_frame, d
     if (flags & kTcpFin) *r = {DnsTcpReply::Kind::kAck, ack, seq + 1};  // the asker closes (after our FIN): acknowledged
     return DnsNext::kReply;
   }
-  // A query: whole, in this one segment, on the connection our cookie opened.
-  const uint32_t mlen = dlen >= 2 ? load_be16(data) : 0;
+  // Queries: whole, in this one segment, on the connection our cookie opened.
+  // Several may come back to back (glibc writes its A and AAAA queries in
+  // one segment): answered in order, in one length-prefixed answer each.
   const uint32_t next = seq + dlen + ((flags & kTcpFin) ? 1 : 0);  // what we acknowledge (a FIN counts one)
-  if (ack != cookie + 1 || dlen < 2 || mlen + 2 != dlen || cap < 2 + dns::kHeaderLen) {
-    *r = {DnsTcpReply::Kind::kRst, ack, next};
-    return DnsNext::kReply;
+  const DnsTcpReply rst{DnsTcpReply::Kind::kRst, ack, next};
+  if (ack != cookie + 1 || cap < 2 + dns::kHeaderLen) return *r = rst, DnsNext::kReply;
+  uint32_t off = 0, out = 0, queries = 0;
+  for (; off < dlen; queries++) {
+    const uint32_t mlen = dlen - off >= 2 ? load_be16(data + off) : 0;
+    if (dlen - off < 2 || off + 2 + mlen > dlen) return *r = rst, DnsNext::kReply;  // split over segments
+    const uint8_t* msg = data + off + 2;
+    off += 2 + mlen;
+    DnsResult res;
+    const DnsDecision d = dns_decide(msg, mlen, t, p.in_port, p.bd, q, &res, rr);
+    if (d == DnsDecision::kIgnore) return *drop = Drop::kDnsBad, DnsNext::kDrop;
+    if (d == DnsDecision::kForward) {
+      res = DnsResult{dns::Rcode::kServFail, false, 0, {}};
+      if (queries == 0 && off == dlen) r->forwarded = true, r->query = msg, r->query_len = mlen;  // alone: relayed (node_dns.h)
+    }
+    if (cap - out < 2 + dns::kHeaderLen) return *r = rst, DnsNext::kReply;
+    q->udp_size = uint16_t(std::min<uint32_t>(cap - out - 2, 65535));  // over TCP the answer may be as long as the buffer
+    const size_t n = dns::write_response(*q, res.rc, res.aa, res.an, res.n, out_buf + out + 2, cap - out - 2);
+    if (!n) return *r = rst, DnsNext::kReply;
+    store_be16(out_buf + out, uint16_t(n));
+    out += uint32_t(n + 2);
   }
-  DnsResult res;
-  const DnsDecision d = dns_decide(data + 2, mlen, t, p.in_port, p.bd, q, &res, rr);
-  if (d == DnsDecision::kIgnore) return *drop = Drop::kDnsBad, DnsNext::kDrop;
-  if (d == DnsDecision::kForward) res = DnsResult{dns::Rcode::kServFail, false, 0, {}};
-  q->udp_size = uint16_t(std::min<uint32_t>(cap - 2, 65535));  // over TCP the answer may be as long as the buffer
-  const size_t n = dns::write_response(*q, res.rc, res.aa, res.an, res.n, out_buf + 2, cap - 2);
-  if (!n) {
-    *r = {DnsTcpReply::Kind::kRst, ack, next};
-    return DnsNext::kReply;
-  }
-  store_be16(out_buf, uint16_t(n));
-  *r = {DnsTcpReply::Kind::kAnswer, cookie + 1, next, 0, uint32_t(n + 2), d == DnsDecision::kForward, res.rc, data + 2, mlen};
+  const bool fw = r->forwarded;
+  const uint8_t* query = r->query;
+  const uint32_t qlen = r->query_len;
+  *r = {DnsTcpReply::Kind::kAnswer, cookie + 1, next, 0, out, fw, dns::Rcode::kNoError, query, qlen, queries};
   return DnsNext::kReply;
 }
 

@@ -60,6 +60,8 @@ void check_response(const Query& q, const uint8_t* out, size_t n, bool with_ques
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  // Any message (an upstream's answer is as untrusted as a query): its last record, if it reads, lies within it.
+  if (const size_t last = last_record(data, size); last && (last < kHeaderLen || last + 11 > size)) fail();
   Query q;
   const Parse p = parse_query(data, size, &q);
   if (p == Parse::kIgnore) return 0;
@@ -91,6 +93,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (n == 0) return 0;
   if (n > cap) fail();
   check_response(q, out, n, with_question);
+  if ((out[6] | out[7] | out[10] | out[11]) && !last_record(out, n)) fail();  // our own answers walk to their last record
   uint32_t ip;
   parse_reverse_v4(q.name, &ip);
   return 0;

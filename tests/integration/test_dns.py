@@ -189,6 +189,10 @@ def tcp_and_truncation():
         check(st == "NOERROR" and len(addrs(an)) == 40, f"all 40 over TCP after TC: {st} {len(an)}")
         out = d.run("n0", "getent", "ahostsv4", "many").stdout
         check(len({l.split()[0] for l in out.splitlines()}) == 40, f"glibc gets all 40 (TC then TCP): {out[:300]}")
+        # getaddrinfo(AF_UNSPEC), as most programs ask: glibc sends A and AAAA back to back in one TCP segment.
+        out = d.run("n0", "python3", "-c", "import socket; print(len({a[4][0] for a in socket.getaddrinfo('many', 80, type=socket.SOCK_STREAM)}))",
+                    check_rc=False)
+        check(out.stdout.strip() == "40", f"getaddrinfo(AF_UNSPEC) gets all 40 over TCP: {out.stdout} {out.stderr[-300:]}")
         check(d.counters()["dns"]["answered"] >= 3, "counted")
 
 
@@ -198,6 +202,7 @@ def dnsmasq(d, *extra):
     p = d.popen("out", "dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--bind-interfaces",
                 "--listen-address=" + OUT, "--user=root", "--pid-file=", "--log-queries", "--log-facility=" + log,
                 "--address=/example.test/203.0.113.7", "--txt-record=big.example.test," + "x" * 250,
+                "--txt-record=bigger.example.test," + ",".join(c * 250 for c in "ab") + "," + "c" * 100,
                 *[f"--host-record=many.example.test,203.0.113.{i}" for i in range(1, 41)],
                 *[f"--host-record=huge.example.test,198.51.100.{i}" for i in range(1, 101)],
                 *extra, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -237,8 +242,9 @@ def forwards_upstream():
             check(got == {f"203.0.113.{i}" for i in range(1, 41)}, f"glibc gets all 40 addresses (TC, then TCP): {sorted(got)}")
             st, an = dig(d, "web", f"@{GW_FRONT}", "+tcp", "many.example.test")
             check(st == "NOERROR" and len(addrs(an)) == 40, f"dig +tcp through the relay: {st} {len(an)}")
-            st, an = dig(d, "web", f"@{GW_FRONT}", "+tcp", "+noedns", "TXT", "big.example.test")
-            check(st == "NOERROR" and len(an) == 1, f"TXT over TCP through the relay: {st} {an}")
+            out = d.run("web", "dig", "+tries=1", "+time=2", "+tcp", "+noedns", f"@{GW_FRONT}", "TXT", "bigger.example.test").stdout
+            check("status: NOERROR" in out and "b" * 250 in out, f"a 600-byte TXT over TCP through the relay: {out[:600]}")
+            check("OPT PSEUDOSECTION" not in out, f"the EDNS record the relay added must not reach an asker that sent none: {out[:600]}")
             s0 = d.counters()["dns"]["servfail"]
             st, _ = dig(d, "web", f"@{GW_FRONT}", "+tcp", "huge.example.test")
             check(st == "SERVFAIL", f"longer than the relay's 1232 bytes: SERVFAIL over TCP expected, got {st}")
@@ -266,6 +272,51 @@ def forwards_upstream():
                 p.wait()
 
 
+def macvlan_and_overlay():
+    """Names on macvlan networks (asked at the host's address, which a macvlan endpoint reaches on its segment) and
+    on overlay networks (this host's endpoints there, asked at a bridge network's gateway)."""
+    nets = [{"name": "lan", "driver": "macvlan", "subnet": "198.51.100.0/24"}, {"name": "front", "subnet": "10.243.1.0/24"},
+            {"name": "side", "subnet": "10.243.3.0/24"},
+            {"name": "ov", "driver": "overlay", "vni": 4242, "subnet": "10.243.9.0/24", "peers": ["198.51.100.99"]}]
+    eps = [{"name": "m1", "networks": ["lan"], "ip": "198.51.100.20"},
+           {"name": "m2", "networks": ["lan"], "ip": "198.51.100.21", "aliases": ["printer"]},
+           {"name": "b1", "networks": ["front", "ov"]}, {"name": "o1", "networks": ["side", "ov"]}]
+    with Dpsw(nets, eps, uplink=True) as d:
+        d.config["dns"] = {"upstream": [OUT]}
+        d.write_config()
+        d.start()
+        p, _ = dnsmasq(d)
+        try:
+            conf = d.run("m1", "cat", "/etc/resolv.conf").stdout
+            check(f"nameserver {HOST}" in conf, f"a macvlan endpoint asks the host's address: {conf!r}")
+            for name in ("m2", "printer", "M2.lan"):
+                out = d.run("m1", "getent", "hosts", name, check_rc=False).stdout.split()
+                check(out[:1] == ["198.51.100.21"], f"getent hosts {name} from m1: {out}")
+            st, an = dig(d, "m1", f"@{HOST}", "+tcp", "m2")
+            check(st == "NOERROR" and addrs(an) == ["198.51.100.21"], f"over TCP at the host's address: {st} {an}")
+            st, an = dig(d, "m1", f"@{HOST}", "-x", "198.51.100.21")
+            check(st == "NOERROR" and an and an[0][4] == "m2.lan.", f"PTR of m2: {st} {an}")
+            out = d.run("m1", "getent", "hosts", "www.example.test", check_rc=False).stdout.split()
+            check(out[:1] == ["203.0.113.7"], f"an outside name relayed for a macvlan endpoint: {out}")
+            r = d.run("m1", "getent", "hosts", "b1", check_rc=False)
+            check(r.returncode != 0, f"m1 shares no network with b1: {r.stdout}")
+            # From outside, the host's port 53 is not the responder.
+            st, _ = dig(d, "out", f"@{HOST}", "m2")
+            check(st == "none", f"the outside must get no answer from the host's address: {st}")
+            # The overlay: b1 and o1 share only ov.
+            rows = d.ctl("show", "dns")
+            o1 = next((r["address"] for r in rows if r["name"] == "o1" and r["network"] == "ov"), None)
+            check(o1 and o1.startswith("10.243.9."), f"o1's name on ov: {rows}")
+            out = d.run("b1", "getent", "hosts", "o1", check_rc=False).stdout.split()
+            check(out[:1] == [o1], f"b1 resolves o1 on the overlay: {out}")
+            check(d.run("b1", "getent", "hosts", "o1.ov", check_rc=False).stdout.split()[:1] == [o1], "o1.ov")
+            d.run("b1", "ping", "-c", "1", "-W", "2", "o1")
+            check(f"nameserver {GW_FRONT}" in d.run("b1", "cat", "/etc/resolv.conf").stdout, "b1 asks its bridge network's gateway")
+        finally:
+            p.terminate()
+            p.wait()
+
+
 if __name__ == "__main__":
     scenario_main({"names_and_records": names_and_records, "follows_changes": follows_changes, "forwards_upstream": forwards_upstream,
-                   "tcp_and_truncation": tcp_and_truncation})
+                   "tcp_and_truncation": tcp_and_truncation, "macvlan_and_overlay": macvlan_and_overlay})

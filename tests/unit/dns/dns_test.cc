@@ -506,6 +506,63 @@ TEST(DnsTcp, HandshakeAnswerFinAndStrangers) {
   EXPECT_EQ(r.counters().answered.get(), 1u);
 }
 
+TEST(DnsTcp, QueriesBackToBackInOneSegmentAreAnsweredInOrder) {
+  DnsRig r;
+  r.c1->inject(tcp_seg(1000, 0, 0x02));
+  r.poll();
+  Seg sa = parse_tcp(r.c1->take_tx().at(0));
+  // As glibc sends A and AAAA: two length-prefixed queries in one segment.
+  Bytes data;
+  for (uint16_t type : {dns::kTypeA, dns::kTypeAaaa}) {
+    Bytes m = query_msg("shared", type);
+    csum::store16(m.data(), uint16_t(0x1000 + type));
+    data.push_back(uint8_t(m.size() >> 8)), data.push_back(uint8_t(m.size()));
+    data.insert(data.end(), m.begin(), m.end());
+  }
+  r.c1->inject(tcp_seg(1001, sa.seq + 1, 0x18, data));
+  r.poll();
+  auto got = r.c1->take_tx();
+  ASSERT_EQ(got.size(), 1u);
+  Seg ans = parse_tcp(got[0]);
+  EXPECT_EQ(ans.flags, 0x19);
+  EXPECT_EQ(ans.ack, 1001u + data.size()) << "both acknowledged";
+  const Bytes& d = ans.data;
+  ASSERT_GE(d.size(), 4u);
+  const uint32_t n1 = csum::load16(d.data());
+  ASSERT_GE(d.size(), 2 + n1 + 2);
+  const Bytes m1(d.begin() + 2, d.begin() + 2 + n1), m2(d.begin() + 4 + n1, d.end());
+  EXPECT_EQ(csum::load16(d.data() + 2 + n1), m2.size());
+  EXPECT_EQ(csum::load16(m1.data()), 0x1001) << "A first";
+  EXPECT_EQ(ancount(m1), 2u);
+  EXPECT_EQ(csum::load16(m2.data()), 0x101c) << "then AAAA";
+  EXPECT_EQ(ancount(m2), 0u) << "NODATA";
+  EXPECT_EQ(r.counters().queries.get(), 2u);
+  EXPECT_EQ(r.counters().answered.get(), 1u);
+  EXPECT_EQ(r.counters().nodata.get(), 1u);
+  // With a name not ours among them: that one is SERVFAIL (the relay takes a query alone), nothing goes upstream.
+  Bytes mixed(data.begin(), data.begin() + 2 + long(n1 - 0));
+  mixed.resize(2 + query_msg("shared").size());
+  Bytes ext = query_msg("example.org");
+  mixed.push_back(uint8_t(ext.size() >> 8)), mixed.push_back(uint8_t(ext.size()));
+  mixed.insert(mixed.end(), ext.begin(), ext.end());
+  r.c1->inject(tcp_seg(1001, sa.seq + 1, 0x18, mixed));
+  r.poll();
+  got = r.c1->take_tx();
+  ASSERT_EQ(got.size(), 1u);
+  ans = parse_tcp(got[0]);
+  const uint32_t k1 = csum::load16(ans.data.data());
+  EXPECT_EQ(rcode(Bytes(ans.data.begin() + 4 + k1, ans.data.end())), 2u);
+  EXPECT_EQ(r.counters().servfail.get(), 1u);
+  EXPECT_TRUE(r.up->take_tx().empty());
+  // Half of a second query: RST, as a split query.
+  Bytes half(data.begin(), data.end() - 3);
+  r.c1->inject(tcp_seg(1001, sa.seq + 1, 0x18, half));
+  r.poll();
+  got = r.c1->take_tx();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(parse_tcp(got[0]).flags & 0x04, 0x04);
+}
+
 TEST(DnsTcp, LongAnswerInSegmentsOfTheMss) {
   TableBuilder b;
   for (uint32_t i = 0; i < 120; i++) b.name(0, "many", 0x0a000200 + i);
@@ -541,77 +598,139 @@ TEST(DnsTcp, LongAnswerInSegmentsOfTheMss) {
   EXPECT_EQ(ancount(Bytes(all.begin() + 2, all.end())), 120u);
 }
 
-// An upstream's answer to a relayed query that ends in an OPT record: the
-// A record goes before it (answer section), the OPT stays last; tc: the
-// upstream truncated it.
-Bytes edns_answer_to(const Relayed& q, bool tc = false) {
-  Bytes a(q.msg.begin(), q.msg.end() - 11);
-  a[2] |= 0x80;
+// An upstream's answer to a relayed query that ended in an OPT record: the
+// A record (unless tc: the upstream truncated it) in the answer section,
+// then `additional` (an A record, say) and the upstream's own OPT with
+// `options` (none: an upstream without EDNS), rcode as given.
+const Bytes kNoOpt{0xff};
+Bytes edns_answer_to(const Relayed& q, bool tc = false, const Bytes& options = {}, const Bytes& additional = {}, uint8_t rc = 0) {
+  size_t qend = 12;
+  while (q.msg.at(qend)) qend += 1 + q.msg[qend];
+  Bytes a(q.msg.begin(), q.msg.begin() + long(qend + 5));  // header and question: the query's OPT record goes
+  a[2] |= 0x80 | 0x04;  // QR, AA
   if (tc) a[2] |= 0x02;
+  a[3] = uint8_t(0x80 | 0x20 | rc);  // RA, AD
   a[7] = tc ? 0 : 1;
   if (!tc) a.insert(a.end(), {0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 203, 0, 113, 7});
-  a.insert(a.end(), {0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0});  // the upstream's OPT: 1232
+  a.insert(a.end(), additional.begin(), additional.end());
+  const bool opt = options != kNoOpt;
+  a[11] = uint8_t((additional.empty() ? 0 : 1) + (opt ? 1 : 0));
+  if (opt) {
+    a.insert(a.end(), {0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, uint8_t(options.size() >> 8), uint8_t(options.size())});  // 1232
+    a.insert(a.end(), options.begin(), options.end());
+  }
   return udp_frame(kUpMac, kOutMac, kOut, kHostIp, 53, q.port, a);
+}
+
+struct TcpAsk {
+  Seg sa;
+  Bytes data;  // the length-prefixed query
+  Relayed q;   // as the upstream saw it
+};
+// c1 opens a connection to the gateway and asks msg over it; the query is
+// acknowledged (checked) and relayed.
+TcpAsk tcp_relayed(DnsRig& r, uint32_t isn, const Bytes& msg) {
+  TcpAsk t;
+  r.c1->inject(tcp_seg(isn, 0, 0x02));
+  r.poll();
+  t.sa = parse_tcp(r.c1->take_tx().at(0));
+  t.data = Bytes{uint8_t(msg.size() >> 8), uint8_t(msg.size())};
+  t.data.insert(t.data.end(), msg.begin(), msg.end());
+  r.c1->inject(tcp_seg(isn + 1, t.sa.seq + 1, 0x18, t.data));
+  r.poll();
+  auto got = r.c1->take_tx();
+  EXPECT_EQ(got.size(), 1u) << "the query is acknowledged at once";
+  if (!got.empty()) {
+    Seg ack = parse_tcp(got[0]);
+    EXPECT_EQ(ack.flags, 0x10);
+    EXPECT_EQ(ack.seq, t.sa.seq + 1);
+    EXPECT_EQ(ack.ack, isn + 1 + t.data.size());
+    EXPECT_TRUE(ack.data.empty());
+  }
+  t.q = upstream_query(r);
+  return t;
+}
+// The one answer segment c1 gets (checked: from the cookie, acknowledging the query, FIN) as a DNS message.
+Bytes tcp_answer_msg(DnsRig& r, const TcpAsk& t, uint32_t isn) {
+  r.poll();
+  auto got = r.c1->take_tx();
+  EXPECT_EQ(got.size(), 1u);
+  if (got.empty()) return {};
+  Seg ans = parse_tcp(got[0]);
+  EXPECT_EQ(ans.flags, 0x19) << "ACK PSH FIN";
+  EXPECT_EQ(ans.seq, t.sa.seq + 1);
+  EXPECT_EQ(ans.ack, isn + 1 + t.data.size());
+  EXPECT_EQ(csum::load16(ans.data.data()), ans.data.size() - 2) << "length prefix";
+  Bytes m(ans.data.begin() + 2, ans.data.end());
+  EXPECT_EQ(csum::load16(m.data()), 0x4242) << "the asker's id";
+  return m;
 }
 
 TEST(DnsTcp, NamesNotOursAreRelayedOverUdpAndAnsweredInSegments) {
   DnsRig r;
-  auto open_and_ask = [&](uint32_t isn, const char* name, Bytes* data) {
-    r.c1->inject(tcp_seg(isn, 0, 0x02));
-    r.poll();
-    Seg sa = parse_tcp(r.c1->take_tx().at(0));
-    Bytes m = query_msg(name);  // no OPT record, as glibc asks
-    *data = Bytes{uint8_t(m.size() >> 8), uint8_t(m.size())};
-    data->insert(data->end(), m.begin(), m.end());
-    r.c1->inject(tcp_seg(isn + 1, sa.seq + 1, 0x18, *data));
-    r.poll();
-    return sa;
-  };
-  Bytes data;
-  Seg sa = open_and_ask(1000, "big.example.org", &data);
-  auto got = r.c1->take_tx();
-  ASSERT_EQ(got.size(), 1u) << "the query is acknowledged at once";
-  Seg ack = parse_tcp(got[0]);
-  EXPECT_EQ(ack.flags, 0x10);
-  EXPECT_EQ(ack.ack, 1001u + data.size());
-  EXPECT_TRUE(ack.data.empty());
+  const Bytes qm = query_msg("big.example.org");  // no OPT record, as glibc asks
+  TcpAsk t = tcp_relayed(r, 1000, qm);
   EXPECT_EQ(r.counters().forwarded.get(), 1u);
   // Upstream, it asks over UDP for 1232 bytes (an OPT record added): without one the upstream truncates at 512.
-  Relayed q = upstream_query(r);
-  ASSERT_EQ(q.msg.size(), data.size() - 2 + 11);
-  EXPECT_EQ(csum::load16(q.msg.data() + 10), 1u) << "ARCOUNT";
-  EXPECT_EQ(q.msg[q.msg.size() - 9], 41) << "OPT";
-  EXPECT_EQ(csum::load16(q.msg.data() + q.msg.size() - 8), 1232);
-  // The answer: over TCP to c1, its id, the added OPT taken off, FIN.
-  r.up->inject(edns_answer_to(q));
-  r.poll();
-  got = r.c1->take_tx();
-  ASSERT_EQ(got.size(), 1u);
-  Seg ans = parse_tcp(got[0]);
-  EXPECT_EQ(ans.flags, 0x19) << "ACK PSH FIN";
-  EXPECT_EQ(ans.seq, sa.seq + 1);
-  EXPECT_EQ(ans.ack, 1001u + data.size());
-  ASSERT_EQ(ans.data.size(), data.size() + 16);
-  EXPECT_EQ(csum::load16(ans.data.data()), ans.data.size() - 2) << "length prefix";
-  const Bytes m(ans.data.begin() + 2, ans.data.end());
-  EXPECT_EQ(csum::load16(m.data()), 0x4242) << "the asker's id";
+  ASSERT_EQ(t.q.msg.size(), qm.size() + 11);
+  EXPECT_EQ(csum::load16(t.q.msg.data() + 10), 1u) << "ARCOUNT";
+  EXPECT_EQ(t.q.msg[t.q.msg.size() - 9], 41) << "OPT";
+  EXPECT_EQ(csum::load16(t.q.msg.data() + t.q.msg.size() - 8), 1232);
+  // The answer: over TCP to c1, the added OPT taken off.
+  r.up->inject(edns_answer_to(t.q));
+  Bytes m = tcp_answer_msg(r, t, 1000);
+  ASSERT_EQ(m.size(), qm.size() + 16);
   EXPECT_EQ(ancount(m), 1u);
   EXPECT_EQ(csum::load16(m.data() + 10), 0u) << "no OPT: the asker sent none";
   EXPECT_EQ(csum::load32(m.data() + m.size() - 4), 0xcb007107u);
   EXPECT_EQ(r.counters().relayed.get(), 1u);
-  // An answer the upstream truncated (longer than 1232 bytes): SERVFAIL over TCP, not a partial answer.
-  open_and_ask(5000, "huge.example.org", &data);
-  r.c1->take_tx();
-  q = upstream_query(r);
-  r.up->inject(edns_answer_to(q, true));
-  r.poll();
-  got = r.c1->take_tx();
-  ASSERT_EQ(got.size(), 1u);
-  const Seg sf = parse_tcp(got[0]);
-  const Bytes fm(sf.data.begin() + 2, sf.data.end());
-  EXPECT_EQ(rcode(fm), 2u);
-  EXPECT_EQ(fm[2] & 0x02, 0) << "TC cleared";
-  EXPECT_EQ(fm.size(), data.size() - 2) << "header and question";
+  EXPECT_EQ(r.counters().servfail.get(), 0u);
+  // The upstream's OPT with an option (an extended error, RFC 8914) is taken off too; another additional record stays.
+  const Bytes extra{0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 0, 0, 41, 0};  // an A record whose last bytes look like an OPT's start
+  t = tcp_relayed(r, 3000, query_msg("ede.example.org"));
+  r.up->inject(edns_answer_to(t.q, false, {0, 15, 0, 2, 0, 18}, extra));
+  m = tcp_answer_msg(r, t, 3000);
+  EXPECT_EQ(csum::load16(m.data() + 10), 1u) << "the A record stays, the OPT goes";
+  EXPECT_EQ(m.size(), query_msg("ede.example.org").size() + 16 + extra.size());
+  // An upstream without EDNS: its A record in the additional section is not taken for our OPT.
+  t = tcp_relayed(r, 4000, query_msg("noedns.example.org"));
+  r.up->inject(edns_answer_to(t.q, false, kNoOpt, extra));
+  m = tcp_answer_msg(r, t, 4000);
+  EXPECT_EQ(csum::load16(m.data() + 10), 1u);
+  EXPECT_EQ(m.size(), query_msg("noedns.example.org").size() + 16 + extra.size());
+}
+
+TEST(DnsTcp, RelayedAnswersThatCannotGoOnAreServfail) {
+  DnsRig r;
+  // Truncated upstream (longer than 1232 bytes): SERVFAIL, header and question, AA/AD/TC cleared.
+  const Bytes qm = query_msg("huge.example.org");
+  TcpAsk t = tcp_relayed(r, 5000, qm);
+  r.up->inject(edns_answer_to(t.q, true));
+  Bytes m = tcp_answer_msg(r, t, 5000);
+  EXPECT_EQ(rcode(m), 2u);
+  EXPECT_EQ(m[2] & 0x06, 0) << "TC and AA cleared";
+  EXPECT_EQ(m[3] & 0x20, 0) << "AD cleared";
+  EXPECT_EQ(m.size(), qm.size()) << "header and question";
+  EXPECT_EQ(r.counters().servfail.get(), 1u);
+  // FORMERR without EDNS (an upstream that refuses the OPT we added): not the asker's error.
+  t = tcp_relayed(r, 6000, query_msg("old.example.org"));
+  r.up->inject(edns_answer_to(t.q, true, kNoOpt, {}, 1));
+  m = tcp_answer_msg(r, t, 6000);
+  EXPECT_EQ(rcode(m), 2u);
+  EXPECT_EQ(r.counters().servfail.get(), 2u);
+  // An asker that sent EDNS (512 bytes, a cookie): the upstream is asked for 1232, SERVFAIL keeps an OPT.
+  Bytes em = query_msg("cookie.example.org");
+  em[11] = 1;
+  em.insert(em.end(), {0, 0, 41, 0x02, 0x00, 0, 0, 0, 0, 0, 12, 0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8});
+  t = tcp_relayed(r, 7000, em);
+  ASSERT_EQ(t.q.msg.size(), em.size()) << "its own OPT, nothing added";
+  const size_t opt = query_msg("cookie.example.org").size();
+  EXPECT_EQ(csum::load16(t.q.msg.data() + opt + 3), 1232) << "raised from 512";
+  r.up->inject(edns_answer_to(t.q, true));
+  m = tcp_answer_msg(r, t, 7000);
+  EXPECT_EQ(rcode(m), 2u);
+  EXPECT_EQ(csum::load16(m.data() + 10), 1u) << "an OPT: the asker sent one";
+  EXPECT_EQ(m[m.size() - 9], 41);
 }
 
 TEST(DnsTcp, RelayTimeoutIsServfailOverTcp) {
@@ -638,6 +757,8 @@ TEST(DnsTcp, RelayTimeoutIsServfailOverTcp) {
   const Bytes fm(sf.data.begin() + 2, sf.data.end());
   EXPECT_EQ(rcode(fm), 2u);
   EXPECT_EQ(csum::load16(fm.data()), 0x4242);
+  EXPECT_EQ(r.counters().upstream_timeouts.get(), 3u);
+  EXPECT_EQ(r.counters().servfail.get(), 1u);
 }
 
 // ---- The slots ----
