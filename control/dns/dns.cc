@@ -142,8 +142,9 @@ void Dns::contribute(Snapshot& s) const {
   //  * macvlan (on the uplink's segment): the host's address, dpsw's too;
   //  * overlay: names for the endpoints on this host, asked at the gateway of
   //    a bridge network the asker is on (dpsw has no address on an overlay).
-  // Reverse names of a subnet's unused addresses are NXDOMAIN, but not an
-  // overlay's (the other hosts' endpoints are there).
+  // Reverse names of a bridge subnet's unused addresses are NXDOMAIN; not an
+  // overlay's (the other hosts' endpoints are there) nor a macvlan one's
+  // (the uplink's segment: outside hosts), which are relayed.
   t.subnets.assign(s.bds.size(), {0, 0});
   std::vector<bool> named(s.bds.size(), false);
   const int up = core_.uplink_bd();
@@ -156,7 +157,8 @@ void Dns::contribute(Snapshot& s) const {
     named[b->second] = true;
     if (!answers) continue;
     bd.dns = true;
-    if (!t.subnets[b->second].second) t.subnets[b->second] = {n.subnet.network(), n.subnet.mask()};
+    // A macvlan subnet is the uplink's segment, with outside hosts on it: their reverse names are relayed.
+    if (n.driver == Driver::kBridge) t.subnets[b->second] = {n.subnet.network(), n.subnet.mask()};
   }
   // Every endpoint's ports on those networks: its names there, and its scope.
   std::map<std::string, std::vector<uint16_t>> by_endpoint;

@@ -16,6 +16,7 @@
 #include "dataplane/dns/stage_dns.h"
 #include "dataplane/dns/stage_dns_relay.h"
 #include "dataplane/dns/stage_dns_tcp.h"
+#include "dataplane/nat/stage_l3_route.h"
 
 namespace dpsw::graph {
 
@@ -29,7 +30,12 @@ struct Dns : Node<DnsExit, 1> {
       if (!c.from_uplink || !relay_answer(c.s, c.tx, c.wc, c.arena, c.relay, c.pkt(i))) emit(i, Next::kRoute, 0);
       return;
     }
-    if (c.pkt(i).data[kEthHdrLen + 9] == 6) {
+    const uint8_t proto = c.pkt(i).data[kEthHdrLen + 9];
+    if (c.s.l3.enabled && c.pkt(i).bd == c.s.l3.uplink_bd && stage::published(c.s.l3, proto, 53)) {
+      emit(i, Next::kRoute, 0);  // a macvlan endpoint to the host's port 53, which a container publishes: that one's
+      return;
+    }
+    if (proto == 6) {
       tcp_answer(c.s, c.tx, c.wc, c.arena, c.arp, c.relay, c.worker, c.now, c.pkt(i), c.bd);
       return;
     }
@@ -165,8 +171,10 @@ struct Dns : Node<DnsExit, 1> {
       uint8_t m[2 + BurstArena::kScratchBytes];  // (an answer longer than this, from a jumbo uplink: SERVFAIL)
       bool servfail = false;
       const uint32_t n = stage::relay_tcp_message(k, msg, len, m, sizeof m, &servfail);
-      if (servfail) wc.dns.servfail.add(1);
-      if (n) tcp_send(s, tx, a, k, m, n);
+      if (n) {
+        if (servfail) wc.dns.servfail.add(1);
+        tcp_send(s, tx, a, k, m, n);
+      }
       return true;
     }
     const Out o = scratch(s, tx, a);
@@ -221,12 +229,8 @@ struct Dns : Node<DnsExit, 1> {
         return segment(r.seq, stage::kTcpAck, 0);
       }
     }
-    for (uint32_t off = 0; off + 2 + dns::kHeaderLen <= r.len; off += 2 + load_be16(msg + off)) {  // each answer in the counters
-      const uint8_t* m = msg + off + 2;
-      const auto rc = dns::Rcode(m[3] & 0x0f);
-      if (rc == dns::Rcode::kServFail) wc.dns.servfail.add(1);  // a name not ours that could not be relayed
-      else count(wc.dns, rc, m, load_be16(msg + off));
-    }
+    wc.dns.answered.add(r.tally.answered), wc.dns.nodata.add(r.tally.nodata), wc.dns.nxdomain.add(r.tally.nxdomain);
+    wc.dns.errors.add(r.tally.errors), wc.dns.servfail.add(r.tally.servfail);  // servfail: names not ours, not relayed
     const uint8_t* qip = p.data + kEthHdrLen;
     tcp_segments(s, tx, a, bd, mac_from_bytes(p.data + 6), csum::load32(qip + 12), load_be16(qip + uint32_t(qip[0] & 0x0f) * 4), r.seq,
                  r.ack, msg, r.len, max_frame, p.in_port);

@@ -127,7 +127,7 @@ inline uint32_t relay_tcp_message(const DnsRelay::Asker& a, const uint8_t* msg, 
     len = header_and_question(msg, len, m, cap - 2);
     if (!len) return 0;
     m[2] &= uint8_t(~0x06);                                          // TC, AA
-    m[3] = uint8_t((m[3] & 0x90) | uint8_t(dns::Rcode::kServFail));  // RA, rcode; AD and CD cleared
+    m[3] = uint8_t((m[3] & 0x90) | uint8_t(dns::Rcode::kServFail));  // RA and CD kept (RFC 6840: CD as asked), AD cleared
     if (!a.opt_added && 2 + len + kOptLen <= cap) {  // the asker's query had an OPT record: so has the answer
       static constexpr uint8_t opt[kOptLen] = {0, 0, dns::kTypeOpt, kRelayEdnsSize >> 8, kRelayEdnsSize & 0xff, 0, 0, 0, 0, 0, 0};
       std::memcpy(m + len, opt, kOptLen);

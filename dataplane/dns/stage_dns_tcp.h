@@ -89,10 +89,13 @@ struct DnsTcpReply {
   uint16_t mss = 0;
   uint32_t len = 0;  // kAnswer: the length-prefixed answer in the caller's buffer
   bool forwarded = false;  // kAnswer: one query, for a name not ours, to relay (it is at query, query_len); the buffer holds SERVFAIL
-  dns::Rcode rc = dns::Rcode::kNoError;  // (unused: each answer's rcode is in its header)
+  dns::Rcode rc = dns::Rcode::kNoError;  // (unused: see tally)
   const uint8_t* query = nullptr;
   uint32_t query_len = 0;
   uint32_t queries = 0;  // kAnswer: the answers in the buffer, one per query, each length-prefixed
+  struct Tally {         // kAnswer: the answers by kind (the counters of node_dns)
+    uint16_t answered = 0, nodata = 0, nxdomain = 0, errors = 0, servfail = 0;
+  } tally;
 };
 
 // The whole stage for TCP. out_buf: the answer, length-prefixed (cap bytes).
@@ -130,6 +133,7 @@ inline DnsNext dns_tcp(const Packet& p, const DnsTable& t, uint32_t max_frame, d
   const DnsTcpReply rst{DnsTcpReply::Kind::kRst, ack, next};
   if (ack != cookie + 1 || cap < 2 + dns::kHeaderLen) return *r = rst, DnsNext::kReply;
   uint32_t off = 0, out = 0, queries = 0;
+  DnsTcpReply::Tally tally;
   for (; off < dlen; queries++) {
     const uint32_t mlen = dlen - off >= 2 ? load_be16(data + off) : 0;
     if (dlen - off < 2 || off + 2 + mlen > dlen) return *r = rst, DnsNext::kReply;  // split over segments
@@ -146,13 +150,18 @@ inline DnsNext dns_tcp(const Packet& p, const DnsTable& t, uint32_t max_frame, d
     q->udp_size = uint16_t(std::min<uint32_t>(cap - out - 2, 65535));  // over TCP the answer may be as long as the buffer
     const size_t n = dns::write_response(*q, res.rc, res.aa, res.an, res.n, out_buf + out + 2, cap - out - 2);
     if (!n) return *r = rst, DnsNext::kReply;
+    if (d == DnsDecision::kForward) tally.servfail++;
+    else if (res.rc == dns::Rcode::kNxDomain) tally.nxdomain++;
+    else if (res.rc != dns::Rcode::kNoError) tally.errors++;
+    else if (load_be16(out_buf + out + 2 + 6)) tally.answered++;  // ANCOUNT (0 when TC cut the records: counted as NODATA)
+    else tally.nodata++;
     store_be16(out_buf + out, uint16_t(n));
     out += uint32_t(n + 2);
   }
   const bool fw = r->forwarded;
   const uint8_t* query = r->query;
   const uint32_t qlen = r->query_len;
-  *r = {DnsTcpReply::Kind::kAnswer, cookie + 1, next, 0, out, fw, dns::Rcode::kNoError, query, qlen, queries};
+  *r = {DnsTcpReply::Kind::kAnswer, cookie + 1, next, 0, out, fw, dns::Rcode::kNoError, query, qlen, queries, tally};
   return DnsNext::kReply;
 }
 

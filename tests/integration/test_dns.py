@@ -38,6 +38,26 @@ print("rcode=%d qr=%d id=%s qd=%d an=%d ar=%d ext=%d" % (r[3] & 15, r[2] >> 7, r
 """
 
 
+UDP_ECHO = r"""
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", 53))
+while True:
+    m, a = s.recvfrom(2048); s.sendto(b"echo:" + m, a)
+"""
+UDP_ASK = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2)
+for _ in range(3):
+    s.sendto(b"hello", (sys.argv[1], 53))
+    try:
+        print(s.recv(2048).decode()); break
+    except socket.timeout:
+        pass
+else:
+    print("none")
+"""
+
+
 def dig(d, ep, *args):
     """dig at the endpoint's first gateway; returns (status, [answer lines])."""
     out = d.run(ep, "dig", "+tries=1", "+time=2", *args, check_rc=False).stdout
@@ -300,6 +320,9 @@ def macvlan_and_overlay():
             check(out[:1] == ["203.0.113.7"], f"an outside name relayed for a macvlan endpoint: {out}")
             r = d.run("m1", "getent", "hosts", "b1", check_rc=False)
             check(r.returncode != 0, f"m1 shares no network with b1: {r.stdout}")
+            f0 = d.counters()["dns"]["forwarded"]
+            dig(d, "m1", f"@{HOST}", "-x", OUT)
+            check(d.counters()["dns"]["forwarded"] == f0 + 1, "the reverse name of an outside host on the LAN is relayed, not NXDOMAIN")
             # From outside, the host's port 53 is not the responder.
             st, _ = dig(d, "out", f"@{HOST}", "m2")
             check(st == "none", f"the outside must get no answer from the host's address: {st}")
@@ -312,6 +335,23 @@ def macvlan_and_overlay():
             check(d.run("b1", "getent", "hosts", "o1.ov", check_rc=False).stdout.split()[:1] == [o1], "o1.ov")
             d.run("b1", "ping", "-c", "1", "-W", "2", "o1")
             check(f"nameserver {GW_FRONT}" in d.run("b1", "cat", "/etc/resolv.conf").stdout, "b1 asks its bridge network's gateway")
+            # A container publishing UDP 53 on the host: that port is its, from outside and from a macvlan
+            # endpoint alike (TCP 53, not published, stays the responder's for m1).
+            cfg = d.copy_config()
+            cfg["endpoints"].append({"name": "pub", "networks": ["front"], "publish": ["53:53/udp"]})
+            d.write_config(cfg)
+            d.ctl("reload")
+            echo = d.popen("pub", "python3", "-c", UDP_ECHO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                time.sleep(0.5)
+                for ep in ("out", "m1"):
+                    out = d.run(ep, "python3", "-c", UDP_ASK, HOST).stdout.strip()
+                    check(out == "echo:hello", f"{ep} to the host's published UDP 53 reaches pub: {out!r}")
+                st, an = dig(d, "m1", f"@{HOST}", "+tcp", "m2")
+                check(st == "NOERROR" and addrs(an) == ["198.51.100.21"], f"TCP 53 from m1 still answered: {st} {an}")
+            finally:
+                echo.terminate()
+                echo.wait()
         finally:
             p.terminate()
             p.wait()
