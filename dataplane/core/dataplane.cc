@@ -250,7 +250,8 @@ void Worker::dns_relay_tick(const Snapshot& s, uint32_t now) {
       return;
     }
     dc.servfail.add(1);  // every try timed out
-    Dns::servfail(s, tx_, arena_, k, query, len);
+    DnsRelay::Asker asker = k;  // (its rest moves on as the queries after it are answered)
+    Dns::servfail(s, tx_, *wc_, arena_, dp_.arp_.get(), dp_.relay_.get(), id_, now, asker, query, len);
   });
 }
 

@@ -19,12 +19,14 @@
 // pending(gen) -> free; W's last timeout makes the same CAS, so exactly one
 // of them answers the asker. The fields U reads are atomics read relaxed: W
 // may be rewriting a slot U has stopped caring about (its CAS then fails,
-// the generation having moved) without a data race. What only W reads (the
-// query copy, tries, the time sent) is plain.
+// the generation having moved) without a data race; so are the queries a
+// TCP asker sent after this one (`rest`, answered by whoever ends the slot).
+// What only W reads (the query copy, tries, the time sent) is plain.
 #pragma once
 
 #include <sys/random.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <ctime>
@@ -42,6 +44,7 @@ class DnsRelay {
   static constexpr uint32_t kQueryMax = 512;      // a query longer than this is answered SERVFAIL (none is, in practice)
   static constexpr uint32_t kTryMs = 1000;        // wait for one upstream before the next is tried
   static constexpr unsigned kTries = 3;           // then SERVFAIL
+  static constexpr uint32_t kRestMax = 512;       // TCP: queries after the relayed one in its segment, at most (glibc: one)
 
   struct Asker {
     uint32_t ip = 0;
@@ -53,6 +56,9 @@ class DnsRelay {
     bool tcp = false;            // asked over TCP (stage_dns_tcp.h): answered in segments, seq from the cookie
     bool opt_added = false;      // tcp: the relay added an OPT record to the query (stage_dns_relay.h)
     uint32_t ack = 0;            // tcp: what the answer's segments acknowledge (past the query)
+    uint32_t seq = 0;            // tcp: where the answer goes in the gateway's byte stream
+    uint16_t rest_len = 0;       // tcp: the queries that came after this one in its segment
+    uint8_t rest[kRestMax];      //   (length-prefixed), answered after its answer (node_dns.h)
   };
 
   explicit DnsRelay(unsigned workers)
@@ -93,6 +99,12 @@ class DnsRelay {
     s.c.store(uint64_t(a.relay_id) << 16 | a.bd, std::memory_order_relaxed);
     s.d.store(a.question, std::memory_order_relaxed);
     s.e.store(uint64_t(a.opt_added) << 33 | uint64_t(a.tcp) << 32 | a.ack, std::memory_order_relaxed);
+    s.f.store(uint64_t(a.seq) << 32 | a.rest_len, std::memory_order_relaxed);
+    for (uint32_t w = 0; w * 8 < a.rest_len; w++) {  // atomics: U copies them before its CAS may fail (relaxed: ordered by state)
+      uint64_t v = 0;
+      std::memcpy(&v, a.rest + w * 8, std::min<uint32_t>(8, a.rest_len - w * 8));
+      s.rest[w].store(v, std::memory_order_relaxed);
+    }
     std::memcpy(s.query, query, len);
     s.len = len;
     s.sent_ms = now;
@@ -147,7 +159,8 @@ class DnsRelay {
  private:
   struct alignas(64) Slot {
     std::atomic<uint64_t> state{0};   // generation << 1 | pending
-    std::atomic<uint64_t> a{0}, b{0}, c{0}, d{0}, e{0};  // the asker (see publish())
+    std::atomic<uint64_t> a{0}, b{0}, c{0}, d{0}, e{0}, f{0};  // the asker (see publish())
+    std::atomic<uint64_t> rest[kRestMax / 8] = {};
     uint32_t len = 0, sent_ms = 0;
     unsigned tries = 0;
     uint8_t query[kQueryMax];
@@ -158,6 +171,12 @@ class DnsRelay {
     o->question = s.d.load(std::memory_order_relaxed);  // relaxed: as above
     const uint64_t e = s.e.load(std::memory_order_relaxed);  // relaxed: as above
     o->tcp = (e >> 32) & 1, o->opt_added = (e >> 33) & 1, o->ack = uint32_t(e);
+    const uint64_t f = s.f.load(std::memory_order_relaxed);  // relaxed: as above
+    o->seq = uint32_t(f >> 32), o->rest_len = uint16_t(std::min<uint64_t>(f & 0xffff, kRestMax));
+    for (uint32_t w = 0; w * 8 < o->rest_len; w++) {
+      const uint64_t v = s.rest[w].load(std::memory_order_relaxed);  // relaxed: as above
+      std::memcpy(o->rest + w * 8, &v, std::min<uint32_t>(8, o->rest_len - w * 8));
+    }
     o->ip = uint32_t(a >> 32), o->sport = uint16_t(a >> 16), o->id = uint16_t(a);
     o->mac = b >> 16, o->port = uint16_t(b);
     o->relay_id = uint16_t(c >> 16), o->bd = uint16_t(c);

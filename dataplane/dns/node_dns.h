@@ -27,7 +27,7 @@ struct Dns : Node<DnsExit, 1> {
   template <class Emit>
   [[gnu::always_inline]] static void run(Ctx& c, uint16_t i, uint16_t, Emit&& emit) {
     if (c.from_uplink || !c.bd.dns) {  // an upstream's answer, or something else for the host's address from its segment
-      if (!c.from_uplink || !relay_answer(c.s, c.tx, c.wc, c.arena, c.relay, c.pkt(i))) emit(i, Next::kRoute, 0);
+      if (!c.from_uplink || !relay_answer(c.s, c.tx, c.wc, c.arena, c.arp, c.relay, c.worker, c.now, c.pkt(i))) emit(i, Next::kRoute, 0);
       return;
     }
     const uint8_t proto = c.pkt(i).data[kEthHdrLen + 9];
@@ -86,7 +86,7 @@ struct Dns : Node<DnsExit, 1> {
         return;
       case stage::DnsNext::kForward:
         if (uint32_t plen = 0; const uint8_t* msg = stage::udp_payload(p, &plen))
-          if (may_relay(s, p, bd) && relay_query(s, tx, a, arp, relay, worker, now, p, msg, plen, false, 0, &o)) {
+          if (may_relay(s, p.bd, bd) && relay_query(s, tx, a, arp, relay, worker, now, asker_of(p), msg, plen, &o)) {
             dc.forwarded.add(1);
             return;
           }
@@ -101,34 +101,37 @@ struct Dns : Node<DnsExit, 1> {
     send(s, tx, a, o, len, p.in_port, p.in_port);
   }
 
-  // Whether the asker of p may have names relayed: a network with a way out
-  // (an internal network has none, DNS included), or a macvlan endpoint on
-  // the uplink's segment (asking at the host's address).
-  static bool may_relay(const Snapshot& s, const Packet& p, const BdEntry& bd) {
-    return bd.nat || (s.l3.enabled && p.bd == s.l3.uplink_bd);
+  // Whether an asker on network bd may have names relayed: a network with a
+  // way out (an internal network has none, DNS included), or a macvlan
+  // endpoint on the uplink's segment (asking at the host's address).
+  static bool may_relay(const Snapshot& s, uint16_t bd_id, const BdEntry& bd) {
+    return bd.nat || (s.l3.enabled && bd_id == s.l3.uplink_bd);
   }
 
-  // The query msg (plen bytes) of frame p, UDP or TCP (then `ack`: what
-  // the answer acknowledges), to an upstream (first try, into *o or a
-  // scratch frame of its own); false: not relayed.
-  static bool relay_query(const Snapshot& s, stage::TxStage& tx, BurstArena& a, ArpCache* arp, DnsRelay* relay, unsigned worker,
-                          uint32_t now, const Packet& p, const uint8_t* msg, uint32_t plen, bool tcp, uint32_t ack, const Out* o) {
-    if (!relay || !arp || !s.l3.enabled || s.dns.upstream.empty() || plen > DnsRelay::kQueryMax || plen < dns::kHeaderLen) return false;
-    const int slot = relay->claim(worker);
-    if (slot < 0) return false;
+  // The asker of query frame p (UDP or TCP), as a relay slot holds it.
+  static DnsRelay::Asker asker_of(const Packet& p) {
     const uint8_t* ip = p.data + kEthHdrLen;
     DnsRelay::Asker k;
     k.ip = csum::load32(ip + 12);
     k.sport = load_be16(ip + uint32_t(ip[0] & 0x0f) * 4);  // UDP's and TCP's source port alike
-    k.id = load_be16(msg);
     k.mac = mac_from_bytes(p.data + 6);
     k.port = p.in_port;
     k.bd = p.bd;
+    return k;
+  }
+
+  // The query msg (plen bytes) of asker k (its TCP fields set when it asked
+  // over TCP) to an upstream (first try, into *o or a scratch frame of its
+  // own); false: not relayed.
+  static bool relay_query(const Snapshot& s, stage::TxStage& tx, BurstArena& a, ArpCache* arp, DnsRelay* relay, unsigned worker,
+                          uint32_t now, DnsRelay::Asker k, const uint8_t* msg, uint32_t plen, const Out* o) {
+    if (!relay || !arp || !s.l3.enabled || s.dns.upstream.empty() || plen > DnsRelay::kQueryMax || plen < dns::kHeaderLen) return false;
+    const int slot = relay->claim(worker);
+    if (slot < 0) return false;
+    k.id = load_be16(msg);
     k.relay_id = relay->next_id(worker);
     k.question = stage::question_hash(msg, plen);
-    k.tcp = tcp;
-    k.opt_added = stage::relay_adds_opt(tcp, msg, plen);
-    k.ack = ack;
+    k.opt_added = stage::relay_adds_opt(k.tcp, msg, plen);
     relay->publish(unsigned(slot), k, now, msg, plen);
     send_upstream(s, tx, a, *arp, unsigned(slot), k, msg, plen, 1, o);
     return true;
@@ -153,8 +156,8 @@ struct Dns : Node<DnsExit, 1> {
   }
 
   // An upstream's answer: to its asker, if a relay slot waits for it.
-  [[gnu::noinline]] static bool relay_answer(const Snapshot& s, stage::TxStage& tx, WorkerCounters& wc, BurstArena& a, DnsRelay* relay,
-                                             const Packet& p) {
+  [[gnu::noinline]] static bool relay_answer(const Snapshot& s, stage::TxStage& tx, WorkerCounters& wc, BurstArena& a, ArpCache* arp,
+                                             DnsRelay* relay, unsigned worker, uint32_t now, const Packet& p) {
     uint32_t len = 0;
     const uint8_t* msg = stage::udp_payload(p, &len);
     if (!relay || !msg || len < dns::kHeaderLen) return false;
@@ -171,10 +174,8 @@ struct Dns : Node<DnsExit, 1> {
       uint8_t m[2 + BurstArena::kScratchBytes];  // (an answer longer than this, from a jumbo uplink: SERVFAIL)
       bool servfail = false;
       const uint32_t n = stage::relay_tcp_message(k, msg, len, m, sizeof m, &servfail);
-      if (n) {
-        if (servfail) wc.dns.servfail.add(1);
-        tcp_send(s, tx, a, k, m, n);
-      }
+      if (servfail) wc.dns.servfail.add(1);
+      tcp_relayed(s, tx, wc, a, arp, relay, worker, now, k, m, n);
       return true;
     }
     const Out o = scratch(s, tx, a);
@@ -197,70 +198,118 @@ struct Dns : Node<DnsExit, 1> {
     using K = stage::DnsTcpReply::Kind;
     const PortEntry* in = s.port(p.in_port);
     const uint32_t max_frame = std::min<uint32_t>(in ? in->max_frame : 1514, BurstArena::kScratchBytes);
-    uint8_t msg[16384];  // the answer, length-prefixed, before it is cut into segments
-    dns::Query q;
     stage::DnsTcpReply r;
     Drop d = Drop::kCount;
-    if (stage::dns_tcp(p, s.dns, max_frame, &q, msg, sizeof msg, &r, &d, wc.dns.queries.get()) == stage::DnsNext::kDrop) {
+    if (stage::dns_tcp(p, s.dns, max_frame, &r, &d) == stage::DnsNext::kDrop) {
       wc.ports[p.in_port].drops[size_t(d)].add(1);
       return;
     }
-    auto segment = [&](uint32_t seq, uint8_t flags, uint16_t mss) {
+    auto segment = [&](uint8_t flags, uint16_t mss) {
       const Out o = scratch(s, tx, a);
-      send(s, tx, a, o, stage::tcp_reply_frame(p.data, bd, seq, r.ack, flags, mss, nullptr, 0, o.buf), p.in_port, p.in_port);
+      send(s, tx, a, o, stage::tcp_reply_frame(p.data, bd, r.seq, r.ack, flags, mss, nullptr, 0, o.buf), p.in_port, p.in_port);
     };
     switch (r.kind) {
       case K::kNone:
         return;
       case K::kSynAck:
-        return segment(r.seq, stage::kTcpSyn | stage::kTcpAck, r.mss);
+        return segment(stage::kTcpSyn | stage::kTcpAck, r.mss);
       case K::kAck:
-        return segment(r.seq, stage::kTcpAck, 0);
+        return segment(stage::kTcpAck, 0);
       case K::kRst:
-        return segment(r.seq, stage::kTcpRst | stage::kTcpAck, 0);
+        return segment(stage::kTcpRst | stage::kTcpAck, 0);
       case K::kAnswer:
         break;
     }
-    wc.dns.queries.add(r.queries);
-    if (r.forwarded) {
-      // Relayed (over UDP): the query is acknowledged now, so the asker does not resend it; the answer follows.
-      if (may_relay(s, p, bd) && relay_query(s, tx, a, arp, relay, worker, now, p, r.query, r.query_len, true, r.ack, nullptr)) {
-        wc.dns.forwarded.add(1);
-        return segment(r.seq, stage::kTcpAck, 0);
-      }
-    }
-    wc.dns.answered.add(r.tally.answered), wc.dns.nodata.add(r.tally.nodata), wc.dns.nxdomain.add(r.tally.nxdomain);
-    wc.dns.errors.add(r.tally.errors), wc.dns.servfail.add(r.tally.servfail);  // servfail: names not ours, not relayed
-    const uint8_t* qip = p.data + kEthHdrLen;
-    tcp_segments(s, tx, a, bd, mac_from_bytes(p.data + 6), csum::load32(qip + 12), load_be16(qip + uint32_t(qip[0] & 0x0f) * 4), r.seq,
-                 r.ack, msg, r.len, max_frame, p.in_port);
+    DnsRelay::Asker k = asker_of(p);
+    k.tcp = true;
+    k.ack = r.ack;
+    if (!tcp_queries(s, tx, wc, a, arp, relay, worker, now, k, r.seq, r.data, r.data_len, true))
+      segment(stage::kTcpRst | stage::kTcpAck, 0);  // not even one answer fits
   }
 
-  // A length-prefixed answer (len bytes) to a TCP asker, in segments of at
-  // most its port's frames, FIN on the last, out of port `port`.
-  static void tcp_segments(const Snapshot& s, stage::TxStage& tx, BurstArena& a, const BdEntry& bd, Mac mac, uint32_t ip, uint16_t dport,
-                           uint32_t seq, uint32_t ack, const uint8_t* msg, uint32_t len, uint32_t max_frame, uint16_t port) {
-    const uint32_t mss = std::min<uint32_t>(max_frame, BurstArena::kScratchBytes) - stage::kTcpHdrs;
-    for (uint32_t off = 0; off < len; off += mss) {
-      const uint32_t n = std::min(mss, len - off);
-      const uint8_t flags = uint8_t(stage::kTcpAck | stage::kTcpPsh | (off + n == len ? stage::kTcpFin : 0));
-      const Out o = scratch(s, tx, a);
-      send(s, tx, a, o, stage::tcp_frame(bd, mac, ip, dport, seq + off, ack, flags, 0, msg + off, n, o.buf), port, port);
-    }
-  }
-
-  // A relayed answer (length-prefixed, len bytes) to its TCP asker k: its
-  // segments start where the cookie's SYN+ACK left them.
-  static void tcp_send(const Snapshot& s, stage::TxStage& tx, BurstArena& a, const DnsRelay::Asker& k, const uint8_t* msg, uint32_t len) {
+  // The length-prefixed queries q[0, len) of TCP asker k (k.ack set), whose
+  // answers start at seq in the gateway's stream: answered in order, up to
+  // a name not ours, which is relayed with the queries after it (its
+  // answer comes back to relay_answer, which answers them then: tcp_relayed);
+  // FIN after the last answer. `first`: the segment just came (the queries
+  // are counted, and a relayed one alone is acknowledged at once). False
+  // when nothing at all could be sent.
+  static bool tcp_queries(const Snapshot& s, stage::TxStage& tx, WorkerCounters& wc, BurstArena& a, ArpCache* arp, DnsRelay* relay,
+                          unsigned worker, uint32_t now, DnsRelay::Asker& k, uint32_t seq, const uint8_t* q, uint32_t len, bool first) {
     const PortEntry* to = s.port(k.port);
-    if (!to || k.bd >= s.bds.size()) return;
-    const uint32_t seq = stage::tcp_cookie(s.dns.tcp_secret, k.ip, k.sport) + 1;
-    tcp_segments(s, tx, a, s.bds[k.bd], k.mac, k.ip, k.sport, seq, k.ack, msg, len, to->max_frame, k.port);
+    if (!to || k.bd >= s.bds.size() || to->bd != k.bd) return true;  // the asker left meanwhile
+    const BdEntry& bd = s.bds[k.bd];
+    uint8_t in[DnsRelay::kRestMax];  // the queries, when they are k's rest (which the queries after a relayed one replace)
+    if (q == k.rest) q = static_cast<const uint8_t*>(std::memcpy(in, q, len = std::min<uint32_t>(len, sizeof in)));
+    uint8_t msg[16384];  // the answers, length-prefixed, before they are cut into segments
+    const bool relay_ok = relay && arp && s.l3.enabled && !s.dns.upstream.empty() && may_relay(s, k.bd, bd);
+    const uint64_t rr = wc.dns.queries.get();
+    stage::DnsTcpBatch b = stage::dns_tcp_batch(q, len, s.dns, k.port, k.bd, relay_ok, msg, sizeof msg, rr);
+    uint32_t queries = b.queries;
+    if (b.relay) {
+      if (b.rest_len <= DnsRelay::kRestMax) {
+        k.seq = seq + b.len;
+        k.rest_len = uint16_t(b.rest_len);
+        std::memcpy(k.rest, b.rest, b.rest_len);
+        if (relay_query(s, tx, a, arp, relay, worker, now, k, b.relay, b.relay_len, nullptr)) {
+          wc.dns.forwarded.add(1);
+          tally(wc, b.tally);
+          wc.dns.queries.add(queries);
+          if (b.len || first) tcp_segments(s, tx, a, bd, k, seq, msg, b.len, false, to->max_frame);  // (none: the query's ACK)
+          return true;
+        }
+      }
+      // Not relayed (no slot free, too many queries after it): SERVFAIL for it, the rest answered here.
+      const stage::DnsTcpBatch b2 = stage::dns_tcp_batch(b.relay - 2, 2 + b.relay_len + b.rest_len, s.dns, k.port, k.bd, false,
+                                                         msg + b.len, uint32_t(sizeof msg - b.len), rr);
+      tally(wc, b2.tally);
+      queries += b2.queries - 1;
+      b.len += b2.len;
+    }
+    tally(wc, b.tally);
+    wc.dns.queries.add(queries);
+    if (!b.len && first) return false;
+    tcp_segments(s, tx, a, bd, k, seq, msg, b.len, true, to->max_frame);
+    return true;
+  }
+
+  // A relayed answer (length-prefixed, n bytes; 0: none could be made) to
+  // its TCP asker k, then the queries that came after it.
+  static void tcp_relayed(const Snapshot& s, stage::TxStage& tx, WorkerCounters& wc, BurstArena& a, ArpCache* arp, DnsRelay* relay,
+                          unsigned worker, uint32_t now, DnsRelay::Asker& k, const uint8_t* m, uint32_t n) {
+    const PortEntry* to = s.port(k.port);
+    if (!to || k.bd >= s.bds.size() || to->bd != k.bd) return;  // the asker left meanwhile
+    if (n) tcp_segments(s, tx, a, s.bds[k.bd], k, k.seq, m, n, !k.rest_len, to->max_frame);
+    if (k.rest_len) tcp_queries(s, tx, wc, a, arp, relay, worker, now, k, k.seq + n, k.rest, k.rest_len, false);
+  }
+
+  static void tally(WorkerCounters& wc, const stage::DnsTcpBatch::Tally& t) {
+    wc.dns.answered.add(t.answered), wc.dns.nodata.add(t.nodata), wc.dns.nxdomain.add(t.nxdomain);
+    wc.dns.errors.add(t.errors), wc.dns.servfail.add(t.servfail);  // servfail: names not ours, not relayed
+  }
+
+  // Length-prefixed answers (len bytes) to TCP asker k from seq on, in
+  // segments of at most its port's frames (max_frame), FIN on the last when
+  // `fin` (an empty one when there is nothing to send; nothing to send
+  // without FIN: a bare ACK of the queries).
+  static void tcp_segments(const Snapshot& s, stage::TxStage& tx, BurstArena& a, const BdEntry& bd, const DnsRelay::Asker& k,
+                           uint32_t seq, const uint8_t* msg, uint32_t len, bool fin, uint32_t max_frame) {
+    const uint32_t mss = std::min<uint32_t>(max_frame, BurstArena::kScratchBytes) - stage::kTcpHdrs;
+    uint32_t off = 0;
+    do {
+      const uint32_t n = std::min(mss, len - off);
+      const bool last = off + n == len;
+      const uint8_t flags = uint8_t(stage::kTcpAck | (n ? stage::kTcpPsh : 0) | (last && fin ? stage::kTcpFin : 0));
+      const Out o = scratch(s, tx, a);
+      send(s, tx, a, o, stage::tcp_frame(bd, k.mac, k.ip, k.sport, seq + off, k.ack, flags, 0, msg + off, n, o.buf), k.port, k.port);
+      off += n;
+    } while (off < len);
   }
 
   // SERVFAIL to the asker k of a relayed query (every try timed out), over
-  // UDP or TCP as it asked.
-  static void servfail(const Snapshot& s, stage::TxStage& tx, BurstArena& a, const DnsRelay::Asker& k, const uint8_t* query, uint32_t len) {
+  // UDP or TCP as it asked (then the queries after it follow).
+  static void servfail(const Snapshot& s, stage::TxStage& tx, WorkerCounters& wc, BurstArena& a, ArpCache* arp, DnsRelay* relay,
+                       unsigned worker, uint32_t now, DnsRelay::Asker& k, const uint8_t* query, uint32_t len) {
     const PortEntry* to = s.port(k.port);
     dns::Query q;
     if (!to || k.bd >= s.bds.size() || to->bd != k.bd || !s.bds[k.bd].dns || dns::parse_query(query, len, &q) != dns::Parse::kOk) return;
@@ -269,10 +318,9 @@ struct Dns : Node<DnsExit, 1> {
     const uint32_t room = std::min<uint32_t>(BurstArena::kScratchBytes, to->max_frame) - stage::kUdpHdrs;
     if (k.tcp) {
       uint8_t m[2 + BurstArena::kScratchBytes];
-      if (const size_t n = dns::write_response(q, dns::Rcode::kServFail, false, nullptr, 0, m + 2, room)) {
-        store_be16(m, uint16_t(n));
-        tcp_send(s, tx, a, k, m, uint32_t(n + 2));
-      }
+      const size_t n = dns::write_response(q, dns::Rcode::kServFail, false, nullptr, 0, m + 2, room);
+      store_be16(m, uint16_t(n));
+      tcp_relayed(s, tx, wc, a, arp, relay, worker, now, k, m, n ? uint32_t(n + 2) : 0);
       return;
     }
     const Out o = scratch(s, tx, a);

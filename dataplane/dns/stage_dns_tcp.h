@@ -15,9 +15,9 @@
 // The answer's segments are at most the asker's port's MTU - 40 (its MSS
 // is not remembered: no state). No retransmission: a lost segment (a veth loses none but a full ring) is
 // the asker's timeout and retry, as with UDP. A name the asker's networks
-// do not hold is relayed upstream over UDP (node_dns.h: the query is
+// do not hold is relayed upstream over UDP (node_dns.h: the queries are
 // acknowledged at once, the answer follows from whichever worker receives
-// it, its sequence numbers known from the cookie and the relay slot).
+// it, in the place the relay slot holds, then the queries after it).
 // The TCP checksum of the query is not verified (partial from a container,
 // as for UDP); the answer's is complete.
 #pragma once
@@ -26,6 +26,7 @@
 
 #include "dataplane/core/checksum.h"
 #include "dataplane/core/hash.h"
+#include "dataplane/dns/dns_relay.h"
 #include "dataplane/dns/stage_dns.h"
 
 namespace dpsw::stage {
@@ -82,25 +83,74 @@ inline uint32_t tcp_reply_frame(const uint8_t* f, const BdEntry& bd, uint32_t se
   return tcp_frame(bd, mac_from_bytes(f + 6), csum::load32(qip + 12), load_be16(qtcp), seq, ack, flags, mss, data, len, buf);
 }
 
+// The answers to a run of length-prefixed queries (dns_tcp_batch).
+struct DnsTcpBatch {
+  uint32_t len = 0;      // the length-prefixed answers written
+  uint32_t queries = 0;  // the queries answered (or relayed: *relay)
+  // A query for a name not ours, to relay (when relaying was allowed): the
+  // answers stop before it; rest/rest_len are the queries after it.
+  const uint8_t* relay = nullptr;
+  uint32_t relay_len = 0;
+  const uint8_t* rest = nullptr;
+  uint32_t rest_len = 0;
+  bool full = false;  // an answer did not fit the buffer (the rest is unanswered)
+  struct Tally {      // the answers by kind (the counters of node_dns)
+    uint16_t answered = 0, nodata = 0, nxdomain = 0, errors = 0, servfail = 0;
+  } tally;
+};
+
+// Answers the length-prefixed queries of data[0, len) (their framing
+// checked by the caller) in order for an asker on in_port (network bd),
+// into out (cap bytes). A name not ours stops the run when may_relay (the
+// caller relays it, then answers the rest), else is SERVFAIL; a message that
+// is not a query is skipped.
+inline DnsTcpBatch dns_tcp_batch(const uint8_t* data, uint32_t len, const DnsTable& t, uint16_t in_port, uint16_t bd, bool may_relay,
+                                 uint8_t* out, uint32_t cap, uint64_t rr = 0) {
+  DnsTcpBatch b;
+  dns::Query q;
+  DnsResult res;
+  for (uint32_t off = 0; off + 2 <= len;) {
+    const uint32_t mlen = load_be16(data + off);
+    if (off + 2 + mlen > len) break;
+    const uint8_t* msg = data + off + 2;
+    off += 2 + mlen;
+    const DnsDecision d = dns_decide(msg, mlen, t, in_port, bd, &q, &res, rr);
+    if (d == DnsDecision::kIgnore) continue;
+    if (d == DnsDecision::kForward) {
+      if (may_relay && mlen <= DnsRelay::kQueryMax) {
+        b.queries++;
+        b.relay = msg, b.relay_len = mlen, b.rest = data + off, b.rest_len = len - off;
+        return b;
+      }
+      res = DnsResult{dns::Rcode::kServFail, false, 0, {}};
+    }
+    if (cap - b.len < 2 + dns::kHeaderLen) return b.full = true, b;
+    q.udp_size = uint16_t(std::min<uint32_t>(cap - b.len - 2, 65535));  // over TCP the answer may be as long as the buffer
+    const size_t n = dns::write_response(q, res.rc, res.aa, res.an, res.n, out + b.len + 2, cap - b.len - 2);
+    if (!n) return b.full = true, b;
+    if (d == DnsDecision::kForward) b.tally.servfail++;
+    else if (res.rc == dns::Rcode::kNxDomain) b.tally.nxdomain++;
+    else if (res.rc != dns::Rcode::kNoError) b.tally.errors++;
+    else if (load_be16(out + b.len + 2 + 6)) b.tally.answered++;  // ANCOUNT (0 when TC cut the records: counted as NODATA)
+    else b.tally.nodata++;
+    store_be16(out + b.len, uint16_t(n));
+    b.len += uint32_t(n + 2);
+    b.queries++;
+  }
+  return b;
+}
+
 // What to send back for one TCP segment to gateway:53.
 struct DnsTcpReply {
   enum class Kind : uint8_t { kNone, kSynAck, kAck, kRst, kAnswer } kind = Kind::kNone;
   uint32_t seq = 0, ack = 0;
   uint16_t mss = 0;
-  uint32_t len = 0;  // kAnswer: the length-prefixed answer in the caller's buffer
-  bool forwarded = false;  // kAnswer: one query, for a name not ours, to relay (it is at query, query_len); the buffer holds SERVFAIL
-  dns::Rcode rc = dns::Rcode::kNoError;  // (unused: see tally)
-  const uint8_t* query = nullptr;
-  uint32_t query_len = 0;
-  uint32_t queries = 0;  // kAnswer: the answers in the buffer, one per query, each length-prefixed
-  struct Tally {         // kAnswer: the answers by kind (the counters of node_dns)
-    uint16_t answered = 0, nodata = 0, nxdomain = 0, errors = 0, servfail = 0;
-  } tally;
+  const uint8_t* data = nullptr;  // kAnswer: the segment's queries, length-prefixed, whole (for dns_tcp_batch)
+  uint32_t data_len = 0;
 };
 
-// The whole stage for TCP. out_buf: the answer, length-prefixed (cap bytes).
-inline DnsNext dns_tcp(const Packet& p, const DnsTable& t, uint32_t max_frame, dns::Query* q, uint8_t* out_buf,
-                       uint32_t cap, DnsTcpReply* r, Drop* drop, uint64_t rr = 0) {
+// The whole stage for TCP: what to send back for segment p.
+inline DnsNext dns_tcp(const Packet& p, const DnsTable& t, uint32_t max_frame, DnsTcpReply* r, Drop* drop) {
   const uint8_t* ip = p.data + kEthHdrLen;
   const uint32_t ihl = uint32_t(ip[0] & 0x0f) * 4, tot = load_be16(ip + 2);
   if (csum::of(ip, ihl) != 0) return *drop = Drop::kBadCsum, DnsNext::kDrop;
@@ -128,40 +178,19 @@ inline DnsNext dns_tcp(const Packet& p, const DnsTable& t, uint32_t max_frame, d
   }
   // Queries: whole, in this one segment, on the connection our cookie opened.
   // Several may come back to back (glibc writes its A and AAAA queries in
-  // one segment): answered in order, in one length-prefixed answer each.
+  // one segment): each answered in turn (node_dns.h).
   const uint32_t next = seq + dlen + ((flags & kTcpFin) ? 1 : 0);  // what we acknowledge (a FIN counts one)
-  const DnsTcpReply rst{DnsTcpReply::Kind::kRst, ack, next};
-  if (ack != cookie + 1 || cap < 2 + dns::kHeaderLen) return *r = rst, DnsNext::kReply;
-  uint32_t off = 0, out = 0, queries = 0;
-  DnsTcpReply::Tally tally;
-  for (; off < dlen; queries++) {
+  *r = {DnsTcpReply::Kind::kRst, ack, next};
+  if (ack != cookie + 1) return DnsNext::kReply;
+  bool query = false;
+  for (uint32_t off = 0; off < dlen;) {
     const uint32_t mlen = dlen - off >= 2 ? load_be16(data + off) : 0;
-    if (dlen - off < 2 || off + 2 + mlen > dlen) return *r = rst, DnsNext::kReply;  // split over segments
-    const uint8_t* msg = data + off + 2;
+    if (dlen - off < 2 || off + 2 + mlen > dlen) return DnsNext::kReply;  // split over segments
+    if (mlen >= dns::kHeaderLen && !(data[off + 2 + 2] & 0x80)) query = true;
     off += 2 + mlen;
-    DnsResult res;
-    const DnsDecision d = dns_decide(msg, mlen, t, p.in_port, p.bd, q, &res, rr);
-    if (d == DnsDecision::kIgnore) return *drop = Drop::kDnsBad, DnsNext::kDrop;
-    if (d == DnsDecision::kForward) {
-      res = DnsResult{dns::Rcode::kServFail, false, 0, {}};
-      if (queries == 0 && off == dlen) r->forwarded = true, r->query = msg, r->query_len = mlen;  // alone: relayed (node_dns.h)
-    }
-    if (cap - out < 2 + dns::kHeaderLen) return *r = rst, DnsNext::kReply;
-    q->udp_size = uint16_t(std::min<uint32_t>(cap - out - 2, 65535));  // over TCP the answer may be as long as the buffer
-    const size_t n = dns::write_response(*q, res.rc, res.aa, res.an, res.n, out_buf + out + 2, cap - out - 2);
-    if (!n) return *r = rst, DnsNext::kReply;
-    if (d == DnsDecision::kForward) tally.servfail++;
-    else if (res.rc == dns::Rcode::kNxDomain) tally.nxdomain++;
-    else if (res.rc != dns::Rcode::kNoError) tally.errors++;
-    else if (load_be16(out_buf + out + 2 + 6)) tally.answered++;  // ANCOUNT (0 when TC cut the records: counted as NODATA)
-    else tally.nodata++;
-    store_be16(out_buf + out, uint16_t(n));
-    out += uint32_t(n + 2);
   }
-  const bool fw = r->forwarded;
-  const uint8_t* query = r->query;
-  const uint32_t qlen = r->query_len;
-  *r = {DnsTcpReply::Kind::kAnswer, cookie + 1, next, 0, out, fw, dns::Rcode::kNoError, query, qlen, queries, tally};
+  if (!query) return *drop = Drop::kDnsBad, DnsNext::kDrop;  // not a query at all
+  *r = {DnsTcpReply::Kind::kAnswer, cookie + 1, next, 0, data, dlen};
   return DnsNext::kReply;
 }
 

@@ -262,6 +262,10 @@ def forwards_upstream():
             check(got == {f"203.0.113.{i}" for i in range(1, 41)}, f"glibc gets all 40 addresses (TC, then TCP): {sorted(got)}")
             st, an = dig(d, "web", f"@{GW_FRONT}", "+tcp", "many.example.test")
             check(st == "NOERROR" and len(addrs(an)) == 40, f"dig +tcp through the relay: {st} {len(an)}")
+            # getaddrinfo(AF_UNSPEC): after TC glibc sends A and AAAA back to back in one TCP segment; both relayed in turn.
+            out = d.run("web", "python3", "-c", "import socket; print(len({a[4][0] for a in socket.getaddrinfo('many.example.test', 80, "
+                        "type=socket.SOCK_STREAM)}))", check_rc=False)
+            check(out.stdout.strip() == "40", f"getaddrinfo(AF_UNSPEC) through the relay over TCP: {out.stdout} {out.stderr[-300:]}")
             out = d.run("web", "dig", "+tries=1", "+time=2", "+tcp", "+noedns", f"@{GW_FRONT}", "TXT", "bigger.example.test").stdout
             check("status: NOERROR" in out and "b" * 250 in out, f"a 600-byte TXT over TCP through the relay: {out[:600]}")
             check("OPT PSEUDOSECTION" not in out, f"the EDNS record the relay added must not reach an asker that sent none: {out[:600]}")

@@ -539,21 +539,6 @@ TEST(DnsTcp, QueriesBackToBackInOneSegmentAreAnsweredInOrder) {
   EXPECT_EQ(r.counters().queries.get(), 2u);
   EXPECT_EQ(r.counters().answered.get(), 1u);
   EXPECT_EQ(r.counters().nodata.get(), 1u);
-  // With a name not ours among them: that one is SERVFAIL (the relay takes a query alone), nothing goes upstream.
-  Bytes mixed(data.begin(), data.begin() + 2 + long(n1 - 0));
-  mixed.resize(2 + query_msg("shared").size());
-  Bytes ext = query_msg("example.org");
-  mixed.push_back(uint8_t(ext.size() >> 8)), mixed.push_back(uint8_t(ext.size()));
-  mixed.insert(mixed.end(), ext.begin(), ext.end());
-  r.c1->inject(tcp_seg(1001, sa.seq + 1, 0x18, mixed));
-  r.poll();
-  got = r.c1->take_tx();
-  ASSERT_EQ(got.size(), 1u);
-  ans = parse_tcp(got[0]);
-  const uint32_t k1 = csum::load16(ans.data.data());
-  EXPECT_EQ(rcode(Bytes(ans.data.begin() + 4 + k1, ans.data.end())), 2u);
-  EXPECT_EQ(r.counters().servfail.get(), 1u);
-  EXPECT_TRUE(r.up->take_tx().empty());
   // Half of a second query: RST, as a split query.
   Bytes half(data.begin(), data.end() - 3);
   r.c1->inject(tcp_seg(1001, sa.seq + 1, 0x18, half));
@@ -731,6 +716,111 @@ TEST(DnsTcp, RelayedAnswersThatCannotGoOnAreServfail) {
   EXPECT_EQ(rcode(m), 2u);
   EXPECT_EQ(csum::load16(m.data() + 10), 1u) << "an OPT: the asker sent one";
   EXPECT_EQ(m[m.size() - 9], 41);
+}
+
+// Length-prefixed queries back to back, as one segment's data.
+Bytes pipeline(std::initializer_list<Bytes> msgs) {
+  Bytes d;
+  for (const Bytes& m : msgs) {
+    d.push_back(uint8_t(m.size() >> 8)), d.push_back(uint8_t(m.size()));
+    d.insert(d.end(), m.begin(), m.end());
+  }
+  return d;
+}
+// The DNS messages in a run of TCP segments' data (length-prefixed), and the segments' checks.
+std::vector<Bytes> messages(const std::vector<Seg>& segs, uint32_t seq0, uint32_t ack, bool fin_last) {
+  Bytes all;
+  uint32_t next = seq0;
+  for (size_t i = 0; i < segs.size(); i++) {
+    EXPECT_EQ(segs[i].seq, next);
+    EXPECT_EQ(segs[i].ack, ack);
+    EXPECT_EQ(bool(segs[i].flags & 0x01), fin_last && i + 1 == segs.size());
+    next += uint32_t(segs[i].data.size());
+    all.insert(all.end(), segs[i].data.begin(), segs[i].data.end());
+  }
+  std::vector<Bytes> out;
+  for (size_t off = 0; off + 2 <= all.size();) {
+    const size_t n = csum::load16(all.data() + off);
+    out.emplace_back(all.begin() + long(off + 2), all.begin() + long(std::min(all.size(), off + 2 + n)));
+    off += 2 + n;
+  }
+  return out;
+}
+std::vector<Seg> segs_of(std::vector<Bytes> frames) {
+  std::vector<Seg> out;
+  for (const Bytes& f : frames) out.push_back(parse_tcp(f));
+  return out;
+}
+
+TEST(DnsTcp, BackToBackQueriesWithNamesNotOursAreRelayedInTurn) {
+  DnsRig r;
+  r.c1->inject(tcp_seg(1000, 0, 0x02));
+  r.poll();
+  const Seg sa = parse_tcp(r.c1->take_tx().at(0));
+  Bytes q1 = query_msg("shared"), q2 = query_msg("example.org"), q3 = query_msg("example.org", dns::kTypeAaaa), q4 = query_msg("c1");
+  csum::store16(q1.data(), 1), csum::store16(q2.data(), 2), csum::store16(q3.data(), 3), csum::store16(q4.data(), 4);
+  const Bytes data = pipeline({q1, q2, q3, q4});
+  const uint32_t ack = 1001 + uint32_t(data.size());
+  r.c1->inject(tcp_seg(1001, sa.seq + 1, 0x18, data));
+  r.poll();
+  // Ours first, at once (no FIN); the second goes upstream.
+  auto got = segs_of(r.c1->take_tx());
+  auto m = messages(got, sa.seq + 1, ack, false);
+  ASSERT_EQ(m.size(), 1u);
+  EXPECT_EQ(csum::load16(m[0].data()), 1);
+  uint32_t next = sa.seq + 1 + 2 + uint32_t(m[0].size());
+  Relayed u = upstream_query(r);
+  EXPECT_EQ(u.msg.size(), q2.size() + 11);
+  // Its answer, then the third goes upstream.
+  r.up->inject(edns_answer_to(u));
+  r.poll();
+  got = segs_of(r.c1->take_tx());
+  m = messages(got, next, ack, false);
+  ASSERT_EQ(m.size(), 1u);
+  EXPECT_EQ(csum::load16(m[0].data()), 2);
+  EXPECT_EQ(ancount(m[0]), 1u);
+  next += 2 + uint32_t(m[0].size());
+  u = upstream_query(r);
+  EXPECT_EQ(u.msg[u.msg.size() - 11 - 3], 28) << "AAAA";
+  // The third's answer, and the fourth (ours) at once after it, FIN.
+  r.up->inject(edns_answer_to(u));
+  r.poll();
+  got = segs_of(r.c1->take_tx());
+  m = messages(got, next, ack, true);
+  ASSERT_EQ(m.size(), 2u);
+  EXPECT_EQ(csum::load16(m[0].data()), 3);
+  EXPECT_EQ(csum::load16(m[1].data()), 4);
+  EXPECT_EQ(ancount(m[1]), 1u);
+  EXPECT_TRUE(r.up->take_tx().empty());
+  EXPECT_EQ(r.counters().queries.get(), 4u);
+  EXPECT_EQ(r.counters().forwarded.get(), 2u);
+  EXPECT_EQ(r.counters().relayed.get(), 2u);
+  EXPECT_EQ(r.counters().answered.get(), 2u);
+}
+
+TEST(DnsTcp, AQueryAfterARelayedOneThatTimesOutIsStillAnswered) {
+  DnsRig r;
+  r.c1->inject(tcp_seg(1, 0, 0x02));
+  r.poll();
+  const Seg sa = parse_tcp(r.c1->take_tx().at(0));
+  Bytes q1 = query_msg("slow.example.org"), q2 = query_msg("c1", dns::kTypeAaaa);
+  csum::store16(q2.data(), 2);
+  const Bytes data = pipeline({q1, q2});
+  r.c1->inject(tcp_seg(2, sa.seq + 1, 0x18, data));
+  r.poll();
+  auto got = segs_of(r.c1->take_tx());
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].flags, 0x10) << "a bare ACK: nothing of ours before the relayed one";
+  for (unsigned t = 0; t < DnsRelay::kTries; t++) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(DnsRelay::kTryMs + 50));
+    r.poll();
+  }
+  got = segs_of(r.c1->take_tx());
+  auto m = messages(got, sa.seq + 1, 2 + uint32_t(data.size()), true);
+  ASSERT_EQ(m.size(), 2u);
+  EXPECT_EQ(rcode(m[0]), 2u) << "SERVFAIL";
+  EXPECT_EQ(csum::load16(m[1].data()), 2);
+  EXPECT_EQ(rcode(m[1]), 0u) << "NODATA, ours";
 }
 
 TEST(DnsTcp, RelayTimeoutIsServfailOverTcp) {
