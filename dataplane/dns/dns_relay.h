@@ -10,8 +10,9 @@
 // what an off-path forger must guess). NAT never allocates those ports
 // (ConnTrack's range ends below kPortLo).
 //
-// Threads. The worker that took the query (the asker's port's owner: W)
-// owns its slice: it claims a free slot, fills it, and publishes it with a
+// Threads. The worker that sends the query (W: the asker's port's owner;
+// for the later queries of a TCP segment, the worker that ended the
+// previous one's slot, see node_dns.h) owns its slice: it claims a free slot, fills it, and publishes it with a
 // release store of `state` (pending, with a new generation); it alone
 // resends on timeout and finally answers SERVFAIL. The answer arrives on
 // the uplink, whose owner (U, possibly another worker) loads `state`
@@ -45,6 +46,7 @@ class DnsRelay {
   static constexpr uint32_t kTryMs = 1000;        // wait for one upstream before the next is tried
   static constexpr unsigned kTries = 3;           // then SERVFAIL
   static constexpr uint32_t kRestMax = 512;       // TCP: queries after the relayed one in its segment, at most (glibc: one)
+  static constexpr unsigned kMaxHops = 4;         // TCP: queries of one segment relayed, at most (glibc: A and AAAA); then SERVFAIL
 
   struct Asker {
     uint32_t ip = 0;
@@ -57,6 +59,7 @@ class DnsRelay {
     bool opt_added = false;      // tcp: the relay added an OPT record to the query (stage_dns_relay.h)
     uint32_t ack = 0;            // tcp: what the answer's segments acknowledge (past the query)
     uint32_t seq = 0;            // tcp: where the answer goes in the gateway's byte stream
+    uint8_t hops = 0;            // tcp: the queries of its segment relayed before this one (at most kMaxHops in all)
     uint16_t rest_len = 0;       // tcp: the queries that came after this one in its segment
     uint8_t rest[kRestMax];      //   (length-prefixed), answered after its answer (node_dns.h)
   };
@@ -99,7 +102,7 @@ class DnsRelay {
     s.c.store(uint64_t(a.relay_id) << 16 | a.bd, std::memory_order_relaxed);
     s.d.store(a.question, std::memory_order_relaxed);
     s.e.store(uint64_t(a.opt_added) << 33 | uint64_t(a.tcp) << 32 | a.ack, std::memory_order_relaxed);
-    s.f.store(uint64_t(a.seq) << 32 | a.rest_len, std::memory_order_relaxed);
+    s.f.store(uint64_t(a.seq) << 32 | uint32_t(a.hops) << 16 | a.rest_len, std::memory_order_relaxed);
     for (uint32_t w = 0; w * 8 < a.rest_len; w++) {  // atomics: U copies them before its CAS may fail (relaxed: ordered by state)
       uint64_t v = 0;
       std::memcpy(&v, a.rest + w * 8, std::min<uint32_t>(8, a.rest_len - w * 8));
@@ -172,7 +175,7 @@ class DnsRelay {
     const uint64_t e = s.e.load(std::memory_order_relaxed);  // relaxed: as above
     o->tcp = (e >> 32) & 1, o->opt_added = (e >> 33) & 1, o->ack = uint32_t(e);
     const uint64_t f = s.f.load(std::memory_order_relaxed);  // relaxed: as above
-    o->seq = uint32_t(f >> 32), o->rest_len = uint16_t(std::min<uint64_t>(f & 0xffff, kRestMax));
+    o->seq = uint32_t(f >> 32), o->hops = uint8_t(f >> 16), o->rest_len = uint16_t(std::min<uint64_t>(f & 0xffff, kRestMax));
     for (uint32_t w = 0; w * 8 < o->rest_len; w++) {
       const uint64_t v = s.rest[w].load(std::memory_order_relaxed);  // relaxed: as above
       std::memcpy(o->rest + w * 8, &v, std::min<uint32_t>(8, o->rest_len - w * 8));

@@ -242,13 +242,15 @@ struct Dns : Node<DnsExit, 1> {
     uint8_t in[DnsRelay::kRestMax];  // the queries, when they are k's rest (which the queries after a relayed one replace)
     if (q == k.rest) q = static_cast<const uint8_t*>(std::memcpy(in, q, len = std::min<uint32_t>(len, sizeof in)));
     uint8_t msg[16384];  // the answers, length-prefixed, before they are cut into segments
-    const bool relay_ok = relay && arp && s.l3.enabled && !s.dns.upstream.empty() && may_relay(s, k.bd, bd);
+    const bool relay_ok =
+        relay && arp && s.l3.enabled && !s.dns.upstream.empty() && may_relay(s, k.bd, bd) && k.hops < DnsRelay::kMaxHops;
     const uint64_t rr = wc.dns.queries.get();
     stage::DnsTcpBatch b = stage::dns_tcp_batch(q, len, s.dns, k.port, k.bd, relay_ok, msg, sizeof msg, rr);
     uint32_t queries = b.queries;
     if (b.relay) {
       if (b.rest_len <= DnsRelay::kRestMax) {
         k.seq = seq + b.len;
+        k.hops++;
         k.rest_len = uint16_t(b.rest_len);
         std::memcpy(k.rest, b.rest, b.rest_len);
         if (relay_query(s, tx, a, arp, relay, worker, now, k, b.relay, b.relay_len, nullptr)) {
@@ -268,7 +270,7 @@ struct Dns : Node<DnsExit, 1> {
     }
     tally(wc, b.tally);
     wc.dns.queries.add(queries);
-    if (!b.len && first) return false;
+    if (first && (b.full || !b.len)) return false;  // (an answer past the buffer: RST, as for a query we cannot take)
     tcp_segments(s, tx, a, bd, k, seq, msg, b.len, true, to->max_frame);
     return true;
   }
@@ -279,7 +281,7 @@ struct Dns : Node<DnsExit, 1> {
                           unsigned worker, uint32_t now, DnsRelay::Asker& k, const uint8_t* m, uint32_t n) {
     const PortEntry* to = s.port(k.port);
     if (!to || k.bd >= s.bds.size() || to->bd != k.bd) return;  // the asker left meanwhile
-    if (n) tcp_segments(s, tx, a, s.bds[k.bd], k, k.seq, m, n, !k.rest_len, to->max_frame);
+    if (n || !k.rest_len) tcp_segments(s, tx, a, s.bds[k.bd], k, k.seq, m, n, !k.rest_len, to->max_frame);
     if (k.rest_len) tcp_queries(s, tx, wc, a, arp, relay, worker, now, k, k.seq + n, k.rest, k.rest_len, false);
   }
 

@@ -823,6 +823,60 @@ TEST(DnsTcp, AQueryAfterARelayedOneThatTimesOutIsStillAnswered) {
   EXPECT_EQ(rcode(m[1]), 0u) << "NODATA, ours";
 }
 
+TEST(DnsTcp, WithoutARelayNamesNotOursAmongOthersAreServfail) {
+  DnsRig r;
+  auto s = std::make_unique<Snapshot>(r.dp->snapshot());
+  s->bds[0].nat = false;  // an internal network: no way out, DNS included
+  r.dp->publish(std::move(s));
+  r.c1->inject(tcp_seg(1, 0, 0x02));
+  r.poll();
+  const Seg sa = parse_tcp(r.c1->take_tx().at(0));
+  Bytes q1 = query_msg("shared"), q2 = query_msg("example.org"), q3 = query_msg("c1");
+  csum::store16(q1.data(), 1), csum::store16(q2.data(), 2), csum::store16(q3.data(), 3);
+  const Bytes data = pipeline({q1, q2, q3});
+  r.c1->inject(tcp_seg(2, sa.seq + 1, 0x18, data));
+  r.poll();
+  auto m = messages(segs_of(r.c1->take_tx()), sa.seq + 1, 2 + uint32_t(data.size()), true);
+  ASSERT_EQ(m.size(), 3u);
+  EXPECT_EQ(ancount(m[0]), 2u);
+  EXPECT_EQ(rcode(m[1]), 2u);
+  EXPECT_EQ(csum::load16(m[2].data()), 3);
+  EXPECT_EQ(ancount(m[2]), 1u);
+  EXPECT_TRUE(r.up->take_tx().empty());
+  EXPECT_EQ(r.counters().queries.get(), 3u);
+  EXPECT_EQ(r.counters().servfail.get(), 1u);
+}
+
+TEST(DnsTcp, ASegmentRelaysAtMostFourNamesThenServfail) {
+  DnsRig r;
+  r.c1->inject(tcp_seg(1, 0, 0x02));
+  r.poll();
+  const Seg sa = parse_tcp(r.c1->take_tx().at(0));
+  Bytes data;
+  for (int i = 0; i < 5; i++) {
+    Bytes q = query_msg("n" + std::to_string(i) + ".example.org");
+    csum::store16(q.data(), uint16_t(i));
+    const Bytes one = pipeline({q});
+    data.insert(data.end(), one.begin(), one.end());
+  }
+  r.c1->inject(tcp_seg(2, sa.seq + 1, 0x18, data));
+  r.poll();
+  r.c1->take_tx();  // the bare ACK
+  std::vector<Seg> all;
+  for (unsigned i = 0; i < DnsRelay::kMaxHops; i++) {
+    Relayed u = upstream_query(r);
+    r.up->inject(edns_answer_to(u));
+    r.poll();
+    for (Seg& sg : segs_of(r.c1->take_tx())) all.push_back(sg);
+  }
+  EXPECT_TRUE(r.up->take_tx().empty()) << "no fifth relay";
+  auto m = messages(all, sa.seq + 1, 2 + uint32_t(data.size()), true);
+  ASSERT_EQ(m.size(), 5u);
+  for (int i = 0; i < 4; i++) EXPECT_EQ(ancount(m[size_t(i)]), 1u);
+  EXPECT_EQ(rcode(m[4]), 2u) << "the fifth: SERVFAIL";
+  EXPECT_EQ(r.counters().forwarded.get(), 4u);
+}
+
 TEST(DnsTcp, RelayTimeoutIsServfailOverTcp) {
   DnsRig r;
   r.c1->inject(tcp_seg(1, 0, 0x02));
@@ -871,7 +925,23 @@ TEST(DnsRelaySlots, ClaimTakeExpire) {
   EXPECT_EQ(got.id, 7);
   EXPECT_EQ(got.mac, kC1Mac);
   EXPECT_EQ(got.port, 3);
+  EXPECT_FALSE(got.tcp);
+  EXPECT_EQ(got.rest_len, 0u);
   EXPECT_FALSE(rl.take(unsigned(i), 0x5555, 77, &got)) << "answered once";
+  // A TCP asker's fields, and the queries after its own (not a multiple of 8 bytes; the most there may be).
+  for (uint16_t n : {uint16_t(13), uint16_t(DnsRelay::kRestMax)}) {
+    DnsRelay::Asker t = a;
+    t.tcp = true, t.opt_added = true, t.ack = 0xfedcba98, t.seq = 0x12345678, t.hops = 3, t.rest_len = n;
+    for (uint16_t j = 0; j < n; j++) t.rest[j] = uint8_t(j * 7 + 1);
+    rl.publish(unsigned(i), t, 1000, q, 12);
+    ASSERT_TRUE(rl.take(unsigned(i), 0x5555, 77, &got));
+    EXPECT_TRUE(got.tcp && got.opt_added);
+    EXPECT_EQ(got.ack, 0xfedcba98u);
+    EXPECT_EQ(got.seq, 0x12345678u);
+    EXPECT_EQ(got.hops, 3u);
+    ASSERT_EQ(got.rest_len, n);
+    EXPECT_EQ(Bytes(got.rest, got.rest + n), Bytes(t.rest, t.rest + n));
+  }
   // Timeouts: tries 2, 3, then 0 (SERVFAIL), then nothing.
   rl.publish(unsigned(i), a, 1000, q, 12);
   std::vector<unsigned> seen;
