@@ -192,7 +192,7 @@ void Nat::views(ViewRegistry& r) {
       out.push_back({{"proto", proto},
                      {"original", ep(o.sip, o.sport) + " > " + ep(o.dip, o.dport)},
                      {"translated", ep(f.xsrc_ip, f.xsrc_port) + " > " + ep(f.xdst_ip, f.xdst_port)},
-                     {"nat_port", f.nat_port},
+                     {"nat_port", f.xsrc_ip != o.sip && o.proto != 47 ? f.xsrc_port : 0},  // masqueraded: the port kept or allocated
                      {"state", o.proto == 6 ? tcp_state_name(st) : st ? "replied" : "unreplied"},
                      {"idle_ms", int32_t(now - f.last_seen.load(std::memory_order_relaxed)) < 0 ? 0 : now - f.last_seen.load(std::memory_order_relaxed)}});  // relaxed: display only
     });

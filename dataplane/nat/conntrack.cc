@@ -353,11 +353,32 @@ ConnTrack::Create ConnTrack::create(unsigned w, const FlowKey& orig, uint32_t xs
   // Other protocols: address only, and one endpoint per (protocol, remote) at a time.
   bool dummy;
   if (!has_ports(orig.proto) && find(FlowKey{xdst_ip, xsrc_ip, 0, 0, orig.proto}, &dummy)) return Create::kClash;
-  uint16_t port = 0;
+  uint16_t port = 0;  // a port of the bitmap (freed with the flow)
   if (!xsrc_port && has_ports(orig.proto)) {
-    port = alloc_port(w, orig.proto);
-    if (!port) return Create::kNoPort;
-    xsrc_port = port;
+    // The source port is kept when the reply tuple it makes is free, as
+    // netfilter's masquerade does: the remote sees the same 4-tuple for the
+    // same client socket, so a client port reused soon after (the server
+    // still in TIME_WAIT for it) carries a timestamp and sequence number
+    // that continue the old connection's, which the server accepts. A port
+    // from the bitmap instead, reused by another client socket (other
+    // timestamps, another ISN), meets that TIME_WAIT and waits a second
+    // for its SYN's retry — at a thousand connections a second, the bitmap
+    // comes round within the TIME_WAIT. Kept ports use no bitmap bit:
+    // uniqueness is the reply tuple's (the table's insert refuses a second).
+    auto reply_of = [&](uint16_t p) {
+      return orig.proto == 1 ? FlowKey{xdst_ip, xsrc_ip, 0, p, 1} : FlowKey{xdst_ip, xsrc_ip, xdst_port, p, orig.proto};
+    };
+    if (opt_.keep_ports && orig.sport >= opt_.port_lo && orig.sport <= opt_.port_hi && !find(reply_of(orig.sport), &dummy)) {
+      xsrc_port = orig.sport;
+    } else {
+      for (int tries = 0; tries < 4 && !xsrc_port; tries++) {  // a bitmap port may make a kept port's tuple: the next one
+        port = alloc_port(w, orig.proto);
+        if (!port) return Create::kNoPort;
+        if (!find(reply_of(port), &dummy)) xsrc_port = port;
+        else unalloc_port(w, orig.proto, port), port = 0;
+      }
+      if (!xsrc_port) return Create::kBusy;
+    }
   }
   uint32_t idx = ring.peek(0);  // taken (popped) only once the flow is indexed
   Flow& f = flows_[idx];

@@ -92,7 +92,7 @@ struct alignas(64) Flow {
   uint16_t xsrc_port = 0, xdst_port = 0;
   FlowOut out[2];         // [0] original direction, [1] replies
   uint16_t bd = 0;        // the container network the flow started in or goes to (for show)
-  uint16_t nat_port = 0;  // allocated source port (0: none)
+  uint16_t nat_port = 0;  // source port allocated from the bitmap (0: none; a kept source port is not)
   uint8_t worker = 0;     // whose port slice nat_port came from
   std::atomic<uint8_t> state{0};        // TcpState; others: 1 once a reply was seen
   // ms, refreshed at most once a second; mutable: the control thread
@@ -137,6 +137,7 @@ class ConnTrack {
     uint32_t size = 262144;
     unsigned workers = 1;
     uint16_t port_lo = 1024, port_hi = 65535;
+    bool keep_ports = true;  // masquerade keeps a source port in [port_lo, port_hi] when its reply tuple is free (create())
     Timeouts timeouts{};
     // Early drop: buckets scanned for a victim, starting at the new tuple's.
     unsigned early_drop_buckets = 8;
@@ -152,8 +153,10 @@ class ConnTrack {
   // not take the last reserve() free flows of its worker.
   enum class Origin : uint8_t { kInside, kInbound };
   // Worker `w` is the one that sees the original direction (owns its input
-  // port). A zero xsrc_port means "allocate a NAT port" (masquerade; TCP,
-  // UDP, ICMP; other protocols keep port 0). On kOk *out is indexed and live.
+  // port). A zero xsrc_port means "a NAT port" (masquerade; TCP, UDP,
+  // ICMP; other protocols keep port 0): the source port itself when its
+  // reply tuple is free (Options::keep_ports), else one of the bitmap's.
+  // On kOk *out is indexed and live.
   // kClash: the reply tuple is another flow's (another protocol's masquerade
   // of another endpoint towards the same remote address).
   Create create(unsigned w, const FlowKey& orig, uint32_t xsrc_ip, uint16_t xsrc_port, uint32_t xdst_ip, uint16_t xdst_port,

@@ -93,6 +93,7 @@ ConnTrack::Options small(uint32_t size, unsigned workers = 1, uint16_t lo = 1024
   o.workers = workers;
   o.port_lo = lo;
   o.port_hi = hi;
+  o.keep_ports = false;  // every NAT port from the bitmap (the tests of keeping ports say so)
   o.timeouts.icmp = 2;
   o.timeouts.udp = 2;
   o.timeouts.tcp_syn_sent = 5;
@@ -381,6 +382,44 @@ TEST(ConnTrack, ReopenReplacesAClosedFlowOnItsTuple) {
   EXPECT_EQ(ct.count(), 1u);
 }
 
+// Masquerade keeps the source port when the reply tuple it makes is free
+// (netfilter's way): a client socket reused soon after meets the server's
+// TIME_WAIT with its own timestamps and sequence numbers. Another flow
+// whose reply tuple would clash, or a port outside the range, gets one of
+// the bitmap's, which never makes a kept port's tuple.
+TEST(ConnTrack, MasqueradeKeepsTheSourcePortWhenItsReplyTupleIsFree) {
+  ConnTrack::Options o = small(64, 1, 2000, 2009);
+  o.keep_ports = true;
+  ConnTrack ct(o);
+  Flow* f = nullptr;
+  ASSERT_EQ(snat(ct, 0, FlowKey{1, 2, 2003, 80, 6}, 9, &f), ConnTrack::Create::kOk);
+  EXPECT_EQ(f->xsrc_port, 2003) << "kept";
+  EXPECT_EQ(f->nat_port, 0) << "no bitmap port";
+  EXPECT_EQ(ct.free_ports(0, 6), 10u);
+  bool reply;
+  EXPECT_EQ(ct.find(FlowKey{2, 9, 80, 2003, 6}, &reply), f);
+  // Another container, same source port, same remote: that reply tuple is taken.
+  Flow* g = nullptr;
+  ASSERT_EQ(snat(ct, 0, FlowKey{3, 2, 2003, 80, 6}, 9, &g), ConnTrack::Create::kOk);
+  EXPECT_NE(g->xsrc_port, 2003);
+  EXPECT_EQ(g->xsrc_port, g->nat_port) << "from the bitmap";
+  // The same port to another remote port: another tuple, kept.
+  ASSERT_EQ(snat(ct, 0, FlowKey{3, 2, 2003, 443, 6}, 9, &g), ConnTrack::Create::kOk);
+  EXPECT_EQ(g->xsrc_port, 2003);
+  // Outside the range (a privileged port, the DNS relay's): from the bitmap.
+  ASSERT_EQ(snat(ct, 0, FlowKey{1, 2, 53, 80, 6}, 9, &g), ConnTrack::Create::kOk);
+  EXPECT_GE(g->nat_port, 2000);
+  // The bitmap skips the port a kept flow's tuple holds: of 2000..2009, two are taken and 2003 is kept towards 2:80.
+  std::set<uint16_t> got;
+  for (uint16_t i = 0; i < 7; i++) {
+    ASSERT_EQ(snat(ct, 0, FlowKey{5, 2, uint16_t(100 + i), 80, 6}, 9, &g), ConnTrack::Create::kOk) << i;
+    EXPECT_NE(g->xsrc_port, 2003);
+    EXPECT_TRUE(got.insert(g->xsrc_port).second);
+  }
+  EXPECT_EQ(snat(ct, 0, FlowKey{5, 2, 200, 80, 6}, 9, &g), ConnTrack::Create::kBusy) << "only 2003 is left, and it clashes";
+  EXPECT_EQ(ct.free_ports(0, 6), 1u) << "given back";
+}
+
 TEST(ConnTrack, PortsAreUniqueAndExhaustionIsReported) {
   ConnTrack ct(small(64, 2, 2000, 2009));  // 10 ports, 5 per worker
   std::set<uint16_t> seen;
@@ -528,7 +567,7 @@ TEST(NatIcmpError, FragmentationNeededReachesTheContainersOwnFlow) {
                       0, 0, &f),
             ConnTrack::Create::kOk);
   // The packet as it left through the uplink: host:nat -> r:53, UDP, 1400 bytes.
-  auto sent = l4_frame(17, host, r, f->nat_port, 53, 1372);
+  auto sent = l4_frame(17, host, r, f->xsrc_port, 53, 1372);
   // A router answers "fragmentation needed" (type 3 code 4), quoting IP header + 8 bytes.
   std::vector<uint8_t> e(14 + 20 + 8 + 28, 0);
   store_be16(e.data() + 12, kEtherTypeIpv4);
