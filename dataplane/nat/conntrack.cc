@@ -180,6 +180,60 @@ bool ConnTrack::try_remove(const FlowKey& k, uint64_t val, int attempts) {
   return all;
 }
 
+ConnTrack::Unique ConnTrack::insert_unique(const FlowKey& k, uint64_t val) {
+  const uint64_t sig = sig_of(k);
+  uint32_t b[2] = {uint32_t(sig >> 1) & mask_, uint32_t(sig >> 33) & mask_};
+  if (b[0] > b[1]) std::swap(b[0], b[1]);  // locked in index order: two creators never wait on each other in a cycle
+  const int n = b[0] == b[1] ? 1 : 2;
+  uint32_t seq[2] = {};
+  int locked = 0;
+  for (; locked < n; locked++) {
+    Bucket& bk = buckets_[b[locked]];
+    bool ok = false;
+    for (int a = 0; a < kWriteRetries && !ok; a++) {  // bounded: a writer holds a bucket for nanoseconds
+      seq[locked] = bk.seq.load(std::memory_order_relaxed);  // relaxed: the CAS decides
+      ok = !(seq[locked] & 1) &&
+           bk.seq.compare_exchange_strong(seq[locked], seq[locked] + 1, std::memory_order_acquire, std::memory_order_relaxed);
+      if (!ok) _mm_pause();
+    }
+    if (!ok) break;
+  }
+  Unique r = Unique::kBusy;
+  if (locked == n) {
+    std::atomic_thread_fence(std::memory_order_release);  // readers seeing a slot store also see seq odd
+    // Under both locks: every entry k could have is in view. An entry's flow keeps its tuples while it
+    // is indexed (live or not yet: a concurrent creator's counts too), and its creator wrote them
+    // before taking the lock we now hold (acquire).
+    r = Unique::kInserted;
+    for (int i = 0; i < n && r == Unique::kInserted; i++)
+      for (int w = 0; w < kWays; w++) {
+        const Bucket& bk = buckets_[b[i]];
+        if (bk.sig[w].load(std::memory_order_relaxed) != sig) continue;  // relaxed: under the bucket lock
+        const uint64_t v = bk.val[w].load(std::memory_order_relaxed);
+        const Flow& g = flows_[uint32_t(v >> 1)];
+        if (((v & 1) ? g.reply : g.orig) == k) {
+          r = Unique::kExists;
+          break;
+        }
+      }
+    if (r == Unique::kInserted) {
+      r = Unique::kBusy;  // both buckets full
+      for (int i = 0; i < n && r == Unique::kBusy; i++)
+        for (int w = 0; w < kWays; w++) {
+          Bucket& bk = buckets_[b[i]];
+          if (bk.sig[w].load(std::memory_order_relaxed) == 0) {  // relaxed: under the bucket lock
+            bk.val[w].store(val, std::memory_order_relaxed);
+            bk.sig[w].store(sig, std::memory_order_relaxed);
+            r = Unique::kInserted;
+            break;
+          }
+        }
+    }
+  }
+  for (int i = 0; i < locked; i++) buckets_[b[i]].seq.store(seq[i] + 2, std::memory_order_release);  // release: slot stores first
+  return r;
+}
+
 // A worker short of free flows: evict one non-assured flow found in the
 // buckets from the new tuple's on (bounded). Prefers flows this worker
 // created (their index comes back to its own ring), then the longest idle.
@@ -327,7 +381,7 @@ uint64_t ConnTrack::early_drops() const {
 
 ConnTrack::Create ConnTrack::create(unsigned w, const FlowKey& orig, uint32_t xsrc_ip, uint16_t xsrc_port, uint32_t xdst_ip,
                                     uint16_t xdst_port, const FlowOut& fwd, const FlowOut& back, uint16_t bd, uint32_t now,
-                                    Flow** out, Origin origin) {
+                                    Flow** out, Origin origin, bool keep) {
   SpscRing<uint32_t>& ring = *free_[w];
   FreeCount& fc = *free_count_[w];
   // Free flows of this worker (the ring's readable() may under-report: it reloads only when empty).
@@ -353,32 +407,27 @@ ConnTrack::Create ConnTrack::create(unsigned w, const FlowKey& orig, uint32_t xs
   // Other protocols: address only, and one endpoint per (protocol, remote) at a time.
   bool dummy;
   if (!has_ports(orig.proto) && find(FlowKey{xdst_ip, xsrc_ip, 0, 0, orig.proto}, &dummy)) return Create::kClash;
+  // Masquerade (TCP, UDP, ICMP): the source port is kept when the reply
+  // tuple it makes is free, as netfilter's masquerade does: the remote sees
+  // the same 4-tuple for the same client socket, so a client port reused
+  // soon after (the server still in TIME_WAIT for it) carries a timestamp
+  // and sequence number that continue the old connection's, which the
+  // server accepts. A port from the bitmap, reused by another client socket
+  // (other timestamps, another ISN), meets that TIME_WAIT and waits a
+  // second for its SYN's retry — at a thousand connections a second the
+  // bitmap comes round within the TIME_WAIT. Otherwise (kept port in use,
+  // outside [port_lo, port_hi], or `keep` false: a published port) ports of
+  // the bitmap. Either way the reply tuple goes in with insert_unique(): a
+  // kept port uses no bitmap bit, so the tuple's uniqueness is the table's.
+  const bool masquerade = !xsrc_port && has_ports(orig.proto);
+  const bool try_keep = masquerade && keep && opt_.keep_ports && orig.sport >= opt_.port_lo && orig.sport <= opt_.port_hi;
   uint16_t port = 0;  // a port of the bitmap (freed with the flow)
-  if (!xsrc_port && has_ports(orig.proto)) {
-    // The source port is kept when the reply tuple it makes is free, as
-    // netfilter's masquerade does: the remote sees the same 4-tuple for the
-    // same client socket, so a client port reused soon after (the server
-    // still in TIME_WAIT for it) carries a timestamp and sequence number
-    // that continue the old connection's, which the server accepts. A port
-    // from the bitmap instead, reused by another client socket (other
-    // timestamps, another ISN), meets that TIME_WAIT and waits a second
-    // for its SYN's retry — at a thousand connections a second, the bitmap
-    // comes round within the TIME_WAIT. Kept ports use no bitmap bit:
-    // uniqueness is the reply tuple's (the table's insert refuses a second).
-    auto reply_of = [&](uint16_t p) {
-      return orig.proto == 1 ? FlowKey{xdst_ip, xsrc_ip, 0, p, 1} : FlowKey{xdst_ip, xsrc_ip, xdst_port, p, orig.proto};
-    };
-    if (opt_.keep_ports && orig.sport >= opt_.port_lo && orig.sport <= opt_.port_hi && !find(reply_of(orig.sport), &dummy)) {
-      xsrc_port = orig.sport;
-    } else {
-      for (int tries = 0; tries < 4 && !xsrc_port; tries++) {  // a bitmap port may make a kept port's tuple: the next one
-        port = alloc_port(w, orig.proto);
-        if (!port) return Create::kNoPort;
-        if (!find(reply_of(port), &dummy)) xsrc_port = port;
-        else unalloc_port(w, orig.proto, port), port = 0;
-      }
-      if (!xsrc_port) return Create::kBusy;
-    }
+  if (masquerade && !try_keep) {
+    port = alloc_port(w, orig.proto);
+    if (!port) return Create::kNoPort;
+    xsrc_port = port;
+  } else if (try_keep) {
+    xsrc_port = orig.sport;
   }
   uint32_t idx = ring.peek(0);  // taken (popped) only once the flow is indexed
   Flow& f = flows_[idx];
@@ -396,7 +445,31 @@ ConnTrack::Create ConnTrack::create(unsigned w, const FlowKey& orig, uint32_t xs
   // Indexed first, live last: until then no lookup matches it and no other
   // worker's early drop (nor expiry) can claim it, so a half-made flow is
   // only ever this worker's.
-  if (!insert(f.orig, uint64_t(idx) << 1) || !insert(f.reply, uint64_t(idx) << 1 | 1)) [[unlikely]] {
+  bool indexed = insert(f.orig, uint64_t(idx) << 1);
+  if (indexed && !masquerade) {
+    indexed = insert(f.reply, uint64_t(idx) << 1 | 1);
+  } else if (indexed) {
+    Unique u = Unique::kExists;
+    for (int tries = 0; tries < kPortTries; tries++) {  // the kept port (if tried), then ports of the bitmap
+      u = insert_unique(f.reply, uint64_t(idx) << 1 | 1);
+      if (u != Unique::kExists) break;
+      if (port) unalloc_port(w, orig.proto, port);  // its tuple is a kept port's: another one
+      // Kept ports cluster (a client's ephemeral range): the next search starts somewhere else in the slice.
+      if (tries) slices_[w].cursor[proto_slot(orig.proto)] = uint32_t(mix64(uint64_t(idx) << 20 ^ uint64_t(tries) << 16 ^ f.xsrc_port) % span_);
+      port = alloc_port(w, orig.proto);
+      if (!port) break;
+      f.xsrc_port = port;
+      f.reply.dport = port;  // (ICMP: the id rides in dport on replies too)
+      f.nat_port = port;
+    }
+    indexed = u == Unique::kInserted;
+    if (!indexed && port && u == Unique::kExists) {  // the last port tried: not this flow's
+      unalloc_port(w, orig.proto, port);
+      port = 0;
+      f.nat_port = 0;
+    }
+  }
+  if (!indexed) [[unlikely]] {
     if (try_remove(f.orig, uint64_t(idx) << 1, kWriteRetries)) {
       if (port) unalloc_port(w, orig.proto, port);
       return Create::kBusy;  // never published: idx stays at the head of the ring for the next try

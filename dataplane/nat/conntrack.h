@@ -10,8 +10,10 @@
 // * A flow is created only by the worker that owns the container's port
 //   (so one tuple is never created twice). Its index comes from that
 //   worker's free ring (SPSC, refilled by the control thread); its NAT port
+//   is the source port itself when the reply tuple it makes is free, else
 //   from that worker's slice of the port space (bitmap; the worker sets
-//   bits, the control thread clears them), so workers never collide. A
+//   bits, the control thread clears them). Either way the reply tuple goes
+//   in with insert_unique (both buckets locked), so workers never collide. A
 //   slice keeps a free count (a full slice refuses at once, without a scan)
 //   and is searched 64 ports at a time from a rotating cursor.
 // * Counts and statistics (live flows, refusals, early drops) are kept per
@@ -156,12 +158,15 @@ class ConnTrack {
   // port). A zero xsrc_port means "a NAT port" (masquerade; TCP, UDP,
   // ICMP; other protocols keep port 0): the source port itself when its
   // reply tuple is free (Options::keep_ports), else one of the bitmap's.
+  // `keep` false: not the source port (the caller's reason: a port
+  // published on that address, whose inbound tuples it would take). A
+  // masquerade's reply tuple is never another flow's tuple (insert_unique).
   // On kOk *out is indexed and live.
   // kClash: the reply tuple is another flow's (another protocol's masquerade
   // of another endpoint towards the same remote address).
   Create create(unsigned w, const FlowKey& orig, uint32_t xsrc_ip, uint16_t xsrc_port, uint32_t xdst_ip, uint16_t xdst_port,
                 const FlowOut& fwd, const FlowOut& back, uint16_t bd, uint32_t now, Flow** out,
-                Origin origin = Origin::kInside);
+                Origin origin = Origin::kInside, bool keep = true);
   static void seen(const Flow& f, uint32_t now);           // refresh last_seen (rate-limited)
   // Advance the TCP state; true when this segment made it established.
   static bool tcp_flags(Flow& f, uint8_t flags, bool reply);
@@ -229,6 +234,12 @@ class ConnTrack {
   };
   static uint64_t sig_of(const FlowKey& k);
   bool insert(const FlowKey& k, uint64_t val);
+  // k's entry, unless a flow (live or being made) already has k as a tuple:
+  // both candidate buckets locked (in index order, bounded tries) while they
+  // are searched and written, so two workers cannot both add it.
+  enum class Unique { kInserted, kExists, kBusy };
+  static constexpr int kPortTries = 32;  // a masquerade's ports tried before ct_busy (the kept one, then the bitmap's)
+  Unique insert_unique(const FlowKey& k, uint64_t val);
   void remove(const FlowKey& k, uint64_t val);                   // control thread: waits for the buckets
   bool try_remove(const FlowKey& k, uint64_t val, int attempts);  // workers: bounded
   bool early_drop(unsigned w, const FlowKey& k, uint32_t now);   // evict one non-assured flow near k

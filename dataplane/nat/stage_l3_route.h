@@ -365,7 +365,8 @@ inline RouteNext l3_route(Packet& p, const BdEntry& bd, RouteCtx& c, uint16_t* o
     // A SYN on the tuple of a connection that is over, from where that
     // connection came, opens a new one (netfilter's reopen): the old flow
     // goes, this packet makes the new one (a service's new connection gets
-    // today's backend, a masquerade a fresh port). A backend's SYN+ACK on
+    // today's backend; a masquerade keeps the source port, its tuple now
+    // free, as the remote's TIME_WAIT expects). A backend's SYN+ACK on
     // an over VIP flow answers a connection made straight to it (from an
     // allowed network): the old flow goes, the packet is routed.
     // After the VIP flow's close handshake, the backend's other segments
@@ -450,8 +451,10 @@ inline RouteNext l3_route(Packet& p, const BdEntry& bd, RouteCtx& c, uint16_t* o
       return RouteNext::kOut;
     }
     // Masquerade behind the host address.
+    // (The source port is kept unless the host publishes it: the remote's connections to that port are not ours.)
     r = c.ct.create(c.worker, key, l3.uplink_ip, 0, dip, dport, FlowOut{l3.uplink_port, 0, l3.uplink_mac},
-                    FlowOut{p.in_port, mac_from_bytes(f + 6), router}, p.bd, c.now, &fl);
+                    FlowOut{p.in_port, mac_from_bytes(f + 6), router}, p.bd, c.now, &fl, ConnTrack::Origin::kInside,
+                    !has_ports(proto) || !published(l3, proto, sport));
   }
   if (r != ConnTrack::Create::kOk)
     return *drop = r == ConnTrack::Create::kClash ? Drop::kNatClash : r == ConnTrack::Create::kBusy ? Drop::kCtBusy : Drop::kCtFull,

@@ -1,6 +1,8 @@
 // NAT rewrite + checksums, and the connection tracker.
 #include <gtest/gtest.h>
 
+#include <thread>
+
 #include <functional>
 #include <random>
 #include <set>
@@ -418,6 +420,68 @@ TEST(ConnTrack, MasqueradeKeepsTheSourcePortWhenItsReplyTupleIsFree) {
   }
   EXPECT_EQ(snat(ct, 0, FlowKey{5, 2, 200, 80, 6}, 9, &g), ConnTrack::Create::kBusy) << "only 2003 is left, and it clashes";
   EXPECT_EQ(ct.free_ports(0, 6), 1u) << "given back";
+}
+
+TEST(ConnTrack, KeptPortsNeverMakeAnotherFlowsTuple) {
+  ConnTrack::Options o = small(256, 2, 2000, 2999);
+  o.keep_ports = true;
+  ConnTrack ct(o);
+  Flow* f = nullptr;
+  // Two workers, two containers, the same source port to the same remote: one keeps it.
+  ASSERT_EQ(snat(ct, 0, FlowKey{1, 7, 2500, 80, 6}, 9, &f), ConnTrack::Create::kOk);
+  Flow* g = nullptr;
+  ASSERT_EQ(snat(ct, 1, FlowKey{3, 7, 2500, 80, 6}, 9, &g), ConnTrack::Create::kOk);
+  EXPECT_EQ(f->xsrc_port, 2500);
+  EXPECT_NE(g->xsrc_port, 2500);
+  EXPECT_EQ(g->nat_port, g->xsrc_port);
+  // An inbound connection's own tuple (7:80 -> host 9:2600, to a published port) is not a reply tuple to make.
+  Flow* in = nullptr;
+  ASSERT_EQ(ct.create(1, FlowKey{7, 9, 80, 2600, 6}, 7, 80, 1, 80, FlowOut{3, 0, 0}, FlowOut{1, 0, 0}, 0, 0, &in,
+                      ConnTrack::Origin::kInbound),
+            ConnTrack::Create::kOk);
+  ASSERT_EQ(snat(ct, 0, FlowKey{4, 7, 2600, 80, 6}, 9, &g), ConnTrack::Create::kOk);
+  EXPECT_NE(g->xsrc_port, 2600);
+  bool reply;
+  EXPECT_EQ(ct.find(FlowKey{7, 9, 80, 2600, 6}, &reply), in) << "the inbound flow keeps its tuple";
+  // keep = false (the caller's: a published port): from the bitmap.
+  ASSERT_EQ(ct.create(0, FlowKey{5, 7, 2700, 81, 6}, 9, 0, 7, 81, FlowOut{1, 0, 0}, FlowOut{3, 0, 0}, 0, 0, &g,
+                      ConnTrack::Origin::kInside, false),
+            ConnTrack::Create::kOk);
+  EXPECT_NE(g->xsrc_port, 2700);
+  EXPECT_EQ(g->nat_port, g->xsrc_port);
+  // A reopened connection (the client socket reused) keeps its port again.
+  for (auto [flags, rep] : {std::pair{0x02, false}, {0x12, true}, {0x10, false}, {0x11, false}, {0x11, true}})
+    ConnTrack::tcp_flags(*f, uint8_t(flags), rep);
+  ASSERT_TRUE(ct.reopen(0, *f));
+  ASSERT_EQ(snat(ct, 0, FlowKey{1, 7, 2500, 80, 6}, 9, &f), ConnTrack::Create::kOk);
+  EXPECT_EQ(f->xsrc_port, 2500) << "the same tuple as before, as the server's TIME_WAIT expects";
+}
+
+// Two workers make flows whose kept ports would give the same reply tuple,
+// at the same time: insert_unique lets one have it (run under TSan too).
+TEST(ConnTrack, RacingCreatorsNeverShareAReplyTuple) {
+  ConnTrack::Options o = small(8192, 2, 2000, 9999);
+  o.keep_ports = true;
+  ConnTrack ct(o);
+  constexpr uint16_t kN = 2000;
+  std::vector<Flow*> got[2];
+  auto run = [&](unsigned w) {
+    for (uint16_t i = 0; i < kN; i++) {
+      Flow* f = nullptr;
+      if (snat(ct, w, FlowKey{10 + w, 7, uint16_t(3000 + i), 80, 6}, 9, &f) == ConnTrack::Create::kOk) got[w].push_back(f);
+    }
+  };
+  std::thread t0(run, 0), t1(run, 1);
+  t0.join();
+  t1.join();
+  std::set<uint16_t> ports;
+  size_t n = 0;
+  for (auto& v : got)
+    for (Flow* f : v) {
+      n++;
+      EXPECT_TRUE(ports.insert(f->xsrc_port).second) << "port " << f->xsrc_port << " twice towards 7:80";
+    }
+  EXPECT_GE(n, size_t(2 * kN * 95 / 100)) << "(some may be refused: busy buckets, 32 clashing ports)";
 }
 
 TEST(ConnTrack, PortsAreUniqueAndExhaustionIsReported) {
