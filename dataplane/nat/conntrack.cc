@@ -187,16 +187,27 @@ ConnTrack::Unique ConnTrack::insert_unique(const FlowKey& k, uint64_t val) {
   const int n = b[0] == b[1] ? 1 : 2;
   uint32_t seq[2] = {};
   int locked = 0;
-  for (; locked < n; locked++) {
-    Bucket& bk = buckets_[b[locked]];
-    bool ok = false;
-    for (int a = 0; a < kWriteRetries && !ok; a++) {  // bounded: a writer holds a bucket for nanoseconds
-      seq[locked] = bk.seq.load(std::memory_order_relaxed);  // relaxed: the CAS decides
-      ok = !(seq[locked] & 1) &&
-           bk.seq.compare_exchange_strong(seq[locked], seq[locked] + 1, std::memory_order_acquire, std::memory_order_relaxed);
-      if (!ok) _mm_pause();
+  // Bucket lo with bounded tries, then hi briefly: holding lo while waiting long for hi would keep
+  // lo's readers retrying (find() gives up after kReadRetries). Failing hi: lo released, the pair again.
+  auto lock = [&](int i, int tries) {
+    Bucket& bk = buckets_[b[i]];
+    for (int a = 0; a < tries; a++) {
+      seq[i] = bk.seq.load(std::memory_order_relaxed);  // relaxed: the CAS decides
+      if (!(seq[i] & 1) && bk.seq.compare_exchange_strong(seq[i], seq[i] + 1, std::memory_order_acquire, std::memory_order_relaxed))
+        return true;
+      _mm_pause();
     }
-    if (!ok) break;
+    return false;
+  };
+  for (int round = 0; round < 4 && locked < n; round++) {
+    if (!lock(0, kWriteRetries)) continue;
+    locked = 1;
+    if (n == 1 || lock(1, 2)) {
+      locked = n;
+      break;
+    }
+    buckets_[b[0]].seq.store(seq[0] + 2, std::memory_order_release);  // release: an unlock like any other (nothing written)
+    locked = 0;
   }
   Unique r = Unique::kBusy;
   if (locked == n) {
@@ -445,6 +456,7 @@ ConnTrack::Create ConnTrack::create(unsigned w, const FlowKey& orig, uint32_t xs
   // Indexed first, live last: until then no lookup matches it and no other
   // worker's early drop (nor expiry) can claim it, so a half-made flow is
   // only ever this worker's.
+  bool no_port = false;  // the slice ran out while clashing ports were tried: kNoPort (ct_full), not kBusy
   bool indexed = insert(f.orig, uint64_t(idx) << 1);
   if (indexed && !masquerade) {
     indexed = insert(f.reply, uint64_t(idx) << 1 | 1);
@@ -453,11 +465,14 @@ ConnTrack::Create ConnTrack::create(unsigned w, const FlowKey& orig, uint32_t xs
     for (int tries = 0; tries < kPortTries; tries++) {  // the kept port (if tried), then ports of the bitmap
       u = insert_unique(f.reply, uint64_t(idx) << 1 | 1);
       if (u != Unique::kExists) break;
-      if (port) unalloc_port(w, orig.proto, port);  // its tuple is a kept port's: another one
+      if (port) unalloc_port(w, orig.proto, port), port = 0, f.nat_port = 0;  // its tuple is another flow's: another one
       // Kept ports cluster (a client's ephemeral range): the next search starts somewhere else in the slice.
       if (tries) slices_[w].cursor[proto_slot(orig.proto)] = uint32_t(mix64(uint64_t(idx) << 20 ^ uint64_t(tries) << 16 ^ f.xsrc_port) % span_);
       port = alloc_port(w, orig.proto);
-      if (!port) break;
+      if (!port) {
+        no_port = true;
+        break;
+      }
       f.xsrc_port = port;
       f.reply.dport = port;  // (ICMP: the id rides in dport on replies too)
       f.nat_port = port;
@@ -472,14 +487,14 @@ ConnTrack::Create ConnTrack::create(unsigned w, const FlowKey& orig, uint32_t xs
   if (!indexed) [[unlikely]] {
     if (try_remove(f.orig, uint64_t(idx) << 1, kWriteRetries)) {
       if (port) unalloc_port(w, orig.proto, port);
-      return Create::kBusy;  // never published: idx stays at the head of the ring for the next try
+      return no_port ? Create::kNoPort : Create::kBusy;  // never published: idx stays at the head of the ring for the next try
     }
     mark_used(idx);
     // release: the tuples are visible to the control thread, which unindexes and recycles it (index and port).
     f.live.store(kFlowAbandoned, std::memory_order_release);
     ring.pop(1);
     fc.popped++;
-    return Create::kBusy;
+    return no_port ? Create::kNoPort : Create::kBusy;
   }
   mark_used(idx);
   bump(stats_[w].live, int64_t(1));  // before `live`: an early drop elsewhere may subtract as soon as it is live

@@ -1,6 +1,7 @@
 // NAT rewrite + checksums, and the connection tracker.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <thread>
 
 #include <functional>
@@ -434,6 +435,8 @@ TEST(ConnTrack, KeptPortsNeverMakeAnotherFlowsTuple) {
   EXPECT_EQ(f->xsrc_port, 2500);
   EXPECT_NE(g->xsrc_port, 2500);
   EXPECT_EQ(g->nat_port, g->xsrc_port);
+  EXPECT_EQ(ct.free_ports(0, 6), 500u) << "the kept port took no bitmap port";
+  EXPECT_EQ(ct.free_ports(1, 6), 499u) << "the clash's bitmap port: one";
   // An inbound connection's own tuple (7:80 -> host 9:2600, to a published port) is not a reply tuple to make.
   Flow* in = nullptr;
   ASSERT_EQ(ct.create(1, FlowKey{7, 9, 80, 2600, 6}, 7, 80, 1, 80, FlowOut{3, 0, 0}, FlowOut{1, 0, 0}, 0, 0, &in,
@@ -465,7 +468,11 @@ TEST(ConnTrack, RacingCreatorsNeverShareAReplyTuple) {
   ConnTrack ct(o);
   constexpr uint16_t kN = 2000;
   std::vector<Flow*> got[2];
+  std::atomic<int> ready{0};
   auto run = [&](unsigned w) {
+    ready.fetch_add(1);
+    while (ready.load() < 2) {
+    }
     for (uint16_t i = 0; i < kN; i++) {
       Flow* f = nullptr;
       if (snat(ct, w, FlowKey{10 + w, 7, uint16_t(3000 + i), 80, 6}, 9, &f) == ConnTrack::Create::kOk) got[w].push_back(f);
