@@ -368,10 +368,12 @@ std::string Bridge::destroy_endpoint(const std::string& name, bool keep_netns) {
 void Bridge::contribute(Snapshot& s) const {
   for (size_t i = 0; i < s.bds.size(); i++) {
     BdEntry& b = s.bds[i];  // the uplink's segment is named kUplinkNetwork or after its macvlan network: NAT's part
-    if (const NetworkConfig* n = core_.cfg_.network(b.name); n && n->driver == Driver::kBridge) {
-      b.local_ip = n->gateway;  // the network's gateway
+    if (const NetworkConfig* n = core_.cfg_.network(b.name); n && n->driver != Driver::kMacvlan) {
+      b.local_ip = n->gateway;  // the network's gateway (an overlay's: this host's, for its own endpoints)
       b.router_mac = router_mac_;
-      b.nat = !n->internal;
+      b.nat = n->driver == Driver::kBridge && !n->internal;
+      b.local_only = n->driver == Driver::kOverlay;
+      b.relay_out = b.local_only && !n->internal;
       b.subnet = n->subnet.network();
       b.mask = n->subnet.mask();
     }

@@ -62,7 +62,7 @@ std::vector<uint32_t> Dns::nameservers(const std::string& text) {
 }
 
 std::string Dns::resolv_conf(const std::string& instance, uint32_t gateway) {
-  return marker(instance) + ": the DNS responder at this namespace's network gateway (a macvlan endpoint's: the host address).\nnameserver " + ipv4_to_string(gateway) +
+  return marker(instance) + ": the DNS responder at this namespace's network gateway (a macvlan endpoint's: the host address; an overlay endpoint's: its overlay's gateway).\nnameserver " + ipv4_to_string(gateway) +
          "\noptions ndots:0\n";
 }
 
@@ -140,8 +140,9 @@ void Dns::contribute(Snapshot& s) const {
   // The networks whose endpoints have names, and where they ask:
   //  * bridge: the gateway, dpsw's address there;
   //  * macvlan (on the uplink's segment): the host's address, dpsw's too;
-  //  * overlay: names for the endpoints on this host, asked at the gateway of
-  //    a bridge network the asker is on (dpsw has no address on an overlay).
+  //  * overlay: names for the endpoints on this host, asked at the overlay's
+  //    gateway (each host's dpsw answers it for its own endpoints) or at a
+  //    bridge network's the asker is also on.
   // Reverse names of a bridge subnet's unused addresses are NXDOMAIN; not an
   // overlay's (the other hosts' endpoints are there) nor a macvlan one's
   // (the uplink's segment: outside hosts), which are relayed.
@@ -152,10 +153,9 @@ void Dns::contribute(Snapshot& s) const {
     auto b = core_.bd_of_.find(n.name);
     if (b == core_.bd_of_.end() || b->second >= s.bds.size()) continue;
     BdEntry& bd = s.bds[b->second];
-    const bool answers = (n.driver == Driver::kBridge && bd.local_ip) || (n.driver == Driver::kMacvlan && int(b->second) == up && bd.local_ip);
-    if (!answers && n.driver != Driver::kOverlay) continue;
-    named[b->second] = true;
+    const bool answers = bd.local_ip && (n.driver != Driver::kMacvlan || int(b->second) == up);
     if (!answers) continue;
+    named[b->second] = true;
     bd.dns = true;
     // A macvlan subnet is the uplink's segment, with outside hosts on it: their reverse names are relayed.
     if (n.driver == Driver::kBridge) t.subnets[b->second] = {n.subnet.network(), n.subnet.mask()};
@@ -240,7 +240,9 @@ void Dns::published() {
   if (cfg.dns.enabled && cfg.dns.resolv_conf)
     for (const auto& ep : core_.plan_.endpoints) {
       if (!ep.create_netns || ep.netns_name.empty() || !live.count(ep.name)) continue;
-      uint32_t server = 0;  // its first bridge network's gateway, else (a macvlan endpoint) the host's address
+      // Its first bridge network's gateway, else (a macvlan endpoint) the
+      // host's address, else its first overlay's gateway.
+      uint32_t server = 0, overlay = 0;
       for (const auto& a : ep.attachments) {
         const NetworkConfig* n = cfg.network(a.network);
         if (!n) continue;
@@ -249,7 +251,9 @@ void Dns::published() {
           break;
         }
         if (n->driver == Driver::kMacvlan && !server && cfg.uplink) server = cfg.uplink->address.addr;
+        if (n->driver == Driver::kOverlay && !overlay) overlay = n->gateway;
       }
+      if (!server) server = overlay;
       if (server) want[ep.netns_name] = resolv_conf(cfg.sw.name, server);
     }
   for (auto it = written_.begin(); it != written_.end();) {

@@ -26,7 +26,8 @@ struct EthResult {
 // dpsw's own MAC on that network (learning it would send every other
 // endpoint's gateway traffic to the sender). An endpoint's port may not
 // announce dpsw's own address on the network in ARP (a gratuitous ARP for
-// the host address from a macvlan endpoint would take the host's traffic).
+// the host address from a macvlan endpoint would take the host's traffic);
+// nor may a tunnel announce an overlay's gateway, which is this host's.
 inline EthResult eth_input(Packet& p, const PortEntry& in, const BdEntry& bd) {
   if (p.len < kEthHdrLen) return {EthNext::kDrop, Drop::kRunt, 0, 0};
   if (p.len > in.max_frame + 4) return {EthNext::kDrop, Drop::kOversize, 0, 0};
@@ -34,7 +35,7 @@ inline EthResult eth_input(Packet& p, const PortEntry& in, const BdEntry& bd) {
   Mac src = mac_from_bytes(p.data + 6);
   if (mac_is_multicast(src) || mac_is_zero(src) || src == bd.router_mac) return {EthNext::kDrop, Drop::kBadSrcMac, dst, src};
   // ARP for IPv4 over Ethernet: sender protocol address at 14 + 14.
-  if (in.endpoint && (bd.local_ip || !bd.vips.empty()) && p.len >= kEthHdrLen + 28 && load_be16(p.data + 12) == kEtherTypeArp &&
+  if ((in.endpoint || (in.vtep && bd.local_only)) && (bd.local_ip || !bd.vips.empty()) && p.len >= kEthHdrLen + 28 && load_be16(p.data + 12) == kEtherTypeArp &&
       (csum::load32(p.data + kEthHdrLen + 14) == bd.local_ip ||
        std::find(bd.vips.begin(), bd.vips.end(), csum::load32(p.data + kEthHdrLen + 14)) != bd.vips.end()))  // or a service's VIP
     return {EthNext::kDrop, Drop::kArpSpoof, dst, src};

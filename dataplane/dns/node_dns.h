@@ -102,10 +102,12 @@ struct Dns : Node<DnsExit, 1> {
   }
 
   // Whether an asker on network bd may have names relayed: a network with a
-  // way out (an internal network has none, DNS included), or a macvlan
-  // endpoint on the uplink's segment (asking at the host's address).
+  // way out (an internal network has none, DNS included), an overlay that is
+  // not internal (Docker's overlay containers reach out through another
+  // network), or a macvlan endpoint on the uplink's segment (asking at the
+  // host's address).
   static bool may_relay(const Snapshot& s, uint16_t bd_id, const BdEntry& bd) {
-    return bd.nat || (s.l3.enabled && bd_id == s.l3.uplink_bd);
+    return bd.nat || bd.relay_out || (s.l3.enabled && bd_id == s.l3.uplink_bd);
   }
 
   // The asker of query frame p (UDP or TCP), as a relay slot holds it.

@@ -1,5 +1,6 @@
 // Node l3_local (per frame, inline in eth_input's pass): completes uplink
-// frames' partial checksums and learns uplink ARP,
+// frames' partial checksums and learns uplink ARP; leaves a tunnel's frames
+// on an overlay to L2 (its gateway is each host's own),
 // then wraps stage::l3_local (dpsw's own address: ARP and echo answered in
 // place). Frames it does not consume go on to the burst's L2 forwarding.
 // Exits: kNotLocal -> l2_fwd, kReply -> tx (back to the input port),
@@ -27,6 +28,12 @@ struct L3Local : Node<stage::LocalNext, 5> {
     if (c.in.svc_backend && c.lane.dst[i] != c.bd.router_mac && stage::backend_reply(p, c.s.services)) {  // a service backend's packet: l3_route restores the VIP, or hands it back
       c.lane.handled[i] = true;
       emit(i, Next::kRoute, 0);
+      return;
+    }
+    if (c.in.vtep && c.bd.local_only) {  // from another host: its own dpsw answers its overlay gateway
+      c.lane.handled[i] = c.lane.dst[i] == c.bd.router_mac;  // (our MAC is never sent into a tunnel: bogus)
+      if (c.lane.handled[i]) emit(i, Next::kDrop, uint16_t(Drop::kNoRoute));
+      else emit(i, Next::kNotLocal, 0);
       return;
     }
     Drop d = Drop::kCount;

@@ -3,7 +3,8 @@
 // or the uplink address on the uplink segment) and its services' virtual
 // IPs by rewriting the frame in place and sending it back out of its input port.
 // Exits: kNotLocal (continue with L2 forwarding), kReply (tx to in_port),
-// kRoute (IPv4 at the router MAC, not an echo to us: stage_l3_route),
+// kRoute (IPv4 at the router MAC, not an echo to us: stage_l3_route; on an
+// overlay, whose gateway routes nothing, kDrop: no_route),
 // kDns (UDP or TCP to port 53 of local_ip on a network whose bd.dns is set:
 // the DNS responder, dataplane/dns/stage_dns.h; on the uplink's segment with
 // bd.dns_relay, UDP from port 53 to a relay port: dns_relay.h),
@@ -95,9 +96,10 @@ inline LocalNext l3_local(Packet& p, const BdEntry& bd, Mac dst, Drop* drop) {
        (bd.dns_relay && ip[9] == 17 && load_be16(ip + ihl) == 53 &&
         load_be16(ip + ihl + 2) >= DnsRelay::kPortLo)))  // an upstream's answer to its relay
     return LocalNext::kDns;  // (not fragments: a DNS datagram here fits one frame)
-  if (ip[9] != 1 /* ICMP */ || !(to_us || own_address(bd, csum::load32(ip + 16)))) return LocalNext::kRoute;  // (the VIPs scanned for ICMP only)
+  const LocalNext route = bd.local_only ? LocalNext::kDrop : LocalNext::kRoute;  // an overlay's gateway routes nothing (no_route)
+  if (ip[9] != 1 /* ICMP */ || !(to_us || own_address(bd, csum::load32(ip + 16)))) return route;  // (the VIPs scanned for ICMP only)
   uint8_t* icmp = ip + ihl;
-  if (icmp[0] != 8 /* echo request */ || (load_be16(ip + 6) & 0x3fff) != 0 /* fragment */) return LocalNext::kRoute;
+  if (icmp[0] != 8 /* echo request */ || (load_be16(ip + 6) & 0x3fff) != 0 /* fragment */) return route;
   if (csum::of(ip, ihl) != 0 || csum::of(icmp, tot - ihl) != 0) {  // not answered: Linux drops it too
     *drop = Drop::kBadCsum;
     return LocalNext::kDrop;

@@ -298,13 +298,15 @@ def forwards_upstream():
 
 def macvlan_and_overlay():
     """Names on macvlan networks (asked at the host's address, which a macvlan endpoint reaches on its segment) and
-    on overlay networks (this host's endpoints there, asked at a bridge network's gateway)."""
+    on overlay networks (this host's endpoints there, asked at the overlay's gateway, which every host's dpsw answers
+    for its own endpoints, or at a bridge network's gateway)."""
     nets = [{"name": "lan", "driver": "macvlan", "subnet": "198.51.100.0/24"}, {"name": "front", "subnet": "10.243.1.0/24"},
             {"name": "side", "subnet": "10.243.3.0/24"},
             {"name": "ov", "driver": "overlay", "vni": 4242, "subnet": "10.243.9.0/24", "peers": ["198.51.100.99"]}]
     eps = [{"name": "m1", "networks": ["lan"], "ip": "198.51.100.20"},
            {"name": "m2", "networks": ["lan"], "ip": "198.51.100.21", "aliases": ["printer"]},
-           {"name": "b1", "networks": ["front", "ov"]}, {"name": "o1", "networks": ["side", "ov"]}]
+           {"name": "b1", "networks": ["front", "ov"]}, {"name": "o1", "networks": ["side", "ov"]},
+           {"name": "o2", "networks": ["ov"], "ip": "10.243.9.50"}]
     with Dpsw(nets, eps, uplink=True) as d:
         d.config["dns"] = {"upstream": [OUT]}
         d.write_config()
@@ -339,6 +341,29 @@ def macvlan_and_overlay():
             check(d.run("b1", "getent", "hosts", "o1.ov", check_rc=False).stdout.split()[:1] == [o1], "o1.ov")
             d.run("b1", "ping", "-c", "1", "-W", "2", "o1")
             check(f"nameserver {GW_FRONT}" in d.run("b1", "cat", "/etc/resolv.conf").stdout, "b1 asks its bridge network's gateway")
+            # An endpoint on the overlay alone asks the overlay's gateway (this host's dpsw answers it, ARP and echo too).
+            gw_ov = "10.243.9.1"
+            check(f"nameserver {gw_ov}" in d.run("o2", "cat", "/etc/resolv.conf").stdout, "o2 asks the overlay's gateway")
+            d.run("o2", "ping", "-c", "1", "-W", "2", gw_ov)
+            for name in ("o1", "b1.ov", "O1.OV"):
+                out = d.run("o2", "getent", "hosts", name, check_rc=False).stdout.split()
+                want = o1 if name.lower().startswith("o1") else next(r["address"] for r in rows if r["name"] == "b1" and r["network"] == "ov")
+                check(out[:1] == [want], f"getent hosts {name} from o2: {out}")
+            st, an = dig(d, "o2", f"@{gw_ov}", "+tcp", "o1")
+            check(st == "NOERROR" and addrs(an) == [o1], f"over TCP at the overlay's gateway: {st} {an}")
+            st, an = dig(d, "o2", f"@{gw_ov}", "-x", "10.243.9.50")
+            check(st == "NOERROR" and an and an[0][4] == "o2.ov.", f"PTR of o2: {st} {an}")
+            out = d.run("o2", "getent", "hosts", "www.example.test", check_rc=False).stdout.split()
+            check(out[:1] == ["203.0.113.7"], f"an outside name relayed for an overlay endpoint: {out}")
+            r = d.run("o2", "getent", "hosts", "m2", check_rc=False)
+            check(r.returncode != 0, f"o2 shares no network with m2: {r.stdout}")
+            # The gateway routes nothing: with a default route through it, the outside stays unreachable.
+            no_route = lambda: d.port_of("o2", "ov")["counters"]["drops"].get("no_route", 0)
+            before = no_route()
+            d.run("o2", "ip", "route", "add", "default", "via", gw_ov)
+            r = d.run("o2", "ping", "-c", "2", "-i", "0.2", "-W", "1", OUT, check_rc=False)
+            check(r.returncode != 0, f"nothing is routed through an overlay's gateway: {r.stdout}")
+            check(no_route() >= before + 2, f"counted as no_route on o2's port: {no_route()} after {before}")
             # A container publishing UDP 53 on the host: that port is its, from outside and from a macvlan
             # endpoint alike (TCP 53, not published, stays the responder's for m1).
             cfg = d.copy_config()

@@ -144,6 +144,16 @@ def dpsw_to_dpsw():
         da.ctl("reload")
         ping(da, "a1", "10.10.0.21", count=2)
 
+        # The overlay's gateway (10.10.0.1) is each host's own: its dpsw answers ARP, echo and DNS for its
+        # endpoints there. Names are this host's: another host's endpoints are not known (no shared registry).
+        for d, ep in ((da, "a1"), (db, "b1")):
+            ping(d, ep, "10.10.0.1", count=1)
+            check("nameserver 10.10.0.1" in d.run(ep, "cat", "/etc/resolv.conf").stdout, f"{ep} asks its overlay's gateway")
+        out = da.run("a1", "getent", "hosts", "a1", check_rc=False).stdout.split()
+        check(out[:1] == ["10.10.0.11"], f"a1 resolves its own name at host a's gateway: {out}")
+        r = da.run("a1", "dig", "+short", "+time=2", "+tries=1", "@10.10.0.1", "b1.ov1", check_rc=False)
+        check("10.10.0.21" not in r.stdout, f"host b's endpoints are not known on host a: {r.stdout}")
+
 
 @contextlib.contextmanager
 def dpsw_and_kernel(endpoints):

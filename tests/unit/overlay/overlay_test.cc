@@ -23,12 +23,16 @@ using test::station;
 
 constexpr uint32_t kA = 0xc633640a, kB = 0xc633640b, kC = 0xc633640c, kD = 0xc633640d;
 constexpr Mac kUpMac = 0x02aa00000001ULL, kBMac = 0x02bb00000001ULL, kCMac = 0x02cc00000001ULL;
+constexpr uint32_t kGw = 0x0a0a0001, kE1 = 0x0a0a000b;  // 10.10.0.1 (bd 1's gateway), 10.10.0.11 (port 1's)
+constexpr Mac kRouter = 0x02dd00000001ULL;
 
 struct OverlayRig {
   std::unique_ptr<Dataplane> dp;
   std::vector<std::unique_ptr<MemPort>> ports;
 
-  explicit OverlayRig(uint32_t uplink_mtu = 1500, uint32_t overlay_mtu = 1450) {
+  // gateway: bd 1 has this host's anycast gateway kGw at kRouter (the
+  // bridge module's overlay contribution), its local ports are endpoints.
+  explicit OverlayRig(uint32_t uplink_mtu = 1500, uint32_t overlay_mtu = 1450, bool gateway = false) {
     Dataplane::Options o;
     o.cores.assign(1, -1);
     o.mac.size = 1024;
@@ -63,6 +67,13 @@ struct OverlayRig {
     std::sort(s->tunnels.begin(), s->tunnels.end(), [](auto& a, auto& b) { return a.key < b.key; });
     s->bds[0].local_ip = kA;
     s->bds[0].router_mac = kUpMac;
+    if (gateway) {
+      s->bds[1].local_ip = kGw;
+      s->bds[1].router_mac = kRouter;
+      s->bds[1].local_only = true;
+      s->bds[1].subnet = kGw - 1, s->bds[1].mask = 0xffffff00;
+      s->ports[1].endpoint = s->ports[2].endpoint = true;
+    }
     s->l3.enabled = true;
     s->l3.uplink_port = 0;
     s->l3.uplink_ip = kA;
@@ -195,6 +206,45 @@ TEST(Overlay, UnknownVniStrangersAndBadHeadersAreCountedAndDropped) {
   EXPECT_EQ(c.drops[size_t(Drop::kVxlanBad)], 2u);
   EXPECT_EQ(c.drops[size_t(Drop::kVxlanFragment)], 1u);  // a reason of its own: outer fragments are not reassembled
   EXPECT_EQ(r.dp->macs().lookup(1, station(0xb3)), kInvalidPort);
+}
+
+// An overlay's gateway is each host's own (Docker's per-host overlay bridge
+// holds it): ARP and echo answered for local endpoints, never asked of or
+// announced by a tunnel, and nothing sent to it routed.
+TEST(Overlay, TheGatewayIsAnsweredLocallyAndRoutesNothing) {
+  OverlayRig r(1500, 1450, true);
+  const Mac e1 = station(0xa1), remote = station(0xb1);
+  r.ports[1]->inject(test::arp_request(e1, kE1, kGw));
+  r.ports[1]->inject(test::icmp_echo(kRouter, e1, kE1, kGw, 32));
+  r.ports[1]->inject(test::ipv4_frame(kRouter, e1, kE1, 0xcb007107, 17, 80));  // to the outside through it: not routed
+  r.poll();
+  auto back = r.tx(1);
+  ASSERT_EQ(back.size(), 2u);
+  EXPECT_EQ(load_be16(back[0].data() + 12), kEtherTypeArp);
+  EXPECT_EQ(load_be16(back[0].data() + 14 + 6), 2) << "an ARP reply";
+  EXPECT_EQ(mac_from_bytes(back[0].data() + 14 + 8), kRouter);
+  EXPECT_EQ(csum::load32(back[0].data() + 14 + 14), kGw);
+  EXPECT_EQ(back[1][14 + 20], 0) << "an echo reply";
+  EXPECT_EQ(mac_from_bytes(back[1].data()), e1);
+  EXPECT_TRUE(r.tx(2).empty()) << "the ARP request is answered, not flooded";
+  EXPECT_TRUE(vxlan_only(r.tx(0)).empty()) << "nothing into the tunnels, nothing routed out";
+  EXPECT_EQ(r.c(1).drops[size_t(Drop::kNoRoute)], 1u);
+  // From a tunnel: another host's ARP for the gateway is not ours to answer (bridged as ever);
+  // a tunnel announcing the gateway is refused; a frame to our router MAC is bogus.
+  auto ask = test::arp_request(remote, 0x0a0a0015, kGw);
+  r.ports[0]->inject(OverlayRig::tunnelled(kBMac, kB, 42, ask));
+  r.poll();
+  EXPECT_TRUE(vxlan_only(r.tx(0)).empty()) << "no answer into the tunnel";
+  EXPECT_EQ(r.tx(1), std::vector<std::vector<uint8_t>>{ask});
+  r.tx(2);
+  r.ports[0]->inject(OverlayRig::tunnelled(kBMac, kB, 42, test::arp_request(remote, kGw, kE1)));
+  r.ports[0]->inject(OverlayRig::tunnelled(kBMac, kB, 42, test::icmp_echo(kRouter, remote, 0x0a0a0015, kGw, 8)));
+  r.poll();
+  EXPECT_TRUE(r.tx(1).empty());
+  EXPECT_TRUE(r.tx(2).empty());
+  EXPECT_TRUE(vxlan_only(r.tx(0)).empty());
+  EXPECT_EQ(r.c(4).drops[size_t(Drop::kArpSpoof)], 1u);
+  EXPECT_EQ(r.c(4).drops[size_t(Drop::kNoRoute)], 1u);
 }
 
 TEST(Overlay, InnerFrameBiggerThanItsNetworkIsDropped) {
