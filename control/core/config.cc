@@ -108,7 +108,7 @@ bool valid_name(const std::string& s, size_t max) {
          std::isalnum((unsigned char)s[0]);
 }
 
-// A list of distinct core numbers (`workers`, `fast_path_steering.cores`).
+// A list of distinct core numbers (`workers`, `fast_path_steering.cores`, `control_cores`).
 std::vector<int> cores(Map& m, const YAML::Node& v, const std::string& key, bool non_empty) {
   if (!v.IsSequence() || (non_empty && v.size() == 0))
     m.fail(v, key, non_empty ? "expected a non-empty list of core numbers" : "expected a list of core numbers");
@@ -150,6 +150,7 @@ void parse_switch(Map& top, const YAML::Node& n, SwitchConfig& sw) {
     if (auto p = t.get("above_pps")) sw.steer_above_pps = uint32_t(integer(t, p, t.key("above_pps"), 1000, 100000000));
     t.finish();
   }
+  if (auto v = m.get("control_cores")) sw.control_cores = cores(m, v, m.key("control_cores"), true);
   if (auto v = m.get("idle_after_us")) sw.idle_after_us = uint32_t(integer(m, v, m.key("idle_after_us"), 0, 10000000));
   if (auto v = m.get("mac_table")) {
     Map t(v, m.key("mac_table"), top.origin());
@@ -955,6 +956,7 @@ ConfigDiff diff_configs(const Config& a, const Config& b) {
   if (x.idle_after_us != y.idle_after_us) d.switch_changed.push_back("idle_after_us");
   if (x.fast_path != y.fast_path) d.switch_changed.push_back("fast_path");
   if (x.steer_cores != y.steer_cores || x.steer_above_pps != y.steer_above_pps) d.switch_changed.push_back("fast_path_steering");
+  if (x.control_cores != y.control_cores) d.switch_changed.push_back("control_cores");
   auto same_uplink = [](const std::optional<UplinkConfig>& u, const std::optional<UplinkConfig>& v) {
     if (u.has_value() != v.has_value()) return false;
     return !u || (u->interface == v->interface && u->address.addr == v->address.addr && u->address.len == v->address.len &&

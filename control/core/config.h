@@ -67,6 +67,11 @@ struct SwitchConfig {
   std::optional<std::vector<int>> steer_cores;
   uint32_t steer_above_pps = 50000;   // per sending endpoint and CPU
   std::vector<int> steering_cores() const { return steer_cores.value_or(blocks() ? workers : std::vector<int>{}); }
+  // control_cores: where the control thread (and every thread dpsw starts
+  // but the workers) runs. Unset: the workers' cores when they block when
+  // idle (dpsw's, otherwise asleep: its periodic work then never preempts
+  // the containers' cores), else every allowed core but the polled ones.
+  std::optional<std::vector<int>> control_cores;
 };
 
 // The host's way out (SPEC §3 `uplink`): an AF_XDP port on an existing

@@ -42,6 +42,11 @@ def bad_config_creates_nothing():
         d.write_config(bad)
         r = sh(DPSW, "--check", "--config", d.cfg_path, check_rc=False)
         check(r.returncode == 2 and "switch.fast_path_steering.cores[0]: core 998 is not available" in r.stderr, r.stderr)
+        bad = d.copy_config()
+        bad["switch"]["control_cores"] = [997]
+        d.write_config(bad)
+        r = sh(DPSW, "--check", "--config", d.cfg_path, check_rc=False)
+        check(r.returncode == 2 and "switch.control_cores[0]: core 997 is not available" in r.stderr, r.stderr)
 
 
 def failed_setup_rolls_back():
@@ -71,9 +76,29 @@ def cli_flags():
     check(r.returncode == 1 and "cannot reach dpsw" in r.stderr, r.stderr)
 
 
+def allowed_cpus(pid, tid):
+    """The cores a thread may run on (its Cpus_allowed_list: "0,2-3"), as a sorted list."""
+    with open(f"/proc/{pid}/task/{tid}/status") as f:
+        text = next(l.split()[1] for l in f if l.startswith("Cpus_allowed_list:"))
+    out = []
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        out += range(int(lo), int(hi or lo) + 1)
+    return out
+
+
 def dpswctl_views():
     with Dpsw(NETS, EPS) as d:
         d.start()
+        # Threads placed deliberately: each worker on its core; the control thread on the workers' cores when they
+        # block when idle (the fast tier's default: its periodic work never lands on the containers' cores), else
+        # on every core but the polled ones.
+        pid, worker = d.proc.pid, d.config["switch"]["workers"][0]
+        tasks = {open(f"/proc/{pid}/task/{t}/comm").read().strip(): t for t in os.listdir(f"/proc/{pid}/task")}
+        check(allowed_cpus(pid, tasks["dpsw-w0"]) == [worker], f"worker 0 on core {worker}: {allowed_cpus(pid, tasks['dpsw-w0'])}")
+        want = [worker] if FAST else [c for c in sorted(os.sched_getaffinity(0)) if c != worker]
+        if want:
+            check(allowed_cpus(pid, pid) == want, f"the control thread on {want}: {allowed_cpus(pid, pid)}")
         w2 = d.port_of("w2", "front")
         ping(d, "w1", w2["ip"], count=2)
         ports = d.ports()

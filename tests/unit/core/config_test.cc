@@ -276,6 +276,8 @@ INSTANTIATE_TEST_SUITE_P(
         Bad{"switch:\n  fast_path_steering: { cores: 1 }\n", "bad.yaml:2: switch.fast_path_steering.cores: expected a list of core numbers"},
         Bad{"switch:\n  fast_path_steering: { above_pps: 10 }\n", "bad.yaml:2: switch.fast_path_steering.above_pps: '10' is not a whole number in 1000..100000000"},
         Bad{"switch:\n  fast_path_steering: { core: [1] }\n", "bad.yaml:2: switch.fast_path_steering.core: unknown key"},
+        Bad{"switch:\n  control_cores: []\n", "bad.yaml:2: switch.control_cores: expected a non-empty list of core numbers"},
+        Bad{"switch:\n  control_cores: [0, 0]\n", "bad.yaml:2: switch.control_cores: core 0 is listed twice"},
         Bad{"switch:\n  workers: []\n", "bad.yaml:2: switch.workers: expected a non-empty list of core numbers"},
         Bad{"endpoints:\n  - name: h\n    mode: host\n    fast_path: off\n", "bad.yaml:4: endpoints[0].fast_path: not valid with mode host or container:NAME (no port of its own)"},
         Bad{UPLINK "networks:\n  - name: o\n    driver: overlay\n    vni: 7\n    subnet: 10.0.0.0/24\n    peers: [198.51.100.255]\n",
@@ -355,6 +357,10 @@ TEST(Config, IdleAndSteeringDefaultsFollowTheFastTier) {
   Config none = parse_config("switch:\n  fast_path_steering: { cores: [] }\n", "t.yaml");
   EXPECT_TRUE(none.sw.steering_cores().empty());
   EXPECT_EQ(diff_configs(c, set).switch_changed, (std::vector<std::string>{"workers", "idle", "fast_path_steering"}));
+  EXPECT_FALSE(c.sw.control_cores);  // unset: placed by the daemon (the workers' cores when they block, else the others)
+  Config ctl = parse_config("switch:\n  workers: [1, 3]\n  control_cores: [0, 2]\n", "t.yaml");
+  EXPECT_EQ(ctl.sw.control_cores, (std::vector<int>{0, 2}));
+  EXPECT_EQ(diff_configs(c, ctl).switch_changed, std::vector<std::string>{"control_cores"});
   EXPECT_TRUE(parse_config("switch:\n  idle: auto\n", "t.yaml").sw.blocks());
 }
 
