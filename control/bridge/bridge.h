@@ -106,7 +106,7 @@ class Bridge : public Module {
   Ports& vhost_;
   std::map<std::string, EndpointRec> eps_;  // every endpoint in force (host/container mode: an empty record)
   PersistedItems persisted_;  // what persists, as saved
-  Mac router_mac_ = 0;                      // answers for bridge networks' gateways (start())
+  Mac router_mac_ = 0;                      // answers for bridge and overlay networks' gateways (start())
 };
 
 }  // namespace dpsw

@@ -296,10 +296,10 @@ Plan make_plan(const Config& cfg, const Plan* previous = nullptr, const std::vec
 // neither changes nor removes (a changed one is planned from scratch).
 Plan kept_plan(const Plan& current, const ConfigDiff& d);
 
-// dpsw's own MACs (the router MAC of bridge networks, the punt veths) are
+// dpsw's own MACs (the router MAC of bridge and overlay networks, the punt veths) are
 // 02:dd:xx:xx:xx:xx; no endpoint may use one.
 constexpr Mac kDpswMacPrefix = 0x02dd00000000ULL, kDpswMacMask = 0xffff00000000ULL;
-Mac router_mac(const std::string& instance);  // answers for bridge networks' gateways
+Mac router_mac(const std::string& instance);  // answers for bridge and overlay networks' gateways
 
 // Host-side link name: <instance prefix>-<8 hex digits>, at most 15 bytes.
 std::string host_ifname(const std::string& instance, const std::string& endpoint, const std::string& network);

@@ -288,7 +288,7 @@ void Dns::views(ViewRegistry& r) {
   using view::col, view::table;
   r.entries.push_back({{"dns", "", "names the DNS responder answers (each network's, at its gateway)",
                         {table("", {col("NAME", "name"), col("NETWORK", "network"), col("ADDRESS", "address")})
-                             .or_else("no names (dns disabled, or no endpoint on a bridge network)")}},
+                             .or_else("no names (dns disabled, or no endpoint on a bridge, macvlan or overlay network)")}},
                        0, [&] {
                          json out = json::array();
                          const Snapshot& s = core_.dp_->snapshot();

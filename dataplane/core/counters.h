@@ -45,7 +45,7 @@ namespace dpsw {
   X(kTooBig, "too_big", "vxlan_output", "encapsulated, the frame would exceed the underlay MTU (IPv4 with DF: ICMP sent back)")                  \
   X(kSplitHorizon, "split_horizon", "l2_fwd", "from one tunnel towards another (peers form a full mesh: never relayed)")                         \
   X(kPuntTag, "punt_tag", "punt", "on the punt port: no 802.1Q tag naming a fast-tier port (see fast_port.h)")                                   \
-  X(kArpSpoof, "arp_spoof", "eth_input", "an endpoint announced dpsw's own address in ARP")                                                      \
+  X(kArpSpoof, "arp_spoof", "eth_input", "an endpoint (or a tunnel, on an overlay) announced dpsw's own address in ARP")                         \
   X(kVxlanFragment, "vxlan_fragment", "vxlan_input", "an outer-fragmented VXLAN packet (first fragment; not reassembled)")                       \
   X(kBadCsum, "bad_csum", "l3_local l3_route", "to be routed or answered by dpsw: IPv4 header checksum (or an echo's ICMP checksum) wrong")      \
   X(kMartian, "martian", "l3_local l3_route", "to be routed: source or destination in 0/8, 127/8, 224/4 (multicast), 240/4 (incl. broadcast)")   \
