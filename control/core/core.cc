@@ -1,10 +1,58 @@
 #include "control/core/core.h"
 
+#include <sched.h>
+
+#include <cerrno>
+#include <cstring>
+
 #include "control/core/module.h"
 #include "control/core/log.h"
 #include "control/core/netlink.h"
 
 namespace dpsw {
+
+// Measured (NAT round trips, sockperf at 2000/s on the containers' core):
+// with the control thread's periodic work (the 5-50 ms fast-tier installs,
+// the 250 ms tick) on that core, p99.9 was 50-131 us against 36-79 us with
+// it on the worker's (4 runs each, one dpsw, alternating).
+void Core::place_control_thread(bool vhost) {
+  const SwitchConfig& sw = cfg_.sw;
+  bool polled = !sw.blocks() || vhost;
+  for (const auto& ep : plan_.endpoints) polled |= ep.port == PortKind::kVhost;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  std::string where;
+  if (sw.control_cores || !polled) {
+    for (int c : sw.control_cores.value_or(sw.workers)) CPU_SET(c, &set);
+    if (sw.control_cores && polled)
+      for (int c : sw.workers)
+        if (CPU_ISSET(c, &set)) LOG_WARN("switch.control_cores includes core %d, where a worker polls: both slow down", c);
+  } else {
+    // Every core this process may use but the polled workers': from the mask
+    // it started with (a later call must not shrink it to an earlier choice).
+    static const cpu_set_t start = [] {
+      cpu_set_t s;
+      sched_getaffinity(0, sizeof s, &s);
+      return s;
+    }();
+    cpu_set_t rest = start;
+    for (int c : sw.workers) CPU_CLR(c, &rest);
+    if (CPU_COUNT(&rest) == 0) where = "every core (the workers poll all of them)";
+    set = CPU_COUNT(&rest) ? rest : start;
+  }
+  if (sched_setaffinity(0, sizeof set, &set) != 0) {
+    LOG_WARN("cannot place the control thread (switch.control_cores): %s", strerror(errno));
+    control_cores_ = "every core (not placed)";
+    return;
+  }
+  if (where.empty()) {
+    for (int c = 0; c < CPU_SETSIZE; c++)
+      if (CPU_ISSET(c, &set)) where += (where.empty() ? "cores [" : ",") + std::to_string(c);
+    where += "]";
+  }
+  if (!control_cores_.empty() && where != control_cores_) LOG_INFO("the control thread moves to %s (a worker now polls)", where.c_str());
+  control_cores_ = where;
+}
 
 // Out of line: Module is complete here.
 Core::Core(Config cfg, Plan plan, DaemonOptions opt) : cfg_(std::move(cfg)), plan_(std::move(plan)), opt_(std::move(opt)) {}

@@ -117,6 +117,14 @@ struct Core {
   void network_mtu_modules(const std::string& network);
   void mac_row_modules(const MacTable::Entry& e, nlohmann::json& row) const;
   bool port_hidden(uint16_t id) const;  // a module's port on its way out (Module::port_hidden()): not shown
+  // Pins this thread, the control thread, to switch.control_cores (unset:
+  // the workers' cores when they block when idle, else every allowed core
+  // but the polled workers'); threads started after it inherit the mask.
+  // A worker with a vhost-user port polls whatever switch.idle says, so
+  // with one planned (or `vhost`: one being added) the workers count as
+  // polled. Called by setup() before any thread starts, and by Ports before
+  // the first vhost-user port starts DPDK's threads and the relay's.
+  void place_control_thread(bool vhost);
 
   Config cfg_;
   Plan plan_;
@@ -131,6 +139,7 @@ struct Core {
   // Teardown: the links and namespaces detach() removed, logged once
   // everything is gone ("removed N links and M namespaces").
   size_t removed_links_ = 0, removed_netns_ = 0;
+  std::string control_cores_;  // where place_control_thread() put the control thread (the ready line)
 
  protected:
   Core(const Core&) = delete;

@@ -54,31 +54,6 @@ static void check_cores(const Config& cfg, const std::vector<int>& cores, const 
   }
 }
 
-// The control thread's cores (switch.control_cores, SwitchConfig): set on
-// this thread, the control thread, before any other starts, so every thread
-// dpsw starts after it inherits them (the workers then pin themselves).
-// Measured (NAT round trips, sockperf on the other core at 2000/s): with
-// the control thread's periodic work on the containers' core, p99.9 was
-// 50-131 us against 36-79 us on the worker's.
-static std::string place_control_thread(const SwitchConfig& sw) {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  if (sw.control_cores || sw.blocks()) {
-    for (int c : sw.control_cores.value_or(sw.workers)) CPU_SET(c, &set);
-  } else {
-    sched_getaffinity(0, sizeof set, &set);
-    cpu_set_t rest = set;
-    for (int c : sw.workers) CPU_CLR(c, &rest);
-    if (CPU_COUNT(&rest) == 0) return "every core (all of them poll)";
-    set = rest;
-  }
-  if (sched_setaffinity(0, sizeof set, &set) != 0) return std::string("unpinned (") + strerror(errno) + ")";
-  std::string out;
-  for (int c = 0; c < CPU_SETSIZE; c++)
-    if (CPU_ISSET(c, &set)) out += (out.empty() ? "cores [" : ",") + std::to_string(c);
-  return out + "]";
-}
-
 void preflight(const Config& cfg, const Plan& plan, const DaemonOptions& opt) { Daemon(cfg, plan, opt).preflight(); }
 
 // The order of the checks is the order of the first error a config with
@@ -141,7 +116,7 @@ void Daemon::setup() {
   rlimit rl{RLIM_INFINITY, RLIM_INFINITY};
   setrlimit(RLIMIT_MEMLOCK, &rl);  // UMEMs are locked memory on older kernels
 
-  control_cores_ = place_control_thread(cfg_.sw);
+  place_control_thread(false);
   journal_ = std::make_unique<Journal>(cfg_.sw.state_dir, cfg_.sw.name);
   if (int n = journal_->recover()) LOG_WARN("removed %d namespaces/links left by an earlier run of '%s'", n, cfg_.sw.name.c_str());
 

@@ -65,7 +65,6 @@ class Daemon : private Core {
   std::unique_ptr<CtlServer> ctl_;
   uint64_t generation_ = 0;
   bool set_up_ = false;  // setup() started and teardown() has not run since
-  std::string control_cores_;  // where setup() placed the control thread (for the ready line)
 };
 
 }  // namespace dpsw

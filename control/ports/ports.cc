@@ -45,6 +45,7 @@ uint16_t Ports::add_vhost(const PlannedEndpoint& ep, EndpointRec& rec) {
       default: break;
     }
   }
+  core_.place_control_thread(true);  // off the workers' cores before DPDK's threads and the relay's start (they now poll)
   // Workers become EAL threads (mempool caches) once DPDK is up.
   core_.dp_->set_thread_hook(&DpdkEnv::register_this_thread);
   const uint16_t id = core_.new_port_id();

@@ -6,7 +6,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # tests/: the lab package
 from lab.env import DPSW, DPSWCTL  # noqa: E402
-from lab.proc import sh  # noqa: E402
+from lab.proc import sh, thread_cpus  # noqa: E402
 from lab.testing import FAST, Dpsw, check, scenario_main  # noqa: E402
 from lab.traffic import ping  # noqa: E402
 
@@ -76,17 +76,6 @@ def cli_flags():
     check(r.returncode == 1 and "cannot reach dpsw" in r.stderr, r.stderr)
 
 
-def allowed_cpus(pid, tid):
-    """The cores a thread may run on (its Cpus_allowed_list: "0,2-3"), as a sorted list."""
-    with open(f"/proc/{pid}/task/{tid}/status") as f:
-        text = next(l.split()[1] for l in f if l.startswith("Cpus_allowed_list:"))
-    out = []
-    for part in text.split(","):
-        lo, _, hi = part.partition("-")
-        out += range(int(lo), int(hi or lo) + 1)
-    return out
-
-
 def dpswctl_views():
     with Dpsw(NETS, EPS) as d:
         d.start()
@@ -94,11 +83,12 @@ def dpswctl_views():
         # block when idle (the fast tier's default: its periodic work never lands on the containers' cores), else
         # on every core but the polled ones.
         pid, worker = d.proc.pid, d.config["switch"]["workers"][0]
-        tasks = {open(f"/proc/{pid}/task/{t}/comm").read().strip(): t for t in os.listdir(f"/proc/{pid}/task")}
-        check(allowed_cpus(pid, tasks["dpsw-w0"]) == [worker], f"worker 0 on core {worker}: {allowed_cpus(pid, tasks['dpsw-w0'])}")
+        threads = thread_cpus(pid)
+        w0 = next(cpus for name, cpus in threads.values() if name == "dpsw-w0")
+        check(w0 == [worker], f"worker 0 on core {worker}: {w0}")
         want = [worker] if FAST else [c for c in sorted(os.sched_getaffinity(0)) if c != worker]
         if want:
-            check(allowed_cpus(pid, pid) == want, f"the control thread on {want}: {allowed_cpus(pid, pid)}")
+            check(threads[pid][1] == want, f"the control thread on {want}: {threads[pid][1]}")
         w2 = d.port_of("w2", "front")
         ping(d, "w1", w2["ip"], count=2)
         ports = d.ports()

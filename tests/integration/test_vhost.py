@@ -9,7 +9,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # tests/: the lab package
 from lab.env import DPSW, DPSWCTL  # noqa: E402
-from lab.proc import sh  # noqa: E402
+from lab.proc import sh, thread_cpus  # noqa: E402
 from lab.testing import Dpsw, TestFailure, check, scenario_main  # noqa: E402
 from lab.traffic import Testpmd, dpdk_cleanup, ping  # noqa: E402
 
@@ -46,6 +46,13 @@ def ping_icmpecho():
             wait_link(d, "vm", "up")
             ip = port(d, "vm")["ip"]
             ping(d, "c1", ip, count=5)
+            # A worker serving a vhost-user port polls whatever switch.idle says: the control thread and every
+            # thread it started (the relay's, DPDK's) keep off the workers' cores, where another core exists.
+            workers = d.config["switch"]["workers"]
+            if set(os.sched_getaffinity(0)) - set(workers):
+                for tid, (name, cpus) in thread_cpus(d.proc.pid).items():
+                    check(name.startswith("dpsw-w") or not set(cpus) & set(workers),
+                          f"thread {tid} ({name}) may run on a polled worker's core {workers}: {cpus}")
             c = port(d, "vm")["counters"]
             check(c["rx_packets"] >= 5 and c["tx_packets"] >= 5, f"vhost port counters did not move: {c}")
         finally:

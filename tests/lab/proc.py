@@ -54,3 +54,22 @@ def kill_netns_pids(ns):
             os.kill(int(pid), signal.SIGKILL)
         except OSError:
             pass
+
+
+def thread_cpus(pid):
+    """Every thread of process pid: {tid: (its name, the cores it may run on, sorted)} (from /proc)."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                name = f.read().strip()
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                text = next(l.split()[1] for l in f if l.startswith("Cpus_allowed_list:"))
+        except (OSError, StopIteration):
+            continue  # gone meanwhile
+        cpus = []
+        for part in text.split(","):  # "0,2-3"
+            lo, _, hi = part.partition("-")
+            cpus += range(int(lo), int(hi or lo) + 1)
+        out[int(tid)] = (name, cpus)
+    return out
