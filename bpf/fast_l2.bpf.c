@@ -247,6 +247,26 @@ static __always_inline int steer(struct dpsw_fast_conf *c, __u32 port) {
   return r->steer;
 }
 
+// A steered frame's hash, set before it enters the punt veth: RPS there
+// picks the steering core from skb->hash, and without one it dissects the
+// frame to make it (a flow dissection and a siphash per frame, on the
+// flooding sender's core). This one mixes the ports' ids and, for IPv4, the
+// addresses and the 4 bytes after a plain header (the ports): one flow keeps
+// one core, as with RPS's own hash.
+static __always_inline void steer_hash(struct __sk_buff *skb, __u32 in_port, __u32 out_port) {
+  void *data = (void *)(long)skb->data;
+  void *data_end = (void *)(long)skb->data_end;
+  struct ethhdr *eth = data;
+  struct iphdr *ip = (void *)(eth + 1);
+  __u32 h = in_port * 0x9e3779b1u ^ out_port;
+  if ((void *)(ip + 1) + 4 <= data_end && eth->h_proto == bpf_htons(ETH_P_IP))
+    h ^= ip->saddr * 0x85ebca6bu ^ ip->daddr * 0xc2b2ae35u ^ *(__u32 *)(ip + 1);
+  h ^= h >> 16;
+  h *= 0x7feb352du;
+  h ^= h >> 15;
+  bpf_set_hash(skb, h | 1);  // (0 reads as "no hash")
+}
+
 // A rewrite that failed half way (never expected: the offsets were checked): dropped, counted.
 static __always_inline int nat_error(void) {
   event(DPSW_EV_NAT_ERROR);
@@ -272,6 +292,7 @@ static __always_inline int deliver(struct __sk_buff *skb, struct dpsw_fast_conf 
   // gso_size, not gso_segs: adjust_room zeroes the latter (and a DODGY frame may come with 0).
   if (punt && conf && !tcp && skb->gso_size == 0 && (peer || (conf->uplink_punted && ifindex == conf->uplink_ifindex)) &&
       steer(conf, in_port) && bpf_skb_vlan_push(skb, bpf_htons(ETH_P_8021Q), DPSW_PUNT_VID(out_port)) == 0) {
+    steer_hash(skb, in_port, out_port);
     event(DPSW_EV_STEERED);
     return bpf_redirect(punt, BPF_F_INGRESS);
   }
@@ -751,6 +772,7 @@ int dpsw_fast_ingress(struct __sk_buff *skb) {
       count_forwarded(skb, ip, op);
       if (skb->gso_size == 0 && !is_tcp(eth, data_end) && steer(conf, ip)) {
         if (bpf_skb_vlan_push(skb, bpf_htons(ETH_P_8021Q), DPSW_PUNT_VID(op)) == 0) {
+          steer_hash(skb, ip, op);
           event(DPSW_EV_STEERED);
           return bpf_redirect(in->punt, BPF_F_INGRESS);
         }
