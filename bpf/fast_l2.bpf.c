@@ -250,17 +250,35 @@ static __always_inline int steer(struct dpsw_fast_conf *c, __u32 port) {
 // A steered frame's hash, set before it enters the punt veth: RPS there
 // picks the steering core from skb->hash, and without one it dissects the
 // frame to make it (a flow dissection and a siphash per frame, on the
-// flooding sender's core). This one mixes the ports' ids and, for IPv4, the
-// addresses and the 4 bytes after a plain header (the ports): one flow keeps
-// one core, as with RPS's own hash.
+// flooding sender's core). This one mixes the ports' ids, the IP protocol
+// and addresses (IPv4, IPv6) and, for an unfragmented TCP, UDP, UDP-Lite or
+// SCTP packet with a plain header, its ports - never bytes that change
+// within a flow (an ICMP checksum, a later fragment's payload): one flow
+// keeps one core, as with RPS's own hash (which leaves fragments' ports out
+// too). The kernel keeps it as the frame's L4 hash from there on.
+static __always_inline int has_ports_proto(__u8 p) {
+  return p == IPPROTO_TCP || p == IPPROTO_UDP || p == IPPROTO_UDPLITE || p == IPPROTO_SCTP;
+}
 static __always_inline void steer_hash(struct __sk_buff *skb, __u32 in_port, __u32 out_port) {
   void *data = (void *)(long)skb->data;
   void *data_end = (void *)(long)skb->data_end;
   struct ethhdr *eth = data;
-  struct iphdr *ip = (void *)(eth + 1);
   __u32 h = in_port * 0x9e3779b1u ^ out_port;
-  if ((void *)(ip + 1) + 4 <= data_end && eth->h_proto == bpf_htons(ETH_P_IP))
-    h ^= ip->saddr * 0x85ebca6bu ^ ip->daddr * 0xc2b2ae35u ^ *(__u32 *)(ip + 1);
+  if ((void *)(eth + 1) > data_end) return;
+  if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+    struct iphdr *ip = (void *)(eth + 1);
+    if ((void *)(ip + 1) > data_end) return;
+    h ^= ip->saddr * 0x85ebca6bu ^ ip->daddr * 0xc2b2ae35u ^ (__u32)ip->protocol << 24;
+    if (ip->ihl == 5 && !(ip->frag_off & bpf_htons(0x3fff)) && has_ports_proto(ip->protocol) && (void *)(ip + 1) + 4 <= data_end)
+      h ^= *(__u32 *)(ip + 1);
+  } else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+    struct ipv6hdr *ip6 = (void *)(eth + 1);
+    if ((void *)(ip6 + 1) > data_end) return;
+    for (int i = 0; i < 4; i++)
+      h ^= ip6->saddr.in6_u.u6_addr32[i] * 0x85ebca6bu ^ ip6->daddr.in6_u.u6_addr32[i] * 0xc2b2ae35u;
+    h ^= (__u32)ip6->nexthdr << 24;
+    if (has_ports_proto(ip6->nexthdr) && (void *)(ip6 + 1) + 4 <= data_end) h ^= *(__u32 *)(ip6 + 1);
+  }
   h ^= h >> 16;
   h *= 0x7feb352du;
   h ^= h >> 15;
