@@ -373,7 +373,7 @@ void Bridge::contribute(Snapshot& s) const {
       b.router_mac = router_mac_;
       b.nat = n->driver == Driver::kBridge && !n->internal;
       b.local_only = n->driver == Driver::kOverlay;
-      b.relay_out = b.local_only && !n->internal;
+      b.relay_names = !n->internal;
       b.subnet = n->subnet.network();
       b.mask = n->subnet.mask();
     }

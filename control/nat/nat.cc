@@ -89,6 +89,7 @@ void Nat::contribute(Snapshot& s) const {
   BdEntry& b = s.bds[uplink_bd_];
   b.local_ip = core_.cfg_.uplink->address.addr;  // the host, on its own segment
   b.router_mac = uplink_mac_;
+  b.relay_names = true;  // macvlan endpoints asking at the host's address
   PortEntry& pe = s.ports[up];
   pe.port = core_.ports_[up].port.get();
   pe.bd = uplink_bd_;

@@ -57,12 +57,16 @@ struct BdEntry {
   bool has_tunnels = false;     // the flood list holds tunnel ports (set by Dataplane::publish)
   bool dns = false;             // UDP to local_ip:53 goes to the DNS responder (dataplane/dns)
   bool dns_relay = false;       // the uplink's segment: upstream answers to the DNS relay's ports go to it too
+  // Its askers' names not ours may be relayed upstream (control decides: a
+  // bridge or overlay network that is not internal — Docker's overlay
+  // containers reach out through another network — and the uplink's segment,
+  // for macvlan endpoints asking at the host's address).
+  bool relay_names = false;
   std::vector<uint32_t> vips;   // services' virtual IPs on this network: ARP and ICMP echo answered like local_ip's
   // An overlay's gateway: every host's dpsw answers it (ARP, ICMP echo, DNS)
   // for its own endpoints, as Docker's per-host overlay bridge does; frames
   // from tunnels never reach it, and nothing sent to it is routed.
   bool local_only = false;
-  bool relay_out = false;  // an overlay (not internal): its askers' other names are relayed upstream, as a bridge network's
 };
 
 // A published port range (`publish: ["8080-8089:80-89/tcp"]`) of one endpoint.

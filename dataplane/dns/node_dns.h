@@ -86,7 +86,7 @@ struct Dns : Node<DnsExit, 1> {
         return;
       case stage::DnsNext::kForward:
         if (uint32_t plen = 0; const uint8_t* msg = stage::udp_payload(p, &plen))
-          if (may_relay(s, p.bd, bd) && relay_query(s, tx, a, arp, relay, worker, now, asker_of(p), msg, plen, &o)) {
+          if (may_relay(bd) && relay_query(s, tx, a, arp, relay, worker, now, asker_of(p), msg, plen, &o)) {
             dc.forwarded.add(1);
             return;
           }
@@ -101,14 +101,9 @@ struct Dns : Node<DnsExit, 1> {
     send(s, tx, a, o, len, p.in_port, p.in_port);
   }
 
-  // Whether an asker on network bd may have names relayed: a network with a
-  // way out (an internal network has none, DNS included), an overlay that is
-  // not internal (Docker's overlay containers reach out through another
-  // network), or a macvlan endpoint on the uplink's segment (asking at the
-  // host's address).
-  static bool may_relay(const Snapshot& s, uint16_t bd_id, const BdEntry& bd) {
-    return bd.nat || bd.relay_out || (s.l3.enabled && bd_id == s.l3.uplink_bd);
-  }
+  // Whether an asker on network bd may have names relayed (BdEntry::relay_names:
+  // an internal network has no way out, DNS included).
+  static bool may_relay(const BdEntry& bd) { return bd.relay_names; }
 
   // The asker of query frame p (UDP or TCP), as a relay slot holds it.
   static DnsRelay::Asker asker_of(const Packet& p) {
@@ -245,7 +240,7 @@ struct Dns : Node<DnsExit, 1> {
     if (q == k.rest) q = static_cast<const uint8_t*>(std::memcpy(in, q, len = std::min<uint32_t>(len, sizeof in)));
     uint8_t msg[16384];  // the answers, length-prefixed, before they are cut into segments
     const bool relay_ok =
-        relay && arp && s.l3.enabled && !s.dns.upstream.empty() && may_relay(s, k.bd, bd) && k.hops < DnsRelay::kMaxHops;
+        relay && arp && s.l3.enabled && !s.dns.upstream.empty() && may_relay(bd) && k.hops < DnsRelay::kMaxHops;
     const uint64_t rr = wc.dns.queries.get();
     stage::DnsTcpBatch b = stage::dns_tcp_batch(q, len, s.dns, k.port, k.bd, relay_ok, msg, sizeof msg, rr);
     uint32_t queries = b.queries;

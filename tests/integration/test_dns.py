@@ -296,6 +296,20 @@ def forwards_upstream():
                 p.wait()
 
 
+def resolver_serves(d, ep, server, name, addr, ptr_ip, ptr_name, stranger):
+    """What an endpoint's resolver at `server` must do: `name` over TCP is `addr`, the PTR of `ptr_ip` is
+    `ptr_name`, an outside name is relayed (the test's dnsmasq answers it), and `stranger` (an endpoint it
+    shares no network with) is not found."""
+    st, an = dig(d, ep, f"@{server}", "+tcp", name)
+    check(st == "NOERROR" and addrs(an) == [addr], f"{ep}: {name} over TCP at {server}: {st} {an}")
+    st, an = dig(d, ep, f"@{server}", "-x", ptr_ip)
+    check(st == "NOERROR" and an and an[0][4] == ptr_name, f"{ep}: PTR of {ptr_ip}: {st} {an}")
+    out = d.run(ep, "getent", "hosts", "www.example.test", check_rc=False).stdout.split()
+    check(out[:1] == ["203.0.113.7"], f"{ep}: an outside name relayed: {out}")
+    r = d.run(ep, "getent", "hosts", stranger, check_rc=False)
+    check(r.returncode != 0, f"{ep} shares no network with {stranger}: {r.stdout}")
+
+
 def macvlan_and_overlay():
     """Names on macvlan networks (asked at the host's address, which a macvlan endpoint reaches on its segment) and
     on overlay networks (this host's endpoints there, asked at the overlay's gateway, which every host's dpsw answers
@@ -318,14 +332,7 @@ def macvlan_and_overlay():
             for name in ("m2", "printer", "M2.lan"):
                 out = d.run("m1", "getent", "hosts", name, check_rc=False).stdout.split()
                 check(out[:1] == ["198.51.100.21"], f"getent hosts {name} from m1: {out}")
-            st, an = dig(d, "m1", f"@{HOST}", "+tcp", "m2")
-            check(st == "NOERROR" and addrs(an) == ["198.51.100.21"], f"over TCP at the host's address: {st} {an}")
-            st, an = dig(d, "m1", f"@{HOST}", "-x", "198.51.100.21")
-            check(st == "NOERROR" and an and an[0][4] == "m2.lan.", f"PTR of m2: {st} {an}")
-            out = d.run("m1", "getent", "hosts", "www.example.test", check_rc=False).stdout.split()
-            check(out[:1] == ["203.0.113.7"], f"an outside name relayed for a macvlan endpoint: {out}")
-            r = d.run("m1", "getent", "hosts", "b1", check_rc=False)
-            check(r.returncode != 0, f"m1 shares no network with b1: {r.stdout}")
+            resolver_serves(d, "m1", HOST, "m2", "198.51.100.21", "198.51.100.21", "m2.lan.", "b1")
             f0 = d.counters()["dns"]["forwarded"]
             dig(d, "m1", f"@{HOST}", "-x", OUT)
             check(d.counters()["dns"]["forwarded"] == f0 + 1, "the reverse name of an outside host on the LAN is relayed, not NXDOMAIN")
@@ -349,14 +356,7 @@ def macvlan_and_overlay():
                 out = d.run("o2", "getent", "hosts", name, check_rc=False).stdout.split()
                 want = o1 if name.lower().startswith("o1") else next(r["address"] for r in rows if r["name"] == "b1" and r["network"] == "ov")
                 check(out[:1] == [want], f"getent hosts {name} from o2: {out}")
-            st, an = dig(d, "o2", f"@{gw_ov}", "+tcp", "o1")
-            check(st == "NOERROR" and addrs(an) == [o1], f"over TCP at the overlay's gateway: {st} {an}")
-            st, an = dig(d, "o2", f"@{gw_ov}", "-x", "10.243.9.50")
-            check(st == "NOERROR" and an and an[0][4] == "o2.ov.", f"PTR of o2: {st} {an}")
-            out = d.run("o2", "getent", "hosts", "www.example.test", check_rc=False).stdout.split()
-            check(out[:1] == ["203.0.113.7"], f"an outside name relayed for an overlay endpoint: {out}")
-            r = d.run("o2", "getent", "hosts", "m2", check_rc=False)
-            check(r.returncode != 0, f"o2 shares no network with m2: {r.stdout}")
+            resolver_serves(d, "o2", gw_ov, "o1", o1, "10.243.9.50", "o2.ov.", "m2")
             # The gateway routes nothing: with a default route through it, the outside stays unreachable.
             no_route = lambda: d.port_of("o2", "ov")["counters"]["drops"].get("no_route", 0)
             before = no_route()

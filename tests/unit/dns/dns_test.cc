@@ -170,7 +170,7 @@ struct DnsRig {
       s->rx_ports[0].push_back(uint16_t(s->ports.size()));
       s->ports.push_back(pe);
     }
-    s->bds[0].local_ip = kGw, s->bds[0].router_mac = kRouterMac, s->bds[0].nat = true, s->bds[0].dns = true;
+    s->bds[0].local_ip = kGw, s->bds[0].router_mac = kRouterMac, s->bds[0].nat = true, s->bds[0].relay_names = true, s->bds[0].dns = true;
     s->bds[1].local_ip = kHostIp, s->bds[1].router_mac = kUpMac, s->bds[1].dns_relay = true;
     L3Conf& l3 = s->l3;
     l3.enabled = true;
@@ -386,7 +386,7 @@ TEST(DnsRelayPipeline, EdnsSizeCappedAndInternalNetworksNotRelayed) {
   EXPECT_EQ(csum::load16(q.msg.data() + q.msg.size() - 8), 1232) << "the upstream is asked for at most 1232 bytes";
   // An internal network's query for an outside name: SERVFAIL, nothing upstream.
   auto s = std::make_unique<Snapshot>(r.dp->snapshot());
-  s->bds[0].nat = false;
+  s->bds[0].nat = s->bds[0].relay_names = false;
   r.dp->publish(std::move(s));
   auto got = r.ask(query_msg("example.org"));
   ASSERT_EQ(got.size(), 1u);
@@ -826,7 +826,7 @@ TEST(DnsTcp, AQueryAfterARelayedOneThatTimesOutIsStillAnswered) {
 TEST(DnsTcp, WithoutARelayNamesNotOursAmongOthersAreServfail) {
   DnsRig r;
   auto s = std::make_unique<Snapshot>(r.dp->snapshot());
-  s->bds[0].nat = false;  // an internal network: no way out, DNS included
+  s->bds[0].nat = s->bds[0].relay_names = false;  // an internal network: no way out, DNS included
   r.dp->publish(std::move(s));
   r.c1->inject(tcp_seg(1, 0, 0x02));
   r.poll();

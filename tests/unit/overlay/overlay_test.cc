@@ -236,7 +236,7 @@ TEST(Overlay, TheGatewayIsAnsweredLocallyAndRoutesNothing) {
   r.poll();
   EXPECT_TRUE(vxlan_only(r.tx(0)).empty()) << "no answer into the tunnel";
   EXPECT_EQ(r.tx(1), std::vector<std::vector<uint8_t>>{ask});
-  r.tx(2);
+  EXPECT_EQ(r.tx(2), std::vector<std::vector<uint8_t>>{ask});
   r.ports[0]->inject(OverlayRig::tunnelled(kBMac, kB, 42, test::arp_request(remote, kGw, kE1)));
   r.ports[0]->inject(OverlayRig::tunnelled(kBMac, kB, 42, test::icmp_echo(kRouter, remote, 0x0a0a0015, kGw, 8)));
   r.poll();
