@@ -136,6 +136,7 @@ struct dpsw_fast_stats {
 };
 
 /* dpsw_fast_conf[0], set by dpsw. */
+#define DPSW_STEER_CPU_WORDS 4
 struct dpsw_fast_conf {
   __u32 steer_per_ms;   /* steering threshold, frames per ms per (port, CPU); 0 = never */
   __u32 uplink_ifindex; /* the uplink (dpsw_fast_uplink_in, or dpsw_fast_ingress when punted, runs there), 0: none */
@@ -144,6 +145,11 @@ struct dpsw_fast_conf {
   __u8 uplink_mac[6];   /* the uplink's own MAC: routed frames from the outside are sent to it */
   __u16 uplink_punted;  /* 1: a veth uplink served like a fast-tier port (TC + punt veth, no XDP) */
   __u32 uplink_ip;      /* the host address (network order): VXLAN to it is decapsulated when punted */
+  __u32 pad;
+  /* The steering cores, a bit per CPU (0..255): a frame being handled on one
+   * of them is not steered (it is where steering would move it; a CPU above
+   * 255 is never taken for one). */
+  __u64 steer_cpus[DPSW_STEER_CPU_WORDS];
 };
 
 /* dpsw_fast_punt_share[worker], memory-mapped by dpsw and written by that

@@ -235,6 +235,11 @@ static __always_inline void count_forwarded(struct __sk_buff *skb, __u32 in, __u
 // True when this frame of port `port` should be steered (see top).
 static __always_inline int steer(struct dpsw_fast_conf *c, __u32 port) {
   if (!c->steer_per_ms) return 0;
+  // Already on a steering core (e.g. a frame another switch steered here,
+  // decapsulated or reverse-NATed at the uplink): RPS would only queue it
+  // once more on the same core (or move it between steering cores).
+  __u32 cpu = bpf_get_smp_processor_id();
+  if (cpu < DPSW_STEER_CPU_WORDS * 64 && (c->steer_cpus[cpu / 64] >> (cpu % 64)) & 1) return 0;
   struct fast_rate *r = bpf_map_lookup_elem(&dpsw_fast_rate, &port);
   if (!r) return 0;
   __u64 now = bpf_ktime_get_ns() >> 20;

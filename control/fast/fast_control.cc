@@ -70,7 +70,7 @@ void FastControl::ensure(Mac router_mac) {
     const std::vector<int> steer = core_.cfg_.sw.steering_cores();
     if (!steer.empty())
       for (const auto& p : punts) set_rps_cpus(p.rec.links.front(), steer);
-    ft->set_conf(steer.empty() ? 0 : std::max<uint32_t>(1, core_.cfg_.sw.steer_above_pps / 1000), router_mac);
+    ft->set_conf(steer.empty() ? 0 : std::max<uint32_t>(1, core_.cfg_.sw.steer_above_pps / 1000), steer, router_mac);
   } catch (...) {
     undo();
     throw;

@@ -485,8 +485,9 @@ size_t FastTier::nat_count() const {
   return n;
 }
 
-void FastTier::set_conf(uint32_t steer_per_ms, Mac router_mac) {
+void FastTier::set_conf(uint32_t steer_per_ms, const std::vector<int>& steer_cores, Mac router_mac) {
   steer_per_ms_ = steer_per_ms;
+  steer_cores_ = steer_cores;
   router_mac_ = router_mac;
   write_conf();
 }
@@ -495,6 +496,8 @@ void FastTier::write_conf() {
   const uint32_t zero = 0;
   ConfVal c{};
   c.steer_per_ms = steer_per_ms_;
+  for (int cpu : steer_cores_)
+    if (cpu >= 0 && cpu < DPSW_STEER_CPU_WORDS * 64) c.steer_cpus[cpu / 64] |= uint64_t(1) << (cpu % 64);
   c.uplink_ifindex = uint32_t(uplink_ifindex_);
   c.uplink_port = uplink_port_;
   mac_to_bytes(router_mac_, c.router_mac);

@@ -124,8 +124,10 @@ class FastTier {
   // non-TCP frames in a millisecond on one CPU has them delivered
   // through its punt veth's near end, whose RPS mask (the daemon's to set)
   // moves the receive work to another core; 0 turns steering off.
+  // steer_cores: that mask's cores; a frame handled on one of them stays
+  // there (cores above 255 are not recognised: steered as from any other).
   // router_mac: dpsw's own, dropped as a container's source.
-  void set_conf(uint32_t steer_per_ms, Mac router_mac);
+  void set_conf(uint32_t steer_per_ms, const std::vector<int>& steer_cores, Mac router_mac);
   // The uplink (its dpsw port id): replies of routed flows in the map are
   // delivered from its TC ingress (dpsw_fast_uplink_in). Only our filter is
   // added to its clsact qdisc and removed again (the qdisc only if we made
@@ -241,6 +243,7 @@ class FastTier {
   std::map<std::pair<uint16_t, uint16_t>, std::pair<uint32_t, uint32_t>> allowed_;  // ...and dpsw_fast_allow
   void hook_uplink(int ifindex, const std::string& ifname, int prog_fd);  // our filter on its ingress
   uint32_t steer_per_ms_ = 0;
+  std::vector<int> steer_cores_;
   Mac router_mac_ = 0;
   uint16_t uplink_port_ = 0;
   void write_conf();

@@ -11,7 +11,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # tests/: the lab package
-from lab.env import worker_core  # noqa: E402
+from lab.env import kernel_core, worker_core  # noqa: E402
 from lab.proc import sh  # noqa: E402
 from lab.testing import Dpsw, check, scenario_main  # noqa: E402
 from lab.traffic import SEND_RAW, mac_of, ping, pktgen, rx_packets, tcp_transfer  # noqa: E402
@@ -190,11 +190,12 @@ def bpf_fdb_of(d):
     return d.ctl("show", "fast")["fdb"]
 
 
-def flood(d, src, dst, dst_ip, rate, seconds=1.0):
-    """dpsw-pktgen from src to dst at `rate` frames/s: (sent, delivered to dst's eth0)."""
+def flood(d, src, dst, dst_ip, rate, seconds=1.0, core=None):
+    """dpsw-pktgen from src to dst at `rate` frames/s, on `core` (default:
+    kernel_core(), off the steering core): (sent, delivered to dst's eth0)."""
     before = rx_packets(d.ns(dst))
     sent = pktgen(d.ns(src), mac_of(d.ns(dst)), mac_of(d.ns(src)), d.port_of(src, "a")["ip"].split("/")[0], dst_ip, 64, seconds,
-                  rate=rate)
+                  rate=rate, core=kernel_core() if core is None else core)
     time.sleep(0.3)  # let the last frames drain
     return sent, rx_packets(d.ns(dst)) - before
 
@@ -206,8 +207,9 @@ def rps_mask(d, near):
 def steering_spreads_floods_only():
     """A container flooding small UDP frames has them delivered on the
     steering core (the punt veth's RPS mask), all of them, none through dpsw's
-    worker; light traffic (ping) and TCP keep the direct path. With
-    `fast_path_steering: { cores: [] }` nothing is steered."""
+    worker; light traffic (ping) and TCP keep the direct path, and so does a
+    flood sent from the steering core itself (steering would only queue it
+    there again). With `fast_path_steering: { cores: [] }` nothing is steered."""
     with Dpsw(NETS, EPS[:2]) as d:
         d.start()
         f = d.ctl("show", "fast")
@@ -226,6 +228,11 @@ def steering_spreads_floods_only():
         check(sent <= got <= sent + 4, f"{sent} frames sent, {got} delivered")
         check(steered() - s0 >= sent // 2, f"only {steered() - s0} of {sent} flooded frames were steered")
         check(punt_rx(d) - punted0 <= 4, f"steered frames went through dpsw's worker ({punt_rx(d) - punted0})")
+        if worker_core() != kernel_core():
+            s1 = steered()
+            sent, got = flood(d, "c1", "c2", "10.220.1.12", 150000, core=worker_core())
+            check(sent > 50000 and sent <= got <= sent + 4, f"from the steering core: {sent} frames sent, {got} delivered")
+            check(steered() - s1 <= 4, f"{steered() - s1} frames sent on the steering core were steered to it")
     with Dpsw(NETS, EPS[:2], extra_switch={"fast_path_steering": {"cores": []}}) as d:
         d.start()
         f = d.ctl("show", "fast")
