@@ -136,7 +136,7 @@ struct dpsw_fast_stats {
 };
 
 /* dpsw_fast_conf[0], set by dpsw. */
-#define DPSW_STEER_CPU_WORDS 4
+#define DPSW_STEER_MAX_CPUS 64 /* steering cores the kernel tier knows (more: steered as before, RPS picks) */
 struct dpsw_fast_conf {
   __u32 steer_per_ms;   /* steering threshold, frames per ms per (port, CPU); 0 = never */
   __u32 uplink_ifindex; /* the uplink (dpsw_fast_uplink_in, or dpsw_fast_ingress when punted, runs there), 0: none */
@@ -145,11 +145,20 @@ struct dpsw_fast_conf {
   __u8 uplink_mac[6];   /* the uplink's own MAC: routed frames from the outside are sent to it */
   __u16 uplink_punted;  /* 1: a veth uplink served like a fast-tier port (TC + punt veth, no XDP) */
   __u32 uplink_ip;      /* the host address (network order): VXLAN to it is decapsulated when punted */
-  __u32 pad;
-  /* The steering cores, a bit per CPU (0..255): a frame being handled on one
-   * of them is not steered (it is where steering would move it; a CPU above
-   * 255 is never taken for one). */
-  __u64 steer_cpus[DPSW_STEER_CPU_WORDS];
+  /* Frames out of a punted veth uplink go straight into its peer's ingress
+   * (bpf_redirect_peer, as into a container: no veth transmit, no second
+   * backlog pass) while uplink_redirect_peer is 1 - dpsw found that peer in
+   * another namespace, without XDP, and the uplink up - for a frame unicast
+   * to the peer's own MAC that fits the peer's MTU as the veth would check
+   * it (+ 14 + 4); everything else takes bpf_redirect. */
+  __u16 uplink_redirect_peer;
+  __u16 uplink_peer_mtu;
+  __u8 uplink_peer_mac[6];
+  /* The steering cores in ascending order, as RPS lists the punt veths'
+   * mask: a frame RPS would steer to the very core it is being handled on
+   * stays on the direct path (the detour would only queue it there again). */
+  __u16 steer_ncpus;
+  __u16 steer_cpu[DPSW_STEER_MAX_CPUS];
 };
 
 /* dpsw_fast_punt_share[worker], memory-mapped by dpsw and written by that

@@ -235,11 +235,6 @@ static __always_inline void count_forwarded(struct __sk_buff *skb, __u32 in, __u
 // True when this frame of port `port` should be steered (see top).
 static __always_inline int steer(struct dpsw_fast_conf *c, __u32 port) {
   if (!c->steer_per_ms) return 0;
-  // Already on a steering core (e.g. a frame another switch steered here,
-  // decapsulated or reverse-NATed at the uplink): RPS would only queue it
-  // once more on the same core (or move it between steering cores).
-  __u32 cpu = bpf_get_smp_processor_id();
-  if (cpu < DPSW_STEER_CPU_WORDS * 64 && (c->steer_cpus[cpu / 64] >> (cpu % 64)) & 1) return 0;
   struct fast_rate *r = bpf_map_lookup_elem(&dpsw_fast_rate, &port);
   if (!r) return 0;
   __u64 now = bpf_ktime_get_ns() >> 20;
@@ -264,30 +259,76 @@ static __always_inline int steer(struct dpsw_fast_conf *c, __u32 port) {
 static __always_inline int has_ports_proto(__u8 p) {
   return p == IPPROTO_TCP || p == IPPROTO_UDP || p == IPPROTO_UDPLITE || p == IPPROTO_SCTP;
 }
-static __always_inline void steer_hash(struct __sk_buff *skb, __u32 in_port, __u32 out_port) {
+static __always_inline __u32 flow_hash(struct __sk_buff *skb, __u32 in_port, __u32 out_port) {
   void *data = (void *)(long)skb->data;
   void *data_end = (void *)(long)skb->data_end;
   struct ethhdr *eth = data;
   __u32 h = in_port * 0x9e3779b1u ^ out_port;
-  if ((void *)(eth + 1) > data_end) return;
+  if ((void *)(eth + 1) > data_end) goto mix;
   if (eth->h_proto == bpf_htons(ETH_P_IP)) {
     struct iphdr *ip = (void *)(eth + 1);
-    if ((void *)(ip + 1) > data_end) return;
+    if ((void *)(ip + 1) > data_end) goto mix;
     h ^= ip->saddr * 0x85ebca6bu ^ ip->daddr * 0xc2b2ae35u ^ (__u32)ip->protocol << 24;
     if (ip->ihl == 5 && !(ip->frag_off & bpf_htons(0x3fff)) && has_ports_proto(ip->protocol) && (void *)(ip + 1) + 4 <= data_end)
       h ^= *(__u32 *)(ip + 1);
   } else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
     struct ipv6hdr *ip6 = (void *)(eth + 1);
-    if ((void *)(ip6 + 1) > data_end) return;
+    if ((void *)(ip6 + 1) > data_end) goto mix;
     for (int i = 0; i < 4; i++)
       h ^= ip6->saddr.in6_u.u6_addr32[i] * 0x85ebca6bu ^ ip6->daddr.in6_u.u6_addr32[i] * 0xc2b2ae35u;
     h ^= (__u32)ip6->nexthdr << 24;
     if (has_ports_proto(ip6->nexthdr) && (void *)(ip6 + 1) + 4 <= data_end) h ^= *(__u32 *)(ip6 + 1);
   }
+mix:
   h ^= h >> 16;
   h *= 0x7feb352du;
   h ^= h >> 15;
-  bpf_set_hash(skb, h | 1);  // (0 reads as "no hash")
+  return h | 1;  // (0 reads as "no hash")
+}
+
+// The steering detour for a frame steer() picked, unless RPS would choose
+// the very core it is being handled on (a frame another switch steered
+// here, decapsulated or reverse-NATed at the uplink; a sender on a steering
+// core): the detour would only queue it there again. RPS picks
+// cpus[hash * n >> 32] of the punt veth's mask in ascending order
+// (get_rps_cpu). 1: tagged for out_port with its flow hash set (the caller
+// redirects it to its punt veth's ingress); 0: the direct path.
+static __always_inline int steer_to_punt(struct __sk_buff *skb, struct dpsw_fast_conf *c, __u32 in_port, __u32 out_port) {
+  const __u32 h = flow_hash(skb, in_port, out_port);
+  const __u32 n = c->steer_ncpus;
+  if (n && n <= DPSW_STEER_MAX_CPUS) {
+    const __u32 i = (__u32)(((__u64)h * n) >> 32);
+    if (i < DPSW_STEER_MAX_CPUS && c->steer_cpu[i] == bpf_get_smp_processor_id()) return 0;
+  }
+  if (bpf_skb_vlan_push(skb, bpf_htons(ETH_P_8021Q), DPSW_PUNT_VID(out_port))) return 0;
+  bpf_set_hash(skb, h);
+  event(DPSW_EV_STEERED);
+  return 1;
+}
+
+static __always_inline int mac_is(const __u8 *a, const __u8 *b) {
+  return ((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4]) | (a[5] ^ b[5])) == 0;
+}
+
+// Out of the uplink: into its peer directly where dpsw allows it (see
+// dpsw_fast_conf: a peer in another namespace, without XDP; a frame unicast
+// to the peer's MAC - the peer sees it as PACKET_HOST, as the veth would
+// classify it - within the peer's MTU); else the veth's own transmit (a
+// peer in our namespace, where bpf_redirect_peer cannot deliver; broadcast,
+// frames to a bridge behind the peer; a GSO frame we encapsulated (`encap`):
+// adjust_room left it SKB_GSO_DODGY with no segment count, which only the
+// veth's transmit segments - the peer's stack and a dpsw there would take
+// it for one oversized frame). Only from a TC ingress program
+// (bpf_redirect_peer's rule).
+static __always_inline int out_of_uplink(struct __sk_buff *skb, struct dpsw_fast_conf *conf, __u32 ifindex, int encap) {
+  if (conf && conf->uplink_redirect_peer && ifindex == conf->uplink_ifindex &&
+      (skb->gso_size ? !encap : skb->len <= (__u32)conf->uplink_peer_mtu + ETH_HLEN + 4)) {
+    void *data = (void *)(long)skb->data;
+    struct ethhdr *eth = data;
+    if ((void *)(eth + 1) <= (void *)(long)skb->data_end && mac_is(eth->h_dest, conf->uplink_peer_mac))
+      return bpf_redirect_peer(ifindex, 0);
+  }
+  return bpf_redirect(ifindex, 0);
 }
 
 // A rewrite that failed half way (never expected: the offsets were checked): dropped, counted.
@@ -311,15 +352,12 @@ static __always_inline int nat_error(void) {
 // ingress of its punt veth (`punt`: 0 = never), whose RPS mask moves the
 // rest of the work to the steering cores; dpsw_fast_punt_rx sends them on.
 static __always_inline int deliver(struct __sk_buff *skb, struct dpsw_fast_conf *conf, __u32 in_port, __u32 punt, __u32 out_port,
-                                   __u32 ifindex, int peer, int tcp) {
+                                   __u32 ifindex, int peer, int tcp, int encap) {
   // gso_size, not gso_segs: adjust_room zeroes the latter (and a DODGY frame may come with 0).
   if (punt && conf && !tcp && skb->gso_size == 0 && (peer || (conf->uplink_punted && ifindex == conf->uplink_ifindex)) &&
-      steer(conf, in_port) && bpf_skb_vlan_push(skb, bpf_htons(ETH_P_8021Q), DPSW_PUNT_VID(out_port)) == 0) {
-    steer_hash(skb, in_port, out_port);
-    event(DPSW_EV_STEERED);
+      steer(conf, in_port) && steer_to_punt(skb, conf, in_port, out_port))
     return bpf_redirect(punt, BPF_F_INGRESS);
-  }
-  return peer ? bpf_redirect_peer(ifindex, 0) : bpf_redirect(ifindex, 0);
+  return peer ? bpf_redirect_peer(ifindex, 0) : out_of_uplink(skb, conf, ifindex, encap);
 }
 
 static __always_inline int nat_forward(struct __sk_buff *skb, __u32 in_port, struct dpsw_fast_conf *conf, __u32 punt) {
@@ -391,7 +429,7 @@ static __always_inline int nat_forward(struct __sk_buff *skb, __u32 in_port, str
   if (now - v->last_seen > 100000000ULL) v->last_seen = now;
   count_forwarded(skb, in_port, v->out_port);
   event(DPSW_EV_NAT_FORWARDED);
-  return deliver(skb, conf, in_port, punt, v->out_port, v->ifindex, v->flags & DPSW_NAT_PEER, k.proto == IPPROTO_TCP);
+  return deliver(skb, conf, in_port, punt, v->out_port, v->ifindex, v->flags & DPSW_NAT_PEER, k.proto == IPPROTO_TCP, 0);
 }
 
 // A DNS query to the gateway of the sender's own network that dpsw_fast_dns
@@ -570,7 +608,7 @@ static __always_inline int vxlan_encap(struct __sk_buff *skb, struct dpsw_fast_c
   if (bpf_skb_store_bytes(skb, 0, &h, sizeof(h), 0)) return vxlan_error();
   count_frames(in_port, tport, segs, inner_len);  // as dpsw counts a tunnel port: the inner frame
   event(DPSW_EV_VXLAN_ENCAP);
-  return deliver(skb, conf, in_port, punt, t->uplink_port, t->uplink_ifindex, 0, proto == IPPROTO_TCP);
+  return deliver(skb, conf, in_port, punt, t->uplink_port, t->uplink_ifindex, 0, proto == IPPROTO_TCP, 1);
 }
 
 // VXLAN to the host address on a punted veth uplink, from a VTEP that is a
@@ -617,7 +655,7 @@ static __always_inline int vxlan_decap(struct __sk_buff *skb, struct dpsw_fast_c
   if (bpf_skb_store_bytes(skb, 0, &inner, sizeof(inner), 0)) return vxlan_error();
   count_frames(tport, oport, segs, skb->len);
   event(DPSW_EV_VXLAN_DECAP);
-  return deliver(skb, conf, tport, punt, oport, ifindex, 1, proto == IPPROTO_TCP);
+  return deliver(skb, conf, tport, punt, oport, ifindex, 1, proto == IPPROTO_TCP, 0);
 }
 
 // A container's IPv4 packet to dpsw's router MAC for an endpoint of another
@@ -658,7 +696,7 @@ static __always_inline int route_forward(struct __sk_buff *skb, struct dpsw_fast
     return nat_error();
   count_forwarded(skb, in->port, out);
   event(DPSW_EV_ROUTED);
-  return deliver(skb, conf, in->port, in->punt, out, ifindex, 1, tcp);
+  return deliver(skb, conf, in->port, in->punt, out, ifindex, 1, tcp, 0);
 }
 
 static __always_inline int is_tcp(struct ethhdr *eth, void *data_end) {
@@ -699,9 +737,7 @@ int dpsw_fast_ingress(struct __sk_buff *skb) {
   // container's: dropped, as the userspace tier drops them.
   if ((eth->h_source[0] & 1) || !(eth->h_source[0] | eth->h_source[1] | eth->h_source[2] | eth->h_source[3] |
                                    eth->h_source[4] | eth->h_source[5]) ||
-      ((eth->h_source[0] ^ conf->router_mac[0]) | (eth->h_source[1] ^ conf->router_mac[1]) |
-       (eth->h_source[2] ^ conf->router_mac[2]) | (eth->h_source[3] ^ conf->router_mac[3]) |
-       (eth->h_source[4] ^ conf->router_mac[4]) | (eth->h_source[5] ^ conf->router_mac[5])) == 0) {
+      mac_is(eth->h_source, conf->router_mac)) {
     event(DPSW_EV_BAD_SRC);
     return TC_ACT_SHOT;
   }
@@ -744,9 +780,7 @@ int dpsw_fast_ingress(struct __sk_buff *skb) {
   // sent to dpsw's router MAC by a container, to the uplink's own MAC from
   // the outside (a veth uplink served by this program).
   const __u8 *rmac = ifindex == conf->uplink_ifindex ? conf->uplink_mac : conf->router_mac;
-  if (eth->h_proto == bpf_htons(ETH_P_IP) && !skb->vlan_present &&
-      ((eth->h_dest[0] ^ rmac[0]) | (eth->h_dest[1] ^ rmac[1]) | (eth->h_dest[2] ^ rmac[2]) | (eth->h_dest[3] ^ rmac[3]) |
-       (eth->h_dest[4] ^ rmac[4]) | (eth->h_dest[5] ^ rmac[5])) == 0) {
+  if (eth->h_proto == bpf_htons(ETH_P_IP) && !skb->vlan_present && mac_is(eth->h_dest, rmac)) {
     struct iphdr *ip = (void *)(eth + 1);
     struct udphdr *uh = (void *)(ip + 1);
     int r;
@@ -793,15 +827,10 @@ int dpsw_fast_ingress(struct __sk_buff *skb) {
     if (out && out->ifindex != ifindex) {
       __u32 ip = in->port, op = out->port;
       count_forwarded(skb, ip, op);
-      if (skb->gso_size == 0 && !is_tcp(eth, data_end) && steer(conf, ip)) {
-        if (bpf_skb_vlan_push(skb, bpf_htons(ETH_P_8021Q), DPSW_PUNT_VID(op)) == 0) {
-          steer_hash(skb, ip, op);
-          event(DPSW_EV_STEERED);
-          return bpf_redirect(in->punt, BPF_F_INGRESS);
-        }
-      }
+      if (skb->gso_size == 0 && !is_tcp(eth, data_end) && steer(conf, ip) && steer_to_punt(skb, conf, ip, op))
+        return bpf_redirect(in->punt, BPF_F_INGRESS);
       // Behind the uplink (an outside host, for a macvlan endpoint): out of it.
-      return out->flags & DPSW_FDB_EGRESS ? bpf_redirect(out->ifindex, 0) : bpf_redirect_peer(out->ifindex, 0);
+      return out->flags & DPSW_FDB_EGRESS ? out_of_uplink(skb, conf, out->ifindex, 0) : bpf_redirect_peer(out->ifindex, 0);
     }
   }
 punt:
@@ -856,11 +885,10 @@ int dpsw_fast_punt_rx(struct __sk_buff *skb) {
     event(DPSW_EV_PUNT_BAD_TAG);
     return TC_ACT_SHOT;
   }
-  // A punted veth uplink: sent out of it (its peer may share our namespace,
-  // where bpf_redirect_peer cannot deliver); a container: into it.
+  // A punted veth uplink: out of it (out_of_uplink); a container: into it.
   __u32 zero = 0;
   struct dpsw_fast_conf *conf = bpf_map_lookup_elem(&dpsw_fast_conf, &zero);
-  if (conf && conf->uplink_punted && target == conf->uplink_ifindex) return bpf_redirect(target, 0);
+  if (conf && conf->uplink_punted && target == conf->uplink_ifindex) return out_of_uplink(skb, conf, target, 0);
   return bpf_redirect_peer(target, 0);
 }
 

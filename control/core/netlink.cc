@@ -4,6 +4,8 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <linux/ethtool.h>
+#include <linux/if_link.h>
+#include <linux/rtnetlink.h>
 #include <linux/sockios.h>
 #include <net/if.h>
 #include <netlink/netlink.h>
@@ -167,6 +169,51 @@ std::string Rtnl::link_kind(const std::string& name) {
   if (int e = rtnl_link_get_kernel(sk_, 0, name.c_str(), &l.p); e < 0) fail_nl("find link " + name, e);
   const char* t = rtnl_link_get_type(l.p);
   return t ? t : "";
+}
+
+Rtnl::VethPeer Rtnl::veth_peer(const std::string& name) {
+  LinkPtr l;
+  if (int e = rtnl_link_get_kernel(sk_, 0, name.c_str(), &l.p); e < 0) fail_nl("find link " + name, e);
+  VethPeer v;
+  v.up = (rtnl_link_get_flags(l.p) & IFF_UP) != 0;
+  int32_t nsid = -1;
+  const int peer_index = rtnl_link_get_link(l.p);  // IFLA_LINK: the peer's index, in its namespace
+  if (rtnl_link_get_link_netnsid(l.p, &nsid) < 0 || nsid < 0 || peer_index <= 0) return v;  // here (or dying)
+  // libnl has no call for a link in another namespace: the request by hand.
+  std::unique_ptr<nl_msg, decltype(&nlmsg_free)> m(nlmsg_alloc_simple(RTM_GETLINK, 0), nlmsg_free);
+  ifinfomsg ifi{};
+  ifi.ifi_family = AF_UNSPEC;
+  ifi.ifi_index = peer_index;
+  if (!m || nlmsg_append(m.get(), &ifi, sizeof ifi, NLMSG_ALIGNTO) < 0 || nla_put_s32(m.get(), IFLA_TARGET_NETNSID, nsid) < 0)
+    throw NetlinkError("build a request for " + name + "'s peer");
+  struct Out {
+    VethPeer* v;
+    bool got;
+  } out{&v, false};
+  std::unique_ptr<nl_cb, decltype(&nl_cb_put)> cb(nl_cb_alloc(NL_CB_DEFAULT), nl_cb_put);
+  if (!cb) throw NetlinkError("nl_cb_alloc failed");
+  nl_cb_set(cb.get(), NL_CB_SEQ_CHECK, NL_CB_CUSTOM, [](nl_msg*, void*) { return int(NL_OK); }, nullptr);
+  nl_cb_set(
+      cb.get(), NL_CB_VALID, NL_CB_CUSTOM,
+      [](nl_msg* msg, void* arg) {
+        auto* o = static_cast<Out*>(arg);
+        nlattr* tb[IFLA_MAX + 1];
+        if (nlmsg_parse(nlmsg_hdr(msg), sizeof(ifinfomsg), tb, IFLA_MAX, nullptr) < 0) return int(NL_SKIP);
+        if (tb[IFLA_MTU]) o->v->mtu = nla_get_u32(tb[IFLA_MTU]);
+        if (tb[IFLA_ADDRESS] && nla_len(tb[IFLA_ADDRESS]) == 6)
+          o->v->mac = mac_from_bytes(static_cast<const uint8_t*>(nla_data(tb[IFLA_ADDRESS])));
+        nlattr* x[IFLA_XDP_MAX + 1];
+        if (tb[IFLA_XDP] && nla_parse_nested(x, IFLA_XDP_MAX, tb[IFLA_XDP], nullptr) == 0 && x[IFLA_XDP_ATTACHED])
+          o->v->xdp = nla_get_u8(x[IFLA_XDP_ATTACHED]) != XDP_ATTACHED_NONE;
+        o->got = true;
+        return int(NL_OK);
+      },
+      &out);
+  if (int e = nl_send_auto(sk_, m.get()); e < 0) fail_nl("ask for " + name + "'s peer", e);
+  if (int e = nl_recvmsgs(sk_, cb.get()); e < 0) fail_nl("read " + name + "'s peer", e);
+  if (!out.got || !v.mtu || !v.mac) throw NetlinkError("no usable answer for " + name + "'s peer");
+  v.elsewhere = true;
+  return v;
 }
 
 void Rtnl::create_veth(const std::string& name, const std::string& alias, const std::string& peer_name, int peer_ns_fd,

@@ -42,6 +42,17 @@ class Rtnl {
   uint32_t link_mtu(const std::string& name);  // throws when absent
   bool link_lower_up(const std::string& name);  // its carrier (a veth: its peer is up); false when absent
   std::string link_kind(const std::string& name);  // "veth", "vxlan", ...; "" for a device without one (a NIC); throws when absent
+  // A veth's other end, looked up in its own namespace (by the id the
+  // kernel reports with `name`, IFLA_TARGET_NETNSID). Throws when `name` is
+  // absent or a peer elsewhere cannot be read.
+  struct VethPeer {
+    bool elsewhere = false;  // in another namespace (the fields below are read only then)
+    bool up = false;         // `name` itself is administratively up
+    bool xdp = false;        // an XDP program is attached to the peer
+    Mac mac = 0;             // the peer's
+    uint32_t mtu = 0;        // the peer's
+  };
+  VethPeer veth_peer(const std::string& name);
   // veth pair: `name` here, `peer` inside the namespace peer_ns_fd.
   void create_veth(const std::string& name, const std::string& alias, const std::string& peer, int peer_ns_fd,
                    Mac peer_mac, uint32_t mtu, uint32_t host_mtu = 0);  // host_mtu: `name`'s, 0 = mtu

@@ -95,6 +95,37 @@ void FastControl::add_uplink(uint16_t id, PortRec& pr) {
   pr.kind = PortRec::Kind::kFast;
   fast_->add_uplink(pr.ifindex, pr.host_ifname, id, pr.bd, pu.near_ifindex, core_.owner(id), pr.mtu, pr.mac, pr.ip);
   journal_uplink(pr.host_ifname);
+  check_uplink_peer();
+}
+
+void FastControl::check_uplink_peer() {
+  // Frames out of the uplink go straight into its peer only while that peer
+  // is in another namespace, without XDP, and the uplink is up (see
+  // FastTier::set_uplink_peer); the user may change any of it, so this is
+  // looked at again on every tick.
+  if (!fast_ || !fast_->uplink_punted()) return;
+  const uint16_t up = fast_->uplink_port();
+  if (up >= core_.ports_.size()) return;
+  const std::string& ifname = core_.ports_[up].host_ifname;
+  FastTier::UplinkPeer p;
+  try {
+    const Rtnl::VethPeer v = Rtnl().veth_peer(ifname);
+    p = {v.elsewhere, v.up, v.xdp, v.mac, v.mtu};
+    peer_error_logged_ = false;
+  } catch (const std::exception& e) {  // unreadable: the veth's way, which always works
+    if (!peer_error_logged_) LOG_WARN("fast tier: uplink %s: its peer: %s", ifname.c_str(), e.what());
+    peer_error_logged_ = true;
+  }
+  const bool was = fast_->uplink_into_peer();
+  try {
+    fast_->set_uplink_peer(p);
+  } catch (const std::exception& e) {
+    LOG_WARN("fast tier: uplink %s: %s", ifname.c_str(), e.what());
+  }
+  if (fast_->uplink_into_peer() != was)
+    LOG_INFO("fast tier: uplink %s: frames out of it %s", ifname.c_str(),
+             fast_->uplink_into_peer() ? "to its peer's MAC go into the peer directly (another namespace)"
+                                       : "are transmitted by the veth");
 }
 
 void FastControl::journal_uplink(const std::string& ifname) {
@@ -205,6 +236,7 @@ void FastControl::sync_fast_macs() {
 void FastControl::tick(uint32_t now) {
   sync_fast_macs();
   refresh_nat(now);
+  check_uplink_peer();
 }
 
 void FastControl::tick_done(uint32_t) {
@@ -543,6 +575,11 @@ void FastControl::views(ViewRegistry& r) {
                      table("punt_ports", {col("WORKER", "worker"), col("PUNT PORT", "name"), col("NEAR END", "near"),
                                           col("SHARE(frames/ms/port)", "share_per_ms")})
                          .only_if("enabled"),
+                     line("uplink {uplink.name}: frames out of it to its peer's MAC {uplink.peer.mac} go into the peer directly")
+                         .only_if("enabled uplink.into_peer"),
+                     line("uplink {uplink.name}: frames out of it are transmitted by the veth (peer in another namespace: "
+                          "{uplink.peer.elsewhere}, with XDP: {uplink.peer.xdp}; up: {uplink.up})")
+                         .only_if("enabled uplink.name !uplink.into_peer"),
                      line("steering: off (a flooding sender's frames are delivered on its own core)").only_if("enabled !steering.cores"),
                      line("steering: to cores {steering.cores} above {steering.above_pps} frames/s per sender and CPU; "
                           "steered {events.steered}")
@@ -562,6 +599,12 @@ void FastControl::views(ViewRegistry& r) {
       out["punt_ports"].push_back({{"worker", w}, {"name", core_.ports_[punts_[w].port].host_ifname}, {"near", punts_[w].rec.links.front()},
                                    {"port", punts_[w].port}, {"share_per_ms", read_punt_share(fast_->punt_share(w))}});
     out["steering"] = {{"cores", core_.cfg_.sw.steering_cores()}, {"above_pps", core_.cfg_.sw.steer_above_pps}};
+    if (fast_->uplink_punted()) {
+      const FastTier::UplinkPeer& p = fast_->uplink_peer();
+      out["uplink"] = {{"name", name(fast_->uplink_port())}, {"into_peer", fast_->uplink_into_peer()},
+                       {"peer", {{"elsewhere", p.elsewhere}, {"xdp", p.xdp}, {"mac", p.mac ? mac_to_string(p.mac) : ""}, {"mtu", p.mtu}}},
+                       {"up", p.up}};
+    }
     out["events"] = events();
     return out;
   }});

@@ -96,6 +96,8 @@ class FastControl : public Module {
   bool nat_ready_ = false;  // sync_nat() found the uplink: routed flows may go into the kernel tier
   uint32_t announced_at_ = 0;  // ms when between_ticks() last found a flow announced (0: not within a second)
   void drop_nat_of(uint16_t port);
+  void check_uplink_peer();  // where the uplink's peer is (FastTier::set_uplink_peer_elsewhere)
+  bool peer_error_logged_ = false;  // check_uplink_peer() could not read the peer (logged once until it can)
   void journal_uplink(const std::string& ifname);  // our TC filter (and qdisc) on the uplink, for crash recovery  // a fast-tier port goes: its flows leave the kernel map first
 
   std::unique_ptr<FastTier> fast_;

@@ -496,14 +496,23 @@ void FastTier::write_conf() {
   const uint32_t zero = 0;
   ConfVal c{};
   c.steer_per_ms = steer_per_ms_;
-  for (int cpu : steer_cores_)
-    if (cpu >= 0 && cpu < DPSW_STEER_CPU_WORDS * 64) c.steer_cpus[cpu / 64] |= uint64_t(1) << (cpu % 64);
+  std::vector<int> cores = steer_cores_;  // RPS's order: ascending
+  std::sort(cores.begin(), cores.end());
+  cores.erase(std::unique(cores.begin(), cores.end()), cores.end());
+  if (cores.size() <= DPSW_STEER_MAX_CPUS && (cores.empty() || (cores.front() >= 0 && cores.back() <= 0xffff))) {
+    c.steer_ncpus = uint16_t(cores.size());
+    for (size_t i = 0; i < cores.size(); i++) c.steer_cpu[i] = uint16_t(cores[i]);
+  }
   c.uplink_ifindex = uint32_t(uplink_ifindex_);
   c.uplink_port = uplink_port_;
   mac_to_bytes(router_mac_, c.router_mac);
   mac_to_bytes(uplink_mac_, c.uplink_mac);
   c.uplink_punted = uplink_punted_;
   c.uplink_ip = htonl(uplink_ip_);
+  const UplinkPeer& p = uplink_peer_;
+  c.uplink_redirect_peer = uplink_punted_ && p.elsewhere && p.up && !p.xdp && p.mac && p.mtu;
+  c.uplink_peer_mtu = uint16_t(std::min<uint32_t>(p.mtu, 0xffff));
+  mac_to_bytes(p.mac, c.uplink_peer_mac);
   if (int e = bpf_map_update_elem(conf_map_, &zero, &c, 0)) throw bpf_error("fast tier: conf map", e);
 }
 
@@ -554,6 +563,12 @@ void FastTier::add_uplink(int ifindex, const std::string& ifname, uint16_t port,
   }
 }
 
+void FastTier::set_uplink_peer(const UplinkPeer& p) {
+  if (p == uplink_peer_) return;
+  uplink_peer_ = p;
+  write_conf();
+}
+
 void FastTier::detach_uplink() {
   if (!uplink_ifindex_) return;
   bpf_tc_hook h = ingress_hook(uplink_ifindex_);
@@ -574,6 +589,7 @@ void FastTier::detach_uplink() {
   uplink_port_ = 0;
   uplink_mac_ = 0;
   uplink_ip_ = 0;
+  uplink_peer_ = {};
   uplink_punted_ = false;
   try {
     write_conf();

@@ -124,8 +124,9 @@ class FastTier {
   // non-TCP frames in a millisecond on one CPU has them delivered
   // through its punt veth's near end, whose RPS mask (the daemon's to set)
   // moves the receive work to another core; 0 turns steering off.
-  // steer_cores: that mask's cores; a frame handled on one of them stays
-  // there (cores above 255 are not recognised: steered as from any other).
+  // steer_cores: that mask's cores; a frame RPS would steer to the core it
+  // is on stays on the direct path (over DPSW_STEER_MAX_CPUS cores: steered
+  // as RPS picks).
   // router_mac: dpsw's own, dropped as a container's source.
   void set_conf(uint32_t steer_per_ms, const std::vector<int>& steer_cores, Mac router_mac);
   // The uplink (its dpsw port id): replies of routed flows in the map are
@@ -140,6 +141,19 @@ class FastTier {
   // to it through the punt port leaves through it.
   void add_uplink(int ifindex, const std::string& ifname, uint16_t port, uint16_t bd, int punt_ifindex, unsigned worker,
                   uint32_t mtu, Mac mac, uint32_t ip);
+  // That uplink's peer, as the caller found it (and keeps it current):
+  // frames unicast to the peer's MAC within its MTU are delivered into it
+  // directly (bpf_redirect_peer) while it is in another namespace, without
+  // XDP, and the uplink is up; everything else is transmitted by the veth.
+  struct UplinkPeer {
+    bool elsewhere = false, up = false, xdp = false;
+    Mac mac = 0;
+    uint32_t mtu = 0;
+    bool operator==(const UplinkPeer&) const = default;
+  };
+  void set_uplink_peer(const UplinkPeer& p);
+  const UplinkPeer& uplink_peer() const { return uplink_peer_; }
+  bool uplink_into_peer() const { return uplink_punted_ && uplink_peer_.elsewhere && uplink_peer_.up && !uplink_peer_.xdp; }
   // VXLAN tunnels of overlay networks (a punted uplink only): the kernel tier
   // encapsulates frames for MACs learned behind tunnel port `port` (add_mac)
   // and decapsulates frames from (vni, vtep) to local fast-tier endpoints.
@@ -235,6 +249,7 @@ class FastTier {
   bool uplink_punted_ = false;
   Mac uplink_mac_ = 0;
   uint32_t uplink_ip_ = 0;
+  UplinkPeer uplink_peer_;
   uint16_t uplink_bd_ = 0;
   int tunnels_map_ = -1, vni_map_ = -1;
   std::map<uint16_t, TunnelEntry> tunnels_;  // what dpsw_fast_tunnels holds

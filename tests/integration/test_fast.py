@@ -226,7 +226,8 @@ def steering_spreads_floods_only():
         sent, got = flood(d, "c1", "c2", "10.220.1.12", 150000)
         check(sent > 50000, f"the generator sent only {sent} frames")
         check(sent <= got <= sent + 4, f"{sent} frames sent, {got} delivered")
-        check(steered() - s0 >= sent // 2, f"only {steered() - s0} of {sent} flooded frames were steered")
+        if worker_core() != kernel_core():  # (one CPU: the sender is on the steering core, nothing to move)
+            check(steered() - s0 >= sent // 2, f"only {steered() - s0} of {sent} flooded frames were steered")
         check(punt_rx(d) - punted0 <= 4, f"steered frames went through dpsw's worker ({punt_rx(d) - punted0})")
         if worker_core() != kernel_core():
             s1 = steered()

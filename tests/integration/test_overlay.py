@@ -12,6 +12,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # tests/: the lab package
+from lab import topo  # noqa: E402
 from lab.proc import sh  # noqa: E402
 from lab.testing import FAST, Dpsw, check, scenario_main, wait_for  # noqa: E402
 from lab.topo import UNDERLAY, Fabric  # noqa: E402
@@ -155,6 +156,43 @@ def dpsw_to_dpsw():
         check(("a1", "ov1") in names and ("b1", "ov1") not in names, f"host a's names are its own endpoints': {names}")
 
 
+def dpsw_to_dpsw_direct():
+    """Two dpsw hosts whose uplinks are the two ends of one veth (no bridge
+    between, as the bench joins them): each uplink's peer is the other
+    host's uplink, in another namespace, so frames to the remote VTEP go
+    into it directly - except GSO frames the kernel tier encapsulated, which
+    only the veth's transmit segments. Byte-exact TCP both ways carried by
+    the kernel tier, nothing dropped as oversized on either uplink."""
+    t = topo.Topology(topo.new_prefix("w"))
+    try:
+        ha, hb = t.prefix + "a", t.prefix + "b"
+        topo.underlay(t, ha, hb)
+        A, B = UNDERLAY.format(11), UNDERLAY.format(12)
+        net = lambda peer: [{"name": "ov1", "driver": "overlay", "vni": 42, "subnet": "10.10.0.0/24", "peers": [peer]}]
+        with Dpsw(net(B), [{"name": "a1", "networks": ["ov1"], "ip": "10.10.0.11"}], name=t.prefix[1:] + "a",
+                  uplink={"interface": "up0", "address": A + "/24"}, netns=ha) as da, \
+                Dpsw(net(A), [{"name": "b1", "networks": ["ov1"], "ip": "10.10.0.21"}], name=t.prefix[1:] + "b",
+                     uplink={"interface": "up0", "address": B + "/24"}, netns=hb) as db:
+            da.start()
+            db.start()
+            ping(da, "a1", "10.10.0.21", count=8)  # 1.4 s: each remote MAC seen again a second later (confirmed)
+            hosts = (("a", da, f"vxlan:42:{B}"), ("b", db, f"vxlan:42:{A}"))
+            if FAST:
+                for (name, d, _), (ep, net_) in zip(hosts, (("b1", db), ("a1", da))):
+                    remote_mac_in_kernel(d, name, attachment(net_, ep, "ov1")["mac"])
+                    up = d.ctl("show", "fast").get("uplink", {})
+                    check(up.get("into_peer") is True, f"host {name}: frames to the other host should go into its uplink: {up}")
+            before = [kernel_tier_counts(d, tn) for _, d, tn in hosts]
+            tcp_transfer_ns(da.ns("a1"), db.ns("b1"), "10.10.0.21", size=4 << 20)
+            tcp_transfer_ns(db.ns("b1"), da.ns("a1"), "10.10.0.11", size=4 << 20, port=5002)
+            for (name, d, tn), b in zip(hosts, before):
+                kernel_tier_carried(d, name, tn, b, 4 << 20)
+                drops = counters_of(d, "up0")["drops"]
+                check(not drops.get("oversize"), f"host {name}: frames dropped as oversized on the uplink: {drops}")
+    finally:
+        t.teardown()
+
+
 @contextlib.contextmanager
 def dpsw_and_kernel(endpoints):
     """Host a (dpsw, 198.51.100.11) and host c (kernel vxlan, .13, container
@@ -274,6 +312,6 @@ def peer_mac_change_followed():
 
 
 if __name__ == "__main__":
-    scenario_main({"dpsw_to_dpsw": dpsw_to_dpsw, "dpsw_to_kernel": dpsw_to_kernel,
+    scenario_main({"dpsw_to_dpsw": dpsw_to_dpsw, "dpsw_to_dpsw_direct": dpsw_to_dpsw_direct, "dpsw_to_kernel": dpsw_to_kernel,
                    "remote_cannot_claim_local_macs": remote_cannot_claim_local_macs,
                    "peer_mac_change_followed": peer_mac_change_followed})
