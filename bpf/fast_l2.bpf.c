@@ -19,7 +19,7 @@
 // GSO off on its peer): dpsw_fast_ingress on its ingress forwards the
 // established routed flows dpsw installed and punts the rest with the
 // uplink's tag; dpsw_fast_punt_rx sends what dpsw transmits to it out of it
-// (bpf_redirect: its peer may be in our own namespace). A NIC uplink keeps
+// (out_of_uplink: into its peer, or bpf_redirect). A NIC uplink keeps
 // its XDP program, which passes the routed flows up to dpsw_fast_uplink_in.
 //
 // Steering: redirect_peer delivers in the sender's softirq, so one container

@@ -192,7 +192,6 @@ Rtnl::VethPeer Rtnl::veth_peer(const std::string& name) {
   } out{&v, false};
   std::unique_ptr<nl_cb, decltype(&nl_cb_put)> cb(nl_cb_alloc(NL_CB_DEFAULT), nl_cb_put);
   if (!cb) throw NetlinkError("nl_cb_alloc failed");
-  nl_cb_set(cb.get(), NL_CB_SEQ_CHECK, NL_CB_CUSTOM, [](nl_msg*, void*) { return int(NL_OK); }, nullptr);
   nl_cb_set(
       cb.get(), NL_CB_VALID, NL_CB_CUSTOM,
       [](nl_msg* msg, void* arg) {
@@ -211,6 +210,7 @@ Rtnl::VethPeer Rtnl::veth_peer(const std::string& name) {
       &out);
   if (int e = nl_send_auto(sk_, m.get()); e < 0) fail_nl("ask for " + name + "'s peer", e);
   if (int e = nl_recvmsgs(sk_, cb.get()); e < 0) fail_nl("read " + name + "'s peer", e);
+  if (int e = nl_wait_for_ack(sk_); e < 0) fail_nl("read " + name + "'s peer (ack)", e);  // none left for the next request
   if (!out.got || !v.mtu || !v.mac) throw NetlinkError("no usable answer for " + name + "'s peer");
   v.elsewhere = true;
   return v;

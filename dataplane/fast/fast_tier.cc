@@ -565,8 +565,14 @@ void FastTier::add_uplink(int ifindex, const std::string& ifname, uint16_t port,
 
 void FastTier::set_uplink_peer(const UplinkPeer& p) {
   if (p == uplink_peer_) return;
+  const UplinkPeer old = uplink_peer_;
   uplink_peer_ = p;
-  write_conf();
+  try {
+    write_conf();
+  } catch (...) {
+    uplink_peer_ = old;  // retried on the next call
+    throw;
+  }
 }
 
 void FastTier::detach_uplink() {
