@@ -487,7 +487,9 @@ size_t FastTier::nat_count() const {
 
 void FastTier::set_conf(uint32_t steer_per_ms, const std::vector<int>& steer_cores, Mac router_mac) {
   steer_per_ms_ = steer_per_ms;
-  steer_cores_ = steer_cores;
+  steer_cores_ = steer_cores;  // RPS's order: ascending, once each
+  std::sort(steer_cores_.begin(), steer_cores_.end());
+  steer_cores_.erase(std::unique(steer_cores_.begin(), steer_cores_.end()), steer_cores_.end());
   router_mac_ = router_mac;
   write_conf();
 }
@@ -496,9 +498,7 @@ void FastTier::write_conf() {
   const uint32_t zero = 0;
   ConfVal c{};
   c.steer_per_ms = steer_per_ms_;
-  std::vector<int> cores = steer_cores_;  // RPS's order: ascending
-  std::sort(cores.begin(), cores.end());
-  cores.erase(std::unique(cores.begin(), cores.end()), cores.end());
+  const std::vector<int>& cores = steer_cores_;
   if (cores.size() <= DPSW_STEER_MAX_CPUS && (cores.empty() || (cores.front() >= 0 && cores.back() <= 0xffff))) {
     c.steer_ncpus = uint16_t(cores.size());
     for (size_t i = 0; i < cores.size(); i++) c.steer_cpu[i] = uint16_t(cores[i]);
@@ -510,7 +510,7 @@ void FastTier::write_conf() {
   c.uplink_punted = uplink_punted_;
   c.uplink_ip = htonl(uplink_ip_);
   const UplinkPeer& p = uplink_peer_;
-  c.uplink_redirect_peer = uplink_punted_ && p.elsewhere && p.up && !p.xdp && p.mac && p.mtu;
+  c.uplink_redirect_peer = uplink_into_peer();
   c.uplink_peer_mtu = uint16_t(std::min<uint32_t>(p.mtu, 0xffff));
   mac_to_bytes(p.mac, c.uplink_peer_mac);
   if (int e = bpf_map_update_elem(conf_map_, &zero, &c, 0)) throw bpf_error("fast tier: conf map", e);

@@ -153,7 +153,9 @@ class FastTier {
   };
   void set_uplink_peer(const UplinkPeer& p);
   const UplinkPeer& uplink_peer() const { return uplink_peer_; }
-  bool uplink_into_peer() const { return uplink_punted_ && uplink_peer_.elsewhere && uplink_peer_.up && !uplink_peer_.xdp; }
+  bool uplink_into_peer() const {  // what dpsw_fast_conf.uplink_redirect_peer says
+    return uplink_punted_ && uplink_peer_.elsewhere && uplink_peer_.up && !uplink_peer_.xdp && uplink_peer_.mac && uplink_peer_.mtu;
+  }
   // VXLAN tunnels of overlay networks (a punted uplink only): the kernel tier
   // encapsulates frames for MACs learned behind tunnel port `port` (add_mac)
   // and decapsulates frames from (vni, vtep) to local fast-tier endpoints.
