@@ -75,6 +75,15 @@ inline bool l4_ports(uint8_t proto, const uint8_t* l4, uint32_t l4len, uint16_t*
 // opens a connection, and its answer.
 inline bool new_syn(const uint8_t* tcp) { return (tcp[13] & 0x17) == 0x02; }  // SYN; no ACK, RST, FIN
 inline bool syn_ack(const uint8_t* tcp) { return (tcp[13] & 0x17) == 0x12; }  // SYN+ACK; no RST, FIN
+// A segment that may open a flow when none has its tuple, as in netfilter
+// (tcp_loose on): a SYN, or an ACK (a connection picked up mid-stream). A
+// SYN+ACK, RST, FIN or a segment without flags is INVALID there: a flow made
+// from it would only fill the table (after a SYN flood, a server's SYN+ACK
+// retries for the flows early drop took used up the containers' reserve).
+inline bool opens_flow(const uint8_t* tcp) {
+  const uint8_t f = tcp[13] & 0x17;
+  return f == 0x02 || f == 0x10;
+}
 // A TCP flow whose connection is over: a FIN or a RST seen.
 inline bool over(const Flow& f) {
   return f.state.load(std::memory_order_relaxed) >= uint8_t(TcpState::kClosing);  // relaxed: states only move up; a hint is enough
@@ -383,7 +392,8 @@ inline RouteNext l3_route(Packet& p, const BdEntry& bd, RouteCtx& c, uint16_t* o
     if (!other && !c.ct.reopen(c.worker, *fl) && syn) return *drop = Drop::kCtBusy, RouteNext::kDrop;
   }
 
-  // A new flow.
+  // A new flow (routed between networks, below, makes none: any segment goes).
+  const bool invalid = proto == 6 && !opens_flow(ip + ihl);
   Flow* fl = nullptr;
   ConnTrack::Create r;
   const PubRule* rule = dip == l3.uplink_ip ? published(l3, proto, dport) : nullptr;
@@ -395,6 +405,7 @@ inline RouteNext l3_route(Packet& p, const BdEntry& bd, RouteCtx& c, uint16_t* o
     // Published port (DNAT): the container sees the real client address
     // (an outside host's, or a macvlan endpoint's on the same segment).
     if (!rule) return *drop = from_macvlan ? Drop::kFromMacvlan : Drop::kNoFlow, RouteNext::kDrop;
+    if (invalid) return *drop = Drop::kCtInvalid, RouteNext::kDrop;
     bool other = false;
     if (rule->service >= 0 && c.ct.find(FlowKey{to.ip, sip, to.port, sport, proto}, &other))  // its reply tuple is another flow's
       return *drop = Drop::kNatClash, RouteNext::kDrop;
@@ -415,6 +426,7 @@ inline RouteNext l3_route(Packet& p, const BdEntry& bd, RouteCtx& c, uint16_t* o
     const uint16_t tport = v->target(proto, dport);
     const ServiceBackend* b = tport ? v->pick(sip, dip, sport, dport, proto) : nullptr;
     if (!b) return RouteNext::kDrop;  // not a service port, or no backend: no_route
+    if (invalid) return *drop = Drop::kCtInvalid, RouteNext::kDrop;
     // Masqueraded too when the client's own address and port would make a
     // reply tuple another flow has (the same source port to another VIP of
     // this backend, or straight to it).
@@ -430,6 +442,7 @@ inline RouteNext l3_route(Packet& p, const BdEntry& bd, RouteCtx& c, uint16_t* o
     // Hairpin: a container reaches a published port through the host address;
     // masquerade to the target network's gateway so the reply comes back through us.
     if (!rule) return RouteNext::kDrop;
+    if (invalid) return *drop = Drop::kCtInvalid, RouteNext::kDrop;
     r = c.ct.create(c.worker, key, rule->gateway, 0, to.ip, to.port, to.out, FlowOut{p.in_port, mac_from_bytes(f + 6), router}, to.bd,
                     c.now, &fl);
   } else {
@@ -450,6 +463,7 @@ inline RouteNext l3_route(Packet& p, const BdEntry& bd, RouteCtx& c, uint16_t* o
       *out_port = it->port;
       return RouteNext::kOut;
     }
+    if (invalid) return *drop = Drop::kCtInvalid, RouteNext::kDrop;
     // Masquerade behind the host address.
     // (The source port is kept unless the host publishes it: the remote's connections to that port are not ours.)
     r = c.ct.create(c.worker, key, l3.uplink_ip, 0, dip, dport, FlowOut{l3.uplink_port, 0, l3.uplink_mac},

@@ -807,6 +807,38 @@ TEST(NatPipeline, SynFloodFromOutsideDoesNotLockContainersOut) {
   EXPECT_EQ(r.ct().count(), before + 1);
 }
 
+// As netfilter's conntrack: a SYN+ACK, RST, FIN or flagless segment with no
+// flow opens none (INVALID); a SYN or an ACK (picked up mid-stream) does.
+// A server's SYN+ACK retries for flows an early drop took, after a SYN
+// flood, once used up the reserve a container's own connection needs.
+TEST(NatPipeline, OnlyASynOrAnAckOpensATcpFlow) {
+  NatRig r;
+  uint16_t sport = 41000;
+  for (uint8_t flags : {uint8_t(0x12), uint8_t(0x04), uint8_t(0x14), uint8_t(0x11), uint8_t(0x01), uint8_t(0x00)}) {
+    r.c1->inject(tcp_seg(kRouterMac, kC1Mac, kC1, kOut, sport++, 80, flags));  // masquerade
+    r.up->inject(tcp_seg(kUpMac, kOutMac, kOut, kHostIp, sport++, 8080, flags));  // a published port
+  }
+  r.poll();
+  EXPECT_TRUE(r.up->take_tx().empty());
+  EXPECT_TRUE(r.c1->take_tx().empty());
+  EXPECT_EQ(r.ct().count(), 0u);
+  EXPECT_EQ(r.drops(NatRig::kC1Port, Drop::kCtInvalid), 6u);
+  EXPECT_EQ(r.drops(NatRig::kUpPort, Drop::kCtInvalid), 6u);
+  r.c1->inject(tcp_seg(kRouterMac, kC1Mac, kC1, kOut, sport, 80, 0x18));  // ACK+PSH: picked up
+  r.c1->inject(tcp_seg(kRouterMac, kC1Mac, kC1, kOut, sport + 1, 80, 0x02));  // a SYN
+  r.poll();
+  EXPECT_EQ(r.up->take_tx().size(), 2u);
+  EXPECT_EQ(r.ct().count(), 2u);
+  bool reply;
+  const Flow* f = r.ct().find(FlowKey{kC1, kOut, sport, 80, 6}, &reply);
+  ASSERT_NE(f, nullptr);
+  EXPECT_EQ(TcpState(f->state.load()), TcpState::kNone);
+  // A flow's own segments of every kind go on as before.
+  r.c1->inject(tcp_seg(kRouterMac, kC1Mac, kC1, kOut, sport, 80, 0x11));
+  r.poll();
+  EXPECT_EQ(r.up->take_tx().size(), 1u);
+}
+
 }  // namespace
 }  // namespace dpsw
 
