@@ -38,7 +38,7 @@ namespace dpsw {
   X(kNoFlow, "no_flow", "l3_route", "arrived at the uplink address with no connection to belong to")                                             \
   X(kArpMiss, "arp_miss", "l3_route vxlan_output", "next hop on the uplink not resolved yet (ARP sent)")                                         \
   X(kCtFull, "ct_full", "l3_route", "connection table or NAT ports exhausted: new flow refused")                                                 \
-  X(kCtInvalid, "ct_invalid", "l3_route", "a TCP segment that cannot open a connection (SYN+ACK, RST, FIN, no flags) on none: netfilter's INVALID")    \
+  X(kCtInvalid, "ct_invalid", "l3_route", "a TCP segment matching no connection that opens none: not a SYN or a bare ACK (a FIN or RST from inside is picked up while there is room)") \
   X(kCtBusy, "ct_busy", "l3_route", "a new flow's tuple not yet out of the table (a flow it replaces, or a busy bucket): the sender's retry goes through") \
   X(kVxlanBad, "vxlan_bad", "vxlan_input", "VXLAN to us, malformed: outer IPv4 header, truncated, fragmented, I flag clear")                     \
   X(kVxlanVni, "vxlan_vni", "vxlan_input", "VXLAN with a VNI no overlay network uses")                                                           \

@@ -402,9 +402,11 @@ ConnTrack::Create ConnTrack::create(unsigned w, const FlowKey& orig, uint32_t xs
     // then use the reserve, unless this is the last flow or the uplink asks. The
     // uplink's flows evict only while less than a reserve's worth is on its way back:
     // a flood from outside churns a few of its own flows per tick, not the whole table.
-    if (origin == Origin::kInside || pending_[w]->load(std::memory_order_relaxed) < reserve_)  // relaxed: a rate limit
+    // A picked-up close neither evicts nor takes the reserve.
+    if (origin == Origin::kInside ||
+        (origin == Origin::kInbound && pending_[w]->load(std::memory_order_relaxed) < reserve_))  // relaxed: a rate limit
       early_drop(w, orig, now);
-    if (!avail || origin == Origin::kInbound) {
+    if (!avail || origin != Origin::kInside) {
       bump(stats_[w].full, uint64_t(1));
       return Create::kFull;
     }

@@ -60,8 +60,8 @@ struct FlowKey {
 
 // Ordered: a flow's state only moves up (two workers may update it, one per
 // direction; the CAS keeps the higher). Like netfilter's, simplified:
-// kNone: created by a segment that is not a SYN (picked up mid-stream), no
-// reply seen yet; kSynSent: the original SYN seen; kSynRecv: the reply's
+// kNone: created by an ACK (picked up mid-stream), no reply seen yet (a
+// picked-up FIN or RST moves on to kClosing / kClose at once); kSynSent: the original SYN seen; kSynRecv: the reply's
 // SYN+ACK seen; kEstablished: the original direction's ACK after that (or, for a
 // picked-up flow, any reply); kClosing: a FIN seen (FIN_WAIT/CLOSE_WAIT/
 // LAST_ACK folded); kTimeWait: both directions' FINs seen and acknowledged
@@ -152,8 +152,10 @@ class ConnTrack {
   Flow* find(const FlowKey& k, bool* reply) const;
   enum class Create { kOk, kFull, kNoPort, kBusy, kClash };
   // Who asks for the flow: kInbound (from the uplink: published ports) may
-  // not take the last reserve() free flows of its worker.
-  enum class Origin : uint8_t { kInside, kInbound };
+  // not take the last reserve() free flows of its worker; kPickup (a TCP
+  // FIN or RST from inside with no flow: a close picked up) neither takes
+  // them nor evicts a flow for room.
+  enum class Origin : uint8_t { kInside, kInbound, kPickup };
   // Worker `w` is the one that sees the original direction (owns its input
   // port). A zero xsrc_port means "a NAT port" (masquerade; TCP, UDP,
   // ICMP; other protocols keep port 0): the source port itself when its

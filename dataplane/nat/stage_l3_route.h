@@ -75,14 +75,22 @@ inline bool l4_ports(uint8_t proto, const uint8_t* l4, uint32_t l4len, uint16_t*
 // opens a connection, and its answer.
 inline bool new_syn(const uint8_t* tcp) { return (tcp[13] & 0x17) == 0x02; }  // SYN; no ACK, RST, FIN
 inline bool syn_ack(const uint8_t* tcp) { return (tcp[13] & 0x17) == 0x12; }  // SYN+ACK; no RST, FIN
-// A segment that may open a flow when none has its tuple, as in netfilter
-// (tcp_loose on): a SYN, or an ACK (a connection picked up mid-stream). A
-// SYN+ACK, RST, FIN or a segment without flags is INVALID there: a flow made
-// from it would only fill the table (after a SYN flood, a server's SYN+ACK
-// retries for the flows early drop took used up the containers' reserve).
-inline bool opens_flow(const uint8_t* tcp) {
-  const uint8_t f = tcp[13] & 0x17;
-  return f == 0x02 || f == 0x10;
+// What a TCP segment matching no flow may do. As netfilter (tcp_loose on):
+// a SYN opens a flow, and so does an ACK (a connection picked up
+// mid-stream). A FIN or RST from inside picks one up too, but only while its
+// worker has room (Origin::kPickup): a connection's close after its flow
+// expired (idle past tcp_established, or dpsw restarted) still reaches the
+// remote, masqueraded with the kept port. Anything else (a SYN+ACK, SYN with
+// FIN or RST, no flags; from outside a FIN or RST as well) is netfilter's
+// INVALID: a flow made from it would only fill the table (after a SYN flood, a
+// server's SYN+ACK retries for the flows early drop took once used up the
+// reserve the containers' own new connections need).
+enum class TcpNew : uint8_t { kOpens, kCloses, kInvalid };
+inline TcpNew tcp_new(const uint8_t* tcp) {
+  const uint8_t f = tcp[13] & 0x17;  // FIN, SYN, RST, ACK (PSH, URG, ECE, CWR do not matter)
+  if (f == 0x02 || f == 0x10) return TcpNew::kOpens;
+  if (!(f & 0x02) && (f & 0x05)) return TcpNew::kCloses;
+  return TcpNew::kInvalid;
 }
 // A TCP flow whose connection is over: a FIN or a RST seen.
 inline bool over(const Flow& f) {
@@ -393,7 +401,9 @@ inline RouteNext l3_route(Packet& p, const BdEntry& bd, RouteCtx& c, uint16_t* o
   }
 
   // A new flow (routed between networks, below, makes none: any segment goes).
-  const bool invalid = proto == 6 && !opens_flow(ip + ihl);
+  const TcpNew tnew = proto == 6 ? tcp_new(ip + ihl) : TcpNew::kOpens;
+  const bool invalid = tnew == TcpNew::kInvalid;
+  const ConnTrack::Origin inside = tnew == TcpNew::kCloses ? ConnTrack::Origin::kPickup : ConnTrack::Origin::kInside;
   Flow* fl = nullptr;
   ConnTrack::Create r;
   const PubRule* rule = dip == l3.uplink_ip ? published(l3, proto, dport) : nullptr;
@@ -405,7 +415,7 @@ inline RouteNext l3_route(Packet& p, const BdEntry& bd, RouteCtx& c, uint16_t* o
     // Published port (DNAT): the container sees the real client address
     // (an outside host's, or a macvlan endpoint's on the same segment).
     if (!rule) return *drop = from_macvlan ? Drop::kFromMacvlan : Drop::kNoFlow, RouteNext::kDrop;
-    if (invalid) return *drop = Drop::kCtInvalid, RouteNext::kDrop;
+    if (tnew != TcpNew::kOpens) return *drop = Drop::kCtInvalid, RouteNext::kDrop;
     bool other = false;
     if (rule->service >= 0 && c.ct.find(FlowKey{to.ip, sip, to.port, sport, proto}, &other))  // its reply tuple is another flow's
       return *drop = Drop::kNatClash, RouteNext::kDrop;
@@ -433,7 +443,7 @@ inline RouteNext l3_route(Packet& p, const BdEntry& bd, RouteCtx& c, uint16_t* o
     bool other = false;
     const bool self = b->ip == sip || c.ct.find(FlowKey{b->ip, sip, tport, sport, proto}, &other);
     r = c.ct.create(c.worker, key, self ? v->gateway : sip, self ? 0 : sport, b->ip, tport, FlowOut{b->port, b->mac, v->router_mac},
-                    FlowOut{p.in_port, mac_from_bytes(f + 6), router}, v->bd, c.now, &fl);
+                    FlowOut{p.in_port, mac_from_bytes(f + 6), router}, v->bd, c.now, &fl, inside);
   } else if (dip == bd.local_ip) {
     return RouteNext::kDrop;  // to the gateway itself, not an echo: nothing serves it (no_route)
   } else if (!bd.nat) {
@@ -444,7 +454,7 @@ inline RouteNext l3_route(Packet& p, const BdEntry& bd, RouteCtx& c, uint16_t* o
     if (!rule) return RouteNext::kDrop;
     if (invalid) return *drop = Drop::kCtInvalid, RouteNext::kDrop;
     r = c.ct.create(c.worker, key, rule->gateway, 0, to.ip, to.port, to.out, FlowOut{p.in_port, mac_from_bytes(f + 6), router}, to.bd,
-                    c.now, &fl);
+                    c.now, &fl, inside);
   } else {
     for (size_t i = 0; i < l3.isolated.size(); i++) {
       auto [net, mask] = l3.isolated[i];
@@ -467,7 +477,7 @@ inline RouteNext l3_route(Packet& p, const BdEntry& bd, RouteCtx& c, uint16_t* o
     // Masquerade behind the host address.
     // (The source port is kept unless the host publishes it: the remote's connections to that port are not ours.)
     r = c.ct.create(c.worker, key, l3.uplink_ip, 0, dip, dport, FlowOut{l3.uplink_port, 0, l3.uplink_mac},
-                    FlowOut{p.in_port, mac_from_bytes(f + 6), router}, p.bd, c.now, &fl, ConnTrack::Origin::kInside,
+                    FlowOut{p.in_port, mac_from_bytes(f + 6), router}, p.bd, c.now, &fl, inside,
                     !has_ports(proto) || !published(l3, proto, sport));
   }
   if (r != ConnTrack::Create::kOk)

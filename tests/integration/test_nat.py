@@ -711,12 +711,17 @@ def syn_flood_then_connect():
                   f"the flood's flows should be half-open, not established: {sorted(states)} ({len(flood)} flows)")
             mine = [f for f in flows if f["original"].endswith(f"> {OUT}:5001")]
             check(mine and mine[0]["state"] in ("established", "closing", "time_wait", "close"), f"the container's flow: {mine}")
-            # web retries its SYN+ACKs a second on, those of flows early drop took too: they open no
-            # flow (netfilter's INVALID; they once used up the reserve the container's connect needs).
-            time.sleep(max(0.0, flooded + 1.5 - time.monotonic()))
+            # web retries its SYN+ACKs a second on (and 2 s later) for the SYNs it queued, and so for
+            # flows early drop took when they are among those (in about half the runs here). They
+            # open no flow (netfilter's INVALID; they once used up the reserve the container's connect
+            # needs). Whether any came is the kernel's choice: shown, not required (the unit test
+            # NatPipeline.OnlyASynOrAnAckOpensATcpFlow covers the refusal itself).
+            web_drops = lambda: d.counters()["ports"][d.port_of("web", "a")["name"]]["drops"].get("ct_invalid", 0)
+            while not web_drops() and time.monotonic() < flooded + 3.5:
+                time.sleep(0.2)
+            invalid = web_drops()
             theirs = [f for f in d.ctl("show", "conntrack") if f["proto"] == "tcp" and f["original"].split(" >")[0].endswith(":80")]
             check(not theirs, f"the server's SYN+ACK retries opened flows: {theirs[:3]} ({len(theirs)})")
-            invalid = d.counters()["ports"][d.port_of("web", "a")["name"]]["drops"].get("ct_invalid", 0)
             print(f"connect took {took:.3f} s; flood flows {len(flood)} {sorted(states)}; counters {d.counters()['conntrack']}; "
                   f"web's SYN+ACK retries refused (ct_invalid) {invalid}")
         finally:

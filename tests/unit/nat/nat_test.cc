@@ -780,6 +780,17 @@ TEST(NatPipeline, SynFloodFromOutsideDoesNotLockContainersOut) {
   r.ct().for_each([&](const Flow& f) { (TcpState(f.state.load()) == TcpState::kSynSent ? syn_sent : other)++; });
   EXPECT_GT(syn_sent, 0u);
   EXPECT_EQ(other, 0u) << "nothing in the flood is established";
+  // The server's SYN+ACKs and a container's close with no flow take none of the reserve.
+  const size_t live = r.ct().count();
+  for (uint16_t i = 0; i < 2 * r.ct().reserve(); i++) {
+    r.c1->inject(tcp_seg(kRouterMac, kC1Mac, kC1, 0xcb007100 | (1 + i % 250), 80, uint16_t(20000 + i), 0x12));  // to 203.0.113.x
+    r.c1->inject(tcp_seg(kRouterMac, kC1Mac, kC1, kOut, uint16_t(30000 + i), 80, 0x11));
+  }
+  r.poll();
+  EXPECT_TRUE(r.up->take_tx().empty()) << "only while there is room";
+  EXPECT_EQ(r.ct().count(), live);
+  EXPECT_EQ(r.drops(NatRig::kC1Port, Drop::kCtInvalid), 2 * r.ct().reserve());
+  EXPECT_EQ(r.drops(NatRig::kC1Port, Drop::kCtFull), 2 * r.ct().reserve());
   // The container's first SYN is admitted at once (no retransmission needed), and its flow works.
   r.c1->inject(tcp_seg(kRouterMac, kC1Mac, kC1, kOut, 40000, 80, 0x02));
   r.poll();
@@ -807,36 +818,56 @@ TEST(NatPipeline, SynFloodFromOutsideDoesNotLockContainersOut) {
   EXPECT_EQ(r.ct().count(), before + 1);
 }
 
-// As netfilter's conntrack: a SYN+ACK, RST, FIN or flagless segment with no
-// flow opens none (INVALID); a SYN or an ACK (picked up mid-stream) does.
+// As netfilter's conntrack: a segment with no flow opens one only when it is
+// a SYN or an ACK (picked up mid-stream); a SYN+ACK, a SYN with FIN or RST,
+// a flagless one is INVALID. A container's FIN or RST is picked up (its
+// close reaches the remote after the flow expired), from outside it is not.
 // A server's SYN+ACK retries for flows an early drop took, after a SYN
 // flood, once used up the reserve a container's own connection needs.
 TEST(NatPipeline, OnlyASynOrAnAckOpensATcpFlow) {
   NatRig r;
   uint16_t sport = 41000;
-  for (uint8_t flags : {uint8_t(0x12), uint8_t(0x04), uint8_t(0x14), uint8_t(0x11), uint8_t(0x01), uint8_t(0x00)}) {
+  for (uint8_t flags : {uint8_t(0x12), uint8_t(0x52), uint8_t(0x03), uint8_t(0x06), uint8_t(0x08), uint8_t(0x00)})
     r.c1->inject(tcp_seg(kRouterMac, kC1Mac, kC1, kOut, sport++, 80, flags));  // masquerade
+  for (uint8_t flags : {uint8_t(0x12), uint8_t(0x04), uint8_t(0x14), uint8_t(0x11), uint8_t(0x01), uint8_t(0x00)})
     r.up->inject(tcp_seg(kUpMac, kOutMac, kOut, kHostIp, sport++, 8080, flags));  // a published port
-  }
   r.poll();
   EXPECT_TRUE(r.up->take_tx().empty());
   EXPECT_TRUE(r.c1->take_tx().empty());
   EXPECT_EQ(r.ct().count(), 0u);
   EXPECT_EQ(r.drops(NatRig::kC1Port, Drop::kCtInvalid), 6u);
   EXPECT_EQ(r.drops(NatRig::kUpPort, Drop::kCtInvalid), 6u);
-  r.c1->inject(tcp_seg(kRouterMac, kC1Mac, kC1, kOut, sport, 80, 0x18));  // ACK+PSH: picked up
-  r.c1->inject(tcp_seg(kRouterMac, kC1Mac, kC1, kOut, sport + 1, 80, 0x02));  // a SYN
+  // SYNs (ECN's, with PSH or URG) and ACKs (with PSH or URG) open flows.
+  const uint16_t first = sport;
+  for (uint8_t flags : {uint8_t(0x02), uint8_t(0xc2), uint8_t(0x0a), uint8_t(0x22), uint8_t(0x10), uint8_t(0x18), uint8_t(0x30)})
+    r.c1->inject(tcp_seg(kRouterMac, kC1Mac, kC1, kOut, sport++, 80, flags));
   r.poll();
-  EXPECT_EQ(r.up->take_tx().size(), 2u);
-  EXPECT_EQ(r.ct().count(), 2u);
+  EXPECT_EQ(r.up->take_tx().size(), 7u);
+  EXPECT_EQ(r.ct().count(), 7u);
   bool reply;
-  const Flow* f = r.ct().find(FlowKey{kC1, kOut, sport, 80, 6}, &reply);
+  const Flow* f = r.ct().find(FlowKey{kC1, kOut, uint16_t(first + 4), 80, 6}, &reply);
   ASSERT_NE(f, nullptr);
   EXPECT_EQ(TcpState(f->state.load()), TcpState::kNone);
   // A flow's own segments of every kind go on as before.
-  r.c1->inject(tcp_seg(kRouterMac, kC1Mac, kC1, kOut, sport, 80, 0x11));
+  r.c1->inject(tcp_seg(kRouterMac, kC1Mac, kC1, kOut, uint16_t(first + 4), 80, 0x11));
   r.poll();
   EXPECT_EQ(r.up->take_tx().size(), 1u);
+  // A container's close with no flow (expired): out, masqueraded.
+  const uint16_t closing = sport++, reset = sport++;
+  r.c1->inject(tcp_seg(kRouterMac, kC1Mac, kC1, kOut, closing, 80, 0x11));
+  r.c1->inject(tcp_seg(kRouterMac, kC1Mac, kC1, kOut, reset, 80, 0x14));
+  r.poll();
+  auto out = r.up->take_tx();
+  ASSERT_EQ(out.size(), 2u);
+  int i = 0;
+  for (auto [port, state] : {std::pair{closing, TcpState::kClosing}, {reset, TcpState::kClose}}) {
+    f = r.ct().find(FlowKey{kC1, kOut, port, 80, 6}, &reply);
+    ASSERT_NE(f, nullptr);
+    EXPECT_EQ(TcpState(f->state.load()), state);
+    EXPECT_EQ(csum::load32(out[size_t(i)].data() + 14 + 12), kHostIp);
+    EXPECT_EQ(csum::load16(out[size_t(i++)].data() + 34), f->xsrc_port);
+  }
+  EXPECT_EQ(r.drops(NatRig::kC1Port, Drop::kCtInvalid), 6u);
 }
 
 }  // namespace
