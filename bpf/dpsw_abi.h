@@ -159,6 +159,10 @@ struct dpsw_fast_conf {
    * stays on the direct path (the detour would only queue it there again). */
   __u16 steer_ncpus;
   __u16 steer_cpu[DPSW_STEER_MAX_CPUS];
+  /* How many containers' interfaces have an XDP program (the ports are in
+   * dpsw_fast_xdp_peers): frames into those go through the host veth's
+   * transmit, which runs it (bpf_redirect_peer would skip it). 0: no lookup. */
+  __u32 xdp_peers;
 };
 
 /* dpsw_fast_punt_share[worker], memory-mapped by dpsw and written by that

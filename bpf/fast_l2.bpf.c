@@ -73,6 +73,14 @@ struct {
   __type(value, struct dpsw_fast_port);
 } dpsw_fast_ports SEC(".maps");
 
+// Host veths whose container interface has an XDP program (value unused).
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, DPSW_MAX_PORTS);
+  __type(key, __u32);
+  __type(value, __u8);
+} dpsw_fast_xdp_peers SEC(".maps");
+
 // Port id -> host veth ifindex (0: not a fast-tier port): where frames dpsw
 // transmits through the punt veth go.
 struct {
@@ -310,6 +318,16 @@ static __always_inline int mac_is(const __u8 *a, const __u8 *b) {
   return ((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4]) | (a[5] ^ b[5])) == 0;
 }
 
+// Into the container behind host veth `ifindex`: straight into its interface
+// (bpf_redirect_peer: no veth transmit, no second backlog pass), unless that
+// interface has an XDP program - only the veth's transmit runs it (an AF_XDP
+// application in the container would see nothing): then through the veth.
+// dpsw looks at every container's interface in turn (FastControl).
+static __always_inline int into_container(struct dpsw_fast_conf *conf, __u32 ifindex) {
+  if (conf && conf->xdp_peers && bpf_map_lookup_elem(&dpsw_fast_xdp_peers, &ifindex)) return bpf_redirect(ifindex, 0);
+  return bpf_redirect_peer(ifindex, 0);
+}
+
 // Out of the uplink: into its peer directly where dpsw allows it (see
 // dpsw_fast_conf: a peer in another namespace, without XDP; a frame unicast
 // to the peer's MAC - the peer sees it as PACKET_HOST, as the veth would
@@ -357,7 +375,7 @@ static __always_inline int deliver(struct __sk_buff *skb, struct dpsw_fast_conf 
   if (punt && conf && !tcp && skb->gso_size == 0 && (peer || (conf->uplink_punted && ifindex == conf->uplink_ifindex)) &&
       steer(conf, in_port) && steer_to_punt(skb, conf, in_port, out_port))
     return bpf_redirect(punt, BPF_F_INGRESS);
-  return peer ? bpf_redirect_peer(ifindex, 0) : out_of_uplink(skb, conf, ifindex, encap);
+  return peer ? into_container(conf, ifindex) : out_of_uplink(skb, conf, ifindex, encap);
 }
 
 static __always_inline int nat_forward(struct __sk_buff *skb, __u32 in_port, struct dpsw_fast_conf *conf, __u32 punt) {
@@ -539,7 +557,7 @@ __attribute__((noinline)) int dns_answer(struct __sk_buff *skb, __u32 bd, __u32 
     return TC_ACT_SHOT;  // half rewritten (never expected: the offsets were checked): dropped, the asker retries
   count_forwarded(skb, port, port);
   event(DPSW_EV_DNS_ANSWERED);
-  return bpf_redirect_peer(skb->ifindex, 0);
+  return into_container(conf, skb->ifindex);
 }
 
 // The headers a VXLAN frame starts with, up to the inner Ethernet header.
@@ -741,8 +759,9 @@ int dpsw_fast_ingress(struct __sk_buff *skb) {
     event(DPSW_EV_BAD_SRC);
     return TC_ACT_SHOT;
   }
-  // Longer than the network allows (the host end's MTU is higher, so the
-  // container's own MTU is the only other limit): dropped and counted, as the
+  // Longer than the network allows (the host end takes up to 3500 bytes or the
+  // network's MTU, fast_host_mtu(); longer ones the veth drops, counted on the
+  // container end as tx_dropped): dropped and counted, as the
   // userspace tier does. GSO frames are checked segment by segment where
   // they are segmented.
   if (skb->gso_segs <= 1 && skb->len > in->mtu + ETH_HLEN) {
@@ -830,7 +849,7 @@ int dpsw_fast_ingress(struct __sk_buff *skb) {
       if (skb->gso_size == 0 && !is_tcp(eth, data_end) && steer(conf, ip) && steer_to_punt(skb, conf, ip, op))
         return bpf_redirect(in->punt, BPF_F_INGRESS);
       // Behind the uplink (an outside host, for a macvlan endpoint): out of it.
-      return out->flags & DPSW_FDB_EGRESS ? out_of_uplink(skb, conf, out->ifindex, 0) : bpf_redirect_peer(out->ifindex, 0);
+      return out->flags & DPSW_FDB_EGRESS ? out_of_uplink(skb, conf, out->ifindex, 0) : into_container(conf, out->ifindex);
     }
   }
 punt:
@@ -889,7 +908,7 @@ int dpsw_fast_punt_rx(struct __sk_buff *skb) {
   __u32 zero = 0;
   struct dpsw_fast_conf *conf = bpf_map_lookup_elem(&dpsw_fast_conf, &zero);
   if (conf && conf->uplink_punted && target == conf->uplink_ifindex) return out_of_uplink(skb, conf, target, 0);
-  return bpf_redirect_peer(target, 0);
+  return into_container(conf, target);
 }
 
 char _license[] SEC("license") = "GPL";

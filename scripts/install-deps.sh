@@ -13,7 +13,7 @@ PKGS=(
   linux-libc-dev iproute2 iputils-ping iperf3 sockperf tcpdump ethtool procps python3 util-linux
   python3-matplotlib python3-yaml iptables libmicrohttpd-dev
   podman runc containernetworking-plugins busybox-static uidmap docker.io
-  bind9-dnsutils dnsmasq-base dnsperf
+  bind9-dnsutils dnsmasq-base dnsperf knot-dnsutils
 )
 
 missing=()

@@ -270,11 +270,11 @@ void Bridge::create_endpoint(const PlannedEndpoint& ep, bool reuse_netns) {
       const bool fast = a.fast && !own_netns;
       if (a.fast && own_netns) LOG_INFO("endpoint %s: in dpsw's own namespace: served by AF_XDP, not the fast tier", ep.name.c_str());
       core_.journal_->record("link", a.host_ifname);
-      // The host end takes any frame the container sends (up to what its
-      // port can carry): one longer than the network allows reaches dpsw and
-      // is dropped as `oversize` there, counted, not lost unseen in the kernel.
+      // The host end takes what the container sends up to what its port can
+      // carry (fast tier: fast_host_mtu()): one longer than the network allows
+      // reaches dpsw and is dropped as `oversize` there, counted, not lost unseen in the kernel.
       host.create_veth(a.host_ifname, core_.journal_->alias_tag() + ep.name + ":" + a.network, a.ifname, ns.fd, a.mac, a.mtu,
-                       fast ? kFastHostMtu : kAfxdpMaxMtu);
+                       fast ? fast_host_mtu(a.mtu) : kAfxdpMaxMtu);
       rec.links.push_back(a.host_ifname);
       try {
         sysctl_write("net/ipv6/conf/" + a.host_ifname + "/disable_ipv6", "1");
@@ -332,7 +332,7 @@ void Bridge::create_handoff_endpoint(const PlannedEndpoint& ep, EndpointRec& rec
   Rtnl host;
   core_.journal_->record("link", a.host_ifname);
   host.create_veth(a.host_ifname, core_.journal_->alias_tag() + ep.name + ":" + a.network, a.ifname, self.fd, a.mac, a.mtu,
-                   a.fast ? kFastHostMtu : kAfxdpMaxMtu);
+                   a.fast ? fast_host_mtu(a.mtu) : kAfxdpMaxMtu);
   rec.links.push_back(a.host_ifname);
   try {
     sysctl_write("net/ipv6/conf/" + a.host_ifname + "/disable_ipv6", "1");
@@ -427,7 +427,15 @@ void Bridge::apply_mtu(const std::string& network) {
       if (a.network != network || pr.mtu == a.mtu) continue;
       pr.mtu = a.mtu;
       if (ep.port == PortKind::kVhost) continue;  // the application sets its own
-      fast_.set_mtu(rec->second.ports[i], a.mtu);  // a fast-tier port's host end keeps its higher MTU
+      fast_.set_mtu(rec->second.ports[i], a.mtu);
+      if (pr.kind == PortRec::Kind::kFast) {  // its host end: fast_host_mtu() of the new MTU
+        try {
+          Rtnl().set_up(pr.host_ifname, fast_host_mtu(a.mtu));
+        } catch (const std::exception& e) {  // e.g. the container's XDP program caps it: longer frames dropped by the veth
+          LOG_WARN("endpoint %s: cannot set host end %s's MTU to %u (%s): longer frames are dropped by the veth", ep.name.c_str(),
+                   pr.host_ifname.c_str(), fast_host_mtu(a.mtu), e.what());
+        }
+      }
       if (ep.handoff) continue;  // its container end is the runtime's now
       Fd ns(netns::open_path(ep.netns_path));
       Rtnl inside(ns.fd);

@@ -36,8 +36,14 @@ enum class Driver { kBridge, kOverlay, kMacvlan };
 const char* driver_name(Driver d);
 enum class Mode { kBridge, kNone, kHost, kContainer };
 enum class PortKind { kAfxdp, kVhost };
-constexpr uint32_t kAfxdpMaxMtu = 3500;
-constexpr uint32_t kFastHostMtu = 65535;  // a fast-tier endpoint's host veth (no XDP on it): the TC program checks the network's  // one 4 KiB UMEM frame per packet (no multi-buffer yet)
+constexpr uint32_t kAfxdpMaxMtu = 3500;  // one 4 KiB UMEM frame per packet (no multi-buffer yet)
+// A fast-tier endpoint's host veth: it takes any frame the container sends up
+// to this (one longer than its network allows reaches dpsw and is dropped as
+// `oversize`, counted), but no more than a container needs to attach an XDP
+// program to its end: veth allows one only while the peer's MTU fits a page
+// (~3500; a network with a larger MTU: the network's, and such programs need
+// multi-buffer support).
+inline uint32_t fast_host_mtu(uint32_t network_mtu) { return network_mtu > kAfxdpMaxMtu ? network_mtu : kAfxdpMaxMtu; }
 
 struct SwitchConfig {
   std::string name = "dpsw";          // instance name: prefix of namespaces and links

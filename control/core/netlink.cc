@@ -203,7 +203,8 @@ Rtnl::VethPeer Rtnl::veth_peer(const std::string& name) {
           o->v->mac = mac_from_bytes(static_cast<const uint8_t*>(nla_data(tb[IFLA_ADDRESS])));
         nlattr* x[IFLA_XDP_MAX + 1];
         if (tb[IFLA_XDP] && nla_parse_nested(x, IFLA_XDP_MAX, tb[IFLA_XDP], nullptr) == 0 && x[IFLA_XDP_ATTACHED])
-          o->v->xdp = nla_get_u8(x[IFLA_XDP_ATTACHED]) != XDP_ATTACHED_NONE;
+          o->v->xdp = nla_get_u8(x[IFLA_XDP_ATTACHED]) != XDP_ATTACHED_NONE &&
+                      nla_get_u8(x[IFLA_XDP_ATTACHED]) != XDP_ATTACHED_SKB;  // generic XDP runs on any receive path
         o->got = true;
         return int(NL_OK);
       },

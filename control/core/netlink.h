@@ -48,7 +48,7 @@ class Rtnl {
   struct VethPeer {
     bool elsewhere = false;  // in another namespace (the fields below are read only then)
     bool up = false;         // `name` itself is administratively up
-    bool xdp = false;        // an XDP program is attached to the peer
+    bool xdp = false;        // a native (driver) XDP program is attached to the peer: only the veth's transmit runs it
     Mac mac = 0;             // the peer's
     uint32_t mtu = 0;        // the peer's
   };

@@ -128,6 +128,44 @@ void FastControl::check_uplink_peer() {
                                        : "are transmitted by the veth");
 }
 
+void FastControl::check_xdp_peers() {
+  // A container may attach an XDP program to its interface at any time (an
+  // AF_XDP application, a filter): frames into it must then go through the
+  // host veth's transmit, the only path that runs it. Read in the
+  // container's namespace (IFLA_XDP of the veth's peer), a few ports a tick:
+  // each is seen again within (ports / kXdpChecksPerTick) ticks.
+  if (!fast_) return;
+  const size_t n = core_.ports_.size();
+  if (!n) return;
+  std::unique_ptr<Rtnl> rt;
+  const size_t from = xdp_cursor_ % n;
+  for (size_t i = 0, seen = 0; i < n && seen < kXdpChecksPerTick; i++) {
+    const size_t id = (from + i) % n;
+    xdp_cursor_ = id + 1;  // the next tick goes on from here
+    const PortRec& pr = core_.ports_[id];
+    if (pr.kind != PortRec::Kind::kFast || (fast_->uplink_punted() && id == fast_->uplink_port())) continue;
+    seen++;
+    bool xdp = false;
+    try {
+      if (!rt) rt = std::make_unique<Rtnl>();
+      const Rtnl::VethPeer v = rt->veth_peer(pr.host_ifname);
+      xdp = v.elsewhere && v.xdp;
+    } catch (const std::exception&) {  // unreadable (going away): as it was
+      xdp = fast_->xdp_peer(uint16_t(id));
+      rt.reset();  // a reply left unread would confuse the next request: a fresh socket
+    }
+    if (xdp == fast_->xdp_peer(uint16_t(id))) continue;
+    try {
+      fast_->set_xdp_peer(uint16_t(id), xdp);
+      LOG_INFO("fast tier: %s (%s): its interface %s an XDP program: frames into it %s", pr.host_ifname.c_str(),
+               pr.endpoint.c_str(), xdp ? "has" : "no longer has",
+               xdp ? "go through the veth (which runs it)" : "go straight into it");
+    } catch (const std::exception& e) {
+      LOG_WARN("fast tier: %s: %s", pr.host_ifname.c_str(), e.what());
+    }
+  }
+}
+
 void FastControl::journal_uplink(const std::string& ifname) {
   // The user's interface: after a crash, the next start removes our filter
   // (and the qdisc, if we made it) rather than leave it punting to punt veths that are gone.
@@ -237,6 +275,7 @@ void FastControl::tick(uint32_t now) {
   sync_fast_macs();
   refresh_nat(now);
   check_uplink_peer();
+  check_xdp_peers();
 }
 
 void FastControl::tick_done(uint32_t) {
@@ -591,7 +630,8 @@ void FastControl::views(ViewRegistry& r) {
     auto name = [&](uint16_t p) { return p < core_.ports_.size() && core_.ports_[p].used() ? core_.ports_[p].host_ifname : std::to_string(p); };
     for (const auto& kp : fast_->dump_ports())
       out["ports"].push_back({{"ifindex", kp.ifindex}, {"port", kp.port}, {"name", name(kp.port)}, {"network", net(kp.bd)},
-                              {"endpoint", kp.port < core_.ports_.size() ? core_.ports_[kp.port].endpoint : ""}, {"punt_ifindex", kp.punt}});
+                              {"endpoint", kp.port < core_.ports_.size() ? core_.ports_[kp.port].endpoint : ""}, {"punt_ifindex", kp.punt},
+                              {"via_veth", fast_->xdp_peer(kp.port)}});  // its interface has XDP: frames into it through the veth
     for (const auto& [key, port] : fast_->dump_fdb())
       out["fdb"].push_back({{"network", net(key.first)}, {"mac", mac_to_string(key.second)}, {"port", name(port)},
                             {"endpoint", port < core_.ports_.size() ? core_.ports_[port].endpoint : ""}, {"planned", fast_->is_planned(key.first, key.second)}});

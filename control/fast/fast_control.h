@@ -97,6 +97,11 @@ class FastControl : public Module {
   uint32_t announced_at_ = 0;  // ms when between_ticks() last found a flow announced (0: not within a second)
   void drop_nat_of(uint16_t port);
   void check_uplink_peer();  // where the uplink's peer is (FastTier::set_uplink_peer_elsewhere)
+  // Whether containers' interfaces have an XDP program (FastTier::set_xdp_peer):
+  // kXdpChecksPerTick fast-tier ports a tick, in turn from xdp_cursor_.
+  void check_xdp_peers();
+  static constexpr size_t kXdpChecksPerTick = 16;
+  size_t xdp_cursor_ = 0;
   bool peer_error_logged_ = false;  // check_uplink_peer() could not read the peer (logged once until it can)
   void journal_uplink(const std::string& ifname);  // our TC filter (and qdisc) on the uplink, for crash recovery  // a fast-tier port goes: its flows leave the kernel map first
 

@@ -91,10 +91,11 @@ FastTier::FastTier(const std::string& path, uint32_t fdb_entries, int nat_map_fd
   route_map_ = bpf_object__find_map_fd_by_name(obj_, "dpsw_fast_route");
   allow_map_ = bpf_object__find_map_fd_by_name(obj_, "dpsw_fast_allow");
   dns_map_ = bpf_object__find_map_fd_by_name(obj_, "dpsw_fast_dns");
+  xdp_peers_map_ = bpf_object__find_map_fd_by_name(obj_, "dpsw_fast_xdp_peers");
   if (bpf_map* nat = bpf_object__find_map_by_name(obj_, "dpsw_fast_nat")) nat_capacity_ = bpf_map__max_entries(nat);
   const int share_map = bpf_object__find_map_fd_by_name(obj_, "dpsw_fast_punt_share");
   if (std::min({ingress_fd_, punt_fd_, uplink_fd_, ports_map_, peer_map_, fdb_map_, stats_map_, events_map_, conf_map_, nat_map_,
-                share_map, tunnels_map_, vni_map_, route_map_, allow_map_, dns_map_}) < 0) {
+                share_map, tunnels_map_, vni_map_, route_map_, allow_map_, dns_map_, xdp_peers_map_}) < 0) {
     bpf_object__close(obj_);
     obj_ = nullptr;
     throw std::runtime_error(path + ": missing the fast tier's programs or maps");
@@ -204,11 +205,48 @@ void FastTier::remove_port(uint16_t port) {
   drop_routes_to(port);
   // Nothing may redirect to it any more: its MACs first, then the port itself.
   drop_macs_of(port);
+  if (xdp_peers_.erase(port)) {  // (a conf map that refuses: the count stays one too high, a lookup that finds nothing)
+    try {
+      write_conf();
+    } catch (const std::exception&) {
+    }
+  }
   const uint32_t id = port, zero = 0, key = uint32_t(it->second.ifindex);
   bpf_map_update_elem(peer_map_, &id, &zero, 0);
   bpf_map_delete_elem(ports_map_, &key);
+  bpf_map_delete_elem(xdp_peers_map_, &key);
   detach(it->second.ifindex);
   ports_.erase(it);
+}
+
+void FastTier::set_xdp_peer(uint16_t port, bool xdp) {
+  auto it = ports_.find(port);
+  if (it == ports_.end() || xdp == xdp_peer(port)) return;
+  const uint32_t key = uint32_t(it->second.ifindex);
+  const uint8_t one = 1;
+  // Into the map before the count says to look (and out of it after): a
+  // frame never finds the count set for a port the map does not hold yet.
+  // A conf map that refuses leaves things as they were (the caller retries).
+  if (xdp) {
+    if (int e = bpf_map_update_elem(xdp_peers_map_, &key, &one, 0)) throw bpf_error("fast tier: xdp peer map", e);
+    xdp_peers_.insert(port);
+    try {
+      write_conf();
+    } catch (...) {
+      xdp_peers_.erase(port);
+      bpf_map_delete_elem(xdp_peers_map_, &key);
+      throw;
+    }
+  } else {
+    xdp_peers_.erase(port);
+    try {
+      write_conf();
+    } catch (...) {
+      xdp_peers_.insert(port);
+      throw;
+    }
+    bpf_map_delete_elem(xdp_peers_map_, &key);
+  }
 }
 
 void FastTier::add_mac(uint16_t bd, Mac mac, uint16_t port, bool planned) {
@@ -513,6 +551,7 @@ void FastTier::write_conf() {
   c.uplink_redirect_peer = uplink_into_peer();
   c.uplink_peer_mtu = uint16_t(std::min<uint32_t>(p.mtu, 0xffff));
   mac_to_bytes(p.mac, c.uplink_peer_mac);
+  c.xdp_peers = uint32_t(xdp_peers_.size());
   if (int e = bpf_map_update_elem(conf_map_, &zero, &c, 0)) throw bpf_error("fast tier: conf map", e);
 }
 

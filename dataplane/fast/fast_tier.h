@@ -156,6 +156,13 @@ class FastTier {
   bool uplink_into_peer() const {  // what dpsw_fast_conf.uplink_redirect_peer says
     return uplink_punted_ && uplink_peer_.elsewhere && uplink_peer_.up && !uplink_peer_.xdp && uplink_peer_.mac && uplink_peer_.mtu;
   }
+  // A fast-tier port whose container interface has (xdp) or no longer has
+  // an XDP program, as the caller found it: frames into it go through the
+  // host veth's transmit, which runs that program, instead of straight into
+  // the interface (bpf_redirect_peer skips it). Unknown ports: ignored.
+  void set_xdp_peer(uint16_t port, bool xdp);
+  bool xdp_peer(uint16_t port) const { return xdp_peers_.count(port) != 0; }
+  const std::set<uint16_t>& xdp_peers() const { return xdp_peers_; }
   // VXLAN tunnels of overlay networks (a punted uplink only): the kernel tier
   // encapsulates frames for MACs learned behind tunnel port `port` (add_mac)
   // and decapsulates frames from (vni, vtep) to local fast-tier endpoints.
@@ -255,7 +262,8 @@ class FastTier {
   uint16_t uplink_bd_ = 0;
   int tunnels_map_ = -1, vni_map_ = -1;
   std::map<uint16_t, TunnelEntry> tunnels_;  // what dpsw_fast_tunnels holds
-  int route_map_ = -1, allow_map_ = -1, dns_map_ = -1;
+  int route_map_ = -1, allow_map_ = -1, dns_map_ = -1, xdp_peers_map_ = -1;
+  std::set<uint16_t> xdp_peers_;  // what dpsw_fast_xdp_peers holds (by port; the map by ifindex)
   std::map<uint32_t, RouteEntry> routes_;     // what dpsw_fast_route holds
   std::map<std::pair<uint16_t, uint16_t>, std::pair<uint32_t, uint32_t>> allowed_;  // ...and dpsw_fast_allow
   void hook_uplink(int ifindex, const std::string& ifname, int prog_fd);  // our filter on its ingress

@@ -4,6 +4,7 @@ counters, busy cores). Every driver runs inside namespaces it is given."""
 import json
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 import time
@@ -363,6 +364,31 @@ lat.sort()
 pick = lambda p: round(lat[min(len(lat) - 1, int(p * len(lat)))], 1) if lat else None
 print(pick(0.5), pick(0.99), pick(0.999), lost)
 """
+
+
+def kxdpgun(ns, server, names, duration, qps, core):
+    """kxdpgun (Knot DNS's generator: its own XDP program and AF_XDP socket
+    on ns's eth0, no socket calls per query) sending A queries for `names` in
+    turn to server:53 at `qps` for `duration` s, its thread pinned to core:
+    {"sent", "replies", "qps" answered per second, "cores_busy"}. Open loop:
+    what is not answered is lost. None when kxdpgun is not installed."""
+    if not shutil.which("kxdpgun"):
+        return None
+    fd, path = tempfile.mkstemp(prefix="dpsw-kxdpgun-", suffix=".txt")
+    with os.fdopen(fd, "w") as f:
+        f.writelines(f"{n} A\n" for n in names)
+    try:
+        with CpuMeter() as cpu:
+            out = nsx(ns, "kxdpgun", "-t", str(duration), "-Q", str(int(qps)), "-F", str(core), "-i", path, server,
+                      timeout=duration + 30, check_rc=False)
+    finally:
+        os.unlink(path)
+    text = out.stdout + out.stderr
+    sent = re.search(r"total queries:\s+(\d+)", text)
+    got = re.search(r"total replies:\s+(\d+)", text)
+    _need(sent is not None, f"kxdpgun did not run: {text.strip()[-300:]}")
+    replies = int(got.group(1)) if got else 0
+    return {"sent": int(sent.group(1)), "replies": replies, "qps": replies / duration, "cores_busy": cpu.cores}
 
 
 def dns_latency(ns, server, names, count, core):
