@@ -486,6 +486,41 @@ def uplink_into_peer_only_when_safe():
             until(lambda: into() is True, "the uplink up again: frames into the peer again")
 
 
+def veth_tx_packets(ifname):
+    with open(f"/sys/class/net/{ifname}/statistics/tx_packets") as f:
+        return int(f.read())
+
+
+def uplink_broadcast_and_other_macs_through_the_veth():
+    """Frames out of the uplink go straight into its peer only when unicast to
+    the peer's own MAC: dpsw's broadcast ARP requests, and frames for another
+    station behind the peer (a macvlan on the outside's interface: it gets
+    them only as the veth classifies them), are transmitted by the veth, and
+    that station answers."""
+    with Dpsw([{"name": "a", "subnet": "10.241.1.0/24"}], [{"name": "c1", "networks": ["a"]}], uplink=True) as d:
+        d.start()
+        tier = FAST and not UPLINK_XDP
+        other = "198.51.100.20"
+        nsx(d.ns("out"), "ip", "link", "add", "st2", "link", "eth0", "type", "macvlan", "mode", "bridge")
+        nsx(d.ns("out"), "ip", "addr", "add", other + "/24", "dev", "st2")
+        nsx(d.ns("out"), "ip", "link", "set", "st2", "up")
+        before = veth_tx_packets(d.uplink_if)
+        ping(d, "c1", OUT, count=3)  # echo requests to the peer's own MAC
+        if tier:
+            sent = veth_tx_packets(d.uplink_if) - before
+            check(sent < 3, f"the echo requests to the peer's MAC should go into it directly: {sent} sent by the veth")
+        before = veth_tx_packets(d.uplink_if)
+        ping(d, "c1", "198.51.100.30", count=2, expect=False)  # nobody there: dpsw's ARP requests (broadcast)
+        if tier:
+            sent = veth_tx_packets(d.uplink_if) - before
+            check(sent >= 1, "dpsw's ARP requests (broadcast) should be transmitted by the veth")
+        before = veth_tx_packets(d.uplink_if)
+        ping(d, "c1", other, count=3)  # to another station's MAC behind the peer
+        if tier:
+            sent = veth_tx_packets(d.uplink_if) - before
+            check(sent >= 3, f"frames for another MAC behind the peer should be transmitted by the veth: {sent} sent by it")
+
+
 def isolation_and_internal():
     nets = [{"name": "a", "subnet": "10.241.1.0/24"}, {"name": "b", "subnet": "10.241.2.0/24"},
             {"name": "i", "subnet": "10.241.3.0/24", "internal": True}]
@@ -814,4 +849,4 @@ if __name__ == "__main__":
                                           published_ports_and_hairpin, icmp_errors_translated,
                                           routing_between_allowed_networks, nat_across_two_workers,
                                           syn_flood_then_connect, fragments_and_gre, uplink_peer_in_own_namespace,
-                                          uplink_into_peer_only_when_safe)})
+                                          uplink_into_peer_only_when_safe, uplink_broadcast_and_other_macs_through_the_veth)})
