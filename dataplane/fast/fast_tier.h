@@ -162,7 +162,6 @@ class FastTier {
   // the interface (bpf_redirect_peer skips it). Unknown ports: ignored.
   void set_xdp_peer(uint16_t port, bool xdp);
   bool xdp_peer(uint16_t port) const { return xdp_peers_.count(port) != 0; }
-  const std::set<uint16_t>& xdp_peers() const { return xdp_peers_; }
   // VXLAN tunnels of overlay networks (a punted uplink only): the kernel tier
   // encapsulates frames for MACs learned behind tunnel port `port` (add_mac)
   // and decapsulates frames from (vni, vtep) to local fast-tier endpoints.

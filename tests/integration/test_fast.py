@@ -14,7 +14,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from lab.env import BUILD, kernel_core, worker_core  # noqa: E402
 from lab.proc import sh  # noqa: E402
 from lab.testing import Dpsw, check, scenario_main, wait_for  # noqa: E402
-from lab.traffic import SEND_RAW, kxdpgun, mac_of, ping, pktgen, rx_packets, tcp_transfer  # noqa: E402
+from lab.traffic import SEND_RAW, kxdpgun, link_tx, mac_of, ping, pktgen, rx_packets, tcp_transfer  # noqa: E402
 
 NETS = [{"name": "a", "subnet": "10.220.1.0/24"}, {"name": "b", "subnet": "10.220.2.0/24"}]
 EPS = [
@@ -247,12 +247,6 @@ def steering_spreads_floods_only():
 XDP_OBJECT = os.path.join(BUILD, "bpf", "xsk_redirect.bpf.o")  # an XDP program (it passes what has no socket)
 
 
-def host_tx_bytes(ifname):
-    """What the kernel counts as sent by host veth ifname's own transmit."""
-    with open(f"/sys/class/net/{ifname}/statistics/tx_bytes") as f:
-        return int(f.read())
-
-
 def container_with_xdp_program():
     """A container that attaches an XDP program to its interface (an AF_XDP
     application, a filter) gets its frames through the host veth's transmit,
@@ -269,17 +263,17 @@ def container_with_xdp_program():
         sh("ip", "-n", d.ns("c1"), "link", "set", "dev", "eth0", "xdpdrv", "obj", XDP_OBJECT, "sec", "xdp")
         try:
             wait_for(lambda: via() is True, 5, "c1's XDP program should have been seen (show fast: via_veth)")
-            before = host_tx_bytes(host)
+            before = link_tx(host)
             tcp_transfer(d, "c2", "c1", "10.220.1.11", size=4 << 20, port=7301)
-            check(host_tx_bytes(host) - before >= 4 << 20, "with XDP in c1, the stream should have passed c1's host veth (and its program)")
+            check(link_tx(host) - before >= 4 << 20, "with XDP in c1, the stream should have passed c1's host veth (and its program)")
             ping(d, "c2", "10.220.1.11")
         finally:
             off = sh("ip", "-n", d.ns("c1"), "link", "set", "dev", "eth0", "xdpdrv", "off", check_rc=False)
         check(off.returncode == 0, f"could not take c1's XDP program off: {off.stderr.strip()}")
         wait_for(lambda: via() is False, 5, "c1's XDP program gone: frames should go straight into it again")
-        before = host_tx_bytes(host)
+        before = link_tx(host)
         tcp_transfer(d, "c2", "c1", "10.220.1.11", size=4 << 20, port=7302)
-        check(host_tx_bytes(host) - before < 1 << 20, "without XDP, the stream should go straight into c1 (its host veth's transmit idle)")
+        check(link_tx(host) - before < 1 << 20, "without XDP, the stream should go straight into c1 (its host veth's transmit idle)")
         ping(d, "c1", "10.220.1.1")  # the gateway's MAC, for kxdpgun
         r = kxdpgun(d.ns("c1"), "10.220.1.1", ["c2"], 3, 2000, kernel_core())
         if r is None:

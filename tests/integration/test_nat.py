@@ -12,7 +12,7 @@ from lab import topo  # noqa: E402
 from lab.env import BUILD, kernel_core, worker_core  # noqa: E402
 from lab.proc import nsx, sh  # noqa: E402
 from lab.testing import FAST, Dpsw, check, scenario_main  # noqa: E402
-from lab.traffic import mac_of, pktgen, ping, rx_packets, tcp_transfer, tcp_transfer_ns  # noqa: E402
+from lab.traffic import link_tx, mac_of, pktgen, ping, rx_packets, tcp_transfer, tcp_transfer_ns  # noqa: E402
 
 OUT, HOST = Dpsw.OUTSIDE_IP, Dpsw.HOST_IP
 UPLINK_XDP = os.environ.get("DPSW_UPLINK_XDP") == "1"  # dpsw serves the veth uplink as it would a NIC (XDP + AF_XDP)
@@ -195,12 +195,6 @@ def paced_transfer(d, direction, port, seconds=3, client="c1", server="out", tar
     return int(sent[0]), peer, during
 
 
-def veth_tx_bytes(ifname, ns=None):
-    """What the kernel counts as sent by link ifname itself (its own transmit)."""
-    return int(nsx(ns, "cat", f"/sys/class/net/{ifname}/statistics/tx_bytes").stdout) if ns else \
-        int(open(f"/sys/class/net/{ifname}/statistics/tx_bytes").read())
-
-
 def established_flows_in_kernel():
     """Masquerade out of a fast-tier endpoint: once dpsw holds the connection
     established it hands the flow to the kernel tier both ways (the way out
@@ -217,7 +211,7 @@ def established_flows_in_kernel():
             before = fast_tier(d)
             port_before = d.counters()["ports"][c1].get("fast_tier", {})
             up_before = d.counters()["ports"][d.uplink_if].get("fast_tier", {})
-            veth_before = veth_tx_bytes(d.uplink_if)
+            veth_before = link_tx(d.uplink_if)
             n, peer, during = paced_transfer(d, direction, port)
             check(peer == HOST, f"the outside should see the host address, saw {peer}")
             if FAST:
@@ -243,7 +237,7 @@ def established_flows_in_kernel():
                     # went into it directly, not through the uplink veth's transmit.
                     up = d.ctl("show", "fast").get("uplink", {})
                     check(up.get("into_peer") is True, f"frames out of the uplink should go into its peer: {up}")
-                    veth_tx = veth_tx_bytes(d.uplink_if) - veth_before
+                    veth_tx = link_tx(d.uplink_if) - veth_before
                     check(veth_tx < n // 10, f"{veth_tx} of {n} bytes went through the uplink veth's own transmit")
                 # Closed (FIN reaches dpsw): its entries leave the kernel map.
                 until(lambda: fast_tier(d)["nat_kernel_entries"] == 0, "a closed connection's entries should leave the kernel map")
@@ -435,14 +429,16 @@ def uplink_peer_in_own_namespace():
                 check(up.get("name") == "up0" and up.get("into_peer") is False and up.get("peer", {}).get("elsewhere") is False,
                       f"the uplink's peer is in dpsw's namespace: {up}")
             ping(d, "c1", OUT)
-            before, veth_before = fast_tier(d).get("nat_forwarded", 0), veth_tx_bytes("up0", h)
-            peer = tcp_transfer_ns(d.ns("c1"), h, OUT, size=4 << 20, port=7200)
+            before, veth_before = fast_tier(d).get("nat_forwarded", 0), link_tx("up0", ns=h)
+            # 32 MB each way: a few ms at this speed, longer than the install after the handshake
+            # (4 MB once finished before it, seen once in ~12 runs).
+            peer = tcp_transfer_ns(d.ns("c1"), h, OUT, size=32 << 20, port=7200)
             check(peer == HOST, f"masqueraded TCP: the outside saw {peer}")
-            peer = tcp_transfer_ns(h, d.ns("c1"), HOST, size=4 << 20, port=8080, listen_port=80)
+            peer = tcp_transfer_ns(h, d.ns("c1"), HOST, size=32 << 20, port=8080, listen_port=80)
             check(peer == OUT, f"published TCP: the container saw {peer}")
             if FAST:
                 check(fast_tier(d)["nat_forwarded"] > before, "the established flows were not forwarded in the kernel tier")
-                check(veth_tx_bytes("up0", h) - veth_before >= 4 << 20, "the uplink veth should have sent the masqueraded stream")
+                check(link_tx("up0", ns=h) - veth_before >= 4 << 20, "the uplink veth should have sent the masqueraded stream")
     finally:
         t.teardown()
 
@@ -465,11 +461,11 @@ def uplink_into_peer_only_when_safe():
             if tier:
                 until(lambda: into() is False, "with XDP on the peer, frames should be transmitted by the veth")
                 check(d.ctl("show", "fast")["uplink"]["peer"]["xdp"] is True, "the peer's XDP program not seen")
-            veth_before = veth_tx_bytes(d.uplink_if)
+            veth_before = link_tx(d.uplink_if)
             peer = tcp_transfer(d, "c1", "out", OUT, size=4 << 20, port=7300)
             check(peer == HOST, f"masqueraded TCP with XDP on the peer: the outside saw {peer}")
             if tier:
-                check(veth_tx_bytes(d.uplink_if) - veth_before >= 4 << 20, "the stream should have passed the uplink veth (and the peer's XDP)")
+                check(link_tx(d.uplink_if) - veth_before >= 4 << 20, "the stream should have passed the uplink veth (and the peer's XDP)")
         finally:
             sh("ip", "-n", d.ns("out"), "link", "set", "dev", "eth0", "xdpdrv", "off")
         if tier:
@@ -486,11 +482,6 @@ def uplink_into_peer_only_when_safe():
             until(lambda: into() is True, "the uplink up again: frames into the peer again")
 
 
-def veth_tx_packets(ifname):
-    with open(f"/sys/class/net/{ifname}/statistics/tx_packets") as f:
-        return int(f.read())
-
-
 def uplink_broadcast_and_other_macs_through_the_veth():
     """Frames out of the uplink go straight into its peer only when unicast to
     the peer's own MAC: dpsw's broadcast ARP requests, and frames for another
@@ -504,20 +495,20 @@ def uplink_broadcast_and_other_macs_through_the_veth():
         nsx(d.ns("out"), "ip", "link", "add", "st2", "link", "eth0", "type", "macvlan", "mode", "bridge")
         nsx(d.ns("out"), "ip", "addr", "add", other + "/24", "dev", "st2")
         nsx(d.ns("out"), "ip", "link", "set", "st2", "up")
-        before = veth_tx_packets(d.uplink_if)
+        before = link_tx(d.uplink_if, "packets")
         ping(d, "c1", OUT, count=3)  # echo requests to the peer's own MAC
         if tier:
-            sent = veth_tx_packets(d.uplink_if) - before
+            sent = link_tx(d.uplink_if, "packets") - before
             check(sent < 3, f"the echo requests to the peer's MAC should go into it directly: {sent} sent by the veth")
-        before = veth_tx_packets(d.uplink_if)
+        before = link_tx(d.uplink_if, "packets")
         ping(d, "c1", "198.51.100.30", count=2, expect=False)  # nobody there: dpsw's ARP requests (broadcast)
         if tier:
-            sent = veth_tx_packets(d.uplink_if) - before
+            sent = link_tx(d.uplink_if, "packets") - before
             check(sent >= 1, "dpsw's ARP requests (broadcast) should be transmitted by the veth")
-        before = veth_tx_packets(d.uplink_if)
+        before = link_tx(d.uplink_if, "packets")
         ping(d, "c1", other, count=3)  # to another station's MAC behind the peer
         if tier:
-            sent = veth_tx_packets(d.uplink_if) - before
+            sent = link_tx(d.uplink_if, "packets") - before
             check(sent >= 3, f"frames for another MAC behind the peer should be transmitted by the veth: {sent} sent by it")
 
 

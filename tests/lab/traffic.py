@@ -104,6 +104,13 @@ for i in range(int(sys.argv[3])):
 
 
 # ---- what is measured ----
+def link_tx(ifname, what="bytes", ns=None):
+    """What the kernel counts as sent by link ifname's own transmit (tx_bytes
+    or tx_packets), in namespace ns (None: ours)."""
+    path = f"/sys/class/net/{ifname}/statistics/tx_{what}"
+    return int(nsx(ns, "cat", path).stdout) if ns else int(open(path).read())
+
+
 def rx_packets(ns, ifname="eth0"):
     return int(nsx(ns, "cat", f"/sys/class/net/{ifname}/statistics/rx_packets").stdout)
 
